@@ -1,0 +1,63 @@
+/* data.h — token files (the on-disk format documented in docs/FORMAT.md) and
+ * the training batch loader (sequential or seeded-shuffled rows). */
+#ifndef MOE_DATA_H
+#define MOE_DATA_H
+
+#include "moe/common.h"
+
+/* Token file layout (all integers little-endian):
+ *   0  char[8]  magic "MOETOKS\0"
+ *   8  u32      version (1)
+ *  12  u32      bytes per token: 2 (uint16) or 4 (uint32)
+ *  16  u64      n_tokens
+ *  24  u64      n_docs      (0: no document table)
+ *  32  u32      n_domains   (0: no domain names)
+ *  36  u32      vocab_size  (0: unknown; else every id < vocab_size)
+ *  40  u8[24]   reserved, zero
+ *  64  tokens   n_tokens * bytes-per-token
+ *      docs     n_docs * { u64 first_token, u32 domain_id, u32 zero }
+ *      domains  n_domains * { u32 byte_len, UTF-8 name }
+ * Documents are contiguous, in order, first_token strictly increasing from 0. */
+#define MOE_TOKENS_MAGIC "MOETOKS"
+#define MOE_TOKENS_VERSION 1u
+#define MOE_TOKENS_HEADER 64
+
+typedef struct moe_tokens {
+    uint32_t *ids;          /* [n] */
+    size_t n;
+    uint32_t vocab_size;    /* 0 if unknown */
+    size_t n_docs;
+    uint64_t *doc_start;    /* [n_docs] first token of each document */
+    uint32_t *doc_domain;   /* [n_docs] index into domain_names */
+    size_t n_domains;
+    char **domain_names;    /* [n_domains] */
+} moe_tokens;
+
+int moe_tokens_read(const char *path, moe_tokens *out, moe_err *err);
+/* Written atomically; uint16 when every id < 65536, else uint32. */
+int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err);
+void moe_tokens_free(moe_tokens *t);
+
+/* The batch loader. A "row" is T+1 consecutive tokens; row i starts at token
+ * i*T, so there are n_rows = (n - 1) / T rows per epoch.
+ *  - sequential: batch b, row r of the batch is row index (b*B + r) mod n_rows
+ *    (tests rely on this exact order);
+ *  - shuffled: the same rows, in an order permuted per epoch by a seeded RNG. */
+typedef struct moe_loader {
+    const moe_tokens *tokens;
+    size_t B, T;
+    size_t n_rows;
+    int shuffle;
+    uint64_t seed;
+    uint64_t position;      /* rows consumed so far (saved in checkpoints) */
+    size_t *perm;           /* [n_rows] current epoch's order (shuffle only) */
+    uint64_t perm_epoch;    /* epoch that perm holds */
+} moe_loader;
+
+int moe_loader_init(moe_loader *l, const moe_tokens *t, size_t B, size_t T,
+                    int shuffle, uint64_t seed, moe_err *err);
+/* Fills inputs[B*T] and targets[B*T] with the next batch and advances. */
+int moe_loader_next(moe_loader *l, int *inputs, int *targets, moe_err *err);
+void moe_loader_free(moe_loader *l);
+
+#endif

@@ -1,0 +1,34 @@
+/* fileio.h — whole-file reads and crash-safe (atomic) file writes. */
+#ifndef MOE_FILEIO_H
+#define MOE_FILEIO_H
+
+#include "moe/common.h"
+
+/* Reads a whole file into a NUL-terminated malloc'd buffer. */
+char *moe_read_file(const char *path, size_t *len_out, moe_err *err);
+
+/* A file written atomically: bytes go to "<path>.tmp.<pid>", and
+ * moe_afile_commit() flushes, fsyncs, renames over <path> and fsyncs the
+ * directory, so a reader sees either the old file or the whole new one.
+ * moe_afile_abort() removes the temporary file. */
+typedef struct moe_afile {
+    void *fp;            /* FILE* */
+    char path[4096];
+    char tmp[4200];
+} moe_afile;
+
+int moe_afile_open(moe_afile *f, const char *path, moe_err *err);
+int moe_afile_write(moe_afile *f, const void *data, size_t len, moe_err *err);
+int moe_afile_commit(moe_afile *f, moe_err *err);
+void moe_afile_abort(moe_afile *f);
+
+/* Convenience: the whole content at once, atomically. */
+int moe_write_file_atomic(const char *path, const void *data, size_t len, moe_err *err);
+
+/* mkdir -p (0755). */
+int moe_mkdirs(const char *path, moe_err *err);
+
+/* fsync a directory so that renames inside it are durable. */
+int moe_fsync_dir(const char *dir, moe_err *err);
+
+#endif

@@ -1,0 +1,65 @@
+/* safetensors.h — reading and writing the safetensors format
+ * (8-byte little-endian header length N, N bytes of JSON header, then data).
+ * Every header field is validated on read: dtype, shape, offsets inside the
+ * data, no overlaps, total size. */
+#ifndef MOE_SAFETENSORS_H
+#define MOE_SAFETENSORS_H
+
+#include "moe/common.h"
+
+typedef enum { ST_F32, ST_F64, ST_I32, ST_I64, ST_U8, ST_F16, ST_BF16 } st_dtype;
+
+#define ST_MAX_DIMS 8
+
+typedef struct st_tensor {
+    char *name;
+    st_dtype dtype;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    size_t begin, end;      /* byte offsets into the data section */
+    const void *data;       /* points into st_file.data (read side) */
+} st_tensor;
+
+typedef struct st_file {
+    char *path;
+    st_tensor *tensors;
+    size_t count;
+    unsigned char *blob;    /* the whole file */
+    size_t blob_len;
+    const unsigned char *data;  /* start of the data section inside blob */
+    size_t data_len;
+    /* "__metadata__": string -> string pairs (may be empty) */
+    char **meta_keys, **meta_values;
+    size_t meta_count;
+} st_file;
+
+/* Reads and validates a file. Errors name the path and the tensor. */
+int st_read(const char *path, st_file *out, moe_err *err);
+void st_free(st_file *f);
+const st_tensor *st_find(const st_file *f, const char *name);
+const char *st_meta(const st_file *f, const char *key);
+
+/* Looks up `name`, checks it is F32 with exactly the given shape, and copies
+ * its values into dst. Errors: missing tensor, wrong dtype, wrong shape. */
+int st_load_f32(const st_file *f, const char *name, const int64_t *shape, int ndim,
+                float *dst, moe_err *err);
+
+/* One tensor to write. */
+typedef struct st_entry {
+    const char *name;
+    st_dtype dtype;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    const void *data;       /* product(shape) * dtype size bytes */
+} st_entry;
+
+/* Writes entries (in the given order, data 8-byte aligned by padding the
+ * header with spaces) atomically via moe_afile. meta may be NULL. */
+int st_write(const char *path, const st_entry *entries, size_t n,
+             const char *const *meta_keys, const char *const *meta_values,
+             size_t meta_count, moe_err *err);
+
+size_t st_dtype_size(st_dtype d);
+const char *st_dtype_name(st_dtype d);
+
+#endif

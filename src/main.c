@@ -1,0 +1,39 @@
+/* main.c — the `moe` command line: finds the subcommand and hands over. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"init", cmd_init, "write a randomly initialised model"},
+    {"train", cmd_train, "train a model (or resume a run)"},
+    {"score", cmd_score, "log-probabilities of a token sequence"},
+    {"generate", cmd_generate, "sample text from a model"},
+    {"prepare", cmd_prepare, "turn text into a token file"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: moe <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'moe <command> --help' describes each command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { usage(stderr); return 2; }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "moe: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

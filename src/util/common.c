@@ -1,0 +1,81 @@
+/* common.c — error formatting, checked allocation and the string builder. */
+#include "moe/common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int moe_errf(moe_err *err, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int moe_err_prefix(moe_err *err, const char *fmt, ...) {
+    if (err) {
+        char prefix[512], old[sizeof err->msg];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(prefix, sizeof prefix, fmt, ap);
+        va_end(ap);
+        memcpy(old, err->msg, sizeof old);
+        snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    }
+    return -1;
+}
+
+void *moe_malloc(size_t bytes, moe_err *err) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) moe_errf(err, "out of memory allocating %zu bytes", bytes);
+    return p;
+}
+
+void *moe_calloc(size_t n, size_t size, moe_err *err) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) moe_errf(err, "out of memory allocating %zu x %zu bytes", n, size);
+    return p;
+}
+
+int moe_buf_append(moe_buf *b, const void *data, size_t len) {
+    if (b->len + len + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + len + 1) cap *= 2;
+        char *p = realloc(b->data, cap);
+        if (!p) return -1;
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+int moe_buf_printf(moe_buf *b, const char *fmt, ...) {
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) return -1;
+    if ((size_t)n < sizeof small) return moe_buf_append(b, small, (size_t)n);
+    char *big = malloc((size_t)n + 1);
+    if (!big) return -1;
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    int rc = moe_buf_append(b, big, (size_t)n);
+    free(big);
+    return rc;
+}
+
+void moe_buf_free(moe_buf *b) {
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
