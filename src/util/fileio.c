@@ -1,0 +1,166 @@
+/* fileio.c — whole-file reads, atomic writes (tmp file, fsync, rename, fsync
+ * of the directory), mkdir -p and directory fsync. */
+#include "moe/fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+char *moe_read_file(const char *path, size_t *len_out, moe_err *err) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) { moe_errf(err, "cannot open %s: %s", path, strerror(errno)); return NULL; }
+    size_t cap = 1 << 16, len = 0;
+    struct stat st;
+    if (fstat(fileno(fp), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
+        cap = (size_t)st.st_size + 2;   /* +1 to see EOF in one read, +1 for NUL */
+    char *buf = malloc(cap);
+    if (!buf) {
+        fclose(fp);
+        moe_errf(err, "%s: out of memory reading %zu bytes", path, cap);
+        return NULL;
+    }
+    for (;;) {
+        if (len + 1 >= cap) {
+            char *nb = cap > ((size_t)-1) / 2 ? NULL : realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                fclose(fp);
+                moe_errf(err, "%s: out of memory reading (%zu bytes so far)", path, len);
+                return NULL;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t want = cap - 1 - len;
+        size_t n = fread(buf + len, 1, want, fp);
+        len += n;
+        if (n < want) break;   /* end of file or error (checked below) */
+    }
+    if (ferror(fp)) {
+        int e = errno;
+        free(buf);
+        fclose(fp);
+        moe_errf(err, "cannot read %s: %s", path, strerror(e));
+        return NULL;
+    }
+    fclose(fp);
+    buf[len] = '\0';
+    if (len_out) *len_out = len;
+    return buf;
+}
+
+int moe_afile_open(moe_afile *f, const char *path, moe_err *err) {
+    memset(f, 0, sizeof *f);
+    size_t n = strlen(path);
+    if (n == 0) return moe_errf(err, "cannot write a file with an empty path");
+    if (n >= sizeof f->path) return moe_errf(err, "cannot write %.200s...: path longer than %zu bytes",
+                                             path, sizeof f->path - 1);
+    memcpy(f->path, path, n + 1);
+    snprintf(f->tmp, sizeof f->tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *fp = fopen(f->tmp, "wb");
+    if (!fp) return moe_errf(err, "cannot create %s: %s", f->tmp, strerror(errno));
+    f->fp = fp;
+    return 0;
+}
+
+int moe_afile_write(moe_afile *f, const void *data, size_t len, moe_err *err) {
+    if (!f->fp) return moe_errf(err, "cannot write %s: file is not open", f->path);
+    if (len == 0) return 0;
+    errno = 0;
+    if (fwrite(data, 1, len, (FILE *)f->fp) != len) {
+        int e = errno ? errno : EIO;
+        moe_afile_abort(f);
+        return moe_errf(err, "cannot write %s: %s", f->path, strerror(e));
+    }
+    return 0;
+}
+
+/* The directory holding path ("." if it has no slash). */
+static void parent_dir(const char *path, char *out, size_t n) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) { snprintf(out, n, "."); return; }
+    if (slash == path) { snprintf(out, n, "/"); return; }
+    snprintf(out, n, "%.*s", (int)(slash - path), path);
+}
+
+int moe_afile_commit(moe_afile *f, moe_err *err) {
+    FILE *fp = f->fp;
+    if (!fp) return moe_errf(err, "cannot commit %s: file is not open", f->path);
+    const char *step = "write";
+    int e = 0;
+    errno = 0;
+    if (fflush(fp) != 0) e = errno ? errno : EIO;
+    else if (fsync(fileno(fp)) != 0) { e = errno; step = "fsync"; }
+    f->fp = NULL;
+    errno = 0;
+    if (fclose(fp) != 0 && !e) { e = errno ? errno : EIO; step = "close"; }
+    if (e) {
+        remove(f->tmp);
+        return moe_errf(err, "cannot %s %s: %s", step, f->path, strerror(e));
+    }
+    if (rename(f->tmp, f->path) != 0) {
+        e = errno;
+        remove(f->tmp);
+        return moe_errf(err, "cannot rename %s to %s: %s", f->tmp, f->path, strerror(e));
+    }
+    char dir[sizeof f->path];
+    parent_dir(f->path, dir, sizeof dir);
+    return moe_fsync_dir(dir, err);
+}
+
+void moe_afile_abort(moe_afile *f) {
+    if (!f->fp) return;
+    fclose((FILE *)f->fp);
+    f->fp = NULL;
+    remove(f->tmp);
+}
+
+int moe_write_file_atomic(const char *path, const void *data, size_t len, moe_err *err) {
+    moe_afile f;
+    if (moe_afile_open(&f, path, err)) return -1;
+    if (moe_afile_write(&f, data, len, err)) return -1;
+    return moe_afile_commit(&f, err);
+}
+
+int moe_mkdirs(const char *path, moe_err *err) {
+    size_t n = strlen(path);
+    if (n == 0) return moe_errf(err, "cannot create a directory with an empty path");
+    char *p = moe_malloc(n + 1, err);
+    if (!p) return -1;
+    memcpy(p, path, n + 1);
+    int rc = 0;
+    for (size_t i = 1; i <= n && rc == 0; i++) {
+        if (p[i] != '/' && p[i] != '\0') continue;
+        if (p[i - 1] == '/') continue;   /* "a//b" */
+        char saved = p[i];
+        p[i] = '\0';
+        if (mkdir(p, 0755) != 0) {
+            int e = errno;
+            struct stat st;
+            if (e != EEXIST) rc = moe_errf(err, "cannot create directory %s: %s", p, strerror(e));
+            else if (stat(p, &st) != 0)
+                rc = moe_errf(err, "cannot create directory %s: %s", p, strerror(errno));
+            else if (!S_ISDIR(st.st_mode))
+                rc = moe_errf(err, "cannot create directory %s: %s", p, strerror(ENOTDIR));
+        }
+        p[i] = saved;
+    }
+    free(p);
+    return rc;
+}
+
+int moe_fsync_dir(const char *dir, moe_err *err) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return moe_errf(err, "cannot open directory %s: %s", dir, strerror(errno));
+    int rc = 0;
+    /* Some filesystems cannot fsync a directory (EINVAL): nothing to do there. */
+    if (fsync(fd) != 0 && errno != EINVAL && errno != ENOTSUP)
+        rc = moe_errf(err, "cannot fsync directory %s: %s", dir, strerror(errno));
+    close(fd);
+    return rc;
+}
