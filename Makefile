@@ -6,7 +6,7 @@
 
 CC      ?= cc
 OPT     ?= -O2 -march=native
-CFLAGS  += $(OPT) -g -std=c11 -Wall -Wextra -D_DEFAULT_SOURCE -fopenmp -Iinclude
+CFLAGS  += $(OPT) -g -std=c11 -Wall -Wextra -D_DEFAULT_SOURCE -fopenmp -Iinclude -Isrc
 LDLIBS  += -lopenblas -lpcre2-8 -lm
 BUILD   ?= build
 

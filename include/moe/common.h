@@ -38,4 +38,9 @@ int moe_buf_printf(moe_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void moe_buf_free(moe_buf *b);
 
+/* Formats a file path into out[cap]; a path that does not fit is an error
+ * ("path too long: ...") rather than a silent truncation. */
+int moe_path(char *out, size_t cap, moe_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 #endif

@@ -24,7 +24,8 @@ int moe_err_prefix(moe_err *err, const char *fmt, ...) {
         vsnprintf(prefix, sizeof prefix, fmt, ap);
         va_end(ap);
         memcpy(old, err->msg, sizeof old);
-        snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+        if (snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old) >= (int)sizeof err->msg)
+            err->msg[sizeof err->msg - 1] = '\0';  /* a long message is cut, not lost */
     }
     return -1;
 }
@@ -78,4 +79,13 @@ void moe_buf_free(moe_buf *b) {
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+}
+
+int moe_path(char *out, size_t cap, moe_err *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, cap, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap) return moe_errf(err, "path too long: %.200s...", out);
+    return 0;
 }

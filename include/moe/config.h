@@ -1,0 +1,56 @@
+/* config.h — every number a user sets (model shape, training), with its
+ * default, allowed range and documentation in one table (src/model/config.c).
+ * Configs are JSON objects; unknown keys and out-of-range values are refused
+ * with a message naming the key. */
+#ifndef MOE_CONFIG_H
+#define MOE_CONFIG_H
+
+#include "moe/common.h"
+#include "moe/json.h"
+
+typedef struct moe_config {
+    /* model */
+    int vocab_size;       /* token ids are 0..vocab_size-1 */
+    int hidden;           /* model width D */
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;       /* grouped-query attention: n_heads % n_kv_heads == 0 */
+    int ffn_dim;          /* SwiGLU intermediate size (0 in JSON: 4 x hidden) */
+    int max_seq_len;
+    double rope_theta;
+    double norm_eps;
+    double init_std;
+    char ffn[16];         /* feed-forward kind of every layer: "dense" */
+    /* training */
+    int steps;
+    int batch_size;       /* sequences per micro-batch */
+    int seq_len;
+    int grad_accum;       /* micro-batches per optimiser step */
+    double lr;
+    int warmup;           /* steps of linear warm-up (-1 in JSON: 1% of steps) */
+    double min_lr_ratio;  /* cosine decays to lr * min_lr_ratio */
+    double weight_decay;
+    double beta1, beta2, adam_eps;
+    double grad_clip;     /* global-norm clip; 0 disables */
+    int seed;
+    int threads;          /* 0: all cores */
+    int shuffle;          /* bool */
+    int checkpoint_every; /* steps between checkpoints; 0: only at the end */
+    int keep_checkpoints; /* how many step checkpoints to keep */
+} moe_config;
+
+void moe_config_defaults(moe_config *c);
+/* Applies the keys of a JSON object on top of *c. `what` names the source. */
+int moe_config_apply_json(moe_config *c, const json_value *obj, const char *what, moe_err *err);
+/* defaults + file + validation */
+int moe_config_load(const char *path, moe_config *c, moe_err *err);
+/* Sets one numeric key by name, with the table's range check (CLI flags). */
+int moe_config_set(moe_config *c, const char *key, double value, moe_err *err);
+/* Cross-key checks and derived defaults (ffn_dim 0, warmup -1). */
+int moe_config_finalize(moe_config *c, moe_err *err);
+/* Every key, as a pretty JSON object. */
+int moe_config_to_json(const moe_config *c, moe_buf *out);
+/* Markdown table of every key (docs/CONFIG.md is generated from this). */
+int moe_config_doc(moe_buf *out);
+
+#endif

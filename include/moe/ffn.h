@@ -1,0 +1,54 @@
+/* ffn.h — the feed-forward slot of a transformer block. A dense SwiGLU FFN
+ * and every mixture-of-experts layer implement this one interface; the block,
+ * the trainer and the checkpoint code only ever see it. */
+#ifndef MOE_FFN_H
+#define MOE_FFN_H
+
+#include "moe/common.h"
+#include "moe/config.h"
+#include "moe/layout.h"
+
+/* What a forward / backward call knows about the batch it works on. */
+typedef struct moe_ffn_ctx {
+    const int *tokens;     /* [N] input token ids (hash routing uses them) */
+    size_t B, T;           /* N = B*T rows, batch-major */
+    long step;             /* optimiser step (for warm-up schedules) */
+    int training;          /* 1 in training: auxiliary losses are computed */
+    float loss_scale;      /* d(objective)/d(this micro-batch's loss): 1/grad_accum */
+} moe_ffn_ctx;
+
+typedef struct moe_ffn moe_ffn;
+
+typedef struct moe_ffn_ops {
+    const char *kind;
+    /* Declares the parameters under `prefix` ("model.layers.3.mlp"). */
+    void (*layout)(moe_ffn *f, moe_layout *L, const char *prefix);
+    /* y[N,D] = FFN(x[N,D]); keeps what backward needs; sets f->aux_loss. */
+    int (*forward)(moe_ffn *f, float *y, const float *x, size_t N,
+                   const moe_ffn_ctx *ctx, moe_err *err);
+    /* dx[N,D] = dL/dx (overwritten) given dy; adds the parameter gradients,
+     * including those of the auxiliary loss (scaled by ctx->loss_scale). */
+    int (*backward)(moe_ffn *f, float *dx, const float *dy, const float *x,
+                    size_t N, const moe_ffn_ctx *ctx, moe_err *err);
+    /* Optional: writes a JSON object of routing statistics of the last
+     * forward into out (no-op for dense). */
+    int (*stats_json)(const moe_ffn *f, moe_buf *out);
+    void (*destroy)(moe_ffn *f);
+} moe_ffn_ops;
+
+struct moe_ffn {
+    const moe_ffn_ops *ops;
+    const moe_config *cfg;
+    int layer;
+    double aux_loss;      /* auxiliary loss of the last forward (0 for dense) */
+    void *impl;           /* the implementation's own state */
+};
+
+/* Creates the FFN of block `layer` as the config says. */
+int moe_ffn_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
+void moe_ffn_destroy(moe_ffn *f);
+
+/* The dense SwiGLU FFN (also the expert of every MoE layer). */
+int moe_ffn_dense_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
+
+#endif

@@ -1,0 +1,65 @@
+/* kernels.h — the numeric primitives every layer is built from: matrix
+ * products (BLAS), RMSNorm, RoPE, causal attention, SwiGLU, cross-entropy.
+ * Forward / backward pairs over raw float pointers; shapes in the comments.
+ * This is the one place a backend plugs in. Backward functions ACCUMULATE
+ * (+=) into parameter gradients and, unless said otherwise, OVERWRITE input
+ * gradients. Row-major throughout; N = number of tokens (B*T). */
+#ifndef MOE_KERNELS_H
+#define MOE_KERNELS_H
+
+#include <stddef.h>
+
+/* out[N,O] = in[N,C] @ W[O,C]^T   (beta = 0: overwrite, 1: accumulate) */
+void k_matmul_forward(float *out, const float *in, const float *W,
+                      size_t N, size_t C, size_t O, float beta);
+/* din[N,C] (=, or += if accumulate) dout[N,O] @ W[O,C];  dW[O,C] += dout^T @ in.
+ * din or dW may be NULL to skip it. */
+void k_matmul_backward(float *din, float *dW, const float *dout, const float *in,
+                       const float *W, size_t N, size_t C, size_t O, int accumulate);
+
+/* y[N,D] = x * rstd * w, rstd[N] = 1/sqrt(mean(x^2) + eps) */
+void k_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
+                       size_t N, size_t D, float eps);
+/* dx[N,D] (+= if accumulate, else =); dw[D] += */
+void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
+                        const float *w, const float *rstd, size_t N, size_t D,
+                        int accumulate);
+
+/* Rotary tables for positions 0..T-1: cos, sin [T, hd/2], freq_i = theta^(-2i/hd). */
+void k_rope_tables(float *cos_t, float *sin_t, size_t T, size_t hd, double theta);
+/* In-place rotation of x[B*T, nh*hd] (head h at columns h*hd..), rotate-half
+ * convention (pairs i, i+hd/2) as in Hugging Face LLaMA. inverse = 1 rotates
+ * by minus the angle (the backward pass). */
+void k_rope(float *x, const float *cos_t, const float *sin_t, size_t B, size_t T,
+            size_t nh, size_t hd, int inverse);
+
+/* Causal grouped-query attention.
+ * q[B*T, H*hd], k,v[B*T, KV*hd] -> out[B*T, H*hd]; att[B, H, T, T] holds the
+ * softmax probabilities (upper triangle zero) for the backward pass.
+ * Head h reads KV head h / (H/KV). scale = 1/sqrt(hd). */
+void k_attention_forward(float *out, float *att, const float *q, const float *k,
+                         const float *v, size_t B, size_t T, size_t H, size_t KV,
+                         size_t hd);
+/* dq, dk, dv overwritten; scratch holds [B*KV, T, T] floats. */
+void k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
+                          const float *dout, const float *att, const float *q,
+                          const float *k, const float *v, size_t B, size_t T,
+                          size_t H, size_t KV, size_t hd);
+
+/* a[N,F] = silu(h1) * h3 */
+void k_swiglu_forward(float *a, const float *h1, const float *h3, size_t n);
+/* dh1, dh3 [N,F] from da */
+void k_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,
+                       const float *h3, size_t n);
+
+/* Cross-entropy over logits[N,V] with targets[N] (a target < 0 is ignored).
+ * Writes the per-token loss into losses[N] (0 for ignored) and, if dlogits is
+ * not NULL, dlogits = (softmax - onehot) * dscale (dscale usually 1/count).
+ * Returns the sum of the losses. dlogits may alias logits. */
+double k_cross_entropy(float *dlogits, float *losses, const float *logits,
+                       const int *targets, size_t N, size_t V, float dscale);
+
+/* y[n] += x[n] */
+void k_add(float *y, const float *x, size_t n);
+
+#endif

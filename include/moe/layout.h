@@ -1,0 +1,44 @@
+/* layout.h — parameters live in one allocation (and their gradients in a
+ * second one of the same layout), carved into named tensors. Modules declare
+ * their tensors through moe_layout_add(); the model calls every module's
+ * layout function twice: once to count (pointers come back NULL), then to
+ * hand out pointers into the allocations. The tensor table also drives
+ * initialisation, weight decay and the safetensors names. */
+#ifndef MOE_LAYOUT_H
+#define MOE_LAYOUT_H
+
+#include "moe/common.h"
+
+#define MOE_NAME_MAX 96
+
+typedef struct moe_tensor {
+    char name[MOE_NAME_MAX];   /* Hugging-Face-style, e.g. "model.layers.0.mlp.up_proj.weight" */
+    int ndim;
+    int64_t shape[3];
+    size_t offset;             /* in floats, from the start of the allocation */
+    size_t size;               /* floats */
+    float init_std;            /* normal(0, init_std); 0 < init_std. ones if init_std < 0 */
+    int decay;                 /* AdamW weight decay applies (matrices only) */
+} moe_tensor;
+
+typedef struct moe_layout {
+    moe_tensor *tensors;
+    size_t count, cap;
+    size_t total;              /* floats so far */
+    float *params, *grads;     /* NULL while counting */
+    int failed;                /* an allocation of the table failed */
+} moe_layout;
+
+/* Declares a tensor of the given shape (ndim 1..3). Returns the parameter
+ * pointer and sets *grad (both NULL while counting). A 1-D tensor is
+ * initialised to ones and never decayed; others use normal(0, init_std). */
+float *moe_layout_add(moe_layout *L, float **grad, float init_std, int ndim,
+                      const int64_t *shape, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* Starts the second pass: keeps the table size, restarts offsets. */
+void moe_layout_rewind(moe_layout *L, float *params, float *grads);
+void moe_layout_free(moe_layout *L);
+const moe_tensor *moe_layout_find(const moe_layout *L, const char *name);
+
+#endif

@@ -1,0 +1,84 @@
+/* model.h — the LLaMA-style transformer (SPEC §1): embedding, blocks of
+ * RMSNorm + causal GQA attention with RoPE + RMSNorm + FFN slot, final norm,
+ * untied lm_head. Forward, backward, init, save and load. */
+#ifndef MOE_MODEL_H
+#define MOE_MODEL_H
+
+#include "moe/common.h"
+#include "moe/config.h"
+#include "moe/ffn.h"
+#include "moe/layout.h"
+
+typedef struct moe_block {
+    /* parameters and their gradients (d_ prefix), pointers into the model's
+     * two allocations */
+    float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm;
+    float *d_attn_norm, *d_wq, *d_wk, *d_wv, *d_wo, *d_ffn_norm;
+    moe_ffn *ffn;
+} moe_block;
+
+/* Saved activations of one block for B*T = N rows. */
+typedef struct block_acts {
+    float *ln1, *rstd1;     /* [N,D], [N] */
+    float *q, *k, *v;       /* [N,H*hd], [N,KV*hd], [N,KV*hd] (q, k after RoPE) */
+    float *att;             /* [B,H,T,T] softmax probabilities */
+    float *attn_out;        /* [N,H*hd] before the output projection */
+    float *ln2, *rstd2;     /* [N,D], [N] */
+} block_acts;
+
+typedef struct moe_model {
+    moe_config cfg;
+    moe_layout layout;
+    float *params, *grads;  /* layout.total floats each */
+    size_t n_params;
+    float *embed, *d_embed;           /* [V,D] model.embed_tokens.weight */
+    float *final_norm, *d_final_norm; /* [D] */
+    float *lm_head, *d_lm_head;       /* [V,D] */
+    moe_block *blocks;                /* [n_layers] */
+
+    /* activations for the last forward (grown to the largest B,T seen) */
+    size_t B, T, cap_rows, cap_bt, cap_T;
+    float *acts_mem;
+    float **res;            /* [L+1] residual stream entering block l, [N,D] */
+    float **res_mid;        /* [L] after attention, [N,D] */
+    block_acts *acts;       /* [L] */
+    float *lnf, *rstdf;     /* [N,D], [N] */
+    float *logits;          /* [N,V] (turned into dlogits by backward) */
+    float *losses;          /* [N] */
+    float *rope_cos, *rope_sin;  /* [T, hd/2] */
+    int *tokens, *targets;  /* [N] copies of the last batch */
+    /* backward scratch */
+    float *dres, *dln, *dq, *dk, *dv, *dattn, *dscratch;
+    int has_targets;
+    long step;              /* set by the trainer; read by FFNs with schedules */
+    int training;
+} moe_model;
+
+/* Builds a model from a finalized config; parameters zero (call init or load). */
+int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err);
+void moe_model_free(moe_model *m);
+/* SPEC init: normal(0, init_std), output projections init_std/sqrt(2L), norms 1. */
+void moe_model_init(moe_model *m, uint64_t seed);
+
+/* Forward over inputs[B*T]. With targets (may be NULL) computes the mean
+ * next-token cross-entropy into *lm_loss and the summed auxiliary losses of
+ * the FFN slots into *aux_loss (either pointer may be NULL). */
+int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
+                      size_t B, size_t T, double *lm_loss, double *aux_loss,
+                      moe_err *err);
+/* Backward of (lm_loss + aux_loss) * loss_scale for the last forward;
+ * ADDS into m->grads. */
+int moe_model_backward(moe_model *m, float loss_scale, moe_err *err);
+void moe_model_zero_grad(moe_model *m);
+
+/* Logits of the last forward: [B*T, V]. Valid until the next backward. */
+static inline const float *moe_model_logits(const moe_model *m) { return m->logits; }
+
+/* Checkpoint I/O: DIR/config.json and DIR/model.safetensors. */
+int moe_model_save(const moe_model *m, const char *dir, moe_err *err);
+int moe_model_load(const char *dir, moe_model **out, moe_err *err);
+/* Resolves a model or run directory to the checkpoint directory to read:
+ * DIR itself if it holds model.safetensors, else the newest DIR/checkpoints/step-*. */
+int moe_resolve_checkpoint(const char *dir, char *out, size_t cap, moe_err *err);
+
+#endif

@@ -1,0 +1,66 @@
+/* train.h — the optimiser (AdamW, SPEC §1), the learning-rate schedule, and
+ * the trainer: one optimiser step over grad_accum micro-batches, metrics,
+ * and checkpoints that hold everything needed to resume exactly. */
+#ifndef MOE_TRAIN_H
+#define MOE_TRAIN_H
+
+#include <stdio.h>
+
+#include "moe/common.h"
+#include "moe/config.h"
+#include "moe/data.h"
+#include "moe/model.h"
+
+/* Learning rate of optimiser step `step` (0-based): linear warm-up over
+ * cfg->warmup steps to cfg->lr, then cosine decay to lr * min_lr_ratio at
+ * cfg->steps. */
+double moe_lr_at(const moe_config *cfg, long step);
+
+/* sqrt(sum g^2) over n floats, accumulated in double in a fixed order. */
+double moe_grad_norm(const float *g, size_t n);
+
+/* One AdamW update (PyTorch semantics: decoupled decay lr*wd*p on tensors
+ * with decay set; bias-corrected moments). t is the 1-based step count. */
+void moe_adamw_update(const moe_layout *L, float *params, const float *grads,
+                      float *m, float *v, double lr, long t, const moe_config *cfg);
+
+/* What one optimiser step measured. */
+typedef struct moe_step_stats {
+    long step;            /* 1-based number of the step just taken */
+    double loss;          /* lm_loss + aux_loss, mean over micro-batches */
+    double lm_loss;       /* mean next-token cross-entropy */
+    double aux_loss;      /* summed auxiliary losses of the FFN slots */
+    double lr;
+    double grad_norm;     /* before clipping */
+    size_t tokens;        /* tokens in this step */
+    double seconds;       /* wall time of this step */
+} moe_step_stats;
+
+typedef struct moe_trainer {
+    moe_config cfg;
+    moe_model *model;
+    float *adam_m, *adam_v;   /* [n_params] first and second moments */
+    long step;                /* optimiser steps completed */
+    moe_loader loader;
+    const moe_tokens *data;
+    int *inputs, *targets;    /* [B*T] current micro-batch */
+    char out_dir[4096];
+    FILE *metrics;            /* out_dir/metrics.jsonl, appended */
+} moe_trainer;
+
+/* Takes ownership of model. cfg holds the training keys (steps, batch, ...). */
+int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
+                       const moe_tokens *data, const char *out_dir, moe_err *err);
+/* Restores optimiser moments, step and data position from a checkpoint
+ * directory written by moe_trainer_save (the model is loaded separately). */
+int moe_trainer_restore(moe_trainer *tr, const char *ckpt_dir, moe_err *err);
+int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err);
+/* Appends one JSON line to metrics.jsonl. */
+int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err);
+/* Writes out_dir/checkpoints/step-NNNNNNNN (model, optimiser, state)
+ * through a temporary directory renamed into place, then keeps only the
+ * newest cfg.keep_checkpoints. */
+int moe_trainer_save(moe_trainer *tr, moe_err *err);
+void moe_trainer_free(moe_trainer *tr);
+
+#endif

@@ -1,0 +1,165 @@
+/* train.c — `moe train`: the training loop as a user drives it: options,
+ * live progress, metrics, periodic checkpoints, and a clean stop on
+ * SIGINT / SIGTERM (a checkpoint is written first). */
+#include <omp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "moe/train.h"
+
+static void help(FILE *f) {
+    fprintf(f,
+        "usage: moe train (--config FILE.json | --model DIR | --resume DIR) --data FILE\n"
+        "                 [--out DIR] [options]\n\n"
+        "  --config FILE     new model from a config (docs/CONFIG.md), initialised with --seed\n"
+        "  --model DIR       start from the weights of DIR (fresh optimiser)\n"
+        "  --resume DIR      continue a run exactly where its last checkpoint stopped\n"
+        "  --data FILE       token file (docs/FORMAT.md)\n"
+        "  --out DIR         run directory (default with --resume: the resumed run)\n"
+        "  --steps N  --batch B  --seq T  --grad-accum N  --lr X  --warmup N\n"
+        "  --seed N  --threads N  --checkpoint-every N  --keep N\n"
+        "                    override the config's training keys\n"
+        "  --no-shuffle      read rows in order (batch b, row r = tokens[(bB+r)T ...])\n\n"
+        "Writes DIR/metrics.jsonl (one JSON line per step) and\n"
+        "DIR/checkpoints/step-NNNNNNNN/ (config.json, model.safetensors,\n"
+        "optimizer.safetensors, trainer_state.json). Ctrl-C writes a checkpoint and stops.\n");
+}
+
+static volatile sig_atomic_t stop_requested = 0;
+static void on_signal(int sig) { stop_requested = sig; }
+
+/* CLI flags that map one-to-one onto numeric config keys. */
+static const struct { const char *flag, *key; } FLAG_KEYS[] = {
+    {"--steps", "steps"}, {"--batch", "batch_size"}, {"--seq", "seq_len"},
+    {"--grad-accum", "grad_accum"}, {"--lr", "lr"}, {"--warmup", "warmup"},
+    {"--seed", "seed"}, {"--threads", "threads"}, {"--checkpoint-every", "checkpoint_every"},
+    {"--keep", "keep_checkpoints"},
+};
+#define N_FLAG_KEYS (sizeof FLAG_KEYS / sizeof FLAG_KEYS[0])
+
+static void format_duration(char *out, size_t cap, double s) {
+    if (s < 60) snprintf(out, cap, "%.0fs", s);
+    else if (s < 3600) snprintf(out, cap, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else snprintf(out, cap, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *config = NULL, *model_dir = NULL, *resume = NULL, *data = NULL, *out = NULL;
+    const char *override_key[N_FLAG_KEYS];
+    double override_val[N_FLAG_KEYS];
+    size_t n_over = 0;
+    int no_shuffle = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
+        if (!strcmp(a, "--no-shuffle")) { no_shuffle = 1; continue; }
+        const char **target = !strcmp(a, "--config") ? &config : !strcmp(a, "--model") ? &model_dir
+                            : !strcmp(a, "--resume") ? &resume : !strcmp(a, "--data") ? &data
+                            : !strcmp(a, "--out") ? &out : NULL;
+        if (target) { if (!(*target = cli_value("train", argc, argv, &i))) return 2; continue; }
+        size_t k = 0;
+        while (k < N_FLAG_KEYS && strcmp(a, FLAG_KEYS[k].flag)) k++;
+        if (k == N_FLAG_KEYS) { fprintf(stderr, "moe train: unknown option '%s' (see --help)\n", a); return 2; }
+        const char *v = cli_value("train", argc, argv, &i);
+        double x;
+        if (!v || cli_double("train", a, v, -1e18, 1e18, &x)) return 2;
+        override_key[n_over] = FLAG_KEYS[k].key;
+        override_val[n_over++] = x;
+    }
+    if ((config != NULL) + (model_dir != NULL) + (resume != NULL) != 1) {
+        fprintf(stderr, "moe train: give exactly one of --config, --model or --resume\n");
+        return 2;
+    }
+    if (!data) { fprintf(stderr, "moe train: --data FILE is required\n"); return 2; }
+    if (!out && !resume) { fprintf(stderr, "moe train: --out DIR is required\n"); return 2; }
+
+    moe_err err;
+    moe_config cfg;
+    moe_model *model = NULL;
+    moe_tokens tokens = {0};
+    moe_trainer tr = {0};
+    char ckpt[4096] = "";
+    int rc = 1, have_trainer = 0;
+
+    /* the model and its config */
+    if (config) {
+        if (moe_config_load(config, &cfg, &err)) goto fail;
+    } else {
+        if (moe_resolve_checkpoint(resume ? resume : model_dir, ckpt, sizeof ckpt, &err) ||
+            moe_model_load(ckpt, &model, &err))
+            goto fail;
+        cfg = model->cfg;
+    }
+    for (size_t k = 0; k < n_over; k++)
+        if (moe_config_set(&cfg, override_key[k], override_val[k], &err)) {
+            fprintf(stderr, "moe train: %s\n", err.msg);
+            rc = 2;
+            goto done;
+        }
+    if (no_shuffle) cfg.shuffle = 0;
+    if (moe_config_finalize(&cfg, &err)) goto fail;
+    if (config) {
+        if (moe_model_create(&cfg, &model, &err)) goto fail;
+        moe_model_init(model, (uint64_t)cfg.seed);
+    } else {
+        model->cfg = cfg;  /* training keys may differ; model keys come from the checkpoint */
+    }
+    omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
+
+    if (moe_tokens_read(data, &tokens, &err)) goto fail;
+    have_trainer = 1;  /* from here the trainer owns the model */
+    if (moe_trainer_create(&tr, &cfg, model, &tokens, out ? out : resume, &err)) goto fail;
+    if (resume && moe_trainer_restore(&tr, ckpt, &err)) goto fail;
+    if (tr.step >= cfg.steps) {
+        printf("moe train: already at step %ld of %d; nothing to do\n", tr.step, cfg.steps);
+        rc = 0;
+        goto done;
+    }
+
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    int tty = isatty(2);
+    long first = tr.step, every = cfg.steps / 20 > 0 ? cfg.steps / 20 : 1;
+    double elapsed = 0.0;
+    size_t seen = 0;
+    fprintf(stderr, "moe train: %zu parameters, %d steps of %d x %d x %d tokens, %d threads, out %s\n",
+            model->n_params, cfg.steps, cfg.batch_size, cfg.seq_len, cfg.grad_accum,
+            omp_get_max_threads(), tr.out_dir);
+    while (tr.step < cfg.steps && !stop_requested) {
+        moe_step_stats st;
+        if (moe_trainer_step(&tr, &st, &err) || moe_trainer_log(&tr, &st, &err)) goto fail;
+        elapsed += st.seconds;
+        seen += st.tokens;
+        double eta = elapsed / (double)(tr.step - first) * (double)(cfg.steps - tr.step);
+        char eta_s[32];
+        format_duration(eta_s, sizeof eta_s, eta);
+        if (tty || tr.step % every == 0 || tr.step == cfg.steps)
+            fprintf(stderr, "%sstep %ld/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %s%s",
+                    tty ? "\r\033[K" : "", tr.step, cfg.steps, st.loss, st.lr,
+                    (double)seen / elapsed, eta_s, tty ? "" : "\n");
+        if (cfg.checkpoint_every && tr.step % cfg.checkpoint_every == 0 && tr.step < cfg.steps &&
+            moe_trainer_save(&tr, &err))
+            goto fail;
+    }
+    if (tty) fprintf(stderr, "\n");
+    if (moe_trainer_save(&tr, &err)) goto fail;
+    if (stop_requested)
+        fprintf(stderr, "moe train: stopped by signal %d at step %ld; checkpoint written, resume with "
+                "--resume %s\n", (int)stop_requested, tr.step, tr.out_dir);
+    else
+        fprintf(stderr, "moe train: done, checkpoint %s/checkpoints/step-%08ld\n", tr.out_dir, tr.step);
+    rc = stop_requested ? 128 + (int)stop_requested : 0;
+    goto done;
+fail:
+    fprintf(stderr, "\nmoe train: %s\n", err.msg);
+    rc = 1;
+done:
+    if (have_trainer) moe_trainer_free(&tr);
+    else moe_model_free(model);
+    moe_tokens_free(&tokens);
+    return rc;
+}

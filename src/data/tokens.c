@@ -1,0 +1,208 @@
+/* tokens.c — token files (format in data.h and docs/FORMAT.md) and the
+ * training batch loader. */
+#include "moe/data.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/fileio.h"
+#include "moe/rng.h"
+
+static uint32_t rd32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t rd64(const unsigned char *p) { return rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+static void wr32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void wr64(unsigned char *p, uint64_t v) { wr32(p, (uint32_t)v); wr32(p + 4, (uint32_t)(v >> 32)); }
+
+void moe_tokens_free(moe_tokens *t) {
+    if (!t) return;
+    free(t->ids);
+    free(t->doc_start);
+    free(t->doc_domain);
+    for (size_t i = 0; i < t->n_domains; i++) free(t->domain_names[i]);
+    free(t->domain_names);
+    memset(t, 0, sizeof *t);
+}
+
+/* Parses a token file held in memory; errors name `path`. */
+static int parse_tokens(const unsigned char *b, size_t len, const char *path,
+                        moe_tokens *t, moe_err *err) {
+    if (len < MOE_TOKENS_HEADER)
+        return moe_errf(err, "%s: truncated token file: %zu bytes, the header alone is %d",
+                        path, len, MOE_TOKENS_HEADER);
+    if (memcmp(b, MOE_TOKENS_MAGIC, 8))
+        return moe_errf(err, "%s: not a moe token file (bad magic; expected \"%s\")", path,
+                        MOE_TOKENS_MAGIC);
+    uint32_t version = rd32(b + 8), width = rd32(b + 12), n_domains = rd32(b + 32);
+    uint64_t n = rd64(b + 16), n_docs = rd64(b + 24);
+    t->vocab_size = rd32(b + 36);
+    if (version != MOE_TOKENS_VERSION)
+        return moe_errf(err, "%s: token file version %u, this moe reads version %u", path,
+                        version, MOE_TOKENS_VERSION);
+    if (width != 2 && width != 4)
+        return moe_errf(err, "%s: bytes per token must be 2 or 4, found %u", path, width);
+    size_t pos = MOE_TOKENS_HEADER;
+    if (n > (len - pos) / width)
+        return moe_errf(err, "%s: truncated: header says %llu tokens of %u bytes, file has %zu "
+                        "bytes after the header", path, (unsigned long long)n, width, len - pos);
+    t->n = (size_t)n;
+    t->ids = moe_malloc(t->n * sizeof(uint32_t), err);
+    if (!t->ids) return -1;
+    for (size_t i = 0; i < t->n; i++) {
+        const unsigned char *p = b + pos + i * width;
+        t->ids[i] = width == 2 ? (uint32_t)(p[0] | p[1] << 8) : rd32(p);
+        if (t->vocab_size && t->ids[i] >= t->vocab_size)
+            return moe_errf(err, "%s: token %zu has id %u, outside vocab_size %u", path, i,
+                            t->ids[i], t->vocab_size);
+    }
+    pos += t->n * width;
+    if (n_docs > (len - pos) / 16)
+        return moe_errf(err, "%s: truncated document table (%llu documents declared)", path,
+                        (unsigned long long)n_docs);
+    t->n_docs = (size_t)n_docs;
+    t->doc_start = moe_calloc(t->n_docs, sizeof(uint64_t), err);
+    t->doc_domain = moe_calloc(t->n_docs, sizeof(uint32_t), err);
+    if (!t->doc_start || !t->doc_domain) return -1;
+    for (size_t i = 0; i < t->n_docs; i++) {
+        t->doc_start[i] = rd64(b + pos + 16 * i);
+        t->doc_domain[i] = rd32(b + pos + 16 * i + 8);
+        int bad_start = i == 0 ? t->doc_start[0] != 0
+                               : t->doc_start[i] <= t->doc_start[i - 1];
+        if (bad_start || t->doc_start[i] >= n)
+            return moe_errf(err, "%s: document %zu starts at token %llu: documents must start "
+                            "at 0 and increase strictly inside the %llu tokens", path, i,
+                            (unsigned long long)t->doc_start[i], (unsigned long long)n);
+        if (t->doc_domain[i] >= n_domains && n_domains)
+            return moe_errf(err, "%s: document %zu has domain %u, only %u domains named", path,
+                            i, t->doc_domain[i], n_domains);
+    }
+    pos += t->n_docs * 16;
+    t->domain_names = moe_calloc(n_domains, sizeof(char *), err);
+    if (!t->domain_names) return -1;
+    for (uint32_t i = 0; i < n_domains; i++) {
+        if (len - pos < 4) return moe_errf(err, "%s: truncated domain names", path);
+        uint32_t l = rd32(b + pos);
+        pos += 4;
+        if (l > len - pos || l > 4096)
+            return moe_errf(err, "%s: domain name %u of %u bytes runs past the end", path, i, l);
+        t->domain_names[i] = moe_malloc(l + 1, err);
+        if (!t->domain_names[i]) return -1;
+        memcpy(t->domain_names[i], b + pos, l);
+        t->domain_names[i][l] = '\0';
+        t->n_domains = i + 1;
+        pos += l;
+    }
+    if (pos != len)
+        return moe_errf(err, "%s: %zu unexpected bytes after the domain names", path, len - pos);
+    return 0;
+}
+
+int moe_tokens_read(const char *path, moe_tokens *out, moe_err *err) {
+    memset(out, 0, sizeof *out);
+    size_t len;
+    char *b = moe_read_file(path, &len, err);
+    if (!b) return -1;
+    int rc = parse_tokens((const unsigned char *)b, len, path, out, err);
+    free(b);
+    if (rc) moe_tokens_free(out);
+    return rc;
+}
+
+int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err) {
+    uint32_t width = 2;
+    for (size_t i = 0; i < t->n; i++)
+        if (t->ids[i] > 65535) { width = 4; break; }
+    size_t names = 0;
+    for (size_t i = 0; i < t->n_domains; i++) names += 4 + strlen(t->domain_names[i]);
+    size_t len = MOE_TOKENS_HEADER + t->n * width + t->n_docs * 16 + names;
+    unsigned char *b = moe_calloc(len, 1, err);
+    if (!b) return -1;
+    memcpy(b, MOE_TOKENS_MAGIC, 8);
+    wr32(b + 8, MOE_TOKENS_VERSION);
+    wr32(b + 12, width);
+    wr64(b + 16, t->n);
+    wr64(b + 24, t->n_docs);
+    wr32(b + 32, (uint32_t)t->n_domains);
+    wr32(b + 36, t->vocab_size);
+    size_t pos = MOE_TOKENS_HEADER;
+    for (size_t i = 0; i < t->n; i++, pos += width) {
+        if (width == 2) { b[pos] = (unsigned char)t->ids[i]; b[pos + 1] = (unsigned char)(t->ids[i] >> 8); }
+        else wr32(b + pos, t->ids[i]);
+    }
+    for (size_t i = 0; i < t->n_docs; i++, pos += 16) {
+        wr64(b + pos, t->doc_start[i]);
+        wr32(b + pos + 8, t->doc_domain[i]);
+    }
+    for (size_t i = 0; i < t->n_domains; i++) {
+        uint32_t l = (uint32_t)strlen(t->domain_names[i]);
+        wr32(b + pos, l);
+        memcpy(b + pos + 4, t->domain_names[i], l);
+        pos += 4 + l;
+    }
+    int rc = moe_write_file_atomic(path, b, len, err);
+    free(b);
+    return rc;
+}
+
+/* ---- loader ----------------------------------------------------------- */
+
+int moe_loader_init(moe_loader *l, const moe_tokens *t, size_t B, size_t T,
+                    int shuffle, uint64_t seed, moe_err *err) {
+    memset(l, 0, sizeof *l);
+    if (t->n < T + 1)
+        return moe_errf(err, "token file holds %zu tokens, fewer than one sequence of %zu + 1",
+                        t->n, T);
+    l->tokens = t;
+    l->B = B;
+    l->T = T;
+    l->n_rows = (t->n - 1) / T;
+    l->shuffle = shuffle;
+    l->seed = seed;
+    l->perm_epoch = UINT64_MAX;
+    if (shuffle) {
+        l->perm = moe_malloc(l->n_rows * sizeof(size_t), err);
+        if (!l->perm) return -1;
+    }
+    return 0;
+}
+
+/* Fisher-Yates permutation of the rows of one epoch, seeded by (seed, epoch). */
+static void make_perm(moe_loader *l, uint64_t epoch) {
+    moe_rng rng;
+    moe_rng_seed(&rng, l->seed * 0x9E3779B97F4A7C15ull + epoch + 1);
+    for (size_t i = 0; i < l->n_rows; i++) l->perm[i] = i;
+    for (size_t i = l->n_rows; i > 1; i--) {
+        size_t j = (size_t)moe_rng_below(&rng, i);
+        size_t tmp = l->perm[i - 1]; l->perm[i - 1] = l->perm[j]; l->perm[j] = tmp;
+    }
+    l->perm_epoch = epoch;
+}
+
+int moe_loader_next(moe_loader *l, int *inputs, int *targets, moe_err *err) {
+    (void)err;
+    for (size_t r = 0; r < l->B; r++) {
+        uint64_t k = l->position + r;
+        size_t row = (size_t)(k % l->n_rows);
+        if (l->shuffle) {
+            uint64_t epoch = k / l->n_rows;
+            if (epoch != l->perm_epoch) make_perm(l, epoch);
+            row = l->perm[row];
+        }
+        const uint32_t *src = l->tokens->ids + row * l->T;
+        for (size_t j = 0; j < l->T; j++) {
+            inputs[r * l->T + j] = (int)src[j];
+            targets[r * l->T + j] = (int)src[j + 1];
+        }
+    }
+    l->position += l->B;
+    return 0;
+}
+
+void moe_loader_free(moe_loader *l) {
+    free(l->perm);
+    memset(l, 0, sizeof *l);
+}

@@ -1,0 +1,222 @@
+/* cpu.c — the CPU backend of kernels.h: OpenBLAS for matrix products,
+ * OpenMP loops for everything else. Static schedules only, so that results
+ * are bit-identical from run to run at a fixed thread count. */
+#include "moe/kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+void k_matmul_forward(float *out, const float *in, const float *W,
+                      size_t N, size_t C, size_t O, float beta) {
+    if (N == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)C,
+                1.0f, in, (int)C, W, (int)C, beta, out, (int)O);
+}
+
+void k_matmul_backward(float *din, float *dW, const float *dout, const float *in,
+                       const float *W, size_t N, size_t C, size_t O, int accumulate) {
+    if (N == 0) return;
+    if (din)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)O,
+                    1.0f, dout, (int)O, W, (int)C, accumulate ? 1.0f : 0.0f, din, (int)C);
+    if (dW)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)O, (int)C, (int)N,
+                    1.0f, dout, (int)O, in, (int)C, 1.0f, dW, (int)C);
+}
+
+void k_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
+                       size_t N, size_t D, float eps) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < N; i++) {
+        const float *xi = x + i * D;
+        float *yi = y + i * D;
+        double ss = 0.0;
+        for (size_t j = 0; j < D; j++) ss += (double)xi[j] * xi[j];
+        float r = (float)(1.0 / sqrt(ss / (double)D + eps));
+        rstd[i] = r;
+        for (size_t j = 0; j < D; j++) yi[j] = xi[j] * r * w[j];
+    }
+}
+
+void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
+                        const float *w, const float *rstd, size_t N, size_t D,
+                        int accumulate) {
+    /* dx = r*g - x * r^3 * mean(g*x), g = dy*w;   dw += sum_i dy*x*r */
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < N; i++) {
+        const float *xi = x + i * D, *dyi = dy + i * D;
+        float *dxi = dx + i * D;
+        float r = rstd[i];
+        double dot = 0.0;
+        for (size_t j = 0; j < D; j++) dot += (double)dyi[j] * w[j] * xi[j];
+        float c = (float)(dot / (double)D) * r * r * r;
+        for (size_t j = 0; j < D; j++) {
+            float v = r * dyi[j] * w[j] - xi[j] * c;
+            dxi[j] = accumulate ? dxi[j] + v : v;
+        }
+    }
+    /* parameter gradient: columns split across threads, rows summed in order */
+    #pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < D; j++) {
+        float s = 0.0f;
+        for (size_t i = 0; i < N; i++) s += dy[i * D + j] * x[i * D + j] * rstd[i];
+        dw[j] += s;
+    }
+}
+
+void k_rope_tables(float *cos_t, float *sin_t, size_t T, size_t hd, double theta) {
+    size_t half = hd / 2;
+    for (size_t t = 0; t < T; t++)
+        for (size_t i = 0; i < half; i++) {
+            double freq = pow(theta, -2.0 * (double)i / (double)hd);
+            double a = (double)t * freq;
+            cos_t[t * half + i] = (float)cos(a);
+            sin_t[t * half + i] = (float)sin(a);
+        }
+}
+
+void k_rope(float *x, const float *cos_t, const float *sin_t, size_t B, size_t T,
+            size_t nh, size_t hd, int inverse) {
+    size_t half = hd / 2, width = nh * hd;
+    float sgn = inverse ? -1.0f : 1.0f;
+    #pragma omp parallel for schedule(static)
+    for (size_t row = 0; row < B * T; row++) {
+        size_t t = row % T;
+        const float *c = cos_t + t * half, *s = sin_t + t * half;
+        for (size_t h = 0; h < nh; h++) {
+            float *xh = x + row * width + h * hd;
+            for (size_t i = 0; i < half; i++) {
+                float a = xh[i], b = xh[i + half], si = sgn * s[i];
+                xh[i] = a * c[i] - b * si;
+                xh[i + half] = b * c[i] + a * si;
+            }
+        }
+    }
+}
+
+void k_attention_forward(float *out, float *att, const float *q, const float *k,
+                         const float *v, size_t B, size_t T, size_t H, size_t KV,
+                         size_t hd) {
+    size_t qw = H * hd, kw = KV * hd, group = H / KV;
+    float scale = 1.0f / sqrtf((float)hd);
+    #pragma omp parallel for schedule(static) collapse(2)
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < H; h++) {
+            const float *qb = q + b * T * qw + h * hd;
+            const float *kb = k + b * T * kw + (h / group) * hd;
+            const float *vb = v + b * T * kw + (h / group) * hd;
+            float *P = att + (b * H + h) * T * T;
+            /* S[T,T] = scale * Q K^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd,
+                        scale, qb, (int)qw, kb, (int)kw, 0.0f, P, (int)T);
+            for (size_t i = 0; i < T; i++) {
+                float *row = P + i * T;
+                float mx = row[0];
+                for (size_t j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+                float sum = 0.0f;
+                for (size_t j = 0; j <= i; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
+                float inv = 1.0f / sum;
+                for (size_t j = 0; j <= i; j++) row[j] *= inv;
+                for (size_t j = i + 1; j < T; j++) row[j] = 0.0f;
+            }
+            /* O[T,hd] = P V */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T,
+                        1.0f, P, (int)T, vb, (int)kw, 0.0f, out + b * T * qw + h * hd, (int)qw);
+        }
+}
+
+void k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
+                          const float *dout, const float *att, const float *q,
+                          const float *k, const float *v, size_t B, size_t T,
+                          size_t H, size_t KV, size_t hd) {
+    size_t qw = H * hd, kw = KV * hd, group = H / KV;
+    float scale = 1.0f / sqrtf((float)hd);
+    /* One task per (batch, KV head): the heads of a group add into the same
+     * dk / dv columns, so they run in order inside the task. */
+    #pragma omp parallel for schedule(static) collapse(2)
+    for (size_t b = 0; b < B; b++)
+        for (size_t g = 0; g < KV; g++) {
+            float *dS = scratch + (b * KV + g) * T * T;  /* [T,T] */
+            const float *kb = k + b * T * kw + g * hd, *vb = v + b * T * kw + g * hd;
+            float *dkb = dk + b * T * kw + g * hd, *dvb = dv + b * T * kw + g * hd;
+            for (size_t t = 0; t < T; t++) {
+                memset(dkb + t * kw, 0, hd * sizeof(float));
+                memset(dvb + t * kw, 0, hd * sizeof(float));
+            }
+            for (size_t h = g * group; h < (g + 1) * group; h++) {
+                const float *P = att + (b * H + h) * T * T;
+                const float *dob = dout + b * T * qw + h * hd, *qb = q + b * T * qw + h * hd;
+                float *dqb = dq + b * T * qw + h * hd;
+                /* dV += P^T dO */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T,
+                            1.0f, P, (int)T, dob, (int)qw, 1.0f, dvb, (int)kw);
+                /* dP = dO V^T */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd,
+                            1.0f, dob, (int)qw, vb, (int)kw, 0.0f, dS, (int)T);
+                /* dS = P * (dP - sum_j P dP) * scale */
+                for (size_t i = 0; i < T; i++) {
+                    const float *p = P + i * T;
+                    float *d = dS + i * T;
+                    float dot = 0.0f;
+                    for (size_t j = 0; j <= i; j++) dot += p[j] * d[j];
+                    for (size_t j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
+                    for (size_t j = i + 1; j < T; j++) d[j] = 0.0f;
+                }
+                /* dQ = dS K ;  dK += dS^T Q */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T,
+                            1.0f, dS, (int)T, kb, (int)kw, 0.0f, dqb, (int)qw);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T,
+                            1.0f, dS, (int)T, qb, (int)qw, 1.0f, dkb, (int)kw);
+            }
+        }
+}
+
+static inline float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
+
+void k_swiglu_forward(float *a, const float *h1, const float *h3, size_t n) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) a[i] = h1[i] * sigmoidf(h1[i]) * h3[i];
+}
+
+void k_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,
+                       const float *h3, size_t n) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float s = sigmoidf(h1[i]), z = h1[i];
+        float d = da[i];
+        dh3[i] = d * z * s;
+        dh1[i] = d * h3[i] * s * (1.0f + z * (1.0f - s));
+    }
+}
+
+double k_cross_entropy(float *dlogits, float *losses, const float *logits,
+                       const int *targets, size_t N, size_t V, float dscale) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < N; i++) {
+        const float *l = logits + i * V;
+        int t = targets[i];
+        float mx = l[0];
+        for (size_t j = 1; j < V; j++) mx = l[j] > mx ? l[j] : mx;
+        double sum = 0.0;
+        for (size_t j = 0; j < V; j++) sum += exp((double)(l[j] - mx));
+        double lse = log(sum) + mx;
+        float loss = t >= 0 ? (float)(lse - l[t]) : 0.0f;
+        losses[i] = loss;
+        if (dlogits) {
+            float *d = dlogits + i * V;
+            for (size_t j = 0; j < V; j++) {
+                float p = t >= 0 ? (float)exp((double)l[j] - lse) : 0.0f;
+                d[j] = (p - ((int)j == t ? 1.0f : 0.0f)) * dscale;
+            }
+        }
+    }
+    double total = 0.0;  /* summed in order: the same bits at any thread count */
+    for (size_t i = 0; i < N; i++) total += losses[i];
+    return total;
+}
+
+void k_add(float *y, const float *x, size_t n) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}

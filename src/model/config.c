@@ -1,0 +1,219 @@
+/* config.c — the table of configuration keys: type, default, range and
+ * meaning; JSON reading with validation; JSON writing; the docs table. */
+#include "moe/config.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef enum { K_INT, K_FLOAT, K_BOOL, K_ENUM } key_kind;
+
+typedef struct {
+    const char *name;
+    key_kind kind;
+    size_t offset;
+    double def, lo, hi;
+    const char *choices;   /* K_ENUM: '|'-separated allowed values; first is default */
+    const char *doc;
+} key_spec;
+
+#define OFF(f) offsetof(moe_config, f)
+static const key_spec KEYS[] = {
+    /* model */
+    {"vocab_size", K_INT, OFF(vocab_size), 257, 2, 16777216, 0, "number of token ids (257: bytes + <|endoftext|>)"},
+    {"hidden", K_INT, OFF(hidden), 128, 8, 65536, 0, "model width"},
+    {"n_layers", K_INT, OFF(n_layers), 4, 1, 1024, 0, "transformer blocks"},
+    {"n_heads", K_INT, OFF(n_heads), 4, 1, 1024, 0, "attention heads (hidden must be divisible by it; head size even)"},
+    {"n_kv_heads", K_INT, OFF(n_kv_heads), 2, 1, 1024, 0, "key/value heads for grouped-query attention (divides n_heads)"},
+    {"ffn_dim", K_INT, OFF(ffn_dim), 0, 0, 1048576, 0, "SwiGLU intermediate size; 0 means 4 x hidden"},
+    {"max_seq_len", K_INT, OFF(max_seq_len), 1024, 1, 1048576, 0, "longest sequence the model accepts"},
+    {"rope_theta", K_FLOAT, OFF(rope_theta), 10000, 1, 1e12, 0, "RoPE base"},
+    {"norm_eps", K_FLOAT, OFF(norm_eps), 1e-5, 1e-12, 1, 0, "RMSNorm epsilon"},
+    {"init_std", K_FLOAT, OFF(init_std), 0.01, 1e-6, 1, 0, "std of the normal init (output projections: /sqrt(2 n_layers))"},
+    {"ffn", K_ENUM, OFF(ffn), 0, 0, 0, "dense", "feed-forward kind of every layer"},
+    /* training */
+    {"steps", K_INT, OFF(steps), 1000, 1, 1e9, 0, "optimiser steps"},
+    {"batch_size", K_INT, OFF(batch_size), 8, 1, 1e6, 0, "sequences per micro-batch"},
+    {"seq_len", K_INT, OFF(seq_len), 128, 1, 1048576, 0, "tokens per sequence (at most max_seq_len)"},
+    {"grad_accum", K_INT, OFF(grad_accum), 1, 1, 1e6, 0, "micro-batches per optimiser step"},
+    {"lr", K_FLOAT, OFF(lr), 5e-4, 0, 10, 0, "peak learning rate"},
+    {"warmup", K_INT, OFF(warmup), -1, -1, 1e9, 0, "linear warm-up steps; -1 means 1% of steps"},
+    {"min_lr_ratio", K_FLOAT, OFF(min_lr_ratio), 0.1, 0, 1, 0, "cosine decay ends at lr x this"},
+    {"weight_decay", K_FLOAT, OFF(weight_decay), 0.01, 0, 10, 0, "AdamW decay (not applied to 1-D tensors)"},
+    {"beta1", K_FLOAT, OFF(beta1), 0.9, 0, 0.999999, 0, "AdamW beta1"},
+    {"beta2", K_FLOAT, OFF(beta2), 0.999, 0, 0.999999999, 0, "AdamW beta2"},
+    {"adam_eps", K_FLOAT, OFF(adam_eps), 1e-8, 0, 1, 0, "AdamW epsilon"},
+    {"grad_clip", K_FLOAT, OFF(grad_clip), 1.0, 0, 1e9, 0, "global gradient-norm clip; 0 disables"},
+    {"seed", K_INT, OFF(seed), 1, 0, 2147483647, 0, "seed for init and shuffling"},
+    {"threads", K_INT, OFF(threads), 0, 0, 4096, 0, "threads; 0 means all cores"},
+    {"shuffle", K_BOOL, OFF(shuffle), 1, 0, 1, 0, "shuffle rows (seeded); false reads them in order"},
+    {"checkpoint_every", K_INT, OFF(checkpoint_every), 0, 0, 1e9, 0, "steps between checkpoints; 0 means only at the end"},
+    {"keep_checkpoints", K_INT, OFF(keep_checkpoints), 2, 1, 1000, 0, "step checkpoints kept on disk"},
+};
+#undef OFF
+#define N_KEYS (sizeof KEYS / sizeof KEYS[0])
+
+static const key_spec *find_key(const char *name) {
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (!strcmp(KEYS[i].name, name)) return &KEYS[i];
+    return NULL;
+}
+
+/* Copies the n-th '|'-separated choice into out; returns 0 if it exists. */
+static int enum_choice(const char *choices, int n, char *out, size_t cap) {
+    const char *p = choices;
+    for (int i = 0; i < n; i++) {
+        p = strchr(p, '|');
+        if (!p) return -1;
+        p++;
+    }
+    size_t len = strcspn(p, "|");
+    if (len + 1 > cap) return -1;
+    memcpy(out, p, len);
+    out[len] = '\0';
+    return 0;
+}
+
+void moe_config_defaults(moe_config *c) {
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const key_spec *k = &KEYS[i];
+        char *field = (char *)c + k->offset;
+        switch (k->kind) {
+        case K_INT: case K_BOOL: *(int *)field = (int)k->def; break;
+        case K_FLOAT: *(double *)field = k->def; break;
+        case K_ENUM: enum_choice(k->choices, 0, field, 16); break;
+        }
+    }
+}
+
+static int set_number(moe_config *c, const key_spec *k, double v, const char *what, moe_err *err) {
+    char *field = (char *)c + k->offset;
+    if (k->kind == K_INT && (v != floor(v) || !(v >= k->lo && v <= k->hi)))
+        return moe_errf(err, "%s: key '%s': expected an integer in [%.17g, %.17g], found %.17g",
+                        what, k->name, k->lo, k->hi, v);
+    if (k->kind == K_FLOAT && !(v >= k->lo && v <= k->hi))
+        return moe_errf(err, "%s: key '%s': expected a number in [%g, %g], found %.17g",
+                        what, k->name, k->lo, k->hi, v);
+    if (k->kind == K_INT) *(int *)field = (int)v;
+    else *(double *)field = v;
+    return 0;
+}
+
+int moe_config_set(moe_config *c, const char *key, double value, moe_err *err) {
+    const key_spec *k = find_key(key);
+    if (!k || (k->kind != K_INT && k->kind != K_FLOAT && k->kind != K_BOOL))
+        return moe_errf(err, "unknown numeric config key '%s'", key);
+    if (k->kind == K_BOOL) { *(int *)((char *)c + k->offset) = value != 0; return 0; }
+    return set_number(c, k, value, "option", err);
+}
+
+int moe_config_apply_json(moe_config *c, const json_value *obj, const char *what, moe_err *err) {
+    if (!obj || obj->type != JSON_OBJECT)
+        return moe_errf(err, "%s: expected a JSON object of config keys", what);
+    for (size_t i = 0; i < obj->count; i++) {
+        const char *name = obj->keys[i];
+        const json_value *v = &obj->items[i];
+        const key_spec *k = find_key(name);
+        if (!k) return moe_errf(err, "%s: unknown config key '%s' (see docs/CONFIG.md)", what, name);
+        char *field = (char *)c + k->offset;
+        switch (k->kind) {
+        case K_INT: case K_FLOAT:
+            if (v->type != JSON_NUMBER)
+                return moe_errf(err, "%s: key '%s': expected a number", what, name);
+            if (set_number(c, k, v->number, what, err)) return -1;
+            break;
+        case K_BOOL:
+            if (v->type != JSON_BOOL)
+                return moe_errf(err, "%s: key '%s': expected true or false", what, name);
+            *(int *)field = v->boolean;
+            break;
+        case K_ENUM: {
+            char choice[16];
+            int ok = 0;
+            if (v->type == JSON_STRING)
+                for (int n = 0; !enum_choice(k->choices, n, choice, sizeof choice); n++)
+                    if (!strcmp(choice, v->string)) { ok = 1; break; }
+            if (!ok)
+                return moe_errf(err, "%s: key '%s': expected one of \"%s\"", what, name, k->choices);
+            strcpy(field, choice);
+            break;
+        }
+        }
+    }
+    return 0;
+}
+
+int moe_config_finalize(moe_config *c, moe_err *err) {
+    if (c->ffn_dim == 0) c->ffn_dim = 4 * c->hidden;
+    if (c->warmup < 0) c->warmup = c->steps / 100;
+    if (c->hidden % c->n_heads)
+        return moe_errf(err, "config: key 'n_heads': %d does not divide hidden %d", c->n_heads, c->hidden);
+    if ((c->hidden / c->n_heads) % 2)
+        return moe_errf(err, "config: key 'n_heads': head size hidden/n_heads = %d must be even (RoPE)",
+                        c->hidden / c->n_heads);
+    if (c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads)
+        return moe_errf(err, "config: key 'n_kv_heads': %d must divide n_heads %d", c->n_kv_heads, c->n_heads);
+    if (c->seq_len > c->max_seq_len)
+        return moe_errf(err, "config: key 'seq_len': %d exceeds max_seq_len %d", c->seq_len, c->max_seq_len);
+    return 0;
+}
+
+int moe_config_load(const char *path, moe_config *c, moe_err *err) {
+    moe_config_defaults(c);
+    json_value *j = json_parse_file(path, err);
+    if (!j) return -1;
+    int rc = moe_config_apply_json(c, j, path, err);
+    json_free(j);
+    if (rc) return -1;
+    if (moe_config_finalize(c, err)) return moe_err_prefix(err, "%s", path);
+    return 0;
+}
+
+int moe_config_to_json(const moe_config *c, moe_buf *out) {
+    int rc = moe_buf_printf(out, "{\n");
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const key_spec *k = &KEYS[i];
+        const char *field = (const char *)c + k->offset;
+        rc |= moe_buf_printf(out, "  \"%s\": ", k->name);
+        switch (k->kind) {
+        case K_INT: rc |= moe_buf_printf(out, "%d", *(const int *)field); break;
+        case K_BOOL: rc |= moe_buf_printf(out, "%s", *(const int *)field ? "true" : "false"); break;
+        case K_FLOAT: rc |= json_write_double(out, *(const double *)field); break;
+        case K_ENUM: rc |= json_write_string(out, field, strlen(field)); break;
+        }
+        rc |= moe_buf_printf(out, "%s\n", i + 1 < N_KEYS ? "," : "");
+    }
+    rc |= moe_buf_printf(out, "}\n");
+    return rc ? -1 : 0;
+}
+
+int moe_config_doc(moe_buf *out) {
+    int rc = moe_buf_printf(out, "| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n");
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const key_spec *k = &KEYS[i];
+        switch (k->kind) {
+        case K_INT:
+            rc |= moe_buf_printf(out, "| `%s` | integer | %.17g | %.17g .. %.17g | %s |\n",
+                                 k->name, k->def, k->lo, k->hi, k->doc);
+            break;
+        case K_FLOAT:
+            rc |= moe_buf_printf(out, "| `%s` | number | %g | %g .. %g | %s |\n",
+                                 k->name, k->def, k->lo, k->hi, k->doc);
+            break;
+        case K_BOOL:
+            rc |= moe_buf_printf(out, "| `%s` | boolean | %s | true, false | %s |\n",
+                                 k->name, k->def ? "true" : "false", k->doc);
+            break;
+        case K_ENUM: {
+            char def[16];
+            enum_choice(k->choices, 0, def, sizeof def);
+            rc |= moe_buf_printf(out, "| `%s` | string | \"%s\" | %s | %s |\n",
+                                 k->name, def, k->choices, k->doc);
+            break;
+        }
+        }
+    }
+    return rc ? -1 : 0;
+}

@@ -1,0 +1,60 @@
+/* layout.c — the tensor table that carves parameters and gradients out of
+ * two allocations (see layout.h for the two-pass protocol). */
+#include "moe/layout.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+float *moe_layout_add(moe_layout *L, float **grad, float init_std, int ndim,
+                      const int64_t *shape, const char *fmt, ...) {
+    size_t size = 1;
+    for (int i = 0; i < ndim; i++) size *= (size_t)shape[i];
+    if (!L->params) {  /* counting pass: record the tensor */
+        if (L->count == L->cap) {
+            size_t cap = L->cap ? 2 * L->cap : 64;
+            moe_tensor *t = realloc(L->tensors, cap * sizeof *t);
+            if (!t) { L->failed = 1; if (grad) *grad = NULL; return NULL; }
+            L->tensors = t;
+            L->cap = cap;
+        }
+        moe_tensor *t = &L->tensors[L->count++];
+        memset(t, 0, sizeof *t);
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(t->name, sizeof t->name, fmt, ap);
+        va_end(ap);
+        t->ndim = ndim;
+        for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+        t->offset = L->total;
+        t->size = size;
+        t->init_std = ndim == 1 ? -1.0f : init_std;
+        t->decay = ndim > 1;
+        L->total += size;
+        if (grad) *grad = NULL;
+        return NULL;
+    }
+    /* assigning pass: same order, same offsets */
+    size_t off = L->total;
+    L->total += size;
+    if (grad) *grad = L->grads ? L->grads + off : NULL;
+    return L->params + off;
+}
+
+void moe_layout_rewind(moe_layout *L, float *params, float *grads) {
+    L->params = params;
+    L->grads = grads;
+    L->total = 0;
+}
+
+void moe_layout_free(moe_layout *L) {
+    free(L->tensors);
+    memset(L, 0, sizeof *L);
+}
+
+const moe_tensor *moe_layout_find(const moe_layout *L, const char *name) {
+    for (size_t i = 0; i < L->count; i++)
+        if (!strcmp(L->tensors[i].name, name)) return &L->tensors[i];
+    return NULL;
+}

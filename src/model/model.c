@@ -1,0 +1,269 @@
+/* model.c — the transformer: parameter layout, init, activation buffers,
+ * forward and backward (SPEC §1). Each block is
+ *     res_mid = res + Wo·Attn(RoPE(Wq·n1), RoPE(Wk·n1), Wv·n1),  n1 = RMSNorm(res)
+ *     res'    = res_mid + FFN(RMSNorm(res_mid))
+ * and the FFN is whatever the block's moe_ffn slot holds. */
+#include "moe/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/kernels.h"
+#include "moe/rng.h"
+
+/* ---- parameters ------------------------------------------------------- */
+
+/* Declares every tensor in checkpoint order (see layout.h: called twice). */
+static void model_layout(moe_model *m) {
+    const moe_config *c = &m->cfg;
+    moe_layout *L = &m->layout;
+    int64_t D = c->hidden, V = c->vocab_size, hd = c->hidden / c->n_heads;
+    int64_t qdim = c->n_heads * hd, kvdim = c->n_kv_heads * hd;
+    float std = (float)c->init_std, out_std = (float)(c->init_std / sqrt(2.0 * c->n_layers));
+
+    m->embed = moe_layout_add(L, &m->d_embed, std, 2, (int64_t[]){V, D}, "model.embed_tokens.weight");
+    for (int l = 0; l < c->n_layers; l++) {
+        moe_block *b = &m->blocks[l];
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "model.layers.%d", l);
+        b->attn_norm = moe_layout_add(L, &b->d_attn_norm, 0, 1, (int64_t[]){D}, "%s.input_layernorm.weight", prefix);
+        b->wq = moe_layout_add(L, &b->d_wq, std, 2, (int64_t[]){qdim, D}, "%s.self_attn.q_proj.weight", prefix);
+        b->wk = moe_layout_add(L, &b->d_wk, std, 2, (int64_t[]){kvdim, D}, "%s.self_attn.k_proj.weight", prefix);
+        b->wv = moe_layout_add(L, &b->d_wv, std, 2, (int64_t[]){kvdim, D}, "%s.self_attn.v_proj.weight", prefix);
+        b->wo = moe_layout_add(L, &b->d_wo, out_std, 2, (int64_t[]){D, qdim}, "%s.self_attn.o_proj.weight", prefix);
+        b->ffn_norm = moe_layout_add(L, &b->d_ffn_norm, 0, 1, (int64_t[]){D}, "%s.post_attention_layernorm.weight", prefix);
+        char mlp[80];
+        snprintf(mlp, sizeof mlp, "%s.mlp", prefix);
+        b->ffn->ops->layout(b->ffn, L, mlp);
+    }
+    m->final_norm = moe_layout_add(L, &m->d_final_norm, 0, 1, (int64_t[]){D}, "model.norm.weight");
+    m->lm_head = moe_layout_add(L, &m->d_lm_head, std, 2, (int64_t[]){V, D}, "lm_head.weight");
+}
+
+int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err) {
+    moe_model *m = moe_calloc(1, sizeof *m, err);
+    if (!m) return -1;
+    m->cfg = *cfg;
+    m->blocks = moe_calloc((size_t)cfg->n_layers, sizeof *m->blocks, err);
+    if (!m->blocks) goto fail;
+    for (int l = 0; l < cfg->n_layers; l++)
+        if (moe_ffn_create(&m->cfg, l, &m->blocks[l].ffn, err)) goto fail;
+    model_layout(m);                       /* pass 1: count */
+    if (m->layout.failed) { moe_errf(err, "out of memory building the tensor table"); goto fail; }
+    m->n_params = m->layout.total;
+    m->params = moe_calloc(m->n_params, sizeof(float), err);
+    m->grads = m->params ? moe_calloc(m->n_params, sizeof(float), err) : NULL;
+    if (!m->grads) goto fail;
+    moe_layout_rewind(&m->layout, m->params, m->grads);
+    model_layout(m);                       /* pass 2: assign pointers */
+    *out = m;
+    return 0;
+fail:
+    moe_model_free(m);
+    return -1;
+}
+
+static void free_acts(moe_model *m) {
+    free(m->acts_mem); free(m->res); free(m->res_mid); free(m->acts);
+    free(m->tokens); free(m->targets);
+    m->acts_mem = NULL; m->res = m->res_mid = NULL; m->acts = NULL;
+    m->tokens = m->targets = NULL;
+    m->cap_rows = m->cap_bt = m->cap_T = 0;
+}
+
+void moe_model_free(moe_model *m) {
+    if (!m) return;
+    if (m->blocks)
+        for (int l = 0; l < m->cfg.n_layers; l++) moe_ffn_destroy(m->blocks[l].ffn);
+    free(m->blocks);
+    free(m->params);
+    free(m->grads);
+    moe_layout_free(&m->layout);
+    free_acts(m);
+    free(m);
+}
+
+void moe_model_init(moe_model *m, uint64_t seed) {
+    moe_rng rng;
+    moe_rng_seed(&rng, seed);
+    for (size_t i = 0; i < m->layout.count; i++) {
+        const moe_tensor *t = &m->layout.tensors[i];
+        float *p = m->params + t->offset;
+        for (size_t j = 0; j < t->size; j++)
+            p[j] = t->init_std < 0 ? 1.0f : (float)(t->init_std * moe_rng_normal(&rng));
+    }
+}
+
+void moe_model_zero_grad(moe_model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
+
+/* ---- activations ------------------------------------------------------ */
+
+/* Makes room for a batch of B sequences of T tokens (grow-only). */
+static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
+    const moe_config *c = &m->cfg;
+    size_t N = B * T, L = (size_t)c->n_layers, D = (size_t)c->hidden;
+    size_t V = (size_t)c->vocab_size, H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads;
+    size_t hd = D / H, kvd = KV * hd;
+    size_t old_T = m->T;
+    m->B = B;
+    m->T = T;
+    if (m->acts_mem && N <= m->cap_rows && B * T * T <= m->cap_bt && T <= m->cap_T) {
+        if (T != old_T) k_rope_tables(m->rope_cos, m->rope_sin, T, hd, c->rope_theta);
+        return 0;
+    }
+    free_acts(m);
+    size_t per_block = N * D * 4 + N * 2 + N * kvd * 2 + B * H * T * T;
+    size_t total = per_block * L + (L + 1) * N * D + L * N * D   /* res, res_mid */
+                 + N * D + N + N * V + N + T * hd               /* lnf, rstdf, logits, losses, rope */
+                 + N * D * 4 + N * kvd * 2 + B * KV * T * T;    /* backward scratch */
+    m->acts_mem = moe_malloc(total * sizeof(float), err);
+    m->res = moe_calloc(L + 1, sizeof(float *), err);
+    m->res_mid = moe_calloc(L, sizeof(float *), err);
+    m->acts = moe_calloc(L, sizeof(block_acts), err);
+    m->tokens = moe_calloc(N, sizeof(int), err);
+    m->targets = moe_calloc(N, sizeof(int), err);
+    if (!m->acts_mem || !m->res || !m->res_mid || !m->acts || !m->tokens || !m->targets) {
+        free_acts(m);
+        return moe_errf(err, "out of memory for activations of a %zu x %zu batch (%.1f MB)",
+                        B, T, total * 4.0 / 1e6);
+    }
+    float *p = m->acts_mem;
+#define TAKE(ptr, n) do { (ptr) = p; p += (n); } while (0)
+    for (size_t l = 0; l < L; l++) {
+        block_acts *a = &m->acts[l];
+        TAKE(a->ln1, N * D); TAKE(a->rstd1, N);
+        TAKE(a->q, N * D); TAKE(a->k, N * kvd); TAKE(a->v, N * kvd);
+        TAKE(a->att, B * H * T * T);
+        TAKE(a->attn_out, N * D);
+        TAKE(a->ln2, N * D); TAKE(a->rstd2, N);
+    }
+    for (size_t l = 0; l <= L; l++) TAKE(m->res[l], N * D);
+    for (size_t l = 0; l < L; l++) TAKE(m->res_mid[l], N * D);
+    TAKE(m->lnf, N * D); TAKE(m->rstdf, N); TAKE(m->logits, N * V); TAKE(m->losses, N);
+    TAKE(m->rope_cos, T * hd / 2); TAKE(m->rope_sin, T * hd / 2);
+    TAKE(m->dres, N * D); TAKE(m->dln, N * D); TAKE(m->dq, N * D); TAKE(m->dattn, N * D);
+    TAKE(m->dk, N * kvd); TAKE(m->dv, N * kvd); TAKE(m->dscratch, B * KV * T * T);
+#undef TAKE
+    m->cap_rows = N;
+    m->cap_bt = B * T * T;
+    m->cap_T = T;
+    k_rope_tables(m->rope_cos, m->rope_sin, T, hd, c->rope_theta);
+    return 0;
+}
+
+/* ---- forward ---------------------------------------------------------- */
+
+static moe_ffn_ctx ffn_ctx(const moe_model *m, float loss_scale) {
+    moe_ffn_ctx ctx = {m->tokens, m->B, m->T, m->step, m->training, loss_scale};
+    return ctx;
+}
+
+int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
+                      size_t B, size_t T, double *lm_loss, double *aux_loss,
+                      moe_err *err) {
+    const moe_config *c = &m->cfg;
+    if (T > (size_t)c->max_seq_len)
+        return moe_errf(err, "sequence of %zu tokens exceeds max_seq_len %d", T, c->max_seq_len);
+    if (ensure_acts(m, B, T, err)) return -1;
+    size_t N = B * T, D = (size_t)c->hidden, V = (size_t)c->vocab_size;
+    size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = D / H, kvd = KV * hd;
+    for (size_t i = 0; i < N; i++) {
+        if (inputs[i] < 0 || inputs[i] >= c->vocab_size)
+            return moe_errf(err, "token id %d at position %zu is outside the vocabulary [0, %d)",
+                            inputs[i], i, c->vocab_size);
+        if (targets && targets[i] >= c->vocab_size)
+            return moe_errf(err, "target id %d at position %zu is outside the vocabulary [0, %d)",
+                            targets[i], i, c->vocab_size);
+    }
+    memcpy(m->tokens, inputs, N * sizeof(int));
+    m->has_targets = targets != NULL;
+    if (targets) memcpy(m->targets, targets, N * sizeof(int));
+    moe_ffn_ctx ctx = ffn_ctx(m, 1.0f);
+
+    /* res[0][N,D] = embed[tokens] */
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < N; i++)
+        memcpy(m->res[0] + i * D, m->embed + (size_t)inputs[i] * D, D * sizeof(float));
+
+    double aux = 0.0;
+    for (int l = 0; l < c->n_layers; l++) {
+        moe_block *b = &m->blocks[l];
+        block_acts *a = &m->acts[l];
+        k_rmsnorm_forward(a->ln1, a->rstd1, m->res[l], b->attn_norm, N, D, (float)c->norm_eps);
+        k_matmul_forward(a->q, a->ln1, b->wq, N, D, D, 0.0f);
+        k_matmul_forward(a->k, a->ln1, b->wk, N, D, kvd, 0.0f);
+        k_matmul_forward(a->v, a->ln1, b->wv, N, D, kvd, 0.0f);
+        k_rope(a->q, m->rope_cos, m->rope_sin, B, T, H, hd, 0);
+        k_rope(a->k, m->rope_cos, m->rope_sin, B, T, KV, hd, 0);
+        k_attention_forward(a->attn_out, a->att, a->q, a->k, a->v, B, T, H, KV, hd);
+        memcpy(m->res_mid[l], m->res[l], N * D * sizeof(float));
+        k_matmul_forward(m->res_mid[l], a->attn_out, b->wo, N, D, D, 1.0f);
+        k_rmsnorm_forward(a->ln2, a->rstd2, m->res_mid[l], b->ffn_norm, N, D, (float)c->norm_eps);
+        /* res[l+1] = res_mid + FFN(ln2) */
+        if (b->ffn->ops->forward(b->ffn, m->res[l + 1], a->ln2, N, &ctx, err))
+            return moe_err_prefix(err, "layer %d ffn", l);
+        k_add(m->res[l + 1], m->res_mid[l], N * D);
+        aux += b->ffn->aux_loss;
+    }
+    k_rmsnorm_forward(m->lnf, m->rstdf, m->res[c->n_layers], m->final_norm, N, D, (float)c->norm_eps);
+    k_matmul_forward(m->logits, m->lnf, m->lm_head, N, D, V, 0.0f);
+    if (lm_loss) {
+        *lm_loss = 0.0;
+        if (targets) {
+            size_t count = 0;
+            for (size_t i = 0; i < N; i++) count += targets[i] >= 0;
+            double sum = k_cross_entropy(NULL, m->losses, m->logits, targets, N, V, 0.0f);
+            *lm_loss = count ? sum / (double)count : 0.0;
+        }
+    }
+    if (aux_loss) *aux_loss = aux;
+    return 0;
+}
+
+/* ---- backward --------------------------------------------------------- */
+
+int moe_model_backward(moe_model *m, float loss_scale, moe_err *err) {
+    const moe_config *c = &m->cfg;
+    if (!m->has_targets) return moe_errf(err, "backward needs a forward with targets");
+    size_t B = m->B, T = m->T, N = B * T, D = (size_t)c->hidden, V = (size_t)c->vocab_size;
+    size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = D / H, kvd = KV * hd;
+    moe_ffn_ctx ctx = ffn_ctx(m, loss_scale);
+    size_t count = 0;
+    for (size_t i = 0; i < N; i++) count += m->targets[i] >= 0;
+
+    /* logits -> dlogits in place; lm_head and final norm */
+    k_cross_entropy(m->logits, m->losses, m->logits, m->targets, N, V,
+                    count ? loss_scale / (float)count : 0.0f);
+    k_matmul_backward(m->dln, m->d_lm_head, m->logits, m->lnf, m->lm_head, N, D, V, 0);
+    k_rmsnorm_backward(m->dres, m->d_final_norm, m->dln, m->res[c->n_layers], m->final_norm,
+                       m->rstdf, N, D, 0);
+
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        moe_block *b = &m->blocks[l];
+        block_acts *a = &m->acts[l];
+        /* res[l+1] = res_mid + FFN(RMSNorm(res_mid)): dres flows to both */
+        if (b->ffn->ops->backward(b->ffn, m->dln, m->dres, a->ln2, N, &ctx, err))
+            return moe_err_prefix(err, "layer %d ffn backward", l);
+        k_rmsnorm_backward(m->dres, b->d_ffn_norm, m->dln, m->res_mid[l], b->ffn_norm,
+                           a->rstd2, N, D, 1);
+        /* res_mid = res + attn_out Wo^T */
+        k_matmul_backward(m->dattn, b->d_wo, m->dres, a->attn_out, b->wo, N, D, D, 0);
+        k_attention_backward(m->dq, m->dk, m->dv, m->dscratch, m->dattn, a->att, a->q, a->k,
+                             a->v, B, T, H, KV, hd);
+        k_rope(m->dq, m->rope_cos, m->rope_sin, B, T, H, hd, 1);
+        k_rope(m->dk, m->rope_cos, m->rope_sin, B, T, KV, hd, 1);
+        k_matmul_backward(m->dln, b->d_wq, m->dq, a->ln1, b->wq, N, D, D, 0);
+        k_matmul_backward(m->dln, b->d_wk, m->dk, a->ln1, b->wk, N, D, kvd, 1);
+        k_matmul_backward(m->dln, b->d_wv, m->dv, a->ln1, b->wv, N, D, kvd, 1);
+        k_rmsnorm_backward(m->dres, b->d_attn_norm, m->dln, m->res[l], b->attn_norm,
+                           a->rstd1, N, D, 1);
+    }
+    /* embedding rows: columns split across threads, tokens added in order */
+    #pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < D; j++)
+        for (size_t i = 0; i < N; i++)
+            m->d_embed[(size_t)m->tokens[i] * D + j] += m->dres[i * D + j];
+    return 0;
+}

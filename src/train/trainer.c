@@ -1,0 +1,292 @@
+/* trainer.c — one optimiser step (grad_accum micro-batches, clipping,
+ * AdamW), the metrics log, and checkpoints that resume exactly. */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "moe/fileio.h"
+#include "moe/json.h"
+#include "moe/safetensors.h"
+#include "moe/train.h"
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
+                       const moe_tokens *data, const char *out_dir, moe_err *err) {
+    memset(tr, 0, sizeof *tr);
+    tr->cfg = *cfg;
+    tr->model = model;
+    tr->data = data;
+    if (moe_path(tr->out_dir, sizeof tr->out_dir, err, "%s", out_dir)) return -1;
+    if (data->vocab_size > (uint32_t)model->cfg.vocab_size)
+        return moe_errf(err, "the token file's vocabulary (%u) is larger than the model's "
+                        "vocab_size (%d)", data->vocab_size, model->cfg.vocab_size);
+    size_t N = (size_t)cfg->batch_size * (size_t)cfg->seq_len;
+    tr->adam_m = moe_calloc(model->n_params, sizeof(float), err);
+    tr->adam_v = tr->adam_m ? moe_calloc(model->n_params, sizeof(float), err) : NULL;
+    tr->inputs = tr->adam_v ? moe_calloc(N, sizeof(int), err) : NULL;
+    tr->targets = tr->inputs ? moe_calloc(N, sizeof(int), err) : NULL;
+    if (!tr->targets) return -1;
+    if (moe_loader_init(&tr->loader, data, (size_t)cfg->batch_size, (size_t)cfg->seq_len,
+                        cfg->shuffle, (uint64_t)cfg->seed, err))
+        return -1;
+    return moe_mkdirs(out_dir, err);
+}
+
+void moe_trainer_free(moe_trainer *tr) {
+    free(tr->adam_m);
+    free(tr->adam_v);
+    free(tr->inputs);
+    free(tr->targets);
+    moe_loader_free(&tr->loader);
+    if (tr->metrics) fclose(tr->metrics);
+    moe_model_free(tr->model);
+    memset(tr, 0, sizeof *tr);
+}
+
+int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
+    moe_model *m = tr->model;
+    const moe_config *c = &tr->cfg;
+    size_t B = (size_t)c->batch_size, T = (size_t)c->seq_len;
+    double t0 = now_seconds();
+    memset(st, 0, sizeof *st);
+    moe_model_zero_grad(m);
+    m->step = tr->step;
+    m->training = 1;
+    float scale = 1.0f / (float)c->grad_accum;
+    for (int micro = 0; micro < c->grad_accum; micro++) {
+        double lm, aux;
+        if (moe_loader_next(&tr->loader, tr->inputs, tr->targets, err)) return -1;
+        if (moe_model_forward(m, tr->inputs, tr->targets, B, T, &lm, &aux, err)) return -1;
+        if (moe_model_backward(m, scale, err)) return -1;
+        st->lm_loss += lm / c->grad_accum;
+        st->aux_loss += aux / c->grad_accum;
+    }
+    st->loss = st->lm_loss + st->aux_loss;
+    st->grad_norm = moe_grad_norm(m->grads, m->n_params);
+    if (c->grad_clip > 0 && st->grad_norm > c->grad_clip) {
+        float s = (float)(c->grad_clip / (st->grad_norm + 1e-6));
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < m->n_params; i++) m->grads[i] *= s;
+    }
+    st->lr = moe_lr_at(c, tr->step);
+    moe_adamw_update(&m->layout, m->params, m->grads, tr->adam_m, tr->adam_v, st->lr,
+                     tr->step + 1, c);
+    tr->step++;
+    st->step = tr->step;
+    st->tokens = B * T * (size_t)c->grad_accum;
+    st->seconds = now_seconds() - t0;
+    return 0;
+}
+
+int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err) {
+    char path[4096];
+    if (!tr->metrics) {
+        if (moe_path(path, sizeof path, err, "%s/metrics.jsonl", tr->out_dir)) return -1;
+        tr->metrics = fopen(path, "a");
+        if (!tr->metrics) return moe_errf(err, "cannot open %s: %s", path, strerror(errno));
+    }
+    moe_buf b = {0};
+    moe_buf_printf(&b, "{\"step\": %ld, \"loss\": ", st->step);
+    json_write_double(&b, st->loss);
+    moe_buf_printf(&b, ", \"lm_loss\": ");
+    json_write_double(&b, st->lm_loss);
+    moe_buf_printf(&b, ", \"aux_loss\": ");
+    json_write_double(&b, st->aux_loss);
+    moe_buf_printf(&b, ", \"lr\": ");
+    json_write_double(&b, st->lr);
+    moe_buf_printf(&b, ", \"grad_norm\": ");
+    json_write_double(&b, st->grad_norm);
+    moe_buf_printf(&b, ", \"tokens\": %zu, \"seconds\": %.6f", st->tokens, st->seconds);
+    for (int l = 0; l < tr->model->cfg.n_layers; l++) {
+        const moe_ffn *f = tr->model->blocks[l].ffn;
+        if (!f->ops->stats_json) continue;
+        moe_buf_printf(&b, l == 0 ? ", \"layers\": [" : ", ");
+        f->ops->stats_json(f, &b);
+        if (l == tr->model->cfg.n_layers - 1) moe_buf_printf(&b, "]");
+    }
+    moe_buf_printf(&b, "}\n");
+    int rc = 0;
+    if (!b.data || fwrite(b.data, 1, b.len, tr->metrics) != b.len || fflush(tr->metrics))
+        rc = moe_errf(err, "cannot write %s/metrics.jsonl: %s", tr->out_dir, strerror(errno));
+    moe_buf_free(&b);
+    return rc;
+}
+
+/* ---- checkpoints ------------------------------------------------------ */
+
+/* Removes a directory of plain files (checkpoints have no subdirectories). */
+static void remove_flat_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+            !moe_path(path, sizeof path, NULL, "%s/%s", dir, e->d_name))
+            unlink(path);
+    closedir(d);
+    rmdir(dir);
+}
+
+static int write_optimizer(const moe_trainer *tr, const char *dir, moe_err *err) {
+    const moe_layout *L = &tr->model->layout;
+    st_entry *e = moe_calloc(2 * L->count, sizeof *e, err);
+    char (*names)[MOE_NAME_MAX + 16] = moe_calloc(2 * L->count, sizeof *names, err);
+    if (!e || !names) { free(e); free(names); return -1; }
+    for (size_t i = 0; i < L->count; i++) {
+        const moe_tensor *t = &L->tensors[i];
+        for (int k = 0; k < 2; k++) {
+            st_entry *x = &e[2 * i + k];
+            snprintf(names[2 * i + k], sizeof names[0], "%s.%s", k ? "exp_avg_sq" : "exp_avg", t->name);
+            x->name = names[2 * i + k];
+            x->dtype = ST_F32;
+            x->ndim = t->ndim;
+            for (int d = 0; d < t->ndim; d++) x->shape[d] = t->shape[d];
+            x->data = (k ? tr->adam_v : tr->adam_m) + t->offset;
+        }
+    }
+    char path[4096];
+    int rc = moe_path(path, sizeof path, err, "%s/optimizer.safetensors", dir) ? -1
+           : st_write(path, e, 2 * L->count, NULL, NULL, 0, err);
+    free(e);
+    free(names);
+    return rc;
+}
+
+static int write_state(const moe_trainer *tr, const char *dir, moe_err *err) {
+    char path[4096];
+    if (moe_path(path, sizeof path, err, "%s/trainer_state.json", dir)) return -1;
+    moe_buf b = {0};
+    moe_buf_printf(&b, "{\n  \"format\": \"moe-trainer-state\",\n  \"version\": 1,\n"
+                   "  \"step\": %ld,\n  \"loader_position\": %llu,\n  \"data_tokens\": %zu\n}\n",
+                   tr->step, (unsigned long long)tr->loader.position, tr->data->n);
+    int rc = b.data ? moe_write_file_atomic(path, b.data, b.len, err)
+                    : moe_errf(err, "out of memory");
+    moe_buf_free(&b);
+    return rc;
+}
+
+/* Step numbers of out_dir/checkpoints/step-*, ascending; returns the count. */
+static size_t list_checkpoints(const char *ckdir, long *steps, size_t cap) {
+    DIR *d = opendir(ckdir);
+    size_t n = 0;
+    if (!d) return 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < cap) {
+        char *end;
+        if (strncmp(e->d_name, "step-", 5)) continue;
+        long s = strtol(e->d_name + 5, &end, 10);
+        if (!*end && end != e->d_name + 5) steps[n++] = s;
+    }
+    closedir(d);
+    for (size_t i = 1; i < n; i++)  /* insertion sort: a handful of entries */
+        for (size_t j = i; j > 0 && steps[j - 1] > steps[j]; j--) {
+            long t = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = t;
+        }
+    return n;
+}
+
+int moe_trainer_save(moe_trainer *tr, moe_err *err) {
+    char ckdir[4096], tmp[4096], final[4096];
+    if (moe_path(ckdir, sizeof ckdir, err, "%s/checkpoints", tr->out_dir) ||
+        moe_path(tmp, sizeof tmp, err, "%s/.tmp-step-%08ld", ckdir, tr->step) ||
+        moe_path(final, sizeof final, err, "%s/step-%08ld", ckdir, tr->step))
+        return -1;
+    remove_flat_dir(tmp);
+    if (moe_model_save(tr->model, tmp, err) || write_optimizer(tr, tmp, err) ||
+        write_state(tr, tmp, err)) {
+        remove_flat_dir(tmp);
+        return moe_err_prefix(err, "checkpoint at step %ld not written (earlier ones are intact)",
+                              tr->step);
+    }
+    remove_flat_dir(final);
+    if (rename(tmp, final)) {
+        int e = errno;
+        remove_flat_dir(tmp);
+        return moe_errf(err, "cannot rename %s to %s: %s", tmp, final, strerror(e));
+    }
+    if (moe_fsync_dir(ckdir, err)) return -1;
+    long steps[4096];
+    size_t n = list_checkpoints(ckdir, steps, 4096);
+    for (size_t i = 0; i + (size_t)tr->cfg.keep_checkpoints < n; i++) {
+        char old[4096];
+        if (!moe_path(old, sizeof old, NULL, "%s/step-%08ld", ckdir, steps[i])) remove_flat_dir(old);
+    }
+    return 0;
+}
+
+/* Keeps the metrics lines of steps <= step (a resumed run rewrites the rest). */
+static int truncate_metrics(const moe_trainer *tr, moe_err *err) {
+    char path[4096];
+    if (moe_path(path, sizeof path, err, "%s/metrics.jsonl", tr->out_dir)) return -1;
+    if (access(path, F_OK)) return 0;
+    size_t len;
+    char *text = moe_read_file(path, &len, err);
+    if (!text) return -1;
+    moe_buf keep = {0};
+    int rc = 0;
+    for (char *line = text; *line;) {
+        char *nl = strchr(line, '\n');
+        size_t l = nl ? (size_t)(nl - line + 1) : strlen(line);
+        long s = -1;
+        if (sscanf(line, "{\"step\": %ld", &s) == 1 && s <= tr->step && nl)
+            rc |= moe_buf_append(&keep, line, l);
+        line += l;
+    }
+    rc = rc ? moe_errf(err, "out of memory") : moe_write_file_atomic(path, keep.data ? keep.data : "", keep.len, err);
+    moe_buf_free(&keep);
+    free(text);
+    return rc;
+}
+
+int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
+    char path[4096];
+    const moe_layout *L = &tr->model->layout;
+    st_file f;
+    if (moe_path(path, sizeof path, err, "%s/optimizer.safetensors", ckpt) || st_read(path, &f, err))
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < L->count && !rc; i++) {
+        const moe_tensor *t = &L->tensors[i];
+        char name[MOE_NAME_MAX + 16];
+        snprintf(name, sizeof name, "exp_avg.%s", t->name);
+        rc = st_load_f32(&f, name, t->shape, t->ndim, tr->adam_m + t->offset, err);
+        snprintf(name, sizeof name, "exp_avg_sq.%s", t->name);
+        if (!rc) rc = st_load_f32(&f, name, t->shape, t->ndim, tr->adam_v + t->offset, err);
+    }
+    st_free(&f);
+    if (rc) return -1;
+    if (moe_path(path, sizeof path, err, "%s/trainer_state.json", ckpt)) return -1;
+    json_value *j = json_parse_file(path, err);
+    if (!j) return -1;
+    const json_value *step = json_get(j, "step"), *pos = json_get(j, "loader_position"),
+                     *ntok = json_get(j, "data_tokens"), *fmt = json_get(j, "format");
+    if (!fmt || fmt->type != JSON_STRING || strcmp(fmt->string, "moe-trainer-state"))
+        rc = moe_errf(err, "%s: expected \"format\": \"moe-trainer-state\"", path);
+    else if (!step || step->type != JSON_NUMBER || step->number < 0 ||
+             !pos || pos->type != JSON_NUMBER || pos->number < 0 ||
+             !ntok || ntok->type != JSON_NUMBER)
+        rc = moe_errf(err, "%s: expected non-negative numbers \"step\", \"loader_position\" "
+                      "and \"data_tokens\"", path);
+    else if ((size_t)ntok->number != tr->data->n)
+        rc = moe_errf(err, "%s: the run was trained on a token file of %.0f tokens, this one has "
+                      "%zu: resume with the same --data", path, ntok->number, tr->data->n);
+    else {
+        tr->step = (long)step->number;
+        tr->loader.position = (uint64_t)pos->number;
+    }
+    json_free(j);
+    return rc ? rc : truncate_metrics(tr, err);
+}
