@@ -17,9 +17,11 @@ TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+REF_SRC  := $(sort $(wildcard tests/ref/*.c))
+REF_BIN  := $(REF_SRC:tests/ref/%.c=$(BUILD)/tests/ref_%)
 
 .PHONY: all deps test demo bench clean
-all: $(BUILD)/moe $(TEST_BIN)
+all: $(BUILD)/moe $(TEST_BIN) $(REF_BIN)
 
 $(BUILD)/obj/%.o: %.c $(wildcard include/moe/*.h) $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
@@ -35,6 +37,10 @@ $(BUILD)/moe: $(CLI_OBJ) $(BUILD)/libmoe.a
 $(BUILD)/tests/%: tests/unit/%.c tests/harness.h $(BUILD)/libmoe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(BUILD)/libmoe.a -o $@ $(LDLIBS)
+
+$(BUILD)/tests/ref_%: tests/ref/%.c $(BUILD)/libmoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/libmoe.a -o $@ $(LDLIBS)
 
 deps:
 	@scripts/install-deps.sh

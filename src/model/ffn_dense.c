@@ -59,10 +59,9 @@ static int dense_backward(moe_ffn *f, float *dx, const float *dy, const float *x
     (void)ctx; (void)err;
     dense *d = f->impl;
     float *da = d->dh1;  /* da is consumed before dh1 is written: reuse */
-    k_matmul_backward(NULL, d->dw2, dy, d->a, d->w2, N, d->F, d->D, 0);
-    /* da[N,F] = dy[N,D] @ W2[D,F] */
-    k_matmul_forward(da, dy, d->w2, N, d->D, d->F, 0.0f);
-    /* silu'(h1) path: k_swiglu_backward reads da before writing dh1 per element */
+    /* da[N,F] = dy[N,D] @ W2[D,F];  dW2 += dy^T a */
+    k_matmul_backward(da, d->dw2, dy, d->a, d->w2, N, d->F, d->D, 0);
+    /* k_swiglu_backward reads da[i] before it writes dh1[i] */
     k_swiglu_backward(d->dh1, d->dh3, da, d->h1, d->h3, N * d->F);
     k_matmul_backward(dx, d->dw1, d->dh1, x, d->w1, N, d->D, d->F, 0);
     k_matmul_backward(dx, d->dw3, d->dh3, x, d->w3, N, d->D, d->F, 1);

@@ -1,0 +1,191 @@
+"""ref_model.py — the PyTorch reference of moe's model and trainer, written
+independently from the C code straight from SPEC.md. Loads a moe checkpoint
+(config.json + model.safetensors) and computes logits, losses, gradients and
+AdamW training steps. Tests only (Debian's python3-torch); the product never
+needs Python.
+
+  python3 ref_model.py train --model DIR --data FILE --steps N [--dtype float64]
+      prints one JSON line per step: {"step", "loss", "lm_loss", "aux_loss", "lr"}
+"""
+import argparse
+import json
+import math
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+import moe_files  # noqa: E402
+
+
+# ---- model ------------------------------------------------------------------
+
+def rmsnorm(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def rope(x, theta):
+    """x [B, nh, T, hd], rotate-half convention (pairs i, i + hd/2)."""
+    B, nh, T, hd = x.shape
+    half = hd // 2
+    i = torch.arange(half, dtype=torch.float64)
+    freq = theta ** (-2.0 * i / hd)
+    ang = torch.arange(T, dtype=torch.float64)[:, None] * freq[None, :]
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    a, b = x[..., :half], x[..., half:]
+    return torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)
+
+
+def swiglu(x, w1, w3, w2):
+    return (F.silu(x @ w1.T) * (x @ w3.T)) @ w2.T
+
+
+class FFNDense:
+    """SPEC §1 dense SwiGLU."""
+
+    def __init__(self, cfg, prefix):
+        self.prefix = prefix
+
+    def __call__(self, P, x, ctx):
+        p = self.prefix
+        return swiglu(x, P[f"{p}.gate_proj.weight"], P[f"{p}.up_proj.weight"], P[f"{p}.down_proj.weight"]), 0.0
+
+
+FFN_KINDS = {"dense": FFNDense}
+
+
+class RefModel:
+    def __init__(self, cfg, params, dtype=torch.float64):
+        self.cfg = cfg
+        self.P = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in params.items()}
+        self.ffns = [FFN_KINDS[cfg["ffn"]](cfg, f"model.layers.{l}.mlp") for l in range(cfg["n_layers"])]
+        self.dtype = dtype
+
+    def forward(self, inputs, targets=None, step=0, training=True):
+        """inputs, targets: LongTensor [B, T]. Returns logits [B*T, V], lm_loss, aux_loss."""
+        c, P = self.cfg, self.P
+        B, T = inputs.shape
+        D, H, KV = c["hidden"], c["n_heads"], c["n_kv_heads"]
+        hd = D // H
+        eps = c["norm_eps"]
+        ctx = {"tokens": inputs.reshape(-1), "B": B, "T": T, "step": step, "training": training}
+        x = P["model.embed_tokens.weight"][inputs]
+        mask = torch.ones(T, T, dtype=torch.bool).tril()
+        aux = 0.0
+        for l in range(c["n_layers"]):
+            p = f"model.layers.{l}"
+            h = rmsnorm(x, P[f"{p}.input_layernorm.weight"], eps)
+            q = (h @ P[f"{p}.self_attn.q_proj.weight"].T).view(B, T, H, hd).transpose(1, 2)
+            k = (h @ P[f"{p}.self_attn.k_proj.weight"].T).view(B, T, KV, hd).transpose(1, 2)
+            v = (h @ P[f"{p}.self_attn.v_proj.weight"].T).view(B, T, KV, hd).transpose(1, 2)
+            q, k = rope(q, c["rope_theta"]), rope(k, c["rope_theta"])
+            k = k.repeat_interleave(H // KV, dim=1)
+            v = v.repeat_interleave(H // KV, dim=1)
+            att = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
+            att = att.masked_fill(~mask, float("-inf")).softmax(-1)
+            o = (att @ v).transpose(1, 2).reshape(B, T, H * hd)
+            x = x + o @ P[f"{p}.self_attn.o_proj.weight"].T
+            h2 = rmsnorm(x, P[f"{p}.post_attention_layernorm.weight"], eps).reshape(B * T, D)
+            y, a = self.ffns[l](P, h2, ctx)
+            aux = aux + a
+            x = x + y.view(B, T, D)
+        x = rmsnorm(x, P["model.norm.weight"], eps)
+        logits = (x @ P["lm_head.weight"].T).reshape(B * T, -1)
+        lm = F.cross_entropy(logits, targets.reshape(-1)) if targets is not None else None
+        return logits, lm, aux
+
+    def after_step(self, stats):
+        """Hook for routers with state updated once per optimiser step."""
+
+    def state(self):
+        return {}
+
+
+def load(model_dir, dtype=torch.float64):
+    ck = moe_files.resolve_checkpoint(model_dir)
+    cfg = moe_files.read_config(ck)
+    params, _ = moe_files.read_safetensors(f"{ck}/model.safetensors")
+    return RefModel(cfg, params, dtype)
+
+
+# ---- data and training ------------------------------------------------------
+
+def sequential_batch(ids, b, B, T):
+    """Batch b of the sequential loader: row r = ids[(b*B + r) % n_rows * T ...][:T+1]."""
+    n_rows = (len(ids) - 1) // T
+    rows = [((b * B + r) % n_rows) * T for r in range(B)]
+    x = np.stack([ids[s:s + T] for s in rows]).astype(np.int64)
+    y = np.stack([ids[s + 1:s + T + 1] for s in rows]).astype(np.int64)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def lr_at(cfg, step):
+    peak, floor_lr, warm, steps = cfg["lr"], cfg["lr"] * cfg["min_lr_ratio"], cfg["warmup"], cfg["steps"]
+    if step < warm:
+        return peak * (step + 1) / warm
+    span = steps - warm
+    prog = min(1.0, (step - warm) / span) if span > 0 else 1.0
+    return floor_lr + (peak - floor_lr) * 0.5 * (1 + math.cos(math.pi * prog))
+
+
+def train(model, ids, cfg, steps, log=None):
+    """AdamW as SPEC §1 (torch.optim.AdamW), sequential data. Yields per-step dicts."""
+    decay = [p for n, p in model.P.items() if p.dim() > 1]
+    no_decay = [p for n, p in model.P.items() if p.dim() <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]), eps=cfg["adam_eps"])
+    B, T, ga = cfg["batch_size"], cfg["seq_len"], cfg["grad_accum"]
+    params = list(model.P.values())
+    for step in range(steps):
+        t0 = time.perf_counter()
+        lr = lr_at(cfg, step)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=False)
+        lm_sum, aux_sum = 0.0, 0.0
+        for micro in range(ga):
+            x, y = sequential_batch(ids, step * ga + micro, B, T)
+            _, lm, aux = model.forward(x, y, step=step)
+            ((lm + aux) / ga).backward()
+            lm_sum += lm.item() / ga
+            aux_sum += float(aux) / ga
+        model.after_step({})
+        if cfg["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
+        opt.step()
+        rec = {"step": step + 1, "loss": lm_sum + aux_sum, "lm_loss": lm_sum, "aux_loss": aux_sum,
+               "lr": lr, "seconds": time.perf_counter() - t0}
+        rec.update(model.state())
+        yield rec
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--model", required=True)
+    t.add_argument("--data", required=True)
+    t.add_argument("--steps", type=int, required=True)
+    t.add_argument("--batch", type=int)
+    t.add_argument("--seq", type=int)
+    t.add_argument("--grad-accum", type=int)
+    t.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    t.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    model = load(a.model, getattr(torch, a.dtype))
+    cfg = dict(model.cfg)
+    for k, v in (("batch_size", a.batch), ("seq_len", a.seq), ("grad_accum", a.grad_accum)):
+        if v is not None:
+            cfg[k] = v
+    ids = moe_files.read_tokens(a.data)["ids"]
+    for rec in train(model, ids, cfg, a.steps):
+        print(json.dumps(rec), flush=True)
+
+
+if __name__ == "__main__":
+    main()
