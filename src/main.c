@@ -16,6 +16,7 @@ static const command commands[] = {
     {"score", cmd_score, "log-probabilities of a token sequence"},
     {"generate", cmd_generate, "sample text from a model"},
     {"prepare", cmd_prepare, "turn text into a token file"},
+    {"tokenizer", cmd_tokenizer, "train, encode or decode with a BPE tokenizer"},
 };
 
 static void usage(FILE *f) {
@@ -33,7 +34,6 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "moe: unknown command '%s'\n", argv[1]);
-    usage(stderr);
+    fprintf(stderr, "moe: unknown command '%s' (run 'moe --help' for the list)\n", argv[1]);
     return 2;
 }

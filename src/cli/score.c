@@ -34,8 +34,8 @@ static int parse_ids(const char *text, const char *what, int **ids, size_t *n, m
         long v = strtol(p, &end, 10);
         if (end == p || errno || v < 0 || v > 2147483647 ||
             (*end && *end != ' ' && *end != '\n' && *end != '\t' && *end != '\r'))
-            return moe_errf(err, "%s: token %zu: expected a non-negative integer id, found '%.20s'",
-                            what, *n + 1, p);
+            return moe_errf(err, "%s: token %zu: expected a non-negative integer id, found '%.*s'",
+                            what, *n + 1, (int)(strcspn(p, " \t\r\n") < 20 ? strcspn(p, " \t\r\n") : 20), p);
         if (*n == cap) {
             int *g = realloc(*ids, 2 * cap * sizeof(int));
             if (!g) return moe_errf(err, "out of memory");

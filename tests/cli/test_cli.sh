@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# test_cli.sh — the command line as a user meets it: --help everywhere, a
+# small init / train / score round, and every kind of bad input refused with
+# a non-zero exit and one clear line naming the problem.
+set -u
+build=${1:-build}
+moe="$build/moe"
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok()   { pass=$((pass + 1)); echo "ok   $1"; }
+bad()  { fail=$((fail + 1)); echo "FAIL $1"; }
+
+# expect_error NAME PATTERN COMMAND...: non-zero exit, one stderr line matching PATTERN
+expect_error() {
+  local name=$1 pat=$2; shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+  local lines; lines=$(grep -c . "$tmp/err")
+  if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && grep -q -- "$pat" "$tmp/err"; then ok "$name"
+  else bad "$name (rc $rc, $lines lines): $(head -3 "$tmp/err")"; fi
+}
+
+for c in init train score generate prepare tokenizer; do
+  if "$moe" $c --help | grep -q usage; then ok "help_$c"; else bad "help_$c"; fi
+done
+expect_error unknown_command "unknown command" "$moe" frobnicate
+
+cat >"$tmp/cfg.json" <<'JSON'
+{"vocab_size": 40, "hidden": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1,
+ "max_seq_len": 16, "seq_len": 16, "batch_size": 2, "steps": 3}
+JSON
+/usr/bin/python3 - "$tmp" <<'PY'
+import sys; sys.path.insert(0, "tools")
+import moe_files
+moe_files.write_tokens(sys.argv[1] + "/data.tok", [i * 7 % 40 for i in range(500)], 40)
+PY
+
+# the happy path
+if "$moe" init --config "$tmp/cfg.json" --out "$tmp/m" >/dev/null && [ -f "$tmp/m/model.safetensors" ]; then ok init; else bad init; fi
+if "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/run" 2>/dev/null \
+   && [ "$(wc -l <"$tmp/run/metrics.jsonl")" -eq 3 ]; then ok train_writes_metrics; else bad train_writes_metrics; fi
+echo "1 2 3 4 5" >"$tmp/ids.txt"
+if "$moe" score --model "$tmp/run" --tokens "$tmp/ids.txt" | /usr/bin/python3 -c '
+import json, sys; d = json.load(sys.stdin)
+assert d["tokens"] == 5 and len(d["logprobs"]) == 4 and all(x < 0 for x in d["logprobs"])
+assert abs(d["mean_loss"] + sum(d["logprobs"]) / 4) < 1e-9'; then ok score_json; else bad score_json; fi
+if "$moe" train --resume "$tmp/run" --data "$tmp/data.tok" --steps 5 2>/dev/null \
+   && [ "$(wc -l <"$tmp/run/metrics.jsonl")" -eq 5 ]; then ok resume_extends_run; else bad resume_extends_run; fi
+
+# bad input: missing files
+expect_error missing_config "nope.json" "$moe" train --config "$tmp/nope.json" --data "$tmp/data.tok" --out "$tmp/x"
+expect_error missing_data "nope.tok" "$moe" train --config "$tmp/cfg.json" --data "$tmp/nope.tok" --out "$tmp/x"
+expect_error missing_model "not a model directory" "$moe" score --model "$tmp/nope" --tokens "$tmp/ids.txt"
+# malformed JSON, unknown key, out of range, wrong type
+echo '{"hidden": 16,' >"$tmp/bad.json"
+expect_error malformed_json "bad.json:2:1: expected" "$moe" init --config "$tmp/bad.json" --out "$tmp/x"
+echo '{"hiden": 16}' >"$tmp/bad.json"
+expect_error unknown_key "'hiden'" "$moe" init --config "$tmp/bad.json" --out "$tmp/x"
+echo '{"n_layers": 0}' >"$tmp/bad.json"
+expect_error out_of_range "'n_layers'" "$moe" init --config "$tmp/bad.json" --out "$tmp/x"
+echo '{"lr": "fast"}' >"$tmp/bad.json"
+expect_error wrong_type "'lr'" "$moe" init --config "$tmp/bad.json" --out "$tmp/x"
+expect_error bad_flag_value "--steps" "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/x" --steps many
+expect_error flag_out_of_range "'steps'" "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/x" --steps 0
+# a truncated token file
+head -c 100 "$tmp/data.tok" >"$tmp/trunc.tok"
+expect_error truncated_tokens "trunc.tok: truncated" "$moe" train --config "$tmp/cfg.json" --data "$tmp/trunc.tok" --out "$tmp/x"
+# token ids outside the model's vocabulary
+echo "1 2 99" >"$tmp/big.txt"
+expect_error score_bad_id "outside the model's vocabulary" "$moe" score --model "$tmp/run" --tokens "$tmp/big.txt"
+echo "1 two 3" >"$tmp/word.txt"
+expect_error score_not_id "word.txt: token 2" "$moe" score --model "$tmp/run" --tokens "$tmp/word.txt"
+# a corrupt checkpoint
+head -c 1000 "$tmp/m/model.safetensors" >"$tmp/m/cut" && mv "$tmp/m/cut" "$tmp/m/model.safetensors"
+expect_error truncated_model "model.safetensors" "$moe" score --model "$tmp/m" --tokens "$tmp/ids.txt"
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

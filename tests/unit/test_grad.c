@@ -1,0 +1,298 @@
+/* test_grad.c — finite-difference checks (double precision) of every
+ * backward pass. Each op has a plain double-precision reference forward
+ * written here, independently of src/kernels; the objective is
+ * f = sum(R * op(inputs)) for a fixed random R, its gradient is taken by
+ * central differences of the double reference, and compared with what the
+ * float backward of moe computes. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "moe/ffn.h"
+#include "moe/kernels.h"
+#include "moe/rng.h"
+
+#define MAXN 4096
+
+/* An op under test: inputs packed into x[n]; ref(x, ctx) is the double
+ * objective. */
+typedef double (*objective)(const double *x, void *ctx);
+
+static void fill(moe_rng *r, double *x, size_t n, double scale) {
+    for (size_t i = 0; i < n; i++) x[i] = scale * moe_rng_normal(r);
+}
+
+/* Compares the analytic gradient g[n] with central differences of f. */
+static double fd_error(objective f, void *ctx, const double *x0, const float *g, size_t n) {
+    static double x[MAXN];
+    memcpy(x, x0, n * sizeof(double));
+    double max_err = 0.0, max_ref = 0.0, h = 1e-5;
+    for (size_t i = 0; i < n; i++) {
+        double keep = x[i];
+        x[i] = keep + h; double fp = f(x, ctx);
+        x[i] = keep - h; double fm = f(x, ctx);
+        x[i] = keep;
+        double fd = (fp - fm) / (2 * h);
+        max_err = fmax(max_err, fabs(fd - g[i]));
+        max_ref = fmax(max_ref, fabs(fd));
+    }
+    return max_err / fmax(max_ref, 1e-12);
+}
+
+static void to_float(float *dst, const double *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = (float)src[i];
+}
+
+/* ---- matmul: out[N,O] = in[N,C] W[O,C]^T ------------------------------- */
+enum { MN = 5, MC = 7, MO = 4 };
+static double R_mm[MN * MO];
+static double f_matmul(const double *x, void *ctx) {
+    (void)ctx;
+    const double *in = x, *W = x + MN * MC;
+    double s = 0;
+    for (int i = 0; i < MN; i++)
+        for (int o = 0; o < MO; o++) {
+            double acc = 0;
+            for (int c = 0; c < MC; c++) acc += in[i * MC + c] * W[o * MC + c];
+            s += R_mm[i * MO + o] * acc;
+        }
+    return s;
+}
+static void test_matmul_backward(void) {
+    moe_rng r; moe_rng_seed(&r, 1);
+    double x[MN * MC + MO * MC];
+    fill(&r, x, sizeof x / sizeof x[0], 1.0);
+    fill(&r, R_mm, MN * MO, 1.0);
+    float xf[MN * MC + MO * MC], Rf[MN * MO], g[MN * MC + MO * MC] = {0};
+    to_float(xf, x, sizeof x / sizeof x[0]);
+    to_float(Rf, R_mm, MN * MO);
+    k_matmul_backward(g, g + MN * MC, Rf, xf, xf + MN * MC, MN, MC, MO, 0);
+    double e = fd_error(f_matmul, NULL, x, g, sizeof x / sizeof x[0]);
+    CHECK(e < 1e-4, "matmul relative error %.3g", e);
+}
+
+/* ---- rmsnorm ------------------------------------------------------------ */
+enum { RN = 4, RD = 9 };
+static double R_rms[RN * RD];
+static double f_rmsnorm(const double *x, void *ctx) {
+    (void)ctx;
+    const double *in = x, *w = x + RN * RD;
+    double s = 0;
+    for (int i = 0; i < RN; i++) {
+        double ss = 0;
+        for (int j = 0; j < RD; j++) ss += in[i * RD + j] * in[i * RD + j];
+        double r = 1.0 / sqrt(ss / RD + 1e-5);
+        for (int j = 0; j < RD; j++) s += R_rms[i * RD + j] * in[i * RD + j] * r * w[j];
+    }
+    return s;
+}
+static void test_rmsnorm_backward(void) {
+    moe_rng r; moe_rng_seed(&r, 2);
+    double x[RN * RD + RD];
+    fill(&r, x, RN * RD, 1.0);
+    for (int j = 0; j < RD; j++) x[RN * RD + j] = 1.0 + 0.3 * moe_rng_normal(&r);
+    fill(&r, R_rms, RN * RD, 1.0);
+    float xf[RN * RD + RD], Rf[RN * RD], y[RN * RD], rstd[RN], g[RN * RD + RD] = {0};
+    to_float(xf, x, RN * RD + RD);
+    to_float(Rf, R_rms, RN * RD);
+    k_rmsnorm_forward(y, rstd, xf, xf + RN * RD, RN, RD, 1e-5f);
+    k_rmsnorm_backward(g, g + RN * RD, Rf, xf, xf + RN * RD, rstd, RN, RD, 0);
+    double e = fd_error(f_rmsnorm, NULL, x, g, RN * RD + RD);
+    CHECK(e < 1e-4, "rmsnorm relative error %.3g", e);
+}
+
+/* ---- rope: B=2, T=3, nh=2, hd=6 ---------------------------------------- */
+enum { PB = 2, PT = 3, PH = 2, PD = 6 };
+static double R_rope[PB * PT * PH * PD];
+static double f_rope(const double *x, void *ctx) {
+    (void)ctx;
+    double s = 0;
+    for (int row = 0; row < PB * PT; row++) {
+        int t = row % PT;
+        for (int h = 0; h < PH; h++)
+            for (int i = 0; i < PD / 2; i++) {
+                double ang = t * pow(10000.0, -2.0 * i / PD);
+                const double *xh = x + row * PH * PD + h * PD;
+                double a = xh[i], b = xh[i + PD / 2];
+                size_t o = (size_t)(row * PH * PD + h * PD);
+                s += R_rope[o + i] * (a * cos(ang) - b * sin(ang));
+                s += R_rope[o + i + PD / 2] * (b * cos(ang) + a * sin(ang));
+            }
+    }
+    return s;
+}
+static void test_rope_backward(void) {
+    moe_rng r; moe_rng_seed(&r, 3);
+    enum { n = PB * PT * PH * PD };
+    double x[n];
+    fill(&r, x, n, 1.0);
+    fill(&r, R_rope, n, 1.0);
+    float c[PT * PD / 2], s[PT * PD / 2], g[n];
+    k_rope_tables(c, s, PT, PD, 10000.0);
+    to_float(g, R_rope, n);
+    k_rope(g, c, s, PB, PT, PH, PD, 1);  /* backward: rotate dy by minus the angle */
+    double e = fd_error(f_rope, NULL, x, g, n);
+    CHECK(e < 1e-4, "rope relative error %.3g", e);
+}
+
+/* ---- attention: B=2, T=4, H=4, KV=2, hd=3 -------------------------------- */
+enum { AB = 2, AT = 4, AH = 4, AKV = 2, AD = 3 };
+enum { AQ = AB * AT * AH * AD, AK = AB * AT * AKV * AD };
+static double R_att[AQ];
+static double f_attention(const double *x, void *ctx) {
+    (void)ctx;
+    const double *q = x, *k = x + AQ, *v = x + AQ + AK;
+    double s = 0, scale = 1.0 / sqrt((double)AD);
+    for (int b = 0; b < AB; b++)
+        for (int h = 0; h < AH; h++) {
+            int g = h / (AH / AKV);
+            for (int i = 0; i < AT; i++) {
+                double sc[AT], mx = -1e300, sum = 0;
+                for (int j = 0; j <= i; j++) {
+                    double d = 0;
+                    for (int c = 0; c < AD; c++)
+                        d += q[((b * AT + i) * AH + h) * AD + c] * k[((b * AT + j) * AKV + g) * AD + c];
+                    sc[j] = d * scale;
+                    mx = fmax(mx, sc[j]);
+                }
+                for (int j = 0; j <= i; j++) { sc[j] = exp(sc[j] - mx); sum += sc[j]; }
+                for (int c = 0; c < AD; c++) {
+                    double o = 0;
+                    for (int j = 0; j <= i; j++) o += sc[j] / sum * v[((b * AT + j) * AKV + g) * AD + c];
+                    s += R_att[((b * AT + i) * AH + h) * AD + c] * o;
+                }
+            }
+        }
+    return s;
+}
+static void test_attention_backward(void) {
+    moe_rng r; moe_rng_seed(&r, 4);
+    enum { n = AQ + 2 * AK };
+    double x[n];
+    fill(&r, x, n, 1.0);
+    fill(&r, R_att, AQ, 1.0);
+    float xf[n], Rf[AQ], out[AQ], att[AB * AH * AT * AT], scratch[AB * AKV * AT * AT], g[n];
+    to_float(xf, x, n);
+    to_float(Rf, R_att, AQ);
+    k_attention_forward(out, att, xf, xf + AQ, xf + AQ + AK, AB, AT, AH, AKV, AD);
+    k_attention_backward(g, g + AQ, g + AQ + AK, scratch, Rf, att, xf, xf + AQ, xf + AQ + AK,
+                         AB, AT, AH, AKV, AD);
+    double e = fd_error(f_attention, NULL, x, g, n);
+    CHECK(e < 1e-4, "attention relative error %.3g", e);
+}
+
+/* ---- swiglu ------------------------------------------------------------- */
+enum { SN = 12 };
+static double R_sw[SN];
+static double f_swiglu(const double *x, void *ctx) {
+    (void)ctx;
+    double s = 0;
+    for (int i = 0; i < SN; i++) s += R_sw[i] * x[i] / (1 + exp(-x[i])) * x[SN + i];
+    return s;
+}
+static void test_swiglu_backward(void) {
+    moe_rng r; moe_rng_seed(&r, 5);
+    double x[2 * SN];
+    fill(&r, x, 2 * SN, 2.0);
+    fill(&r, R_sw, SN, 1.0);
+    float xf[2 * SN], Rf[SN], g[2 * SN];
+    to_float(xf, x, 2 * SN);
+    to_float(Rf, R_sw, SN);
+    k_swiglu_backward(g, g + SN, Rf, xf, xf + SN, SN);
+    double e = fd_error(f_swiglu, NULL, x, g, 2 * SN);
+    CHECK(e < 1e-4, "swiglu relative error %.3g", e);
+}
+
+/* ---- cross-entropy (mean over counted tokens; target -1 ignored) --------- */
+enum { CN = 5, CV = 7 };
+static const int CE_T[CN] = {3, 0, -1, 6, 2};
+static double f_ce(const double *x, void *ctx) {
+    (void)ctx;
+    double s = 0;
+    for (int i = 0; i < CN; i++) {
+        if (CE_T[i] < 0) continue;
+        double mx = -1e300, sum = 0;
+        for (int j = 0; j < CV; j++) mx = fmax(mx, x[i * CV + j]);
+        for (int j = 0; j < CV; j++) sum += exp(x[i * CV + j] - mx);
+        s += log(sum) + mx - x[i * CV + CE_T[i]];
+    }
+    return s / 4.0;
+}
+static void test_cross_entropy_backward(void) {
+    moe_rng r; moe_rng_seed(&r, 6);
+    double x[CN * CV];
+    fill(&r, x, CN * CV, 2.0);
+    float xf[CN * CV], g[CN * CV], losses[CN];
+    to_float(xf, x, CN * CV);
+    double total = k_cross_entropy(g, losses, xf, CE_T, CN, CV, 0.25f);
+    CHECK_CLOSE(total / 4.0, f_ce(x, NULL), 1e-5, 0);
+    CHECK(losses[2] == 0.0f, "ignored target has loss %g", losses[2]);
+    double e = fd_error(f_ce, NULL, x, g, CN * CV);
+    CHECK(e < 1e-4, "cross-entropy relative error %.3g", e);
+}
+
+/* ---- the dense FFN through the slot interface --------------------------- */
+enum { FN = 5, FD = 6, FF = 10 };
+static double R_ffn[FN * FD];
+static double f_ffn(const double *x, void *ctx) {
+    (void)ctx;
+    const double *in = x, *w1 = x + FN * FD, *w3 = w1 + FF * FD, *w2 = w3 + FF * FD;
+    double s = 0;
+    for (int i = 0; i < FN; i++) {
+        double a[FF];
+        for (int f = 0; f < FF; f++) {
+            double h1 = 0, h3 = 0;
+            for (int d = 0; d < FD; d++) { h1 += w1[f * FD + d] * in[i * FD + d]; h3 += w3[f * FD + d] * in[i * FD + d]; }
+            a[f] = h1 / (1 + exp(-h1)) * h3;
+        }
+        for (int d = 0; d < FD; d++) {
+            double y = 0;
+            for (int f = 0; f < FF; f++) y += w2[d * FF + f] * a[f];
+            s += R_ffn[i * FD + d] * y;
+        }
+    }
+    return s;
+}
+static void test_dense_ffn_backward(void) {
+    moe_config cfg;
+    moe_config_defaults(&cfg);
+    cfg.hidden = FD; cfg.ffn_dim = FF; cfg.n_layers = 1;
+    moe_err err;
+    moe_ffn *f;
+    CHECK(moe_ffn_dense_create(&cfg, 0, &f, &err) == 0, "%s", err.msg);
+    moe_layout L = {0};
+    f->ops->layout(f, &L, "mlp");
+    enum { NP = 3 * FF * FD, NX = FN * FD };
+    CHECK(L.total == NP, "dense FFN declares %zu floats, expected %d", L.total, NP);
+    float params[NP], grads[NP] = {0};
+    moe_layout_rewind(&L, params, grads);
+    f->ops->layout(f, &L, "mlp");
+    moe_rng r; moe_rng_seed(&r, 7);
+    double x[NX + NP];
+    fill(&r, x, NX + NP, 0.5);
+    fill(&r, R_ffn, NX, 1.0);
+    float xf[NX], Rf[NX], y[NX], g[NX + NP];
+    to_float(xf, x, NX);
+    to_float(params, x + NX, NP);
+    to_float(Rf, R_ffn, NX);
+    moe_ffn_ctx ctx = {NULL, 1, FN, 0, 1, 1.0f};
+    CHECK(f->ops->forward(f, y, xf, FN, &ctx, &err) == 0, "%s", err.msg);
+    CHECK(f->ops->backward(f, g, Rf, xf, FN, &ctx, &err) == 0, "%s", err.msg);
+    memcpy(g + NX, grads, sizeof grads);  /* order matches x: gate, up, down */
+    double e = fd_error(f_ffn, NULL, x, g, NX + NP);
+    CHECK(e < 1e-4, "dense FFN relative error %.3g", e);
+    moe_layout_free(&L);
+    moe_ffn_destroy(f);
+}
+
+int main(void) {
+    RUN(test_matmul_backward);
+    RUN(test_rmsnorm_backward);
+    RUN(test_rope_backward);
+    RUN(test_attention_backward);
+    RUN(test_swiglu_backward);
+    RUN(test_cross_entropy_backward);
+    RUN(test_dense_ffn_backward);
+    TEST_MAIN_END();
+}
