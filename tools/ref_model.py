@@ -54,6 +54,58 @@ class FFNDense:
         return swiglu(x, P[f"{p}.gate_proj.weight"], P[f"{p}.up_proj.weight"], P[f"{p}.down_proj.weight"]), 0.0
 
 
+class FFNMoE:
+    """SPEC §2: routers topk (§2.1) and relu (§2.2). Every expert is applied to
+    every token and weighted by its gate (zero when inactive): a dense
+    computation, so it checks moe's dropless dispatch by a different route."""
+
+    def __init__(self, cfg, prefix, shared_state):
+        self.cfg, self.prefix, self.st = cfg, prefix, shared_state
+        G = cfg["granularity"]
+        self.E, self.k = cfg["n_experts"] * G, cfg["top_k"] * G
+
+    def route(self, logits, ctx):
+        c, E, N = self.cfg, self.E, logits.shape[0]
+        if c["router"] == "topk":
+            p = logits.softmax(-1)
+            k = c["k_warm"] * c["granularity"] if c["k_warm"] > 0 and ctx["step"] < c["k_warm_steps"] else self.k
+            idx = p.topk(k, dim=-1).indices
+            mask = torch.zeros_like(p).scatter(1, idx, 1.0)
+            gates = p * mask
+            if c["norm_topk_prob"] and k > 1:
+                gates = gates / gates.sum(-1, keepdim=True).clamp_min(1e-20)
+            aux = 0.0
+            if ctx["training"] and c["aux_loss_coef"] > 0:
+                aux = c["aux_loss_coef"] * E / (k * N * N) * (p.sum(0) * mask.sum(0)).sum()
+            if ctx["training"] and c["z_loss_coef"] > 0:
+                aux = aux + c["z_loss_coef"] * torch.logsumexp(logits, -1).pow(2).mean()
+            return gates, aux
+        if c["router"] == "relu":
+            gates = F.relu(logits)
+            active = (gates > 0).to(gates.dtype)
+            f = E / (self.k * N) * active.sum(0) if c["l1_load_balance"] else torch.ones(E, dtype=gates.dtype)
+            reg = (gates * f.detach()).sum() / N
+            aux = 0.0
+            if ctx["training"]:
+                aux = float(self.st["lambda"]) * reg
+                self.st["active"] += float(active.sum())
+                self.st["total"] += N * E
+            return gates, aux
+        raise ValueError(c["router"])
+
+    def __call__(self, P, x, ctx):
+        p = self.prefix
+        gates, aux = self.route(x @ P[f"{p}.router.weight"].T, ctx)
+        W1, W3, W2 = (P[f"{p}.experts.{n}_proj.weight"] for n in ("gate", "up", "down"))
+        y = 0.0
+        for e in range(self.E):
+            y = y + gates[:, e:e + 1] * swiglu(x, W1[e], W3[e], W2[e])
+        for j in range(self.cfg["n_shared_experts"]):
+            S1, S3, S2 = (P[f"{p}.shared_experts.{n}_proj.weight"] for n in ("gate", "up", "down"))
+            y = y + swiglu(x, S1[j], S3[j], S2[j])
+        return y, aux
+
+
 FFN_KINDS = {"dense": FFNDense}
 
 
@@ -61,7 +113,15 @@ class RefModel:
     def __init__(self, cfg, params, dtype=torch.float64):
         self.cfg = cfg
         self.P = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in params.items()}
-        self.ffns = [FFN_KINDS[cfg["ffn"]](cfg, f"model.layers.{l}.mlp") for l in range(cfg["n_layers"])]
+        # ReMoE's lambda is fp32 (SPEC §2.2): kept as a numpy float32
+        self.routing = {"lambda": np.float32(cfg.get("relu_lambda0", 0.0)), "active": 0.0, "total": 0.0}
+        self.ffns = []
+        for l in range(cfg["n_layers"]):
+            prefix = f"model.layers.{l}.mlp"
+            if cfg["ffn"] == "moe" and (l + 1) % cfg["moe_every"] == 0:
+                self.ffns.append(FFNMoE(cfg, prefix, self.routing))
+            else:
+                self.ffns.append(FFNDense(cfg, prefix))
         self.dtype = dtype
 
     def forward(self, inputs, targets=None, step=0, training=True):
@@ -97,11 +157,19 @@ class RefModel:
         lm = F.cross_entropy(logits, targets.reshape(-1)) if targets is not None else None
         return logits, lm, aux
 
-    def after_step(self, stats):
-        """Hook for routers with state updated once per optimiser step."""
-
-    def state(self):
-        return {}
+    def end_step(self):
+        """Once per optimiser step: the step's sparsity over all MoE layers and
+        micro-batches, and ReMoE's lambda rule. Returns the metrics."""
+        r, c = self.routing, self.cfg
+        if r["total"] == 0:
+            return {}
+        sparsity = 1.0 - r["active"] / r["total"]
+        used = r["lambda"]
+        if c["router"] == "relu":  # computed in double, stored as fp32
+            alpha = c["relu_alpha"]
+            r["lambda"] = np.float32(float(used) * alpha if sparsity < c["target_sparsity"] else float(used) / alpha)
+        r["active"] = r["total"] = 0.0
+        return {"sparsity": sparsity, "lambda": float(used)}
 
 
 def load(model_dir, dtype=torch.float64):
@@ -153,13 +221,12 @@ def train(model, ids, cfg, steps, log=None):
             ((lm + aux) / ga).backward()
             lm_sum += lm.item() / ga
             aux_sum += float(aux) / ga
-        model.after_step({})
         if cfg["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
         opt.step()
         rec = {"step": step + 1, "loss": lm_sum + aux_sum, "lm_loss": lm_sum, "aux_loss": aux_sum,
                "lr": lr, "seconds": time.perf_counter() - t0}
-        rec.update(model.state())
+        rec.update(model.end_step())
         yield rec
 
 

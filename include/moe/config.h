@@ -20,7 +20,23 @@ typedef struct moe_config {
     double rope_theta;
     double norm_eps;
     double init_std;
-    char ffn[16];         /* feed-forward kind of every layer: "dense" */
+    char ffn[16];         /* feed-forward kind: "dense" or "moe" */
+    int moe_every;        /* with ffn "moe": layer l is MoE iff (l+1) % moe_every == 0 */
+    /* mixture of experts (SPEC §2) */
+    char router[16];      /* "topk" (dMoE) or "relu" (ReMoE) */
+    int n_experts;        /* E */
+    int top_k;            /* k: active experts per token (on average for relu) */
+    int granularity;      /* G: E*G experts of ffn_dim/G, k*G active */
+    int n_shared_experts; /* always-active experts of size ffn_dim/G */
+    int norm_topk_prob;   /* bool: renormalise the top-k gates to sum 1 */
+    double aux_loss_coef; /* TopK load-balancing loss c_aux */
+    double z_loss_coef;   /* router z-loss c_z (0: off) */
+    int k_warm;           /* TopK near-dense warm-up: k_warm experts ... (0: off) */
+    int k_warm_steps;     /* ... for the first k_warm_steps steps */
+    double relu_lambda0;  /* ReMoE: initial L1 coefficient */
+    double relu_alpha;    /* ReMoE: lambda multiplier per step */
+    int l1_load_balance;  /* bool: ReMoE load-balanced L1 (false: plain L1) */
+    double target_sparsity; /* ReMoE target; 0 means 1 - k/E */
     /* training */
     int steps;
     int batch_size;       /* sequences per micro-batch */

@@ -8,6 +8,15 @@
 #include "moe/config.h"
 #include "moe/layout.h"
 
+/* State shared by the MoE layers of one model: ReMoE's adaptive lambda
+ * (kept across steps, saved in checkpoints) and the routing counts gathered
+ * over the MoE layers and micro-batches of the current optimiser step. */
+typedef struct moe_routing_state {
+    float lambda;          /* ReMoE L1 coefficient (fp32, as SPEC §2.2) */
+    double active_pairs;   /* (token, expert) pairs with a non-zero gate, this step */
+    double total_pairs;    /* tokens x experts routed by MoE layers, this step */
+} moe_routing_state;
+
 /* What a forward / backward call knows about the batch it works on. */
 typedef struct moe_ffn_ctx {
     const int *tokens;     /* [N] input token ids (hash routing uses them) */
@@ -15,6 +24,7 @@ typedef struct moe_ffn_ctx {
     long step;             /* optimiser step (for warm-up schedules) */
     int training;          /* 1 in training: auxiliary losses are computed */
     float loss_scale;      /* d(objective)/d(this micro-batch's loss): 1/grad_accum */
+    moe_routing_state *rs; /* shared routing state (NULL outside a model) */
 } moe_ffn_ctx;
 
 typedef struct moe_ffn moe_ffn;
@@ -48,7 +58,9 @@ struct moe_ffn {
 int moe_ffn_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
 void moe_ffn_destroy(moe_ffn *f);
 
-/* The dense SwiGLU FFN (also the expert of every MoE layer). */
+/* The dense SwiGLU FFN. */
 int moe_ffn_dense_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
+/* The mixture-of-experts layer (src/moe/layer.c). */
+int moe_ffn_moe_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
 
 #endif

@@ -50,6 +50,7 @@ typedef struct moe_model {
     /* backward scratch */
     float *dres, *dln, *dq, *dk, *dv, *dattn, *dscratch;
     int has_targets;
+    moe_routing_state rs;   /* ReMoE lambda and this step's routing counts */
     long step;              /* set by the trainer; read by FFNs with schedules */
     int training;
 } moe_model;
@@ -70,6 +71,12 @@ int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
  * ADDS into m->grads. */
 int moe_model_backward(moe_model *m, float loss_scale, moe_err *err);
 void moe_model_zero_grad(moe_model *m);
+
+/* Closes an optimiser step for the routers: returns the step's sparsity
+ * over all MoE layers and micro-batches (SPEC §2.2; 0 without MoE layers),
+ * applies ReMoE's lambda rule when the router is relu, and resets the
+ * counts. */
+double moe_model_end_step(moe_model *m);
 
 /* Logits of the last forward: [B*T, V]. Valid until the next backward. */
 static inline const float *moe_model_logits(const moe_model *m) { return m->logits; }

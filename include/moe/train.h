@@ -32,6 +32,8 @@ typedef struct moe_step_stats {
     double aux_loss;      /* summed auxiliary losses of the FFN slots */
     double lr;
     double grad_norm;     /* before clipping */
+    double sparsity;      /* MoE: 1 - active pairs / (L T E) over the step (SPEC §2.2) */
+    float lambda;         /* ReMoE: the L1 coefficient this step used */
     size_t tokens;        /* tokens in this step */
     double seconds;       /* wall time of this step */
 } moe_step_stats;

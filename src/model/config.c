@@ -31,7 +31,22 @@ static const key_spec KEYS[] = {
     {"rope_theta", K_FLOAT, OFF(rope_theta), 10000, 1, 1e12, 0, "RoPE base"},
     {"norm_eps", K_FLOAT, OFF(norm_eps), 1e-5, 1e-12, 1, 0, "RMSNorm epsilon"},
     {"init_std", K_FLOAT, OFF(init_std), 0.01, 1e-6, 1, 0, "std of the normal init (output projections: /sqrt(2 n_layers))"},
-    {"ffn", K_ENUM, OFF(ffn), 0, 0, 0, "dense", "feed-forward kind of every layer"},
+    {"ffn", K_ENUM, OFF(ffn), 0, 0, 0, "dense|moe", "feed-forward kind: dense SwiGLU, or a mixture of experts"},
+    {"moe_every", K_INT, OFF(moe_every), 1, 1, 1024, 0, "with ffn moe: layer l (0-based) is MoE iff (l+1) % moe_every == 0, else dense"},
+    {"router", K_ENUM, OFF(router), 0, 0, 0, "topk|relu", "MoE router: softmax top-k (dMoE) or ReLU (ReMoE)"},
+    {"n_experts", K_INT, OFF(n_experts), 8, 1, 4096, 0, "E: experts per MoE layer (before granularity)"},
+    {"top_k", K_INT, OFF(top_k), 1, 1, 4096, 0, "k: active experts per token (ReLU: the target average)"},
+    {"granularity", K_INT, OFF(granularity), 1, 1, 1024, 0, "G: E*G experts of size ffn_dim/G with k*G active"},
+    {"n_shared_experts", K_INT, OFF(n_shared_experts), 0, 0, 1024, 0, "always-active experts of size ffn_dim/G added to the output"},
+    {"norm_topk_prob", K_BOOL, OFF(norm_topk_prob), 0, 0, 1, 0, "TopK: renormalise the k gates to sum 1 (Mixtral)"},
+    {"aux_loss_coef", K_FLOAT, OFF(aux_loss_coef), 0.01, 0, 100, 0, "TopK load-balancing loss coefficient c_aux"},
+    {"z_loss_coef", K_FLOAT, OFF(z_loss_coef), 0, 0, 100, 0, "router z-loss coefficient c_z (0: off)"},
+    {"k_warm", K_INT, OFF(k_warm), 0, 0, 4096, 0, "TopK near-dense warm-up: experts per token during warm-up (0: off)"},
+    {"k_warm_steps", K_INT, OFF(k_warm_steps), 0, 0, 1e9, 0, "TopK: steps that use k_warm"},
+    {"relu_lambda0", K_FLOAT, OFF(relu_lambda0), 1e-8, 0, 1e6, 0, "ReMoE: initial L1 coefficient lambda_0"},
+    {"relu_alpha", K_FLOAT, OFF(relu_alpha), 1.2, 1, 100, 0, "ReMoE: lambda is multiplied or divided by alpha each step"},
+    {"l1_load_balance", K_BOOL, OFF(l1_load_balance), 1, 0, 1, 0, "ReMoE: load-balanced L1 (false: plain L1, f = 1)"},
+    {"target_sparsity", K_FLOAT, OFF(target_sparsity), 0, 0, 0.999999, 0, "ReMoE target sparsity; 0 means 1 - k/E"},
     /* training */
     {"steps", K_INT, OFF(steps), 1000, 1, 1e9, 0, "optimiser steps"},
     {"batch_size", K_INT, OFF(batch_size), 8, 1, 1e6, 0, "sequences per micro-batch"},
@@ -155,6 +170,14 @@ int moe_config_finalize(moe_config *c, moe_err *err) {
                         c->hidden / c->n_heads);
     if (c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads)
         return moe_errf(err, "config: key 'n_kv_heads': %d must divide n_heads %d", c->n_kv_heads, c->n_heads);
+    if (c->ffn_dim % c->granularity)
+        return moe_errf(err, "config: key 'granularity': %d does not divide ffn_dim %d",
+                        c->granularity, c->ffn_dim);
+    if (c->top_k > c->n_experts)
+        return moe_errf(err, "config: key 'top_k': %d exceeds n_experts %d", c->top_k, c->n_experts);
+    if (c->k_warm > c->n_experts)
+        return moe_errf(err, "config: key 'k_warm': %d exceeds n_experts %d", c->k_warm, c->n_experts);
+    if (c->target_sparsity == 0) c->target_sparsity = 1.0 - (double)c->top_k / c->n_experts;
     if (c->seq_len > c->max_seq_len)
         return moe_errf(err, "config: key 'seq_len': %d exceeds max_seq_len %d", c->seq_len, c->max_seq_len);
     return 0;
@@ -209,8 +232,10 @@ int moe_config_doc(moe_buf *out) {
         case K_ENUM: {
             char def[16];
             enum_choice(k->choices, 0, def, sizeof def);
-            rc |= moe_buf_printf(out, "| `%s` | string | \"%s\" | %s | %s |\n",
-                                 k->name, def, k->choices, k->doc);
+            rc |= moe_buf_printf(out, "| `%s` | string | \"%s\" | ", k->name, def);
+            for (const char *p = k->choices; *p; p++)
+                rc |= *p == '|' ? moe_buf_printf(out, ", ") : moe_buf_append(out, p, 1);
+            rc |= moe_buf_printf(out, " | %s |\n", k->doc);
             break;
         }
         }

@@ -5,6 +5,9 @@
 
 int moe_ffn_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err) {
     if (!strcmp(cfg->ffn, "dense")) return moe_ffn_dense_create(cfg, layer, out, err);
+    if (!strcmp(cfg->ffn, "moe"))
+        return (layer + 1) % cfg->moe_every == 0 ? moe_ffn_moe_create(cfg, layer, out, err)
+                                                 : moe_ffn_dense_create(cfg, layer, out, err);
     return moe_errf(err, "config: key 'ffn': unknown feed-forward kind '%s'", cfg->ffn);
 }
 

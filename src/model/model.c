@@ -12,6 +12,7 @@
 
 #include "moe/kernels.h"
 #include "moe/rng.h"
+#include "moe/router.h"
 
 /* ---- parameters ------------------------------------------------------- */
 
@@ -46,6 +47,7 @@ int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err) {
     moe_model *m = moe_calloc(1, sizeof *m, err);
     if (!m) return -1;
     m->cfg = *cfg;
+    m->rs.lambda = (float)cfg->relu_lambda0;
     m->blocks = moe_calloc((size_t)cfg->n_layers, sizeof *m->blocks, err);
     if (!m->blocks) goto fail;
     for (int l = 0; l < cfg->n_layers; l++)
@@ -97,6 +99,15 @@ void moe_model_init(moe_model *m, uint64_t seed) {
 }
 
 void moe_model_zero_grad(moe_model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
+
+double moe_model_end_step(moe_model *m) {
+    moe_routing_state *rs = &m->rs;
+    double sparsity = rs->total_pairs > 0 ? 1.0 - rs->active_pairs / rs->total_pairs : 0.0;
+    if (rs->total_pairs > 0 && !strcmp(m->cfg.ffn, "moe") && !strcmp(m->cfg.router, "relu"))
+        rs->lambda = moe_relu_lambda_next(rs->lambda, sparsity, m->cfg.target_sparsity, m->cfg.relu_alpha);
+    rs->active_pairs = rs->total_pairs = 0.0;
+    return sparsity;
+}
 
 /* ---- activations ------------------------------------------------------ */
 
@@ -155,8 +166,8 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
 
 /* ---- forward ---------------------------------------------------------- */
 
-static moe_ffn_ctx ffn_ctx(const moe_model *m, float loss_scale) {
-    moe_ffn_ctx ctx = {m->tokens, m->B, m->T, m->step, m->training, loss_scale};
+static moe_ffn_ctx ffn_ctx(moe_model *m, float loss_scale) {
+    moe_ffn_ctx ctx = {m->tokens, m->B, m->T, m->step, m->training, loss_scale, &m->rs};
     return ctx;
 }
 

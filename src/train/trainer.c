@@ -83,6 +83,8 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     st->lr = moe_lr_at(c, tr->step);
     moe_adamw_update(&m->layout, m->params, m->grads, tr->adam_m, tr->adam_v, st->lr,
                      tr->step + 1, c);
+    st->lambda = m->rs.lambda;
+    st->sparsity = moe_model_end_step(m);
     tr->step++;
     st->step = tr->step;
     st->tokens = B * T * (size_t)c->grad_accum;
@@ -109,13 +111,22 @@ int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err) {
     moe_buf_printf(&b, ", \"grad_norm\": ");
     json_write_double(&b, st->grad_norm);
     moe_buf_printf(&b, ", \"tokens\": %zu, \"seconds\": %.6f", st->tokens, st->seconds);
+    int moe_layers = 0;
     for (int l = 0; l < tr->model->cfg.n_layers; l++) {
         const moe_ffn *f = tr->model->blocks[l].ffn;
         if (!f->ops->stats_json) continue;
-        moe_buf_printf(&b, l == 0 ? ", \"layers\": [" : ", ");
+        if (moe_layers++ == 0) {
+            moe_buf_printf(&b, ", \"sparsity\": ");
+            json_write_double(&b, st->sparsity);
+            moe_buf_printf(&b, ", \"lambda\": ");
+            json_write_float(&b, st->lambda);
+            moe_buf_printf(&b, ", \"layers\": [");
+        } else {
+            moe_buf_printf(&b, ", ");
+        }
         f->ops->stats_json(f, &b);
-        if (l == tr->model->cfg.n_layers - 1) moe_buf_printf(&b, "]");
     }
+    if (moe_layers) moe_buf_printf(&b, "]");
     moe_buf_printf(&b, "}\n");
     int rc = 0;
     if (!b.data || fwrite(b.data, 1, b.len, tr->metrics) != b.len || fflush(tr->metrics))
@@ -170,8 +181,10 @@ static int write_state(const moe_trainer *tr, const char *dir, moe_err *err) {
     if (moe_path(path, sizeof path, err, "%s/trainer_state.json", dir)) return -1;
     moe_buf b = {0};
     moe_buf_printf(&b, "{\n  \"format\": \"moe-trainer-state\",\n  \"version\": 1,\n"
-                   "  \"step\": %ld,\n  \"loader_position\": %llu,\n  \"data_tokens\": %zu\n}\n",
-                   tr->step, (unsigned long long)tr->loader.position, tr->data->n);
+                   "  \"step\": %ld,\n  \"loader_position\": %llu,\n  \"data_tokens\": %zu,\n"
+                   "  \"lambda\": ", tr->step, (unsigned long long)tr->loader.position, tr->data->n);
+    json_write_float(&b, tr->model->rs.lambda);
+    moe_buf_printf(&b, "\n}\n");
     int rc = b.data ? moe_write_file_atomic(path, b.data, b.len, err)
                     : moe_errf(err, "out of memory");
     moe_buf_free(&b);
@@ -272,20 +285,23 @@ int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
     json_value *j = json_parse_file(path, err);
     if (!j) return -1;
     const json_value *step = json_get(j, "step"), *pos = json_get(j, "loader_position"),
-                     *ntok = json_get(j, "data_tokens"), *fmt = json_get(j, "format");
+                     *ntok = json_get(j, "data_tokens"), *fmt = json_get(j, "format"),
+                     *lambda = json_get(j, "lambda");
     if (!fmt || fmt->type != JSON_STRING || strcmp(fmt->string, "moe-trainer-state"))
         rc = moe_errf(err, "%s: expected \"format\": \"moe-trainer-state\"", path);
     else if (!step || step->type != JSON_NUMBER || step->number < 0 ||
              !pos || pos->type != JSON_NUMBER || pos->number < 0 ||
-             !ntok || ntok->type != JSON_NUMBER)
-        rc = moe_errf(err, "%s: expected non-negative numbers \"step\", \"loader_position\" "
-                      "and \"data_tokens\"", path);
+             !ntok || ntok->type != JSON_NUMBER || !lambda || lambda->type != JSON_NUMBER ||
+             !(lambda->number >= 0))
+        rc = moe_errf(err, "%s: expected non-negative numbers \"step\", \"loader_position\", "
+                      "\"data_tokens\" and \"lambda\"", path);
     else if ((size_t)ntok->number != tr->data->n)
         rc = moe_errf(err, "%s: the run was trained on a token file of %.0f tokens, this one has "
                       "%zu: resume with the same --data", path, ntok->number, tr->data->n);
     else {
         tr->step = (long)step->number;
         tr->loader.position = (uint64_t)pos->number;
+        tr->model->rs.lambda = (float)lambda->number;
     }
     json_free(j);
     return rc ? rc : truncate_metrics(tr, err);

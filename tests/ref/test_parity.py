@@ -22,10 +22,21 @@ BASE = {"vocab_size": 61, "hidden": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads
         "lr": 3e-3, "init_std": 0.05, "shuffle": False, "grad_clip": 1.0}
 
 # name -> (config overrides, grad_accum for the training check)
+MOE = {"ffn": "moe", "n_experts": 4, "top_k": 1, "ffn_dim": 48}
 CASES = {
     "dense": ({}, 1),
     "dense_gqa1_accum": ({"n_kv_heads": 1, "ffn_dim": 48}, 2),
     "dense_mha": ({"n_kv_heads": 4, "n_layers": 1}, 1),
+    "topk": (dict(MOE, router="topk"), 1),
+    "topk_k2_renorm_zloss_shared": (dict(MOE, router="topk", top_k=2, norm_topk_prob=True,
+                                         z_loss_coef=1e-3, n_shared_experts=1), 2),
+    "topk_warmup_G2_every2": (dict(MOE, router="topk", granularity=2, k_warm=3, k_warm_steps=4,
+                                   moe_every=2, n_layers=3), 1),
+    # a large lambda_0 so the regulariser matters within 10 steps
+    "relu": (dict(MOE, router="relu", relu_lambda0=0.05), 1),
+    "relu_accum_G2": (dict(MOE, router="relu", granularity=2, relu_lambda0=0.05), 2),
+    "relu_plain_l1_shared": (dict(MOE, router="relu", l1_load_balance=False, n_shared_experts=1,
+                                  relu_lambda0=0.05), 1),
 }
 
 TOL = 1e-4
@@ -88,8 +99,10 @@ def run_case(build, name, overrides, grad_accum, tmp):
             worst = max(worst, e)
             if e > TOL:
                 failures.append(f"step {o['step']} {key}: ours {o[key]:.8g} ref {r[key]:.8g}")
-        for key in r:
-            if key.startswith("lambda") and abs(o.get(key, float("nan")) - r[key]) > 1e-6 * abs(r[key]):
+        # the discrete parts must agree exactly: sparsity and the lambda sequence
+        for key in ("sparsity", "lambda"):
+            as_key = np.float32 if key == "lambda" else float
+            if key in r and (key not in o or as_key(o[key]) != as_key(r[key])):
                 failures.append(f"step {o['step']} {key}: ours {o.get(key)} ref {r[key]}")
     if len(ours_steps) != 10:
         failures.append(f"moe wrote {len(ours_steps)} metric lines, expected 10")

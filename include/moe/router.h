@@ -1,0 +1,53 @@
+/* router.h — the router interface of the MoE layer (SPEC §2). A router turns
+ * router logits [N, E] into gates [N, E] (zero = expert not active for that
+ * token) plus an auxiliary loss, and back-propagates through both. The MoE
+ * layer (src/moe/layer.c) turns the gates into per-expert token lists, runs
+ * the experts and combines. Adding a router: one file defining its ops and
+ * a create function, and one line in the table of src/moe/router.c. */
+#ifndef MOE_ROUTER_H
+#define MOE_ROUTER_H
+
+#include "moe/common.h"
+#include "moe/config.h"
+#include "moe/ffn.h"
+
+typedef struct moe_router moe_router;
+
+typedef struct moe_router_ops {
+    const char *name;
+    /* gates[N,E] from logits[N,E]; *aux = the auxiliary loss of this call,
+     * already weighted by its coefficient (0 outside training). Keeps what
+     * backward needs. */
+    int (*route)(moe_router *r, float *gates, const float *logits, size_t N,
+                 const moe_ffn_ctx *ctx, double *aux, moe_err *err);
+    /* dlogits[N,E] (overwritten) from dgates[N,E] = dObjective/dgates (only
+     * read where a gate is active) plus the auxiliary loss's gradient times
+     * ctx->loss_scale. */
+    int (*backward)(moe_router *r, float *dlogits, const float *dgates,
+                    const float *logits, const float *gates, size_t N,
+                    const moe_ffn_ctx *ctx, moe_err *err);
+    /* Writes router-specific statistics of the last route() as JSON members
+     * (", \"key\": value" ...) or nothing. Optional. */
+    int (*stats_json)(const moe_router *r, moe_buf *out);
+    void (*destroy)(moe_router *r);
+} moe_router_ops;
+
+struct moe_router {
+    const moe_router_ops *ops;
+    const moe_config *cfg;
+    size_t E;      /* experts routed (n_experts * granularity) */
+    size_t k;      /* active per token (top_k * granularity) */
+    void *impl;
+};
+
+/* The routers; moe_router_create picks one by cfg->router. */
+int moe_router_create(const moe_config *cfg, moe_router **out, moe_err *err);
+void moe_router_destroy(moe_router *r);
+int moe_router_topk_create(const moe_config *cfg, moe_router *r, moe_err *err);
+int moe_router_relu_create(const moe_config *cfg, moe_router *r, moe_err *err);
+
+/* ReMoE's lambda rule, once per optimiser step (SPEC §2.2):
+ * lambda * alpha if sparsity < target, else lambda / alpha. */
+float moe_relu_lambda_next(float lambda, double sparsity, double target, double alpha);
+
+#endif

@@ -1,0 +1,288 @@
+/* layer.c — the dropless mixture-of-experts layer (SPEC §2), one moe_ffn:
+ *   logits = x Wr^T (fp32) -> router -> gates [N,E]
+ *   every (token, expert) pair with a non-zero gate is computed: tokens are
+ *   gathered per expert, one SwiGLU GEMM chain per expert, and the outputs
+ *   are added back weighted by the gate; shared experts see every token
+ *   with gate 1. No capacity factor, no token dropping: compute follows the
+ *   number of active pairs. Parameters (E = n_experts * granularity,
+ *   Fe = ffn_dim / granularity, S = n_shared_experts):
+ *     mlp.router.weight                 [E, D]
+ *     mlp.experts.gate_proj.weight      [E, Fe, D]   (W1 of each expert)
+ *     mlp.experts.up_proj.weight        [E, Fe, D]   (W3)
+ *     mlp.experts.down_proj.weight      [E, D, Fe]   (W2)
+ *     mlp.shared_experts.{gate,up,down}_proj.weight  [S, ...] likewise */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/kernels.h"
+#include "moe/router.h"
+
+typedef struct moe_layer {
+    size_t D, Fe, E, S;
+    moe_router *router;
+    float *wr, *dwr;                       /* [E, D] */
+    float *w1, *w3, *w2, *dw1, *dw3, *dw2; /* routed experts, stacked */
+    float *s1, *s3, *s2, *ds1, *ds3, *ds2; /* shared experts, stacked */
+
+    /* the last forward, kept for backward (grow-only buffers) */
+    size_t N, cap_rows, cap_pairs, pairs;
+    float *logits, *gates, *dgates, *dlogits;   /* [N, E] */
+    int *row_of;          /* [N, E] row of pair (t, e) in the pair buffers, -1 if inactive */
+    size_t *offset;       /* [E+S+1] first row of each expert (slot) */
+    int *tok;             /* [pairs] token of each row */
+    float *xe, *ye, *dxe; /* [pairs, D] gathered inputs, expert outputs, input grads */
+    float *h1, *h3, *a;   /* [pairs, Fe] */
+    float *dh1, *dh3;     /* [pairs, Fe] */
+    double aux;           /* router auxiliary loss of the last forward */
+} moe_layer;
+
+/* ---- parameters ------------------------------------------------------- */
+
+static void layer_layout(moe_ffn *f, moe_layout *L, const char *prefix) {
+    moe_layer *m = f->impl;
+    int64_t E = (int64_t)m->E, S = (int64_t)m->S, D = (int64_t)m->D, Fe = (int64_t)m->Fe;
+    float std = (float)f->cfg->init_std, out_std = (float)(f->cfg->init_std / sqrt(2.0 * f->cfg->n_layers));
+    m->wr = moe_layout_add(L, &m->dwr, std, 2, (int64_t[]){E, D}, "%s.router.weight", prefix);
+    m->w1 = moe_layout_add(L, &m->dw1, std, 3, (int64_t[]){E, Fe, D}, "%s.experts.gate_proj.weight", prefix);
+    m->w3 = moe_layout_add(L, &m->dw3, std, 3, (int64_t[]){E, Fe, D}, "%s.experts.up_proj.weight", prefix);
+    m->w2 = moe_layout_add(L, &m->dw2, out_std, 3, (int64_t[]){E, D, Fe}, "%s.experts.down_proj.weight", prefix);
+    if (S == 0) return;
+    m->s1 = moe_layout_add(L, &m->ds1, std, 3, (int64_t[]){S, Fe, D}, "%s.shared_experts.gate_proj.weight", prefix);
+    m->s3 = moe_layout_add(L, &m->ds3, std, 3, (int64_t[]){S, Fe, D}, "%s.shared_experts.up_proj.weight", prefix);
+    m->s2 = moe_layout_add(L, &m->ds2, out_std, 3, (int64_t[]){S, D, Fe}, "%s.shared_experts.down_proj.weight", prefix);
+}
+
+/* Weights of slot j: routed experts first, then the shared ones. */
+typedef struct { float *w1, *w3, *w2, *dw1, *dw3, *dw2; } expert_w;
+static expert_w slot_weights(const moe_layer *m, size_t j) {
+    size_t in = m->Fe * m->D;
+    if (j < m->E)
+        return (expert_w){m->w1 + j * in, m->w3 + j * in, m->w2 + j * in,
+                          m->dw1 + j * in, m->dw3 + j * in, m->dw2 + j * in};
+    j -= m->E;
+    return (expert_w){m->s1 + j * in, m->s3 + j * in, m->s2 + j * in,
+                      m->ds1 + j * in, m->ds3 + j * in, m->ds2 + j * in};
+}
+
+/* ---- buffers ------------------------------------------------------------ */
+
+static int grow(void **p, size_t bytes, moe_err *err) {
+    free(*p);
+    *p = moe_malloc(bytes, err);
+    return *p ? 0 : -1;
+}
+
+static int reserve_rows(moe_layer *m, size_t N, moe_err *err) {
+    if (N <= m->cap_rows) return 0;
+    size_t NE = N * m->E;
+    if (grow((void **)&m->logits, NE * sizeof(float), err) || grow((void **)&m->gates, NE * sizeof(float), err) ||
+        grow((void **)&m->dgates, NE * sizeof(float), err) || grow((void **)&m->dlogits, NE * sizeof(float), err) ||
+        grow((void **)&m->row_of, NE * sizeof(int), err)) {
+        m->cap_rows = 0;
+        return -1;
+    }
+    m->cap_rows = N;
+    return 0;
+}
+
+static int reserve_pairs(moe_layer *m, size_t pairs, moe_err *err) {
+    if (pairs <= m->cap_pairs) return 0;
+    size_t D = m->D, F = m->Fe;
+    if (grow((void **)&m->tok, pairs * sizeof(int), err) ||
+        grow((void **)&m->xe, pairs * D * sizeof(float), err) || grow((void **)&m->ye, pairs * D * sizeof(float), err) ||
+        grow((void **)&m->dxe, pairs * D * sizeof(float), err) || grow((void **)&m->h1, pairs * F * sizeof(float), err) ||
+        grow((void **)&m->h3, pairs * F * sizeof(float), err) || grow((void **)&m->a, pairs * F * sizeof(float), err) ||
+        grow((void **)&m->dh1, pairs * F * sizeof(float), err) || grow((void **)&m->dh3, pairs * F * sizeof(float), err)) {
+        m->cap_pairs = 0;
+        return -1;
+    }
+    m->cap_pairs = pairs;
+    return 0;
+}
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+/* From the gates, the rows of every slot: expert e takes the tokens with a
+ * non-zero gate in token order; shared slots take every token. */
+static int build_plan(moe_layer *m, size_t N, moe_err *err) {
+    size_t E = m->E, slots = E + m->S;
+    for (size_t j = 0; j <= slots; j++) m->offset[j] = 0;
+    for (size_t t = 0; t < N; t++)
+        for (size_t e = 0; e < E; e++) m->offset[e + 1] += m->gates[t * E + e] != 0.0f;
+    for (size_t j = E; j < slots; j++) m->offset[j + 1] = N;
+    for (size_t j = 0; j < slots; j++) m->offset[j + 1] += m->offset[j];
+    m->pairs = m->offset[slots];
+    if (reserve_pairs(m, m->pairs, err)) return -1;
+    size_t *fill = m->offset;  /* walk each expert's next free row */
+    size_t next[E ? E : 1];
+    for (size_t e = 0; e < E; e++) next[e] = fill[e];
+    for (size_t t = 0; t < N; t++)
+        for (size_t e = 0; e < E; e++) {
+            int active = m->gates[t * E + e] != 0.0f;
+            m->row_of[t * E + e] = active ? (int)next[e] : -1;
+            if (active) m->tok[next[e]++] = (int)t;
+        }
+    for (size_t j = E; j < slots; j++)
+        for (size_t t = 0; t < N; t++) m->tok[m->offset[j] + t] = (int)t;
+    return 0;
+}
+
+/* Gate of row r of slot j. */
+static inline float row_gate(const moe_layer *m, size_t j, size_t r) {
+    return j < m->E ? m->gates[(size_t)m->tok[r] * m->E + j] : 1.0f;
+}
+
+static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
+                         const moe_ffn_ctx *ctx, moe_err *err) {
+    moe_layer *m = f->impl;
+    size_t D = m->D, F = m->Fe, E = m->E, slots = E + m->S;
+    if (reserve_rows(m, N, err)) return -1;
+    m->N = N;
+    k_matmul_forward(m->logits, x, m->wr, N, D, E, 0.0f);
+    if (m->router->ops->route(m->router, m->gates, m->logits, N, ctx, &m->aux, err)) return -1;
+    if (build_plan(m, N, err)) return -1;
+    /* experts: independent slots, each a gather and three GEMMs */
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (size_t j = 0; j < slots; j++) {
+        size_t r0 = m->offset[j], n = m->offset[j + 1] - r0;
+        if (n == 0) continue;
+        expert_w w = slot_weights(m, j);
+        for (size_t r = r0; r < r0 + n; r++)
+            memcpy(m->xe + r * D, x + (size_t)m->tok[r] * D, D * sizeof(float));
+        k_matmul_forward(m->h1 + r0 * F, m->xe + r0 * D, w.w1, n, D, F, 0.0f);
+        k_matmul_forward(m->h3 + r0 * F, m->xe + r0 * D, w.w3, n, D, F, 0.0f);
+        k_swiglu_forward(m->a + r0 * F, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
+        k_matmul_forward(m->ye + r0 * D, m->a + r0 * F, w.w2, n, F, D, 0.0f);
+    }
+    /* combine: each token adds its experts in a fixed order */
+    #pragma omp parallel for schedule(static)
+    for (size_t t = 0; t < N; t++) {
+        float *yt = y + t * D;
+        memset(yt, 0, D * sizeof(float));
+        for (size_t e = 0; e < E; e++) {
+            int r = m->row_of[t * E + e];
+            if (r < 0) continue;
+            float g = m->gates[t * E + e];
+            const float *ye = m->ye + (size_t)r * D;
+            for (size_t d = 0; d < D; d++) yt[d] += g * ye[d];
+        }
+        for (size_t j = E; j < slots; j++) {
+            const float *ye = m->ye + (m->offset[j] + t) * D;
+            for (size_t d = 0; d < D; d++) yt[d] += ye[d];
+        }
+    }
+    f->aux_loss = m->aux;
+    return 0;
+}
+
+static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x,
+                          size_t N, const moe_ffn_ctx *ctx, moe_err *err) {
+    moe_layer *m = f->impl;
+    size_t D = m->D, F = m->Fe, E = m->E, slots = E + m->S;
+    memset(m->dgates, 0, N * E * sizeof(float));
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (size_t j = 0; j < slots; j++) {
+        size_t r0 = m->offset[j], n = m->offset[j + 1] - r0;
+        if (n == 0) continue;
+        expert_w w = slot_weights(m, j);
+        float *dye = m->dxe + r0 * D;  /* dye is consumed before dxe is written */
+        for (size_t r = r0; r < r0 + n; r++) {
+            size_t t = (size_t)m->tok[r];
+            float g = row_gate(m, j, r);
+            const float *dyt = dy + t * D, *ye = m->ye + r * D;
+            double dot = 0.0;
+            for (size_t d = 0; d < D; d++) {
+                dot += (double)dyt[d] * ye[d];
+                dye[(r - r0) * D + d] = g * dyt[d];
+            }
+            if (j < E) m->dgates[t * E + j] = (float)dot;
+        }
+        float *da = m->dh1 + r0 * F;  /* read by swiglu backward before dh1 is written */
+        k_matmul_backward(da, w.dw2, dye, m->a + r0 * F, w.w2, n, F, D, 0);
+        k_swiglu_backward(m->dh1 + r0 * F, m->dh3 + r0 * F, da, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
+        k_matmul_backward(NULL, w.dw1, m->dh1 + r0 * F, m->xe + r0 * D, w.w1, n, D, F, 0);
+        k_matmul_backward(NULL, w.dw3, m->dh3 + r0 * F, m->xe + r0 * D, w.w3, n, D, F, 0);
+        /* dxe = dh1 W1 + dh3 W3 (overwrites dye, no longer needed) */
+        k_matmul_backward(m->dxe + r0 * D, NULL, m->dh1 + r0 * F, NULL, w.w1, n, D, F, 0);
+        k_matmul_backward(m->dxe + r0 * D, NULL, m->dh3 + r0 * F, NULL, w.w3, n, D, F, 1);
+    }
+    /* scatter the input gradients back, in a fixed order per token */
+    #pragma omp parallel for schedule(static)
+    for (size_t t = 0; t < N; t++) {
+        float *dxt = dx + t * D;
+        memset(dxt, 0, D * sizeof(float));
+        for (size_t e = 0; e < E; e++) {
+            int r = m->row_of[t * E + e];
+            if (r < 0) continue;
+            const float *d = m->dxe + (size_t)r * D;
+            for (size_t i = 0; i < D; i++) dxt[i] += d[i];
+        }
+        for (size_t j = E; j < slots; j++) {
+            const float *d = m->dxe + (m->offset[j] + t) * D;
+            for (size_t i = 0; i < D; i++) dxt[i] += d[i];
+        }
+    }
+    /* through the router */
+    if (m->router->ops->backward(m->router, m->dlogits, m->dgates, m->logits, m->gates, N, ctx, err))
+        return -1;
+    k_matmul_backward(dx, m->dwr, m->dlogits, x, m->wr, N, D, E, 1);
+    return 0;
+}
+
+/* ---- statistics --------------------------------------------------------- */
+
+static int layer_stats(const moe_ffn *f, moe_buf *out) {
+    const moe_layer *m = f->impl;
+    size_t routed = m->offset[m->E];
+    double sparsity = m->N ? 1.0 - (double)routed / ((double)m->N * (double)m->E) : 0.0;
+    int rc = moe_buf_printf(out, "{\"layer\": %d, \"router\": \"%s\", \"sparsity\": %.9g, "
+                            "\"aux_loss\": %.9g, \"tokens_per_expert\": [",
+                            f->layer, m->router->ops->name, sparsity, m->aux);
+    for (size_t e = 0; e < m->E; e++)
+        rc |= moe_buf_printf(out, "%s%zu", e ? ", " : "", m->offset[e + 1] - m->offset[e]);
+    rc |= moe_buf_printf(out, "]");
+    if (m->router->ops->stats_json) rc |= m->router->ops->stats_json(m->router, out);
+    rc |= moe_buf_printf(out, "}");
+    return rc ? -1 : 0;
+}
+
+static void layer_destroy(moe_ffn *f) {
+    moe_layer *m = f->impl;
+    if (m) {
+        moe_router_destroy(m->router);
+        void *bufs[] = {m->logits, m->gates, m->dgates, m->dlogits, m->row_of, m->offset, m->tok,
+                        m->xe, m->ye, m->dxe, m->h1, m->h3, m->a, m->dh1, m->dh3};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+        free(m);
+    }
+    free(f);
+}
+
+static const moe_ffn_ops MOE_OPS = {
+    .kind = "moe",
+    .layout = layer_layout,
+    .forward = layer_forward,
+    .backward = layer_backward,
+    .stats_json = layer_stats,
+    .destroy = layer_destroy,
+};
+
+int moe_ffn_moe_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err) {
+    moe_ffn *f = moe_calloc(1, sizeof *f, err);
+    moe_layer *m = f ? moe_calloc(1, sizeof *m, err) : NULL;
+    if (!m) { free(f); return -1; }
+    f->ops = &MOE_OPS;
+    f->cfg = cfg;
+    f->layer = layer;
+    f->impl = m;
+    m->D = (size_t)cfg->hidden;
+    m->Fe = (size_t)(cfg->ffn_dim / cfg->granularity);
+    m->E = (size_t)cfg->n_experts * (size_t)cfg->granularity;
+    m->S = (size_t)cfg->n_shared_experts;
+    m->offset = moe_calloc(m->E + m->S + 1, sizeof(size_t), err);
+    if (!m->offset || moe_router_create(cfg, &m->router, err)) { layer_destroy(f); return -1; }
+    *out = f;
+    return 0;
+}

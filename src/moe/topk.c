@@ -1,0 +1,144 @@
+/* topk.c — the TopK router (dMoE baseline, SPEC §2.1): softmax over all
+ * experts, the k largest probabilities become the gates (optionally
+ * renormalised), with the load-balancing loss
+ *     L_aux = c_aux * E / (k T^2) * sum_e (sum_t p[t,e]) * n_e
+ * (n_e = tokens whose top-k holds e, a constant), an optional z-loss
+ * c_z * mean_t logsumexp(logits_t)^2 and an optional near-dense warm-up
+ * (k_warm experts for the first k_warm_steps steps). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/router.h"
+
+typedef struct topk {
+    float *p;          /* [N,E] softmax probabilities of the last route */
+    float *lse;        /* [N] logsumexp of each token's logits */
+    double *n_e;       /* [E] tokens that selected e */
+    size_t cap, k_eff;
+    double aux, z;     /* the two losses of the last route (weighted) */
+} topk;
+
+static int topk_reserve(topk *s, size_t N, size_t E, moe_err *err) {
+    if (N <= s->cap) return 0;
+    free(s->p); free(s->lse);
+    s->p = moe_malloc(N * E * sizeof(float), err);
+    s->lse = moe_malloc(N * sizeof(float), err);
+    if (!s->p || !s->lse) { s->cap = 0; return -1; }
+    s->cap = N;
+    return 0;
+}
+
+static int topk_route(moe_router *r, float *gates, const float *logits, size_t N,
+                      const moe_ffn_ctx *ctx, double *aux, moe_err *err) {
+    topk *s = r->impl;
+    const moe_config *c = r->cfg;
+    size_t E = r->E;
+    if (topk_reserve(s, N, E, err)) return -1;
+    s->k_eff = c->k_warm > 0 && ctx->step < c->k_warm_steps ? (size_t)c->k_warm * c->granularity : r->k;
+    size_t k = s->k_eff;
+    #pragma omp parallel for schedule(static)
+    for (size_t t = 0; t < N; t++) {
+        const float *l = logits + t * E;
+        float *p = s->p + t * E, *g = gates + t * E;
+        float mx = l[0];
+        for (size_t e = 1; e < E; e++) mx = l[e] > mx ? l[e] : mx;
+        double sum = 0.0;
+        for (size_t e = 0; e < E; e++) sum += exp((double)(l[e] - mx));
+        s->lse[t] = (float)(log(sum) + mx);
+        for (size_t e = 0; e < E; e++) { p[e] = (float)(exp((double)(l[e] - mx)) / sum); g[e] = 0.0f; }
+        /* k passes of arg-max over the unselected: k is small; ties go to
+         * the lower index */
+        double picked = 0.0;
+        for (size_t j = 0; j < k; j++) {
+            size_t best = E;
+            for (size_t e = 0; e < E; e++)
+                if (g[e] == 0.0f && (best == E || p[e] > p[best])) best = e;
+            g[best] = p[best] > 0.0f ? p[best] : 1e-30f;  /* selected gates stay non-zero */
+            picked += g[best];
+        }
+        if (c->norm_topk_prob && k > 1)
+            for (size_t e = 0; e < E; e++) g[e] = (float)(g[e] / fmax(picked, 1e-20));
+    }
+    memset(s->n_e, 0, E * sizeof(double));
+    for (size_t t = 0; t < N; t++)
+        for (size_t e = 0; e < E; e++) s->n_e[e] += gates[t * E + e] != 0.0f;
+    s->aux = s->z = 0.0;
+    if (ctx->training && c->aux_loss_coef > 0) {
+        double acc = 0.0;
+        for (size_t e = 0; e < E; e++) {
+            double P = 0.0;
+            for (size_t t = 0; t < N; t++) P += s->p[t * E + e];
+            acc += P * s->n_e[e];
+        }
+        s->aux = c->aux_loss_coef * (double)E / ((double)k * (double)N * (double)N) * acc;
+    }
+    if (ctx->training && c->z_loss_coef > 0) {
+        double acc = 0.0;
+        for (size_t t = 0; t < N; t++) acc += (double)s->lse[t] * s->lse[t];
+        s->z = c->z_loss_coef * acc / (double)N;
+    }
+    *aux = s->aux + s->z;
+    return 0;
+}
+
+static int topk_backward(moe_router *r, float *dlogits, const float *dgates,
+                         const float *logits, const float *gates, size_t N,
+                         const moe_ffn_ctx *ctx, moe_err *err) {
+    (void)logits; (void)err;
+    topk *s = r->impl;
+    const moe_config *c = r->cfg;
+    size_t E = r->E, k = s->k_eff;
+    int renorm = c->norm_topk_prob && k > 1;
+    double aux_scale = ctx->training && c->aux_loss_coef > 0
+        ? ctx->loss_scale * c->aux_loss_coef * (double)E / ((double)k * (double)N * (double)N) : 0.0;
+    double z_scale = ctx->training && c->z_loss_coef > 0
+        ? ctx->loss_scale * c->z_loss_coef * 2.0 / (double)N : 0.0;
+    #pragma omp parallel for schedule(static)
+    for (size_t t = 0; t < N; t++) {
+        const float *p = s->p + t * E, *g = gates + t * E, *dg = dgates + t * E;
+        float *dl = dlogits + t * E;
+        /* dp: through the selected gates (and the renormalisation) */
+        double picked = 0.0, dot = 0.0;
+        for (size_t e = 0; e < E; e++)
+            if (g[e] != 0.0f) { picked += p[e]; dot += (double)dg[e] * g[e]; }
+        double pdp = 0.0;
+        for (size_t e = 0; e < E; e++) {
+            double dp = 0.0;
+            if (g[e] != 0.0f) dp = renorm ? (dg[e] - dot) / fmax(picked, 1e-20) : dg[e];
+            dp += aux_scale * s->n_e[e];
+            dl[e] = (float)dp;  /* temporarily dp */
+            pdp += p[e] * dp;
+        }
+        /* softmax backward, plus the z-loss gradient */
+        for (size_t e = 0; e < E; e++)
+            dl[e] = (float)(p[e] * (dl[e] - pdp) + z_scale * s->lse[t] * p[e]);
+    }
+    return 0;
+}
+
+static int topk_stats(const moe_router *r, moe_buf *out) {
+    const topk *s = r->impl;
+    return moe_buf_printf(out, ", \"lb_loss\": %.9g, \"z_loss\": %.9g, \"k\": %zu", s->aux, s->z, s->k_eff);
+}
+
+static void topk_destroy(moe_router *r) {
+    topk *s = r->impl;
+    if (s) { free(s->p); free(s->lse); free(s->n_e); free(s); }
+}
+
+static const moe_router_ops TOPK_OPS = {
+    .name = "topk", .route = topk_route, .backward = topk_backward,
+    .stats_json = topk_stats, .destroy = topk_destroy,
+};
+
+int moe_router_topk_create(const moe_config *cfg, moe_router *r, moe_err *err) {
+    (void)cfg;
+    topk *s = moe_calloc(1, sizeof *s, err);
+    if (!s) return -1;
+    s->n_e = moe_calloc(r->E, sizeof(double), err);
+    if (!s->n_e) { free(s); return -1; }
+    r->ops = &TOPK_OPS;
+    r->impl = s;
+    return 0;
+}
