@@ -1,0 +1,268 @@
+/* test_moe.c — the MoE layer: finite-difference gradient checks (double
+ * precision) for each router including the auxiliary / L1 terms, the
+ * dispatch invariants (dropless, compute follows active pairs), and
+ * ReMoE's lambda rule against hand-computed sequences. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "moe/ffn.h"
+#include "moe/rng.h"
+#include "moe/router.h"
+
+enum { N = 6, D = 5, F = 8, MAXP = 4096 };
+
+typedef struct {
+    moe_config cfg;
+    size_t E, k, Fe, S, n_params;
+    double R[N * D];        /* objective weights */
+    double lambda;
+    int step;
+} ref_ctx;
+
+/* Reference objective in double: sum(R * MoE(x)) + aux, with x and the
+ * parameters packed as [x | router | W1 | W3 | W2 | S1 | S3 | S2]. */
+static double swiglu_ref(const double *x, const double *w1, const double *w3, const double *w2,
+                         size_t Fe, size_t d_out, double *y) {
+    double a[64];
+    for (size_t f = 0; f < Fe; f++) {
+        double h1 = 0, h3 = 0;
+        for (size_t d = 0; d < D; d++) { h1 += w1[f * D + d] * x[d]; h3 += w3[f * D + d] * x[d]; }
+        a[f] = h1 / (1 + exp(-h1)) * h3;
+    }
+    for (size_t d = 0; d < d_out; d++) {
+        y[d] = 0;
+        for (size_t f = 0; f < Fe; f++) y[d] += w2[d * Fe + f] * a[f];
+    }
+    return 0;
+}
+
+static double f_moe(const double *v, void *vctx) {
+    ref_ctx *c = vctx;
+    const moe_config *cf = &c->cfg;
+    size_t E = c->E, Fe = c->Fe, S = c->S;
+    const double *x = v, *wr = x + N * D, *w1 = wr + E * D, *w3 = w1 + E * Fe * D,
+                 *w2 = w3 + E * Fe * D, *s1 = w2 + E * D * Fe, *s3 = s1 + S * Fe * D,
+                 *s2 = s3 + S * Fe * D;
+    double gates[N][16], p[N][16], lse[N], obj = 0, aux = 0;
+    size_t k = c->k;
+    if (!strcmp(cf->router, "topk") && cf->k_warm > 0 && c->step < cf->k_warm_steps)
+        k = (size_t)cf->k_warm * cf->granularity;
+    for (size_t t = 0; t < N; t++) {
+        double l[16], mx = -1e300, sum = 0;
+        for (size_t e = 0; e < E; e++) {
+            l[e] = 0;
+            for (size_t d = 0; d < D; d++) l[e] += wr[e * D + d] * x[t * D + d];
+            mx = fmax(mx, l[e]);
+        }
+        if (!strcmp(cf->router, "relu")) {
+            for (size_t e = 0; e < E; e++) gates[t][e] = l[e] > 0 ? l[e] : 0;
+            continue;
+        }
+        for (size_t e = 0; e < E; e++) sum += exp(l[e] - mx);
+        lse[t] = log(sum) + mx;
+        for (size_t e = 0; e < E; e++) { p[t][e] = exp(l[e] - mx) / sum; gates[t][e] = 0; }
+        double picked = 0;
+        for (size_t j = 0; j < k; j++) {
+            size_t best = E;
+            for (size_t e = 0; e < E; e++)
+                if (gates[t][e] == 0 && (best == E || p[t][e] > p[t][best])) best = e;
+            gates[t][best] = p[t][best];
+            picked += p[t][best];
+        }
+        if (cf->norm_topk_prob && k > 1)
+            for (size_t e = 0; e < E; e++) gates[t][e] /= picked;
+    }
+    if (!strcmp(cf->router, "topk")) {
+        double acc = 0;
+        for (size_t e = 0; e < E; e++) {
+            double P = 0, n_e = 0;
+            for (size_t t = 0; t < N; t++) { P += p[t][e]; n_e += gates[t][e] != 0; }
+            acc += P * n_e;
+        }
+        aux = cf->aux_loss_coef * (double)E / ((double)k * N * N) * acc;
+        for (size_t t = 0; t < N; t++) aux += cf->z_loss_coef * lse[t] * lse[t] / N;
+    } else {
+        double reg = 0;
+        for (size_t e = 0; e < E; e++) {
+            double cnt = 0, col = 0;
+            for (size_t t = 0; t < N; t++) { cnt += gates[t][e] > 0; col += gates[t][e]; }
+            double f = cf->l1_load_balance ? (double)E / ((double)c->k * N) * cnt : 1.0;
+            reg += f * col;
+        }
+        aux = c->lambda * reg / N;
+    }
+    for (size_t t = 0; t < N; t++) {
+        double y[D];
+        for (size_t e = 0; e < E; e++) {
+            if (gates[t][e] == 0) continue;
+            swiglu_ref(x + t * D, w1 + e * Fe * D, w3 + e * Fe * D, w2 + e * D * Fe, Fe, D, y);
+            for (size_t d = 0; d < D; d++) obj += c->R[t * D + d] * gates[t][e] * y[d];
+        }
+        for (size_t j = 0; j < S; j++) {
+            swiglu_ref(x + t * D, s1 + j * Fe * D, s3 + j * Fe * D, s2 + j * D * Fe, Fe, D, y);
+            for (size_t d = 0; d < D; d++) obj += c->R[t * D + d] * y[d];
+        }
+    }
+    return obj + aux;
+}
+
+/* Checks one configuration: float layer backward vs central differences. */
+static void check_layer(const char *router, int k, int G, int shared, int renorm, double z,
+                        int l1_lb, int k_warm, uint64_t seed) {
+    static ref_ctx c;
+    memset(&c, 0, sizeof c);
+    moe_config_defaults(&c.cfg);
+    c.cfg.hidden = D; c.cfg.ffn_dim = F; c.cfg.n_layers = 1;
+    strcpy(c.cfg.ffn, "moe");
+    strcpy(c.cfg.router, router);
+    c.cfg.n_experts = 4; c.cfg.top_k = k; c.cfg.granularity = G;
+    c.cfg.n_shared_experts = shared; c.cfg.norm_topk_prob = renorm; c.cfg.z_loss_coef = z;
+    c.cfg.aux_loss_coef = 0.05; c.cfg.l1_load_balance = l1_lb;
+    c.cfg.k_warm = k_warm; c.cfg.k_warm_steps = k_warm ? 5 : 0;
+    c.E = (size_t)(4 * G); c.k = (size_t)(k * G); c.Fe = (size_t)(F / G); c.S = (size_t)shared;
+    c.lambda = 0.3;
+    moe_err err;
+    moe_ffn *f;
+    CHECK(moe_ffn_moe_create(&c.cfg, 0, &f, &err) == 0, "%s", err.msg);
+    moe_layout L = {0};
+    f->ops->layout(f, &L, "mlp");
+    size_t NP = L.total, NX = N * D, n = NX + NP;
+    CHECK(n <= MAXP, "too many parameters for the test buffers");
+    static double v[MAXP], fd[MAXP];
+    static float params[MAXP], grads[MAXP], xf[N * D], y[N * D], Rf[N * D], g[MAXP];
+    memset(grads, 0, sizeof grads);
+    moe_layout_rewind(&L, params, grads);
+    f->ops->layout(f, &L, "mlp");
+    /* draw inputs until no ReLU logit is within 0.05 of its kink and no
+     * top-k choice is within 1e-3 of a tie: the function is smooth there */
+    moe_rng r;
+    moe_rng_seed(&r, seed);
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        for (size_t i = 0; i < n; i++) v[i] = (i < NX ? 1.0 : 0.6) * moe_rng_normal(&r);
+        int smooth = 1;
+        for (size_t t = 0; t < N && smooth; t++)
+            for (size_t e = 0; e < c.E && smooth; e++) {
+                double l = 0;
+                for (size_t d = 0; d < D; d++) l += v[NX + e * D + d] * v[t * D + d];
+                if (fabs(l) < 0.05) smooth = 0;
+                for (size_t e2 = 0; e2 < e && smooth; e2++) {
+                    double l2 = 0;
+                    for (size_t d = 0; d < D; d++) l2 += v[NX + e2 * D + d] * v[t * D + d];
+                    if (fabs(l - l2) < 1e-3) smooth = 0;
+                }
+            }
+        if (smooth) break;
+    }
+    for (size_t i = 0; i < N * D; i++) c.R[i] = moe_rng_normal(&r);
+    for (size_t i = 0; i < NX; i++) xf[i] = (float)v[i];
+    for (size_t i = 0; i < NP; i++) params[i] = (float)v[NX + i];
+    for (size_t i = 0; i < NX; i++) Rf[i] = (float)c.R[i];
+    moe_routing_state rs = {(float)c.lambda, 0, 0};
+    c.lambda = rs.lambda;  /* the fp32 value the layer uses */
+    moe_ffn_ctx ctx = {NULL, 1, N, 0, 1, 1.0f, &rs};
+    CHECK(f->ops->forward(f, y, xf, N, &ctx, &err) == 0, "%s", err.msg);
+    double obj = f->aux_loss;
+    for (size_t i = 0; i < NX; i++) obj += Rf[i] * y[i];
+    CHECK_CLOSE(obj, f_moe(v, &c), 1e-4, 1e-6);
+    CHECK(f->ops->backward(f, g, Rf, xf, N, &ctx, &err) == 0, "%s", err.msg);
+    memcpy(g + NX, grads, NP * sizeof(float));
+    double h = 1e-6, max_err = 0, max_ref = 0;
+    for (size_t i = 0; i < n; i++) {
+        double keep = v[i];
+        v[i] = keep + h; double fp = f_moe(v, &c);
+        v[i] = keep - h; double fm = f_moe(v, &c);
+        v[i] = keep;
+        fd[i] = (fp - fm) / (2 * h);
+        max_err = fmax(max_err, fabs(fd[i] - g[i]));
+        max_ref = fmax(max_ref, fabs(fd[i]));
+    }
+    double rel = max_err / max_ref;
+    CHECK(rel < 1e-4, "%s k=%d G=%d shared=%d renorm=%d z=%g lb=%d: relative error %.3g",
+          router, k, G, shared, renorm, z, l1_lb, rel);
+    /* the auxiliary term really is in the gradient: without it the router
+     * gradient differs */
+    CHECK(f->aux_loss > 0, "auxiliary loss is positive (%g)", f->aux_loss);
+    moe_layout_free(&L);
+    moe_ffn_destroy(f);
+}
+
+static void test_fd_topk(void) { check_layer("topk", 1, 1, 0, 0, 0, 1, 0, 1); }
+static void test_fd_topk_k2_renorm_zloss(void) { check_layer("topk", 2, 1, 0, 1, 0.01, 1, 0, 2); }
+static void test_fd_topk_G2_shared_warm(void) { check_layer("topk", 1, 2, 1, 0, 0, 1, 3, 3); }
+static void test_fd_relu(void) { check_layer("relu", 1, 1, 0, 0, 0, 1, 0, 4); }
+static void test_fd_relu_plain_l1_G2_shared(void) { check_layer("relu", 1, 2, 1, 0, 0, 0, 0, 5); }
+
+/* The dispatch is dropless: with the ReLU router every positive gate is
+ * computed, and the pair count reported is exactly the positive gates. */
+static void test_dropless_counts(void) {
+    moe_config cfg;
+    moe_config_defaults(&cfg);
+    cfg.hidden = 8; cfg.ffn_dim = 16; strcpy(cfg.ffn, "moe"); strcpy(cfg.router, "relu");
+    cfg.n_experts = 8; cfg.top_k = 1;
+    moe_err err;
+    moe_ffn *f;
+    moe_ffn_moe_create(&cfg, 0, &f, &err);
+    moe_layout L = {0};
+    f->ops->layout(f, &L, "mlp");
+    float *params = calloc(L.total, sizeof(float)), *grads = calloc(L.total, sizeof(float));
+    moe_layout_rewind(&L, params, grads);
+    f->ops->layout(f, &L, "mlp");
+    moe_rng r; moe_rng_seed(&r, 9);
+    for (size_t i = 0; i < L.total; i++) params[i] = (float)moe_rng_normal(&r);
+    enum { T = 64 };
+    float x[T * 8], y[T * 8];
+    for (int i = 0; i < T * 8; i++) x[i] = (float)moe_rng_normal(&r);
+    moe_routing_state rs = {1e-8f, 0, 0};
+    moe_ffn_ctx ctx = {NULL, 1, T, 0, 1, 1.0f, &rs};
+    f->ops->forward(f, y, x, T, &ctx, &err);
+    /* count positive router logits by hand */
+    double positive = 0;
+    for (int t = 0; t < T; t++)
+        for (int e = 0; e < 8; e++) {
+            double l = 0;
+            for (int d = 0; d < 8; d++) l += (double)params[e * 8 + d] * x[t * 8 + d];
+            positive += l > 0;
+        }
+    CHECK(rs.active_pairs == positive, "active pairs %g, positive logits %g", rs.active_pairs, positive);
+    CHECK(rs.total_pairs == T * 8, "total pairs %g", rs.total_pairs);
+    moe_buf b = {0};
+    f->ops->stats_json(f, &b);
+    CHECK(b.data && strstr(b.data, "\"tokens_per_expert\""), "stats: %s", b.data ? b.data : "");
+    moe_buf_free(&b);
+    free(params); free(grads);
+    moe_layout_free(&L);
+    moe_ffn_destroy(f);
+}
+
+/* lambda_{i+1} = lambda_i * alpha if S_i < target else lambda_i / alpha, fp32. */
+static void test_lambda_rule(void) {
+    const double S[] = {0.1, 0.5, 0.88, 0.9, 0.7, 0.875, 0.874};
+    /* by hand, target 0.875, alpha 1.2, lambda_0 1e-8 */
+    const double expect[] = {1e-8, 1.2e-8, 1.44e-8, 1.2e-8, 1e-8, 1.2e-8, 1e-8, 1.2e-8};
+    float lambda = 1e-8f;
+    for (int i = 0; i < 7; i++) {
+        CHECK(fabs(lambda - expect[i]) <= 1e-6 * expect[i], "step %d: lambda %.9g, expected %.9g",
+              i, lambda, expect[i]);
+        lambda = moe_relu_lambda_next(lambda, S[i], 0.875, 1.2);
+    }
+    CHECK(fabs(lambda - expect[7]) <= 1e-6 * expect[7], "final lambda %.9g", lambda);
+    /* alpha 1.5 from 1: up, up, down gives 1.5 exactly in fp32 */
+    lambda = 1.0f;
+    lambda = moe_relu_lambda_next(lambda, 0.1, 0.5, 1.5);
+    lambda = moe_relu_lambda_next(lambda, 0.1, 0.5, 1.5);
+    lambda = moe_relu_lambda_next(lambda, 0.9, 0.5, 1.5);
+    CHECK(lambda == 1.5f, "lambda %.9g", lambda);
+}
+
+int main(void) {
+    RUN(test_fd_topk);
+    RUN(test_fd_topk_k2_renorm_zloss);
+    RUN(test_fd_topk_G2_shared_warm);
+    RUN(test_fd_relu);
+    RUN(test_fd_relu_plain_l1_G2_shared);
+    RUN(test_dropless_counts);
+    RUN(test_lambda_rule);
+    TEST_MAIN_END();
+}
