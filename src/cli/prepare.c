@@ -1,0 +1,180 @@
+/* prepare.c — `moe prepare`: reads JSONL / text files / folders, encodes each
+ * document (in parallel) followed by <|endoftext|>, and writes one token file
+ * with the document table and domain names (include/moe/data.h). */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "moe/data.h"
+#include "moe/textdocs.h"
+#include "moe/tokenizer.h"
+
+static const char *USAGE =
+    "usage: moe prepare --input PATH... --out FILE.tok [--tokenizer FILE|bytes] [--threads N]\n"
+    "\n"
+    "Encodes documents into one token file (docs/FORMAT.md), each document followed\n"
+    "by <|endoftext|>, with a document table and domain names.\n"
+    "  --input PATH...    .jsonl files ({\"text\": ..., \"domain\": ...} per line), text\n"
+    "                     files (one document each), or folders of them (domain =\n"
+    "                     first-level subfolder name, else \"default\")\n"
+    "  --out FILE.tok     the token file to write (atomically)\n"
+    "  --tokenizer FILE   a tokenizer file, a tiktoken rank file, or 'bytes' (default)\n"
+    "  --threads N        encoding threads (default: all cores)\n";
+
+static void bar(double frac, double t, double mb) {
+    int w = 30, k = (int)(frac * w + 0.5);
+    char s[64];
+    for (int i = 0; i < w; i++) s[i] = i < k ? '#' : '.';
+    s[w] = 0;
+    fprintf(stderr, "\rencoding [%s] %5.1f%%  %.0f MB  %.1f s", s, 100 * frac, mb, t);
+    fflush(stderr);
+}
+
+int cmd_prepare(int argc, char **argv) {
+    const char *cmd = "prepare", *out = NULL, *tokpath = "bytes";
+    const char **inputs = calloc((size_t)argc, sizeof *inputs);
+    size_t n_inputs = 0;
+    long threads = 0;
+    if (!inputs) return 1;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(USAGE, stdout);
+            free(inputs);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--input")) {
+            int k = 0;
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) { inputs[n_inputs++] = argv[++i]; k++; }
+            if (!k) { fprintf(stderr, "moe %s: option --input needs a value\n", cmd); goto usage; }
+        } else if (!strcmp(argv[i], "--out")) {
+            if (!(out = cli_value(cmd, argc, argv, &i))) goto usage;
+        } else if (!strcmp(argv[i], "--tokenizer")) {
+            if (!(tokpath = cli_value(cmd, argc, argv, &i))) goto usage;
+        } else if (!strcmp(argv[i], "--threads")) {
+            if (!(v = cli_value(cmd, argc, argv, &i)) || cli_int(cmd, "--threads", v, 1, 1024, &threads)) goto usage;
+        } else {
+            fprintf(stderr, "moe %s: unknown option '%s'\n", cmd, argv[i]);
+            goto usage;
+        }
+    }
+    if (!n_inputs || !out) {
+        fprintf(stderr, "moe %s: --input and --out are required\n", cmd);
+        goto usage;
+    }
+    int nth = threads ? (int)threads : omp_get_max_threads();
+    double t0 = omp_get_wtime();
+
+    moe_err err;
+    moe_tokenizer *tok = NULL;
+    moe_docs docs = {0};
+    int rc = 1;
+    if (moe_tokenizer_load(tokpath, &tok, &err)) { fprintf(stderr, "moe %s: %s\n", cmd, err.msg); goto done; }
+    for (size_t i = 0; i < n_inputs; i++)
+        if (moe_docs_add(&docs, inputs[i], NULL, &err)) { fprintf(stderr, "moe %s: %s\n", cmd, err.msg); goto done; }
+    if (!docs.n) { fprintf(stderr, "moe %s: the inputs hold no documents\n", cmd); goto done; }
+
+    /* encode every document, in parallel */
+    moe_ids *enc = calloc(docs.n, sizeof *enc);
+    if (!enc) { fprintf(stderr, "moe %s: out of memory\n", cmd); goto done; }
+    const int tty = isatty(2);
+    uint64_t done_bytes = 0;
+    int failed = 0;
+    moe_err first = {{0}};
+    double last = 0;
+    #pragma omp parallel num_threads(nth)
+    {
+        moe_err lerr;
+        moe_encoder *e = moe_encoder_new(tok, &lerr);
+        if (!e) {
+            #pragma omp critical
+            { if (!failed) first = lerr; failed = 1; }
+        }
+        #pragma omp for schedule(dynamic, 16)
+        for (size_t i = 0; i < docs.n; i++) {
+            if (!e || failed) continue;
+            if (moe_encoder_encode(e, docs.docs[i].text, docs.docs[i].len, 0, &enc[i], &lerr) ||
+                moe_ids_push(&enc[i], moe_tokenizer_eot(tok))) {
+                #pragma omp critical
+                {
+                    if (!failed) { first = lerr; moe_err_prefix(&first, "document %zu", i + 1); }
+                    failed = 1;
+                }
+            }
+            uint64_t d;
+            #pragma omp atomic capture
+            d = done_bytes += docs.docs[i].len;
+            if (tty && omp_get_thread_num() == 0) {
+                double now = omp_get_wtime();
+                if (now - last > 0.1) { last = now; bar(docs.bytes ? (double)d / docs.bytes : 1, now - t0, d / 1e6); }
+            }
+        }
+        moe_encoder_free(e);
+    }
+    if (tty) { bar(1, omp_get_wtime() - t0, docs.bytes / 1e6); fputc('\n', stderr); }
+    if (failed) { fprintf(stderr, "moe %s: %s\n", cmd, first.msg); goto free_enc; }
+
+    /* one token file; domains that no document uses are dropped */
+    size_t total = 0;
+    for (size_t i = 0; i < docs.n; i++) total += enc[i].n;
+    moe_tokens t = {0};
+    uint32_t *remap = malloc(docs.n_domains * sizeof *remap);
+    uint64_t *dom_tokens = calloc(docs.n_domains, sizeof *dom_tokens);
+    t.ids = malloc(total * sizeof *t.ids);
+    t.doc_start = malloc(docs.n * sizeof *t.doc_start);
+    t.doc_domain = malloc(docs.n * sizeof *t.doc_domain);
+    t.domain_names = malloc(docs.n_domains * sizeof *t.domain_names);
+    if (!remap || !dom_tokens || !t.ids || !t.doc_start || !t.doc_domain || !t.domain_names) {
+        fprintf(stderr, "moe %s: out of memory\n", cmd);
+        goto free_t;
+    }
+    for (size_t d = 0; d < docs.n_domains; d++) remap[d] = UINT32_MAX;
+    size_t o = 0;
+    for (size_t i = 0; i < docs.n; i++) {
+        uint32_t dm = docs.docs[i].domain;
+        if (remap[dm] == UINT32_MAX) {
+            remap[dm] = (uint32_t)t.n_domains;
+            t.domain_names[t.n_domains++] = docs.domains[dm];
+        }
+        t.doc_start[i] = o;
+        t.doc_domain[i] = remap[dm];
+        memcpy(t.ids + o, enc[i].ids, enc[i].n * sizeof *t.ids);
+        o += enc[i].n;
+        dom_tokens[remap[dm]] += enc[i].n;
+        moe_ids_free(&enc[i]);
+    }
+    t.n = total;
+    t.n_docs = docs.n;
+    t.vocab_size = moe_tokenizer_vocab_size(tok);
+    if (moe_tokens_write(out, &t, &err)) { fprintf(stderr, "moe %s: %s\n", cmd, err.msg); goto free_t; }
+    double secs = omp_get_wtime() - t0;
+    printf("prepare: %zu docs, %zu tokens (vocab %u, %.1f MB of text, %.2f bytes/token) in %.1f s -> %s; "
+           "tokens per domain:",
+           docs.n, total, t.vocab_size, docs.bytes / 1e6, total ? (double)docs.bytes / total : 0.0, secs, out);
+    for (size_t d = 0; d < t.n_domains; d++)
+        printf(" %s=%llu", t.domain_names[d], (unsigned long long)dom_tokens[d]);
+    printf("\n");
+    rc = 0;
+free_t:
+    free(remap);
+    free(dom_tokens);
+    free(t.ids);
+    free(t.doc_start);
+    free(t.doc_domain);
+    free(t.domain_names);
+free_enc:
+    for (size_t i = 0; i < docs.n; i++) moe_ids_free(&enc[i]);
+    free(enc);
+done:
+    moe_docs_free(&docs);
+    moe_tokenizer_free(tok);
+    free(inputs);
+    return rc;
+usage:
+    free(inputs);
+    fputs(USAGE, stderr);
+    return 2;
+}

@@ -1,0 +1,334 @@
+/* tokenizer.c — `moe tokenizer train|encode|decode`: learn a BPE tokenizer
+ * from text, and turn text into ids and ids into text with one. */
+#include <errno.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "moe/textdocs.h"
+#include "moe/tokenizer.h"
+
+static const char *TRAIN_USAGE =
+    "usage: moe tokenizer train --input PATH... --vocab N --out FILE [--threads N]\n"
+    "\n"
+    "Learns a byte-level BPE tokenizer (GPT-2 pre-split) with N entries: the 256\n"
+    "bytes, N-257 merges and <|endoftext|> (id N-1), and writes it to FILE\n"
+    "(format: docs/FORMAT.md, \"Tokenizer file\").\n"
+    "  --input PATH...  text files, folders of them, or .jsonl files with a \"text\"\n"
+    "                   field per line (several paths may follow one --input)\n"
+    "  --vocab N        vocabulary size, 257..16777216\n"
+    "  --out FILE       where to write the tokenizer\n"
+    "  --threads N      threads for counting (default: all cores)\n";
+
+static const char *ENCODE_USAGE =
+    "usage: moe tokenizer encode --tokenizer FILE|bytes [--input FILE] [--allow-special]\n"
+    "                            [--stats] [--quiet]\n"
+    "\n"
+    "Encodes the text of FILE (default: standard input) and prints the ids,\n"
+    "separated by spaces, on one line.\n"
+    "  --tokenizer FILE  our tokenizer file, a tiktoken rank file, or 'bytes'\n"
+    "  --allow-special   encode the literal text <|endoftext|> as the eot id\n"
+    "  --stats           print ids, bytes, encoding time and MB/s on standard error\n"
+    "  --quiet           do not print the ids\n";
+
+static const char *DECODE_USAGE =
+    "usage: moe tokenizer decode --tokenizer FILE|bytes [--input FILE]\n"
+    "\n"
+    "Reads token ids (decimal, separated by white space) from FILE (default:\n"
+    "standard input) and writes the bytes they stand for to standard output.\n";
+
+static const char *USAGE =
+    "usage: moe tokenizer <train|encode|decode> [options]\n"
+    "\n"
+    "  train    learn a BPE tokenizer from text\n"
+    "  encode   text -> ids\n"
+    "  decode   ids -> text\n"
+    "\n"
+    "'moe tokenizer <sub> --help' describes each.\n";
+
+static int is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
+
+/* Reads a whole stream. */
+static char *read_stream(FILE *f, size_t *len) {
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) return NULL;
+    for (;;) {
+        if (n == cap) {
+            char *b = realloc(buf, cap * 2 + 1);
+            if (!b) { free(buf); return NULL; }
+            buf = b;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) break;
+    }
+    if (ferror(f)) { free(buf); return NULL; }
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+static char *read_input(const char *cmd, const char *path, size_t *len) {
+    FILE *f = path ? fopen(path, "rb") : stdin;
+    if (!f) {
+        fprintf(stderr, "moe tokenizer %s: %s: cannot open: %s\n", cmd, path, strerror(errno));
+        return NULL;
+    }
+    char *text = read_stream(f, len);
+    if (!text) fprintf(stderr, "moe tokenizer %s: %s: read error\n", cmd, path ? path : "<stdin>");
+    if (path) fclose(f);
+    return text;
+}
+
+/* ------------------------------------------------------------------ train */
+
+typedef struct progress_state {
+    int tty;
+    double t0, last;
+    const char *phase;
+} progress_state;
+
+static void on_progress(void *user, const char *phase, size_t done, size_t total) {
+    progress_state *p = user;
+    if (!p->tty) return;
+    double now = omp_get_wtime();
+    if (p->phase == phase && now - p->last < 0.2 && done < total) return;
+    if (p->phase && strcmp(p->phase, phase)) fputc('\n', stderr);
+    p->phase = phase;
+    p->last = now;
+    if (!strcmp(phase, "count"))
+        fprintf(stderr, "\rcounting chunks  %5.1f%%  %.0f MB", total ? 100.0 * done / total : 100.0,
+                done / 1e6);
+    else
+        fprintf(stderr, "\rlearning merges  %zu / %zu", done, total);
+    fflush(stderr);
+}
+
+static int train(int argc, char **argv) {
+    const char *cmd = "tokenizer train", *out = NULL;
+    const char **inputs = calloc((size_t)argc, sizeof *inputs);
+    size_t n_inputs = 0;
+    long vocab = 0, threads = 0;
+    if (!inputs) return 1;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (is_help(argv[i])) { fputs(TRAIN_USAGE, stdout); free(inputs); return 0; }
+        if (!strcmp(argv[i], "--input")) {
+            int k = 0;
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) { inputs[n_inputs++] = argv[++i]; k++; }
+            if (!k) { fprintf(stderr, "moe %s: option --input needs a value\n", cmd); goto usage; }
+        } else if (!strcmp(argv[i], "--vocab")) {
+            if (!(v = cli_value(cmd, argc, argv, &i)) || cli_int(cmd, "--vocab", v, 257, 1 << 24, &vocab)) goto usage;
+        } else if (!strcmp(argv[i], "--out")) {
+            if (!(out = cli_value(cmd, argc, argv, &i))) goto usage;
+        } else if (!strcmp(argv[i], "--threads")) {
+            if (!(v = cli_value(cmd, argc, argv, &i)) || cli_int(cmd, "--threads", v, 1, 1024, &threads)) goto usage;
+        } else {
+            fprintf(stderr, "moe %s: unknown option '%s'\n", cmd, argv[i]);
+            goto usage;
+        }
+    }
+    if (!n_inputs || !vocab || !out) {
+        fprintf(stderr, "moe %s: --input, --vocab and --out are required\n", cmd);
+        goto usage;
+    }
+    if (threads) omp_set_num_threads((int)threads);
+
+    double t0 = omp_get_wtime();
+    moe_err err;
+    moe_docs docs = {0};
+    for (size_t i = 0; i < n_inputs; i++) {
+        if (moe_docs_add(&docs, inputs[i], NULL, &err)) {
+            fprintf(stderr, "moe %s: %s\n", cmd, err.msg);
+            moe_docs_free(&docs);
+            free(inputs);
+            return 1;
+        }
+    }
+    free(inputs);
+    const char **texts = malloc((docs.n ? docs.n : 1) * sizeof *texts);
+    size_t *lens = malloc((docs.n ? docs.n : 1) * sizeof *lens);
+    if (!texts || !lens) { fprintf(stderr, "moe %s: out of memory\n", cmd); return 1; }
+    for (size_t i = 0; i < docs.n; i++) { texts[i] = docs.docs[i].text; lens[i] = docs.docs[i].len; }
+    double t_read = omp_get_wtime();
+
+    progress_state ps = {isatty(2), t0, 0, NULL};
+    moe_tokenizer *tok = NULL;
+    moe_bpe_trainer *tr = moe_bpe_trainer_new(&err);
+    int rc = !tr || moe_bpe_trainer_add(tr, texts, lens, docs.n, on_progress, &ps, &err);
+    double t_count = omp_get_wtime();
+    uint64_t chunks = 0;
+    size_t unique = 0;
+    if (!rc) {
+        moe_bpe_trainer_stats(tr, &chunks, &unique);
+        rc = moe_bpe_trainer_finish(tr, (uint32_t)vocab, on_progress, &ps, &tok, &err);
+    }
+    if (ps.tty && ps.phase) fputc('\n', stderr);
+    double t_merge = omp_get_wtime();
+    if (!rc) rc = moe_tokenizer_save(tok, out, &err);
+    if (rc) fprintf(stderr, "moe %s: %s\n", cmd, err.msg);
+    else {
+        uint32_t got = moe_tokenizer_vocab_size(tok);
+        if (got < (uint32_t)vocab)
+            fprintf(stderr, "moe %s: warning: the text has too few distinct pairs: vocabulary %u, not %ld\n",
+                    cmd, got, vocab);
+        printf("tokenizer: vocab %u (%u merges) from %zu docs, %.1f MB, %llu chunks (%zu distinct); "
+               "read %.1f s, count %.1f s, merge %.1f s -> %s\n",
+               got, got - 257, docs.n, docs.bytes / 1e6, (unsigned long long)chunks, unique,
+               t_read - t0, t_count - t_read, t_merge - t_count, out);
+    }
+    moe_tokenizer_free(tok);
+    moe_bpe_trainer_free(tr);
+    free(texts);
+    free(lens);
+    moe_docs_free(&docs);
+    return rc ? 1 : 0;
+usage:
+    free(inputs);
+    fputs(TRAIN_USAGE, stderr);
+    return 2;
+}
+
+/* ------------------------------------------------------- encode / decode */
+
+typedef struct io_opts {
+    const char *tokenizer, *input;
+    int allow_special, stats, quiet;
+} io_opts;
+
+static int parse_io(const char *cmd, const char *usage, int argc, char **argv, int special_ok, io_opts *o) {
+    memset(o, 0, sizeof *o);
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) { fputs(usage, stdout); return 1; }
+        if (!strcmp(argv[i], "--tokenizer")) {
+            if (!(o->tokenizer = cli_value(cmd, argc, argv, &i))) return -1;
+        } else if (!strcmp(argv[i], "--input")) {
+            if (!(o->input = cli_value(cmd, argc, argv, &i))) return -1;
+        } else if (special_ok && !strcmp(argv[i], "--allow-special")) {
+            o->allow_special = 1;
+        } else if (special_ok && !strcmp(argv[i], "--stats")) {
+            o->stats = 1;
+        } else if (special_ok && !strcmp(argv[i], "--quiet")) {
+            o->quiet = 1;
+        } else {
+            fprintf(stderr, "moe %s: unknown option '%s'\n", cmd, argv[i]);
+            return -1;
+        }
+    }
+    if (!o->tokenizer) {
+        fprintf(stderr, "moe %s: --tokenizer is required\n", cmd);
+        return -1;
+    }
+    return 0;
+}
+
+static int encode(int argc, char **argv) {
+    const char *cmd = "tokenizer encode";
+    io_opts o;
+    int pr = parse_io(cmd, ENCODE_USAGE, argc, argv, 1, &o);
+    if (pr) {
+        if (pr < 0) fputs(ENCODE_USAGE, stderr);
+        return pr > 0 ? 0 : 2;
+    }
+    moe_err err;
+    moe_tokenizer *tok;
+    if (moe_tokenizer_load(o.tokenizer, &tok, &err)) {
+        fprintf(stderr, "moe %s: %s\n", cmd, err.msg);
+        return 1;
+    }
+    size_t len;
+    char *text = read_input("encode", o.input, &len);
+    if (!text) { moe_tokenizer_free(tok); return 1; }
+    uint32_t *ids;
+    size_t n;
+    double t0 = omp_get_wtime();
+    int rc = moe_tokenizer_encode_ex(tok, text, len, o.allow_special ? MOE_ENC_ALLOW_SPECIAL : 0,
+                                     &ids, &n, &err);
+    double secs = omp_get_wtime() - t0;
+    free(text);
+    moe_tokenizer_free(tok);
+    if (rc) { fprintf(stderr, "moe %s: %s\n", cmd, err.msg); return 1; }
+    if (o.stats)
+        fprintf(stderr, "encode: %zu ids from %zu bytes in %.3f s (%.2f MB/s, %d threads)\n", n, len, secs,
+                secs > 0 ? len / 1e6 / secs : 0.0, omp_get_max_threads());
+    if (o.quiet) { free(ids); return 0; }
+    char buf[1 << 16];
+    size_t b = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (b > sizeof buf - 16) { fwrite(buf, 1, b, stdout); b = 0; }
+        b += (size_t)snprintf(buf + b, sizeof buf - b, i + 1 < n ? "%u " : "%u", ids[i]);
+    }
+    buf[b++] = '\n';
+    fwrite(buf, 1, b, stdout);
+    free(ids);
+    if (fflush(stdout)) { fprintf(stderr, "moe %s: cannot write the output\n", cmd); return 1; }
+    return 0;
+}
+
+static int decode(int argc, char **argv) {
+    const char *cmd = "tokenizer decode";
+    io_opts o;
+    int pr = parse_io(cmd, DECODE_USAGE, argc, argv, 0, &o);
+    if (pr) {
+        if (pr < 0) fputs(DECODE_USAGE, stderr);
+        return pr > 0 ? 0 : 2;
+    }
+    moe_err err;
+    moe_tokenizer *tok;
+    if (moe_tokenizer_load(o.tokenizer, &tok, &err)) {
+        fprintf(stderr, "moe %s: %s\n", cmd, err.msg);
+        return 1;
+    }
+    size_t len;
+    char *text = read_input("decode", o.input, &len);
+    if (!text) { moe_tokenizer_free(tok); return 1; }
+    moe_ids ids = {0};
+    int rc = 0;
+    size_t line = 1;
+    for (size_t p = 0; p < len && !rc;) {
+        char c = text[p];
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r') { line += c == '\n'; p++; continue; }
+        size_t q = p;
+        uint64_t v = 0;
+        while (q < len && text[q] >= '0' && text[q] <= '9' && v <= UINT32_MAX) v = v * 10 + (uint64_t)(text[q++] - '0');
+        int sep = q == len || text[q] == ' ' || text[q] == '\t' || text[q] == '\n' || text[q] == '\r';
+        if (q == p || !sep || v >= moe_tokenizer_vocab_size(tok)) {
+            size_t e = p;
+            while (e < len && e - p < 20 && text[e] != ' ' && text[e] != '\n' && text[e] != '\t') e++;
+            fprintf(stderr, "moe %s: %s:%zu: expected a token id in [0, %u), found '%.*s'\n", cmd,
+                    o.input ? o.input : "<stdin>", line, moe_tokenizer_vocab_size(tok), (int)(e - p), text + p);
+            rc = 1;
+            break;
+        }
+        if (moe_ids_push(&ids, (uint32_t)v)) { fprintf(stderr, "moe %s: out of memory\n", cmd); rc = 1; }
+        p = q;
+    }
+    free(text);
+    moe_buf out = {0};
+    if (!rc && moe_tokenizer_decode(tok, ids.ids, ids.n, &out, &err)) {
+        fprintf(stderr, "moe %s: %s\n", cmd, err.msg);
+        rc = 1;
+    }
+    if (!rc && out.len && fwrite(out.data, 1, out.len, stdout) != out.len) rc = 1;
+    if (!rc && fflush(stdout)) rc = 1;
+    moe_buf_free(&out);
+    moe_ids_free(&ids);
+    moe_tokenizer_free(tok);
+    return rc;
+}
+
+int cmd_tokenizer(int argc, char **argv) {
+    if (argc < 2) { fputs(USAGE, stderr); return 2; }
+    if (is_help(argv[1]) || !strcmp(argv[1], "help")) { fputs(USAGE, stdout); return 0; }
+    if (!strcmp(argv[1], "train")) return train(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "encode")) return encode(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "decode")) return decode(argc - 1, argv + 1);
+    fprintf(stderr, "moe tokenizer: unknown subcommand '%s'\n", argv[1]);
+    fputs(USAGE, stderr);
+    return 2;
+}
