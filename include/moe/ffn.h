@@ -25,6 +25,16 @@ typedef struct moe_ffn_ctx {
     int training;          /* 1 in training: auxiliary losses are computed */
     float loss_scale;      /* d(objective)/d(this micro-batch's loss): 1/grad_accum */
     moe_routing_state *rs; /* shared routing state (NULL outside a model) */
+    /* The block's residual stream h [N,D] that x = RMSNorm(h) came from,
+     * for layers that need it (CartesianMoE's second sub-layer), and in
+     * backward the place to ADD dObjective/dh through such paths. dresidual
+     * may alias dy: add to it only after dy has been read for the last time.
+     * Both NULL outside a model. */
+    const float *residual;
+    float *dresidual;
+    /* Evaluation of routing robustness (SPEC §2.3): every router disables
+     * each token's highest-probability expert and re-selects from the rest. */
+    int drop_top_expert;
 } moe_ffn_ctx;
 
 typedef struct moe_ffn moe_ffn;
@@ -43,6 +53,11 @@ typedef struct moe_ffn_ops {
     /* Optional: writes a JSON object of routing statistics of the last
      * forward into out (no-op for dense). */
     int (*stats_json)(const moe_ffn *f, moe_buf *out);
+    /* Optional (NULL for dense): the routing of the last forward for router
+     * `which` (0, 1, ... : CartesianMoE has two): *gates points at [N, E]
+     * gate values, 0 where the expert is not active. Returns -1 when the
+     * layer has no router `which`. Valid until the next forward. */
+    int (*routing)(const moe_ffn *f, int which, const float **gates, size_t *N, size_t *E);
     void (*destroy)(moe_ffn *f);
 } moe_ffn_ops;
 

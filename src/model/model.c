@@ -167,7 +167,7 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
 /* ---- forward ---------------------------------------------------------- */
 
 static moe_ffn_ctx ffn_ctx(moe_model *m, float loss_scale) {
-    moe_ffn_ctx ctx = {m->tokens, m->B, m->T, m->step, m->training, loss_scale, &m->rs};
+    moe_ffn_ctx ctx = {m->tokens, m->B, m->T, m->step, m->training, loss_scale, &m->rs, NULL, NULL};
     return ctx;
 }
 
@@ -213,6 +213,7 @@ int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
         k_matmul_forward(m->res_mid[l], a->attn_out, b->wo, N, D, D, 1.0f);
         k_rmsnorm_forward(a->ln2, a->rstd2, m->res_mid[l], b->ffn_norm, N, D, (float)c->norm_eps);
         /* res[l+1] = res_mid + FFN(ln2) */
+        ctx.residual = m->res_mid[l];
         if (b->ffn->ops->forward(b->ffn, m->res[l + 1], a->ln2, N, &ctx, err))
             return moe_err_prefix(err, "layer %d ffn", l);
         k_add(m->res[l + 1], m->res_mid[l], N * D);
@@ -255,6 +256,8 @@ int moe_model_backward(moe_model *m, float loss_scale, moe_err *err) {
         moe_block *b = &m->blocks[l];
         block_acts *a = &m->acts[l];
         /* res[l+1] = res_mid + FFN(RMSNorm(res_mid)): dres flows to both */
+        ctx.residual = m->res_mid[l];
+        ctx.dresidual = m->dres;
         if (b->ffn->ops->backward(b->ffn, m->dln, m->dres, a->ln2, N, &ctx, err))
             return moe_err_prefix(err, "layer %d ffn backward", l);
         k_rmsnorm_backward(m->dres, b->d_ffn_norm, m->dln, m->res_mid[l], b->ffn_norm,

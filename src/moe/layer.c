@@ -248,6 +248,15 @@ static int layer_stats(const moe_ffn *f, moe_buf *out) {
     return rc ? -1 : 0;
 }
 
+static int layer_routing(const moe_ffn *f, int which, const float **gates, size_t *N, size_t *E) {
+    const moe_layer *m = f->impl;
+    if (which != 0 || !m->gates) return -1;
+    *gates = m->gates;
+    *N = m->N;
+    *E = m->E;
+    return 0;
+}
+
 static void layer_destroy(moe_ffn *f) {
     moe_layer *m = f->impl;
     if (m) {
@@ -266,6 +275,7 @@ static const moe_ffn_ops MOE_OPS = {
     .forward = layer_forward,
     .backward = layer_backward,
     .stats_json = layer_stats,
+    .routing = layer_routing,
     .destroy = layer_destroy,
 };
 

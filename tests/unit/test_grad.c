@@ -276,7 +276,7 @@ static void test_dense_ffn_backward(void) {
     to_float(xf, x, NX);
     to_float(params, x + NX, NP);
     to_float(Rf, R_ffn, NX);
-    moe_ffn_ctx ctx = {NULL, 1, FN, 0, 1, 1.0f, NULL};
+    moe_ffn_ctx ctx = {.B = 1, .T = FN, .training = 1, .loss_scale = 1.0f};
     CHECK(f->ops->forward(f, y, xf, FN, &ctx, &err) == 0, "%s", err.msg);
     CHECK(f->ops->backward(f, g, Rf, xf, FN, &ctx, &err) == 0, "%s", err.msg);
     memcpy(g + NX, grads, sizeof grads);  /* order matches x: gate, up, down */

@@ -161,7 +161,7 @@ static void check_layer(const char *router, int k, int G, int shared, int renorm
     for (size_t i = 0; i < NX; i++) Rf[i] = (float)c.R[i];
     moe_routing_state rs = {(float)c.lambda, 0, 0};
     c.lambda = rs.lambda;  /* the fp32 value the layer uses */
-    moe_ffn_ctx ctx = {NULL, 1, N, 0, 1, 1.0f, &rs};
+    moe_ffn_ctx ctx = {.B = 1, .T = N, .training = 1, .loss_scale = 1.0f, .rs = &rs};
     CHECK(f->ops->forward(f, y, xf, N, &ctx, &err) == 0, "%s", err.msg);
     double obj = f->aux_loss;
     for (size_t i = 0; i < NX; i++) obj += Rf[i] * y[i];
@@ -215,7 +215,7 @@ static void test_dropless_counts(void) {
     float x[T * 8], y[T * 8];
     for (int i = 0; i < T * 8; i++) x[i] = (float)moe_rng_normal(&r);
     moe_routing_state rs = {1e-8f, 0, 0};
-    moe_ffn_ctx ctx = {NULL, 1, T, 0, 1, 1.0f, &rs};
+    moe_ffn_ctx ctx = {.B = 1, .T = T, .training = 1, .loss_scale = 1.0f, .rs = &rs};
     f->ops->forward(f, y, x, T, &ctx, &err);
     /* count positive router logits by hand */
     double positive = 0;
