@@ -53,6 +53,7 @@ typedef struct moe_model {
     moe_routing_state rs;   /* ReMoE lambda and this step's routing counts */
     long step;              /* set by the trainer; read by FFNs with schedules */
     int training;
+    int drop_top_expert;    /* evaluation of routing robustness (SPEC §2.3) */
 } moe_model;
 
 /* Builds a model from a finalized config; parameters zero (call init or load). */

@@ -167,7 +167,9 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
 /* ---- forward ---------------------------------------------------------- */
 
 static moe_ffn_ctx ffn_ctx(moe_model *m, float loss_scale) {
-    moe_ffn_ctx ctx = {m->tokens, m->B, m->T, m->step, m->training, loss_scale, &m->rs, NULL, NULL};
+    moe_ffn_ctx ctx = {.tokens = m->tokens, .B = m->B, .T = m->T, .step = m->step,
+                       .training = m->training, .loss_scale = loss_scale, .rs = &m->rs,
+                       .drop_top_expert = m->drop_top_expert};
     return ctx;
 }
 
