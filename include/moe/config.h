@@ -66,6 +66,11 @@ int moe_config_set(moe_config *c, const char *key, double value, moe_err *err);
 int moe_config_finalize(moe_config *c, moe_err *err);
 /* Every key, as a pretty JSON object. */
 int moe_config_to_json(const moe_config *c, moe_buf *out);
+/* 1 if every layer of the model is causal (a token's output depends only on
+ * itself and earlier tokens), so it can generate token by token; else 0 and
+ * *why names the reason (e.g. expert choice looks across the batch). */
+int moe_config_causal(const moe_config *c, const char **why);
+
 /* Markdown table of every key (docs/CONFIG.md is generated from this). */
 int moe_config_doc(moe_buf *out);
 

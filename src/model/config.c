@@ -242,3 +242,18 @@ int moe_config_doc(moe_buf *out) {
     }
     return rc ? -1 : 0;
 }
+
+int moe_config_causal(const moe_config *c, const char **why) {
+    static const struct { const char *router, *why; } NON_CAUSAL[] = {
+        {"expert_choice", "expert-choice routing picks tokens across the whole batch, later tokens included"},
+        {"lory", "Lory merges experts per segment from the previous segment's mean; not implemented for decoding"},
+    };
+    if (strcmp(c->ffn, "dense"))
+        for (size_t i = 0; i < sizeof NON_CAUSAL / sizeof NON_CAUSAL[0]; i++)
+            if (!strcmp(c->router, NON_CAUSAL[i].router) || !strcmp(c->ffn, NON_CAUSAL[i].router)) {
+                if (why) *why = NON_CAUSAL[i].why;
+                return 0;
+            }
+    if (why) *why = NULL;
+    return 1;
+}
