@@ -48,6 +48,7 @@ typedef struct moe_trainer {
     int *inputs, *targets;    /* [B*T] current micro-batch */
     char out_dir[4096];
     FILE *metrics;            /* out_dir/metrics.jsonl, appended */
+    moe_buf tokenizer;        /* tokenizer file copied into every checkpoint (may be empty) */
 } moe_trainer;
 
 /* Takes ownership of model. cfg holds the training keys (steps, batch, ...). */

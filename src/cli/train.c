@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "moe/fileio.h"
+#include "moe/tokenizer.h"
 #include "moe/train.h"
 
 static void help(FILE *f) {
@@ -20,6 +22,8 @@ static void help(FILE *f) {
         "  --resume DIR      continue a run exactly where its last checkpoint stopped\n"
         "  --data FILE       token file (docs/FORMAT.md)\n"
         "  --out DIR         run directory (default with --resume: the resumed run)\n"
+        "  --tokenizer FILE  tokenizer of the data, copied into every checkpoint so that\n"
+        "                    generate and eval find it (default: the resumed model's own)\n"
         "  --steps N  --batch B  --seq T  --grad-accum N  --lr X  --warmup N\n"
         "  --seed N  --threads N  --checkpoint-every N  --keep N\n"
         "                    override the config's training keys\n"
@@ -47,8 +51,29 @@ static void format_duration(char *out, size_t cap, double s) {
     else snprintf(out, cap, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
 }
 
+/* The tokenizer that travels with the checkpoints: --tokenizer FILE
+ * (validated, and no larger than the model's vocabulary), else the one in
+ * the checkpoint we started from, else none. */
+static int load_tokenizer(moe_trainer *tr, const char *path, const char *ckpt, moe_err *err) {
+    char own[4096];
+    if (!path && ckpt[0] && !moe_path(own, sizeof own, NULL, "%s/tokenizer", ckpt) && !access(own, R_OK))
+        path = own;
+    if (!path) return 0;
+    moe_tokenizer *t;
+    if (moe_tokenizer_load(path, &t, err)) return -1;
+    int rc = 0;
+    if (moe_tokenizer_vocab_size(t) > (uint32_t)tr->model->cfg.vocab_size)
+        rc = moe_errf(err, "%s: tokenizer has %u ids, more than the model's vocab_size %d", path,
+                      moe_tokenizer_vocab_size(t), tr->model->cfg.vocab_size);
+    else
+        rc = moe_tokenizer_serialize(t, &tr->tokenizer, err);
+    moe_tokenizer_free(t);
+    return rc;
+}
+
 int cmd_train(int argc, char **argv) {
     const char *config = NULL, *model_dir = NULL, *resume = NULL, *data = NULL, *out = NULL;
+    const char *tokenizer = NULL;
     const char *override_key[N_FLAG_KEYS];
     double override_val[N_FLAG_KEYS];
     size_t n_over = 0;
@@ -59,7 +84,7 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(a, "--no-shuffle")) { no_shuffle = 1; continue; }
         const char **target = !strcmp(a, "--config") ? &config : !strcmp(a, "--model") ? &model_dir
                             : !strcmp(a, "--resume") ? &resume : !strcmp(a, "--data") ? &data
-                            : !strcmp(a, "--out") ? &out : NULL;
+                            : !strcmp(a, "--out") ? &out : !strcmp(a, "--tokenizer") ? &tokenizer : NULL;
         if (target) { if (!(*target = cli_value("train", argc, argv, &i))) return 2; continue; }
         size_t k = 0;
         while (k < N_FLAG_KEYS && strcmp(a, FLAG_KEYS[k].flag)) k++;
@@ -114,6 +139,7 @@ int cmd_train(int argc, char **argv) {
     have_trainer = 1;  /* from here the trainer owns the model */
     if (moe_trainer_create(&tr, &cfg, model, &tokens, out ? out : resume, &err)) goto fail;
     if (resume && moe_trainer_restore(&tr, ckpt, &err)) goto fail;
+    if (load_tokenizer(&tr, tokenizer, ckpt, &err)) goto fail;
     if (tr.step >= cfg.steps) {
         printf("moe train: already at step %ld of %d; nothing to do\n", tr.step, cfg.steps);
         rc = 0;

@@ -51,6 +51,7 @@ void moe_trainer_free(moe_trainer *tr) {
     free(tr->targets);
     moe_loader_free(&tr->loader);
     if (tr->metrics) fclose(tr->metrics);
+    moe_buf_free(&tr->tokenizer);
     moe_model_free(tr->model);
     memset(tr, 0, sizeof *tr);
 }
@@ -218,8 +219,12 @@ int moe_trainer_save(moe_trainer *tr, moe_err *err) {
         moe_path(final, sizeof final, err, "%s/step-%08ld", ckdir, tr->step))
         return -1;
     remove_flat_dir(tmp);
+    char tok_path[4096];
     if (moe_model_save(tr->model, tmp, err) || write_optimizer(tr, tmp, err) ||
-        write_state(tr, tmp, err)) {
+        write_state(tr, tmp, err) ||
+        (tr->tokenizer.len &&
+         (moe_path(tok_path, sizeof tok_path, err, "%s/tokenizer", tmp) ||
+          moe_write_file_atomic(tok_path, tr->tokenizer.data, tr->tokenizer.len, err)))) {
         remove_flat_dir(tmp);
         return moe_err_prefix(err, "checkpoint at step %ld not written (earlier ones are intact)",
                               tr->step);
