@@ -93,12 +93,24 @@ class FFNMoE:
             return gates, aux
         raise ValueError(c["router"])
 
+    # sparse = True computes each expert on its own tokens only (index_select /
+    # index_add): the efficient PyTorch formulation, used by the benchmarks
+    sparse = False
+
     def __call__(self, P, x, ctx):
         p = self.prefix
         gates, aux = self.route(x @ P[f"{p}.router.weight"].T, ctx)
         W1, W3, W2 = (P[f"{p}.experts.{n}_proj.weight"] for n in ("gate", "up", "down"))
         y = 0.0
-        for e in range(self.E):
+        if FFNMoE.sparse:
+            y = torch.zeros_like(x)
+            for e in range(self.E):
+                idx = (gates[:, e] != 0).nonzero().squeeze(1)
+                if idx.numel():
+                    xe = x.index_select(0, idx)
+                    y = y.index_add(0, idx, gates.index_select(0, idx)[:, e:e + 1] * swiglu(xe, W1[e], W3[e], W2[e]))
+            gates = gates[:, :0]  # the loop below is skipped
+        for e in range(gates.shape[1]):
             y = y + gates[:, e:e + 1] * swiglu(x, W1[e], W3[e], W2[e])
         for j in range(self.cfg["n_shared_experts"]):
             S1, S3, S2 = (P[f"{p}.shared_experts.{n}_proj.weight"] for n in ("gate", "up", "down"))
@@ -242,8 +254,10 @@ def main():
     t.add_argument("--grad-accum", type=int)
     t.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--sparse", action="store_true", help="per-expert token gathering (benchmarks)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    FFNMoE.sparse = a.sparse
     model = load(a.model, getattr(torch, a.dtype))
     cfg = dict(model.cfg)
     for k, v in (("batch_size", a.batch), ("seq_len", a.seq), ("grad_accum", a.grad_accum)):

@@ -83,6 +83,18 @@ def run_case(build, name, overrides, grad_accum, tmp):
         if e > TOL:
             failures.append(f"{what}: relative error {e:.3g}")
 
+    # the benchmarks' sparse PyTorch dispatch must compute the same function
+    if cfg.get("ffn") == "moe":
+        ref_model.FFNMoE.sparse = True
+        ref_s = ref_model.load(model_dir, torch.float64)
+        logits_s, lm_s, aux_s = ref_s.forward(x, y)
+        (lm_s + aux_s).backward()
+        ref_model.FFNMoE.sparse = False
+        e = max([rel_err(logits_s.detach().numpy(), logits.detach().numpy())] +
+                [rel_err(ref_s.P[n].grad.numpy(), p.grad.numpy()) for n, p in ref.P.items()])
+        if e > 1e-9:
+            failures.append(f"sparse PyTorch dispatch differs from the dense one: {e:.3g}")
+
     # 10 AdamW steps, sequential data
     run_dir = os.path.join(tmp, f"{name}.run")
     subprocess.run([f"{build}/moe", "train", "--model", model_dir, "--data", data, "--out", run_dir,
