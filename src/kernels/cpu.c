@@ -3,6 +3,8 @@
  * are bit-identical from run to run at a fixed thread count. */
 #include "moe/kernels.h"
 
+#include "fastmath.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -115,7 +117,7 @@ void k_attention_forward(float *out, float *att, const float *q, const float *k,
                 float mx = row[0];
                 for (size_t j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
                 float sum = 0.0f;
-                for (size_t j = 0; j <= i; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
+                for (size_t j = 0; j <= i; j++) { row[j] = moe_expf(row[j] - mx); sum += row[j]; }
                 float inv = 1.0f / sum;
                 for (size_t j = 0; j <= i; j++) row[j] *= inv;
                 for (size_t j = i + 1; j < T; j++) row[j] = 0.0f;
@@ -172,18 +174,17 @@ void k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
         }
 }
 
-static inline float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
 
 void k_swiglu_forward(float *a, const float *h1, const float *h3, size_t n) {
     #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) a[i] = h1[i] * sigmoidf(h1[i]) * h3[i];
+    for (size_t i = 0; i < n; i++) a[i] = h1[i] * moe_sigmoidf(h1[i]) * h3[i];
 }
 
 void k_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,
                        const float *h3, size_t n) {
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
-        float s = sigmoidf(h1[i]), z = h1[i];
+        float s = moe_sigmoidf(h1[i]), z = h1[i];
         float d = da[i];
         dh3[i] = d * z * s;
         dh1[i] = d * h3[i] * s * (1.0f + z * (1.0f - s));
@@ -198,17 +199,18 @@ double k_cross_entropy(float *dlogits, float *losses, const float *logits,
         int t = targets[i];
         float mx = l[0];
         for (size_t j = 1; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-        double sum = 0.0;
-        for (size_t j = 0; j < V; j++) sum += exp((double)(l[j] - mx));
-        double lse = log(sum) + mx;
-        float loss = t >= 0 ? (float)(lse - l[t]) : 0.0f;
-        losses[i] = loss;
+        float sum = 0.0f;
+        #pragma omp simd reduction(+:sum)
+        for (size_t j = 0; j < V; j++) sum += moe_expf(l[j] - mx);
+        float lse = logf(sum) + mx;
+        losses[i] = t >= 0 ? lse - l[t] : 0.0f;
         if (dlogits) {
             float *d = dlogits + i * V;
-            for (size_t j = 0; j < V; j++) {
-                float p = t >= 0 ? (float)exp((double)l[j] - lse) : 0.0f;
-                d[j] = (p - ((int)j == t ? 1.0f : 0.0f)) * dscale;
-            }
+            float target_logit = t >= 0 ? l[t] : 0.0f;  /* d may alias l */
+            float s = t >= 0 ? dscale : 0.0f;
+            #pragma omp simd
+            for (size_t j = 0; j < V; j++) d[j] = moe_expf(l[j] - lse) * s;
+            if (t >= 0) d[t] = (moe_expf(target_logit - lse) - 1.0f) * dscale;
         }
     }
     double total = 0.0;  /* summed in order: the same bits at any thread count */

@@ -1,0 +1,30 @@
+/* fastmath.h — a branch-free expf that compilers vectorise (Cephes
+ * polynomial, about 1 ulp on the range used), for the softmax, SiLU and
+ * cross-entropy loops. Private to the kernels and routers. */
+#ifndef MOE_FASTMATH_H
+#define MOE_FASTMATH_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline float moe_expf(float x) {
+    x = fminf(fmaxf(x, -87.0f), 88.0f);
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
+
+static inline float moe_sigmoidf(float z) { return 1.0f / (1.0f + moe_expf(-z)); }
+
+#endif
