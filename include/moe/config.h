@@ -20,10 +20,11 @@ typedef struct moe_config {
     double rope_theta;
     double norm_eps;
     double init_std;
-    char ffn[16];         /* feed-forward kind: "dense" or "moe" */
-    int moe_every;        /* with ffn "moe": layer l is MoE iff (l+1) % moe_every == 0 */
+    char ffn[16];         /* feed-forward kind: "dense", "moe", "cartesian" or "lory" */
+    int moe_every;        /* with ffn not "dense": layer l uses it iff (l+1) % moe_every == 0 */
     /* mixture of experts (SPEC §2) */
-    char router[16];      /* "topk" (dMoE) or "relu" (ReMoE) */
+    char router[16];      /* "topk" (dMoE), "relu" (ReMoE), "topp", "hash",
+                             "expert_choice", "sparsemixer" (docs/ROUTERS.md) */
     int n_experts;        /* E */
     int top_k;            /* k: active experts per token (on average for relu) */
     int granularity;      /* G: E*G experts of ffn_dim/G, k*G active */
@@ -37,6 +38,11 @@ typedef struct moe_config {
     double relu_alpha;    /* ReMoE: lambda multiplier per step */
     int l1_load_balance;  /* bool: ReMoE load-balanced L1 (false: plain L1) */
     double target_sparsity; /* ReMoE target; 0 means 1 - k/E */
+    int shared_gate;      /* bool: mix routed and shared output by a learned 2-way softmax */
+    double top_p;         /* TopP: cumulative probability threshold */
+    double topp_entropy_coef; /* TopP: dynamic (entropy) loss coefficient */
+    double jitter_eps;    /* SparseMixer-v2: candidate threshold eps */
+    int lory_segment;     /* Lory: segment length in tokens */
     /* training */
     int steps;
     int batch_size;       /* sequences per micro-batch */

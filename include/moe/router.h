@@ -15,9 +15,11 @@ typedef struct moe_router moe_router;
 
 typedef struct moe_router_ops {
     const char *name;
-    /* gates[N,E] from logits[N,E]; *aux = the auxiliary loss of this call,
-     * already weighted by its coefficient (0 outside training). Keeps what
-     * backward needs. */
+    /* gates[N,E] from logits[N,E] (NULL for a router without a weight,
+     * see has_weight); *aux = the auxiliary loss of this call, already
+     * weighted by its coefficient (0 outside training). Keeps what backward
+     * needs. With ctx->drop_top_expert the top-k family (topk, topp,
+     * sparsemixer) disables each token's highest-probability expert. */
     int (*route)(moe_router *r, float *gates, const float *logits, size_t N,
                  const moe_ffn_ctx *ctx, double *aux, moe_err *err);
     /* dlogits[N,E] (overwritten) from dgates[N,E] = dObjective/dgates (only
@@ -37,6 +39,10 @@ struct moe_router {
     const moe_config *cfg;
     size_t E;      /* experts routed (n_experts * granularity) */
     size_t k;      /* active per token (top_k * granularity) */
+    int has_weight; /* 1 (default): the layer holds a router weight [E, D] and
+                       passes logits; 0 (hash): no router parameters, logits
+                       NULL and backward is never called */
+    int layer;     /* the block index (seeds SparseMixer's sampling) */
     void *impl;
 };
 
@@ -45,6 +51,24 @@ int moe_router_create(const moe_config *cfg, moe_router **out, moe_err *err);
 void moe_router_destroy(moe_router *r);
 int moe_router_topk_create(const moe_config *cfg, moe_router *r, moe_err *err);
 int moe_router_relu_create(const moe_config *cfg, moe_router *r, moe_err *err);
+int moe_router_topp_create(const moe_config *cfg, moe_router *r, moe_err *err);
+int moe_router_hash_create(const moe_config *cfg, moe_router *r, moe_err *err);
+int moe_router_expert_choice_create(const moe_config *cfg, moe_router *r, moe_err *err);
+int moe_router_sparsemixer_create(const moe_config *cfg, moe_router *r, moe_err *err);
+
+/* Softmax of one row in double: p[E] = softmax(l[E]); returns logsumexp. */
+double moe_router_softmax(float *p, const float *l, size_t E);
+/* SparseMixer's counter-based uniform in (0, 1): a pure function of its
+ * arguments (splitmix64 chain), so runs and the Python reference agree. */
+double moe_router_uniform(uint64_t seed, uint64_t layer, uint64_t step, uint64_t t,
+                          uint64_t token, uint64_t stream);
+
+/* The feed-forward kinds built from the MoE layer's parts (ffn.h keeps the
+ * dense and "moe" ones): CartesianMoE's two sequential sub-layers of
+ * half-size experts (src/moe/cartesian.c, SPEC §2.3) and Lory's
+ * segment-level expert merging (src/moe/lory.c, SPEC §2.4). */
+int moe_ffn_cartesian_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
+int moe_ffn_lory_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
 
 /* ReMoE's lambda rule, once per optimiser step (SPEC §2.2):
  * lambda * alpha if sparsity < target, else lambda / alpha. */

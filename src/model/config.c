@@ -31,9 +31,9 @@ static const key_spec KEYS[] = {
     {"rope_theta", K_FLOAT, OFF(rope_theta), 10000, 1, 1e12, 0, "RoPE base"},
     {"norm_eps", K_FLOAT, OFF(norm_eps), 1e-5, 1e-12, 1, 0, "RMSNorm epsilon"},
     {"init_std", K_FLOAT, OFF(init_std), 0.01, 1e-6, 1, 0, "std of the normal init (output projections: /sqrt(2 n_layers))"},
-    {"ffn", K_ENUM, OFF(ffn), 0, 0, 0, "dense|moe", "feed-forward kind: dense SwiGLU, or a mixture of experts"},
-    {"moe_every", K_INT, OFF(moe_every), 1, 1, 1024, 0, "with ffn moe: layer l (0-based) is MoE iff (l+1) % moe_every == 0, else dense"},
-    {"router", K_ENUM, OFF(router), 0, 0, 0, "topk|relu", "MoE router: softmax top-k (dMoE) or ReLU (ReMoE)"},
+    {"ffn", K_ENUM, OFF(ffn), 0, 0, 0, "dense|moe|cartesian|lory", "feed-forward kind: dense SwiGLU, a mixture of experts, CartesianMoE's two sub-layers, or Lory's segment-level expert merging (docs/ROUTERS.md)"},
+    {"moe_every", K_INT, OFF(moe_every), 1, 1, 1024, 0, "with ffn other than dense: layer l (0-based) uses it iff (l+1) % moe_every == 0, else dense"},
+    {"router", K_ENUM, OFF(router), 0, 0, 0, "topk|relu|topp|hash|expert_choice|sparsemixer", "MoE router: softmax top-k (dMoE), ReLU (ReMoE), top-p, hash, expert choice, SparseMixer-v2 (docs/ROUTERS.md)"},
     {"n_experts", K_INT, OFF(n_experts), 8, 1, 4096, 0, "E: experts per MoE layer (before granularity)"},
     {"top_k", K_INT, OFF(top_k), 1, 1, 4096, 0, "k: active experts per token (ReLU: the target average)"},
     {"granularity", K_INT, OFF(granularity), 1, 1, 1024, 0, "G: E*G experts of size ffn_dim/G with k*G active"},
@@ -47,6 +47,11 @@ static const key_spec KEYS[] = {
     {"relu_alpha", K_FLOAT, OFF(relu_alpha), 1.2, 1, 100, 0, "ReMoE: lambda is multiplied or divided by alpha each step"},
     {"l1_load_balance", K_BOOL, OFF(l1_load_balance), 1, 0, 1, 0, "ReMoE: load-balanced L1 (false: plain L1, f = 1)"},
     {"target_sparsity", K_FLOAT, OFF(target_sparsity), 0, 0, 0.999999, 0, "ReMoE target sparsity; 0 means 1 - k/E"},
+    {"shared_gate", K_BOOL, OFF(shared_gate), 0, 0, 1, 0, "mix routed and shared experts' outputs by a learned 2-way softmax gate with bias (SMoE-Share); needs n_shared_experts >= 1"},
+    {"top_p", K_FLOAT, OFF(top_p), 0.4, 0.01, 1, 0, "TopP: take experts by falling probability until their sum reaches top_p"},
+    {"topp_entropy_coef", K_FLOAT, OFF(topp_entropy_coef), 1e-4, 0, 100, 0, "TopP: coefficient of the dynamic loss (mean entropy of the router distribution)"},
+    {"jitter_eps", K_FLOAT, OFF(jitter_eps), 0.01, 0, 1, 0, "SparseMixer-v2: experts whose logit is within 2 x jitter_eps (relative) of the best are candidates"},
+    {"lory_segment", K_INT, OFF(lory_segment), 256, 1, 1048576, 0, "Lory: segment length in tokens"},
     /* training */
     {"steps", K_INT, OFF(steps), 1000, 1, 1e9, 0, "optimiser steps"},
     {"batch_size", K_INT, OFF(batch_size), 8, 1, 1e6, 0, "sequences per micro-batch"},
@@ -178,6 +183,21 @@ int moe_config_finalize(moe_config *c, moe_err *err) {
     if (c->k_warm > c->n_experts)
         return moe_errf(err, "config: key 'k_warm': %d exceeds n_experts %d", c->k_warm, c->n_experts);
     if (c->target_sparsity == 0) c->target_sparsity = 1.0 - (double)c->top_k / c->n_experts;
+    if (!strcmp(c->ffn, "moe") && c->shared_gate && c->n_shared_experts < 1)
+        return moe_errf(err, "config: key 'shared_gate': needs n_shared_experts >= 1");
+    if (!strcmp(c->ffn, "moe") && !strcmp(c->router, "hash") && (c->top_k != 1 || c->granularity != 1))
+        return moe_errf(err, "config: key 'router': hash routing sends each token to one expert: "
+                        "needs top_k 1 and granularity 1");
+    if (!strcmp(c->ffn, "cartesian")) {
+        if (strcmp(c->router, "topk"))
+            return moe_errf(err, "config: key 'router': ffn \"cartesian\" routes each sub-layer with "
+                            "\"topk\", found \"%s\"", c->router);
+        if (c->ffn_dim % (2 * c->granularity))
+            return moe_errf(err, "config: key 'ffn_dim': cartesian sub-experts have ffn_dim/(2 G); "
+                            "%d is not divisible by %d", c->ffn_dim, 2 * c->granularity);
+    }
+    if (!strcmp(c->ffn, "lory") && c->granularity != 1)
+        return moe_errf(err, "config: key 'granularity': ffn \"lory\" merges whole experts: needs 1");
     if (c->seq_len > c->max_seq_len)
         return moe_errf(err, "config: key 'seq_len': %d exceeds max_seq_len %d", c->seq_len, c->max_seq_len);
     return 0;

@@ -3,11 +3,23 @@
 
 #include <string.h>
 
+#include "moe/router.h"
+
 int moe_ffn_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err) {
+    static const struct {
+        const char *kind;
+        int (*create)(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
+    } KINDS[] = {
+        {"moe", moe_ffn_moe_create},
+        {"cartesian", moe_ffn_cartesian_create},
+        {"lory", moe_ffn_lory_create},
+    };
     if (!strcmp(cfg->ffn, "dense")) return moe_ffn_dense_create(cfg, layer, out, err);
-    if (!strcmp(cfg->ffn, "moe"))
-        return (layer + 1) % cfg->moe_every == 0 ? moe_ffn_moe_create(cfg, layer, out, err)
-                                                 : moe_ffn_dense_create(cfg, layer, out, err);
+    /* every other kind replaces the FFN of layers (l+1) % moe_every == 0 */
+    for (size_t i = 0; i < sizeof KINDS / sizeof KINDS[0]; i++)
+        if (!strcmp(cfg->ffn, KINDS[i].kind))
+            return (layer + 1) % cfg->moe_every == 0 ? KINDS[i].create(cfg, layer, out, err)
+                                                     : moe_ffn_dense_create(cfg, layer, out, err);
     return moe_errf(err, "config: key 'ffn': unknown feed-forward kind '%s'", cfg->ffn);
 }
 

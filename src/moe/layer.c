@@ -4,13 +4,17 @@
  *   gathered per expert, one SwiGLU GEMM chain per expert, and the outputs
  *   are added back weighted by the gate; shared experts see every token
  *   with gate 1. No capacity factor, no token dropping: compute follows the
- *   number of active pairs. Parameters (E = n_experts * granularity,
- *   Fe = ffn_dim / granularity, S = n_shared_experts):
- *     mlp.router.weight                 [E, D]
+ *   number of active pairs. With shared_gate (SMoE-Share, CartesianMoE's
+ *   sub-layers) the routed sum r and the shared sum s are mixed as
+ *     y = c0 r + c1 s,  c = softmax(Wc x + bc)  (a 2-way gate with bias).
+ *   Parameters (E = n_experts * granularity, Fe = ffn_dim / granularity,
+ *   S = n_shared_experts):
+ *     mlp.router.weight                 [E, D]   (not for hash routing)
  *     mlp.experts.gate_proj.weight      [E, Fe, D]   (W1 of each expert)
  *     mlp.experts.up_proj.weight        [E, Fe, D]   (W3)
  *     mlp.experts.down_proj.weight      [E, D, Fe]   (W2)
- *     mlp.shared_experts.{gate,up,down}_proj.weight  [S, ...] likewise */
+ *     mlp.shared_experts.{gate,up,down}_proj.weight  [S, ...] likewise
+ *     mlp.shared_gate.weight [2, D], mlp.shared_gate.bias [2]  (shared_gate) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +25,10 @@
 
 typedef struct moe_layer {
     size_t D, Fe, E, S;
+    int gated;                             /* shared_gate: c mixes routed and shared */
     moe_router *router;
-    float *wr, *dwr;                       /* [E, D] */
+    float *wr, *dwr;                       /* [E, D] (NULL without router weight) */
+    float *wc, *dwc, *bc, *dbc;            /* shared gate [2, D], [2] */
     float *w1, *w3, *w2, *dw1, *dw3, *dw2; /* routed experts, stacked */
     float *s1, *s3, *s2, *ds1, *ds3, *ds2; /* shared experts, stacked */
 
@@ -35,6 +41,8 @@ typedef struct moe_layer {
     float *xe, *ye, *dxe; /* [pairs, D] gathered inputs, expert outputs, input grads */
     float *h1, *h3, *a;   /* [pairs, Fe] */
     float *dh1, *dh3;     /* [pairs, Fe] */
+    float *mix;           /* [N, 2] shared-gate probabilities c (1, 1 without the gate) */
+    float *rsum, *ssum;   /* [N, D] routed and shared sums (shared gate only) */
     double aux;           /* router auxiliary loss of the last forward */
 } moe_layer;
 
@@ -44,7 +52,8 @@ static void layer_layout(moe_ffn *f, moe_layout *L, const char *prefix) {
     moe_layer *m = f->impl;
     int64_t E = (int64_t)m->E, S = (int64_t)m->S, D = (int64_t)m->D, Fe = (int64_t)m->Fe;
     float std = (float)f->cfg->init_std, out_std = (float)(f->cfg->init_std / sqrt(2.0 * f->cfg->n_layers));
-    m->wr = moe_layout_add(L, &m->dwr, std, 2, (int64_t[]){E, D}, "%s.router.weight", prefix);
+    if (m->router->has_weight)
+        m->wr = moe_layout_add(L, &m->dwr, std, 2, (int64_t[]){E, D}, "%s.router.weight", prefix);
     m->w1 = moe_layout_add(L, &m->dw1, std, 3, (int64_t[]){E, Fe, D}, "%s.experts.gate_proj.weight", prefix);
     m->w3 = moe_layout_add(L, &m->dw3, std, 3, (int64_t[]){E, Fe, D}, "%s.experts.up_proj.weight", prefix);
     m->w2 = moe_layout_add(L, &m->dw2, out_std, 3, (int64_t[]){E, D, Fe}, "%s.experts.down_proj.weight", prefix);
@@ -52,6 +61,9 @@ static void layer_layout(moe_ffn *f, moe_layout *L, const char *prefix) {
     m->s1 = moe_layout_add(L, &m->ds1, std, 3, (int64_t[]){S, Fe, D}, "%s.shared_experts.gate_proj.weight", prefix);
     m->s3 = moe_layout_add(L, &m->ds3, std, 3, (int64_t[]){S, Fe, D}, "%s.shared_experts.up_proj.weight", prefix);
     m->s2 = moe_layout_add(L, &m->ds2, out_std, 3, (int64_t[]){S, D, Fe}, "%s.shared_experts.down_proj.weight", prefix);
+    if (!m->gated) return;
+    m->wc = moe_layout_add(L, &m->dwc, std, 2, (int64_t[]){2, D}, "%s.shared_gate.weight", prefix);
+    m->bc = moe_layout_add(L, &m->dbc, std, 1, (int64_t[]){2}, "%s.shared_gate.bias", prefix);
 }
 
 /* Weights of slot j: routed experts first, then the shared ones. */
@@ -78,8 +90,11 @@ static int reserve_rows(moe_layer *m, size_t N, moe_err *err) {
     if (N <= m->cap_rows) return 0;
     size_t NE = N * m->E;
     if (grow((void **)&m->logits, NE * sizeof(float), err) || grow((void **)&m->gates, NE * sizeof(float), err) ||
-        grow((void **)&m->dgates, NE * sizeof(float), err) || grow((void **)&m->dlogits, NE * sizeof(float), err) ||
-        grow((void **)&m->row_of, NE * sizeof(int), err)) {
+        grow((void **)&m->dgates, NE * sizeof(float), err) ||
+        grow((void **)&m->dlogits, N * (m->E > 2 ? m->E : 2) * sizeof(float), err) ||  /* also dz [N,2] */
+        grow((void **)&m->row_of, NE * sizeof(int), err) || grow((void **)&m->mix, N * 2 * sizeof(float), err) ||
+        (m->gated && (grow((void **)&m->rsum, N * m->D * sizeof(float), err) ||
+                      grow((void **)&m->ssum, N * m->D * sizeof(float), err)))) {
         m->cap_rows = 0;
         return -1;
     }
@@ -129,9 +144,11 @@ static int build_plan(moe_layer *m, size_t N, moe_err *err) {
     return 0;
 }
 
-/* Gate of row r of slot j. */
+/* Weight of row r of slot j in the output: the gate (times c0 with the
+ * shared gate) for a routed expert, 1 (or c1) for a shared one. */
 static inline float row_gate(const moe_layer *m, size_t j, size_t r) {
-    return j < m->E ? m->gates[(size_t)m->tok[r] * m->E + j] : 1.0f;
+    size_t t = (size_t)m->tok[r];
+    return j < m->E ? m->gates[t * m->E + j] * m->mix[2 * t] : m->mix[2 * t + 1];
 }
 
 static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
@@ -140,9 +157,23 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
     size_t D = m->D, F = m->Fe, E = m->E, slots = E + m->S;
     if (reserve_rows(m, N, err)) return -1;
     m->N = N;
-    k_matmul_forward(m->logits, x, m->wr, N, D, E, 0.0f);
-    if (m->router->ops->route(m->router, m->gates, m->logits, N, ctx, &m->aux, err)) return -1;
+    if (m->wr) k_matmul_forward(m->logits, x, m->wr, N, D, E, 0.0f);
+    if (m->router->ops->route(m->router, m->gates, m->wr ? m->logits : NULL, N, ctx, &m->aux, err))
+        return -1;
     if (build_plan(m, N, err)) return -1;
+    if (ctx->training && ctx->rs) {  /* the step's sparsity (SPEC §2.2), for every router */
+        ctx->rs->active_pairs += (double)m->offset[E];
+        ctx->rs->total_pairs += (double)N * (double)E;
+    }
+    /* the shared gate c[N,2] = softmax(x Wc^T + bc), else c = (1, 1) */
+    for (size_t t = 0; t < N; t++) m->mix[2 * t] = m->mix[2 * t + 1] = 1.0f;
+    if (m->gated) {
+        k_matmul_forward(m->mix, x, m->wc, N, D, 2, 0.0f);
+        for (size_t t = 0; t < N; t++) {
+            float z[2] = {m->mix[2 * t] + m->bc[0], m->mix[2 * t + 1] + m->bc[1]};
+            moe_router_softmax(m->mix + 2 * t, z, 2);
+        }
+    }
     /* experts: independent slots, each a gather and three GEMMs */
     #pragma omp parallel for schedule(dynamic, 1)
     for (size_t j = 0; j < slots; j++) {
@@ -156,22 +187,27 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
         k_swiglu_forward(m->a + r0 * F, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
         k_matmul_forward(m->ye + r0 * D, m->a + r0 * F, w.w2, n, F, D, 0.0f);
     }
-    /* combine: each token adds its experts in a fixed order */
+    /* combine: each token adds its experts in a fixed order; r = routed
+     * sum, s = shared sum, y = c0 r + c1 s */
     #pragma omp parallel for schedule(static)
     for (size_t t = 0; t < N; t++) {
-        float *yt = y + t * D;
-        memset(yt, 0, D * sizeof(float));
+        float *rt = m->gated ? m->rsum + t * D : y + t * D;
+        float *st = m->gated ? m->ssum + t * D : y + t * D;
+        memset(rt, 0, D * sizeof(float));
+        memset(st, 0, D * sizeof(float));
         for (size_t e = 0; e < E; e++) {
             int r = m->row_of[t * E + e];
             if (r < 0) continue;
             float g = m->gates[t * E + e];
             const float *ye = m->ye + (size_t)r * D;
-            for (size_t d = 0; d < D; d++) yt[d] += g * ye[d];
+            for (size_t d = 0; d < D; d++) rt[d] += g * ye[d];
         }
         for (size_t j = E; j < slots; j++) {
             const float *ye = m->ye + (m->offset[j] + t) * D;
-            for (size_t d = 0; d < D; d++) yt[d] += ye[d];
+            for (size_t d = 0; d < D; d++) st[d] += ye[d];
         }
+        if (m->gated)
+            for (size_t d = 0; d < D; d++) y[t * D + d] = m->mix[2 * t] * rt[d] + m->mix[2 * t + 1] * st[d];
     }
     f->aux_loss = m->aux;
     return 0;
@@ -197,7 +233,7 @@ static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x
                 dot += (double)dyt[d] * ye[d];
                 dye[(r - r0) * D + d] = g * dyt[d];
             }
-            if (j < E) m->dgates[t * E + j] = (float)dot;
+            if (j < E) m->dgates[t * E + j] = (float)(dot * m->mix[2 * t]);
         }
         float *da = m->dh1 + r0 * F;  /* read by swiglu backward before dh1 is written */
         k_matmul_backward(da, w.dw2, dye, m->a + r0 * F, w.w2, n, F, D, 0);
@@ -224,7 +260,25 @@ static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x
             for (size_t i = 0; i < D; i++) dxt[i] += d[i];
         }
     }
-    /* through the router */
+    /* through the shared gate: dc = (dy.r, dy.s), dz = c * (dc - c.dc) */
+    if (m->gated) {
+        float *dz = m->dlogits;  /* [N, 2] scratch, before the router uses it */
+        for (size_t t = 0; t < N; t++) {
+            double dc0 = 0.0, dc1 = 0.0;
+            for (size_t d = 0; d < D; d++) {
+                dc0 += (double)dy[t * D + d] * m->rsum[t * D + d];
+                dc1 += (double)dy[t * D + d] * m->ssum[t * D + d];
+            }
+            double c0 = m->mix[2 * t], c1 = m->mix[2 * t + 1], cd = c0 * dc0 + c1 * dc1;
+            dz[2 * t] = (float)(c0 * (dc0 - cd));
+            dz[2 * t + 1] = (float)(c1 * (dc1 - cd));
+            m->dbc[0] += dz[2 * t];
+            m->dbc[1] += dz[2 * t + 1];
+        }
+        k_matmul_backward(dx, m->dwc, dz, x, m->wc, N, D, 2, 1);
+    }
+    /* through the router (a router without weight has no gradient to pass) */
+    if (!m->wr) return 0;
     if (m->router->ops->backward(m->router, m->dlogits, m->dgates, m->logits, m->gates, N, ctx, err))
         return -1;
     k_matmul_backward(dx, m->dwr, m->dlogits, x, m->wr, N, D, E, 1);
@@ -237,9 +291,10 @@ static int layer_stats(const moe_ffn *f, moe_buf *out) {
     const moe_layer *m = f->impl;
     size_t routed = m->offset[m->E];
     double sparsity = m->N ? 1.0 - (double)routed / ((double)m->N * (double)m->E) : 0.0;
+    double active = m->N ? (double)routed / (double)m->N : 0.0;
     int rc = moe_buf_printf(out, "{\"layer\": %d, \"router\": \"%s\", \"sparsity\": %.9g, "
-                            "\"aux_loss\": %.9g, \"tokens_per_expert\": [",
-                            f->layer, m->router->ops->name, sparsity, m->aux);
+                            "\"active_per_token\": %.9g, \"aux_loss\": %.9g, \"tokens_per_expert\": [",
+                            f->layer, m->router->ops->name, sparsity, active, m->aux);
     for (size_t e = 0; e < m->E; e++)
         rc |= moe_buf_printf(out, "%s%zu", e ? ", " : "", m->offset[e + 1] - m->offset[e]);
     rc |= moe_buf_printf(out, "]");
@@ -262,7 +317,8 @@ static void layer_destroy(moe_ffn *f) {
     if (m) {
         moe_router_destroy(m->router);
         void *bufs[] = {m->logits, m->gates, m->dgates, m->dlogits, m->row_of, m->offset, m->tok,
-                        m->xe, m->ye, m->dxe, m->h1, m->h3, m->a, m->dh1, m->dh3};
+                        m->xe, m->ye, m->dxe, m->h1, m->h3, m->a, m->dh1, m->dh3,
+                        m->mix, m->rsum, m->ssum};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
         free(m);
     }
@@ -291,8 +347,10 @@ int moe_ffn_moe_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err 
     m->Fe = (size_t)(cfg->ffn_dim / cfg->granularity);
     m->E = (size_t)cfg->n_experts * (size_t)cfg->granularity;
     m->S = (size_t)cfg->n_shared_experts;
+    m->gated = cfg->shared_gate && m->S > 0;
     m->offset = moe_calloc(m->E + m->S + 1, sizeof(size_t), err);
     if (!m->offset || moe_router_create(cfg, &m->router, err)) { layer_destroy(f); return -1; }
+    m->router->layer = layer;
     *out = f;
     return 0;
 }

@@ -41,14 +41,8 @@ static int relu_route(moe_router *r, float *gates, const float *logits, size_t N
     s->reg = reg / (double)N;
     s->N = N;
     s->lambda = ctx->rs ? ctx->rs->lambda : (float)r->cfg->relu_lambda0;
-    *aux = 0.0;
-    if (ctx->training) {
-        *aux = (double)s->lambda * s->reg;
-        if (ctx->rs) {
-            ctx->rs->active_pairs += s->active;
-            ctx->rs->total_pairs += (double)N * (double)E;
-        }
-    }
+    /* the layer adds the active pairs to ctx->rs (the step's sparsity) */
+    *aux = ctx->training ? (double)s->lambda * s->reg : 0.0;
     return 0;
 }
 

@@ -1,6 +1,9 @@
-/* router.c — the table of routers: the one place a new router is registered. */
+/* router.c — the table of routers (the one place a new router is
+ * registered) and the small helpers several routers share: a row softmax in
+ * double and SparseMixer's counter-based random numbers. */
 #include "moe/router.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +13,10 @@ static const struct {
 } ROUTERS[] = {
     {"topk", moe_router_topk_create},
     {"relu", moe_router_relu_create},
+    {"topp", moe_router_topp_create},
+    {"hash", moe_router_hash_create},
+    {"expert_choice", moe_router_expert_choice_create},
+    {"sparsemixer", moe_router_sparsemixer_create},
 };
 
 int moe_router_create(const moe_config *cfg, moe_router **out, moe_err *err) {
@@ -20,6 +27,7 @@ int moe_router_create(const moe_config *cfg, moe_router **out, moe_err *err) {
         r->cfg = cfg;
         r->E = (size_t)cfg->n_experts * (size_t)cfg->granularity;
         r->k = (size_t)cfg->top_k * (size_t)cfg->granularity;
+        r->has_weight = 1;
         if (ROUTERS[i].create(cfg, r, err)) { free(r); return -1; }
         *out = r;
         return 0;
@@ -31,4 +39,31 @@ void moe_router_destroy(moe_router *r) {
     if (!r) return;
     if (r->ops && r->ops->destroy) r->ops->destroy(r);
     free(r);
+}
+
+double moe_router_softmax(float *p, const float *l, size_t E) {
+    float mx = l[0];
+    for (size_t e = 1; e < E; e++) mx = l[e] > mx ? l[e] : mx;
+    double sum = 0.0;
+    for (size_t e = 0; e < E; e++) sum += exp((double)(l[e] - mx));
+    for (size_t e = 0; e < E; e++) p[e] = (float)(exp((double)(l[e] - mx)) / sum);
+    return log(sum) + mx;
+}
+
+static uint64_t splitmix64(uint64_t x) {
+    uint64_t z = x + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double moe_router_uniform(uint64_t seed, uint64_t layer, uint64_t step, uint64_t t,
+                          uint64_t token, uint64_t stream) {
+    uint64_t h = splitmix64(seed);
+    h = splitmix64(h ^ layer);
+    h = splitmix64(h ^ step);
+    h = splitmix64(h ^ t);
+    h = splitmix64(h ^ token);
+    h = splitmix64(h ^ stream);
+    return ((double)(h >> 11) + 0.5) * 0x1.0p-53;
 }

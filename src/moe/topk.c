@@ -4,7 +4,9 @@
  *     L_aux = c_aux * E / (k T^2) * sum_e (sum_t p[t,e]) * n_e
  * (n_e = tokens whose top-k holds e, a constant), an optional z-loss
  * c_z * mean_t logsumexp(logits_t)^2 and an optional near-dense warm-up
- * (k_warm experts for the first k_warm_steps steps). */
+ * (k_warm experts for the first k_warm_steps steps). With
+ * ctx->drop_top_expert (robustness eval, SPEC §2.3) each token's most
+ * probable expert is disabled and the k gates come from the others. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,9 @@ static int topk_route(moe_router *r, float *gates, const float *logits, size_t N
     size_t E = r->E;
     if (topk_reserve(s, N, E, err)) return -1;
     s->k_eff = c->k_warm > 0 && ctx->step < c->k_warm_steps ? (size_t)c->k_warm * c->granularity : r->k;
+    /* robustness eval: the top expert is disabled, k come from the rest */
+    int drop = ctx->drop_top_expert && E > 1;
+    if (drop && s->k_eff > E - 1) s->k_eff = E - 1;
     size_t k = s->k_eff;
     #pragma omp parallel for schedule(static)
     for (size_t t = 0; t < N; t++) {
@@ -48,8 +53,11 @@ static int topk_route(moe_router *r, float *gates, const float *logits, size_t N
         s->lse[t] = (float)(log(sum) + mx);
         for (size_t e = 0; e < E; e++) { p[e] = (float)(exp((double)(l[e] - mx)) / sum); g[e] = 0.0f; }
         /* k passes of arg-max over the unselected: k is small; ties go to
-         * the lower index */
+         * the lower index. A dropped expert is marked -1 until the end. */
         double picked = 0.0;
+        size_t top = 0;
+        for (size_t e = 1; e < E && drop; e++) top = p[e] > p[top] ? e : top;
+        if (drop) g[top] = -1.0f;
         for (size_t j = 0; j < k; j++) {
             size_t best = E;
             for (size_t e = 0; e < E; e++)
@@ -57,6 +65,7 @@ static int topk_route(moe_router *r, float *gates, const float *logits, size_t N
             g[best] = p[best] > 0.0f ? p[best] : 1e-30f;  /* selected gates stay non-zero */
             picked += g[best];
         }
+        if (drop) g[top] = 0.0f;
         if (c->norm_topk_prob && k > 1)
             for (size_t e = 0; e < E; e++) g[e] = (float)(g[e] / fmax(picked, 1e-20));
     }

@@ -1,0 +1,42 @@
+/* hash.c — hash routing (Roller et al. 2021; SPEC §2.4): token t goes to
+ * expert tokens[t] mod E with gate 1. No router parameters (has_weight 0),
+ * no auxiliary loss. Gradient: nothing reaches a router (there is none);
+ * each expert gets the gradient of the tokens hashed to it, and the input
+ * gets the gradient through those experts only. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/router.h"
+
+static int hash_route(moe_router *r, float *gates, const float *logits, size_t N,
+                      const moe_ffn_ctx *ctx, double *aux, moe_err *err) {
+    (void)logits;
+    size_t E = r->E;
+    if (!ctx->tokens) return moe_errf(err, "hash router: the batch's token ids are needed (ctx->tokens)");
+    memset(gates, 0, N * E * sizeof(float));
+    for (size_t t = 0; t < N; t++) {
+        if (ctx->tokens[t] < 0) return moe_errf(err, "hash router: negative token id %d", ctx->tokens[t]);
+        gates[t * E + (size_t)ctx->tokens[t] % E] = 1.0f;
+    }
+    *aux = 0.0;
+    return 0;
+}
+
+static int hash_backward(moe_router *r, float *dlogits, const float *dgates,
+                         const float *logits, const float *gates, size_t N,
+                         const moe_ffn_ctx *ctx, moe_err *err) {
+    (void)dgates; (void)logits; (void)gates; (void)ctx; (void)err;
+    if (dlogits) memset(dlogits, 0, N * r->E * sizeof(float));  /* no router: nothing to pass */
+    return 0;
+}
+
+static const moe_router_ops HASH_OPS = {
+    .name = "hash", .route = hash_route, .backward = hash_backward,
+};
+
+int moe_router_hash_create(const moe_config *cfg, moe_router *r, moe_err *err) {
+    (void)cfg; (void)err;
+    r->ops = &HASH_OPS;
+    r->has_weight = 0;
+    return 0;
+}
