@@ -1,11 +1,15 @@
 # Makefile — builds build/moe and the library, runs the tests and the demo.
-#   make          build build/moe
-#   make test     install what the tests need, build, run every test
-#   make demo     install what the demo needs, build, run the main job
-#   make bench    run the benchmarks (never part of the tests)
+#   make            build build/moe
+#   make test       install what the tests need, build, run every test: once
+#                   as built, once under AddressSanitizer + UBSan, then a short
+#                   libFuzzer run of every parser
+#   make test-fast  the plain suite only
+#   make fuzz       longer fuzzing runs (FUZZ_SECONDS each, default 300)
+#   make demo       install what the demo needs, build, run the main job
+#   make bench      run the benchmarks (never part of the tests)
 
 CC      ?= cc
-OPT     ?= -O2 -march=native
+OPT     ?= -O3 -march=native
 CFLAGS  += $(OPT) -g -std=c11 -Wall -Wextra -D_DEFAULT_SOURCE -fopenmp -Iinclude -Isrc
 LDLIBS  += -lopenblas -lpcre2-8 -lm
 BUILD   ?= build
@@ -20,7 +24,15 @@ TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 REF_SRC  := $(sort $(wildcard tests/ref/*.c))
 REF_BIN  := $(REF_SRC:tests/ref/%.c=$(BUILD)/tests/ref_%)
 
-.PHONY: all deps test demo bench clean
+ASAN_OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CFLAGS := -g -O1 -std=c11 -D_DEFAULT_SOURCE -Iinclude -Isrc -Itests/fuzz -fopenmp=libgomp \
+               -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_SECONDS ?= 300
+
+.PHONY: all deps test test-fast test-asan-build fuzz-build fuzz demo bench clean
 all: $(BUILD)/moe $(TEST_BIN) $(REF_BIN)
 
 $(BUILD)/obj/%.o: %.c $(wildcard include/moe/*.h) $(wildcard src/*/*.h)
@@ -46,8 +58,28 @@ deps:
 	@scripts/install-deps.sh
 
 test: deps
+	@$(MAKE) --no-print-directory all test-asan-build fuzz-build
+	@tests/run.sh $(BUILD) $(BUILD)-asan $(BUILD)/fuzz
+
+test-fast: deps
 	@$(MAKE) --no-print-directory all
 	@tests/run.sh $(BUILD)
+
+test-asan-build:
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)-asan OPT="$(ASAN_OPT)" all
+
+# libFuzzer harnesses (clang): the library rebuilt with the fuzzer's coverage
+$(BUILD)/fuzz/obj/%.o: %.c $(wildcard include/moe/*.h) $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_file.h $(FUZZ_LIB_OBJ)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_LIB_OBJ) -o $@ $(LDLIBS) -lgomp
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: deps fuzz-build
+	@tests/fuzz/run.sh $(BUILD)/fuzz $(FUZZ_SECONDS)
 
 demo: deps
 	@$(MAKE) --no-print-directory all

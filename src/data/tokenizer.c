@@ -332,12 +332,13 @@ static int next_line(lines *L, moe_err *err) {
 
 /* A short, printable quote of a line for messages. */
 static const char *quote(const char *s, size_t n, char *buf, size_t cap) {
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 5 < cap; i++) {
+    size_t o = 0;  /* invariant: o <= cap - 4, room for "..." and the NUL */
+    for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c < 0x7f) buf[o++] = (char)c;
+        size_t need = c >= 0x20 && c < 0x7f ? 1 : 4;
+        if (o + need + 4 > cap) { memcpy(buf + o, "...", 3); o += 3; break; }
+        if (need == 1) buf[o++] = (char)c;
         else o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
-        if (i + 1 < n && o + 5 >= cap) { buf[o++] = '.'; buf[o++] = '.'; buf[o++] = '.'; break; }
     }
     buf[o] = 0;
     return buf;

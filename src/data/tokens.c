@@ -81,6 +81,9 @@ static int parse_tokens(const unsigned char *b, size_t len, const char *path,
                             i, t->doc_domain[i], n_domains);
     }
     pos += t->n_docs * 16;
+    if (n_domains > (len - pos) / 4)
+        return moe_errf(err, "%s: truncated: %u domain names declared, %zu bytes left", path,
+                        n_domains, len - pos);
     t->domain_names = moe_calloc(n_domains, sizeof(char *), err);
     if (!t->domain_names) return -1;
     for (uint32_t i = 0; i < n_domains; i++) {

@@ -173,7 +173,7 @@ static int parse_string(parser *p, char **out, size_t *out_len) {
                 return fail_at(p, p->pos, "one of \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u after '\\'");
             }
             p->pos++;
-            unsigned cp;
+            unsigned cp = 0;
             if (parse_hex4(p, &cp)) { moe_buf_free(&b); return -1; }
             if (cp >= 0xDC00 && cp <= 0xDFFF) {
                 moe_buf_free(&b);

@@ -1,0 +1,124 @@
+"""train_speed.py — training tokens/s of `moe train` against the PyTorch
+reference (tools/ref_model.py, float32, the same model, data, batch and
+thread count), measured in the same run. Prints a table and writes JSON.
+
+  python3 bench/train_speed.py [--build build] [--models dense,remoe,...]
+      [--steps N] [--repeats R] [--threads 2] [--out bench/results/train_speed.json]
+
+Per model: `moe init` writes the weights both sides load; each side trains
+--steps optimiser steps in sequential mode, --repeats times; the figure is
+the median over repeats of tokens / (time of all steps but the first two).
+Peak memory is the maximum resident set size of the training process."""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = "/usr/bin/python3"
+
+DEMO = {"vocab_size": 4096, "hidden": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2,
+        "max_seq_len": 256, "batch_size": 16, "seq_len": 128, "lr": 1e-3, "warmup": 0}
+H512 = dict(DEMO, hidden=512, n_layers=8, n_heads=8, n_kv_heads=4, batch_size=8, seq_len=256)
+MOE8 = {"ffn": "moe", "n_experts": 8, "top_k": 1}
+MODELS = {
+    "dense": DEMO,
+    "remoe": dict(DEMO, router="relu", **MOE8),
+    "topk": dict(DEMO, router="topk", **MOE8),
+    "dense-h512": H512,
+    "remoe-h512": dict(H512, router="relu", **MOE8),
+    "topk-h512": dict(H512, router="topk", **MOE8),
+}
+
+
+def run_measured(cmd, env=None):
+    """Runs cmd; returns (stdout, peak RSS in MB)."""
+    with tempfile.TemporaryFile() as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
+        _, status, ru = os.wait4(p.pid, 0)
+        err = p.stderr.read().decode()
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"{' '.join(cmd)} failed:\n{err}")
+        out.seek(0)
+        return out.read().decode(), ru.ru_maxrss / 1024.0
+
+
+def tokens_per_s(step_seconds, tokens_per_step):
+    timed = step_seconds[2:] if len(step_seconds) > 3 else step_seconds
+    return tokens_per_step * len(timed) / sum(timed)
+
+
+def data_file(build, tmp):
+    """The small corpus with a 4096-id tokenizer (built if missing)."""
+    subprocess.run([PY, os.path.join(ROOT, "tools/build_corpus.py"), "--profile", "small", "--quiet"],
+                   check=True, cwd=ROOT, capture_output=True)
+    train = os.path.join(ROOT, "data/corpus/small/train.jsonl")
+    tok, out = os.path.join(tmp, "tok"), os.path.join(tmp, "train.tok")
+    subprocess.run([f"{build}/moe", "tokenizer", "train", "--input", train, "--vocab", "4096", "--out", tok],
+                   check=True, capture_output=True)
+    subprocess.run([f"{build}/moe", "prepare", "--input", train, "--tokenizer", tok, "--out", out],
+                   check=True, capture_output=True)
+    return out
+
+
+def bench_model(build, name, cfg, data, steps, repeats, threads, tmp):
+    cfg = dict(cfg, steps=steps)
+    path = os.path.join(tmp, name + ".json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    init = os.path.join(tmp, name + ".init")
+    subprocess.run([f"{build}/moe", "init", "--config", path, "--out", init], check=True, capture_output=True)
+    tps = cfg["batch_size"] * cfg["seq_len"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    ours, theirs, mem_ours, mem_theirs = [], [], 0.0, 0.0
+    for r in range(repeats):
+        run = os.path.join(tmp, f"{name}.run{r}")
+        _, mem = run_measured([f"{build}/moe", "train", "--model", init, "--data", data, "--out", run,
+                               "--steps", str(steps), "--no-shuffle", "--threads", str(threads)], env)
+        with open(os.path.join(run, "metrics.jsonl")) as f:
+            ours.append(tokens_per_s([json.loads(l)["seconds"] for l in f], tps))
+        mem_ours = max(mem_ours, mem)
+        out, mem = run_measured([PY, os.path.join(ROOT, "tools/ref_model.py"), "train", "--model", init,
+                                 "--data", data, "--steps", str(steps), "--dtype", "float32",
+                                 "--threads", str(threads), "--sparse"], env)
+        theirs.append(tokens_per_s([json.loads(l)["seconds"] for l in out.splitlines()], tps))
+        mem_theirs = max(mem_theirs, mem)
+    o, t = statistics.median(ours), statistics.median(theirs)
+    return {"model": name, "config": cfg, "moe_tokens_per_s": o, "torch_tokens_per_s": t, "ratio": o / t,
+            "moe_runs": ours, "torch_runs": theirs, "moe_peak_mb": mem_ours, "torch_peak_mb": mem_theirs}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--models", default="dense,remoe,topk")
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/train_speed.json"))
+    a = ap.parse_args()
+    build = os.path.abspath(a.build)
+    import torch
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = data_file(build, tmp)
+        print(f"{'model':<12} {'moe tok/s':>10} {'torch tok/s':>11} {'ratio':>6} {'moe MB':>7} {'torch MB':>8}")
+        for name in a.models.split(","):
+            r = bench_model(build, name, MODELS[name], data, a.steps, a.repeats, a.threads, tmp)
+            rows.append(r)
+            print(f"{name:<12} {r['moe_tokens_per_s']:>10.0f} {r['torch_tokens_per_s']:>11.0f} "
+                  f"{r['ratio']:>5.2f}x {r['moe_peak_mb']:>7.0f} {r['torch_peak_mb']:>8.0f}", flush=True)
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump({"benchmark": "train_speed", "threads": a.threads, "steps": a.steps, "repeats": a.repeats,
+                   "torch_version": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+                   "cpu": os.uname().machine, "results": rows}, f, indent=2)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
