@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "moe/checksum.h"
 #include "moe/fileio.h"
 #include "moe/safetensors.h"
 
@@ -36,13 +37,15 @@ int moe_model_save(const moe_model *m, const char *dir, moe_err *err) {
     rc = moe_path(path, sizeof path, err, "%s/model.safetensors", dir) ? -1 :
          st_write(path, e, n, mk, mv, 1, err);
     free(e);
-    return rc;
+    return rc ? rc : moe_checksums_write(dir, err);
 }
 
 /* Reads config.json of a checkpoint directory into a finalized config. */
 static int load_config(const char *dir, moe_config *cfg, moe_err *err) {
     char path[4096];
-    if (moe_path(path, sizeof path, err, "%s/config.json", dir)) return -1;
+    if (moe_path(path, sizeof path, err, "%s/config.json", dir) ||
+        moe_checksums_verify(dir, "config.json", err))
+        return -1;
     return moe_config_load(path, cfg, err);
 }
 
@@ -54,7 +57,8 @@ int moe_model_load(const char *dir, moe_model **out, moe_err *err) {
     moe_model *m;
     if (moe_model_create(&cfg, &m, err)) return -1;
     st_file f;
-    if (moe_path(path, sizeof path, err, "%s/model.safetensors", ckpt) || st_read(path, &f, err)) {
+    if (moe_path(path, sizeof path, err, "%s/model.safetensors", ckpt) ||
+        moe_checksums_verify(ckpt, "model.safetensors", err) || st_read(path, &f, err)) {
         moe_model_free(m);
         return -1;
     }
