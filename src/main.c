@@ -17,6 +17,9 @@ static const command commands[] = {
     {"generate", cmd_generate, "sample text from a model"},
     {"prepare", cmd_prepare, "turn text into a token file"},
     {"tokenizer", cmd_tokenizer, "train, encode or decode with a BPE tokenizer"},
+    {"eval", cmd_eval, "loss, perplexity per domain, multiple-choice tasks"},
+    {"analyze", cmd_analyze, "routing statistics of a model over a token file"},
+    {"report", cmd_report, "an HTML report comparing runs"},
 };
 
 static void usage(FILE *f) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "moe/analysis.h"
 #include "moe/fileio.h"
 #include "moe/tokenizer.h"
 #include "moe/train.h"
@@ -27,7 +28,13 @@ static void help(FILE *f) {
         "  --steps N  --batch B  --seq T  --grad-accum N  --lr X  --warmup N\n"
         "  --seed N  --threads N  --checkpoint-every N  --keep N\n"
         "                    override the config's training keys\n"
-        "  --no-shuffle      read rows in order (batch b, row r = tokens[(bB+r)T ...])\n\n"
+        "  --no-shuffle      read rows in order (batch b, row r = tokens[(bB+r)T ...])\n"
+        "  --analysis-every N  every N steps (and at the first and last) forward a fixed\n"
+        "                    calibration set in eval mode and append its loss, per-layer\n"
+        "                    sparsity and routing flip rate to DIR/calibration.jsonl\n"
+        "                    (docs/EVAL.md); 0 (default) is off and costs nothing\n"
+        "  --analysis-data FILE  calibration token file (default: --data)\n"
+        "  --analysis-tokens N   its first N tokens (default 4096)\n\n"
         "Writes DIR/metrics.jsonl (one JSON line per step) and\n"
         "DIR/checkpoints/step-NNNNNNNN/ (config.json, model.safetensors,\n"
         "optimizer.safetensors, trainer_state.json). Ctrl-C writes a checkpoint and stops.\n");
@@ -78,10 +85,26 @@ int cmd_train(int argc, char **argv) {
     double override_val[N_FLAG_KEYS];
     size_t n_over = 0;
     int no_shuffle = 0;
+    const char *analysis_data = NULL;
+    long analysis_every = 0, analysis_tokens = 4096;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
         if (!strcmp(a, "--no-shuffle")) { no_shuffle = 1; continue; }
+        if (!strcmp(a, "--analysis-every")) {
+            const char *v = cli_value("train", argc, argv, &i);
+            if (!v || cli_int("train", a, v, 0, 1L << 40, &analysis_every)) return 2;
+            continue;
+        }
+        if (!strcmp(a, "--analysis-tokens")) {
+            const char *v = cli_value("train", argc, argv, &i);
+            if (!v || cli_int("train", a, v, 1, 1L << 40, &analysis_tokens)) return 2;
+            continue;
+        }
+        if (!strcmp(a, "--analysis-data")) {
+            if (!(analysis_data = cli_value("train", argc, argv, &i))) return 2;
+            continue;
+        }
         const char **target = !strcmp(a, "--config") ? &config : !strcmp(a, "--model") ? &model_dir
                             : !strcmp(a, "--resume") ? &resume : !strcmp(a, "--data") ? &data
                             : !strcmp(a, "--out") ? &out : !strcmp(a, "--tokenizer") ? &tokenizer : NULL;
@@ -107,6 +130,8 @@ int cmd_train(int argc, char **argv) {
     moe_model *model = NULL;
     moe_tokens tokens = {0};
     moe_trainer tr = {0};
+    moe_tokens calib_tokens = {0};
+    moe_probe probe = {0};
     char ckpt[4096] = "";
     int rc = 1, have_trainer = 0;
 
@@ -140,6 +165,21 @@ int cmd_train(int argc, char **argv) {
     if (moe_trainer_create(&tr, &cfg, model, &tokens, out ? out : resume, &err)) goto fail;
     if (resume && moe_trainer_restore(&tr, ckpt, &err)) goto fail;
     if (load_tokenizer(&tr, tokenizer, ckpt, &err)) goto fail;
+    if (analysis_every) {  /* the calibration probe (docs/EVAL.md) */
+        char path[4096];
+        const moe_tokens *ct = &tokens;
+        if (analysis_data && strcmp(analysis_data, data)) {
+            if (moe_tokens_read(analysis_data, &calib_tokens, &err)) goto fail;
+            ct = &calib_tokens;
+        }
+        if (moe_path(path, sizeof path, &err, "%s/calibration.jsonl", tr.out_dir) ||
+            moe_probe_init(&probe, ct, (size_t)analysis_tokens, (size_t)cfg.batch_size,
+                           (size_t)cfg.seq_len, path, &err))
+            goto fail;
+        if (resume && (moe_jsonl_keep_steps(path, tr.step, &err) || moe_probe_prime(&probe, model, &err)))
+            goto fail;
+        if (!resume && tr.step == 0 && moe_probe_measure(&probe, model, 0, &err)) goto fail;
+    }
     if (tr.step >= cfg.steps) {
         printf("moe train: already at step %ld of %d; nothing to do\n", tr.step, cfg.steps);
         rc = 0;
@@ -158,6 +198,9 @@ int cmd_train(int argc, char **argv) {
     while (tr.step < cfg.steps && !stop_requested) {
         moe_step_stats st;
         if (moe_trainer_step(&tr, &st, &err) || moe_trainer_log(&tr, &st, &err)) goto fail;
+        if (analysis_every && (tr.step % analysis_every == 0 || tr.step == cfg.steps || stop_requested) &&
+            moe_probe_measure(&probe, model, tr.step, &err))
+            goto fail;
         elapsed += st.seconds;
         seen += st.tokens;
         double eta = elapsed / (double)(tr.step - first) * (double)(cfg.steps - tr.step);
@@ -187,5 +230,7 @@ done:
     if (have_trainer) moe_trainer_free(&tr);
     else moe_model_free(model);
     moe_tokens_free(&tokens);
+    moe_tokens_free(&calib_tokens);
+    moe_probe_free(&probe);
     return rc;
 }

@@ -1,0 +1,87 @@
+/* eval.h — evaluation (SPEC §3): next-token loss and perplexity of a token
+ * file overall and per domain (also with the routers' drop-top-expert
+ * robustness flag), and zero-shot multiple choice over JSONL tasks in the
+ * lm-evaluation-harness conventions (acc and acc_norm). */
+#ifndef MOE_EVAL_H
+#define MOE_EVAL_H
+
+#include "moe/common.h"
+#include "moe/data.h"
+#include "moe/model.h"
+#include "moe/tokenizer.h"
+
+/* ---- loss per domain ---------------------------------------------------- */
+
+typedef struct moe_loss_sums {
+    size_t n_domains;
+    double *nll;        /* [n_domains] summed next-token losses (nats) */
+    double *count;      /* [n_domains] predictions */
+    double total_nll, total_count;
+} moe_loss_sums;
+
+int moe_loss_sums_init(moe_loss_sums *s, size_t n_domains, moe_err *err);
+void moe_loss_sums_free(moe_loss_sums *s);
+
+/* Domain of token position pos: that of the document holding it (0 when the
+ * file has no document table). */
+uint32_t moe_tokens_domain_at(const moe_tokens *t, size_t pos);
+
+/* Adds n losses: losses[i] is the loss of predicting t->ids[first + 1 + i];
+ * it counts for the domain of that target token's document. */
+void moe_loss_sums_add(moe_loss_sums *s, const moe_tokens *t, size_t first,
+                       const float *losses, size_t n);
+
+/* Loss of the model (m->training = 0 during, restored after) over the first
+ * max_tokens tokens of t (0: all) in consecutive windows of T predictions
+ * (the context restarts at each window, as in training rows), B windows per
+ * forward. Fills s (initialised here with t's domains, at least one). */
+int moe_eval_loss(moe_model *m, const moe_tokens *t, size_t B, size_t T, size_t max_tokens,
+                  moe_loss_sums *s, moe_err *err);
+
+/* ---- multiple choice ---------------------------------------------------- */
+
+typedef struct moe_mc_item {
+    char *id;
+    char *context;
+    char **choices;     /* [n_choices] continuations, usually with a leading space */
+    size_t n_choices;
+    int gold;           /* index into choices */
+    size_t line;        /* line of the task file */
+} moe_mc_item;
+
+typedef struct moe_task {
+    char path[4096];
+    char name[256];     /* file name without directory and .jsonl */
+    moe_mc_item *items;
+    size_t n;
+} moe_task;
+
+/* Reads a task file: one JSON object per non-empty line with a string
+ * "context", an array "choices" of at least 2 strings, an integer "gold"
+ * in range and an optional string "id". Errors name the file, the line and
+ * what was expected. */
+int moe_task_load(const char *path, moe_task *t, moe_err *err);
+void moe_task_free(moe_task *t);
+
+/* The choices picked by acc (largest summed log-probability ll[i]) and by
+ * acc_norm (largest ll[i] / bytes[i]); the first index wins ties. */
+void moe_mc_pick(const double *ll, const size_t *bytes, size_t n, int *pick, int *pick_norm);
+
+/* Summed log-probability of each continuation given the context, as the
+ * harness computes it: whole = encode(context + choice), ctx = encode(context)
+ * (<|endoftext|> if empty), continuation = whole[len(ctx):]; the input keeps
+ * the last max_seq_len tokens of whole[:-1]. ll[n_choices]. */
+int moe_mc_loglik(moe_model *m, const moe_tokenizer *tok, const moe_mc_item *it,
+                  double *ll, moe_err *err);
+
+typedef struct moe_mc_result {
+    size_t n;               /* items scored */
+    double acc, acc_norm;   /* fractions correct */
+    double acc_stderr, acc_norm_stderr;  /* sqrt(p(1-p)/(n-1)) */
+} moe_mc_result;
+
+/* Scores the first limit items (0: all). m->training = 0 during. */
+int moe_mc_eval(moe_model *m, const moe_tokenizer *tok, const moe_task *task, size_t limit,
+                moe_mc_result *r, moe_err *err);
+
+#endif

@@ -1,0 +1,741 @@
+/* report.c — `moe report`'s page: reads each run's metrics.jsonl,
+ * calibration.jsonl, eval.json and analysis.json (docs/EVAL.md) and writes
+ * one self-contained HTML file (inline CSS and SVG, no scripts, no network)
+ * that puts the runs side by side: loss curves, sparsity / lambda / the
+ * regulariser with ReMoE's three stages marked, per-layer sparsity, expert
+ * load, domain specialisation, flip rate, active experts against token
+ * frequency, top tokens per expert and the evaluation tables. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "analysis/svg.h"
+#include "moe/analysis.h"
+#include "moe/fileio.h"
+#include "moe/json.h"
+
+#define MAX_SITES 64
+
+typedef struct run_data {
+    char dir[4096], name[256];
+    char ffn[32], router[32];
+    int n_experts, top_k, n_layers, relu;
+    double target;                      /* target sparsity (1 - k/E unless set) */
+    /* metrics.jsonl, one entry per step [n] */
+    size_t n;
+    double *step, *lm_loss, *sparsity, *lambda, *reg;
+    size_t n_sites, E;
+    int site_layer[MAX_SITES];
+    double *site_sparsity[MAX_SITES];   /* [n] */
+    double *load[MAX_SITES];            /* [E, n] share of the site's routed tokens */
+    /* calibration.jsonl [nc] */
+    size_t nc;
+    double *c_step, *c_loss, *c_flip;
+    json_value *eval, *analysis;
+    long stage2, stage3;                /* first step index of stage II / III, -1 if none */
+} run_data;
+
+static double jnum(const json_value *o, const char *key) {
+    const json_value *v = json_get(o, key);
+    return v && v->type == JSON_NUMBER ? v->number : NAN;
+}
+
+static const char *jstr(const json_value *o, const char *key, const char *dflt) {
+    const json_value *v = json_get(o, key);
+    return v && v->type == JSON_STRING ? v->string : dflt;
+}
+
+static void run_free(run_data *r) {
+    free(r->step); free(r->lm_loss); free(r->sparsity); free(r->lambda); free(r->reg);
+    for (size_t s = 0; s < MAX_SITES; s++) { free(r->site_sparsity[s]); free(r->load[s]); }
+    free(r->c_step); free(r->c_loss); free(r->c_flip);
+    json_free(r->eval);
+    json_free(r->analysis);
+}
+
+/* Lines of a JSONL file as parsed values; *n set. A missing file gives 0 lines. */
+static json_value **read_jsonl(const char *path, size_t *n, moe_err *err) {
+    *n = 0;
+    if (access(path, R_OK)) return moe_calloc(1, sizeof(json_value *), err);
+    size_t len, cap = 64;
+    char *text = moe_read_file(path, &len, err);
+    json_value **v = text ? moe_calloc(cap, sizeof *v, err) : NULL;
+    if (!v) { free(text); return NULL; }
+    size_t line = 0;
+    for (char *p = text; *p;) {
+        char *nl = strchr(p, '\n');
+        size_t l = nl ? (size_t)(nl - p) : strlen(p);
+        line++;
+        if (l > 0) {
+            char what[4200];
+            snprintf(what, sizeof what, "%s line %zu", path, line);
+            json_value *j = json_parse(p, l, what, err);
+            if (!j) {
+                for (size_t i = 0; i < *n; i++) json_free(v[i]);
+                free(v); free(text);
+                return NULL;
+            }
+            if (*n == cap) {
+                json_value **g = realloc(v, 2 * cap * sizeof *v);
+                if (!g) { json_free(j); break; }
+                v = g;
+                cap *= 2;
+            }
+            v[(*n)++] = j;
+        }
+        p += l + (nl != NULL);
+    }
+    free(text);
+    return v;
+}
+
+static void free_lines(json_value **v, size_t n) {
+    for (size_t i = 0; i < n; i++) json_free(v[i]);
+    free(v);
+}
+
+static double *dalloc(size_t n, moe_err *err) {
+    double *d = moe_malloc((n ? n : 1) * sizeof(double), err);
+    for (size_t i = 0; d && i < n; i++) d[i] = NAN;
+    return d;
+}
+
+/* ReMoE's stages from the sparsity curve (docs/EVAL.md): stage III starts
+ * at the first step after which sparsity stays within +-band of the target;
+ * stage II starts where, after its lowest point before stage III, sparsity
+ * has climbed a tenth of the way to the target. */
+static void find_stages(const double *s, size_t n, double target, double band, long *stage2, long *stage3) {
+    *stage2 = *stage3 = -1;
+    if (n == 0) return;
+    long i3 = (long)n;
+    while (i3 > 0 && isfinite(s[i3 - 1]) && fabs(s[i3 - 1] - target) <= band) i3--;
+    if (i3 < (long)n) *stage3 = i3;
+    long end = i3 < (long)n ? i3 : (long)n, imin = 0;
+    for (long i = 0; i < end; i++) if (s[i] < s[imin]) imin = i;
+    if (end == 0) return;
+    double thr = s[imin] + 0.1 * (target - s[imin]);
+    if (!(target > s[imin])) return;
+    for (long i = imin; i < (long)n; i++)
+        if (s[i] >= thr) { *stage2 = i; break; }
+}
+
+static int load_run(run_data *r, const char *dir, moe_err *err) {
+    memset(r, 0, sizeof *r);
+    r->stage2 = r->stage3 = -1;
+    if (moe_path(r->dir, sizeof r->dir, err, "%s", dir)) return -1;
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/') dl--;
+    const char *base = dir + dl;
+    while (base > dir && base[-1] != '/') base--;
+    snprintf(r->name, sizeof r->name, "%.*s", (int)(dir + dl - base), base);
+    char path[4200];
+
+    /* the config of the newest checkpoint */
+    strcpy(r->ffn, "?");
+    strcpy(r->router, "?");
+    char ckpt[4096];
+    moe_err ignore;
+    if (!moe_resolve_checkpoint(dir, ckpt, sizeof ckpt, &ignore) &&
+        !moe_path(path, sizeof path, &ignore, "%s/config.json", ckpt)) {
+        json_value *c = json_parse_file(path, &ignore);
+        if (c) {
+            snprintf(r->ffn, sizeof r->ffn, "%s", jstr(c, "ffn", "?"));
+            snprintf(r->router, sizeof r->router, "%s", jstr(c, "router", "?"));
+            r->n_experts = (int)jnum(c, "n_experts");
+            r->top_k = (int)jnum(c, "top_k");
+            r->n_layers = (int)jnum(c, "n_layers");
+            r->target = jnum(c, "target_sparsity");
+            json_free(c);
+        }
+    }
+    if (!(r->target > 0) && r->n_experts > 0) r->target = 1.0 - (double)r->top_k / r->n_experts;
+    r->relu = !strcmp(r->router, "relu");
+
+    /* metrics.jsonl */
+    if (moe_path(path, sizeof path, err, "%s/metrics.jsonl", dir)) return -1;
+    if (access(path, R_OK)) return moe_errf(err, "%s: no metrics.jsonl (is it a run directory written by moe train?)", dir);
+    size_t n;
+    json_value **L = read_jsonl(path, &n, err);
+    if (!L) return -1;
+    r->n = n;
+    r->step = dalloc(n, err); r->lm_loss = dalloc(n, err); r->sparsity = dalloc(n, err);
+    r->lambda = dalloc(n, err); r->reg = dalloc(n, err);
+    int rc = r->step && r->lm_loss && r->sparsity && r->lambda && r->reg ? 0 : -1;
+    for (size_t i = 0; i < n && !rc; i++) {
+        r->step[i] = jnum(L[i], "step");
+        r->lm_loss[i] = jnum(L[i], "lm_loss");
+        r->sparsity[i] = jnum(L[i], "sparsity");
+        r->lambda[i] = jnum(L[i], "lambda");
+        const json_value *layers = json_get(L[i], "layers");
+        if (!layers || layers->type != JSON_ARRAY) continue;
+        double reg = 0.0;
+        int have_reg = 0;
+        for (size_t s = 0; s < layers->count && s < MAX_SITES && !rc; s++) {
+            const json_value *e = &layers->items[s];
+            const json_value *tpe = json_get(e, "tokens_per_expert");
+            if (s >= r->n_sites) {  /* a site first seen on this line */
+                r->n_sites = s + 1;
+                r->site_layer[s] = (int)jnum(e, "layer");
+                if (!(r->site_sparsity[s] = dalloc(n, err))) { rc = -1; break; }
+                size_t E = tpe && tpe->type == JSON_ARRAY ? tpe->count : 0;
+                if (E > r->E) r->E = E;
+            }
+            r->site_sparsity[s][i] = jnum(e, "sparsity");
+            double x = jnum(e, "reg_loss");
+            if (!isfinite(x)) x = jnum(e, "aux_loss");
+            if (isfinite(x)) { reg += x; have_reg = 1; }
+        }
+        if (have_reg) r->reg[i] = reg;
+    }
+    /* expert load: share of each site's routed tokens per step */
+    for (size_t s = 0; s < r->n_sites && !rc && r->E; s++) {
+        if (!(r->load[s] = dalloc(r->E * n, err))) { rc = -1; break; }
+        for (size_t i = 0; i < n; i++) {
+            const json_value *layers = json_get(L[i], "layers");
+            if (!layers || layers->type != JSON_ARRAY || s >= layers->count) continue;
+            const json_value *tpe = json_get(&layers->items[s], "tokens_per_expert");
+            if (!tpe || tpe->type != JSON_ARRAY) continue;
+            double tot = 0.0;
+            for (size_t e = 0; e < tpe->count; e++) tot += tpe->items[e].number;
+            for (size_t e = 0; e < tpe->count && e < r->E; e++)
+                r->load[s][e * n + i] = tot > 0 ? tpe->items[e].number / tot : NAN;
+        }
+    }
+    free_lines(L, n);
+    if (rc) return -1;
+    if (r->relu && r->n > 0) {
+        double band = 0.25 * (1.0 - r->target);
+        find_stages(r->sparsity, r->n, r->target, band, &r->stage2, &r->stage3);
+    }
+
+    /* calibration.jsonl (optional) */
+    if (moe_path(path, sizeof path, err, "%s/calibration.jsonl", dir)) return -1;
+    if (!(L = read_jsonl(path, &n, err))) return -1;
+    r->nc = n;
+    r->c_step = dalloc(n, err); r->c_loss = dalloc(n, err); r->c_flip = dalloc(n, err);
+    if (!r->c_step || !r->c_loss || !r->c_flip) { free_lines(L, n); return -1; }
+    for (size_t i = 0; i < n; i++) {
+        r->c_step[i] = jnum(L[i], "step");
+        r->c_loss[i] = jnum(L[i], "loss");
+        r->c_flip[i] = jnum(L[i], "flip_rate");
+    }
+    free_lines(L, n);
+
+    /* eval.json and analysis.json (optional) */
+    if (moe_path(path, sizeof path, err, "%s/eval.json", dir)) return -1;
+    if (!access(path, R_OK) && !(r->eval = json_parse_file(path, err))) return -1;
+    if (moe_path(path, sizeof path, err, "%s/analysis.json", dir)) return -1;
+    if (!access(path, R_OK) && !(r->analysis = json_parse_file(path, err))) return -1;
+    return 0;
+}
+
+/* ---- page pieces ------------------------------------------------------------ */
+
+static const char *CSS =
+    "body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;color:#1d2330;background:#f4f6f9}"
+    "header{background:#1d2b44;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px;font-weight:600}"
+    "header p{margin:4px 0 0;color:#c6d0e0}main{padding:8px 28px 40px}"
+    "section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);margin:18px 0;padding:14px 18px}"
+    "h2{font-size:17px;margin:0 0 4px}h3{font-size:14px;margin:10px 0 4px;color:#33415c}"
+    ".note{color:#5b6475;font-size:12.5px;margin:2px 0 8px;max-width:1100px}"
+    ".grid{display:flex;flex-wrap:wrap;gap:10px 18px;align-items:flex-start}"
+    ".runs{display:grid;grid-template-columns:repeat(auto-fill,minmax(580px,1fr));gap:10px 18px}"
+    ".run{border-top:3px solid var(--c);padding-top:4px}.run>h3{color:var(--c)}"
+    "figure.chart{margin:4px 0}svg{background:#fff;font-family:inherit}"
+    "svg .title{font-size:13px;font-weight:600;fill:#1d2330}svg .tick{font-size:10.5px;fill:#5b6475}"
+    "svg .label{font-size:11.5px;fill:#33415c}svg .legend-text{font-size:11px;fill:#33415c}"
+    "svg .grid{stroke:#e6e9ef;stroke-width:1}svg .axis{stroke:#8a93a3;stroke-width:1}svg .tickmark{stroke:#8a93a3}"
+    "svg .band-label{font-size:11px;font-weight:600;fill:#7a5c00;opacity:.75}"
+    "table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{padding:4px 10px;text-align:right;border-bottom:1px solid #e6e9ef}"
+    "th{background:#f0f3f8;font-weight:600}td:first-child,th:first-child{text-align:left}"
+    "td.sub{padding-left:24px;color:#5b6475}td.best{font-weight:700;color:#0b6b2e}"
+    ".swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px;background:var(--c)}"
+    ".tok{font:12px ui-monospace,Menlo,Consolas,monospace;background:#eef2f8;border-radius:3px;padding:0 4px;margin:1px 3px 1px 0;display:inline-block;white-space:pre}"
+    ".tok small{color:#5b6475;margin-left:3px}table.tokens td{text-align:left}"
+    ".missing{color:#8a5a00;background:#fff6e0;border-radius:4px;padding:6px 10px;font-size:12.5px}"
+    "details summary{cursor:pointer;color:#33415c;margin:6px 0}"
+    "dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;font-size:13px}dt{font-weight:600}dd{margin:0;color:#3b4456}";
+
+static void esc(moe_buf *b, const char *s) { svg_text(b, s); }
+
+static void run_head(moe_buf *b, const run_data *r, size_t i) {
+    moe_buf_printf(b, "<div class=\"run\" style=\"--c:%s\"><h3>", svg_color(i));
+    esc(b, r->name);
+    moe_buf_printf(b, " <small>(%s, %s router)</small></h3>", r->ffn, r->router);
+}
+
+static void missing(moe_buf *b, const char *what, const char *how) {
+    moe_buf_printf(b, "<p class=\"missing\">%s — %s</p>", what, how);
+}
+
+/* Exponential moving average of y (NaN-aware), for readable loss curves. */
+static double *ema(const double *y, size_t n, double alpha, moe_err *err) {
+    double *o = dalloc(n, err), m = NAN;
+    for (size_t i = 0; o && i < n; i++) {
+        if (isfinite(y[i])) m = isfinite(m) ? m + alpha * (y[i] - m) : y[i];
+        o[i] = m;
+    }
+    return o;
+}
+
+static const char *STAGE_FILL[3] = {"#fde2e4", "#fff1c2", "#dcf2e0"};
+static const char *STAGE_NAME[3] = {"stage I (near-dense)", "stage II (sparsifying)", "stage III (settled)"};
+
+static size_t stage_bands(const run_data *r, svg_band *bands) {
+    if (!r->relu || r->n == 0) return 0;
+    double last = r->step[r->n - 1], first = r->step[0] - 1;
+    double s2 = r->stage2 >= 0 ? r->step[r->stage2] - 0.5 : NAN, s3 = r->stage3 >= 0 ? r->step[r->stage3] - 0.5 : NAN;
+    size_t nb = 0;
+    double end1 = isfinite(s2) ? s2 : isfinite(s3) ? s3 : last;
+    bands[nb++] = (svg_band){first, end1, STAGE_NAME[0], STAGE_FILL[0]};
+    if (isfinite(s2)) bands[nb++] = (svg_band){s2, isfinite(s3) ? s3 : last, STAGE_NAME[1], STAGE_FILL[1]};
+    if (isfinite(s3)) bands[nb++] = (svg_band){s3, last, STAGE_NAME[2], STAGE_FILL[2]};
+    return nb;
+}
+
+/* The evaluation table: one column per run. */
+static void eval_table(moe_buf *b, run_data *runs, size_t n) {
+    int any = 0;
+    for (size_t i = 0; i < n; i++) any |= runs[i].eval != NULL;
+    if (!any) {
+        missing(b, "No eval.json in any run", "run <code>moe eval --model RUN --data valid.tok --task cloze --robustness</code>");
+        return;
+    }
+    moe_buf_printf(b, "<table><tr><th>measure</th>");
+    for (size_t i = 0; i < n; i++) {
+        moe_buf_printf(b, "<th><span class=\"swatch\" style=\"--c:%s\"></span>", svg_color(i));
+        esc(b, runs[i].name);
+        moe_buf_printf(b, "</th>");
+    }
+    moe_buf_printf(b, "</tr>");
+    /* rows: collect (data set, domain) and task names from every run, in order */
+    for (size_t i = 0; i < n; i++) {
+        const json_value *data = runs[i].eval ? json_get(runs[i].eval, "data") : NULL;
+        for (size_t k = 0; data && data->type == JSON_ARRAY && k < data->count; k++) {
+            const char *dname = jstr(&data->items[k], "name", "?");
+            int seen = 0;  /* printed already for an earlier run? */
+            for (size_t j = 0; j < i && !seen; j++) {
+                const json_value *dj = runs[j].eval ? json_get(runs[j].eval, "data") : NULL;
+                for (size_t q = 0; dj && dj->type == JSON_ARRAY && q < dj->count; q++)
+                    if (!strcmp(jstr(&dj->items[q], "name", ""), dname)) seen = 1;
+            }
+            if (seen) continue;
+            const json_value *doms = json_get(&data->items[k], "domains");
+            size_t nd = doms && doms->type == JSON_ARRAY ? doms->count : 0;
+            for (int robust = 0; robust < 2; robust++) {
+                if (robust && !json_get(&data->items[k], "robustness")) continue;
+                for (long d = -1; d < (long)(nd > 1 ? nd : 0); d++) {
+                    const char *domname = d < 0 ? NULL : jstr(&doms->items[d], "name", "?");
+                    double vals[64];
+                    size_t best = 0;
+                    for (size_t j = 0; j < n && j < 64; j++) {
+                        vals[j] = NAN;
+                        const json_value *dj = runs[j].eval ? json_get(runs[j].eval, "data") : NULL;
+                        for (size_t q = 0; dj && dj->type == JSON_ARRAY && q < dj->count; q++) {
+                            if (strcmp(jstr(&dj->items[q], "name", ""), dname)) continue;
+                            const json_value *src = robust ? json_get(&dj->items[q], "robustness") : &dj->items[q];
+                            if (!src) continue;
+                            if (d < 0) { vals[j] = jnum(src, "ppl"); continue; }
+                            const json_value *dd = json_get(src, "domains");
+                            for (size_t z = 0; dd && dd->type == JSON_ARRAY && z < dd->count; z++)
+                                if (!strcmp(jstr(&dd->items[z], "name", ""), domname)) vals[j] = jnum(&dd->items[z], "ppl");
+                        }
+                        if (isfinite(vals[j]) && (!isfinite(vals[best]) || vals[j] < vals[best])) best = j;
+                    }
+                    moe_buf_printf(b, "<tr><td%s>", d >= 0 ? " class=\"sub\"" : "");
+                    if (d < 0) {
+                        esc(b, dname);
+                        moe_buf_printf(b, robust ? " — perplexity, top expert dropped" : " — perplexity");
+                    } else {
+                        esc(b, domname);
+                    }
+                    moe_buf_printf(b, "</td>");
+                    for (size_t j = 0; j < n && j < 64; j++) {
+                        if (isfinite(vals[j]))
+                            moe_buf_printf(b, "<td%s>%.2f</td>", n > 1 && j == best ? " class=\"best\"" : "", vals[j]);
+                        else
+                            moe_buf_printf(b, "<td>—</td>");
+                    }
+                    moe_buf_printf(b, "</tr>");
+                }
+            }
+        }
+    }
+    /* tasks */
+    for (size_t i = 0; i < n; i++) {
+        const json_value *tasks = runs[i].eval ? json_get(runs[i].eval, "tasks") : NULL;
+        for (size_t k = 0; tasks && tasks->type == JSON_ARRAY && k < tasks->count; k++) {
+            const char *tname = jstr(&tasks->items[k], "name", "?");
+            int seen = 0;
+            for (size_t j = 0; j < i && !seen; j++) {
+                const json_value *tj = runs[j].eval ? json_get(runs[j].eval, "tasks") : NULL;
+                for (size_t q = 0; tj && tj->type == JSON_ARRAY && q < tj->count; q++)
+                    if (!strcmp(jstr(&tj->items[q], "name", ""), tname)) seen = 1;
+            }
+            if (seen) continue;
+            for (int norm = 0; norm < 2; norm++) {
+                double vals[64], se[64], items = NAN;
+                size_t best = 0;
+                for (size_t j = 0; j < n && j < 64; j++) {
+                    vals[j] = se[j] = NAN;
+                    const json_value *tj = runs[j].eval ? json_get(runs[j].eval, "tasks") : NULL;
+                    for (size_t q = 0; tj && tj->type == JSON_ARRAY && q < tj->count; q++)
+                        if (!strcmp(jstr(&tj->items[q], "name", ""), tname)) {
+                            vals[j] = jnum(&tj->items[q], norm ? "acc_norm" : "acc");
+                            se[j] = jnum(&tj->items[q], norm ? "acc_norm_stderr" : "acc_stderr");
+                            items = jnum(&tj->items[q], "items");
+                        }
+                    if (isfinite(vals[j]) && (!isfinite(vals[best]) || vals[j] > vals[best])) best = j;
+                }
+                moe_buf_printf(b, "<tr><td>");
+                esc(b, tname);
+                moe_buf_printf(b, " — %s (%.0f items)</td>", norm ? "acc_norm" : "acc", items);
+                for (size_t j = 0; j < n && j < 64; j++) {
+                    if (isfinite(vals[j]))
+                        moe_buf_printf(b, "<td%s>%.3f ± %.3f</td>", n > 1 && j == best ? " class=\"best\"" : "", vals[j], se[j]);
+                    else
+                        moe_buf_printf(b, "<td>—</td>");
+                }
+                moe_buf_printf(b, "</tr>");
+            }
+        }
+    }
+    moe_buf_printf(b, "</table><p class=\"note\">Perplexity = exp(mean next-token loss) over the token file, per "
+                   "domain of its document table; lower is better. Multiple choice: acc picks the choice with the "
+                   "largest summed log-probability given the context, acc_norm divides that sum by the choice's "
+                   "length in bytes (lm-evaluation-harness conventions); ± is the standard error. Best per row in "
+                   "green.</p>");
+}
+
+/* The runs table: config and headline numbers. */
+static void runs_table(moe_buf *b, run_data *runs, size_t n) {
+    moe_buf_printf(b, "<table><tr><th>run</th><th>ffn / router</th><th>experts E, k</th><th>layers</th>"
+                   "<th>steps</th><th>final train loss</th><th>final calibration loss</th>"
+                   "<th>final sparsity</th><th>target</th><th>stage III from step</th></tr>");
+    for (size_t i = 0; i < n; i++) {
+        run_data *r = &runs[i];
+        double tl = NAN, cl = NAN, sp = NAN;
+        for (size_t k = r->n; k-- > 0 && !isfinite(tl);) tl = r->lm_loss[k];
+        for (size_t k = r->nc; k-- > 0 && !isfinite(cl);) cl = r->c_loss[k];
+        for (size_t k = r->n; k-- > 0 && !isfinite(sp);) sp = r->sparsity[k];
+        moe_buf_printf(b, "<tr><td><span class=\"swatch\" style=\"--c:%s\"></span>", svg_color(i));
+        esc(b, r->name);
+        moe_buf_printf(b, "</td><td>%s / %s</td><td>%d, %d</td><td>%d</td><td>%.0f</td><td>%.4f</td>",
+                       r->ffn, r->router, r->n_experts, r->top_k, r->n_layers, r->n ? r->step[r->n - 1] : 0.0, tl);
+        if (isfinite(cl)) moe_buf_printf(b, "<td>%.4f</td>", cl); else moe_buf_printf(b, "<td>—</td>");
+        if (isfinite(sp)) moe_buf_printf(b, "<td>%.3f</td><td>%.3f</td>", sp, r->target); else moe_buf_printf(b, "<td>—</td><td>—</td>");
+        if (r->stage3 >= 0) moe_buf_printf(b, "<td>%.0f</td></tr>", r->step[r->stage3]);
+        else moe_buf_printf(b, "<td>%s</td></tr>", r->relu ? "not settled" : "—");
+    }
+    moe_buf_printf(b, "</table>");
+}
+
+static int overlay_charts(moe_buf *b, run_data *runs, size_t n, moe_err *err) {
+    svg_series se[128];
+    double *tmp[64] = {0};
+    char names[64][2][300];
+    size_t ns = 0;
+    for (size_t i = 0; i < n && i < 64; i++) {
+        if (!(tmp[i] = ema(runs[i].lm_loss, runs[i].n, 0.1, err))) { for (size_t j = 0; j < i; j++) free(tmp[j]); return -1; }
+        snprintf(names[i][0], sizeof names[i][0], "%s train (EMA)", runs[i].name);
+        snprintf(names[i][1], sizeof names[i][1], "%s calibration", runs[i].name);
+        se[ns++] = (svg_series){names[i][0], svg_color(i), runs[i].step, tmp[i], runs[i].n, 0, 0, 0};
+        if (runs[i].nc)
+            se[ns++] = (svg_series){names[i][1], svg_color(i), runs[i].c_step, runs[i].c_loss, runs[i].nc, 1, 1, 0};
+    }
+    svg_line(b, &(svg_line_chart){.id = "loss", .title = "Loss: training (EMA over ~10 steps) and calibration set",
+             .xlabel = "optimiser step", .ylabel = "loss (nats / token)", .ymin = NAN, .ymax = NAN,
+             .series = se, .n_series = ns, .width = 580, .height = 300});
+    for (size_t i = 0; i < n && i < 64; i++) free(tmp[i]);
+    /* flip rate */
+    ns = 0;
+    for (size_t i = 0; i < n && i < 64; i++)
+        if (runs[i].nc) se[ns++] = (svg_series){runs[i].name, svg_color(i), runs[i].c_step, runs[i].c_flip, runs[i].nc, 0, 1, 0};
+    if (ns)
+        svg_line(b, &(svg_line_chart){.id = "flip-rate", .title = "Routing flip rate on the calibration set",
+                 .xlabel = "optimiser step", .ylabel = "flip rate (fraction of mask entries)", .ymin = 0, .ymax = NAN,
+                 .series = se, .n_series = ns, .width = 580, .height = 300});
+    else
+        missing(b, "No calibration.jsonl", "train with <code>--analysis-every N</code> to measure the flip rate");
+    return 0;
+}
+
+static void dynamics_charts(moe_buf *b, const run_data *r, size_t ci) {
+    svg_band bands[3];
+    size_t nb = stage_bands(r, bands);
+    char id[300], title[400];
+    svg_hline target = {r->target, "target 1 − k/E", "#555"};
+    svg_series s = {"sparsity", svg_color(ci), r->step, r->sparsity, r->n, 0, 0, 0};
+    snprintf(id, sizeof id, "sparsity-%zu", ci);
+    svg_line(b, &(svg_line_chart){.id = id, .title = "Sparsity per step (all MoE layers)", .xlabel = "optimiser step",
+             .ylabel = "sparsity (inactive fraction)", .ymin = 0, .ymax = 1, .series = &s, .n_series = 1,
+             .bands = bands, .n_bands = nb, .hlines = &target, .n_hlines = isfinite(r->target) ? 1 : 0});
+    if (r->relu) {
+        svg_series l = {"λ (L1 coefficient)", svg_color(ci), r->step, r->lambda, r->n, 0, 0, 0};
+        snprintf(id, sizeof id, "lambda-%zu", ci);
+        svg_line(b, &(svg_line_chart){.id = id, .title = "ReMoE λ per step (adaptive, × or ÷ α each step)",
+                 .xlabel = "optimiser step", .ylabel = "λ (log scale)", .logy = 1, .ymin = NAN, .ymax = NAN,
+                 .series = &l, .n_series = 1, .bands = bands, .n_bands = nb});
+    }
+    svg_series g = {r->relu ? "L_reg (sum over layers)" : "auxiliary loss (sum over layers)", svg_color(ci),
+                    r->step, r->reg, r->n, 0, 0, 0};
+    snprintf(id, sizeof id, "reg-%zu", ci);
+    snprintf(title, sizeof title, "%s per step", r->relu ? "Load-balanced L1 regulariser (unweighted)" :
+             "Load-balancing auxiliary loss (weighted)");
+    svg_line(b, &(svg_line_chart){.id = id, .title = title, .xlabel = "optimiser step",
+             .ylabel = r->relu ? "L_reg (gate units)" : "aux loss (nats)", .ymin = NAN, .ymax = NAN,
+             .series = &g, .n_series = 1, .bands = bands, .n_bands = nb});
+}
+
+static void layer_charts(moe_buf *b, const run_data *r, size_t ci) {
+    char id[300];
+    svg_series se[MAX_SITES];
+    char names[MAX_SITES][32];
+    static const char *LAYER_COLORS[] = {"#440154", "#3b528b", "#21918c", "#5ec962", "#fde725", "#31688e", "#35b779", "#90d743"};
+    for (size_t s = 0; s < r->n_sites; s++) {
+        snprintf(names[s], sizeof names[s], "layer %d", r->site_layer[s]);
+        se[s] = (svg_series){names[s], r->n_sites <= 8 ? LAYER_COLORS[s * 8 / (r->n_sites > 1 ? r->n_sites : 1) % 8] : svg_color(s),
+                             r->step, r->site_sparsity[s], r->n, 0, 0, 1.3};
+    }
+    svg_hline target = {r->target, "target", "#555"};
+    snprintf(id, sizeof id, "layer-sparsity-%zu", ci);
+    svg_line(b, &(svg_line_chart){.id = id, .title = "Sparsity per layer", .xlabel = "optimiser step",
+             .ylabel = "sparsity (inactive fraction)", .ymin = 0, .ymax = 1, .series = se, .n_series = r->n_sites,
+             .hlines = &target, .n_hlines = 1});
+}
+
+#define LBL 48  /* bytes per label */
+
+static int load_heatmap(moe_buf *b, const run_data *r, size_t ci, moe_err *err) {
+    if (!r->E || !r->n) return 0;
+    size_t cols = r->n < 60 ? r->n : 60, rows = r->n_sites * r->E;
+    double *v = dalloc(rows * cols, err);
+    char **rl = moe_calloc(rows, sizeof(char *), err), **cl = moe_calloc(cols, sizeof(char *), err);
+    char *mem = moe_calloc(rows * LBL + cols * LBL + r->n_sites * LBL, 1, err);
+    const char **gl = moe_calloc(r->n_sites + 1, sizeof(char *), err);
+    if (!v || !rl || !cl || !mem || !gl) { free(v); free(rl); free(cl); free(mem); free(gl); return -1; }
+    for (size_t s = 0; s < r->n_sites; s++) {
+        char *g = mem + rows * LBL + cols * LBL + s * LBL;
+        snprintf(g, LBL, "layer %d", r->site_layer[s]);
+        gl[s] = g;
+    }
+    double hi = 0;
+    for (size_t s = 0; s < r->n_sites; s++)
+        for (size_t e = 0; e < r->E; e++) {
+            size_t row = s * r->E + e;
+            rl[row] = mem + row * LBL;
+            snprintf(rl[row], LBL, "layer %d, expert %zu", r->site_layer[s], e);
+            for (size_t c = 0; c < cols; c++) {
+                size_t i0 = c * r->n / cols, i1 = (c + 1) * r->n / cols;
+                double sum = 0; size_t k = 0;
+                for (size_t i = i0; i < i1; i++) if (isfinite(r->load[s][e * r->n + i])) { sum += r->load[s][e * r->n + i]; k++; }
+                v[row * cols + c] = k ? sum / k : NAN;
+                if (k && sum / k > hi) hi = sum / k;
+            }
+        }
+    for (size_t c = 0; c < cols; c++) {
+        cl[c] = mem + rows * LBL + c * LBL;
+        snprintf(cl[c], LBL, "%.0f", r->step[(c * r->n / cols + ((c + 1) * r->n / cols) - 1) / 2]);
+    }
+    char id[64];
+    snprintf(id, sizeof id, "load-%zu", ci);
+    int rc = svg_heat(b, &(svg_heatmap){.id = id, .title = "Expert load over training, per layer",
+             .xlabel = "optimiser step", .ylabel = "layer (experts 0..E−1 top to bottom)", .scale_label = "share of the layer's routed tokens",
+             .rows = rows, .cols = cols, .values = v, .row_labels = (const char *const *)rl,
+             .col_labels = (const char *const *)cl, .row_group = r->E, .group_labels = gl,
+             .lo = 0, .hi = hi > 0 ? hi : 1});
+    free(v); free(rl); free(cl); free(mem); free(gl);
+    return rc;
+}
+
+/* From analysis.json: routed ratio heatmap and domain bars per layer. */
+static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, moe_err *err) {
+    const json_value *sites = json_get(r->analysis, "sites"), *doms = json_get(r->analysis, "domains");
+    if (!sites || sites->type != JSON_ARRAY || sites->count == 0) return 0;
+    size_t ns = sites->count, E = 0, nd = doms && doms->type == JSON_ARRAY ? doms->count : 0;
+    for (size_t s = 0; s < ns; s++) {
+        const json_value *rr = json_get(&sites->items[s], "routed_ratio");
+        if (rr && rr->type == JSON_ARRAY && rr->count > E) E = rr->count;
+    }
+    if (!E) return 0;
+    double *v = dalloc(ns * E, err), hi = 0;
+    char (*lab)[24] = moe_calloc(ns + E, 24, err);
+    const char **rl = moe_calloc(ns + E, sizeof(char *), err);
+    if (!v || !lab || !rl) { free(v); free(lab); free(rl); return -1; }
+    for (size_t s = 0; s < ns; s++) {
+        const json_value *st = &sites->items[s], *rr = json_get(st, "routed_ratio");
+        snprintf(lab[s], 24, jnum(st, "which") > 0 ? "layer %.0f.%.0f" : "layer %.0f", jnum(st, "layer"), jnum(st, "which"));
+        rl[s] = lab[s];
+        for (size_t e = 0; rr && e < rr->count; e++) { v[s * E + e] = rr->items[e].number; hi = fmax(hi, v[s * E + e]); }
+    }
+    for (size_t e = 0; e < E; e++) { snprintf(lab[ns + e], 24, "%zu", e); rl[ns + e] = lab[ns + e]; }
+    char id[64], title[200];
+    snprintf(id, sizeof id, "routed-%zu", ci);
+    svg_heat(b, &(svg_heatmap){.id = id, .title = "Routed-token ratio per layer and expert (analysis data)",
+             .xlabel = "expert", .ylabel = "layer", .scale_label = "fraction of tokens routed to the expert",
+             .rows = ns, .cols = E, .values = v, .row_labels = rl, .col_labels = rl + ns, .lo = 0, .hi = hi > 0 ? hi : 1});
+    /* domain specialisation: one bar chart per site */
+    const char *dn[64];
+    for (size_t d = 0; d < nd && d < 64; d++) dn[d] = jstr(&doms->items[d], "name", "?");
+    double *bv = dalloc((nd ? nd : 1) * E, err);
+    if (!bv) { free(v); free(lab); free(rl); return -1; }
+    double uniform = r->n_experts > 0 ? (double)r->top_k / r->n_experts : NAN;
+    svg_hline hl = {uniform, "uniform k/E", "#555"};
+    for (size_t s = 0; s < ns && nd; s++) {
+        const json_value *bd = json_get(&sites->items[s], "routed_ratio_by_domain");
+        for (size_t d = 0; d < nd && d < 64; d++)
+            for (size_t e = 0; e < E; e++) {
+                const json_value *row = bd && bd->type == JSON_ARRAY && d < bd->count ? &bd->items[d] : NULL;
+                bv[d * E + e] = row && row->type == JSON_ARRAY && e < row->count ? row->items[e].number : NAN;
+            }
+        snprintf(id, sizeof id, "domains-%zu-%zu", ci, s);
+        snprintf(title, sizeof title, "Domain specialisation, %s", rl[s]);
+        svg_bars(b, &(svg_bar_chart){.id = id, .title = title, .xlabel = "expert",
+                 .ylabel = "routed-token ratio (fraction)", .groups = E, .n_series = nd < 64 ? nd : 64,
+                 .group_labels = rl + ns, .series_names = dn, .values = bv, .hlines = &hl,
+                 .n_hlines = isfinite(uniform) ? 1 : 0, .height = 220});
+    }
+    free(bv); free(v); free(lab); free(rl);
+    return 0;
+}
+
+static void token_table(moe_buf *b, const json_value *site) {
+    const json_value *top = json_get(site, "top_tokens");
+    if (!top || top->type != JSON_ARRAY) return;
+    moe_buf_printf(b, "<table class=\"tokens\"><tr><th>expert</th><th>tokens most often routed to it "
+                   "(fraction of the token's occurrences)</th></tr>");
+    for (size_t e = 0; e < top->count; e++) {
+        moe_buf_printf(b, "<tr><td>%zu</td><td>", e);
+        const json_value *list = &top->items[e];
+        for (size_t i = 0; list->type == JSON_ARRAY && i < list->count; i++) {
+            moe_buf_printf(b, "<span class=\"tok\">");
+            esc(b, jstr(&list->items[i], "text", "?"));
+            moe_buf_printf(b, "<small>%.0f%%</small></span>", 100 * jnum(&list->items[i], "prob"));
+        }
+        moe_buf_printf(b, "</td></tr>");
+    }
+    moe_buf_printf(b, "</table>");
+}
+
+static void freq_chart(moe_buf *b, run_data *runs, size_t n, moe_err *err) {
+    svg_series se[64];
+    double *xs[64] = {0}, *ys[64] = {0};
+    size_t ns = 0;
+    for (size_t i = 0; i < n && i < 64; i++) {
+        const json_value *fb = runs[i].analysis ? json_get(runs[i].analysis, "frequency_buckets") : NULL;
+        if (!fb || fb->type != JSON_ARRAY || !fb->count) continue;
+        xs[ns] = dalloc(fb->count, err);
+        ys[ns] = dalloc(fb->count, err);
+        if (!xs[ns] || !ys[ns]) break;
+        for (size_t k = 0; k < fb->count; k++) {
+            xs[ns][k] = jnum(&fb->items[k], "lo");
+            ys[ns][k] = jnum(&fb->items[k], "active_experts");
+        }
+        se[ns] = (svg_series){runs[i].name, svg_color(i), xs[ns], ys[ns], fb->count, 0, 1, 0};
+        ns++;
+    }
+    if (ns)
+        svg_line(b, &(svg_line_chart){.id = "active-vs-frequency",
+                 .title = "Active experts per token against token frequency", .logx = 1,
+                 .xlabel = "token frequency in the analysis data (occurrences, log2 buckets)",
+                 .ylabel = "active experts per layer (mean)", .ymin = 0, .ymax = NAN, .series = se, .n_series = ns,
+                 .width = 580, .height = 300});
+    else
+        missing(b, "No analysis.json", "run <code>moe analyze --model RUN --data valid.tok</code>");
+    for (size_t i = 0; i < 64; i++) { free(xs[i]); free(ys[i]); }
+}
+
+int moe_report_html(const char *const *run_dirs, size_t n, moe_buf *out, moe_err *err) {
+    if (n == 0) return moe_errf(err, "no run directories given");
+    if (n > 64) return moe_errf(err, "at most 64 runs per report, got %zu", n);
+    run_data *runs = moe_calloc(n, sizeof *runs, err);
+    if (!runs) return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) rc = load_run(&runs[i], run_dirs[i], err);
+    if (rc) goto done;
+    moe_buf *b = out;
+    time_t now = time(NULL);
+    char when[64];
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M", localtime(&now));
+    moe_buf_printf(b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                   "<meta name=\"viewport\" content=\"width=device-width\"><title>moe report: ");
+    for (size_t i = 0; i < n; i++) { if (i) moe_buf_printf(b, " vs "); esc(b, runs[i].name); }
+    moe_buf_printf(b, "</title><style>%s</style></head><body>\n<header><h1>moe report: ", CSS);
+    for (size_t i = 0; i < n; i++) { if (i) moe_buf_printf(b, " vs "); esc(b, runs[i].name); }
+    moe_buf_printf(b, "</h1><p>%zu run%s · generated %s · ", n, n > 1 ? "s" : "", when);
+    for (size_t i = 0; i < n; i++) { if (i) moe_buf_printf(b, ", "); esc(b, runs[i].dir); }
+    moe_buf_printf(b, "</p></header><main>\n");
+
+    moe_buf_printf(b, "<section><h2>Runs</h2>");
+    runs_table(b, runs, n);
+    moe_buf_printf(b, "</section>\n<section><h2>Evaluation</h2>");
+    eval_table(b, runs, n);
+    moe_buf_printf(b, "</section>\n<section><h2>Training</h2><p class=\"note\">Training loss from "
+                   "metrics.jsonl; the calibration loss and the flip rate come from a fixed token set forwarded in "
+                   "eval mode every N steps (<code>moe train --analysis-every N</code>). Flip rate = "
+                   "Σ<sub>l</sub>|M<sub>i</sub><sup>l</sup> − M<sub>i−1</sub><sup>l</sup>|<sub>1</sub> / (L·T·E) "
+                   "between consecutive measurements.</p><div class=\"grid\">");
+    if ((rc = overlay_charts(b, runs, n, err))) goto done;
+    moe_buf_printf(b, "</div></section>\n<section><h2>Sparsity, λ and the regulariser</h2><p class=\"note\">"
+                   "Sparsity = 1 − active (token, expert) pairs / (L·T·E). For ReLU routing (ReMoE) the shading "
+                   "marks the three stages: <b>I</b> near-dense until sparsity, after its lowest point, has climbed "
+                   "a tenth of the way to the target; <b>II</b> sparsifying; <b>III</b> from the first step after "
+                   "which it stays within ±¼·k/E of the target.</p><div class=\"runs\">");
+    for (size_t i = 0; i < n; i++) {
+        run_head(b, &runs[i], i);
+        dynamics_charts(b, &runs[i], i);
+        moe_buf_printf(b, "</div>");
+    }
+    moe_buf_printf(b, "</div></section>\n<section><h2>Per layer</h2><div class=\"runs\">");
+    for (size_t i = 0; i < n; i++) {
+        run_head(b, &runs[i], i);
+        if (runs[i].n_sites) {
+            layer_charts(b, &runs[i], i);
+            if ((rc = load_heatmap(b, &runs[i], i, err))) goto done;
+        } else {
+            missing(b, "No routed layers", "a dense model has no routing to show");
+        }
+        moe_buf_printf(b, "</div>");
+    }
+    moe_buf_printf(b, "</div></section>\n<section><h2>Routing on held-out data</h2><p class=\"note\">From "
+                   "<code>moe analyze</code> (analysis.json): the fraction of each domain's tokens routed to each "
+                   "expert (domain specialisation), and how many experts a token activates against how frequent "
+                   "it is.</p><div class=\"grid\">");
+    freq_chart(b, runs, n, err);
+    moe_buf_printf(b, "</div><div class=\"runs\">");
+    for (size_t i = 0; i < n; i++) {
+        run_head(b, &runs[i], i);
+        if (runs[i].analysis) { if ((rc = analysis_charts(b, &runs[i], i, err))) goto done; }
+        else missing(b, "No analysis.json", "run <code>moe analyze --model RUN --data valid.tok</code>");
+        moe_buf_printf(b, "</div>");
+    }
+    moe_buf_printf(b, "</div></section>\n<section><h2>Top tokens per expert</h2><p class=\"note\">For each "
+                   "expert, the token ids with the largest fraction of their occurrences routed to it (ReMoE "
+                   "table 12), among ids seen often enough; last routed layer shown, the others folded.</p>"
+                   "<div class=\"runs\">");
+    for (size_t i = 0; i < n; i++) {
+        run_head(b, &runs[i], i);
+        const json_value *sites = runs[i].analysis ? json_get(runs[i].analysis, "sites") : NULL;
+        if (sites && sites->type == JSON_ARRAY && sites->count) {
+            size_t last = sites->count - 1;
+            moe_buf_printf(b, "<h3>layer %.0f</h3>", jnum(&sites->items[last], "layer"));
+            token_table(b, &sites->items[last]);
+            for (size_t s = 0; s < last; s++) {
+                moe_buf_printf(b, "<details><summary>layer %.0f</summary>", jnum(&sites->items[s], "layer"));
+                token_table(b, &sites->items[s]);
+                moe_buf_printf(b, "</details>");
+            }
+        } else {
+            missing(b, "No analysis.json", "run <code>moe analyze --model RUN --data valid.tok</code>");
+        }
+        moe_buf_printf(b, "</div>");
+    }
+    moe_buf_printf(b, "</div></section>\n</main></body></html>\n");
+done:
+    for (size_t i = 0; i < n; i++) run_free(&runs[i]);
+    free(runs);
+    return rc;
+}

@@ -1,0 +1,84 @@
+/* svg.h — the charts of the report, drawn as inline SVG text: line charts
+ * (optionally log-scale, with shaded bands and reference lines), heatmaps
+ * and grouped bars. Each chart has a title, axis labels with units and a
+ * legend; data marks live in <g class="marks"> (the browser test counts them). */
+#ifndef MOE_SVG_H
+#define MOE_SVG_H
+
+#include <stddef.h>
+
+#include "moe/common.h"
+
+/* Colours for runs / series, cycling. */
+const char *svg_color(size_t i);
+
+typedef struct svg_series {
+    const char *name;       /* legend label */
+    const char *color;
+    const double *x, *y;    /* [n]; NaN y values break the line */
+    size_t n;
+    int dashed;             /* 1: dashed line */
+    int dots;               /* 1: also a dot at each point */
+    double width;           /* stroke width (0: 1.6) */
+} svg_series;
+
+typedef struct svg_band {   /* a shaded x range with a label (e.g. a training stage) */
+    double x0, x1;
+    const char *label, *fill;
+} svg_band;
+
+typedef struct svg_hline {  /* a horizontal reference line */
+    double y;
+    const char *label, *color;
+} svg_hline;
+
+typedef struct svg_line_chart {
+    const char *id, *title, *xlabel, *ylabel;
+    int logx, logy;           /* base-10 log axes (log2 labels for logx) */
+    double ymin, ymax;        /* NAN: from the data */
+    const svg_series *series;
+    size_t n_series;
+    const svg_band *bands;
+    size_t n_bands;
+    const svg_hline *hlines;
+    size_t n_hlines;
+    int width, height;        /* 0: 560 x 270 */
+} svg_line_chart;
+
+int svg_line(moe_buf *b, const svg_line_chart *c);
+
+/* A heatmap of values[rows*cols] (NaN: empty cell), colour from lo to hi.
+ * Row labels on the left; every row_group rows a separator line. The x axis
+ * is labelled with col_labels (may be NULL: col index) every few columns. */
+typedef struct svg_heatmap {
+    const char *id, *title, *xlabel, *ylabel, *scale_label;
+    size_t rows, cols;
+    const double *values;
+    const char *const *row_labels;
+    const char *const *col_labels;
+    size_t row_group;
+    const char *const *group_labels;  /* [rows/row_group] shown instead of row labels (may be NULL) */
+    double lo, hi;
+    int width;                /* 0: 560 */
+} svg_heatmap;
+
+int svg_heat(moe_buf *b, const svg_heatmap *h);
+
+/* Grouped bars: groups (x categories) x series (legend), values[series*groups]. */
+typedef struct svg_bar_chart {
+    const char *id, *title, *xlabel, *ylabel;
+    size_t groups, n_series;
+    const char *const *group_labels;
+    const char *const *series_names;
+    const double *values;
+    const svg_hline *hlines;
+    size_t n_hlines;
+    int width, height;        /* 0: 560 x 250 */
+} svg_bar_chart;
+
+int svg_bars(moe_buf *b, const svg_bar_chart *c);
+
+/* Appends s as HTML / XML text (escaping & < > " '). */
+int svg_text(moe_buf *b, const char *s);
+
+#endif

@@ -1,0 +1,135 @@
+/* analyze.c — `moe analyze`: routing statistics of a model over a token file
+ * (routed-token ratio per layer and expert, overall and per domain; active
+ * experts against token frequency; the tokens each expert takes most; per-layer
+ * sparsity): a summary on the terminal and JSON (docs/EVAL.md, "analysis.json"). */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "moe/analysis.h"
+#include "moe/fileio.h"
+#include "moe/json.h"
+
+static void help(FILE *f) {
+    fprintf(f,
+        "usage: moe analyze --model DIR --data FILE.tok [--out FILE.json] [options]\n\n"
+        "  --model DIR        model or run directory (a run uses its newest checkpoint)\n"
+        "  --data FILE.tok    token file; its document table gives the domains\n"
+        "  --out FILE.json    where to write the analysis (default: DIR/analysis.json\n"
+        "                     when DIR is a run directory, i.e. holds metrics.jsonl)\n"
+        "  --max-tokens N     analyse at most the first N tokens (default 65536; 0: all)\n"
+        "  --top N            tokens listed per expert (default 10)\n"
+        "  --min-count N      only ids seen at least N times are listed (default 5)\n"
+        "  --seq T  --batch B rows of T tokens, B per forward (default: seq_len, 8)\n"
+        "  --tokenizer FILE   to decode tokens (default: the checkpoint's; else ids)\n"
+        "  --threads N        OpenMP threads (default: all cores)\n");
+}
+
+int cmd_analyze(int argc, char **argv) {
+    const char *cmd = "analyze", *model_dir = NULL, *data = NULL, *out = NULL, *tok_path = NULL;
+    long max_tokens = 65536, top = 10, min_count = 5, seq = 0, batch = 8, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
+        if (!(v = cli_value(cmd, argc, argv, &i))) return 2;
+        if (!strcmp(a, "--model")) model_dir = v;
+        else if (!strcmp(a, "--data")) data = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--tokenizer")) tok_path = v;
+        else if (!strcmp(a, "--max-tokens")) { if (cli_int(cmd, a, v, 0, 1L << 40, &max_tokens)) return 2; }
+        else if (!strcmp(a, "--top")) { if (cli_int(cmd, a, v, 0, 1000, &top)) return 2; }
+        else if (!strcmp(a, "--min-count")) { if (cli_int(cmd, a, v, 1, 1L << 40, &min_count)) return 2; }
+        else if (!strcmp(a, "--seq")) { if (cli_int(cmd, a, v, 1, 1 << 20, &seq)) return 2; }
+        else if (!strcmp(a, "--batch")) { if (cli_int(cmd, a, v, 1, 4096, &batch)) return 2; }
+        else if (!strcmp(a, "--threads")) { if (cli_int(cmd, a, v, 1, 1024, &threads)) return 2; }
+        else { fprintf(stderr, "moe analyze: unknown option '%s' (see --help)\n", a); return 2; }
+    }
+    if (!model_dir || !data) { fprintf(stderr, "moe analyze: --model DIR and --data FILE are required\n"); return 2; }
+    if (threads) omp_set_num_threads((int)threads);
+
+    moe_err err;
+    moe_model *m = NULL;
+    moe_tokenizer *tok = NULL;
+    moe_tokens t = {0};
+    moe_route_stats st = {0};
+    moe_buf b = {0};
+    char ckpt[4096], path[4096];
+    int rc = 1;
+    if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, &err) || moe_model_load(ckpt, &m, &err)) goto fail;
+    if (moe_tokens_read(data, &t, &err)) goto fail;
+    if (!tok_path && !moe_path(path, sizeof path, NULL, "%s/tokenizer", ckpt) && !access(path, R_OK)) tok_path = path;
+    if (tok_path && moe_tokenizer_load(tok_path, &tok, &err)) goto fail;
+    size_t T = seq ? (size_t)seq : (size_t)m->cfg.seq_len;
+    fprintf(stderr, "moe analyze: %s over %s ...\n", ckpt, data);
+    if (moe_analyze_tokens(m, &t, (size_t)batch, T, (size_t)max_tokens, &st, &err)) {
+        moe_err_prefix(&err, "%s", data);
+        goto fail;
+    }
+    if (st.n_sites == 0) {
+        moe_errf(&err, "%s has no routed layers (ffn \"%s\"): nothing to analyse", ckpt, m->cfg.ffn);
+        goto fail;
+    }
+
+    /* the summary */
+    printf("moe analyze: %s (%s router) over %.0f tokens of %s\n\n", ckpt, m->cfg.router, st.tokens, data);
+    printf("  %-10s %8s %7s  routed-token ratio per expert\n", "layer", "sparsity", "active");
+    for (size_t s = 0; s < st.n_sites; s++) {
+        double act = 0.0;
+        for (size_t e = 0; e < st.sites[s].E; e++) act += moe_routed_ratio(&st, s, -1, e);
+        char name[32];
+        snprintf(name, sizeof name, st.sites[s].which ? "%d.%d" : "%d", st.sites[s].layer, st.sites[s].which);
+        printf("  %-10s %8.4f %7.3f ", name, 1.0 - act / (double)st.sites[s].E, act);
+        for (size_t e = 0; e < st.sites[s].E && e < 16; e++) printf(" %.3f", moe_routed_ratio(&st, s, -1, e));
+        printf("%s\n", st.sites[s].E > 16 ? " ..." : "");
+    }
+    moe_freq_bucket *fb;
+    long nb = moe_freq_buckets(&st, &fb, &err);
+    if (nb < 0) goto fail;
+    printf("\n  %-16s %7s %11s  active experts per router\n", "token frequency", "ids", "occurrences");
+    for (long i = 0; i < nb; i++)
+        if (fb[i].types)
+            printf("  [%6.0f, %6.0f) %7zu %11.0f  %.3f\n", fb[i].lo, fb[i].hi, fb[i].types, fb[i].occurrences,
+                   fb[i].active);
+    moe_freq_buckets_free(fb, nb);
+
+    /* the JSON */
+    moe_buf_printf(&b, "{\n\"format\": \"moe-analysis\", \"version\": 1,\n\"model\": ");
+    json_write_string(&b, model_dir, strlen(model_dir));
+    moe_buf_printf(&b, ", \"checkpoint\": ");
+    json_write_string(&b, ckpt, strlen(ckpt));
+    moe_buf_printf(&b, ", \"data\": ");
+    json_write_string(&b, data, strlen(data));
+    moe_buf_printf(&b, ",\n\"ffn\": \"%s\", \"router\": \"%s\", \"n_experts\": %d, \"top_k\": %d, "
+                   "\"min_count\": %ld,\n", m->cfg.ffn, m->cfg.router, m->cfg.n_experts, m->cfg.top_k, min_count);
+    if (moe_route_stats_json(&st, tok, t.n_domains ? t.domain_names : NULL, (size_t)top, (size_t)min_count, &b, &err))
+        goto fail;
+    moe_buf_printf(&b, "\n}\n");
+    if (!out) {
+        if (moe_path(path, sizeof path, &err, "%s/metrics.jsonl", model_dir)) goto fail;
+        if (!access(path, F_OK)) {
+            if (moe_path(path, sizeof path, &err, "%s/analysis.json", model_dir)) goto fail;
+            out = path;
+        }
+    }
+    if (out) {
+        if (!b.data || moe_write_file_atomic(out, b.data, b.len, &err)) goto fail;
+        printf("\nmoe analyze: wrote %s\n", out);
+    } else {
+        printf("\n(give --out FILE.json to keep the full analysis)\n");
+    }
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "moe analyze: %s\n", err.msg);
+done:
+    moe_buf_free(&b);
+    moe_route_stats_free(&st);
+    moe_tokens_free(&t);
+    moe_tokenizer_free(tok);
+    moe_model_free(m);
+    return rc;
+}

@@ -1,0 +1,284 @@
+/* eval.c — `moe eval`: loss and perplexity per token file and per domain
+ * (optionally also with each token's top expert dropped), and zero-shot
+ * multiple-choice tasks; a table on the terminal and a JSON file
+ * (docs/EVAL.md, "eval.json"). */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "moe/eval.h"
+#include "moe/fileio.h"
+#include "moe/json.h"
+
+static void help(FILE *f) {
+    fprintf(f,
+        "usage: moe eval --model DIR [--data FILE.tok]... [--task NAME|FILE.jsonl]...\n"
+        "                [--robustness] [--json FILE] [options]\n\n"
+        "  --model DIR        model or run directory (a run uses its newest checkpoint)\n"
+        "  --data FILE.tok    token file: loss and perplexity overall and per domain\n"
+        "                     (its document table); repeat for several files\n"
+        "  --task NAME|FILE   multiple-choice task (JSONL, docs/EVAL.md): a path, or a\n"
+        "                     name looked up as NAME.jsonl in $MOE_TASK_DIR,\n"
+        "                     data/corpus/small/tasks and data/corpus/full/tasks\n"
+        "                     (e.g. --task cloze); repeatable\n"
+        "  --robustness       also the perplexity with every token's top expert dropped\n"
+        "                     by each router (SPEC 2.3)\n"
+        "  --json FILE        write the results as JSON (default: DIR/eval.json when\n"
+        "                     DIR is a run directory, i.e. holds metrics.jsonl)\n"
+        "  --max-tokens N     evaluate at most the first N tokens of each file (0: all)\n"
+        "  --limit N          score at most the first N items of each task (0: all)\n"
+        "  --seq T            window length (default: the model's seq_len)\n"
+        "  --batch B          windows per forward (default 8)\n"
+        "  --tokenizer FILE   tokenizer for tasks (default: the checkpoint's)\n"
+        "  --threads N        OpenMP threads (default: all cores)\n");
+}
+
+typedef struct {
+    const char *path;
+    char name[256];
+    moe_loss_sums base, drop;
+    int have_drop;
+    char **domain_names;
+    size_t n_domains;
+} data_result;
+
+static void base_name(char *out, size_t cap, const char *path, const char *ext) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    size_t n = strlen(b), e = strlen(ext);
+    if (n > e && !strcmp(b + n - e, ext)) n -= e;
+    if (n >= cap) n = cap - 1;
+    memcpy(out, b, n);
+    out[n] = 0;
+}
+
+/* A task argument: a file path, or a name in the task folders. */
+static int resolve_task(const char *arg, char *out, size_t cap, moe_err *err) {
+    size_t n = strlen(arg);
+    if (strchr(arg, '/') || (n > 6 && !strcmp(arg + n - 6, ".jsonl")))
+        return moe_path(out, cap, err, "%s", arg);
+    const char *env = getenv("MOE_TASK_DIR");
+    const char *dirs[] = {env && *env ? env : NULL, "data/corpus/small/tasks", "data/corpus/full/tasks"};
+    for (size_t i = 0; i < 3; i++) {
+        if (!dirs[i]) continue;
+        if (moe_path(out, cap, err, "%s/%s.jsonl", dirs[i], arg)) return -1;
+        if (!access(out, R_OK)) return 0;
+    }
+    return moe_errf(err, "task '%s': no %s.jsonl in %s%sdata/corpus/small/tasks or data/corpus/full/tasks "
+                    "(give a path to a .jsonl task file, or build the corpus with tools/build_corpus.py)",
+                    arg, arg, env && *env ? env : "", env && *env ? ", " : "");
+}
+
+static double ppl(double nll, double n) { return n > 0 ? exp(nll / n) : NAN; }
+
+static void write_sums(moe_buf *b, const moe_loss_sums *s, char **names) {
+    moe_buf_printf(b, "\"tokens\": %.0f, \"loss\": ", s->total_count);
+    json_write_double(b, s->total_count > 0 ? s->total_nll / s->total_count : NAN);
+    moe_buf_printf(b, ", \"ppl\": ");
+    json_write_double(b, ppl(s->total_nll, s->total_count));
+    moe_buf_printf(b, ", \"domains\": [");
+    for (size_t d = 0; d < s->n_domains; d++) {
+        const char *name = names ? names[d] : "all";
+        moe_buf_printf(b, "%s{\"name\": ", d ? ", " : "");
+        json_write_string(b, name, strlen(name));
+        moe_buf_printf(b, ", \"tokens\": %.0f, \"loss\": ", s->count[d]);
+        json_write_double(b, s->count[d] > 0 ? s->nll[d] / s->count[d] : NAN);
+        moe_buf_printf(b, ", \"ppl\": ");
+        json_write_double(b, ppl(s->nll[d], s->count[d]));
+        moe_buf_printf(b, "}");
+    }
+    moe_buf_printf(b, "]");
+}
+
+static void print_row(const char *name, double nll, double n, const moe_loss_sums *drop, double dnll, double dn) {
+    printf("  %-22s %9.0f %8.4f %10.2f", name, n, n > 0 ? nll / n : NAN, ppl(nll, n));
+    if (drop) printf("   %8.4f %10.2f", dn > 0 ? dnll / dn : NAN, ppl(dnll, dn));
+    printf("\n");
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *cmd = "eval", *model_dir = NULL, *json_path = NULL, *tok_path = NULL;
+    const char **data = calloc((size_t)argc, sizeof *data), **tasks = calloc((size_t)argc, sizeof *tasks);
+    size_t n_data = 0, n_tasks = 0;
+    long max_tokens = 0, limit = 0, seq = 0, batch = 8, threads = 0;
+    int robustness = 0;
+    if (!data || !tasks) { free(data); free(tasks); return 1; }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); free(data); free(tasks); return 0; }
+        if (!strcmp(a, "--robustness")) { robustness = 1; continue; }
+        if (!(v = cli_value(cmd, argc, argv, &i))) goto usage;
+        if (!strcmp(a, "--model")) model_dir = v;
+        else if (!strcmp(a, "--data")) data[n_data++] = v;
+        else if (!strcmp(a, "--task")) tasks[n_tasks++] = v;
+        else if (!strcmp(a, "--json")) json_path = v;
+        else if (!strcmp(a, "--tokenizer")) tok_path = v;
+        else if (!strcmp(a, "--max-tokens")) { if (cli_int(cmd, a, v, 0, 1L << 40, &max_tokens)) goto usage; }
+        else if (!strcmp(a, "--limit")) { if (cli_int(cmd, a, v, 0, 1L << 30, &limit)) goto usage; }
+        else if (!strcmp(a, "--seq")) { if (cli_int(cmd, a, v, 1, 1 << 20, &seq)) goto usage; }
+        else if (!strcmp(a, "--batch")) { if (cli_int(cmd, a, v, 1, 4096, &batch)) goto usage; }
+        else if (!strcmp(a, "--threads")) { if (cli_int(cmd, a, v, 1, 1024, &threads)) goto usage; }
+        else { fprintf(stderr, "moe eval: unknown option '%s' (see --help)\n", a); goto usage; }
+    }
+    if (!model_dir) { fprintf(stderr, "moe eval: --model DIR is required\n"); goto usage; }
+    if (!n_data && !n_tasks) { fprintf(stderr, "moe eval: give at least one --data or --task\n"); goto usage; }
+    if (threads) omp_set_num_threads((int)threads);
+
+    moe_err err;
+    moe_model *m = NULL;
+    moe_tokenizer *tok = NULL;
+    data_result *dr = calloc(n_data ? n_data : 1, sizeof *dr);
+    moe_tokens *toks = calloc(n_data ? n_data : 1, sizeof *toks);
+    moe_task *tk = calloc(n_tasks ? n_tasks : 1, sizeof *tk);
+    moe_mc_result *mr = calloc(n_tasks ? n_tasks : 1, sizeof *mr);
+    char ckpt[4096], path[4096];
+    int rc = 1;
+    if (!dr || !toks || !tk || !mr) { moe_errf(&err, "out of memory"); goto fail; }
+    if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, &err) || moe_model_load(ckpt, &m, &err)) goto fail;
+    m->training = 0;
+    size_t T = seq ? (size_t)seq : (size_t)m->cfg.seq_len;
+    if (T > (size_t)m->cfg.max_seq_len) T = (size_t)m->cfg.max_seq_len;
+    /* read everything first, so that bad input fails before the long part */
+    for (size_t i = 0; i < n_data; i++)
+        if (moe_tokens_read(data[i], &toks[i], &err)) goto fail;
+    for (size_t i = 0; i < n_tasks; i++)
+        if (resolve_task(tasks[i], path, sizeof path, &err) || moe_task_load(path, &tk[i], &err)) goto fail;
+    if (n_tasks) {
+        if (!tok_path) {
+            if (moe_path(path, sizeof path, &err, "%s/tokenizer", ckpt)) goto fail;
+            if (access(path, R_OK)) {
+                moe_errf(&err, "%s has no tokenizer file, which tasks need: give --tokenizer FILE "
+                         "(or train with --tokenizer so checkpoints carry it)", ckpt);
+                goto fail;
+            }
+            tok_path = path;
+        }
+        if (moe_tokenizer_load(tok_path, &tok, &err)) goto fail;
+    }
+
+    for (size_t i = 0; i < n_data; i++) {
+        data_result *r = &dr[i];
+        r->path = data[i];
+        base_name(r->name, sizeof r->name, data[i], ".tok");
+        r->domain_names = toks[i].domain_names;
+        r->n_domains = toks[i].n_domains;
+        fprintf(stderr, "moe eval: %s ...\n", data[i]);
+        m->drop_top_expert = 0;
+        if (moe_eval_loss(m, &toks[i], (size_t)batch, T, (size_t)max_tokens, &r->base, &err)) {
+            moe_err_prefix(&err, "%s", data[i]);
+            goto fail;
+        }
+        if (robustness) {
+            fprintf(stderr, "moe eval: %s, top expert dropped ...\n", data[i]);
+            m->drop_top_expert = 1;
+            int e = moe_eval_loss(m, &toks[i], (size_t)batch, T, (size_t)max_tokens, &r->drop, &err);
+            m->drop_top_expert = 0;
+            if (e) { moe_err_prefix(&err, "%s (robustness)", data[i]); goto fail; }
+            r->have_drop = 1;
+        }
+    }
+    for (size_t i = 0; i < n_tasks; i++) {
+        fprintf(stderr, "moe eval: task %s (%zu items) ...\n", tk[i].name,
+                limit && (size_t)limit < tk[i].n ? (size_t)limit : tk[i].n);
+        if (moe_mc_eval(m, tok, &tk[i], (size_t)limit, &mr[i], &err)) goto fail;
+    }
+
+    /* the table */
+    printf("\nmoe eval: %s (%s ffn, %s router, %d experts, top_k %d)\n", ckpt, m->cfg.ffn, m->cfg.router,
+           m->cfg.n_experts, m->cfg.top_k);
+    for (size_t i = 0; i < n_data; i++) {
+        data_result *r = &dr[i];
+        printf("\n  %-22s %9s %8s %10s", r->name, "tokens", "loss", "ppl");
+        if (r->have_drop) printf("   %8s %10s", "loss -top", "ppl -top");
+        printf("\n");
+        print_row("all", r->base.total_nll, r->base.total_count, r->have_drop ? &r->drop : NULL,
+                  r->drop.total_nll, r->drop.total_count);
+        if (r->n_domains > 1)
+            for (size_t d = 0; d < r->base.n_domains; d++)
+                print_row(r->domain_names[d], r->base.nll[d], r->base.count[d], r->have_drop ? &r->drop : NULL,
+                          r->have_drop ? r->drop.nll[d] : 0, r->have_drop ? r->drop.count[d] : 0);
+    }
+    if (n_tasks) printf("\n  %-22s %9s %16s %16s\n", "task", "items", "acc", "acc_norm");
+    for (size_t i = 0; i < n_tasks; i++)
+        printf("  %-22s %9zu %8.4f ±%6.4f %8.4f ±%6.4f\n", tk[i].name, mr[i].n, mr[i].acc, mr[i].acc_stderr,
+               mr[i].acc_norm, mr[i].acc_norm_stderr);
+    if (n_tasks) printf("  (chance: 1 / number of choices; acc_norm divides by the choice's length in bytes)\n");
+
+    /* the JSON */
+    moe_buf b = {0};
+    moe_buf_printf(&b, "{\n\"format\": \"moe-eval\", \"version\": 1,\n\"model\": ");
+    json_write_string(&b, model_dir, strlen(model_dir));
+    moe_buf_printf(&b, ", \"checkpoint\": ");
+    json_write_string(&b, ckpt, strlen(ckpt));
+    moe_buf_printf(&b, ", \"ffn\": \"%s\", \"router\": \"%s\", \"n_experts\": %d, \"top_k\": %d, \"seq\": %zu,\n"
+                   "\"data\": [", m->cfg.ffn, m->cfg.router, m->cfg.n_experts, m->cfg.top_k, T);
+    for (size_t i = 0; i < n_data; i++) {
+        data_result *r = &dr[i];
+        moe_buf_printf(&b, "%s\n {\"name\": ", i ? "," : "");
+        json_write_string(&b, r->name, strlen(r->name));
+        moe_buf_printf(&b, ", \"path\": ");
+        json_write_string(&b, r->path, strlen(r->path));
+        moe_buf_printf(&b, ", ");
+        write_sums(&b, &r->base, r->domain_names);
+        if (r->have_drop) {
+            moe_buf_printf(&b, ",\n  \"robustness\": {");
+            write_sums(&b, &r->drop, r->domain_names);
+            moe_buf_printf(&b, "}");
+        }
+        moe_buf_printf(&b, "}");
+    }
+    moe_buf_printf(&b, "],\n\"tasks\": [");
+    for (size_t i = 0; i < n_tasks; i++) {
+        moe_buf_printf(&b, "%s\n {\"name\": ", i ? "," : "");
+        json_write_string(&b, tk[i].name, strlen(tk[i].name));
+        moe_buf_printf(&b, ", \"path\": ");
+        json_write_string(&b, tk[i].path, strlen(tk[i].path));
+        moe_buf_printf(&b, ", \"items\": %zu, \"acc\": ", mr[i].n);
+        json_write_double(&b, mr[i].acc);
+        moe_buf_printf(&b, ", \"acc_stderr\": ");
+        json_write_double(&b, mr[i].acc_stderr);
+        moe_buf_printf(&b, ", \"acc_norm\": ");
+        json_write_double(&b, mr[i].acc_norm);
+        moe_buf_printf(&b, ", \"acc_norm_stderr\": ");
+        json_write_double(&b, mr[i].acc_norm_stderr);
+        moe_buf_printf(&b, "}");
+    }
+    moe_buf_printf(&b, "]\n}\n");
+    if (!json_path) {
+        if (moe_path(path, sizeof path, &err, "%s/metrics.jsonl", model_dir)) { moe_buf_free(&b); goto fail; }
+        if (!access(path, F_OK)) {
+            if (moe_path(path, sizeof path, &err, "%s/eval.json", model_dir)) { moe_buf_free(&b); goto fail; }
+            json_path = path;
+        }
+    }
+    if (json_path) {
+        if (!b.data || moe_write_file_atomic(json_path, b.data, b.len, &err)) { moe_buf_free(&b); goto fail; }
+        printf("\nmoe eval: wrote %s\n", json_path);
+    }
+    moe_buf_free(&b);
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "moe eval: %s\n", err.msg);
+done:
+    for (size_t i = 0; i < n_data && dr && toks; i++) {
+        moe_loss_sums_free(&dr[i].base);
+        moe_loss_sums_free(&dr[i].drop);
+        moe_tokens_free(&toks[i]);
+    }
+    for (size_t i = 0; i < n_tasks && tk; i++) moe_task_free(&tk[i]);
+    free(dr); free(toks); free(tk); free(mr);
+    moe_tokenizer_free(tok);
+    moe_model_free(m);
+    free(data);
+    free(tasks);
+    return rc;
+usage:
+    free(data);
+    free(tasks);
+    return 2;
+}

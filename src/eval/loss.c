@@ -1,0 +1,82 @@
+/* loss.c — next-token loss and perplexity of a token file, overall and per
+ * domain (the domain of each prediction is that of its target token's
+ * document). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/eval.h"
+
+int moe_loss_sums_init(moe_loss_sums *s, size_t n_domains, moe_err *err) {
+    memset(s, 0, sizeof *s);
+    if (n_domains == 0) n_domains = 1;
+    s->n_domains = n_domains;
+    s->nll = moe_calloc(n_domains, sizeof(double), err);
+    s->count = s->nll ? moe_calloc(n_domains, sizeof(double), err) : NULL;
+    if (!s->count) { moe_loss_sums_free(s); return -1; }
+    return 0;
+}
+
+void moe_loss_sums_free(moe_loss_sums *s) {
+    free(s->nll);
+    free(s->count);
+    memset(s, 0, sizeof *s);
+}
+
+uint32_t moe_tokens_domain_at(const moe_tokens *t, size_t pos) {
+    if (t->n_docs == 0) return 0;
+    size_t lo = 0, hi = t->n_docs;  /* last doc with doc_start <= pos */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t->doc_start[mid] <= pos) lo = mid; else hi = mid;
+    }
+    return t->doc_domain[lo];
+}
+
+void moe_loss_sums_add(moe_loss_sums *s, const moe_tokens *t, size_t first,
+                       const float *losses, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t d = moe_tokens_domain_at(t, first + 1 + i);
+        if (d >= s->n_domains) d = 0;
+        s->nll[d] += losses[i];
+        s->count[d] += 1.0;
+        s->total_nll += losses[i];
+        s->total_count += 1.0;
+    }
+}
+
+int moe_eval_loss(moe_model *m, const moe_tokens *t, size_t B, size_t T, size_t max_tokens,
+                  moe_loss_sums *s, moe_err *err) {
+    if (moe_loss_sums_init(s, t->n_domains, err)) return -1;
+    if (T > (size_t)m->cfg.max_seq_len) T = (size_t)m->cfg.max_seq_len;
+    if (B == 0) B = 1;
+    size_t n = max_tokens && max_tokens < t->n ? max_tokens : t->n;
+    if (n < 2) return moe_errf(err, "need at least 2 tokens to evaluate, found %zu", n);
+    if (t->vocab_size > (uint32_t)m->cfg.vocab_size)
+        return moe_errf(err, "the token file's vocabulary (%u) is larger than the model's "
+                        "vocab_size (%d)", t->vocab_size, m->cfg.vocab_size);
+    size_t preds = n - 1, windows = preds / T, rest = preds - windows * T;
+    int *in = moe_malloc(B * T * sizeof(int), err), *tg = in ? moe_malloc(B * T * sizeof(int), err) : NULL;
+    if (!tg) { free(in); return -1; }
+    int training = m->training, rc = 0;
+    m->training = 0;
+    /* full windows, B per forward; then the remainder as one short window */
+    for (size_t w = 0; w < windows + (rest > 0) && !rc;) {
+        size_t bw = w < windows ? (windows - w < B ? windows - w : B) : 1;
+        size_t tw = w < windows ? T : rest;
+        for (size_t b = 0; b < bw; b++)
+            for (size_t i = 0; i < tw; i++) {
+                size_t p = (w + b) * T + i;
+                in[b * tw + i] = (int)t->ids[p];
+                tg[b * tw + i] = (int)t->ids[p + 1];
+            }
+        double loss;
+        rc = moe_model_forward(m, in, tg, bw, tw, &loss, NULL, err);
+        for (size_t b = 0; b < bw && !rc; b++)
+            moe_loss_sums_add(s, t, (w + b) * T, m->losses + b * tw, tw);
+        w += bw;
+    }
+    m->training = training;
+    free(in);
+    free(tg);
+    return rc;
+}
