@@ -4,6 +4,7 @@ config.json. Used by the PyTorch reference, tests and benchmarks; also the
 example code of docs/FORMAT.md."""
 import json
 import struct
+import zlib
 
 import numpy as np
 
@@ -75,17 +76,17 @@ def write_tokens(path, ids, vocab_size=0, doc_start=None, doc_domain=None, domai
     doc_start = [] if doc_start is None else list(doc_start)
     doc_domain = [0] * len(doc_start) if doc_domain is None else list(doc_domain)
     domains = domains or []
-    out = bytearray(b"MOETOKS\0")
-    out += struct.pack("<IIQQII", 1, width, len(ids), len(doc_start), len(domains), vocab_size)
-    out += b"\0" * 24
-    out += ids.astype("<u2" if width == 2 else "<u4").tobytes()
+    body = bytearray(ids.astype("<u2" if width == 2 else "<u4").tobytes())
     for s, d in zip(doc_start, doc_domain):
-        out += struct.pack("<QII", s, d, 0)
+        body += struct.pack("<QII", s, d, 0)
     for name in domains:
         raw = name.encode()
-        out += struct.pack("<I", len(raw)) + raw
+        body += struct.pack("<I", len(raw)) + raw
+    head = b"MOETOKS\0" + struct.pack("<IIQQII", 1, width, len(ids), len(doc_start), len(domains), vocab_size)
+    rest = struct.pack("<I", 1) + b"\0" * 16 + bytes(body)   # flags: CRC present
+    crc = zlib.crc32(rest, zlib.crc32(head))                  # everything but the CRC field
     with open(path, "wb") as f:
-        f.write(bytes(out))
+        f.write(head + struct.pack("<I", crc) + rest)
 
 
 def read_config(model_dir):

@@ -13,7 +13,9 @@
  *  24  u64      n_docs      (0: no document table)
  *  32  u32      n_domains   (0: no domain names)
  *  36  u32      vocab_size  (0: unknown; else every id < vocab_size)
- *  40  u8[24]   reserved, zero
+ *  40  u32      CRC-32 of the whole file but these 4 bytes (when flags bit 0)
+ *  44  u32      flags: bit 0 = the CRC is present; other bits zero
+ *  48  u8[16]   reserved, zero
  *  64  tokens   n_tokens * bytes-per-token
  *      docs     n_docs * { u64 first_token, u32 domain_id, u32 zero }
  *      domains  n_domains * { u32 byte_len, UTF-8 name }
@@ -21,6 +23,7 @@
 #define MOE_TOKENS_MAGIC "MOETOKS"
 #define MOE_TOKENS_VERSION 1u
 #define MOE_TOKENS_HEADER 64
+#define MOE_TOKENS_HAS_CRC 1u
 
 typedef struct moe_tokens {
     uint32_t *ids;          /* [n] */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "moe/checksum.h"
 #include "moe/fileio.h"
 #include "moe/rng.h"
 
@@ -17,6 +18,11 @@ static void wr32(unsigned char *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
 static void wr64(unsigned char *p, uint64_t v) { wr32(p, (uint32_t)v); wr32(p + 4, (uint32_t)(v >> 32)); }
+
+/* CRC-32 of the whole file except the CRC field itself (bytes 40..43). */
+static uint32_t file_crc(const unsigned char *b, size_t len) {
+    return moe_crc32(moe_crc32(0, b, 40), b + 44, len - 44);
+}
 
 void moe_tokens_free(moe_tokens *t) {
     if (!t) return;
@@ -38,6 +44,7 @@ static int parse_tokens(const unsigned char *b, size_t len, const char *path,
         return moe_errf(err, "%s: not a moe token file (bad magic; expected \"%s\")", path,
                         MOE_TOKENS_MAGIC);
     uint32_t version = rd32(b + 8), width = rd32(b + 12), n_domains = rd32(b + 32);
+    uint32_t crc = rd32(b + 40), flags = rd32(b + 44);
     uint64_t n = rd64(b + 16), n_docs = rd64(b + 24);
     t->vocab_size = rd32(b + 36);
     if (version != MOE_TOKENS_VERSION)
@@ -45,6 +52,12 @@ static int parse_tokens(const unsigned char *b, size_t len, const char *path,
                         version, MOE_TOKENS_VERSION);
     if (width != 2 && width != 4)
         return moe_errf(err, "%s: bytes per token must be 2 or 4, found %u", path, width);
+    if (flags & ~MOE_TOKENS_HAS_CRC)
+        return moe_errf(err, "%s: unknown flags 0x%x in the header", path, flags);
+    for (size_t i = 48; i < MOE_TOKENS_HEADER; i++)
+        if (b[i]) return moe_errf(err, "%s: reserved header byte %zu is not zero", path, i);
+    if ((flags & MOE_TOKENS_HAS_CRC) && file_crc(b, len) != crc)
+        return moe_errf(err, "%s: checksum mismatch: the file is truncated or corrupt", path);
     size_t pos = MOE_TOKENS_HEADER;
     if (n > (len - pos) / width)
         return moe_errf(err, "%s: truncated: header says %llu tokens of %u bytes, file has %zu "
@@ -131,6 +144,7 @@ int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err) {
     wr64(b + 24, t->n_docs);
     wr32(b + 32, (uint32_t)t->n_domains);
     wr32(b + 36, t->vocab_size);
+    wr32(b + 44, MOE_TOKENS_HAS_CRC);
     size_t pos = MOE_TOKENS_HEADER;
     for (size_t i = 0; i < t->n; i++, pos += width) {
         if (width == 2) { b[pos] = (unsigned char)t->ids[i]; b[pos + 1] = (unsigned char)(t->ids[i] >> 8); }
@@ -146,6 +160,7 @@ int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err) {
         memcpy(b + pos + 4, t->domain_names[i], l);
         pos += 4 + l;
     }
+    wr32(b + 40, file_crc(b, len));
     int rc = moe_write_file_atomic(path, b, len, err);
     free(b);
     return rc;

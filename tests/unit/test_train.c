@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "moe/checksum.h"
+#include "moe/fileio.h"
 #include "moe/train.h"
 
 static int parse_cfg(const char *text, moe_config *c, moe_err *err) {
@@ -73,6 +75,17 @@ static void test_tokens_roundtrip_and_errors(void) {
         int rc = moe_tokens_read(path, &u, &err);
         CHECK(rc < 0 && strstr(err.msg, path), "truncated at %zu: rc %d msg %s", cut, rc, err.msg);
     }
+    /* every single-bit flip is refused (header fields, CRC, ids, documents, names) */
+    for (size_t byte = 0; byte < len; byte++)
+        for (int bit = 0; bit < 8; bit += 3) {
+            if (byte == 44 && bit == 0) continue;  /* the flag that turns the CRC off: the data stays intact */
+            buf[byte] ^= (unsigned char)(1 << bit);
+            f = fopen(path, "wb"); fwrite(buf, 1, len, f); fclose(f);
+            int rc = moe_tokens_read(path, &u, &err);
+            CHECK(rc < 0, "flip of bit %d of byte %zu was loaded", bit, byte);
+            if (!rc) moe_tokens_free(&u);
+            buf[byte] ^= (unsigned char)(1 << bit);
+        }
     buf[0] = 'X';
     f = fopen(path, "wb"); fwrite(buf, 1, len, f); fclose(f);
     CHECK(moe_tokens_read(path, &u, &err) < 0 && strstr(err.msg, "magic"), "%s", err.msg);
@@ -113,6 +126,27 @@ static void test_loader_order(void) {
     CHECK(memcmp(xa, xc, sizeof xa) != 0, "different seeds give different orders");
     moe_loader_free(&a);
     moe_loader_free(&c);
+}
+
+static void test_crc32_and_checksums(void) {
+    CHECK(moe_crc32(0, "123456789", 9) == 0xcbf43926u, "CRC-32 check value");
+    char dir[] = "/tmp/moe_test_ckXXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char path[4200];
+    moe_err err;
+    snprintf(path, sizeof path, "%s/a.bin", dir);
+    moe_write_file_atomic(path, "hello world", 11, &err);
+    CHECK(moe_checksums_verify(dir, "a.bin", &err) == 0, "no CHECKSUMS: accepted unverified");
+    CHECK(moe_checksums_write(dir, &err) == 0, "%s", err.msg);
+    CHECK(moe_checksums_verify(dir, "a.bin", &err) == 0, "%s", err.msg);
+    moe_write_file_atomic(path, "hello World", 11, &err);
+    CHECK(moe_checksums_verify(dir, "a.bin", &err) < 0 && strstr(err.msg, "corrupt"), "%s", err.msg);
+    moe_write_file_atomic(path, "hello", 5, &err);
+    CHECK(moe_checksums_verify(dir, "a.bin", &err) < 0 && strstr(err.msg, "truncated"), "%s", err.msg);
+    CHECK(moe_checksums_verify(dir, "b.bin", &err) < 0 && strstr(err.msg, "does not list"), "%s", err.msg);
+    char cmd[4300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cleanup");
 }
 
 static void test_lr_schedule(void) {
@@ -200,6 +234,7 @@ int main(void) {
     RUN(test_config_validation);
     RUN(test_tokens_roundtrip_and_errors);
     RUN(test_loader_order);
+    RUN(test_crc32_and_checksums);
     RUN(test_lr_schedule);
     RUN(test_determinism_and_exact_resume);
     TEST_MAIN_END();
