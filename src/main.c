@@ -11,6 +11,7 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"config", cmd_config, "list, document or check config keys"},
     {"init", cmd_init, "write a randomly initialised model"},
     {"train", cmd_train, "train a model (or resume a run)"},
     {"score", cmd_score, "log-probabilities of a token sequence"},

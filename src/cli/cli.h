@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+int cmd_config(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_score(int argc, char **argv);

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "moe/checksum.h"
 #include "moe/fileio.h"
 #include "moe/json.h"
 #include "moe/safetensors.h"
@@ -224,7 +225,8 @@ int moe_trainer_save(moe_trainer *tr, moe_err *err) {
         write_state(tr, tmp, err) ||
         (tr->tokenizer.len &&
          (moe_path(tok_path, sizeof tok_path, err, "%s/tokenizer", tmp) ||
-          moe_write_file_atomic(tok_path, tr->tokenizer.data, tr->tokenizer.len, err)))) {
+          moe_write_file_atomic(tok_path, tr->tokenizer.data, tr->tokenizer.len, err))) ||
+        moe_checksums_write(tmp, err)) {
         remove_flat_dir(tmp);
         return moe_err_prefix(err, "checkpoint at step %ld not written (earlier ones are intact)",
                               tr->step);
@@ -273,7 +275,9 @@ int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
     char path[4096];
     const moe_layout *L = &tr->model->layout;
     st_file f;
-    if (moe_path(path, sizeof path, err, "%s/optimizer.safetensors", ckpt) || st_read(path, &f, err))
+    if (moe_path(path, sizeof path, err, "%s/optimizer.safetensors", ckpt) ||
+        moe_checksums_verify(ckpt, "optimizer.safetensors", err) ||
+        moe_checksums_verify(ckpt, "trainer_state.json", err) || st_read(path, &f, err))
         return -1;
     int rc = 0;
     for (size_t i = 0; i < L->count && !rc; i++) {
