@@ -224,7 +224,7 @@ int cmd_train(int argc, char **argv) {
     rc = stop_requested ? 128 + (int)stop_requested : 0;
     goto done;
 fail:
-    fprintf(stderr, "\nmoe train: %s\n", err.msg);
+    fprintf(stderr, "%smoe train: %s\n", isatty(2) ? "\n" : "", err.msg);
     rc = 1;
 done:
     if (have_trainer) moe_trainer_free(&tr);

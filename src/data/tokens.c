@@ -56,8 +56,7 @@ static int parse_tokens(const unsigned char *b, size_t len, const char *path,
         return moe_errf(err, "%s: unknown flags 0x%x in the header", path, flags);
     for (size_t i = 48; i < MOE_TOKENS_HEADER; i++)
         if (b[i]) return moe_errf(err, "%s: reserved header byte %zu is not zero", path, i);
-    if ((flags & MOE_TOKENS_HAS_CRC) && file_crc(b, len) != crc)
-        return moe_errf(err, "%s: checksum mismatch: the file is truncated or corrupt", path);
+
     size_t pos = MOE_TOKENS_HEADER;
     if (n > (len - pos) / width)
         return moe_errf(err, "%s: truncated: header says %llu tokens of %u bytes, file has %zu "
@@ -114,6 +113,8 @@ static int parse_tokens(const unsigned char *b, size_t len, const char *path,
     }
     if (pos != len)
         return moe_errf(err, "%s: %zu unexpected bytes after the domain names", path, len - pos);
+    if ((flags & MOE_TOKENS_HAS_CRC) && file_crc(b, len) != crc)
+        return moe_errf(err, "%s: checksum mismatch: the file is corrupt", path);
     return 0;
 }
 

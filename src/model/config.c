@@ -21,7 +21,7 @@ typedef struct {
 #define OFF(f) offsetof(moe_config, f)
 static const key_spec KEYS[] = {
     /* model */
-    {"vocab_size", K_INT, OFF(vocab_size), 257, 2, 16777216, 0, "number of token ids (257: bytes + <|endoftext|>)"},
+    {"vocab_size", K_INT, OFF(vocab_size), 257, 2, 16777216, 0, "number of token ids (257: the 256 bytes and the end-of-text token)"},
     {"hidden", K_INT, OFF(hidden), 128, 8, 65536, 0, "model width"},
     {"n_layers", K_INT, OFF(n_layers), 4, 1, 1024, 0, "transformer blocks"},
     {"n_heads", K_INT, OFF(n_heads), 4, 1, 1024, 0, "attention heads (hidden must be divisible by it; head size even)"},

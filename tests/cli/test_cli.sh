@@ -73,5 +73,10 @@ expect_error score_not_id "word.txt: token 2" "$moe" score --model "$tmp/run" --
 head -c 1000 "$tmp/m/model.safetensors" >"$tmp/m/cut" && mv "$tmp/m/cut" "$tmp/m/model.safetensors"
 expect_error truncated_model "model.safetensors" "$moe" score --model "$tmp/m" --tokens "$tmp/ids.txt"
 
+# the docs stay true: docs/CONFIG.md's table is what the code documents
+if "$moe" config --doc | diff -q - <(sed -n '/^| key |/,$p' docs/CONFIG.md) >/dev/null; then ok config_doc_current
+else bad "config_doc_current (regenerate the table of docs/CONFIG.md with 'moe config --doc')"; fi
+if "$moe" config --defaults | "$moe" config --check /dev/stdin >/dev/null; then ok config_defaults_valid; else bad config_defaults_valid; fi
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
