@@ -54,15 +54,46 @@ class FFNDense:
         return swiglu(x, P[f"{p}.gate_proj.weight"], P[f"{p}.up_proj.weight"], P[f"{p}.down_proj.weight"]), 0.0
 
 
+def _splitmix64(x):
+    M = (1 << 64) - 1
+    z = (x + 0x9E3779B97F4A7C15) & M
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+    return z ^ (z >> 31)
+
+
+def uniform(seed, layer, step, t, token, stream):
+    """SparseMixer's counter-based uniform in (0, 1) (moe_router_uniform in C)."""
+    h = _splitmix64(seed)
+    for v in (layer, step, t, token, stream):
+        h = _splitmix64(h ^ v)
+    return ((h >> 11) + 0.5) * 2.0 ** -53
+
+
+def lb_loss(c, p, mask, k, N):
+    """TopK load-balancing loss (SPEC §2.1) with n_e = mask.sum(0), a constant."""
+    E = p.shape[1]
+    return c["aux_loss_coef"] * E / (k * N * N) * (p.sum(0) * mask.sum(0)).sum()
+
+
 class FFNMoE:
-    """SPEC §2: routers topk (§2.1) and relu (§2.2). Every expert is applied to
-    every token and weighted by its gate (zero when inactive): a dense
-    computation, so it checks moe's dropless dispatch by a different route."""
+    """SPEC §2: routers topk (§2.1), relu (§2.2), and the baselines of §2.4
+    (topp, hash, expert_choice, sparsemixer); shared experts, optionally mixed
+    by the 2-way shared gate. Every expert is applied to every token and
+    weighted by its gate (zero when inactive): a dense computation, so it
+    checks moe's dropless dispatch by a different route."""
 
     def __init__(self, cfg, prefix, shared_state):
         self.cfg, self.prefix, self.st = cfg, prefix, shared_state
         G = cfg["granularity"]
         self.E, self.k = cfg["n_experts"] * G, cfg["top_k"] * G
+        self.layer = int(prefix.split(".")[2])
+
+    def count(self, gates, ctx):
+        """The step's sparsity counts (every router, training only)."""
+        if ctx["training"]:
+            self.st["active"] += float((gates != 0).sum())
+            self.st["total"] += gates.shape[0] * self.E
 
     def route(self, logits, ctx):
         c, E, N = self.cfg, self.E, logits.shape[0]
@@ -85,13 +116,76 @@ class FFNMoE:
             active = (gates > 0).to(gates.dtype)
             f = E / (self.k * N) * active.sum(0) if c["l1_load_balance"] else torch.ones(E, dtype=gates.dtype)
             reg = (gates * f.detach()).sum() / N
-            aux = 0.0
-            if ctx["training"]:
-                aux = float(self.st["lambda"]) * reg
-                self.st["active"] += float(active.sum())
-                self.st["total"] += N * E
+            aux = float(self.st["lambda"]) * reg if ctx["training"] else 0.0
             return gates, aux
+        if c["router"] == "topp":
+            p = logits.softmax(-1)
+            ps, idx = p.sort(-1, descending=True)
+            before = ps.detach().cumsum(-1) - ps.detach()  # probability taken before each
+            mask = torch.zeros_like(p).scatter(1, idx, (before < c["top_p"]).to(p.dtype))
+            gates = p * mask
+            aux = 0.0
+            if ctx["training"] and c["aux_loss_coef"] > 0:
+                aux = lb_loss(c, p, mask, float(mask.sum()) / N, N)
+            if ctx["training"] and c["topp_entropy_coef"] > 0:
+                aux = aux - c["topp_entropy_coef"] * (p * p.log()).sum() / N
+            return gates, aux
+        if c["router"] == "hash":
+            tok = ctx["tokens"].reshape(-1)
+            return F.one_hot(tok % E, E).to(self.dtype), 0.0
+        if c["router"] == "expert_choice":
+            p = logits.softmax(-1)
+            C = min(N, max(1, N * self.k // E))
+            pn = p.detach().numpy()
+            mask = np.zeros(pn.shape)
+            for e in range(E):  # top C tokens per expert, ties to the earlier token
+                mask[np.lexsort((np.arange(N), -pn[:, e]))[:C], e] = 1.0
+            return p * torch.from_numpy(mask).to(p.dtype), 0.0
+        if c["router"] == "sparsemixer":
+            return self.sparsemixer(logits, ctx)
         raise ValueError(c["router"])
+
+    def sparsemixer(self, logits, ctx):
+        """SparseMixer-v2 (GRIN): k sequential picks over candidates near the
+        best logit; training samples (Gumbel) and scales a non-arg-max pick by
+        w = 1 or 1/3 (Heun's third-order method); the gradient is that of
+        pi[s] without w: gate = pi[s] + (w - 1) * pi[s].detach()."""
+        c, E, N = self.cfg, self.E, logits.shape[0]
+        z = logits.detach().numpy()
+        tok = ctx["tokens"].reshape(-1).numpy()
+        left = np.ones((N, E), bool)
+        gates = torch.zeros_like(logits)
+        mask = np.zeros((N, E))
+        for j in range(self.k):
+            cand = np.zeros((N, E), bool)
+            sel, w = np.zeros(N, np.int64), np.ones(N)
+            for t in range(N):
+                zl = np.where(left[t], z[t], -np.inf)
+                best = int(np.argmax(zl))
+                mx = z[t, best]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    cand[t] = left[t] & ~((mx - z[t]) / np.maximum(np.abs(z[t]), mx) > 2 * c["jitter_eps"])
+                pick = best
+                if ctx["training"]:
+                    keys = [z[t, e] - math.log(-math.log(uniform(c["seed"], self.layer, ctx["step"], t, int(tok[t]),
+                                                                   j * (E + 1) + e)))
+                            if cand[t, e] else -np.inf for e in range(E)]
+                    pick = int(np.argmax(keys))
+                    if pick != best:
+                        u = uniform(c["seed"], self.layer, ctx["step"], t, int(tok[t]), j * (E + 1) + E)
+                        w[t] = 1.0 if u > 0.75 else 1.0 / 3.0
+                sel[t] = pick
+                left[t, pick] = False
+                mask[t, pick] = 1.0
+            pi = logits.masked_fill(torch.from_numpy(~cand), float("-inf")).softmax(-1)
+            ps = pi.gather(1, torch.from_numpy(sel)[:, None])[:, 0]
+            wt = torch.from_numpy(w).to(logits.dtype)
+            g = ps + (wt - 1) * ps.detach()
+            gates = gates + F.one_hot(torch.from_numpy(sel), E).to(logits.dtype) * g[:, None]
+        aux = 0.0
+        if ctx["training"] and c["aux_loss_coef"] > 0:
+            aux = lb_loss(c, logits.softmax(-1), torch.from_numpy(mask).to(logits.dtype), self.k, N)
+        return gates, aux
 
     # sparse = True computes each expert on its own tokens only (index_select /
     # index_add): the efficient PyTorch formulation, used by the benchmarks
@@ -99,7 +193,11 @@ class FFNMoE:
 
     def __call__(self, P, x, ctx):
         p = self.prefix
-        gates, aux = self.route(x @ P[f"{p}.router.weight"].T, ctx)
+        self.dtype = x.dtype
+        logits = x @ P[f"{p}.router.weight"].T if f"{p}.router.weight" in P else x[:, :0]
+        gates, aux = self.route(logits, ctx)
+        self.gates = gates.detach()
+        self.count(gates, ctx)
         W1, W3, W2 = (P[f"{p}.experts.{n}_proj.weight"] for n in ("gate", "up", "down"))
         y = 0.0
         if FFNMoE.sparse:
@@ -112,13 +210,65 @@ class FFNMoE:
             gates = gates[:, :0]  # the loop below is skipped
         for e in range(gates.shape[1]):
             y = y + gates[:, e:e + 1] * swiglu(x, W1[e], W3[e], W2[e])
+        s = 0.0
         for j in range(self.cfg["n_shared_experts"]):
             S1, S3, S2 = (P[f"{p}.shared_experts.{n}_proj.weight"] for n in ("gate", "up", "down"))
-            y = y + swiglu(x, S1[j], S3[j], S2[j])
-        return y, aux
+            s = s + swiglu(x, S1[j], S3[j], S2[j])
+        if self.cfg.get("shared_gate") and self.cfg["n_shared_experts"] > 0:
+            c = (x @ P[f"{p}.shared_gate.weight"].T + P[f"{p}.shared_gate.bias"]).softmax(-1)
+            return c[:, :1] * y + c[:, 1:] * s, aux
+        return y + s, aux
 
 
-FFN_KINDS = {"dense": FFNDense}
+class FFNCartesian:
+    """SPEC §2.3: two sequential MoE sub-layers of half-size experts, each with
+    a topk router (renormalised for k > 1), one shared sub-expert mixed by the
+    2-way gate; an RMSNorm between them and the residual into h1.
+    Returns y = out - h = a + b."""
+
+    def __init__(self, cfg, prefix, shared_state):
+        sub = dict(cfg, ffn="moe", router="topk", ffn_dim=cfg["ffn_dim"] // 2, norm_topk_prob=True,
+                   n_shared_experts=1, shared_gate=True)
+        self.A = FFNMoE(sub, f"{prefix}.layer_a", shared_state)
+        self.B = FFNMoE(sub, f"{prefix}.layer_b", shared_state)
+        self.prefix, self.eps = prefix, cfg["norm_eps"]
+
+    def __call__(self, P, x, ctx):
+        a, aux_a = self.A(P, x, ctx)
+        h1 = ctx["residual"] + a
+        b, aux_b = self.B(P, rmsnorm(h1, P[f"{self.prefix}.norm_b.weight"], self.eps), ctx)
+        return a + b, aux_a + aux_b
+
+
+class FFNLory:
+    """SPEC §2.4 Lory: per sequence, segment s merges the experts with
+    softmax(Wr mean(x of segment s-1)); the first segment uses its own mean
+    with the gradient stopped."""
+
+    def __init__(self, cfg, prefix, shared_state):
+        self.cfg, self.prefix, self.st = cfg, prefix, shared_state
+
+    def __call__(self, P, x, ctx):
+        p, L, B, T = self.prefix, self.cfg["lory_segment"], ctx["B"], ctx["T"]
+        Wr = P[f"{p}.router.weight"]
+        W1, W3, W2 = (P[f"{p}.experts.{n}_proj.weight"] for n in ("gate", "up", "down"))
+        xs = x.view(B, T, -1)
+        out = []
+        for b in range(B):
+            for s0 in range(0, T, L):
+                src = xs[b, max(s0 - L, 0):max(s0, L)]
+                w = (src.mean(0) @ Wr.T).softmax(-1)
+                if s0 == 0:
+                    w = w.detach()
+                merged = [torch.einsum("e,e...->...", w, W) for W in (W1, W3, W2)]
+                out.append(swiglu(xs[b, s0:s0 + L], *merged))
+        if ctx["training"]:
+            self.st["active"] += x.shape[0] * Wr.shape[0]
+            self.st["total"] += x.shape[0] * Wr.shape[0]
+        return torch.cat(out, 0), 0.0
+
+
+FFN_KINDS = {"dense": FFNDense, "moe": FFNMoE, "cartesian": FFNCartesian, "lory": FFNLory}
 
 
 class RefModel:
@@ -130,8 +280,8 @@ class RefModel:
         self.ffns = []
         for l in range(cfg["n_layers"]):
             prefix = f"model.layers.{l}.mlp"
-            if cfg["ffn"] == "moe" and (l + 1) % cfg["moe_every"] == 0:
-                self.ffns.append(FFNMoE(cfg, prefix, self.routing))
+            if cfg["ffn"] != "dense" and (l + 1) % cfg["moe_every"] == 0:
+                self.ffns.append(FFN_KINDS[cfg["ffn"]](cfg, prefix, self.routing))
             else:
                 self.ffns.append(FFNDense(cfg, prefix))
         self.dtype = dtype
@@ -161,6 +311,7 @@ class RefModel:
             o = (att @ v).transpose(1, 2).reshape(B, T, H * hd)
             x = x + o @ P[f"{p}.self_attn.o_proj.weight"].T
             h2 = rmsnorm(x, P[f"{p}.post_attention_layernorm.weight"], eps).reshape(B * T, D)
+            ctx["residual"] = x.reshape(B * T, D)  # CartesianMoE's h
             y, a = self.ffns[l](P, h2, ctx)
             aux = aux + a
             x = x + y.view(B, T, D)

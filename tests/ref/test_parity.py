@@ -37,6 +37,16 @@ CASES = {
     "relu_accum_G2": (dict(MOE, router="relu", granularity=2, relu_lambda0=0.05), 2),
     "relu_plain_l1_shared": (dict(MOE, router="relu", l1_load_balance=False, n_shared_experts=1,
                                   relu_lambda0=0.05), 1),
+    # the papers' baselines (docs/ROUTERS.md)
+    "smoe_share": (dict(MOE, router="topk", top_k=2, n_shared_experts=1, shared_gate=True), 1),
+    "topp_shared": (dict(MOE, router="topp", n_shared_experts=1, topp_entropy_coef=0.01), 2),
+    "hash": (dict(MOE, router="hash", n_shared_experts=1), 1),
+    "expert_choice": (dict(MOE, router="expert_choice", top_k=2), 1),
+    # a wide candidate threshold so that Gumbel samples and w = 1/3 occur
+    "sparsemixer": (dict(MOE, router="sparsemixer", top_k=2, jitter_eps=0.5), 2),
+    "cartesian": (dict(MOE, ffn="cartesian", top_k=2), 1),
+    "cartesian_k1_every2": (dict(MOE, ffn="cartesian", top_k=1, moe_every=2), 2),
+    "lory": (dict(MOE, ffn="lory", lory_segment=6), 1),
 }
 
 TOL = 1e-4
