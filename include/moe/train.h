@@ -58,6 +58,9 @@ int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
  * directory written by moe_trainer_save (the model is loaded separately). */
 int moe_trainer_restore(moe_trainer *tr, const char *ckpt_dir, moe_err *err);
 int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err);
+/* Keeps only the metrics.jsonl lines of steps <= tr->step: a resumed run
+ * (and a fresh one) rewrites what came after its starting point. */
+int moe_trainer_truncate_metrics(const moe_trainer *tr, moe_err *err);
 /* Appends one JSON line to metrics.jsonl. */
 int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err);
 /* Writes out_dir/checkpoints/step-NNNNNNNN (model, optimiser, state)

@@ -164,6 +164,17 @@ int cmd_train(int argc, char **argv) {
     have_trainer = 1;  /* from here the trainer owns the model */
     if (moe_trainer_create(&tr, &cfg, model, &tokens, out ? out : resume, &err)) goto fail;
     if (resume && moe_trainer_restore(&tr, ckpt, &err)) goto fail;
+    if (!resume) {
+        /* a fresh run never mixes with an earlier one in the same directory */
+        char existing[4096];
+        moe_err ignored;
+        if (!moe_resolve_checkpoint(tr.out_dir, existing, sizeof existing, &ignored)) {
+            moe_errf(&err, "%s already holds a run (%s): continue it with --resume %s, or "
+                     "choose another --out", tr.out_dir, existing, tr.out_dir);
+            goto fail;
+        }
+        if (moe_trainer_truncate_metrics(&tr, &err)) goto fail;
+    }
     if (load_tokenizer(&tr, tokenizer, ckpt, &err)) goto fail;
     if (analysis_every) {  /* the calibration probe (docs/EVAL.md) */
         char path[4096];

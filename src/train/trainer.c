@@ -247,8 +247,7 @@ int moe_trainer_save(moe_trainer *tr, moe_err *err) {
     return 0;
 }
 
-/* Keeps the metrics lines of steps <= step (a resumed run rewrites the rest). */
-static int truncate_metrics(const moe_trainer *tr, moe_err *err) {
+int moe_trainer_truncate_metrics(const moe_trainer *tr, moe_err *err) {
     char path[4096];
     if (moe_path(path, sizeof path, err, "%s/metrics.jsonl", tr->out_dir)) return -1;
     if (access(path, F_OK)) return 0;
@@ -313,5 +312,5 @@ int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
         tr->model->rs.lambda = (float)lambda->number;
     }
     json_free(j);
-    return rc ? rc : truncate_metrics(tr, err);
+    return rc ? rc : moe_trainer_truncate_metrics(tr, err);
 }
