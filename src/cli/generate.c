@@ -1,13 +1,15 @@
-/* generate.c — `moe generate`: sample text from a model, streaming it as it
- * is produced. (Recomputes the whole context for every token; a KV cache is
- * the next step.) */
-#include <math.h>
+/* generate.c — `moe generate`: sample text from a model with a KV cache
+ * (src/model/decode.c): the prompt in one batched prefill, then one decode
+ * step per token, streaming the text as it is produced; --interactive keeps
+ * the conversation's cache between prompts read line by line. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "moe/decode.h"
 #include "moe/model.h"
 #include "moe/rng.h"
 #include "moe/tokenizer.h"
@@ -15,56 +17,186 @@
 static void help(FILE *f) {
     fprintf(f,
         "usage: moe generate --model DIR [--prompt TEXT] [--max-tokens N] [--temperature T]\n"
-        "                    [--top-k K] [--seed S] [--tokenizer FILE]\n\n"
-        "Streams the continuation of TEXT to stdout; stops at <|endoftext|> or after N tokens.\n"
-        "The tokenizer is --tokenizer, else DIR's own 'tokenizer' file, else bytes when the\n"
-        "model's vocab_size is 257. Temperature 0 is greedy decoding.\n");
+        "                    [--top-k K] [--top-p P] [--seed S] [--tokenizer FILE]\n"
+        "                    [--stats] [--interactive]\n\n"
+        "Streams the continuation of the prompt to stdout; stops at <|endoftext|> or after\n"
+        "N tokens. The prompt is TEXT, else stdin when it is not a terminal, else empty\n"
+        "(an empty prompt starts a new document). Decoding uses a KV cache: the prompt\n"
+        "runs in one batched pass, then one pass of one token per generated token.\n\n"
+        "  --model DIR        model or run directory (its newest checkpoint)\n"
+        "  --max-tokens N     tokens to generate per prompt (default 200)\n"
+        "  --temperature T    0 is greedy decoding (default 0.8)\n"
+        "  --top-k K          sample among the K most probable tokens (default 0: all)\n"
+        "  --top-p P          ... then among the fewest whose probability reaches P (default 1: off)\n"
+        "  --seed S           sampling seed (default 1): same seed, same text\n"
+        "  --tokenizer FILE   else DIR's own 'tokenizer' file, else bytes when vocab_size is 257\n"
+        "  --stats            print prefill and decode tokens/s and the mean number of\n"
+        "                     active experts per token of each MoE layer to stderr\n"
+        "  --interactive      read prompts line by line from stdin; each is appended to the\n"
+        "                     conversation (after a newline) and answered; the KV cache is kept.\n"
+        "                     An empty line continues the text.\n\n"
+        "When the context reaches the model's max_seq_len, generation slides: it says so on\n"
+        "stderr, keeps the last max_seq_len/2 tokens, recomputes their cache and goes on.\n"
+        "Models whose router is not causal (expert choice, Lory) are refused (docs/GENERATE.md).\n");
 }
 
-/* Samples from logits[V] at temperature temp among the top_k largest (0: all). */
-static int sample(const float *logits, size_t V, double temp, long top_k, moe_rng *rng) {
-    size_t best = 0;
-    for (size_t i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
-    if (temp <= 0) return (int)best;
-    float kth = -INFINITY;  /* threshold: the k-th largest logit */
-    if (top_k > 0 && (size_t)top_k < V) {
-        float *tmp = malloc(V * sizeof(float));
-        if (!tmp) return (int)best;
-        memcpy(tmp, logits, V * sizeof(float));
-        for (long k = 0; k < top_k; k++) {  /* partial selection: k is small */
-            size_t m = (size_t)k;
-            for (size_t i = (size_t)k + 1; i < V; i++) if (tmp[i] > tmp[m]) m = i;
-            float t = tmp[k]; tmp[k] = tmp[m]; tmp[m] = t;
-        }
-        kth = tmp[top_k - 1];
-        free(tmp);
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The state of one generation session. */
+typedef struct gen {
+    moe_model *m;
+    moe_kv_cache *c;
+    const moe_tokenizer *tok;
+    moe_sampler s;
+    moe_rng rng;
+    int *hist;                  /* [n_hist] every token run through the model */
+    size_t n_hist, cap_hist;
+    int *feed;                  /* [cap_feed] tokens of the next prefill */
+    size_t cap_feed;
+    float *logits;              /* [V] after the last token in the cache */
+    int pending;                /* sampled but not yet run through the model; -1 none */
+    moe_buf text;               /* decoded bytes not yet printed (incomplete UTF-8) */
+    double prefill_s, decode_s;
+    size_t prefill_tok, decode_tok;
+} gen;
+
+static int push_hist(gen *g, const int *ids, size_t n, moe_err *err) {
+    if (g->n_hist + n > g->cap_hist) {
+        size_t cap = g->cap_hist ? g->cap_hist : 256;
+        while (cap < g->n_hist + n) cap *= 2;
+        int *h = realloc(g->hist, cap * sizeof(int));
+        if (!h) return moe_errf(err, "out of memory for the context (%zu tokens)", cap);
+        g->hist = h;
+        g->cap_hist = cap;
     }
-    double total = 0.0;
-    for (size_t i = 0; i < V; i++)
-        if (logits[i] >= kth) total += exp((logits[i] - logits[best]) / temp);
-    double u = moe_rng_uniform(rng) * total;
-    for (size_t i = 0; i < V; i++) {
-        if (logits[i] < kth) continue;
-        u -= exp((logits[i] - logits[best]) / temp);
-        if (u <= 0) return (int)i;
+    memcpy(g->hist + g->n_hist, ids, n * sizeof(int));
+    g->n_hist += n;
+    return 0;
+}
+
+/* Runs ids[n] through the model after the cached context. n == 1 after a
+ * sampled token is a decode step; anything else a prefill. If the context
+ * would pass max_seq_len, slides: keeps its last max_seq_len/2 tokens. */
+static int run_tokens(gen *g, const int *ids, size_t n, int is_step, moe_err *err) {
+    size_t W = g->c->max_len;
+    if (push_hist(g, ids, n, err)) return -1;
+    double t0 = now_s();
+    int rc;
+    if (g->c->len + n <= W) {
+        rc = is_step ? moe_decode_step(g->m, g->c, ids[0], g->logits, err)
+                     : moe_decode_prefill(g->m, g->c, ids, n, g->logits, err);
+    } else {
+        size_t keep = W / 2 ? W / 2 : 1;
+        if (keep > g->n_hist) keep = g->n_hist;
+        fprintf(stderr, "\nmoe generate: the context reached max_seq_len %zu; sliding: continuing from "
+                        "its last %zu tokens (their cache is recomputed)\n", W, keep);
+        moe_kv_cache_rewind(g->c, 0);
+        rc = moe_decode_prefill(g->m, g->c, g->hist + g->n_hist - keep, keep, g->logits, err);
+        n = keep;
+        is_step = 0;
     }
-    return (int)best;
+    double dt = now_s() - t0;
+    if (is_step) { g->decode_s += dt; g->decode_tok += n; }
+    else { g->prefill_s += dt; g->prefill_tok += n; }
+    return rc;
+}
+
+/* Prints the bytes of token id, holding back an incomplete UTF-8 sequence. */
+static int emit(gen *g, int id, moe_err *err) {
+    size_t len;
+    const uint8_t *b = moe_tokenizer_token(g->tok, (uint32_t)id, &len);
+    if (!b) return moe_errf(err, "token id %d has no text", id);
+    if (moe_buf_append(&g->text, b, len)) return moe_errf(err, "out of memory");
+    size_t ready = moe_utf8_complete(g->text.data, g->text.len);
+    fwrite(g->text.data, 1, ready, stdout);
+    memmove(g->text.data, g->text.data + ready, g->text.len - ready);
+    g->text.len -= ready;
+    fflush(stdout);
+    return 0;
+}
+
+static void flush_text(gen *g) {
+    fwrite(g->text.data, 1, g->text.len, stdout);
+    g->text.len = 0;
+    fflush(stdout);
+}
+
+/* One turn: runs the pending token and the prompt's ids[n] (an empty
+ * context starts with <|endoftext|>), then samples up to max_tokens. */
+static int turn(gen *g, const uint32_t *ids, size_t n, long max_tokens, moe_err *err) {
+    int eot = (int)moe_tokenizer_eot(g->tok);
+    if (n + 2 > g->cap_feed) {
+        int *f = realloc(g->feed, (n + 2) * sizeof(int));
+        if (!f) return moe_errf(err, "out of memory for a prompt of %zu tokens", n);
+        g->feed = f;
+        g->cap_feed = n + 2;
+    }
+    size_t k = 0;
+    if (g->pending >= 0) g->feed[k++] = g->pending;
+    else if (g->n_hist == 0 && n == 0) g->feed[k++] = eot;
+    for (size_t i = 0; i < n; i++) g->feed[k++] = (int)ids[i];
+    g->pending = -1;
+    if (k && run_tokens(g, g->feed, k, 0, err)) return -1;
+    for (long t = 0; t < max_tokens; t++) {
+        int next = moe_sample(&g->s, g->logits, &g->rng);
+        g->pending = next;
+        if (next == eot) break;
+        if (emit(g, next, err)) return -1;
+        if (t + 1 == max_tokens) break;
+        g->pending = -1;
+        if (run_tokens(g, &next, 1, 1, err)) return -1;
+    }
+    flush_text(g);
+    return 0;
+}
+
+static void print_stats(const gen *g) {
+    fprintf(stderr, "stats: prefill %zu tokens in %.4f s: %.1f tokens/s\n", g->prefill_tok,
+            g->prefill_s, g->prefill_s > 0 ? (double)g->prefill_tok / g->prefill_s : 0.0);
+    fprintf(stderr, "stats: decode %zu tokens in %.4f s: %.1f tokens/s\n", g->decode_tok,
+            g->decode_s, g->decode_s > 0 ? (double)g->decode_tok / g->decode_s : 0.0);
+    const moe_kv_cache *c = g->c;
+    int any = 0;
+    for (size_t l = 0; l < c->n_layers; l++) {
+        if (c->routed_tokens[l] <= 0) continue;
+        fprintf(stderr, "stats: layer %zu: %.3f active experts per token of %d (%.0f tokens)\n", l,
+                c->active_pairs[l] / c->routed_tokens[l], c->n_experts[l], c->routed_tokens[l]);
+        any = 1;
+    }
+    if (!any) fprintf(stderr, "stats: no MoE layers (dense model)\n");
+}
+
+static int read_all(FILE *f, moe_buf *out) {
+    char chunk[65536];
+    size_t r;
+    while ((r = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (moe_buf_append(out, chunk, r)) return -1;
+    return ferror(f) ? -1 : 0;
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model_dir = NULL, *prompt = "", *tok_path = NULL;
+    const char *model_dir = NULL, *prompt = NULL, *tok_path = NULL;
     long max_tokens = 200, top_k = 0, seed = 1;
-    double temp = 0.8;
+    double temp = 0.8, top_p = 1.0;
+    int stats = 0, interactive = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
         else if (!strcmp(a, "--model")) { if (!(model_dir = cli_value("generate", argc, argv, &i))) return 2; }
         else if (!strcmp(a, "--prompt")) { if (!(prompt = cli_value("generate", argc, argv, &i))) return 2; }
         else if (!strcmp(a, "--tokenizer")) { if (!(tok_path = cli_value("generate", argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--stats")) stats = 1;
+        else if (!strcmp(a, "--interactive")) interactive = 1;
         else if (!strcmp(a, "--max-tokens")) {
             if (!(v = cli_value("generate", argc, argv, &i)) || cli_int("generate", a, v, 1, 1000000, &max_tokens)) return 2;
         } else if (!strcmp(a, "--top-k")) {
             if (!(v = cli_value("generate", argc, argv, &i)) || cli_int("generate", a, v, 0, 1 << 24, &top_k)) return 2;
+        } else if (!strcmp(a, "--top-p")) {
+            if (!(v = cli_value("generate", argc, argv, &i)) || cli_double("generate", a, v, 1e-9, 1, &top_p)) return 2;
         } else if (!strcmp(a, "--seed")) {
             if (!(v = cli_value("generate", argc, argv, &i)) || cli_int("generate", a, v, 0, 2147483647, &seed)) return 2;
         } else if (!strcmp(a, "--temperature")) {
@@ -72,55 +204,90 @@ int cmd_generate(int argc, char **argv) {
         } else { fprintf(stderr, "moe generate: unknown option '%s' (see --help)\n", a); return 2; }
     }
     if (!model_dir) { fprintf(stderr, "moe generate: --model DIR is required\n"); return 2; }
+    if (interactive && prompt) { fprintf(stderr, "moe generate: --interactive reads its prompts from stdin; drop --prompt\n"); return 2; }
 
     moe_err err;
-    moe_model *m = NULL;
+    moe_config cfg;
     moe_tokenizer *tok = NULL;
+    moe_buf in = {0};
     uint32_t *ids = NULL;
-    int *ctx = NULL;
-    size_t n = 0;
+    char *line = NULL;
+    size_t n = 0, line_cap = 0;
     int rc = 1;
-    char ckpt[4096], own[4200];
-    if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, &err) || moe_model_load(ckpt, &m, &err)) goto out;
-    snprintf(own, sizeof own, "%s/tokenizer", ckpt);
-    if (!tok_path && access(own, R_OK) == 0) tok_path = own;
+    char ckpt[4096], path[4200];
+    gen g = {.pending = -1};
+    if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, &err)) goto out;
+    /* refuse a non-causal model before reading its weights */
+    if (moe_path(path, sizeof path, &err, "%s/config.json", ckpt) || moe_config_load(path, &cfg, &err) ||
+        moe_decode_check(&cfg, &err) || moe_model_load(ckpt, &g.m, &err))
+        goto out;
+    snprintf(path, sizeof path, "%s/tokenizer", ckpt);
+    if (!tok_path && access(path, R_OK) == 0) tok_path = path;
     if (tok_path ? moe_tokenizer_load(tok_path, &tok, &err) : !(tok = moe_tokenizer_bytes(&err))) goto out;
-    if (moe_tokenizer_vocab_size(tok) > (uint32_t)m->cfg.vocab_size) {
-        moe_errf(&err, "tokenizer has %u ids but the model only %d%s", moe_tokenizer_vocab_size(tok),
-                 m->cfg.vocab_size, tok_path ? "" : " (give --tokenizer FILE)");
+    g.tok = tok;
+    uint32_t tv = moe_tokenizer_vocab_size(tok);
+    if (tv > (uint32_t)g.m->cfg.vocab_size) {
+        moe_errf(&err, "tokenizer has %u ids but the model only %d%s", tv, g.m->cfg.vocab_size,
+                 tok_path ? "" : " (give --tokenizer FILE)");
         goto out;
     }
-    if (moe_tokenizer_encode(tok, prompt, strlen(prompt), &ids, &n, &err)) goto out;
-    size_t W = (size_t)m->cfg.max_seq_len;
-    ctx = malloc((n + (size_t)max_tokens + 1) * sizeof(int));
-    if (!ctx) { moe_errf(&err, "out of memory"); goto out; }
-    for (size_t i = 0; i < n; i++) ctx[i] = (int)ids[i];
-    if (n == 0) ctx[n++] = (int)moe_tokenizer_eot(tok);  /* an empty prompt starts a document */
-    moe_rng rng;
-    moe_rng_seed(&rng, (uint64_t)seed);
-    fputs(prompt, stdout);
-    fflush(stdout);
-    for (long k = 0; k < max_tokens; k++) {
-        size_t T = n < W ? n : W;
-        if (moe_model_forward(m, ctx + n - T, NULL, 1, T, NULL, NULL, &err)) goto out;
-        int next = sample(m->logits + (T - 1) * (size_t)m->cfg.vocab_size,
-                          moe_tokenizer_vocab_size(tok), temp, top_k, &rng);
-        if ((uint32_t)next == moe_tokenizer_eot(tok)) break;
-        ctx[n++] = next;
-        moe_buf piece = {0};
-        uint32_t id = (uint32_t)next;
-        if (moe_tokenizer_decode(tok, &id, 1, &piece, &err)) goto out;
-        if (piece.len) fwrite(piece.data, 1, piece.len, stdout);
+    if (moe_kv_cache_create(g.m, &g.c, &err) ||
+        moe_sampler_init(&g.s, tv, temp, top_k, top_p, &err))
+        goto out;
+    g.logits = malloc((size_t)g.m->cfg.vocab_size * sizeof(float));
+    if (!g.logits) { moe_errf(&err, "out of memory"); goto out; }
+    moe_rng_seed(&g.rng, (uint64_t)seed);
+
+    if (!interactive) {
+        const char *text = prompt ? prompt : "";
+        size_t len = prompt ? strlen(prompt) : 0;
+        if (!prompt && !isatty(STDIN_FILENO)) {
+            if (read_all(stdin, &in)) { moe_errf(&err, "cannot read the prompt from stdin"); goto out; }
+            text = in.len ? in.data : "";
+            len = in.len;
+        }
+        if (moe_tokenizer_encode(tok, text, len, &ids, &n, &err)) goto out;
+        fwrite(text, 1, len, stdout);
         fflush(stdout);
-        moe_buf_free(&piece);
+        if (turn(&g, ids, n, max_tokens, &err)) goto out;
+        fputc('\n', stdout);
+    } else {
+        int tty = isatty(STDIN_FILENO), eot = (int)moe_tokenizer_eot(tok);
+        ssize_t got;
+        if (tty) fputs("> ", stderr);
+        while ((got = getline(&line, &line_cap, stdin)) >= 0) {
+            size_t len = (size_t)got;
+            while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+            /* a new line of the conversation, unless this is its start or a new document */
+            in.len = 0;
+            if (len && g.n_hist && g.pending != eot && moe_buf_append(&in, "\n", 1)) goto oom;
+            if (len && moe_buf_append(&in, line, len)) goto oom;
+            free(ids);
+            ids = NULL;
+            if (moe_tokenizer_encode(tok, in.len ? in.data : "", in.len, &ids, &n, &err)) goto out;
+            if (turn(&g, ids, n, max_tokens, &err)) goto out;
+            fputc('\n', stdout);
+            fflush(stdout);
+            if (tty) fputs("> ", stderr);
+        }
     }
-    fputc('\n', stdout);
+    if (stats) print_stats(&g);
     rc = 0;
+    goto out;
+oom:
+    moe_errf(&err, "out of memory");
 out:
     if (rc) fprintf(stderr, "moe generate: %s\n", err.msg);
-    free(ctx);
+    free(line);
     free(ids);
+    moe_buf_free(&in);
+    moe_buf_free(&g.text);
+    free(g.hist);
+    free(g.feed);
+    free(g.logits);
+    moe_sampler_free(&g.s);
+    moe_kv_cache_free(g.c);
     moe_tokenizer_free(tok);
-    moe_model_free(m);
+    moe_model_free(g.m);
     return rc;
 }
