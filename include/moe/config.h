@@ -59,6 +59,7 @@ typedef struct moe_config {
     int shuffle;          /* bool */
     int checkpoint_every; /* steps between checkpoints; 0: only at the end */
     int keep_checkpoints; /* how many step checkpoints to keep */
+    int max_bad_steps;    /* non-finite steps in a row before returning to the last checkpoint */
 } moe_config;
 
 void moe_config_defaults(moe_config *c);

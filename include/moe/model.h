@@ -85,6 +85,8 @@ static inline const float *moe_model_logits(const moe_model *m) { return m->logi
 /* Checkpoint I/O: DIR/config.json and DIR/model.safetensors. */
 int moe_model_save(const moe_model *m, const char *dir, moe_err *err);
 int moe_model_load(const char *dir, moe_model **out, moe_err *err);
+/* Reads CKPT/model.safetensors into an existing model of the same config. */
+int moe_model_load_weights(moe_model *m, const char *ckpt, moe_err *err);
 /* Resolves a model or run directory to the checkpoint directory to read:
  * DIR itself if it holds model.safetensors, else the newest DIR/checkpoints/step-*. */
 int moe_resolve_checkpoint(const char *dir, char *out, size_t cap, moe_err *err);

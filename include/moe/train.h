@@ -36,6 +36,7 @@ typedef struct moe_step_stats {
     float lambda;         /* ReMoE: the L1 coefficient this step used */
     size_t tokens;        /* tokens in this step */
     double seconds;       /* wall time of this step */
+    int skipped;          /* the loss or gradient norm was not finite: no update */
 } moe_step_stats;
 
 typedef struct moe_trainer {
@@ -57,7 +58,12 @@ int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
 /* Restores optimiser moments, step and data position from a checkpoint
  * directory written by moe_trainer_save (the model is loaded separately). */
 int moe_trainer_restore(moe_trainer *tr, const char *ckpt_dir, moe_err *err);
+/* One optimiser step. A non-finite loss or gradient norm skips the update
+ * (the data and the schedule still advance) and sets st->skipped. */
 int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err);
+/* Returns to the newest checkpoint of out_dir: weights, optimiser, step, data
+ * position and lambda; *step_out is its step. */
+int moe_trainer_rollback(moe_trainer *tr, long *step_out, moe_err *err);
 /* Keeps only the metrics.jsonl lines of steps <= tr->step: a resumed run
  * (and a fresh one) rewrites what came after its starting point. */
 int moe_trainer_truncate_metrics(const moe_trainer *tr, moe_err *err);

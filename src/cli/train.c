@@ -1,6 +1,7 @@
 /* train.c — `moe train`: the training loop as a user drives it: options,
  * live progress, metrics, periodic checkpoints, and a clean stop on
  * SIGINT / SIGTERM (a checkpoint is written first). */
+#include <math.h>
 #include <omp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -51,6 +52,30 @@ static const struct { const char *flag, *key; } FLAG_KEYS[] = {
     {"--keep", "keep_checkpoints"},
 };
 #define N_FLAG_KEYS (sizeof FLAG_KEYS / sizeof FLAG_KEYS[0])
+
+/* A step whose loss or gradient norm was not finite was skipped: say so;
+ * after cfg.max_bad_steps in a row return to the last checkpoint, and give up
+ * (an error) when that happens again from the same checkpoint. */
+static int guard_non_finite(moe_trainer *tr, const moe_step_stats *st, int *bad_in_row,
+                            long *rolled_back_to, int tty, moe_err *err) {
+    fprintf(stderr, "%smoe train: step %ld: %s is not finite (loss %g, gradient norm %g); "
+            "update skipped\n", tty ? "\r\033[K" : "", st->step,
+            isfinite(st->loss) ? "the gradient norm" : "the loss", st->loss, st->grad_norm);
+    if (++*bad_in_row < tr->cfg.max_bad_steps) return 0;
+    long back;
+    if (moe_trainer_rollback(tr, &back, err))
+        return moe_err_prefix(err, "%d non-finite steps in a row", *bad_in_row);
+    if (back == *rolled_back_to)
+        return moe_errf(err, "training diverged: %d non-finite steps in a row again after returning "
+                        "to the checkpoint of step %ld; nothing was changed for you: lower --lr "
+                        "(now %g), raise warmup, or check the data", *bad_in_row, back, tr->cfg.lr);
+    fprintf(stderr, "moe train: %d non-finite steps in a row: returned to the checkpoint of step %ld "
+            "(weights, optimiser, data position, lambda); the learning rate and everything else "
+            "are unchanged\n", *bad_in_row, back);
+    *rolled_back_to = back;
+    *bad_in_row = 0;
+    return 0;
+}
 
 static void format_duration(char *out, size_t cap, double s) {
     if (s < 60) snprintf(out, cap, "%.0fs", s);
@@ -206,9 +231,14 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr, "moe train: %zu parameters, %d steps of %d x %d x %d tokens, %d threads, out %s\n",
             model->n_params, cfg.steps, cfg.batch_size, cfg.seq_len, cfg.grad_accum,
             omp_get_max_threads(), tr.out_dir);
+    int bad_in_row = 0;
+    long rolled_back_to = -1;
     while (tr.step < cfg.steps && !stop_requested) {
         moe_step_stats st;
         if (moe_trainer_step(&tr, &st, &err) || moe_trainer_log(&tr, &st, &err)) goto fail;
+        if (st.skipped && guard_non_finite(&tr, &st, &bad_in_row, &rolled_back_to, tty, &err)) goto fail;
+        if (st.skipped) continue;
+        bad_in_row = 0;
         if (analysis_every && (tr.step % analysis_every == 0 || tr.step == cfg.steps || stop_requested) &&
             moe_probe_measure(&probe, model, tr.step, &err))
             goto fail;

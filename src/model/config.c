@@ -70,6 +70,7 @@ static const key_spec KEYS[] = {
     {"shuffle", K_BOOL, OFF(shuffle), 1, 0, 1, 0, "shuffle rows (seeded); false reads them in order"},
     {"checkpoint_every", K_INT, OFF(checkpoint_every), 0, 0, 1e9, 0, "steps between checkpoints; 0 means only at the end"},
     {"keep_checkpoints", K_INT, OFF(keep_checkpoints), 2, 1, 1000, 0, "step checkpoints kept on disk"},
+    {"max_bad_steps", K_INT, OFF(max_bad_steps), 3, 1, 1000000, 0, "non-finite steps in a row (each skipped) before training returns to the last checkpoint"},
 };
 #undef OFF
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])

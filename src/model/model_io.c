@@ -49,19 +49,12 @@ static int load_config(const char *dir, moe_config *cfg, moe_err *err) {
     return moe_config_load(path, cfg, err);
 }
 
-int moe_model_load(const char *dir, moe_model **out, moe_err *err) {
-    char ckpt[4096], path[4096];
-    if (moe_resolve_checkpoint(dir, ckpt, sizeof ckpt, err)) return -1;
-    moe_config cfg;
-    if (load_config(ckpt, &cfg, err)) return -1;
-    moe_model *m;
-    if (moe_model_create(&cfg, &m, err)) return -1;
+int moe_model_load_weights(moe_model *m, const char *ckpt, moe_err *err) {
+    char path[4096];
     st_file f;
     if (moe_path(path, sizeof path, err, "%s/model.safetensors", ckpt) ||
-        moe_checksums_verify(ckpt, "model.safetensors", err) || st_read(path, &f, err)) {
-        moe_model_free(m);
+        moe_checksums_verify(ckpt, "model.safetensors", err) || st_read(path, &f, err))
         return -1;
-    }
     int rc = 0;
     for (size_t i = 0; i < m->layout.count && !rc; i++) {
         const moe_tensor *t = &m->layout.tensors[i];
@@ -72,7 +65,17 @@ int moe_model_load(const char *dir, moe_model **out, moe_err *err) {
             rc = moe_errf(err, "%s: unexpected tensor '%s' (config.json does not describe it)",
                           path, f.tensors[i].name);
     st_free(&f);
-    if (rc) { moe_model_free(m); return -1; }
+    return rc;
+}
+
+int moe_model_load(const char *dir, moe_model **out, moe_err *err) {
+    char ckpt[4096];
+    if (moe_resolve_checkpoint(dir, ckpt, sizeof ckpt, err)) return -1;
+    moe_config cfg;
+    if (load_config(ckpt, &cfg, err)) return -1;
+    moe_model *m;
+    if (moe_model_create(&cfg, &m, err)) return -1;
+    if (moe_model_load_weights(m, ckpt, err)) { moe_model_free(m); return -1; }
     *out = m;
     return 0;
 }

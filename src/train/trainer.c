@@ -77,19 +77,26 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     }
     st->loss = st->lm_loss + st->aux_loss;
     st->grad_norm = moe_grad_norm(m->grads, m->n_params);
+    st->lr = moe_lr_at(c, tr->step);
+    st->lambda = m->rs.lambda;
+    st->tokens = B * T * (size_t)c->grad_accum;
+    if (!isfinite(st->loss) || !isfinite(st->grad_norm)) {
+        /* no update from a broken step; lambda keeps its value */
+        st->skipped = 1;
+        m->rs.active_pairs = m->rs.total_pairs = 0.0;
+        st->step = ++tr->step;
+        st->seconds = now_seconds() - t0;
+        return 0;
+    }
     if (c->grad_clip > 0 && st->grad_norm > c->grad_clip) {
         float s = (float)(c->grad_clip / (st->grad_norm + 1e-6));
         #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < m->n_params; i++) m->grads[i] *= s;
     }
-    st->lr = moe_lr_at(c, tr->step);
     moe_adamw_update(&m->layout, m->params, m->grads, tr->adam_m, tr->adam_v, st->lr,
                      tr->step + 1, c);
-    st->lambda = m->rs.lambda;
     st->sparsity = moe_model_end_step(m);
-    tr->step++;
-    st->step = tr->step;
-    st->tokens = B * T * (size_t)c->grad_accum;
+    st->step = ++tr->step;
     st->seconds = now_seconds() - t0;
     return 0;
 }
@@ -113,6 +120,7 @@ int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err) {
     moe_buf_printf(&b, ", \"grad_norm\": ");
     json_write_double(&b, st->grad_norm);
     moe_buf_printf(&b, ", \"tokens\": %zu, \"seconds\": %.6f", st->tokens, st->seconds);
+    if (st->skipped) moe_buf_printf(&b, ", \"skipped\": true");
     int moe_layers = 0;
     for (int l = 0; l < tr->model->cfg.n_layers; l++) {
         const moe_ffn *f = tr->model->blocks[l].ffn;
@@ -313,4 +321,14 @@ int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
     }
     json_free(j);
     return rc ? rc : moe_trainer_truncate_metrics(tr, err);
+}
+
+int moe_trainer_rollback(moe_trainer *tr, long *step_out, moe_err *err) {
+    char ckpt[4096];
+    if (moe_resolve_checkpoint(tr->out_dir, ckpt, sizeof ckpt, err))
+        return moe_err_prefix(err, "no checkpoint to return to");
+    if (moe_model_load_weights(tr->model, ckpt, err) || moe_trainer_restore(tr, ckpt, err)) return -1;
+    tr->model->rs.active_pairs = tr->model->rs.total_pairs = 0.0;
+    *step_out = tr->step;
+    return 0;
 }

@@ -1,0 +1,95 @@
+"""test_nonfinite.py — the non-finite guard. A model whose embedding row for
+one token is NaN, trained on data where that token appears only in chosen
+steps (sequential mode): those steps are skipped and logged while the others
+train normally; with more poisoned steps in a row than max_bad_steps,
+training returns to the last checkpoint, says so, and, when the same happens
+again from there, stops with an error that says what it did and did not do.
+Usage: test_nonfinite.py BUILD_DIR"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zlib
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import moe_files  # noqa: E402
+
+V, B, T = 64, 4, 16
+CFG = {"vocab_size": V, "hidden": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": T,
+       "ffn": "moe", "router": "relu", "n_experts": 4, "top_k": 1, "steps": 16, "batch_size": B,
+       "seq_len": T, "shuffle": False, "checkpoint_every": 4, "max_bad_steps": 3}
+
+
+def poisoned_data(path, steps_with_poison):
+    """Tokens 0..V-2 everywhere, token V-1 only in the batches of the given (1-based) steps."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, V - 1, 40 * B * T + 1)
+    for s in steps_with_poison:
+        ids[(s - 1) * B * T + 5] = V - 1
+    moe_files.write_tokens(path, ids, V)
+
+
+def poison_model(model_dir):
+    st, meta = moe_files.read_safetensors(f"{model_dir}/model.safetensors")
+    st["model.embed_tokens.weight"][V - 1, :] = np.nan
+    moe_files.write_safetensors(f"{model_dir}/model.safetensors", st, meta)
+    lines = []
+    for name in sorted(os.listdir(model_dir)):
+        if name != "CHECKSUMS":
+            raw = open(f"{model_dir}/{name}", "rb").read()
+            lines.append(f"{zlib.crc32(raw):08x} {len(raw)} {name}\n")
+    open(f"{model_dir}/CHECKSUMS", "w").write("".join(lines))
+
+
+def run(build, tmp, name, poison_steps):
+    cfg = os.path.join(tmp, "cfg.json")
+    json.dump(CFG, open(cfg, "w"))
+    data, model, out = (os.path.join(tmp, f"{name}.{x}") for x in ("tok", "init", "run"))
+    poisoned_data(data, poison_steps)
+    subprocess.run([f"{build}/moe", "init", "--config", cfg, "--out", model], check=True, capture_output=True)
+    poison_model(model)
+    p = subprocess.run([f"{build}/moe", "train", "--model", model, "--data", data, "--out", out],
+                       capture_output=True, text=True)
+    metrics = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    return p, metrics
+
+
+def main():
+    build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
+    passed = failed = 0
+
+    def check(ok, name, detail=""):
+        nonlocal passed, failed
+        passed, failed = passed + ok, failed + (not ok)
+        print(f"{'ok  ' if ok else 'FAIL'} {name} {detail}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # two poisoned steps: skipped, logged, the run finishes with finite weights
+        p, m = run(build, tmp, "skip", [6, 7])
+        skipped = [r["step"] for r in m if r.get("skipped")]
+        check(p.returncode == 0 and skipped == [6, 7], "skips_and_continues",
+              f"(exit {p.returncode}, skipped {skipped})")
+        check(p.stderr.count("update skipped") == 2 and "step 6" in p.stderr, "says_what_it_skipped")
+        final = moe_files.read_safetensors(
+            os.path.join(moe_files.resolve_checkpoint(os.path.join(tmp, "skip.run")), "model.safetensors"))[0]
+        finite = all(np.isfinite(v).all() for k, v in final.items() if k != "model.embed_tokens.weight")
+        check(finite and all(np.isfinite(r["loss"]) for r in m if not r.get("skipped")), "weights_stay_finite")
+        # three in a row (= max_bad_steps): back to the checkpoint of step 8, then the same again: stop
+        p, m = run(build, tmp, "rollback", [10, 11, 12])
+        check("returned to the checkpoint of step 8" in p.stderr, "returns_to_last_checkpoint",
+              p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "")
+        check(p.returncode == 1 and "training diverged" in p.stderr and "lower --lr" in p.stderr,
+              "gives_up_when_it_recurs", f"(exit {p.returncode})")
+        steps = [r["step"] for r in m]
+        check(steps == sorted(set(steps)) and steps[:8] == list(range(1, 9)) and max(steps) <= 12,
+              "metrics_hold_no_step_twice", str(steps))
+    print(f"# {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
