@@ -6,6 +6,7 @@
  * load, domain specialisation, flip rate, active experts against token
  * frequency, top tokens per expert and the evaluation tables. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -345,6 +346,9 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
                         }
                         if (isfinite(vals[j]) && (!isfinite(vals[best]) || vals[j] < vals[best])) best = j;
                     }
+                    size_t n_best = 0;
+                    for (size_t j = 0; j < n && j < 64; j++) n_best += vals[j] == vals[best];
+                    if (n_best != 1) best = SIZE_MAX;  /* ties: nobody is best */
                     moe_buf_printf(b, "<tr><td%s>", d >= 0 ? " class=\"sub\"" : "");
                     if (d < 0) {
                         esc(b, dname);
@@ -390,6 +394,9 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
                         }
                     if (isfinite(vals[j]) && (!isfinite(vals[best]) || vals[j] > vals[best])) best = j;
                 }
+                size_t n_best = 0;
+                for (size_t j = 0; j < n && j < 64; j++) n_best += vals[j] == vals[best];
+                if (n_best != 1) best = SIZE_MAX;
                 moe_buf_printf(b, "<tr><td>");
                 esc(b, tname);
                 moe_buf_printf(b, " — %s (%.0f items)</td>", norm ? "acc_norm" : "acc", items);
@@ -494,10 +501,11 @@ static void layer_charts(moe_buf *b, const run_data *r, size_t ci) {
     char id[300];
     svg_series se[MAX_SITES];
     char names[MAX_SITES][32];
-    static const char *LAYER_COLORS[] = {"#440154", "#3b528b", "#21918c", "#5ec962", "#fde725", "#31688e", "#35b779", "#90d743"};
+    /* viridis, stopping short of its pale yellow end */
+    static const char *const LAYER_COLORS[] = {"#440154", "#46327e", "#365c8d", "#277f8e", "#1fa187", "#4ac16d", "#8fb82e"};
     for (size_t s = 0; s < r->n_sites; s++) {
         snprintf(names[s], sizeof names[s], "layer %d", r->site_layer[s]);
-        se[s] = (svg_series){names[s], r->n_sites <= 8 ? LAYER_COLORS[s * 8 / (r->n_sites > 1 ? r->n_sites : 1) % 8] : svg_color(s),
+        se[s] = (svg_series){names[s], r->n_sites <= 7 ? LAYER_COLORS[r->n_sites > 1 ? s * 6 / (r->n_sites - 1) : 0] : svg_color(s),
                              r->step, r->site_sparsity[s], r->n, 0, 0, 1.3};
     }
     svg_hline target = {r->target, "target", "#555"};
@@ -543,7 +551,7 @@ static int load_heatmap(moe_buf *b, const run_data *r, size_t ci, moe_err *err) 
     char id[64];
     snprintf(id, sizeof id, "load-%zu", ci);
     int rc = svg_heat(b, &(svg_heatmap){.id = id, .title = "Expert load over training, per layer",
-             .xlabel = "optimiser step", .ylabel = "layer (experts 0..E−1 top to bottom)", .scale_label = "share of the layer's routed tokens",
+             .xlabel = "optimiser step", .ylabel = "layer / expert", .scale_label = "share of the layer's routed tokens",
              .rows = rows, .cols = cols, .values = v, .row_labels = (const char *const *)rl,
              .col_labels = (const char *const *)cl, .row_group = r->E, .group_labels = gl,
              .lo = 0, .hi = hi > 0 ? hi : 1});
@@ -602,6 +610,16 @@ static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, moe_err *er
     return 0;
 }
 
+/* A token's text with its whitespace made visible. */
+static void tok_text(moe_buf *b, const char *s) {
+    for (; *s; s++) {
+        if (*s == ' ') moe_buf_printf(b, "␣");
+        else if (*s == '\n') moe_buf_printf(b, "⏎");
+        else if (*s == '\t') moe_buf_printf(b, "⇥");
+        else { char c[2] = {*s, 0}; esc(b, c); }
+    }
+}
+
 static void token_table(moe_buf *b, const json_value *site) {
     const json_value *top = json_get(site, "top_tokens");
     if (!top || top->type != JSON_ARRAY) return;
@@ -612,7 +630,7 @@ static void token_table(moe_buf *b, const json_value *site) {
         const json_value *list = &top->items[e];
         for (size_t i = 0; list->type == JSON_ARRAY && i < list->count; i++) {
             moe_buf_printf(b, "<span class=\"tok\">");
-            esc(b, jstr(&list->items[i], "text", "?"));
+            tok_text(b, jstr(&list->items[i], "text", "?"));
             moe_buf_printf(b, "<small>%.0f%%</small></span>", 100 * jnum(&list->items[i], "prob"));
         }
         moe_buf_printf(b, "</td></tr>");

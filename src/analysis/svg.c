@@ -68,6 +68,21 @@ static void pad_range(double *lo, double *hi, double pad) {
     *hi += d;
 }
 
+/* Width in pixels of the widest y tick label (about 6 px per character). */
+static double ytick_width(const frame *f) {
+    double w = 0;
+    moe_buf t = {0};
+    if (f->logy) return 30;
+    double step = nice_step(f->y1 - f->y0, 5);
+    for (double v = ceil(f->y0 / step) * step; v <= f->y1 + 1e-9 * step; v += step) {
+        t.len = 0;
+        tick_label(&t, v, 0);
+        if (t.data) w = fmax(w, 6.0 * (double)t.len);
+    }
+    moe_buf_free(&t);
+    return w;
+}
+
 static void axes(moe_buf *b, const frame *f, const char *xlabel, const char *ylabel, int x_ticks) {
     moe_buf_printf(b, "<g class=\"axes\">");
     /* y grid and ticks */
@@ -189,6 +204,7 @@ int svg_line(moe_buf *b, const svg_line_chart *c) {
     if (!isnan(c->ymin)) pyl = yl;
     if (!isnan(c->ymax)) pyh = yh;
     f.x0 = xl; f.x1 = xh; f.y0 = pyl; f.y1 = pyh;
+    f.left = fmax(50, 30 + ytick_width(&f));
 
     open_chart(b, c->id, c->title, W, H);
     legend_item items[64];
@@ -347,6 +363,7 @@ int svg_bars(moe_buf *b, const svg_bar_chart *c) {
     if (!(yh > 0)) yh = 1;
     f.y0 = 0;
     f.y1 = yh * 1.08;
+    f.left = fmax(50, 30 + ytick_width(&f));
     open_chart(b, c->id, c->title, W, H);
     legend_item items[64];
     size_t ni = 0;
