@@ -56,6 +56,11 @@ typedef struct moe_model {
     int drop_top_expert;    /* evaluation of routing robustness (SPEC §2.3) */
 } moe_model;
 
+/* Bytes a training run of this model needs at most: parameters, gradients
+ * and AdamW moments, activations for a B x T micro-batch, and the FFN
+ * buffers with every (token, expert) pair active (ReLU routing's worst case). */
+size_t moe_model_memory_estimate(const moe_config *c, size_t n_params, size_t B, size_t T);
+
 /* Builds a model from a finalized config; parameters zero (call init or load). */
 int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err);
 void moe_model_free(moe_model *m);

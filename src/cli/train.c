@@ -77,6 +77,29 @@ static int guard_non_finite(moe_trainer *tr, const moe_step_stats *st, int *bad_
     return 0;
 }
 
+/* MemAvailable from /proc/meminfo, in bytes (0 if unknown). */
+static size_t memory_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    size_t kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb * 1024;
+}
+
+/* Refuses, before the large allocations, a run that cannot fit in memory. */
+static int check_memory(const moe_config *c, size_t n_params, moe_err *err) {
+    size_t need = moe_model_memory_estimate(c, n_params, (size_t)c->batch_size, (size_t)c->seq_len);
+    size_t have = memory_available();
+    if (have && need > have)
+        return moe_errf(err, "this run needs up to %.2f GiB (%zu parameters with gradients and AdamW "
+                        "moments, activations of a %d x %d batch) but %.2f GiB are available: lower "
+                        "batch_size or seq_len (or use grad_accum)", need / 1073741824.0, n_params,
+                        c->batch_size, c->seq_len, have / 1073741824.0);
+    return 0;
+}
+
 static void format_duration(char *out, size_t cap, double s) {
     if (s < 60) snprintf(out, cap, "%.0fs", s);
     else if (s < 3600) snprintf(out, cap, "%dm%02ds", (int)s / 60, (int)s % 60);
@@ -184,6 +207,7 @@ int cmd_train(int argc, char **argv) {
         model->cfg = cfg;  /* training keys may differ; model keys come from the checkpoint */
     }
     omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
+    if (check_memory(&cfg, model->n_params, &err)) goto fail;
 
     if (moe_tokens_read(data, &tokens, &err)) goto fail;
     have_trainer = 1;  /* from here the trainer owns the model */

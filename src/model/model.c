@@ -111,6 +111,30 @@ double moe_model_end_step(moe_model *m) {
 
 /* ---- activations ------------------------------------------------------ */
 
+/* Floats of the model's own activation buffers for a B x T batch (the
+ * layout ensure_acts carves). */
+static size_t acts_floats(const moe_config *c, size_t B, size_t T) {
+    size_t N = B * T, L = (size_t)c->n_layers, D = (size_t)c->hidden, V = (size_t)c->vocab_size;
+    size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = D / H, kvd = KV * hd;
+    size_t per_block = N * D * 4 + N * 2 + N * kvd * 2 + B * H * T * T;
+    return per_block * L + (L + 1) * N * D + L * N * D    /* res, res_mid */
+         + N * D + N + N * V + N + T * hd                 /* lnf, rstdf, logits, losses, rope */
+         + N * D * 4 + N * kvd * 2 + B * KV * T * T;      /* backward scratch */
+}
+
+size_t moe_model_memory_estimate(const moe_config *c, size_t n_params, size_t B, size_t T) {
+    size_t N = B * T, D = (size_t)c->hidden, L = (size_t)c->n_layers;
+    size_t ffn;  /* per layer, floats, worst case */
+    if (!strcmp(c->ffn, "dense")) {
+        ffn = 5 * N * (size_t)c->ffn_dim;
+    } else {  /* every (token, expert) pair active, as ReLU routing can be early on */
+        size_t E = (size_t)c->n_experts * (size_t)c->granularity + (size_t)c->n_shared_experts;
+        size_t Fe = (size_t)(c->ffn_dim / c->granularity);
+        ffn = 5 * N * E + N * E * (3 * D + 5 * Fe);
+    }
+    return 4 * (4 * n_params + acts_floats(c, B, T) + L * ffn);
+}
+
 /* Makes room for a batch of B sequences of T tokens (grow-only). */
 static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
     const moe_config *c = &m->cfg;
@@ -125,10 +149,7 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
         return 0;
     }
     free_acts(m);
-    size_t per_block = N * D * 4 + N * 2 + N * kvd * 2 + B * H * T * T;
-    size_t total = per_block * L + (L + 1) * N * D + L * N * D   /* res, res_mid */
-                 + N * D + N + N * V + N + T * hd               /* lnf, rstdf, logits, losses, rope */
-                 + N * D * 4 + N * kvd * 2 + B * KV * T * T;    /* backward scratch */
+    size_t total = acts_floats(c, B, T);
     m->acts_mem = moe_malloc(total * sizeof(float), err);
     m->res = moe_calloc(L + 1, sizeof(float *), err);
     m->res_mid = moe_calloc(L, sizeof(float *), err);

@@ -73,6 +73,18 @@ expect_error score_not_id "word.txt: token 2" "$moe" score --model "$tmp/run" --
 head -c 1000 "$tmp/m/model.safetensors" >"$tmp/m/cut" && mv "$tmp/m/cut" "$tmp/m/model.safetensors"
 expect_error truncated_model "model.safetensors" "$moe" score --model "$tmp/m" --tokens "$tmp/ids.txt"
 
+# resource errors: an output path that cannot be a directory, a run too big
+# for memory (refused before it starts), and a full disk while checkpointing
+expect_error unwritable_out "cannot create directory /dev/null" "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out /dev/null/run
+expect_error memory_refused "GiB are available" "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/big" --batch 1000000
+( trap '' XFSZ; ulimit -f 24; exec "$moe" train --resume "$tmp/run" --data "$tmp/data.tok" --steps 8 ) >/dev/null 2>"$tmp/err"
+rc=$?
+if [ $rc -ne 0 ] && grep -q "not written (earlier ones are intact)" "$tmp/err" \
+   && "$moe" score --model "$tmp/run" --tokens "$tmp/ids.txt" >/dev/null 2>&1 \
+   && [ -d "$tmp/run/checkpoints/step-00000005" ] && [ ! -e "$tmp/run/checkpoints/step-00000008" ]; then
+  ok disk_full_keeps_last_checkpoint
+else bad "disk_full_keeps_last_checkpoint (rc $rc): $(tail -1 "$tmp/err")"; fi
+
 # the docs stay true: docs/CONFIG.md's table is what the code documents
 if "$moe" config --doc | diff -q - <(sed -n '/^| key |/,$p' docs/CONFIG.md) >/dev/null; then ok config_doc_current
 else bad "config_doc_current (regenerate the table of docs/CONFIG.md with 'moe config --doc')"; fi
