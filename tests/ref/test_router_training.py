@@ -4,9 +4,8 @@ without diverging. Pass: every loss is finite, no step's loss exceeds the
 first step's by more than 0.5, and the mean LM loss of the last 20 steps is
 below the unigram entropy of the training tokens (in nats). The unigram
 entropy is the loss of the best model that ignores context, so a run below
-it has learned from the context through its FFN layers' routing rather
-than just the token frequencies; a run that diverged or stalled stays above
-it (a model at initialisation sits at about ln(vocab) = 5.77 > 4.6).
+it has learned to use the context (its routed layers passing useful
+gradients); a run that diverged or stalled stays above it (a model at initialisation sits at about ln(vocab) = 5.77 > 4.6).
 Runtime: 12 tiny models (hidden 32, 2 layers, 8 experts, 256 tokens per
 step), about 2 s each on one thread, two at a time (one per core; two
 OpenMP threads on such small matrices are many times slower). Usage: test_router_training.py BUILD_DIR"""
