@@ -50,6 +50,11 @@ int main(int argc, char **argv) {
         memcpy(e[i + 2].shape, t->shape, sizeof t->shape);
         e[i + 2].data = m->grads + t->offset;
     }
-    if (st_write(argv[5], e, n + 2, NULL, NULL, 0, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-    return 0;
+    int rc = st_write(argv[5], e, n + 2, NULL, NULL, 0, &err);
+    if (rc) fprintf(stderr, "%s\n", err.msg);
+    free(e); free(names); free(logits); free(x); free(y);
+    moe_loader_free(&ld);
+    moe_tokens_free(&tok);
+    moe_model_free(m);
+    return rc ? 1 : 0;
 }

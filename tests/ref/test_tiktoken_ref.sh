@@ -3,11 +3,12 @@
 # encoders (tiktoken, the WASM build of OpenAI's Rust core, and gpt-tokenizer):
 # identical ids on Moby-Dick, on a Unicode stress text, and on any files given
 # as arguments. Installs the npm packages into .cache/npm itself (idempotent).
-# Usage: tests/ref/test_tiktoken_ref.sh [FILE...]   (MOE=path/to/moe to pick the binary)
+# Usage: tests/ref/test_tiktoken_ref.sh [BUILD_DIR] [FILE...]   (or MOE=path/to/moe)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 moe=${MOE:-build/moe}
+if [ -n "${1:-}" ] && [ -d "$1" ] && [ -x "$1/moe" ]; then moe=$1/moe; shift; fi
 fail=0
 ok()   { echo "ok   $1"; }
 bad()  { echo "FAIL $1${2:+: $2}"; fail=1; }
