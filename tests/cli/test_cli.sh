@@ -88,6 +88,9 @@ else bad "disk_full_keeps_last_checkpoint (rc $rc): $(tail -1 "$tmp/err")"; fi
 # the docs stay true: docs/CONFIG.md's table is what the code documents
 if "$moe" config --doc | diff -q - <(sed -n '/^| key |/,$p' docs/CONFIG.md) >/dev/null; then ok config_doc_current
 else bad "config_doc_current (regenerate the table of docs/CONFIG.md with 'moe config --doc')"; fi
+scripts/gen-cli-doc.sh "$build" "$tmp/CLI.md"
+if cmp -s "$tmp/CLI.md" docs/CLI.md; then ok cli_doc_current
+else bad "cli_doc_current (regenerate docs/CLI.md with scripts/gen-cli-doc.sh)"; fi
 if "$moe" config --defaults | "$moe" config --check /dev/stdin >/dev/null; then ok config_defaults_valid; else bad config_defaults_valid; fi
 
 echo "$pass passed, $fail failed"
