@@ -52,12 +52,15 @@ void k_swiglu_forward(float *a, const float *h1, const float *h3, size_t n);
 void k_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,
                        const float *h3, size_t n);
 
-/* Cross-entropy over logits[N,V] with targets[N] (a target < 0 is ignored).
- * Writes the per-token loss into losses[N] (0 for ignored) and, if dlogits is
- * not NULL, dlogits = (softmax - onehot) * dscale (dscale usually 1/count).
- * Returns the sum of the losses. dlogits may alias logits. */
-double k_cross_entropy(float *dlogits, float *losses, const float *logits,
-                       const int *targets, size_t N, size_t V, float dscale);
+/* Cross-entropy over logits[N,V] with targets[N] (a target < 0 is ignored):
+ * losses[N] (0 for ignored) and lse[N] = logsumexp of each row, kept for the
+ * backward. Returns the sum of the losses, added in row order. */
+double k_cross_entropy_forward(float *losses, float *lse, const float *logits,
+                               const int *targets, size_t N, size_t V);
+/* dlogits = (softmax - onehot) * dscale (0 for ignored rows); dlogits may
+ * alias logits. */
+void k_cross_entropy_backward(float *dlogits, const float *logits, const float *lse,
+                              const int *targets, size_t N, size_t V, float dscale);
 
 /* y[n] += x[n] */
 void k_add(float *y, const float *x, size_t n);

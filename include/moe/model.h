@@ -44,7 +44,8 @@ typedef struct moe_model {
     block_acts *acts;       /* [L] */
     float *lnf, *rstdf;     /* [N,D], [N] */
     float *logits;          /* [N,V] (turned into dlogits by backward) */
-    float *losses;          /* [N] */
+    float *losses;          /* [N] per-token loss of the last forward with targets */
+    float *lse;             /* [N] logsumexp of each row of logits (for backward) */
     float *rope_cos, *rope_sin;  /* [T, hd/2] */
     int *tokens, *targets;  /* [N] copies of the last batch */
     /* backward scratch */

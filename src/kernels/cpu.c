@@ -112,15 +112,19 @@ void k_attention_forward(float *out, float *att, const float *q, const float *k,
             /* S[T,T] = scale * Q K^T */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd,
                         scale, qb, (int)qw, kb, (int)kw, 0.0f, P, (int)T);
-            for (size_t i = 0; i < T; i++) {
+            for (size_t i = 0; i < T; i++) {  /* causal softmax of row i: columns 0..i */
                 float *row = P + i * T;
-                float mx = row[0];
-                for (size_t j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-                float sum = 0.0f;
-                for (size_t j = 0; j <= i; j++) { row[j] = moe_expf(row[j] - mx); sum += row[j]; }
+                float mx = row[0], sum = 0.0f;
+                #pragma omp simd reduction(max:mx)
+                for (size_t j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+                #pragma omp simd
+                for (size_t j = 0; j <= i; j++) row[j] = moe_expf(row[j] - mx);
+                #pragma omp simd reduction(+:sum)
+                for (size_t j = 0; j <= i; j++) sum += row[j];
                 float inv = 1.0f / sum;
+                #pragma omp simd
                 for (size_t j = 0; j <= i; j++) row[j] *= inv;
-                for (size_t j = i + 1; j < T; j++) row[j] = 0.0f;
+                memset(row + i + 1, 0, (T - i - 1) * sizeof(float));
             }
             /* O[T,hd] = P V */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T,
@@ -161,9 +165,11 @@ void k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
                     const float *p = P + i * T;
                     float *d = dS + i * T;
                     float dot = 0.0f;
+                    #pragma omp simd reduction(+:dot)
                     for (size_t j = 0; j <= i; j++) dot += p[j] * d[j];
+                    #pragma omp simd
                     for (size_t j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
-                    for (size_t j = i + 1; j < T; j++) d[j] = 0.0f;
+                    memset(d + i + 1, 0, (T - i - 1) * sizeof(float));
                 }
                 /* dQ = dS K ;  dK += dS^T Q */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T,
@@ -191,31 +197,37 @@ void k_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,
     }
 }
 
-double k_cross_entropy(float *dlogits, float *losses, const float *logits,
-                       const int *targets, size_t N, size_t V, float dscale) {
+double k_cross_entropy_forward(float *losses, float *lse, const float *logits,
+                               const int *targets, size_t N, size_t V) {
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < N; i++) {
         const float *l = logits + i * V;
-        int t = targets[i];
-        float mx = l[0];
-        for (size_t j = 1; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-        float sum = 0.0f;
+        float mx = l[0], sum = 0.0f;
+        #pragma omp simd reduction(max:mx)
+        for (size_t j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;
         #pragma omp simd reduction(+:sum)
         for (size_t j = 0; j < V; j++) sum += moe_expf(l[j] - mx);
-        float lse = logf(sum) + mx;
-        losses[i] = t >= 0 ? lse - l[t] : 0.0f;
-        if (dlogits) {
-            float *d = dlogits + i * V;
-            float target_logit = t >= 0 ? l[t] : 0.0f;  /* d may alias l */
-            float s = t >= 0 ? dscale : 0.0f;
-            #pragma omp simd
-            for (size_t j = 0; j < V; j++) d[j] = moe_expf(l[j] - lse) * s;
-            if (t >= 0) d[t] = (moe_expf(target_logit - lse) - 1.0f) * dscale;
-        }
+        lse[i] = logf(sum) + mx;
+        losses[i] = targets[i] >= 0 ? lse[i] - l[targets[i]] : 0.0f;
     }
     double total = 0.0;  /* summed in order: the same bits at any thread count */
     for (size_t i = 0; i < N; i++) total += losses[i];
     return total;
+}
+
+void k_cross_entropy_backward(float *dlogits, const float *logits, const float *lse,
+                              const int *targets, size_t N, size_t V, float dscale) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < N; i++) {
+        const float *l = logits + i * V;
+        float *d = dlogits + i * V;
+        int t = targets[i];
+        float m = lse[i], s = t >= 0 ? dscale : 0.0f;
+        float target_logit = t >= 0 ? l[t] : 0.0f;  /* read before d (maybe l) is written */
+        #pragma omp simd
+        for (size_t j = 0; j < V; j++) d[j] = moe_expf(l[j] - m) * s;
+        if (t >= 0) d[t] = (moe_expf(target_logit - m) - 1.0f) * dscale;
+    }
 }
 
 void k_add(float *y, const float *x, size_t n) {

@@ -6,11 +6,12 @@
 
 #include <math.h>
 #include <stdint.h>
-#include <string.h>
 
 static inline float moe_expf(float x) {
     x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    /* n = round(x / ln 2): adding and removing 1.5 * 2^23 rounds to an integer
+     * without floorf, which compilers will not vectorise */
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -19,10 +20,8 @@ static inline float moe_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     float y = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return y * scale;
+    union { int32_t i; float f; } scale = {((int32_t)n + 127) << 23};  /* 2^n */
+    return y * scale.f;
 }
 
 static inline float moe_sigmoidf(float z) { return 1.0f / (1.0f + moe_expf(-z)); }

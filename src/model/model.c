@@ -118,7 +118,7 @@ static size_t acts_floats(const moe_config *c, size_t B, size_t T) {
     size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = D / H, kvd = KV * hd;
     size_t per_block = N * D * 4 + N * 2 + N * kvd * 2 + B * H * T * T;
     return per_block * L + (L + 1) * N * D + L * N * D    /* res, res_mid */
-         + N * D + N + N * V + N + T * hd                 /* lnf, rstdf, logits, losses, rope */
+         + N * D + N + N * V + 2 * N + T * hd             /* lnf, rstdf, logits, losses, lse, rope */
          + N * D * 4 + N * kvd * 2 + B * KV * T * T;      /* backward scratch */
 }
 
@@ -173,7 +173,7 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
     }
     for (size_t l = 0; l <= L; l++) TAKE(m->res[l], N * D);
     for (size_t l = 0; l < L; l++) TAKE(m->res_mid[l], N * D);
-    TAKE(m->lnf, N * D); TAKE(m->rstdf, N); TAKE(m->logits, N * V); TAKE(m->losses, N);
+    TAKE(m->lnf, N * D); TAKE(m->rstdf, N); TAKE(m->logits, N * V); TAKE(m->losses, N); TAKE(m->lse, N);
     TAKE(m->rope_cos, T * hd / 2); TAKE(m->rope_sin, T * hd / 2);
     TAKE(m->dres, N * D); TAKE(m->dln, N * D); TAKE(m->dq, N * D); TAKE(m->dattn, N * D);
     TAKE(m->dk, N * kvd); TAKE(m->dv, N * kvd); TAKE(m->dscratch, B * KV * T * T);
@@ -249,7 +249,7 @@ int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
         if (targets) {
             size_t count = 0;
             for (size_t i = 0; i < N; i++) count += targets[i] >= 0;
-            double sum = k_cross_entropy(NULL, m->losses, m->logits, targets, N, V, 0.0f);
+            double sum = k_cross_entropy_forward(m->losses, m->lse, m->logits, targets, N, V);
             *lm_loss = count ? sum / (double)count : 0.0;
         }
     }
@@ -269,8 +269,8 @@ int moe_model_backward(moe_model *m, float loss_scale, moe_err *err) {
     for (size_t i = 0; i < N; i++) count += m->targets[i] >= 0;
 
     /* logits -> dlogits in place; lm_head and final norm */
-    k_cross_entropy(m->logits, m->losses, m->logits, m->targets, N, V,
-                    count ? loss_scale / (float)count : 0.0f);
+    k_cross_entropy_backward(m->logits, m->logits, m->lse, m->targets, N, V,
+                             count ? loss_scale / (float)count : 0.0f);
     k_matmul_backward(m->dln, m->d_lm_head, m->logits, m->lnf, m->lm_head, N, D, V, 0);
     k_rmsnorm_backward(m->dres, m->d_final_norm, m->dln, m->res[c->n_layers], m->final_norm,
                        m->rstdf, N, D, 0);

@@ -10,20 +10,25 @@
 
 #include "moe/fileio.h"
 
-uint32_t moe_crc32(uint32_t crc, const void *data, size_t len) {
-    /* bitwise-table CRC-32 (reflected polynomial 0xEDB88320), 4 bits at a time */
-    static const uint32_t nibble[16] = {
-        0x00000000, 0x1DB71064, 0x3B6E20C8, 0x26D930AC, 0x76DC4190, 0x6B6B51F4,
-        0x4DB26158, 0x5005713C, 0xEDB88320, 0xF00F9344, 0xD6D6A3E8, 0xCB61B38C,
-        0x9B64C2B0, 0x86D3D2D4, 0xA00AE278, 0xBDBDF21C};
-    const unsigned char *p = data;
-    crc = ~crc;
-    for (size_t i = 0; i < len; i++) {
-        crc ^= p[i];
-        crc = (crc >> 4) ^ nibble[crc & 15];
-        crc = (crc >> 4) ^ nibble[crc & 15];
+/* The byte-at-a-time table of the reflected CRC-32 polynomial 0xEDB88320. */
+static void crc_table(uint32_t table[256]) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        table[i] = c;
     }
+}
+
+static uint32_t crc_update(const uint32_t table[256], uint32_t crc, const unsigned char *p, size_t len) {
+    crc = ~crc;
+    for (size_t i = 0; i < len; i++) crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
     return ~crc;
+}
+
+uint32_t moe_crc32(uint32_t crc, const void *data, size_t len) {
+    uint32_t table[256];
+    crc_table(table);
+    return crc_update(table, crc, data, len);
 }
 
 /* CRC and size of a whole file. */
@@ -31,10 +36,12 @@ static int file_crc(const char *path, uint32_t *crc, size_t *size, moe_err *err)
     FILE *f = fopen(path, "rb");
     if (!f) return moe_errf(err, "cannot open %s: %s", path, strerror(errno));
     unsigned char buf[1 << 16];
+    uint32_t table[256];
     size_t n, total = 0;
     uint32_t c = 0;
+    crc_table(table);
     while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        c = moe_crc32(c, buf, n);
+        c = crc_update(table, c, buf, n);
         total += n;
     }
     int bad = ferror(f);
