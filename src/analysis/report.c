@@ -252,7 +252,8 @@ static const char *CSS =
     "svg .band-label{font-size:11px;font-weight:600;fill:#7a5c00;opacity:.75}"
     "table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{padding:4px 10px;text-align:right;border-bottom:1px solid #e6e9ef}"
     "th{background:#f0f3f8;font-weight:600}td:first-child,th:first-child{text-align:left}"
-    "td.sub{padding-left:24px;color:#5b6475}td.best{font-weight:700;color:#0b6b2e}"
+    "td.sub{padding-left:24px;color:#5b6475}td.best{font-weight:700;color:#0b6b2e}th.sub{font-weight:500;font-size:12px;color:#5b6475}"
+    "td.robust{color:#6b4b9a}td.robust.best{color:#0b6b2e}td small{color:#8a93a3}"
     ".swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px;background:var(--c)}"
     ".tok{font:12px ui-monospace,Menlo,Consolas,monospace;background:#eef2f8;border-radius:3px;padding:0 4px;margin:1px 3px 1px 0;display:inline-block;white-space:pre}"
     ".tok small{color:#5b6475;margin-left:3px}table.tokens td{text-align:left}"
@@ -297,7 +298,54 @@ static size_t stage_bands(const run_data *r, svg_band *bands) {
     return nb;
 }
 
-/* The evaluation table: one column per run. */
+/* The entry named `name` of array `key` ("data" or "tasks") of a run's eval.json. */
+static const json_value *eval_entry(const run_data *r, const char *key, const char *name) {
+    const json_value *a = r->eval ? json_get(r->eval, key) : NULL;
+    for (size_t q = 0; a && a->type == JSON_ARRAY && q < a->count; q++)
+        if (!strcmp(jstr(&a->items[q], "name", ""), name)) return &a->items[q];
+    return NULL;
+}
+
+/* Perplexity of domain `dom` (NULL: all) in a data entry or its robustness part. */
+static double entry_ppl(const json_value *e, int robust, const char *dom) {
+    const json_value *src = e && robust ? json_get(e, "robustness") : e;
+    if (!src) return NAN;
+    if (!dom) return jnum(src, "ppl");
+    const json_value *dd = json_get(src, "domains");
+    for (size_t z = 0; dd && dd->type == JSON_ARRAY && z < dd->count; z++)
+        if (!strcmp(jstr(&dd->items[z], "name", ""), dom)) return jnum(&dd->items[z], "ppl");
+    return NAN;
+}
+
+/* Index of the single best value (lowest, or highest with want_high), or -1 when
+ * there is no unique one. */
+static long best_of(const double *v, size_t n, int want_high) {
+    long best = -1;
+    for (size_t j = 0; j < n; j++)
+        if (isfinite(v[j]) && (best < 0 || (want_high ? v[j] > v[best] : v[j] < v[best]))) best = (long)j;
+    size_t ties = 0;
+    for (size_t j = 0; best >= 0 && j < n; j++) ties += v[j] == v[best];
+    return n > 1 && ties == 1 ? best : -1;
+}
+
+/* Names of array `key` over all runs, first appearance first (at most cap). */
+static size_t union_names(run_data *runs, size_t n, const char *key, const char **names, size_t cap) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const json_value *a = runs[i].eval ? json_get(runs[i].eval, key) : NULL;
+        for (size_t q = 0; a && a->type == JSON_ARRAY && q < a->count; q++) {
+            const char *nm = jstr(&a->items[q], "name", "?");
+            size_t j = 0;
+            while (j < k && strcmp(names[j], nm)) j++;
+            if (j == k && k < cap) names[k++] = nm;
+        }
+    }
+    return k;
+}
+
+/* The evaluation tables: one per data file (rows: all, then its domains;
+ * per run the perplexity and, with --robustness, the perplexity with the top
+ * expert dropped), and one for the tasks. */
 static void eval_table(moe_buf *b, run_data *runs, size_t n) {
     int any = 0;
     for (size_t i = 0; i < n; i++) any |= runs[i].eval != NULL;
@@ -305,116 +353,99 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
         missing(b, "No eval.json in any run", "run <code>moe eval --model RUN --data valid.tok --task cloze --robustness</code>");
         return;
     }
-    moe_buf_printf(b, "<table><tr><th>measure</th>");
-    for (size_t i = 0; i < n; i++) {
-        moe_buf_printf(b, "<th><span class=\"swatch\" style=\"--c:%s\"></span>", svg_color(i));
-        esc(b, runs[i].name);
-        moe_buf_printf(b, "</th>");
-    }
-    moe_buf_printf(b, "</tr>");
-    /* rows: collect (data set, domain) and task names from every run, in order */
-    for (size_t i = 0; i < n; i++) {
-        const json_value *data = runs[i].eval ? json_get(runs[i].eval, "data") : NULL;
-        for (size_t k = 0; data && data->type == JSON_ARRAY && k < data->count; k++) {
-            const char *dname = jstr(&data->items[k], "name", "?");
-            int seen = 0;  /* printed already for an earlier run? */
-            for (size_t j = 0; j < i && !seen; j++) {
-                const json_value *dj = runs[j].eval ? json_get(runs[j].eval, "data") : NULL;
-                for (size_t q = 0; dj && dj->type == JSON_ARRAY && q < dj->count; q++)
-                    if (!strcmp(jstr(&dj->items[q], "name", ""), dname)) seen = 1;
-            }
-            if (seen) continue;
-            const json_value *doms = json_get(&data->items[k], "domains");
-            size_t nd = doms && doms->type == JSON_ARRAY ? doms->count : 0;
-            for (int robust = 0; robust < 2; robust++) {
-                if (robust && !json_get(&data->items[k], "robustness")) continue;
-                for (long d = -1; d < (long)(nd > 1 ? nd : 0); d++) {
-                    const char *domname = d < 0 ? NULL : jstr(&doms->items[d], "name", "?");
-                    double vals[64];
-                    size_t best = 0;
-                    for (size_t j = 0; j < n && j < 64; j++) {
-                        vals[j] = NAN;
-                        const json_value *dj = runs[j].eval ? json_get(runs[j].eval, "data") : NULL;
-                        for (size_t q = 0; dj && dj->type == JSON_ARRAY && q < dj->count; q++) {
-                            if (strcmp(jstr(&dj->items[q], "name", ""), dname)) continue;
-                            const json_value *src = robust ? json_get(&dj->items[q], "robustness") : &dj->items[q];
-                            if (!src) continue;
-                            if (d < 0) { vals[j] = jnum(src, "ppl"); continue; }
-                            const json_value *dd = json_get(src, "domains");
-                            for (size_t z = 0; dd && dd->type == JSON_ARRAY && z < dd->count; z++)
-                                if (!strcmp(jstr(&dd->items[z], "name", ""), domname)) vals[j] = jnum(&dd->items[z], "ppl");
-                        }
-                        if (isfinite(vals[j]) && (!isfinite(vals[best]) || vals[j] < vals[best])) best = j;
-                    }
-                    size_t n_best = 0;
-                    for (size_t j = 0; j < n && j < 64; j++) n_best += vals[j] == vals[best];
-                    if (n_best != 1) best = SIZE_MAX;  /* ties: nobody is best */
-                    moe_buf_printf(b, "<tr><td%s>", d >= 0 ? " class=\"sub\"" : "");
-                    if (d < 0) {
-                        esc(b, dname);
-                        moe_buf_printf(b, robust ? " — perplexity, top expert dropped" : " — perplexity");
-                    } else {
-                        esc(b, domname);
-                    }
-                    moe_buf_printf(b, "</td>");
-                    for (size_t j = 0; j < n && j < 64; j++) {
-                        if (isfinite(vals[j]))
-                            moe_buf_printf(b, "<td%s>%.2f</td>", n > 1 && j == best ? " class=\"best\"" : "", vals[j]);
-                        else
-                            moe_buf_printf(b, "<td>—</td>");
-                    }
-                    moe_buf_printf(b, "</tr>");
-                }
-            }
+    const char *sets[64], *tasks[64];
+    size_t ns = union_names(runs, n, "data", sets, 64), nt = union_names(runs, n, "tasks", tasks, 64);
+    moe_buf_printf(b, "<div class=\"grid\">");
+    for (size_t k = 0; k < ns; k++) {
+        int robust = 0;
+        const json_value *first = NULL;
+        for (size_t i = 0; i < n; i++) {
+            const json_value *e = eval_entry(&runs[i], "data", sets[k]);
+            if (e && !first) first = e;
+            robust |= e && json_get(e, "robustness");
         }
-    }
-    /* tasks */
-    for (size_t i = 0; i < n; i++) {
-        const json_value *tasks = runs[i].eval ? json_get(runs[i].eval, "tasks") : NULL;
-        for (size_t k = 0; tasks && tasks->type == JSON_ARRAY && k < tasks->count; k++) {
-            const char *tname = jstr(&tasks->items[k], "name", "?");
-            int seen = 0;
-            for (size_t j = 0; j < i && !seen; j++) {
-                const json_value *tj = runs[j].eval ? json_get(runs[j].eval, "tasks") : NULL;
-                for (size_t q = 0; tj && tj->type == JSON_ARRAY && q < tj->count; q++)
-                    if (!strcmp(jstr(&tj->items[q], "name", ""), tname)) seen = 1;
-            }
-            if (seen) continue;
-            for (int norm = 0; norm < 2; norm++) {
-                double vals[64], se[64], items = NAN;
-                size_t best = 0;
-                for (size_t j = 0; j < n && j < 64; j++) {
-                    vals[j] = se[j] = NAN;
-                    const json_value *tj = runs[j].eval ? json_get(runs[j].eval, "tasks") : NULL;
-                    for (size_t q = 0; tj && tj->type == JSON_ARRAY && q < tj->count; q++)
-                        if (!strcmp(jstr(&tj->items[q], "name", ""), tname)) {
-                            vals[j] = jnum(&tj->items[q], norm ? "acc_norm" : "acc");
-                            se[j] = jnum(&tj->items[q], norm ? "acc_norm_stderr" : "acc_stderr");
-                            items = jnum(&tj->items[q], "items");
-                        }
-                    if (isfinite(vals[j]) && (!isfinite(vals[best]) || vals[j] > vals[best])) best = j;
-                }
-                size_t n_best = 0;
-                for (size_t j = 0; j < n && j < 64; j++) n_best += vals[j] == vals[best];
-                if (n_best != 1) best = SIZE_MAX;
-                moe_buf_printf(b, "<tr><td>");
-                esc(b, tname);
-                moe_buf_printf(b, " — %s (%.0f items)</td>", norm ? "acc_norm" : "acc", items);
-                for (size_t j = 0; j < n && j < 64; j++) {
-                    if (isfinite(vals[j]))
-                        moe_buf_printf(b, "<td%s>%.3f ± %.3f</td>", n > 1 && j == best ? " class=\"best\"" : "", vals[j], se[j]);
-                    else
-                        moe_buf_printf(b, "<td>—</td>");
-                }
-                moe_buf_printf(b, "</tr>");
-            }
+        moe_buf_printf(b, "<table><tr><th>");
+        esc(b, sets[k]);
+        moe_buf_printf(b, ": perplexity</th>");
+        for (size_t i = 0; i < n; i++) {
+            moe_buf_printf(b, "<th colspan=\"%d\"><span class=\"swatch\" style=\"--c:%s\"></span>", robust ? 2 : 1, svg_color(i));
+            esc(b, runs[i].name);
+            moe_buf_printf(b, "</th>");
         }
+        moe_buf_printf(b, "</tr>");
+        if (robust) {
+            moe_buf_printf(b, "<tr><th></th>");
+            for (size_t i = 0; i < n; i++) moe_buf_printf(b, "<th class=\"sub\">ppl</th><th class=\"sub\">top expert dropped</th>");
+            moe_buf_printf(b, "</tr>");
+        }
+        const json_value *doms = first ? json_get(first, "domains") : NULL;
+        size_t nd = doms && doms->type == JSON_ARRAY && doms->count > 1 ? doms->count : 0;
+        for (long d = -1; d < (long)nd; d++) {
+            const char *dom = d < 0 ? NULL : jstr(&doms->items[d], "name", "?");
+            double v[64], w[64];
+            for (size_t i = 0; i < n && i < 64; i++) {
+                const json_value *e = eval_entry(&runs[i], "data", sets[k]);
+                v[i] = entry_ppl(e, 0, dom);
+                w[i] = entry_ppl(e, 1, dom);
+            }
+            long bv = best_of(v, n, 0), bw = best_of(w, n, 0);
+            moe_buf_printf(b, "<tr><td%s>", d >= 0 ? " class=\"sub\"" : "");
+            esc(b, dom ? dom : "all");
+            moe_buf_printf(b, "</td>");
+            for (size_t i = 0; i < n && i < 64; i++) {
+                if (isfinite(v[i])) moe_buf_printf(b, "<td%s>%.2f</td>", (long)i == bv ? " class=\"best\"" : "", v[i]);
+                else moe_buf_printf(b, "<td>—</td>");
+                if (!robust) continue;
+                if (isfinite(w[i])) moe_buf_printf(b, "<td class=\"%s\">%.2f</td>", (long)i == bw ? "best robust" : "robust", w[i]);
+                else moe_buf_printf(b, "<td class=\"robust\">—</td>");
+            }
+            moe_buf_printf(b, "</tr>");
+        }
+        moe_buf_printf(b, "</table>");
     }
-    moe_buf_printf(b, "</table><p class=\"note\">Perplexity = exp(mean next-token loss) over the token file, per "
-                   "domain of its document table; lower is better. Multiple choice: acc picks the choice with the "
-                   "largest summed log-probability given the context, acc_norm divides that sum by the choice's "
-                   "length in bytes (lm-evaluation-harness conventions); ± is the standard error. Best per row in "
-                   "green.</p>");
+    if (nt) {
+        moe_buf_printf(b, "<table><tr><th>task</th><th>items</th>");
+        for (size_t i = 0; i < n; i++) {
+            moe_buf_printf(b, "<th colspan=\"2\"><span class=\"swatch\" style=\"--c:%s\"></span>", svg_color(i));
+            esc(b, runs[i].name);
+            moe_buf_printf(b, "</th>");
+        }
+        moe_buf_printf(b, "</tr><tr><th></th><th></th>");
+        for (size_t i = 0; i < n; i++) moe_buf_printf(b, "<th class=\"sub\">acc</th><th class=\"sub\">acc_norm</th>");
+        moe_buf_printf(b, "</tr>");
+        for (size_t k = 0; k < nt; k++) {
+            double a[64], an[64], items = NAN;
+            for (size_t i = 0; i < n && i < 64; i++) {
+                const json_value *e = eval_entry(&runs[i], "tasks", tasks[k]);
+                a[i] = e ? jnum(e, "acc") : NAN;
+                an[i] = e ? jnum(e, "acc_norm") : NAN;
+                if (e) items = jnum(e, "items");
+            }
+            long ba = best_of(a, n, 1), bn = best_of(an, n, 1);
+            moe_buf_printf(b, "<tr><td>");
+            esc(b, tasks[k]);
+            moe_buf_printf(b, "</td><td>%.0f</td>", items);
+            for (size_t i = 0; i < n && i < 64; i++) {
+                const json_value *e = eval_entry(&runs[i], "tasks", tasks[k]);
+                for (int norm = 0; norm < 2; norm++) {
+                    double x = norm ? an[i] : a[i];
+                    if (!isfinite(x)) { moe_buf_printf(b, "<td>—</td>"); continue; }
+                    moe_buf_printf(b, "<td%s>%.3f <small>± %.3f</small></td>",
+                                   (long)i == (norm ? bn : ba) ? " class=\"best\"" : "", x,
+                                   jnum(e, norm ? "acc_norm_stderr" : "acc_stderr"));
+                }
+            }
+            moe_buf_printf(b, "</tr>");
+        }
+        moe_buf_printf(b, "</table>");
+    }
+    moe_buf_printf(b, "</div><p class=\"note\">Perplexity = exp(mean next-token loss) over the token file, and per "
+                   "domain of its document table; lower is better. <i>Top expert dropped</i>: every router disables "
+                   "each token's highest-scoring expert (routing robustness; a router that does not implement it "
+                   "shows the same number). Multiple choice: acc picks the choice with the largest summed "
+                   "log-probability given the context, acc_norm divides that sum by the choice's length in bytes "
+                   "(lm-evaluation-harness conventions); ± is the standard error. The best of a row is in green "
+                   "(none on ties).</p>");
 }
 
 /* The runs table: config and headline numbers. */

@@ -95,8 +95,10 @@ static void write_sums(moe_buf *b, const moe_loss_sums *s, char **names) {
 }
 
 static void print_row(const char *name, double nll, double n, const moe_loss_sums *drop, double dnll, double dn) {
-    printf("  %-22s %9.0f %8.4f %10.2f", name, n, n > 0 ? nll / n : NAN, ppl(nll, n));
-    if (drop) printf("   %8.4f %10.2f", dn > 0 ? dnll / dn : NAN, ppl(dnll, dn));
+    if (n > 0) printf("  %-22s %9.0f %8.4f %10.2f", name, n, nll / n, ppl(nll, n));
+    else printf("  %-22s %9.0f %8s %10s", name, n, "-", "-");
+    if (drop && dn > 0) printf("   %9.4f %10.2f", dnll / dn, ppl(dnll, dn));
+    else if (drop) printf("   %9s %10s", "-", "-");
     printf("\n");
 }
 
@@ -193,7 +195,7 @@ int cmd_eval(int argc, char **argv) {
     for (size_t i = 0; i < n_data; i++) {
         data_result *r = &dr[i];
         printf("\n  %-22s %9s %8s %10s", r->name, "tokens", "loss", "ppl");
-        if (r->have_drop) printf("   %8s %10s", "loss -top", "ppl -top");
+        if (r->have_drop) printf("   %9s %10s", "loss -top", "ppl -top");
         printf("\n");
         print_row("all", r->base.total_nll, r->base.total_count, r->have_drop ? &r->drop : NULL,
                   r->drop.total_nll, r->drop.total_count);
@@ -202,6 +204,12 @@ int cmd_eval(int argc, char **argv) {
                 print_row(r->domain_names[d], r->base.nll[d], r->base.count[d], r->have_drop ? &r->drop : NULL,
                           r->have_drop ? r->drop.nll[d] : 0, r->have_drop ? r->drop.count[d] : 0);
     }
+    for (size_t i = 0; i < n_data; i++)
+        if (dr[i].have_drop && dr[i].drop.total_nll == dr[i].base.total_nll) {
+            printf("\n  note: dropping the top expert changed nothing: the %s router does not implement it\n",
+                   m->cfg.router);
+            break;
+        }
     if (n_tasks) printf("\n  %-22s %9s %16s %16s\n", "task", "items", "acc", "acc_norm");
     for (size_t i = 0; i < n_tasks; i++)
         printf("  %-22s %9zu %8.4f ±%6.4f %8.4f ±%6.4f\n", tk[i].name, mr[i].n, mr[i].acc, mr[i].acc_stderr,
