@@ -490,14 +490,17 @@ static int overlay_charts(moe_buf *b, run_data *runs, size_t n, moe_err *err) {
     for (size_t i = 0; i < n && i < 64; i++) free(tmp[i]);
     /* flip rate */
     ns = 0;
-    for (size_t i = 0; i < n && i < 64; i++)
-        if (runs[i].nc) se[ns++] = (svg_series){runs[i].name, svg_color(i), runs[i].c_step, runs[i].c_flip, runs[i].nc, 0, 1, 0};
+    for (size_t i = 0; i < n && i < 64; i++) {
+        int any = 0;  /* dense runs and single measurements have no flip rate */
+        for (size_t k = 0; k < runs[i].nc; k++) any |= isfinite(runs[i].c_flip[k]);
+        if (any) se[ns++] = (svg_series){runs[i].name, svg_color(i), runs[i].c_step, runs[i].c_flip, runs[i].nc, 0, 1, 0};
+    }
     if (ns)
         svg_line(b, &(svg_line_chart){.id = "flip-rate", .title = "Routing flip rate on the calibration set",
                  .xlabel = "optimiser step", .ylabel = "flip rate (fraction of mask entries)", .ymin = 0, .ymax = NAN,
                  .series = se, .n_series = ns, .width = 580, .height = 300});
     else
-        missing(b, "No calibration.jsonl", "train with <code>--analysis-every N</code> to measure the flip rate");
+        missing(b, "No flip rate", "train a routed model with <code>--analysis-every N</code> to measure it");
     return 0;
 }
 
@@ -735,7 +738,8 @@ int moe_report_html(const char *const *run_dirs, size_t n, moe_buf *out, moe_err
                    "which it stays within ±¼·k/E of the target.</p><div class=\"runs\">");
     for (size_t i = 0; i < n; i++) {
         run_head(b, &runs[i], i);
-        dynamics_charts(b, &runs[i], i);
+        if (runs[i].n_sites) dynamics_charts(b, &runs[i], i);
+        else missing(b, "No routed layers", "a dense model has no sparsity or routing regulariser");
         moe_buf_printf(b, "</div>");
     }
     moe_buf_printf(b, "</div></section>\n<section><h2>Per layer</h2><div class=\"runs\">");
