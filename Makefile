@@ -85,9 +85,18 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/demo.sh $(BUILD)
 
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libmoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/libmoe.a -o $@ $(LDLIBS)
+
 bench: deps
-	@$(MAKE) --no-print-directory all
-	@bench/train_speed.sh $(BUILD)
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	@mkdir -p bench/results
+	$(BUILD)/bench/ffn_speed bench/results/ffn_speed.json
+	bench/moe_step_speed.sh $(BUILD)
+	bench/train_speed.sh $(BUILD)
+	bench/decode_speed.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -77,5 +77,10 @@ void moe_ffn_destroy(moe_ffn *f);
 int moe_ffn_dense_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
 /* The mixture-of-experts layer (src/moe/layer.c). */
 int moe_ffn_moe_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
+/* CartesianMoE's two sequential sub-layers of half-size experts
+ * (src/moe/cartesian.c, SPEC §2.3). */
+int moe_ffn_cartesian_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
+/* Lory's segment-level expert merging (src/moe/lory.c, SPEC §2.4). */
+int moe_ffn_lory_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
 
 #endif

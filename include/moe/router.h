@@ -63,13 +63,6 @@ double moe_router_softmax(float *p, const float *l, size_t E);
 double moe_router_uniform(uint64_t seed, uint64_t layer, uint64_t step, uint64_t t,
                           uint64_t token, uint64_t stream);
 
-/* The feed-forward kinds built from the MoE layer's parts (ffn.h keeps the
- * dense and "moe" ones): CartesianMoE's two sequential sub-layers of
- * half-size experts (src/moe/cartesian.c, SPEC §2.3) and Lory's
- * segment-level expert merging (src/moe/lory.c, SPEC §2.4). */
-int moe_ffn_cartesian_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
-int moe_ffn_lory_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
-
 /* ReMoE's lambda rule, once per optimiser step (SPEC §2.2):
  * lambda * alpha if sparsity < target, else lambda / alpha. */
 float moe_relu_lambda_next(float lambda, double sparsity, double target, double alpha);
