@@ -132,9 +132,6 @@ int moe_probe_measure(moe_probe *p, moe_model *m, long step, moe_err *err);
 int moe_probe_prime(moe_probe *p, moe_model *m, moe_err *err);
 void moe_probe_free(moe_probe *p);
 
-/* Keeps the lines of a JSONL file whose "step" is <= step (a resumed run
- * rewrites the rest). A missing file is fine. */
-int moe_jsonl_keep_steps(const char *path, long step, moe_err *err);
 
 /* ---- the report ---------------------------------------------------------- */
 

@@ -25,6 +25,11 @@ void moe_afile_abort(moe_afile *f);
 /* Convenience: the whole content at once, atomically. */
 int moe_write_file_atomic(const char *path, const void *data, size_t len, moe_err *err);
 
+/* Keeps the lines of a JSON-lines log whose leading "step" is <= step (and
+ * that end in a newline), rewriting the file atomically: a resumed run cuts
+ * its logs back to its checkpoint. A missing file is fine. */
+int moe_jsonl_keep_steps(const char *path, long step, moe_err *err);
+
 /* mkdir -p (0755). */
 int moe_mkdirs(const char *path, moe_err *err);
 

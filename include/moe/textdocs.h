@@ -21,11 +21,13 @@ typedef struct moe_docs {
     size_t n_bufs, cap_bufs;
     uint64_t bytes;         /* sum of len */
     size_t files;           /* files read */
+    const char *domain_field; /* JSONL key holding the domain (NULL: "domain") */
 } moe_docs;
 
 /* Adds the documents of `path`:
  *  - a file ending in .jsonl: one document per non-empty line, an object with
- *    a string "text" and optionally a string "domain" (else `domain`);
+ *    a string "text" and optionally a string "domain" (else `domain`; the
+ *    key can be changed with d->domain_field, e.g. "genre" for Brown);
  *  - any other file: one document (its bytes), domain `domain`;
  *  - a folder: its files, recursively, in name order, skipping names that
  *    start with '.'; files directly in it get `domain`, files under a

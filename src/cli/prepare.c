@@ -14,6 +14,7 @@
 
 static const char *USAGE =
     "usage: moe prepare --input PATH... --out FILE.tok [--tokenizer FILE|bytes] [--threads N]\n"
+    "                   [--domain-field KEY]\n"
     "\n"
     "Encodes documents into one token file (docs/FORMAT.md), each document followed\n"
     "by <|endoftext|>, with a document table and domain names.\n"
@@ -22,7 +23,9 @@ static const char *USAGE =
     "                     first-level subfolder name, else \"default\")\n"
     "  --out FILE.tok     the token file to write (atomically)\n"
     "  --tokenizer FILE   a tokenizer file, a tiktoken rank file, or 'bytes' (default)\n"
-    "  --threads N        encoding threads (default: all cores)\n";
+    "  --threads N        encoding threads (default: all cores)\n"
+    "  --domain-field KEY the JSONL key that names a document's domain (default\n"
+    "                     \"domain\"; \"genre\" for data/corpus/*/brown.jsonl)\n";
 
 static void bar(double frac, double t, double mb) {
     int w = 30, k = (int)(frac * w + 0.5);
@@ -34,7 +37,7 @@ static void bar(double frac, double t, double mb) {
 }
 
 int cmd_prepare(int argc, char **argv) {
-    const char *cmd = "prepare", *out = NULL, *tokpath = "bytes";
+    const char *cmd = "prepare", *out = NULL, *tokpath = "bytes", *domain_field = NULL;
     const char **inputs = calloc((size_t)argc, sizeof *inputs);
     size_t n_inputs = 0;
     long threads = 0;
@@ -56,6 +59,8 @@ int cmd_prepare(int argc, char **argv) {
             if (!(tokpath = cli_value(cmd, argc, argv, &i))) goto usage;
         } else if (!strcmp(argv[i], "--threads")) {
             if (!(v = cli_value(cmd, argc, argv, &i)) || cli_int(cmd, "--threads", v, 1, 1024, &threads)) goto usage;
+        } else if (!strcmp(argv[i], "--domain-field")) {
+            if (!(domain_field = cli_value(cmd, argc, argv, &i))) goto usage;
         } else {
             fprintf(stderr, "moe %s: unknown option '%s'\n", cmd, argv[i]);
             goto usage;
@@ -70,7 +75,7 @@ int cmd_prepare(int argc, char **argv) {
 
     moe_err err;
     moe_tokenizer *tok = NULL;
-    moe_docs docs = {0};
+    moe_docs docs = {.domain_field = domain_field};
     int rc = 1;
     if (moe_tokenizer_load(tokpath, &tok, &err)) { fprintf(stderr, "moe %s: %s\n", cmd, err.msg); goto done; }
     for (size_t i = 0; i < n_inputs; i++)

@@ -93,7 +93,8 @@ static int add_jsonl(moe_docs *d, const char *path, uint32_t dom, moe_err *err) 
         if (n) {
             json_value *v = json_parse(text + p, n, "\x01", err);
             if (!v) { free(text); return json_line_err(err, path, line); }
-            const json_value *t = json_get(v, "text"), *dm = json_get(v, "domain");
+            const char *field = d->domain_field ? d->domain_field : "domain";
+            const json_value *t = json_get(v, "text"), *dm = json_get(v, field);
             int rc = 0;
             if (v->type != JSON_OBJECT)
                 rc = moe_errf(err, "%s:%zu: expected a JSON object per line, found another value", path, line);
@@ -102,9 +103,9 @@ static int add_jsonl(moe_docs *d, const char *path, uint32_t dom, moe_err *err) 
             else if (t->type != JSON_STRING)
                 rc = moe_errf(err, "%s:%zu: expected \"text\" to be a string", path, line);
             else if (dm && dm->type != JSON_STRING)
-                rc = moe_errf(err, "%s:%zu: expected \"domain\" to be a string", path, line);
+                rc = moe_errf(err, "%s:%zu: expected \"%s\" to be a string", path, line, field);
             else if (dm && (dm->len == 0 || memchr(dm->string, 0, dm->len)))
-                rc = moe_errf(err, "%s:%zu: expected \"domain\" to be a non-empty name without NUL", path, line);
+                rc = moe_errf(err, "%s:%zu: expected \"%s\" to be a non-empty name without NUL", path, line, field);
             long did = dom;
             if (!rc && dm) did = domain_id(d, dm->string, dm->len, err);
             if (!rc && did >= 0) {

@@ -28,6 +28,12 @@ static int relu_route(moe_router *r, float *gates, const float *logits, size_t N
     size_t E = r->E;
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < N * E; i++) gates[i] = logits[i] > 0.0f ? logits[i] : 0.0f;
+    if (ctx->drop_top_expert)  /* robustness eval: each token loses its largest gate */
+        for (size_t t = 0; t < N; t++) {
+            size_t best = 0;
+            for (size_t e = 1; e < E; e++) if (gates[t * E + e] > gates[t * E + best]) best = e;
+            gates[t * E + best] = 0.0f;
+        }
     memset(s->f, 0, E * sizeof(double));
     for (size_t t = 0; t < N; t++)
         for (size_t e = 0; e < E; e++) s->f[e] += gates[t * E + e] > 0.0f;

@@ -258,24 +258,7 @@ int moe_trainer_save(moe_trainer *tr, moe_err *err) {
 int moe_trainer_truncate_metrics(const moe_trainer *tr, moe_err *err) {
     char path[4096];
     if (moe_path(path, sizeof path, err, "%s/metrics.jsonl", tr->out_dir)) return -1;
-    if (access(path, F_OK)) return 0;
-    size_t len;
-    char *text = moe_read_file(path, &len, err);
-    if (!text) return -1;
-    moe_buf keep = {0};
-    int rc = 0;
-    for (char *line = text; *line;) {
-        char *nl = strchr(line, '\n');
-        size_t l = nl ? (size_t)(nl - line + 1) : strlen(line);
-        long s = -1;
-        if (sscanf(line, "{\"step\": %ld", &s) == 1 && s <= tr->step && nl)
-            rc |= moe_buf_append(&keep, line, l);
-        line += l;
-    }
-    rc = rc ? moe_errf(err, "out of memory") : moe_write_file_atomic(path, keep.data ? keep.data : "", keep.len, err);
-    moe_buf_free(&keep);
-    free(text);
-    return rc;
+    return moe_jsonl_keep_steps(path, tr->step, err);
 }
 
 int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {

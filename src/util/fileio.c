@@ -164,3 +164,23 @@ int moe_fsync_dir(const char *dir, moe_err *err) {
     close(fd);
     return rc;
 }
+
+int moe_jsonl_keep_steps(const char *path, long step, moe_err *err) {
+    if (access(path, F_OK)) return 0;
+    size_t len;
+    char *text = moe_read_file(path, &len, err);
+    if (!text) return -1;
+    moe_buf keep = {0};
+    int rc = 0;
+    for (char *line = text; *line;) {
+        char *nl = strchr(line, '\n');
+        size_t l = nl ? (size_t)(nl - line + 1) : strlen(line);
+        long s = -1;
+        if (sscanf(line, "{\"step\": %ld", &s) == 1 && s <= step && nl) rc |= moe_buf_append(&keep, line, l);
+        line += l;
+    }
+    rc = rc ? moe_errf(err, "out of memory") : moe_write_file_atomic(path, keep.data ? keep.data : "", keep.len, err);
+    moe_buf_free(&keep);
+    free(text);
+    return rc;
+}

@@ -236,6 +236,28 @@ static void test_dropless_counts(void) {
     moe_ffn_destroy(f);
 }
 
+/* Routing robustness with ReLU routing: each token's largest gate is dropped,
+ * the other positive gates stay. */
+static void test_relu_drop_top_expert(void) {
+    moe_config cfg;
+    moe_config_defaults(&cfg);
+    cfg.n_experts = 4;
+    strcpy(cfg.ffn, "moe");
+    strcpy(cfg.router, "relu");
+    moe_err err;
+    moe_router *r;
+    CHECK(moe_router_create(&cfg, &r, &err) == 0, "%s", err.msg);
+    const float logits[8] = {0.5f, 2.0f, -1.0f, 0.25f, -0.5f, -0.1f, 3.0f, 1.0f};
+    float gates[8];
+    double aux;
+    moe_ffn_ctx ctx = {.B = 1, .T = 2, .training = 0, .drop_top_expert = 1};
+    r->ops->route(r, gates, logits, 2, &ctx, &aux, &err);
+    const float want[8] = {0.5f, 0.0f, 0.0f, 0.25f, 0.0f, 0.0f, 0.0f, 1.0f};
+    CHECK(!memcmp(gates, want, sizeof want), "gates %g %g %g %g | %g %g %g %g", gates[0], gates[1],
+          gates[2], gates[3], gates[4], gates[5], gates[6], gates[7]);
+    moe_router_destroy(r);
+}
+
 /* lambda_{i+1} = lambda_i * alpha if S_i < target else lambda_i / alpha, fp32. */
 static void test_lambda_rule(void) {
     const double S[] = {0.1, 0.5, 0.88, 0.9, 0.7, 0.875, 0.874};
@@ -263,6 +285,7 @@ int main(void) {
     RUN(test_fd_relu);
     RUN(test_fd_relu_plain_l1_G2_shared);
     RUN(test_dropless_counts);
+    RUN(test_relu_drop_top_expert);
     RUN(test_lambda_rule);
     TEST_MAIN_END();
 }
