@@ -91,6 +91,13 @@ static inline const float *moe_model_logits(const moe_model *m) { return m->logi
 /* Checkpoint I/O: DIR/config.json and DIR/model.safetensors. */
 int moe_model_save(const moe_model *m, const char *dir, moe_err *err);
 int moe_model_load(const char *dir, moe_model **out, moe_err *err);
+/* The tokenizer that goes with checkpoint CKPT: the file `path` when it is
+ * given, else CKPT/tokenizer (checksum-verified); *out is NULL (and 0 is
+ * returned) when there is neither, so the caller decides what to do. */
+struct moe_tokenizer;
+int moe_checkpoint_tokenizer(const char *ckpt, const char *path, struct moe_tokenizer **out,
+                             moe_err *err);
+
 /* Reads CKPT/model.safetensors into an existing model of the same config. */
 int moe_model_load_weights(moe_model *m, const char *ckpt, moe_err *err);
 /* Resolves a model or run directory to the checkpoint directory to read:

@@ -61,8 +61,7 @@ int cmd_analyze(int argc, char **argv) {
     int rc = 1;
     if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, &err) || moe_model_load(ckpt, &m, &err)) goto fail;
     if (moe_tokens_read(data, &t, &err)) goto fail;
-    if (!tok_path && !moe_path(path, sizeof path, NULL, "%s/tokenizer", ckpt) && !access(path, R_OK)) tok_path = path;
-    if (tok_path && moe_tokenizer_load(tok_path, &tok, &err)) goto fail;
+    if (moe_checkpoint_tokenizer(ckpt, tok_path, &tok, &err)) goto fail;
     size_t T = seq ? (size_t)seq : (size_t)m->cfg.seq_len;
     fprintf(stderr, "moe analyze: %s over %s ...\n", ckpt, data);
     if (moe_analyze_tokens(m, &t, (size_t)batch, T, (size_t)max_tokens, &st, &err)) {

@@ -150,16 +150,12 @@ int cmd_eval(int argc, char **argv) {
     for (size_t i = 0; i < n_tasks; i++)
         if (resolve_task(tasks[i], path, sizeof path, &err) || moe_task_load(path, &tk[i], &err)) goto fail;
     if (n_tasks) {
-        if (!tok_path) {
-            if (moe_path(path, sizeof path, &err, "%s/tokenizer", ckpt)) goto fail;
-            if (access(path, R_OK)) {
-                moe_errf(&err, "%s has no tokenizer file, which tasks need: give --tokenizer FILE "
-                         "(or train with --tokenizer so checkpoints carry it)", ckpt);
-                goto fail;
-            }
-            tok_path = path;
+        if (moe_checkpoint_tokenizer(ckpt, tok_path, &tok, &err)) goto fail;
+        if (!tok) {
+            moe_errf(&err, "%s has no tokenizer file, which tasks need: give --tokenizer FILE "
+                     "(or train with --tokenizer so checkpoints carry it)", ckpt);
+            goto fail;
         }
-        if (moe_tokenizer_load(tok_path, &tok, &err)) goto fail;
     }
 
     for (size_t i = 0; i < n_data; i++) {

@@ -221,9 +221,8 @@ int cmd_generate(int argc, char **argv) {
     if (moe_path(path, sizeof path, &err, "%s/config.json", ckpt) || moe_config_load(path, &cfg, &err) ||
         moe_decode_check(&cfg, &err) || moe_model_load(ckpt, &g.m, &err))
         goto out;
-    snprintf(path, sizeof path, "%s/tokenizer", ckpt);
-    if (!tok_path && access(path, R_OK) == 0) tok_path = path;
-    if (tok_path ? moe_tokenizer_load(tok_path, &tok, &err) : !(tok = moe_tokenizer_bytes(&err))) goto out;
+    if (moe_checkpoint_tokenizer(ckpt, tok_path, &tok, &err)) goto out;
+    if (!tok && !(tok = moe_tokenizer_bytes(&err))) goto out;  /* no tokenizer: bytes */
     g.tok = tok;
     uint32_t tv = moe_tokenizer_vocab_size(tok);
     if (tv > (uint32_t)g.m->cfg.vocab_size) {

@@ -110,12 +110,12 @@ static void format_duration(char *out, size_t cap, double s) {
  * (validated, and no larger than the model's vocabulary), else the one in
  * the checkpoint we started from, else none. */
 static int load_tokenizer(moe_trainer *tr, const char *path, const char *ckpt, moe_err *err) {
-    char own[4096];
-    if (!path && ckpt[0] && !moe_path(own, sizeof own, NULL, "%s/tokenizer", ckpt) && !access(own, R_OK))
-        path = own;
-    if (!path) return 0;
-    moe_tokenizer *t;
-    if (moe_tokenizer_load(path, &t, err)) return -1;
+    moe_tokenizer *t = NULL;
+    if (path || ckpt[0]) {
+        if (moe_checkpoint_tokenizer(ckpt, path, &t, err)) return -1;
+    }
+    if (!t) return 0;
+    if (!path) path = "the checkpoint's tokenizer";
     int rc = 0;
     if (moe_tokenizer_vocab_size(t) > (uint32_t)tr->model->cfg.vocab_size)
         rc = moe_errf(err, "%s: tokenizer has %u ids, more than the model's vocab_size %d", path,

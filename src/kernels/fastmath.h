@@ -8,11 +8,12 @@
 #include <stdint.h>
 
 static inline float moe_expf(float x) {
-    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
-    /* n = round(x / ln 2): adding and removing 1.5 * 2^23 rounds to an integer
+    float xc = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;  /* NaN stays NaN */
+    float v = xc == xc ? xc : 0.0f;  /* the integer path must never see a NaN */
+    /* n = round(v / ln 2): adding and removing 1.5 * 2^23 rounds to an integer
      * without floorf, which compilers will not vectorise */
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float n = (v * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = v - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
@@ -20,8 +21,8 @@ static inline float moe_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     float y = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } scale = {((int32_t)n + 127) << 23};  /* 2^n */
-    return y * scale.f;
+    union { uint32_t i; float f; } scale = {(uint32_t)((int32_t)n + 127) << 23};  /* 2^n, n >= -126 */
+    return y * scale.f + (xc - xc);  /* + NaN when x is NaN, + 0 otherwise */
 }
 
 static inline float moe_sigmoidf(float z) { return 1.0f / (1.0f + moe_expf(-z)); }

@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "moe/checksum.h"
 #include "moe/fileio.h"
 #include "moe/safetensors.h"
+#include "moe/tokenizer.h"
 
 int moe_model_save(const moe_model *m, const char *dir, moe_err *err) {
     if (moe_mkdirs(dir, err)) return -1;
@@ -78,6 +80,18 @@ int moe_model_load(const char *dir, moe_model **out, moe_err *err) {
     if (moe_model_load_weights(m, ckpt, err)) { moe_model_free(m); return -1; }
     *out = m;
     return 0;
+}
+
+int moe_checkpoint_tokenizer(const char *ckpt, const char *path, moe_tokenizer **out, moe_err *err) {
+    char own[4096];
+    *out = NULL;
+    if (!path) {
+        if (moe_path(own, sizeof own, err, "%s/tokenizer", ckpt)) return -1;
+        if (access(own, F_OK)) return 0;
+        if (moe_checksums_verify(ckpt, "tokenizer", err)) return -1;
+        path = own;
+    }
+    return moe_tokenizer_load(path, out, err);
 }
 
 static int is_file(const char *path) {

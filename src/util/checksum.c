@@ -100,14 +100,19 @@ int moe_checksums_verify(const char *dir, const char *name, moe_err *err) {
     int found = 0, rc = 0, lineno = 0;
     unsigned want_crc = 0;
     size_t want_size = 0;
+    /* every line is checked, so a damaged CHECKSUMS is noticed by any reader */
     while (fgets(line, sizeof line, f)) {
         char fname[512];
+        unsigned crc_l;
+        size_t size_l;
+        int used = 0;
         lineno++;
-        if (sscanf(line, "%8x %zu %511s", &want_crc, &want_size, fname) != 3) {
+        if (sscanf(line, "%8x %zu %511s%n", &crc_l, &size_l, fname, &used) != 3 ||
+            strspn(line, "0123456789abcdef") != 8 || strcmp(line + used, "\n")) {
             rc = moe_errf(err, "%s:%d: expected \"<crc32> <size> <name>\"", path, lineno);
             break;
         }
-        if (!strcmp(fname, name)) { found = 1; break; }
+        if (!strcmp(fname, name)) { found = 1; want_crc = crc_l; want_size = size_l; }
     }
     fclose(f);
     if (rc) return rc;
