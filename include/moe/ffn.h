@@ -7,6 +7,7 @@
 #include "moe/common.h"
 #include "moe/config.h"
 #include "moe/layout.h"
+#include "moe/profile.h"
 
 /* State shared by the MoE layers of one model: ReMoE's adaptive lambda
  * (kept across steps, saved in checkpoints) and the routing counts gathered
@@ -35,6 +36,8 @@ typedef struct moe_ffn_ctx {
     /* Evaluation of routing robustness (SPEC §2.3): every router disables
      * each token's highest-probability expert and re-selects from the rest. */
     int drop_top_expert;
+    moe_profile *prof;     /* time accounting (NULL: off); a layer may mark
+                            * PROF_ROUTER after routing, its caller marks the rest */
 } moe_ffn_ctx;
 
 typedef struct moe_ffn moe_ffn;

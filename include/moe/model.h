@@ -55,6 +55,7 @@ typedef struct moe_model {
     long step;              /* set by the trainer; read by FFNs with schedules */
     int training;
     int drop_top_expert;    /* evaluation of routing robustness (SPEC §2.3) */
+    moe_profile *prof;      /* time accounting of forward/backward (NULL: off) */
 } moe_model;
 
 /* Bytes a training run of this model needs at most: parameters, gradients

@@ -50,6 +50,7 @@ typedef struct moe_trainer {
     char out_dir[4096];
     FILE *metrics;            /* out_dir/metrics.jsonl, appended */
     moe_buf tokenizer;        /* tokenizer file copied into every checkpoint (may be empty) */
+    moe_profile prof;         /* --profile: where the steps' time went */
 } moe_trainer;
 
 /* Takes ownership of model. cfg holds the training keys (steps, batch, ...). */

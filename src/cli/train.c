@@ -30,6 +30,8 @@ static void help(FILE *f) {
         "  --seed N  --threads N  --checkpoint-every N  --keep N\n"
         "                    override the config's training keys\n"
         "  --no-shuffle      read rows in order (batch b, row r = tokens[(bB+r)T ...])\n"
+        "  --profile         print where the steps' time went (attention, experts, router,\n"
+        "                    norms, optimizer, data, ...) at the end\n"
         "  --analysis-every N  every N steps (and at the first and last) forward a fixed\n"
         "                    calibration set in eval mode and append its loss, per-layer\n"
         "                    sparsity and routing flip rate to DIR/calibration.jsonl\n"
@@ -100,6 +102,22 @@ static int check_memory(const moe_config *c, size_t n_params, moe_err *err) {
     return 0;
 }
 
+/* The --profile table: milliseconds per step and share of each part. */
+static void print_profile(const moe_profile *p, double seconds, long steps, int tokens_per_step) {
+    if (steps <= 0) { fprintf(stderr, "moe train: --profile needs at least 2 steps\n"); return; }
+    double parts = 0.0;
+    for (int i = 0; i < PROF_PARTS; i++) parts += p->seconds[i];
+    fprintf(stderr, "\nprofile over %ld steps (the first is not counted), %.1f ms/step, %.0f tokens/s\n",
+            steps, 1e3 * seconds / (double)steps, (double)tokens_per_step * (double)steps / seconds);
+    fprintf(stderr, "  %-16s %10s %7s\n", "part", "ms/step", "share");
+    for (int i = 0; i < PROF_PARTS; i++) {
+        double s = p->seconds[i] + (i == PROF_OTHER ? seconds - parts : 0.0);
+        if (s <= 0.0 && i != PROF_OTHER) continue;
+        fprintf(stderr, "  %-16s %10.2f %6.1f%%\n", MOE_PROF_NAMES[i], 1e3 * s / (double)steps,
+                100.0 * s / seconds);
+    }
+}
+
 static void format_duration(char *out, size_t cap, double s) {
     if (s < 60) snprintf(out, cap, "%.0fs", s);
     else if (s < 3600) snprintf(out, cap, "%dm%02ds", (int)s / 60, (int)s % 60);
@@ -132,13 +150,14 @@ int cmd_train(int argc, char **argv) {
     const char *override_key[N_FLAG_KEYS];
     double override_val[N_FLAG_KEYS];
     size_t n_over = 0;
-    int no_shuffle = 0;
+    int no_shuffle = 0, profile = 0;
     const char *analysis_data = NULL;
     long analysis_every = 0, analysis_tokens = 4096;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
         if (!strcmp(a, "--no-shuffle")) { no_shuffle = 1; continue; }
+        if (!strcmp(a, "--profile")) { profile = 1; continue; }
         if (!strcmp(a, "--analysis-every")) {
             const char *v = cli_value("train", argc, argv, &i);
             if (!v || cli_int("train", a, v, 0, 1L << 40, &analysis_every)) return 2;
@@ -257,6 +276,9 @@ int cmd_train(int argc, char **argv) {
             omp_get_max_threads(), tr.out_dir);
     int bad_in_row = 0;
     long rolled_back_to = -1;
+    double profiled_seconds = 0.0;
+    long profiled_steps = 0;
+    tr.prof.on = profile;
     while (tr.step < cfg.steps && !stop_requested) {
         moe_step_stats st;
         if (moe_trainer_step(&tr, &st, &err) || moe_trainer_log(&tr, &st, &err)) goto fail;
@@ -268,6 +290,12 @@ int cmd_train(int argc, char **argv) {
             goto fail;
         elapsed += st.seconds;
         seen += st.tokens;
+        if (profile && tr.step == first + 1) {  /* the first step allocates: not counted */
+            memset(tr.prof.seconds, 0, sizeof tr.prof.seconds);
+        } else if (profile) {
+            profiled_seconds += st.seconds;
+            profiled_steps++;
+        }
         double eta = elapsed / (double)(tr.step - first) * (double)(cfg.steps - tr.step);
         char eta_s[32];
         format_duration(eta_s, sizeof eta_s, eta);
@@ -281,6 +309,8 @@ int cmd_train(int argc, char **argv) {
     }
     if (tty) fprintf(stderr, "\n");
     if (moe_trainer_save(&tr, &err)) goto fail;
+    if (profile) print_profile(&tr.prof, profiled_seconds, profiled_steps, tr.cfg.batch_size *
+                               tr.cfg.seq_len * tr.cfg.grad_accum);
     if (stop_requested)
         fprintf(stderr, "moe train: stopped by signal %d at step %ld; checkpoint written, resume with "
                 "--resume %s\n", (int)stop_requested, tr.step, tr.out_dir);

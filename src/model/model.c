@@ -190,7 +190,7 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
 static moe_ffn_ctx ffn_ctx(moe_model *m, float loss_scale) {
     moe_ffn_ctx ctx = {.tokens = m->tokens, .B = m->B, .T = m->T, .step = m->step,
                        .training = m->training, .loss_scale = loss_scale, .rs = &m->rs,
-                       .drop_top_expert = m->drop_top_expert};
+                       .drop_top_expert = m->drop_top_expert, .prof = m->prof};
     return ctx;
 }
 
@@ -211,6 +211,7 @@ int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
             return moe_errf(err, "target id %d at position %zu is outside the vocabulary [0, %d)",
                             targets[i], i, c->vocab_size);
     }
+    moe_prof_mark(m->prof, PROF_OTHER);
     memcpy(m->tokens, inputs, N * sizeof(int));
     m->has_targets = targets != NULL;
     if (targets) memcpy(m->targets, targets, N * sizeof(int));
@@ -220,12 +221,14 @@ int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < N; i++)
         memcpy(m->res[0] + i * D, m->embed + (size_t)inputs[i] * D, D * sizeof(float));
+    moe_prof_mark(m->prof, PROF_EMBED);
 
     double aux = 0.0;
     for (int l = 0; l < c->n_layers; l++) {
         moe_block *b = &m->blocks[l];
         block_acts *a = &m->acts[l];
         k_rmsnorm_forward(a->ln1, a->rstd1, m->res[l], b->attn_norm, N, D, (float)c->norm_eps);
+        moe_prof_mark(m->prof, PROF_NORMS);
         k_matmul_forward(a->q, a->ln1, b->wq, N, D, D, 0.0f);
         k_matmul_forward(a->k, a->ln1, b->wk, N, D, kvd, 0.0f);
         k_matmul_forward(a->v, a->ln1, b->wv, N, D, kvd, 0.0f);
@@ -234,15 +237,19 @@ int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
         k_attention_forward(a->attn_out, a->att, a->q, a->k, a->v, B, T, H, KV, hd);
         memcpy(m->res_mid[l], m->res[l], N * D * sizeof(float));
         k_matmul_forward(m->res_mid[l], a->attn_out, b->wo, N, D, D, 1.0f);
+        moe_prof_mark(m->prof, PROF_ATTENTION);
         k_rmsnorm_forward(a->ln2, a->rstd2, m->res_mid[l], b->ffn_norm, N, D, (float)c->norm_eps);
+        moe_prof_mark(m->prof, PROF_NORMS);
         /* res[l+1] = res_mid + FFN(ln2) */
         ctx.residual = m->res_mid[l];
         if (b->ffn->ops->forward(b->ffn, m->res[l + 1], a->ln2, N, &ctx, err))
             return moe_err_prefix(err, "layer %d ffn", l);
         k_add(m->res[l + 1], m->res_mid[l], N * D);
+        moe_prof_mark(m->prof, b->ffn->ops->routing ? PROF_EXPERTS : PROF_FFN);
         aux += b->ffn->aux_loss;
     }
     k_rmsnorm_forward(m->lnf, m->rstdf, m->res[c->n_layers], m->final_norm, N, D, (float)c->norm_eps);
+    moe_prof_mark(m->prof, PROF_NORMS);
     k_matmul_forward(m->logits, m->lnf, m->lm_head, N, D, V, 0.0f);
     if (lm_loss) {
         *lm_loss = 0.0;
@@ -254,6 +261,7 @@ int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
         }
     }
     if (aux_loss) *aux_loss = aux;
+    moe_prof_mark(m->prof, PROF_HEAD);
     return 0;
 }
 
@@ -269,11 +277,14 @@ int moe_model_backward(moe_model *m, float loss_scale, moe_err *err) {
     for (size_t i = 0; i < N; i++) count += m->targets[i] >= 0;
 
     /* logits -> dlogits in place; lm_head and final norm */
+    moe_prof_mark(m->prof, PROF_OTHER);
     k_cross_entropy_backward(m->logits, m->logits, m->lse, m->targets, N, V,
                              count ? loss_scale / (float)count : 0.0f);
     k_matmul_backward(m->dln, m->d_lm_head, m->logits, m->lnf, m->lm_head, N, D, V, 0);
+    moe_prof_mark(m->prof, PROF_HEAD);
     k_rmsnorm_backward(m->dres, m->d_final_norm, m->dln, m->res[c->n_layers], m->final_norm,
                        m->rstdf, N, D, 0);
+    moe_prof_mark(m->prof, PROF_NORMS);
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
         moe_block *b = &m->blocks[l];
@@ -283,9 +294,11 @@ int moe_model_backward(moe_model *m, float loss_scale, moe_err *err) {
         ctx.dresidual = m->dres;
         if (b->ffn->ops->backward(b->ffn, m->dln, m->dres, a->ln2, N, &ctx, err))
             return moe_err_prefix(err, "layer %d ffn backward", l);
+        moe_prof_mark(m->prof, b->ffn->ops->routing ? PROF_EXPERTS : PROF_FFN);
         k_rmsnorm_backward(m->dres, b->d_ffn_norm, m->dln, m->res_mid[l], b->ffn_norm,
                            a->rstd2, N, D, 1);
         /* res_mid = res + attn_out Wo^T */
+        moe_prof_mark(m->prof, PROF_NORMS);
         k_matmul_backward(m->dattn, b->d_wo, m->dres, a->attn_out, b->wo, N, D, D, 0);
         k_attention_backward(m->dq, m->dk, m->dv, m->dscratch, m->dattn, a->att, a->q, a->k,
                              a->v, B, T, H, KV, hd);
@@ -294,13 +307,16 @@ int moe_model_backward(moe_model *m, float loss_scale, moe_err *err) {
         k_matmul_backward(m->dln, b->d_wq, m->dq, a->ln1, b->wq, N, D, D, 0);
         k_matmul_backward(m->dln, b->d_wk, m->dk, a->ln1, b->wk, N, D, kvd, 1);
         k_matmul_backward(m->dln, b->d_wv, m->dv, a->ln1, b->wv, N, D, kvd, 1);
+        moe_prof_mark(m->prof, PROF_ATTENTION);
         k_rmsnorm_backward(m->dres, b->d_attn_norm, m->dln, m->res[l], b->attn_norm,
                            a->rstd1, N, D, 1);
+        moe_prof_mark(m->prof, PROF_NORMS);
     }
     /* embedding rows: columns split across threads, tokens added in order */
     #pragma omp parallel for schedule(static)
     for (size_t j = 0; j < D; j++)
         for (size_t i = 0; i < N; i++)
             m->d_embed[(size_t)m->tokens[i] * D + j] += m->dres[i * D + j];
+    moe_prof_mark(m->prof, PROF_EMBED);
     return 0;
 }

@@ -161,6 +161,7 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
     if (m->router->ops->route(m->router, m->gates, m->wr ? m->logits : NULL, N, ctx, &m->aux, err))
         return -1;
     if (build_plan(m, N, err)) return -1;
+    moe_prof_mark(ctx->prof, PROF_ROUTER);
     if (ctx->training && ctx->rs) {  /* the step's sparsity (SPEC §2.2), for every router */
         ctx->rs->active_pairs += (double)m->offset[E];
         ctx->rs->total_pairs += (double)N * (double)E;
@@ -279,9 +280,11 @@ static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x
     }
     /* through the router (a router without weight has no gradient to pass) */
     if (!m->wr) return 0;
+    moe_prof_mark(ctx->prof, PROF_EXPERTS);
     if (m->router->ops->backward(m->router, m->dlogits, m->dgates, m->logits, m->gates, N, ctx, err))
         return -1;
     k_matmul_backward(dx, m->dwr, m->dlogits, x, m->wr, N, D, E, 1);
+    moe_prof_mark(ctx->prof, PROF_ROUTER);
     return 0;
 }
 

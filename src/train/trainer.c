@@ -62,14 +62,18 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     const moe_config *c = &tr->cfg;
     size_t B = (size_t)c->batch_size, T = (size_t)c->seq_len;
     double t0 = now_seconds();
+    tr->prof.last = t0;
     memset(st, 0, sizeof *st);
     moe_model_zero_grad(m);
     m->step = tr->step;
     m->training = 1;
     float scale = 1.0f / (float)c->grad_accum;
+    m->prof = tr->prof.on ? &tr->prof : NULL;
+    moe_prof_mark(m->prof, PROF_OPTIMIZER);  /* zeroing the gradients */
     for (int micro = 0; micro < c->grad_accum; micro++) {
         double lm, aux;
         if (moe_loader_next(&tr->loader, tr->inputs, tr->targets, err)) return -1;
+        moe_prof_mark(m->prof, PROF_DATA);
         if (moe_model_forward(m, tr->inputs, tr->targets, B, T, &lm, &aux, err)) return -1;
         if (moe_model_backward(m, scale, err)) return -1;
         st->lm_loss += lm / c->grad_accum;
@@ -96,6 +100,7 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     moe_adamw_update(&m->layout, m->params, m->grads, tr->adam_m, tr->adam_v, st->lr,
                      tr->step + 1, c);
     st->sparsity = moe_model_end_step(m);
+    moe_prof_mark(m->prof, PROF_OPTIMIZER);
     st->step = ++tr->step;
     st->seconds = now_seconds() - t0;
     return 0;
