@@ -16,12 +16,15 @@
  * cfg->steps. */
 double moe_lr_at(const moe_config *cfg, long step);
 
-/* sqrt(sum g^2) over n floats, accumulated in double in a fixed order. */
+/* sqrt(sum g^2) over n floats, accumulated in double in a fixed order
+ * (independent of the thread count). */
 double moe_grad_norm(const float *g, size_t n);
 
 /* One AdamW update (PyTorch semantics: decoupled decay lr*wd*p on tensors
- * with decay set; bias-corrected moments). t is the 1-based step count. */
-void moe_adamw_update(const moe_layout *L, float *params, const float *grads,
+ * with decay set; bias-corrected moments) with the gradients multiplied by
+ * grad_scale (the clipping factor) and left zeroed for the next step. t is
+ * the 1-based step count. */
+void moe_adamw_update(const moe_layout *L, float *params, float *grads, float grad_scale,
                       float *m, float *v, double lr, long t, const moe_config *cfg);
 
 /* What one optimiser step measured. */

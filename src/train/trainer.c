@@ -63,8 +63,7 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     size_t B = (size_t)c->batch_size, T = (size_t)c->seq_len;
     double t0 = now_seconds();
     tr->prof.last = t0;
-    memset(st, 0, sizeof *st);
-    moe_model_zero_grad(m);
+    memset(st, 0, sizeof *st);  /* the gradients are zero: the last update cleared them */
     m->step = tr->step;
     m->training = 1;
     float scale = 1.0f / (float)c->grad_accum;
@@ -87,17 +86,15 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     if (!isfinite(st->loss) || !isfinite(st->grad_norm)) {
         /* no update from a broken step; lambda keeps its value */
         st->skipped = 1;
+        moe_model_zero_grad(m);
         m->rs.active_pairs = m->rs.total_pairs = 0.0;
         st->step = ++tr->step;
         st->seconds = now_seconds() - t0;
         return 0;
     }
-    if (c->grad_clip > 0 && st->grad_norm > c->grad_clip) {
-        float s = (float)(c->grad_clip / (st->grad_norm + 1e-6));
-        #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < m->n_params; i++) m->grads[i] *= s;
-    }
-    moe_adamw_update(&m->layout, m->params, m->grads, tr->adam_m, tr->adam_v, st->lr,
+    float clip = c->grad_clip > 0 && st->grad_norm > c->grad_clip
+                     ? (float)(c->grad_clip / (st->grad_norm + 1e-6)) : 1.0f;
+    moe_adamw_update(&m->layout, m->params, m->grads, clip, tr->adam_m, tr->adam_v, st->lr,
                      tr->step + 1, c);
     st->sparsity = moe_model_end_step(m);
     moe_prof_mark(m->prof, PROF_OPTIMIZER);
@@ -317,6 +314,7 @@ int moe_trainer_rollback(moe_trainer *tr, long *step_out, moe_err *err) {
         return moe_err_prefix(err, "no checkpoint to return to");
     if (moe_model_load_weights(tr->model, ckpt, err) || moe_trainer_restore(tr, ckpt, err)) return -1;
     tr->model->rs.active_pairs = tr->model->rs.total_pairs = 0.0;
+    moe_model_zero_grad(tr->model);
     *step_out = tr->step;
     return 0;
 }
