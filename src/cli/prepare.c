@@ -178,8 +178,7 @@ done:
     moe_tokenizer_free(tok);
     free(inputs);
     return rc;
-usage:
+usage:  /* the error line above says what is wrong; --help has the rest */
     free(inputs);
-    fputs(USAGE, stderr);
     return 2;
 }

@@ -188,9 +188,8 @@ static int train(int argc, char **argv) {
     free(lens);
     moe_docs_free(&docs);
     return rc ? 1 : 0;
-usage:
+usage:  /* the error line above says what is wrong; --help has the rest */
     free(inputs);
-    fputs(TRAIN_USAGE, stderr);
     return 2;
 }
 
@@ -231,10 +230,7 @@ static int encode(int argc, char **argv) {
     const char *cmd = "tokenizer encode";
     io_opts o;
     int pr = parse_io(cmd, ENCODE_USAGE, argc, argv, 1, &o);
-    if (pr) {
-        if (pr < 0) fputs(ENCODE_USAGE, stderr);
-        return pr > 0 ? 0 : 2;
-    }
+    if (pr) return pr > 0 ? 0 : 2;  /* --help, or an option error already reported */
     moe_err err;
     moe_tokenizer *tok;
     if (moe_tokenizer_load(o.tokenizer, &tok, &err)) {
@@ -274,10 +270,7 @@ static int decode(int argc, char **argv) {
     const char *cmd = "tokenizer decode";
     io_opts o;
     int pr = parse_io(cmd, DECODE_USAGE, argc, argv, 0, &o);
-    if (pr) {
-        if (pr < 0) fputs(DECODE_USAGE, stderr);
-        return pr > 0 ? 0 : 2;
-    }
+    if (pr) return pr > 0 ? 0 : 2;
     moe_err err;
     moe_tokenizer *tok;
     if (moe_tokenizer_load(o.tokenizer, &tok, &err)) {
@@ -328,7 +321,6 @@ int cmd_tokenizer(int argc, char **argv) {
     if (!strcmp(argv[1], "train")) return train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "encode")) return encode(argc - 1, argv + 1);
     if (!strcmp(argv[1], "decode")) return decode(argc - 1, argv + 1);
-    fprintf(stderr, "moe tokenizer: unknown subcommand '%s'\n", argv[1]);
-    fputs(USAGE, stderr);
+    fprintf(stderr, "moe tokenizer: unknown subcommand '%s' (train, encode or decode; see --help)\n", argv[1]);
     return 2;
 }

@@ -73,6 +73,25 @@ expect_error score_not_id "word.txt: token 2" "$moe" score --model "$tmp/run" --
 head -c 1000 "$tmp/m/model.safetensors" >"$tmp/m/cut" && mv "$tmp/m/cut" "$tmp/m/model.safetensors"
 expect_error truncated_model "model.safetensors" "$moe" score --model "$tmp/m" --tokens "$tmp/ids.txt"
 
+# the data side: prepare and tokenizer refuse bad input with the file and line
+printf '{"text": "a b c", "domain": "x"}\n{"text": "d e f" "domain": "y"}\n' >"$tmp/bad.jsonl"
+expect_error prepare_bad_jsonl "bad.jsonl:2" "$moe" prepare --input "$tmp/bad.jsonl" --out "$tmp/p.tok"
+printf '{"txt": "a"}\n' >"$tmp/notext.jsonl"
+expect_error prepare_missing_text "notext.jsonl:1: missing \"text\"" "$moe" prepare --input "$tmp/notext.jsonl" --out "$tmp/p.tok"
+expect_error prepare_missing_input "nothere.jsonl" "$moe" prepare --input "$tmp/nothere.jsonl" --out "$tmp/p.tok"
+expect_error prepare_missing_tokenizer "no.tok" "$moe" prepare --input "$tmp/notext.jsonl" --tokenizer "$tmp/no.tok" --out "$tmp/p.tok"
+expect_error tokenizer_vocab_range "--vocab" "$moe" tokenizer train --input "$tmp/bad.jsonl" --vocab 100 --out "$tmp/t.tok"
+printf 'moe-tokenizer 1 bpe 300\npattern gpt2\neot 299\nmerges 43\n32 32\n' >"$tmp/broken.tokenizer"
+expect_error tokenizer_file_truncated "broken.tokenizer" "$moe" tokenizer encode --tokenizer "$tmp/broken.tokenizer" --input "$tmp/ids.txt"
+printf '{"text": "one two", "domain": "a"}\n{"text": "three", "domain": "b"}\n' >"$tmp/good.jsonl"
+if "$moe" prepare --input "$tmp/good.jsonl" --out "$tmp/good.tok" >/dev/null 2>&1 && /usr/bin/python3 - "$tmp/good.tok" <<'PY'
+import sys; sys.path.insert(0, "tools"); import moe_files
+t = moe_files.read_tokens(sys.argv[1])
+assert t["domains"] == ["a", "b"] and list(t["doc_start"]) == [0, 8] and t["vocab_size"] == 257
+assert bytes(int(i) for i in t["ids"][:7]) == b"one two" and t["ids"][7] == 256
+PY
+then ok prepare_bytes_with_domains; else bad prepare_bytes_with_domains; fi
+
 # resource errors: an output path that cannot be a directory, a run too big
 # for memory (refused before it starts), and a full disk while checkpointing
 expect_error unwritable_out "cannot create directory /dev/null" "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out /dev/null/run
