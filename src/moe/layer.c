@@ -17,6 +17,7 @@
  *     mlp.shared_gate.weight [2, D], mlp.shared_gate.bias [2]  (shared_gate) */
 #include <math.h>
 #include <stdio.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,7 @@ typedef struct moe_layer {
     float *logits, *gates, *dgates, *dlogits;   /* [N, E] */
     int *row_of;          /* [N, E] row of pair (t, e) in the pair buffers, -1 if inactive */
     size_t *offset;       /* [E+S+1] first row of each expert (slot) */
+    size_t *order;        /* [E+S] slots by falling row count (the work schedule) */
     int *tok;             /* [pairs] token of each row */
     float *xe, *ye, *dxe; /* [pairs, D] gathered inputs, expert outputs, input grads */
     float *h1, *h3, *a;   /* [pairs, Fe] */
@@ -151,10 +153,81 @@ static inline float row_gate(const moe_layer *m, size_t j, size_t r) {
     return j < m->E ? m->gates[t * m->E + j] * m->mix[2 * t] : m->mix[2 * t + 1];
 }
 
+/* Slot j forward: gather its tokens' rows of x[N,D], then
+ * ye = W2(silu(W1 xe) * W3 xe), keeping h1, h3, a for the backward. */
+static void expert_forward(moe_layer *m, size_t j, const float *x) {
+    size_t D = m->D, F = m->Fe, r0 = m->offset[j], n = m->offset[j + 1] - r0;
+    expert_w w = slot_weights(m, j);
+    for (size_t r = r0; r < r0 + n; r++)
+        memcpy(m->xe + r * D, x + (size_t)m->tok[r] * D, D * sizeof(float));
+    k_matmul_forward(m->h1 + r0 * F, m->xe + r0 * D, w.w1, n, D, F, 0.0f);
+    k_matmul_forward(m->h3 + r0 * F, m->xe + r0 * D, w.w3, n, D, F, 0.0f);
+    k_swiglu_forward(m->a + r0 * F, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
+    k_matmul_forward(m->ye + r0 * D, m->a + r0 * F, w.w2, n, F, D, 0.0f);
+}
+
+/* Slot j backward from dy[N,D]: the gate gradients of its pairs, its weight
+ * gradients, and dxe, the gradient of its gathered rows. */
+static void expert_backward(moe_layer *m, size_t j, const float *dy) {
+    size_t D = m->D, F = m->Fe, E = m->E, r0 = m->offset[j], n = m->offset[j + 1] - r0;
+    expert_w w = slot_weights(m, j);
+    float *dye = m->dxe + r0 * D;  /* dye is consumed before dxe is written */
+    for (size_t r = r0; r < r0 + n; r++) {
+        size_t t = (size_t)m->tok[r];
+        float g = row_gate(m, j, r);
+        const float *dyt = dy + t * D, *ye = m->ye + r * D;
+        double dot = 0.0;
+        for (size_t d = 0; d < D; d++) {
+            dot += (double)dyt[d] * ye[d];
+            dye[(r - r0) * D + d] = g * dyt[d];
+        }
+        if (j < E) m->dgates[t * E + j] = (float)(dot * m->mix[2 * t]);
+    }
+    float *da = m->dh1 + r0 * F;  /* read by swiglu backward before dh1 is written */
+    k_matmul_backward(da, w.dw2, dye, m->a + r0 * F, w.w2, n, F, D, 0);
+    k_swiglu_backward(m->dh1 + r0 * F, m->dh3 + r0 * F, da, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
+    k_matmul_backward(NULL, w.dw1, m->dh1 + r0 * F, m->xe + r0 * D, w.w1, n, D, F, 0);
+    k_matmul_backward(NULL, w.dw3, m->dh3 + r0 * F, m->xe + r0 * D, w.w3, n, D, F, 0);
+    /* dxe = dh1 W1 + dh3 W3 (overwrites dye, no longer needed) */
+    k_matmul_backward(m->dxe + r0 * D, NULL, m->dh1 + r0 * F, NULL, w.w1, n, D, F, 0);
+    k_matmul_backward(m->dxe + r0 * D, NULL, m->dh3 + r0 * F, NULL, w.w3, n, D, F, 1);
+}
+
+/* Runs work(m, j, arg) for every slot with rows. Loads are uneven (ReLU
+ * routing above all), so: a slot with more rows than an equal share of the
+ * threads runs alone first, every thread inside its GEMMs; the others run
+ * side by side, one thread each, largest first so the threads finish
+ * together. Each slot writes only its own rows and weights, so the result
+ * does not depend on the schedule. */
+static void for_each_slot(moe_layer *m, void (*work)(moe_layer *, size_t, const float *),
+                          const float *arg) {
+    size_t slots = m->E + m->S, threads = (size_t)omp_get_max_threads(), total = m->pairs;
+    for (size_t j = 0; j < slots; j++) m->order[j] = j;
+    for (size_t i = 1; i < slots; i++)  /* insertion sort by falling row count */
+        for (size_t k = i; k > 0; k--) {
+            size_t a = m->order[k - 1], b = m->order[k];
+            if (m->offset[a + 1] - m->offset[a] >= m->offset[b + 1] - m->offset[b]) break;
+            m->order[k - 1] = b;
+            m->order[k] = a;
+        }
+    size_t first = 0;
+    while (first < slots && threads > 1) {
+        size_t j = m->order[first], rows = m->offset[j + 1] - m->offset[j];
+        if (rows * threads <= total) break;
+        work(m, j, arg);
+        first++;
+    }
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (size_t i = first; i < slots; i++) {
+        size_t j = m->order[i];
+        if (m->offset[j + 1] > m->offset[j]) work(m, j, arg);
+    }
+}
+
 static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
                          const moe_ffn_ctx *ctx, moe_err *err) {
     moe_layer *m = f->impl;
-    size_t D = m->D, F = m->Fe, E = m->E, slots = E + m->S;
+    size_t D = m->D, E = m->E, slots = E + m->S;
     if (reserve_rows(m, N, err)) return -1;
     m->N = N;
     if (m->wr) k_matmul_forward(m->logits, x, m->wr, N, D, E, 0.0f);
@@ -176,18 +249,7 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
         }
     }
     /* experts: independent slots, each a gather and three GEMMs */
-    #pragma omp parallel for schedule(dynamic, 1)
-    for (size_t j = 0; j < slots; j++) {
-        size_t r0 = m->offset[j], n = m->offset[j + 1] - r0;
-        if (n == 0) continue;
-        expert_w w = slot_weights(m, j);
-        for (size_t r = r0; r < r0 + n; r++)
-            memcpy(m->xe + r * D, x + (size_t)m->tok[r] * D, D * sizeof(float));
-        k_matmul_forward(m->h1 + r0 * F, m->xe + r0 * D, w.w1, n, D, F, 0.0f);
-        k_matmul_forward(m->h3 + r0 * F, m->xe + r0 * D, w.w3, n, D, F, 0.0f);
-        k_swiglu_forward(m->a + r0 * F, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
-        k_matmul_forward(m->ye + r0 * D, m->a + r0 * F, w.w2, n, F, D, 0.0f);
-    }
+    for_each_slot(m, expert_forward, x);
     /* combine: each token adds its experts in a fixed order; r = routed
      * sum, s = shared sum, y = c0 r + c1 s */
     #pragma omp parallel for schedule(static)
@@ -217,34 +279,9 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
 static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x,
                           size_t N, const moe_ffn_ctx *ctx, moe_err *err) {
     moe_layer *m = f->impl;
-    size_t D = m->D, F = m->Fe, E = m->E, slots = E + m->S;
+    size_t D = m->D, E = m->E, slots = E + m->S;
     memset(m->dgates, 0, N * E * sizeof(float));
-    #pragma omp parallel for schedule(dynamic, 1)
-    for (size_t j = 0; j < slots; j++) {
-        size_t r0 = m->offset[j], n = m->offset[j + 1] - r0;
-        if (n == 0) continue;
-        expert_w w = slot_weights(m, j);
-        float *dye = m->dxe + r0 * D;  /* dye is consumed before dxe is written */
-        for (size_t r = r0; r < r0 + n; r++) {
-            size_t t = (size_t)m->tok[r];
-            float g = row_gate(m, j, r);
-            const float *dyt = dy + t * D, *ye = m->ye + r * D;
-            double dot = 0.0;
-            for (size_t d = 0; d < D; d++) {
-                dot += (double)dyt[d] * ye[d];
-                dye[(r - r0) * D + d] = g * dyt[d];
-            }
-            if (j < E) m->dgates[t * E + j] = (float)(dot * m->mix[2 * t]);
-        }
-        float *da = m->dh1 + r0 * F;  /* read by swiglu backward before dh1 is written */
-        k_matmul_backward(da, w.dw2, dye, m->a + r0 * F, w.w2, n, F, D, 0);
-        k_swiglu_backward(m->dh1 + r0 * F, m->dh3 + r0 * F, da, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
-        k_matmul_backward(NULL, w.dw1, m->dh1 + r0 * F, m->xe + r0 * D, w.w1, n, D, F, 0);
-        k_matmul_backward(NULL, w.dw3, m->dh3 + r0 * F, m->xe + r0 * D, w.w3, n, D, F, 0);
-        /* dxe = dh1 W1 + dh3 W3 (overwrites dye, no longer needed) */
-        k_matmul_backward(m->dxe + r0 * D, NULL, m->dh1 + r0 * F, NULL, w.w1, n, D, F, 0);
-        k_matmul_backward(m->dxe + r0 * D, NULL, m->dh3 + r0 * F, NULL, w.w3, n, D, F, 1);
-    }
+    for_each_slot(m, expert_backward, dy);
     /* scatter the input gradients back, in a fixed order per token */
     #pragma omp parallel for schedule(static)
     for (size_t t = 0; t < N; t++) {
@@ -319,7 +356,7 @@ static void layer_destroy(moe_ffn *f) {
     moe_layer *m = f->impl;
     if (m) {
         moe_router_destroy(m->router);
-        void *bufs[] = {m->logits, m->gates, m->dgates, m->dlogits, m->row_of, m->offset, m->tok,
+        void *bufs[] = {m->logits, m->gates, m->dgates, m->dlogits, m->row_of, m->offset, m->order, m->tok,
                         m->xe, m->ye, m->dxe, m->h1, m->h3, m->a, m->dh1, m->dh3,
                         m->mix, m->rsum, m->ssum};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
@@ -352,7 +389,8 @@ int moe_ffn_moe_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err 
     m->S = (size_t)cfg->n_shared_experts;
     m->gated = cfg->shared_gate && m->S > 0;
     m->offset = moe_calloc(m->E + m->S + 1, sizeof(size_t), err);
-    if (!m->offset || moe_router_create(cfg, &m->router, err)) { layer_destroy(f); return -1; }
+    m->order = m->offset ? moe_calloc(m->E + m->S, sizeof(size_t), err) : NULL;
+    if (!m->order || moe_router_create(cfg, &m->router, err)) { layer_destroy(f); return -1; }
     m->router->layer = layer;
     *out = f;
     return 0;

@@ -117,6 +117,22 @@ def main():
             else:
                 passed += 1
                 print(f"ok   train_{name} ({summary})")
+        # routing robustness (CartesianMoE table 4) on the trained Cartesian and TopK models:
+        # dropping each token's top expert must cost perplexity, and both numbers are finite
+        for name in [n for n in ("cartesian", "topk") if n in names]:
+            out = os.path.join(tmp, name + ".eval.json")
+            r = subprocess.run([f"{build}/moe", "eval", "--model", os.path.join(tmp, name), "--data", tokens,
+                                "--robustness", "--max-tokens", "4096", "--json", out],
+                               capture_output=True, text=True)
+            ok = r.returncode == 0
+            detail = r.stderr.strip()[-200:]
+            if ok:
+                d = json.load(open(out))["data"][0]
+                ppl, drop = d["ppl"], d["robustness"]["ppl"]
+                ok = math.isfinite(ppl) and math.isfinite(drop) and drop > ppl
+                detail = f"ppl {ppl:.2f} -> {drop:.2f} without the top expert"
+            passed, failed = passed + ok, failed + (not ok)
+            print(f"{'ok  ' if ok else 'FAIL'} robustness_{name} ({detail})")
     print(f"# {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
