@@ -8,7 +8,11 @@ thread count), measured in the same run. Prints a table and writes JSON.
 Per model: `moe init` writes the weights both sides load; each side trains
 --steps optimiser steps in sequential mode, --repeats times; the figure is
 the median over repeats of tokens / (time of all steps but the first two).
-Peak memory is the maximum resident set size of the training process."""
+Peak memory is the maximum resident set size of the training process.
+MFU: model FLOPs per token (6 x the active matrix parameters, plus the
+attention matrix products: 12 T D per layer) x tokens/s, over the machine's
+sgemm rate at 2048^3 with the same threads, measured in the same run
+(build/bench/gemm_rate)."""
 import argparse
 import json
 import os
@@ -29,6 +33,7 @@ MODELS = {
     "dense": DEMO,
     "remoe": dict(DEMO, router="relu", **MOE8),
     "topk": dict(DEMO, router="topk", **MOE8),
+    "cartesian": dict(DEMO, ffn="cartesian", router="topk", n_experts=16, top_k=2),
     "dense-h512": H512,
     "remoe-h512": dict(H512, router="relu", **MOE8),
     "topk-h512": dict(H512, router="topk", **MOE8),
@@ -65,6 +70,28 @@ def data_file(build, tmp):
     return out
 
 
+def flops_per_token(cfg, sparsity):
+    """6 x active matrix parameters + the attention products (12 T D per layer)."""
+    D, L, V, T = cfg["hidden"], cfg["n_layers"], cfg["vocab_size"], cfg["seq_len"]
+    hd = D // cfg["n_heads"]
+    attn = D * cfg["n_heads"] * hd * 2 + 2 * D * cfg["n_kv_heads"] * hd
+    F = cfg.get("ffn_dim") or 4 * D
+    if cfg.get("ffn", "dense") == "dense":
+        ffn = 3 * D * F
+    else:
+        G = cfg.get("granularity", 1)
+        E = cfg["n_experts"] * G
+        active = E * (1.0 - sparsity)
+        ffn = D * E + active * 3 * D * (F // G) + cfg.get("n_shared_experts", 0) * 3 * D * (F // G)
+    return 6 * (L * (attn + ffn) + V * D) + 12 * T * D * L
+
+
+def gemm_rate(build, threads):
+    out = subprocess.run([f"{build}/bench/gemm_rate", "5"], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, OMP_NUM_THREADS=str(threads))).stdout
+    return json.loads(out)["sgemm_gflops"]
+
+
 def bench_model(build, name, cfg, data, steps, repeats, threads, tmp):
     cfg = dict(cfg, steps=steps)
     path = os.path.join(tmp, name + ".json")
@@ -74,13 +101,15 @@ def bench_model(build, name, cfg, data, steps, repeats, threads, tmp):
     subprocess.run([f"{build}/moe", "init", "--config", path, "--out", init], check=True, capture_output=True)
     tps = cfg["batch_size"] * cfg["seq_len"]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    ours, theirs, mem_ours, mem_theirs = [], [], 0.0, 0.0
+    ours, theirs, mem_ours, mem_theirs, sparsity = [], [], 0.0, 0.0, []
     for r in range(repeats):
         run = os.path.join(tmp, f"{name}.run{r}")
         _, mem = run_measured([f"{build}/moe", "train", "--model", init, "--data", data, "--out", run,
                                "--steps", str(steps), "--no-shuffle", "--threads", str(threads)], env)
         with open(os.path.join(run, "metrics.jsonl")) as f:
-            ours.append(tokens_per_s([json.loads(l)["seconds"] for l in f], tps))
+            lines = [json.loads(l) for l in f]
+        ours.append(tokens_per_s([l["seconds"] for l in lines], tps))
+        sparsity += [l.get("sparsity", 0.0) for l in lines[2:]]
         mem_ours = max(mem_ours, mem)
         out, mem = run_measured([PY, os.path.join(ROOT, "tools/ref_model.py"), "train", "--model", init,
                                  "--data", data, "--steps", str(steps), "--dtype", "float32",
@@ -88,14 +117,16 @@ def bench_model(build, name, cfg, data, steps, repeats, threads, tmp):
         theirs.append(tokens_per_s([json.loads(l)["seconds"] for l in out.splitlines()], tps))
         mem_theirs = max(mem_theirs, mem)
     o, t = statistics.median(ours), statistics.median(theirs)
+    sp = statistics.mean(sparsity) if sparsity else 0.0
     return {"model": name, "config": cfg, "moe_tokens_per_s": o, "torch_tokens_per_s": t, "ratio": o / t,
-            "moe_runs": ours, "torch_runs": theirs, "moe_peak_mb": mem_ours, "torch_peak_mb": mem_theirs}
+            "moe_runs": ours, "torch_runs": theirs, "moe_peak_mb": mem_ours, "torch_peak_mb": mem_theirs,
+            "sparsity": sp, "flops_per_token": flops_per_token(cfg, sp)}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default="build")
-    ap.add_argument("--models", default="dense,remoe,topk")
+    ap.add_argument("--models", default="dense,remoe,topk,cartesian,dense-h512,remoe-h512,topk-h512")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
@@ -104,17 +135,24 @@ def main():
     build = os.path.abspath(a.build)
     import torch
     rows = []
+    gemm = gemm_rate(build, a.threads)
+    peak = gemm["2048"] * 1e9
+    print(f"sgemm with {a.threads} threads: " + ", ".join(f"{k}^3 {v:.0f} GFLOP/s" for k, v in gemm.items()))
     with tempfile.TemporaryDirectory() as tmp:
         data = data_file(build, tmp)
-        print(f"{'model':<12} {'moe tok/s':>10} {'torch tok/s':>11} {'ratio':>6} {'moe MB':>7} {'torch MB':>8}")
+        print(f"{'model':<12} {'moe tok/s':>10} {'torch tok/s':>11} {'ratio':>6} {'MFU':>5} {'sparsity':>8} "
+              f"{'moe MB':>7} {'torch MB':>8}")
         for name in a.models.split(","):
             r = bench_model(build, name, MODELS[name], data, a.steps, a.repeats, a.threads, tmp)
+            r["mfu"] = r["flops_per_token"] * r["moe_tokens_per_s"] / peak
             rows.append(r)
             print(f"{name:<12} {r['moe_tokens_per_s']:>10.0f} {r['torch_tokens_per_s']:>11.0f} "
-                  f"{r['ratio']:>5.2f}x {r['moe_peak_mb']:>7.0f} {r['torch_peak_mb']:>8.0f}", flush=True)
+                  f"{r['ratio']:>5.2f}x {100 * r['mfu']:>4.0f}% {r['sparsity']:>8.3f} {r['moe_peak_mb']:>7.0f} "
+                  f"{r['torch_peak_mb']:>8.0f}", flush=True)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump({"benchmark": "train_speed", "threads": a.threads, "steps": a.steps, "repeats": a.repeats,
+                   "sgemm_gflops": gemm,
                    "torch_version": torch.__version__, "date": time.strftime("%Y-%m-%d"),
                    "cpu": os.uname().machine, "results": rows}, f, indent=2)
     print(f"wrote {a.out}")
