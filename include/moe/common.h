@@ -25,6 +25,9 @@ int moe_err_prefix(moe_err *err, const char *fmt, ...)
 /* malloc/calloc that report failure through err (returns NULL on failure). */
 void *moe_malloc(size_t bytes, moe_err *err);
 void *moe_calloc(size_t n, size_t size, moe_err *err);
+/* n zeroed floats aligned to 64 bytes (one cache line, one AVX-512 vector),
+ * as the optimizer's streaming stores need; release with free(). */
+float *moe_floats_alloc(size_t n, moe_err *err);
 
 /* A growable byte buffer used to build text (JSON, messages). */
 typedef struct moe_buf {

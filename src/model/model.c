@@ -55,8 +55,8 @@ int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err) {
     model_layout(m);                       /* pass 1: count */
     if (m->layout.failed) { moe_errf(err, "out of memory building the tensor table"); goto fail; }
     m->n_params = m->layout.total;
-    m->params = moe_calloc(m->n_params, sizeof(float), err);
-    m->grads = m->params ? moe_calloc(m->n_params, sizeof(float), err) : NULL;
+    m->params = moe_floats_alloc(m->n_params, err);
+    m->grads = m->params ? moe_floats_alloc(m->n_params, err) : NULL;
     if (!m->grads) goto fail;
     moe_layout_rewind(&m->layout, m->params, m->grads);
     model_layout(m);                       /* pass 2: assign pointers */

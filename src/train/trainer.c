@@ -34,8 +34,8 @@ int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
         return moe_errf(err, "the token file's vocabulary (%u) is larger than the model's "
                         "vocab_size (%d)", data->vocab_size, model->cfg.vocab_size);
     size_t N = (size_t)cfg->batch_size * (size_t)cfg->seq_len;
-    tr->adam_m = moe_calloc(model->n_params, sizeof(float), err);
-    tr->adam_v = tr->adam_m ? moe_calloc(model->n_params, sizeof(float), err) : NULL;
+    tr->adam_m = moe_floats_alloc(model->n_params, err);
+    tr->adam_v = tr->adam_m ? moe_floats_alloc(model->n_params, err) : NULL;
     tr->inputs = tr->adam_v ? moe_calloc(N, sizeof(int), err) : NULL;
     tr->targets = tr->inputs ? moe_calloc(N, sizeof(int), err) : NULL;
     if (!tr->targets) return -1;

@@ -2,6 +2,7 @@
 #include "moe/common.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,17 @@ void *moe_malloc(size_t bytes, moe_err *err) {
 void *moe_calloc(size_t n, size_t size, moe_err *err) {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p) moe_errf(err, "out of memory allocating %zu x %zu bytes", n, size);
+    return p;
+}
+
+float *moe_floats_alloc(size_t n, moe_err *err) {
+    void *p = NULL;
+    if (n > SIZE_MAX / sizeof(float) - 64 ||
+        posix_memalign(&p, 64, (n ? n : 1) * sizeof(float)) != 0) {
+        moe_errf(err, "out of memory allocating %zu floats", n);
+        return NULL;
+    }
+    memset(p, 0, n * sizeof(float));
     return p;
 }
 

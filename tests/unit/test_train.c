@@ -1,5 +1,8 @@
 /* test_train.c — config validation, token files, the loader's exact order,
- * the LR schedule, determinism and exact resume from a checkpoint. */
+ * the LR schedule, the AdamW kernel, determinism and exact resume from a
+ * checkpoint. */
+#include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +163,78 @@ static void test_lr_schedule(void) {
     CHECK_CLOSE(moe_lr_at(&c, 100), 1e-4, 1e-12, 0);
 }
 
+/* The inputs of element i in test_adamw_kernel. */
+static void adamw_inputs(size_t i, float *p, float *g, float *m, float *v) {
+    *p = 0.01f * (float)((i * 37) % 101) - 0.5f;
+    *g = 0.003f * (float)((i * 11) % 23) - 0.03f;
+    *m = 0.001f * (float)(i % 7);
+    *v = 1e-5f * (float)(i % 5);
+}
+
+/* One AdamW update of tensors whose edges fall inside 16-float groups, on
+ * buffers at `shift` floats past a 64-byte boundary; the inputs are rebuilt
+ * from the same pattern each call. Returns params followed by m and v. */
+static float *adamw_once(size_t shift, int threads) {
+    enum { N = 37 + 100 + 19 + 64 };
+    moe_tensor tensors[4] = {{.offset = 0, .size = 37, .decay = 1}, {.offset = 37, .size = 100, .decay = 0},
+                             {.offset = 137, .size = 19, .decay = 1}, {.offset = 156, .size = 64, .decay = 1}};
+    moe_layout L = {.tensors = tensors, .count = 4, .total = N};
+    moe_config c;
+    moe_config_defaults(&c);
+    c.weight_decay = 0.1;
+    moe_err err;
+    float *buf[4];
+    for (int b = 0; b < 4; b++) buf[b] = moe_floats_alloc(N + 16, &err);
+    float *p = buf[0] + shift, *g = buf[1] + shift, *m = buf[2] + shift, *v = buf[3] + shift;
+    for (size_t i = 0; i < N; i++) adamw_inputs(i, &p[i], &g[i], &m[i], &v[i]);
+    omp_set_num_threads(threads);
+    moe_adamw_update(&L, p, g, 0.5f, m, v, 1e-2, 3, &c);
+    float *out = malloc(3 * N * sizeof(float));
+    int zeroed = 1;
+    for (size_t i = 0; i < N; i++) {
+        out[i] = p[i], out[N + i] = m[i], out[2 * N + i] = v[i];
+        zeroed &= g[i] == 0.0f;
+    }
+    CHECK(zeroed, "gradients left non-zero (shift %zu, %d threads)", shift, threads);
+    for (int b = 0; b < 4; b++) free(buf[b]);
+    return out;
+}
+
+/* The AdamW kernel against the formula in double (SPEC §1), and the same
+ * bits whatever the buffers' alignment and the thread count. */
+static void test_adamw_kernel(void) {
+    enum { N = 37 + 100 + 19 + 64 };
+    float *ref = adamw_once(0, 1);
+    moe_config c;
+    moe_config_defaults(&c);
+    double b1 = c.beta1, b2 = c.beta2, eps = c.adam_eps, lr = 1e-2;
+    for (size_t i = 0; i < N; i++) {
+        float pf, gf, mf, vf;
+        adamw_inputs(i, &pf, &gf, &mf, &vf);
+        double p = pf, g = 0.5 * gf, m = mf, v = vf;  /* grad_scale 0.5 */
+        int decay = !(i >= 37 && i < 137);
+        /* float rounding bounds: 1e-6 of each sum's terms (a sum may cancel) */
+        double tol_m = 1e-6 * (b1 * fabs(m) + (1 - b1) * fabs(g));
+        m = b1 * m + (1 - b1) * g;
+        v = b2 * v + (1 - b2) * g * g;
+        double bc1 = 1 - pow(b1, 3), den = sqrt(v / (1 - pow(b2, 3))) + eps;
+        double kept = p * (decay ? 1 - lr * 0.1 : 1.0), step = lr * m / bc1 / den;
+        double tol_p = 1e-6 * (fabs(kept) + fabs(step)) + lr / bc1 * tol_m / den;
+        CHECK_CLOSE(ref[i], kept - step, 0, tol_p);
+        CHECK_CLOSE(ref[N + i], m, 0, tol_m);
+        CHECK_CLOSE(ref[2 * N + i], v, 1e-6, 0);
+    }
+    size_t shifts[] = {0, 1, 5};
+    for (size_t k = 0; k < 3; k++)
+        for (int threads = 1; threads <= 3; threads++) {
+            float *o = adamw_once(shifts[k], threads);
+            CHECK(memcmp(o, ref, 3 * N * sizeof(float)) == 0, "shift %zu, %d threads", shifts[k], threads);
+            free(o);
+        }
+    omp_set_num_threads(omp_get_num_procs());
+    free(ref);
+}
+
 /* Trains `steps` steps from the seed; optionally checkpoints at `save_at`
  * and resumes from it in a fresh trainer. Returns the final parameters. */
 static float *train_run(const char *dir, const char *data, int steps, int save_at, int threads) {
@@ -236,6 +311,7 @@ int main(void) {
     RUN(test_loader_order);
     RUN(test_crc32_and_checksums);
     RUN(test_lr_schedule);
+    RUN(test_adamw_kernel);
     RUN(test_determinism_and_exact_resume);
     TEST_MAIN_END();
 }
