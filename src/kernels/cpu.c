@@ -97,6 +97,16 @@ void k_rope(float *x, const float *cos_t, const float *sin_t, size_t B, size_t T
     }
 }
 
+/* Causal attention in blocks of ATT_BLOCK query rows. Rows [i0,i1) attend
+ * only to keys [0,i1), so each product runs on the [i0,i1) x [0,i1) part of
+ * the [T,T] score matrix: S[nb,i1] = Q[i0:i1] K[0:i1]^T, O[i0:i1] = P[nb,i1]
+ * V[0:i1] (nb = i1 - i0). The blocks right of the diagonal are never
+ * computed (about half of the T^2 work at large T); att still holds the full
+ * [T,T] rows, written as zeros above the diagonal. The backward does dS, dQ
+ * by the same row blocks and dK, dV by column blocks (keys [j0,j1) are seen
+ * by query rows [j0,T)). */
+#define ATT_BLOCK 32  /* rows per block; 16..128 measured, 32 best at T=128 and 256 */
+
 void k_attention_forward(float *out, float *att, const float *q, const float *k,
                          const float *v, size_t B, size_t T, size_t H, size_t KV,
                          size_t hd) {
@@ -108,27 +118,32 @@ void k_attention_forward(float *out, float *att, const float *q, const float *k,
             const float *qb = q + b * T * qw + h * hd;
             const float *kb = k + b * T * kw + (h / group) * hd;
             const float *vb = v + b * T * kw + (h / group) * hd;
+            float *ob = out + b * T * qw + h * hd;
             float *P = att + (b * H + h) * T * T;
-            /* S[T,T] = scale * Q K^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd,
-                        scale, qb, (int)qw, kb, (int)kw, 0.0f, P, (int)T);
-            for (size_t i = 0; i < T; i++) {  /* causal softmax of row i: columns 0..i */
-                float *row = P + i * T;
-                float mx = row[0], sum = 0.0f;
-                #pragma omp simd reduction(max:mx)
-                for (size_t j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-                #pragma omp simd
-                for (size_t j = 0; j <= i; j++) row[j] = moe_expf(row[j] - mx);
-                #pragma omp simd reduction(+:sum)
-                for (size_t j = 0; j <= i; j++) sum += row[j];
-                float inv = 1.0f / sum;
-                #pragma omp simd
-                for (size_t j = 0; j <= i; j++) row[j] *= inv;
-                memset(row + i + 1, 0, (T - i - 1) * sizeof(float));
+            for (size_t i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+                size_t i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, nb = i1 - i0;
+                float *Pb = P + i0 * T;  /* rows [i0,i1), columns [0,i1) */
+                /* S[nb,i1] = scale * Q[i0:i1] K[0:i1]^T */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)i1,
+                            (int)hd, scale, qb + i0 * qw, (int)qw, kb, (int)kw, 0.0f, Pb, (int)T);
+                for (size_t i = i0; i < i1; i++) {  /* causal softmax of row i: columns 0..i */
+                    float *row = P + i * T;
+                    float mx = row[0], sum = 0.0f;
+                    #pragma omp simd reduction(max:mx)
+                    for (size_t j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+                    #pragma omp simd
+                    for (size_t j = 0; j <= i; j++) row[j] = moe_expf(row[j] - mx);
+                    #pragma omp simd reduction(+:sum)
+                    for (size_t j = 0; j <= i; j++) sum += row[j];
+                    float inv = 1.0f / sum;
+                    #pragma omp simd
+                    for (size_t j = 0; j <= i; j++) row[j] *= inv;
+                    memset(row + i + 1, 0, (T - i - 1) * sizeof(float));
+                }
+                /* O[i0:i1, hd] = P[nb,i1] V[0:i1] */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)hd,
+                            (int)i1, 1.0f, Pb, (int)T, vb, (int)kw, 0.0f, ob + i0 * qw, (int)qw);
             }
-            /* O[T,hd] = P V */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T,
-                        1.0f, P, (int)T, vb, (int)kw, 0.0f, out + b * T * qw + h * hd, (int)qw);
         }
 }
 
@@ -154,28 +169,43 @@ void k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
                 const float *P = att + (b * H + h) * T * T;
                 const float *dob = dout + b * T * qw + h * hd, *qb = q + b * T * qw + h * hd;
                 float *dqb = dq + b * T * qw + h * hd;
-                /* dV += P^T dO */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T,
-                            1.0f, P, (int)T, dob, (int)qw, 1.0f, dvb, (int)kw);
-                /* dP = dO V^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd,
-                            1.0f, dob, (int)qw, vb, (int)kw, 0.0f, dS, (int)T);
-                /* dS = P * (dP - sum_j P dP) * scale */
-                for (size_t i = 0; i < T; i++) {
-                    const float *p = P + i * T;
-                    float *d = dS + i * T;
-                    float dot = 0.0f;
-                    #pragma omp simd reduction(+:dot)
-                    for (size_t j = 0; j <= i; j++) dot += p[j] * d[j];
-                    #pragma omp simd
-                    for (size_t j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
-                    memset(d + i + 1, 0, (T - i - 1) * sizeof(float));
+                /* Row blocks: dS and dQ of query rows [i0,i1) need keys [0,i1). */
+                for (size_t i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+                    size_t i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, nb = i1 - i0;
+                    /* dP[nb,i1] = dO[i0:i1] V[0:i1]^T */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)i1,
+                                (int)hd, 1.0f, dob + i0 * qw, (int)qw, vb, (int)kw, 0.0f,
+                                dS + i0 * T, (int)T);
+                    /* dS = P * (dP - sum_j P dP) * scale, zero right of the diagonal */
+                    for (size_t i = i0; i < i1; i++) {
+                        const float *p = P + i * T;
+                        float *d = dS + i * T;
+                        float dot = 0.0f;
+                        #pragma omp simd reduction(+:dot)
+                        for (size_t j = 0; j <= i; j++) dot += p[j] * d[j];
+                        #pragma omp simd
+                        for (size_t j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
+                        memset(d + i + 1, 0, (i1 - i - 1) * sizeof(float));
+                    }
+                    /* dQ[i0:i1] = dS[nb,i1] K[0:i1] */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)hd,
+                                (int)i1, 1.0f, dS + i0 * T, (int)T, kb, (int)kw, 0.0f,
+                                dqb + i0 * qw, (int)qw);
                 }
-                /* dQ = dS K ;  dK += dS^T Q */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T,
-                            1.0f, dS, (int)T, kb, (int)kw, 0.0f, dqb, (int)qw);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T,
-                            1.0f, dS, (int)T, qb, (int)qw, 1.0f, dkb, (int)kw);
+                /* Column blocks: keys [j0,j1) are seen by query rows [j0,T).
+                 *   dV[j0:j1] += P[j0:T, j0:j1]^T dO[j0:T]
+                 *   dK[j0:j1] += dS[j0:T, j0:j1]^T Q[j0:T]
+                 * Same block edges as the rows, so dS is fully written there. */
+                for (size_t j0 = 0; j0 < T; j0 += ATT_BLOCK) {
+                    size_t j1 = j0 + ATT_BLOCK < T ? j0 + ATT_BLOCK : T, nb = j1 - j0;
+                    int nr = (int)(T - j0);  /* query rows j0..T-1 */
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nb, (int)hd, nr,
+                                1.0f, P + j0 * T + j0, (int)T, dob + j0 * qw, (int)qw, 1.0f,
+                                dvb + j0 * kw, (int)kw);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nb, (int)hd, nr,
+                                1.0f, dS + j0 * T + j0, (int)T, qb + j0 * qw, (int)qw, 1.0f,
+                                dkb + j0 * kw, (int)kw);
+                }
             }
         }
 }

@@ -136,50 +136,66 @@ static void test_rope_backward(void) {
     CHECK(e < 1e-4, "rope relative error %.3g", e);
 }
 
-/* ---- attention: B=2, T=4, H=4, KV=2, hd=3 -------------------------------- */
-enum { AB = 2, AT = 4, AH = 4, AKV = 2, AD = 3 };
-enum { AQ = AB * AT * AH * AD, AK = AB * AT * AKV * AD };
-static double R_att[AQ];
+/* ---- attention: causal, grouped heads; q [B,T,H,hd], k, v [B,T,KV,hd] ---- */
+typedef struct att_shape { int B, T, H, KV, hd; const double *R; } att_shape;
 static double f_attention(const double *x, void *ctx) {
-    (void)ctx;
-    const double *q = x, *k = x + AQ, *v = x + AQ + AK;
-    double s = 0, scale = 1.0 / sqrt((double)AD);
-    for (int b = 0; b < AB; b++)
-        for (int h = 0; h < AH; h++) {
-            int g = h / (AH / AKV);
-            for (int i = 0; i < AT; i++) {
-                double sc[AT], mx = -1e300, sum = 0;
+    const att_shape *a = ctx;
+    int B = a->B, T = a->T, H = a->H, KV = a->KV, hd = a->hd;
+    const double *q = x, *k = x + B * T * H * hd, *v = k + B * T * KV * hd;
+    double s = 0, scale = 1.0 / sqrt((double)hd), sc[128];
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            int g = h / (H / KV);
+            for (int i = 0; i < T; i++) {
+                double mx = -1e300, sum = 0;
                 for (int j = 0; j <= i; j++) {
                     double d = 0;
-                    for (int c = 0; c < AD; c++)
-                        d += q[((b * AT + i) * AH + h) * AD + c] * k[((b * AT + j) * AKV + g) * AD + c];
+                    for (int c = 0; c < hd; c++)
+                        d += q[((b * T + i) * H + h) * hd + c] * k[((b * T + j) * KV + g) * hd + c];
                     sc[j] = d * scale;
                     mx = fmax(mx, sc[j]);
                 }
                 for (int j = 0; j <= i; j++) { sc[j] = exp(sc[j] - mx); sum += sc[j]; }
-                for (int c = 0; c < AD; c++) {
+                for (int c = 0; c < hd; c++) {
                     double o = 0;
-                    for (int j = 0; j <= i; j++) o += sc[j] / sum * v[((b * AT + j) * AKV + g) * AD + c];
-                    s += R_att[((b * AT + i) * AH + h) * AD + c] * o;
+                    for (int j = 0; j <= i; j++) o += sc[j] / sum * v[((b * T + j) * KV + g) * hd + c];
+                    s += a->R[((b * T + i) * H + h) * hd + c] * o;
                 }
             }
         }
     return s;
 }
-static void test_attention_backward(void) {
-    moe_rng r; moe_rng_seed(&r, 4);
-    enum { n = AQ + 2 * AK };
-    double x[n];
+/* One shape: the gradient by finite differences, and att exactly zero above
+ * the diagonal (the kernels work in row blocks: T = 70 spans three). */
+static void check_attention(att_shape a, uint64_t seed) {
+    moe_rng r; moe_rng_seed(&r, seed);
+    size_t nq = (size_t)(a.B * a.T * a.H * a.hd), nk = (size_t)(a.B * a.T * a.KV * a.hd);
+    size_t n = nq + 2 * nk, natt = (size_t)(a.B * a.H * a.T * a.T);
+    double *x = malloc(n * sizeof *x), *R = malloc(nq * sizeof *R);
+    float *xf = malloc(n * sizeof *xf), *Rf = malloc(nq * sizeof *Rf), *g = malloc(n * sizeof *g);
+    float *out = malloc(nq * sizeof *out), *att = malloc(natt * sizeof *att);
+    float *scratch = malloc((size_t)(a.B * a.KV * a.T * a.T) * sizeof *scratch);
     fill(&r, x, n, 1.0);
-    fill(&r, R_att, AQ, 1.0);
-    float xf[n], Rf[AQ], out[AQ], att[AB * AH * AT * AT], scratch[AB * AKV * AT * AT], g[n];
+    fill(&r, R, nq, 1.0);
+    a.R = R;
     to_float(xf, x, n);
-    to_float(Rf, R_att, AQ);
-    k_attention_forward(out, att, xf, xf + AQ, xf + AQ + AK, AB, AT, AH, AKV, AD);
-    k_attention_backward(g, g + AQ, g + AQ + AK, scratch, Rf, att, xf, xf + AQ, xf + AQ + AK,
-                         AB, AT, AH, AKV, AD);
-    double e = fd_error(f_attention, NULL, x, g, n);
-    CHECK(e < 1e-4, "attention relative error %.3g", e);
+    to_float(Rf, R, nq);
+    for (size_t i = 0; i < natt; i++) att[i] = NAN;  /* what the forward leaves unwritten shows */
+    k_attention_forward(out, att, xf, xf + nq, xf + nq + nk, a.B, a.T, a.H, a.KV, a.hd);
+    k_attention_backward(g, g + nq, g + nq + nk, scratch, Rf, att, xf, xf + nq, xf + nq + nk,
+                         a.B, a.T, a.H, a.KV, a.hd);
+    double e = fd_error(f_attention, &a, x, g, n);
+    CHECK(e < 1e-4, "attention T=%d relative error %.3g", a.T, e);
+    size_t upper_nonzero = 0;
+    for (size_t m = 0; m < (size_t)(a.B * a.H); m++)
+        for (int i = 0; i < a.T; i++)
+            for (int j = i + 1; j < a.T; j++) upper_nonzero += att[(m * a.T + i) * a.T + j] != 0.0f;
+    CHECK(upper_nonzero == 0, "%zu probabilities above the diagonal are not 0", upper_nonzero);
+    free(x); free(R); free(xf); free(Rf); free(g); free(out); free(att); free(scratch);
+}
+static void test_attention_backward(void) {
+    check_attention((att_shape){.B = 2, .T = 4, .H = 4, .KV = 2, .hd = 3}, 4);
+    check_attention((att_shape){.B = 1, .T = 70, .H = 2, .KV = 1, .hd = 2}, 5);
 }
 
 /* ---- swiglu ------------------------------------------------------------- */
