@@ -58,12 +58,21 @@ void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
             dxi[j] = accumulate ? dxi[j] + v : v;
         }
     }
-    /* parameter gradient: columns split across threads, rows summed in order */
+    /* parameter gradient: 16 columns (one cache line) per task, rows summed
+     * in order, so the bits do not depend on the thread count; the rows are
+     * read a line at a time and the 16 sums vectorise */
+    size_t blocks = (D + 15) / 16;
     #pragma omp parallel for schedule(static)
-    for (size_t j = 0; j < D; j++) {
-        float s = 0.0f;
-        for (size_t i = 0; i < N; i++) s += dy[i * D + j] * x[i * D + j] * rstd[i];
-        dw[j] += s;
+    for (size_t bj = 0; bj < blocks; bj++) {
+        size_t j0 = bj * 16, nj = D - j0 < 16 ? D - j0 : 16;
+        float s[16] = {0};
+        for (size_t i = 0; i < N; i++) {
+            const float *dyi = dy + i * D + j0, *xi = x + i * D + j0;
+            float r = rstd[i];
+            #pragma omp simd
+            for (size_t j = 0; j < nj; j++) s[j] += dyi[j] * xi[j] * r;
+        }
+        for (size_t j = 0; j < nj; j++) dw[j0 + j] += s[j];
     }
 }
 

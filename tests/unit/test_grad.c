@@ -73,7 +73,7 @@ static void test_matmul_backward(void) {
 }
 
 /* ---- rmsnorm ------------------------------------------------------------ */
-enum { RN = 4, RD = 9 };
+enum { RN = 5, RD = 37 };  /* D spans two 16-column blocks and a partial one */
 static double R_rms[RN * RD];
 static double f_rmsnorm(const double *x, void *ctx) {
     (void)ctx;
