@@ -8,6 +8,11 @@ thread count), measured in the same run. Prints a table and writes JSON.
 Per model: `moe init` writes the weights both sides load; each side trains
 --steps optimiser steps in sequential mode, --repeats times; the figure is
 the median over repeats of tokens / (time of all steps but the first two).
+ReMoE rows start where a ReMoE run spends its training, past the near-dense
+stage I: `moe train` first runs the model --warm-steps steps on short
+batches (the sparsity controller works per step, whatever the batch), and
+both sides then start from that checkpoint (weights and lambda); the
+"-stage1" rows start from init instead.
 Peak memory is the maximum resident set size of the training process.
 MFU: model FLOPs per token (6 x the active matrix parameters, plus the
 attention matrix products: 12 T D per layer) x tokens/s, over the machine's
@@ -29,13 +34,15 @@ DEMO = {"vocab_size": 4096, "hidden": 128, "n_layers": 4, "n_heads": 4, "n_kv_he
         "max_seq_len": 256, "batch_size": 16, "seq_len": 128, "lr": 1e-3, "warmup": 0}
 H512 = dict(DEMO, hidden=512, n_layers=8, n_heads=8, n_kv_heads=4, batch_size=8, seq_len=256)
 MOE8 = {"ffn": "moe", "n_experts": 8, "top_k": 1}
+# "warm": [batch, seq] of the warm-up run that takes ReMoE past stage I
 MODELS = {
     "dense": DEMO,
-    "remoe": dict(DEMO, router="relu", **MOE8),
+    "remoe": dict(DEMO, router="relu", warm=[4, 128], **MOE8),
+    "remoe-stage1": dict(DEMO, router="relu", **MOE8),
     "topk": dict(DEMO, router="topk", **MOE8),
     "cartesian": dict(DEMO, ffn="cartesian", router="topk", n_experts=16, top_k=2),
     "dense-h512": H512,
-    "remoe-h512": dict(H512, router="relu", **MOE8),
+    "remoe-h512": dict(H512, router="relu", warm=[1, 64], **MOE8),
     "topk-h512": dict(H512, router="topk", **MOE8),
 }
 
@@ -92,44 +99,68 @@ def gemm_rate(build, threads):
     return json.loads(out)["sgemm_gflops"]
 
 
-def bench_model(build, name, cfg, data, steps, repeats, threads, tmp):
+def starting_point(build, name, cfg, path, data, warm_steps, threads, tmp):
+    """The model both sides load: `moe init`, or for a "warm" model the last
+    checkpoint of a warm-up run (weights and ReMoE's lambda)."""
+    init = os.path.join(tmp, name + ".init")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    if "warm" not in cfg:
+        subprocess.run([f"{build}/moe", "init", "--config", path, "--out", init], check=True, capture_output=True)
+        return init, None
+    b, t = cfg["warm"]
+    t0 = time.time()
+    run_measured([f"{build}/moe", "train", "--config", path, "--data", data, "--out", init, "--steps",
+                  str(warm_steps), "--batch", str(b), "--seq", str(t), "--no-shuffle", "--threads",
+                  str(threads), "--checkpoint-every", str(warm_steps)], env)
+    with open(os.path.join(init, "metrics.jsonl")) as f:
+        last = [json.loads(l) for l in f][-10:]
+    print(f"  ({name}: {warm_steps} warm-up steps of {b}x{t} tokens in {time.time() - t0:.0f} s, "
+          f"sparsity {statistics.mean(l['sparsity'] for l in last):.3f} over the last 10)", flush=True)
+    return init, warm_steps
+
+
+def bench_model(build, name, cfg, data, steps, repeats, threads, warm_steps, tmp):
     cfg = dict(cfg, steps=steps)
     path = os.path.join(tmp, name + ".json")
     with open(path, "w") as f:
-        json.dump(cfg, f)
-    init = os.path.join(tmp, name + ".init")
-    subprocess.run([f"{build}/moe", "init", "--config", path, "--out", init], check=True, capture_output=True)
-    tps = cfg["batch_size"] * cfg["seq_len"]
+        json.dump({k: v for k, v in cfg.items() if k != "warm"}, f)
+    init, warmed = starting_point(build, name, cfg, path, data, warm_steps, threads, tmp)
+    B, T = cfg["batch_size"], cfg["seq_len"]
+    shape = ["--steps", str(steps), "--batch", str(B), "--seq", str(T), "--threads", str(threads)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    ours, theirs, mem_ours, mem_theirs, sparsity = [], [], 0.0, 0.0, []
+    ours, theirs, mem_ours, mem_theirs, sparsity, sparsity_ref = [], [], 0.0, 0.0, [], []
     for r in range(repeats):
         run = os.path.join(tmp, f"{name}.run{r}")
         _, mem = run_measured([f"{build}/moe", "train", "--model", init, "--data", data, "--out", run,
-                               "--steps", str(steps), "--no-shuffle", "--threads", str(threads)], env)
+                               "--no-shuffle"] + shape, env)
         with open(os.path.join(run, "metrics.jsonl")) as f:
             lines = [json.loads(l) for l in f]
-        ours.append(tokens_per_s([l["seconds"] for l in lines], tps))
+        ours.append(tokens_per_s([l["seconds"] for l in lines], B * T))
         sparsity += [l.get("sparsity", 0.0) for l in lines[2:]]
         mem_ours = max(mem_ours, mem)
         out, mem = run_measured([PY, os.path.join(ROOT, "tools/ref_model.py"), "train", "--model", init,
-                                 "--data", data, "--steps", str(steps), "--dtype", "float32",
-                                 "--threads", str(threads), "--sparse"], env)
-        theirs.append(tokens_per_s([json.loads(l)["seconds"] for l in out.splitlines()], tps))
+                                 "--data", data, "--dtype", "float32", "--sparse"] + shape, env)
+        recs = [json.loads(l) for l in out.splitlines()]
+        theirs.append(tokens_per_s([l["seconds"] for l in recs], B * T))
+        sparsity_ref += [l.get("sparsity", 0.0) for l in recs[2:]]
         mem_theirs = max(mem_theirs, mem)
     o, t = statistics.median(ours), statistics.median(theirs)
     sp = statistics.mean(sparsity) if sparsity else 0.0
-    return {"model": name, "config": cfg, "moe_tokens_per_s": o, "torch_tokens_per_s": t, "ratio": o / t,
-            "moe_runs": ours, "torch_runs": theirs, "moe_peak_mb": mem_ours, "torch_peak_mb": mem_theirs,
-            "sparsity": sp, "flops_per_token": flops_per_token(cfg, sp)}
+    return {"model": name, "config": cfg, "warm_steps": warmed, "moe_tokens_per_s": o, "torch_tokens_per_s": t,
+            "ratio": o / t, "moe_runs": ours, "torch_runs": theirs, "moe_peak_mb": mem_ours,
+            "torch_peak_mb": mem_theirs, "sparsity": sp,
+            "torch_sparsity": statistics.mean(sparsity_ref) if sparsity_ref else 0.0,
+            "flops_per_token": flops_per_token(cfg, sp)}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default="build")
-    ap.add_argument("--models", default="dense,remoe,topk,cartesian,dense-h512,remoe-h512,topk-h512")
+    ap.add_argument("--models", default="dense,remoe,remoe-stage1,topk,cartesian,dense-h512,remoe-h512,topk-h512")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warm-steps", type=int, default=200, help="warm-up steps of the ReMoE rows")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/train_speed.json"))
     a = ap.parse_args()
     build = os.path.abspath(a.build)
@@ -140,18 +171,20 @@ def main():
     print(f"sgemm with {a.threads} threads: " + ", ".join(f"{k}^3 {v:.0f} GFLOP/s" for k, v in gemm.items()))
     with tempfile.TemporaryDirectory() as tmp:
         data = data_file(build, tmp)
-        print(f"{'model':<12} {'moe tok/s':>10} {'torch tok/s':>11} {'ratio':>6} {'MFU':>5} {'sparsity':>8} "
+        print(f"{'model':<13} {'moe tok/s':>10} {'torch tok/s':>11} {'ratio':>6} {'MFU':>5} {'sparsity moe/torch':>17} "
               f"{'moe MB':>7} {'torch MB':>8}")
         for name in a.models.split(","):
-            r = bench_model(build, name, MODELS[name], data, a.steps, a.repeats, a.threads, tmp)
+            r = bench_model(build, name, MODELS[name], data, a.steps, a.repeats, a.threads, a.warm_steps, tmp)
             r["mfu"] = r["flops_per_token"] * r["moe_tokens_per_s"] / peak
             rows.append(r)
-            print(f"{name:<12} {r['moe_tokens_per_s']:>10.0f} {r['torch_tokens_per_s']:>11.0f} "
-                  f"{r['ratio']:>5.2f}x {100 * r['mfu']:>4.0f}% {r['sparsity']:>8.3f} {r['moe_peak_mb']:>7.0f} "
+            print(f"{name:<13} {r['moe_tokens_per_s']:>10.0f} {r['torch_tokens_per_s']:>11.0f} "
+                  f"{r['ratio']:>5.2f}x {100 * r['mfu']:>4.0f}% {r['sparsity']:>5.3f}/{r['torch_sparsity']:.3f} "
+                  f"{r['moe_peak_mb']:>7.0f} "
                   f"{r['torch_peak_mb']:>8.0f}", flush=True)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump({"benchmark": "train_speed", "threads": a.threads, "steps": a.steps, "repeats": a.repeats,
+                   "warm_steps": a.warm_steps,
                    "sgemm_gflops": gemm,
                    "torch_version": torch.__version__, "date": time.strftime("%Y-%m-%d"),
                    "cpu": os.uname().machine, "results": rows}, f, indent=2)

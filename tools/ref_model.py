@@ -336,10 +336,17 @@ class RefModel:
 
 
 def load(model_dir, dtype=torch.float64):
+    """A model from moe init or a checkpoint; a checkpoint's ReMoE lambda
+    carries on, as `moe train --model` does."""
+    import os
     ck = moe_files.resolve_checkpoint(model_dir)
     cfg = moe_files.read_config(ck)
     params, _ = moe_files.read_safetensors(f"{ck}/model.safetensors")
-    return RefModel(cfg, params, dtype)
+    model = RefModel(cfg, params, dtype)
+    if os.path.exists(f"{ck}/trainer_state.json"):
+        with open(f"{ck}/trainer_state.json") as f:
+            model.routing["lambda"] = np.float32(json.load(f)["lambda"])
+    return model
 
 
 # ---- data and training ------------------------------------------------------
@@ -411,7 +418,8 @@ def main():
     FFNMoE.sparse = a.sparse
     model = load(a.model, getattr(torch, a.dtype))
     cfg = dict(model.cfg)
-    for k, v in (("batch_size", a.batch), ("seq_len", a.seq), ("grad_accum", a.grad_accum)):
+    # as `moe train`: --steps, --batch, --seq and --grad-accum override the config's keys
+    for k, v in (("steps", a.steps), ("batch_size", a.batch), ("seq_len", a.seq), ("grad_accum", a.grad_accum)):
         if v is not None:
             cfg[k] = v
     ids = moe_files.read_tokens(a.data)["ids"]

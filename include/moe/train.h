@@ -62,6 +62,10 @@ int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
 /* Restores optimiser moments, step and data position from a checkpoint
  * directory written by moe_trainer_save (the model is loaded separately). */
 int moe_trainer_restore(moe_trainer *tr, const char *ckpt_dir, moe_err *err);
+/* The ReLU router's lambda saved in ckpt_dir/trainer_state.json (checksum
+ * verified): 0 with *lambda set, 1 when the directory has no trainer state
+ * (a model from moe init), -1 on a damaged file. */
+int moe_checkpoint_lambda(const char *ckpt_dir, float *lambda, moe_err *err);
 /* One optimiser step. A non-finite loss or gradient norm skips the update
  * (the data and the schedule still advance) and sets st->skipped. */
 int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err);

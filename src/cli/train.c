@@ -20,7 +20,8 @@ static void help(FILE *f) {
         "usage: moe train (--config FILE.json | --model DIR | --resume DIR) --data FILE\n"
         "                 [--out DIR] [options]\n\n"
         "  --config FILE     new model from a config (docs/CONFIG.md), initialised with --seed\n"
-        "  --model DIR       start from the weights of DIR (fresh optimiser)\n"
+        "  --model DIR       start from the weights of DIR (fresh optimiser; the ReLU\n"
+        "                    router's lambda goes on from DIR's when DIR is a checkpoint)\n"
         "  --resume DIR      continue a run exactly where its last checkpoint stopped\n"
         "  --data FILE       token file (docs/FORMAT.md)\n"
         "  --out DIR         run directory (default with --resume: the resumed run)\n"
@@ -232,6 +233,12 @@ int cmd_train(int argc, char **argv) {
     have_trainer = 1;  /* from here the trainer owns the model */
     if (moe_trainer_create(&tr, &cfg, model, &tokens, out ? out : resume, &err)) goto fail;
     if (resume && moe_trainer_restore(&tr, ckpt, &err)) goto fail;
+    if (model_dir) {  /* ReMoE's lambda goes on from the checkpoint's, not from relu_lambda0 */
+        float lambda;
+        int found = moe_checkpoint_lambda(ckpt, &lambda, &err);
+        if (found < 0) goto fail;
+        if (found == 0) model->rs.lambda = lambda;
+    }
     if (!resume) {
         /* a fresh run never mixes with an earlier one in the same directory */
         char existing[4096];

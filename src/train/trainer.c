@@ -263,6 +263,23 @@ int moe_trainer_truncate_metrics(const moe_trainer *tr, moe_err *err) {
     return moe_jsonl_keep_steps(path, tr->step, err);
 }
 
+int moe_checkpoint_lambda(const char *ckpt, float *lambda, moe_err *err) {
+    char path[4096];
+    if (moe_path(path, sizeof path, err, "%s/trainer_state.json", ckpt)) return -1;
+    if (access(path, F_OK) != 0) return 1;
+    if (moe_checksums_verify(ckpt, "trainer_state.json", err)) return -1;
+    json_value *j = json_parse_file(path, err);
+    if (!j) return -1;
+    const json_value *l = json_get(j, "lambda");
+    int rc = 0;
+    if (!l || l->type != JSON_NUMBER || !(l->number >= 0))
+        rc = moe_errf(err, "%s: expected a non-negative number \"lambda\"", path);
+    else
+        *lambda = (float)l->number;
+    json_free(j);
+    return rc;
+}
+
 int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
     char path[4096];
     const moe_layout *L = &tr->model->layout;

@@ -45,6 +45,19 @@ assert d["tokens"] == 5 and len(d["logprobs"]) == 4 and all(x < 0 for x in d["lo
 assert abs(d["mean_loss"] + sum(d["logprobs"]) / 4) < 1e-9'; then ok score_json; else bad score_json; fi
 if "$moe" train --resume "$tmp/run" --data "$tmp/data.tok" --steps 5 2>/dev/null \
    && [ "$(wc -l <"$tmp/run/metrics.jsonl")" -eq 5 ]; then ok resume_extends_run; else bad resume_extends_run; fi
+# --model DIR: fresh optimiser, but ReMoE's lambda goes on from the checkpoint's
+sed 's/"steps": 3/"steps": 6, "ffn": "moe", "router": "relu", "n_experts": 4, "top_k": 1/' \
+  "$tmp/cfg.json" >"$tmp/relu.json"
+if "$moe" train --config "$tmp/relu.json" --data "$tmp/data.tok" --out "$tmp/relu" 2>/dev/null \
+   && "$moe" train --model "$tmp/relu" --data "$tmp/data.tok" --out "$tmp/relu2" --steps 1 2>/dev/null \
+   && /usr/bin/python3 - "$tmp" <<'PY'
+import glob, json, sys
+t = sys.argv[1]
+saved = json.load(open(sorted(glob.glob(t + "/relu/checkpoints/step-*"))[-1] + "/trainer_state.json"))["lambda"]
+used = json.loads(open(t + "/relu2/metrics.jsonl").readline())["lambda"]
+assert saved > 1e-8 * 1.1 and abs(used - saved) <= 1e-6 * saved, (saved, used)
+PY
+then ok model_keeps_lambda; else bad model_keeps_lambda; fi
 
 # bad input: missing files
 expect_error missing_config "nope.json" "$moe" train --config "$tmp/nope.json" --data "$tmp/data.tok" --out "$tmp/x"
