@@ -131,6 +131,96 @@ static void test_loader_order(void) {
     moe_loader_free(&c);
 }
 
+/* CRC-32 by its definition, a bit at a time (reflected polynomial
+ * 0xEDB88320, register inverted before and after): the reference the sliced
+ * moe_crc32 must match bit for bit. */
+static uint32_t crc32_bitwise(uint32_t crc, const unsigned char *p, size_t len) {
+    crc = ~crc;
+    for (size_t i = 0; i < len; i++) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; k++) crc = crc & 1 ? 0xEDB88320u ^ (crc >> 1) : crc >> 1;
+    }
+    return ~crc;
+}
+
+/* moe_crc32 against crc32_bitwise on random bytes: every length 0..70 at every
+ * start offset 0..15 (the 16-byte step, its tail, unaligned loads), a few large
+ * lengths, values Python's zlib.crc32 gives, any split of a buffer into pieces,
+ * and the CRC of a file spanning several of file_crc's 1 MiB reads. */
+static void test_crc32_against_definition(void) {
+    size_t big = (3u << 20) + 77;
+    unsigned char *buf = malloc(big + 16);
+    CHECK(buf != NULL, "malloc");
+    if (!buf) return;
+    uint64_t s = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < big + 16; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        buf[i] = (unsigned char)(s >> 24);
+    }
+    int bad = 0;
+    for (size_t off = 0; off < 16; off++)
+        for (size_t len = 0; len <= 70; len++)
+            if (moe_crc32(0, buf + off, len) != crc32_bitwise(0, buf + off, len)) bad++;
+    CHECK(bad == 0, "%d of 16 x 71 short buffers differ from the definition", bad);
+    const size_t large[] = {255, 256, 1000, 4096, 4099, 65536 + 7, (1u << 20) + 3, big};
+    for (size_t i = 0; i < sizeof large / sizeof *large; i++)
+        for (size_t off = 0; off < 4; off++) {
+            uint32_t got = moe_crc32(0, buf + off, large[i]), want = crc32_bitwise(0, buf + off, large[i]);
+            CHECK(got == want, "%zu bytes at offset %zu: %08x, definition %08x", large[i], off, got, want);
+        }
+    /* a non-zero starting CRC continues a CRC, as zlib's crc32() does */
+    CHECK(moe_crc32(0x12345678u, buf, 33) == crc32_bitwise(0x12345678u, buf, 33), "starting CRC");
+    CHECK(moe_crc32(0xdeadbeefu, buf, 0) == 0xdeadbeefu, "an empty buffer leaves the CRC as it is");
+
+    /* values of Python's zlib.crc32 */
+    CHECK(moe_crc32(0, "123456789", 9) == 0xcbf43926u, "CRC-32 check value");
+    CHECK(moe_crc32(0, "a", 1) == 0xe8b7be43u, "zlib.crc32(b'a')");
+    unsigned char *pat = calloc(100003, 1);
+    CHECK(pat != NULL, "calloc");
+    if (pat) {
+        CHECK(moe_crc32(0, pat, 1 << 16) == 0xd7978eebu, "zlib.crc32(bytes(65536))");
+        for (size_t i = 0; i < 100003; i++) pat[i] = (unsigned char)(i * 31 + 7);
+        CHECK(moe_crc32(0, pat, 100003) == 0x17340963u,
+              "zlib.crc32(bytes((i * 31 + 7) & 255 for i in range(100003)))");
+        free(pat);
+    }
+
+    /* incremental: the CRC of the pieces, each continuing the last, is the CRC of the whole */
+    bad = 0;
+    uint32_t whole = moe_crc32(0, buf + 3, 70);
+    for (size_t cut = 0; cut <= 70; cut++)
+        if (moe_crc32(moe_crc32(0, buf + 3, cut), buf + 3 + cut, 70 - cut) != whole) bad++;
+    CHECK(bad == 0, "%d of 71 splits of a 70-byte buffer differ", bad);
+    const size_t cuts[] = {0, 1, 15, 16, 17, 4097, (1u << 20) + 1, big - 5, big};
+    uint32_t whole_big = moe_crc32(0, buf, big);
+    for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
+        uint32_t c = moe_crc32(moe_crc32(0, buf, cuts[i]), buf + cuts[i], big - cuts[i]);
+        CHECK(c == whole_big, "split at %zu: %08x, whole %08x", cuts[i], c, whole_big);
+    }
+    uint32_t c3 = moe_crc32(moe_crc32(moe_crc32(0, buf, 5), buf + 5, 1000), buf + 1005, big - 1005);
+    CHECK(c3 == whole_big, "three pieces: %08x, whole %08x", c3, whole_big);
+
+    /* file_crc (through CHECKSUMS) over a file of several 1 MiB reads and a tail */
+    char dir[] = "/tmp/moe_test_crcXXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char path[4200], line[256] = "", want[256];
+    moe_err err;
+    snprintf(path, sizeof path, "%s/big.bin", dir);
+    CHECK(moe_write_file_atomic(path, buf + 1, big, &err) == 0, "%s", err.msg);
+    CHECK(moe_checksums_write(dir, &err) == 0, "%s", err.msg);
+    CHECK(moe_checksums_verify(dir, "big.bin", &err) == 0, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/CHECKSUMS", dir);
+    FILE *f = fopen(path, "r");
+    CHECK(f && fgets(line, sizeof line, f), "read %s", path);
+    if (f) fclose(f);
+    snprintf(want, sizeof want, "%08x %zu big.bin\n", crc32_bitwise(0, buf + 1, big), big);
+    CHECK(!strcmp(line, want), "CHECKSUMS says \"%s\", the definition \"%s\"", line, want);
+    char cmd[4300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+    free(buf);
+}
+
 static void test_crc32_and_checksums(void) {
     CHECK(moe_crc32(0, "123456789", 9) == 0xcbf43926u, "CRC-32 check value");
     char dir[] = "/tmp/moe_test_ckXXXXXX";
@@ -310,6 +400,7 @@ int main(void) {
     RUN(test_tokens_roundtrip_and_errors);
     RUN(test_loader_order);
     RUN(test_crc32_and_checksums);
+    RUN(test_crc32_against_definition);
     RUN(test_lr_schedule);
     RUN(test_adamw_kernel);
     RUN(test_determinism_and_exact_resume);
