@@ -17,8 +17,10 @@
 double moe_lr_at(const moe_config *cfg, long step);
 
 /* sqrt(sum g^2) over n floats, accumulated in double in a fixed order
- * (independent of the thread count). */
-double moe_grad_norm(const float *g, size_t n);
+ * (independent of the thread count). part: moe_grad_norm_parts(n) doubles
+ * of scratch, allocated once by the caller. */
+size_t moe_grad_norm_parts(size_t n);
+double moe_grad_norm(const float *g, size_t n, double *part);
 
 /* One AdamW update (PyTorch semantics: decoupled decay lr*wd*p on tensors
  * with decay set; bias-corrected moments) with the gradients multiplied by
@@ -46,6 +48,7 @@ typedef struct moe_trainer {
     moe_config cfg;
     moe_model *model;
     float *adam_m, *adam_v;   /* [n_params] first and second moments */
+    double *norm_parts;       /* [moe_grad_norm_parts(n_params)] scratch of the norm */
     long step;                /* optimiser steps completed */
     moe_loader loader;
     const moe_tokens *data;

@@ -13,27 +13,26 @@ double moe_lr_at(const moe_config *cfg, long step) {
     return floor_lr + (peak - floor_lr) * 0.5 * (1.0 + cos(M_PI * progress));
 }
 
-double moe_grad_norm(const float *g, size_t n) {
+enum { NORM_CHUNK = 1 << 16 };  /* floats per partial sum */
+
+size_t moe_grad_norm_parts(size_t n) {
+    return n ? (n + NORM_CHUNK - 1) / NORM_CHUNK : 1;
+}
+
+double moe_grad_norm(const float *g, size_t n, double *part) {
     /* fixed chunks summed in parallel, then added in chunk order: the same
      * bits whatever the thread count */
-    enum { CHUNK = 1 << 16 };
-    size_t chunks = (n + CHUNK - 1) / CHUNK;
-    double *part = malloc((chunks ? chunks : 1) * sizeof(double));
-    double s = 0.0;
-    if (!part) {  /* no memory for the partial sums: one pass, same order */
-        for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
-        return sqrt(s);
-    }
+    size_t chunks = n ? moe_grad_norm_parts(n) : 0;
     #pragma omp parallel for schedule(static)
     for (size_t c = 0; c < chunks; c++) {
-        size_t end = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
+        size_t end = (c + 1) * NORM_CHUNK < n ? (c + 1) * NORM_CHUNK : n;
         double acc = 0.0;
         #pragma omp simd reduction(+:acc)
-        for (size_t i = c * CHUNK; i < end; i++) acc += (double)g[i] * g[i];
+        for (size_t i = c * NORM_CHUNK; i < end; i++) acc += (double)g[i] * g[i];
         part[c] = acc;
     }
+    double s = 0.0;
     for (size_t c = 0; c < chunks; c++) s += part[c];
-    free(part);
     return sqrt(s);
 }
 

@@ -38,7 +38,9 @@ int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
     tr->adam_v = tr->adam_m ? moe_floats_alloc(model->n_params, err) : NULL;
     tr->inputs = tr->adam_v ? moe_calloc(N, sizeof(int), err) : NULL;
     tr->targets = tr->inputs ? moe_calloc(N, sizeof(int), err) : NULL;
-    if (!tr->targets) return -1;
+    tr->norm_parts = tr->targets ? moe_calloc(moe_grad_norm_parts(model->n_params), sizeof(double), err)
+                                 : NULL;
+    if (!tr->norm_parts) return -1;
     if (moe_loader_init(&tr->loader, data, (size_t)cfg->batch_size, (size_t)cfg->seq_len,
                         cfg->shuffle, (uint64_t)cfg->seed, err))
         return -1;
@@ -50,6 +52,7 @@ void moe_trainer_free(moe_trainer *tr) {
     free(tr->adam_v);
     free(tr->inputs);
     free(tr->targets);
+    free(tr->norm_parts);
     moe_loader_free(&tr->loader);
     if (tr->metrics) fclose(tr->metrics);
     moe_buf_free(&tr->tokenizer);
@@ -79,7 +82,7 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
         st->aux_loss += aux / c->grad_accum;
     }
     st->loss = st->lm_loss + st->aux_loss;
-    st->grad_norm = moe_grad_norm(m->grads, m->n_params);
+    st->grad_norm = moe_grad_norm(m->grads, m->n_params, tr->norm_parts);
     st->lr = moe_lr_at(c, tr->step);
     st->lambda = m->rs.lambda;
     st->tokens = B * T * (size_t)c->grad_accum;
