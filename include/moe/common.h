@@ -26,8 +26,11 @@ int moe_err_prefix(moe_err *err, const char *fmt, ...)
 void *moe_malloc(size_t bytes, moe_err *err);
 void *moe_calloc(size_t n, size_t size, moe_err *err);
 /* n zeroed floats aligned to 64 bytes (one cache line, one AVX-512 vector),
- * as the optimizer's streaming stores need; release with free(). */
+ * as the optimizer's streaming stores need. The pages are the kernel's zero
+ * pages until written, so memory is committed only where it is used (an
+ * inference run never touches the gradients). Release with moe_floats_free. */
 float *moe_floats_alloc(size_t n, moe_err *err);
+void moe_floats_free(float *p);
 
 /* A growable byte buffer used to build text (JSON, messages). */
 typedef struct moe_buf {

@@ -80,8 +80,8 @@ void moe_model_free(moe_model *m) {
     if (m->blocks)
         for (int l = 0; l < m->cfg.n_layers; l++) moe_ffn_destroy(m->blocks[l].ffn);
     free(m->blocks);
-    free(m->params);
-    free(m->grads);
+    moe_floats_free(m->params);
+    moe_floats_free(m->grads);
     moe_layout_free(&m->layout);
     free_acts(m);
     free(m);

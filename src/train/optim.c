@@ -1,6 +1,10 @@
 /* optim.c — AdamW and the warm-up + cosine learning-rate schedule. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "moe/train.h"
 
@@ -44,16 +48,14 @@ typedef struct adamw_step {
 } adamw_step;
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
-#include <stdint.h>
-
 /* AdamW on one 16-float group [base, base + 16) restricted to the lanes in
  * `lanes`. A full group of 64-byte aligned buffers (moe_floats_alloc; base is
- * a multiple of 16) stores its results by streaming stores, which skip reading the old cache lines first; the
- * optimizer touches every parameter once per step, far more than the caches
- * hold, so those reads were a third of its memory traffic. A partial group
- * (a tensor's edge) uses masked ordinary stores. Both do the same arithmetic,
- * so an element's bits do not depend on which kind of group it fell in. */
+ * a multiple of 16) leaves by streaming stores, which do not read the old
+ * cache lines first: the optimizer touches every parameter once per step,
+ * far more than the caches hold, and those reads were a third of its memory
+ * traffic. A partial group (a tensor's edge) uses masked ordinary stores.
+ * Both do the same arithmetic, so an element's bits do not depend on which
+ * kind of group it fell in. */
 static inline void adamw_group(float *p, float *g, float *m, float *v, size_t base,
                                __mmask16 lanes, int aligned, float decay, const adamw_step *s) {
     const __m512 gs = _mm512_set1_ps(s->grad_scale), zero = _mm512_setzero_ps();

@@ -48,8 +48,8 @@ int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
 }
 
 void moe_trainer_free(moe_trainer *tr) {
-    free(tr->adam_m);
-    free(tr->adam_v);
+    moe_floats_free(tr->adam_m);
+    moe_floats_free(tr->adam_v);
     free(tr->inputs);
     free(tr->targets);
     free(tr->norm_parts);

@@ -1,11 +1,13 @@
 /* common.c — error formatting, checked allocation and the string builder. */
 #include "moe/common.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 int moe_errf(moe_err *err, const char *fmt, ...) {
     if (err) {
@@ -43,15 +45,31 @@ void *moe_calloc(size_t n, size_t size, moe_err *err) {
     return p;
 }
 
+/* A mapping of its own per array: FLOATS_HEADER bytes holding the mapping's
+ * length, then the floats (64-byte aligned, as the mapping is page-aligned). */
+enum { FLOATS_HEADER = 64 };
+
 float *moe_floats_alloc(size_t n, moe_err *err) {
-    void *p = NULL;
-    if (n > SIZE_MAX / sizeof(float) - 64 ||
-        posix_memalign(&p, 64, (n ? n : 1) * sizeof(float)) != 0) {
+    if (n > (SIZE_MAX - FLOATS_HEADER) / sizeof(float)) {
         moe_errf(err, "out of memory allocating %zu floats", n);
         return NULL;
     }
-    memset(p, 0, n * sizeof(float));
-    return p;
+    size_t bytes = FLOATS_HEADER + n * sizeof(float);
+    void *base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) {
+        moe_errf(err, "out of memory allocating %zu floats: %s", n, strerror(errno));
+        return NULL;
+    }
+    memcpy(base, &bytes, sizeof bytes);
+    return (float *)((char *)base + FLOATS_HEADER);
+}
+
+void moe_floats_free(float *p) {
+    if (!p) return;
+    char *base = (char *)p - FLOATS_HEADER;
+    size_t bytes;
+    memcpy(&bytes, base, sizeof bytes);
+    munmap(base, bytes);
 }
 
 int moe_buf_append(moe_buf *b, const void *data, size_t len) {

@@ -286,7 +286,7 @@ static float *adamw_once(size_t shift, int threads) {
         zeroed &= g[i] == 0.0f;
     }
     CHECK(zeroed, "gradients left non-zero (shift %zu, %d threads)", shift, threads);
-    for (int b = 0; b < 4; b++) free(buf[b]);
+    for (int b = 0; b < 4; b++) moe_floats_free(buf[b]);
     return out;
 }
 
