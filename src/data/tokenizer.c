@@ -96,12 +96,104 @@ static int bytes_build(moe_tokenizer *t, uint32_t *dup_a, uint32_t *dup_b, moe_e
     return 0;
 }
 
-int tok_finish_build(moe_tokenizer *t, moe_err *err) {
+/* Adds special token (id, text); ids must come in ascending order. */
+static int add_special(moe_tokenizer *t, uint32_t id, const char *text, moe_err *err) {
+    uint32_t *ni = realloc(t->special_id, (t->n_special + 1) * sizeof *ni);
+    if (ni) t->special_id = ni;
+    char **nt = ni ? realloc(t->special_text, (t->n_special + 1) * sizeof *nt) : NULL;
+    if (nt) t->special_text = nt;
+    char *copy = nt ? strdup(text) : NULL;
+    if (!copy) return moe_errf(err, "tokenizer: out of memory adding special tokens");
+    t->special_id[t->n_special] = id;
+    t->special_text[t->n_special++] = copy;
+    if (t->n_special == 1) { t->special_first = (uint8_t)copy[0]; t->special_one_first = 1; }
+    else if ((uint8_t)copy[0] != t->special_first) t->special_one_first = 0;
+    return 0;
+}
+
+/* The rank tables that tiktoken ships, recognised by the hash of their
+ * tokens (tok_table_hash), each with its split pattern and special tokens
+ * (ids as tiktoken and Meta give them). Llama 3's file carries no special
+ * tokens: its 256 are <|begin_of_text|> 128000, <|end_of_text|> 128001
+ * (our eot), <|start_header_id|> 128006, <|end_header_id|> 128007,
+ * <|eot_id|> 128009 and <|reserved_special_token_N|> for the rest. */
+typedef struct known_special { uint32_t id; const char *text; } known_special;
+static const known_special R50K_SP[] = {{50256, "<|endoftext|>"}};
+static const known_special CL100K_SP[] = {{100257, "<|endoftext|>"}, {100258, "<|fim_prefix|>"},
+    {100259, "<|fim_middle|>"}, {100260, "<|fim_suffix|>"}, {100276, "<|endofprompt|>"}};
+static const known_special O200K_SP[] = {{199999, "<|endoftext|>"}, {200018, "<|endofprompt|>"}};
+static const known_special LLAMA3_SP[] = {{128000, "<|begin_of_text|>"}, {128001, "<|end_of_text|>"},
+    {128006, "<|start_header_id|>"}, {128007, "<|end_header_id|>"}, {128009, "<|eot_id|>"}};
+static const struct known_vocab {
+    const char *name;
+    uint32_t n_tokens;
+    uint64_t hash;
+    moe_tok_pattern pat;
+    uint32_t vocab_size, eot;
+    const known_special *sp;
+    uint32_t n_sp;
+    int llama_reserved;   /* fill the other ids below vocab_size with reserved tokens */
+} KNOWN[] = {
+    {"r50k_base", 50256, 0xf4e43d3a9ab9bc0bull, MOE_PAT_GPT2, 50257, 50256, R50K_SP, 1, 0},
+    {"cl100k_base", 100256, 0x56c627e49e38b04cull, MOE_PAT_CL100K, 100277, 100257, CL100K_SP, 5, 0},
+    {"o200k_base", 199998, 0x4a541240bd046da7ull, MOE_PAT_O200K, 200019, 199999, O200K_SP, 2, 0},
+    {"llama3", 128000, 0x801c3099a417d544ull, MOE_PAT_LLAMA3, 128256, 128001, LLAMA3_SP, 5, 1},
+};
+
+uint64_t tok_table_hash(const moe_tokenizer *t) {
+    uint64_t h = tok_hash(t->tok_bytes, t->tok_off[t->n_tokens]);
+    return h ^ tok_hash_u64(tok_hash((const uint8_t *)t->tok_off, ((size_t)t->n_tokens + 1) * sizeof *t->tok_off));
+}
+
+static const struct known_vocab *known_vocab(const moe_tokenizer *t) {
+    if (t->kind != MOE_TOK_RANKS) return NULL;
+    uint64_t h = 0;
+    for (size_t k = 0; k < sizeof KNOWN / sizeof *KNOWN; k++) {
+        if (KNOWN[k].n_tokens != t->n_tokens) continue;
+        if (!h) h = tok_table_hash(t);
+        if (KNOWN[k].hash == h) return &KNOWN[k];
+    }
+    return NULL;
+}
+
+/* A tiktoken rank file's pattern and special tokens: those of the known
+ * table it is, else the GPT-2 pattern and <|endoftext|> after the ranks. */
+static int set_known_specials(moe_tokenizer *t, const struct known_vocab *kv, moe_err *err) {
+    t->pat = kv->pat;
+    t->vocab_size = kv->vocab_size;
+    t->eot = kv->eot;
+    uint32_t next = 0;
+    for (uint32_t id = t->n_tokens; id < kv->vocab_size; id++) {
+        const char *text = NULL;
+        char buf[64];
+        if (next < kv->n_sp && kv->sp[next].id == id) text = kv->sp[next++].text;
+        else if (kv->llama_reserved) {
+            /* reserved 0-3 are 128002-128005, 4 is 128008, 5.. from 128010 */
+            uint32_t r = id < 128006 ? id - 128002 : id == 128008 ? 4 : id - 128005;
+            snprintf(buf, sizeof buf, "<|reserved_special_token_%u|>", r);
+            text = buf;
+        }
+        if (text && add_special(t, id, text, err)) return -1;
+    }
+    return 0;
+}
+
+/* Without special tokens: <|endoftext|> right after the ordinary tokens. */
+static int tok_default_special(moe_tokenizer *t, moe_err *err) {
+    if (t->n_special) return 0;
     t->vocab_size = t->n_tokens + 1;
     t->eot = t->n_tokens;
+    return add_special(t, t->eot, MOE_EOT_TEXT, err);
+}
+
+/* t->pat NONE for BPE or RANKS means: from the table (a known rank table's
+ * pattern and special tokens), else GPT-2 with <|endoftext|> as the id after
+ * the ordinary tokens. */
+int tok_finish_build(moe_tokenizer *t, moe_err *err) {
     if (t->kind == MOE_TOK_BYTES) {
         for (int b = 0; b < 256; b++) t->byte_id[b] = (uint32_t)b;
-        return 0;
+        t->pat = MOE_PAT_NONE;
+        return tok_default_special(t, err);
     }
     if (t->kind == MOE_TOK_BPE) {
         for (int b = 0; b < 256; b++) t->byte_id[b] = (uint32_t)b;
@@ -130,9 +222,12 @@ int tok_finish_build(moe_tokenizer *t, moe_err *err) {
                     return moe_errf(err, "tokenizer: out of memory building the pair table");
             }
         }
+        const struct known_vocab *kv = known_vocab(t);
+        t->vocab_name = kv ? kv->name : NULL;
+        if (kv && t->pat == MOE_PAT_NONE && !t->n_special && set_known_specials(t, kv, err)) return -1;
     }
-    t->re = tok_compile_gpt2(&t->jit, err);
-    return t->re ? 0 : -1;
+    if (t->pat == MOE_PAT_NONE) t->pat = MOE_PAT_GPT2;
+    return tok_default_special(t, err);
 }
 
 static moe_tokenizer *tok_alloc(moe_tok_kind kind, moe_err *err) {
@@ -149,7 +244,9 @@ void moe_tokenizer_free(moe_tokenizer *t) {
     free(t->merge_b);
     tok_pair_free(&t->pairs);
     free(t->byslot);
-    if (t->re) pcre2_code_free(t->re);
+    for (uint32_t i = 0; i < t->n_special; i++) free(t->special_text[i]);
+    free(t->special_text);
+    free(t->special_id);
     free(t);
 }
 
@@ -246,11 +343,60 @@ fail:
 moe_tok_kind moe_tokenizer_kind(const moe_tokenizer *t) { return t->kind; }
 uint32_t moe_tokenizer_vocab_size(const moe_tokenizer *t) { return t->vocab_size; }
 uint32_t moe_tokenizer_eot(const moe_tokenizer *t) { return t->eot; }
+moe_tok_pattern moe_tokenizer_pattern(const moe_tokenizer *t) { return t->pat; }
+const char *moe_tokenizer_vocab_name(const moe_tokenizer *t) { return t->vocab_name; }
+uint32_t moe_tokenizer_n_special(const moe_tokenizer *t) { return t->n_special; }
+
+const char *moe_tokenizer_special(const moe_tokenizer *t, uint32_t i, uint32_t *id) {
+    if (i >= t->n_special) return NULL;
+    if (id) *id = t->special_id[i];
+    return t->special_text[i];
+}
+
+static const char *PAT_NAMES[] = {"none", "gpt2", "cl100k", "o200k", "llama3"};
+
+const char *moe_tok_pattern_name(moe_tok_pattern p) {
+    return (unsigned)p < sizeof PAT_NAMES / sizeof *PAT_NAMES ? PAT_NAMES[p] : NULL;
+}
+
+int moe_tok_pattern_parse(const char *name, size_t len, moe_tok_pattern *out) {
+    for (unsigned p = 0; p < sizeof PAT_NAMES / sizeof *PAT_NAMES; p++)
+        if (strlen(PAT_NAMES[p]) == len && !memcmp(PAT_NAMES[p], name, len)) {
+            *out = (moe_tok_pattern)p;
+            return 0;
+        }
+    if ((len == 4 && !memcmp(name, "r50k", 4)) || (len == 4 && !memcmp(name, "p50k", 4))) {
+        *out = MOE_PAT_GPT2;
+        return 0;
+    }
+    return -1;
+}
+
+const char *moe_tok_pattern_regex(moe_tok_pattern p) {
+    switch (p) {
+    case MOE_PAT_GPT2: return MOE_PAT_GPT2_RE;
+    case MOE_PAT_CL100K: case MOE_PAT_LLAMA3: return MOE_PAT_CL100K_RE;
+    case MOE_PAT_O200K: return MOE_PAT_O200K_RE;
+    default: return NULL;
+    }
+}
+
+/* Index of special token id, or -1. */
+static long special_index(const moe_tokenizer *t, uint32_t id) {
+    size_t lo = 0, hi = t->n_special;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (t->special_id[mid] < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < t->n_special && t->special_id[lo] == id ? (long)lo : -1;
+}
 
 const uint8_t *moe_tokenizer_token(const moe_tokenizer *t, uint32_t id, size_t *len) {
-    if (id == t->eot) { *len = strlen(MOE_EOT_TEXT); return (const uint8_t *)MOE_EOT_TEXT; }
-    if (id >= t->n_tokens) { *len = 0; return NULL; }
-    return tok_at(t, id, len);
+    if (id < t->n_tokens) return tok_at(t, id, len);
+    long k = special_index(t, id);
+    *len = k < 0 ? 0 : strlen(t->special_text[k]);
+    return k < 0 ? NULL : (const uint8_t *)t->special_text[k];
 }
 
 /* ------------------------------------------------------------------ base64 */
@@ -389,6 +535,56 @@ static int key_u32(const lines *L, const char *key, uint32_t max, uint32_t *out)
     return parse_u32(f[1], fl[1], max, out);
 }
 
+/* Special token text: 1..64 printable ASCII characters other than space. */
+static int special_text_ok(const char *s, size_t n) {
+    if (n == 0 || n > 64) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] <= 0x20 || s[i] >= 0x7f) return 0;
+    return 1;
+}
+
+/* "specials K" then K lines "<id> <text>", ids ascending in [tokens,
+ * vocab_size), texts distinct; eot must be one of them. Then end of file. */
+static int parse_specials(lines *L, moe_tokenizer *t, uint32_t vocab, uint32_t eot, moe_err *err) {
+    const char *f[3];
+    size_t fl[3];
+    char ex[160];
+    uint32_t k, has_eot = 0;
+    int rc;
+    snprintf(ex, sizeof ex, "'specials <count>' with a count in [1, %u]", vocab - t->n_tokens);
+    if (key_u32(L, "specials", vocab - t->n_tokens, &k) || k == 0) LINE_ERR(L, err, ex);
+    for (uint32_t i = 0; i < k; i++) {
+        if ((rc = next_line(L, err)) <= 0) {
+            if (rc == 0) moe_errf(err, "%s:%zu: expected special token %u of %u, found end of file",
+                                  L->what, L->lineno + 1, i, k);
+            return -1;
+        }
+        uint32_t id, lo = i ? t->special_id[i - 1] + 1 : t->n_tokens;
+        snprintf(ex, sizeof ex, "'<id> <text>' with an id in [%u, %u) (ascending) and a text of 1-64 "
+                 "printable ASCII characters", lo, vocab);
+        if (fields(L->s, L->n, f, fl, 3) != 2 || parse_u32(f[0], fl[0], vocab - 1, &id) || id < lo ||
+            !special_text_ok(f[1], fl[1]))
+            LINE_ERR(L, err, ex);
+        char text[65];
+        memcpy(text, f[1], fl[1]);
+        text[fl[1]] = 0;
+        for (uint32_t j = 0; j < i; j++)
+            if (!strcmp(t->special_text[j], text)) LINE_ERR(L, err, "a text no other special token has");
+        if (add_special(t, id, text, err)) return -1;
+        has_eot |= id == eot;
+    }
+    if ((rc = next_line(L, err)) != 0) {
+        if (rc > 0) LINE_ERR(L, err, "end of file after the last special token");
+        return -1;
+    }
+    if (!has_eot) return moe_errf(err, "%s: eot %u is none of the special tokens", L->what, eot);
+    t->vocab_size = vocab;
+    t->eot = eot;
+    return 0;
+fail:
+    return -1;
+}
+
 static int parse_moe(const char *text, size_t len, const char *what, moe_tokenizer **out,
                      moe_err *err) {
     lines L = {what, text, text + len, 0, NULL, 0};
@@ -424,21 +620,40 @@ static int parse_moe(const char *text, size_t len, const char *what, moe_tokeniz
     }
 
     if ((rc = next_line(&L, err)) <= 0) goto eof;
-    const char *pat = kind == MOE_TOK_BYTES ? "none" : "gpt2";
-    snprintf(ex, sizeof ex, "'pattern %s'", pat);
-    if (L.n != 8 + strlen(pat) || memcmp(L.s, "pattern ", 8) || memcmp(L.s + 8, pat, strlen(pat)))
-        LINE_ERR(&L, err, ex);
+    moe_tok_pattern pat = MOE_PAT_GPT2;
+    if (kind == MOE_TOK_RANKS) {
+        if (L.n < 8 || memcmp(L.s, "pattern ", 8) || moe_tok_pattern_parse(L.s + 8, L.n - 8, &pat) ||
+            pat == MOE_PAT_NONE || memcmp(L.s + 8, moe_tok_pattern_name(pat), L.n - 8))
+            LINE_ERR(&L, err, "'pattern <gpt2|cl100k|o200k|llama3>'");
+    } else {
+        const char *pname = kind == MOE_TOK_BYTES ? "none" : "gpt2";
+        snprintf(ex, sizeof ex, "'pattern %s'", pname);
+        if (L.n != 8 + strlen(pname) || memcmp(L.s, "pattern ", 8) || memcmp(L.s + 8, pname, strlen(pname)))
+            LINE_ERR(&L, err, ex);
+    }
 
+    /* ranks may name their special tokens in a last section; without it
+     * <|endoftext|> is the last id, as for bytes and bpe */
     if ((rc = next_line(&L, err)) <= 0) goto eof;
     uint32_t eot;
-    snprintf(ex, sizeof ex, "'eot %u' (<|endoftext|> is the last id)", vocab - 1);
-    if (key_u32(&L, "eot", UINT32_MAX, &eot) || eot != vocab - 1) LINE_ERR(&L, err, ex);
+    if (kind == MOE_TOK_RANKS) {
+        snprintf(ex, sizeof ex, "'eot <id>' with an id < vocab_size %u", vocab);
+        if (key_u32(&L, "eot", vocab - 1, &eot)) LINE_ERR(&L, err, ex);
+    } else {
+        snprintf(ex, sizeof ex, "'eot %u' (<|endoftext|> is the last id)", vocab - 1);
+        if (key_u32(&L, "eot", UINT32_MAX, &eot) || eot != vocab - 1) LINE_ERR(&L, err, ex);
+    }
 
     if ((rc = next_line(&L, err)) <= 0) goto eof;
     const char *sect = kind == MOE_TOK_RANKS ? "tokens" : "merges";
     uint32_t count, want = kind == MOE_TOK_RANKS ? vocab - 1 : vocab - 257;
-    snprintf(ex, sizeof ex, "'%s %u' (from vocab_size %u)", sect, want, vocab);
-    if (key_u32(&L, sect, UINT32_MAX, &count) || count != want) LINE_ERR(&L, err, ex);
+    if (kind == MOE_TOK_RANKS) {
+        snprintf(ex, sizeof ex, "'tokens <count>' with a count in [256, %u] (from vocab_size %u)", vocab - 1, vocab);
+        if (key_u32(&L, sect, vocab - 1, &count) || count < 256) LINE_ERR(&L, err, ex);
+    } else {
+        snprintf(ex, sizeof ex, "'%s %u' (from vocab_size %u)", sect, want, vocab);
+        if (key_u32(&L, sect, UINT32_MAX, &count) || count != want) LINE_ERR(&L, err, ex);
+    }
 
     if (kind == MOE_TOK_BYTES) {
         if ((rc = next_line(&L, err)) != 0) {
@@ -511,14 +726,21 @@ static int parse_moe(const char *text, size_t len, const char *what, moe_tokeniz
         if (moe_buf_append(&bytes, tokbuf, (size_t)n)) { moe_errf(err, "%s: out of memory", what); goto fail; }
     }
     t->tok_off[count] = (uint32_t)bytes.len;
-    if ((rc = next_line(&L, err)) != 0) {
-        if (rc > 0) LINE_ERR(&L, err, "end of file after the last token");
-        goto fail;
-    }
     t->tok_bytes = (uint8_t *)bytes.data;
     if (!t->tok_bytes) t->tok_bytes = malloc(1);
     free(tokbuf);
     tokbuf = NULL;
+    t->pat = pat;
+    if ((rc = next_line(&L, err)) < 0) goto fail;
+    if (rc == 0) {
+        if (count != vocab - 1 || eot != vocab - 1) {
+            moe_errf(err, "%s:%zu: expected a 'specials <count>' section (tokens %u and eot %u differ "
+                     "from vocab_size - 1 = %u), found end of file", what, L.lineno + 1, count, eot, vocab - 1);
+            goto fail;
+        }
+    } else if (parse_specials(&L, t, vocab, eot, err)) {
+        goto fail;
+    }
     if (tok_finish_build(t, err)) { moe_err_prefix(err, "%s", what); goto fail; }
     *out = t;
     return 0;
@@ -611,7 +833,7 @@ int moe_tokenizer_load(const char *path, moe_tokenizer **out, moe_err *err) {
 int moe_tokenizer_serialize(const moe_tokenizer *t, moe_buf *b, moe_err *err) {
     static const char *kinds[] = {"bytes", "bpe", "ranks"};
     int bad = moe_buf_printf(b, "moe-tokenizer 1 %s %u\npattern %s\neot %u\n", kinds[t->kind],
-                             t->vocab_size, t->kind == MOE_TOK_BYTES ? "none" : "gpt2", t->eot);
+                             t->vocab_size, moe_tok_pattern_name(t->pat), t->eot);
     if (t->kind == MOE_TOK_RANKS) {
         bad |= moe_buf_printf(b, "tokens %u\n", t->n_tokens);
         for (uint32_t i = 0; i < t->n_tokens && !bad; i++) {
@@ -619,6 +841,13 @@ int moe_tokenizer_serialize(const moe_tokenizer *t, moe_buf *b, moe_err *err) {
             const uint8_t *p = tok_at(t, i, &n);
             bad |= b64_encode(b, p, n);
             bad |= moe_buf_append(b, "\n", 1);
+        }
+        int dflt = t->n_special == 1 && t->special_id[0] == t->n_tokens && t->vocab_size == t->n_tokens + 1 &&
+                   !strcmp(t->special_text[0], MOE_EOT_TEXT);
+        if (!dflt) {
+            bad |= moe_buf_printf(b, "specials %u\n", t->n_special);
+            for (uint32_t i = 0; i < t->n_special && !bad; i++)
+                bad |= moe_buf_printf(b, "%u %s\n", t->special_id[i], t->special_text[i]);
         }
     } else {
         uint32_t m = t->n_tokens - 256;
@@ -670,7 +899,7 @@ moe_encoder *moe_encoder_new(const moe_tokenizer *t, moe_err *err) {
     if (!e) return NULL;
     e->t = t;
     if (t->kind == MOE_TOK_BYTES) return e;
-    if (tok_iter_init(&e->it, t->re, t->jit, err)) { free(e); return NULL; }
+    tok_iter_init(&e->it, t->pat);
     e->slots = moe_calloc(CACHE_SLOTS, sizeof *e->slots, err);
     e->keys = moe_malloc(CACHE_ARENA, err);
     e->cids = moe_malloc(CACHE_ARENA * sizeof *e->cids, err);
@@ -680,7 +909,6 @@ moe_encoder *moe_encoder_new(const moe_tokenizer *t, moe_err *err) {
 
 void moe_encoder_free(moe_encoder *e) {
     if (!e) return;
-    tok_iter_free(&e->it);
     free(e->slots); free(e->keys); free(e->cids);
     free(e->sym); free(e->rank); free(e->next); free(e->prev); free(e->heap);
     free(e);
@@ -880,21 +1108,26 @@ static int encode_plain(moe_encoder *e, const char *text, size_t len, moe_ids *o
     }
     tok_iter_reset(&e->it, text, len);
     size_t a, b;
-    int rc;
-    while ((rc = tok_iter_next(&e->it, &a, &b, err)) > 0)
+    while (tok_iter_next(&e->it, &a, &b))
         if (encode_chunk(e, (const uint8_t *)text + a, b - a, out))
             return moe_errf(err, "tokenizer: out of memory");
-    return rc;
+    return 0;
 }
 
-static const char *find_eot(const char *s, size_t len) {
-    const size_t sl = strlen(MOE_EOT_TEXT);
+/* The first special token in s[len] (the longest of those starting at the
+ * same place): its position, or NULL; *which is its index. */
+static const char *find_special(const moe_tokenizer *t, const char *s, size_t len, uint32_t *which) {
     const char *end = s + len;
-    while ((size_t)(end - s) >= sl) {
-        const char *lt = memchr(s, '<', (size_t)(end - s) - sl + 1);
-        if (!lt) return NULL;
-        if (!memcmp(lt, MOE_EOT_TEXT, sl)) return lt;
-        s = lt + 1;
+    while (s < end) {
+        if (t->special_one_first && !(s = memchr(s, t->special_first, (size_t)(end - s)))) return NULL;
+        size_t best = 0;
+        for (uint32_t i = 0; i < t->n_special; i++) {
+            const char *x = t->special_text[i];
+            size_t n = strlen(x);
+            if (n > best && n <= (size_t)(end - s) && !memcmp(s, x, n)) { best = n; *which = i; }
+        }
+        if (best) return s;
+        s++;
     }
     return NULL;
 }
@@ -902,13 +1135,15 @@ static const char *find_eot(const char *s, size_t len) {
 int moe_encoder_encode(moe_encoder *e, const char *text, size_t len, unsigned flags,
                        moe_ids *out, moe_err *err) {
     if (!(flags & MOE_ENC_ALLOW_SPECIAL)) return encode_plain(e, text, len, out, err);
-    const size_t sl = strlen(MOE_EOT_TEXT);
+    const moe_tokenizer *t = e->t;
     while (len) {
-        const char *s = find_eot(text, len);
+        uint32_t k = 0;
+        const char *s = find_special(t, text, len, &k);
         size_t seg = s ? (size_t)(s - text) : len;
         if (encode_plain(e, text, seg, out, err)) return -1;
         if (!s) break;
-        if (moe_ids_push(out, e->t->eot)) return moe_errf(err, "tokenizer: out of memory");
+        if (moe_ids_push(out, t->special_id[k])) return moe_errf(err, "tokenizer: out of memory");
+        size_t sl = strlen(t->special_text[k]);
         text += seg + sl;
         len -= seg + sl;
     }
@@ -934,8 +1169,8 @@ int moe_tokenizer_encode_ex(const moe_tokenizer *t, const char *text, size_t len
         *n = v.n;
         return *ids ? 0 : moe_errf(err, "tokenizer: out of memory");
     }
-    /* cut into pieces at safe points; "<|endoftext|>" holds no '\n' so a cut
-     * never splits it */
+    /* cut into pieces at safe points; special tokens hold no '\n' so a cut
+     * never splits one */
     size_t nb = 0, capb = len / PAR_BLOCK + 2;
     size_t *cut = moe_malloc((capb + 1) * sizeof *cut, err);
     if (!cut) return -1;
@@ -1007,6 +1242,9 @@ int moe_tokenizer_decode(const moe_tokenizer *t, const uint32_t *ids, size_t n,
     for (size_t i = 0; i < n; i++) {
         size_t l;
         const uint8_t *p = moe_tokenizer_token(t, ids[i], &l);
+        if (!p && ids[i] < t->vocab_size)
+            return moe_errf(err, "decode: id %u at position %zu is no token (an unused id between the "
+                            "ordinary and the special tokens)", ids[i], i);
         if (!p) return moe_errf(err, "decode: id %u at position %zu is outside the vocabulary (size %u)",
                                 ids[i], i, t->vocab_size);
         if (moe_buf_append(out, p, l)) return moe_errf(err, "decode: out of memory");
