@@ -1,13 +1,20 @@
 /* test_tokenizer.c — the BPE tokenizer: lossless round trips over random
  * bytes, training determinism and compression, save / load, rejection of
- * malformed files (message checked), r50k_base against known ids, safe cuts. */
+ * malformed files (message checked), r50k_base against known ids, the known
+ * rank tables (cl100k, o200k, Llama 3: special tokens, save / load), the
+ * hand-written pre-split against PCRE2 running tiktoken's expressions, safe
+ * cuts. */
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include "harness.h"
 #include "moe/tokenizer.h"
+#include "../../src/data/tok_internal.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd(uint32_t n) {
@@ -365,6 +372,10 @@ static void test_malformed_files(void) {
         {"moe-tokenizer 1 bytes 257\npattern none\neot 256\nmerges 0\nextra\n", "t.tok:5: expected end of file"},
         {"moe-tokenizer 1 ranks 258\npattern gpt2\neot 257\ntokens 257\nYQ\n", "t.tok:5: expected a token's bytes in base64"},
         {"moe-tokenizer 1 ranks 258\npattern gpt2\neot 257\ntokens 257\nYQ==\n", "t.tok:6: expected token 1 of 257, found end of file"},
+        {"moe-tokenizer 1 ranks 258\npattern cl200k\n", "t.tok:2: expected 'pattern <gpt2|cl100k|o200k|llama3>'"},
+        {"moe-tokenizer 1 ranks 258\npattern r50k\n", "t.tok:2: expected 'pattern <gpt2|cl100k|o200k|llama3>'"},
+        {"moe-tokenizer 1 ranks 258\npattern o200k\neot 258\n", "t.tok:3: expected 'eot <id>' with an id < vocab_size 258"},
+        {"moe-tokenizer 1 ranks 300\npattern o200k\neot 257\ntokens 300\n", "t.tok:4: expected 'tokens <count>' with a count in [256, 299]"},
         {"IQ== 1\n", "t.tok:1: expected rank 0 (ranks must be 0, 1, 2, ... in order), found 'IQ== 1'"},
         {"IQ==  0\n", "t.tok:1: expected '<base64 token> <rank>' (tiktoken format)"},
         {"I@== 0\n", "t.tok:1: expected a non-empty base64 token before the rank"},
@@ -415,6 +426,232 @@ static void test_malformed_files(void) {
     CHECK(moe_tokenizer_parse(r.data, r.len, "r.tok", &t, &err) != 0 &&
           strstr(err.msg, "r.tok: ranks 97 and 256 have the same token bytes"), "%s", err.msg);
     moe_buf_free(&r);
+}
+
+/* Our format: ranks with the 256 single bytes as tokens, then `tail`. */
+static void ranks_text(moe_buf *r, const char *head, const char *tail) {
+    moe_buf_printf(r, "%s", head);
+    for (int i = 0; i < 256; i++) {
+        static const char B[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        moe_buf_printf(r, "%c%c==\n", B[i >> 2], B[(i & 3) << 4]);
+    }
+    moe_buf_printf(r, "%s", tail);
+}
+
+/* The special-token section of our format: accepted with gaps in the ids,
+ * encoded with MOE_ENC_ALLOW_SPECIAL, saved as read; malformed ones refused. */
+static void test_special_section(void) {
+    const char *head = "moe-tokenizer 1 ranks 270\npattern o200k\neot 260\ntokens 256\n";
+    moe_buf b = {0};
+    ranks_text(&b, head, "specials 3\n258 <|start|>\n260 <|endoftext|>\n269 <|st|>\n");
+    moe_tokenizer *t = NULL;
+    moe_err err;
+    CHECK(moe_tokenizer_parse(b.data, b.len, "s.tok", &t, &err) == 0, "%s", err.msg);
+    if (t) {
+        CHECK(moe_tokenizer_vocab_size(t) == 270 && moe_tokenizer_eot(t) == 260 &&
+              moe_tokenizer_pattern(t) == MOE_PAT_O200K && moe_tokenizer_n_special(t) == 3 &&
+              !moe_tokenizer_vocab_name(t), "vocab %u eot %u", moe_tokenizer_vocab_size(t), moe_tokenizer_eot(t));
+        uint32_t id;
+        CHECK(!strcmp(moe_tokenizer_special(t, 2, &id), "<|st|>") && id == 269, "special 2");
+        uint32_t *ids;
+        size_t n;
+        const char *text = "a<|start|><|st|>b<|endoftext|>";
+        CHECK(moe_tokenizer_encode_ex(t, text, strlen(text), MOE_ENC_ALLOW_SPECIAL, &ids, &n, &err) == 0 &&
+              n == 5 && ids[0] == 'a' && ids[1] == 258 && ids[2] == 269 && ids[3] == 'b' && ids[4] == 260,
+              "specials encoded: %zu ids", n);
+        free(ids);
+        CHECK(moe_tokenizer_encode(t, text, strlen(text), &ids, &n, &err) == 0 && n == strlen(text), "plain");
+        free(ids);
+        size_t len;
+        CHECK(!moe_tokenizer_token(t, 259, &len) && !moe_tokenizer_token(t, 270, &len) &&
+              moe_tokenizer_token(t, 269, &len) && len == 6, "holes have no token");
+        uint32_t hole[] = {'a', 259};
+        moe_buf out = {0};
+        CHECK(moe_tokenizer_decode(t, hole, 2, &out, &err) != 0 && strstr(err.msg, "id 259 at position 1 is no token"),
+              "%s", err.msg);
+        moe_buf_free(&out);
+        moe_buf s1 = {0};
+        moe_tokenizer_serialize(t, &s1, &err);
+        CHECK(s1.len == b.len && !memcmp(s1.data, b.data, b.len), "saved as read");
+        moe_buf_free(&s1);
+        moe_tokenizer_free(t);
+    }
+    moe_buf_free(&b);
+    static const bad_case cases[] = {
+        {"", "s.tok:261: expected a 'specials <count>' section (tokens 256 and eot 260 differ"},
+        {"specials 0\n", "s.tok:261: expected 'specials <count>' with a count in [1, 14]"},
+        {"specials 1\n255 <|a|>\n", "s.tok:262: expected '<id> <text>' with an id in [256, 270)"},
+        {"specials 2\n260 <|a|>\n259 <|b|>\n", "s.tok:263: expected '<id> <text>' with an id in [261, 270)"},
+        {"specials 2\n260 <|a|>\n261 <|a|>\n", "s.tok:263: expected a text no other special token has"},
+        {"specials 1\n260 <|a b|>\n", "s.tok:262: expected '<id> <text>'"},
+        {"specials 1\n261 <|a|>\n", "s.tok: eot 260 is none of the special tokens"},
+        {"specials 2\n260 <|a|>\n", "s.tok:263: expected special token 1 of 2, found end of file"},
+        {"specials 1\n260 <|a|>\nx\n", "s.tok:263: expected end of file after the last special token"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        moe_buf c = {0};
+        ranks_text(&c, head, cases[i].text);
+        t = NULL;
+        memset(err.msg, 0, sizeof err.msg);
+        int rc = moe_tokenizer_parse(c.data, c.len, "s.tok", &t, &err);
+        CHECK(rc != 0 && !t && strstr(err.msg, cases[i].want), "case %zu: got '%s', want '%s'", i,
+              rc ? err.msg : "(accepted)", cases[i].want);
+        moe_tokenizer_free(t);
+        moe_buf_free(&c);
+    }
+}
+
+/* The pre-split of each pattern equals PCRE2 running tiktoken's expression
+ * (UTF, UCP, invalid UTF-8 allowed: each invalid byte a chunk of its own) on
+ * random text made of characters whose classes PCRE2's older Unicode tables
+ * share with Unicode 16: every alternative and its backtracking, contractions
+ * in any case (and U+017F), invalid bytes, and long runs. */
+static void test_pretok_vs_pcre2(void) {
+    static const char *pool[] = {
+        "a", "s", "t", "e", "l", "d", "v", "m", "r", "S", "T", "E", "L", "D", "V", "M", "R", "A", "Z",
+        "'", "'", "'", "/", "!", ".", "-", "0", "7", "42", "1999", " ", " ", "  ", "\t", "\r", "\n", "\r\n",
+        "\v", "\f", "\x1c", "\xc2\x85", "\xc2\xa0", "\xe2\x80\xa8", "\xe3\x80\x80",
+        "\xc3\xa9", "\xc3\x89", "\xc7\x85", "\xca\xb0", "\xe4\xb8\xad", "\xcc\x81", "\xe0\xa4\x83",
+        "\xe2\x83\x9d", "\xd9\xa3", "\xe2\x85\xab", "\xc2\xbd", "\xc2\xb2", "\xc5\xbf", "\xf0\x9f\x99\x82",
+        "\xff", "\xc3", "\x80", "\xed\xa0\x80", "\xc0\xaf", "\xf4\x90\x80\x80", "\xf0\x9f\x99", "\xe4\xb8"};
+    static const struct { moe_tok_pattern pat; const char *re; } pats[] = {
+        {MOE_PAT_GPT2, MOE_PAT_GPT2_RE}, {MOE_PAT_CL100K, MOE_PAT_CL100K_RE},
+        {MOE_PAT_O200K, MOE_PAT_O200K_RE}, {MOE_PAT_LLAMA3, MOE_PAT_CL100K_RE}};
+    for (size_t k = 0; k < sizeof pats / sizeof *pats; k++) {
+        CHECK(!strcmp(moe_tok_pattern_regex(pats[k].pat), pats[k].re), "regex %zu", k);
+        int ec;
+        PCRE2_SIZE eo;
+        pcre2_code *re = pcre2_compile((PCRE2_SPTR)pats[k].re, PCRE2_ZERO_TERMINATED,
+                                       PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &ec, &eo, NULL);
+        CHECK(re, "pattern %zu does not compile at %zu", k, (size_t)eo);
+        if (!re) continue;
+        pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+        tok_iter it;
+        tok_iter_init(&it, pats[k].pat);
+        size_t chunks = 0;
+        for (int r = 0; r < 400; r++) {
+            moe_buf b = {0};
+            for (uint32_t i = rnd(200); i; i--) {
+                const char *p = pool[rnd(sizeof pool / sizeof *pool)];
+                for (uint32_t rep = rnd(40) ? 1 : 2 + rnd(6); rep; rep--) moe_buf_append(&b, p, strlen(p));
+            }
+            const uint8_t *s = (const uint8_t *)b.data;
+            size_t len = b.len, pos = 0, a, e;
+            tok_iter_reset(&it, b.data, len);
+            int same = 1;
+            while (same && pos < len) {
+                int rc = pcre2_match(re, s, len, pos, 0, md, NULL);
+                size_t ms = len, me = len;
+                if (rc >= 0) { ms = pcre2_get_ovector_pointer(md)[0]; me = pcre2_get_ovector_pointer(md)[1]; }
+                for (; pos < ms && same; pos++)   /* invalid bytes before the match */
+                    same = tok_iter_next(&it, &a, &e) && a == pos && e == pos + 1;
+                if (same && ms < len) {
+                    same = tok_iter_next(&it, &a, &e) && a == ms && e == me;
+                    pos = me;
+                    chunks++;
+                }
+                if (!same) CHECK(0, "pattern %zu text %d: chunk at %zu: ours [%zu, %zu), PCRE2 [%zu, %zu)", k, r,
+                                 ms, a, e, ms, me);
+            }
+            CHECK(!same || !tok_iter_next(&it, &a, &e), "pattern %zu text %d: extra chunk", k, r);
+            moe_buf_free(&b);
+        }
+        CHECK(chunks > 10000, "only %zu chunks", chunks);
+        /* cutting at safe points never changes the chunks */
+        for (int r = 0; r < 300; r++) {
+            moe_buf b = {0};
+            for (uint32_t i = rnd(300); i; i--) {
+                const char *p = rnd(3) ? pool[rnd(sizeof pool / sizeof *pool)] : rnd(2) ? "a\n/" : "!\n";
+                moe_buf_append(&b, p, strlen(p));
+            }
+            moe_ids whole = {0}, parts = {0};
+            size_t a, e;
+            tok_iter_reset(&it, b.data, b.len);
+            while (tok_iter_next(&it, &a, &e)) moe_ids_push(&whole, (uint32_t)e);
+            for (size_t p = 0; p < b.len;) {
+                size_t q = moe_pretok_safe_cut(b.data, b.len, p + 1 + rnd(20));
+                tok_iter_reset(&it, b.data + p, q - p);
+                while (tok_iter_next(&it, &a, &e)) moe_ids_push(&parts, (uint32_t)(p + e));
+                p = q;
+            }
+            CHECK(whole.n == parts.n && (!whole.n || !memcmp(whole.ids, parts.ids, whole.n * 4)),
+                  "pattern %zu text %d: safe cuts changed the chunks", k, r);
+            moe_ids_free(&whole);
+            moe_ids_free(&parts);
+            moe_buf_free(&b);
+        }
+        pcre2_match_data_free(md);
+        pcre2_code_free(re);
+    }
+}
+
+static const char *tiktoken_path(const char *name) {
+    static char p[128];
+    const char *r50k = r50k_path();  /* installs the npm packages if it can */
+    if (!r50k) return NULL;
+    snprintf(p, sizeof p, ".cache/tiktoken/%s.tiktoken", name);
+    return access(p, R_OK) == 0 ? p : NULL;
+}
+
+/* cl100k_base, o200k_base and Llama 3 are recognised with their pattern,
+ * special tokens and eot; our format keeps all of it. (Their ids against
+ * tiktoken's: tests/ref/test_tiktoken_ref.sh.) */
+static void test_known_tables(void) {
+    static const struct {
+        const char *file, *name;
+        moe_tok_pattern pat;
+        uint32_t vocab, eot, n_special, hole;
+        const char *sp;
+        uint32_t sp_id;
+    } known[] = {
+        {"cl100k_base", "cl100k_base", MOE_PAT_CL100K, 100277, 100257, 5, 100256, "<|fim_middle|>", 100259},
+        {"o200k_base", "o200k_base", MOE_PAT_O200K, 200019, 199999, 2, 200000, "<|endofprompt|>", 200018},
+        {"llama3", "llama3", MOE_PAT_LLAMA3, 128256, 128001, 256, 0, "<|eot_id|>", 128009},
+    };
+    for (size_t k = 0; k < sizeof known / sizeof *known; k++) {
+        const char *path = tiktoken_path(known[k].file);
+        if (!path) {
+            printf("# test_known_tables: skipped, no .cache/tiktoken/%s.tiktoken (run tools/npm_deps.sh)\n", known[k].file);
+            continue;
+        }
+        moe_tokenizer *t = NULL, *u = NULL;
+        moe_err err;
+        CHECK(moe_tokenizer_load(path, &t, &err) == 0, "%s", err.msg);
+        if (!t) continue;
+        CHECK(moe_tokenizer_vocab_size(t) == known[k].vocab && moe_tokenizer_eot(t) == known[k].eot &&
+              moe_tokenizer_pattern(t) == known[k].pat && moe_tokenizer_n_special(t) == known[k].n_special &&
+              moe_tokenizer_vocab_name(t) && !strcmp(moe_tokenizer_vocab_name(t), known[k].name),
+              "%s: vocab %u eot %u pattern %d specials %u", known[k].file, moe_tokenizer_vocab_size(t),
+              moe_tokenizer_eot(t), moe_tokenizer_pattern(t), moe_tokenizer_n_special(t));
+        size_t len;
+        CHECK(!known[k].hole || !moe_tokenizer_token(t, known[k].hole, &len), "%s: hole", known[k].file);
+        uint32_t *ids;
+        size_t n;
+        CHECK(moe_tokenizer_encode_ex(t, known[k].sp, strlen(known[k].sp), MOE_ENC_ALLOW_SPECIAL, &ids, &n, &err) == 0 &&
+              n == 1 && ids[0] == known[k].sp_id, "%s: %s", known[k].file, known[k].sp);
+        free(ids);
+        moe_buf s1 = {0}, s2 = {0};
+        CHECK(moe_tokenizer_serialize(t, &s1, &err) == 0, "%s", err.msg);
+        CHECK(moe_tokenizer_parse(s1.data, s1.len, "saved", &u, &err) == 0, "%s", err.msg);
+        if (u) {
+            moe_tokenizer_serialize(u, &s2, &err);
+            CHECK(s1.len == s2.len && !memcmp(s1.data, s2.data, s1.len) && moe_tokenizer_pattern(u) == known[k].pat &&
+                  moe_tokenizer_vocab_name(u) && !strcmp(moe_tokenizer_vocab_name(u), known[k].name),
+                  "%s: save / load", known[k].file);
+            const char *text = "Hello, world! It's 2024\n\n  \xe4\xb8\xad\xe6\x96\x87 caf\xc3\xa9 <|endoftext|>";
+            uint32_t *a, *b2;
+            size_t na, nb;
+            moe_tokenizer_encode_ex(t, text, strlen(text), MOE_ENC_ALLOW_SPECIAL, &a, &na, &err);
+            moe_tokenizer_encode_ex(u, text, strlen(text), MOE_ENC_ALLOW_SPECIAL, &b2, &nb, &err);
+            CHECK(na == nb && !memcmp(a, b2, na * 4), "%s: encodes as before saving", known[k].file);
+            free(a);
+            free(b2);
+        }
+        moe_buf_free(&s1);
+        moe_buf_free(&s2);
+        moe_tokenizer_free(u);
+        moe_tokenizer_free(t);
+    }
 }
 
 static void test_r50k(void) {
@@ -508,6 +745,9 @@ int main(void) {
     RUN(test_save_load);
     RUN(test_ranks_small);
     RUN(test_malformed_files);
+    RUN(test_special_section);
+    RUN(test_pretok_vs_pcre2);
+    RUN(test_known_tables);
     RUN(test_r50k);
     RUN(test_safe_cuts);
     TEST_MAIN_END();
