@@ -23,7 +23,7 @@ out=${2:-docs/CLI.md}
     echo '```'
     "$moe" "$c" --help
     if [ "$c" = tokenizer ]; then
-      for sub in train encode decode; do echo; "$moe" tokenizer $sub --help; done
+      for sub in train encode decode info convert; do echo; "$moe" tokenizer $sub --help; done
     fi
     echo '```'
   done

@@ -56,6 +56,10 @@ int moe_tokenizer_save(const moe_tokenizer *t, const char *path, moe_err *err);
 /* The file text, appended to *out. */
 int moe_tokenizer_serialize(const moe_tokenizer *t, moe_buf *out, moe_err *err);
 
+/* Sets the pre-split pattern of a rank table (before it is shared): for a
+ * rank file whose pattern is not recognised. Other kinds refuse. */
+int moe_tokenizer_set_pattern(moe_tokenizer *t, moe_tok_pattern p, moe_err *err);
+
 moe_tok_kind moe_tokenizer_kind(const moe_tokenizer *t);
 /* One more than the largest id (ordinary or special). */
 uint32_t moe_tokenizer_vocab_size(const moe_tokenizer *t);

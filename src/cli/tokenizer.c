@@ -1,5 +1,6 @@
-/* tokenizer.c — `moe tokenizer train|encode|decode`: learn a BPE tokenizer
- * from text, and turn text into ids and ids into text with one. */
+/* tokenizer.c — `moe tokenizer train|encode|decode|info|convert`: learn a BPE
+ * tokenizer from text, turn text into ids and ids into text with one, show
+ * what a tokenizer file is, and write one in our format. */
 #include <errno.h>
 #include <omp.h>
 #include <stdio.h>
@@ -23,29 +24,58 @@ static const char *TRAIN_USAGE =
     "  --out FILE       where to write the tokenizer\n"
     "  --threads N      threads for counting (default: all cores)\n";
 
+#define TOKENIZER_HELP \
+    "  --tokenizer FILE  our tokenizer file, a tiktoken rank file, or 'bytes'. The\n" \
+    "                    rank files of r50k_base, cl100k_base, o200k_base and Llama 3\n" \
+    "                    (tokenizer.model) are recognised by their tokens and get\n" \
+    "                    their split pattern and special tokens; any other splits\n" \
+    "                    with gpt2 unless --pattern says otherwise\n" \
+    "  --pattern NAME    split with gpt2 (= r50k), cl100k, o200k or llama3 (rank\n" \
+    "                    files only)\n"
+
 static const char *ENCODE_USAGE =
-    "usage: moe tokenizer encode --tokenizer FILE|bytes [--input FILE] [--allow-special]\n"
-    "                            [--stats] [--quiet]\n"
+    "usage: moe tokenizer encode --tokenizer FILE|bytes [--pattern NAME] [--input FILE]\n"
+    "                            [--allow-special] [--stats] [--quiet]\n"
     "\n"
     "Encodes the text of FILE (default: standard input) and prints the ids,\n"
     "separated by spaces, on one line.\n"
-    "  --tokenizer FILE  our tokenizer file, a tiktoken rank file, or 'bytes'\n"
-    "  --allow-special   encode the literal text <|endoftext|> as the eot id\n"
+    TOKENIZER_HELP
+    "  --allow-special   encode the texts of special tokens (e.g. <|endoftext|>) as\n"
+    "                    their ids (default: as plain text)\n"
     "  --stats           print ids, bytes, encoding time and MB/s on standard error\n"
     "  --quiet           do not print the ids\n";
 
+static const char *INFO_USAGE =
+    "usage: moe tokenizer info --tokenizer FILE|bytes [--pattern NAME]\n"
+    "\n"
+    "Prints what the tokenizer is: kind, vocabulary size, split pattern, the\n"
+    "known rank table it matches, eot and the special tokens.\n"
+    TOKENIZER_HELP;
+
+static const char *CONVERT_USAGE =
+    "usage: moe tokenizer convert --tokenizer FILE [--pattern NAME] --out FILE\n"
+    "\n"
+    "Writes the tokenizer in our format (docs/FORMAT.md, \"Tokenizer file\"), which\n"
+    "records its split pattern and special tokens: the way to give a rank file\n"
+    "that is not recognised a pattern for every command that reads it.\n"
+    TOKENIZER_HELP
+    "  --out FILE        where to write it\n";
+
 static const char *DECODE_USAGE =
-    "usage: moe tokenizer decode --tokenizer FILE|bytes [--input FILE]\n"
+    "usage: moe tokenizer decode --tokenizer FILE|bytes [--pattern NAME] [--input FILE]\n"
     "\n"
     "Reads token ids (decimal, separated by white space) from FILE (default:\n"
-    "standard input) and writes the bytes they stand for to standard output.\n";
+    "standard input) and writes the bytes they stand for to standard output.\n"
+    TOKENIZER_HELP;
 
 static const char *USAGE =
-    "usage: moe tokenizer <train|encode|decode> [options]\n"
+    "usage: moe tokenizer <train|encode|decode|info|convert> [options]\n"
     "\n"
     "  train    learn a BPE tokenizer from text\n"
     "  encode   text -> ids\n"
     "  decode   ids -> text\n"
+    "  info     what a tokenizer file is (pattern, special tokens)\n"
+    "  convert  write a tokenizer (e.g. a tiktoken rank file) in our format\n"
     "\n"
     "'moe tokenizer <sub> --help' describes each.\n";
 
@@ -196,23 +226,50 @@ usage:  /* the error line above says what is wrong; --help has the rest */
 /* ------------------------------------------------------- encode / decode */
 
 typedef struct io_opts {
-    const char *tokenizer, *input;
+    const char *tokenizer, *input, *pattern, *out;
     int allow_special, stats, quiet;
 } io_opts;
 
+/* Loads o->tokenizer and applies o->pattern; prints the error. */
+static moe_tokenizer *load_tok(const char *cmd, const io_opts *o) {
+    moe_err err;
+    moe_tokenizer *tok;
+    moe_tok_pattern pat;
+    if (moe_tokenizer_load(o->tokenizer, &tok, &err)) {
+        fprintf(stderr, "moe %s: %s\n", cmd, err.msg);
+        return NULL;
+    }
+    if (!o->pattern) return tok;
+    if (moe_tok_pattern_parse(o->pattern, strlen(o->pattern), &pat) || pat == MOE_PAT_NONE) {
+        fprintf(stderr, "moe %s: --pattern: expected gpt2, r50k, cl100k, o200k or llama3, found '%s'\n",
+                cmd, o->pattern);
+    } else if (moe_tokenizer_set_pattern(tok, pat, &err)) {
+        fprintf(stderr, "moe %s: --pattern: %s\n", cmd, err.msg);
+    } else {
+        return tok;
+    }
+    moe_tokenizer_free(tok);
+    return NULL;
+}
+
+/* special_ok: 1 for encode's options, 2 for info / convert (no --input). */
 static int parse_io(const char *cmd, const char *usage, int argc, char **argv, int special_ok, io_opts *o) {
     memset(o, 0, sizeof *o);
     for (int i = 1; i < argc; i++) {
         if (is_help(argv[i])) { fputs(usage, stdout); return 1; }
         if (!strcmp(argv[i], "--tokenizer")) {
             if (!(o->tokenizer = cli_value(cmd, argc, argv, &i))) return -1;
-        } else if (!strcmp(argv[i], "--input")) {
+        } else if (!strcmp(argv[i], "--input") && special_ok != 2) {
             if (!(o->input = cli_value(cmd, argc, argv, &i))) return -1;
-        } else if (special_ok && !strcmp(argv[i], "--allow-special")) {
+        } else if (!strcmp(argv[i], "--pattern")) {
+            if (!(o->pattern = cli_value(cmd, argc, argv, &i))) return -1;
+        } else if (special_ok == 2 && !strcmp(argv[i], "--out")) {
+            if (!(o->out = cli_value(cmd, argc, argv, &i))) return -1;
+        } else if (special_ok == 1 && !strcmp(argv[i], "--allow-special")) {
             o->allow_special = 1;
-        } else if (special_ok && !strcmp(argv[i], "--stats")) {
+        } else if (special_ok == 1 && !strcmp(argv[i], "--stats")) {
             o->stats = 1;
-        } else if (special_ok && !strcmp(argv[i], "--quiet")) {
+        } else if (special_ok == 1 && !strcmp(argv[i], "--quiet")) {
             o->quiet = 1;
         } else {
             fprintf(stderr, "moe %s: unknown option '%s'\n", cmd, argv[i]);
@@ -221,6 +278,10 @@ static int parse_io(const char *cmd, const char *usage, int argc, char **argv, i
     }
     if (!o->tokenizer) {
         fprintf(stderr, "moe %s: --tokenizer is required\n", cmd);
+        return -1;
+    }
+    if (special_ok == 2 && !o->out && usage == CONVERT_USAGE) {
+        fprintf(stderr, "moe %s: --out is required\n", cmd);
         return -1;
     }
     return 0;
@@ -232,11 +293,8 @@ static int encode(int argc, char **argv) {
     int pr = parse_io(cmd, ENCODE_USAGE, argc, argv, 1, &o);
     if (pr) return pr > 0 ? 0 : 2;  /* --help, or an option error already reported */
     moe_err err;
-    moe_tokenizer *tok;
-    if (moe_tokenizer_load(o.tokenizer, &tok, &err)) {
-        fprintf(stderr, "moe %s: %s\n", cmd, err.msg);
-        return 1;
-    }
+    moe_tokenizer *tok = load_tok(cmd, &o);
+    if (!tok) return 1;
     size_t len;
     char *text = read_input("encode", o.input, &len);
     if (!text) { moe_tokenizer_free(tok); return 1; }
@@ -272,11 +330,8 @@ static int decode(int argc, char **argv) {
     int pr = parse_io(cmd, DECODE_USAGE, argc, argv, 0, &o);
     if (pr) return pr > 0 ? 0 : 2;
     moe_err err;
-    moe_tokenizer *tok;
-    if (moe_tokenizer_load(o.tokenizer, &tok, &err)) {
-        fprintf(stderr, "moe %s: %s\n", cmd, err.msg);
-        return 1;
-    }
+    moe_tokenizer *tok = load_tok(cmd, &o);
+    if (!tok) return 1;
     size_t len;
     char *text = read_input("decode", o.input, &len);
     if (!text) { moe_tokenizer_free(tok); return 1; }
@@ -315,12 +370,52 @@ static int decode(int argc, char **argv) {
     return rc;
 }
 
+static int info(int argc, char **argv) {
+    const char *cmd = "tokenizer info";
+    io_opts o;
+    int pr = parse_io(cmd, INFO_USAGE, argc, argv, 2, &o);
+    if (pr) return pr > 0 ? 0 : 2;
+    moe_tokenizer *tok = load_tok(cmd, &o);
+    if (!tok) return 1;
+    static const char *kinds[] = {"bytes", "bpe", "ranks"};
+    const char *known = moe_tokenizer_vocab_name(tok);
+    uint32_t n_sp = moe_tokenizer_n_special(tok), id;
+    printf("kind %s\nvocab_size %u\npattern %s\nknown_table %s\neot %u\nspecial_tokens %u\n",
+           kinds[moe_tokenizer_kind(tok)], moe_tokenizer_vocab_size(tok),
+           moe_tok_pattern_name(moe_tokenizer_pattern(tok)), known ? known : "none", moe_tokenizer_eot(tok), n_sp);
+    for (uint32_t i = 0; i < n_sp; i++) {
+        const char *text = moe_tokenizer_special(tok, i, &id);
+        printf("special %u %s\n", id, text);
+    }
+    moe_tokenizer_free(tok);
+    return fflush(stdout) ? 1 : 0;
+}
+
+static int convert(int argc, char **argv) {
+    const char *cmd = "tokenizer convert";
+    io_opts o;
+    int pr = parse_io(cmd, CONVERT_USAGE, argc, argv, 2, &o);
+    if (pr) return pr > 0 ? 0 : 2;
+    moe_tokenizer *tok = load_tok(cmd, &o);
+    if (!tok) return 1;
+    moe_err err;
+    int rc = moe_tokenizer_save(tok, o.out, &err);
+    if (rc) fprintf(stderr, "moe %s: %s\n", cmd, err.msg);
+    else printf("tokenizer: %s, vocab %u, pattern %s -> %s\n", o.tokenizer, moe_tokenizer_vocab_size(tok),
+                moe_tok_pattern_name(moe_tokenizer_pattern(tok)), o.out);
+    moe_tokenizer_free(tok);
+    return rc ? 1 : 0;
+}
+
 int cmd_tokenizer(int argc, char **argv) {
     if (argc < 2) { fputs(USAGE, stderr); return 2; }
     if (is_help(argv[1]) || !strcmp(argv[1], "help")) { fputs(USAGE, stdout); return 0; }
     if (!strcmp(argv[1], "train")) return train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "encode")) return encode(argc - 1, argv + 1);
     if (!strcmp(argv[1], "decode")) return decode(argc - 1, argv + 1);
-    fprintf(stderr, "moe tokenizer: unknown subcommand '%s' (train, encode or decode; see --help)\n", argv[1]);
+    if (!strcmp(argv[1], "info")) return info(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "convert")) return convert(argc - 1, argv + 1);
+    fprintf(stderr, "moe tokenizer: unknown subcommand '%s' (train, encode, decode, info or convert; see --help)\n",
+            argv[1]);
     return 2;
 }

@@ -344,6 +344,14 @@ moe_tok_kind moe_tokenizer_kind(const moe_tokenizer *t) { return t->kind; }
 uint32_t moe_tokenizer_vocab_size(const moe_tokenizer *t) { return t->vocab_size; }
 uint32_t moe_tokenizer_eot(const moe_tokenizer *t) { return t->eot; }
 moe_tok_pattern moe_tokenizer_pattern(const moe_tokenizer *t) { return t->pat; }
+
+int moe_tokenizer_set_pattern(moe_tokenizer *t, moe_tok_pattern p, moe_err *err) {
+    if (t->kind != MOE_TOK_RANKS || p == MOE_PAT_NONE || !moe_tok_pattern_name(p))
+        return moe_errf(err, "tokenizer: only a rank table takes another pattern (this is %s; BPE trained "
+                        "here splits with gpt2)", t->kind == MOE_TOK_BPE ? "a BPE" : "the bytes tokenizer");
+    t->pat = p;
+    return 0;
+}
 const char *moe_tokenizer_vocab_name(const moe_tokenizer *t) { return t->vocab_name; }
 uint32_t moe_tokenizer_n_special(const moe_tokenizer *t) { return t->n_special; }
 

@@ -96,6 +96,15 @@ expect_error prepare_missing_tokenizer "no.tok" "$moe" prepare --input "$tmp/not
 expect_error tokenizer_vocab_range "--vocab" "$moe" tokenizer train --input "$tmp/bad.jsonl" --vocab 100 --out "$tmp/t.tok"
 printf 'moe-tokenizer 1 bpe 300\npattern gpt2\neot 299\nmerges 43\n32 32\n' >"$tmp/broken.tokenizer"
 expect_error tokenizer_file_truncated "broken.tokenizer" "$moe" tokenizer encode --tokenizer "$tmp/broken.tokenizer" --input "$tmp/ids.txt"
+expect_error tokenizer_bad_pattern "--pattern: expected gpt2, r50k, cl100k, o200k or llama3, found 'cl200k'" \
+  "$moe" tokenizer encode --tokenizer bytes --pattern cl200k --input "$tmp/bad.jsonl"
+expect_error tokenizer_pattern_not_ranks "only a rank table takes another pattern" "$moe" tokenizer info --tokenizer bytes --pattern o200k
+# a rank file that is no known table splits with gpt2 unless --pattern / convert say otherwise
+/usr/bin/python3 -c 'import base64; print("".join("%s %d\n" % (base64.b64encode(bytes([i])).decode(), i) for i in range(256)), end="")' >"$tmp/bytes.tiktoken"
+if "$moe" tokenizer info --tokenizer "$tmp/bytes.tiktoken" | grep -qx 'pattern gpt2' &&
+   "$moe" tokenizer convert --tokenizer "$tmp/bytes.tiktoken" --pattern o200k --out "$tmp/o.tok" >/dev/null &&
+   "$moe" tokenizer info --tokenizer "$tmp/o.tok" | grep -qx 'pattern o200k'; then ok tokenizer_convert_pattern
+else bad tokenizer_convert_pattern; fi
 printf '{"text": "one two", "domain": "a"}\n{"text": "three", "domain": "b"}\n' >"$tmp/good.jsonl"
 if "$moe" prepare --input "$tmp/good.jsonl" --out "$tmp/good.tok" >/dev/null 2>&1 && /usr/bin/python3 - "$tmp/good.tok" <<'PY'
 import sys; sys.path.insert(0, "tools"); import moe_files
