@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tokenizer_speed.sh — (a) time to train an 8192-entry BPE on ~100 MB of text,
 # (b) r50k_base encoding speed, ours (1 and all threads) against the npm
-# packages tiktoken (WASM) and gpt-tokenizer (JS) on the same text. Prints a
+# packages tiktoken (WASM) and gpt-tokenizer (JS) on the same text, and
+# cl100k_base and o200k_base, ours (1 thread) against tiktoken. Prints a
 # table and writes bench/results/tokenizer_speed.json.
 # Usage: bench/tokenizer_speed.sh [BUILD_DIR]   (MOE=path/to/moe overrides; MB=100 sets the text size)
 set -euo pipefail
@@ -49,20 +50,31 @@ ours() {  # THREADS TOKENIZER -> "ids seconds"
 read -r r1_ids r1_s < <(ours 1 "$r50k")
 read -r rn_ids rn_s < <(ours "$threads" "$r50k")
 read -r b_ids b_s < <(ours "$threads" "$bpe")
+read -r c1_ids c1_s < <(ours 1 .cache/tiktoken/cl100k_base.tiktoken)
+read -r o1_ids o1_s < <(ours 1 .cache/tiktoken/o200k_base.tiktoken)
 tk=$(node bench/tokenizer_speed.js tiktoken "$text")
 gt=$(node bench/tokenizer_speed.js gpt-tokenizer "$text")
+tkc=$(node bench/tokenizer_speed.js tiktoken "$text" cl100k_base)
+tko=$(node bench/tokenizer_speed.js tiktoken "$text" o200k_base)
 
-node - "$bytes" "$train_s" "$r1_ids" "$r1_s" "$rn_ids" "$rn_s" "$b_ids" "$b_s" "$threads" "$tk" "$gt" "$source_desc" "$train_line" <<'JS'
-const [bytes, train_s, r1_ids, r1_s, rn_ids, rn_s, b_ids, b_s, threads, tk, gt, desc, train_line] = process.argv.slice(2);
-const B = Number(bytes), T = JSON.parse(tk), G = JSON.parse(gt);
+node - "$bytes" "$train_s" "$r1_ids" "$r1_s" "$rn_ids" "$rn_s" "$b_ids" "$b_s" "$threads" "$tk" "$gt" "$source_desc" "$train_line" \
+  "$c1_ids" "$c1_s" "$o1_ids" "$o1_s" "$tkc" "$tko" <<'JS'
+const [bytes, train_s, r1_ids, r1_s, rn_ids, rn_s, b_ids, b_s, threads, tk, gt, desc, train_line,
+  c1_ids, c1_s, o1_ids, o1_s, tkc, tko] = process.argv.slice(2);
+const B = Number(bytes), T = JSON.parse(tk), G = JSON.parse(gt), TC = JSON.parse(tkc), TO = JSON.parse(tko);
+// vs_tiktoken: against npm tiktoken with the same rank table
 const rows = [
-  { name: 'moe r50k_base, 1 thread', ids: +r1_ids, seconds: +r1_s },
-  { name: `moe r50k_base, ${threads} threads`, ids: +rn_ids, seconds: +rn_s },
-  { name: `moe bpe-8192 (trained), ${threads} threads`, ids: +b_ids, seconds: +b_s },
-  { name: 'npm tiktoken 1.0.22 (WASM) r50k_base', ids: T.ids, seconds: T.seconds },
-  { name: 'npm gpt-tokenizer 3.4.0 (JS) r50k_base', ids: G.ids, seconds: G.seconds },
+  { name: 'moe r50k_base, 1 thread', ids: +r1_ids, seconds: +r1_s, ref: T },
+  { name: `moe r50k_base, ${threads} threads`, ids: +rn_ids, seconds: +rn_s, ref: T },
+  { name: `moe bpe-8192 (trained), ${threads} threads`, ids: +b_ids, seconds: +b_s, ref: T },
+  { name: 'npm tiktoken 1.0.22 (WASM) r50k_base', ids: T.ids, seconds: T.seconds, ref: T },
+  { name: 'npm gpt-tokenizer 3.4.0 (JS) r50k_base', ids: G.ids, seconds: G.seconds, ref: T },
+  { name: 'moe cl100k_base, 1 thread', ids: +c1_ids, seconds: +c1_s, ref: TC },
+  { name: 'npm tiktoken 1.0.22 (WASM) cl100k_base', ids: TC.ids, seconds: TC.seconds, ref: TC },
+  { name: 'moe o200k_base, 1 thread', ids: +o1_ids, seconds: +o1_s, ref: TO },
+  { name: 'npm tiktoken 1.0.22 (WASM) o200k_base', ids: TO.ids, seconds: TO.seconds, ref: TO },
 ];
-for (const r of rows) { r.mb_per_s = B / 1e6 / r.seconds; r.vs_tiktoken = r.mb_per_s / T.mb_per_s; }
+for (const r of rows) { r.mb_per_s = B / 1e6 / r.seconds; r.vs_tiktoken = r.mb_per_s / r.ref.mb_per_s; delete r.ref; }
 const pad = (s, n) => String(s).padEnd(n), lpad = (s, n) => String(s).padStart(n);
 console.log(`text: ${desc}; ${(B / 1e6).toFixed(1)} MB`);
 console.log(`(a) train 8192-entry BPE: ${(+train_s).toFixed(1)} s wall (${train_line.replace(/^tokenizer: /, '')})`);
