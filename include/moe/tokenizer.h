@@ -44,8 +44,11 @@ typedef struct moe_tokenizer moe_tokenizer;  /* immutable once built; thread-saf
 #define MOE_EOT_TEXT "<|endoftext|>"
 
 /* Loads our tokenizer file (first line "moe-tokenizer ...") or a tiktoken
- * rank file (lines "base64(token) rank"), detected from the content. The name
- * "bytes" gives the bytes tokenizer. Errors name the file and line. */
+ * rank file (lines "base64(token) rank"), detected from the content. A rank
+ * file that is r50k_base, cl100k_base, o200k_base or Llama 3's (recognised by
+ * a hash of its tokens) gets that table's pattern and special tokens; any
+ * other gets gpt2 and <|endoftext|> after the ranks. The name "bytes" gives
+ * the bytes tokenizer. Errors name the file and line. */
 int moe_tokenizer_load(const char *path, moe_tokenizer **out, moe_err *err);
 /* The same from text in memory; `what` names it in error messages. */
 int moe_tokenizer_parse(const char *text, size_t len, const char *what,
