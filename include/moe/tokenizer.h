@@ -1,6 +1,8 @@
 /* tokenizer.h — byte-level BPE tokenizers: the "bytes" tokenizer, BPE trained
- * here (moe_bpe_train), and tiktoken rank tables (e.g. r50k_base); encoding,
- * decoding, and the tokenizer file format (docs/FORMAT.md, "Tokenizer file"). */
+ * here (moe_bpe_train), and tiktoken rank tables (r50k_base, cl100k_base,
+ * o200k_base, Llama 3, any other) with their split patterns and special
+ * tokens; encoding, decoding, and the tokenizer file format (docs/FORMAT.md,
+ * "Tokenizer file"). */
 #ifndef MOE_TOKENIZER_H
 #define MOE_TOKENIZER_H
 

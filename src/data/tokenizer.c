@@ -1,5 +1,6 @@
-/* tokenizer.c — the tokenizer object: building its tables, the tokenizer file
- * format and tiktoken rank files (load / save, strict validation), encoding
+/* tokenizer.c — the tokenizer object: building its tables, the known rank
+ * tables and their special tokens, the tokenizer file format and tiktoken
+ * rank files (load / save, strict validation), encoding
  * (byte-pair merges by rank with a per-encoder chunk cache, OpenMP over
  * pieces of large inputs) and decoding. */
 #include "tok_internal.h"
