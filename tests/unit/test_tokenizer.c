@@ -420,7 +420,7 @@ static void test_malformed_files(void) {
 static void test_r50k(void) {
     const char *path = r50k_path();
     if (!path) {
-        printf("# test_r50k: skipped, no .cache/tiktoken/r50k_base.tiktoken (run tools/npm_deps.sh)\n");
+        SKIP_TEST("test_r50k: no .cache/tiktoken/r50k_base.tiktoken (run tools/npm_deps.sh)");
         return;
     }
     moe_tokenizer *t = NULL;
