@@ -11,6 +11,12 @@
 #include "moe/rng.h"
 #include "moe/router.h"
 
+/* Gradient checks against double central differences (h = 1e-6): their own
+ * error (~1e-9 relative) is negligible; the float32 layer's rounding is what
+ * is measured, 2.3e-7 (TopK k=1), 8e-8 .. 1e-7 for the others
+ * (max |error| / max |gradient|). The tolerance is ~10x the worst. */
+#define FD_TOL 3e-6
+
 enum { N = 6, D = 5, F = 8, MAXP = 4096 };
 
 typedef struct {
@@ -179,7 +185,7 @@ static void check_layer(const char *router, int k, int G, int shared, int renorm
         max_ref = fmax(max_ref, fabs(fd[i]));
     }
     double rel = max_err / max_ref;
-    CHECK(rel < 1e-4, "%s k=%d G=%d shared=%d renorm=%d z=%g lb=%d: relative error %.3g",
+    CHECK(rel < FD_TOL, "%s k=%d G=%d shared=%d renorm=%d z=%g lb=%d: relative error %.3g",
           router, k, G, shared, renorm, z, l1_lb, rel);
     /* the auxiliary term really is in the gradient: without it the router
      * gradient differs */
