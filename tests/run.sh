@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+[ $# -ge 1 ] || { echo "usage: tests/run.sh BUILD [ASAN_BUILD [FUZZ_BUILD]]" >&2; exit 2; }
 passed=0; failed=0; skipped=0; failed_names=(); skipped_names=()
 log_dir=$1/test-logs
 rm -rf "$log_dir"; mkdir -p "$log_dir"
