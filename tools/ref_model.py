@@ -376,6 +376,7 @@ def train(model, ids, cfg, steps, log=None):
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]), eps=cfg["adam_eps"])
+    model.optimizer = opt  # its state (exp_avg, exp_avg_sq): adamw_moments()
     B, T, ga = cfg["batch_size"], cfg["seq_len"], cfg["grad_accum"]
     params = list(model.P.values())
     for step in range(steps):
@@ -398,6 +399,14 @@ def train(model, ids, cfg, steps, log=None):
                "lr": lr, "seconds": time.perf_counter() - t0}
         rec.update(model.end_step())
         yield rec
+
+
+def adamw_moments(model):
+    """After train(): {name: (exp_avg, exp_avg_sq)} as numpy arrays, AdamW's
+    first and second moments (torch's definitions, no bias correction), named
+    as moe's optimizer.safetensors names them (docs/FORMAT.md)."""
+    st = model.optimizer.state
+    return {n: (st[p]["exp_avg"].numpy(), st[p]["exp_avg_sq"].numpy()) for n, p in model.P.items()}
 
 
 def main():

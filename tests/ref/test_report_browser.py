@@ -4,7 +4,8 @@ Chromium (file:// URL): it must render with no console messages, every chart
 must have drawn marks, a title, axis labels and a legend, the page must load
 nothing from outside, and a PNG screenshot is saved as a test artefact
 (BUILD/artifacts/report.png). Installs chromium (scripts/install-deps.sh) if
-it is missing; skips with a message only if it cannot be installed.
+it is missing; if it cannot be installed, exits 77 (the runner's SKIP) after
+a line saying so.
 Usage: test_report_browser.py BUILD_DIR"""
 import json
 import os
@@ -34,8 +35,8 @@ if not chromium:
     subprocess.run(["bash", "scripts/install-deps.sh"], check=False)
     chromium = find_chromium()
 if not chromium:
-    print("SKIP: chromium is not installed and could not be installed (apt-get install chromium)")
-    sys.exit(0)
+    print("chromium is not installed and could not be installed (apt-get install chromium)")
+    sys.exit(77)
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -12,6 +12,8 @@
 #include "moe/json.h"
 #include "moe/model.h"
 
+#define DECODE_TOL 3e-6
+
 enum { TT = 24, V = 61 };
 
 /* A small random model; init_std 0.05 so that routing varies by token. */
@@ -70,14 +72,18 @@ static void check_parity(const char *extra, size_t pre, size_t mid) {
     for (size_t t = pre + mid; t < TT; t++)
         CHECK(moe_decode_step(m, c, ids[t], inc + t * V, &err) == 0, "%s", err.msg);
     CHECK(c->len == TT, "cache holds %zu tokens", c->len);
+    /* incremental and full forward do the same float32 products in another
+     * order (one row against a cache vs. a whole block): a few u = 6e-8 of
+     * the logits' scale, measured 8e-8 .. 3.0e-7 over every config here;
+     * DECODE_TOL is ~10x that */
     double e = rel_err(inc, full, TT * V);
-    CHECK(e <= 1e-5, "%s: relative error %.3g", extra, e);
+    CHECK(e <= DECODE_TOL, "%s: relative error %.3g", extra, e);
     /* the last-row prefill gives the last row of prefill_all */
     float last[V];
     moe_kv_cache_rewind(c, 0);
     CHECK(moe_decode_prefill(m, c, ids, TT, last, &err) == 0, "%s", err.msg);
     e = rel_err(last, full + (TT - 1) * V, V);
-    CHECK(e <= 1e-5, "%s: last-row prefill relative error %.3g", extra, e);
+    CHECK(e <= DECODE_TOL, "%s: last-row prefill relative error %.3g", extra, e);
     /* a full cache refuses one more token and stays as it was */
     moe_kv_cache_rewind(c, 0);
     int many[33] = {0};

@@ -1,9 +1,10 @@
 /* test_tokenizer.c — the BPE tokenizer: lossless round trips over random
  * bytes, training determinism and compression, save / load, rejection of
- * malformed files (message checked), r50k_base against known ids, the known
+ * malformed files (message checked), r50k_base against known ids and the
+ * merge priority recorded from tiktoken (ties, runs over 48 bytes), the known
  * rank tables (cl100k, o200k, Llama 3: special tokens, save / load), the
  * hand-written pre-split against PCRE2 running tiktoken's expressions, safe
- * cuts. */
+ * cuts. Exits 77 (SKIP) when the r50k rank file cannot be had. */
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
@@ -654,10 +655,80 @@ static void test_known_tables(void) {
     }
 }
 
+/* Merge priority, pinned against OpenAI's encoder: the lowest rank merges
+ * first and, among pairs of equal rank, the leftmost ("aaaaa" is "aaaa" + "a",
+ * never "a" + "aaaa"); the same for chunks up to 48 bytes (a scan) and longer
+ * ones (a heap). Expected ids recorded once from npm's tiktoken 1.0.22 by
+ *   tools/npm_deps.sh && node tools/tiktoken_cases.js
+ * whose output is the table below (each string is UNIT repeated COUNT times). */
+static void test_r50k_merge_priority(void) {
+    static const struct { const char *unit; int count; const char *ids; } cases[] = {
+        {"a", 3, "46071"},
+        {"a", 5, "24794 64"},
+        {"a", 7, "24794 46071"},
+        {"a", 9, "24794 24794 64"},
+        {"a", 17, "24794 24794 24794 24794 64"},
+        {"a", 33, "24794 24794 24794 24794 24794 24794 24794 24794 64"},
+        {"a", 47, "24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 46071"},
+        {"a", 48, "24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794"},
+        {"a", 49, "24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 64"},
+        {"a", 50, "24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 7252"},
+        {"a", 64, "24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794"},
+        {"a", 97, "24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 64"},
+        {"a", 200, "24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794 24794"},
+        {"ab", 3, "397 397 397"},
+        {"ab", 24, "397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397"},
+        {"ab", 25, "397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397 397"},
+        {"aab", 17, "64 15498 15498 15498 15498 15498 15498 15498 15498 15498 15498 15498 15498 15498 15498 15498 15498 397"},
+        {"xyz", 16, "5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89"},
+        {"xyz", 17, "5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89 5431 89"},
+        {"\xc3\xa9", 24, "2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634"},
+        {"\xc3\xa9", 25, "2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634"},
+        {"\xc3\xa9", 31, "2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634 2634"},
+        {"0", 7, "24598"},
+        {"0", 49, "25645 25645 8269 10535 830"},
+        {"7", 60, "3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324 3324"},
+        {" ", 49, "220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220 220"},
+        {"\x0a", 50, "628 628 628 628 628 628 628 628 628 628 628 628 628 628 628 628 628 628 628 628 628 628 628 628 628"},
+    };
+    const char *path = r50k_path();
+    if (!path) {
+        SKIP_TEST("test_r50k_merge_priority: no .cache/tiktoken/r50k_base.tiktoken (run tools/npm_deps.sh)");
+        return;
+    }
+    moe_tokenizer *t = NULL;
+    moe_err err;
+    CHECK(moe_tokenizer_load(path, &t, &err) == 0, "%s", err.msg);
+    if (!t) return;
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        size_t ul = strlen(cases[k].unit), len = ul * (size_t)cases[k].count;
+        char *s = malloc(len + 1);
+        for (int r = 0; r < cases[k].count; r++) memcpy(s + (size_t)r * ul, cases[k].unit, ul);
+        uint32_t *ids = NULL;
+        size_t n = 0;
+        CHECK(moe_tokenizer_encode(t, s, len, &ids, &n, &err) == 0, "%s", err.msg);
+        const char *q = cases[k].ids;
+        size_t i = 0, first_bad = SIZE_MAX;
+        while (*q) {
+            char *end;
+            unsigned long want = strtoul(q, &end, 10);
+            if (first_bad == SIZE_MAX && (i >= n || ids[i] != want)) first_bad = i;
+            i++;
+            q = end;
+        }
+        if (first_bad == SIZE_MAX && i != n) first_bad = i;
+        CHECK(first_bad == SIZE_MAX, "'%s' x %d (%zu bytes): %zu ids, tiktoken %zu; first difference at %zu",
+              cases[k].unit, cases[k].count, len, n, i, first_bad);
+        free(ids);
+        free(s);
+    }
+    moe_tokenizer_free(t);
+}
+
 static void test_r50k(void) {
     const char *path = r50k_path();
     if (!path) {
-        printf("# test_r50k: skipped, no .cache/tiktoken/r50k_base.tiktoken (run tools/npm_deps.sh)\n");
+        SKIP_TEST("test_r50k: no .cache/tiktoken/r50k_base.tiktoken (run tools/npm_deps.sh)");
         return;
     }
     moe_tokenizer *t = NULL;
@@ -749,6 +820,7 @@ int main(void) {
     RUN(test_pretok_vs_pcre2);
     RUN(test_known_tables);
     RUN(test_r50k);
+    RUN(test_r50k_merge_priority);
     RUN(test_safe_cuts);
     TEST_MAIN_END();
 }
