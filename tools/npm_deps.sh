@@ -3,8 +3,9 @@
 # the tokenizer reference test and benchmark use, and those of the interop
 # tests (node-llama-cpp pinned at exactly 3.21.1: its prebuilt CPU binary is
 # real llama.cpp, and newer releases' lockfiles fail here; tokenizers, Hugging
-# Face's Rust tokenizers), and exports r50k_base as a tiktoken rank file to .cache/tiktoken/r50k_base.tiktoken. Prints nothing
-# when everything is already there.
+# Face's Rust tokenizers), and exports r50k_base as a tiktoken rank file to
+# .cache/tiktoken/r50k_base.tiktoken. Prints nothing when everything is
+# already there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$root/.cache/npm

@@ -17,7 +17,12 @@ const req = JSON.parse(readFileSync(reqPath, "utf8"));
 const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
 const model = await llama.loadModel({modelPath: path});
 const out = {tokens: Array.from(model.tokenize(req.text, false))};
-const ctx = await model.createContext({contextSize: 256, sequences: 1, batchSize: 256});
+// One thread (ggml's workers spin while waiting: on a shared 2-core machine
+// more only wait longer). The KV cache in f32 and flash attention off, as
+// moe computes: llama.cpp's CPU flash attention rounds Q and K to f16, which
+// alone moves log-probs by up to ~7e-4 (measured) where the rest agrees to ~1e-6.
+const ctx = await model.createContext({contextSize: 256, sequences: 1, batchSize: 256, threads: 1,
+  flashAttention: false, experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32"});
 const seq = ctx.getSequence();
 out.greedy = [];
 for await (const t of seq.evaluate(req.prompt, {temperature: 0})) {
