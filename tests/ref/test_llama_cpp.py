@@ -40,9 +40,10 @@ CASES = {  # name -> (config overrides, llama.cpp architecture)
 TOL_F32 = 1e-3
 # 16-bit files: ggml rounds each matmul's activations to the weight type
 # too (f16: relative 2^-11 = 4.9e-4; bf16: 2^-8 = 3.9e-3) while moe keeps
-# them in float32. Six matmuls per layer, two layers, logits of size ~3:
-# at most ~12 roundings x 3 x the unit = 1.8e-2 (f16), 0.14 (bf16).
-TOL_16 = {"f16": 2e-2, "bf16": 0.15}
+# them in float32. Independent roundings of ~12 matmul inputs of two layers
+# add as a random walk, sqrt(12) ~ 3.5 units, on logits of size < 3 feeding a
+# log-softmax: ~5e-3 (f16), ~4e-2 (bf16) at most; measured 1.2e-4 and 3.5e-3.
+TOL_16 = {"f16": 5e-3, "bf16": 4e-2}
 
 
 def skip(why):
