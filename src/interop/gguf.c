@@ -476,6 +476,7 @@ static int gguf_config(const gfile *g, moe_config *c, moe_err *err) {
         }
     }
     free(arch);
+    ix_config_fit(c);
     if (!rc) rc = moe_config_finalize(c, err) ? moe_err_prefix(err, "%s", g->path) : 0;
     return rc;
 }

@@ -400,15 +400,19 @@ int moe_import_hf(const char *dir, moe_model **out, moe_tokenizer **tok, char *w
     ix_map *maps = NULL;
     size_t n = 0;
     shards s = {0};
-    int rc = hf_config(dir, j, &c, &arch, err) || moe_config_finalize(&c, err) || moe_model_create(&c, &m, err) ||
+    int rc = hf_config(dir, j, &c, &arch, err) || (ix_config_fit(&c), 0) || moe_config_finalize(&c, err) || moe_model_create(&c, &m, err) ||
              ix_plan_make(&c, IX_HF, &p, err) || ix_maps_make(m, &p, &maps, &n, err) || shards_open(dir, &s, err) ? -1 : 0;
     if (!rc && strcmp(p.arch, arch))
         rc = moe_errf(err, "%s/config.json: class %s, but its keys describe what moe writes as %s", dir, arch, p.arch);
+    const json_value *tie = json_get(j, "tie_word_embeddings");
+    int tied = tie && tie->type == JSON_BOOL && tie->boolean;
     float *buf = NULL;
     for (size_t i = 0; i < n && !rc; i++) {
         const ix_map *x = &maps[i];
         const st_file *f;
         const st_tensor *t = shards_find(&s, x->name, &f);
+        if (!t && tied && !strcmp(x->name, "lm_head.weight"))  /* tied: the head is the embedding */
+            t = shards_find(&s, "model.embed_tokens.weight", &f);
         if (!t) {
             if (x->op == IX_ZERO) continue;  /* a missing bias or unused shared expert is zero */
             rc = moe_errf(err, "%s: missing tensor '%s'", dir, x->name);

@@ -26,6 +26,10 @@ typedef struct ix_plan {
  * cannot be expressed and why (and which key to change when one would). */
 int ix_plan_make(const moe_config *c, ix_format format, ix_plan *p, moe_err *err);
 
+/* After an import has set the shape keys: training keys that must fit
+ * them (seq_len <= max_seq_len) are brought within range. */
+void ix_config_fit(moe_config *c);
+
 /* How a foreign tensor is made from a moe tensor (and back). */
 typedef enum {
     IX_COPY,          /* same values, same order (a reshape at most) */

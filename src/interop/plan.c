@@ -92,6 +92,10 @@ int ix_plan_make(const moe_config *c, ix_format format, ix_plan *p, moe_err *err
     return 0;
 }
 
+void ix_config_fit(moe_config *c) {
+    if (c->seq_len > c->max_seq_len) c->seq_len = c->max_seq_len;
+}
+
 /* ---- the maps ------------------------------------------------------------ */
 
 typedef struct {
