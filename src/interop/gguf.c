@@ -478,6 +478,11 @@ static int gguf_config(const gfile *g, moe_config *c, moe_err *err) {
     free(arch);
     ix_config_fit(c);
     if (!rc) rc = moe_config_finalize(c, err) ? moe_err_prefix(err, "%s", g->path) : 0;
+    double held = 0;
+    for (size_t i = 0; i < g->n_t; i++) held += (double)gtensor_size(&g->t[i]);
+    if (!rc && ix_param_count(c) > held)
+        rc = moe_errf(err, "%s: the metadata describes %.0f parameters but the tensors hold %.0f values",
+                      g->path, ix_param_count(c), held);
     return rc;
 }
 

@@ -400,8 +400,16 @@ int moe_import_hf(const char *dir, moe_model **out, moe_tokenizer **tok, char *w
     ix_map *maps = NULL;
     size_t n = 0;
     shards s = {0};
-    int rc = hf_config(dir, j, &c, &arch, err) || (ix_config_fit(&c), 0) || moe_config_finalize(&c, err) || moe_model_create(&c, &m, err) ||
-             ix_plan_make(&c, IX_HF, &p, err) || ix_maps_make(m, &p, &maps, &n, err) || shards_open(dir, &s, err) ? -1 : 0;
+    int rc = hf_config(dir, j, &c, &arch, err) || (ix_config_fit(&c), 0) || moe_config_finalize(&c, err) ||
+             shards_open(dir, &s, err) ? -1 : 0;
+    double held = 0;
+    for (size_t k = 0; k < s.n && !rc; k++)
+        for (size_t i = 0; i < s.files[k].count; i++) held += (double)st_count(&s.files[k].tensors[i]);
+    if (!rc && ix_param_count(&c) > held + (double)c.vocab_size * c.hidden)  /* + a tied head */
+        rc = moe_errf(err, "%s/config.json describes %.0f parameters but the safetensors hold %.0f values",
+                      dir, ix_param_count(&c), held);
+    if (!rc) rc = moe_model_create(&c, &m, err) || ix_plan_make(&c, IX_HF, &p, err) ||
+                  ix_maps_make(m, &p, &maps, &n, err) ? -1 : 0;
     if (!rc && strcmp(p.arch, arch))
         rc = moe_errf(err, "%s/config.json: class %s, but its keys describe what moe writes as %s", dir, arch, p.arch);
     const json_value *tie = json_get(j, "tie_word_embeddings");

@@ -96,6 +96,17 @@ void ix_config_fit(moe_config *c) {
     if (c->seq_len > c->max_seq_len) c->seq_len = c->max_seq_len;
 }
 
+double ix_param_count(const moe_config *c) {
+    double D = c->hidden, V = c->vocab_size, hd = (double)c->hidden / c->n_heads;
+    double q = c->n_heads * hd, kv = c->n_kv_heads * hd, F = c->ffn_dim, G = c->granularity;
+    double attn = 2 * D + 2 * D * q + 2 * D * kv, dense = 3 * D * F;
+    double moe = c->n_experts * G * D + (c->n_experts * G + c->n_shared_experts) * 3 * D * (F / G);
+    double n = 2 * V * D + D;
+    for (int l = 0; l < c->n_layers; l++)
+        n += attn + (strcmp(c->ffn, "dense") && (l + 1) % c->moe_every == 0 ? moe : dense);
+    return n;
+}
+
 /* ---- the maps ------------------------------------------------------------ */
 
 typedef struct {
