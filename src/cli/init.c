@@ -3,26 +3,52 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "moe/checksum.h"
+#include "moe/fileio.h"
+#include "moe/interop.h"
 #include "moe/model.h"
+#include "moe/tokenizer.h"
 
 static void help(FILE *f) {
     fprintf(f,
-        "usage: moe init --config FILE.json --out DIR [--seed N]\n\n"
+        "usage: moe init --config FILE.json --out DIR [--seed N] [--upcycle DENSE]\n\n"
         "Writes DIR/config.json and DIR/model.safetensors with the SPEC init\n"
         "(normal(0, init_std); output projections init_std/sqrt(2 n_layers); norms 1).\n"
-        "  --config FILE  model and training keys (docs/CONFIG.md)\n"
-        "  --out DIR      where to write the model\n"
-        "  --seed N       init seed (default: the config's seed)\n");
+        "  --config FILE    model and training keys (docs/CONFIG.md)\n"
+        "  --out DIR        where to write the model\n"
+        "  --seed N         init seed (default: the config's seed)\n"
+        "  --upcycle DENSE  sparse upcycling: start from the trained dense model DENSE\n"
+        "                   (a model or run directory): every tensor copied, the dense FFN\n"
+        "                   of each MoE layer copied into every expert, the routers fresh\n"
+        "                   from the init; its tokenizer comes along (docs/INTEROP.md)\n");
+}
+
+/* Copies the dense model at `dense` into m (moe_upcycle) and saves m with
+ * the dense model's tokenizer, if it has one. */
+static int upcycle_from(moe_model *m, const char *dense, const char *out, moe_err *err) {
+    char ckpt[4096], path[4096];
+    moe_model *d = NULL;
+    moe_tokenizer *tok = NULL;
+    int rc = moe_resolve_checkpoint(dense, ckpt, sizeof ckpt, err) || moe_model_load(ckpt, &d, err) ||
+             moe_upcycle(m, d, err) || moe_checkpoint_tokenizer(ckpt, NULL, &tok, err) ||
+             moe_model_save(m, out, err) ? -1 : 0;
+    if (!rc && tok)
+        rc = moe_path(path, sizeof path, err, "%s/tokenizer", out) || moe_tokenizer_save(tok, path, err) ||
+             moe_checksums_write(out, err) ? -1 : 0;
+    moe_tokenizer_free(tok);
+    moe_model_free(d);
+    return rc;
 }
 
 int cmd_init(int argc, char **argv) {
-    const char *config = NULL, *out = NULL;
+    const char *config = NULL, *out = NULL, *upcycle = NULL;
     long seed = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
         else if (!strcmp(a, "--config")) { if (!(config = cli_value("init", argc, argv, &i))) return 2; }
         else if (!strcmp(a, "--out")) { if (!(out = cli_value("init", argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--upcycle")) { if (!(upcycle = cli_value("init", argc, argv, &i))) return 2; }
         else if (!strcmp(a, "--seed")) {
             if (!(v = cli_value("init", argc, argv, &i)) || cli_int("init", a, v, 0, 2147483647, &seed)) return 2;
         } else { fprintf(stderr, "moe init: unknown option '%s' (see --help)\n", a); return 2; }
@@ -35,7 +61,7 @@ int cmd_init(int argc, char **argv) {
     if (seed >= 0) cfg.seed = (int)seed;
     if (moe_model_create(&cfg, &m, &err)) { fprintf(stderr, "moe init: %s\n", err.msg); return 1; }
     moe_model_init(m, (uint64_t)cfg.seed);
-    int rc = moe_model_save(m, out, &err);
+    int rc = upcycle ? upcycle_from(m, upcycle, out, &err) : moe_model_save(m, out, &err);
     if (rc) fprintf(stderr, "moe init: %s\n", err.msg);
     else printf("wrote %s (%zu parameters)\n", out, m->n_params);
     moe_model_free(m);

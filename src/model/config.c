@@ -38,7 +38,7 @@ static const key_spec KEYS[] = {
     {"top_k", K_INT, OFF(top_k), 1, 1, 4096, 0, "k: active experts per token (ReLU: the target average)"},
     {"granularity", K_INT, OFF(granularity), 1, 1, 1024, 0, "G: E*G experts of size ffn_dim/G with k*G active"},
     {"n_shared_experts", K_INT, OFF(n_shared_experts), 0, 0, 1024, 0, "always-active experts of size ffn_dim/G added to the output"},
-    {"norm_topk_prob", K_BOOL, OFF(norm_topk_prob), 0, 0, 1, 0, "TopK: renormalise the k gates to sum 1 (Mixtral)"},
+    {"norm_topk_prob", K_BOOL, OFF(norm_topk_prob), 0, 0, 1, 0, "TopK: renormalise the k gates to sum 1 (Mixtral; k=1: a gate of exactly 1)"},
     {"aux_loss_coef", K_FLOAT, OFF(aux_loss_coef), 0.01, 0, 100, 0, "TopK load-balancing loss coefficient c_aux"},
     {"z_loss_coef", K_FLOAT, OFF(z_loss_coef), 0, 0, 100, 0, "router z-loss coefficient c_z (0: off)"},
     {"k_warm", K_INT, OFF(k_warm), 0, 0, 4096, 0, "TopK near-dense warm-up: experts per token during warm-up (0: off)"},

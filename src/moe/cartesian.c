@@ -169,7 +169,7 @@ int moe_ffn_cartesian_create(const moe_config *cfg, int layer, moe_ffn **out, mo
     strcpy(c->sub_cfg.ffn, "moe");
     strcpy(c->sub_cfg.router, "topk");
     c->sub_cfg.ffn_dim = cfg->ffn_dim / 2;
-    c->sub_cfg.norm_topk_prob = 1;
+    c->sub_cfg.norm_topk_prob = MOE_RENORM_IF_SEVERAL;
     c->sub_cfg.n_shared_experts = 1;
     c->sub_cfg.shared_gate = 1;
     if (moe_ffn_moe_create(&c->sub_cfg, layer, &c->A, err) ||

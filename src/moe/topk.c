@@ -1,6 +1,6 @@
 /* topk.c — the TopK router (dMoE baseline, SPEC §2.1): softmax over all
  * experts, the k largest probabilities become the gates (optionally
- * renormalised), with the load-balancing loss
+ * renormalised to sum 1, at every k), with the load-balancing loss
  *     L_aux = c_aux * E / (k T^2) * sum_e (sum_t p[t,e]) * n_e
  * (n_e = tokens whose top-k holds e, a constant), an optional z-loss
  * c_z * mean_t logsumexp(logits_t)^2 and an optional near-dense warm-up
@@ -31,6 +31,13 @@ static int topk_reserve(topk *s, size_t N, size_t E, moe_err *err) {
     return 0;
 }
 
+/* Whether the k selected gates are divided by their sum: always with
+ * norm_topk_prob (k = 1 gives a gate of exactly 1, as Mixtral's), only
+ * for k > 1 under CartesianMoE's rule (MOE_RENORM_IF_SEVERAL, SPEC §2.3). */
+static int topk_renormalises(const moe_config *c, size_t k) {
+    return c->norm_topk_prob == 1 || (c->norm_topk_prob == MOE_RENORM_IF_SEVERAL && k > 1);
+}
+
 static int topk_route(moe_router *r, float *gates, const float *logits, size_t N,
                       const moe_ffn_ctx *ctx, double *aux, moe_err *err) {
     topk *s = r->impl;
@@ -42,6 +49,7 @@ static int topk_route(moe_router *r, float *gates, const float *logits, size_t N
     int drop = ctx->drop_top_expert && E > 1;
     if (drop && s->k_eff > E - 1) s->k_eff = E - 1;
     size_t k = s->k_eff;
+    int renorm = topk_renormalises(c, k);
     #pragma omp parallel for schedule(static)
     for (size_t t = 0; t < N; t++) {
         const float *l = logits + t * E;
@@ -66,7 +74,7 @@ static int topk_route(moe_router *r, float *gates, const float *logits, size_t N
             picked += g[best];
         }
         if (drop) g[top] = 0.0f;
-        if (c->norm_topk_prob && k > 1)
+        if (renorm)
             for (size_t e = 0; e < E; e++) g[e] = (float)(g[e] / fmax(picked, 1e-20));
     }
     memset(s->n_e, 0, E * sizeof(double));
@@ -98,7 +106,7 @@ static int topk_backward(moe_router *r, float *dlogits, const float *dgates,
     topk *s = r->impl;
     const moe_config *c = r->cfg;
     size_t E = r->E, k = s->k_eff;
-    int renorm = c->norm_topk_prob && k > 1;
+    int renorm = topk_renormalises(c, k);
     double aux_scale = ctx->training && c->aux_loss_coef > 0
         ? ctx->loss_scale * c->aux_loss_coef * (double)E / ((double)k * (double)N * (double)N) : 0.0;
     double z_scale = ctx->training && c->z_loss_coef > 0

@@ -80,7 +80,7 @@ static double f_moe(const double *v, void *vctx) {
             gates[t][best] = p[t][best];
             picked += p[t][best];
         }
-        if (cf->norm_topk_prob && k > 1)
+        if (cf->norm_topk_prob == 1 || (cf->norm_topk_prob == MOE_RENORM_IF_SEVERAL && k > 1))
             for (size_t e = 0; e < E; e++) gates[t][e] /= picked;
     }
     if (!strcmp(cf->router, "topk")) {

@@ -178,7 +178,7 @@ static double route_d(const moe_spec *s, const double (*l)[EMAX], size_t N, deci
         for (size_t t = 0; t < N; t++)
             for (size_t e = 0; e < E; e++)
                 if (dec->mask[t][e]) g[t][e] = strcmp(r, "hash") ? p[t][e] : 1.0;
-        if (!strcmp(r, "topk") && c->norm_topk_prob && k > 1)
+        if (!strcmp(r, "topk") && (c->norm_topk_prob == 1 || (c->norm_topk_prob == MOE_RENORM_IF_SEVERAL && k > 1)))
             for (size_t t = 0; t < N; t++) {
                 double sum = 0;
                 for (size_t e = 0; e < E; e++) sum += g[t][e];
@@ -383,7 +383,7 @@ static void check_fd(fd_ctx *f, const char *what, uint64_t seed) {
     if (!strcmp(f->kind, "cartesian")) {
         f->sub = *c;
         strcpy(f->sub.ffn, "moe");
-        f->sub.ffn_dim = c->ffn_dim / 2; f->sub.norm_topk_prob = 1;
+        f->sub.ffn_dim = c->ffn_dim / 2; f->sub.norm_topk_prob = MOE_RENORM_IF_SEVERAL;
         f->sub.n_shared_experts = 1; f->sub.shared_gate = 1;
         f->oa = find_offsets(&L, "mlp.layer_a", base);
         f->ob = find_offsets(&L, "mlp.layer_b", base);

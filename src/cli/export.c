@@ -1,0 +1,73 @@
+/* export.c — `moe export`: a model in llama.cpp's GGUF or the Hugging Face
+ * layout (src/interop/, docs/INTEROP.md). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "moe/interop.h"
+
+static void help(FILE *f) {
+    fprintf(f,
+        "usage: moe export --format gguf|hf --out PATH [--type f32|f16|bf16]\n"
+        "                  [--tokenizer FILE] MODEL\n\n"
+        "Writes MODEL (a model or run directory: its newest checkpoint) for other programs:\n"
+        "  --format gguf   one GGUF file for llama.cpp: architecture llama (dense, or\n"
+        "                  Mixtral-style experts with norm_topk_prob), deepseek (TopK gates\n"
+        "                  not renormalised, shared experts) or bailingmoe (renormalised\n"
+        "                  gates with shared experts); the tokenizer embedded\n"
+        "  --format hf     a directory for transformers: config.json (LlamaForCausalLM,\n"
+        "                  MixtralForCausalLM or Qwen2MoeForCausalLM), model.safetensors,\n"
+        "                  tokenizer.json, tokenizer_config.json, generation_config.json\n"
+        "  --out PATH      the file (gguf) or directory (hf) to write\n"
+        "  --type T        matrices in f32 (default), f16 or bf16; norms stay f32 in GGUF\n"
+        "  --tokenizer F   else MODEL's own tokenizer, else bytes when vocab_size is 257\n\n"
+        "Routers that neither program computes (relu, hash, expert_choice, sparsemixer,\n"
+        "topp, cartesian, lory, shared_gate) are refused with the reason (docs/INTEROP.md).\n");
+}
+
+int cmd_export(int argc, char **argv) {
+    const char *format = NULL, *out = NULL, *type = "f32", *tok_path = NULL, *model = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
+        else if (!strcmp(a, "--format")) { if (!(format = cli_value("export", argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--out")) { if (!(out = cli_value("export", argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--type")) { if (!(type = cli_value("export", argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--tokenizer")) { if (!(tok_path = cli_value("export", argc, argv, &i))) return 2; }
+        else if (a[0] == '-' && a[1]) { fprintf(stderr, "moe export: unknown option '%s' (see --help)\n", a); return 2; }
+        else if (model) { fprintf(stderr, "moe export: one MODEL only (found '%s' and '%s')\n", model, a); return 2; }
+        else model = a;
+    }
+    if (!format || !out || !model) {
+        fprintf(stderr, "moe export: --format, --out and MODEL are required\n");
+        help(stderr);
+        return 2;
+    }
+    int gguf = !strcmp(format, "gguf");
+    if (!gguf && strcmp(format, "hf")) {
+        fprintf(stderr, "moe export: option --format: expected gguf or hf, found '%s'\n", format);
+        return 2;
+    }
+    st_dtype dt = !strcmp(type, "f32") ? ST_F32 : !strcmp(type, "f16") ? ST_F16 : !strcmp(type, "bf16") ? ST_BF16 : ST_U8;
+    if (dt == ST_U8) { fprintf(stderr, "moe export: option --type: expected f32, f16 or bf16, found '%s'\n", type); return 2; }
+    moe_err err;
+    moe_model *m = NULL;
+    moe_tokenizer *tok = NULL;
+    char ckpt[4096];
+    int rc = moe_resolve_checkpoint(model, ckpt, sizeof ckpt, &err) || moe_model_load(ckpt, &m, &err) ||
+             moe_checkpoint_tokenizer(ckpt, tok_path, &tok, &err);
+    if (!rc && !tok) {
+        if (m->cfg.vocab_size == 257) rc = !(tok = moe_tokenizer_bytes(&err));
+        else {
+            moe_errf(&err, "%s has no tokenizer and vocab_size is %d, not 257 (bytes): give --tokenizer",
+                     ckpt, m->cfg.vocab_size);
+            rc = 1;
+        }
+    }
+    if (!rc) rc = gguf ? moe_export_gguf(m, tok, out, dt, &err) : moe_export_hf(m, tok, out, dt, &err);
+    if (rc) fprintf(stderr, "moe export: %s\n", err.msg);
+    else printf("wrote %s (%s, %s)\n", out, format, type);
+    moe_tokenizer_free(tok);
+    moe_model_free(m);
+    return rc ? 1 : 0;
+}

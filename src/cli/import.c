@@ -1,0 +1,67 @@
+/* import.c — `moe import`: a GGUF file or a Hugging Face directory of the
+ * Llama / Mixtral families (or one moe exported) into a moe model directory
+ * that every command reads (`moe train --model DIR` trains on from it). */
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/cli.h"
+#include "moe/checksum.h"
+#include "moe/fileio.h"
+#include "moe/interop.h"
+
+static void help(FILE *f) {
+    fprintf(f,
+        "usage: moe import --out DIR [--tokenizer FILE] SOURCE\n\n"
+        "Reads SOURCE, a .gguf file (architectures llama, deepseek, bailingmoe; tensors\n"
+        "F32, F16 or BF16) or a Hugging Face directory (LlamaForCausalLM,\n"
+        "MixtralForCausalLM, Qwen2MoeForCausalLM without a live shared expert), and writes\n"
+        "DIR/config.json, DIR/model.safetensors and DIR/tokenizer, ready for moe score,\n"
+        "generate, eval, and for training on (the config's training keys are moe's\n"
+        "defaults unless SOURCE was written by moe export, which keeps them).\n"
+        "  --out DIR        the model directory to write\n"
+        "  --tokenizer F    the tokenizer to keep with the model, when SOURCE's is not\n"
+        "                   a byte-level BPE in moe's layout (the import says so)\n");
+}
+
+int cmd_import(int argc, char **argv) {
+    const char *out = NULL, *tok_path = NULL, *src = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
+        else if (!strcmp(a, "--out")) { if (!(out = cli_value("import", argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--tokenizer")) { if (!(tok_path = cli_value("import", argc, argv, &i))) return 2; }
+        else if (a[0] == '-' && a[1]) { fprintf(stderr, "moe import: unknown option '%s' (see --help)\n", a); return 2; }
+        else if (src) { fprintf(stderr, "moe import: one SOURCE only (found '%s' and '%s')\n", src, a); return 2; }
+        else src = a;
+    }
+    if (!out || !src) { fprintf(stderr, "moe import: --out and SOURCE are required\n"); help(stderr); return 2; }
+    struct stat st;
+    if (stat(src, &st)) { fprintf(stderr, "moe import: %s: no such file or directory\n", src); return 1; }
+    moe_err err;
+    moe_model *m = NULL;
+    moe_tokenizer *tok = NULL;
+    char why[512] = "", path[4096];
+    int rc = S_ISDIR(st.st_mode) ? moe_import_hf(src, &m, &tok, why, sizeof why, &err)
+                                 : moe_import_gguf(src, &m, &tok, why, sizeof why, &err);
+    if (!rc && tok_path) {
+        moe_tokenizer_free(tok);
+        rc = moe_tokenizer_load(tok_path, &tok, &err);
+    }
+    if (!rc && tok && moe_tokenizer_vocab_size(tok) > (uint32_t)m->cfg.vocab_size)
+        rc = moe_errf(&err, "the tokenizer has %u ids, more than the model's vocab_size %d",
+                      moe_tokenizer_vocab_size(tok), m->cfg.vocab_size);
+    if (!rc) rc = moe_model_save(m, out, &err);
+    if (!rc && tok)
+        rc = moe_path(path, sizeof path, &err, "%s/tokenizer", out) || moe_tokenizer_save(tok, path, &err) ||
+             moe_checksums_write(out, &err);
+    if (rc) fprintf(stderr, "moe import: %s\n", err.msg);
+    else {
+        printf("wrote %s (%zu parameters, ffn %s%s%s)\n", out, m->n_params, m->cfg.ffn,
+               strcmp(m->cfg.ffn, "dense") ? ", router " : "", strcmp(m->cfg.ffn, "dense") ? m->cfg.router : "");
+        if (!tok) fprintf(stderr, "moe import: no tokenizer kept: %s; give --tokenizer\n", why);
+    }
+    moe_tokenizer_free(tok);
+    moe_model_free(m);
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,581 @@
+/* plan.c — which foreign architecture a model goes to (or why none), the
+ * map from each foreign tensor to a moe tensor, the byte-level token text
+ * of GPT-2 tokenizers, the pre-tokenizer names, and 16-bit floats. Shared
+ * by gguf.c and hf.c; the maths of each choice is in docs/INTEROP.md. */
+#include "ix.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the plan ------------------------------------------------------------ */
+
+/* Why a router or FFN kind has no counterpart in llama.cpp / transformers. */
+static const char *refusal(const moe_config *c) {
+    if (!strcmp(c->ffn, "cartesian"))
+        return "CartesianMoE (ffn \"cartesian\": two routed sub-layers in sequence with a norm "
+               "between them and gated shared sub-experts)";
+    if (!strcmp(c->ffn, "lory"))
+        return "Lory (ffn \"lory\": experts merged into one FFN per segment, routed by the "
+               "previous segment)";
+    if (!strcmp(c->router, "relu"))
+        return "ReMoE's ReLU router (router \"relu\": gates relu(logits), a varying number of "
+               "experts per token)";
+    if (!strcmp(c->router, "hash"))
+        return "hash routing (router \"hash\": the expert is a fixed function of the token id)";
+    if (!strcmp(c->router, "expert_choice"))
+        return "expert-choice routing (router \"expert_choice\": experts pick tokens across the "
+               "batch, not causal)";
+    if (!strcmp(c->router, "sparsemixer"))
+        return "SparseMixer-v2 (router \"sparsemixer\": gates from a softmax masked to the "
+               "candidates within jitter_eps)";
+    if (!strcmp(c->router, "topp"))
+        return "TopP routing (router \"topp\": as many experts as reach probability top_p)";
+    if (c->shared_gate)
+        return "shared_gate (routed and shared outputs mixed by a learned 2-way softmax)";
+    return NULL;
+}
+
+int ix_plan_make(const moe_config *c, ix_format format, ix_plan *p, moe_err *err) {
+    const char *fmt = format == IX_GGUF ? "GGUF (llama.cpp)" : "the Hugging Face layout (transformers)";
+    memset(p, 0, sizeof *p);
+    p->format = format;
+    p->moe_every = c->moe_every;
+    if (!strcmp(c->ffn, "dense")) {
+        p->arch = format == IX_GGUF ? "llama" : "LlamaForCausalLM";
+        return 0;
+    }
+    const char *why = refusal(c);
+    if (why) return moe_errf(err, "cannot export to %s: %s has no counterpart there", fmt, why);
+    if (strcmp(c->ffn, "moe") || strcmp(c->router, "topk"))
+        return moe_errf(err, "cannot export to %s: ffn \"%s\" with router \"%s\" is not supported",
+                        fmt, c->ffn, c->router);
+    p->moe = 1;
+    p->n_expert = c->n_experts * c->granularity;
+    p->n_used = c->top_k * c->granularity;
+    p->expert_ff = c->ffn_dim / c->granularity;
+    p->n_shared = c->n_shared_experts;
+    p->renorm = c->norm_topk_prob == 1;
+    if (format == IX_GGUF) {
+        if (c->moe_every != 1)
+            return moe_errf(err, "cannot export to %s: moe_every %d alternates dense and MoE layers, "
+                            "which no llama.cpp architecture with this attention expresses "
+                            "(set moe_every 1)", fmt, c->moe_every);
+        if (p->renorm && p->n_shared == 0) {
+            p->arch = "llama";            /* Mixtral: softmax, top-k, renormalised */
+        } else if (!p->renorm) {
+            p->arch = "deepseek";         /* DeepSeekMoE: softmax top-k, not renormalised, shared */
+        } else {
+            p->arch = "bailingmoe";       /* renormalised (expert_weights_norm) with shared */
+        }
+        if (strcmp(p->arch, "llama") && p->n_shared == 0) {
+            p->n_shared = 1;              /* the architecture requires a shared expert */
+            p->zero_shared = 1;
+        }
+        return 0;
+    }
+    if (p->n_shared > 0)
+        return moe_errf(err, "cannot export to %s: shared experts (n_shared_experts %d) are added "
+                        "with weight 1 here, while Qwen2-MoE, the transformers class with shared "
+                        "experts and Llama attention, gates its shared expert by a learned sigmoid "
+                        "(set n_shared_experts 0, or export to GGUF)", fmt, c->n_shared_experts);
+    if (p->renorm && c->moe_every == 1) {
+        p->arch = "MixtralForCausalLM";
+    } else {
+        p->arch = "Qwen2MoeForCausalLM";  /* norm_topk_prob as ours; decoder_sparse_step */
+        p->n_shared = 1;
+        p->zero_shared = 1;
+        p->qkv_bias = 1;
+    }
+    return 0;
+}
+
+void ix_config_fit(moe_config *c) {
+    if (c->seq_len > c->max_seq_len) c->seq_len = c->max_seq_len;
+}
+
+double ix_param_count(const moe_config *c) {
+    double D = c->hidden, V = c->vocab_size, hd = (double)c->hidden / c->n_heads;
+    double q = c->n_heads * hd, kv = c->n_kv_heads * hd, F = c->ffn_dim, G = c->granularity;
+    double attn = 2 * D + 2 * D * q + 2 * D * kv, dense = 3 * D * F;
+    double moe = c->n_experts * G * D + (c->n_experts * G + c->n_shared_experts) * 3 * D * (F / G);
+    double n = 2 * V * D + D;
+    for (int l = 0; l < c->n_layers; l++)
+        n += attn + (strcmp(c->ffn, "dense") && (l + 1) % c->moe_every == 0 ? moe : dense);
+    return n;
+}
+
+/* ---- the maps ------------------------------------------------------------ */
+
+typedef struct {
+    ix_map *v;
+    size_t n, cap;
+    int failed;
+} maplist;
+
+static ix_map *add(maplist *L, const moe_tensor *src, ix_op op, int arg, int ndim,
+                   const int64_t *shape, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static ix_map *add(maplist *L, const moe_tensor *src, ix_op op, int arg, int ndim,
+                   const int64_t *shape, const char *fmt, ...) {
+    if (L->failed) return NULL;
+    if (L->n == L->cap) {
+        size_t cap = L->cap ? 2 * L->cap : 64;
+        ix_map *v = realloc(L->v, cap * sizeof *v);
+        if (!v) { L->failed = 1; return NULL; }
+        L->v = v;
+        L->cap = cap;
+    }
+    ix_map *x = &L->v[L->n++];
+    memset(x, 0, sizeof *x);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(x->name, sizeof x->name, fmt, ap);
+    va_end(ap);
+    x->src = src;
+    x->op = op;
+    x->arg = arg;
+    x->ndim = ndim;
+    for (int i = 0; i < ndim; i++) x->shape[i] = shape[i];
+    x->is_norm = ndim == 1;
+    return x;
+}
+
+/* The moe tensor `name` (printf-style), or NULL (then the map fails). */
+static const moe_tensor *find(const moe_model *m, maplist *L, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static const moe_tensor *find(const moe_model *m, maplist *L, const char *fmt, ...) {
+    char name[MOE_NAME_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const moe_tensor *t = moe_layout_find(&m->layout, name);
+    if (!t) L->failed = 2;
+    return t;
+}
+
+#define SH(...) ((const int64_t[]){__VA_ARGS__})
+
+static void gguf_layer(const moe_model *m, const ix_plan *p, maplist *L, int l) {
+    const moe_config *c = &m->cfg;
+    int64_t D = c->hidden, hd = c->hidden / c->n_heads, F = c->ffn_dim;
+    int64_t q = c->n_heads * hd, kv = c->n_kv_heads * hd, E = p->n_expert, Fe = p->expert_ff;
+    const char *pre = "model.layers";
+    add(L, find(m, L, "%s.%d.input_layernorm.weight", pre, l), IX_COPY, 0, 1, SH(D), "blk.%d.attn_norm.weight", l);
+    add(L, find(m, L, "%s.%d.self_attn.q_proj.weight", pre, l), IX_ROPE, c->n_heads, 2, SH(q, D), "blk.%d.attn_q.weight", l);
+    add(L, find(m, L, "%s.%d.self_attn.k_proj.weight", pre, l), IX_ROPE, c->n_kv_heads, 2, SH(kv, D), "blk.%d.attn_k.weight", l);
+    add(L, find(m, L, "%s.%d.self_attn.v_proj.weight", pre, l), IX_COPY, 0, 2, SH(kv, D), "blk.%d.attn_v.weight", l);
+    add(L, find(m, L, "%s.%d.self_attn.o_proj.weight", pre, l), IX_COPY, 0, 2, SH(D, q), "blk.%d.attn_output.weight", l);
+    add(L, find(m, L, "%s.%d.post_attention_layernorm.weight", pre, l), IX_COPY, 0, 1, SH(D), "blk.%d.ffn_norm.weight", l);
+    if (!p->moe) {
+        add(L, find(m, L, "%s.%d.mlp.gate_proj.weight", pre, l), IX_COPY, 0, 2, SH(F, D), "blk.%d.ffn_gate.weight", l);
+        add(L, find(m, L, "%s.%d.mlp.up_proj.weight", pre, l), IX_COPY, 0, 2, SH(F, D), "blk.%d.ffn_up.weight", l);
+        add(L, find(m, L, "%s.%d.mlp.down_proj.weight", pre, l), IX_COPY, 0, 2, SH(D, F), "blk.%d.ffn_down.weight", l);
+        return;
+    }
+    add(L, find(m, L, "%s.%d.mlp.router.weight", pre, l), IX_COPY, 0, 2, SH(E, D), "blk.%d.ffn_gate_inp.weight", l);
+    add(L, find(m, L, "%s.%d.mlp.experts.gate_proj.weight", pre, l), IX_COPY, 0, 3, SH(E, Fe, D), "blk.%d.ffn_gate_exps.weight", l);
+    add(L, find(m, L, "%s.%d.mlp.experts.up_proj.weight", pre, l), IX_COPY, 0, 3, SH(E, Fe, D), "blk.%d.ffn_up_exps.weight", l);
+    add(L, find(m, L, "%s.%d.mlp.experts.down_proj.weight", pre, l), IX_COPY, 0, 3, SH(E, D, Fe), "blk.%d.ffn_down_exps.weight", l);
+    if (!p->n_shared) return;
+    int64_t SF = p->n_shared * Fe;
+    if (p->zero_shared) {
+        add(L, NULL, IX_ZERO, 0, 2, SH(SF, D), "blk.%d.ffn_gate_shexp.weight", l);
+        add(L, NULL, IX_ZERO, 0, 2, SH(SF, D), "blk.%d.ffn_up_shexp.weight", l);
+        add(L, NULL, IX_ZERO, 0, 2, SH(D, SF), "blk.%d.ffn_down_shexp.weight", l);
+        return;
+    }
+    add(L, find(m, L, "%s.%d.mlp.shared_experts.gate_proj.weight", pre, l), IX_COPY, 0, 2, SH(SF, D), "blk.%d.ffn_gate_shexp.weight", l);
+    add(L, find(m, L, "%s.%d.mlp.shared_experts.up_proj.weight", pre, l), IX_COPY, 0, 2, SH(SF, D), "blk.%d.ffn_up_shexp.weight", l);
+    add(L, find(m, L, "%s.%d.mlp.shared_experts.down_proj.weight", pre, l), IX_SHARED_DOWN, p->n_shared, 2, SH(D, SF), "blk.%d.ffn_down_shexp.weight", l);
+}
+
+static void hf_layer(const moe_model *m, const ix_plan *p, maplist *L, int l) {
+    const moe_config *c = &m->cfg;
+    int64_t D = c->hidden, hd = c->hidden / c->n_heads, F = c->ffn_dim;
+    int64_t q = c->n_heads * hd, kv = c->n_kv_heads * hd, Fe = p->expert_ff;
+    const char *pre = "model.layers";
+    add(L, find(m, L, "%s.%d.input_layernorm.weight", pre, l), IX_COPY, 0, 1, SH(D), "%s.%d.input_layernorm.weight", pre, l);
+    static const char *const qkv[] = {"q_proj", "k_proj", "v_proj"};
+    for (int i = 0; i < 3; i++) {
+        int64_t rows = i ? kv : q;
+        add(L, find(m, L, "%s.%d.self_attn.%s.weight", pre, l, qkv[i]), IX_COPY, 0, 2, SH(rows, D),
+            "%s.%d.self_attn.%s.weight", pre, l, qkv[i]);
+        if (p->qkv_bias) add(L, NULL, IX_ZERO, 0, 1, SH(rows), "%s.%d.self_attn.%s.bias", pre, l, qkv[i]);
+    }
+    add(L, find(m, L, "%s.%d.self_attn.o_proj.weight", pre, l), IX_COPY, 0, 2, SH(D, q), "%s.%d.self_attn.o_proj.weight", pre, l);
+    add(L, find(m, L, "%s.%d.post_attention_layernorm.weight", pre, l), IX_COPY, 0, 1, SH(D),
+        "%s.%d.post_attention_layernorm.weight", pre, l);
+    int sparse = p->moe && (l + 1) % p->moe_every == 0;
+    if (!sparse) {
+        static const char *const w[] = {"gate_proj", "up_proj", "down_proj"};
+        for (int i = 0; i < 3; i++)
+            add(L, find(m, L, "%s.%d.mlp.%s.weight", pre, l, w[i]), IX_COPY, 0, 2, i == 2 ? SH(D, F) : SH(F, D),
+                "%s.%d.mlp.%s.weight", pre, l, w[i]);
+        return;
+    }
+    const moe_tensor *r = find(m, L, "%s.%d.mlp.router.weight", pre, l);
+    const moe_tensor *g = find(m, L, "%s.%d.mlp.experts.gate_proj.weight", pre, l);
+    const moe_tensor *u = find(m, L, "%s.%d.mlp.experts.up_proj.weight", pre, l);
+    const moe_tensor *d = find(m, L, "%s.%d.mlp.experts.down_proj.weight", pre, l);
+    int mixtral = !strcmp(p->arch, "MixtralForCausalLM");
+    add(L, r, IX_COPY, 0, 2, SH(p->n_expert, D), mixtral ? "%s.%d.block_sparse_moe.gate.weight" : "%s.%d.mlp.gate.weight", pre, l);
+    for (int e = 0; e < p->n_expert; e++) {
+        if (mixtral) {  /* w1 gate, w3 up, w2 down */
+            add(L, g, IX_SLICE, e, 2, SH(Fe, D), "%s.%d.block_sparse_moe.experts.%d.w1.weight", pre, l, e);
+            add(L, d, IX_SLICE, e, 2, SH(D, Fe), "%s.%d.block_sparse_moe.experts.%d.w2.weight", pre, l, e);
+            add(L, u, IX_SLICE, e, 2, SH(Fe, D), "%s.%d.block_sparse_moe.experts.%d.w3.weight", pre, l, e);
+        } else {
+            add(L, g, IX_SLICE, e, 2, SH(Fe, D), "%s.%d.mlp.experts.%d.gate_proj.weight", pre, l, e);
+            add(L, u, IX_SLICE, e, 2, SH(Fe, D), "%s.%d.mlp.experts.%d.up_proj.weight", pre, l, e);
+            add(L, d, IX_SLICE, e, 2, SH(D, Fe), "%s.%d.mlp.experts.%d.down_proj.weight", pre, l, e);
+        }
+    }
+    if (p->zero_shared) {  /* Qwen2-MoE's shared expert and its sigmoid gate, all zero: adds 0 */
+        add(L, NULL, IX_ZERO, 0, 2, SH(Fe, D), "%s.%d.mlp.shared_expert.gate_proj.weight", pre, l);
+        add(L, NULL, IX_ZERO, 0, 2, SH(Fe, D), "%s.%d.mlp.shared_expert.up_proj.weight", pre, l);
+        add(L, NULL, IX_ZERO, 0, 2, SH(D, Fe), "%s.%d.mlp.shared_expert.down_proj.weight", pre, l);
+        add(L, NULL, IX_ZERO, 0, 2, SH(1, D), "%s.%d.mlp.shared_expert_gate.weight", pre, l);
+    }
+}
+
+int ix_maps_make(const moe_model *m, const ix_plan *p, ix_map **maps, size_t *n, moe_err *err) {
+    const moe_config *c = &m->cfg;
+    maplist L = {0};
+    int64_t V = c->vocab_size, D = c->hidden;
+    int gguf = p->format == IX_GGUF;
+    add(&L, find(m, &L, "model.embed_tokens.weight"), IX_COPY, 0, 2, SH(V, D),
+        gguf ? "token_embd.weight" : "model.embed_tokens.weight");
+    for (int l = 0; l < c->n_layers; l++) (gguf ? gguf_layer : hf_layer)(m, p, &L, l);
+    add(&L, find(m, &L, "model.norm.weight"), IX_COPY, 0, 1, SH(D), gguf ? "output_norm.weight" : "model.norm.weight");
+    add(&L, find(m, &L, "lm_head.weight"), IX_COPY, 0, 2, SH(V, D), gguf ? "output.weight" : "lm_head.weight");
+    if (L.failed) {
+        free(L.v);
+        return L.failed == 1 ? moe_errf(err, "out of memory building the tensor map")
+                             : moe_errf(err, "export: the model lacks a tensor its config implies");
+    }
+    *maps = L.v;
+    *n = L.n;
+    return 0;
+}
+
+size_t ix_map_size(const ix_map *x) {
+    size_t n = 1;
+    for (int i = 0; i < x->ndim; i++) n *= (size_t)x->shape[i];
+    return n;
+}
+
+/* Row r of the interleaved (llama.cpp) layout comes from row rope_src(r) of
+ * the rotate-half layout: within a head of hd rows, row 2i+j <- j*hd/2 + i. */
+static size_t rope_src(size_t r, size_t hd) {
+    size_t h = r / hd, w = r % hd, i = w / 2, j = w % 2;
+    return h * hd + j * (hd / 2) + i;
+}
+
+void ix_map_export(const ix_map *x, const float *params, float *out) {
+    size_t n = ix_map_size(x);
+    if (x->op == IX_ZERO) { memset(out, 0, n * sizeof *out); return; }
+    const float *src = params + x->src->offset;
+    switch (x->op) {
+    case IX_COPY: memcpy(out, src, n * sizeof *out); break;
+    case IX_SLICE: memcpy(out, src + (size_t)x->arg * n, n * sizeof *out); break;
+    case IX_ROPE: {
+        size_t rows = (size_t)x->shape[0], cols = (size_t)x->shape[1], hd = rows / (size_t)x->arg;
+        for (size_t r = 0; r < rows; r++) memcpy(out + r * cols, src + rope_src(r, hd) * cols, cols * sizeof *out);
+        break;
+    }
+    case IX_SHARED_DOWN: {  /* src [S, D, Fe] -> out [D, S*Fe] */
+        size_t S = (size_t)x->arg, D = (size_t)x->shape[0], Fe = (size_t)x->shape[1] / S;
+        for (size_t s = 0; s < S; s++)
+            for (size_t d = 0; d < D; d++)
+                memcpy(out + d * S * Fe + s * Fe, src + (s * D + d) * Fe, Fe * sizeof *out);
+        break;
+    }
+    case IX_ZERO: break;
+    }
+}
+
+void ix_map_import(const ix_map *x, const float *in, float *params) {
+    size_t n = ix_map_size(x);
+    if (x->op == IX_ZERO) return;
+    float *dst = params + x->src->offset;
+    switch (x->op) {
+    case IX_COPY: memcpy(dst, in, n * sizeof *in); break;
+    case IX_SLICE: memcpy(dst + (size_t)x->arg * n, in, n * sizeof *in); break;
+    case IX_ROPE: {
+        size_t rows = (size_t)x->shape[0], cols = (size_t)x->shape[1], hd = rows / (size_t)x->arg;
+        for (size_t r = 0; r < rows; r++) memcpy(dst + rope_src(r, hd) * cols, in + r * cols, cols * sizeof *in);
+        break;
+    }
+    case IX_SHARED_DOWN: {
+        size_t S = (size_t)x->arg, D = (size_t)x->shape[0], Fe = (size_t)x->shape[1] / S;
+        for (size_t s = 0; s < S; s++)
+            for (size_t d = 0; d < D; d++)
+                memcpy(dst + (s * D + d) * Fe, in + d * S * Fe + s * Fe, Fe * sizeof *in);
+        break;
+    }
+    case IX_ZERO: break;
+    }
+}
+
+/* ---- tokenizer text ----------------------------------------------------- */
+
+/* GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves,
+ * the other 68 bytes take code points 256, 257, ... in byte order. */
+static int printable(uint32_t b) { return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b < 256); }
+
+static uint32_t byte_char(uint8_t b) {
+    if (printable(b)) return b;
+    uint32_t n = 0;
+    for (uint32_t x = 0; x < b; x++) n += !printable(x);
+    return 256 + n;
+}
+
+int ix_token_text(const uint8_t *p, size_t n, moe_buf *out) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t c = byte_char(p[i]);
+        char u[2] = {(char)(c < 0x80 ? c : 0xC0 | (c >> 6)), (char)(0x80 | (c & 0x3F))};
+        if (moe_buf_append(out, u, c < 0x80 ? 1 : 2)) return -1;
+    }
+    return 0;
+}
+
+/* The byte a character of the alphabet stands for, or -1. */
+static int char_byte(uint32_t c) {
+    if (c < 256) return printable(c) ? (int)c : -1;
+    uint32_t n = 256;
+    for (int x = 0; x < 256; x++)
+        if (!printable((uint32_t)x) && n++ == c) return x;
+    return -1;
+}
+
+int ix_token_bytes(const char *s, size_t len, moe_buf *out) {
+    const uint8_t *p = (const uint8_t *)s;
+    for (size_t i = 0; i < len;) {
+        uint32_t c;
+        if (p[i] < 0x80) { c = p[i]; i++; }
+        else if ((p[i] & 0xE0) == 0xC0 && i + 1 < len) { c = (uint32_t)(p[i] & 0x1F) << 6 | (p[i + 1] & 0x3F); i += 2; }
+        else return -1;
+        int b = char_byte(c);
+        if (b < 0) return -1;
+        uint8_t v = (uint8_t)b;
+        if (moe_buf_append(out, &v, 1)) return -1;
+    }
+    return 0;
+}
+
+int ix_vocab_text(const moe_tokenizer *tok, uint32_t id, moe_buf *out) {
+    uint32_t vt = moe_tokenizer_vocab_size(tok);
+    if (id >= vt) return moe_buf_printf(out, "<|moe_pad_%u|>", id - vt);
+    size_t n;
+    const uint8_t *p = moe_tokenizer_token(tok, id, &n);
+    if (id == moe_tokenizer_eot(tok)) return moe_buf_append(out, p, n);
+    return ix_token_text(p, n, out);
+}
+
+/* The tokenizer's split pattern, by its name in llama.cpp
+ * (tokenizer.ggml.pre); the regex goes into tokenizer.json as tiktoken
+ * writes it. cl100k_base and Llama 3 share one expression (llama-bpe).
+ * o200k has no entry: llama.cpp's "gpt-4o" was not checked against it. */
+static const struct { moe_tok_pattern pattern; const char *gguf_pre; } PRETOK[] = {
+    {MOE_PAT_GPT2, "gpt-2"}, {MOE_PAT_CL100K, "llama-bpe"}, {MOE_PAT_LLAMA3, "llama-bpe"},
+};
+
+int ix_pretok_names(const moe_tokenizer *tok, const char **gguf_pre, const char **regex, moe_err *err) {
+    moe_tok_pattern pat = moe_tokenizer_pattern(tok);
+    if (pat == MOE_PAT_NONE) pat = MOE_PAT_GPT2;  /* bytes: any split gives the same ids */
+    for (size_t i = 0; i < sizeof PRETOK / sizeof PRETOK[0]; i++)
+        if (pat == PRETOK[i].pattern) {
+            *gguf_pre = PRETOK[i].gguf_pre;
+            *regex = moe_tok_pattern_regex(pat);
+            return 0;
+        }
+    return moe_errf(err, "cannot export the tokenizer: its split pattern '%s' has no pre-tokenizer "
+                    "name in llama.cpp that moe has checked (gpt2, cl100k and llama3 have)",
+                    moe_tok_pattern_name(pat));
+}
+
+/* ---- 16-bit floats -------------------------------------------------------- */
+
+uint16_t ix_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7FFFFFFF) > 0x7F800000) return (uint16_t)((u >> 16) | 0x40);  /* quiet NaN */
+    u += 0x7FFF + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+float ix_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t ix_f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000, a = u & 0x7FFFFFFF;
+    if (a > 0x7F800000) return (uint16_t)(sign | 0x7E00);
+    if (a >= 0x477FF000) return (uint16_t)(sign | 0x7C00);  /* rounds to >= 65520: inf */
+    if (a < 0x38800000) {  /* below 2^-14: subnormal half (or zero) */
+        float v;
+        memcpy(&v, &a, 4);
+        return (uint16_t)(sign | (uint32_t)lrintf(v * 16777216.0f));  /* units of 2^-24, RNE */
+    }
+    uint32_t r = a + 0xFFF + ((a >> 13) & 1);  /* round to nearest even at bit 13 */
+    return (uint16_t)(sign | ((r - 0x38000000) >> 13));
+}
+
+float ix_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1F, m = h & 0x3FF, u;
+    if (e == 0) {
+        float v = ldexpf((float)m, -24);
+        memcpy(&u, &v, 4);
+        u |= sign;
+    } else if (e == 31) {
+        u = sign | 0x7F800000 | (m << 13);
+    } else {
+        u = sign | ((e + 112) << 23) | (m << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ---- the vocabulary as text ------------------------------------------- */
+
+typedef struct { const char *s; size_t n; uint32_t id; } text_ref;
+
+static int cmp_text(const void *a, const void *b) {
+    const text_ref *x = a, *y = b;
+    size_t n = x->n < y->n ? x->n : y->n;
+    int c = memcmp(x->s, y->s, n);
+    return c ? c : (x->n > y->n) - (x->n < y->n);
+}
+
+int ix_vocab_make(const moe_tokenizer *tok, uint32_t V, ix_vocab *v, moe_err *err) {
+    memset(v, 0, sizeof *v);
+    uint32_t vt = moe_tokenizer_vocab_size(tok), eot = moe_tokenizer_eot(tok);
+    if (vt > V)
+        return moe_errf(err, "the tokenizer has %u ids but the model's vocab_size is %u", vt, V);
+    v->n = V;
+    v->off = moe_calloc((size_t)V + 1, sizeof *v->off, err);
+    v->type = moe_calloc(V, sizeof *v->type, err);
+    v->moff = moe_calloc((size_t)V + 1, sizeof *v->moff, err);
+    text_ref *refs = moe_calloc(V, sizeof *refs, err);
+    if (!v->off || !v->type || !v->moff || !refs) goto oom;
+    for (uint32_t id = 0; id < V; id++) {
+        v->off[id] = v->text.len;
+        if (ix_vocab_text(tok, id, &v->text)) goto oom;
+        v->type[id] = id >= vt ? 5 : id == eot ? 3 : 1;  /* unused, control, normal */
+        uint32_t a, b;
+        int r = id < vt ? moe_tokenizer_merge_of(tok, id, &a, &b) : 1;
+        if (r < 0) goto oom;
+        if (r == 0) {
+            if (ix_vocab_text(tok, a, &v->merges) || moe_buf_append(&v->merges, " ", 1) ||
+                ix_vocab_text(tok, b, &v->merges))
+                goto oom;
+            v->moff[++v->n_merges] = v->merges.len;
+        }
+    }
+    v->off[V] = v->text.len;
+    for (uint32_t id = 0; id < V; id++)
+        refs[id] = (text_ref){v->text.data + v->off[id], v->off[id + 1] - v->off[id], id};
+    qsort(refs, V, sizeof *refs, cmp_text);
+    for (uint32_t i = 1; i < V; i++)
+        if (!cmp_text(&refs[i - 1], &refs[i])) {
+            uint32_t a = refs[i - 1].id, b = refs[i].id;
+            free(refs);
+            ix_vocab_free(v);
+            return moe_errf(err, "cannot export the tokenizer: ids %u and %u are the same bytes, which "
+                            "llama.cpp and tokenizer.json cannot tell apart", a < b ? a : b, a < b ? b : a);
+        }
+    free(refs);
+    return 0;
+oom:
+    free(refs);
+    ix_vocab_free(v);
+    return moe_errf(err, "out of memory writing the vocabulary");
+}
+
+void ix_vocab_free(ix_vocab *v) {
+    moe_buf_free(&v->text);
+    moe_buf_free(&v->merges);
+    free(v->off);
+    free(v->type);
+    free(v->moff);
+    memset(v, 0, sizeof *v);
+}
+
+/* text -> id: an open-addressing table over the token texts */
+typedef struct { const char *const *s; const size_t *n; uint32_t *slot; size_t cap; } text_map;
+
+static uint64_t text_hash(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    return h;
+}
+
+static int64_t text_get(const text_map *m, const char *s, size_t n) {
+    for (size_t i = text_hash(s, n) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        uint32_t id = m->slot[i];
+        if (id == UINT32_MAX) return -1;
+        if (m->n[id] == n && !memcmp(m->s[id], s, n)) return id;
+    }
+}
+
+int ix_tokenizer_from_vocab(const char *const *texts, const size_t *lens, size_t n,
+                            const char *const *merges, const size_t *mlens, size_t nm,
+                            moe_tokenizer **out, char *why, size_t why_cap, moe_err *err) {
+    *out = NULL;
+    size_t eot = n;
+    for (size_t i = 0; i < n; i++)
+        if (lens[i] == strlen(MOE_EOT_TEXT) && !memcmp(texts[i], MOE_EOT_TEXT, lens[i])) { eot = i; break; }
+    const char *bad = NULL;
+    moe_buf b = {0};
+    if (eot < 256 || eot == n || eot - 256 > nm) bad = "no <|endoftext|> after the 256 bytes and their merges";
+    for (size_t i = 0; i < 256 && !bad; i++) {
+        b.len = 0;
+        if (ix_token_bytes(texts[i], lens[i], &b) || b.len != 1 || (uint8_t)b.data[0] != i)
+            bad = "ids 0..255 are not the bytes 0..255 in order";
+    }
+    moe_buf_free(&b);
+    if (bad) {
+        snprintf(why, why_cap, "the vocabulary is not moe's BPE layout (%s)", bad);
+        return 0;
+    }
+    size_t nmerge = eot - 256, cap = 1;
+    while (cap < 2 * eot) cap *= 2;
+    text_map map = {texts, lens, malloc(cap * sizeof(uint32_t)), cap};
+    uint32_t *ma = malloc((nmerge + 1) * sizeof *ma), *mb = malloc((nmerge + 1) * sizeof *mb);
+    if (!map.slot || !ma || !mb) {
+        free(map.slot); free(ma); free(mb);
+        return moe_errf(err, "out of memory reading the vocabulary");
+    }
+    memset(map.slot, 0xFF, cap * sizeof(uint32_t));
+    for (uint32_t id = 0; id < eot; id++) {
+        size_t i = text_hash(texts[id], lens[id]) & (cap - 1);
+        while (map.slot[i] != UINT32_MAX) i = (i + 1) & (cap - 1);
+        map.slot[i] = id;
+    }
+    for (size_t i = 0; i < nmerge && !bad; i++) {
+        const char *s = merges[i], *sp = memchr(s, ' ', mlens[i]);
+        size_t id = 256 + i;
+        int64_t a = sp ? text_get(&map, s, (size_t)(sp - s)) : -1;
+        int64_t c = sp ? text_get(&map, sp + 1, mlens[i] - (size_t)(sp - s) - 1) : -1;
+        if (a < 0 || c < 0 || (size_t)a >= id || (size_t)c >= id ||
+            lens[a] + lens[c] != lens[id] || memcmp(texts[a], texts[id], lens[a]) ||
+            memcmp(texts[c], texts[id] + lens[a], lens[c]))
+            bad = "merge i does not make token 256+i from two earlier tokens";
+        ma[i] = (uint32_t)a;
+        mb[i] = (uint32_t)c;
+    }
+    int rc = 0;
+    if (bad) snprintf(why, why_cap, "the vocabulary is not moe's BPE layout (%s)", bad);
+    else rc = moe_tokenizer_from_merges(ma, mb, nmerge, out, err);
+    free(map.slot); free(ma); free(mb);
+    return rc;
+}

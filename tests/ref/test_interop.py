@@ -1,0 +1,209 @@
+"""test_interop.py — moe export / import / init --upcycle (docs/INTEROP.md),
+no foreign program needed:
+  - export (GGUF and HF, f32) then import gives bit-identical weights, the
+    same config shape and the same tokenizer, for dense and TopK models in
+    each architecture; an imported model trains on (`moe train --model`);
+  - f16 / bf16 files import to the rounded weights (|error| <= half an ulp);
+  - routers and layouts no foreign program computes are refused with one
+    line naming the reason; a file that is not GGUF is refused;
+  - sparse upcycling: with renormalised TopK gates (they sum to 1) the
+    upcycled model's step-0 loss equals the dense model's; with gates that
+    do not sum to 1 it does not (so the check can fail).
+Usage: test_interop.py BUILD_DIR"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import moe_files  # noqa: E402
+
+BASE = {"vocab_size": 300, "hidden": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64,
+        "max_seq_len": 64, "seq_len": 16, "batch_size": 2, "steps": 2, "init_std": 0.1, "shuffle": False}
+TOPK = {"ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 2}
+ROUND_TRIP = {  # name -> (overrides, formats)
+    "dense": ({}, ("gguf", "hf")),
+    "mixtral": (dict(TOPK, norm_topk_prob=True), ("gguf", "hf")),
+    "deepseek_G2_shared": (dict(TOPK, granularity=2, n_shared_experts=2, lr=5e-4), ("gguf",)),
+    "bailing_shared": (dict(TOPK, norm_topk_prob=True, n_shared_experts=1), ("gguf",)),
+    "topk_default": (dict(TOPK, aux_loss_coef=0.02), ("gguf", "hf")),
+    "qwen2moe_every2": (dict(TOPK, moe_every=2, granularity=2), ("hf",)),
+}
+REFUSED = {  # name -> (overrides, format, what the one-line error must say)
+    "relu": (dict(TOPK, router="relu"), "gguf", "ReLU router"),
+    "hash": (dict(TOPK, router="hash", top_k=1), "hf", "hash routing"),
+    "expert_choice": (dict(TOPK, router="expert_choice"), "gguf", "expert-choice"),
+    "sparsemixer": (dict(TOPK, router="sparsemixer"), "gguf", "SparseMixer"),
+    "topp": (dict(TOPK, router="topp"), "hf", "TopP"),
+    "cartesian": (dict(TOPK, ffn="cartesian"), "gguf", "CartesianMoE"),
+    "lory": (dict(TOPK, ffn="lory", lory_segment=8), "hf", "Lory"),
+    "shared_gate": (dict(TOPK, n_shared_experts=1, shared_gate=True), "gguf", "shared_gate"),
+    "gguf_moe_every": (dict(TOPK, moe_every=2), "gguf", "moe_every 2"),
+    "hf_shared": (dict(TOPK, n_shared_experts=1), "hf", "n_shared_experts"),
+}
+KEYS = ("vocab_size", "hidden", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "max_seq_len", "ffn",
+        "router", "n_experts", "top_k", "granularity", "n_shared_experts", "norm_topk_prob", "moe_every",
+        "rope_theta", "norm_eps", "lr", "aux_loss_coef")
+
+
+def run(*args, stdin=None, ok=True):
+    r = subprocess.run(args, input=stdin, capture_output=True)
+    if ok and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, args))}: {r.stderr.decode(errors='replace')[-800:]}")
+    return r
+
+
+def weights(d):
+    return moe_files.read_safetensors(os.path.join(d, "model.safetensors"))[0]
+
+
+def main():
+    build = sys.argv[1] if len(sys.argv) > 1 else "build"
+    moe = os.path.join(build, "moe")
+    passed = failed = 0
+
+    def check(name, cond, detail=""):
+        nonlocal passed, failed
+        print(f"{'ok  ' if cond else 'FAIL'} {name}{(': ' + detail) if detail else ''}")
+        passed += bool(cond)
+        failed += not cond
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = os.path.join(tmp, "tok")
+        run(moe, "tokenizer", "train", "--input", os.path.join(ROOT, "docs"), "--vocab", str(BASE["vocab_size"]),
+            "--out", tok, "--threads", "1")
+        data = os.path.join(tmp, "train.tok")
+        run(moe, "prepare", "--input", os.path.join(ROOT, "docs", "CLI.md"), "--tokenizer", tok, "--out", data)
+
+        def make(name, over, init=True):
+            cfg = dict(BASE, **over)
+            path = os.path.join(tmp, f"{name}.json")
+            with open(path, "w") as f:
+                json.dump(cfg, f)
+            d = os.path.join(tmp, name)
+            if init:
+                run(moe, "init", "--config", path, "--out", d, "--seed", "3")
+            return path, d
+
+        for name, (over, formats) in ROUND_TRIP.items():
+            _, d = make(name, over)
+            for fmt in formats:
+                out = os.path.join(tmp, f"{name}.gguf" if fmt == "gguf" else f"{name}.hf")
+                run(moe, "export", "--format", fmt, "--tokenizer", tok, "--out", out, d)
+                back = os.path.join(tmp, f"{name}.{fmt}.back")
+                r = run(moe, "import", "--out", back, out)
+                a, b = weights(d), weights(back)
+                same = a.keys() == b.keys() and all(a[k].shape == b[k].shape and
+                                                   np.array_equal(a[k].view(np.uint32), b[k].view(np.uint32))
+                                                   for k in a)
+                check(f"{name}_{fmt}_weights_bit_identical", same, f"{len(a)} tensors")
+                ca, cb = moe_files.read_config(d), moe_files.read_config(back)
+                diff = [k for k in KEYS if ca[k] != cb[k]]
+                check(f"{name}_{fmt}_config", not diff, ", ".join(f"{k}: {ca[k]} -> {cb[k]}" for k in diff))
+                check(f"{name}_{fmt}_tokenizer", open(os.path.join(back, "tokenizer"), "rb").read() ==
+                      open(tok, "rb").read(), r.stderr.decode().strip())
+            if name in ("mixtral", "topk_default"):
+                # a directory moe did not write (no moe_config, tied embeddings, no
+                # tokenizer): the transformers keys alone give the same model
+                hf = os.path.join(tmp, f"{name}.hf")
+                cfg = json.load(open(os.path.join(hf, "config.json")))
+                del cfg["moe_config"]
+                w = weights(hf)
+                w["lm_head.weight"] = w["model.embed_tokens.weight"]
+                cfg["tie_word_embeddings"] = True
+                foreign = os.path.join(tmp, f"{name}.foreign")
+                os.makedirs(foreign)
+                with open(os.path.join(foreign, "config.json"), "w") as f:
+                    json.dump(cfg, f)
+                moe_files.write_safetensors(os.path.join(foreign, "model.safetensors"),
+                                            {k: v for k, v in w.items() if k != "lm_head.weight"})
+                back = foreign + ".back"
+                r = run(moe, "import", "--out", back, foreign)
+                b, want = weights(back), weights(d)
+                want["lm_head.weight"] = want["model.embed_tokens.weight"]
+                same = b.keys() == want.keys() and all(np.array_equal(want[k], b[k]) for k in b)
+                ca, cb = moe_files.read_config(d), moe_files.read_config(back)
+                diff = [k for k in KEYS[:-2] if ca[k] != cb[k]]
+                check(f"{name}_hf_foreign_import", same and not diff and "no tokenizer kept" in r.stderr.decode(),
+                      ", ".join(f"{k}: {ca[k]} -> {cb[k]}" for k in diff) or r.stderr.decode().strip())
+            if name == "mixtral":  # an imported model trains on
+                r = run(moe, "train", "--model", back, "--data", data, "--out", os.path.join(tmp, "trained"),
+                        "--steps", "2", "--threads", "1", ok=False)
+                check("imported_model_trains", r.returncode == 0, r.stderr.decode()[-300:])
+
+        # 16-bit files: import gives the rounded weights
+        _, d = make("r16", dict(TOPK, norm_topk_prob=True))
+        a = weights(d)
+        for t, u in (("f16", 2.0 ** -11), ("bf16", 2.0 ** -8)):  # unit roundoff: 10 and 7 stored bits
+            for fmt in ("gguf", "hf"):
+                out = os.path.join(tmp, f"r16.{t}.{fmt}")
+                run(moe, "export", "--format", fmt, "--type", t, "--tokenizer", tok, "--out", out, d)
+                back = out + ".back"
+                run(moe, "import", "--out", back, out)
+                b = weights(back)
+                # round to nearest: |error| <= u |x| (f16 subnormals, |x| < 2^-14: half of
+                # 2^-24 absolute, i.e. u relative to 2^-14)
+                worst = max(float(np.max(np.abs(b[k] - a[k]) /
+                                         np.maximum(np.abs(a[k]), 2.0 ** -14 if t == "f16" else 1e-30)))
+                            for k in a if a[k].ndim > 1)
+                norms_exact = all(np.array_equal(a[k], b[k]) for k in a if a[k].ndim == 1) if fmt == "gguf" else True
+                check(f"{t}_{fmt}_rounded", worst <= u * (1 + 1e-6) and worst > 0 and norms_exact,
+                      f"max relative error {worst:.2e} (unit roundoff {u:.2e})")
+
+        for name, (over, fmt, says) in REFUSED.items():
+            _, d = make(name, over)
+            r = run(moe, "export", "--format", fmt, "--tokenizer", tok, "--out", os.path.join(tmp, "refused"), d, ok=False)
+            err = r.stderr.decode().strip()
+            check(f"refuses_{name}", r.returncode != 0 and len(err.splitlines()) == 1 and says in err and
+                  not os.path.exists(os.path.join(tmp, "refused")), err)
+        bogus = os.path.join(tmp, "bogus.gguf")
+        with open(bogus, "wb") as f:
+            f.write(b"GGML" + bytes(40))
+        r = run(moe, "import", "--out", os.path.join(tmp, "nope"), bogus, ok=False)
+        check("import_refuses_non_gguf", r.returncode != 0 and "not a GGUF file" in r.stderr.decode(),
+              r.stderr.decode().strip())
+        trunc = os.path.join(tmp, "trunc.gguf")
+        with open(os.path.join(tmp, "dense.gguf"), "rb") as f, open(trunc, "wb") as g:
+            g.write(f.read()[:5000])
+        r = run(moe, "import", "--out", os.path.join(tmp, "nope"), trunc, ok=False)
+        check("import_refuses_truncated", r.returncode != 0 and "trunc" in r.stderr.decode(),
+              r.stderr.decode().strip())
+
+        # sparse upcycling: a trained dense model, then MoE models from it
+        dense_cfg, dense = make("up_dense", {"lr": 1e-2}, init=False)
+        run(moe, "train", "--config", dense_cfg, "--data", data, "--tokenizer", tok, "--out", dense,
+            "--steps", "4", "--threads", "1")
+
+        def step0(model):
+            out = os.path.join(tmp, os.path.basename(model) + ".run")
+            run(moe, "train", "--model", model, "--data", data, "--out", out, "--steps", "1", "--threads", "1",
+                "--lr", "0")
+            with open(os.path.join(out, "metrics.jsonl")) as f:
+                return json.loads(f.readline())["lm_loss"]
+        ref = step0(dense)
+        for name, over, equal in (("renorm_k2", dict(TOPK, norm_topk_prob=True), True),
+                                  ("renorm_k1", dict(TOPK, top_k=1, norm_topk_prob=True), True),
+                                  ("softmax_k2", dict(TOPK), False)):
+            cfg, _ = make(f"up_{name}", dict(over, lr=1e-2), init=False)
+            up = os.path.join(tmp, f"up_{name}")
+            run(moe, "init", "--config", cfg, "--upcycle", dense, "--out", up, "--seed", "9")
+            loss = step0(up)
+            # every expert is the dense FFN: y = sum_e g_e f(x) = f(x) when the gates sum to 1,
+            # up to float rounding of the weighted sum (~1e-7 relative on a loss of ~5)
+            same = abs(loss - ref) <= 1e-5 * abs(ref)
+            check(f"upcycle_{name}_step0_loss", same == equal,
+                  f"dense {ref:.8f} upcycled {loss:.8f} ({'equal' if equal else 'gates < 1: must differ'})")
+        _, bad = make("up_bad", dict(TOPK, granularity=2), init=False)
+        r = run(moe, "init", "--config", os.path.join(tmp, "up_bad.json"), "--upcycle", dense, "--out", bad, ok=False)
+        check("upcycle_refuses_granularity", r.returncode != 0 and "granularity" in r.stderr.decode(),
+              r.stderr.decode().strip())
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
