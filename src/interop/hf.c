@@ -69,13 +69,20 @@ static int config_json(const moe_model *m, const ix_plan *p, const moe_tokenizer
 }
 
 static int tokenizer_json(const moe_tokenizer *tok, const ix_vocab *v, const char *regex, moe_buf *o) {
-    uint32_t eot = moe_tokenizer_eot(tok);
+    /* every special token (eot among them) is an added token, matched whole */
     int rc = moe_buf_printf(o, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n"
-                            "  \"added_tokens\": [{\"id\": %u, \"content\": \"" MOE_EOT_TEXT "\", "
-                            "\"single_word\": false, \"lstrip\": false, \"rstrip\": false, "
-                            "\"normalized\": false, \"special\": true}],\n  \"normalizer\": null,\n"
-                            "  \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [\n"
-                            "    {\"type\": \"Split\", \"pattern\": {\"Regex\": ", eot);
+                            "  \"added_tokens\": [");
+    for (uint32_t i = 0; i < moe_tokenizer_n_special(tok) && !rc; i++) {
+        uint32_t id;
+        const char *text = moe_tokenizer_special(tok, i, &id);
+        rc |= moe_buf_printf(o, "%s{\"id\": %u, \"content\": ", i ? ",\n    " : "", id);
+        rc |= json_write_string(o, text, strlen(text));
+        rc |= moe_buf_printf(o, ", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, "
+                             "\"normalized\": false, \"special\": true}");
+    }
+    rc |= moe_buf_printf(o, "],\n  \"normalizer\": null,\n"
+                         "  \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [\n"
+                         "    {\"type\": \"Split\", \"pattern\": {\"Regex\": ");
     rc |= json_write_string(o, regex, strlen(regex));
     rc |= moe_buf_printf(o, "}, \"behavior\": \"Isolated\", \"invert\": false},\n"
                          "    {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, "
@@ -104,8 +111,8 @@ int moe_export_hf(const moe_model *m, const moe_tokenizer *tok, const char *dir,
     if (type != ST_F32 && type != ST_F16 && type != ST_BF16)
         return moe_errf(err, "export: tensor type must be f32, f16 or bf16");
     ix_plan p;
-    const char *pre, *regex;
-    if (ix_plan_make(&m->cfg, IX_HF, &p, err) || ix_pretok_names(tok, &pre, &regex, err)) return -1;
+    const char *regex;
+    if (ix_plan_make(&m->cfg, IX_HF, &p, err) || ix_pretok_names(tok, NULL, &regex, err)) return -1;
     ix_map *maps;
     size_t n;
     ix_vocab v;

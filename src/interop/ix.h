@@ -70,7 +70,8 @@ int ix_token_text(const uint8_t *p, size_t n, moe_buf *out);
 int ix_token_bytes(const char *s, size_t len, moe_buf *out);
 /* The pre-tokenizer names of the tokenizer's split pattern: llama.cpp's
  * tokenizer.ggml.pre and the regex for tokenizer.json; -1 with a message
- * for a pattern that has no name. */
+ * for a pattern that has no name in llama.cpp (gguf_pre NULL: only the
+ * regex is asked for, and every pattern has one). */
 int ix_pretok_names(const moe_tokenizer *tok, const char **gguf_pre, const char **regex,
                     moe_err *err);
 /* Text of token id of a vocabulary padded to vocab ids (ids past the
@@ -89,6 +90,7 @@ typedef struct ix_vocab {
     size_t *moff;      /* [n_merges + 1] */
     size_t n_merges;
 } ix_vocab;
+long ix_special_index(const moe_tokenizer *tok, uint32_t id);
 int ix_vocab_make(const moe_tokenizer *tok, uint32_t V, ix_vocab *v, moe_err *err);
 void ix_vocab_free(ix_vocab *v);
 /* A moe BPE tokenizer from token texts and merges when they are moe's

@@ -366,13 +366,31 @@ int ix_token_bytes(const char *s, size_t len, moe_buf *out) {
     return 0;
 }
 
+/* The text other programs list for id: the model's padding rows past the
+ * tokenizer and the ids a rank table leaves unused get a placeholder, a
+ * special token (eot among them) its own text, any other token its bytes in
+ * GPT-2's byte-to-character code. */
 int ix_vocab_text(const moe_tokenizer *tok, uint32_t id, moe_buf *out) {
     uint32_t vt = moe_tokenizer_vocab_size(tok);
     if (id >= vt) return moe_buf_printf(out, "<|moe_pad_%u|>", id - vt);
     size_t n;
     const uint8_t *p = moe_tokenizer_token(tok, id, &n);
-    if (id == moe_tokenizer_eot(tok)) return moe_buf_append(out, p, n);
+    if (!p) return moe_buf_printf(out, "<|moe_unused_%u|>", id);
+    if (ix_special_index(tok, id) >= 0) return moe_buf_append(out, p, n);
     return ix_token_text(p, n, out);
+}
+
+/* The index of id among the tokenizer's special tokens (ascending ids), or -1. */
+long ix_special_index(const moe_tokenizer *tok, uint32_t id) {
+    uint32_t lo = 0, hi = moe_tokenizer_n_special(tok);
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2, sid;
+        moe_tokenizer_special(tok, mid, &sid);
+        if (sid < id) lo = mid + 1; else hi = mid;
+    }
+    uint32_t sid = 0;
+    if (lo < moe_tokenizer_n_special(tok)) moe_tokenizer_special(tok, lo, &sid);
+    return lo < moe_tokenizer_n_special(tok) && sid == id ? (long)lo : -1;
 }
 
 /* The tokenizer's split pattern, by its name in llama.cpp
@@ -386,10 +404,11 @@ static const struct { moe_tok_pattern pattern; const char *gguf_pre; } PRETOK[] 
 int ix_pretok_names(const moe_tokenizer *tok, const char **gguf_pre, const char **regex, moe_err *err) {
     moe_tok_pattern pat = moe_tokenizer_pattern(tok);
     if (pat == MOE_PAT_NONE) pat = MOE_PAT_GPT2;  /* bytes: any split gives the same ids */
+    *regex = moe_tok_pattern_regex(pat);
+    if (!gguf_pre) return 0;  /* tokenizer.json takes any regex */
     for (size_t i = 0; i < sizeof PRETOK / sizeof PRETOK[0]; i++)
         if (pat == PRETOK[i].pattern) {
             *gguf_pre = PRETOK[i].gguf_pre;
-            *regex = moe_tok_pattern_regex(pat);
             return 0;
         }
     return moe_errf(err, "cannot export the tokenizer: its split pattern '%s' has no pre-tokenizer "
@@ -470,9 +489,12 @@ int ix_vocab_make(const moe_tokenizer *tok, uint32_t V, ix_vocab *v, moe_err *er
     for (uint32_t id = 0; id < V; id++) {
         v->off[id] = v->text.len;
         if (ix_vocab_text(tok, id, &v->text)) goto oom;
-        v->type[id] = id >= vt ? 5 : id == eot ? 3 : 1;  /* unused, control, normal */
+        size_t n;
+        int unused = id >= vt || !moe_tokenizer_token(tok, id, &n);
+        int special = id == eot || (!unused && ix_special_index(tok, id) >= 0);
+        v->type[id] = unused ? 5 : special ? 3 : 1;  /* unused, control, normal */
         uint32_t a, b;
-        int r = id < vt ? moe_tokenizer_merge_of(tok, id, &a, &b) : 1;
+        int r = v->type[id] == 1 ? moe_tokenizer_merge_of(tok, id, &a, &b) : 1;
         if (r < 0) goto oom;
         if (r == 0) {
             if (ix_vocab_text(tok, a, &v->merges) || moe_buf_append(&v->merges, " ", 1) ||

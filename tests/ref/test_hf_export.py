@@ -197,23 +197,29 @@ def main():
                 check(f"tokenizers_{label}_ids", [int(x) for x in theirs.split()] == [int(x) for x in ours],
                       f"{len(ours)} ids")
                 check(f"tokenizers_{label}_decode", rt == "roundtrip")
-            # a tiktoken rank file (r50k_base): merges derived from the ranks
-            r50k = os.path.join(ROOT, ".cache", "tiktoken", "r50k_base.tiktoken")
-            cfg_path = os.path.join(tmp, "r50k.json")
-            with open(cfg_path, "w") as f:
-                json.dump(dict(BASE, vocab_size=50257, hidden=8, n_heads=2, n_kv_heads=1, ffn_dim=8, n_layers=1), f)
-            run(moe, "init", "--config", cfg_path, "--out", os.path.join(tmp, "r50k"))
-            run(moe, "export", "--format", "hf", "--tokenizer", r50k, "--out", os.path.join(tmp, "r50k.hf"),
-                os.path.join(tmp, "r50k"))
-            path = os.path.join(tmp, "r50k.txt")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(MIXED + "   spaces\n\n 'S 'LL")
-            r = subprocess.run(["node", os.path.join(ROOT, "tests", "ref", "hf_tokenizer_check.js"),
-                                os.path.join(tmp, "r50k.hf", "tokenizer.json"), path], capture_output=True)
-            theirs = r.stdout.decode().splitlines()
-            ours = run(moe, "tokenizer", "encode", "--tokenizer", r50k, "--input", path).split()
-            check("tokenizers_r50k_ids", r.returncode == 0 and theirs and
-                  [int(x) for x in theirs[0].split()] == [int(x) for x in ours], f"{len(ours)} ids")
+            # tiktoken rank files: merges derived from the ranks; cl100k, o200k
+            # and Llama 3 also have special tokens and ids their tables leave
+            # unused, and split patterns of their own
+            for name, vocab in (("r50k_base", 50257), ("cl100k_base", 100277), ("o200k_base", 200019),
+                                ("llama3", 128256)):
+                ranks = os.path.join(ROOT, ".cache", "tiktoken", f"{name}.tiktoken")
+                cfg_path = os.path.join(tmp, f"{name}.json")
+                with open(cfg_path, "w") as f:
+                    json.dump(dict(BASE, vocab_size=vocab, hidden=8, n_heads=2, n_kv_heads=1, ffn_dim=8,
+                                   n_layers=1), f)
+                run(moe, "init", "--config", cfg_path, "--out", os.path.join(tmp, name))
+                run(moe, "export", "--format", "hf", "--tokenizer", ranks, "--out",
+                    os.path.join(tmp, f"{name}.hf"), os.path.join(tmp, name))
+                path = os.path.join(tmp, f"{name}.txt")
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(MIXED + "   spaces\n\n 'S 'LL 12345 \u00c9COLE na\u00efve")
+                r = subprocess.run(["node", os.path.join(ROOT, "tests", "ref", "hf_tokenizer_check.js"),
+                                    os.path.join(tmp, f"{name}.hf", "tokenizer.json"), path], capture_output=True)
+                theirs = r.stdout.decode().splitlines()
+                ours = run(moe, "tokenizer", "encode", "--tokenizer", ranks, "--input", path).split()
+                check(f"tokenizers_{name}_ids", r.returncode == 0 and theirs and
+                      [int(x) for x in theirs[0].split()] == [int(x) for x in ours],
+                      f"{len(ours)} ids; {r.stderr.decode(errors='replace')[-200:]}")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -149,18 +149,24 @@ def main():
                 lp = moe_logprobs(back)
                 worst = max(abs(a - b) for a, b in zip(lp, got["logprobs"]))
                 check(f"{name}_logprobs_{t}", worst <= TOL_16[t], f"max |diff| {worst:.2e}")
-        # a tiktoken rank file (r50k_base): its merges derived from the ranks
-        r50k = os.path.join(ROOT, ".cache", "tiktoken", "r50k_base.tiktoken")
-        cfg_path = os.path.join(tmp, "r50k.json")
-        with open(cfg_path, "w") as f:
-            json.dump(dict(BASE, vocab_size=50257, hidden=8, n_heads=2, n_kv_heads=1, ffn_dim=8, n_layers=1), f)
-        run(moe, "init", "--config", cfg_path, "--out", os.path.join(tmp, "r50k"))
-        gguf = os.path.join(tmp, "r50k.gguf")
-        run(moe, "export", "--format", "gguf", "--tokenizer", r50k, "--out", gguf, os.path.join(tmp, "r50k"))
-        with open(req, "w") as f:
-            json.dump({"text": MIXED + "   spaces\n\n 'S 'LL", "prompt": [1], "n_greedy": 1, "score": [1, 2]}, f)
-        ours = run(moe, "tokenizer", "encode", "--tokenizer", r50k, stdin=(MIXED + "   spaces\n\n 'S 'LL").encode())
-        check("r50k_tokenize", llama(gguf)["tokens"] == [int(x) for x in ours.split()])
+        # tiktoken rank files: merges derived from the ranks; cl100k and
+        # Llama 3 also have special tokens, unused ids and llama.cpp's
+        # "llama-bpe" pre-tokenizer (o200k is refused for GGUF: docs/INTEROP.md)
+        text = MIXED + "   spaces\n\n 'S 'LL 12345 \u00c9COLE"
+        for name, vocab in (("r50k_base", 50257), ("cl100k_base", 100277), ("llama3", 128256)):
+            ranks = os.path.join(ROOT, ".cache", "tiktoken", f"{name}.tiktoken")
+            cfg_path = os.path.join(tmp, f"{name}.json")
+            with open(cfg_path, "w") as f:
+                json.dump(dict(BASE, vocab_size=vocab, hidden=8, n_heads=2, n_kv_heads=1, ffn_dim=8, n_layers=1), f)
+            run(moe, "init", "--config", cfg_path, "--out", os.path.join(tmp, name))
+            gguf = os.path.join(tmp, f"{name}.gguf")
+            run(moe, "export", "--format", "gguf", "--tokenizer", ranks, "--out", gguf, os.path.join(tmp, name))
+            with open(req, "w") as f:
+                json.dump({"text": text, "prompt": [1], "n_greedy": 1, "score": [1, 2]}, f)
+            ours = run(moe, "tokenizer", "encode", "--tokenizer", ranks, stdin=text.encode())
+            got = llama(gguf)["tokens"]
+            want = [int(x) for x in ours.split()]
+            check(f"{name}_tokenize", got == want, f"{len(want)} ids" if got == want else f"moe {want[:12]} llama.cpp {got[:12]}")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
