@@ -183,26 +183,37 @@ int cmd_generate(int argc, char **argv) {
     long max_tokens = 200, top_k = 0, seed = 1;
     double temp = 0.8, top_p = 1.0;
     int stats = 0, interactive = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
-        else if (!strcmp(a, "--model")) { if (!(model_dir = cli_value("generate", argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--prompt")) { if (!(prompt = cli_value("generate", argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--tokenizer")) { if (!(tok_path = cli_value("generate", argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--stats")) stats = 1;
-        else if (!strcmp(a, "--interactive")) interactive = 1;
-        else if (!strcmp(a, "--max-tokens")) {
-            if (!(v = cli_value("generate", argc, argv, &i)) || cli_int("generate", a, v, 1, 1000000, &max_tokens)) return 2;
-        } else if (!strcmp(a, "--top-k")) {
-            if (!(v = cli_value("generate", argc, argv, &i)) || cli_int("generate", a, v, 0, 1 << 24, &top_k)) return 2;
-        } else if (!strcmp(a, "--top-p")) {
-            if (!(v = cli_value("generate", argc, argv, &i)) || cli_double("generate", a, v, 1e-9, 1, &top_p)) return 2;
-        } else if (!strcmp(a, "--seed")) {
-            if (!(v = cli_value("generate", argc, argv, &i)) || cli_int("generate", a, v, 0, 2147483647, &seed)) return 2;
-        } else if (!strcmp(a, "--temperature")) {
-            if (!(v = cli_value("generate", argc, argv, &i)) || cli_double("generate", a, v, 0, 100, &temp)) return 2;
-        } else { fprintf(stderr, "moe generate: unknown option '%s' (see --help)\n", a); return 2; }
+    enum { O_MODEL = 256, O_PROMPT, O_TOKENIZER, O_STATS, O_INTERACTIVE, O_MAX_TOKENS, O_TOP_K, O_TOP_P,
+           O_SEED, O_TEMPERATURE };
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'}, {"model", required_argument, 0, O_MODEL},
+        {"prompt", required_argument, 0, O_PROMPT}, {"tokenizer", required_argument, 0, O_TOKENIZER},
+        {"stats", no_argument, 0, O_STATS}, {"interactive", no_argument, 0, O_INTERACTIVE},
+        {"max-tokens", required_argument, 0, O_MAX_TOKENS}, {"top-k", required_argument, 0, O_TOP_K},
+        {"top-p", required_argument, 0, O_TOP_P}, {"seed", required_argument, 0, O_SEED},
+        {"temperature", required_argument, 0, O_TEMPERATURE}, {0, 0, 0, 0}};
+    cli_parser p;
+    cli_begin(&p, "generate", argc, argv, opts);
+    for (int c; (c = cli_next(&p)) != -1;) {
+        const char *v = p.value;
+        int bad = 0;
+        switch (c) {
+        case 'h': help(stdout); return 0;
+        case O_MODEL: model_dir = v; break;
+        case O_PROMPT: prompt = v; break;
+        case O_TOKENIZER: tok_path = v; break;
+        case O_STATS: stats = 1; break;
+        case O_INTERACTIVE: interactive = 1; break;
+        case O_MAX_TOKENS: bad = cli_int(&p, v, 1, 1000000, &max_tokens); break;
+        case O_TOP_K: bad = cli_int(&p, v, 0, 1 << 24, &top_k); break;
+        case O_TOP_P: bad = cli_double(&p, v, 1e-9, 1, &top_p); break;
+        case O_SEED: bad = cli_int(&p, v, 0, 2147483647, &seed); break;
+        case O_TEMPERATURE: bad = cli_double(&p, v, 0, 100, &temp); break;
+        default: return 2;
+        }
+        if (bad) return 2;
     }
+    if (cli_positionals(&p, 0) < 0) return 2;
     if (!model_dir) { fprintf(stderr, "moe generate: --model DIR is required\n"); return 2; }
     if (interactive && prompt) { fprintf(stderr, "moe generate: --interactive reads its prompts from stdin; drop --prompt\n"); return 2; }
 

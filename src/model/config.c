@@ -83,33 +83,13 @@ static const key_spec *find_key(const char *name) {
     return NULL;
 }
 
-/* Levenshtein distance of a and b, capped at 9 (names are short). */
-static int edit_distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 40 || lb > 40) return 9;
-    int row[41];
-    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
-    for (size_t i = 1; i <= la; i++) {
-        int diag = row[0];
-        row[0] = (int)i;
-        for (size_t j = 1; j <= lb; j++) {
-            int up = row[j], best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best) best = up + 1;
-            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-            diag = up;
-            row[j] = best;
-        }
-    }
-    return row[lb] < 9 ? row[lb] : 9;
-}
-
 /* The known key nearest to an unknown one, if it is near enough to be a
  * typo: at most 2 edits, and fewer than a third of the name's length. */
 static const char *nearest_key(const char *name) {
     const char *best = NULL;
     int best_d = 3;
     for (size_t i = 0; i < N_KEYS; i++) {
-        int d = edit_distance(name, KEYS[i].name);
+        int d = moe_edit_distance(name, KEYS[i].name);
         if (d < best_d && 3 * (size_t)d < strlen(KEYS[i].name)) { best_d = d; best = KEYS[i].name; }
     }
     return best;
@@ -163,8 +143,8 @@ static int set_number(moe_config *c, const key_spec *k, double v, const char *wh
         char range[80], found[32];
         range_text(k, range, sizeof range);
         json_format_double(found, sizeof found, v);
-        return moe_errf(err, "%s: key '%s': expected %s in %s, found %s", what, k->name,
-                        k->kind == K_INT ? "a whole number" : "a number", range, found);
+        return moe_errf(err, "%s%skey '%s': expected %s in %s, found %s", what ? what : "", what ? ": " : "",
+                        k->name, k->kind == K_INT ? "a whole number" : "a number", range, found);
     }
     if (k->kind == K_INT) *(int *)field = (int)v;
     else *(double *)field = v;
@@ -176,7 +156,7 @@ int moe_config_set(moe_config *c, const char *key, double value, moe_err *err) {
     if (!k || (k->kind != K_INT && k->kind != K_FLOAT && k->kind != K_BOOL))
         return moe_errf(err, "unknown numeric config key '%s'", key);
     if (k->kind == K_BOOL) { *(int *)((char *)c + k->offset) = value != 0; return 0; }
-    return set_number(c, k, value, "option", err);
+    return set_number(c, k, value, NULL, err);
 }
 
 int moe_config_apply_json(moe_config *c, const json_value *obj, const char *what, moe_err *err) {

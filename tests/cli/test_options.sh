@@ -35,5 +35,54 @@ expect_error config_no_guess "unknown config key 'zzzz' (see docs/CONFIG.md)" "$
 if "$moe" config --defaults | grep -q '"beta1": 0.9,' && ! "$moe" config --defaults | grep -q '0000000'; then
   ok config_json_shortest; else bad "config_json_shortest: $("$moe" config --defaults | grep beta1)"; fi
 
+# ---- one option mechanism everywhere (getopt_long)
+want=$(sed -n 's/^#define MOE_VERSION "\(.*\)"/\1/p' include/moe/version.h)
+if [ -n "$want" ] && [ "$("$moe" --version)" = "moe $want" ] && [ "$("$moe" version)" = "moe $want" ]; then
+  ok version; else bad "version: $("$moe" --version 2>&1)"; fi
+for c in config init train score generate prepare "tokenizer train" "tokenizer encode" "tokenizer decode" eval analyze report; do
+  n=${c// /_}
+  expect_error "unknown_long_$n" "^moe $c: unknown option '--bogus-flag'" "$moe" $c --bogus-flag
+  expect_error "unknown_short_$n" "^moe $c: unknown option '-x'" "$moe" $c -x
+done
+for c in "init --out" "train --data" "score --model" "generate --model" "prepare --out" "tokenizer train --out" \
+         "tokenizer encode --tokenizer" "eval --model" "analyze --data" "report --out" "config --check"; do
+  set -- $c; opt=${!#}; n=${c// /_}
+  expect_error "missing_value_$n" "^moe ${c% *}: option $opt needs a value$" "$moe" $c
+done
+expect_error flag_takes_no_value "option --profile takes no value" "$moe" train --profile=yes
+expect_error ambiguous_prefix "option '--t' is ambiguous: --tokenizer, --threads" "$moe" train --t 3
+expect_error unexpected_positional "unexpected argument 'stray'" "$moe" score --model x stray
+expect_error did_you_mean_option "unknown option '--temprature' (did you mean --temperature?)" "$moe" generate --temprature 1
+
+cat >"$tmp/cfg.json" <<'JSON'
+{"vocab_size": 40, "hidden": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1,
+ "max_seq_len": 16, "seq_len": 16, "batch_size": 2, "steps": 3}
+JSON
+/usr/bin/python3 - "$tmp" <<'PY'
+import sys; sys.path.insert(0, "tools")
+import moe_files
+moe_files.write_tokens(sys.argv[1] + "/data.tok", [i * 7 % 40 for i in range(500)], 40)
+PY
+# --opt=value, and "--" before a positional argument
+if "$moe" init --config="$tmp/cfg.json" --out="$tmp/m" --seed=3 >/dev/null && [ -f "$tmp/m/model.safetensors" ]; then
+  ok equals_value_init; else bad equals_value_init; fi
+echo "1 2 3 4" >"$tmp/ids.txt"
+if "$moe" score --model="$tmp/m" --tokens="$tmp/ids.txt" | grep -q '"tokens": 4'; then ok equals_value_score; else bad equals_value_score; fi
+expect_error steps_not_a_number "moe train: option --steps: expected a whole number, found 'abc'$" \
+  "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/x" --steps abc
+expect_error steps_out_of_range "moe train: option --steps: key 'steps': expected a whole number in \[1, 1000000000\], found 0$" \
+  "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/x" --steps=0
+expect_error lr_not_a_number "option --lr: expected a number, found 'fast'" \
+  "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/x" --lr fast
+if "$moe" train --config="$tmp/cfg.json" --data="$tmp/data.tok" --out="$tmp/run" --steps=2 --steps=4 2>/dev/null \
+   && [ "$(wc -l <"$tmp/run/metrics.jsonl")" -eq 4 ]; then ok train_equals_last_wins; else bad train_equals_last_wins; fi
+printf 'ab' >"$tmp/a.txt"; printf 'cd' >"$tmp/b.txt"
+if "$moe" prepare --input "$tmp/a.txt" "$tmp/b.txt" --out="$tmp/ab.tok" >/dev/null 2>&1 && /usr/bin/python3 - "$tmp/ab.tok" <<'PY'
+import sys; sys.path.insert(0, "tools"); import moe_files
+t = moe_files.read_tokens(sys.argv[1])
+assert bytes(int(i) for i in t["ids"] if i < 256) == b"abcd", t["ids"]
+PY
+then ok prepare_inputs_in_order; else bad prepare_inputs_in_order; fi
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
