@@ -1,6 +1,7 @@
 /* train.c — `moe train`: the training loop as a user drives it: options,
  * live progress, metrics, periodic checkpoints, and a clean stop on
  * SIGINT / SIGTERM (a checkpoint is written first). */
+#include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -17,13 +18,15 @@
 
 static void help(FILE *f) {
     fprintf(f,
-        "usage: moe train (--config FILE.json | --model DIR | --resume DIR) --data FILE\n"
-        "                 [--out DIR] [options]\n\n"
+        "usage: moe train (--config FILE.json | --model DIR) --data FILE --out DIR [options]\n"
+        "       moe train --resume DIR [--data FILE] [options]\n\n"
         "  --config FILE     new model from a config (docs/CONFIG.md), initialised with --seed\n"
         "  --model DIR       start from the weights of DIR (fresh optimiser; the ReLU\n"
         "                    router's lambda goes on from DIR's when DIR is a checkpoint)\n"
         "  --resume DIR      continue a run exactly where its last checkpoint stopped\n"
-        "  --data FILE       token file (docs/FORMAT.md)\n"
+        "  --data FILE       token file (docs/FORMAT.md); with --resume the default is\n"
+        "                    the one the run recorded. Either way a resumed run checks\n"
+        "                    that it has the recorded size and CRC-32\n"
         "  --out DIR         run directory (default with --resume: the resumed run)\n"
         "  --tokenizer FILE  tokenizer of the data, copied into every checkpoint so that\n"
         "                    generate and eval find it (default: the resumed model's own)\n"
@@ -201,7 +204,7 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "moe train: give exactly one of --config, --model or --resume\n");
         return 2;
     }
-    if (!data) { fprintf(stderr, "moe train: --data FILE is required\n"); return 2; }
+    if (!data && !resume) { fprintf(stderr, "moe train: --data FILE is required\n"); return 2; }
     if (!out && !resume) { fprintf(stderr, "moe train: --out DIR is required\n"); return 2; }
 
     moe_err err;
@@ -211,7 +214,7 @@ int cmd_train(int argc, char **argv) {
     moe_trainer tr = {0};
     moe_tokens calib_tokens = {0};
     moe_probe probe = {0};
-    char ckpt[4096] = "";
+    char ckpt[4096] = "", run_data[4096];
     int rc = 1, have_trainer = 0;
 
     /* the model and its config */
@@ -240,10 +243,26 @@ int cmd_train(int argc, char **argv) {
     omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
     if (check_memory(&cfg, model->n_params, &err)) goto fail;
 
+    if (!data) {  /* --resume RUN alone: the data the run recorded (checked against it on restore) */
+        int found = moe_checkpoint_data(ckpt, run_data, sizeof run_data, &err);
+        if (found < 0) goto fail;
+        if (found > 0) {
+            moe_errf(&err, "%s does not record its token file (written by an older moe): give --data FILE",
+                     ckpt);
+            goto fail;
+        }
+        if (access(run_data, R_OK)) {
+            moe_errf(&err, "the run was trained on %s, which is no longer there (%s): give --data FILE "
+                     "with the same tokens", run_data, strerror(errno));
+            goto fail;
+        }
+        data = run_data;
+    }
     if (moe_tokens_read(data, &tokens, &err)) goto fail;
     have_trainer = 1;  /* from here the trainer owns the model */
     if (moe_trainer_create(&tr, &cfg, model, &tokens, out ? out : resume, &err)) goto fail;
     if (resume && moe_trainer_restore(&tr, ckpt, &err)) goto fail;
+    if (data == run_data) fprintf(stderr, "moe train: resuming on the run's data, %s (size and CRC-32 as recorded)\n", data);
     if (model_dir) {  /* ReMoE's lambda goes on from the checkpoint's, not from relu_lambda0 */
         float lambda;
         int found = moe_checkpoint_lambda(ckpt, &lambda, &err);

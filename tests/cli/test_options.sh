@@ -5,7 +5,7 @@
 # `train --resume RUN` finding its own data.
 set -u
 build=${1:-build}
-moe="$build/moe"
+moe="$(realpath "$build")/moe"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
 ok()   { pass=$((pass + 1)); echo "ok   $1"; }
@@ -83,6 +83,36 @@ t = moe_files.read_tokens(sys.argv[1])
 assert bytes(int(i) for i in t["ids"] if i < 256) == b"abcd", t["ids"]
 PY
 then ok prepare_inputs_in_order; else bad prepare_inputs_in_order; fi
+
+# ---- token-file errors in train name the file
+/usr/bin/python3 - "$tmp" <<'PY'
+import sys; sys.path.insert(0, "tools")
+import moe_files
+t = sys.argv[1]
+moe_files.write_tokens(t + "/short.tok", list(range(10)), 40)
+moe_files.write_tokens(t + "/wide.tok", [i % 60 for i in range(500)], 60)
+moe_files.write_tokens(t + "/other.tok", [i * 3 % 40 for i in range(500)], 40)
+PY
+expect_error short_tokens_named "short.tok: 10 tokens, fewer than one sequence of 16 + 1" \
+  "$moe" train --config "$tmp/cfg.json" --data "$tmp/short.tok" --out "$tmp/x"
+expect_error wide_tokens_named "wide.tok: its vocabulary (60 ids) is larger than the model's vocab_size (40)" \
+  "$moe" train --config "$tmp/cfg.json" --data "$tmp/wide.tok" --out "$tmp/x"
+
+# ---- --resume RUN finds the data it recorded, and knows it again
+cp "$tmp/data.tok" "$tmp/d2.tok"
+"$moe" train --config "$tmp/cfg.json" --data "$tmp/d2.tok" --out "$tmp/r" 2>/dev/null || bad resume_setup
+if (cd / && "$moe" train --resume "$tmp/r" --steps 5 2>"$tmp/err") && [ "$(wc -l <"$tmp/r/metrics.jsonl")" -eq 5 ] \
+   && grep -q "resuming on the run's data, .*d2.tok" "$tmp/err"; then ok resume_without_data
+else bad "resume_without_data: $(tail -1 "$tmp/err")"; fi
+expect_error resume_other_data "other.tok is not the data this run was trained on: the run recorded .*d2.tok (1064 bytes, CRC-32 [0-9a-f]*), this file has 1064 bytes" \
+  "$moe" train --resume "$tmp/r" --steps 6 --data "$tmp/other.tok"
+cp "$tmp/other.tok" "$tmp/d2.tok"   # same size, other tokens, same place
+expect_error resume_changed_data "d2.tok is not the data this run was trained on" "$moe" train --resume "$tmp/r" --steps 6
+cp "$tmp/data.tok" "$tmp/d2.tok" && mv "$tmp/d2.tok" "$tmp/moved.tok"
+expect_error resume_moved_data "the run was trained on .*d2.tok, which is no longer there (No such file or directory): give --data FILE" \
+  "$moe" train --resume "$tmp/r" --steps 6
+if "$moe" train --resume "$tmp/r" --steps 6 --data="$tmp/moved.tok" 2>/dev/null \
+   && [ "$(wc -l <"$tmp/r/metrics.jsonl")" -eq 6 ]; then ok resume_moved_explicit; else bad resume_moved_explicit; fi
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

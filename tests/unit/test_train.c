@@ -29,7 +29,7 @@ static void test_config_validation(void) {
     CHECK(c.ffn_dim == 256, "ffn_dim default is 4 x hidden, got %d", c.ffn_dim);
     CHECK(parse_cfg("{\"hiden\": 64}", &c, &err) < 0 && strstr(err.msg, "'hiden'"), "unknown key: %s", err.msg);
     CHECK(parse_cfg("{\"lr\": -1}", &c, &err) < 0 && strstr(err.msg, "'lr'"), "range: %s", err.msg);
-    CHECK(parse_cfg("{\"n_layers\": 2.5}", &c, &err) < 0 && strstr(err.msg, "integer"), "int: %s", err.msg);
+    CHECK(parse_cfg("{\"n_layers\": 2.5}", &c, &err) < 0 && strstr(err.msg, "whole number"), "int: %s", err.msg);
     CHECK(parse_cfg("{\"shuffle\": 1}", &c, &err) < 0 && strstr(err.msg, "true or false"), "bool: %s", err.msg);
     CHECK(parse_cfg("{\"ffn\": \"sparse\"}", &c, &err) < 0 && strstr(err.msg, "'ffn'"), "enum: %s", err.msg);
     CHECK(parse_cfg("{\"hidden\": 64, \"n_heads\": 3}", &c, &err) < 0 && strstr(err.msg, "n_heads"), "heads: %s", err.msg);
