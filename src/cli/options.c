@@ -3,6 +3,7 @@
  * our own one-line messages naming the command and the option, and the
  * parsers of numeric values. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,12 +163,12 @@ int cli_double(const cli_parser *p, const char *val, double lo, double hi, doubl
 }
 
 int cli_number(const cli_parser *p, const char *val, int whole, double *out) {
-    long l;
-    if (whole ? parse_long(val, &l) : parse_double(val, out)) {
+    double v;  /* a whole number may be written 1e3, as config files may */
+    if (parse_double(val, &v) || (whole && (v != floor(v) || !isfinite(v)))) {
         fprintf(stderr, "moe %s: option %s: expected %s, found '%s'\n", p->cmd, p->name,
                 whole ? "a whole number" : "a number", val);
         return -1;
     }
-    if (whole) *out = (double)l;
+    *out = v;
     return 0;
 }
