@@ -160,7 +160,7 @@ int cmd_train(int argc, char **argv) {
     int no_shuffle = 0, profile = 0;
     const char *analysis_data = NULL;
     long analysis_every = 0, analysis_tokens = 4096;
-    struct option opts[12 + N_FLAG_KEYS] = {
+    struct option opts[12 + N_FLAG_KEYS + 1] = {  /* the last one, zero, ends the table */
         {"help", no_argument, 0, 'h'}, {"config", required_argument, 0, O_CONFIG},
         {"model", required_argument, 0, O_MODEL}, {"resume", required_argument, 0, O_RESUME},
         {"data", required_argument, 0, O_DATA}, {"out", required_argument, 0, O_OUT},
