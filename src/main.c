@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "moe/version.h"
 
 typedef struct {
     const char *name;
@@ -29,13 +30,19 @@ static void usage(FILE *f) {
     fprintf(f, "usage: moe <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\n'moe <command> --help' describes each command.\n");
+    fprintf(f, "\n'moe <command> --help' describes each command. An option's value follows it\n"
+               "(--steps 100) or joins it with '=' (--steps=100); '--' ends the options.\n"
+               "'moe --version' (or 'moe version') prints the version.\n");
 }
 
 int main(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return 2; }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("moe %s\n", MOE_VERSION);
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

@@ -49,4 +49,7 @@ void moe_buf_free(moe_buf *b);
 int moe_path(char *out, size_t cap, moe_err *err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Levenshtein distance of two names, capped at 9 (for "did you mean"). */
+int moe_edit_distance(const char *a, const char *b);
+
 #endif

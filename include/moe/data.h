@@ -34,6 +34,9 @@ typedef struct moe_tokens {
     uint32_t *doc_domain;   /* [n_docs] index into domain_names */
     size_t n_domains;
     char **domain_names;    /* [n_domains] */
+    char *path;             /* the file it was read from (NULL when built in memory) */
+    uint64_t file_bytes;    /* its size, and the CRC-32 of all of it: what a run */
+    uint32_t file_crc;      /* records to know its data again (trainer_state.json) */
 } moe_tokens;
 
 int moe_tokens_read(const char *path, moe_tokens *out, moe_err *err);

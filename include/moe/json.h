@@ -39,9 +39,14 @@ const json_value *json_get(const json_value *obj, const char *key);
 /* Appends `s` (len bytes) as a quoted, escaped JSON string. */
 int json_write_string(moe_buf *b, const char *s, size_t len);
 
-/* Appends a number so that it reads back bit-identically ("%.9g" for floats,
- * "%.17g" for doubles); NaN / Inf are written as null (JSON has no literal). */
+/* Appends a number in the shortest form that reads back bit-identically:
+ * the first of %.15g, %.16g, %.17g (doubles) or %.6g .. %.9g (floats) that
+ * strtod / strtof returns exactly ("0.9", not "0.90000000000000002"); NaN /
+ * Inf are written as null (JSON has no literal). */
 int json_write_double(moe_buf *b, double x);
 int json_write_float(moe_buf *b, float x);
+/* The same text into buf (32 bytes suffice), for messages; no null case. */
+void json_format_double(char *buf, size_t cap, double x);
+void json_format_float(char *buf, size_t cap, float x);
 
 #endif

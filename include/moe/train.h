@@ -69,6 +69,12 @@ int moe_trainer_restore(moe_trainer *tr, const char *ckpt_dir, moe_err *err);
  * verified): 0 with *lambda set, 1 when the directory has no trainer state
  * (a model from moe init), -1 on a damaged file. */
 int moe_checkpoint_lambda(const char *ckpt_dir, float *lambda, moe_err *err);
+/* The token file a checkpoint's run was trained on (trainer_state.json's
+ * data_path, absolute): 0 with path set, 1 when the checkpoint does not
+ * record it (no trainer state, or one from an older moe), -1 on error.
+ * moe_trainer_restore checks that the data it is given has the recorded size
+ * and CRC-32. */
+int moe_checkpoint_data(const char *ckpt_dir, char *path, size_t cap, moe_err *err);
 /* One optimiser step. A non-finite loss or gradient norm skips the update
  * (the data and the schedule still advance) and sets st->skipped. */
 int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err);

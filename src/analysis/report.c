@@ -243,14 +243,15 @@ static const char *CSS =
     "h2{font-size:17px;margin:0 0 4px}h3{font-size:14px;margin:10px 0 4px;color:#33415c}"
     ".note{color:#5b6475;font-size:12.5px;margin:2px 0 8px;max-width:1100px}"
     ".grid{display:flex;flex-wrap:wrap;gap:10px 18px;align-items:flex-start}"
-    ".runs{display:grid;grid-template-columns:repeat(auto-fill,minmax(580px,1fr));gap:10px 18px}"
+    ".runs{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(580px,100%),1fr));gap:10px 18px}"
+    ".runs>*,.grid>*{min-width:0;max-width:100%}"
     ".run{border-top:3px solid var(--c);padding-top:4px}.run>h3{color:var(--c)}"
-    "figure.chart{margin:4px 0}svg{background:#fff;font-family:inherit}"
+    "figure.chart{margin:4px 0;max-width:100%}svg{background:#fff;font-family:inherit;max-width:100%;height:auto}"
     "svg .title{font-size:13px;font-weight:600;fill:#1d2330}svg .tick{font-size:10.5px;fill:#5b6475}"
     "svg .label{font-size:11.5px;fill:#33415c}svg .legend-text{font-size:11px;fill:#33415c}"
     "svg .grid{stroke:#e6e9ef;stroke-width:1}svg .axis{stroke:#8a93a3;stroke-width:1}svg .tickmark{stroke:#8a93a3}"
     "svg .band-label{font-size:11px;font-weight:600;fill:#7a5c00;opacity:.75}"
-    "table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{padding:4px 10px;text-align:right;border-bottom:1px solid #e6e9ef}"
+    "table{border-collapse:collapse;font-size:13px;margin:6px 0;display:block;max-width:100%;overflow-x:auto}th,td{padding:4px 10px;text-align:right;border-bottom:1px solid #e6e9ef}"
     "th{background:#f0f3f8;font-weight:600}td:first-child,th:first-child{text-align:left}"
     "td.sub{padding-left:24px;color:#5b6475}td.best{font-weight:700;color:#0b6b2e}th.sub{font-weight:500;font-size:12px;color:#5b6475}"
     "td.robust{color:#6b4b9a}td.robust.best{color:#0b6b2e}td small{color:#8a93a3}"
@@ -259,7 +260,11 @@ static const char *CSS =
     ".tok small{color:#5b6475;margin-left:3px}table.tokens td{text-align:left}"
     ".missing{color:#8a5a00;background:#fff6e0;border-radius:4px;padding:6px 10px;font-size:12.5px}"
     "details summary{cursor:pointer;color:#33415c;margin:6px 0}"
-    "dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;font-size:13px}dt{font-weight:600}dd{margin:0;color:#3b4456}";
+    "dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;font-size:13px}dt{font-weight:600}dd{margin:0;color:#3b4456}"
+    "header p{overflow-wrap:anywhere}.key{display:flex;flex-wrap:wrap;gap:4px 18px;font-size:12.5px;color:#3b4456;margin:4px 0}"
+    ".key span{white-space:nowrap}.box{display:inline-block;width:14px;height:10px;border:1px solid #c9ced8;margin-right:5px;vertical-align:-1px}"
+    "@media (max-width:640px){header{padding:12px 12px}main{padding:4px 6px 24px}section{padding:10px 8px;margin:10px 0}"
+    ".runs,.grid{gap:8px}}";
 
 static void esc(moe_buf *b, const char *s) { svg_text(b, s); }
 
@@ -448,6 +453,31 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
                    "(none on ties).</p>");
 }
 
+/* What every colour of the page means, in one place. */
+static void colour_key(moe_buf *b, const run_data *runs, size_t n) {
+    char lo[8], mid[8], hi[8];
+    svg_heat_color(0.0, lo);
+    svg_heat_color(0.5, mid);
+    svg_heat_color(1.0, hi);
+    moe_buf_printf(b, "<h3>Colours</h3><div class=\"key\">");
+    for (size_t i = 0; i < n; i++) {
+        moe_buf_printf(b, "<span><span class=\"swatch\" style=\"--c:%s\"></span>", svg_color(i));
+        esc(b, runs[i].name);
+        moe_buf_printf(b, " (lines, bars, headings)</span>");
+    }
+    for (int k = 0; k < 3; k++)
+        moe_buf_printf(b, "<span><span class=\"box\" style=\"background:%s\"></span>ReMoE %s</span>", STAGE_FILL[k],
+                       STAGE_NAME[k]);
+    moe_buf_printf(b, "<span><span class=\"box\" style=\"background:linear-gradient(90deg,%s,%s,%s)\"></span>"
+                   "heatmaps: low → high, white or palest: (almost) none</span>"
+                   "<span><span class=\"box\" style=\"background:%s\"></span>heatmap cell without data</span>"
+                   "<span>white lines in a heatmap: between layers</span>"
+                   "<span>dashed grey line: a reference (target, 1 − k/E, even load)</span>"
+                   "<span style=\"color:#0b6b2e;font-weight:700\">green: best of a table row</span>"
+                   "<span style=\"color:#6b4b9a\">purple: with each token's top expert dropped</span></div>",
+                   lo, mid, hi, SVG_NO_DATA);
+}
+
 /* The runs table: config and headline numbers. */
 static void runs_table(moe_buf *b, run_data *runs, size_t n) {
     moe_buf_printf(b, "<table><tr><th>run</th><th>ffn / router</th><th>experts E, k</th><th>layers</th>"
@@ -504,16 +534,42 @@ static int overlay_charts(moe_buf *b, run_data *runs, size_t n, moe_err *err) {
     return 0;
 }
 
+/* Whether every sparsity of the run (overall and per layer) is one value, as
+ * a fixed-k router makes it: *value set. Such charts are flat lines. */
+static int sparsity_flat(const run_data *r, double *value) {
+    double first = NAN;
+    for (size_t s = 0; s <= r->n_sites; s++) {
+        const double *y = s == r->n_sites ? r->sparsity : r->site_sparsity[s];
+        for (size_t i = 0; y && i < r->n; i++) {
+            if (!isfinite(y[i])) continue;
+            if (!isfinite(first)) first = y[i];
+            else if (fabs(y[i] - first) > 1e-6) return 0;
+        }
+    }
+    *value = first;
+    return isfinite(first);
+}
+
+static void flat_note(moe_buf *b, const run_data *r, double value, const char *what) {
+    moe_buf_printf(b, "<p class=\"note\">%s: constant at %.4g in every step and layer (%s routing fixes it at "
+                   "1 − k/E = 1 − %d/%d), so its flat chart is left out.</p>", what, value, r->router, r->top_k,
+                   r->n_experts);
+}
+
 static void dynamics_charts(moe_buf *b, const run_data *r, size_t ci) {
     svg_band bands[3];
     size_t nb = stage_bands(r, bands);
     char id[300], title[400];
-    svg_hline target = {r->target, "target 1 − k/E", "#555"};
+    svg_hline target = {r->target, r->relu ? "target sparsity" : "1 − k/E", "#555"};
     svg_series s = {"sparsity", svg_color(ci), r->step, r->sparsity, r->n, 0, 0, 0};
     snprintf(id, sizeof id, "sparsity-%zu", ci);
-    svg_line(b, &(svg_line_chart){.id = id, .title = "Sparsity per step (all MoE layers)", .xlabel = "optimiser step",
-             .ylabel = "sparsity (inactive fraction)", .ymin = 0, .ymax = 1, .series = &s, .n_series = 1,
-             .bands = bands, .n_bands = nb, .hlines = &target, .n_hlines = isfinite(r->target) ? 1 : 0});
+    double flat;
+    if (!r->relu && sparsity_flat(r, &flat))
+        flat_note(b, r, flat, "Sparsity");
+    else
+        svg_line(b, &(svg_line_chart){.id = id, .title = "Sparsity per step (all MoE layers)", .xlabel = "optimiser step",
+                 .ylabel = "sparsity (inactive fraction)", .ymin = 0, .ymax = 1, .series = &s, .n_series = 1,
+                 .bands = bands, .n_bands = nb, .hlines = &target, .n_hlines = isfinite(r->target) ? 1 : 0});
     if (r->relu) {
         svg_series l = {"λ (L1 coefficient)", svg_color(ci), r->step, r->lambda, r->n, 0, 0, 0};
         snprintf(id, sizeof id, "lambda-%zu", ci);
@@ -542,7 +598,12 @@ static void layer_charts(moe_buf *b, const run_data *r, size_t ci) {
         se[s] = (svg_series){names[s], r->n_sites <= 7 ? LAYER_COLORS[r->n_sites > 1 ? s * 6 / (r->n_sites - 1) : 0] : svg_color(s),
                              r->step, r->site_sparsity[s], r->n, 0, 0, 1.3};
     }
-    svg_hline target = {r->target, "target", "#555"};
+    svg_hline target = {r->target, r->relu ? "target sparsity" : "1 − k/E", "#555"};
+    double flat;
+    if (!r->relu && sparsity_flat(r, &flat)) {
+        flat_note(b, r, flat, "Sparsity per layer");
+        return;
+    }
     snprintf(id, sizeof id, "layer-sparsity-%zu", ci);
     svg_line(b, &(svg_line_chart){.id = id, .title = "Sparsity per layer", .xlabel = "optimiser step",
              .ylabel = "sparsity (inactive fraction)", .ymin = 0, .ymax = 1, .series = se, .n_series = r->n_sites,
@@ -551,10 +612,43 @@ static void layer_charts(moe_buf *b, const run_data *r, size_t ci) {
 
 #define LBL 48  /* bytes per label */
 
-static int load_heatmap(moe_buf *b, const run_data *r, size_t ci, moe_err *err) {
+/* The expert-load heatmap's cells: each site's experts' share of the routed
+ * tokens, averaged over *cols (at most 60) equal bins of steps; [n_sites*E, cols]. */
+static double *load_bins(const run_data *r, size_t *cols, moe_err *err) {
+    *cols = r->n < 60 ? r->n : 60;
+    size_t rows = r->n_sites * r->E;
+    double *v = dalloc(rows * *cols, err);
+    for (size_t s = 0; v && s < r->n_sites; s++)
+        for (size_t e = 0; e < r->E; e++)
+            for (size_t c = 0; c < *cols; c++) {
+                size_t i0 = c * r->n / *cols, i1 = (c + 1) * r->n / *cols, k = 0;
+                double sum = 0;
+                for (size_t i = i0; i < i1; i++)
+                    if (isfinite(r->load[s][e * r->n + i])) { sum += r->load[s][e * r->n + i]; k++; }
+                v[(s * r->E + e) * *cols + c] = k ? sum / k : NAN;
+            }
+    return v;
+}
+
+/* The largest expert-load cell over all runs: one colour scale for all of
+ * them, so that the runs compare by eye. -1 on error. */
+static double load_scale(const run_data *runs, size_t n, moe_err *err) {
+    double hi = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!runs[i].E || !runs[i].n) continue;
+        size_t cols;
+        double *v = load_bins(&runs[i], &cols, err);
+        if (!v) return -1;
+        for (size_t k = 0; k < runs[i].n_sites * runs[i].E * cols; k++) if (v[k] > hi) hi = v[k];
+        free(v);
+    }
+    return hi > 0 ? hi : 1;
+}
+
+static int load_heatmap(moe_buf *b, const run_data *r, size_t ci, double hi, moe_err *err) {
     if (!r->E || !r->n) return 0;
-    size_t cols = r->n < 60 ? r->n : 60, rows = r->n_sites * r->E;
-    double *v = dalloc(rows * cols, err);
+    size_t cols, rows = r->n_sites * r->E;
+    double *v = load_bins(r, &cols, err);
     char **rl = moe_calloc(rows, sizeof(char *), err), **cl = moe_calloc(cols, sizeof(char *), err);
     char *mem = moe_calloc(rows * LBL + cols * LBL + r->n_sites * LBL, 1, err);
     const char **gl = moe_calloc(r->n_sites + 1, sizeof(char *), err);
@@ -563,38 +657,47 @@ static int load_heatmap(moe_buf *b, const run_data *r, size_t ci, moe_err *err) 
         char *g = mem + rows * LBL + cols * LBL + s * LBL;
         snprintf(g, LBL, "layer %d", r->site_layer[s]);
         gl[s] = g;
-    }
-    double hi = 0;
-    for (size_t s = 0; s < r->n_sites; s++)
         for (size_t e = 0; e < r->E; e++) {
             size_t row = s * r->E + e;
             rl[row] = mem + row * LBL;
             snprintf(rl[row], LBL, "layer %d, expert %zu", r->site_layer[s], e);
-            for (size_t c = 0; c < cols; c++) {
-                size_t i0 = c * r->n / cols, i1 = (c + 1) * r->n / cols;
-                double sum = 0; size_t k = 0;
-                for (size_t i = i0; i < i1; i++) if (isfinite(r->load[s][e * r->n + i])) { sum += r->load[s][e * r->n + i]; k++; }
-                v[row * cols + c] = k ? sum / k : NAN;
-                if (k && sum / k > hi) hi = sum / k;
-            }
         }
-    for (size_t c = 0; c < cols; c++) {
+    }
+    for (size_t c = 0; c < cols; c++) {  /* cell titles: the bin's steps */
         cl[c] = mem + rows * LBL + c * LBL;
-        snprintf(cl[c], LBL, "%.0f", r->step[(c * r->n / cols + ((c + 1) * r->n / cols) - 1) / 2]);
+        size_t i0 = c * r->n / cols, i1 = (c + 1) * r->n / cols - 1;
+        if (i1 > i0) snprintf(cl[c], LBL, "steps %.0f-%.0f", r->step[i0], r->step[i1]);
+        else snprintf(cl[c], LBL, "step %.0f", r->step[i0]);
     }
     char id[64];
     snprintf(id, sizeof id, "load-%zu", ci);
+    /* the x axis in steps, ticks on round ones: the bins cover the steps evenly */
     int rc = svg_heat(b, &(svg_heatmap){.id = id, .title = "Expert load over training, per layer",
              .xlabel = "optimiser step", .ylabel = "layer / expert", .scale_label = "share of the layer's routed tokens",
              .rows = rows, .cols = cols, .values = v, .row_labels = (const char *const *)rl,
              .col_labels = (const char *const *)cl, .row_group = r->E, .group_labels = gl,
-             .lo = 0, .hi = hi > 0 ? hi : 1});
+             .lo = 0, .hi = hi, .x0 = r->step[0] - 0.5, .x1 = r->step[r->n - 1] + 0.5});
     free(v); free(rl); free(cl); free(mem); free(gl);
     return rc;
 }
 
+/* The largest routed-token ratio in any run's analysis.json: the routed
+ * heatmaps' common scale. */
+static double routed_scale(const run_data *runs, size_t n) {
+    double hi = 0;
+    for (size_t i = 0; i < n; i++) {
+        const json_value *sites = runs[i].analysis ? json_get(runs[i].analysis, "sites") : NULL;
+        for (size_t s = 0; sites && sites->type == JSON_ARRAY && s < sites->count; s++) {
+            const json_value *rr = json_get(&sites->items[s], "routed_ratio");
+            for (size_t e = 0; rr && rr->type == JSON_ARRAY && e < rr->count; e++)
+                if (rr->items[e].type == JSON_NUMBER && rr->items[e].number > hi) hi = rr->items[e].number;
+        }
+    }
+    return hi > 0 ? hi : 1;
+}
+
 /* From analysis.json: routed ratio heatmap and domain bars per layer. */
-static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, moe_err *err) {
+static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, double scale, moe_err *err) {
     const json_value *sites = json_get(r->analysis, "sites"), *doms = json_get(r->analysis, "domains");
     if (!sites || sites->type != JSON_ARRAY || sites->count == 0) return 0;
     size_t ns = sites->count, E = 0, nd = doms && doms->type == JSON_ARRAY ? doms->count : 0;
@@ -603,30 +706,40 @@ static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, moe_err *er
         if (rr && rr->type == JSON_ARRAY && rr->count > E) E = rr->count;
     }
     if (!E) return 0;
-    double *v = dalloc(ns * E, err), hi = 0;
+    double *v = dalloc(ns * E, err), *mean = dalloc(ns, err);
     char (*lab)[24] = moe_calloc(ns + E, 24, err);
     const char **rl = moe_calloc(ns + E, sizeof(char *), err);
-    if (!v || !lab || !rl) { free(v); free(lab); free(rl); return -1; }
+    if (!v || !lab || !rl || !mean) { free(v); free(lab); free(rl); free(mean); return -1; }
     for (size_t s = 0; s < ns; s++) {
         const json_value *st = &sites->items[s], *rr = json_get(st, "routed_ratio");
         snprintf(lab[s], 24, jnum(st, "which") > 0 ? "layer %.0f.%.0f" : "layer %.0f", jnum(st, "layer"), jnum(st, "which"));
         rl[s] = lab[s];
-        for (size_t e = 0; rr && e < rr->count; e++) { v[s * E + e] = rr->items[e].number; hi = fmax(hi, v[s * E + e]); }
+        double sum = 0;
+        size_t k = 0;
+        for (size_t e = 0; rr && rr->type == JSON_ARRAY && e < rr->count; e++) {
+            v[s * E + e] = rr->items[e].number;
+            if (isfinite(v[s * E + e])) { sum += v[s * E + e]; k++; }
+        }
+        mean[s] = k ? sum / (double)k : NAN;  /* what every expert would get if the layer's load were even */
     }
     for (size_t e = 0; e < E; e++) { snprintf(lab[ns + e], 24, "%zu", e); rl[ns + e] = lab[ns + e]; }
     char id[64], title[200];
     snprintf(id, sizeof id, "routed-%zu", ci);
     svg_heat(b, &(svg_heatmap){.id = id, .title = "Routed-token ratio per layer and expert (analysis data)",
              .xlabel = "expert", .ylabel = "layer", .scale_label = "fraction of tokens routed to the expert",
-             .rows = ns, .cols = E, .values = v, .row_labels = rl, .col_labels = rl + ns, .lo = 0, .hi = hi > 0 ? hi : 1});
+             .rows = ns, .cols = E, .values = v, .row_labels = rl, .col_labels = rl + ns, .lo = 0, .hi = scale});
     /* domain specialisation: one bar chart per site */
     const char *dn[64];
     for (size_t d = 0; d < nd && d < 64; d++) dn[d] = jstr(&doms->items[d], "name", "?");
     double *bv = dalloc((nd ? nd : 1) * E, err);
-    if (!bv) { free(v); free(lab); free(rl); return -1; }
-    double uniform = r->n_experts > 0 ? (double)r->top_k / r->n_experts : NAN;
-    svg_hline hl = {uniform, "uniform k/E", "#555"};
+    if (!bv) { free(v); free(lab); free(rl); free(mean); return -1; }
+    /* the even-load reference: k/E for a fixed-k router; a ReMoE (or top-p,
+     * ...) layer activates a varying number of experts, so its reference is
+     * the mean ratio of its own experts */
+    int fixed_k = !strcmp(r->ffn, "moe") && (!strcmp(r->router, "topk") || !strcmp(r->router, "hash") || !strcmp(r->router, "sparsemixer"));
     for (size_t s = 0; s < ns && nd; s++) {
+        double uniform = fixed_k && r->n_experts > 0 ? (double)r->top_k / r->n_experts : mean[s];
+        svg_hline hl = {uniform, fixed_k ? "uniform k/E" : "even load (the layer's mean over experts)", "#555"};
         const json_value *bd = json_get(&sites->items[s], "routed_ratio_by_domain");
         for (size_t d = 0; d < nd && d < 64; d++)
             for (size_t e = 0; e < E; e++) {
@@ -640,7 +753,7 @@ static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, moe_err *er
                  .group_labels = rl + ns, .series_names = dn, .values = bv, .hlines = &hl,
                  .n_hlines = isfinite(uniform) ? 1 : 0, .height = 220});
     }
-    free(bv); free(v); free(lab); free(rl);
+    free(bv); free(v); free(lab); free(rl); free(mean);
     return 0;
 }
 
@@ -723,6 +836,7 @@ int moe_report_html(const char *const *run_dirs, size_t n, moe_buf *out, moe_err
 
     moe_buf_printf(b, "<section><h2>Runs</h2>");
     runs_table(b, runs, n);
+    colour_key(b, runs, n);
     moe_buf_printf(b, "</section>\n<section><h2>Evaluation</h2>");
     eval_table(b, runs, n);
     moe_buf_printf(b, "</section>\n<section><h2>Training</h2><p class=\"note\">Training loss from "
@@ -742,12 +856,17 @@ int moe_report_html(const char *const *run_dirs, size_t n, moe_buf *out, moe_err
         else missing(b, "No routed layers", "a dense model has no sparsity or routing regulariser");
         moe_buf_printf(b, "</div>");
     }
-    moe_buf_printf(b, "</div></section>\n<section><h2>Per layer</h2><div class=\"runs\">");
+    double lscale = load_scale(runs, n, err), rscale = routed_scale(runs, n);
+    if (lscale < 0) { rc = -1; goto done; }
+    moe_buf_printf(b, "</div></section>\n<section><h2>Per layer</h2><p class=\"note\">Expert load: one row per "
+                   "expert, white lines between layers; the darker, the larger the expert's share of its layer's "
+                   "routed tokens, on one scale for all runs (0 to %.3g); the palest cells are experts that took "
+                   "(almost) no tokens in those steps.</p><div class=\"runs\">", lscale);
     for (size_t i = 0; i < n; i++) {
         run_head(b, &runs[i], i);
         if (runs[i].n_sites) {
             layer_charts(b, &runs[i], i);
-            if ((rc = load_heatmap(b, &runs[i], i, err))) goto done;
+            if ((rc = load_heatmap(b, &runs[i], i, lscale, err))) goto done;
         } else {
             missing(b, "No routed layers", "a dense model has no routing to show");
         }
@@ -761,7 +880,7 @@ int moe_report_html(const char *const *run_dirs, size_t n, moe_buf *out, moe_err
     moe_buf_printf(b, "</div><div class=\"runs\">");
     for (size_t i = 0; i < n; i++) {
         run_head(b, &runs[i], i);
-        if (runs[i].analysis) { if ((rc = analysis_charts(b, &runs[i], i, err))) goto done; }
+        if (runs[i].analysis) { if ((rc = analysis_charts(b, &runs[i], i, rscale, err))) goto done; }
         else missing(b, "No analysis.json", "run <code>moe analyze --model RUN --data valid.tok</code>");
         moe_buf_printf(b, "</div>");
     }

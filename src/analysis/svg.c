@@ -275,7 +275,7 @@ int svg_line(moe_buf *b, const svg_line_chart *c) {
 
 /* ---- heatmaps ------------------------------------------------------------------ */
 
-static void heat_color(double t, char *out) {
+void svg_heat_color(double t, char *out) {
     static const double stops[][3] = {{247, 251, 255}, {107, 174, 214}, {8, 48, 107}};
     if (!(t >= 0)) t = 0;
     if (t > 1) t = 1;
@@ -291,31 +291,39 @@ int svg_heat(moe_buf *b, const svg_heatmap *h) {
     double ch = h->rows > 40 ? 5 : h->rows > 20 ? 8 : 16, cw = (right - left) / (double)(h->cols ? h->cols : 1);
     double bottom = top + ch * (double)h->rows, H = bottom + 44;
     open_chart(b, h->id, h->title, W, H);
-    /* the colour scale as the legend */
-    moe_buf_printf(b, "<g class=\"legend\">");
+    /* the colour scale as the legend (data-lo / data-hi: the scale, for comparing charts) */
+    int any_nan = 0;
+    for (size_t i = 0; i < h->rows * h->cols; i++) any_nan |= !isfinite(h->values[i]);
+    moe_buf_printf(b, "<g class=\"legend\" data-lo=\"%.6g\" data-hi=\"%.6g\">", h->lo, h->hi);
     for (int i = 0; i < 40; i++) {
         char col[8];
-        heat_color(i / 39.0, col);
+        svg_heat_color(i / 39.0, col);
         moe_buf_printf(b, "<rect x=\"%.1f\" y=\"26\" width=\"4.2\" height=\"10\" fill=\"%s\"/>", left + 4.0 * i, col);
     }
     moe_buf_printf(b, "<text class=\"legend-text\" x=\"%.1f\" y=\"46\" text-anchor=\"middle\">%.3g</text>"
                    "<text class=\"legend-text\" x=\"%.1f\" y=\"46\" text-anchor=\"middle\">%.3g</text>"
                    "<text class=\"legend-text\" x=\"%.1f\" y=\"35\">", left, h->lo, left + 160, h->hi, left + 172);
     svg_text(b, h->scale_label ? h->scale_label : "");
-    moe_buf_printf(b, "</text></g><g class=\"marks\">");
+    moe_buf_printf(b, "</text>");
+    if (any_nan)
+        moe_buf_printf(b, "<rect x=\"%.1f\" y=\"38\" width=\"10\" height=\"9\" fill=\"%s\"/>"
+                       "<text class=\"legend-text\" x=\"%.1f\" y=\"46\">no data</text>",
+                       left + 200, SVG_NO_DATA, left + 214);
+    moe_buf_printf(b, "</g><g class=\"marks\">");
     double span = h->hi > h->lo ? h->hi - h->lo : 1;
     for (size_t r = 0; r < h->rows; r++)
         for (size_t c = 0; c < h->cols; c++) {
             double v = h->values[r * h->cols + c];
-            if (!isfinite(v)) continue;
             char col[8];
-            heat_color((v - h->lo) / span, col);
+            if (isfinite(v)) svg_heat_color((v - h->lo) / span, col);
+            else snprintf(col, sizeof col, "%s", SVG_NO_DATA);
             moe_buf_printf(b, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\"><title>",
                            left + cw * (double)c, top + ch * (double)r, cw + 0.05, ch + 0.05, col);
             if (h->row_labels) svg_text(b, h->row_labels[r]);
             moe_buf_printf(b, ", ");
             if (h->col_labels) svg_text(b, h->col_labels[c]); else moe_buf_printf(b, "%zu", c);
-            moe_buf_printf(b, ": %.4g</title></rect>", v);
+            if (isfinite(v)) moe_buf_printf(b, ": %.4g</title></rect>", v);
+            else moe_buf_printf(b, ": no data</title></rect>");
         }
     moe_buf_printf(b, "</g><g class=\"axes\">");
     size_t every = h->rows > 40 ? 8 : h->rows > 20 ? 2 : 1;
@@ -336,8 +344,20 @@ int svg_heat(moe_buf *b, const svg_heatmap *h) {
             moe_buf_printf(b, "</text>");
         }
     }
+    if (h->x1 > h->x0 && h->cols) {  /* numeric: ticks at round values */
+        double step = nice_step(h->x1 - h->x0, 6);
+        if (step < 1 && h->x1 - h->x0 >= 1) step = 1;
+        for (double v = ceil(h->x0 / step) * step; v <= h->x1 + 1e-9 * step; v += step) {
+            double x = left + (v - h->x0) / (h->x1 - h->x0) * (right - left);
+            moe_buf_printf(b, "<line class=\"tickmark\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/>"
+                           "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">", x, x, bottom,
+                           bottom + 4, x, bottom + 14);
+            tick_label(b, v, 0);
+            moe_buf_printf(b, "</text>");
+        }
+    }
     size_t cstep = h->cols > 12 ? (h->cols + 7) / 8 : 1;
-    for (size_t c = 0; c < h->cols; c += cstep) {
+    for (size_t c = 0; c < h->cols && !(h->x1 > h->x0); c += cstep) {
         double x = left + cw * ((double)c + 0.5);
         moe_buf_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">", x, bottom + 14);
         if (h->col_labels) svg_text(b, h->col_labels[c]); else moe_buf_printf(b, "%zu", c);

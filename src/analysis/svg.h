@@ -47,9 +47,13 @@ typedef struct svg_line_chart {
 
 int svg_line(moe_buf *b, const svg_line_chart *c);
 
-/* A heatmap of values[rows*cols] (NaN: empty cell), colour from lo to hi.
- * Row labels on the left; every row_group rows a separator line. The x axis
- * is labelled with col_labels (may be NULL: col index) every few columns. */
+/* A heatmap of values[rows*cols] (NaN: a grey "no data" cell, with a legend
+ * entry), colour from lo to hi (several heatmaps given the same lo and hi
+ * share one scale; the legend carries data-lo / data-hi). Row labels on the
+ * left; every row_group rows a white separator line. The x axis is labelled
+ * with col_labels (may be NULL: col index) every few columns, or, when
+ * x1 > x0, numerically at round values: the columns then cover [x0, x1]
+ * evenly (column c holds x0 + (c + 0.5) (x1 - x0) / cols). */
 typedef struct svg_heatmap {
     const char *id, *title, *xlabel, *ylabel, *scale_label;
     size_t rows, cols;
@@ -59,10 +63,15 @@ typedef struct svg_heatmap {
     size_t row_group;
     const char *const *group_labels;  /* [rows/row_group] shown instead of row labels (may be NULL) */
     double lo, hi;
+    double x0, x1;            /* numeric x axis (see above); x1 <= x0: labels */
     int width;                /* 0: 560 */
 } svg_heatmap;
 
 int svg_heat(moe_buf *b, const svg_heatmap *h);
+/* The heatmaps' colour at t in [0, 1] (light to dark blue), "#rrggbb" into out[8],
+ * and the colour of a cell without a value. */
+void svg_heat_color(double t, char *out);
+#define SVG_NO_DATA "#d5d9e0"
 
 /* Grouped bars: groups (x categories) x series (legend), values[series*groups]. */
 typedef struct svg_bar_chart {

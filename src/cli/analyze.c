@@ -32,22 +32,36 @@ static void help(FILE *f) {
 int cmd_analyze(int argc, char **argv) {
     const char *cmd = "analyze", *model_dir = NULL, *data = NULL, *out = NULL, *tok_path = NULL;
     long max_tokens = 65536, top = 10, min_count = 5, seq = 0, batch = 8, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
-        if (!(v = cli_value(cmd, argc, argv, &i))) return 2;
-        if (!strcmp(a, "--model")) model_dir = v;
-        else if (!strcmp(a, "--data")) data = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--tokenizer")) tok_path = v;
-        else if (!strcmp(a, "--max-tokens")) { if (cli_int(cmd, a, v, 0, 1L << 40, &max_tokens)) return 2; }
-        else if (!strcmp(a, "--top")) { if (cli_int(cmd, a, v, 0, 1000, &top)) return 2; }
-        else if (!strcmp(a, "--min-count")) { if (cli_int(cmd, a, v, 1, 1L << 40, &min_count)) return 2; }
-        else if (!strcmp(a, "--seq")) { if (cli_int(cmd, a, v, 1, 1 << 20, &seq)) return 2; }
-        else if (!strcmp(a, "--batch")) { if (cli_int(cmd, a, v, 1, 4096, &batch)) return 2; }
-        else if (!strcmp(a, "--threads")) { if (cli_int(cmd, a, v, 1, 1024, &threads)) return 2; }
-        else { fprintf(stderr, "moe analyze: unknown option '%s' (see --help)\n", a); return 2; }
+    enum { O_MODEL = 256, O_DATA, O_OUT, O_TOKENIZER, O_MAX_TOKENS, O_TOP, O_MIN_COUNT, O_SEQ, O_BATCH, O_THREADS };
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'}, {"model", required_argument, 0, O_MODEL},
+        {"data", required_argument, 0, O_DATA}, {"out", required_argument, 0, O_OUT},
+        {"tokenizer", required_argument, 0, O_TOKENIZER}, {"max-tokens", required_argument, 0, O_MAX_TOKENS},
+        {"top", required_argument, 0, O_TOP}, {"min-count", required_argument, 0, O_MIN_COUNT},
+        {"seq", required_argument, 0, O_SEQ}, {"batch", required_argument, 0, O_BATCH},
+        {"threads", required_argument, 0, O_THREADS}, {0, 0, 0, 0}};
+    cli_parser p;
+    cli_begin(&p, cmd, argc, argv, opts);
+    for (int c; (c = cli_next(&p)) != -1;) {
+        const char *v = p.value;
+        int bad = 0;
+        switch (c) {
+        case 'h': help(stdout); return 0;
+        case O_MODEL: model_dir = v; break;
+        case O_DATA: data = v; break;
+        case O_OUT: out = v; break;
+        case O_TOKENIZER: tok_path = v; break;
+        case O_MAX_TOKENS: bad = cli_int(&p, v, 0, 1L << 40, &max_tokens); break;
+        case O_TOP: bad = cli_int(&p, v, 0, 1000, &top); break;
+        case O_MIN_COUNT: bad = cli_int(&p, v, 1, 1L << 40, &min_count); break;
+        case O_SEQ: bad = cli_int(&p, v, 1, 1 << 20, &seq); break;
+        case O_BATCH: bad = cli_int(&p, v, 1, 4096, &batch); break;
+        case O_THREADS: bad = cli_int(&p, v, 1, 1024, &threads); break;
+        default: return 2;
+        }
+        if (bad) return 2;
     }
+    if (cli_positionals(&p, 0) < 0) return 2;
     if (!model_dir || !data) { fprintf(stderr, "moe analyze: --model DIR and --data FILE are required\n"); return 2; }
     if (threads) omp_set_num_threads((int)threads);
 

@@ -3,6 +3,7 @@
 #ifndef MOE_CLI_H
 #define MOE_CLI_H
 
+#include <getopt.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,12 +20,41 @@ int cmd_report(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 
-/* Option parsing: each returns 0 and sets *out, or prints
- * "moe CMD: option --name: expected ..., found '...'" and returns -1. */
-int cli_int(const char *cmd, const char *opt, const char *val, long lo, long hi, long *out);
-int cli_double(const char *cmd, const char *opt, const char *val, double lo, double hi, double *out);
-/* argv[*i] is an option that takes a value: returns argv[*i+1] and advances,
- * or prints "missing value" and returns NULL. */
-const char *cli_value(const char *cmd, int argc, char **argv, int *i);
+/* Option parsing, one mechanism for every command: getopt_long over a
+ * command's table of long options (each also takes --name=VALUE; -h is
+ * --help). A table ends with {0}; val is what cli_next returns.
+ *
+ *   cli_parser p;
+ *   cli_begin(&p, "train", argc, argv, OPTS);
+ *   for (int c; (c = cli_next(&p)) != -1;)
+ *       switch (c) { case 'h': ...; case O_STEPS: use p.value; ...; default: return 2; }
+ *
+ * cli_next prints the error line itself ("moe CMD: unknown option '--x'",
+ * "moe CMD: option --steps needs a value") and returns '?'. At -1, argv has
+ * been permuted so that the positional arguments are argv[p.first_positional..]. */
+typedef struct cli_parser {
+    const char *cmd;               /* "train", "tokenizer encode": the messages' prefix */
+    int argc;
+    char **argv;
+    const struct option *opts;
+    const char *value;             /* the current option's value (NULL for a flag) */
+    char name[64];                 /* the current option as "--name", for messages */
+    int first_positional;
+    int in_order;                  /* set after cli_begin: positional arguments come back
+                                    * from cli_next as 1 (value in p.value), in their place */
+} cli_parser;
+
+void cli_begin(cli_parser *p, const char *cmd, int argc, char **argv, const struct option *opts);
+int cli_next(cli_parser *p);
+/* The number of positional arguments, or -1 (with a message) past max. */
+int cli_positionals(const cli_parser *p, int max);
+
+/* Value parsers for the current option: each returns 0 and sets *out, or
+ * prints "moe CMD: option --name: expected ..., found '...'" and returns -1.
+ * cli_number checks only the syntax ("a whole number" when whole); the
+ * caller checks the range (config keys check their own). */
+int cli_int(const cli_parser *p, const char *val, long lo, long hi, long *out);
+int cli_double(const cli_parser *p, const char *val, double lo, double hi, double *out);
+int cli_number(const cli_parser *p, const char *val, int whole, double *out);
 
 #endif

@@ -109,23 +109,39 @@ int cmd_eval(int argc, char **argv) {
     long max_tokens = 0, limit = 0, seq = 0, batch = 8, threads = 0;
     int robustness = 0;
     if (!data || !tasks) { free(data); free(tasks); return 1; }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); free(data); free(tasks); return 0; }
-        if (!strcmp(a, "--robustness")) { robustness = 1; continue; }
-        if (!(v = cli_value(cmd, argc, argv, &i))) goto usage;
-        if (!strcmp(a, "--model")) model_dir = v;
-        else if (!strcmp(a, "--data")) data[n_data++] = v;
-        else if (!strcmp(a, "--task")) tasks[n_tasks++] = v;
-        else if (!strcmp(a, "--json")) json_path = v;
-        else if (!strcmp(a, "--tokenizer")) tok_path = v;
-        else if (!strcmp(a, "--max-tokens")) { if (cli_int(cmd, a, v, 0, 1L << 40, &max_tokens)) goto usage; }
-        else if (!strcmp(a, "--limit")) { if (cli_int(cmd, a, v, 0, 1L << 30, &limit)) goto usage; }
-        else if (!strcmp(a, "--seq")) { if (cli_int(cmd, a, v, 1, 1 << 20, &seq)) goto usage; }
-        else if (!strcmp(a, "--batch")) { if (cli_int(cmd, a, v, 1, 4096, &batch)) goto usage; }
-        else if (!strcmp(a, "--threads")) { if (cli_int(cmd, a, v, 1, 1024, &threads)) goto usage; }
-        else { fprintf(stderr, "moe eval: unknown option '%s' (see --help)\n", a); goto usage; }
+    enum { O_MODEL = 256, O_DATA, O_TASK, O_JSON, O_TOKENIZER, O_MAX_TOKENS, O_LIMIT, O_SEQ, O_BATCH,
+           O_THREADS, O_ROBUSTNESS };
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'}, {"model", required_argument, 0, O_MODEL},
+        {"data", required_argument, 0, O_DATA}, {"task", required_argument, 0, O_TASK},
+        {"json", required_argument, 0, O_JSON}, {"tokenizer", required_argument, 0, O_TOKENIZER},
+        {"max-tokens", required_argument, 0, O_MAX_TOKENS}, {"limit", required_argument, 0, O_LIMIT},
+        {"seq", required_argument, 0, O_SEQ}, {"batch", required_argument, 0, O_BATCH},
+        {"threads", required_argument, 0, O_THREADS}, {"robustness", no_argument, 0, O_ROBUSTNESS},
+        {0, 0, 0, 0}};
+    cli_parser p;
+    cli_begin(&p, cmd, argc, argv, opts);
+    for (int c; (c = cli_next(&p)) != -1;) {
+        const char *v = p.value;
+        int bad = 0;
+        switch (c) {
+        case 'h': help(stdout); free(data); free(tasks); return 0;
+        case O_ROBUSTNESS: robustness = 1; break;
+        case O_MODEL: model_dir = v; break;
+        case O_DATA: data[n_data++] = v; break;
+        case O_TASK: tasks[n_tasks++] = v; break;
+        case O_JSON: json_path = v; break;
+        case O_TOKENIZER: tok_path = v; break;
+        case O_MAX_TOKENS: bad = cli_int(&p, v, 0, 1L << 40, &max_tokens); break;
+        case O_LIMIT: bad = cli_int(&p, v, 0, 1L << 30, &limit); break;
+        case O_SEQ: bad = cli_int(&p, v, 1, 1 << 20, &seq); break;
+        case O_BATCH: bad = cli_int(&p, v, 1, 4096, &batch); break;
+        case O_THREADS: bad = cli_int(&p, v, 1, 1024, &threads); break;
+        default: bad = 1;
+        }
+        if (bad) goto usage;
     }
+    if (cli_positionals(&p, 0) < 0) goto usage;
     if (!model_dir) { fprintf(stderr, "moe eval: --model DIR is required\n"); goto usage; }
     if (!n_data && !n_tasks) { fprintf(stderr, "moe eval: give at least one --data or --task\n"); goto usage; }
     if (threads) omp_set_num_threads((int)threads);

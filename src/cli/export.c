@@ -26,18 +26,27 @@ static void help(FILE *f) {
 }
 
 int cmd_export(int argc, char **argv) {
+    enum { O_FORMAT = 256, O_OUT, O_TYPE, O_TOKENIZER };
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'}, {"format", required_argument, 0, O_FORMAT},
+        {"out", required_argument, 0, O_OUT}, {"type", required_argument, 0, O_TYPE},
+        {"tokenizer", required_argument, 0, O_TOKENIZER}, {0, 0, 0, 0}};
     const char *format = NULL, *out = NULL, *type = "f32", *tok_path = NULL, *model = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
-        else if (!strcmp(a, "--format")) { if (!(format = cli_value("export", argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--out")) { if (!(out = cli_value("export", argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--type")) { if (!(type = cli_value("export", argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--tokenizer")) { if (!(tok_path = cli_value("export", argc, argv, &i))) return 2; }
-        else if (a[0] == '-' && a[1]) { fprintf(stderr, "moe export: unknown option '%s' (see --help)\n", a); return 2; }
-        else if (model) { fprintf(stderr, "moe export: one MODEL only (found '%s' and '%s')\n", model, a); return 2; }
-        else model = a;
+    cli_parser p;
+    cli_begin(&p, "export", argc, argv, opts);
+    for (int c; (c = cli_next(&p)) != -1;) {
+        switch (c) {
+        case 'h': help(stdout); return 0;
+        case O_FORMAT: format = p.value; break;
+        case O_OUT: out = p.value; break;
+        case O_TYPE: type = p.value; break;
+        case O_TOKENIZER: tok_path = p.value; break;
+        default: return 2;
+        }
     }
+    int npos = cli_positionals(&p, 1);
+    if (npos < 0) return 2;
+    if (npos == 1) model = argv[p.first_positional];
     if (!format || !out || !model) {
         fprintf(stderr, "moe export: --format, --out and MODEL are required\n");
         help(stderr);

@@ -1,7 +1,10 @@
 /* generate.c — `moe generate`: sample text from a model with a KV cache
  * (src/model/decode.c): the prompt in one batched prefill, then one decode
  * step per token, streaming the text as it is produced; --interactive keeps
- * the conversation's cache between prompts read line by line. */
+ * the conversation's cache between prompts read line by line, with Ctrl-C
+ * stopping an answer and /commands changing the sampling. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +37,11 @@ static void help(FILE *f) {
         "                     active experts per token of each MoE layer to stderr\n"
         "  --interactive      read prompts line by line from stdin; each is appended to the\n"
         "                     conversation (after a newline) and answered; the KV cache is kept.\n"
-        "                     An empty line continues the text.\n\n"
+        "                     An empty line continues the text. Ctrl-C stops the answer being\n"
+        "                     written; Ctrl-C at the prompt, or end of input (Ctrl-D), leaves.\n"
+        "                     A line starting with / changes the sampling for what follows:\n"
+        "                     /temp T, /top-k K, /top-p P, /max N, /seed S, /reset (a new\n"
+        "                     conversation), /help; //text sends the text /text.\n\n"
         "When the context reaches the model's max_seq_len, generation slides: it says so on\n"
         "stderr, keeps the last max_seq_len/2 tokens, recomputes their cache and goes on.\n"
         "Models whose router is not causal (expert choice, Lory) are refused (docs/GENERATE.md).\n");
@@ -62,7 +69,12 @@ typedef struct gen {
     moe_buf text;               /* decoded bytes not yet printed (incomplete UTF-8) */
     double prefill_s, decode_s;
     size_t prefill_tok, decode_tok;
+    volatile sig_atomic_t *stop; /* --interactive: set by Ctrl-C, ends the answer */
 } gen;
+
+/* Ctrl-C in --interactive: ends the current answer, or the session at the prompt. */
+static volatile sig_atomic_t interrupted = 0;
+static void on_interrupt(int sig) { (void)sig; interrupted = 1; }
 
 static int push_hist(gen *g, const int *ids, size_t n, moe_err *err) {
     if (g->n_hist + n > g->cap_hist) {
@@ -146,7 +158,7 @@ static int turn(gen *g, const uint32_t *ids, size_t n, long max_tokens, moe_err 
         g->pending = next;
         if (next == eot) break;
         if (emit(g, next, err)) return -1;
-        if (t + 1 == max_tokens) break;
+        if (t + 1 == max_tokens || (g->stop && *g->stop)) break;
         g->pending = -1;
         if (run_tokens(g, &next, 1, 1, err)) return -1;
     }
@@ -170,6 +182,57 @@ static void print_stats(const gen *g) {
     if (!any) fprintf(stderr, "stats: no MoE layers (dense model)\n");
 }
 
+/* A /command of an interactive session: changes the sampling (checked as
+ * the options are), starts a new conversation, or lists the commands. The
+ * answer is one line on stderr. */
+static void session_command(gen *g, const char *line, long *max_tokens, long *seed) {
+    char name[16] = "", extra[2];
+    double v = 0;
+    int n = sscanf(line, "/%15s %lf %1s", name, &v, extra);
+    int has = n >= 2;
+    if (n == 3) {
+        fprintf(stderr, "%s: one value, please (/help lists the commands)\n", line);
+    } else if (!strcmp(name, "help") || !strcmp(name, "?")) {
+        fprintf(stderr, "/temp T      temperature, 0 (greedy) .. 100; now %g\n"
+                        "/top-k K     sample among the K most probable (0: all); now %ld\n"
+                        "/top-p P     ... among the fewest reaching P, (0, 1]; now %g\n"
+                        "/max N       tokens per answer, 1 .. 1000000; now %ld\n"
+                        "/seed S      restart the sampling's random numbers from seed S\n"
+                        "/reset       forget the conversation and start a new document\n"
+                        "//text       send the text /text\n"
+                        "empty line   continue the text; Ctrl-C stops an answer; Ctrl-C at the\n"
+                        "             prompt or Ctrl-D leaves\n",
+                g->s.temperature, g->s.top_k, g->s.top_p, *max_tokens);
+    } else if (!strcmp(name, "reset") && !has) {
+        moe_kv_cache_rewind(g->c, 0);
+        g->n_hist = 0;
+        g->pending = -1;
+        fprintf(stderr, "new conversation\n");
+    } else if ((!strcmp(name, "temp") || !strcmp(name, "temperature")) && has && v >= 0 && v <= 100) {
+        g->s.temperature = v;
+        fprintf(stderr, "temperature %g\n", v);
+    } else if (!strcmp(name, "top-k") && has && v >= 0 && v <= (1 << 24) && v == (long)v) {
+        g->s.top_k = (long)v;
+        fprintf(stderr, "top-k %ld\n", g->s.top_k);
+    } else if (!strcmp(name, "top-p") && has && v > 0 && v <= 1) {
+        g->s.top_p = v;
+        fprintf(stderr, "top-p %g\n", v);
+    } else if (!strcmp(name, "max") && has && v >= 1 && v <= 1000000 && v == (long)v) {
+        *max_tokens = (long)v;
+        fprintf(stderr, "at most %ld tokens per answer\n", *max_tokens);
+    } else if (!strcmp(name, "seed") && has && v >= 0 && v <= 2147483647 && v == (long)v) {
+        *seed = (long)v;
+        moe_rng_seed(&g->rng, (uint64_t)*seed);
+        fprintf(stderr, "seed %ld\n", *seed);
+    } else if (!strcmp(name, "temp") || !strcmp(name, "temperature") || !strcmp(name, "top-k") ||
+               !strcmp(name, "top-p") || !strcmp(name, "max") || !strcmp(name, "seed") || !strcmp(name, "reset")) {
+        fprintf(stderr, "%s: %s (/help lists the ranges)\n", line,
+                !strcmp(name, "reset") ? "takes no value" : has ? "value out of range" : "needs a value");
+    } else {
+        fprintf(stderr, "unknown command '/%s' (/help lists them; //text sends /text)\n", name);
+    }
+}
+
 static int read_all(FILE *f, moe_buf *out) {
     char chunk[65536];
     size_t r;
@@ -183,26 +246,37 @@ int cmd_generate(int argc, char **argv) {
     long max_tokens = 200, top_k = 0, seed = 1;
     double temp = 0.8, top_p = 1.0;
     int stats = 0, interactive = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
-        else if (!strcmp(a, "--model")) { if (!(model_dir = cli_value("generate", argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--prompt")) { if (!(prompt = cli_value("generate", argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--tokenizer")) { if (!(tok_path = cli_value("generate", argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--stats")) stats = 1;
-        else if (!strcmp(a, "--interactive")) interactive = 1;
-        else if (!strcmp(a, "--max-tokens")) {
-            if (!(v = cli_value("generate", argc, argv, &i)) || cli_int("generate", a, v, 1, 1000000, &max_tokens)) return 2;
-        } else if (!strcmp(a, "--top-k")) {
-            if (!(v = cli_value("generate", argc, argv, &i)) || cli_int("generate", a, v, 0, 1 << 24, &top_k)) return 2;
-        } else if (!strcmp(a, "--top-p")) {
-            if (!(v = cli_value("generate", argc, argv, &i)) || cli_double("generate", a, v, 1e-9, 1, &top_p)) return 2;
-        } else if (!strcmp(a, "--seed")) {
-            if (!(v = cli_value("generate", argc, argv, &i)) || cli_int("generate", a, v, 0, 2147483647, &seed)) return 2;
-        } else if (!strcmp(a, "--temperature")) {
-            if (!(v = cli_value("generate", argc, argv, &i)) || cli_double("generate", a, v, 0, 100, &temp)) return 2;
-        } else { fprintf(stderr, "moe generate: unknown option '%s' (see --help)\n", a); return 2; }
+    enum { O_MODEL = 256, O_PROMPT, O_TOKENIZER, O_STATS, O_INTERACTIVE, O_MAX_TOKENS, O_TOP_K, O_TOP_P,
+           O_SEED, O_TEMPERATURE };
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'}, {"model", required_argument, 0, O_MODEL},
+        {"prompt", required_argument, 0, O_PROMPT}, {"tokenizer", required_argument, 0, O_TOKENIZER},
+        {"stats", no_argument, 0, O_STATS}, {"interactive", no_argument, 0, O_INTERACTIVE},
+        {"max-tokens", required_argument, 0, O_MAX_TOKENS}, {"top-k", required_argument, 0, O_TOP_K},
+        {"top-p", required_argument, 0, O_TOP_P}, {"seed", required_argument, 0, O_SEED},
+        {"temperature", required_argument, 0, O_TEMPERATURE}, {0, 0, 0, 0}};
+    cli_parser p;
+    cli_begin(&p, "generate", argc, argv, opts);
+    for (int c; (c = cli_next(&p)) != -1;) {
+        const char *v = p.value;
+        int bad = 0;
+        switch (c) {
+        case 'h': help(stdout); return 0;
+        case O_MODEL: model_dir = v; break;
+        case O_PROMPT: prompt = v; break;
+        case O_TOKENIZER: tok_path = v; break;
+        case O_STATS: stats = 1; break;
+        case O_INTERACTIVE: interactive = 1; break;
+        case O_MAX_TOKENS: bad = cli_int(&p, v, 1, 1000000, &max_tokens); break;
+        case O_TOP_K: bad = cli_int(&p, v, 0, 1 << 24, &top_k); break;
+        case O_TOP_P: bad = cli_double(&p, v, 1e-9, 1, &top_p); break;
+        case O_SEED: bad = cli_int(&p, v, 0, 2147483647, &seed); break;
+        case O_TEMPERATURE: bad = cli_double(&p, v, 0, 100, &temp); break;
+        default: return 2;
+        }
+        if (bad) return 2;
     }
+    if (cli_positionals(&p, 0) < 0) return 2;
     if (!model_dir) { fprintf(stderr, "moe generate: --model DIR is required\n"); return 2; }
     if (interactive && prompt) { fprintf(stderr, "moe generate: --interactive reads its prompts from stdin; drop --prompt\n"); return 2; }
 
@@ -252,22 +326,45 @@ int cmd_generate(int argc, char **argv) {
         fputc('\n', stdout);
     } else {
         int tty = isatty(STDIN_FILENO), eot = (int)moe_tokenizer_eot(tok);
+        struct sigaction sa = {0};
+        sa.sa_handler = on_interrupt;  /* no SA_RESTART: Ctrl-C at the prompt ends the read */
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        g.stop = &interrupted;
+        if (tty)
+            fputs("moe generate: type a line and press Enter: it is added to the text and answered.\n"
+                  "An empty line continues the text. Ctrl-C stops an answer; Ctrl-C at the prompt or\n"
+                  "Ctrl-D leaves. /temp T, /top-k K, /top-p P, /max N change the sampling; /help.\n", stderr);
         ssize_t got;
-        if (tty) fputs("> ", stderr);
-        while ((got = getline(&line, &line_cap, stdin)) >= 0) {
+        for (;;) {
+            if (tty) fputs("> ", stderr);
+            interrupted = 0;
+            errno = 0;
+            got = getline(&line, &line_cap, stdin);
+            if (got < 0 || interrupted) {  /* end of input, or Ctrl-C at the prompt */
+                if (tty) fputc('\n', stderr);
+                break;
+            }
             size_t len = (size_t)got;
             while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+            line[len] = '\0';
+            if (len && line[0] == '/' && (len < 2 || line[1] != '/')) {
+                session_command(&g, line, &max_tokens, &seed);
+                continue;
+            }
+            const char *text = line + (len >= 2 && line[0] == '/');  /* //text sends /text */
+            len -= (size_t)(text - line);
             /* a new line of the conversation, unless this is its start or a new document */
             in.len = 0;
             if (len && g.n_hist && g.pending != eot && moe_buf_append(&in, "\n", 1)) goto oom;
-            if (len && moe_buf_append(&in, line, len)) goto oom;
+            if (len && moe_buf_append(&in, text, len)) goto oom;
             free(ids);
             ids = NULL;
             if (moe_tokenizer_encode(tok, in.len ? in.data : "", in.len, &ids, &n, &err)) goto out;
             if (turn(&g, ids, n, max_tokens, &err)) goto out;
             fputc('\n', stdout);
             fflush(stdout);
-            if (tty) fputs("> ", stderr);
+            if (interrupted) fputs("[stopped]\n", stderr);
         }
     }
     if (stats) print_stats(&g);

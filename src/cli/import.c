@@ -25,16 +25,24 @@ static void help(FILE *f) {
 }
 
 int cmd_import(int argc, char **argv) {
+    enum { O_OUT = 256, O_TOKENIZER };
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'}, {"out", required_argument, 0, O_OUT},
+        {"tokenizer", required_argument, 0, O_TOKENIZER}, {0, 0, 0, 0}};
     const char *out = NULL, *tok_path = NULL, *src = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
-        else if (!strcmp(a, "--out")) { if (!(out = cli_value("import", argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--tokenizer")) { if (!(tok_path = cli_value("import", argc, argv, &i))) return 2; }
-        else if (a[0] == '-' && a[1]) { fprintf(stderr, "moe import: unknown option '%s' (see --help)\n", a); return 2; }
-        else if (src) { fprintf(stderr, "moe import: one SOURCE only (found '%s' and '%s')\n", src, a); return 2; }
-        else src = a;
+    cli_parser p;
+    cli_begin(&p, "import", argc, argv, opts);
+    for (int c; (c = cli_next(&p)) != -1;) {
+        switch (c) {
+        case 'h': help(stdout); return 0;
+        case O_OUT: out = p.value; break;
+        case O_TOKENIZER: tok_path = p.value; break;
+        default: return 2;
+        }
     }
+    int npos = cli_positionals(&p, 1);
+    if (npos < 0) return 2;
+    if (npos == 1) src = argv[p.first_positional];
     if (!out || !src) { fprintf(stderr, "moe import: --out and SOURCE are required\n"); help(stderr); return 2; }
     struct stat st;
     if (stat(src, &st)) { fprintf(stderr, "moe import: %s: no such file or directory\n", src); return 1; }

@@ -1,6 +1,5 @@
 /* init.c — `moe init`: write a randomly initialised model. */
 #include <stdio.h>
-#include <string.h>
 
 #include "cli/cli.h"
 #include "moe/checksum.h"
@@ -41,18 +40,26 @@ static int upcycle_from(moe_model *m, const char *dense, const char *out, moe_er
 }
 
 int cmd_init(int argc, char **argv) {
+    enum { O_CONFIG = 256, O_OUT, O_SEED, O_UPCYCLE };
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'}, {"config", required_argument, 0, O_CONFIG},
+        {"out", required_argument, 0, O_OUT}, {"seed", required_argument, 0, O_SEED},
+        {"upcycle", required_argument, 0, O_UPCYCLE}, {0, 0, 0, 0}};
     const char *config = NULL, *out = NULL, *upcycle = NULL;
     long seed = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
-        else if (!strcmp(a, "--config")) { if (!(config = cli_value("init", argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--out")) { if (!(out = cli_value("init", argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--upcycle")) { if (!(upcycle = cli_value("init", argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--seed")) {
-            if (!(v = cli_value("init", argc, argv, &i)) || cli_int("init", a, v, 0, 2147483647, &seed)) return 2;
-        } else { fprintf(stderr, "moe init: unknown option '%s' (see --help)\n", a); return 2; }
+    cli_parser p;
+    cli_begin(&p, "init", argc, argv, opts);
+    for (int c; (c = cli_next(&p)) != -1;) {
+        switch (c) {
+        case 'h': help(stdout); return 0;
+        case O_CONFIG: config = p.value; break;
+        case O_OUT: out = p.value; break;
+        case O_UPCYCLE: upcycle = p.value; break;
+        case O_SEED: if (cli_int(&p, p.value, 0, 2147483647, &seed)) return 2; break;
+        default: return 2;
+        }
     }
+    if (cli_positionals(&p, 0) < 0) return 2;
     if (!config || !out) { fprintf(stderr, "moe init: --config and --out are required\n"); help(stderr); return 2; }
     moe_err err;
     moe_config cfg;

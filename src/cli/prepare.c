@@ -42,28 +42,30 @@ int cmd_prepare(int argc, char **argv) {
     size_t n_inputs = 0;
     long threads = 0;
     if (!inputs) return 1;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(USAGE, stdout);
-            free(inputs);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--input")) {
-            int k = 0;
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) { inputs[n_inputs++] = argv[++i]; k++; }
-            if (!k) { fprintf(stderr, "moe %s: option --input needs a value\n", cmd); goto usage; }
-        } else if (!strcmp(argv[i], "--out")) {
-            if (!(out = cli_value(cmd, argc, argv, &i))) goto usage;
-        } else if (!strcmp(argv[i], "--tokenizer")) {
-            if (!(tokpath = cli_value(cmd, argc, argv, &i))) goto usage;
-        } else if (!strcmp(argv[i], "--threads")) {
-            if (!(v = cli_value(cmd, argc, argv, &i)) || cli_int(cmd, "--threads", v, 1, 1024, &threads)) goto usage;
-        } else if (!strcmp(argv[i], "--domain-field")) {
-            if (!(domain_field = cli_value(cmd, argc, argv, &i))) goto usage;
-        } else {
-            fprintf(stderr, "moe %s: unknown option '%s'\n", cmd, argv[i]);
+    enum { O_INPUT = 256, O_OUT, O_TOKENIZER, O_THREADS, O_DOMAIN_FIELD };
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'}, {"input", required_argument, 0, O_INPUT},
+        {"out", required_argument, 0, O_OUT}, {"tokenizer", required_argument, 0, O_TOKENIZER},
+        {"threads", required_argument, 0, O_THREADS}, {"domain-field", required_argument, 0, O_DOMAIN_FIELD},
+        {0, 0, 0, 0}};
+    cli_parser p;
+    cli_begin(&p, cmd, argc, argv, opts);
+    p.in_order = 1;
+    int last_input = 0;  /* --input a b c: the paths after --input's value, in order */
+    for (int c; (c = cli_next(&p)) != -1;) {
+        if (c == 1 && !last_input) {
+            fprintf(stderr, "moe %s: unexpected argument '%s' (input paths follow --input)\n", cmd, p.value);
             goto usage;
+        }
+        last_input = c == O_INPUT || c == 1;
+        switch (c) {
+        case 'h': fputs(USAGE, stdout); free(inputs); return 0;
+        case 1: case O_INPUT: inputs[n_inputs++] = p.value; break;
+        case O_OUT: out = p.value; break;
+        case O_TOKENIZER: tokpath = p.value; break;
+        case O_THREADS: if (cli_int(&p, p.value, 1, 1024, &threads)) goto usage; break;
+        case O_DOMAIN_FIELD: domain_field = p.value; break;
+        default: goto usage;
         }
     }
     if (!n_inputs || !out) {

@@ -20,23 +20,23 @@ static void help(FILE *f) {
 }
 
 int cmd_report(int argc, char **argv) {
+    enum { O_OUT = 256 };
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'}, {"out", required_argument, 0, O_OUT}, {0, 0, 0, 0}};
     const char *out = NULL;
-    const char **runs = calloc((size_t)argc, sizeof *runs);
-    size_t n = 0;
-    if (!runs) return 1;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { help(stdout); free(runs); return 0; }
-        if (!strcmp(argv[i], "--out")) {
-            if (!(out = cli_value("report", argc, argv, &i))) { free(runs); return 2; }
-        } else if (!strncmp(argv[i], "--", 2)) {
-            fprintf(stderr, "moe report: unknown option '%s' (see --help)\n", argv[i]);
-            free(runs);
-            return 2;
-        } else {
-            runs[n++] = argv[i];
+    cli_parser p;
+    cli_begin(&p, "report", argc, argv, opts);
+    for (int c; (c = cli_next(&p)) != -1;) {
+        switch (c) {
+        case 'h': help(stdout); return 0;
+        case O_OUT: out = p.value; break;
+        default: return 2;
         }
     }
-    if (!n) { fprintf(stderr, "moe report: give at least one run directory\n"); free(runs); return 2; }
+    /* the run directories: the positional arguments (getopt put them last) */
+    const char **runs = (const char **)(argv + p.first_positional);
+    size_t n = (size_t)(argc - p.first_positional);
+    if (!n) { fprintf(stderr, "moe report: give at least one run directory\n"); return 2; }
     moe_err err;
     moe_buf b = {0};
     char path[4096];
@@ -55,6 +55,5 @@ fail:
     fprintf(stderr, "moe report: %s\n", err.msg);
 done:
     moe_buf_free(&b);
-    free(runs);
     return rc;
 }

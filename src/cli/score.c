@@ -49,14 +49,22 @@ static int parse_ids(const char *text, const char *what, int **ids, size_t *n, m
 }
 
 int cmd_score(int argc, char **argv) {
+    enum { O_MODEL = 256, O_TOKENS };
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'}, {"model", required_argument, 0, O_MODEL},
+        {"tokens", required_argument, 0, O_TOKENS}, {0, 0, 0, 0}};
     const char *model_dir = NULL, *tokens = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
-        else if (!strcmp(a, "--model")) { if (!(model_dir = cli_value("score", argc, argv, &i))) return 2; }
-        else if (!strcmp(a, "--tokens")) { if (!(tokens = cli_value("score", argc, argv, &i))) return 2; }
-        else { fprintf(stderr, "moe score: unknown option '%s' (see --help)\n", a); return 2; }
+    cli_parser p;
+    cli_begin(&p, "score", argc, argv, opts);
+    for (int c; (c = cli_next(&p)) != -1;) {
+        switch (c) {
+        case 'h': help(stdout); return 0;
+        case O_MODEL: model_dir = p.value; break;
+        case O_TOKENS: tokens = p.value; break;
+        default: return 2;
+        }
     }
+    if (cli_positionals(&p, 0) < 0) return 2;
     if (!model_dir || !tokens) { fprintf(stderr, "moe score: --model and --tokens are required\n"); return 2; }
     moe_err err;
     size_t len;

@@ -145,22 +145,28 @@ static int train(int argc, char **argv) {
     size_t n_inputs = 0;
     long vocab = 0, threads = 0;
     if (!inputs) return 1;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (is_help(argv[i])) { fputs(TRAIN_USAGE, stdout); free(inputs); return 0; }
-        if (!strcmp(argv[i], "--input")) {
-            int k = 0;
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) { inputs[n_inputs++] = argv[++i]; k++; }
-            if (!k) { fprintf(stderr, "moe %s: option --input needs a value\n", cmd); goto usage; }
-        } else if (!strcmp(argv[i], "--vocab")) {
-            if (!(v = cli_value(cmd, argc, argv, &i)) || cli_int(cmd, "--vocab", v, 257, 1 << 24, &vocab)) goto usage;
-        } else if (!strcmp(argv[i], "--out")) {
-            if (!(out = cli_value(cmd, argc, argv, &i))) goto usage;
-        } else if (!strcmp(argv[i], "--threads")) {
-            if (!(v = cli_value(cmd, argc, argv, &i)) || cli_int(cmd, "--threads", v, 1, 1024, &threads)) goto usage;
-        } else {
-            fprintf(stderr, "moe %s: unknown option '%s'\n", cmd, argv[i]);
+    enum { O_INPUT = 256, O_VOCAB, O_OUT, O_THREADS };
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'}, {"input", required_argument, 0, O_INPUT},
+        {"vocab", required_argument, 0, O_VOCAB}, {"out", required_argument, 0, O_OUT},
+        {"threads", required_argument, 0, O_THREADS}, {0, 0, 0, 0}};
+    cli_parser p;
+    cli_begin(&p, cmd, argc, argv, opts);
+    p.in_order = 1;
+    int last_input = 0;  /* --input a b c: the paths after --input's value, in order */
+    for (int c; (c = cli_next(&p)) != -1;) {
+        if (c == 1 && !last_input) {
+            fprintf(stderr, "moe %s: unexpected argument '%s' (input paths follow --input)\n", cmd, p.value);
             goto usage;
+        }
+        last_input = c == O_INPUT || c == 1;
+        switch (c) {
+        case 'h': fputs(TRAIN_USAGE, stdout); free(inputs); return 0;
+        case 1: case O_INPUT: inputs[n_inputs++] = p.value; break;
+        case O_VOCAB: if (cli_int(&p, p.value, 257, 1 << 24, &vocab)) goto usage; break;
+        case O_OUT: out = p.value; break;
+        case O_THREADS: if (cli_int(&p, p.value, 1, 1024, &threads)) goto usage; break;
+        default: goto usage;
         }
     }
     if (!n_inputs || !vocab || !out) {
@@ -254,28 +260,38 @@ static moe_tokenizer *load_tok(const char *cmd, const io_opts *o) {
 
 /* special_ok: 1 for encode's options, 2 for info / convert (no --input). */
 static int parse_io(const char *cmd, const char *usage, int argc, char **argv, int special_ok, io_opts *o) {
+    enum { O_TOKENIZER = 256, O_INPUT, O_PATTERN, O_OUT, O_ALLOW_SPECIAL, O_STATS, O_QUIET };
+    static const struct option decode_opts[] = {
+        {"help", no_argument, 0, 'h'}, {"tokenizer", required_argument, 0, O_TOKENIZER},
+        {"input", required_argument, 0, O_INPUT}, {"pattern", required_argument, 0, O_PATTERN},
+        {0, 0, 0, 0}};
+    static const struct option encode_opts[] = {
+        {"help", no_argument, 0, 'h'}, {"tokenizer", required_argument, 0, O_TOKENIZER},
+        {"input", required_argument, 0, O_INPUT}, {"pattern", required_argument, 0, O_PATTERN},
+        {"allow-special", no_argument, 0, O_ALLOW_SPECIAL}, {"stats", no_argument, 0, O_STATS},
+        {"quiet", no_argument, 0, O_QUIET}, {0, 0, 0, 0}};
+    static const struct option info_opts[] = {
+        {"help", no_argument, 0, 'h'}, {"tokenizer", required_argument, 0, O_TOKENIZER},
+        {"pattern", required_argument, 0, O_PATTERN}, {"out", required_argument, 0, O_OUT},
+        {0, 0, 0, 0}};
+    const struct option *opts = special_ok == 2 ? info_opts : special_ok ? encode_opts : decode_opts;
     memset(o, 0, sizeof *o);
-    for (int i = 1; i < argc; i++) {
-        if (is_help(argv[i])) { fputs(usage, stdout); return 1; }
-        if (!strcmp(argv[i], "--tokenizer")) {
-            if (!(o->tokenizer = cli_value(cmd, argc, argv, &i))) return -1;
-        } else if (!strcmp(argv[i], "--input") && special_ok != 2) {
-            if (!(o->input = cli_value(cmd, argc, argv, &i))) return -1;
-        } else if (!strcmp(argv[i], "--pattern")) {
-            if (!(o->pattern = cli_value(cmd, argc, argv, &i))) return -1;
-        } else if (special_ok == 2 && !strcmp(argv[i], "--out")) {
-            if (!(o->out = cli_value(cmd, argc, argv, &i))) return -1;
-        } else if (special_ok == 1 && !strcmp(argv[i], "--allow-special")) {
-            o->allow_special = 1;
-        } else if (special_ok == 1 && !strcmp(argv[i], "--stats")) {
-            o->stats = 1;
-        } else if (special_ok == 1 && !strcmp(argv[i], "--quiet")) {
-            o->quiet = 1;
-        } else {
-            fprintf(stderr, "moe %s: unknown option '%s'\n", cmd, argv[i]);
-            return -1;
+    cli_parser p;
+    cli_begin(&p, cmd, argc, argv, opts);
+    for (int c; (c = cli_next(&p)) != -1;) {
+        switch (c) {
+        case 'h': fputs(usage, stdout); return 1;
+        case O_TOKENIZER: o->tokenizer = p.value; break;
+        case O_INPUT: o->input = p.value; break;
+        case O_PATTERN: o->pattern = p.value; break;
+        case O_OUT: o->out = p.value; break;
+        case O_ALLOW_SPECIAL: o->allow_special = 1; break;
+        case O_STATS: o->stats = 1; break;
+        case O_QUIET: o->quiet = 1; break;
+        default: return -1;
         }
     }
+    if (cli_positionals(&p, 0) < 0) return -1;
     if (!o->tokenizer) {
         fprintf(stderr, "moe %s: --tokenizer is required\n", cmd);
         return -1;

@@ -1,6 +1,7 @@
 /* train.c — `moe train`: the training loop as a user drives it: options,
  * live progress, metrics, periodic checkpoints, and a clean stop on
  * SIGINT / SIGTERM (a checkpoint is written first). */
+#include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -17,13 +18,15 @@
 
 static void help(FILE *f) {
     fprintf(f,
-        "usage: moe train (--config FILE.json | --model DIR | --resume DIR) --data FILE\n"
-        "                 [--out DIR] [options]\n\n"
+        "usage: moe train (--config FILE.json | --model DIR) --data FILE --out DIR [options]\n"
+        "       moe train --resume DIR [--data FILE] [options]\n\n"
         "  --config FILE     new model from a config (docs/CONFIG.md), initialised with --seed\n"
         "  --model DIR       start from the weights of DIR (fresh optimiser; the ReLU\n"
         "                    router's lambda goes on from DIR's when DIR is a checkpoint)\n"
         "  --resume DIR      continue a run exactly where its last checkpoint stopped\n"
-        "  --data FILE       token file (docs/FORMAT.md)\n"
+        "  --data FILE       token file (docs/FORMAT.md); with --resume the default is\n"
+        "                    the one the run recorded. Either way a resumed run checks\n"
+        "                    that it has the recorded size and CRC-32\n"
         "  --out DIR         run directory (default with --resume: the resumed run)\n"
         "  --tokenizer FILE  tokenizer of the data, copied into every checkpoint so that\n"
         "                    generate and eval find it (default: the resumed model's own)\n"
@@ -47,14 +50,17 @@ static void help(FILE *f) {
 static volatile sig_atomic_t stop_requested = 0;
 static void on_signal(int sig) { stop_requested = sig; }
 
-/* CLI flags that map one-to-one onto numeric config keys. */
-static const struct { const char *flag, *key; } FLAG_KEYS[] = {
-    {"--steps", "steps"}, {"--batch", "batch_size"}, {"--seq", "seq_len"},
-    {"--grad-accum", "grad_accum"}, {"--lr", "lr"}, {"--warmup", "warmup"},
-    {"--seed", "seed"}, {"--threads", "threads"}, {"--checkpoint-every", "checkpoint_every"},
-    {"--keep", "keep_checkpoints"},
+/* CLI flags that map one-to-one onto numeric config keys (whole: an
+ * integer key); cli_next returns FLAG_KEY0 + their index. */
+static const struct { const char *flag, *key; int whole; } FLAG_KEYS[] = {
+    {"steps", "steps", 1}, {"batch", "batch_size", 1}, {"seq", "seq_len", 1},
+    {"grad-accum", "grad_accum", 1}, {"lr", "lr", 0}, {"warmup", "warmup", 1},
+    {"seed", "seed", 1}, {"threads", "threads", 1}, {"checkpoint-every", "checkpoint_every", 1},
+    {"keep", "keep_checkpoints", 1},
 };
 #define N_FLAG_KEYS (sizeof FLAG_KEYS / sizeof FLAG_KEYS[0])
+enum { O_CONFIG = 256, O_MODEL, O_RESUME, O_DATA, O_OUT, O_TOKENIZER, O_NO_SHUFFLE, O_PROFILE,
+       O_ANALYSIS_EVERY, O_ANALYSIS_TOKENS, O_ANALYSIS_DATA, FLAG_KEY0 = 512 };
 
 /* A step whose loss or gradient norm was not finite was skipped: say so;
  * after cfg.max_bad_steps in a row return to the last checkpoint, and give up
@@ -148,49 +154,57 @@ static int load_tokenizer(moe_trainer *tr, const char *path, const char *ckpt, m
 int cmd_train(int argc, char **argv) {
     const char *config = NULL, *model_dir = NULL, *resume = NULL, *data = NULL, *out = NULL;
     const char *tokenizer = NULL;
-    const char *override_key[N_FLAG_KEYS];
+    const char *override_key[N_FLAG_KEYS], *override_flag[N_FLAG_KEYS];
     double override_val[N_FLAG_KEYS];
     size_t n_over = 0;
     int no_shuffle = 0, profile = 0;
     const char *analysis_data = NULL;
     long analysis_every = 0, analysis_tokens = 4096;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
-        if (!strcmp(a, "--no-shuffle")) { no_shuffle = 1; continue; }
-        if (!strcmp(a, "--profile")) { profile = 1; continue; }
-        if (!strcmp(a, "--analysis-every")) {
-            const char *v = cli_value("train", argc, argv, &i);
-            if (!v || cli_int("train", a, v, 0, 1L << 40, &analysis_every)) return 2;
-            continue;
+    struct option opts[12 + N_FLAG_KEYS + 1] = {  /* the last one, zero, ends the table */
+        {"help", no_argument, 0, 'h'}, {"config", required_argument, 0, O_CONFIG},
+        {"model", required_argument, 0, O_MODEL}, {"resume", required_argument, 0, O_RESUME},
+        {"data", required_argument, 0, O_DATA}, {"out", required_argument, 0, O_OUT},
+        {"tokenizer", required_argument, 0, O_TOKENIZER}, {"no-shuffle", no_argument, 0, O_NO_SHUFFLE},
+        {"profile", no_argument, 0, O_PROFILE}, {"analysis-every", required_argument, 0, O_ANALYSIS_EVERY},
+        {"analysis-tokens", required_argument, 0, O_ANALYSIS_TOKENS},
+        {"analysis-data", required_argument, 0, O_ANALYSIS_DATA}};
+    for (size_t k = 0; k < N_FLAG_KEYS; k++)
+        opts[12 + k] = (struct option){FLAG_KEYS[k].flag, required_argument, 0, FLAG_KEY0 + (int)k};
+    cli_parser p;
+    cli_begin(&p, "train", argc, argv, opts);
+    for (int c; (c = cli_next(&p)) != -1;) {
+        const char *v = p.value;
+        int bad = 0;
+        switch (c) {
+        case 'h': help(stdout); return 0;
+        case O_CONFIG: config = v; break;
+        case O_MODEL: model_dir = v; break;
+        case O_RESUME: resume = v; break;
+        case O_DATA: data = v; break;
+        case O_OUT: out = v; break;
+        case O_TOKENIZER: tokenizer = v; break;
+        case O_NO_SHUFFLE: no_shuffle = 1; break;
+        case O_PROFILE: profile = 1; break;
+        case O_ANALYSIS_EVERY: bad = cli_int(&p, v, 0, 1L << 40, &analysis_every); break;
+        case O_ANALYSIS_TOKENS: bad = cli_int(&p, v, 1, 1L << 40, &analysis_tokens); break;
+        case O_ANALYSIS_DATA: analysis_data = v; break;
+        default:
+            if (c < FLAG_KEY0 || c >= FLAG_KEY0 + (int)N_FLAG_KEYS) return 2;
+            size_t k = 0;  /* a repeated flag: the last one wins */
+            while (k < n_over && strcmp(override_flag[k], FLAG_KEYS[c - FLAG_KEY0].flag)) k++;
+            override_flag[k] = FLAG_KEYS[c - FLAG_KEY0].flag;
+            override_key[k] = FLAG_KEYS[c - FLAG_KEY0].key;
+            bad = cli_number(&p, v, FLAG_KEYS[c - FLAG_KEY0].whole, &override_val[k]);
+            if (k == n_over) n_over++;
         }
-        if (!strcmp(a, "--analysis-tokens")) {
-            const char *v = cli_value("train", argc, argv, &i);
-            if (!v || cli_int("train", a, v, 1, 1L << 40, &analysis_tokens)) return 2;
-            continue;
-        }
-        if (!strcmp(a, "--analysis-data")) {
-            if (!(analysis_data = cli_value("train", argc, argv, &i))) return 2;
-            continue;
-        }
-        const char **target = !strcmp(a, "--config") ? &config : !strcmp(a, "--model") ? &model_dir
-                            : !strcmp(a, "--resume") ? &resume : !strcmp(a, "--data") ? &data
-                            : !strcmp(a, "--out") ? &out : !strcmp(a, "--tokenizer") ? &tokenizer : NULL;
-        if (target) { if (!(*target = cli_value("train", argc, argv, &i))) return 2; continue; }
-        size_t k = 0;
-        while (k < N_FLAG_KEYS && strcmp(a, FLAG_KEYS[k].flag)) k++;
-        if (k == N_FLAG_KEYS) { fprintf(stderr, "moe train: unknown option '%s' (see --help)\n", a); return 2; }
-        const char *v = cli_value("train", argc, argv, &i);
-        double x;
-        if (!v || cli_double("train", a, v, -1e18, 1e18, &x)) return 2;
-        override_key[n_over] = FLAG_KEYS[k].key;
-        override_val[n_over++] = x;
+        if (bad) return 2;
     }
+    if (cli_positionals(&p, 0) < 0) return 2;
     if ((config != NULL) + (model_dir != NULL) + (resume != NULL) != 1) {
         fprintf(stderr, "moe train: give exactly one of --config, --model or --resume\n");
         return 2;
     }
-    if (!data) { fprintf(stderr, "moe train: --data FILE is required\n"); return 2; }
+    if (!data && !resume) { fprintf(stderr, "moe train: --data FILE is required\n"); return 2; }
     if (!out && !resume) { fprintf(stderr, "moe train: --out DIR is required\n"); return 2; }
 
     moe_err err;
@@ -200,7 +214,7 @@ int cmd_train(int argc, char **argv) {
     moe_trainer tr = {0};
     moe_tokens calib_tokens = {0};
     moe_probe probe = {0};
-    char ckpt[4096] = "";
+    char ckpt[4096] = "", run_data[4096];
     int rc = 1, have_trainer = 0;
 
     /* the model and its config */
@@ -214,7 +228,7 @@ int cmd_train(int argc, char **argv) {
     }
     for (size_t k = 0; k < n_over; k++)
         if (moe_config_set(&cfg, override_key[k], override_val[k], &err)) {
-            fprintf(stderr, "moe train: %s\n", err.msg);
+            fprintf(stderr, "moe train: option --%s: %s\n", override_flag[k], err.msg);
             rc = 2;
             goto done;
         }
@@ -229,10 +243,26 @@ int cmd_train(int argc, char **argv) {
     omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
     if (check_memory(&cfg, model->n_params, &err)) goto fail;
 
+    if (!data) {  /* --resume RUN alone: the data the run recorded (checked against it on restore) */
+        int found = moe_checkpoint_data(ckpt, run_data, sizeof run_data, &err);
+        if (found < 0) goto fail;
+        if (found > 0) {
+            moe_errf(&err, "%s does not record its token file (written by an older moe): give --data FILE",
+                     ckpt);
+            goto fail;
+        }
+        if (access(run_data, R_OK)) {
+            moe_errf(&err, "the run was trained on %s, which is no longer there (%s): give --data FILE "
+                     "with the same tokens", run_data, strerror(errno));
+            goto fail;
+        }
+        data = run_data;
+    }
     if (moe_tokens_read(data, &tokens, &err)) goto fail;
     have_trainer = 1;  /* from here the trainer owns the model */
     if (moe_trainer_create(&tr, &cfg, model, &tokens, out ? out : resume, &err)) goto fail;
     if (resume && moe_trainer_restore(&tr, ckpt, &err)) goto fail;
+    if (data == run_data) fprintf(stderr, "moe train: resuming on the run's data, %s (size and CRC-32 as recorded)\n", data);
     if (model_dir) {  /* ReMoE's lambda goes on from the checkpoint's, not from relu_lambda0 */
         float lambda;
         int found = moe_checkpoint_lambda(ckpt, &lambda, &err);

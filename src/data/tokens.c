@@ -31,6 +31,7 @@ void moe_tokens_free(moe_tokens *t) {
     free(t->doc_domain);
     for (size_t i = 0; i < t->n_domains; i++) free(t->domain_names[i]);
     free(t->domain_names);
+    free(t->path);
     memset(t, 0, sizeof *t);
 }
 
@@ -124,6 +125,12 @@ int moe_tokens_read(const char *path, moe_tokens *out, moe_err *err) {
     char *b = moe_read_file(path, &len, err);
     if (!b) return -1;
     int rc = parse_tokens((const unsigned char *)b, len, path, out, err);
+    if (!rc) {
+        out->file_bytes = len;
+        out->file_crc = moe_crc32(0, b, len);
+        out->path = strdup(path);
+        if (!out->path) rc = moe_errf(err, "out of memory");
+    }
     free(b);
     if (rc) moe_tokens_free(out);
     return rc;
@@ -173,7 +180,7 @@ int moe_loader_init(moe_loader *l, const moe_tokens *t, size_t B, size_t T,
                     int shuffle, uint64_t seed, moe_err *err) {
     memset(l, 0, sizeof *l);
     if (t->n < T + 1)
-        return moe_errf(err, "token file holds %zu tokens, fewer than one sequence of %zu + 1",
+        return moe_errf(err, "%zu tokens, fewer than one sequence of %zu + 1 (seq_len + 1)",
                         t->n, T);
     l->tokens = t;
     l->B = B;

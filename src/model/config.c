@@ -14,7 +14,9 @@ typedef struct {
     key_kind kind;
     size_t offset;
     double def, lo, hi;
-    const char *choices;   /* K_ENUM: '|'-separated allowed values; first is default */
+    const char *choices;   /* K_ENUM: '|'-separated allowed values; first is default.
+                            * K_FLOAT: the range's brackets when an end is open,
+                            * "[)", "(]" or "()"; NULL: closed, [lo, hi] */
     const char *doc;
 } key_spec;
 
@@ -46,7 +48,7 @@ static const key_spec KEYS[] = {
     {"relu_lambda0", K_FLOAT, OFF(relu_lambda0), 1e-8, 0, 1e6, 0, "ReMoE: initial L1 coefficient lambda_0"},
     {"relu_alpha", K_FLOAT, OFF(relu_alpha), 1.2, 1, 100, 0, "ReMoE: lambda is multiplied or divided by alpha each step"},
     {"l1_load_balance", K_BOOL, OFF(l1_load_balance), 1, 0, 1, 0, "ReMoE: load-balanced L1 (false: plain L1, f = 1)"},
-    {"target_sparsity", K_FLOAT, OFF(target_sparsity), 0, 0, 0.999999, 0, "ReMoE target sparsity; 0 means 1 - k/E"},
+    {"target_sparsity", K_FLOAT, OFF(target_sparsity), 0, 0, 1, "[)", "ReMoE target sparsity; 0 means 1 - k/E"},
     {"shared_gate", K_BOOL, OFF(shared_gate), 0, 0, 1, 0, "mix routed and shared experts' outputs by a learned 2-way softmax gate with bias (SMoE-Share); needs n_shared_experts >= 1"},
     {"top_p", K_FLOAT, OFF(top_p), 0.4, 0.01, 1, 0, "TopP: take experts by falling probability until their sum reaches top_p"},
     {"topp_entropy_coef", K_FLOAT, OFF(topp_entropy_coef), 1e-4, 0, 100, 0, "TopP: coefficient of the dynamic loss (mean entropy of the router distribution)"},
@@ -61,8 +63,8 @@ static const key_spec KEYS[] = {
     {"warmup", K_INT, OFF(warmup), -1, -1, 1e9, 0, "linear warm-up steps; -1 means 1% of steps"},
     {"min_lr_ratio", K_FLOAT, OFF(min_lr_ratio), 0.1, 0, 1, 0, "cosine decay ends at lr x this"},
     {"weight_decay", K_FLOAT, OFF(weight_decay), 0.01, 0, 10, 0, "AdamW decay (not applied to 1-D tensors)"},
-    {"beta1", K_FLOAT, OFF(beta1), 0.9, 0, 0.999999, 0, "AdamW beta1"},
-    {"beta2", K_FLOAT, OFF(beta2), 0.999, 0, 0.999999999, 0, "AdamW beta2"},
+    {"beta1", K_FLOAT, OFF(beta1), 0.9, 0, 1, "[)", "AdamW beta1"},
+    {"beta2", K_FLOAT, OFF(beta2), 0.999, 0, 1, "[)", "AdamW beta2"},
     {"adam_eps", K_FLOAT, OFF(adam_eps), 1e-8, 0, 1, 0, "AdamW epsilon"},
     {"grad_clip", K_FLOAT, OFF(grad_clip), 1.0, 0, 1e9, 0, "global gradient-norm clip; 0 disables"},
     {"seed", K_INT, OFF(seed), 1, 0, 2147483647, 0, "seed for init and shuffling"},
@@ -79,6 +81,32 @@ static const key_spec *find_key(const char *name) {
     for (size_t i = 0; i < N_KEYS; i++)
         if (!strcmp(KEYS[i].name, name)) return &KEYS[i];
     return NULL;
+}
+
+/* The known key nearest to an unknown one, if it is near enough to be a
+ * typo: at most 2 edits, and fewer than a third of the name's length. */
+static const char *nearest_key(const char *name) {
+    const char *best = NULL;
+    int best_d = 3;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        int d = moe_edit_distance(name, KEYS[i].name);
+        if (d < best_d && 3 * (size_t)d < strlen(KEYS[i].name)) { best_d = d; best = KEYS[i].name; }
+    }
+    return best;
+}
+
+/* The allowed range as it is written in messages and docs: "[0, 1)". */
+static void range_text(const key_spec *k, char *out, size_t cap) {
+    const char *br = k->kind == K_FLOAT && k->choices ? k->choices : "[]";
+    char lo[32], hi[32];
+    json_format_double(lo, sizeof lo, k->lo);
+    json_format_double(hi, sizeof hi, k->hi);
+    snprintf(out, cap, "%c%s, %s%c", br[0], lo, hi, br[1]);
+}
+
+static int in_range(const key_spec *k, double v) {
+    const char *br = k->kind == K_FLOAT && k->choices ? k->choices : "[]";
+    return (br[0] == '(' ? v > k->lo : v >= k->lo) && (br[1] == ')' ? v < k->hi : v <= k->hi);
 }
 
 /* Copies the n-th '|'-separated choice into out; returns 0 if it exists. */
@@ -111,12 +139,13 @@ void moe_config_defaults(moe_config *c) {
 
 static int set_number(moe_config *c, const key_spec *k, double v, const char *what, moe_err *err) {
     char *field = (char *)c + k->offset;
-    if (k->kind == K_INT && (v != floor(v) || !(v >= k->lo && v <= k->hi)))
-        return moe_errf(err, "%s: key '%s': expected an integer in [%.17g, %.17g], found %.17g",
-                        what, k->name, k->lo, k->hi, v);
-    if (k->kind == K_FLOAT && !(v >= k->lo && v <= k->hi))
-        return moe_errf(err, "%s: key '%s': expected a number in [%g, %g], found %.17g",
-                        what, k->name, k->lo, k->hi, v);
+    if ((k->kind == K_INT && v != floor(v)) || !in_range(k, v)) {
+        char range[80], found[32];
+        range_text(k, range, sizeof range);
+        json_format_double(found, sizeof found, v);
+        return moe_errf(err, "%s%skey '%s': expected %s in %s, found %s", what ? what : "", what ? ": " : "",
+                        k->name, k->kind == K_INT ? "a whole number" : "a number", range, found);
+    }
     if (k->kind == K_INT) *(int *)field = (int)v;
     else *(double *)field = v;
     return 0;
@@ -127,7 +156,7 @@ int moe_config_set(moe_config *c, const char *key, double value, moe_err *err) {
     if (!k || (k->kind != K_INT && k->kind != K_FLOAT && k->kind != K_BOOL))
         return moe_errf(err, "unknown numeric config key '%s'", key);
     if (k->kind == K_BOOL) { *(int *)((char *)c + k->offset) = value != 0; return 0; }
-    return set_number(c, k, value, "option", err);
+    return set_number(c, k, value, NULL, err);
 }
 
 int moe_config_apply_json(moe_config *c, const json_value *obj, const char *what, moe_err *err) {
@@ -137,7 +166,11 @@ int moe_config_apply_json(moe_config *c, const json_value *obj, const char *what
         const char *name = obj->keys[i];
         const json_value *v = &obj->items[i];
         const key_spec *k = find_key(name);
-        if (!k) return moe_errf(err, "%s: unknown config key '%s' (see docs/CONFIG.md)", what, name);
+        if (!k) {
+            const char *near = nearest_key(name);
+            if (near) return moe_errf(err, "%s: unknown config key '%s': did you mean '%s'?", what, name, near);
+            return moe_errf(err, "%s: unknown config key '%s' (see docs/CONFIG.md)", what, name);
+        }
         char *field = (char *)c + k->offset;
         switch (k->kind) {
         case K_INT: case K_FLOAT:
@@ -238,14 +271,14 @@ int moe_config_doc(moe_buf *out) {
     for (size_t i = 0; i < N_KEYS; i++) {
         const key_spec *k = &KEYS[i];
         switch (k->kind) {
-        case K_INT:
-            rc |= moe_buf_printf(out, "| `%s` | integer | %.17g | %.17g .. %.17g | %s |\n",
-                                 k->name, k->def, k->lo, k->hi, k->doc);
+        case K_INT: case K_FLOAT: {
+            char def[32], range[80];
+            json_format_double(def, sizeof def, k->def);
+            range_text(k, range, sizeof range);
+            rc |= moe_buf_printf(out, "| `%s` | %s | %s | %s | %s |\n", k->name,
+                                 k->kind == K_INT ? "integer" : "number", def, range, k->doc);
             break;
-        case K_FLOAT:
-            rc |= moe_buf_printf(out, "| `%s` | number | %g | %g .. %g | %s |\n",
-                                 k->name, k->def, k->lo, k->hi, k->doc);
-            break;
+        }
         case K_BOOL:
             rc |= moe_buf_printf(out, "| `%s` | boolean | %s | true, false | %s |\n",
                                  k->name, k->def ? "true" : "false", k->doc);

@@ -2,6 +2,7 @@
  * AdamW), the metrics log, and checkpoints that resume exactly. */
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -30,9 +31,10 @@ int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
     tr->model = model;
     tr->data = data;
     if (moe_path(tr->out_dir, sizeof tr->out_dir, err, "%s", out_dir)) return -1;
+    const char *file = data->path ? data->path : "the token file";
     if (data->vocab_size > (uint32_t)model->cfg.vocab_size)
-        return moe_errf(err, "the token file's vocabulary (%u) is larger than the model's "
-                        "vocab_size (%d)", data->vocab_size, model->cfg.vocab_size);
+        return moe_errf(err, "%s: its vocabulary (%u ids) is larger than the model's vocab_size (%d)",
+                        file, data->vocab_size, model->cfg.vocab_size);
     size_t N = (size_t)cfg->batch_size * (size_t)cfg->seq_len;
     tr->adam_m = moe_floats_alloc(model->n_params, err);
     tr->adam_v = tr->adam_m ? moe_floats_alloc(model->n_params, err) : NULL;
@@ -43,7 +45,7 @@ int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
     if (!tr->norm_parts) return -1;
     if (moe_loader_init(&tr->loader, data, (size_t)cfg->batch_size, (size_t)cfg->seq_len,
                         cfg->shuffle, (uint64_t)cfg->seed, err))
-        return -1;
+        return moe_err_prefix(err, "%s", file);
     return moe_mkdirs(out_dir, err);
 }
 
@@ -199,6 +201,14 @@ static int write_state(const moe_trainer *tr, const char *dir, moe_err *err) {
                    "  \"step\": %ld,\n  \"loader_position\": %llu,\n  \"data_tokens\": %zu,\n"
                    "  \"lambda\": ", tr->step, (unsigned long long)tr->loader.position, tr->data->n);
     json_write_float(&b, tr->model->rs.lambda);
+    if (tr->data->path) {  /* the data, so that --resume finds it and knows it again */
+        char abs[PATH_MAX];
+        const char *p = realpath(tr->data->path, abs) ? abs : tr->data->path;
+        moe_buf_printf(&b, ",\n  \"data_path\": ");
+        json_write_string(&b, p, strlen(p));
+        moe_buf_printf(&b, ",\n  \"data_bytes\": %llu,\n  \"data_crc32\": \"%08x\"",
+                       (unsigned long long)tr->data->file_bytes, tr->data->file_crc);
+    }
     moe_buf_printf(&b, "\n}\n");
     int rc = b.data ? moe_write_file_atomic(path, b.data, b.len, err)
                     : moe_errf(err, "out of memory");
@@ -283,6 +293,59 @@ int moe_checkpoint_lambda(const char *ckpt, float *lambda, moe_err *err) {
     return rc;
 }
 
+/* The data a checkpoint's state records (data_path, data_bytes, data_crc32):
+ * 0 and the fields set, 1 when it records none (a checkpoint from before
+ * they were written), -1 when they are malformed. */
+static int state_data(const json_value *j, const char *state, const char **path, uint64_t *bytes,
+                      uint32_t *crc, moe_err *err) {
+    const json_value *p = json_get(j, "data_path"), *b = json_get(j, "data_bytes"),
+                     *c = json_get(j, "data_crc32");
+    if (!p && !b && !c) return 1;
+    char *end;
+    unsigned long v = c && c->type == JSON_STRING ? strtoul(c->string, &end, 16) : 0;
+    if (!p || p->type != JSON_STRING || !b || b->type != JSON_NUMBER || !(b->number >= 0) || !c ||
+        c->type != JSON_STRING || strlen(c->string) != 8 || *end || v > 0xFFFFFFFFul)
+        return moe_errf(err, "%s: expected a string \"data_path\", a number \"data_bytes\" and an "
+                        "8-digit hex string \"data_crc32\"", state);
+    *path = p->string;
+    *bytes = (uint64_t)b->number;
+    *crc = (uint32_t)v;
+    return 0;
+}
+
+/* The token file being used is the one the run recorded: same size and CRC. */
+static int check_data(const json_value *j, const char *state, const moe_tokens *t, moe_err *err) {
+    const char *path = NULL;
+    uint64_t bytes = 0;
+    uint32_t crc = 0;
+    int r = state_data(j, state, &path, &bytes, &crc, err);
+    if (r) return r < 0 ? -1 : 0;
+    if (!t->path) return 0;  /* built in memory: nothing to compare */
+    if (bytes != t->file_bytes || crc != t->file_crc)
+        return moe_errf(err, "%s is not the data this run was trained on: the run recorded %s "
+                        "(%llu bytes, CRC-32 %08x), this file has %llu bytes, CRC-32 %08x; it was "
+                        "changed or replaced: resume with the same data, or start a new run with "
+                        "--model", t->path, path, (unsigned long long)bytes, crc,
+                        (unsigned long long)t->file_bytes, t->file_crc);
+    return 0;
+}
+
+int moe_checkpoint_data(const char *ckpt, char *path_out, size_t cap, moe_err *err) {
+    char path[4096];
+    if (moe_path(path, sizeof path, err, "%s/trainer_state.json", ckpt)) return -1;
+    if (access(path, F_OK) != 0) return 1;
+    if (moe_checksums_verify(ckpt, "trainer_state.json", err)) return -1;
+    json_value *j = json_parse_file(path, err);
+    if (!j) return -1;
+    const char *p = NULL;
+    uint64_t bytes = 0;
+    uint32_t crc = 0;
+    int rc = state_data(j, path, &p, &bytes, &crc, err);
+    if (rc == 0 && moe_path(path_out, cap, err, "%s", p)) rc = -1;
+    json_free(j);
+    return rc;
+}
+
 int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
     char path[4096];
     const moe_layout *L = &tr->model->layout;
@@ -319,6 +382,8 @@ int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
     else if ((size_t)ntok->number != tr->data->n)
         rc = moe_errf(err, "%s: the run was trained on a token file of %.0f tokens, this one has "
                       "%zu: resume with the same --data", path, ntok->number, tr->data->n);
+    else if (check_data(j, path, tr->data, err))
+        rc = -1;
     else {
         tr->step = (long)step->number;
         tr->loader.position = (uint64_t)pos->number;

@@ -7,60 +7,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <zlib.h>
 
 #include "moe/fileio.h"
 
-/* CRC-32 by slicing-by-16. Row 0 of the tables is the byte-at-a-time table
- * of the reflected polynomial 0xEDB88320; row k[b] is the CRC register after
- * byte b followed by k zero bytes. One step folds 16 input bytes into the
- * register with 16 lookups, a byte's row chosen by how many bytes follow it
- * in the block: bit-identical to the byte loop, ~4 GB/s against ~0.5. The
- * tables (16 KB) are built per call, in microseconds, next to a file's read
- * or a token file's gigabytes. The 16-byte step reads the input as
- * little-endian words, so a big-endian machine uses the byte loop alone. */
-typedef struct crc_tables {
-    uint32_t t[16][256];
-} crc_tables;
-
-static void crc_tables_build(crc_tables *c) {
-    for (uint32_t b = 0; b < 256; b++) {
-        uint32_t r = b;
-        for (int k = 0; k < 8; k++) r = (r >> 1) ^ (0xEDB88320u & (0u - (r & 1u)));
-        c->t[0][b] = r;
-    }
-    for (int k = 1; k < 16; k++)
-        for (uint32_t b = 0; b < 256; b++) {
-            uint32_t prev = c->t[k - 1][b];
-            c->t[k][b] = (prev >> 8) ^ c->t[0][prev & 0xFF];
-        }
-}
-
-/* crc: a finished CRC (0 to start), as zlib's crc32() takes it. */
-static uint32_t crc_update(const crc_tables *c, uint32_t crc, const unsigned char *p, size_t len) {
-    const uint32_t (*t)[256] = c->t;
-    crc = ~crc;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    for (; len >= 16; p += 16, len -= 16) {
-        uint32_t a, b, c4, d;  /* memcpy: p need not be aligned */
-        memcpy(&a, p, 4);
-        memcpy(&b, p + 4, 4);
-        memcpy(&c4, p + 8, 4);
-        memcpy(&d, p + 12, 4);
-        a ^= crc;
-        crc = t[15][a & 0xFF] ^ t[14][(a >> 8) & 0xFF] ^ t[13][(a >> 16) & 0xFF] ^ t[12][a >> 24] ^
-              t[11][b & 0xFF] ^ t[10][(b >> 8) & 0xFF] ^ t[9][(b >> 16) & 0xFF] ^ t[8][b >> 24] ^
-              t[7][c4 & 0xFF] ^ t[6][(c4 >> 8) & 0xFF] ^ t[5][(c4 >> 16) & 0xFF] ^ t[4][c4 >> 24] ^
-              t[3][d & 0xFF] ^ t[2][(d >> 8) & 0xFF] ^ t[1][(d >> 16) & 0xFF] ^ t[0][d >> 24];
-    }
-#endif
-    for (; len > 0; p++, len--) crc = t[0][(crc ^ *p) & 0xFF] ^ (crc >> 8);
-    return ~crc;
-}
-
+/* CRC-32 (the zlib/PNG one: reflected polynomial 0xEDB88320) is zlib's
+ * crc32(), which takes and returns a finished CRC (0 to start) as moe_crc32
+ * does. zlib's length argument is a uInt, so a buffer past 4 GiB is fed in
+ * pieces. */
 uint32_t moe_crc32(uint32_t crc, const void *data, size_t len) {
-    crc_tables c;
-    crc_tables_build(&c);
-    return crc_update(&c, crc, data, len);
+    const unsigned char *p = data;
+    uLong c = crc;
+    while (len > 0) {
+        uInt n = len > (1u << 30) ? 1u << 30 : (uInt)len;
+        c = crc32(c, p, n);
+        p += n;
+        len -= n;
+    }
+    return (uint32_t)c;
 }
 
 /* CRC and size of a whole file, read 1 MiB at a time (fewer read calls than
@@ -74,12 +38,10 @@ static int file_crc(const char *path, uint32_t *crc, size_t *size, moe_err *err)
         fclose(f);
         return moe_errf(err, "out of memory");
     }
-    crc_tables tables;
-    crc_tables_build(&tables);
     size_t n, total = 0;
     uint32_t c = 0;
     while ((n = fread(buf, 1, CHUNK, f)) > 0) {
-        c = crc_update(&tables, c, buf, n);
+        c = moe_crc32(c, buf, n);
         total += n;
     }
     int bad = ferror(f);

@@ -489,12 +489,31 @@ int json_write_string(moe_buf *b, const char *s, size_t len) {
     return moe_buf_append(b, "\"", 1);
 }
 
+void json_format_double(char *buf, size_t cap, double x) {
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(buf, cap, "%.*g", digits, x);
+        if (digits == 17 || strtod(buf, NULL) == x) return;
+    }
+}
+
+void json_format_float(char *buf, size_t cap, float x) {
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(buf, cap, "%.*g", digits, (double)x);
+        /* read back as a float, and as a double then rounded (Python, numpy) */
+        if (digits == 9 || (strtof(buf, NULL) == x && (float)strtod(buf, NULL) == x)) return;
+    }
+}
+
 int json_write_double(moe_buf *b, double x) {
     if (!isfinite(x)) return moe_buf_append(b, "null", 4);
-    return moe_buf_printf(b, "%.17g", x);
+    char s[32];
+    json_format_double(s, sizeof s, x);
+    return moe_buf_append(b, s, strlen(s));
 }
 
 int json_write_float(moe_buf *b, float x) {
     if (!isfinite(x)) return moe_buf_append(b, "null", 4);
-    return moe_buf_printf(b, "%.9g", (double)x);
+    char s[32];
+    json_format_float(s, sizeof s, x);
+    return moe_buf_append(b, s, strlen(s));
 }

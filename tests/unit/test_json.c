@@ -2,7 +2,10 @@
 #include "harness.h"
 #include "moe/json.h"
 
+#include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -212,6 +215,53 @@ static void test_write_numbers(void) {
     moe_buf_free(&b);
 }
 
+/* The shortest text that reads back exactly: 0.9 is "0.9", not
+ * "0.90000000000000002"; and on random bit patterns, whatever is written
+ * reads back bit-identically and is the first of %.15g / %.16g / %.17g
+ * (%.6g .. %.9g for floats) that does. */
+static void test_write_shortest(void) {
+    const struct { double x; const char *want; } d[] = {
+        {0.9, "0.9"}, {0.999, "0.999"}, {1e-8, "1e-08"}, {5e-4, "0.0005"}, {0.1 + 0.2, "0.30000000000000004"},
+        {10000, "10000"}, {-2.5, "-2.5"}};
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) {
+        moe_buf b = {0};
+        json_write_double(&b, d[i].x);
+        CHECK(b.data && strcmp(b.data, d[i].want) == 0, "%.17g written as %s, want %s", d[i].x, b.data, d[i].want);
+        moe_buf_free(&b);
+    }
+    const struct { float x; const char *want; } f[] = {{0.9f, "0.9"}, {1e-8f, "1e-08"}, {0.1f, "0.1"}, {16777216.0f, "16777216"}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        moe_buf b = {0};
+        json_write_float(&b, f[i].x);
+        CHECK(b.data && strcmp(b.data, f[i].want) == 0, "%.9g written as %s, want %s", (double)f[i].x, b.data, f[i].want);
+        moe_buf_free(&b);
+    }
+    uint64_t s = 0x243F6A8885A308D3ull;
+    int bad = 0;
+    for (int i = 0; i < 20000; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        double x;
+        float y;
+        uint32_t w = (uint32_t)(s >> 32);
+        memcpy(&x, &s, sizeof x);
+        memcpy(&y, &w, sizeof y);
+        char got[32], want[32];
+        if (isfinite(x)) {
+            json_format_double(got, sizeof got, x);
+            for (int p = 15; p <= 17; p++) {
+                snprintf(want, sizeof want, "%.*g", p, x);
+                if (p == 17 || strtod(want, NULL) == x) break;
+            }
+            bad += strtod(got, NULL) != x || strcmp(got, want) != 0;
+        }
+        if (isfinite(y)) {
+            json_format_float(got, sizeof got, y);
+            bad += strtof(got, NULL) != y || (float)strtod(got, NULL) != y || strlen(got) > 15;
+        }
+    }
+    CHECK(bad == 0, "%d random numbers not written in their shortest exact form", bad);
+}
+
 static void test_file(void) {
     moe_err err = {{0}};
     json_value *v = json_parse_file("/nonexistent/dir/x.json", &err);
@@ -267,6 +317,7 @@ int main(void) {
     RUN(test_depth);
     RUN(test_write_string);
     RUN(test_write_numbers);
+    RUN(test_write_shortest);
     RUN(test_file);
     RUN(test_many_keys);
     TEST_MAIN_END();

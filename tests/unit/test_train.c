@@ -29,7 +29,7 @@ static void test_config_validation(void) {
     CHECK(c.ffn_dim == 256, "ffn_dim default is 4 x hidden, got %d", c.ffn_dim);
     CHECK(parse_cfg("{\"hiden\": 64}", &c, &err) < 0 && strstr(err.msg, "'hiden'"), "unknown key: %s", err.msg);
     CHECK(parse_cfg("{\"lr\": -1}", &c, &err) < 0 && strstr(err.msg, "'lr'"), "range: %s", err.msg);
-    CHECK(parse_cfg("{\"n_layers\": 2.5}", &c, &err) < 0 && strstr(err.msg, "integer"), "int: %s", err.msg);
+    CHECK(parse_cfg("{\"n_layers\": 2.5}", &c, &err) < 0 && strstr(err.msg, "whole number"), "int: %s", err.msg);
     CHECK(parse_cfg("{\"shuffle\": 1}", &c, &err) < 0 && strstr(err.msg, "true or false"), "bool: %s", err.msg);
     CHECK(parse_cfg("{\"ffn\": \"sparse\"}", &c, &err) < 0 && strstr(err.msg, "'ffn'"), "enum: %s", err.msg);
     CHECK(parse_cfg("{\"hidden\": 64, \"n_heads\": 3}", &c, &err) < 0 && strstr(err.msg, "n_heads"), "heads: %s", err.msg);
@@ -132,8 +132,8 @@ static void test_loader_order(void) {
 }
 
 /* CRC-32 by its definition, a bit at a time (reflected polynomial
- * 0xEDB88320, register inverted before and after): the reference the sliced
- * moe_crc32 must match bit for bit. */
+ * 0xEDB88320, register inverted before and after): the reference moe_crc32
+ * (zlib's crc32()) must match bit for bit. */
 static uint32_t crc32_bitwise(uint32_t crc, const unsigned char *p, size_t len) {
     crc = ~crc;
     for (size_t i = 0; i < len; i++) {
@@ -144,7 +144,7 @@ static uint32_t crc32_bitwise(uint32_t crc, const unsigned char *p, size_t len) 
 }
 
 /* moe_crc32 against crc32_bitwise on random bytes: every length 0..70 at every
- * start offset 0..15 (the 16-byte step, its tail, unaligned loads), a few large
+ * start offset 0..15 (zlib's word steps, their tails, unaligned loads), a few large
  * lengths, values Python's zlib.crc32 gives, any split of a buffer into pieces,
  * and the CRC of a file spanning several of file_crc's 1 MiB reads. */
 static void test_crc32_against_definition(void) {
