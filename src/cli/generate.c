@@ -4,6 +4,7 @@
  * the conversation's cache between prompts read line by line, with Ctrl-C
  * stopping an answer and /commands changing the sampling. */
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,12 +66,28 @@ typedef struct gen {
     int *feed;                  /* [cap_feed] tokens of the next prefill */
     size_t cap_feed;
     float *logits;              /* [V] after the last token in the cache */
+    uint32_t *unused;           /* [n_unused] ids with no token (holes a rank table
+                                 * leaves, e.g. cl100k's 100256): never sampled */
+    size_t n_unused;
     int pending;                /* sampled but not yet run through the model; -1 none */
     moe_buf text;               /* decoded bytes not yet printed (incomplete UTF-8) */
     double prefill_s, decode_s;
     size_t prefill_tok, decode_tok;
     volatile sig_atomic_t *stop; /* --interactive: set by Ctrl-C, ends the answer */
 } gen;
+
+/* The ids below tv that the tokenizer has no token for, into g->unused. */
+static int find_unused(gen *g, uint32_t tv, moe_err *err) {
+    size_t len;
+    for (uint32_t id = 0; id < tv; id++) {
+        if (moe_tokenizer_token(g->tok, id, &len)) continue;
+        uint32_t *u = realloc(g->unused, (g->n_unused + 1) * sizeof *u);
+        if (!u) return moe_errf(err, "out of memory");
+        g->unused = u;
+        g->unused[g->n_unused++] = id;
+    }
+    return 0;
+}
 
 /* Ctrl-C in --interactive: ends the current answer, or the session at the prompt. */
 static volatile sig_atomic_t interrupted = 0;
@@ -154,6 +171,7 @@ static int turn(gen *g, const uint32_t *ids, size_t n, long max_tokens, moe_err 
     g->pending = -1;
     if (k && run_tokens(g, g->feed, k, 0, err)) return -1;
     for (long t = 0; t < max_tokens; t++) {
+        for (size_t i = 0; i < g->n_unused; i++) g->logits[g->unused[i]] = -INFINITY;
         int next = moe_sample(&g->s, g->logits, &g->rng);
         g->pending = next;
         if (next == eot) break;
@@ -309,6 +327,7 @@ int cmd_generate(int argc, char **argv) {
         goto out;
     g.logits = malloc((size_t)g.m->cfg.vocab_size * sizeof(float));
     if (!g.logits) { moe_errf(&err, "out of memory"); goto out; }
+    if (find_unused(&g, tv, &err)) goto out;
     moe_rng_seed(&g.rng, (uint64_t)seed);
 
     if (!interactive) {
@@ -381,6 +400,7 @@ out:
     free(g.hist);
     free(g.feed);
     free(g.logits);
+    free(g.unused);
     moe_sampler_free(&g.s);
     moe_kv_cache_free(g.c);
     moe_tokenizer_free(tok);

@@ -107,5 +107,23 @@ for spec in '"router": "expert_choice"' '"ffn": "lory", "router": "topk"'; do
   rm -rf "$tmp/nc"
 done
 
+# A tokenizer whose ids have holes (as cl100k's 100256): 256 bytes, then
+# specials at 258, 260 and 269; ids 256, 257, 259 and 261-268 have no token.
+# Sampling must never pick one (before the fix it stopped with "no text").
+python3 - "$tmp/holes.tok" <<'PY'
+import base64, sys
+lines = ["moe-tokenizer 1 ranks 270", "pattern gpt2", "eot 260", "tokens 256"]
+lines += [base64.b64encode(bytes([i])).decode() for i in range(256)]
+lines += ["specials 3", "258 <|start|>", "260 <|endoftext|>", "269 <|st|>"]
+open(sys.argv[1], "w").write("\n".join(lines) + "\n")
+PY
+sed 's/"vocab_size": 257/"vocab_size": 270/' "$tmp/topk.json" >"$tmp/holes.json"
+"$moe" init --config "$tmp/holes.json" --out "$tmp/holes" >/dev/null || bad init_holes
+"$moe" generate --model "$tmp/holes" --tokenizer "$tmp/holes.tok" --prompt x --max-tokens 400 \
+  --temperature 3 --seed 5 </dev/null >"$tmp/out" 2>"$tmp/err"
+rc=$?
+if [ $rc -eq 0 ] && [ ! -s "$tmp/err" ]; then ok unused_ids_never_sampled
+else bad "unused_ids_never_sampled (rc $rc): $(head -2 "$tmp/err")"; fi
+
 echo "# $pass passed, $fail failed"
 [ $fail -eq 0 ]
