@@ -122,7 +122,7 @@ sed 's/"vocab_size": 257/"vocab_size": 270/' "$tmp/topk.json" >"$tmp/holes.json"
 "$moe" generate --model "$tmp/holes" --tokenizer "$tmp/holes.tok" --prompt x --max-tokens 400 \
   --temperature 3 --seed 5 </dev/null >"$tmp/out" 2>"$tmp/err"
 rc=$?
-if [ $rc -eq 0 ] && [ ! -s "$tmp/err" ]; then ok unused_ids_never_sampled
+if [ $rc -eq 0 ] && ! grep -v "sliding" "$tmp/err" | grep -q .; then ok unused_ids_never_sampled
 else bad "unused_ids_never_sampled (rc $rc): $(head -2 "$tmp/err")"; fi
 
 echo "# $pass passed, $fail failed"
