@@ -25,4 +25,8 @@ int cli_double(const char *cmd, const char *opt, const char *val, double lo, dou
  * or prints "missing value" and returns NULL. */
 const char *cli_value(const char *cmd, int argc, char **argv, int *i);
 
+/* Writes the n bytes at s into out[cap] for an error message: printable
+ * ASCII as is, every other byte (NUL included) as \xNN. Returns out. */
+const char *cli_quote(char *out, size_t cap, const char *s, size_t n);
+
 #endif

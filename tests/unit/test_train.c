@@ -36,6 +36,13 @@ static void test_config_validation(void) {
     CHECK(parse_cfg("{\"n_kv_heads\": 3}", &c, &err) < 0 && strstr(err.msg, "n_kv_heads"), "kv: %s", err.msg);
     CHECK(parse_cfg("{\"seq_len\": 4096}", &c, &err) < 0 && strstr(err.msg, "max_seq_len"), "seq: %s", err.msg);
     CHECK(parse_cfg("[1]", &c, &err) < 0, "a non-object config is refused");
+    /* issue 14.6: a string cut at \u0000 must not pass as its prefix */
+    CHECK(parse_cfg("{\"ffn\": \"moe\", \"router\": \"relu\\u0000x\"}", &c, &err) < 0 &&
+          strstr(err.msg, "'router'") && strstr(err.msg, "\\u0000"), "NUL in a string: %s", err.msg);
+    /* issue 14.2: adam_eps 0 divides 0 by 0 for a parameter whose gradient is zero */
+    CHECK(parse_cfg("{\"adam_eps\": 0}", &c, &err) < 0 && strstr(err.msg, "'adam_eps'"),
+          "adam_eps 0: %s", err.msg);
+    CHECK(parse_cfg("{\"adam_eps\": 1e-30}", &c, &err) == 0, "a tiny positive adam_eps: %s", err.msg);
 }
 
 static void write_tokens(const char *path, size_t n, uint32_t vocab) {

