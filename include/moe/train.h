@@ -25,8 +25,10 @@ double moe_grad_norm(const float *g, size_t n, double *part);
 /* One AdamW update (PyTorch semantics: decoupled decay lr*wd*p on tensors
  * with decay set; bias-corrected moments) with the gradients multiplied by
  * grad_scale (the clipping factor) and left zeroed for the next step. t is
- * the 1-based step count. */
-void moe_adamw_update(const moe_layout *L, float *params, float *grads, float grad_scale,
+ * the 1-based step count. Returns how many elements the update left
+ * non-finite (a parameter or either of its moments), counted in the same
+ * pass. */
+size_t moe_adamw_update(const moe_layout *L, float *params, float *grads, float grad_scale,
                       float *m, float *v, double lr, long t, const moe_config *cfg);
 
 /* What one optimiser step measured. */
@@ -42,6 +44,9 @@ typedef struct moe_step_stats {
     size_t tokens;        /* tokens in this step */
     double seconds;       /* wall time of this step */
     int skipped;          /* the loss or gradient norm was not finite: no update */
+    size_t poisoned;      /* elements the update left non-finite (parameters or AdamW
+                           * moments): the model must return to a checkpoint */
+    const char *poisoned_tensor;  /* the first tensor holding one (NULL if none) */
 } moe_step_stats;
 
 typedef struct moe_trainer {

@@ -80,6 +80,31 @@ static int guard_non_finite(moe_trainer *tr, const moe_step_stats *st, int *bad_
     return 0;
 }
 
+/* An update left parameters (or their AdamW moments) non-finite: the
+ * weights are poisoned and cannot be skipped, so training returns to the
+ * last checkpoint at once (never saving the poison), and gives up when that
+ * happens again from the same checkpoint, or when there is none. */
+static int guard_poisoned(moe_trainer *tr, const moe_step_stats *st, long *rolled_back_to, int tty,
+                          moe_err *err) {
+    fprintf(stderr, "%smoe train: step %ld: the update left %zu values non-finite (first in tensor "
+            "'%s', its weights or AdamW moments)\n", tty ? "\r\033[K" : "", st->step, st->poisoned,
+            st->poisoned_tensor);
+    long back;
+    if (moe_trainer_rollback(tr, &back, err))
+        return moe_err_prefix(err, "step %ld poisoned the weights (tensor '%s'), nothing was saved, "
+                              "and there is no checkpoint to return to: lower --lr, check adam_eps "
+                              "and the data", st->step, st->poisoned_tensor);
+    if (back == *rolled_back_to)
+        return moe_errf(err, "training diverged: the weights became non-finite (tensor '%s') again "
+                        "after returning to the checkpoint of step %ld; nothing was changed for you: "
+                        "lower --lr (now %g), check adam_eps and the data", st->poisoned_tensor,
+                        back, tr->cfg.lr);
+    fprintf(stderr, "moe train: returned to the checkpoint of step %ld (weights, optimiser, data "
+            "position, lambda); the learning rate and everything else are unchanged\n", back);
+    *rolled_back_to = back;
+    return 0;
+}
+
 /* MemAvailable from /proc/meminfo, in bytes (0 if unknown). */
 static size_t memory_available(void) {
     FILE *f = fopen("/proc/meminfo", "r");
@@ -291,6 +316,11 @@ int cmd_train(int argc, char **argv) {
         if (moe_trainer_step(&tr, &st, &err) || moe_trainer_log(&tr, &st, &err)) goto fail;
         if (st.skipped && guard_non_finite(&tr, &st, &bad_in_row, &rolled_back_to, tty, &err)) goto fail;
         if (st.skipped) continue;
+        if (st.poisoned) {
+            if (guard_poisoned(&tr, &st, &rolled_back_to, tty, &err)) goto fail;
+            bad_in_row = 0;
+            continue;
+        }
         bad_in_row = 0;
         if (analysis_every && (tr.step % analysis_every == 0 || tr.step == cfg.steps || stop_requested) &&
             moe_probe_measure(&probe, model, tr.step, &err))

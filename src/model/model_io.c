@@ -3,6 +3,7 @@
 #include "moe/model.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,14 @@
 #include "moe/tokenizer.h"
 
 int moe_model_save(const moe_model *m, const char *dir, moe_err *err) {
+    /* poisoned weights are never written: a checkpoint is always one to return to */
+    for (size_t k = 0; k < m->layout.count; k++) {
+        const moe_tensor *t = &m->layout.tensors[k];
+        for (size_t i = 0; i < t->size; i++)
+            if (!isfinite(m->params[t->offset + i]))
+                return moe_errf(err, "%s not written: tensor '%s' holds a non-finite value (%g at "
+                                "element %zu)", dir, t->name, (double)m->params[t->offset + i], i);
+    }
     if (moe_mkdirs(dir, err)) return -1;
     char path[4096];
     moe_buf cfg = {0};

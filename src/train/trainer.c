@@ -60,6 +60,19 @@ void moe_trainer_free(moe_trainer *tr) {
     memset(tr, 0, sizeof *tr);
 }
 
+/* The first tensor whose parameters or AdamW moments hold a NaN or an
+ * infinity (a rare path: only after an update reported one). */
+static const char *first_nonfinite(const moe_trainer *tr) {
+    const moe_layout *L = &tr->model->layout;
+    for (size_t k = 0; k < L->count; k++) {
+        const moe_tensor *t = &L->tensors[k];
+        for (size_t i = t->offset; i < t->offset + t->size; i++)
+            if (!isfinite(tr->model->params[i]) || !isfinite(tr->adam_m[i]) || !isfinite(tr->adam_v[i]))
+                return t->name;
+    }
+    return "?";
+}
+
 int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     moe_model *m = tr->model;
     const moe_config *c = &tr->cfg;
@@ -97,8 +110,9 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     }
     float clip = c->grad_clip > 0 && st->grad_norm > c->grad_clip
                      ? (float)(c->grad_clip / (st->grad_norm + 1e-6)) : 1.0f;
-    moe_adamw_update(&m->layout, m->params, m->grads, clip, tr->adam_m, tr->adam_v, st->lr,
-                     tr->step + 1, c);
+    st->poisoned = moe_adamw_update(&m->layout, m->params, m->grads, clip, tr->adam_m, tr->adam_v,
+                                    st->lr, tr->step + 1, c);
+    if (st->poisoned) st->poisoned_tensor = first_nonfinite(tr);
     st->sparsity = moe_model_end_step(m);
     moe_prof_mark(m->prof, PROF_OPTIMIZER);
     st->step = ++tr->step;
@@ -126,6 +140,7 @@ int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err) {
     json_write_double(&b, st->grad_norm);
     moe_buf_printf(&b, ", \"tokens\": %zu, \"seconds\": %.6f", st->tokens, st->seconds);
     if (st->skipped) moe_buf_printf(&b, ", \"skipped\": true");
+    if (st->poisoned) moe_buf_printf(&b, ", \"nonfinite_params\": %zu", st->poisoned);
     int moe_layers = 0;
     for (int l = 0; l < tr->model->cfg.n_layers; l++) {
         const moe_ffn *f = tr->model->blocks[l].ffn;

@@ -58,5 +58,34 @@ printf '65 66 \000 67\n' >"$tmp/nul2.txt"
 expect_error decode_nul_quoted "found '\\\\x00'" "$moe" tokenizer decode --tokenizer bytes --input "$tmp/nul2.txt"
 expect_error decode_nul_inside "found '3\\\\x004'" "$moe" tokenizer decode --tokenizer bytes --input "$tmp/nul.txt"
 
+# 4. every loader refuses non-finite weights (a valid CRC over a NaN), naming the tensor
+poison() {  # poison DIR FILE TENSOR: a NaN in TENSOR, CHECKSUMS rewritten to match
+  /usr/bin/python3 - "$@" <<'PY'
+import os, sys, zlib; sys.path.insert(0, "tools"); import moe_files
+d, f, name = sys.argv[1:]
+st, meta = moe_files.read_safetensors(f"{d}/{f}")
+st[name].reshape(-1)[1] = float("nan")
+moe_files.write_safetensors(f"{d}/{f}", st, meta)
+lines = []
+for n in sorted(os.listdir(d)):
+    if n != "CHECKSUMS":
+        raw = open(f"{d}/{n}", "rb").read()
+        lines.append(f"{zlib.crc32(raw):08x} {len(raw)} {n}\n")
+open(f"{d}/CHECKSUMS", "w").write("".join(lines))
+PY
+}
+cp -r "$tmp/run" "$tmp/nanrun"
+nck=$(ls -d "$tmp"/nanrun/checkpoints/step-* | tail -1)
+poison "$nck" model.safetensors model.norm.weight
+expect_error nan_score "'model.norm.weight' holds a non-finite" "$moe" score --model "$tmp/nanrun" --tokens "$tmp/ids.txt"
+expect_error nan_generate "'model.norm.weight' holds a non-finite" "$moe" generate --model "$tmp/nanrun" --prompt x --max-tokens 2
+expect_error nan_eval "'model.norm.weight' holds a non-finite" "$moe" eval --model "$tmp/nanrun" --data "$tmp/data.tok" --json "$tmp/e.json"
+expect_error nan_analyze "'model.norm.weight' holds a non-finite" "$moe" analyze --model "$tmp/nanrun" --data "$tmp/data.tok" --out "$tmp/a.json"
+expect_error nan_train_model "'model.norm.weight' holds a non-finite" "$moe" train --model "$tmp/nanrun" --data "$tmp/data.tok" --out "$tmp/nan2"
+expect_error nan_resume "'model.norm.weight' holds a non-finite" "$moe" train --resume "$tmp/nanrun" --data "$tmp/data.tok" --steps 5
+cp -r "$tmp/run" "$tmp/nanopt"
+poison "$(ls -d "$tmp"/nanopt/checkpoints/step-* | tail -1)" optimizer.safetensors exp_avg_sq.lm_head.weight
+expect_error nan_optimizer "'exp_avg_sq.lm_head.weight' holds a non-finite" "$moe" train --resume "$tmp/nanopt" --data "$tmp/data.tok" --steps 5
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

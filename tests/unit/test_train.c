@@ -402,6 +402,45 @@ static void test_determinism_and_exact_resume(void) {
     CHECK(system(cmd) == 0, "cleanup");
 }
 
+/* Issue 14.2: an update that leaves a parameter non-finite is caught in the
+ * optimizer's own pass (here adam_eps 0, past validation: a parameter with a
+ * zero gradient computes 0/0), and poisoned weights are never saved. */
+static void test_poisoned_update_caught(void) {
+    char dir[] = "/tmp/moe_test_poisonXXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char data[4200], run[4200];
+    snprintf(data, sizeof data, "%s/data.tok", dir);
+    snprintf(run, sizeof run, "%s/run", dir);
+    write_tokens(data, 3000, 50);
+    moe_config c;
+    moe_err err;
+    CHECK(parse_cfg("{\"vocab_size\": 60, \"hidden\": 16, \"n_layers\": 1, \"n_heads\": 2, "
+                    "\"max_seq_len\": 16, \"seq_len\": 16, \"batch_size\": 2, \"steps\": 4}", &c, &err) == 0,
+          "%s", err.msg);
+    moe_tokens tok;
+    moe_model *m;
+    moe_trainer tr;
+    moe_step_stats st;
+    CHECK(moe_tokens_read(data, &tok, &err) == 0 && moe_model_create(&c, &m, &err) == 0, "%s", err.msg);
+    moe_model_init(m, 1);
+    CHECK(moe_trainer_create(&tr, &c, m, &tok, run, &err) == 0, "%s", err.msg);
+    CHECK(moe_trainer_step(&tr, &st, &err) == 0 && st.poisoned == 0 && !st.skipped,
+          "a healthy step: %zu poisoned", st.poisoned);
+    tr.cfg.adam_eps = 0.0;  /* rows 50..59 of the embedding never see a gradient */
+    CHECK(moe_trainer_step(&tr, &st, &err) == 0, "%s", err.msg);
+    CHECK(st.poisoned >= 10 * 16 && st.poisoned_tensor && !strcmp(st.poisoned_tensor, "model.embed_tokens.weight"),
+          "0/0 caught: %zu values, tensor %s", st.poisoned, st.poisoned_tensor ? st.poisoned_tensor : "(none)");
+    CHECK(moe_trainer_save(&tr, &err) < 0 && strstr(err.msg, "non-finite") &&
+          strstr(err.msg, "'model.embed_tokens.weight'"), "poisoned weights saved: %s", err.msg);
+    char ck[4096];
+    CHECK(moe_resolve_checkpoint(run, ck, sizeof ck, &err) < 0, "a checkpoint of poisoned weights exists");
+    moe_trainer_free(&tr);
+    moe_tokens_free(&tok);
+    char cmd[4300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+}
+
 int main(void) {
     RUN(test_config_validation);
     RUN(test_tokens_roundtrip_and_errors);
@@ -411,5 +450,6 @@ int main(void) {
     RUN(test_lr_schedule);
     RUN(test_adamw_kernel);
     RUN(test_determinism_and_exact_resume);
+    RUN(test_poisoned_update_caught);
     TEST_MAIN_END();
 }
