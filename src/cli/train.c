@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -105,7 +106,8 @@ static int guard_poisoned(moe_trainer *tr, const moe_step_stats *st, long *rolle
     return 0;
 }
 
-/* MemAvailable from /proc/meminfo, in bytes (0 if unknown). */
+/* MemAvailable from /proc/meminfo, in bytes, or the address-space limit
+ * (ulimit -v) when that is lower (0 if neither is known). */
 static size_t memory_available(void) {
     FILE *f = fopen("/proc/meminfo", "r");
     char line[256];
@@ -113,7 +115,11 @@ static size_t memory_available(void) {
     while (f && fgets(line, sizeof line, f))
         if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
     if (f) fclose(f);
-    return kb * 1024;
+    size_t have = kb * 1024;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (!have || rl.rlim_cur < have))
+        have = (size_t)rl.rlim_cur;
+    return have;
 }
 
 /* Refuses, before the large allocations, a run that cannot fit in memory. */
@@ -228,14 +234,13 @@ int cmd_train(int argc, char **argv) {
     char ckpt[4096] = "";
     int rc = 1, have_trainer = 0;
 
-    /* the model and its config */
+    /* the config first: the memory check comes before the model is allocated */
     if (config) {
         if (moe_config_load(config, &cfg, &err)) goto fail;
     } else {
         if (moe_resolve_checkpoint(resume ? resume : model_dir, ckpt, sizeof ckpt, &err) ||
-            moe_model_load(ckpt, &model, &err))
+            moe_checkpoint_config(ckpt, &cfg, &err))
             goto fail;
-        cfg = model->cfg;
     }
     for (size_t k = 0; k < n_over; k++)
         if (moe_config_set(&cfg, override_key[k], override_val[k], &err)) {
@@ -245,14 +250,16 @@ int cmd_train(int argc, char **argv) {
         }
     if (no_shuffle) cfg.shuffle = 0;
     if (moe_config_finalize(&cfg, &err)) goto fail;
+    size_t n_params;
+    if (moe_model_count_params(&cfg, &n_params, &err) || check_memory(&cfg, n_params, &err)) goto fail;
     if (config) {
         if (moe_model_create(&cfg, &model, &err)) goto fail;
         moe_model_init(model, (uint64_t)cfg.seed);
     } else {
+        if (moe_model_load(ckpt, &model, &err)) goto fail;
         model->cfg = cfg;  /* training keys may differ; model keys come from the checkpoint */
     }
     omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
-    if (check_memory(&cfg, model->n_params, &err)) goto fail;
 
     if (moe_tokens_read(data, &tokens, &err)) goto fail;
     have_trainer = 1;  /* from here the trainer owns the model */

@@ -51,8 +51,7 @@ int moe_model_save(const moe_model *m, const char *dir, moe_err *err) {
     return rc ? rc : moe_checksums_write(dir, err);
 }
 
-/* Reads config.json of a checkpoint directory into a finalized config. */
-static int load_config(const char *dir, moe_config *cfg, moe_err *err) {
+int moe_checkpoint_config(const char *dir, moe_config *cfg, moe_err *err) {
     char path[4096];
     if (moe_path(path, sizeof path, err, "%s/config.json", dir) ||
         moe_checksums_verify(dir, "config.json", err))
@@ -83,7 +82,7 @@ int moe_model_load(const char *dir, moe_model **out, moe_err *err) {
     char ckpt[4096];
     if (moe_resolve_checkpoint(dir, ckpt, sizeof ckpt, err)) return -1;
     moe_config cfg;
-    if (load_config(ckpt, &cfg, err)) return -1;
+    if (moe_checkpoint_config(ckpt, &cfg, err)) return -1;
     moe_model *m;
     if (moe_model_create(&cfg, &m, err)) return -1;
     if (moe_model_load_weights(m, ckpt, err)) { moe_model_free(m); return -1; }

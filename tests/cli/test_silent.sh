@@ -87,5 +87,25 @@ cp -r "$tmp/run" "$tmp/nanopt"
 poison "$(ls -d "$tmp"/nanopt/checkpoints/step-* | tail -1)" optimizer.safetensors exp_avg_sq.lm_head.weight
 expect_error nan_optimizer "'exp_avg_sq.lm_head.weight' holds a non-finite" "$moe" train --resume "$tmp/nanopt" --data "$tmp/data.tok" --steps 5
 
+# 5. a model that cannot fit is refused before it is allocated: 1.6e10
+# parameters (64 GB each for weights, gradients and moments) under a 4 GB
+# address-space cap, which an allocation would have hit first
+echo '{"vocab_size": 16000000, "hidden": 512, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "max_seq_len": 16, "seq_len": 16, "batch_size": 2}' >"$tmp/huge.json"
+expect_error memory_before_allocation "GiB are available" bash -c "ulimit -v 4000000; exec '$moe' train --config '$tmp/huge.json' --data '$tmp/data.tok' --out '$tmp/huge'"
+/usr/bin/python3 - "$tmp" <<'PY'
+import json, os, sys, zlib
+t = sys.argv[1]
+os.makedirs(t + "/hugem")
+cfg = json.load(open(t + "/huge.json"))
+open(t + "/hugem/config.json", "w").write(json.dumps(cfg))
+open(t + "/hugem/model.safetensors", "wb").write(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+lines = []
+for n in sorted(os.listdir(t + "/hugem")):
+    raw = open(f"{t}/hugem/{n}", "rb").read()
+    lines.append(f"{zlib.crc32(raw):08x} {len(raw)} {n}\n")
+open(t + "/hugem/CHECKSUMS", "w").write("".join(lines))
+PY
+expect_error memory_before_loading "GiB are available" bash -c "ulimit -v 4000000; exec '$moe' train --model '$tmp/hugem' --data '$tmp/data.tok' --out '$tmp/huge2'"
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
