@@ -62,9 +62,12 @@ typedef struct moe_trainer {
     FILE *metrics;            /* out_dir/metrics.jsonl, appended */
     moe_buf tokenizer;        /* tokenizer file copied into every checkpoint (may be empty) */
     moe_profile prof;         /* --profile: where the steps' time went */
+    int lock_fd;              /* out_dir/.lock, held while the trainer lives (-1: none) */
 } moe_trainer;
 
-/* Takes ownership of model. cfg holds the training keys (steps, batch, ...). */
+/* Takes ownership of model. cfg holds the training keys (steps, batch, ...).
+ * Creates out_dir and locks it (moe_dir_lock): a second trainer on the same
+ * directory is refused while this one lives. */
 int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
                        const moe_tokens *data, const char *out_dir, moe_err *err);
 /* Restores optimiser moments, step and data position from a checkpoint

@@ -107,5 +107,26 @@ open(t + "/hugem/CHECKSUMS", "w").write("".join(lines))
 PY
 expect_error memory_before_loading "GiB are available" bash -c "ulimit -v 4000000; exec '$moe' train --model '$tmp/hugem' --data '$tmp/data.tok' --out '$tmp/huge2'"
 
+# 1. one writer per run folder: a second trainer on the same --out is refused
+# (naming the folder and the holder's pid) while the first runs; the lock
+# dies with its process
+"$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/busy" --steps 1000000 --checkpoint-every 20 2>/dev/null &
+holder=$!
+for _ in $(seq 300); do ls "$tmp"/busy/checkpoints/step-* >/dev/null 2>&1 && break; sleep 0.1; done
+expect_error lock_refuses_second_trainer "$tmp/busy.*pid $holder" "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/busy"
+expect_error lock_refuses_resume "$tmp/busy.*pid $holder" "$moe" train --resume "$tmp/busy" --data "$tmp/data.tok"
+kill -TERM $holder; wait $holder
+if "$moe" train --resume "$tmp/busy" --data "$tmp/data.tok" --steps 3 >/dev/null 2>&1; then
+  ok lock_released_by_exit; else bad lock_released_by_exit; fi
+"$moe" train --resume "$tmp/busy" --data "$tmp/data.tok" --steps 1000000 2>/dev/null &
+holder=$!
+sleep 0.5; kill -KILL $holder; wait $holder 2>/dev/null
+if "$moe" train --resume "$tmp/busy" --data "$tmp/data.tok" --steps 1 >/dev/null 2>&1; then ok lock_dies_with_process
+else bad lock_dies_with_process; fi
+# only whole checkpoints are visible: every step-N holds its CHECKSUMS and nothing temporary
+if [ -z "$(find "$tmp/busy/checkpoints" -mindepth 1 -name '.tmp-*' -o -name '.old-*' -o -name '*.tmp.*')" ] \
+   && [ "$(ls "$tmp"/busy/checkpoints/step-*/CHECKSUMS | wc -l)" -ge 1 ]; then
+  ok checkpoints_whole; else bad checkpoints_whole; fi
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
