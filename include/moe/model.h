@@ -110,5 +110,8 @@ int moe_model_load_weights(moe_model *m, const char *ckpt, moe_err *err);
 /* Resolves a model or run directory to the checkpoint directory to read:
  * DIR itself if it holds model.safetensors, else the newest DIR/checkpoints/step-*. */
 int moe_resolve_checkpoint(const char *dir, char *out, size_t cap, moe_err *err);
+/* 1 when ckpt is a checkpoint folder RUN/checkpoints/step-N of a training
+ * run, with the run's absolute path in run[cap]; else 0. */
+int moe_checkpoint_run(const char *ckpt, char *run, size_t cap);
 
 #endif

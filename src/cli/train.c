@@ -1,6 +1,7 @@
 /* train.c — `moe train`: the training loop as a user drives it: options,
  * live progress, metrics, periodic checkpoints, and a clean stop on
  * SIGINT / SIGTERM (a checkpoint is written first). */
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -176,6 +177,24 @@ static int load_tokenizer(moe_trainer *tr, const char *path, const char *ckpt, m
     return rc;
 }
 
+/* Where `--resume DIR` (without --out) continues: DIR itself, unless DIR is
+ * a checkpoint folder RUN/checkpoints/step-N, which continues in RUN (never
+ * a run nested inside the checkpoint) when it is RUN's newest, and is
+ * refused otherwise, since going on in RUN from an older step would
+ * discard the later ones. owner: RUN, or "" for DIR itself. */
+static int resume_target(const char *dir, char *owner, size_t cap, moe_err *err) {
+    char run[4096], newest[4096], a[PATH_MAX], b[PATH_MAX];
+    owner[0] = '\0';
+    if (!moe_checkpoint_run(dir, run, sizeof run)) return 0;
+    if (moe_resolve_checkpoint(run, newest, sizeof newest, err)) return -1;
+    if (realpath(dir, a) && realpath(newest, b) && strcmp(a, b))
+        return moe_errf(err, "%s is an older checkpoint of the run %s (its newest is %s); going on "
+                        "in that run from here would discard the later ones: continue the run with "
+                        "--resume %s, or start a new run from this checkpoint with --resume %s "
+                        "--out NEWDIR", dir, run, newest, run, dir);
+    return moe_path(owner, cap, err, "%s", run);
+}
+
 int cmd_train(int argc, char **argv) {
     const char *config = NULL, *model_dir = NULL, *resume = NULL, *data = NULL, *out = NULL;
     const char *tokenizer = NULL;
@@ -225,6 +244,12 @@ int cmd_train(int argc, char **argv) {
     if (!out && !resume) { fprintf(stderr, "moe train: --out DIR is required\n"); return 2; }
 
     moe_err err;
+    char owner[4096];
+    if (resume && !out && resume_target(resume, owner, sizeof owner, &err)) {
+        fprintf(stderr, "moe train: %s\n", err.msg);
+        return 1;
+    }
+    if (resume && !out && owner[0]) out = owner;
     moe_config cfg;
     moe_model *model = NULL;
     moe_tokens tokens = {0};

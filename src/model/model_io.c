@@ -3,6 +3,7 @@
 #include "moe/model.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,4 +136,16 @@ int moe_resolve_checkpoint(const char *dir, char *out, size_t cap, moe_err *err)
         return moe_errf(err, "%s: not a model directory (no model.safetensors, and no "
                         "checkpoints/step-*/model.safetensors inside)", dir);
     return moe_path(out, cap, err, "%s/%s", path, best_name);
+}
+
+int moe_checkpoint_run(const char *ckpt, char *run, size_t cap) {
+    char real[PATH_MAX];
+    if (!realpath(ckpt, real)) return 0;
+    char *name = strrchr(real, '/');
+    if (!name || name == real || strncmp(name + 1, "step-", 5)) return 0;
+    *name = '\0';
+    char *parent = strrchr(real, '/');
+    if (!parent || strcmp(parent + 1, "checkpoints")) return 0;
+    *parent = '\0';
+    return moe_path(run, cap, NULL, "%s", parent == real ? "/" : real) ? 0 : 1;
 }

@@ -128,5 +128,19 @@ if [ -z "$(find "$tmp/busy/checkpoints" -mindepth 1 -name '.tmp-*' -o -name '.ol
    && [ "$(ls "$tmp"/busy/checkpoints/step-*/CHECKSUMS | wc -l)" -ge 1 ]; then
   ok checkpoints_whole; else bad checkpoints_whole; fi
 
+# 10. --resume RUN/checkpoints/step-N: the newest goes on in RUN; an older one
+# is refused with the commands that do what was meant
+"$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/r10" --checkpoint-every 2 --steps 4 --keep 3 2>/dev/null
+if "$moe" train --resume "$tmp/r10/checkpoints/step-00000004/" --data "$tmp/data.tok" --steps 6 2>/dev/null \
+   && [ -d "$tmp/r10/checkpoints/step-00000006" ] && [ ! -e "$tmp/r10/checkpoints/step-00000004/checkpoints" ] \
+   && [ "$(wc -l <"$tmp/r10/metrics.jsonl")" -eq 6 ]; then ok resume_checkpoint_goes_on_in_its_run
+else bad resume_checkpoint_goes_on_in_its_run; fi
+expect_error resume_old_checkpoint_refused "--resume $tmp/r10," "$moe" train --resume "$tmp/r10/checkpoints/step-00000004" --data "$tmp/data.tok" --steps 8
+if [ ! -e "$tmp/r10/checkpoints/step-00000004/checkpoints" ] && [ ! -e "$tmp/r10/checkpoints/step-00000004/metrics.jsonl" ]; then
+  ok checkpoint_never_nests_a_run; else bad checkpoint_never_nests_a_run; fi
+if "$moe" train --resume "$tmp/r10/checkpoints/step-00000004" --out "$tmp/r10b" --data "$tmp/data.tok" --steps 5 2>/dev/null \
+   && [ -d "$tmp/r10b/checkpoints/step-00000005" ]; then ok resume_old_checkpoint_into_new_run
+else bad resume_old_checkpoint_into_new_run; fi
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
