@@ -14,16 +14,21 @@
  *  32  u32      n_domains   (0: no domain names)
  *  36  u32      vocab_size  (0: unknown; else every id < vocab_size)
  *  40  u32      CRC-32 of the whole file but these 4 bytes (when flags bit 0)
- *  44  u32      flags: bit 0 = the CRC is present; other bits zero
+ *  44  u32      flags: bit 0 = the CRC is present; bit 1 = a tokenizer
+ *                section ends the file; other bits zero
  *  48  u8[16]   reserved, zero
  *  64  tokens   n_tokens * bytes-per-token
  *      docs     n_docs * { u64 first_token, u32 domain_id, u32 zero }
  *      domains  n_domains * { u32 byte_len, UTF-8 name }
- * Documents are contiguous, in order, first_token strictly increasing from 0. */
+ *      tokenizer (flags bit 1) { u64 byte_len, the tokenizer file's text }
+ * Documents are contiguous, in order, first_token strictly increasing from 0.
+ * Files without bit 1 (written before the tokenizer was recorded) read as
+ * before, with no tokenizer. */
 #define MOE_TOKENS_MAGIC "MOETOKS"
 #define MOE_TOKENS_VERSION 1u
 #define MOE_TOKENS_HEADER 64
 #define MOE_TOKENS_HAS_CRC 1u
+#define MOE_TOKENS_HAS_TOKENIZER 2u
 
 typedef struct moe_tokens {
     uint32_t *ids;          /* [n] */
@@ -34,6 +39,8 @@ typedef struct moe_tokens {
     uint32_t *doc_domain;   /* [n_docs] index into domain_names */
     size_t n_domains;
     char **domain_names;    /* [n_domains] */
+    char *tokenizer;        /* the tokenizer file text the ids came from (NULL: not recorded) */
+    size_t tokenizer_len;
 } moe_tokens;
 
 int moe_tokens_read(const char *path, moe_tokens *out, moe_err *err);

@@ -159,21 +159,41 @@ static void format_duration(char *out, size_t cap, double s) {
 
 /* The tokenizer that travels with the checkpoints: --tokenizer FILE
  * (validated, and no larger than the model's vocabulary), else the one in
- * the checkpoint we started from, else none. */
-static int load_tokenizer(moe_trainer *tr, const char *path, const char *ckpt, moe_err *err) {
+ * the checkpoint we started from, else the one the token file records (moe
+ * prepare writes it), else none, which is worth a warning unless the
+ * vocabulary is the bytes' (generate and eval --task need a tokenizer). */
+static int load_tokenizer(moe_trainer *tr, const char *path, const char *ckpt, const moe_tokens *data,
+                          const char *data_path, moe_err *err) {
     moe_tokenizer *t = NULL;
+    const char *what = path ? path : "the checkpoint's tokenizer";
     if (path || ckpt[0]) {
         if (moe_checkpoint_tokenizer(ckpt, path, &t, err)) return -1;
     }
-    if (!t) return 0;
-    if (!path) path = "the checkpoint's tokenizer";
+    char recorded[4200];
+    snprintf(recorded, sizeof recorded, "%s: its recorded tokenizer", data_path);
+    if (!t && data->tokenizer_len) {
+        if (moe_tokenizer_parse(data->tokenizer, data->tokenizer_len, recorded, &t, err)) return -1;
+        what = recorded;
+    }
+    if (!t) {
+        if (tr->model->cfg.vocab_size != 257)
+            fprintf(stderr, "moe train: warning: no tokenizer (%s records none and no --tokenizer "
+                    "was given): generate and eval --task will refuse this model's vocabulary of "
+                    "%d ids; give --tokenizer FILE, or prepare the data again with moe prepare, "
+                    "which records it\n", data_path, tr->model->cfg.vocab_size);
+        return 0;
+    }
     int rc = 0;
     if (moe_tokenizer_vocab_size(t) > (uint32_t)tr->model->cfg.vocab_size)
-        rc = moe_errf(err, "%s: tokenizer has %u ids, more than the model's vocab_size %d", path,
+        rc = moe_errf(err, "%s: tokenizer has %u ids, more than the model's vocab_size %d", what,
                       moe_tokenizer_vocab_size(t), tr->model->cfg.vocab_size);
     else
         rc = moe_tokenizer_serialize(t, &tr->tokenizer, err);
     moe_tokenizer_free(t);
+    if (!rc && data->tokenizer_len && (data->tokenizer_len != tr->tokenizer.len ||
+                                       memcmp(data->tokenizer, tr->tokenizer.data, tr->tokenizer.len)))
+        fprintf(stderr, "moe train: warning: %s differs from the tokenizer %s was prepared with\n",
+                what, data_path);
     return rc;
 }
 
@@ -307,7 +327,7 @@ int cmd_train(int argc, char **argv) {
         }
         if (moe_trainer_truncate_metrics(&tr, &err)) goto fail;
     }
-    if (load_tokenizer(&tr, tokenizer, ckpt, &err)) goto fail;
+    if (load_tokenizer(&tr, tokenizer, ckpt, &tokens, data, &err)) goto fail;
     if (analysis_every) {  /* the calibration probe (docs/EVAL.md) */
         char path[4096];
         const moe_tokens *ct = &tokens;

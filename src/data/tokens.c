@@ -31,6 +31,7 @@ void moe_tokens_free(moe_tokens *t) {
     free(t->doc_domain);
     for (size_t i = 0; i < t->n_domains; i++) free(t->domain_names[i]);
     free(t->domain_names);
+    free(t->tokenizer);
     memset(t, 0, sizeof *t);
 }
 
@@ -52,7 +53,7 @@ static int parse_tokens(const unsigned char *b, size_t len, const char *path,
                         version, MOE_TOKENS_VERSION);
     if (width != 2 && width != 4)
         return moe_errf(err, "%s: bytes per token must be 2 or 4, found %u", path, width);
-    if (flags & ~MOE_TOKENS_HAS_CRC)
+    if (flags & ~(MOE_TOKENS_HAS_CRC | MOE_TOKENS_HAS_TOKENIZER))
         return moe_errf(err, "%s: unknown flags 0x%x in the header", path, flags);
     for (size_t i = 48; i < MOE_TOKENS_HEADER; i++)
         if (b[i]) return moe_errf(err, "%s: reserved header byte %zu is not zero", path, i);
@@ -111,8 +112,23 @@ static int parse_tokens(const unsigned char *b, size_t len, const char *path,
         t->n_domains = i + 1;
         pos += l;
     }
+    if (flags & MOE_TOKENS_HAS_TOKENIZER) {
+        if (len - pos < 8) return moe_errf(err, "%s: truncated: the tokenizer section has no length", path);
+        uint64_t l = rd64(b + pos);
+        pos += 8;
+        if (l > len - pos || l == 0)
+            return moe_errf(err, "%s: the tokenizer section of %llu bytes does not fit the %zu bytes "
+                            "left", path, (unsigned long long)l, len - pos);
+        t->tokenizer = moe_malloc((size_t)l + 1, err);
+        if (!t->tokenizer) return -1;
+        memcpy(t->tokenizer, b + pos, (size_t)l);
+        t->tokenizer[l] = '\0';
+        t->tokenizer_len = (size_t)l;
+        pos += (size_t)l;
+    }
     if (pos != len)
-        return moe_errf(err, "%s: %zu unexpected bytes after the domain names", path, len - pos);
+        return moe_errf(err, "%s: %zu unexpected bytes after the %s", path, len - pos,
+                        (flags & MOE_TOKENS_HAS_TOKENIZER) ? "tokenizer" : "domain names");
     if ((flags & MOE_TOKENS_HAS_CRC) && file_crc(b, len) != crc)
         return moe_errf(err, "%s: checksum mismatch: the file is corrupt", path);
     return 0;
@@ -135,7 +151,8 @@ int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err) {
         if (t->ids[i] > 65535) { width = 4; break; }
     size_t names = 0;
     for (size_t i = 0; i < t->n_domains; i++) names += 4 + strlen(t->domain_names[i]);
-    size_t len = MOE_TOKENS_HEADER + t->n * width + t->n_docs * 16 + names;
+    size_t len = MOE_TOKENS_HEADER + t->n * width + t->n_docs * 16 + names +
+                 (t->tokenizer_len ? 8 + t->tokenizer_len : 0);
     unsigned char *b = moe_calloc(len, 1, err);
     if (!b) return -1;
     memcpy(b, MOE_TOKENS_MAGIC, 8);
@@ -145,7 +162,7 @@ int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err) {
     wr64(b + 24, t->n_docs);
     wr32(b + 32, (uint32_t)t->n_domains);
     wr32(b + 36, t->vocab_size);
-    wr32(b + 44, MOE_TOKENS_HAS_CRC);
+    wr32(b + 44, MOE_TOKENS_HAS_CRC | (t->tokenizer_len ? MOE_TOKENS_HAS_TOKENIZER : 0));
     size_t pos = MOE_TOKENS_HEADER;
     for (size_t i = 0; i < t->n; i++, pos += width) {
         if (width == 2) { b[pos] = (unsigned char)t->ids[i]; b[pos + 1] = (unsigned char)(t->ids[i] >> 8); }
@@ -160,6 +177,10 @@ int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err) {
         wr32(b + pos, l);
         memcpy(b + pos + 4, t->domain_names[i], l);
         pos += 4 + l;
+    }
+    if (t->tokenizer_len) {
+        wr64(b + pos, t->tokenizer_len);
+        memcpy(b + pos + 8, t->tokenizer, t->tokenizer_len);
     }
     wr32(b + 40, file_crc(b, len));
     int rc = moe_write_file_atomic(path, b, len, err);

@@ -142,5 +142,32 @@ if "$moe" train --resume "$tmp/r10/checkpoints/step-00000004" --out "$tmp/r10b" 
    && [ -d "$tmp/r10b/checkpoints/step-00000005" ]; then ok resume_old_checkpoint_into_new_run
 else bad resume_old_checkpoint_into_new_run; fi
 
+# 8. a model without its tokenizer does not generate with bytes unless its
+# vocabulary is the bytes'; prepare records the tokenizer in the token file
+# and train carries it into the checkpoints; without one, train warns
+sed 's/"vocab_size": 40/"vocab_size": 300/' "$tmp/cfg.json" >"$tmp/v300.json"
+"$moe" init --config "$tmp/v300.json" --out "$tmp/v300" >/dev/null
+expect_error generate_needs_tokenizer "no tokenizer.*vocab_size is 300.*--tokenizer" "$moe" generate --model "$tmp/v300" --prompt hi --max-tokens 3
+if "$moe" generate --model "$tmp/v300" --prompt hi --max-tokens 3 --tokenizer bytes --temperature 0 >/dev/null 2>&1; then
+  ok generate_bytes_when_asked; else bad generate_bytes_when_asked; fi
+for i in $(seq 40); do echo "{\"text\": \"the cat sat on the mat number $i and the dog ran\", \"domain\": \"d$((i % 2))\"}"; done >"$tmp/text.jsonl"
+"$moe" tokenizer train --input "$tmp/text.jsonl" --vocab 300 --out "$tmp/t300.tokenizer" >/dev/null 2>&1
+"$moe" prepare --input "$tmp/text.jsonl" --tokenizer "$tmp/t300.tokenizer" --out "$tmp/t300.tok" >/dev/null 2>&1
+"$moe" train --config "$tmp/v300.json" --data "$tmp/t300.tok" --out "$tmp/r300" --steps 2 2>"$tmp/err"
+ck300=$(ls -d "$tmp"/r300/checkpoints/step-* | tail -1)
+if cmp -s "$ck300/tokenizer" "$tmp/t300.tokenizer" && ! grep -q warning "$tmp/err" \
+   && "$moe" generate --model "$tmp/r300" --prompt "the cat" --max-tokens 3 >/dev/null 2>&1; then
+  ok train_carries_token_file_tokenizer; else bad "train_carries_token_file_tokenizer: $(cat "$tmp/err" | tail -2)"; fi
+"$moe" train --config "$tmp/v300.json" --data "$tmp/data.tok" --out "$tmp/r300b" --steps 1 2>"$tmp/err"
+if [ $? -eq 0 ] && grep -q "warning: .*no tokenizer" "$tmp/err"; then ok train_warns_without_tokenizer
+else bad "train_warns_without_tokenizer: $(tail -2 "$tmp/err")"; fi
+if /usr/bin/python3 - "$tmp" <<'PY'
+import sys; sys.path.insert(0, "tools"); import moe_files
+t = moe_files.read_tokens(sys.argv[1] + "/t300.tok")
+assert t["tokenizer"] == open(sys.argv[1] + "/t300.tokenizer", "rb").read(), "tokenizer not recorded"
+assert moe_files.read_tokens(sys.argv[1] + "/data.tok")["tokenizer"] is None
+PY
+then ok token_file_records_tokenizer; else bad token_file_records_tokenizer; fi
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
