@@ -48,6 +48,39 @@ int moe_tokens_read(const char *path, moe_tokens *out, moe_err *err);
 int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err);
 void moe_tokens_free(moe_tokens *t);
 
+/* Progress of a long pass (eval, analyze): fn(ctx, done, total) after each
+ * batch. NULL where no one is watching. */
+typedef struct moe_progress {
+    void (*fn)(void *ctx, size_t done, size_t total);
+    void *ctx;
+} moe_progress;
+
+/* What an evaluation read of a token file: `tokens` of the file's `of`
+ * (positions scored or analysed; all of them when not sampled), in
+ * `windows` windows of `window` positions; sampled (max_tokens < the file):
+ * evenly spaced windows, stratified by domain when the file has several. */
+typedef struct moe_read_info {
+    size_t tokens, of, windows, window;
+    int sampled, stratified;
+} moe_read_info;
+
+/* Which windows to read when only max_tokens tokens of a file are wanted.
+ * The file is cut into n_grid = (n - span) / stride + 1 windows, window w
+ * holding tokens [w*stride, w*stride + span). k = max_tokens / stride of
+ * them (at least 1, at most n_grid) are chosen evenly spaced through the
+ * file; when the file names several domains, within each domain (that of a
+ * window's first token) separately, k split in proportion to each domain's
+ * windows, and every domain with a window gets one while k allows: a file
+ * sorted by domain still gives each domain its share. Deterministic. Fills
+ * *starts (malloc'd, ascending: first token of each window) and info. */
+int moe_tokens_sample(const moe_tokens *t, size_t span, size_t stride, size_t max_tokens,
+                      size_t **starts, moe_read_info *info, moe_err *err);
+/* Appends "\"read\": {...}" (tokens, of, windows, window, sampling). */
+int moe_read_info_json(const moe_read_info *r, moe_buf *out);
+/* "3000 of 3000 tokens" or "300 of 3000 tokens: 10 evenly spaced windows of
+ * 30, stratified by domain" into out[cap]. */
+void moe_read_info_text(const moe_read_info *r, char *out, size_t cap);
+
 /* The batch loader. A "row" is T+1 consecutive tokens; row i starts at token
  * i*T, so there are n_rows = (n - 1) / T rows per epoch.
  *  - sequential: batch b, row r of the batch is row index (b*B + r) mod n_rows

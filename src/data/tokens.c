@@ -188,6 +188,98 @@ int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err) {
     return rc;
 }
 
+/* ---- sampling for evaluation ------------------------------------------ */
+
+/* Splits k among the domains in proportion to weight[d] (largest remainder,
+ * ties to the lower index); q[d] receives the shares. */
+static void apportion(const size_t *weight, size_t nd, size_t k, size_t *q) {
+    size_t total = 0, given = 0;
+    for (size_t d = 0; d < nd; d++) total += weight[d];
+    for (size_t d = 0; d < nd; d++) {
+        q[d] = total ? (size_t)((double)k * (double)weight[d] / (double)total) : 0;
+        given += q[d];
+    }
+    while (given < k && total) {  /* the largest remainders, one each */
+        size_t best = nd;
+        double best_frac = -1.0;
+        for (size_t d = 0; d < nd; d++) {
+            double exact = (double)k * (double)weight[d] / (double)total, frac = exact - (double)q[d];
+            if (weight[d] && frac > best_frac) { best_frac = frac; best = d; }
+        }
+        if (best == nd) break;
+        q[best]++;
+        given++;
+    }
+}
+
+int moe_tokens_sample(const moe_tokens *t, size_t span, size_t stride, size_t max_tokens,
+                      size_t **starts, moe_read_info *info, moe_err *err) {
+    *starts = NULL;
+    if (stride == 0 || span < stride || t->n < span)
+        return moe_errf(err, "need at least %zu tokens to read one window, found %zu", span, t->n);
+    size_t n_grid = (t->n - span) / stride + 1, k = max_tokens / stride;
+    if (k < 1) k = 1;
+    if (k > n_grid) k = n_grid;
+    size_t nd = t->n_domains > 1 ? t->n_domains : 1;
+    size_t *count = moe_calloc(3 * nd, sizeof(size_t), err), *q = count ? count + nd : NULL;
+    size_t *seen = q ? q + nd : NULL, *taken = NULL;
+    uint32_t *dom = count ? moe_malloc(n_grid * sizeof(uint32_t), err) : NULL;
+    *starts = dom ? moe_malloc(k * sizeof(size_t), err) : NULL;
+    taken = *starts ? moe_calloc(nd, sizeof(size_t), err) : NULL;
+    if (!taken) { free(count); free(dom); free(*starts); *starts = NULL; return -1; }
+    /* the domain of each window: that of the document holding its first token */
+    for (size_t w = 0, doc = 0; w < n_grid; w++) {
+        size_t p = w * stride;
+        while (doc + 1 < t->n_docs && t->doc_start[doc + 1] <= p) doc++;
+        dom[w] = nd > 1 && t->n_docs ? t->doc_domain[doc] : 0;
+        count[dom[w]]++;
+    }
+    /* each domain's share: one for every domain with a window while k
+     * allows, the rest in proportion */
+    size_t present = 0;
+    for (size_t d = 0; d < nd; d++) present += count[d] > 0;
+    if (k >= present) {
+        size_t *rest = moe_calloc(nd, sizeof(size_t), err);
+        if (!rest) { free(count); free(dom); free(*starts); free(taken); *starts = NULL; return -1; }
+        for (size_t d = 0; d < nd; d++) rest[d] = count[d] ? count[d] - 1 : 0;
+        apportion(rest, nd, k - present, q);
+        for (size_t d = 0; d < nd; d++) q[d] += count[d] > 0;
+        free(rest);
+    } else {
+        apportion(count, nd, k, q);
+    }
+    /* within a domain, q of its c windows, evenly spaced: local index
+     * floor((2j + 1) c / (2q)) for j = 0 .. q-1 (strictly increasing as c >= q) */
+    size_t n = 0;
+    for (size_t w = 0; w < n_grid; w++) {
+        size_t d = dom[w], j = taken[d];
+        if (j < q[d] && seen[d] == (2 * j + 1) * count[d] / (2 * q[d])) {
+            (*starts)[n++] = w * stride;
+            taken[d]++;
+        }
+        seen[d]++;
+    }
+    free(count);
+    free(dom);
+    free(taken);
+    *info = (moe_read_info){.tokens = n * stride, .of = t->n, .windows = n, .window = stride,
+                            .sampled = 1, .stratified = present > 1};
+    return 0;
+}
+
+int moe_read_info_json(const moe_read_info *r, moe_buf *out) {
+    return moe_buf_printf(out, "\"read\": {\"tokens\": %zu, \"of\": %zu, \"windows\": %zu, "
+                          "\"window\": %zu, \"sampling\": \"%s\"}", r->tokens, r->of, r->windows,
+                          r->window, !r->sampled ? "all" : r->stratified
+                          ? "evenly spaced windows, stratified by domain" : "evenly spaced windows");
+}
+
+void moe_read_info_text(const moe_read_info *r, char *out, size_t cap) {
+    if (!r->sampled) snprintf(out, cap, "%zu of %zu tokens", r->tokens, r->of);
+    else snprintf(out, cap, "%zu of %zu tokens: %zu evenly spaced windows of %zu%s", r->tokens, r->of,
+                  r->windows, r->window, r->stratified ? ", stratified by domain" : "");
+}
+
 /* ---- loader ----------------------------------------------------------- */
 
 int moe_loader_init(moe_loader *l, const moe_tokens *t, size_t B, size_t T,

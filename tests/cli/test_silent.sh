@@ -169,5 +169,40 @@ assert moe_files.read_tokens(sys.argv[1] + "/data.tok")["tokenizer"] is None
 PY
 then ok token_file_records_tokenizer; else bad token_file_records_tokenizer; fi
 
+# 9. eval --max-tokens and analyze read across the whole file, each domain
+# its share, deterministically, and say what they read
+/usr/bin/python3 - "$tmp" <<'PY'
+import sys; sys.path.insert(0, "tools"); import moe_files
+# 3000 tokens sorted by domain: 1000 of "a" (ids 1..19), then 2000 of "b" (ids 20..39)
+ids = [1 + i % 19 for i in range(1000)] + [20 + i % 20 for i in range(2000)]
+starts = list(range(0, 3000, 100))
+moe_files.write_tokens(sys.argv[1] + "/sorted.tok", ids, 40, starts, [0 if s < 1000 else 1 for s in starts], ["a", "b"])
+PY
+sed 's/"steps": 3/"steps": 3, "ffn": "moe", "n_experts": 4, "top_k": 1/' "$tmp/cfg.json" >"$tmp/moe.json"
+"$moe" init --config "$tmp/moe.json" --out "$tmp/moem" >/dev/null
+"$moe" eval --model "$tmp/moem" --data "$tmp/sorted.tok" --max-tokens 300 --json "$tmp/e1.json" >/dev/null 2>&1
+"$moe" eval --model "$tmp/moem" --data "$tmp/sorted.tok" --max-tokens 300 --json "$tmp/e2.json" >/dev/null 2>&1
+"$moe" analyze --model "$tmp/moem" --data "$tmp/sorted.tok" --max-tokens 300 --out "$tmp/a1.json" >/dev/null 2>&1
+if /usr/bin/python3 - "$tmp" <<'PY'
+import json, sys
+t = sys.argv[1]
+e = json.load(open(t + "/e1.json"))["data"][0]
+dom = {d["name"]: d["tokens"] for d in e["domains"]}
+assert dom["a"] > 0 and dom["b"] > 0, dom
+assert abs(dom["b"] / (dom["a"] + dom["b"]) - 2 / 3) < 0.15, dom   # each domain its share
+assert e["read"]["tokens"] <= 300 and e["read"]["of"] == 3000 and "stratified" in e["read"]["sampling"], e["read"]
+assert open(t + "/e1.json").read() == open(t + "/e2.json").read(), "not deterministic"
+a = json.load(open(t + "/a1.json"))
+dom = {d["name"]: d["tokens"] for d in a["domains"]}
+assert dom["a"] > 0 and dom["b"] > 0, dom
+assert a["read"]["tokens"] <= 300 and a["read"]["of"] == 3000 and "stratified" in a["read"]["sampling"], a["read"]
+PY
+then ok max_tokens_sample_every_domain; else bad max_tokens_sample_every_domain; fi
+"$moe" eval --model "$tmp/moem" --data "$tmp/sorted.tok" --json "$tmp/e3.json" >"$tmp/out" 2>&1
+if /usr/bin/python3 -c '
+import json, sys; e = json.load(open(sys.argv[1]))["data"][0]
+assert e["read"]["tokens"] == 3000 and e["read"]["sampling"] == "all", e["read"]' "$tmp/e3.json" \
+   && grep -q "3000 of 3000 tokens" "$tmp/out"; then ok eval_says_it_read_all; else bad eval_says_it_read_all; fi
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
