@@ -120,6 +120,7 @@ typedef struct moe_probe {
     uint8_t *prev, *cur;        /* routing masks [sum over sites of rows*T*E] */
     size_t mask_len;
     int have_prev;
+    double last_loss;           /* loss of the latest measurement (NAN: none yet) */
     char path[4096];
 } moe_probe;
 

@@ -151,6 +151,20 @@ static void print_profile(const moe_profile *p, double seconds, long steps, int 
     }
 }
 
+/* What the console adds to a step's line: ReMoE's sparsity and lambda, the
+ * auxiliary loss of the other routers, and the calibration loss of the
+ * latest probe measurement (calib: NAN when no probe runs). */
+static void console_routing(const moe_config *c, const moe_step_stats *st, double calib, char *out,
+                            size_t cap) {
+    size_t n = 0;
+    out[0] = '\0';
+    if (strcmp(c->ffn, "dense") && !strcmp(c->ffn, "moe") && !strcmp(c->router, "relu"))
+        n += (size_t)snprintf(out, cap, "  sparsity %.3f  λ %.2e", st->sparsity, (double)st->lambda);
+    else if (strcmp(c->ffn, "dense"))
+        n += (size_t)snprintf(out, cap, "  aux %.4f", st->aux_loss);
+    if (isfinite(calib) && n < cap) snprintf(out + n, cap - n, "  calib %.4f", calib);
+}
+
 static void format_duration(char *out, size_t cap, double s) {
     if (s < 60) snprintf(out, cap, "%.0fs", s);
     else if (s < 3600) snprintf(out, cap, "%dm%02ds", (int)s / 60, (int)s % 60);
@@ -388,10 +402,13 @@ int cmd_train(int argc, char **argv) {
         double eta = elapsed / (double)(tr.step - first) * (double)(cfg.steps - tr.step);
         char eta_s[32];
         format_duration(eta_s, sizeof eta_s, eta);
-        if (tty || tr.step % every == 0 || tr.step == cfg.steps)
-            fprintf(stderr, "%sstep %ld/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %s%s",
-                    tty ? "\r\033[K" : "", tr.step, cfg.steps, st.loss, st.lr,
+        if (tty || tr.step % every == 0 || tr.step == cfg.steps) {
+            char routing[96];
+            console_routing(&cfg, &st, analysis_every ? probe.last_loss : NAN, routing, sizeof routing);
+            fprintf(stderr, "%sstep %ld/%d  loss %.4f  lr %.2e%s  %.0f tok/s  ETA %s%s",
+                    tty ? "\r\033[K" : "", tr.step, cfg.steps, st.loss, st.lr, routing,
                     (double)seen / elapsed, eta_s, tty ? "" : "\n");
+        }
         if (cfg.checkpoint_every && tr.step % cfg.checkpoint_every == 0 && tr.step < cfg.steps &&
             moe_trainer_save(&tr, &err))
             goto fail;

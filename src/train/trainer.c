@@ -287,6 +287,10 @@ int moe_trainer_save(moe_trainer *tr, moe_err *err) {
           moe_write_file_atomic(tok_path, tr->tokenizer.data, tr->tokenizer.len, err))) ||
         moe_checksums_write(tmp, err)) {
         remove_flat_dir(tmp);
+        long steps[1];
+        if (list_checkpoints(ckdir, steps, 1) == 0)  /* nothing to fall back on: say so */
+            return moe_err_prefix(err, "checkpoint at step %ld not written, and this run has no "
+                                  "earlier checkpoint: nothing of it is saved", tr->step);
         return moe_err_prefix(err, "checkpoint at step %ld not written (earlier ones are intact)",
                               tr->step);
     }

@@ -204,5 +204,19 @@ import json, sys; e = json.load(open(sys.argv[1]))["data"][0]
 assert e["read"]["tokens"] == 3000 and e["read"]["sampling"] == "all", e["read"]' "$tmp/e3.json" \
    && grep -q "3000 of 3000 tokens" "$tmp/out"; then ok eval_says_it_read_all; else bad eval_says_it_read_all; fi
 
+# frictions: a full disk before the first checkpoint does not claim earlier
+# ones; the console shows what routing does (ReMoE: sparsity and lambda;
+# TopK: the auxiliary loss) and the calibration loss when a probe runs
+( trap '' XFSZ; ulimit -f 24; exec "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/full" ) >/dev/null 2>"$tmp/err"
+if [ $? -ne 0 ] && grep -q "no earlier checkpoint" "$tmp/err" && ! grep -q "earlier ones are intact" "$tmp/err"; then
+  ok disk_full_first_checkpoint_says_nothing_saved; else bad "disk_full_first_checkpoint_says_nothing_saved: $(tail -1 "$tmp/err")"; fi
+sed 's/"steps": 3/"steps": 3, "ffn": "moe", "router": "relu", "n_experts": 4, "top_k": 1/' "$tmp/cfg.json" >"$tmp/relu.json"
+"$moe" train --config "$tmp/relu.json" --data "$tmp/data.tok" --out "$tmp/crelu" --analysis-every 2 --analysis-tokens 32 2>"$tmp/err"
+if grep -q "step 3/3 .*sparsity [0-9.]*  λ [0-9.e+-]* .*calib [0-9.]" "$tmp/err"; then ok console_shows_remoe_and_calibration
+else bad "console_shows_remoe_and_calibration: $(grep step "$tmp/err" | tail -1)"; fi
+"$moe" train --config "$tmp/moe.json" --data "$tmp/data.tok" --out "$tmp/ctopk" 2>"$tmp/err"
+if grep -q "step 3/3 .*aux [0-9.]" "$tmp/err" && ! grep -q calib "$tmp/err"; then ok console_shows_topk_aux
+else bad "console_shows_topk_aux: $(grep step "$tmp/err" | tail -1)"; fi
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
