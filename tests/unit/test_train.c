@@ -70,8 +70,18 @@ static void test_tokens_roundtrip_and_errors(void) {
     moe_err err;
     CHECK(moe_tokens_write(path, &t, &err) == 0, "%s", err.msg);
     CHECK(moe_tokens_read(path, &u, &err) == 0, "%s", err.msg);
+    CHECK(u.tokenizer == NULL && u.tokenizer_len == 0, "a file without a tokenizer section has none");
+    moe_tokens_free(&u);
+    /* with the tokenizer recorded (issue 14.8); the loops below cut and flip it too */
+    char tok_text[] = "moe-tokenizer 1 bytes 257\npattern none\neot 256\nmerges 0\n";
+    t.tokenizer = tok_text;
+    t.tokenizer_len = strlen(tok_text);
+    CHECK(moe_tokens_write(path, &t, &err) == 0, "%s", err.msg);
+    CHECK(moe_tokens_read(path, &u, &err) == 0, "%s", err.msg);
     CHECK(u.n == 5 && u.ids[1] == 70000 && u.n_docs == 2 && u.doc_start[1] == 3 &&
           u.doc_domain[1] == 1 && !strcmp(u.domain_names[1], "code"), "round trip");
+    CHECK(u.tokenizer_len == strlen(tok_text) && u.tokenizer && !memcmp(u.tokenizer, tok_text, u.tokenizer_len),
+          "the tokenizer section round-trips");
     moe_tokens_free(&u);
     /* truncation at every length is refused, never loaded */
     FILE *f = fopen(path, "rb");
