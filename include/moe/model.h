@@ -92,7 +92,9 @@ double moe_model_end_step(moe_model *m);
 /* Logits of the last forward: [B*T, V]. Valid until the next backward. */
 static inline const float *moe_model_logits(const moe_model *m) { return m->logits; }
 
-/* Checkpoint I/O: DIR/config.json and DIR/model.safetensors. */
+/* Checkpoint I/O: DIR/config.json and DIR/model.safetensors. Saving
+ * refuses weights holding a NaN or an infinity (naming the tensor), and
+ * loading refuses them too (st_load_f32), so poison never travels. */
 int moe_model_save(const moe_model *m, const char *dir, moe_err *err);
 int moe_model_load(const char *dir, moe_model **out, moe_err *err);
 /* CKPT/config.json (checksum-verified) as a finalized config: what a model

@@ -151,14 +151,14 @@ static void print_profile(const moe_profile *p, double seconds, long steps, int 
     }
 }
 
-/* What the console adds to a step's line: ReMoE's sparsity and lambda, the
+/* What the console adds to a step's line: ReMoE's sparsity and λ, the
  * auxiliary loss of the other routers, and the calibration loss of the
  * latest probe measurement (calib: NAN when no probe runs). */
 static void console_routing(const moe_config *c, const moe_step_stats *st, double calib, char *out,
                             size_t cap) {
     size_t n = 0;
     out[0] = '\0';
-    if (strcmp(c->ffn, "dense") && !strcmp(c->ffn, "moe") && !strcmp(c->router, "relu"))
+    if (!strcmp(c->ffn, "moe") && !strcmp(c->router, "relu"))
         n += (size_t)snprintf(out, cap, "  sparsity %.3f  λ %.2e", st->sparsity, (double)st->lambda);
     else if (strcmp(c->ffn, "dense"))
         n += (size_t)snprintf(out, cap, "  aux %.4f", st->aux_loss);
