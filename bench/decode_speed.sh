@@ -45,7 +45,7 @@ text=${text:0:$prompt_len}
 for name in "${models[@]}"; do
   echo "{${base}${extra[$name]}}" >"$work/$name.json"
   if [ ! -f "$work/$name/model.safetensors" ] || ! cmp -s "$work/$name.json" "$work/$name.used.json"; then
-    "$moe" init --config "$work/$name.json" --out "$work/$name" --seed 1 >/dev/null
+    "$moe" init --config "$work/$name.json" --out "$work/$name" --seed 1 --force >/dev/null
     cp "$work/$name.json" "$work/$name.used.json"
   fi
 done
@@ -53,7 +53,7 @@ rows="$work/rows.tsv"; : >"$rows"
 for r in $(seq "$reps"); do
   for th in $threads_list; do
     for name in "${models[@]}"; do
-      OMP_NUM_THREADS=$th "$moe" generate --model "$work/$name" --prompt "$text" --max-tokens "$gen" \
+      OMP_NUM_THREADS=$th "$moe" generate --model "$work/$name" --tokenizer bytes --prompt "$text" --max-tokens "$gen" \
         --temperature 0.8 --seed "$r" --stats </dev/null >/dev/null 2>"$work/run.err"
       printf '%s\t%s\t%s\t%s\n' "$name" "$th" "$r" "$(tr '\n' '|' <"$work/run.err")" >>"$rows"
     done

@@ -48,12 +48,14 @@ def write_safetensors(path, tensors, metadata=None):
 
 
 def read_tokens(path):
-    """Returns dict(ids=np.uint32 array, doc_start, doc_domain, domains, vocab_size)."""
+    """Returns dict(ids=np.uint32 array, doc_start, doc_domain, domains, vocab_size,
+    tokenizer: the recorded tokenizer file as bytes, or None)."""
     with open(path, "rb") as f:
         blob = f.read()
     if blob[:8] != b"MOETOKS\0":
         raise ValueError(f"{path}: not a moe token file")
     version, width, n, n_docs, n_domains, vocab = struct.unpack("<IIQQII", blob[8:40])
+    (flags,) = struct.unpack("<I", blob[44:48])
     pos = 64
     ids = np.frombuffer(blob, dtype="<u2" if width == 2 else "<u4", count=n, offset=pos)
     pos += n * width
@@ -65,8 +67,13 @@ def read_tokens(path):
         (ln,) = struct.unpack("<I", blob[pos:pos + 4])
         domains.append(blob[pos + 4:pos + 4 + ln].decode())
         pos += 4 + ln
+    tokenizer = None
+    if flags & 2:  # the tokenizer file text that moe prepare recorded
+        (ln,) = struct.unpack("<Q", blob[pos:pos + 8])
+        tokenizer = blob[pos + 8:pos + 8 + ln]
     return dict(ids=ids.astype(np.uint32), doc_start=docs["start"].copy(),
-                doc_domain=docs["domain"].copy(), domains=domains, vocab_size=vocab)
+                doc_domain=docs["domain"].copy(), domains=domains, vocab_size=vocab,
+                tokenizer=tokenizer)
 
 
 def write_tokens(path, ids, vocab_size=0, doc_start=None, doc_domain=None, domains=None):

@@ -52,6 +52,7 @@ typedef struct moe_route_stats {
     float *tok_gate;                   /* [S,E,V] sum of their gates */
     double *tok_count;                 /* [n_domains,V] occurrences of id v */
     double *tok_active;                /* [n_domains,V] sum of active experts per site */
+    moe_read_info read;                /* what of the file was read */
 } moe_route_stats;
 
 int moe_route_stats_init(moe_route_stats *st, const moe_site *sites, size_t n_sites,
@@ -94,10 +95,14 @@ int moe_route_stats_json(const moe_route_stats *st, const moe_tokenizer *tok,
                          char *const *domain_names, size_t top_n, size_t min_count,
                          moe_buf *out, moe_err *err);
 
-/* Runs the model (m->training = 0) over up to max_tokens positions of t in
- * rows of T tokens, B rows per forward, and fills st (initialised here). */
+/* Runs the model (m->training = 0) over t in rows of T tokens, B rows per
+ * forward, and fills st (initialised here), st->read included: all of t
+ * when max_tokens is 0 or at least its size, else about max_tokens
+ * positions in rows sampled across the whole file, each domain its share
+ * (moe_tokens_sample). progress (may be NULL) hears of each forward. */
 int moe_analyze_tokens(moe_model *m, const moe_tokens *t, size_t B, size_t T,
-                       size_t max_tokens, moe_route_stats *st, moe_err *err);
+                       size_t max_tokens, moe_route_stats *st, const moe_progress *progress,
+                       moe_err *err);
 
 /* Appends s[len] to out as a JSON string, with bytes that are not valid
  * UTF-8 written as "\u00XX"-free text "<0xXX>" (token pieces may split
@@ -115,6 +120,7 @@ typedef struct moe_probe {
     uint8_t *prev, *cur;        /* routing masks [sum over sites of rows*T*E] */
     size_t mask_len;
     int have_prev;
+    double last_loss;           /* loss of the latest measurement (NAN: none yet) */
     char path[4096];
 } moe_probe;
 

@@ -14,16 +14,21 @@
  *  32  u32      n_domains   (0: no domain names)
  *  36  u32      vocab_size  (0: unknown; else every id < vocab_size)
  *  40  u32      CRC-32 of the whole file but these 4 bytes (when flags bit 0)
- *  44  u32      flags: bit 0 = the CRC is present; other bits zero
+ *  44  u32      flags: bit 0 = the CRC is present; bit 1 = a tokenizer
+ *                section ends the file; other bits zero
  *  48  u8[16]   reserved, zero
  *  64  tokens   n_tokens * bytes-per-token
  *      docs     n_docs * { u64 first_token, u32 domain_id, u32 zero }
  *      domains  n_domains * { u32 byte_len, UTF-8 name }
- * Documents are contiguous, in order, first_token strictly increasing from 0. */
+ *      tokenizer (flags bit 1) { u64 byte_len, the tokenizer file's text }
+ * Documents are contiguous, in order, first_token strictly increasing from 0.
+ * Files without bit 1 (written before the tokenizer was recorded) read as
+ * before, with no tokenizer. */
 #define MOE_TOKENS_MAGIC "MOETOKS"
 #define MOE_TOKENS_VERSION 1u
 #define MOE_TOKENS_HEADER 64
 #define MOE_TOKENS_HAS_CRC 1u
+#define MOE_TOKENS_HAS_TOKENIZER 2u
 
 typedef struct moe_tokens {
     uint32_t *ids;          /* [n] */
@@ -37,12 +42,47 @@ typedef struct moe_tokens {
     char *path;             /* the file it was read from (NULL when built in memory) */
     uint64_t file_bytes;    /* its size, and the CRC-32 of all of it: what a run */
     uint32_t file_crc;      /* records to know its data again (trainer_state.json) */
+    char *tokenizer;        /* the tokenizer file text the ids came from (NULL: not recorded) */
+    size_t tokenizer_len;
 } moe_tokens;
 
 int moe_tokens_read(const char *path, moe_tokens *out, moe_err *err);
 /* Written atomically; uint16 when every id < 65536, else uint32. */
 int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err);
 void moe_tokens_free(moe_tokens *t);
+
+/* Progress of a long pass (eval, analyze): fn(ctx, done, total) after each
+ * batch. NULL where no one is watching. */
+typedef struct moe_progress {
+    void (*fn)(void *ctx, size_t done, size_t total);
+    void *ctx;
+} moe_progress;
+
+/* What an evaluation read of a token file: `tokens` of the file's `of`
+ * (positions scored or analysed; all of them when not sampled), in
+ * `windows` windows of `window` positions; sampled (max_tokens < the file):
+ * evenly spaced windows, stratified by domain when the file has several. */
+typedef struct moe_read_info {
+    size_t tokens, of, windows, window;
+    int sampled, stratified;
+} moe_read_info;
+
+/* Which windows to read when only max_tokens tokens of a file are wanted.
+ * The file is cut into n_grid = (n - span) / stride + 1 windows, window w
+ * holding tokens [w*stride, w*stride + span). k = max_tokens / stride of
+ * them (at least 1, at most n_grid) are chosen evenly spaced through the
+ * file; when the file names several domains, within each domain (that of a
+ * window's first token) separately, k split in proportion to each domain's
+ * windows, and every domain with a window gets one while k allows: a file
+ * sorted by domain still gives each domain its share. Deterministic. Fills
+ * *starts (malloc'd, ascending: first token of each window) and info. */
+int moe_tokens_sample(const moe_tokens *t, size_t span, size_t stride, size_t max_tokens,
+                      size_t **starts, moe_read_info *info, moe_err *err);
+/* Appends "\"read\": {...}" (tokens, of, windows, window, sampling). */
+int moe_read_info_json(const moe_read_info *r, moe_buf *out);
+/* "3000 of 3000 tokens" or "300 of 3000 tokens: 10 evenly spaced windows of
+ * 30, stratified by domain" into out[cap]. */
+void moe_read_info_text(const moe_read_info *r, char *out, size_t cap);
 
 /* The batch loader. A "row" is T+1 consecutive tokens; row i starts at token
  * i*T, so there are n_rows = (n - 1) / T rows per epoch.

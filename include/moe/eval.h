@@ -17,6 +17,7 @@ typedef struct moe_loss_sums {
     double *nll;        /* [n_domains] summed next-token losses (nats) */
     double *count;      /* [n_domains] predictions */
     double total_nll, total_count;
+    moe_read_info read;  /* what of the file was read (moe_eval_loss fills it) */
 } moe_loss_sums;
 
 int moe_loss_sums_init(moe_loss_sums *s, size_t n_domains, moe_err *err);
@@ -31,12 +32,15 @@ uint32_t moe_tokens_domain_at(const moe_tokens *t, size_t pos);
 void moe_loss_sums_add(moe_loss_sums *s, const moe_tokens *t, size_t first,
                        const float *losses, size_t n);
 
-/* Loss of the model (m->training = 0 during, restored after) over the first
- * max_tokens tokens of t (0: all) in consecutive windows of T predictions
- * (the context restarts at each window, as in training rows), B windows per
- * forward. Fills s (initialised here with t's domains, at least one). */
+/* Loss of the model (m->training = 0 during, restored after) over t in
+ * consecutive windows of T predictions (the context restarts at each
+ * window, as in training rows), B windows per forward. All of t when
+ * max_tokens is 0 or at least its size; else about max_tokens tokens in
+ * windows sampled across the whole file, each domain its share
+ * (moe_tokens_sample). Fills s (initialised here with t's domains, at least
+ * one), s->read included. progress (may be NULL) hears of each forward. */
 int moe_eval_loss(moe_model *m, const moe_tokens *t, size_t B, size_t T, size_t max_tokens,
-                  moe_loss_sums *s, moe_err *err);
+                  moe_loss_sums *s, const moe_progress *progress, moe_err *err);
 
 /* ---- multiple choice ---------------------------------------------------- */
 

@@ -33,6 +33,14 @@ int moe_jsonl_keep_steps(const char *path, long step, moe_err *err);
 /* mkdir -p (0755). */
 int moe_mkdirs(const char *path, moe_err *err);
 
+/* An advisory lock on a directory that one writer at a time may own (a run
+ * folder): flock(LOCK_EX | LOCK_NB) on DIR/.lock, which also records the
+ * holder's pid. The lock dies with the process (a kill releases it). On
+ * success *fd holds it until moe_dir_unlock; when another process holds it,
+ * the error names DIR and that process's pid. */
+int moe_dir_lock(const char *dir, int *fd, moe_err *err);
+void moe_dir_unlock(int fd);
+
 /* fsync a directory so that renames inside it are durable. */
 int moe_fsync_dir(const char *dir, moe_err *err);
 

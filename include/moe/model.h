@@ -63,6 +63,9 @@ typedef struct moe_model {
  * buffers with every (token, expert) pair active (ReLU routing's worst case). */
 size_t moe_model_memory_estimate(const moe_config *c, size_t n_params, size_t B, size_t T);
 
+/* The number of parameters of a model of this finalized config, found
+ * without allocating them (for a memory check that comes first). */
+int moe_model_count_params(const moe_config *cfg, size_t *n_params, moe_err *err);
 /* Builds a model from a finalized config; parameters zero (call init or load). */
 int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err);
 void moe_model_free(moe_model *m);
@@ -89,9 +92,14 @@ double moe_model_end_step(moe_model *m);
 /* Logits of the last forward: [B*T, V]. Valid until the next backward. */
 static inline const float *moe_model_logits(const moe_model *m) { return m->logits; }
 
-/* Checkpoint I/O: DIR/config.json and DIR/model.safetensors. */
+/* Checkpoint I/O: DIR/config.json and DIR/model.safetensors. Saving
+ * refuses weights holding a NaN or an infinity (naming the tensor), and
+ * loading refuses them too (st_load_f32), so poison never travels. */
 int moe_model_save(const moe_model *m, const char *dir, moe_err *err);
 int moe_model_load(const char *dir, moe_model **out, moe_err *err);
+/* CKPT/config.json (checksum-verified) as a finalized config: what a model
+ * load would build, known before anything is allocated. */
+int moe_checkpoint_config(const char *ckpt, moe_config *cfg, moe_err *err);
 /* The tokenizer that goes with checkpoint CKPT: the file `path` when it is
  * given, else CKPT/tokenizer (checksum-verified); *out is NULL (and 0 is
  * returned) when there is neither, so the caller decides what to do. */
@@ -104,5 +112,8 @@ int moe_model_load_weights(moe_model *m, const char *ckpt, moe_err *err);
 /* Resolves a model or run directory to the checkpoint directory to read:
  * DIR itself if it holds model.safetensors, else the newest DIR/checkpoints/step-*. */
 int moe_resolve_checkpoint(const char *dir, char *out, size_t cap, moe_err *err);
+/* 1 when ckpt is a checkpoint folder RUN/checkpoints/step-N of a training
+ * run, with the run's absolute path in run[cap]; else 0. */
+int moe_checkpoint_run(const char *ckpt, char *run, size_t cap);
 
 #endif

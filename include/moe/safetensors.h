@@ -40,7 +40,8 @@ const st_tensor *st_find(const st_file *f, const char *name);
 const char *st_meta(const st_file *f, const char *key);
 
 /* Looks up `name`, checks it is F32 with exactly the given shape, and copies
- * its values into dst. Errors: missing tensor, wrong dtype, wrong shape. */
+ * its values into dst. Errors: missing tensor, wrong dtype, wrong shape, a
+ * non-finite value (NaN or infinity: a poisoned model or optimiser state). */
 int st_load_f32(const st_file *f, const char *name, const int64_t *shape, int ndim,
                 float *dst, moe_err *err);
 

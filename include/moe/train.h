@@ -25,8 +25,10 @@ double moe_grad_norm(const float *g, size_t n, double *part);
 /* One AdamW update (PyTorch semantics: decoupled decay lr*wd*p on tensors
  * with decay set; bias-corrected moments) with the gradients multiplied by
  * grad_scale (the clipping factor) and left zeroed for the next step. t is
- * the 1-based step count. */
-void moe_adamw_update(const moe_layout *L, float *params, float *grads, float grad_scale,
+ * the 1-based step count. Returns how many elements the update left
+ * non-finite (a parameter or either of its moments), counted in the same
+ * pass. */
+size_t moe_adamw_update(const moe_layout *L, float *params, float *grads, float grad_scale,
                       float *m, float *v, double lr, long t, const moe_config *cfg);
 
 /* What one optimiser step measured. */
@@ -42,6 +44,9 @@ typedef struct moe_step_stats {
     size_t tokens;        /* tokens in this step */
     double seconds;       /* wall time of this step */
     int skipped;          /* the loss or gradient norm was not finite: no update */
+    size_t poisoned;      /* elements the update left non-finite (parameters or AdamW
+                           * moments): the model must return to a checkpoint */
+    const char *poisoned_tensor;  /* the first tensor holding one (NULL if none) */
 } moe_step_stats;
 
 typedef struct moe_trainer {
@@ -57,9 +62,12 @@ typedef struct moe_trainer {
     FILE *metrics;            /* out_dir/metrics.jsonl, appended */
     moe_buf tokenizer;        /* tokenizer file copied into every checkpoint (may be empty) */
     moe_profile prof;         /* --profile: where the steps' time went */
+    int lock_fd;              /* out_dir/.lock, held while the trainer lives (-1: none) */
 } moe_trainer;
 
-/* Takes ownership of model. cfg holds the training keys (steps, batch, ...). */
+/* Takes ownership of model. cfg holds the training keys (steps, batch, ...).
+ * Creates out_dir and locks it (moe_dir_lock): a second trainer on the same
+ * directory is refused while this one lives. */
 int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
                        const moe_tokens *data, const char *out_dir, moe_err *err);
 /* Restores optimiser moments, step and data position from a checkpoint

@@ -4,6 +4,7 @@
  * masks against the previous measurement (SPEC §3). One JSON line per
  * measurement in RUN/calibration.jsonl (docs/EVAL.md). */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 int moe_probe_init(moe_probe *p, const moe_tokens *t, size_t n_tokens, size_t B, size_t T,
                    const char *path, moe_err *err) {
     memset(p, 0, sizeof *p);
+    p->last_loss = NAN;
     if (t->n < T + 1)
         return moe_errf(err, "the calibration data has %zu tokens, fewer than one row of %zu + 1", t->n, T);
     size_t rows = n_tokens / T;
@@ -93,6 +95,7 @@ static int measure(moe_probe *p, moe_model *m, long step, int write, moe_err *er
         all_flips += flips[s];
         sumE += (double)sites[s].E;
     }
+    p->last_loss = nll / (double)tokens;
     moe_buf b = {0};
     moe_buf_printf(&b, "{\"step\": %ld, \"tokens\": %zu, \"loss\": ", step, tokens);
     json_write_double(&b, nll / (double)tokens);

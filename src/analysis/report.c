@@ -406,7 +406,17 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
             }
             moe_buf_printf(b, "</tr>");
         }
-        moe_buf_printf(b, "</table>");
+        /* what each run read of the file (eval --max-tokens samples it) */
+        moe_buf_printf(b, "<tr><td class=\"sub\">tokens read</td>");
+        for (size_t i = 0; i < n && i < 64; i++) {
+            const json_value *e = eval_entry(&runs[i], "data", sets[k]), *rd = e ? json_get(e, "read") : NULL;
+            moe_buf_printf(b, "<td colspan=\"%d\" class=\"sub\">", robust ? 2 : 1);
+            if (rd && !strcmp(jstr(rd, "sampling", "all"), "all")) moe_buf_printf(b, "all %.0f", jnum(rd, "of"));
+            else if (rd) moe_buf_printf(b, "%.0f of %.0f, sampled", jnum(rd, "tokens"), jnum(rd, "of"));
+            else moe_buf_printf(b, "—");
+            moe_buf_printf(b, "</td>");
+        }
+        moe_buf_printf(b, "</tr></table>");
     }
     if (nt) {
         moe_buf_printf(b, "<table><tr><th>task</th><th>items</th>");
@@ -445,7 +455,9 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
         moe_buf_printf(b, "</table>");
     }
     moe_buf_printf(b, "</div><p class=\"note\">Perplexity = exp(mean next-token loss) over the token file, and per "
-                   "domain of its document table; lower is better. <i>Top expert dropped</i>: every router disables "
+                   "domain of its document table; lower is better. <i>Tokens read</i>: how much of the file the "
+                   "evaluation saw; with <code>--max-tokens</code>, windows spread evenly over the file, each "
+                   "domain its share. <i>Top expert dropped</i>: every router disables "
                    "each token's highest-scoring expert (routing robustness; a router that does not implement it "
                    "shows the same number). Multiple choice: acc picks the choice with the largest summed "
                    "log-probability given the context, acc_norm divides that sum by the choice's length in bytes "
@@ -725,7 +737,16 @@ static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, double scal
     for (size_t e = 0; e < E; e++) { snprintf(lab[ns + e], 24, "%zu", e); rl[ns + e] = lab[ns + e]; }
     char id[64], title[200];
     snprintf(id, sizeof id, "routed-%zu", ci);
-    svg_heat(b, &(svg_heatmap){.id = id, .title = "Routed-token ratio per layer and expert (analysis data)",
+    const json_value *rd = json_get(r->analysis, "read");
+    if (rd && !strcmp(jstr(rd, "sampling", "all"), "all"))
+        snprintf(title, sizeof title, "Routed-token ratio per layer and expert (all %.0f analysis tokens)",
+                 jnum(rd, "of"));
+    else if (rd)
+        snprintf(title, sizeof title, "Routed-token ratio per layer and expert (%.0f of %.0f analysis tokens, "
+                 "%s)", jnum(rd, "tokens"), jnum(rd, "of"), jstr(rd, "sampling", "sampled"));
+    else
+        snprintf(title, sizeof title, "Routed-token ratio per layer and expert (analysis data)");
+    svg_heat(b, &(svg_heatmap){.id = id, .title = title,
              .xlabel = "expert", .ylabel = "layer", .scale_label = "fraction of tokens routed to the expert",
              .rows = ns, .cols = E, .values = v, .row_labels = rl, .col_labels = rl + ns, .lo = 0, .hi = scale});
     /* domain specialisation: one bar chart per site */

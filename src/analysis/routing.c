@@ -317,31 +317,45 @@ int moe_route_stats_json(const moe_route_stats *st, const moe_tokenizer *tok,
 /* ---- a pass over a token file ------------------------------------------------ */
 
 int moe_analyze_tokens(moe_model *m, const moe_tokens *t, size_t B, size_t T,
-                       size_t max_tokens, moe_route_stats *st, moe_err *err) {
+                       size_t max_tokens, moe_route_stats *st, const moe_progress *progress,
+                       moe_err *err) {
     memset(st, 0, sizeof *st);
     if (T > (size_t)m->cfg.max_seq_len) T = (size_t)m->cfg.max_seq_len;
     if (B == 0) B = 1;
-    size_t n = max_tokens && max_tokens < t->n ? max_tokens : t->n;
+    int sampled = max_tokens && max_tokens < t->n;
+    size_t n = sampled ? max_tokens : t->n;
     if (n == 0) return moe_errf(err, "the token file is empty");
     if (t->vocab_size > (uint32_t)m->cfg.vocab_size)
         return moe_errf(err, "the token file's vocabulary (%u) is larger than the model's "
                         "vocab_size (%d)", t->vocab_size, m->cfg.vocab_size);
-    size_t rows = n / T, rest = n - rows * T;
+    size_t *starts = NULL, rows, rest;
+    moe_read_info read;
+    if (sampled) {  /* rows of T tokens across the file */
+        if (T > max_tokens) T = max_tokens;
+        if (moe_tokens_sample(t, T, T, max_tokens, &starts, &read, err)) return -1;
+        rows = read.windows;
+        rest = 0;
+    } else {
+        rows = n / T;
+        rest = n - rows * T;
+        read = (moe_read_info){.tokens = n, .of = t->n, .windows = rows + (rest > 0), .window = T};
+    }
     int *in = moe_malloc(B * T * sizeof(int), err);
     uint32_t *dom = in ? moe_malloc(B * T * sizeof(uint32_t), err) : NULL;
     moe_site sites[256];
     const float *gates[256];
-    if (!dom) { free(in); return -1; }
+    if (!dom) { free(in); free(starts); return -1; }
     int training = m->training, rc = 0, started = 0;
     m->training = 0;
     for (size_t r = 0; r < rows + (rest > 0) && !rc;) {
         size_t br = r < rows ? (rows - r < B ? rows - r : B) : 1, tw = r < rows ? T : rest;
-        for (size_t b = 0; b < br; b++)
+        for (size_t b = 0; b < br; b++) {
+            size_t first = starts ? starts[r + b] : (r + b) * T;
             for (size_t i = 0; i < tw; i++) {
-                size_t p = (r + b) * T + i;
-                in[b * tw + i] = (int)t->ids[p];
-                dom[b * tw + i] = moe_tokens_domain_at(t, p);
+                in[b * tw + i] = (int)t->ids[first + i];
+                dom[b * tw + i] = moe_tokens_domain_at(t, first + i);
             }
+        }
         if ((rc = moe_model_forward(m, in, NULL, br, tw, NULL, NULL, err))) break;
         size_t ns = moe_routing_sites(m, sites, 256);
         if (ns > 256) { rc = moe_errf(err, "more than 256 routers"); break; }
@@ -356,10 +370,13 @@ int moe_analyze_tokens(moe_model *m, const moe_tokens *t, size_t B, size_t T,
         }
         if (!rc) moe_route_stats_add(st, gates, br * tw, in, dom);
         r += br;
+        if (progress && progress->fn) progress->fn(progress->ctx, r, rows + (rest > 0));
     }
     m->training = training;
     free(in);
     free(dom);
+    free(starts);
     if (rc) moe_route_stats_free(st);
+    else st->read = read;
     return rc;
 }

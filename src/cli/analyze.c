@@ -21,7 +21,8 @@ static void help(FILE *f) {
         "  --data FILE.tok    token file; its document table gives the domains\n"
         "  --out FILE.json    where to write the analysis (default: DIR/analysis.json\n"
         "                     when DIR is a run directory, i.e. holds metrics.jsonl)\n"
-        "  --max-tokens N     analyse at most the first N tokens (default 65536; 0: all)\n"
+        "  --max-tokens N     analyse about N tokens in rows spread evenly over the file,\n"
+        "                     each domain its share (default 65536; 0: all)\n"
         "  --top N            tokens listed per expert (default 10)\n"
         "  --min-count N      only ids seen at least N times are listed (default 5)\n"
         "  --seq T  --batch B rows of T tokens, B per forward (default: seq_len, 8)\n"
@@ -78,7 +79,10 @@ int cmd_analyze(int argc, char **argv) {
     if (moe_checkpoint_tokenizer(ckpt, tok_path, &tok, &err)) goto fail;
     size_t T = seq ? (size_t)seq : (size_t)m->cfg.seq_len;
     fprintf(stderr, "moe analyze: %s over %s ...\n", ckpt, data);
-    if (moe_analyze_tokens(m, &t, (size_t)batch, T, (size_t)max_tokens, &st, &err)) {
+    cli_progress pr;
+    cli_progress_start(&pr, cmd, data);
+    if (moe_analyze_tokens(m, &t, (size_t)batch, T, (size_t)max_tokens, &st,
+                           &(moe_progress){cli_progress_fn, &pr}, &err)) {
         moe_err_prefix(&err, "%s", data);
         goto fail;
     }
@@ -88,7 +92,9 @@ int cmd_analyze(int argc, char **argv) {
     }
 
     /* the summary */
-    printf("moe analyze: %s (%s router) over %.0f tokens of %s\n\n", ckpt, m->cfg.router, st.tokens, data);
+    char read[256];
+    moe_read_info_text(&st.read, read, sizeof read);
+    printf("moe analyze: %s (%s router) over %s (%s)\n\n", ckpt, m->cfg.router, data, read);
     printf("  %-10s %8s %7s  routed-token ratio per expert\n", "layer", "sparsity", "active");
     for (size_t s = 0; s < st.n_sites; s++) {
         double act = 0.0;
@@ -118,6 +124,8 @@ int cmd_analyze(int argc, char **argv) {
     json_write_string(&b, data, strlen(data));
     moe_buf_printf(&b, ",\n\"ffn\": \"%s\", \"router\": \"%s\", \"n_experts\": %d, \"top_k\": %d, "
                    "\"min_count\": %ld,\n", m->cfg.ffn, m->cfg.router, m->cfg.n_experts, m->cfg.top_k, min_count);
+    moe_read_info_json(&st.read, &b);
+    moe_buf_printf(&b, ",\n");
     if (moe_route_stats_json(&st, tok, t.n_domains ? t.domain_names : NULL, (size_t)top, (size_t)min_count, &b, &err))
         goto fail;
     moe_buf_printf(&b, "\n}\n");

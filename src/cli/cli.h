@@ -57,4 +57,19 @@ int cli_int(const cli_parser *p, const char *val, long lo, long hi, long *out);
 int cli_double(const cli_parser *p, const char *val, double lo, double hi, double *out);
 int cli_number(const cli_parser *p, const char *val, int whole, double *out);
 
+/* Writes the n bytes at s into out[cap] for an error message: printable
+ * ASCII as is, every other byte (NUL included) as \xNN. Returns out. */
+const char *cli_quote(char *out, size_t cap, const char *s, size_t n);
+
+/* Progress of a long pass on stderr (moe_progress's fn with a cli_progress
+ * as ctx): redrawn on a terminal, a line every 30 s in a log, nothing for a
+ * pass that ends within the first interval. */
+typedef struct cli_progress {
+    const char *cmd, *what;
+    int tty, shown;
+    double t0, last;
+} cli_progress;
+void cli_progress_start(cli_progress *p, const char *cmd, const char *what);
+void cli_progress_fn(void *ctx, size_t done, size_t total);
+
 #endif

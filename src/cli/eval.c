@@ -29,7 +29,8 @@ static void help(FILE *f) {
         "                     by each router (SPEC 2.3)\n"
         "  --json FILE        write the results as JSON (default: DIR/eval.json when\n"
         "                     DIR is a run directory, i.e. holds metrics.jsonl)\n"
-        "  --max-tokens N     evaluate at most the first N tokens of each file (0: all)\n"
+        "  --max-tokens N     evaluate about N tokens of each file, in windows spread\n"
+        "                     evenly over it, each domain its share (0: all)\n"
         "  --limit N          score at most the first N items of each task (0: all)\n"
         "  --seq T            window length (default: the model's seq_len)\n"
         "  --batch B          windows per forward (default 8)\n"
@@ -182,14 +183,18 @@ int cmd_eval(int argc, char **argv) {
         r->n_domains = toks[i].n_domains;
         fprintf(stderr, "moe eval: %s ...\n", data[i]);
         m->drop_top_expert = 0;
-        if (moe_eval_loss(m, &toks[i], (size_t)batch, T, (size_t)max_tokens, &r->base, &err)) {
+        cli_progress pr;
+        cli_progress_start(&pr, cmd, data[i]);
+        moe_progress progress = {cli_progress_fn, &pr};
+        if (moe_eval_loss(m, &toks[i], (size_t)batch, T, (size_t)max_tokens, &r->base, &progress, &err)) {
             moe_err_prefix(&err, "%s", data[i]);
             goto fail;
         }
         if (robustness) {
             fprintf(stderr, "moe eval: %s, top expert dropped ...\n", data[i]);
             m->drop_top_expert = 1;
-            int e = moe_eval_loss(m, &toks[i], (size_t)batch, T, (size_t)max_tokens, &r->drop, &err);
+            cli_progress_start(&pr, cmd, data[i]);
+            int e = moe_eval_loss(m, &toks[i], (size_t)batch, T, (size_t)max_tokens, &r->drop, &progress, &err);
             m->drop_top_expert = 0;
             if (e) { moe_err_prefix(&err, "%s (robustness)", data[i]); goto fail; }
             r->have_drop = 1;
@@ -215,6 +220,9 @@ int cmd_eval(int argc, char **argv) {
             for (size_t d = 0; d < r->base.n_domains; d++)
                 print_row(r->domain_names[d], r->base.nll[d], r->base.count[d], r->have_drop ? &r->drop : NULL,
                           r->have_drop ? r->drop.nll[d] : 0, r->have_drop ? r->drop.count[d] : 0);
+        char read[256];
+        moe_read_info_text(&r->base.read, read, sizeof read);
+        printf("  (read %s)\n", read);
     }
     for (size_t i = 0; i < n_data; i++)
         if (dr[i].have_drop && dr[i].drop.total_nll == dr[i].base.total_nll) {
@@ -242,6 +250,8 @@ int cmd_eval(int argc, char **argv) {
         json_write_string(&b, r->name, strlen(r->name));
         moe_buf_printf(&b, ", \"path\": ");
         json_write_string(&b, r->path, strlen(r->path));
+        moe_buf_printf(&b, ", ");
+        moe_read_info_json(&r->base.read, &b);
         moe_buf_printf(&b, ", ");
         write_sums(&b, &r->base, r->domain_names);
         if (r->have_drop) {

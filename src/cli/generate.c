@@ -34,6 +34,7 @@ static void help(FILE *f) {
         "  --top-p P          ... then among the fewest whose probability reaches P (default 1: off)\n"
         "  --seed S           sampling seed (default 1): same seed, same text\n"
         "  --tokenizer FILE   else DIR's own 'tokenizer' file, else bytes when vocab_size is 257\n"
+        "                    (any other vocab_size without a tokenizer is refused)\n"
         "  --stats            print prefill and decode tokens/s and the mean number of\n"
         "                     active experts per token of each MoE layer to stderr\n"
         "  --interactive      read prompts line by line from stdin; each is appended to the\n"
@@ -314,7 +315,13 @@ int cmd_generate(int argc, char **argv) {
         moe_decode_check(&cfg, &err) || moe_model_load(ckpt, &g.m, &err))
         goto out;
     if (moe_checkpoint_tokenizer(ckpt, tok_path, &tok, &err)) goto out;
-    if (!tok && !(tok = moe_tokenizer_bytes(&err))) goto out;  /* no tokenizer: bytes */
+    if (!tok && g.m->cfg.vocab_size != 257) {  /* bytes would print garbage */
+        moe_errf(&err, "%s has no tokenizer file and its vocab_size is %d, not the 257 of the bytes "
+                 "tokenizer: give --tokenizer FILE (the one its data was prepared with), or "
+                 "--tokenizer bytes if the data was bytes", ckpt, g.m->cfg.vocab_size);
+        goto out;
+    }
+    if (!tok && !(tok = moe_tokenizer_bytes(&err))) goto out;  /* no tokenizer, 257 ids: bytes */
     g.tok = tok;
     uint32_t tv = moe_tokenizer_vocab_size(tok);
     if (tv > (uint32_t)g.m->cfg.vocab_size) {

@@ -1,5 +1,7 @@
 /* init.c — `moe init`: write a randomly initialised model. */
 #include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "moe/checksum.h"
@@ -10,7 +12,7 @@
 
 static void help(FILE *f) {
     fprintf(f,
-        "usage: moe init --config FILE.json --out DIR [--seed N] [--upcycle DENSE]\n\n"
+        "usage: moe init --config FILE.json --out DIR [--seed N] [--force] [--upcycle DENSE]\n\n"
         "Writes DIR/config.json and DIR/model.safetensors with the SPEC init\n"
         "(normal(0, init_std); output projections init_std/sqrt(2 n_layers); norms 1).\n"
         "  --config FILE    model and training keys (docs/CONFIG.md)\n"
@@ -19,7 +21,9 @@ static void help(FILE *f) {
         "  --upcycle DENSE  sparse upcycling: start from the trained dense model DENSE\n"
         "                   (a model or run directory): every tensor copied, the dense FFN\n"
         "                   of each MoE layer copied into every expert, the routers fresh\n"
-        "                   from the init; its tokenizer comes along (docs/INTEROP.md)\n");
+        "                   from the init; its tokenizer comes along (docs/INTEROP.md)\n"
+        "  --force          overwrite a model that DIR already holds (never a training\n"
+        "                   run or one of its checkpoints)\n");
 }
 
 /* Copies the dense model at `dense` into m (moe_upcycle) and saves m with
@@ -39,14 +43,37 @@ static int upcycle_from(moe_model *m, const char *dense, const char *out, moe_er
     return rc;
 }
 
+static int exists(const char *dir, const char *name) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* A directory written by training (a run, or one of its checkpoints) is
+ * never overwritten; a model that init wrote is, with --force only. */
+static int check_out(const char *out, int force, moe_err *err) {
+    if (exists(out, "trainer_state.json") || exists(out, "optimizer.safetensors"))
+        return moe_errf(err, "%s is a training checkpoint; init never overwrites one: choose "
+                        "another --out", out);
+    if (exists(out, "checkpoints") || exists(out, "metrics.jsonl"))
+        return moe_errf(err, "%s holds a training run; init never overwrites one: choose another "
+                        "--out", out);
+    if (!force && (exists(out, "model.safetensors") || exists(out, "config.json")))
+        return moe_errf(err, "%s already holds a model: choose another --out, or add --force to "
+                        "overwrite it", out);
+    return 0;
+}
+
 int cmd_init(int argc, char **argv) {
-    enum { O_CONFIG = 256, O_OUT, O_SEED, O_UPCYCLE };
+    enum { O_CONFIG = 256, O_OUT, O_SEED, O_UPCYCLE, O_FORCE };
     static const struct option opts[] = {
         {"help", no_argument, 0, 'h'}, {"config", required_argument, 0, O_CONFIG},
         {"out", required_argument, 0, O_OUT}, {"seed", required_argument, 0, O_SEED},
-        {"upcycle", required_argument, 0, O_UPCYCLE}, {0, 0, 0, 0}};
+        {"upcycle", required_argument, 0, O_UPCYCLE}, {"force", no_argument, 0, O_FORCE}, {0, 0, 0, 0}};
     const char *config = NULL, *out = NULL, *upcycle = NULL;
     long seed = -1;
+    int force = 0;
     cli_parser p;
     cli_begin(&p, "init", argc, argv, opts);
     for (int c; (c = cli_next(&p)) != -1;) {
@@ -55,6 +82,7 @@ int cmd_init(int argc, char **argv) {
         case O_CONFIG: config = p.value; break;
         case O_OUT: out = p.value; break;
         case O_UPCYCLE: upcycle = p.value; break;
+        case O_FORCE: force = 1; break;
         case O_SEED: if (cli_int(&p, p.value, 0, 2147483647, &seed)) return 2; break;
         default: return 2;
         }
@@ -64,7 +92,10 @@ int cmd_init(int argc, char **argv) {
     moe_err err;
     moe_config cfg;
     moe_model *m;
-    if (moe_config_load(config, &cfg, &err)) { fprintf(stderr, "moe init: %s\n", err.msg); return 1; }
+    if (check_out(out, force, &err) || moe_config_load(config, &cfg, &err)) {
+        fprintf(stderr, "moe init: %s\n", err.msg);
+        return 1;
+    }
     if (seed >= 0) cfg.seed = (int)seed;
     if (moe_model_create(&cfg, &m, &err)) { fprintf(stderr, "moe init: %s\n", err.msg); return 1; }
     moe_model_init(m, (uint64_t)cfg.seed);

@@ -156,7 +156,13 @@ int cmd_prepare(int argc, char **argv) {
     t.n = total;
     t.n_docs = docs.n;
     t.vocab_size = moe_tokenizer_vocab_size(tok);
-    if (moe_tokens_write(out, &t, &err)) { fprintf(stderr, "moe %s: %s\n", cmd, err.msg); goto free_t; }
+    moe_buf tok_text = {0};  /* recorded in the file: train carries it into the checkpoints */
+    if (moe_tokenizer_serialize(tok, &tok_text, &err)) { fprintf(stderr, "moe %s: %s\n", cmd, err.msg); goto free_t; }
+    t.tokenizer = tok_text.data;
+    t.tokenizer_len = tok_text.len;
+    int wrc = moe_tokens_write(out, &t, &err);
+    moe_buf_free(&tok_text);
+    if (wrc) { fprintf(stderr, "moe %s: %s\n", cmd, err.msg); goto free_t; }
     double secs = omp_get_wtime() - t0;
     printf("prepare: %zu docs, %zu tokens (vocab %u, %.1f MB of text, %.2f bytes/token) in %.1f s -> %s; "
            "tokens per domain:",

@@ -19,23 +19,26 @@ static void help(FILE *f) {
         "(the context restarts at each window).\n");
 }
 
-/* Parses whitespace-separated non-negative ids; errors name the file and position. */
-static int parse_ids(const char *text, const char *what, int **ids, size_t *n, moe_err *err) {
+/* Parses whitespace-separated non-negative ids from len bytes (a NUL byte
+ * is an error, not the end); errors name the file and position. */
+static int is_space(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
+static int parse_ids(const char *text, size_t len, const char *what, int **ids, size_t *n, moe_err *err) {
     size_t cap = 1024;
     *n = 0;
     *ids = moe_malloc(cap * sizeof(int), err);
     if (!*ids) return -1;
-    const char *p = text;
-    while (1) {
-        while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
-        if (!*p) break;
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 0 || v > 2147483647 ||
-            (*end && *end != ' ' && *end != '\n' && *end != '\t' && *end != '\r'))
-            return moe_errf(err, "%s: token %zu: expected a non-negative integer id, found '%.*s'",
-                            what, *n + 1, (int)(strcspn(p, " \t\r\n") < 20 ? strcspn(p, " \t\r\n") : 20), p);
+    for (size_t p = 0; p < len;) {
+        if (is_space(text[p])) { p++; continue; }
+        size_t e = p;
+        long v = 0;
+        while (e < len && text[e] >= '0' && text[e] <= '9' && v <= 2147483647) v = v * 10 + (text[e++] - '0');
+        if (e == p || v > 2147483647 || (e < len && !is_space(text[e]))) {
+            char q[96];
+            size_t w = p;
+            while (w < len && w - p < 20 && !is_space(text[w])) w++;
+            return moe_errf(err, "%s: token %zu: expected a non-negative integer id, found '%s'",
+                            what, *n + 1, cli_quote(q, sizeof q, text + p, w - p));
+        }
         if (*n == cap) {
             int *g = realloc(*ids, 2 * cap * sizeof(int));
             if (!g) return moe_errf(err, "out of memory");
@@ -43,7 +46,7 @@ static int parse_ids(const char *text, const char *what, int **ids, size_t *n, m
             cap *= 2;
         }
         (*ids)[(*n)++] = (int)v;
-        p = end;
+        p = e;
     }
     return 0;
 }
@@ -75,13 +78,14 @@ int cmd_score(int argc, char **argv) {
         size_t r;
         while ((r = fread(chunk, 1, sizeof chunk, stdin)) > 0) moe_buf_append(&in, chunk, r);
         text = in.data ? in.data : calloc(1, 1);
+        len = in.len;
     }
     if (!text) { fprintf(stderr, "moe score: %s\n", err.msg); return 1; }
     int *ids = NULL;
     size_t n = 0;
     moe_model *m = NULL;
     int rc = 1;
-    if (parse_ids(text, strcmp(tokens, "-") ? tokens : "<stdin>", &ids, &n, &err)) goto out;
+    if (parse_ids(text, len, strcmp(tokens, "-") ? tokens : "<stdin>", &ids, &n, &err)) goto out;
     if (n < 2) { moe_errf(&err, "%s: need at least 2 tokens to score, found %zu", tokens, n); goto out; }
     if (moe_model_load(model_dir, &m, &err)) goto out;
     size_t V = (size_t)m->cfg.vocab_size, W = (size_t)m->cfg.max_seq_len;

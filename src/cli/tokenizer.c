@@ -364,8 +364,10 @@ static int decode(int argc, char **argv) {
         if (q == p || !sep || v >= moe_tokenizer_vocab_size(tok)) {
             size_t e = p;
             while (e < len && e - p < 20 && text[e] != ' ' && text[e] != '\n' && text[e] != '\t') e++;
-            fprintf(stderr, "moe %s: %s:%zu: expected a token id in [0, %u), found '%.*s'\n", cmd,
-                    o.input ? o.input : "<stdin>", line, moe_tokenizer_vocab_size(tok), (int)(e - p), text + p);
+            char q[96];
+            fprintf(stderr, "moe %s: %s:%zu: expected a token id in [0, %u), found '%s'\n", cmd,
+                    o.input ? o.input : "<stdin>", line, moe_tokenizer_vocab_size(tok),
+                    cli_quote(q, sizeof q, text + p, e - p));
             rc = 1;
             break;
         }

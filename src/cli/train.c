@@ -2,12 +2,14 @@
  * live progress, metrics, periodic checkpoints, and a clean stop on
  * SIGINT / SIGTERM (a checkpoint is written first). */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -86,7 +88,33 @@ static int guard_non_finite(moe_trainer *tr, const moe_step_stats *st, int *bad_
     return 0;
 }
 
-/* MemAvailable from /proc/meminfo, in bytes (0 if unknown). */
+/* An update left parameters (or their AdamW moments) non-finite: the
+ * weights are poisoned and cannot be skipped, so training returns to the
+ * last checkpoint at once (never saving the poison), and gives up when that
+ * happens again from the same checkpoint, or when there is none. */
+static int guard_poisoned(moe_trainer *tr, const moe_step_stats *st, long *rolled_back_to, int tty,
+                          moe_err *err) {
+    fprintf(stderr, "%smoe train: step %ld: the update left %zu values non-finite (first in tensor "
+            "'%s', its weights or AdamW moments)\n", tty ? "\r\033[K" : "", st->step, st->poisoned,
+            st->poisoned_tensor);
+    long back;
+    if (moe_trainer_rollback(tr, &back, err))
+        return moe_err_prefix(err, "step %ld poisoned the weights (tensor '%s'), nothing was saved, "
+                              "and there is no checkpoint to return to: lower --lr, check adam_eps "
+                              "and the data", st->step, st->poisoned_tensor);
+    if (back == *rolled_back_to)
+        return moe_errf(err, "training diverged: the weights became non-finite (tensor '%s') again "
+                        "after returning to the checkpoint of step %ld; nothing was changed for you: "
+                        "lower --lr (now %g), check adam_eps and the data", st->poisoned_tensor,
+                        back, tr->cfg.lr);
+    fprintf(stderr, "moe train: returned to the checkpoint of step %ld (weights, optimiser, data "
+            "position, lambda); the learning rate and everything else are unchanged\n", back);
+    *rolled_back_to = back;
+    return 0;
+}
+
+/* MemAvailable from /proc/meminfo, in bytes, or the address-space limit
+ * (ulimit -v) when that is lower (0 if neither is known). */
 static size_t memory_available(void) {
     FILE *f = fopen("/proc/meminfo", "r");
     char line[256];
@@ -94,7 +122,11 @@ static size_t memory_available(void) {
     while (f && fgets(line, sizeof line, f))
         if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
     if (f) fclose(f);
-    return kb * 1024;
+    size_t have = kb * 1024;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (!have || rl.rlim_cur < have))
+        have = (size_t)rl.rlim_cur;
+    return have;
 }
 
 /* Refuses, before the large allocations, a run that cannot fit in memory. */
@@ -125,6 +157,20 @@ static void print_profile(const moe_profile *p, double seconds, long steps, int 
     }
 }
 
+/* What the console adds to a step's line: ReMoE's sparsity and λ, the
+ * auxiliary loss of the other routers, and the calibration loss of the
+ * latest probe measurement (calib: NAN when no probe runs). */
+static void console_routing(const moe_config *c, const moe_step_stats *st, double calib, char *out,
+                            size_t cap) {
+    size_t n = 0;
+    out[0] = '\0';
+    if (!strcmp(c->ffn, "moe") && !strcmp(c->router, "relu"))
+        n += (size_t)snprintf(out, cap, "  sparsity %.3f  λ %.2e", st->sparsity, (double)st->lambda);
+    else if (strcmp(c->ffn, "dense"))
+        n += (size_t)snprintf(out, cap, "  aux %.4f", st->aux_loss);
+    if (isfinite(calib) && n < cap) snprintf(out + n, cap - n, "  calib %.4f", calib);
+}
+
 static void format_duration(char *out, size_t cap, double s) {
     if (s < 60) snprintf(out, cap, "%.0fs", s);
     else if (s < 3600) snprintf(out, cap, "%dm%02ds", (int)s / 60, (int)s % 60);
@@ -133,22 +179,60 @@ static void format_duration(char *out, size_t cap, double s) {
 
 /* The tokenizer that travels with the checkpoints: --tokenizer FILE
  * (validated, and no larger than the model's vocabulary), else the one in
- * the checkpoint we started from, else none. */
-static int load_tokenizer(moe_trainer *tr, const char *path, const char *ckpt, moe_err *err) {
+ * the checkpoint we started from, else the one the token file records (moe
+ * prepare writes it), else none, which is worth a warning unless the
+ * vocabulary is the bytes' (generate and eval --task need a tokenizer). */
+static int load_tokenizer(moe_trainer *tr, const char *path, const char *ckpt, const moe_tokens *data,
+                          const char *data_path, moe_err *err) {
     moe_tokenizer *t = NULL;
+    const char *what = path ? path : "the checkpoint's tokenizer";
     if (path || ckpt[0]) {
         if (moe_checkpoint_tokenizer(ckpt, path, &t, err)) return -1;
     }
-    if (!t) return 0;
-    if (!path) path = "the checkpoint's tokenizer";
+    char recorded[4200];
+    snprintf(recorded, sizeof recorded, "%s: its recorded tokenizer", data_path);
+    if (!t && data->tokenizer_len) {
+        if (moe_tokenizer_parse(data->tokenizer, data->tokenizer_len, recorded, &t, err)) return -1;
+        what = recorded;
+    }
+    if (!t) {
+        if (tr->model->cfg.vocab_size != 257)
+            fprintf(stderr, "moe train: warning: no tokenizer (%s records none and no --tokenizer "
+                    "was given): generate and eval --task will refuse this model's vocabulary of "
+                    "%d ids; give --tokenizer FILE, or prepare the data again with moe prepare, "
+                    "which records it\n", data_path, tr->model->cfg.vocab_size);
+        return 0;
+    }
     int rc = 0;
     if (moe_tokenizer_vocab_size(t) > (uint32_t)tr->model->cfg.vocab_size)
-        rc = moe_errf(err, "%s: tokenizer has %u ids, more than the model's vocab_size %d", path,
+        rc = moe_errf(err, "%s: tokenizer has %u ids, more than the model's vocab_size %d", what,
                       moe_tokenizer_vocab_size(t), tr->model->cfg.vocab_size);
     else
         rc = moe_tokenizer_serialize(t, &tr->tokenizer, err);
     moe_tokenizer_free(t);
+    if (!rc && data->tokenizer_len && (data->tokenizer_len != tr->tokenizer.len ||
+                                       memcmp(data->tokenizer, tr->tokenizer.data, tr->tokenizer.len)))
+        fprintf(stderr, "moe train: warning: %s differs from the tokenizer %s was prepared with\n",
+                what, data_path);
     return rc;
+}
+
+/* Where `--resume DIR` (without --out) continues: DIR itself, unless DIR is
+ * a checkpoint folder RUN/checkpoints/step-N, which continues in RUN (never
+ * a run nested inside the checkpoint) when it is RUN's newest, and is
+ * refused otherwise, since going on in RUN from an older step would
+ * discard the later ones. owner: RUN, or "" for DIR itself. */
+static int resume_target(const char *dir, char *owner, size_t cap, moe_err *err) {
+    char run[4096], newest[4096], a[PATH_MAX], b[PATH_MAX];
+    owner[0] = '\0';
+    if (!moe_checkpoint_run(dir, run, sizeof run)) return 0;
+    if (moe_resolve_checkpoint(run, newest, sizeof newest, err)) return -1;
+    if (realpath(dir, a) && realpath(newest, b) && strcmp(a, b))
+        return moe_errf(err, "%s is an older checkpoint of the run %s (its newest is %s); going on "
+                        "in that run from here would discard the later ones: continue the run with "
+                        "--resume %s, or start a new run from this checkpoint with --resume %s "
+                        "--out NEWDIR", dir, run, newest, run, dir);
+    return moe_path(owner, cap, err, "%s", run);
 }
 
 int cmd_train(int argc, char **argv) {
@@ -208,6 +292,12 @@ int cmd_train(int argc, char **argv) {
     if (!out && !resume) { fprintf(stderr, "moe train: --out DIR is required\n"); return 2; }
 
     moe_err err;
+    char owner[4096];
+    if (resume && !out && resume_target(resume, owner, sizeof owner, &err)) {
+        fprintf(stderr, "moe train: %s\n", err.msg);
+        return 1;
+    }
+    if (resume && !out && owner[0]) out = owner;
     moe_config cfg;
     moe_model *model = NULL;
     moe_tokens tokens = {0};
@@ -217,14 +307,13 @@ int cmd_train(int argc, char **argv) {
     char ckpt[4096] = "", run_data[4096];
     int rc = 1, have_trainer = 0;
 
-    /* the model and its config */
+    /* the config first: the memory check comes before the model is allocated */
     if (config) {
         if (moe_config_load(config, &cfg, &err)) goto fail;
     } else {
         if (moe_resolve_checkpoint(resume ? resume : model_dir, ckpt, sizeof ckpt, &err) ||
-            moe_model_load(ckpt, &model, &err))
+            moe_checkpoint_config(ckpt, &cfg, &err))
             goto fail;
-        cfg = model->cfg;
     }
     for (size_t k = 0; k < n_over; k++)
         if (moe_config_set(&cfg, override_key[k], override_val[k], &err)) {
@@ -234,14 +323,16 @@ int cmd_train(int argc, char **argv) {
         }
     if (no_shuffle) cfg.shuffle = 0;
     if (moe_config_finalize(&cfg, &err)) goto fail;
+    size_t n_params;
+    if (moe_model_count_params(&cfg, &n_params, &err) || check_memory(&cfg, n_params, &err)) goto fail;
     if (config) {
         if (moe_model_create(&cfg, &model, &err)) goto fail;
         moe_model_init(model, (uint64_t)cfg.seed);
     } else {
+        if (moe_model_load(ckpt, &model, &err)) goto fail;
         model->cfg = cfg;  /* training keys may differ; model keys come from the checkpoint */
     }
     omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
-    if (check_memory(&cfg, model->n_params, &err)) goto fail;
 
     if (!data) {  /* --resume RUN alone: the data the run recorded (checked against it on restore) */
         int found = moe_checkpoint_data(ckpt, run_data, sizeof run_data, &err);
@@ -280,7 +371,7 @@ int cmd_train(int argc, char **argv) {
         }
         if (moe_trainer_truncate_metrics(&tr, &err)) goto fail;
     }
-    if (load_tokenizer(&tr, tokenizer, ckpt, &err)) goto fail;
+    if (load_tokenizer(&tr, tokenizer, ckpt, &tokens, data, &err)) goto fail;
     if (analysis_every) {  /* the calibration probe (docs/EVAL.md) */
         char path[4096];
         const moe_tokens *ct = &tokens;
@@ -321,6 +412,11 @@ int cmd_train(int argc, char **argv) {
         if (moe_trainer_step(&tr, &st, &err) || moe_trainer_log(&tr, &st, &err)) goto fail;
         if (st.skipped && guard_non_finite(&tr, &st, &bad_in_row, &rolled_back_to, tty, &err)) goto fail;
         if (st.skipped) continue;
+        if (st.poisoned) {
+            if (guard_poisoned(&tr, &st, &rolled_back_to, tty, &err)) goto fail;
+            bad_in_row = 0;
+            continue;
+        }
         bad_in_row = 0;
         if (analysis_every && (tr.step % analysis_every == 0 || tr.step == cfg.steps || stop_requested) &&
             moe_probe_measure(&probe, model, tr.step, &err))
@@ -336,10 +432,13 @@ int cmd_train(int argc, char **argv) {
         double eta = elapsed / (double)(tr.step - first) * (double)(cfg.steps - tr.step);
         char eta_s[32];
         format_duration(eta_s, sizeof eta_s, eta);
-        if (tty || tr.step % every == 0 || tr.step == cfg.steps)
-            fprintf(stderr, "%sstep %ld/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %s%s",
-                    tty ? "\r\033[K" : "", tr.step, cfg.steps, st.loss, st.lr,
+        if (tty || tr.step % every == 0 || tr.step == cfg.steps) {
+            char routing[96];
+            console_routing(&cfg, &st, analysis_every ? probe.last_loss : NAN, routing, sizeof routing);
+            fprintf(stderr, "%sstep %ld/%d  loss %.4f  lr %.2e%s  %.0f tok/s  ETA %s%s",
+                    tty ? "\r\033[K" : "", tr.step, cfg.steps, st.loss, st.lr, routing,
                     (double)seen / elapsed, eta_s, tty ? "" : "\n");
+        }
         if (cfg.checkpoint_every && tr.step % cfg.checkpoint_every == 0 && tr.step < cfg.steps &&
             moe_trainer_save(&tr, &err))
             goto fail;

@@ -32,6 +32,7 @@ void moe_tokens_free(moe_tokens *t) {
     for (size_t i = 0; i < t->n_domains; i++) free(t->domain_names[i]);
     free(t->domain_names);
     free(t->path);
+    free(t->tokenizer);
     memset(t, 0, sizeof *t);
 }
 
@@ -53,7 +54,7 @@ static int parse_tokens(const unsigned char *b, size_t len, const char *path,
                         version, MOE_TOKENS_VERSION);
     if (width != 2 && width != 4)
         return moe_errf(err, "%s: bytes per token must be 2 or 4, found %u", path, width);
-    if (flags & ~MOE_TOKENS_HAS_CRC)
+    if (flags & ~(MOE_TOKENS_HAS_CRC | MOE_TOKENS_HAS_TOKENIZER))
         return moe_errf(err, "%s: unknown flags 0x%x in the header", path, flags);
     for (size_t i = 48; i < MOE_TOKENS_HEADER; i++)
         if (b[i]) return moe_errf(err, "%s: reserved header byte %zu is not zero", path, i);
@@ -112,8 +113,23 @@ static int parse_tokens(const unsigned char *b, size_t len, const char *path,
         t->n_domains = i + 1;
         pos += l;
     }
+    if (flags & MOE_TOKENS_HAS_TOKENIZER) {
+        if (len - pos < 8) return moe_errf(err, "%s: truncated: the tokenizer section has no length", path);
+        uint64_t l = rd64(b + pos);
+        pos += 8;
+        if (l > len - pos || l == 0)
+            return moe_errf(err, "%s: the tokenizer section of %llu bytes does not fit the %zu bytes "
+                            "left", path, (unsigned long long)l, len - pos);
+        t->tokenizer = moe_malloc((size_t)l + 1, err);
+        if (!t->tokenizer) return -1;
+        memcpy(t->tokenizer, b + pos, (size_t)l);
+        t->tokenizer[l] = '\0';
+        t->tokenizer_len = (size_t)l;
+        pos += (size_t)l;
+    }
     if (pos != len)
-        return moe_errf(err, "%s: %zu unexpected bytes after the domain names", path, len - pos);
+        return moe_errf(err, "%s: %zu unexpected bytes after the %s", path, len - pos,
+                        (flags & MOE_TOKENS_HAS_TOKENIZER) ? "tokenizer" : "domain names");
     if ((flags & MOE_TOKENS_HAS_CRC) && file_crc(b, len) != crc)
         return moe_errf(err, "%s: checksum mismatch: the file is corrupt", path);
     return 0;
@@ -142,7 +158,8 @@ int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err) {
         if (t->ids[i] > 65535) { width = 4; break; }
     size_t names = 0;
     for (size_t i = 0; i < t->n_domains; i++) names += 4 + strlen(t->domain_names[i]);
-    size_t len = MOE_TOKENS_HEADER + t->n * width + t->n_docs * 16 + names;
+    size_t len = MOE_TOKENS_HEADER + t->n * width + t->n_docs * 16 + names +
+                 (t->tokenizer_len ? 8 + t->tokenizer_len : 0);
     unsigned char *b = moe_calloc(len, 1, err);
     if (!b) return -1;
     memcpy(b, MOE_TOKENS_MAGIC, 8);
@@ -152,7 +169,7 @@ int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err) {
     wr64(b + 24, t->n_docs);
     wr32(b + 32, (uint32_t)t->n_domains);
     wr32(b + 36, t->vocab_size);
-    wr32(b + 44, MOE_TOKENS_HAS_CRC);
+    wr32(b + 44, MOE_TOKENS_HAS_CRC | (t->tokenizer_len ? MOE_TOKENS_HAS_TOKENIZER : 0));
     size_t pos = MOE_TOKENS_HEADER;
     for (size_t i = 0; i < t->n; i++, pos += width) {
         if (width == 2) { b[pos] = (unsigned char)t->ids[i]; b[pos + 1] = (unsigned char)(t->ids[i] >> 8); }
@@ -168,10 +185,106 @@ int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err) {
         memcpy(b + pos + 4, t->domain_names[i], l);
         pos += 4 + l;
     }
+    if (t->tokenizer_len) {
+        wr64(b + pos, t->tokenizer_len);
+        memcpy(b + pos + 8, t->tokenizer, t->tokenizer_len);
+    }
     wr32(b + 40, file_crc(b, len));
     int rc = moe_write_file_atomic(path, b, len, err);
     free(b);
     return rc;
+}
+
+/* ---- sampling for evaluation ------------------------------------------ */
+
+/* Splits k among the domains in proportion to weight[d] (largest remainder,
+ * ties to the lower index); q[d] receives the shares. */
+static void apportion(const size_t *weight, size_t nd, size_t k, size_t *q) {
+    size_t total = 0, given = 0;
+    for (size_t d = 0; d < nd; d++) total += weight[d];
+    for (size_t d = 0; d < nd; d++) {
+        q[d] = total ? (size_t)((double)k * (double)weight[d] / (double)total) : 0;
+        given += q[d];
+    }
+    while (given < k && total) {  /* the largest remainders, one each */
+        size_t best = nd;
+        double best_frac = -1.0;
+        for (size_t d = 0; d < nd; d++) {
+            double exact = (double)k * (double)weight[d] / (double)total, frac = exact - (double)q[d];
+            if (weight[d] && frac > best_frac) { best_frac = frac; best = d; }
+        }
+        if (best == nd) break;
+        q[best]++;
+        given++;
+    }
+}
+
+int moe_tokens_sample(const moe_tokens *t, size_t span, size_t stride, size_t max_tokens,
+                      size_t **starts, moe_read_info *info, moe_err *err) {
+    *starts = NULL;
+    if (stride == 0 || span < stride || t->n < span)
+        return moe_errf(err, "need at least %zu tokens to read one window, found %zu", span, t->n);
+    size_t n_grid = (t->n - span) / stride + 1, k = max_tokens / stride;
+    if (k < 1) k = 1;
+    if (k > n_grid) k = n_grid;
+    size_t nd = t->n_domains > 1 ? t->n_domains : 1;
+    size_t *count = moe_calloc(3 * nd, sizeof(size_t), err), *q = count ? count + nd : NULL;
+    size_t *seen = q ? q + nd : NULL, *taken = NULL;
+    uint32_t *dom = count ? moe_malloc(n_grid * sizeof(uint32_t), err) : NULL;
+    *starts = dom ? moe_malloc(k * sizeof(size_t), err) : NULL;
+    taken = *starts ? moe_calloc(nd, sizeof(size_t), err) : NULL;
+    if (!taken) { free(count); free(dom); free(*starts); *starts = NULL; return -1; }
+    /* the domain of each window: that of the document holding its first token */
+    for (size_t w = 0, doc = 0; w < n_grid; w++) {
+        size_t p = w * stride;
+        while (doc + 1 < t->n_docs && t->doc_start[doc + 1] <= p) doc++;
+        dom[w] = nd > 1 && t->n_docs ? t->doc_domain[doc] : 0;
+        count[dom[w]]++;
+    }
+    /* each domain's share: one for every domain with a window while k
+     * allows, the rest in proportion */
+    size_t present = 0;
+    for (size_t d = 0; d < nd; d++) present += count[d] > 0;
+    if (k >= present) {
+        size_t *rest = moe_calloc(nd, sizeof(size_t), err);
+        if (!rest) { free(count); free(dom); free(*starts); free(taken); *starts = NULL; return -1; }
+        for (size_t d = 0; d < nd; d++) rest[d] = count[d] ? count[d] - 1 : 0;
+        apportion(rest, nd, k - present, q);
+        for (size_t d = 0; d < nd; d++) q[d] += count[d] > 0;
+        free(rest);
+    } else {
+        apportion(count, nd, k, q);
+    }
+    /* within a domain, q of its c windows, evenly spaced: local index
+     * floor((2j + 1) c / (2q)) for j = 0 .. q-1 (strictly increasing as c >= q) */
+    size_t n = 0;
+    for (size_t w = 0; w < n_grid; w++) {
+        size_t d = dom[w], j = taken[d];
+        if (j < q[d] && seen[d] == (2 * j + 1) * count[d] / (2 * q[d])) {
+            (*starts)[n++] = w * stride;
+            taken[d]++;
+        }
+        seen[d]++;
+    }
+    free(count);
+    free(dom);
+    free(taken);
+    *info = (moe_read_info){.tokens = n * stride, .of = t->n, .windows = n, .window = stride,
+                            .sampled = 1, .stratified = present > 1};
+    return 0;
+}
+
+int moe_read_info_json(const moe_read_info *r, moe_buf *out) {
+    return moe_buf_printf(out, "\"read\": {\"tokens\": %zu, \"of\": %zu, \"windows\": %zu, "
+                          "\"window\": %zu, \"sampling\": \"%s\"}", r->tokens, r->of, r->windows,
+                          r->window, !r->sampled ? "all" : r->stratified
+                          ? "evenly spaced windows, stratified by domain" : "evenly spaced windows");
+}
+
+void moe_read_info_text(const moe_read_info *r, char *out, size_t cap) {
+    if (!r->sampled) snprintf(out, cap, "%zu of %zu tokens", r->tokens, r->of);
+    else snprintf(out, cap, "%zu of %zu tokens: %zu evenly spaced windows of %zu%s", r->tokens, r->of,
+                  r->windows, r->window, r->stratified ? ", stratified by domain" : "");
 }
 
 /* ---- loader ----------------------------------------------------------- */

@@ -45,38 +45,53 @@ void moe_loss_sums_add(moe_loss_sums *s, const moe_tokens *t, size_t first,
 }
 
 int moe_eval_loss(moe_model *m, const moe_tokens *t, size_t B, size_t T, size_t max_tokens,
-                  moe_loss_sums *s, moe_err *err) {
+                  moe_loss_sums *s, const moe_progress *progress, moe_err *err) {
     if (moe_loss_sums_init(s, t->n_domains, err)) return -1;
     if (T > (size_t)m->cfg.max_seq_len) T = (size_t)m->cfg.max_seq_len;
     if (B == 0) B = 1;
-    size_t n = max_tokens && max_tokens < t->n ? max_tokens : t->n;
+    int sampled = max_tokens && max_tokens < t->n;
+    size_t n = sampled ? max_tokens : t->n;
     if (n < 2) return moe_errf(err, "need at least 2 tokens to evaluate, found %zu", n);
     if (t->vocab_size > (uint32_t)m->cfg.vocab_size)
         return moe_errf(err, "the token file's vocabulary (%u) is larger than the model's "
                         "vocab_size (%d)", t->vocab_size, m->cfg.vocab_size);
-    size_t preds = n - 1, windows = preds / T, rest = preds - windows * T;
+    size_t *starts = NULL, windows, rest;
+    if (sampled) {  /* windows of T predictions (T + 1 tokens) across the file */
+        if (T > max_tokens - 1) T = max_tokens - 1;
+        if (moe_tokens_sample(t, T + 1, T, max_tokens, &starts, &s->read, err)) return -1;
+        windows = s->read.windows;
+        rest = 0;
+    } else {
+        size_t preds = n - 1;
+        windows = preds / T;
+        rest = preds - windows * T;
+        s->read = (moe_read_info){.tokens = n, .of = t->n, .windows = windows + (rest > 0), .window = T};
+    }
     int *in = moe_malloc(B * T * sizeof(int), err), *tg = in ? moe_malloc(B * T * sizeof(int), err) : NULL;
-    if (!tg) { free(in); return -1; }
+    if (!tg) { free(in); free(starts); return -1; }
     int training = m->training, rc = 0;
     m->training = 0;
     /* full windows, B per forward; then the remainder as one short window */
     for (size_t w = 0; w < windows + (rest > 0) && !rc;) {
         size_t bw = w < windows ? (windows - w < B ? windows - w : B) : 1;
         size_t tw = w < windows ? T : rest;
-        for (size_t b = 0; b < bw; b++)
+        for (size_t b = 0; b < bw; b++) {
+            size_t first = starts ? starts[w + b] : (w + b) * T;
             for (size_t i = 0; i < tw; i++) {
-                size_t p = (w + b) * T + i;
-                in[b * tw + i] = (int)t->ids[p];
-                tg[b * tw + i] = (int)t->ids[p + 1];
+                in[b * tw + i] = (int)t->ids[first + i];
+                tg[b * tw + i] = (int)t->ids[first + i + 1];
             }
+        }
         double loss;
         rc = moe_model_forward(m, in, tg, bw, tw, &loss, NULL, err);
         for (size_t b = 0; b < bw && !rc; b++)
-            moe_loss_sums_add(s, t, (w + b) * T, m->losses + b * tw, tw);
+            moe_loss_sums_add(s, t, starts ? starts[w + b] : (w + b) * T, m->losses + b * tw, tw);
         w += bw;
+        if (progress && progress->fn) progress->fn(progress->ctx, w, windows + (rest > 0));
     }
     m->training = training;
     free(in);
     free(tg);
+    free(starts);
     return rc;
 }

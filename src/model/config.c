@@ -65,7 +65,7 @@ static const key_spec KEYS[] = {
     {"weight_decay", K_FLOAT, OFF(weight_decay), 0.01, 0, 10, 0, "AdamW decay (not applied to 1-D tensors)"},
     {"beta1", K_FLOAT, OFF(beta1), 0.9, 0, 1, "[)", "AdamW beta1"},
     {"beta2", K_FLOAT, OFF(beta2), 0.999, 0, 1, "[)", "AdamW beta2"},
-    {"adam_eps", K_FLOAT, OFF(adam_eps), 1e-8, 0, 1, 0, "AdamW epsilon"},
+    {"adam_eps", K_FLOAT, OFF(adam_eps), 1e-8, 0, 1, "(]", "AdamW epsilon (> 0: a parameter whose gradient is zero divides 0 by it)"},
     {"grad_clip", K_FLOAT, OFF(grad_clip), 1.0, 0, 1e9, 0, "global gradient-norm clip; 0 disables"},
     {"seed", K_INT, OFF(seed), 1, 0, 2147483647, 0, "seed for init and shuffling"},
     {"threads", K_INT, OFF(threads), 0, 0, 4096, 0, "threads; 0 means all cores"},
@@ -186,6 +186,9 @@ int moe_config_apply_json(moe_config *c, const json_value *obj, const char *what
         case K_ENUM: {
             char choice[16];
             int ok = 0;
+            if (v->type == JSON_STRING && strlen(v->string) != v->len)
+                return moe_errf(err, "%s: key '%s': expected one of \"%s\", found a string holding "
+                                "\\u0000 (a NUL character)", what, name, k->choices);
             if (v->type == JSON_STRING)
                 for (int n = 0; !enum_choice(k->choices, n, choice, sizeof choice); n++)
                     if (!strcmp(choice, v->string)) { ok = 1; break; }

@@ -43,9 +43,12 @@ static void model_layout(moe_model *m) {
     m->lm_head = moe_layout_add(L, &m->d_lm_head, std, 2, (int64_t[]){V, D}, "lm_head.weight");
 }
 
-int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err) {
+/* The model without its parameter memory: FFN slots built and the tensor
+ * table counted (pass 1), so that its size is known before anything large
+ * is allocated. */
+static moe_model *model_shell(const moe_config *cfg, moe_err *err) {
     moe_model *m = moe_calloc(1, sizeof *m, err);
-    if (!m) return -1;
+    if (!m) return NULL;
     m->cfg = *cfg;
     m->rs.lambda = (float)cfg->relu_lambda0;
     m->blocks = moe_calloc((size_t)cfg->n_layers, sizeof *m->blocks, err);
@@ -55,6 +58,23 @@ int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err) {
     model_layout(m);                       /* pass 1: count */
     if (m->layout.failed) { moe_errf(err, "out of memory building the tensor table"); goto fail; }
     m->n_params = m->layout.total;
+    return m;
+fail:
+    moe_model_free(m);
+    return NULL;
+}
+
+int moe_model_count_params(const moe_config *cfg, size_t *n_params, moe_err *err) {
+    moe_model *m = model_shell(cfg, err);
+    if (!m) return -1;
+    *n_params = m->n_params;
+    moe_model_free(m);
+    return 0;
+}
+
+int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err) {
+    moe_model *m = model_shell(cfg, err);
+    if (!m) return -1;
     m->params = moe_floats_alloc(m->n_params, err);
     m->grads = m->params ? moe_floats_alloc(m->n_params, err) : NULL;
     if (!m->grads) goto fail;

@@ -3,6 +3,8 @@
 #include "moe/model.h"
 
 #include <dirent.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,14 @@
 #include "moe/tokenizer.h"
 
 int moe_model_save(const moe_model *m, const char *dir, moe_err *err) {
+    /* poisoned weights are never written: a checkpoint is always one to return to */
+    for (size_t k = 0; k < m->layout.count; k++) {
+        const moe_tensor *t = &m->layout.tensors[k];
+        for (size_t i = 0; i < t->size; i++)
+            if (!isfinite(m->params[t->offset + i]))
+                return moe_errf(err, "%s not written: tensor '%s' holds a non-finite value (%g at "
+                                "element %zu)", dir, t->name, (double)m->params[t->offset + i], i);
+    }
     if (moe_mkdirs(dir, err)) return -1;
     char path[4096];
     moe_buf cfg = {0};
@@ -42,8 +52,7 @@ int moe_model_save(const moe_model *m, const char *dir, moe_err *err) {
     return rc ? rc : moe_checksums_write(dir, err);
 }
 
-/* Reads config.json of a checkpoint directory into a finalized config. */
-static int load_config(const char *dir, moe_config *cfg, moe_err *err) {
+int moe_checkpoint_config(const char *dir, moe_config *cfg, moe_err *err) {
     char path[4096];
     if (moe_path(path, sizeof path, err, "%s/config.json", dir) ||
         moe_checksums_verify(dir, "config.json", err))
@@ -74,7 +83,7 @@ int moe_model_load(const char *dir, moe_model **out, moe_err *err) {
     char ckpt[4096];
     if (moe_resolve_checkpoint(dir, ckpt, sizeof ckpt, err)) return -1;
     moe_config cfg;
-    if (load_config(ckpt, &cfg, err)) return -1;
+    if (moe_checkpoint_config(ckpt, &cfg, err)) return -1;
     moe_model *m;
     if (moe_model_create(&cfg, &m, err)) return -1;
     if (moe_model_load_weights(m, ckpt, err)) { moe_model_free(m); return -1; }
@@ -127,4 +136,16 @@ int moe_resolve_checkpoint(const char *dir, char *out, size_t cap, moe_err *err)
         return moe_errf(err, "%s: not a model directory (no model.safetensors, and no "
                         "checkpoints/step-*/model.safetensors inside)", dir);
     return moe_path(out, cap, err, "%s/%s", path, best_name);
+}
+
+int moe_checkpoint_run(const char *ckpt, char *run, size_t cap) {
+    char real[PATH_MAX];
+    if (!realpath(ckpt, real)) return 0;
+    char *name = strrchr(real, '/');
+    if (!name || name == real || strncmp(name + 1, "step-", 5)) return 0;
+    *name = '\0';
+    char *parent = strrchr(real, '/');
+    if (!parent || strcmp(parent + 1, "checkpoints")) return 0;
+    *parent = '\0';
+    return moe_path(run, cap, NULL, "%s", parent == real ? "/" : real) ? 0 : 1;
 }

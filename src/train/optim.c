@@ -56,8 +56,8 @@ typedef struct adamw_step {
  * traffic. A partial group (a tensor's edge) uses masked ordinary stores.
  * Both do the same arithmetic, so an element's bits do not depend on which
  * kind of group it fell in. */
-static inline void adamw_group(float *p, float *g, float *m, float *v, size_t base,
-                               __mmask16 lanes, int aligned, float decay, const adamw_step *s) {
+static inline __mmask16 adamw_group(float *p, float *g, float *m, float *v, size_t base,
+                                    __mmask16 lanes, int aligned, float decay, const adamw_step *s) {
     const __m512 gs = _mm512_set1_ps(s->grad_scale), zero = _mm512_setzero_ps();
     __m512 gi = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, g + base), gs);
     __m512 mi = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(s->b1), _mm512_maskz_loadu_ps(lanes, m + base)),
@@ -79,26 +79,35 @@ static inline void adamw_group(float *p, float *g, float *m, float *v, size_t ba
         _mm512_mask_storeu_ps(v + base, lanes, vi);
         _mm512_mask_storeu_ps(p + base, lanes, pi);
     }
+    /* x - x is NaN exactly when x is NaN or infinite: the lanes this update
+     * left non-finite (in the parameter or either moment) */
+    __m512 poison = _mm512_add_ps(_mm512_sub_ps(pi, pi), _mm512_add_ps(_mm512_sub_ps(mi, mi),
+                                                                       _mm512_sub_ps(vi, vi)));
+    return _mm512_mask_cmp_ps_mask(lanes, poison, poison, _CMP_UNORD_Q);
 }
 
 /* Elements [lo, hi) of one tensor, split over the team's threads in
- * 16-float groups aligned to absolute index multiples of 16. */
-static void adamw_range(float *p, float *g, float *m, float *v, size_t lo, size_t hi,
-                        float decay, const adamw_step *s) {
-    size_t first = lo / 16, end = (hi + 15) / 16;
+ * 16-float groups aligned to absolute index multiples of 16. Returns how
+ * many of this thread's elements the update left non-finite. */
+static size_t adamw_range(float *p, float *g, float *m, float *v, size_t lo, size_t hi,
+                          float decay, const adamw_step *s) {
+    size_t first = lo / 16, end = (hi + 15) / 16, bad = 0;
     int aligned = (((uintptr_t)p | (uintptr_t)g | (uintptr_t)m | (uintptr_t)v) & 63) == 0;
     #pragma omp for schedule(static) nowait
     for (size_t k = first; k < end; k++) {
         size_t base = k * 16, a = base < lo ? lo - base : 0, b = base + 16 > hi ? hi - base : 16;
         __mmask16 lanes = (__mmask16)(((1u << b) - 1u) & ~((1u << a) - 1u));
-        adamw_group(p, g, m, v, base, lanes, aligned, decay, s);
+        bad += (size_t)__builtin_popcount(adamw_group(p, g, m, v, base, lanes, aligned, decay, s));
     }
     _mm_sfence();  /* streaming stores are visible before the team's barrier */
+    return bad;
 }
 #else
-/* Elements [lo, hi) of one tensor, split over the team's threads. */
-static void adamw_range(float *p, float *g, float *m, float *v, size_t lo, size_t hi,
-                        float decay, const adamw_step *s) {
+/* Elements [lo, hi) of one tensor, split over the team's threads. Returns
+ * how many of this thread's elements the update left non-finite. */
+static size_t adamw_range(float *p, float *g, float *m, float *v, size_t lo, size_t hi,
+                          float decay, const adamw_step *s) {
+    size_t bad = 0;
     #pragma omp for schedule(static) nowait
     for (size_t i = lo; i < hi; i++) {
         float gi = g[i] * s->grad_scale;
@@ -108,23 +117,28 @@ static void adamw_range(float *p, float *g, float *m, float *v, size_t lo, size_
         m[i] = mi;
         v[i] = vi;
         p[i] = p[i] * decay - s->step_size * mi / (sqrtf(vi) / s->bc2_sqrt + s->eps);
+        bad += !isfinite(p[i]) || !isfinite(mi) || !isfinite(vi);
     }
+    return bad;
 }
 #endif
 
-void moe_adamw_update(const moe_layout *L, float *params, float *grads, float grad_scale,
-                      float *m, float *v, double lr, long t, const moe_config *cfg) {
+size_t moe_adamw_update(const moe_layout *L, float *params, float *grads, float grad_scale,
+                        float *m, float *v, double lr, long t, const moe_config *cfg) {
     double bc1 = 1.0 - pow(cfg->beta1, (double)t), bc2 = 1.0 - pow(cfg->beta2, (double)t);
     adamw_step s = {.b1 = (float)cfg->beta1, .b2 = (float)cfg->beta2, .eps = (float)cfg->adam_eps,
                     .step_size = (float)(lr / bc1), .bc2_sqrt = (float)sqrt(bc2),
                     .grad_scale = grad_scale, .c1 = (float)(1.0 - cfg->beta1),
                     .c2 = (float)(1.0 - cfg->beta2)};
     /* one pass over all tensors: each thread takes a fixed slice of every
-     * tensor, reads p, g, m, v once and leaves the gradient zeroed */
-    #pragma omp parallel
+     * tensor, reads p, g, m, v once and leaves the gradient zeroed; the
+     * non-finite results are counted on the way (no second pass) */
+    size_t bad = 0;
+    #pragma omp parallel reduction(+:bad)
     for (size_t k = 0; k < L->count; k++) {
         const moe_tensor *tn = &L->tensors[k];
         float decay = tn->decay ? (float)(1.0 - lr * cfg->weight_decay) : 1.0f;
-        adamw_range(params, grads, m, v, tn->offset, tn->offset + tn->size, decay, &s);
+        bad += adamw_range(params, grads, m, v, tn->offset, tn->offset + tn->size, decay, &s);
     }
+    return bad;
 }

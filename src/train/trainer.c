@@ -18,6 +18,9 @@
 #include "moe/safetensors.h"
 #include "moe/train.h"
 
+static void remove_flat_dir(const char *dir);
+static void remove_leftovers(const char *out_dir);
+
 static double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -27,6 +30,7 @@ static double now_seconds(void) {
 int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
                        const moe_tokens *data, const char *out_dir, moe_err *err) {
     memset(tr, 0, sizeof *tr);
+    tr->lock_fd = -1;
     tr->cfg = *cfg;
     tr->model = model;
     tr->data = data;
@@ -46,7 +50,9 @@ int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
     if (moe_loader_init(&tr->loader, data, (size_t)cfg->batch_size, (size_t)cfg->seq_len,
                         cfg->shuffle, (uint64_t)cfg->seed, err))
         return moe_err_prefix(err, "%s", file);
-    return moe_mkdirs(out_dir, err);
+    if (moe_mkdirs(out_dir, err) || moe_dir_lock(out_dir, &tr->lock_fd, err)) return -1;
+    remove_leftovers(tr->out_dir);
+    return 0;
 }
 
 void moe_trainer_free(moe_trainer *tr) {
@@ -59,7 +65,22 @@ void moe_trainer_free(moe_trainer *tr) {
     if (tr->metrics) fclose(tr->metrics);
     moe_buf_free(&tr->tokenizer);
     moe_model_free(tr->model);
+    moe_dir_unlock(tr->lock_fd);
     memset(tr, 0, sizeof *tr);
+    tr->lock_fd = -1;
+}
+
+/* The first tensor whose parameters or AdamW moments hold a NaN or an
+ * infinity (a rare path: only after an update reported one). */
+static const char *first_nonfinite(const moe_trainer *tr) {
+    const moe_layout *L = &tr->model->layout;
+    for (size_t k = 0; k < L->count; k++) {
+        const moe_tensor *t = &L->tensors[k];
+        for (size_t i = t->offset; i < t->offset + t->size; i++)
+            if (!isfinite(tr->model->params[i]) || !isfinite(tr->adam_m[i]) || !isfinite(tr->adam_v[i]))
+                return t->name;
+    }
+    return "?";
 }
 
 int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
@@ -99,8 +120,9 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     }
     float clip = c->grad_clip > 0 && st->grad_norm > c->grad_clip
                      ? (float)(c->grad_clip / (st->grad_norm + 1e-6)) : 1.0f;
-    moe_adamw_update(&m->layout, m->params, m->grads, clip, tr->adam_m, tr->adam_v, st->lr,
-                     tr->step + 1, c);
+    st->poisoned = moe_adamw_update(&m->layout, m->params, m->grads, clip, tr->adam_m, tr->adam_v,
+                                    st->lr, tr->step + 1, c);
+    if (st->poisoned) st->poisoned_tensor = first_nonfinite(tr);
     st->sparsity = moe_model_end_step(m);
     moe_prof_mark(m->prof, PROF_OPTIMIZER);
     st->step = ++tr->step;
@@ -128,6 +150,7 @@ int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err) {
     json_write_double(&b, st->grad_norm);
     moe_buf_printf(&b, ", \"tokens\": %zu, \"seconds\": %.6f", st->tokens, st->seconds);
     if (st->skipped) moe_buf_printf(&b, ", \"skipped\": true");
+    if (st->poisoned) moe_buf_printf(&b, ", \"nonfinite_params\": %zu", st->poisoned);
     int moe_layers = 0;
     for (int l = 0; l < tr->model->cfg.n_layers; l++) {
         const moe_ffn *f = tr->model->blocks[l].ffn;
@@ -166,6 +189,28 @@ static void remove_flat_dir(const char *dir) {
             unlink(path);
     closedir(d);
     rmdir(dir);
+}
+
+/* Checkpoint directories being written (.tmp-step-N) or removed
+ * (.old-step-N) by a process that was killed: the lock is ours, so they
+ * are debris. */
+static void remove_leftovers(const char *out_dir) {
+    char ckdir[4096], path[4096];
+    if (moe_path(ckdir, sizeof ckdir, NULL, "%s/checkpoints", out_dir)) return;
+    DIR *d = opendir(ckdir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if ((!strncmp(e->d_name, ".tmp-step-", 10) || !strncmp(e->d_name, ".old-step-", 10)) &&
+            !moe_path(path, sizeof path, NULL, "%s/%s", ckdir, e->d_name))
+            remove_flat_dir(path);
+    closedir(d);
+}
+
+/* Removes a checkpoint so that it is never seen half-deleted: renamed out
+ * of the step-* names first (old: a free .old-step-N path), then emptied. */
+static void retire_checkpoint(const char *dir, const char *old) {
+    if (rename(dir, old) == 0) remove_flat_dir(old);
 }
 
 static int write_optimizer(const moe_trainer *tr, const char *dir, moe_err *err) {
@@ -237,10 +282,11 @@ static size_t list_checkpoints(const char *ckdir, long *steps, size_t cap) {
 }
 
 int moe_trainer_save(moe_trainer *tr, moe_err *err) {
-    char ckdir[4096], tmp[4096], final[4096];
+    char ckdir[4096], tmp[4096], final[4096], old[4096];
     if (moe_path(ckdir, sizeof ckdir, err, "%s/checkpoints", tr->out_dir) ||
         moe_path(tmp, sizeof tmp, err, "%s/.tmp-step-%08ld", ckdir, tr->step) ||
-        moe_path(final, sizeof final, err, "%s/step-%08ld", ckdir, tr->step))
+        moe_path(final, sizeof final, err, "%s/step-%08ld", ckdir, tr->step) ||
+        moe_path(old, sizeof old, err, "%s/.old-step-%08ld", ckdir, tr->step))
         return -1;
     remove_flat_dir(tmp);
     char tok_path[4096];
@@ -251,10 +297,15 @@ int moe_trainer_save(moe_trainer *tr, moe_err *err) {
           moe_write_file_atomic(tok_path, tr->tokenizer.data, tr->tokenizer.len, err))) ||
         moe_checksums_write(tmp, err)) {
         remove_flat_dir(tmp);
+        long steps[1];
+        if (list_checkpoints(ckdir, steps, 1) == 0)  /* nothing to fall back on: say so */
+            return moe_err_prefix(err, "checkpoint at step %ld not written, and this run has no "
+                                  "earlier checkpoint: nothing of it is saved", tr->step);
         return moe_err_prefix(err, "checkpoint at step %ld not written (earlier ones are intact)",
                               tr->step);
     }
-    remove_flat_dir(final);
+    remove_flat_dir(old);
+    retire_checkpoint(final, old);  /* the same step written again (after a rollback) */
     if (rename(tmp, final)) {
         int e = errno;
         remove_flat_dir(tmp);
@@ -263,9 +314,12 @@ int moe_trainer_save(moe_trainer *tr, moe_err *err) {
     if (moe_fsync_dir(ckdir, err)) return -1;
     long steps[4096];
     size_t n = list_checkpoints(ckdir, steps, 4096);
+    remove_flat_dir(old);
     for (size_t i = 0; i + (size_t)tr->cfg.keep_checkpoints < n; i++) {
-        char old[4096];
-        if (!moe_path(old, sizeof old, NULL, "%s/step-%08ld", ckdir, steps[i])) remove_flat_dir(old);
+        char dir[4096];
+        if (!moe_path(dir, sizeof dir, NULL, "%s/step-%08ld", ckdir, steps[i]) &&
+            !moe_path(old, sizeof old, NULL, "%s/.old-step-%08ld", ckdir, steps[i]))
+            retire_checkpoint(dir, old);
     }
     return 0;
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -152,6 +153,38 @@ int moe_mkdirs(const char *path, moe_err *err) {
     }
     free(p);
     return rc;
+}
+
+int moe_dir_lock(const char *dir, int *fd_out, moe_err *err) {
+    char path[4096];
+    if (moe_path(path, sizeof path, err, "%s/.lock", dir)) return -1;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return moe_errf(err, "cannot open %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        close(fd);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        if (e != EWOULDBLOCK) return moe_errf(err, "cannot lock %s: %s", path, strerror(e));
+        return moe_errf(err, "%s is in use by another moe process (pid %s), which holds %s: "
+                        "wait for it to end, or choose another directory", dir, pid[0] ? pid : "unknown",
+                        path);
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        int e = errno;
+        close(fd);
+        return moe_errf(err, "cannot write %s: %s", path, strerror(e));
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+void moe_dir_unlock(int fd) {
+    if (fd >= 0) close(fd);
 }
 
 int moe_fsync_dir(const char *dir, moe_err *err) {

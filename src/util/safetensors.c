@@ -328,6 +328,13 @@ int st_load_f32(const st_file *f, const char *name, const int64_t *shape, int nd
         return moe_errf(err, "%s: tensor '%s' has shape %s, expected %s", f->path, name, have, want);
     }
     if (t->end > t->begin) memcpy(dst, t->data, t->end - t->begin);
+    /* a valid checksum over a NaN is still poison: refuse it, naming the tensor */
+    size_t n = (t->end - t->begin) / sizeof(float);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(dst[i]))
+            return moe_errf(err, "%s: tensor '%s' holds a non-finite value (%g at element %zu): "
+                            "these weights are poisoned; use an earlier checkpoint", f->path, name,
+                            (double)dst[i], i);
     return 0;
 }
 

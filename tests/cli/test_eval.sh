@@ -120,6 +120,7 @@ charts = h.count('<figure class="chart"')
 assert charts >= 15, charts
 assert h.count("<svg") == charts and "stage" in h and "cloze" not in h
 assert "relu" in h and "topk" in h and "acc_norm" in h
+assert "tokens read" in h and "analysis tokens" in h, "the report says what eval and analyze read"
 PY
 check report_default_out bash -c "'$moe' report '$tmp/topk' >/dev/null && test -s '$tmp/topk/report.html'"
 

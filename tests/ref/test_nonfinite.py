@@ -1,9 +1,11 @@
-"""test_nonfinite.py — the non-finite guard. A model whose embedding row for
-one token is NaN, trained on data where that token appears only in chosen
-steps (sequential mode): those steps are skipped and logged while the others
-train normally; with more poisoned steps in a row than max_bad_steps,
-training returns to the last checkpoint, says so, and, when the same happens
-again from there, stops with an error that says what it did and did not do.
+"""test_nonfinite.py — the non-finite guard. A model whose loss is infinite
+whenever one token is a target (its weights are finite: a model holding a
+NaN is refused by every loader), trained on data where that token appears
+only in chosen steps (sequential mode): those steps are skipped and logged
+while the others train normally; with more poisoned steps in a row than
+max_bad_steps, training returns to the last checkpoint, says so, and, when
+the same happens again from there, stops with an error that says what it did
+and did not do. adam_eps 0 (0/0 for a parameter without gradient) is refused.
 Usage: test_nonfinite.py BUILD_DIR"""
 import json
 import os
@@ -34,8 +36,16 @@ def poisoned_data(path, steps_with_poison):
 
 
 def poison_model(model_dir):
+    """Finite weights whose logit for token V-1 is -inf at every position, so
+    that the loss is +inf exactly where V-1 is a target: dimension 0 of every
+    embedding is 1, so the final norm's output there is about sqrt(hidden)
+    (> 1) everywhere, and lm_head's row V-1 is -FLT_MAX in that dimension
+    only (its product overflows to -inf; softmax gives V-1 probability 0, so
+    the row's gradient is 0 on the other steps and it stays put)."""
     st, meta = moe_files.read_safetensors(f"{model_dir}/model.safetensors")
-    st["model.embed_tokens.weight"][V - 1, :] = np.nan
+    st["model.embed_tokens.weight"][:, 0] = 1.0
+    st["lm_head.weight"][V - 1, :] = 0.0
+    st["lm_head.weight"][V - 1, 0] = -np.finfo(np.float32).max
     moe_files.write_safetensors(f"{model_dir}/model.safetensors", st, meta)
     lines = []
     for name in sorted(os.listdir(model_dir)):
@@ -78,6 +88,14 @@ def main():
             os.path.join(moe_files.resolve_checkpoint(os.path.join(tmp, "skip.run")), "model.safetensors"))[0]
         finite = all(np.isfinite(v).all() for k, v in final.items() if k != "model.embed_tokens.weight")
         check(finite and all(np.isfinite(r["loss"]) for r in m if not r.get("skipped")), "weights_stay_finite")
+        # adam_eps 0 divides 0 by 0 where a gradient is zero: outside the range
+        bad = dict(CFG, adam_eps=0)
+        json.dump(bad, open(os.path.join(tmp, "eps0.json"), "w"))
+        p = subprocess.run([f"{build}/moe", "train", "--config", os.path.join(tmp, "eps0.json"), "--data",
+                            os.path.join(tmp, "skip.tok"), "--out", os.path.join(tmp, "eps0")],
+                           capture_output=True, text=True)
+        check(p.returncode != 0 and "'adam_eps'" in p.stderr and not os.path.exists(os.path.join(tmp, "eps0")),
+              "adam_eps_0_refused", p.stderr.strip())
         # three in a row (= max_bad_steps): back to the checkpoint of step 8, then the same again: stop
         p, m = run(build, tmp, "rollback", [10, 11, 12])
         check("returned to the checkpoint of step 8" in p.stderr, "returns_to_last_checkpoint",

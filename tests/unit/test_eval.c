@@ -197,7 +197,7 @@ static void test_per_domain_loss_on_crafted_shard(void) {
     size_t windows[] = {3, 4, 9, 64};  /* window length must not matter for a unigram model */
     for (size_t w = 0; w < 4; w++) {
         moe_loss_sums ls;
-        CHECK(!moe_eval_loss(m, &t, 2, windows[w], 0, &ls, &err), "%s", err.msg);
+        CHECK(!moe_eval_loss(m, &t, 2, windows[w], 0, &ls, NULL, &err), "%s", err.msg);
         CHECK(ls.n_domains == 2 && ls.count[0] == 6 && ls.count[1] == 3 && ls.total_count == 9,
               "T=%zu: counts %g %g", windows[w], ls.count[0], ls.count[1]);
         CHECK_CLOSE(ls.nll[0], want_a, LL_TOL, 0);
@@ -205,9 +205,10 @@ static void test_per_domain_loss_on_crafted_shard(void) {
         CHECK_CLOSE(ls.total_nll, want_a + want_z, LL_TOL, 0);
         moe_loss_sums_free(&ls);
     }
-    /* max_tokens 5: predictions of positions 1..4 only */
+    /* max_tokens 5: one window of 4 predictions; of the two windows (tokens
+     * 0..4 in domain a, 4..8 in z) a's comes first on the tie: positions 1..4 */
     moe_loss_sums ls;
-    CHECK(!moe_eval_loss(m, &t, 8, 16, 5, &ls, &err), "%s", err.msg);
+    CHECK(!moe_eval_loss(m, &t, 8, 16, 5, &ls, NULL, &err), "%s", err.msg);
     CHECK(ls.count[0] == 3 && ls.count[1] == 1, "max_tokens: %g %g", ls.count[0], ls.count[1]);
     moe_loss_sums_free(&ls);
     CHECK(m->training == 0, "training flag restored");
@@ -377,7 +378,7 @@ static void test_analyze_pass_matches_forward(void) {
                     .doc_domain = doms, .n_domains = 2, .domain_names = names};
     moe_route_stats st;
     moe_err err;
-    CHECK(!moe_analyze_tokens(m, &t, 3, 8, 0, &st, &err), "%s", err.msg);
+    CHECK(!moe_analyze_tokens(m, &t, 3, 8, 0, &st, NULL, &err), "%s", err.msg);
     CHECK(st.n_sites == 2 && st.tokens == 40 && st.dom_tokens[0] == 20 && st.dom_tokens[1] == 20,
           "sites %zu tokens %g", st.n_sites, st.tokens);
     /* the same rows as one forward: the routed counts agree */
@@ -400,6 +401,55 @@ static void test_analyze_pass_matches_forward(void) {
     moe_model_free(m);
 }
 
+/* Issue 14.9: a partial read samples the whole file. 1000 tokens sorted by
+ * domain (100 of d0, 300 of d1, 600 of d2), windows of 10: 10 windows are
+ * one per domain plus 7 split by the largest remainder of 7 x (9, 29, 59)/97
+ * = (0.65, 2.09, 4.26): 2, 3, 5; within a domain of c windows the j-th of q
+ * is its local window floor((2j+1) c / 2q). */
+static void test_sample_is_stratified_and_even(void) {
+    uint64_t starts[3] = {0, 100, 400};
+    uint32_t doms[3] = {0, 1, 2};
+    char *names[3] = {"d0", "d1", "d2"};
+    uint32_t *ids = calloc(1000, sizeof *ids);
+    moe_tokens t = {.ids = ids, .n = 1000, .n_docs = 3, .doc_start = starts, .doc_domain = doms,
+                    .n_domains = 3, .domain_names = names};
+    size_t *st;
+    moe_read_info ri;
+    moe_err err;
+    CHECK(moe_tokens_sample(&t, 10, 10, 100, &st, &ri, &err) == 0, "%s", err.msg);
+    size_t want[10] = {20, 70,                 /* d0: local 2, 7 of 10 */
+                       150, 250, 350,          /* d1: local 5, 15, 25 of 30 */
+                       460, 580, 700, 820, 940}; /* d2: local 6, 18, 30, 42, 54 of 60 */
+    CHECK(ri.windows == 10 && ri.tokens == 100 && ri.of == 1000 && ri.sampled && ri.stratified,
+          "%zu windows, %zu tokens", ri.windows, ri.tokens);
+    for (size_t i = 0; i < 10 && ri.windows == 10; i++)
+        CHECK(st[i] == want[i], "window %zu starts at %zu, expected %zu", i, st[i], want[i]);
+    free(st);
+    /* fewer windows than domains: the largest domains first */
+    CHECK(moe_tokens_sample(&t, 10, 10, 25, &st, &ri, &err) == 0 && ri.windows == 2 &&
+          st[0] >= 100 && st[1] >= 400, "2 windows: %zu at %zu, %zu", ri.windows, st[0], st[1]);
+    free(st);
+    /* no domains: evenly spaced through the file; windows one token longer
+     * than their stride (eval: T predictions) make (1000 - 11)/10 + 1 = 99
+     * windows, of which 4 are floor((2j+1) 99/8) = 12, 37, 61, 86 */
+    t.n_docs = 0;
+    t.n_domains = 0;
+    CHECK(moe_tokens_sample(&t, 11, 10, 40, &st, &ri, &err) == 0 && ri.windows == 4 && !ri.stratified,
+          "%s", err.msg);
+    CHECK(ri.windows == 4 && st[0] == 120 && st[1] == 370 && st[2] == 610 && st[3] == 860,
+          "evenly spaced: %zu %zu %zu %zu", st[0], st[1], st[2], st[3]);
+    free(st);
+    /* bounds: at least one window, at most all of them */
+    CHECK(moe_tokens_sample(&t, 10, 10, 3, &st, &ri, &err) == 0 && ri.windows == 1, "at least one");
+    free(st);
+    CHECK(moe_tokens_sample(&t, 11, 10, 999, &st, &ri, &err) == 0 && ri.windows == 99 && st[98] == 980,
+          "at most (1000 - 11) / 10 + 1 = 99: %zu", ri.windows);
+    free(st);
+    CHECK(moe_tokens_sample(&t, 2000, 2000, 10, &st, &ri, &err) < 0 && strstr(err.msg, "2000"),
+          "a window longer than the file: %s", err.msg);
+    free(ids);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/moe_test_eval_XXXXXX");
     if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
@@ -412,6 +462,7 @@ int main(void) {
     RUN(test_json_text_keeps_utf8_marks_broken_bytes);
     RUN(test_probe_lines_and_state);
     RUN(test_analyze_pass_matches_forward);
+    RUN(test_sample_is_stratified_and_even);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", tmpdir);

@@ -178,6 +178,22 @@ static void test_mkdirs(void) {
     CHECK(moe_mkdirs("", &err) == -1, "empty path");
 }
 
+/* Issue 14.1: one writer per directory; the second is told who holds it. */
+static void test_dir_lock(void) {
+    moe_err err = {{0}};
+    int a = -1, b = -1;
+    CHECK(moe_dir_lock(dir, &a, &err) == 0 && a >= 0, "%s", err.msg);
+    char want[600];
+    snprintf(want, sizeof want, "%s is in use by another moe process (pid %ld)", dir, (long)getpid());
+    CHECK(moe_dir_lock(dir, &b, &err) == -1 && strstr(err.msg, want), "second lock: %s", err.msg);
+    moe_dir_unlock(a);
+    CHECK(moe_dir_lock(dir, &b, &err) == 0, "after unlock: %s", err.msg);
+    moe_dir_unlock(b);
+    char p[512];
+    path_in(p, sizeof p, "none/such");
+    CHECK(moe_dir_lock(p, &b, &err) == -1 && strstr(err.msg, "none/such/.lock"), "%s", err.msg);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/moe_test_fileio_XXXXXX");
     if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
@@ -186,6 +202,7 @@ int main(void) {
     RUN(test_errors);
     RUN(test_full_disk);
     RUN(test_mkdirs);
+    RUN(test_dir_lock);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

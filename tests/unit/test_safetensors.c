@@ -110,6 +110,20 @@ static void test_round_trip(void) {
     st_free(&f);
     st_free(&f);   /* safe on a freed (zeroed) file */
 
+    /* issue 14.4: a valid file over a NaN or an infinity loads nothing */
+    for (int k = 0; k < 2; k++) {
+        float bad[2][3] = {{1, 2, 3}, {4, 5, 6}};
+        bad[1][k] = k ? INFINITY : NAN;
+        st_entry be = {.name = "model.norm.weight", .dtype = ST_F32, .ndim = 2, .shape = {2, 3}, .data = bad};
+        CHECK(st_write(path, &be, 1, NULL, NULL, 0, &err) == 0 && st_read(path, &f, &err) == 0, "%s", err.msg);
+        char at[32];
+        snprintf(at, sizeof at, "element %d)", 3 + k);
+        CHECK(st_load_f32(&f, "model.norm.weight", shape, 2, &back[0][0], &err) == -1 &&
+              strstr(err.msg, "'model.norm.weight'") && strstr(err.msg, "non-finite") &&
+              strstr(err.msg, at), "%s value loaded: %s", k ? "inf" : "nan", err.msg);
+        st_free(&f);
+    }
+
     /* no tensors, no metadata */
     CHECK(st_write(path, NULL, 0, NULL, NULL, 0, &err) == 0, "%s", err.msg);
     CHECK(st_read(path, &f, &err) == 0 && f.count == 0 && f.meta_count == 0 && f.data_len == 0, "%s", err.msg);

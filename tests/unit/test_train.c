@@ -36,6 +36,13 @@ static void test_config_validation(void) {
     CHECK(parse_cfg("{\"n_kv_heads\": 3}", &c, &err) < 0 && strstr(err.msg, "n_kv_heads"), "kv: %s", err.msg);
     CHECK(parse_cfg("{\"seq_len\": 4096}", &c, &err) < 0 && strstr(err.msg, "max_seq_len"), "seq: %s", err.msg);
     CHECK(parse_cfg("[1]", &c, &err) < 0, "a non-object config is refused");
+    /* issue 14.6: a string cut at \u0000 must not pass as its prefix */
+    CHECK(parse_cfg("{\"ffn\": \"moe\", \"router\": \"relu\\u0000x\"}", &c, &err) < 0 &&
+          strstr(err.msg, "'router'") && strstr(err.msg, "\\u0000"), "NUL in a string: %s", err.msg);
+    /* issue 14.2: adam_eps 0 divides 0 by 0 for a parameter whose gradient is zero */
+    CHECK(parse_cfg("{\"adam_eps\": 0}", &c, &err) < 0 && strstr(err.msg, "'adam_eps'"),
+          "adam_eps 0: %s", err.msg);
+    CHECK(parse_cfg("{\"adam_eps\": 1e-30}", &c, &err) == 0, "a tiny positive adam_eps: %s", err.msg);
 }
 
 static void write_tokens(const char *path, size_t n, uint32_t vocab) {
@@ -63,8 +70,18 @@ static void test_tokens_roundtrip_and_errors(void) {
     moe_err err;
     CHECK(moe_tokens_write(path, &t, &err) == 0, "%s", err.msg);
     CHECK(moe_tokens_read(path, &u, &err) == 0, "%s", err.msg);
+    CHECK(u.tokenizer == NULL && u.tokenizer_len == 0, "a file without a tokenizer section has none");
+    moe_tokens_free(&u);
+    /* with the tokenizer recorded (issue 14.8); the loops below cut and flip it too */
+    char tok_text[] = "moe-tokenizer 1 bytes 257\npattern none\neot 256\nmerges 0\n";
+    t.tokenizer = tok_text;
+    t.tokenizer_len = strlen(tok_text);
+    CHECK(moe_tokens_write(path, &t, &err) == 0, "%s", err.msg);
+    CHECK(moe_tokens_read(path, &u, &err) == 0, "%s", err.msg);
     CHECK(u.n == 5 && u.ids[1] == 70000 && u.n_docs == 2 && u.doc_start[1] == 3 &&
           u.doc_domain[1] == 1 && !strcmp(u.domain_names[1], "code"), "round trip");
+    CHECK(u.tokenizer_len == strlen(tok_text) && u.tokenizer && !memcmp(u.tokenizer, tok_text, u.tokenizer_len),
+          "the tokenizer section round-trips");
     moe_tokens_free(&u);
     /* truncation at every length is refused, never loaded */
     FILE *f = fopen(path, "rb");
@@ -395,6 +412,45 @@ static void test_determinism_and_exact_resume(void) {
     CHECK(system(cmd) == 0, "cleanup");
 }
 
+/* Issue 14.2: an update that leaves a parameter non-finite is caught in the
+ * optimizer's own pass (here adam_eps 0, past validation: a parameter with a
+ * zero gradient computes 0/0), and poisoned weights are never saved. */
+static void test_poisoned_update_caught(void) {
+    char dir[] = "/tmp/moe_test_poisonXXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char data[4200], run[4200];
+    snprintf(data, sizeof data, "%s/data.tok", dir);
+    snprintf(run, sizeof run, "%s/run", dir);
+    write_tokens(data, 3000, 50);
+    moe_config c;
+    moe_err err;
+    CHECK(parse_cfg("{\"vocab_size\": 60, \"hidden\": 16, \"n_layers\": 1, \"n_heads\": 2, "
+                    "\"max_seq_len\": 16, \"seq_len\": 16, \"batch_size\": 2, \"steps\": 4}", &c, &err) == 0,
+          "%s", err.msg);
+    moe_tokens tok;
+    moe_model *m;
+    moe_trainer tr;
+    moe_step_stats st;
+    CHECK(moe_tokens_read(data, &tok, &err) == 0 && moe_model_create(&c, &m, &err) == 0, "%s", err.msg);
+    moe_model_init(m, 1);
+    CHECK(moe_trainer_create(&tr, &c, m, &tok, run, &err) == 0, "%s", err.msg);
+    CHECK(moe_trainer_step(&tr, &st, &err) == 0 && st.poisoned == 0 && !st.skipped,
+          "a healthy step: %zu poisoned", st.poisoned);
+    tr.cfg.adam_eps = 0.0;  /* rows 50..59 of the embedding never see a gradient */
+    CHECK(moe_trainer_step(&tr, &st, &err) == 0, "%s", err.msg);
+    CHECK(st.poisoned >= 10 * 16 && st.poisoned_tensor && !strcmp(st.poisoned_tensor, "model.embed_tokens.weight"),
+          "0/0 caught: %zu values, tensor %s", st.poisoned, st.poisoned_tensor ? st.poisoned_tensor : "(none)");
+    CHECK(moe_trainer_save(&tr, &err) < 0 && strstr(err.msg, "non-finite") &&
+          strstr(err.msg, "'model.embed_tokens.weight'"), "poisoned weights saved: %s", err.msg);
+    char ck[4096];
+    CHECK(moe_resolve_checkpoint(run, ck, sizeof ck, &err) < 0, "a checkpoint of poisoned weights exists");
+    moe_trainer_free(&tr);
+    moe_tokens_free(&tok);
+    char cmd[4300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+}
+
 int main(void) {
     RUN(test_config_validation);
     RUN(test_tokens_roundtrip_and_errors);
@@ -404,5 +460,6 @@ int main(void) {
     RUN(test_lr_schedule);
     RUN(test_adamw_kernel);
     RUN(test_determinism_and_exact_resume);
+    RUN(test_poisoned_update_caught);
     TEST_MAIN_END();
 }
