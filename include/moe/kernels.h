@@ -1,5 +1,5 @@
 /* kernels.h — the numeric primitives every layer is built from: matrix
- * products (BLAS), RMSNorm, RoPE, causal attention, SwiGLU, cross-entropy.
+ * products (oneDNN / OpenBLAS, gemm.c), RMSNorm, RoPE, causal attention, SwiGLU, cross-entropy.
  * Forward / backward pairs over raw float pointers; shapes in the comments.
  * This is the one place a backend plugs in. Backward functions ACCUMULATE
  * (+=) into parameter gradients and, unless said otherwise, OVERWRITE input
@@ -8,6 +8,13 @@
 #define MOE_KERNELS_H
 
 #include <stddef.h>
+
+/* C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C, row-major with leading
+ * dimensions lda, ldb, ldc; ta / tb non-zero: the operand is stored
+ * transposed. The one entry to the fp32 matrix-product libraries (gemm.c);
+ * bit-identical from run to run at a fixed thread count. */
+void k_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+             size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
 
 /* out[N,O] = in[N,C] @ W[O,C]^T   (beta = 0: overwrite, 1: accumulate) */
 void k_matmul_forward(float *out, const float *in, const float *W,

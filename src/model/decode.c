@@ -5,7 +5,6 @@
  * Also the sampler and a UTF-8 helper for streaming output. */
 #include "moe/decode.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,8 +107,7 @@ static void attention_cached(float *out, float *scores, const float *q, const fl
     for (size_t h = 0; h < H; h++) {
         float *P = scores + h * n * S;  /* [n, S] */
         const float *Kh = K + (h / group) * hd, *Vh = V + (h / group) * hd;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)S, (int)hd,
-                    scale, q + h * hd, (int)qw, Kh, (int)kw, 0.0f, P, (int)S);
+        k_sgemm(0, 1, n, S, hd, scale, q + h * hd, qw, Kh, kw, 0.0f, P, S);
         for (size_t i = 0; i < n; i++) {
             float *row = P + i * S;
             size_t last = p0 + i;  /* causal: keys 0..last */
@@ -121,8 +119,7 @@ static void attention_cached(float *out, float *scores, const float *q, const fl
             for (size_t j = 0; j <= last; j++) row[j] *= inv;
             for (size_t j = last + 1; j < S; j++) row[j] = 0.0f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)S,
-                    1.0f, P, (int)S, Vh, (int)kw, 0.0f, out + h * hd, (int)qw);
+        k_sgemm(0, 0, n, hd, S, 1.0f, P, S, Vh, kw, 0.0f, out + h * hd, qw);
     }
 }
 
