@@ -34,7 +34,8 @@ static void help(FILE *f) {
         "  --seq T            window length (default: the model's seq_len)\n"
         "  --batch B          windows per forward (default 8)\n"
         "  --tokenizer FILE   tokenizer for tasks (default: the checkpoint's)\n"
-        "  --threads N        OpenMP threads (default: all cores)\n");
+        "  --threads N        OpenMP threads (default: all cores)\n"
+        "  --precision P      fp32 or bf16 matrix products (default: the model's)\n");
 }
 
 typedef struct {
@@ -104,6 +105,7 @@ static void print_row(const char *name, double nll, double n, const moe_loss_sum
 
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval", *model_dir = NULL, *json_path = NULL, *tok_path = NULL;
+    const char *precision = NULL;
     const char **data = calloc((size_t)argc, sizeof *data), **tasks = calloc((size_t)argc, sizeof *tasks);
     size_t n_data = 0, n_tasks = 0;
     long max_tokens = 0, limit = 0, seq = 0, batch = 8, threads = 0;
@@ -124,6 +126,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--seq")) { if (cli_int(cmd, a, v, 1, 1 << 20, &seq)) goto usage; }
         else if (!strcmp(a, "--batch")) { if (cli_int(cmd, a, v, 1, 4096, &batch)) goto usage; }
         else if (!strcmp(a, "--threads")) { if (cli_int(cmd, a, v, 1, 1024, &threads)) goto usage; }
+        else if (!strcmp(a, "--precision")) { if (cli_precision(cmd, v)) goto usage; precision = v; }
         else { fprintf(stderr, "moe eval: unknown option '%s' (see --help)\n", a); goto usage; }
     }
     if (!model_dir) { fprintf(stderr, "moe eval: --model DIR is required\n"); goto usage; }
@@ -141,6 +144,7 @@ int cmd_eval(int argc, char **argv) {
     int rc = 1;
     if (!dr || !toks || !tk || !mr) { moe_errf(&err, "out of memory"); goto fail; }
     if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, &err) || moe_model_load(ckpt, &m, &err)) goto fail;
+    if (cli_inference_precision(cmd, m, precision, &err)) goto fail;
     m->training = 0;
     size_t T = seq ? (size_t)seq : (size_t)m->cfg.seq_len;
     if (T > (size_t)m->cfg.max_seq_len) T = (size_t)m->cfg.max_seq_len;

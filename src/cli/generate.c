@@ -18,7 +18,7 @@ static void help(FILE *f) {
     fprintf(f,
         "usage: moe generate --model DIR [--prompt TEXT] [--max-tokens N] [--temperature T]\n"
         "                    [--top-k K] [--top-p P] [--seed S] [--tokenizer FILE]\n"
-        "                    [--stats] [--interactive]\n\n"
+        "                    [--stats] [--interactive] [--precision fp32|bf16]\n\n"
         "Streams the continuation of the prompt to stdout; stops at <|endoftext|> or after\n"
         "N tokens. The prompt is TEXT, else stdin when it is not a terminal, else empty\n"
         "(an empty prompt starts a new document). Decoding uses a KV cache: the prompt\n"
@@ -34,7 +34,8 @@ static void help(FILE *f) {
         "                     active experts per token of each MoE layer to stderr\n"
         "  --interactive      read prompts line by line from stdin; each is appended to the\n"
         "                     conversation (after a newline) and answered; the KV cache is kept.\n"
-        "                     An empty line continues the text.\n\n"
+        "                     An empty line continues the text.\n"
+        "  --precision P      fp32 or bf16 matrix products (default: the model's own)\n\n"
         "When the context reaches the model's max_seq_len, generation slides: it says so on\n"
         "stderr, keeps the last max_seq_len/2 tokens, recomputes their cache and goes on.\n"
         "Models whose router is not causal (expert choice, Lory) are refused (docs/GENERATE.md).\n");
@@ -179,7 +180,7 @@ static int read_all(FILE *f, moe_buf *out) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model_dir = NULL, *prompt = NULL, *tok_path = NULL;
+    const char *model_dir = NULL, *prompt = NULL, *tok_path = NULL, *precision = NULL;
     long max_tokens = 200, top_k = 0, seed = 1;
     double temp = 0.8, top_p = 1.0;
     int stats = 0, interactive = 0;
@@ -190,6 +191,9 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--prompt")) { if (!(prompt = cli_value("generate", argc, argv, &i))) return 2; }
         else if (!strcmp(a, "--tokenizer")) { if (!(tok_path = cli_value("generate", argc, argv, &i))) return 2; }
         else if (!strcmp(a, "--stats")) stats = 1;
+        else if (!strcmp(a, "--precision")) {
+            if (!(precision = cli_value("generate", argc, argv, &i)) || cli_precision("generate", precision)) return 2;
+        }
         else if (!strcmp(a, "--interactive")) interactive = 1;
         else if (!strcmp(a, "--max-tokens")) {
             if (!(v = cli_value("generate", argc, argv, &i)) || cli_int("generate", a, v, 1, 1000000, &max_tokens)) return 2;
@@ -221,6 +225,7 @@ int cmd_generate(int argc, char **argv) {
     if (moe_path(path, sizeof path, &err, "%s/config.json", ckpt) || moe_config_load(path, &cfg, &err) ||
         moe_decode_check(&cfg, &err) || moe_model_load(ckpt, &g.m, &err))
         goto out;
+    if (cli_inference_precision("generate", g.m, precision, &err)) goto out;
     if (moe_checkpoint_tokenizer(ckpt, tok_path, &tok, &err)) goto out;
     if (!tok && !(tok = moe_tokenizer_bytes(&err))) goto out;  /* no tokenizer: bytes */
     g.tok = tok;

@@ -1,9 +1,13 @@
-/* options.c — shared option parsing for the subcommands. */
+/* options.c — shared option parsing for the subcommands, and the notes
+ * they share. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
+#include "moe/kernels.h"
+#include "moe/model.h"
 
 int cli_int(const char *cmd, const char *opt, const char *val, long lo, long hi, long *out) {
     char *end;
@@ -38,4 +42,25 @@ const char *cli_value(const char *cmd, int argc, char **argv, int *i) {
     }
     *i += 1;
     return argv[*i];
+}
+
+int cli_precision(const char *cmd, const char *val) {
+    if (!strcmp(val, "fp32") || !strcmp(val, "bf16")) return 0;
+    fprintf(stderr, "moe %s: option --precision: expected fp32 or bf16, found '%s'\n", cmd, val);
+    return -1;
+}
+
+void cli_note_precision(const char *cmd, const moe_model *model) {
+    if (strcmp(model->cfg.precision, moe_model_precision(model)))
+        fprintf(stderr, "moe %s: precision %s asked for, but this CPU (as oneDNN sees it) has no "
+                "bf16 dot products, or MOE_NO_BF16 is set: running %s\n", cmd,
+                model->cfg.precision, moe_model_precision(model));
+}
+
+int cli_inference_precision(const char *cmd, moe_model *model, const char *precision,
+                            moe_err *err) {
+    if (precision && moe_model_set_precision(model, precision, err)) return -1;
+    cli_note_precision(cmd, model);
+    k_ctx_freeze_weights(model->kc, model->params, model->n_params);
+    return 0;
 }

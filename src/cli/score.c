@@ -12,11 +12,12 @@
 
 static void help(FILE *f) {
     fprintf(f,
-        "usage: moe score --model DIR --tokens FILE\n\n"
+        "usage: moe score --model DIR --tokens FILE [--precision fp32|bf16]\n\n"
         "FILE (or - for stdin) holds whitespace-separated token ids. Prints JSON:\n"
         "  {\"tokens\": n, \"logprobs\": [log p(t1|t0), ...], \"mean_loss\": x}\n"
         "Sequences longer than max_seq_len + 1 are scored in consecutive windows\n"
-        "(the context restarts at each window).\n");
+        "(the context restarts at each window). --precision: the matrix products'\n"
+        "precision (default: the model's own).\n");
 }
 
 /* Parses whitespace-separated non-negative ids; errors name the file and position. */
@@ -49,12 +50,15 @@ static int parse_ids(const char *text, const char *what, int **ids, size_t *n, m
 }
 
 int cmd_score(int argc, char **argv) {
-    const char *model_dir = NULL, *tokens = NULL;
+    const char *model_dir = NULL, *tokens = NULL, *precision = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); return 0; }
         else if (!strcmp(a, "--model")) { if (!(model_dir = cli_value("score", argc, argv, &i))) return 2; }
         else if (!strcmp(a, "--tokens")) { if (!(tokens = cli_value("score", argc, argv, &i))) return 2; }
+        else if (!strcmp(a, "--precision")) {
+            if (!(precision = cli_value("score", argc, argv, &i)) || cli_precision("score", precision)) return 2;
+        }
         else { fprintf(stderr, "moe score: unknown option '%s' (see --help)\n", a); return 2; }
     }
     if (!model_dir || !tokens) { fprintf(stderr, "moe score: --model and --tokens are required\n"); return 2; }
@@ -76,6 +80,7 @@ int cmd_score(int argc, char **argv) {
     if (parse_ids(text, strcmp(tokens, "-") ? tokens : "<stdin>", &ids, &n, &err)) goto out;
     if (n < 2) { moe_errf(&err, "%s: need at least 2 tokens to score, found %zu", tokens, n); goto out; }
     if (moe_model_load(model_dir, &m, &err)) goto out;
+    if (cli_inference_precision("score", m, precision, &err)) goto out;
     size_t V = (size_t)m->cfg.vocab_size, W = (size_t)m->cfg.max_seq_len;
     for (size_t i = 0; i < n; i++)
         if (ids[i] >= (int)V) {

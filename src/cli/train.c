@@ -30,6 +30,7 @@ static void help(FILE *f) {
         "  --steps N  --batch B  --seq T  --grad-accum N  --lr X  --warmup N\n"
         "  --seed N  --threads N  --checkpoint-every N  --keep N\n"
         "                    override the config's training keys\n"
+        "  --precision P     fp32 or bf16 matrix products (config key precision)\n"
         "  --no-shuffle      read rows in order (batch b, row r = tokens[(bB+r)T ...])\n"
         "  --profile         print where the steps' time went (attention, experts, router,\n"
         "                    norms, optimizer, data, ...) at the end\n"
@@ -152,7 +153,7 @@ int cmd_train(int argc, char **argv) {
     double override_val[N_FLAG_KEYS];
     size_t n_over = 0;
     int no_shuffle = 0, profile = 0;
-    const char *analysis_data = NULL;
+    const char *analysis_data = NULL, *precision = NULL;
     long analysis_every = 0, analysis_tokens = 4096;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -167,6 +168,11 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(a, "--analysis-tokens")) {
             const char *v = cli_value("train", argc, argv, &i);
             if (!v || cli_int("train", a, v, 1, 1L << 40, &analysis_tokens)) return 2;
+            continue;
+        }
+        if (!strcmp(a, "--precision")) {
+            if (!(precision = cli_value("train", argc, argv, &i)) || cli_precision("train", precision))
+                return 2;
             continue;
         }
         if (!strcmp(a, "--analysis-data")) {
@@ -219,14 +225,17 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
     if (no_shuffle) cfg.shuffle = 0;
+    if (precision) snprintf(cfg.precision, sizeof cfg.precision, "%s", precision);
     if (moe_config_finalize(&cfg, &err)) goto fail;
+    omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
     if (config) {
         if (moe_model_create(&cfg, &model, &err)) goto fail;
         moe_model_init(model, (uint64_t)cfg.seed);
     } else {
         model->cfg = cfg;  /* training keys may differ; model keys come from the checkpoint */
+        if (moe_model_set_precision(model, cfg.precision, &err)) goto fail;
     }
-    omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
+    cli_note_precision("train", model);
     if (check_memory(&cfg, model->n_params, &err)) goto fail;
 
     if (moe_tokens_read(data, &tokens, &err)) goto fail;
@@ -278,9 +287,9 @@ int cmd_train(int argc, char **argv) {
     long first = tr.step, every = cfg.steps / 20 > 0 ? cfg.steps / 20 : 1;
     double elapsed = 0.0;
     size_t seen = 0;
-    fprintf(stderr, "moe train: %zu parameters, %d steps of %d x %d x %d tokens, %d threads, out %s\n",
-            model->n_params, cfg.steps, cfg.batch_size, cfg.seq_len, cfg.grad_accum,
-            omp_get_max_threads(), tr.out_dir);
+    fprintf(stderr, "moe train: %zu parameters, %d steps of %d x %d x %d tokens, %d threads, "
+            "%s, out %s\n", model->n_params, cfg.steps, cfg.batch_size, cfg.seq_len,
+            cfg.grad_accum, omp_get_max_threads(), moe_model_precision(model), tr.out_dir);
     int bad_in_row = 0;
     long rolled_back_to = -1;
     double profiled_seconds = 0.0;

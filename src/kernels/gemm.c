@@ -1,12 +1,19 @@
-/* gemm.c — the matrix-product backend of kernels.h: every fp32 product of
- * the library goes through k_sgemm here, which picks the library by shape
- * as bench/gemm_rate.c measures it (oneDNN's dnnl_sgemm, which dispatches on
- * the CPU's own features, except for matrix-vector shapes where OpenBLAS is
- * faster). Nothing outside src/kernels/ names a BLAS. */
+/* gemm.c — the matrix-product backend of kernels.h. fp32 products go
+ * through k_sgemm, which picks the library by shape as bench/gemm_rate.c
+ * measures it (oneDNN's dnnl_sgemm, which dispatches on the CPU's own
+ * features, except for matrix-vector shapes where OpenBLAS is faster).
+ * bf16 products (k_ctx with K_BF16) round both inputs to bf16 and run
+ * oneDNN's matmul primitive with fp32 accumulation and an fp32 result; the
+ * primitives are cached per shape in the context. Nothing outside
+ * src/kernels/ names a BLAS. */
 #include "moe/kernels.h"
 
 #include <cblas.h>
 #include <dnnl.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* Rows below which OpenBLAS wins: at M = 1 (one decode query per head)
  * OpenBLAS ran 1.2-1.6x dnnl_sgemm; from M = 32 dnnl_sgemm was 1.0-1.7x
@@ -26,14 +33,314 @@ void k_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const fl
                alpha, A, (dnnl_dim_t)lda, B, (dnnl_dim_t)ldb, beta, C, (dnnl_dim_t)ldc);
 }
 
-void k_matmul_forward(float *out, const float *in, const float *W,
+/* ---- bf16 ---------------------------------------------------------------- */
+
+/* Shapes are bucketed so that the primitive cache stays small although an
+ * expert's row count changes every step: rows are split into a main part of
+ * a multiple of ROW_BLOCK rows, written in place, and a tail padded with
+ * zero rows to a multiple of TAIL_BLOCK, computed into scratch and copied;
+ * an inner dimension K (an expert's rows in a weight gradient) is padded
+ * with zeros to a multiple of K_BLOCK. Zero padding changes no sum. */
+#define ROW_BLOCK 32
+#define TAIL_BLOCK 8
+#define K_BLOCK 32
+#define MAX_PRIMS 4096     /* beyond this, products fall back to fp32 */
+#define MAX_FROZEN 4096    /* bf16 weight copies kept while frozen */
+#define MAX_SLOTS 256      /* threads with their own buffers and stream */
+
+typedef struct {
+    int ta, tb, acc;
+    size_t M, N, K;
+    dnnl_primitive_t prim;
+} kc_prim;
+
+typedef struct {            /* one per OpenMP thread (number) of the outer team */
+    uint16_t *a, *b;        /* bf16 copies of the inputs */
+    size_t cap_a, cap_b;
+    float *c;               /* [TAIL_BLOCK.. ROW_BLOCK, N] tail result */
+    size_t cap_c;
+    dnnl_stream_t stream;
+} kc_slot;
+
+typedef struct {
+    const float *src;       /* the fp32 weight (frozen mode only) */
+    size_t rows, cols;
+    uint16_t *bf;           /* [rows, cols] rounded */
+} kc_frozen;
+
+struct k_ctx {
+    k_precision prec;       /* in effect (after fallback) */
+    dnnl_engine_t engine;
+    omp_lock_t lock;        /* guards prims and frozen */
+    kc_prim *prims;
+    size_t n_prims, cap_prims;
+    kc_slot *slots;
+    int n_slots;
+    const float *frozen;    /* [n_frozen] weights that do not change: their */
+    size_t n_frozen;        /* bf16 copies are kept (NULL: none) */
+    kc_frozen *fz;
+    size_t n_fz;
+};
+
+int k_bf16_available(void) {
+    const char *off = getenv("MOE_NO_BF16");
+    if (off && *off && strcmp(off, "0") != 0) return 0;
+    /* what oneDNN may use: honours ONEDNN_MAX_CPU_ISA as well */
+    return dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core_bf16 &&
+           dnnl_get_effective_cpu_isa() != dnnl_cpu_isa_avx2_vnni;
+}
+
+int k_ctx_create(k_precision want, k_ctx **out, moe_err *err) {
+    *out = NULL;
+    k_ctx *kc = moe_calloc(1, sizeof *kc, err);
+    if (!kc) return -1;
+    kc->prec = K_FP32;
+    omp_init_lock(&kc->lock);
+    if (want == K_BF16 && k_bf16_available()) {
+        kc->n_slots = MAX_SLOTS;
+        kc->slots = moe_calloc((size_t)kc->n_slots, sizeof *kc->slots, err);
+        if (!kc->slots) { k_ctx_free(kc); return -1; }
+        if (dnnl_engine_create(&kc->engine, dnnl_cpu, 0) != dnnl_success) {
+            k_ctx_free(kc);
+            return moe_errf(err, "bf16: cannot create the oneDNN CPU engine");
+        }
+        kc->prec = K_BF16;
+    }
+    *out = kc;
+    return 0;
+}
+
+static void frozen_clear(k_ctx *kc) {
+    for (size_t i = 0; i < kc->n_fz; i++) free(kc->fz[i].bf);
+    free(kc->fz);
+    kc->fz = NULL;
+    kc->n_fz = 0;
+}
+
+void k_ctx_free(k_ctx *kc) {
+    if (!kc) return;
+    for (size_t i = 0; i < kc->n_prims; i++) dnnl_primitive_destroy(kc->prims[i].prim);
+    free(kc->prims);
+    for (int i = 0; i < kc->n_slots; i++) {
+        free(kc->slots[i].a);
+        free(kc->slots[i].b);
+        free(kc->slots[i].c);
+        if (kc->slots[i].stream) dnnl_stream_destroy(kc->slots[i].stream);
+    }
+    free(kc->slots);
+    frozen_clear(kc);
+    if (kc->engine) dnnl_engine_destroy(kc->engine);
+    omp_destroy_lock(&kc->lock);
+    free(kc);
+}
+
+k_precision k_ctx_precision(const k_ctx *kc) { return kc ? kc->prec : K_FP32; }
+
+void k_ctx_freeze_weights(k_ctx *kc, const float *params, size_t n) {
+    if (!kc) return;
+    omp_set_lock(&kc->lock);
+    frozen_clear(kc);
+    kc->frozen = params;
+    kc->n_frozen = params ? n : 0;
+    omp_unset_lock(&kc->lock);
+}
+
+/* Round to nearest even (as PyTorch's and oneDNN's conversions); NaN stays
+ * NaN (quiet bit forced so that rounding cannot carry it into infinity). */
+static inline uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+float k_round_bf16(float x) {
+    uint32_t u = (uint32_t)to_bf16(x) << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* dst[rp, cp] = bf16(src[r, c] with row stride ld), zeros outside. */
+static void convert(uint16_t *dst, const float *src, size_t r, size_t c, size_t ld,
+                    size_t rp, size_t cp) {
+    #pragma omp parallel for schedule(static) if (r * c > 65536 && !omp_in_parallel())
+    for (size_t i = 0; i < r; i++) {
+        const float *s = src + i * ld;
+        uint16_t *d = dst + i * cp;
+        #pragma omp simd
+        for (size_t j = 0; j < c; j++) d[j] = to_bf16(s[j]);
+        for (size_t j = c; j < cp; j++) d[j] = 0;
+    }
+    if (rp > r) memset(dst + r * cp, 0, (rp - r) * cp * sizeof(uint16_t));
+}
+
+static int grow(void **p, size_t *cap, size_t bytes) {
+    if (bytes <= *cap) return 0;
+    void *q = realloc(*p, bytes);
+    if (!q) return -1;
+    *p = q;
+    *cap = bytes;
+    return 0;
+}
+
+/* The primitive for dst[M,N] (+)= A B with A stored [M,K] (ta = 0) or
+ * [K,M] (ta = 1), B stored [K,N] (tb = 0) or [N,K] (tb = 1), all dense. */
+static dnnl_primitive_t get_prim(k_ctx *kc, int ta, int tb, int acc, size_t M, size_t N,
+                                 size_t K) {
+    dnnl_primitive_t p = NULL;
+    omp_set_lock(&kc->lock);
+    for (size_t i = 0; i < kc->n_prims; i++) {
+        kc_prim *e = &kc->prims[i];
+        if (e->ta == ta && e->tb == tb && e->acc == acc && e->M == M && e->N == N && e->K == K) {
+            p = e->prim;
+            break;
+        }
+    }
+    if (!p && kc->n_prims < MAX_PRIMS) {
+        dnnl_memory_desc_t a, b, c;
+        dnnl_dims_t da = {(dnnl_dim_t)M, (dnnl_dim_t)K}, db = {(dnnl_dim_t)K, (dnnl_dim_t)N},
+                    dc = {(dnnl_dim_t)M, (dnnl_dim_t)N};
+        dnnl_matmul_desc_t md;
+        dnnl_primitive_attr_t attr = NULL;
+        dnnl_post_ops_t po = NULL;
+        dnnl_primitive_desc_t pd = NULL;
+        int ok = dnnl_memory_desc_init_by_tag(&a, 2, da, dnnl_bf16, ta ? dnnl_ba : dnnl_ab) == 0 &&
+                 dnnl_memory_desc_init_by_tag(&b, 2, db, dnnl_bf16, tb ? dnnl_ba : dnnl_ab) == 0 &&
+                 dnnl_memory_desc_init_by_tag(&c, 2, dc, dnnl_f32, dnnl_ab) == 0 &&
+                 dnnl_matmul_desc_init(&md, &a, &b, NULL, &c) == 0 &&
+                 dnnl_primitive_attr_create(&attr) == 0;
+        if (ok && acc)
+            ok = dnnl_post_ops_create(&po) == 0 && dnnl_post_ops_append_sum(po, 1.0f) == 0 &&
+                 dnnl_primitive_attr_set_post_ops(attr, po) == 0;
+        if (ok) ok = dnnl_primitive_desc_create(&pd, &md, attr, kc->engine, NULL) == 0;
+        if (ok) ok = dnnl_primitive_create(&p, pd) == 0;
+        if (pd) dnnl_primitive_desc_destroy(pd);
+        if (po) dnnl_post_ops_destroy(po);
+        if (attr) dnnl_primitive_attr_destroy(attr);
+        if (!ok) p = NULL;
+        if (p && kc->n_prims == kc->cap_prims) {
+            size_t cap = kc->cap_prims ? 2 * kc->cap_prims : 64;
+            kc_prim *np = realloc(kc->prims, cap * sizeof *np);
+            if (np) { kc->prims = np; kc->cap_prims = cap; }
+        }
+        if (p && kc->n_prims < kc->cap_prims)
+            kc->prims[kc->n_prims++] = (kc_prim){ta, tb, acc, M, N, K, p};
+        else if (p) { dnnl_primitive_destroy(p); p = NULL; }
+    }
+    omp_unset_lock(&kc->lock);
+    return p;
+}
+
+static int run_prim(dnnl_primitive_t p, dnnl_stream_t s, dnnl_engine_t eng, int ta, int tb,
+                    size_t M, size_t N, size_t K, const uint16_t *A, const uint16_t *B, float *C) {
+    dnnl_memory_desc_t a, b, c;
+    dnnl_dims_t da = {(dnnl_dim_t)M, (dnnl_dim_t)K}, db = {(dnnl_dim_t)K, (dnnl_dim_t)N},
+                dc = {(dnnl_dim_t)M, (dnnl_dim_t)N};
+    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL;
+    int ok = dnnl_memory_desc_init_by_tag(&a, 2, da, dnnl_bf16, ta ? dnnl_ba : dnnl_ab) == 0 &&
+             dnnl_memory_desc_init_by_tag(&b, 2, db, dnnl_bf16, tb ? dnnl_ba : dnnl_ab) == 0 &&
+             dnnl_memory_desc_init_by_tag(&c, 2, dc, dnnl_f32, dnnl_ab) == 0 &&
+             dnnl_memory_create(&ma, &a, eng, (void *)A) == 0 &&
+             dnnl_memory_create(&mb, &b, eng, (void *)B) == 0 &&
+             dnnl_memory_create(&mc, &c, eng, C) == 0;
+    if (ok) {
+        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
+        ok = dnnl_primitive_execute(p, s, 3, args) == 0 && dnnl_stream_wait(s) == 0;
+    }
+    if (ma) dnnl_memory_destroy(ma);
+    if (mb) dnnl_memory_destroy(mb);
+    if (mc) dnnl_memory_destroy(mc);
+    return ok ? 0 : -1;
+}
+
+/* The bf16 copy of a frozen weight W[rows, cols] (NULL: not kept). */
+static const uint16_t *frozen_weight(k_ctx *kc, const float *W, size_t rows, size_t cols) {
+    const uint16_t *bf = NULL;
+    omp_set_lock(&kc->lock);
+    if (kc->frozen && W >= kc->frozen && W + rows * cols <= kc->frozen + kc->n_frozen) {
+        for (size_t i = 0; i < kc->n_fz; i++)
+            if (kc->fz[i].src == W && kc->fz[i].rows == rows && kc->fz[i].cols == cols) {
+                bf = kc->fz[i].bf;
+                break;
+            }
+        if (!bf && kc->n_fz < MAX_FROZEN) {
+            uint16_t *c = malloc(rows * cols * sizeof *c);
+            kc_frozen *nf = realloc(kc->fz, (kc->n_fz + 1) * sizeof *nf);
+            if (nf) kc->fz = nf;
+            if (c && nf) {
+                convert(c, W, rows, cols, cols, rows, cols);
+                kc->fz[kc->n_fz++] = (kc_frozen){W, rows, cols, c};
+                bf = c;
+            } else free(c);
+        }
+    }
+    omp_unset_lock(&kc->lock);
+    return bf;
+}
+
+/* C[M,N] (beta 0: =, 1: +=) bf16(A) bf16(B), fp32 accumulation, with the
+ * storage conventions of get_prim and dense fp32 A, B, C. B_frozen: B is a
+ * weight whose bf16 copy may be kept (frozen mode). Returns -1 (C untouched)
+ * when oneDNN or memory fails; the caller then computes in fp32. */
+static int gemm_bf16(k_ctx *kc, int ta, int tb, size_t M, size_t N, size_t K, const float *A,
+                     const float *B, int B_frozen, float beta, float *C) {
+    int t = omp_get_thread_num();
+    if (t >= kc->n_slots) return -1;
+    kc_slot *s = &kc->slots[t];
+    if (!s->stream &&  /* made by its own thread, on first use */
+        dnnl_stream_create(&s->stream, kc->engine, dnnl_stream_default_flags) != dnnl_success)
+        return -1;
+    int acc = beta != 0.0f;
+    size_t Kp = (K + K_BLOCK - 1) / K_BLOCK * K_BLOCK;
+    size_t Mm = ta ? M : M / ROW_BLOCK * ROW_BLOCK;       /* main rows, in place */
+    size_t r = M - Mm, rp = (r + TAIL_BLOCK - 1) / TAIL_BLOCK * TAIL_BLOCK;
+    size_t Mp = Mm + rp;
+    /* A: stored [Mp, Kp] or [Kp, M] */
+    if (grow((void **)&s->a, &s->cap_a, (ta ? Kp * M : Mp * Kp) * sizeof(uint16_t))) return -1;
+    if (ta) convert(s->a, A, K, M, M, Kp, M);
+    else convert(s->a, A, M, K, K, Mp, Kp);
+    /* B: stored [Kp, N] or [N, Kp] */
+    const uint16_t *b = NULL;
+    if (B_frozen && Kp == K) b = frozen_weight(kc, B, tb ? N : K, tb ? K : N);
+    if (!b) {
+        if (grow((void **)&s->b, &s->cap_b, Kp * N * sizeof(uint16_t))) return -1;
+        if (tb) convert(s->b, B, N, K, K, N, Kp);
+        else convert(s->b, B, K, N, N, Kp, N);
+        b = s->b;
+    }
+    dnnl_primitive_t pm = Mm ? get_prim(kc, ta, tb, acc, Mm, N, Kp) : NULL;
+    dnnl_primitive_t pt = rp ? get_prim(kc, ta, tb, 0, rp, N, Kp) : NULL;
+    if ((Mm && !pm) || (rp && !pt)) return -1;
+    if (rp && grow((void **)&s->c, &s->cap_c, rp * N * sizeof(float))) return -1;
+    if (Mm && run_prim(pm, s->stream, kc->engine, ta, tb, Mm, N, Kp, s->a, b, C)) return -1;
+    if (rp) {
+        if (run_prim(pt, s->stream, kc->engine, ta, tb, rp, N, Kp, s->a + Mm * Kp, b, s->c))
+            return -1;
+        float *dst = C + Mm * N;
+        if (acc) for (size_t i = 0; i < r * N; i++) dst[i] += s->c[i];
+        else memcpy(dst, s->c, r * N * sizeof(float));
+    }
+    return 0;
+}
+
+static int use_bf16(const k_ctx *kc) { return kc && kc->prec == K_BF16; }
+
+void k_matmul_forward(k_ctx *kc, float *out, const float *in, const float *W,
                       size_t N, size_t C, size_t O, float beta) {
+    if (N == 0) return;
+    if (use_bf16(kc) && gemm_bf16(kc, 0, 1, N, O, C, in, W, 1, beta, out) == 0) return;
     k_sgemm(0, 1, N, O, C, 1.0f, in, C, W, C, beta, out, O);
 }
 
-void k_matmul_backward(float *din, float *dW, const float *dout, const float *in,
+void k_matmul_backward(k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
                        const float *W, size_t N, size_t C, size_t O, int accumulate) {
     if (N == 0) return;
-    if (din) k_sgemm(0, 0, N, C, O, 1.0f, dout, O, W, C, accumulate ? 1.0f : 0.0f, din, C);
-    if (dW) k_sgemm(1, 0, O, C, N, 1.0f, dout, O, in, C, 1.0f, dW, C);
+    int bf = use_bf16(kc);
+    if (din && !(bf && gemm_bf16(kc, 0, 0, N, C, O, dout, W, 1, accumulate ? 1.0f : 0.0f,
+                                 din) == 0))
+        k_sgemm(0, 0, N, C, O, 1.0f, dout, O, W, C, accumulate ? 1.0f : 0.0f, din, C);
+    if (dW && !(bf && gemm_bf16(kc, 1, 0, O, C, N, dout, in, 0, 1.0f, dW) == 0))
+        k_sgemm(1, 0, O, C, N, 1.0f, dout, O, in, C, 1.0f, dW, C);
 }
