@@ -51,6 +51,8 @@ def data_files(build, work):
 def one_run(a, data, work, cfg_path, seed, prec):
     name = f"{os.path.basename(cfg_path)[:-5]}-{prec}-s{seed}"
     run = os.path.join(work, name)
+    if a.partial and not os.path.exists(os.path.join(run, "eval.json")):
+        return None
     if not os.path.exists(os.path.join(run, "eval.json")):
         subprocess.run(["rm", "-rf", run])
         cmd = [f"{a.build}/moe", "train", "--config", cfg_path, "--data", data["train"], "--out", run,
@@ -141,6 +143,8 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--eval-tokens", type=int, default=0)
     ap.add_argument("--work", default="")
+    ap.add_argument("--partial", action="store_true",
+                    help="only summarise the runs of --work that have finished")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/bf16_quality.json"))
     ap.add_argument("--svg", default=os.path.join(ROOT, "docs/bf16_quality.svg"))
     a = ap.parse_args()
@@ -152,7 +156,7 @@ def main():
     seeds = [int(s) for s in a.seeds.split(",")]
     jobs = [(c, s, p) for c in configs for s in seeds for p in ("fp32", "bf16")]
     with concurrent.futures.ThreadPoolExecutor(a.jobs) as ex:
-        results = list(ex.map(lambda j: one_run(a, data, work, *j), jobs))
+        results = [r for r in ex.map(lambda j: one_run(a, data, work, *j), jobs) if r]
     summary, ok_all = [], True
     print(f"{'config':<18} {'precision':<9} {'val loss (mean)':>16} {'seeds':>26} {'sparsity last 100':>18}")
     for c in configs:
@@ -162,6 +166,8 @@ def main():
         row = {"config": name}
         for prec in ("fp32", "bf16"):
             rs = [r for r in results if r["config"] == name and r["precision"] == prec]
+            if not rs:
+                rs = [{"val_loss": float("nan"), "sparsity_last100": float("nan")}]
             vals = [r["val_loss"] for r in rs]
             sp = statistics.fmean(r["sparsity_last100"] for r in rs)
             row[prec] = {"val_loss_mean": statistics.fmean(vals), "val_loss": vals, "sparsity_last100": sp}
@@ -181,7 +187,7 @@ def main():
         print(f"  bf16 / fp32 validation loss: {rel * 100:+.2f}%  ->  {'PASS' if ok else 'FAIL'}")
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
-        json.dump({"steps": a.steps, "seeds": seeds, "batch": a.batch or "config", "seq": a.seq or "config",
+        json.dump({"steps": a.steps, "runs_finished": len(results), "runs_planned": len(jobs), "seeds": seeds, "batch": a.batch or "config", "seq": a.seq or "config",
                    "threads": a.threads, "jobs": a.jobs, "eval_tokens": a.eval_tokens or "all",
                    "pass": ok_all, "summary": summary,
                    "runs": [{k: v for k, v in r.items() if k not in ("lm_loss", "sparsity")} for r in results],

@@ -47,6 +47,7 @@ void k_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const fl
 #define MAX_PRIMS 4096     /* beyond this, products fall back to fp32 */
 #define MAX_FROZEN 4096    /* bf16 weight copies kept while frozen */
 #define MAX_SLOTS 256      /* threads with their own buffers and stream */
+#define GEMV_ROWS 4        /* fewer rows (decode) with a frozen weight: gemv_bf16 */
 
 typedef struct {
     int ta, tb, acc;
@@ -80,7 +81,10 @@ struct k_ctx {
     size_t n_frozen;        /* bf16 copies are kept (NULL: none) */
     kc_frozen *fz;
     size_t n_fz;
+    int gemv;               /* the CPU has vdpbf16ps (gemv_bf16) */
 };
+
+static int has_avx512bf16(void);
 
 int k_bf16_available(void) {
     const char *off = getenv("MOE_NO_BF16");
@@ -105,6 +109,7 @@ int k_ctx_create(k_precision want, k_ctx **out, moe_err *err) {
             return moe_errf(err, "bf16: cannot create the oneDNN CPU engine");
         }
         kc->prec = K_BF16;
+        kc->gemv = has_avx512bf16();
     }
     *out = kc;
     return 0;
@@ -280,6 +285,45 @@ static const uint16_t *frozen_weight(k_ctx *kc, const float *W, size_t rows, siz
     return bf;
 }
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+/* y[N] (beta 0: =, 1: +=) for one row: y[j] = sum_k x[k] W[j,k], x and W
+ * in bf16 (W [N,K] rows), fp32 accumulation by vdpbf16ps (pairs of
+ * products, as the bf16 matmul). Decode's one-token products: a matmul
+ * primitive call costs more than this whole product there. K is a multiple
+ * of 32 (K_BLOCK: frozen copies exist only for such weights). */
+__attribute__((target("avx512f,avx512bf16")))
+static void gemv_bf16(float *y, const uint16_t *x, const uint16_t *W, size_t N, size_t K,
+                      float beta) {
+    size_t K32 = K / 32 * 32;
+    #pragma omp parallel for schedule(static) if (N * K > 65536 && !omp_in_parallel())
+    for (size_t j = 0; j < N; j++) {
+        const uint16_t *w = W + j * K;
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        size_t k = 0;
+        for (; k + 64 <= K32; k += 64) {
+            acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_loadu_si512(x + k),
+                                    (__m512bh)_mm512_loadu_si512(w + k));
+            acc1 = _mm512_dpbf16_ps(acc1, (__m512bh)_mm512_loadu_si512(x + k + 32),
+                                    (__m512bh)_mm512_loadu_si512(w + k + 32));
+        }
+        for (; k < K32; k += 32)
+            acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_loadu_si512(x + k),
+                                    (__m512bh)_mm512_loadu_si512(w + k));
+        float v = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+        y[j] = beta != 0.0f ? y[j] + v : v;
+    }
+}
+static int has_avx512bf16(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16");
+}
+#else
+static void gemv_bf16(float *y, const uint16_t *x, const uint16_t *W, size_t N, size_t K,
+                      float beta) { (void)y; (void)x; (void)W; (void)N; (void)K; (void)beta; }
+static int has_avx512bf16(void) { return 0; }
+#endif
+
 /* C[M,N] (beta 0: =, 1: +=) bf16(A) bf16(B), fp32 accumulation, with the
  * storage conventions of get_prim and dense fp32 A, B, C. B_frozen: B is a
  * weight whose bf16 copy may be kept (frozen mode). Returns -1 (C untouched)
@@ -304,6 +348,10 @@ static int gemm_bf16(k_ctx *kc, int ta, int tb, size_t M, size_t N, size_t K, co
     /* B: stored [Kp, N] or [N, Kp] */
     const uint16_t *b = NULL;
     if (B_frozen && Kp == K) b = frozen_weight(kc, B, tb ? N : K, tb ? K : N);
+    if (b && !ta && tb && M < GEMV_ROWS && kc->gemv) {  /* decode: row by row */
+        for (size_t i = 0; i < M; i++) gemv_bf16(C + i * N, s->a + i * Kp, b, N, K, beta);
+        return 0;
+    }
     if (!b) {
         if (grow((void **)&s->b, &s->cap_b, Kp * N * sizeof(uint16_t))) return -1;
         if (tb) convert(s->b, B, N, K, K, N, Kp);

@@ -111,7 +111,7 @@ static void test_products(void) {
  * change, and a weight outside the frozen range is converted each call. */
 static void test_frozen_weights(void) {
     if (!have_bf16) { printf("  skip: this CPU has no bf16 dot products\n"); return; }
-    enum { N = 40, C = 64, O = 32 };
+    enum { N = 40, C = 96, O = 32 };
     static float in[N * C], W[2 * O * C], a[N * O], b[N * O];
     moe_rng r;
     moe_rng_seed(&r, 5);
@@ -125,6 +125,15 @@ static void test_frozen_weights(void) {
         k_matmul_forward(kc, b, in, W, N, C, O, 0.0f);
         CHECK(memcmp(a, b, sizeof a) == 0, "frozen weight: same bits (call %d)", rep);
     }
+    /* one row (decode) with a frozen weight takes the vdpbf16ps product:
+     * within fp32 accumulation error of the rounded inputs' product */
+    static float y[O], y0[O];
+    fill(&r, y0, O);
+    k_matmul_forward(kc, y, in, W, 1, C, O, 0.0f);
+    check_product(y, NULL, in, C, 1, W, 1, C, 1, O, C, 1, "one-row forward, frozen");
+    memcpy(y, y0, sizeof y);
+    k_matmul_forward(kc, y, in, W, 1, C, O, 1.0f);
+    check_product(y, y0, in, C, 1, W, 1, C, 1, O, C, 1, "one-row forward += , frozen");
     float *W2 = W + O * C;  /* outside the frozen range: must follow changes */
     k_matmul_forward(kc, a, in, W2, N, C, O, 0.0f);
     for (size_t i = 0; i < O * C; i++) W2[i] *= 2.0f;
