@@ -5,6 +5,7 @@ AdamW training steps. Tests only (Debian's python3-torch); the product never
 needs Python.
 
   python3 ref_model.py train --model DIR --data FILE --steps N [--dtype float64]
+      [--autocast-bf16]
       prints one JSON line per step: {"step", "loss", "lm_loss", "aux_loss", "lr"}
 """
 import argparse
@@ -45,6 +46,9 @@ def rope(x, theta):
 # exactly; the backward rounds the incoming gradient and the saved inputs
 # the same way. Everything else stays in the working dtype.
 BF16 = False
+# train --autocast-bf16: the forward under torch.autocast("cpu", bfloat16),
+# what a PyTorch user picks for bf16 mixed precision (the benchmarks' peer)
+AUTOCAST_BF16 = False
 
 
 def _bf(t):
@@ -237,7 +241,8 @@ class FFNMoE:
                 idx = (gates[:, e] != 0).nonzero().squeeze(1)
                 if idx.numel():
                     xe = x.index_select(0, idx)
-                    y = y.index_add(0, idx, gates.index_select(0, idx)[:, e:e + 1] * swiglu(xe, W1[e], W3[e], W2[e]))
+                    ye = gates.index_select(0, idx)[:, e:e + 1] * swiglu(xe, W1[e], W3[e], W2[e])
+                    y = y.index_add(0, idx, ye.to(y.dtype))  # autocast: ye may be bf16
             gates = gates[:, :0]  # the loop below is skipped
         for e in range(gates.shape[1]):
             y = y + gates[:, e:e + 1] * swiglu(x, W1[e], W3[e], W2[e])
@@ -418,7 +423,8 @@ def train(model, ids, cfg, steps, log=None):
         lm_sum, aux_sum = 0.0, 0.0
         for micro in range(ga):
             x, y = sequential_batch(ids, step * ga + micro, B, T)
-            _, lm, aux = model.forward(x, y, step=step)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=AUTOCAST_BF16):
+                _, lm, aux = model.forward(x, y, step=step)
             ((lm + aux) / ga).backward()
             lm_sum += lm.item() / ga
             aux_sum += float(aux) / ga
@@ -444,7 +450,11 @@ def main():
     t.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--sparse", action="store_true", help="per-expert token gathering (benchmarks)")
+    t.add_argument("--autocast-bf16", action="store_true",
+                   help="forward under torch.autocast('cpu', dtype=torch.bfloat16) (benchmarks)")
     a = ap.parse_args()
+    global AUTOCAST_BF16
+    AUTOCAST_BF16 = a.autocast_bf16
     torch.set_num_threads(a.threads)
     FFNMoE.sparse = a.sparse
     model = load(a.model, getattr(torch, a.dtype))
