@@ -53,6 +53,7 @@ typedef struct {
     int ta, tb, acc;
     size_t M, N, K;
     dnnl_primitive_t prim;
+    dnnl_memory_desc_t scratch;  /* its scratchpad (size 0: none) */
 } kc_prim;
 
 typedef struct {            /* one per OpenMP thread (number) of the outer team */
@@ -60,6 +61,8 @@ typedef struct {            /* one per OpenMP thread (number) of the outer team 
     size_t cap_a, cap_b;
     float *c;               /* [TAIL_BLOCK.. ROW_BLOCK, N] tail result */
     size_t cap_c;
+    void *scratch;          /* the primitives' scratchpad */
+    size_t cap_scratch;
     dnnl_stream_t stream;
 } kc_slot;
 
@@ -130,6 +133,7 @@ void k_ctx_free(k_ctx *kc) {
         free(kc->slots[i].a);
         free(kc->slots[i].b);
         free(kc->slots[i].c);
+        free(kc->slots[i].scratch);
         if (kc->slots[i].stream) dnnl_stream_destroy(kc->slots[i].stream);
     }
     free(kc->slots);
@@ -181,29 +185,35 @@ static void convert(uint16_t *dst, const float *src, size_t r, size_t c, size_t 
     if (rp > r) memset(dst + r * cp, 0, (rp - r) * cp * sizeof(uint16_t));
 }
 
+/* *p holds at least `bytes` (old contents dropped), 64-byte aligned. */
 static int grow(void **p, size_t *cap, size_t bytes) {
     if (bytes <= *cap) return 0;
-    void *q = realloc(*p, bytes);
-    if (!q) return -1;
+    void *q = NULL;
+    if (posix_memalign(&q, 64, bytes)) return -1;
+    free(*p);
     *p = q;
     *cap = bytes;
     return 0;
 }
 
 /* The primitive for dst[M,N] (+)= A B with A stored [M,K] (ta = 0) or
- * [K,M] (ta = 1), B stored [K,N] (tb = 0) or [N,K] (tb = 1), all dense. */
-static dnnl_primitive_t get_prim(k_ctx *kc, int ta, int tb, int acc, size_t M, size_t N,
-                                 size_t K) {
-    dnnl_primitive_t p = NULL;
+ * [K,M] (ta = 1), B stored [K,N] (tb = 0) or [N,K] (tb = 1), all dense.
+ * Its scratchpad is the caller's (user mode): with the library's own,
+ * threads running primitives at once (the experts, one per thread) share
+ * one scratchpad and corrupt each other's results. 0: found or made. */
+static int get_prim(k_ctx *kc, int ta, int tb, int acc, size_t M, size_t N, size_t K,
+                    kc_prim *out) {
+    int found = 0;
     omp_set_lock(&kc->lock);
     for (size_t i = 0; i < kc->n_prims; i++) {
         kc_prim *e = &kc->prims[i];
         if (e->ta == ta && e->tb == tb && e->acc == acc && e->M == M && e->N == N && e->K == K) {
-            p = e->prim;
+            *out = *e;
+            found = 1;
             break;
         }
     }
-    if (!p && kc->n_prims < MAX_PRIMS) {
+    if (!found && kc->n_prims < MAX_PRIMS) {
         dnnl_memory_desc_t a, b, c;
         dnnl_dims_t da = {(dnnl_dim_t)M, (dnnl_dim_t)K}, db = {(dnnl_dim_t)K, (dnnl_dim_t)N},
                     dc = {(dnnl_dim_t)M, (dnnl_dim_t)N};
@@ -211,52 +221,67 @@ static dnnl_primitive_t get_prim(k_ctx *kc, int ta, int tb, int acc, size_t M, s
         dnnl_primitive_attr_t attr = NULL;
         dnnl_post_ops_t po = NULL;
         dnnl_primitive_desc_t pd = NULL;
+        dnnl_primitive_t p = NULL;
         int ok = dnnl_memory_desc_init_by_tag(&a, 2, da, dnnl_bf16, ta ? dnnl_ba : dnnl_ab) == 0 &&
                  dnnl_memory_desc_init_by_tag(&b, 2, db, dnnl_bf16, tb ? dnnl_ba : dnnl_ab) == 0 &&
                  dnnl_memory_desc_init_by_tag(&c, 2, dc, dnnl_f32, dnnl_ab) == 0 &&
                  dnnl_matmul_desc_init(&md, &a, &b, NULL, &c) == 0 &&
-                 dnnl_primitive_attr_create(&attr) == 0;
+                 dnnl_primitive_attr_create(&attr) == 0 &&
+                 dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == 0;
         if (ok && acc)
             ok = dnnl_post_ops_create(&po) == 0 && dnnl_post_ops_append_sum(po, 1.0f) == 0 &&
                  dnnl_primitive_attr_set_post_ops(attr, po) == 0;
         if (ok) ok = dnnl_primitive_desc_create(&pd, &md, attr, kc->engine, NULL) == 0;
-        if (ok) ok = dnnl_primitive_create(&p, pd) == 0;
+        kc_prim e = {ta, tb, acc, M, N, K, NULL, {0}};
+        if (ok) {
+            const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+            if (smd) e.scratch = *smd;
+            ok = dnnl_primitive_create(&p, pd) == 0;
+        }
         if (pd) dnnl_primitive_desc_destroy(pd);
         if (po) dnnl_post_ops_destroy(po);
         if (attr) dnnl_primitive_attr_destroy(attr);
-        if (!ok) p = NULL;
-        if (p && kc->n_prims == kc->cap_prims) {
+        if (ok && kc->n_prims == kc->cap_prims) {
             size_t cap = kc->cap_prims ? 2 * kc->cap_prims : 64;
             kc_prim *np = realloc(kc->prims, cap * sizeof *np);
             if (np) { kc->prims = np; kc->cap_prims = cap; }
         }
-        if (p && kc->n_prims < kc->cap_prims)
-            kc->prims[kc->n_prims++] = (kc_prim){ta, tb, acc, M, N, K, p};
-        else if (p) { dnnl_primitive_destroy(p); p = NULL; }
+        if (ok && kc->n_prims < kc->cap_prims) {
+            e.prim = p;
+            kc->prims[kc->n_prims++] = e;
+            *out = e;
+            found = 1;
+        } else if (p) dnnl_primitive_destroy(p);
     }
     omp_unset_lock(&kc->lock);
-    return p;
+    return found ? 0 : -1;
 }
 
-static int run_prim(dnnl_primitive_t p, dnnl_stream_t s, dnnl_engine_t eng, int ta, int tb,
-                    size_t M, size_t N, size_t K, const uint16_t *A, const uint16_t *B, float *C) {
+static int run_prim(const kc_prim *e, kc_slot *s, dnnl_engine_t eng, const uint16_t *A,
+                    const uint16_t *B, float *C) {
     dnnl_memory_desc_t a, b, c;
-    dnnl_dims_t da = {(dnnl_dim_t)M, (dnnl_dim_t)K}, db = {(dnnl_dim_t)K, (dnnl_dim_t)N},
-                dc = {(dnnl_dim_t)M, (dnnl_dim_t)N};
-    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL;
-    int ok = dnnl_memory_desc_init_by_tag(&a, 2, da, dnnl_bf16, ta ? dnnl_ba : dnnl_ab) == 0 &&
-             dnnl_memory_desc_init_by_tag(&b, 2, db, dnnl_bf16, tb ? dnnl_ba : dnnl_ab) == 0 &&
+    dnnl_dims_t da = {(dnnl_dim_t)e->M, (dnnl_dim_t)e->K}, db = {(dnnl_dim_t)e->K, (dnnl_dim_t)e->N},
+                dc = {(dnnl_dim_t)e->M, (dnnl_dim_t)e->N};
+    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, ms = NULL;
+    size_t sbytes = dnnl_memory_desc_get_size(&e->scratch);
+    if (sbytes && grow((void **)&s->scratch, &s->cap_scratch, sbytes)) return -1;
+    int ok = dnnl_memory_desc_init_by_tag(&a, 2, da, dnnl_bf16, e->ta ? dnnl_ba : dnnl_ab) == 0 &&
+             dnnl_memory_desc_init_by_tag(&b, 2, db, dnnl_bf16, e->tb ? dnnl_ba : dnnl_ab) == 0 &&
              dnnl_memory_desc_init_by_tag(&c, 2, dc, dnnl_f32, dnnl_ab) == 0 &&
              dnnl_memory_create(&ma, &a, eng, (void *)A) == 0 &&
              dnnl_memory_create(&mb, &b, eng, (void *)B) == 0 &&
-             dnnl_memory_create(&mc, &c, eng, C) == 0;
+             dnnl_memory_create(&mc, &c, eng, C) == 0 &&
+             (!sbytes || dnnl_memory_create(&ms, &e->scratch, eng, s->scratch) == 0);
     if (ok) {
-        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
-        ok = dnnl_primitive_execute(p, s, 3, args) == 0 && dnnl_stream_wait(s) == 0;
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc},
+                                   {DNNL_ARG_SCRATCHPAD, ms}};
+        ok = dnnl_primitive_execute(e->prim, s->stream, sbytes ? 4 : 3, args) == 0 &&
+             dnnl_stream_wait(s->stream) == 0;
     }
     if (ma) dnnl_memory_destroy(ma);
     if (mb) dnnl_memory_destroy(mb);
     if (mc) dnnl_memory_destroy(mc);
+    if (ms) dnnl_memory_destroy(ms);
     return ok ? 0 : -1;
 }
 
@@ -358,14 +383,14 @@ static int gemm_bf16(k_ctx *kc, int ta, int tb, size_t M, size_t N, size_t K, co
         else convert(s->b, B, K, N, N, Kp, N);
         b = s->b;
     }
-    dnnl_primitive_t pm = Mm ? get_prim(kc, ta, tb, acc, Mm, N, Kp) : NULL;
-    dnnl_primitive_t pt = rp ? get_prim(kc, ta, tb, 0, rp, N, Kp) : NULL;
-    if ((Mm && !pm) || (rp && !pt)) return -1;
+    kc_prim pm, pt;
+    if ((Mm && get_prim(kc, ta, tb, acc, Mm, N, Kp, &pm)) ||
+        (rp && get_prim(kc, ta, tb, 0, rp, N, Kp, &pt)))
+        return -1;
     if (rp && grow((void **)&s->c, &s->cap_c, rp * N * sizeof(float))) return -1;
-    if (Mm && run_prim(pm, s->stream, kc->engine, ta, tb, Mm, N, Kp, s->a, b, C)) return -1;
+    if (Mm && run_prim(&pm, s, kc->engine, s->a, b, C)) return -1;
     if (rp) {
-        if (run_prim(pt, s->stream, kc->engine, ta, tb, rp, N, Kp, s->a + Mm * Kp, b, s->c))
-            return -1;
+        if (run_prim(&pt, s, kc->engine, s->a + Mm * Kp, b, s->c)) return -1;
         float *dst = C + Mm * N;
         if (acc) for (size_t i = 0; i < r * N; i++) dst[i] += s->c[i];
         else memcpy(dst, s->c, r * N * sizeof(float));

@@ -2,7 +2,8 @@
  * rounding to bf16, the three products of k_matmul_forward / _backward
  * against double-precision references within derived bounds (shapes that
  * take every path: row tails, padded inner dimensions, accumulation), the
- * weight copies of inference (frozen weights), and the fallback to fp32
+ * weight copies of inference (frozen weights), products run by several
+ * threads at once (bit-identical to serial ones), and the fallback to fp32
  * when the CPU has no bf16 dot products (forced by MOE_NO_BF16). */
 #include <stdint.h>
 #include <string.h>
@@ -143,6 +144,32 @@ static void test_frozen_weights(void) {
     k_ctx_free(kc);
 }
 
+/* Experts run one per thread: the same cached primitives executed by
+ * several threads at once must give the bits of a serial run (each thread
+ * has its own buffers and scratchpad). */
+static void test_concurrent(void) {
+    if (!have_bf16) { printf("  skip: this CPU has no bf16 dot products\n"); return; }
+    enum { E = 8, N = 19, C = 64, O = 256 };
+    static float x[E][N * C], g[E][N * O], W[E][O * C], ref[E][O * C], dW[E][O * C];
+    moe_rng r;
+    moe_rng_seed(&r, 21);
+    for (int e = 0; e < E; e++) { fill(&r, x[e], N * C); fill(&r, g[e], N * O); fill(&r, W[e], O * C); }
+    k_ctx *kc;
+    moe_err err;
+    CHECK(k_ctx_create(K_BF16, &kc, &err) == 0, "%s", err.msg);
+    memset(ref, 0, sizeof ref);
+    for (int e = 0; e < E; e++) k_matmul_backward(kc, NULL, ref[e], g[e], x[e], W[e], N, C, O, 0);
+    int bad = 0;
+    for (int rep = 0; rep < 20 && !bad; rep++) {
+        memset(dW, 0, sizeof dW);
+        #pragma omp parallel for schedule(static, 1) num_threads(4)
+        for (int e = 0; e < E; e++) k_matmul_backward(kc, NULL, dW[e], g[e], x[e], W[e], N, C, O, 0);
+        for (int e = 0; e < E; e++) bad += memcmp(dW[e], ref[e], sizeof dW[e]) != 0;
+    }
+    CHECK(!bad, "%d concurrent weight gradients differ from the serial ones", bad);
+    k_ctx_free(kc);
+}
+
 /* MOE_NO_BF16=1 forces the fallback: a bf16 request gives fp32 products,
  * bit for bit those of k_sgemm, and a model says which precision it runs. */
 static void test_fallback(void) {
@@ -195,6 +222,7 @@ int main(void) {
     RUN(test_rounding);
     RUN(test_products);
     RUN(test_frozen_weights);
+    RUN(test_concurrent);
     RUN(test_fallback);
     TEST_MAIN_END();
 }
