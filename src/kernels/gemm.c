@@ -40,9 +40,11 @@ void k_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const fl
  * a multiple of ROW_BLOCK rows, written in place, and a tail padded with
  * zero rows to a multiple of TAIL_BLOCK, computed into scratch and copied;
  * an inner dimension K (an expert's rows in a weight gradient) is padded
- * with zeros to a multiple of K_BLOCK. Zero padding changes no sum. */
+ * with zeros to a multiple of K_BLOCK. Zero padding changes no sum. With
+ * TAIL_BLOCK = K_BLOCK the bf16 copy of dout made for din ([N rounded up,
+ * O]) is the one dW needs, so the backward converts it once. */
 #define ROW_BLOCK 32
-#define TAIL_BLOCK 8
+#define TAIL_BLOCK 32      /* = K_BLOCK: a converted dout serves din and dW */
 #define K_BLOCK 32
 #define MAX_PRIMS 4096     /* beyond this, products fall back to fp32 */
 #define MAX_FROZEN 4096    /* bf16 weight copies kept while frozen */
@@ -350,11 +352,12 @@ static int has_avx512bf16(void) { return 0; }
 #endif
 
 /* C[M,N] (beta 0: =, 1: +=) bf16(A) bf16(B), fp32 accumulation, with the
- * storage conventions of get_prim and dense fp32 A, B, C. B_frozen: B is a
+ * storage conventions of get_prim and dense fp32 A, B, C. A_ready: this
+ * thread's bf16 copy of A from the previous call is the one needed. B_frozen: B is a
  * weight whose bf16 copy may be kept (frozen mode). Returns -1 (C untouched)
  * when oneDNN or memory fails; the caller then computes in fp32. */
 static int gemm_bf16(k_ctx *kc, int ta, int tb, size_t M, size_t N, size_t K, const float *A,
-                     const float *B, int B_frozen, float beta, float *C) {
+                     int A_ready, const float *B, int B_frozen, float beta, float *C) {
     int t = omp_get_thread_num();
     if (t >= kc->n_slots) return -1;
     kc_slot *s = &kc->slots[t];
@@ -367,9 +370,11 @@ static int gemm_bf16(k_ctx *kc, int ta, int tb, size_t M, size_t N, size_t K, co
     size_t r = M - Mm, rp = (r + TAIL_BLOCK - 1) / TAIL_BLOCK * TAIL_BLOCK;
     size_t Mp = Mm + rp;
     /* A: stored [Mp, Kp] or [Kp, M] */
-    if (grow((void **)&s->a, &s->cap_a, (ta ? Kp * M : Mp * Kp) * sizeof(uint16_t))) return -1;
-    if (ta) convert(s->a, A, K, M, M, Kp, M);
-    else convert(s->a, A, M, K, K, Mp, Kp);
+    if (!A_ready) {  /* else s->a holds it already (k_matmul_backward) */
+        if (grow((void **)&s->a, &s->cap_a, (ta ? Kp * M : Mp * Kp) * sizeof(uint16_t))) return -1;
+        if (ta) convert(s->a, A, K, M, M, Kp, M);
+        else convert(s->a, A, M, K, K, Mp, Kp);
+    }
     /* B: stored [Kp, N] or [N, Kp] */
     const uint16_t *b = NULL;
     if (B_frozen && Kp == K) b = frozen_weight(kc, B, tb ? N : K, tb ? K : N);
@@ -403,17 +408,21 @@ static int use_bf16(const k_ctx *kc) { return kc && kc->prec == K_BF16; }
 void k_matmul_forward(k_ctx *kc, float *out, const float *in, const float *W,
                       size_t N, size_t C, size_t O, float beta) {
     if (N == 0) return;
-    if (use_bf16(kc) && gemm_bf16(kc, 0, 1, N, O, C, in, W, 1, beta, out) == 0) return;
+    if (use_bf16(kc) && gemm_bf16(kc, 0, 1, N, O, C, in, 0, W, 1, beta, out) == 0) return;
     k_sgemm(0, 1, N, O, C, 1.0f, in, C, W, C, beta, out, O);
 }
 
 void k_matmul_backward(k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
                        const float *W, size_t N, size_t C, size_t O, int accumulate) {
     if (N == 0) return;
-    int bf = use_bf16(kc);
-    if (din && !(bf && gemm_bf16(kc, 0, 0, N, C, O, dout, W, 1, accumulate ? 1.0f : 0.0f,
-                                 din) == 0))
-        k_sgemm(0, 0, N, C, O, 1.0f, dout, O, W, C, accumulate ? 1.0f : 0.0f, din, C);
-    if (dW && !(bf && gemm_bf16(kc, 1, 0, O, C, N, dout, in, 0, 1.0f, dW) == 0))
+    int bf = use_bf16(kc), din_bf = 0;
+    if (din) {
+        din_bf = bf && gemm_bf16(kc, 0, 0, N, C, O, dout, 0, W, 1, accumulate ? 1.0f : 0.0f, din) == 0;
+        if (!din_bf) k_sgemm(0, 0, N, C, O, 1.0f, dout, O, W, C, accumulate ? 1.0f : 0.0f, din, C);
+    }
+    /* dW: dout stored [N, O] is A transposed; din's copy ([N up to 32, O],
+     * zero rows below) is the same bytes when O needs no padding */
+    int ready = din_bf && O % K_BLOCK == 0;
+    if (dW && !(bf && gemm_bf16(kc, 1, 0, O, C, N, dout, ready, in, 0, 1.0f, dW) == 0))
         k_sgemm(1, 0, O, C, N, 1.0f, dout, O, in, C, 1.0f, dW, C);
 }

@@ -72,8 +72,9 @@ static void test_products(void) {
     CHECK(k_ctx_create(K_BF16, &kc, &err) == 0, "%s", err.msg);
     CHECK(k_ctx_precision(kc) == K_BF16, "bf16 in effect");
     /* N rows: 1 and 5 (tail only), 37 and 100 (main + tail), 64 (main only);
-     * C = 517 is not a multiple of the padding block; O = 24, 33 */
-    const size_t shapes[][3] = {{1, 16, 24}, {5, 517, 33}, {37, 517, 24}, {64, 128, 33}, {100, 40, 24}};
+     * C = 517 is not a multiple of the padding block; O = 24, 33, and 64, 32 */
+    const size_t shapes[][3] = {{1, 16, 24}, {5, 517, 33}, {37, 517, 24}, {64, 128, 33}, {100, 40, 24},
+                                {37, 40, 64}, {3, 96, 32}};  /* O % 32 == 0: dout converted once */
     moe_rng r;
     moe_rng_seed(&r, 11);
     double worst_plain = 0.0;
