@@ -14,6 +14,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 /* Rows below which OpenBLAS wins: at M = 1 (one decode query per head)
  * OpenBLAS ran 1.2-1.6x dnnl_sgemm; from M = 32 dnnl_sgemm was 1.0-1.7x
@@ -86,7 +89,7 @@ struct k_ctx {
     size_t n_frozen;        /* bf16 copies are kept (NULL: none) */
     kc_frozen *fz;
     size_t n_fz;
-    int gemv;               /* the CPU has vdpbf16ps (gemv_bf16) */
+    int gemv;               /* the CPU has AVX512_BF16: gemv_bf16, fast conversion */
 };
 
 static int has_avx512bf16(void);
@@ -173,17 +176,46 @@ float k_round_bf16(float x) {
     return f;
 }
 
-/* dst[rp, cp] = bf16(src[r, c] with row stride ld), zeros outside. */
+#if defined(__x86_64__)
+/* d[n] = bf16(s[n]) by vcvtne2ps2bf16: round to nearest even as to_bf16,
+ * NaN stays NaN; denormal inputs become zero (the instruction's rule). */
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+static void convert_row_avx512(uint16_t *d, const float *s, size_t n) {
+    size_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + j + 16), _mm512_loadu_ps(s + j));
+        _mm512_storeu_si512(d + j, (__m512i)v);
+    }
+    if (j < n) {
+        size_t t = n - j;
+        __mmask16 lo = (__mmask16)(t >= 16 ? 0xffff : (1u << t) - 1);
+        __mmask16 hi = (__mmask16)(t > 16 ? (1u << (t - 16)) - 1 : 0);
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, s + j + 16),
+                                         _mm512_maskz_loadu_ps(lo, s + j));
+        _mm512_mask_storeu_epi16(d + j, (__mmask32)((1ull << t) - 1), (__m512i)v);
+    }
+}
+#endif
+
+/* dst[rp, cp] = bf16(src[r, c] with row stride ld), zeros outside. fast:
+ * the CPU converts itself (vcvtne2ps2bf16). */
 static void convert(uint16_t *dst, const float *src, size_t r, size_t c, size_t ld,
-                    size_t rp, size_t cp) {
+                    size_t rp, size_t cp, int fast) {
     #pragma omp parallel for schedule(static) if (r * c > 65536 && !omp_in_parallel())
     for (size_t i = 0; i < r; i++) {
         const float *s = src + i * ld;
         uint16_t *d = dst + i * cp;
-        #pragma omp simd
-        for (size_t j = 0; j < c; j++) d[j] = to_bf16(s[j]);
+#if defined(__x86_64__)
+        if (fast) convert_row_avx512(d, s, c);
+        else
+#endif
+        {
+            #pragma omp simd
+            for (size_t j = 0; j < c; j++) d[j] = to_bf16(s[j]);
+        }
         for (size_t j = c; j < cp; j++) d[j] = 0;
     }
+    (void)fast;
     if (rp > r) memset(dst + r * cp, 0, (rp - r) * cp * sizeof(uint16_t));
 }
 
@@ -302,7 +334,7 @@ static const uint16_t *frozen_weight(k_ctx *kc, const float *W, size_t rows, siz
             kc_frozen *nf = realloc(kc->fz, (kc->n_fz + 1) * sizeof *nf);
             if (nf) kc->fz = nf;
             if (c && nf) {
-                convert(c, W, rows, cols, cols, rows, cols);
+                convert(c, W, rows, cols, cols, rows, cols, kc->gemv);
                 kc->fz[kc->n_fz++] = (kc_frozen){W, rows, cols, c};
                 bf = c;
             } else free(c);
@@ -313,7 +345,6 @@ static const uint16_t *frozen_weight(k_ctx *kc, const float *W, size_t rows, siz
 }
 
 #if defined(__x86_64__)
-#include <immintrin.h>
 /* y[N] (beta 0: =, 1: +=) for one row: y[j] = sum_k x[k] W[j,k], x and W
  * in bf16 (W [N,K] rows), fp32 accumulation by vdpbf16ps (pairs of
  * products, as the bf16 matmul). Decode's one-token products: a matmul
@@ -372,8 +403,8 @@ static int gemm_bf16(k_ctx *kc, int ta, int tb, size_t M, size_t N, size_t K, co
     /* A: stored [Mp, Kp] or [Kp, M] */
     if (!A_ready) {  /* else s->a holds it already (k_matmul_backward) */
         if (grow((void **)&s->a, &s->cap_a, (ta ? Kp * M : Mp * Kp) * sizeof(uint16_t))) return -1;
-        if (ta) convert(s->a, A, K, M, M, Kp, M);
-        else convert(s->a, A, M, K, K, Mp, Kp);
+        if (ta) convert(s->a, A, K, M, M, Kp, M, kc->gemv);
+        else convert(s->a, A, M, K, K, Mp, Kp, kc->gemv);
     }
     /* B: stored [Kp, N] or [N, Kp] */
     const uint16_t *b = NULL;
@@ -384,8 +415,8 @@ static int gemm_bf16(k_ctx *kc, int ta, int tb, size_t M, size_t N, size_t K, co
     }
     if (!b) {
         if (grow((void **)&s->b, &s->cap_b, Kp * N * sizeof(uint16_t))) return -1;
-        if (tb) convert(s->b, B, N, K, K, N, Kp);
-        else convert(s->b, B, K, N, N, Kp, N);
+        if (tb) convert(s->b, B, N, K, K, N, Kp, kc->gemv);
+        else convert(s->b, B, K, N, N, Kp, N, kc->gemv);
         b = s->b;
     }
     kc_prim pm, pt;
