@@ -52,8 +52,9 @@ MODELS = {
 }
 
 
-def run_measured(cmd, env=None):
-    """Runs cmd; returns (stdout, peak RSS in MB)."""
+def run_measured(cmd, env=None, cpu=None):
+    """Runs cmd; returns (stdout, peak RSS in MB); appends the process's CPU
+    seconds (user + system, start-up included) to the list cpu if given."""
     with tempfile.TemporaryFile() as out:
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
         _, status, ru = os.wait4(p.pid, 0)
@@ -61,6 +62,8 @@ def run_measured(cmd, env=None):
         if os.waitstatus_to_exitcode(status) != 0:
             sys.exit(f"{' '.join(cmd)} failed:\n{err}")
         out.seek(0)
+        if cpu is not None:
+            cpu.append(ru.ru_utime + ru.ru_stime)
         return out.read().decode(), ru.ru_maxrss / 1024.0
 
 
@@ -136,7 +139,8 @@ def bench_model(build, name, cfg, data, steps, repeats, threads, warm_steps, tmp
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     rows = {}
     for prec in precisions:
-        rows[prec] = {"moe": [], "torch": [], "moe_mb": 0.0, "torch_mb": 0.0, "sp": [], "sp_ref": []}
+        rows[prec] = {"moe": [], "torch": [], "moe_mb": 0.0, "torch_mb": 0.0, "sp": [], "sp_ref": [],
+                      "moe_cpu": [], "torch_cpu": []}
     # the precisions of one repeat run back to back, so that a load spike of
     # the shared machine hits both alike
     for r in range(repeats):
@@ -144,7 +148,7 @@ def bench_model(build, name, cfg, data, steps, repeats, threads, warm_steps, tmp
             row = rows[prec]
             run = os.path.join(tmp, f"{name}.{prec}.run{r}")
             _, mem = run_measured([f"{build}/moe", "train", "--model", init, "--data", data, "--out", run,
-                                   "--no-shuffle", "--precision", prec] + shape, env)
+                                   "--no-shuffle", "--precision", prec] + shape, env, row["moe_cpu"])
             with open(os.path.join(run, "metrics.jsonl")) as f:
                 lines = [json.loads(l) for l in f]
             row["moe"].append(tokens_per_s([l["seconds"] for l in lines], B * T))
@@ -152,7 +156,8 @@ def bench_model(build, name, cfg, data, steps, repeats, threads, warm_steps, tmp
             row["moe_mb"] = max(row["moe_mb"], mem)
             peer = ["--autocast-bf16"] if prec == "bf16" else []
             out, mem = run_measured([PY, os.path.join(ROOT, "tools/ref_model.py"), "train", "--model", init,
-                                     "--data", data, "--dtype", "float32", "--sparse"] + peer + shape, env)
+                                     "--data", data, "--dtype", "float32", "--sparse"] + peer + shape, env,
+                                    row["torch_cpu"])
             recs = [json.loads(l) for l in out.splitlines()]
             row["torch"].append(tokens_per_s([l["seconds"] for l in recs], B * T))
             row["sp_ref"] += [l.get("sparsity", 0.0) for l in recs[2:]]
@@ -168,6 +173,11 @@ def bench_model(build, name, cfg, data, steps, repeats, threads, warm_steps, tmp
                     "ratio": o / t, "moe_runs": row["moe"], "torch_runs": row["torch"],
                     "moe_peak_mb": row["moe_mb"], "torch_peak_mb": row["torch_mb"], "sparsity": sp,
                     "torch_sparsity": statistics.mean(row["sp_ref"]) if row["sp_ref"] else 0.0,
+                    # CPU seconds of whole processes (start-up included): a
+                    # cross-check of the ratio that time slicing on a shared
+                    # machine does not move
+                    "moe_cpu_s": row["moe_cpu"], "torch_cpu_s": row["torch_cpu"],
+                    "cpu_ratio": statistics.median(row["torch_cpu"]) / statistics.median(row["moe_cpu"]),
                     "flops_per_token": flops_per_token(cfg, sp)})
     return out
 
@@ -199,7 +209,7 @@ def main():
           f"dnnl {rates.get('dnnl_sgemm_gflops', {}).get('2048', 0):.0f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         data = data_file(build, tmp)
-        print(f"{'model':<13} {'prec':<5} {'moe tok/s':>10} {'peer tok/s':>10} {'ratio':>6} {'MFU fp32pk':>10} "
+        print(f"{'model':<13} {'prec':<5} {'moe tok/s':>10} {'peer tok/s':>10} {'ratio':>6} {'cpu ratio':>9} {'MFU fp32pk':>10} "
               f"{'MFU bf16mm':>10} {'sparsity moe/peer':>17} {'moe MB':>7} {'peer MB':>8}")
         for name in a.models.split(","):
             for r in bench_model(build, name, MODELS[name], data, a.steps, a.repeats, a.threads,
@@ -212,7 +222,7 @@ def main():
                 rows.append(r)
                 mfu2 = f"{100 * r['mfu_bf16_matmul_best']:>9.0f}%" if r["precision"] == "bf16" else f"{'-':>10}"
                 print(f"{name:<13} {r['precision']:<5} {r['moe_tokens_per_s']:>10.0f} {r['torch_tokens_per_s']:>10.0f} "
-                      f"{r['ratio']:>5.2f}x {100 * r['mfu_fp32_peak']:>9.0f}% {mfu2} "
+                      f"{r['ratio']:>5.2f}x {r['cpu_ratio']:>8.2f}x {100 * r['mfu_fp32_peak']:>9.0f}% {mfu2} "
                       f"{r['sparsity']:>5.3f}/{r['torch_sparsity']:.3f} {r['moe_peak_mb']:>7.0f} "
                       f"{r['torch_peak_mb']:>8.0f}", flush=True)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
