@@ -11,7 +11,7 @@
 CC      ?= cc
 OPT     ?= -O3 -march=native
 CFLAGS  += $(OPT) -g -std=c11 -Wall -Wextra -D_DEFAULT_SOURCE -fopenmp -Iinclude -Isrc
-LDLIBS  += -lopenblas -lpcre2-8 -lz -lm
+LDLIBS  += -ldnnl -lopenblas -lpcre2-8 -lz -lm
 BUILD   ?= build
 
 LIB_SRC  := $(shell find src -name '*.c' ! -path 'src/cli/*' ! -name main.c | sort)

@@ -1,9 +1,13 @@
 """train_speed.py — training tokens/s of `moe train` against the PyTorch
-reference (tools/ref_model.py, float32, the same model, data, batch and
-thread count), measured in the same run. Prints a table and writes JSON.
+reference (tools/ref_model.py, the same model, weights, data, batch and
+thread count), measured in the same run, in each precision: moe fp32
+against PyTorch float32, moe `--precision bf16` against PyTorch float32
+under torch.autocast("cpu", dtype=torch.bfloat16). Prints a table and
+writes JSON.
 
   python3 bench/train_speed.py [--build build] [--models dense,remoe,...]
-      [--steps N] [--repeats R] [--threads 2] [--out bench/results/train_speed.json]
+      [--steps N] [--repeats R] [--threads 2] [--precisions fp32,bf16]
+      [--out bench/results/train_speed.json]
 
 Per model: `moe init` writes the weights both sides load; each side trains
 --steps optimiser steps in sequential mode, --repeats times; the figure is
@@ -15,9 +19,10 @@ both sides then start from that checkpoint (weights and lambda); the
 "-stage1" rows start from init instead.
 Peak memory is the maximum resident set size of the training process.
 MFU: model FLOPs per token (6 x the active matrix parameters, plus the
-attention matrix products: 12 T D per layer) x tokens/s, over the machine's
-sgemm rate at 2048^3 with the same threads, measured in the same run
-(build/bench/gemm_rate)."""
+attention matrix products: 12 T D per layer) x tokens/s, over the cores'
+fp32 FMA peak (512-bit FMAs, build/bench/gemm_rate, same threads, same
+run); bf16 rows also over the best rate oneDNN's bf16 matmul reached there
+(AMX where the CPU has it) and the vdpbf16ps peak (in the JSON)."""
 import argparse
 import json
 import os
@@ -47,8 +52,9 @@ MODELS = {
 }
 
 
-def run_measured(cmd, env=None):
-    """Runs cmd; returns (stdout, peak RSS in MB)."""
+def run_measured(cmd, env=None, cpu=None):
+    """Runs cmd; returns (stdout, peak RSS in MB); appends the process's CPU
+    seconds (user + system, start-up included) to the list cpu if given."""
     with tempfile.TemporaryFile() as out:
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
         _, status, ru = os.wait4(p.pid, 0)
@@ -56,6 +62,8 @@ def run_measured(cmd, env=None):
         if os.waitstatus_to_exitcode(status) != 0:
             sys.exit(f"{' '.join(cmd)} failed:\n{err}")
         out.seek(0)
+        if cpu is not None:
+            cpu.append(ru.ru_utime + ru.ru_stime)
         return out.read().decode(), ru.ru_maxrss / 1024.0
 
 
@@ -120,7 +128,7 @@ def starting_point(build, name, cfg, path, data, warm_steps, threads, tmp):
     return init, warm_steps
 
 
-def bench_model(build, name, cfg, data, steps, repeats, threads, warm_steps, tmp):
+def bench_model(build, name, cfg, data, steps, repeats, threads, warm_steps, tmp, precisions):
     cfg = dict(cfg, steps=steps)
     path = os.path.join(tmp, name + ".json")
     with open(path, "w") as f:
@@ -129,29 +137,49 @@ def bench_model(build, name, cfg, data, steps, repeats, threads, warm_steps, tmp
     B, T = cfg["batch_size"], cfg["seq_len"]
     shape = ["--steps", str(steps), "--batch", str(B), "--seq", str(T), "--threads", str(threads)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    ours, theirs, mem_ours, mem_theirs, sparsity, sparsity_ref = [], [], 0.0, 0.0, [], []
+    rows = {}
+    for prec in precisions:
+        rows[prec] = {"moe": [], "torch": [], "moe_mb": 0.0, "torch_mb": 0.0, "sp": [], "sp_ref": [],
+                      "moe_cpu": [], "torch_cpu": []}
+    # the precisions of one repeat run back to back, so that a load spike of
+    # the shared machine hits both alike
     for r in range(repeats):
-        run = os.path.join(tmp, f"{name}.run{r}")
-        _, mem = run_measured([f"{build}/moe", "train", "--model", init, "--data", data, "--out", run,
-                               "--no-shuffle"] + shape, env)
-        with open(os.path.join(run, "metrics.jsonl")) as f:
-            lines = [json.loads(l) for l in f]
-        ours.append(tokens_per_s([l["seconds"] for l in lines], B * T))
-        sparsity += [l.get("sparsity", 0.0) for l in lines[2:]]
-        mem_ours = max(mem_ours, mem)
-        out, mem = run_measured([PY, os.path.join(ROOT, "tools/ref_model.py"), "train", "--model", init,
-                                 "--data", data, "--dtype", "float32", "--sparse"] + shape, env)
-        recs = [json.loads(l) for l in out.splitlines()]
-        theirs.append(tokens_per_s([l["seconds"] for l in recs], B * T))
-        sparsity_ref += [l.get("sparsity", 0.0) for l in recs[2:]]
-        mem_theirs = max(mem_theirs, mem)
-    o, t = statistics.median(ours), statistics.median(theirs)
-    sp = statistics.mean(sparsity) if sparsity else 0.0
-    return {"model": name, "config": cfg, "warm_steps": warmed, "moe_tokens_per_s": o, "torch_tokens_per_s": t,
-            "ratio": o / t, "moe_runs": ours, "torch_runs": theirs, "moe_peak_mb": mem_ours,
-            "torch_peak_mb": mem_theirs, "sparsity": sp,
-            "torch_sparsity": statistics.mean(sparsity_ref) if sparsity_ref else 0.0,
-            "flops_per_token": flops_per_token(cfg, sp)}
+        for prec in precisions:
+            row = rows[prec]
+            run = os.path.join(tmp, f"{name}.{prec}.run{r}")
+            _, mem = run_measured([f"{build}/moe", "train", "--model", init, "--data", data, "--out", run,
+                                   "--no-shuffle", "--precision", prec] + shape, env, row["moe_cpu"])
+            with open(os.path.join(run, "metrics.jsonl")) as f:
+                lines = [json.loads(l) for l in f]
+            row["moe"].append(tokens_per_s([l["seconds"] for l in lines], B * T))
+            row["sp"] += [l.get("sparsity", 0.0) for l in lines[2:]]
+            row["moe_mb"] = max(row["moe_mb"], mem)
+            peer = ["--autocast-bf16"] if prec == "bf16" else []
+            out, mem = run_measured([PY, os.path.join(ROOT, "tools/ref_model.py"), "train", "--model", init,
+                                     "--data", data, "--dtype", "float32", "--sparse"] + peer + shape, env,
+                                    row["torch_cpu"])
+            recs = [json.loads(l) for l in out.splitlines()]
+            row["torch"].append(tokens_per_s([l["seconds"] for l in recs], B * T))
+            row["sp_ref"] += [l.get("sparsity", 0.0) for l in recs[2:]]
+            row["torch_mb"] = max(row["torch_mb"], mem)
+    out = []
+    for prec in precisions:
+        row = rows[prec]
+        o, t = statistics.median(row["moe"]), statistics.median(row["torch"])
+        sp = statistics.mean(row["sp"]) if row["sp"] else 0.0
+        out.append({"model": name, "precision": prec,
+                    "peer": "torch bf16 autocast" if prec == "bf16" else "torch fp32",
+                    "config": cfg, "warm_steps": warmed, "moe_tokens_per_s": o, "torch_tokens_per_s": t,
+                    "ratio": o / t, "moe_runs": row["moe"], "torch_runs": row["torch"],
+                    "moe_peak_mb": row["moe_mb"], "torch_peak_mb": row["torch_mb"], "sparsity": sp,
+                    "torch_sparsity": statistics.mean(row["sp_ref"]) if row["sp_ref"] else 0.0,
+                    # CPU seconds of whole processes (start-up included): a
+                    # cross-check of the ratio that time slicing on a shared
+                    # machine does not move
+                    "moe_cpu_s": row["moe_cpu"], "torch_cpu_s": row["torch_cpu"],
+                    "cpu_ratio": statistics.median(row["torch_cpu"]) / statistics.median(row["moe_cpu"]),
+                    "flops_per_token": flops_per_token(cfg, sp)})
+    return out
 
 
 def main():
@@ -163,32 +191,45 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warm-steps", type=int, default=200, help="warm-up steps of the ReMoE rows")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/train_speed.json"))
+    ap.add_argument("--precisions", default="fp32,bf16",
+                    help="fp32 (peer: PyTorch fp32) and/or bf16 (peer: PyTorch bf16 autocast)")
+    ap.add_argument("--note", default="", help="recorded in the JSON (e.g. machine load)")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     import torch
     rows = []
     rates = gemm_rate(build, a.threads)
-    gemm, fma = rates["sgemm_gflops"], rates.get("fma_peak_gflops", 0.0)
-    peak = gemm["2048"] * 1e9
-    print(f"sgemm with {a.threads} threads: " + ", ".join(f"{k}^3 {v:.0f} GFLOP/s" for k, v in gemm.items())
-          + (f"; FMA peak {fma:.0f} GFLOP/s (sgemm at 2048^3 is {100 * gemm['2048'] / fma:.0f}% of it)" if fma else ""))
+    fma = rates["fma_peak_gflops"]
+    dot = rates.get("bf16_dot_peak_gflops", 0.0)
+    amx = rates.get("bf16_matmul_best_gflops", 0.0)
+    precisions = a.precisions.split(",")
+    print(f"{a.threads} threads: fp32 FMA peak {fma:.0f} GFLOP/s; bf16 vdpbf16ps peak {dot:.0f}; "
+          f"best oneDNN bf16 matmul {amx:.0f} ({rates.get('bf16_matmul_impl', '?')}); "
+          f"sgemm 2048^3: OpenBLAS {rates['sgemm_gflops']['2048']:.0f}, "
+          f"dnnl {rates.get('dnnl_sgemm_gflops', {}).get('2048', 0):.0f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         data = data_file(build, tmp)
-        print(f"{'model':<13} {'moe tok/s':>10} {'torch tok/s':>11} {'ratio':>6} {'MFU':>5} {'sparsity moe/torch':>17} "
-              f"{'moe MB':>7} {'torch MB':>8}")
+        print(f"{'model':<13} {'prec':<5} {'moe tok/s':>10} {'peer tok/s':>10} {'ratio':>6} {'cpu ratio':>9} {'MFU fp32pk':>10} "
+              f"{'MFU bf16mm':>10} {'sparsity moe/peer':>17} {'moe MB':>7} {'peer MB':>8}")
         for name in a.models.split(","):
-            r = bench_model(build, name, MODELS[name], data, a.steps, a.repeats, a.threads, a.warm_steps, tmp)
-            r["mfu"] = r["flops_per_token"] * r["moe_tokens_per_s"] / peak
-            rows.append(r)
-            print(f"{name:<13} {r['moe_tokens_per_s']:>10.0f} {r['torch_tokens_per_s']:>11.0f} "
-                  f"{r['ratio']:>5.2f}x {100 * r['mfu']:>4.0f}% {r['sparsity']:>5.3f}/{r['torch_sparsity']:.3f} "
-                  f"{r['moe_peak_mb']:>7.0f} "
-                  f"{r['torch_peak_mb']:>8.0f}", flush=True)
+            for r in bench_model(build, name, MODELS[name], data, a.steps, a.repeats, a.threads,
+                                 a.warm_steps, tmp, precisions):
+                flops = r["flops_per_token"] * r["moe_tokens_per_s"]
+                r["mfu_fp32_peak"] = flops / (fma * 1e9) if fma else 0.0
+                r["mfu_bf16_dot_peak"] = flops / (dot * 1e9) if dot else 0.0
+                r["mfu_bf16_matmul_best"] = flops / (amx * 1e9) if amx else 0.0
+                r["torch_mfu_fp32_peak"] = r["flops_per_token"] * r["torch_tokens_per_s"] / (fma * 1e9) if fma else 0.0
+                rows.append(r)
+                mfu2 = f"{100 * r['mfu_bf16_matmul_best']:>9.0f}%" if r["precision"] == "bf16" else f"{'-':>10}"
+                print(f"{name:<13} {r['precision']:<5} {r['moe_tokens_per_s']:>10.0f} {r['torch_tokens_per_s']:>10.0f} "
+                      f"{r['ratio']:>5.2f}x {r['cpu_ratio']:>8.2f}x {100 * r['mfu_fp32_peak']:>9.0f}% {mfu2} "
+                      f"{r['sparsity']:>5.3f}/{r['torch_sparsity']:.3f} {r['moe_peak_mb']:>7.0f} "
+                      f"{r['torch_peak_mb']:>8.0f}", flush=True)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump({"benchmark": "train_speed", "threads": a.threads, "steps": a.steps, "repeats": a.repeats,
-                   "warm_steps": a.warm_steps,
-                   "sgemm_gflops": gemm, "fma_peak_gflops": fma,
+                   "warm_steps": a.warm_steps, "note": a.note, "rates": rates,
+                   "sgemm_gflops": rates["sgemm_gflops"], "fma_peak_gflops": fma,
                    "torch_version": torch.__version__, "date": time.strftime("%Y-%m-%d"),
                    "cpu": os.uname().machine, "results": rows}, f, indent=2)
     print(f"wrote {a.out}")

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # train_speed.sh — moe training speed against PyTorch (see train_speed.py), as
-# docs/PERFORMANCE.md reports it: the demo-size models (30 steps, 5 repeats,
+# docs/PERFORMANCE.md reports it, in fp32 (peer: PyTorch float32) and bf16
+# (peer: PyTorch under bf16 autocast): the demo-size models (30 steps, 5 repeats,
 # bench/results/train_speed.json), then hidden 512 / 8 layers (12 steps, 3
 # repeats: a step takes seconds; bench/results/train_speed_h512.json).
-# About 35 minutes on the 2-core machine.
+# About 70 minutes on a quiet 2-core machine (both precisions).
 # Usage: bench/train_speed.sh [BUILD_DIR] [extra train_speed.py options]
 set -euo pipefail
 build=${1:-build}; shift || true

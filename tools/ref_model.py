@@ -5,6 +5,7 @@ AdamW training steps. Tests only (Debian's python3-torch); the product never
 needs Python.
 
   python3 ref_model.py train --model DIR --data FILE --steps N [--dtype float64]
+      [--autocast-bf16]
       prints one JSON line per step: {"step", "loss", "lm_loss", "aux_loss", "lr"}
 """
 import argparse
@@ -39,8 +40,42 @@ def rope(x, theta):
     return torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)
 
 
+# moe's precision "bf16": the weight products (attention projections, FFN
+# and expert matrices, LM head; not the routers, not attention's own
+# products) round both inputs to bf16 (nearest, ties to even) and add
+# exactly; the backward rounds the incoming gradient and the saved inputs
+# the same way. Everything else stays in the working dtype.
+BF16 = False
+# train --autocast-bf16: the forward under torch.autocast("cpu", bfloat16),
+# what a PyTorch user picks for bf16 mixed precision (the benchmarks' peer)
+AUTOCAST_BF16 = False
+
+
+def _bf(t):
+    return t.to(torch.bfloat16).to(t.dtype)
+
+
+class _LinearBf16(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return _bf(x) @ _bf(w).T
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gb = _bf(g)
+        dw = gb.reshape(-1, g.shape[-1]).T @ _bf(x).reshape(-1, x.shape[-1])
+        return gb @ _bf(w), dw
+
+
+def lin(x, w):
+    """x @ w.T for a weight w [out, in]."""
+    return _LinearBf16.apply(x, w) if BF16 else x @ w.T
+
+
 def swiglu(x, w1, w3, w2):
-    return (F.silu(x @ w1.T) * (x @ w3.T)) @ w2.T
+    return lin(F.silu(lin(x, w1)) * lin(x, w3), w2)
 
 
 class FFNDense:
@@ -208,7 +243,8 @@ class FFNMoE:
                 idx = (gates[:, e] != 0).nonzero().squeeze(1)
                 if idx.numel():
                     xe = x.index_select(0, idx)
-                    y = y.index_add(0, idx, gates.index_select(0, idx)[:, e:e + 1] * swiglu(xe, W1[e], W3[e], W2[e]))
+                    ye = gates.index_select(0, idx)[:, e:e + 1] * swiglu(xe, W1[e], W3[e], W2[e])
+                    y = y.index_add(0, idx, ye.to(y.dtype))  # autocast: ye may be bf16
             gates = gates[:, :0]  # the loop below is skipped
         for e in range(gates.shape[1]):
             y = y + gates[:, e:e + 1] * swiglu(x, W1[e], W3[e], W2[e])
@@ -302,23 +338,23 @@ class RefModel:
         for l in range(c["n_layers"]):
             p = f"model.layers.{l}"
             h = rmsnorm(x, P[f"{p}.input_layernorm.weight"], eps)
-            q = (h @ P[f"{p}.self_attn.q_proj.weight"].T).view(B, T, H, hd).transpose(1, 2)
-            k = (h @ P[f"{p}.self_attn.k_proj.weight"].T).view(B, T, KV, hd).transpose(1, 2)
-            v = (h @ P[f"{p}.self_attn.v_proj.weight"].T).view(B, T, KV, hd).transpose(1, 2)
+            q = lin(h, P[f"{p}.self_attn.q_proj.weight"]).view(B, T, H, hd).transpose(1, 2)
+            k = lin(h, P[f"{p}.self_attn.k_proj.weight"]).view(B, T, KV, hd).transpose(1, 2)
+            v = lin(h, P[f"{p}.self_attn.v_proj.weight"]).view(B, T, KV, hd).transpose(1, 2)
             q, k = rope(q, c["rope_theta"]), rope(k, c["rope_theta"])
             k = k.repeat_interleave(H // KV, dim=1)
             v = v.repeat_interleave(H // KV, dim=1)
             att = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
             att = att.masked_fill(~mask, float("-inf")).softmax(-1)
             o = (att @ v).transpose(1, 2).reshape(B, T, H * hd)
-            x = x + o @ P[f"{p}.self_attn.o_proj.weight"].T
+            x = x + lin(o, P[f"{p}.self_attn.o_proj.weight"])
             h2 = rmsnorm(x, P[f"{p}.post_attention_layernorm.weight"], eps).reshape(B * T, D)
             ctx["residual"] = x.reshape(B * T, D)  # CartesianMoE's h
             y, a = self.ffns[l](P, h2, ctx)
             aux = aux + a
             x = x + y.view(B, T, D)
         x = rmsnorm(x, P["model.norm.weight"], eps)
-        logits = (x @ P["lm_head.weight"].T).reshape(B * T, -1)
+        logits = lin(x, P["lm_head.weight"]).reshape(B * T, -1)
         lm = F.cross_entropy(logits, targets.reshape(-1)) if targets is not None else None
         return logits, lm, aux
 
@@ -390,7 +426,8 @@ def train(model, ids, cfg, steps, log=None):
         lm_sum, aux_sum = 0.0, 0.0
         for micro in range(ga):
             x, y = sequential_batch(ids, step * ga + micro, B, T)
-            _, lm, aux = model.forward(x, y, step=step)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=AUTOCAST_BF16):
+                _, lm, aux = model.forward(x, y, step=step)
             ((lm + aux) / ga).backward()
             lm_sum += lm.item() / ga
             aux_sum += float(aux) / ga
@@ -424,7 +461,11 @@ def main():
     t.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--sparse", action="store_true", help="per-expert token gathering (benchmarks)")
+    t.add_argument("--autocast-bf16", action="store_true",
+                   help="forward under torch.autocast('cpu', dtype=torch.bfloat16) (benchmarks)")
     a = ap.parse_args()
+    global AUTOCAST_BF16
+    AUTOCAST_BF16 = a.autocast_bf16
     torch.set_num_threads(a.threads)
     FFNMoE.sparse = a.sparse
     model = load(a.model, getattr(torch, a.dtype))

@@ -6,6 +6,7 @@
 
 #include "moe/common.h"
 #include "moe/config.h"
+#include "moe/kernels.h"
 #include "moe/layout.h"
 #include "moe/profile.h"
 
@@ -38,6 +39,7 @@ typedef struct moe_ffn_ctx {
     int drop_top_expert;
     moe_profile *prof;     /* time accounting (NULL: off); a layer may mark
                             * PROF_ROUTER after routing, its caller marks the rest */
+    k_ctx *kc;             /* the weight products' precision and cache (NULL: fp32) */
 } moe_ffn_ctx;
 
 typedef struct moe_ffn moe_ffn;

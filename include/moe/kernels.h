@@ -1,5 +1,5 @@
 /* kernels.h — the numeric primitives every layer is built from: matrix
- * products (BLAS), RMSNorm, RoPE, causal attention, SwiGLU, cross-entropy.
+ * products (oneDNN / OpenBLAS, gemm.c), RMSNorm, RoPE, causal attention, SwiGLU, cross-entropy.
  * Forward / backward pairs over raw float pointers; shapes in the comments.
  * This is the one place a backend plugs in. Backward functions ACCUMULATE
  * (+=) into parameter gradients and, unless said otherwise, OVERWRITE input
@@ -9,12 +9,50 @@
 
 #include <stddef.h>
 
-/* out[N,O] = in[N,C] @ W[O,C]^T   (beta = 0: overwrite, 1: accumulate) */
-void k_matmul_forward(float *out, const float *in, const float *W,
+#include "moe/common.h"
+
+/* C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C, row-major with leading
+ * dimensions lda, ldb, ldc; ta / tb non-zero: the operand is stored
+ * transposed. The one entry to the fp32 matrix-product libraries (gemm.c);
+ * bit-identical from run to run at a fixed thread count. */
+void k_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+             size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
+
+/* Precision of the weight matrix products (config key "precision"). */
+typedef enum { K_FP32 = 0, K_BF16 = 1 } k_precision;
+
+/* The matrix-product context of one model: the precision in effect and,
+ * for bf16, oneDNN's engine, one stream and input buffers per thread, and
+ * the matmul primitives cached per shape. Safe to use from the threads of
+ * one OpenMP team at once. */
+typedef struct k_ctx k_ctx;
+
+/* 1 when bf16 products can run fast here: oneDNN may use AVX512_BF16 (or
+ * AMX) on this CPU. The environment variable MOE_NO_BF16=1 (or oneDNN's
+ * ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16) makes it 0. */
+int k_bf16_available(void);
+/* want = K_BF16 falls back to K_FP32 when k_bf16_available() is 0;
+ * k_ctx_precision tells which is in effect (K_FP32 for kc == NULL). */
+int k_ctx_create(k_precision want, k_ctx **out, moe_err *err);
+void k_ctx_free(k_ctx *kc);
+k_precision k_ctx_precision(const k_ctx *kc);
+/* The n floats at params (a model's parameters) do not change from now on
+ * (inference): the bf16 copies of weights inside them are made once and
+ * kept. params NULL: they may change again (the copies are dropped). */
+void k_ctx_freeze_weights(k_ctx *kc, const float *params, size_t n);
+/* x rounded to the nearest bf16 (ties to even), as the bf16 products round
+ * their inputs. */
+float k_round_bf16(float x);
+
+/* The weight products of the layers. kc NULL or fp32: k_sgemm. bf16: in /
+ * dout and W are rounded to bf16, products accumulate in fp32, results
+ * (out, din, dW) are fp32.
+ * out[N,O] = in[N,C] @ W[O,C]^T   (beta = 0: overwrite, 1: accumulate) */
+void k_matmul_forward(k_ctx *kc, float *out, const float *in, const float *W,
                       size_t N, size_t C, size_t O, float beta);
 /* din[N,C] (=, or += if accumulate) dout[N,O] @ W[O,C];  dW[O,C] += dout^T @ in.
  * din or dW may be NULL to skip it. */
-void k_matmul_backward(float *din, float *dW, const float *dout, const float *in,
+void k_matmul_backward(k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
                        const float *W, size_t N, size_t C, size_t O, int accumulate);
 
 /* y[N,D] = x * rstd * w, rstd[N] = 1/sqrt(mean(x^2) + eps) */

@@ -56,6 +56,7 @@ typedef struct moe_model {
     int training;
     int drop_top_expert;    /* evaluation of routing robustness (SPEC §2.3) */
     moe_profile *prof;      /* time accounting of forward/backward (NULL: off) */
+    k_ctx *kc;              /* matrix products: precision in effect, bf16 cache */
 } moe_model;
 
 /* Bytes a training run of this model needs at most: parameters, gradients
@@ -66,9 +67,16 @@ size_t moe_model_memory_estimate(const moe_config *c, size_t n_params, size_t B,
 /* The number of parameters of a model of this finalized config, found
  * without allocating them (for a memory check that comes first). */
 int moe_model_count_params(const moe_config *cfg, size_t *n_params, moe_err *err);
-/* Builds a model from a finalized config; parameters zero (call init or load). */
+/* Builds a model from a finalized config; parameters zero (call init or load).
+ * Its matrix products run in cfg->precision (bf16 falls back to fp32 where
+ * the CPU lacks it: moe_model_precision says which is in effect). */
 int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err);
 void moe_model_free(moe_model *m);
+/* "fp32" or "bf16": the precision the model's products run in. */
+const char *moe_model_precision(const moe_model *m);
+/* Switches the products to `precision` ("fp32" or "bf16", with the same
+ * fallback); m->cfg.precision records the request. */
+int moe_model_set_precision(moe_model *m, const char *precision, moe_err *err);
 /* SPEC init: normal(0, init_std), output projections init_std/sqrt(2L), norms 1. */
 void moe_model_init(moe_model *m, uint64_t seed);
 

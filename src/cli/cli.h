@@ -72,4 +72,17 @@ typedef struct cli_progress {
 void cli_progress_start(cli_progress *p, const char *cmd, const char *what);
 void cli_progress_fn(void *ctx, size_t done, size_t total);
 
+/* --precision: val must be "fp32" or "bf16" (else a message, -1). */
+int cli_precision(const char *cmd, const char *val);
+/* One stderr line when `model` runs in another precision than it asks for
+ * (bf16 asked, fp32 in effect on a CPU without bf16 dot products). */
+struct moe_model;
+void cli_note_precision(const char *cmd, const struct moe_model *model);
+/* For score, eval and generate: runs `model` in `precision` when it is not
+ * NULL (else in the model's own), notes a fallback, and marks its weights
+ * as fixed so that bf16 copies are made once. Returns 0 or -1 (err). */
+struct moe_err;
+int cli_inference_precision(const char *cmd, struct moe_model *model, const char *precision,
+                            struct moe_err *err);
+
 #endif

@@ -35,7 +35,8 @@ static void help(FILE *f) {
         "  --seq T            window length (default: the model's seq_len)\n"
         "  --batch B          windows per forward (default 8)\n"
         "  --tokenizer FILE   tokenizer for tasks (default: the checkpoint's)\n"
-        "  --threads N        OpenMP threads (default: all cores)\n");
+        "  --threads N        OpenMP threads (default: all cores)\n"
+        "  --precision P      fp32 or bf16 matrix products (default: the model's)\n");
 }
 
 typedef struct {
@@ -105,13 +106,14 @@ static void print_row(const char *name, double nll, double n, const moe_loss_sum
 
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval", *model_dir = NULL, *json_path = NULL, *tok_path = NULL;
+    const char *precision = NULL;
     const char **data = calloc((size_t)argc, sizeof *data), **tasks = calloc((size_t)argc, sizeof *tasks);
     size_t n_data = 0, n_tasks = 0;
     long max_tokens = 0, limit = 0, seq = 0, batch = 8, threads = 0;
     int robustness = 0;
     if (!data || !tasks) { free(data); free(tasks); return 1; }
     enum { O_MODEL = 256, O_DATA, O_TASK, O_JSON, O_TOKENIZER, O_MAX_TOKENS, O_LIMIT, O_SEQ, O_BATCH,
-           O_THREADS, O_ROBUSTNESS };
+           O_THREADS, O_ROBUSTNESS, O_PRECISION };
     static const struct option opts[] = {
         {"help", no_argument, 0, 'h'}, {"model", required_argument, 0, O_MODEL},
         {"data", required_argument, 0, O_DATA}, {"task", required_argument, 0, O_TASK},
@@ -119,6 +121,7 @@ int cmd_eval(int argc, char **argv) {
         {"max-tokens", required_argument, 0, O_MAX_TOKENS}, {"limit", required_argument, 0, O_LIMIT},
         {"seq", required_argument, 0, O_SEQ}, {"batch", required_argument, 0, O_BATCH},
         {"threads", required_argument, 0, O_THREADS}, {"robustness", no_argument, 0, O_ROBUSTNESS},
+        {"precision", required_argument, 0, O_PRECISION},
         {0, 0, 0, 0}};
     cli_parser p;
     cli_begin(&p, cmd, argc, argv, opts);
@@ -138,6 +141,7 @@ int cmd_eval(int argc, char **argv) {
         case O_SEQ: bad = cli_int(&p, v, 1, 1 << 20, &seq); break;
         case O_BATCH: bad = cli_int(&p, v, 1, 4096, &batch); break;
         case O_THREADS: bad = cli_int(&p, v, 1, 1024, &threads); break;
+        case O_PRECISION: bad = cli_precision(cmd, v); precision = v; break;
         default: bad = 1;
         }
         if (bad) goto usage;
@@ -158,6 +162,7 @@ int cmd_eval(int argc, char **argv) {
     int rc = 1;
     if (!dr || !toks || !tk || !mr) { moe_errf(&err, "out of memory"); goto fail; }
     if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, &err) || moe_model_load(ckpt, &m, &err)) goto fail;
+    if (cli_inference_precision(cmd, m, precision, &err)) goto fail;
     m->training = 0;
     size_t T = seq ? (size_t)seq : (size_t)m->cfg.seq_len;
     if (T > (size_t)m->cfg.max_seq_len) T = (size_t)m->cfg.max_seq_len;

@@ -22,7 +22,7 @@ static void help(FILE *f) {
     fprintf(f,
         "usage: moe generate --model DIR [--prompt TEXT] [--max-tokens N] [--temperature T]\n"
         "                    [--top-k K] [--top-p P] [--seed S] [--tokenizer FILE]\n"
-        "                    [--stats] [--interactive]\n\n"
+        "                    [--stats] [--interactive] [--precision fp32|bf16]\n\n"
         "Streams the continuation of the prompt to stdout; stops at <|endoftext|> or after\n"
         "N tokens. The prompt is TEXT, else stdin when it is not a terminal, else empty\n"
         "(an empty prompt starts a new document). Decoding uses a KV cache: the prompt\n"
@@ -43,7 +43,8 @@ static void help(FILE *f) {
         "                     written; Ctrl-C at the prompt, or end of input (Ctrl-D), leaves.\n"
         "                     A line starting with / changes the sampling for what follows:\n"
         "                     /temp T, /top-k K, /top-p P, /max N, /seed S, /reset (a new\n"
-        "                     conversation), /help; //text sends the text /text.\n\n"
+        "                     conversation), /help; //text sends the text /text.\n"
+        "  --precision P      fp32 or bf16 matrix products (default: the model's own)\n\n"
         "When the context reaches the model's max_seq_len, generation slides: it says so on\n"
         "stderr, keeps the last max_seq_len/2 tokens, recomputes their cache and goes on.\n"
         "Models whose router is not causal (expert choice, Lory) are refused (docs/GENERATE.md).\n");
@@ -261,19 +262,20 @@ static int read_all(FILE *f, moe_buf *out) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model_dir = NULL, *prompt = NULL, *tok_path = NULL;
+    const char *model_dir = NULL, *prompt = NULL, *tok_path = NULL, *precision = NULL;
     long max_tokens = 200, top_k = 0, seed = 1;
     double temp = 0.8, top_p = 1.0;
     int stats = 0, interactive = 0;
     enum { O_MODEL = 256, O_PROMPT, O_TOKENIZER, O_STATS, O_INTERACTIVE, O_MAX_TOKENS, O_TOP_K, O_TOP_P,
-           O_SEED, O_TEMPERATURE };
+           O_SEED, O_TEMPERATURE, O_PRECISION };
     static const struct option opts[] = {
         {"help", no_argument, 0, 'h'}, {"model", required_argument, 0, O_MODEL},
         {"prompt", required_argument, 0, O_PROMPT}, {"tokenizer", required_argument, 0, O_TOKENIZER},
         {"stats", no_argument, 0, O_STATS}, {"interactive", no_argument, 0, O_INTERACTIVE},
         {"max-tokens", required_argument, 0, O_MAX_TOKENS}, {"top-k", required_argument, 0, O_TOP_K},
         {"top-p", required_argument, 0, O_TOP_P}, {"seed", required_argument, 0, O_SEED},
-        {"temperature", required_argument, 0, O_TEMPERATURE}, {0, 0, 0, 0}};
+        {"temperature", required_argument, 0, O_TEMPERATURE},
+        {"precision", required_argument, 0, O_PRECISION}, {0, 0, 0, 0}};
     cli_parser p;
     cli_begin(&p, "generate", argc, argv, opts);
     for (int c; (c = cli_next(&p)) != -1;) {
@@ -291,6 +293,7 @@ int cmd_generate(int argc, char **argv) {
         case O_TOP_P: bad = cli_double(&p, v, 1e-9, 1, &top_p); break;
         case O_SEED: bad = cli_int(&p, v, 0, 2147483647, &seed); break;
         case O_TEMPERATURE: bad = cli_double(&p, v, 0, 100, &temp); break;
+        case O_PRECISION: bad = cli_precision("generate", v); precision = v; break;
         default: return 2;
         }
         if (bad) return 2;
@@ -314,6 +317,7 @@ int cmd_generate(int argc, char **argv) {
     if (moe_path(path, sizeof path, &err, "%s/config.json", ckpt) || moe_config_load(path, &cfg, &err) ||
         moe_decode_check(&cfg, &err) || moe_model_load(ckpt, &g.m, &err))
         goto out;
+    if (cli_inference_precision("generate", g.m, precision, &err)) goto out;
     if (moe_checkpoint_tokenizer(ckpt, tok_path, &tok, &err)) goto out;
     if (!tok && g.m->cfg.vocab_size != 257) {  /* bytes would print garbage */
         moe_errf(&err, "%s has no tokenizer file and its vocab_size is %d, not the 257 of the bytes "

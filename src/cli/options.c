@@ -1,7 +1,7 @@
 /* options.c — the one option mechanism of every subcommand: glibc's
  * getopt_long (--opt VALUE, --opt=VALUE, -h, "--" ends the options), with
  * our own one-line messages naming the command and the option, and the
- * parsers of numeric values. */
+ * parsers of numeric values; and the precision helpers the commands share. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,6 +10,8 @@
 
 #include "cli/cli.h"
 #include "moe/common.h"
+#include "moe/kernels.h"
+#include "moe/model.h"
 
 void cli_begin(cli_parser *p, const char *cmd, int argc, char **argv, const struct option *opts) {
     memset(p, 0, sizeof *p);
@@ -170,5 +172,26 @@ int cli_number(const cli_parser *p, const char *val, int whole, double *out) {
         return -1;
     }
     *out = v;
+    return 0;
+}
+
+int cli_precision(const char *cmd, const char *val) {
+    if (!strcmp(val, "fp32") || !strcmp(val, "bf16")) return 0;
+    fprintf(stderr, "moe %s: option --precision: expected fp32 or bf16, found '%s'\n", cmd, val);
+    return -1;
+}
+
+void cli_note_precision(const char *cmd, const moe_model *model) {
+    if (strcmp(model->cfg.precision, moe_model_precision(model)))
+        fprintf(stderr, "moe %s: precision %s asked for, but this CPU (as oneDNN sees it) has no "
+                "bf16 dot products, or MOE_NO_BF16 is set: running %s\n", cmd,
+                model->cfg.precision, moe_model_precision(model));
+}
+
+int cli_inference_precision(const char *cmd, moe_model *model, const char *precision,
+                            moe_err *err) {
+    if (precision && moe_model_set_precision(model, precision, err)) return -1;
+    cli_note_precision(cmd, model);
+    k_ctx_freeze_weights(model->kc, model->params, model->n_params);
     return 0;
 }

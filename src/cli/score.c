@@ -12,11 +12,12 @@
 
 static void help(FILE *f) {
     fprintf(f,
-        "usage: moe score --model DIR --tokens FILE\n\n"
+        "usage: moe score --model DIR --tokens FILE [--precision fp32|bf16]\n\n"
         "FILE (or - for stdin) holds whitespace-separated token ids. Prints JSON:\n"
         "  {\"tokens\": n, \"logprobs\": [log p(t1|t0), ...], \"mean_loss\": x}\n"
         "Sequences longer than max_seq_len + 1 are scored in consecutive windows\n"
-        "(the context restarts at each window).\n");
+        "(the context restarts at each window). --precision: the matrix products'\n"
+        "precision (default: the model's own).\n");
 }
 
 /* Parses whitespace-separated non-negative ids from len bytes (a NUL byte
@@ -52,11 +53,12 @@ static int parse_ids(const char *text, size_t len, const char *what, int **ids, 
 }
 
 int cmd_score(int argc, char **argv) {
-    enum { O_MODEL = 256, O_TOKENS };
+    enum { O_MODEL = 256, O_TOKENS, O_PRECISION };
     static const struct option opts[] = {
         {"help", no_argument, 0, 'h'}, {"model", required_argument, 0, O_MODEL},
-        {"tokens", required_argument, 0, O_TOKENS}, {0, 0, 0, 0}};
-    const char *model_dir = NULL, *tokens = NULL;
+        {"tokens", required_argument, 0, O_TOKENS},
+        {"precision", required_argument, 0, O_PRECISION}, {0, 0, 0, 0}};
+    const char *model_dir = NULL, *tokens = NULL, *precision = NULL;
     cli_parser p;
     cli_begin(&p, "score", argc, argv, opts);
     for (int c; (c = cli_next(&p)) != -1;) {
@@ -64,6 +66,7 @@ int cmd_score(int argc, char **argv) {
         case 'h': help(stdout); return 0;
         case O_MODEL: model_dir = p.value; break;
         case O_TOKENS: tokens = p.value; break;
+        case O_PRECISION: if (cli_precision("score", p.value)) return 2; precision = p.value; break;
         default: return 2;
         }
     }
@@ -88,6 +91,7 @@ int cmd_score(int argc, char **argv) {
     if (parse_ids(text, len, strcmp(tokens, "-") ? tokens : "<stdin>", &ids, &n, &err)) goto out;
     if (n < 2) { moe_errf(&err, "%s: need at least 2 tokens to score, found %zu", tokens, n); goto out; }
     if (moe_model_load(model_dir, &m, &err)) goto out;
+    if (cli_inference_precision("score", m, precision, &err)) goto out;
     size_t V = (size_t)m->cfg.vocab_size, W = (size_t)m->cfg.max_seq_len;
     for (size_t i = 0; i < n; i++)
         if (ids[i] >= (int)V) {

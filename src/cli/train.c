@@ -35,6 +35,7 @@ static void help(FILE *f) {
         "  --steps N  --batch B  --seq T  --grad-accum N  --lr X  --warmup N\n"
         "  --seed N  --threads N  --checkpoint-every N  --keep N\n"
         "                    override the config's training keys\n"
+        "  --precision P     fp32 or bf16 matrix products (config key precision)\n"
         "  --no-shuffle      read rows in order (batch b, row r = tokens[(bB+r)T ...])\n"
         "  --profile         print where the steps' time went (attention, experts, router,\n"
         "                    norms, optimizer, data, ...) at the end\n"
@@ -62,7 +63,7 @@ static const struct { const char *flag, *key; int whole; } FLAG_KEYS[] = {
 };
 #define N_FLAG_KEYS (sizeof FLAG_KEYS / sizeof FLAG_KEYS[0])
 enum { O_CONFIG = 256, O_MODEL, O_RESUME, O_DATA, O_OUT, O_TOKENIZER, O_NO_SHUFFLE, O_PROFILE,
-       O_ANALYSIS_EVERY, O_ANALYSIS_TOKENS, O_ANALYSIS_DATA, FLAG_KEY0 = 512 };
+       O_ANALYSIS_EVERY, O_ANALYSIS_TOKENS, O_ANALYSIS_DATA, O_PRECISION, FLAG_KEY0 = 512 };
 
 /* A step whose loss or gradient norm was not finite was skipped: say so;
  * after cfg.max_bad_steps in a row return to the last checkpoint, and give up
@@ -242,18 +243,19 @@ int cmd_train(int argc, char **argv) {
     double override_val[N_FLAG_KEYS];
     size_t n_over = 0;
     int no_shuffle = 0, profile = 0;
-    const char *analysis_data = NULL;
+    const char *analysis_data = NULL, *precision = NULL;
     long analysis_every = 0, analysis_tokens = 4096;
-    struct option opts[12 + N_FLAG_KEYS + 1] = {  /* the last one, zero, ends the table */
+    struct option opts[13 + N_FLAG_KEYS + 1] = {  /* the last one, zero, ends the table */
         {"help", no_argument, 0, 'h'}, {"config", required_argument, 0, O_CONFIG},
         {"model", required_argument, 0, O_MODEL}, {"resume", required_argument, 0, O_RESUME},
         {"data", required_argument, 0, O_DATA}, {"out", required_argument, 0, O_OUT},
         {"tokenizer", required_argument, 0, O_TOKENIZER}, {"no-shuffle", no_argument, 0, O_NO_SHUFFLE},
         {"profile", no_argument, 0, O_PROFILE}, {"analysis-every", required_argument, 0, O_ANALYSIS_EVERY},
         {"analysis-tokens", required_argument, 0, O_ANALYSIS_TOKENS},
-        {"analysis-data", required_argument, 0, O_ANALYSIS_DATA}};
+        {"analysis-data", required_argument, 0, O_ANALYSIS_DATA},
+        {"precision", required_argument, 0, O_PRECISION}};
     for (size_t k = 0; k < N_FLAG_KEYS; k++)
-        opts[12 + k] = (struct option){FLAG_KEYS[k].flag, required_argument, 0, FLAG_KEY0 + (int)k};
+        opts[13 + k] = (struct option){FLAG_KEYS[k].flag, required_argument, 0, FLAG_KEY0 + (int)k};
     cli_parser p;
     cli_begin(&p, "train", argc, argv, opts);
     for (int c; (c = cli_next(&p)) != -1;) {
@@ -272,6 +274,7 @@ int cmd_train(int argc, char **argv) {
         case O_ANALYSIS_EVERY: bad = cli_int(&p, v, 0, 1L << 40, &analysis_every); break;
         case O_ANALYSIS_TOKENS: bad = cli_int(&p, v, 1, 1L << 40, &analysis_tokens); break;
         case O_ANALYSIS_DATA: analysis_data = v; break;
+        case O_PRECISION: bad = cli_precision("train", v); precision = v; break;
         default:
             if (c < FLAG_KEY0 || c >= FLAG_KEY0 + (int)N_FLAG_KEYS) return 2;
             size_t k = 0;  /* a repeated flag: the last one wins */
@@ -322,17 +325,20 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
     if (no_shuffle) cfg.shuffle = 0;
+    if (precision) snprintf(cfg.precision, sizeof cfg.precision, "%s", precision);
     if (moe_config_finalize(&cfg, &err)) goto fail;
     size_t n_params;
     if (moe_model_count_params(&cfg, &n_params, &err) || check_memory(&cfg, n_params, &err)) goto fail;
+    omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
     if (config) {
         if (moe_model_create(&cfg, &model, &err)) goto fail;
         moe_model_init(model, (uint64_t)cfg.seed);
     } else {
         if (moe_model_load(ckpt, &model, &err)) goto fail;
         model->cfg = cfg;  /* training keys may differ; model keys come from the checkpoint */
+        if (moe_model_set_precision(model, cfg.precision, &err)) goto fail;
     }
-    omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
+    cli_note_precision("train", model);
 
     if (!data) {  /* --resume RUN alone: the data the run recorded (checked against it on restore) */
         int found = moe_checkpoint_data(ckpt, run_data, sizeof run_data, &err);
@@ -399,9 +405,9 @@ int cmd_train(int argc, char **argv) {
     long first = tr.step, every = cfg.steps / 20 > 0 ? cfg.steps / 20 : 1;
     double elapsed = 0.0;
     size_t seen = 0;
-    fprintf(stderr, "moe train: %zu parameters, %d steps of %d x %d x %d tokens, %d threads, out %s\n",
-            model->n_params, cfg.steps, cfg.batch_size, cfg.seq_len, cfg.grad_accum,
-            omp_get_max_threads(), tr.out_dir);
+    fprintf(stderr, "moe train: %zu parameters, %d steps of %d x %d x %d tokens, %d threads, "
+            "%s, out %s\n", model->n_params, cfg.steps, cfg.batch_size, cfg.seq_len,
+            cfg.grad_accum, omp_get_max_threads(), moe_model_precision(model), tr.out_dir);
     int bad_in_row = 0;
     long rolled_back_to = -1;
     double profiled_seconds = 0.0;

@@ -1,31 +1,12 @@
-/* cpu.c — the CPU backend of kernels.h: OpenBLAS for matrix products,
- * OpenMP loops for everything else. Static schedules only, so that results
+/* cpu.c — the CPU backend of kernels.h: OpenMP loops for everything but
+ * the matrix products (gemm.c). Static schedules only, so that results
  * are bit-identical from run to run at a fixed thread count. */
 #include "moe/kernels.h"
 
 #include "fastmath.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
-
-void k_matmul_forward(float *out, const float *in, const float *W,
-                      size_t N, size_t C, size_t O, float beta) {
-    if (N == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)C,
-                1.0f, in, (int)C, W, (int)C, beta, out, (int)O);
-}
-
-void k_matmul_backward(float *din, float *dW, const float *dout, const float *in,
-                       const float *W, size_t N, size_t C, size_t O, int accumulate) {
-    if (N == 0) return;
-    if (din)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)O,
-                    1.0f, dout, (int)O, W, (int)C, accumulate ? 1.0f : 0.0f, din, (int)C);
-    if (dW)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)O, (int)C, (int)N,
-                    1.0f, dout, (int)O, in, (int)C, 1.0f, dW, (int)C);
-}
 
 void k_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
                        size_t N, size_t D, float eps) {
@@ -133,8 +114,7 @@ void k_attention_forward(float *out, float *att, const float *q, const float *k,
                 size_t i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, nb = i1 - i0;
                 float *Pb = P + i0 * T;  /* rows [i0,i1), columns [0,i1) */
                 /* S[nb,i1] = scale * Q[i0:i1] K[0:i1]^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)i1,
-                            (int)hd, scale, qb + i0 * qw, (int)qw, kb, (int)kw, 0.0f, Pb, (int)T);
+                k_sgemm(0, 1, nb, i1, hd, scale, qb + i0 * qw, qw, kb, kw, 0.0f, Pb, T);
                 for (size_t i = i0; i < i1; i++) {  /* causal softmax of row i: columns 0..i */
                     float *row = P + i * T;
                     float mx = row[0], sum = 0.0f;
@@ -150,8 +130,7 @@ void k_attention_forward(float *out, float *att, const float *q, const float *k,
                     memset(row + i + 1, 0, (T - i - 1) * sizeof(float));
                 }
                 /* O[i0:i1, hd] = P[nb,i1] V[0:i1] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)hd,
-                            (int)i1, 1.0f, Pb, (int)T, vb, (int)kw, 0.0f, ob + i0 * qw, (int)qw);
+                k_sgemm(0, 0, nb, hd, i1, 1.0f, Pb, T, vb, kw, 0.0f, ob + i0 * qw, qw);
             }
         }
 }
@@ -182,9 +161,7 @@ void k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
                 for (size_t i0 = 0; i0 < T; i0 += ATT_BLOCK) {
                     size_t i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, nb = i1 - i0;
                     /* dP[nb,i1] = dO[i0:i1] V[0:i1]^T */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)i1,
-                                (int)hd, 1.0f, dob + i0 * qw, (int)qw, vb, (int)kw, 0.0f,
-                                dS + i0 * T, (int)T);
+                    k_sgemm(0, 1, nb, i1, hd, 1.0f, dob + i0 * qw, qw, vb, kw, 0.0f, dS + i0 * T, T);
                     /* dS = P * (dP - sum_j P dP) * scale, zero right of the diagonal */
                     for (size_t i = i0; i < i1; i++) {
                         const float *p = P + i * T;
@@ -197,9 +174,7 @@ void k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
                         memset(d + i + 1, 0, (i1 - i - 1) * sizeof(float));
                     }
                     /* dQ[i0:i1] = dS[nb,i1] K[0:i1] */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)hd,
-                                (int)i1, 1.0f, dS + i0 * T, (int)T, kb, (int)kw, 0.0f,
-                                dqb + i0 * qw, (int)qw);
+                    k_sgemm(0, 0, nb, hd, i1, 1.0f, dS + i0 * T, T, kb, kw, 0.0f, dqb + i0 * qw, qw);
                 }
                 /* Column blocks: keys [j0,j1) are seen by query rows [j0,T).
                  *   dV[j0:j1] += P[j0:T, j0:j1]^T dO[j0:T]
@@ -207,13 +182,9 @@ void k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
                  * Same block edges as the rows, so dS is fully written there. */
                 for (size_t j0 = 0; j0 < T; j0 += ATT_BLOCK) {
                     size_t j1 = j0 + ATT_BLOCK < T ? j0 + ATT_BLOCK : T, nb = j1 - j0;
-                    int nr = (int)(T - j0);  /* query rows j0..T-1 */
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nb, (int)hd, nr,
-                                1.0f, P + j0 * T + j0, (int)T, dob + j0 * qw, (int)qw, 1.0f,
-                                dvb + j0 * kw, (int)kw);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nb, (int)hd, nr,
-                                1.0f, dS + j0 * T + j0, (int)T, qb + j0 * qw, (int)qw, 1.0f,
-                                dkb + j0 * kw, (int)kw);
+                    size_t nr = T - j0;  /* query rows j0..T-1 */
+                    k_sgemm(1, 0, nb, hd, nr, 1.0f, P + j0 * T + j0, T, dob + j0 * qw, qw, 1.0f, dvb + j0 * kw, kw);
+                    k_sgemm(1, 0, nb, hd, nr, 1.0f, dS + j0 * T + j0, T, qb + j0 * qw, qw, 1.0f, dkb + j0 * kw, kw);
                 }
             }
         }

@@ -5,7 +5,6 @@
  * Also the sampler and a UTF-8 helper for streaming output. */
 #include "moe/decode.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,8 +107,7 @@ static void attention_cached(float *out, float *scores, const float *q, const fl
     for (size_t h = 0; h < H; h++) {
         float *P = scores + h * n * S;  /* [n, S] */
         const float *Kh = K + (h / group) * hd, *Vh = V + (h / group) * hd;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)S, (int)hd,
-                    scale, q + h * hd, (int)qw, Kh, (int)kw, 0.0f, P, (int)S);
+        k_sgemm(0, 1, n, S, hd, scale, q + h * hd, qw, Kh, kw, 0.0f, P, S);
         for (size_t i = 0; i < n; i++) {
             float *row = P + i * S;
             size_t last = p0 + i;  /* causal: keys 0..last */
@@ -121,8 +119,7 @@ static void attention_cached(float *out, float *scores, const float *q, const fl
             for (size_t j = 0; j <= last; j++) row[j] *= inv;
             for (size_t j = last + 1; j < S; j++) row[j] = 0.0f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)S,
-                    1.0f, P, (int)S, Vh, (int)kw, 0.0f, out + h * hd, (int)qw);
+        k_sgemm(0, 0, n, hd, S, 1.0f, P, S, Vh, kw, 0.0f, out + h * hd, qw);
     }
 }
 
@@ -164,7 +161,8 @@ static int decode_pass(moe_model *m, moe_kv_cache *c, const int *ids, size_t n,
     if (reserve(c, n, D, err)) return -1;
     memcpy(c->tokens, ids, n * sizeof(int));
     moe_ffn_ctx ctx = {.tokens = c->tokens, .B = 1, .T = n, .step = m->step, .training = 0,
-                       .loss_scale = 1.0f, .rs = &m->rs, .drop_top_expert = m->drop_top_expert};
+                       .loss_scale = 1.0f, .rs = &m->rs, .drop_top_expert = m->drop_top_expert,
+                       .kc = m->kc};
     const float *cos_t = c->rope_cos + p0 * (hd / 2), *sin_t = c->rope_sin + p0 * (hd / 2);
 
     /* x[n,D] = embed[ids] */
@@ -175,13 +173,13 @@ static int decode_pass(moe_model *m, moe_kv_cache *c, const int *ids, size_t n,
         float *K = c->k + l * c->max_len * kvd, *Vc = c->v + l * c->max_len * kvd;
         float *Kn = K + p0 * kvd, *Vn = Vc + p0 * kvd;  /* this pass's rows [n, kvd] */
         k_rmsnorm_forward(c->ln, c->rstd, c->x, b->attn_norm, n, D, eps);
-        k_matmul_forward(c->q, c->ln, b->wq, n, D, H * hd, 0.0f);
-        k_matmul_forward(Kn, c->ln, b->wk, n, D, kvd, 0.0f);
-        k_matmul_forward(Vn, c->ln, b->wv, n, D, kvd, 0.0f);
+        k_matmul_forward(m->kc, c->q, c->ln, b->wq, n, D, H * hd, 0.0f);
+        k_matmul_forward(m->kc, Kn, c->ln, b->wk, n, D, kvd, 0.0f);
+        k_matmul_forward(m->kc, Vn, c->ln, b->wv, n, D, kvd, 0.0f);
         k_rope(c->q, cos_t, sin_t, 1, n, H, hd, 0);   /* positions p0.. via the offset tables */
         k_rope(Kn, cos_t, sin_t, 1, n, KV, hd, 0);
         attention_cached(c->att, c->scores, c->q, K, Vc, n, p0, H, KV, hd);
-        k_matmul_forward(c->x, c->att, b->wo, n, H * hd, D, 1.0f);   /* x += att Wo^T */
+        k_matmul_forward(m->kc, c->x, c->att, b->wo, n, H * hd, D, 1.0f);   /* x += att Wo^T */
         k_rmsnorm_forward(c->ln, c->rstd, c->x, b->ffn_norm, n, D, eps);
         ctx.residual = c->x;
         if (b->ffn->ops->forward(b->ffn, c->ffn_out, c->ln, n, &ctx, err))
@@ -193,7 +191,7 @@ static int decode_pass(moe_model *m, moe_kv_cache *c, const int *ids, size_t n,
     if (!logits_out) return 0;
     size_t first = all_rows ? 0 : n - 1, rows = n - first;
     k_rmsnorm_forward(c->ln, c->rstd, c->x + first * D, m->final_norm, rows, D, eps);
-    k_matmul_forward(logits_out, c->ln, m->lm_head, rows, D, V, 0.0f);
+    k_matmul_forward(m->kc, logits_out, c->ln, m->lm_head, rows, D, V, 0.0f);
     return 0;
 }
 

@@ -43,28 +43,27 @@ static int dense_reserve(dense *d, size_t N, moe_err *err) {
 
 static int dense_forward(moe_ffn *f, float *y, const float *x, size_t N,
                          const moe_ffn_ctx *ctx, moe_err *err) {
-    (void)ctx;
     dense *d = f->impl;
     if (dense_reserve(d, N, err)) return -1;
-    k_matmul_forward(d->h1, x, d->w1, N, d->D, d->F, 0.0f);
-    k_matmul_forward(d->h3, x, d->w3, N, d->D, d->F, 0.0f);
+    k_matmul_forward(ctx->kc, d->h1, x, d->w1, N, d->D, d->F, 0.0f);
+    k_matmul_forward(ctx->kc, d->h3, x, d->w3, N, d->D, d->F, 0.0f);
     k_swiglu_forward(d->a, d->h1, d->h3, N * d->F);
-    k_matmul_forward(y, d->a, d->w2, N, d->F, d->D, 0.0f);
+    k_matmul_forward(ctx->kc, y, d->a, d->w2, N, d->F, d->D, 0.0f);
     f->aux_loss = 0.0;
     return 0;
 }
 
 static int dense_backward(moe_ffn *f, float *dx, const float *dy, const float *x,
                           size_t N, const moe_ffn_ctx *ctx, moe_err *err) {
-    (void)ctx; (void)err;
+    (void)err;
     dense *d = f->impl;
     float *da = d->dh1;  /* da is consumed before dh1 is written: reuse */
     /* da[N,F] = dy[N,D] @ W2[D,F];  dW2 += dy^T a */
-    k_matmul_backward(da, d->dw2, dy, d->a, d->w2, N, d->F, d->D, 0);
+    k_matmul_backward(ctx->kc, da, d->dw2, dy, d->a, d->w2, N, d->F, d->D, 0);
     /* k_swiglu_backward reads da[i] before it writes dh1[i] */
     k_swiglu_backward(d->dh1, d->dh3, da, d->h1, d->h3, N * d->F);
-    k_matmul_backward(dx, d->dw1, d->dh1, x, d->w1, N, d->D, d->F, 0);
-    k_matmul_backward(dx, d->dw3, d->dh3, x, d->w3, N, d->D, d->F, 1);
+    k_matmul_backward(ctx->kc, dx, d->dw1, d->dh1, x, d->w1, N, d->D, d->F, 0);
+    k_matmul_backward(ctx->kc, dx, d->dw3, d->dh3, x, d->w3, N, d->D, d->F, 1);
     return 0;
 }
 

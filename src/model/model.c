@@ -80,6 +80,7 @@ int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err) {
     if (!m->grads) goto fail;
     moe_layout_rewind(&m->layout, m->params, m->grads);
     model_layout(m);                       /* pass 2: assign pointers */
+    if (moe_model_set_precision(m, cfg->precision, err)) goto fail;
     *out = m;
     return 0;
 fail:
@@ -104,7 +105,26 @@ void moe_model_free(moe_model *m) {
     moe_floats_free(m->grads);
     moe_layout_free(&m->layout);
     free_acts(m);
+    k_ctx_free(m->kc);
     free(m);
+}
+
+const char *moe_model_precision(const moe_model *m) {
+    return k_ctx_precision(m->kc) == K_BF16 ? "bf16" : "fp32";
+}
+
+int moe_model_set_precision(moe_model *m, const char *precision, moe_err *err) {
+    k_precision want;
+    if (!precision[0] || strcmp(precision, "fp32") == 0) want = K_FP32;
+    else if (strcmp(precision, "bf16") == 0) want = K_BF16;
+    else return moe_errf(err, "precision: expected fp32 or bf16, found \"%s\"", precision);
+    k_ctx *kc;
+    if (k_ctx_create(want, &kc, err)) return -1;
+    k_ctx_free(m->kc);
+    m->kc = kc;
+    /* the request, not the fallback: the checkpoint asks for bf16 again */
+    snprintf(m->cfg.precision, sizeof m->cfg.precision, "%s", want == K_BF16 ? "bf16" : "fp32");
+    return 0;
 }
 
 void moe_model_init(moe_model *m, uint64_t seed) {
@@ -210,7 +230,8 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
 static moe_ffn_ctx ffn_ctx(moe_model *m, float loss_scale) {
     moe_ffn_ctx ctx = {.tokens = m->tokens, .B = m->B, .T = m->T, .step = m->step,
                        .training = m->training, .loss_scale = loss_scale, .rs = &m->rs,
-                       .drop_top_expert = m->drop_top_expert, .prof = m->prof};
+                       .drop_top_expert = m->drop_top_expert, .prof = m->prof,
+                       .kc = m->kc};
     return ctx;
 }
 
@@ -249,14 +270,14 @@ int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
         block_acts *a = &m->acts[l];
         k_rmsnorm_forward(a->ln1, a->rstd1, m->res[l], b->attn_norm, N, D, (float)c->norm_eps);
         moe_prof_mark(m->prof, PROF_NORMS);
-        k_matmul_forward(a->q, a->ln1, b->wq, N, D, D, 0.0f);
-        k_matmul_forward(a->k, a->ln1, b->wk, N, D, kvd, 0.0f);
-        k_matmul_forward(a->v, a->ln1, b->wv, N, D, kvd, 0.0f);
+        k_matmul_forward(m->kc, a->q, a->ln1, b->wq, N, D, D, 0.0f);
+        k_matmul_forward(m->kc, a->k, a->ln1, b->wk, N, D, kvd, 0.0f);
+        k_matmul_forward(m->kc, a->v, a->ln1, b->wv, N, D, kvd, 0.0f);
         k_rope(a->q, m->rope_cos, m->rope_sin, B, T, H, hd, 0);
         k_rope(a->k, m->rope_cos, m->rope_sin, B, T, KV, hd, 0);
         k_attention_forward(a->attn_out, a->att, a->q, a->k, a->v, B, T, H, KV, hd);
         memcpy(m->res_mid[l], m->res[l], N * D * sizeof(float));
-        k_matmul_forward(m->res_mid[l], a->attn_out, b->wo, N, D, D, 1.0f);
+        k_matmul_forward(m->kc, m->res_mid[l], a->attn_out, b->wo, N, D, D, 1.0f);
         moe_prof_mark(m->prof, PROF_ATTENTION);
         k_rmsnorm_forward(a->ln2, a->rstd2, m->res_mid[l], b->ffn_norm, N, D, (float)c->norm_eps);
         moe_prof_mark(m->prof, PROF_NORMS);
@@ -270,7 +291,7 @@ int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
     }
     k_rmsnorm_forward(m->lnf, m->rstdf, m->res[c->n_layers], m->final_norm, N, D, (float)c->norm_eps);
     moe_prof_mark(m->prof, PROF_NORMS);
-    k_matmul_forward(m->logits, m->lnf, m->lm_head, N, D, V, 0.0f);
+    k_matmul_forward(m->kc, m->logits, m->lnf, m->lm_head, N, D, V, 0.0f);
     if (lm_loss) {
         *lm_loss = 0.0;
         if (targets) {
@@ -300,7 +321,7 @@ int moe_model_backward(moe_model *m, float loss_scale, moe_err *err) {
     moe_prof_mark(m->prof, PROF_OTHER);
     k_cross_entropy_backward(m->logits, m->logits, m->lse, m->targets, N, V,
                              count ? loss_scale / (float)count : 0.0f);
-    k_matmul_backward(m->dln, m->d_lm_head, m->logits, m->lnf, m->lm_head, N, D, V, 0);
+    k_matmul_backward(m->kc, m->dln, m->d_lm_head, m->logits, m->lnf, m->lm_head, N, D, V, 0);
     moe_prof_mark(m->prof, PROF_HEAD);
     k_rmsnorm_backward(m->dres, m->d_final_norm, m->dln, m->res[c->n_layers], m->final_norm,
                        m->rstdf, N, D, 0);
@@ -319,14 +340,14 @@ int moe_model_backward(moe_model *m, float loss_scale, moe_err *err) {
                            a->rstd2, N, D, 1);
         /* res_mid = res + attn_out Wo^T */
         moe_prof_mark(m->prof, PROF_NORMS);
-        k_matmul_backward(m->dattn, b->d_wo, m->dres, a->attn_out, b->wo, N, D, D, 0);
+        k_matmul_backward(m->kc, m->dattn, b->d_wo, m->dres, a->attn_out, b->wo, N, D, D, 0);
         k_attention_backward(m->dq, m->dk, m->dv, m->dscratch, m->dattn, a->att, a->q, a->k,
                              a->v, B, T, H, KV, hd);
         k_rope(m->dq, m->rope_cos, m->rope_sin, B, T, H, hd, 1);
         k_rope(m->dk, m->rope_cos, m->rope_sin, B, T, KV, hd, 1);
-        k_matmul_backward(m->dln, b->d_wq, m->dq, a->ln1, b->wq, N, D, D, 0);
-        k_matmul_backward(m->dln, b->d_wk, m->dk, a->ln1, b->wk, N, D, kvd, 1);
-        k_matmul_backward(m->dln, b->d_wv, m->dv, a->ln1, b->wv, N, D, kvd, 1);
+        k_matmul_backward(m->kc, m->dln, b->d_wq, m->dq, a->ln1, b->wq, N, D, D, 0);
+        k_matmul_backward(m->kc, m->dln, b->d_wk, m->dk, a->ln1, b->wk, N, D, kvd, 1);
+        k_matmul_backward(m->kc, m->dln, b->d_wv, m->dv, a->ln1, b->wv, N, D, kvd, 1);
         moe_prof_mark(m->prof, PROF_ATTENTION);
         k_rmsnorm_backward(m->dres, b->d_attn_norm, m->dln, m->res[l], b->attn_norm,
                            a->rstd1, N, D, 1);

@@ -46,6 +46,7 @@ typedef struct moe_layer {
     float *mix;           /* [N, 2] shared-gate probabilities c (1, 1 without the gate) */
     float *rsum, *ssum;   /* [N, D] routed and shared sums (shared gate only) */
     double aux;           /* router auxiliary loss of the last forward */
+    k_ctx *kc;            /* matrix products of the current call (ctx->kc) */
 } moe_layer;
 
 /* ---- parameters ------------------------------------------------------- */
@@ -160,10 +161,10 @@ static void expert_forward(moe_layer *m, size_t j, const float *x) {
     expert_w w = slot_weights(m, j);
     for (size_t r = r0; r < r0 + n; r++)
         memcpy(m->xe + r * D, x + (size_t)m->tok[r] * D, D * sizeof(float));
-    k_matmul_forward(m->h1 + r0 * F, m->xe + r0 * D, w.w1, n, D, F, 0.0f);
-    k_matmul_forward(m->h3 + r0 * F, m->xe + r0 * D, w.w3, n, D, F, 0.0f);
+    k_matmul_forward(m->kc, m->h1 + r0 * F, m->xe + r0 * D, w.w1, n, D, F, 0.0f);
+    k_matmul_forward(m->kc, m->h3 + r0 * F, m->xe + r0 * D, w.w3, n, D, F, 0.0f);
     k_swiglu_forward(m->a + r0 * F, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
-    k_matmul_forward(m->ye + r0 * D, m->a + r0 * F, w.w2, n, F, D, 0.0f);
+    k_matmul_forward(m->kc, m->ye + r0 * D, m->a + r0 * F, w.w2, n, F, D, 0.0f);
 }
 
 /* Slot j backward from dy[N,D]: the gate gradients of its pairs, its weight
@@ -184,13 +185,13 @@ static void expert_backward(moe_layer *m, size_t j, const float *dy) {
         if (j < E) m->dgates[t * E + j] = (float)(dot * m->mix[2 * t]);
     }
     float *da = m->dh1 + r0 * F;  /* read by swiglu backward before dh1 is written */
-    k_matmul_backward(da, w.dw2, dye, m->a + r0 * F, w.w2, n, F, D, 0);
+    k_matmul_backward(m->kc, da, w.dw2, dye, m->a + r0 * F, w.w2, n, F, D, 0);
     k_swiglu_backward(m->dh1 + r0 * F, m->dh3 + r0 * F, da, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
-    k_matmul_backward(NULL, w.dw1, m->dh1 + r0 * F, m->xe + r0 * D, w.w1, n, D, F, 0);
-    k_matmul_backward(NULL, w.dw3, m->dh3 + r0 * F, m->xe + r0 * D, w.w3, n, D, F, 0);
+    k_matmul_backward(m->kc, NULL, w.dw1, m->dh1 + r0 * F, m->xe + r0 * D, w.w1, n, D, F, 0);
+    k_matmul_backward(m->kc, NULL, w.dw3, m->dh3 + r0 * F, m->xe + r0 * D, w.w3, n, D, F, 0);
     /* dxe = dh1 W1 + dh3 W3 (overwrites dye, no longer needed) */
-    k_matmul_backward(m->dxe + r0 * D, NULL, m->dh1 + r0 * F, NULL, w.w1, n, D, F, 0);
-    k_matmul_backward(m->dxe + r0 * D, NULL, m->dh3 + r0 * F, NULL, w.w3, n, D, F, 1);
+    k_matmul_backward(m->kc, m->dxe + r0 * D, NULL, m->dh1 + r0 * F, NULL, w.w1, n, D, F, 0);
+    k_matmul_backward(m->kc, m->dxe + r0 * D, NULL, m->dh3 + r0 * F, NULL, w.w3, n, D, F, 1);
 }
 
 /* Runs work(m, j, arg) for every slot with rows. Loads are uneven (ReLU
@@ -230,7 +231,8 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
     size_t D = m->D, E = m->E, slots = E + m->S;
     if (reserve_rows(m, N, err)) return -1;
     m->N = N;
-    if (m->wr) k_matmul_forward(m->logits, x, m->wr, N, D, E, 0.0f);
+    m->kc = ctx->kc;
+    if (m->wr) k_matmul_forward(NULL, m->logits, x, m->wr, N, D, E, 0.0f);
     if (m->router->ops->route(m->router, m->gates, m->wr ? m->logits : NULL, N, ctx, &m->aux, err))
         return -1;
     if (build_plan(m, N, err)) return -1;
@@ -242,7 +244,7 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
     /* the shared gate c[N,2] = softmax(x Wc^T + bc), else c = (1, 1) */
     for (size_t t = 0; t < N; t++) m->mix[2 * t] = m->mix[2 * t + 1] = 1.0f;
     if (m->gated) {
-        k_matmul_forward(m->mix, x, m->wc, N, D, 2, 0.0f);
+        k_matmul_forward(NULL, m->mix, x, m->wc, N, D, 2, 0.0f);
         for (size_t t = 0; t < N; t++) {
             float z[2] = {m->mix[2 * t] + m->bc[0], m->mix[2 * t + 1] + m->bc[1]};
             moe_router_softmax(m->mix + 2 * t, z, 2);
@@ -280,6 +282,7 @@ static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x
                           size_t N, const moe_ffn_ctx *ctx, moe_err *err) {
     moe_layer *m = f->impl;
     size_t D = m->D, E = m->E, slots = E + m->S;
+    m->kc = ctx->kc;
     memset(m->dgates, 0, N * E * sizeof(float));
     for_each_slot(m, expert_backward, dy);
     /* scatter the input gradients back, in a fixed order per token */
@@ -313,14 +316,14 @@ static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x
             m->dbc[0] += dz[2 * t];
             m->dbc[1] += dz[2 * t + 1];
         }
-        k_matmul_backward(dx, m->dwc, dz, x, m->wc, N, D, 2, 1);
+        k_matmul_backward(NULL, dx, m->dwc, dz, x, m->wc, N, D, 2, 1);
     }
     /* through the router (a router without weight has no gradient to pass) */
     if (!m->wr) return 0;
     moe_prof_mark(ctx->prof, PROF_EXPERTS);
     if (m->router->ops->backward(m->router, m->dlogits, m->dgates, m->logits, m->gates, N, ctx, err))
         return -1;
-    k_matmul_backward(dx, m->dwr, m->dlogits, x, m->wr, N, D, E, 1);
+    k_matmul_backward(NULL, dx, m->dwr, m->dlogits, x, m->wr, N, D, E, 1);
     moe_prof_mark(ctx->prof, PROF_ROUTER);
     return 0;
 }

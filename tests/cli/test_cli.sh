@@ -74,6 +74,14 @@ echo '{"lr": "fast"}' >"$tmp/bad.json"
 expect_error wrong_type "'lr'" "$moe" init --config "$tmp/bad.json" --out "$tmp/x"
 expect_error bad_flag_value "--steps" "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/x" --steps many
 expect_error flag_out_of_range "'steps'" "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/x" --steps 0
+expect_error bad_precision "--precision: expected fp32 or bf16, found 'fp16'" "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/x" --precision fp16
+echo '{"precision": "fp16"}' >"$tmp/bad_prec.json"
+expect_error bad_precision_key "'precision'" "$moe" train --config "$tmp/bad_prec.json" --data "$tmp/data.tok" --out "$tmp/x"
+# precision bf16 where the CPU cannot (forced): scores like fp32, says so once
+"$moe" score --model "$tmp/run" --tokens "$tmp/ids.txt" >"$tmp/s32.json" 2>/dev/null
+MOE_NO_BF16=1 "$moe" score --model "$tmp/run" --tokens "$tmp/ids.txt" --precision bf16 >"$tmp/s16.json" 2>"$tmp/err"
+if cmp -s "$tmp/s32.json" "$tmp/s16.json" && grep -q "running fp32" "$tmp/err"; then ok bf16_fallback_score
+else bad "bf16_fallback_score: $(head -2 "$tmp/err")"; fi
 # a truncated token file
 head -c 100 "$tmp/data.tok" >"$tmp/trunc.tok"
 expect_error truncated_tokens "trunc.tok: truncated" "$moe" train --config "$tmp/cfg.json" --data "$tmp/trunc.tok" --out "$tmp/x"

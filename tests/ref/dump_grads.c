@@ -1,6 +1,7 @@
 /* dump_grads.c — test helper: one forward + backward of moe on the first
  * sequential batch of a token file; writes logits, losses and every
- * parameter gradient to a safetensors file for the PyTorch comparison.
+ * parameter gradient to a safetensors file for the PyTorch comparison, and
+ * prints the precision the products ran in.
  *   dump_grads MODEL_DIR TOKENS B T OUT.safetensors [STEP] */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "dump_grads: %s\n", err.msg);
         return 1;
     }
+    printf("precision %s\n", moe_model_precision(m));  /* in effect (bf16 may fall back) */
     int *x = malloc(B * T * sizeof(int)), *y = malloc(B * T * sizeof(int));
     moe_loader_next(&ld, x, y, &err);
     double lm, aux;

@@ -76,7 +76,7 @@ static void test_matmul_backward(void) {
     float xf[MN * MC + MO * MC], Rf[MN * MO], g[MN * MC + MO * MC] = {0};
     to_float(xf, x, sizeof x / sizeof x[0]);
     to_float(Rf, R_mm, MN * MO);
-    k_matmul_backward(g, g + MN * MC, Rf, xf, xf + MN * MC, MN, MC, MO, 0);
+    k_matmul_backward(NULL, g, g + MN * MC, Rf, xf, xf + MN * MC, MN, MC, MO, 0);
     double e = fd_error(f_matmul, NULL, x, g, sizeof x / sizeof x[0]);
     CHECK(e < 8e-7, "matmul relative error %.3g", e);
 }

@@ -1,0 +1,229 @@
+/* test_bf16.c — the bf16 matrix products of kernels.h (precision "bf16"):
+ * rounding to bf16, the three products of k_matmul_forward / _backward
+ * against double-precision references within derived bounds (shapes that
+ * take every path: row tails, padded inner dimensions, accumulation), the
+ * weight copies of inference (frozen weights), products run by several
+ * threads at once (bit-identical to serial ones), and the fallback to fp32
+ * when the CPU has no bf16 dot products (forced by MOE_NO_BF16). */
+#include <stdint.h>
+#include <string.h>
+
+#include "harness.h"
+#include "moe/kernels.h"
+#include "moe/model.h"
+#include "moe/rng.h"
+
+static int have_bf16;  /* this CPU runs bf16 products (else those tests say skip) */
+
+static float bits_to_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+static void test_rounding(void) {
+    /* bf16 keeps 8 significant bits: the spacing above 1 is 2^-7 */
+    CHECK(k_round_bf16(1.0f + 0x1p-8f) == 1.0f, "tie rounds to even (down)");
+    CHECK(k_round_bf16(1.0f + 3 * 0x1p-8f) == 1.0f + 0x1p-6f, "tie rounds to even (up)");
+    CHECK(k_round_bf16(1.0f + 0x1p-8f + 0x1p-20f) == 1.0f + 0x1p-7f, "above the tie rounds up");
+    CHECK(k_round_bf16(-3.0f) == -3.0f, "exact values stay");
+    CHECK(isinf(k_round_bf16(bits_to_float(0x7f7fffffu))), "the largest float rounds to infinity");
+    CHECK(isnan(k_round_bf16(bits_to_float(0x7f800001u))), "a NaN stays NaN");
+    CHECK(isinf(k_round_bf16(INFINITY)) && k_round_bf16(INFINITY) > 0, "infinity stays");
+}
+
+static void fill(moe_rng *r, float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)(2.0 * moe_rng_uniform(r) - 1.0);
+}
+
+/* Checks C[M,N] against the double product of A and B (A(i,k), B(k,j) read
+ * through strides), per element:
+ *   rounded = 0: |C - AB| <= (2u + u^2 + g) sum_k |A(i,k) B(k,j)| (+ |C0|-term)
+ *   rounded = 1: the inputs rounded to bf16 first: |C - bf(A)bf(B)| <= g sum|..|
+ * u = 2^-8 is bf16's unit roundoff (each rounded input is x(1+d), |d| <= u,
+ * so a product term is off by at most (2u + u^2) of its size) and
+ * g = K 2^-24 / (1 - K 2^-24) bounds the fp32 accumulation of K terms. C0
+ * (accumulated into) adds one more fp32 rounding of |C0 + AB|.
+ * Returns the largest error relative to sum|..| (to show bf16 is in effect). */
+static double check_product(const float *C, const float *C0, const float *A, size_t sai, size_t sak,
+                            const float *B, size_t sbk, size_t sbj, size_t M, size_t N, size_t K,
+                            int rounded, const char *what) {
+    double u = 0x1p-8, g = (double)K * 0x1p-24 / (1.0 - (double)K * 0x1p-24), worst = 0.0;
+    int bad = 0;
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) {
+            double ref = C0 ? C0[i * N + j] : 0.0, mag = 0.0;
+            for (size_t k = 0; k < K; k++) {
+                double a = A[i * sai + k * sak], b = B[k * sbk + j * sbj];
+                if (rounded) { a = k_round_bf16((float)a); b = k_round_bf16((float)b); }
+                ref += a * b;
+                mag += fabs(a * b);
+            }
+            double bound = (rounded ? g : 2 * u + u * u + g) * mag + 0x1p-24 * fabs(ref) + 1e-30;
+            double err = fabs((double)C[i * N + j] - ref);
+            if (mag > 0 && err / mag > worst) worst = err / mag;
+            if (err > bound && bad++ < 3)
+                CHECK(0, "%s (%zu,%zu) M=%zu N=%zu K=%zu: %.9g vs %.9g, error %.3g > bound %.3g",
+                      what, i, j, M, N, K, C[i * N + j], ref, err, bound);
+        }
+    return worst;
+}
+
+static void test_products(void) {
+    if (!have_bf16) { printf("  skip: this CPU has no bf16 dot products\n"); return; }
+    k_ctx *kc;
+    moe_err err;
+    CHECK(k_ctx_create(K_BF16, &kc, &err) == 0, "%s", err.msg);
+    CHECK(k_ctx_precision(kc) == K_BF16, "bf16 in effect");
+    /* N rows: 1 and 5 (tail only), 37 and 100 (main + tail), 64 (main only);
+     * C = 517 is not a multiple of the padding block; O = 24, 33, and 64, 32 */
+    const size_t shapes[][3] = {{1, 16, 24}, {5, 517, 33}, {37, 517, 24}, {64, 128, 33}, {100, 40, 24},
+                                {37, 40, 64}, {3, 96, 32}};  /* O % 32 == 0: dout converted once */
+    moe_rng r;
+    moe_rng_seed(&r, 11);
+    double worst_plain = 0.0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        size_t N = shapes[s][0], C = shapes[s][1], O = shapes[s][2];
+        float *in = malloc(N * C * 4), *W = malloc(O * C * 4), *dout = malloc(N * O * 4);
+        float *out = malloc(N * O * 4), *out0 = malloc(N * O * 4), *din = malloc(N * C * 4);
+        float *din0 = malloc(N * C * 4), *dW = malloc(O * C * 4), *dW0 = malloc(O * C * 4);
+        fill(&r, in, N * C); fill(&r, W, O * C); fill(&r, dout, N * O);
+        fill(&r, out0, N * O); fill(&r, din0, N * C); fill(&r, dW0, O * C);
+        for (int rounded = 0; rounded < 2; rounded++) {
+            /* out = in W^T, then out = out0 + in W^T */
+            k_matmul_forward(kc, out, in, W, N, C, O, 0.0f);
+            double w = check_product(out, NULL, in, C, 1, W, 1, C, N, O, C, rounded, "forward");
+            memcpy(out, out0, N * O * 4);
+            k_matmul_forward(kc, out, in, W, N, C, O, 1.0f);
+            check_product(out, out0, in, C, 1, W, 1, C, N, O, C, rounded, "forward beta=1");
+            /* din = dout W (and += ), dW = dW0 + dout^T in */
+            memcpy(din, din0, N * C * 4);
+            memcpy(dW, dW0, O * C * 4);
+            k_matmul_backward(kc, din, dW, dout, in, W, N, C, O, 1);
+            check_product(din, din0, dout, O, 1, W, C, 1, N, C, O, rounded, "din +=");
+            check_product(dW, dW0, dout, 1, O, in, C, 1, O, C, N, rounded, "dW +=");
+            k_matmul_backward(kc, din, NULL, dout, in, W, N, C, O, 0);
+            check_product(din, NULL, dout, O, 1, W, C, 1, N, C, O, rounded, "din");
+            if (!rounded && w > worst_plain) worst_plain = w;
+        }
+        free(in); free(W); free(dout); free(out); free(out0); free(din); free(din0); free(dW); free(dW0);
+    }
+    /* the rounding must show: fp32 products would stay below K 2^-24 */
+    CHECK(worst_plain > 1e-4, "largest error %.3g: are the inputs rounded to bf16 at all?", worst_plain);
+    k_ctx_free(kc);
+}
+
+/* Inference keeps bf16 copies of frozen weights: the results must not
+ * change, and a weight outside the frozen range is converted each call. */
+static void test_frozen_weights(void) {
+    if (!have_bf16) { printf("  skip: this CPU has no bf16 dot products\n"); return; }
+    enum { N = 40, C = 96, O = 32 };
+    static float in[N * C], W[2 * O * C], a[N * O], b[N * O];
+    moe_rng r;
+    moe_rng_seed(&r, 5);
+    fill(&r, in, N * C); fill(&r, W, 2 * O * C);
+    k_ctx *kc;
+    moe_err err;
+    CHECK(k_ctx_create(K_BF16, &kc, &err) == 0, "%s", err.msg);
+    k_matmul_forward(kc, a, in, W, N, C, O, 0.0f);
+    k_ctx_freeze_weights(kc, W, O * C);  /* only the first weight */
+    for (int rep = 0; rep < 2; rep++) {
+        k_matmul_forward(kc, b, in, W, N, C, O, 0.0f);
+        CHECK(memcmp(a, b, sizeof a) == 0, "frozen weight: same bits (call %d)", rep);
+    }
+    /* one row (decode) with a frozen weight takes the vdpbf16ps product:
+     * within fp32 accumulation error of the rounded inputs' product */
+    static float y[O], y0[O];
+    fill(&r, y0, O);
+    k_matmul_forward(kc, y, in, W, 1, C, O, 0.0f);
+    check_product(y, NULL, in, C, 1, W, 1, C, 1, O, C, 1, "one-row forward, frozen");
+    memcpy(y, y0, sizeof y);
+    k_matmul_forward(kc, y, in, W, 1, C, O, 1.0f);
+    check_product(y, y0, in, C, 1, W, 1, C, 1, O, C, 1, "one-row forward += , frozen");
+    float *W2 = W + O * C;  /* outside the frozen range: must follow changes */
+    k_matmul_forward(kc, a, in, W2, N, C, O, 0.0f);
+    for (size_t i = 0; i < O * C; i++) W2[i] *= 2.0f;
+    k_matmul_forward(kc, b, in, W2, N, C, O, 0.0f);
+    for (size_t i = 0; i < N * O; i++)
+        if (b[i] != 2.0f * a[i]) { CHECK(0, "unfrozen weight changed: %g vs 2 x %g", b[i], a[i]); break; }
+    k_ctx_free(kc);
+}
+
+/* Experts run one per thread: the same cached primitives executed by
+ * several threads at once must give the bits of a serial run (each thread
+ * has its own buffers and scratchpad). */
+static void test_concurrent(void) {
+    if (!have_bf16) { printf("  skip: this CPU has no bf16 dot products\n"); return; }
+    enum { E = 8, N = 19, C = 64, O = 256 };
+    static float x[E][N * C], g[E][N * O], W[E][O * C], ref[E][O * C], dW[E][O * C];
+    moe_rng r;
+    moe_rng_seed(&r, 21);
+    for (int e = 0; e < E; e++) { fill(&r, x[e], N * C); fill(&r, g[e], N * O); fill(&r, W[e], O * C); }
+    k_ctx *kc;
+    moe_err err;
+    CHECK(k_ctx_create(K_BF16, &kc, &err) == 0, "%s", err.msg);
+    memset(ref, 0, sizeof ref);
+    for (int e = 0; e < E; e++) k_matmul_backward(kc, NULL, ref[e], g[e], x[e], W[e], N, C, O, 0);
+    int bad = 0;
+    for (int rep = 0; rep < 20 && !bad; rep++) {
+        memset(dW, 0, sizeof dW);
+        #pragma omp parallel for schedule(static, 1) num_threads(4)
+        for (int e = 0; e < E; e++) k_matmul_backward(kc, NULL, dW[e], g[e], x[e], W[e], N, C, O, 0);
+        for (int e = 0; e < E; e++) bad += memcmp(dW[e], ref[e], sizeof dW[e]) != 0;
+    }
+    CHECK(!bad, "%d concurrent weight gradients differ from the serial ones", bad);
+    k_ctx_free(kc);
+}
+
+/* MOE_NO_BF16=1 forces the fallback: a bf16 request gives fp32 products,
+ * bit for bit those of k_sgemm, and a model says which precision it runs. */
+static void test_fallback(void) {
+    setenv("MOE_NO_BF16", "1", 1);
+    CHECK(!k_bf16_available(), "MOE_NO_BF16 turns bf16 off");
+    k_ctx *kc;
+    moe_err err;
+    CHECK(k_ctx_create(K_BF16, &kc, &err) == 0, "%s", err.msg);
+    CHECK(k_ctx_precision(kc) == K_FP32, "fell back to fp32");
+    enum { N = 37, C = 48, O = 20 };
+    static float in[N * C], W[O * C], a[N * O], b[N * O];
+    moe_rng r;
+    moe_rng_seed(&r, 9);
+    fill(&r, in, N * C); fill(&r, W, O * C);
+    k_matmul_forward(kc, a, in, W, N, C, O, 0.0f);
+    k_sgemm(0, 1, N, O, C, 1.0f, in, C, W, C, 0.0f, b, O);
+    CHECK(memcmp(a, b, sizeof a) == 0, "fallback products are k_sgemm's");
+    k_ctx_free(kc);
+
+    moe_config cfg;
+    moe_config_defaults(&cfg);
+    snprintf(cfg.precision, sizeof cfg.precision, "bf16");
+    CHECK(moe_config_finalize(&cfg, &err) == 0, "%s", err.msg);
+    moe_model *m = NULL;
+    CHECK(moe_model_create(&cfg, &m, &err) == 0, "%s", err.msg);
+    if (m) {
+        CHECK(strcmp(moe_model_precision(m), "fp32") == 0, "model runs fp32");
+        CHECK(strcmp(m->cfg.precision, "bf16") == 0, "and still asks for bf16 (checkpoints keep it)");
+        moe_model_free(m);
+    }
+    unsetenv("MOE_NO_BF16");
+    if (have_bf16) {
+        CHECK(moe_model_create(&cfg, &m, &err) == 0, "%s", err.msg);
+        if (m) CHECK(strcmp(moe_model_precision(m), "bf16") == 0, "bf16 again without the variable");
+        moe_model_free(m);
+    }
+    moe_model *bad = NULL;
+    CHECK(moe_model_create(&cfg, &bad, &err) == 0, "%s", err.msg);
+    if (bad) {
+        CHECK(moe_model_set_precision(bad, "fp16", &err) != 0 && strstr(err.msg, "fp16"),
+              "an unknown precision is refused by name: %s", err.msg);
+        moe_model_free(bad);
+    }
+}
+
+int main(void) {
+    unsetenv("MOE_NO_BF16");
+    have_bf16 = k_bf16_available();
+    if (!have_bf16) printf("note: no bf16 dot products here; only the fallback is tested\n");
+    RUN(test_rounding);
+    RUN(test_products);
+    RUN(test_frozen_weights);
+    RUN(test_concurrent);
+    RUN(test_fallback);
+    TEST_MAIN_END();
+}
