@@ -1,6 +1,8 @@
 /* train.c — `moe train`: the training loop as a user drives it: options,
  * live progress, metrics, periodic checkpoints, and a clean stop on
- * SIGINT / SIGTERM (a checkpoint is written first). */
+ * SIGINT / SIGTERM (a checkpoint is written first). Started by mpirun it
+ * trains across the ranks (docs/DISTRIBUTED.md): setup errors are agreed
+ * on and reported once by rank 0, rank 0 prints and writes. */
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -11,6 +13,7 @@
 
 #include "cli/cli.h"
 #include "moe/analysis.h"
+#include "moe/comm_mpi.h"
 #include "moe/fileio.h"
 #include "moe/tokenizer.h"
 #include "moe/train.h"
@@ -30,6 +33,10 @@ static void help(FILE *f) {
         "  --steps N  --batch B  --seq T  --grad-accum N  --lr X  --warmup N\n"
         "  --seed N  --threads N  --checkpoint-every N  --keep N\n"
         "                    override the config's training keys\n"
+        "  --expert-parallel N  --zero-stage 0|1\n"
+        "                    across processes (mpirun -np N moe train ...): ranks sharing\n"
+        "                    each MoE layer's experts; 1 shards the AdamW moments\n"
+        "                    (docs/DISTRIBUTED.md)\n"
         "  --no-shuffle      read rows in order (batch b, row r = tokens[(bB+r)T ...])\n"
         "  --profile         print where the steps' time went (attention, experts, router,\n"
         "                    norms, optimizer, data, ...) at the end\n"
@@ -52,7 +59,8 @@ static const struct { const char *flag, *key; } FLAG_KEYS[] = {
     {"--steps", "steps"}, {"--batch", "batch_size"}, {"--seq", "seq_len"},
     {"--grad-accum", "grad_accum"}, {"--lr", "lr"}, {"--warmup", "warmup"},
     {"--seed", "seed"}, {"--threads", "threads"}, {"--checkpoint-every", "checkpoint_every"},
-    {"--keep", "keep_checkpoints"},
+    {"--keep", "keep_checkpoints"}, {"--expert-parallel", "expert_parallel"},
+    {"--zero-stage", "zero_stage"},
 };
 #define N_FLAG_KEYS (sizeof FLAG_KEYS / sizeof FLAG_KEYS[0])
 
@@ -117,6 +125,32 @@ static void print_profile(const moe_profile *p, double seconds, long steps, int 
         fprintf(stderr, "  %-16s %10.2f %6.1f%%\n", MOE_PROF_NAMES[i], 1e3 * s / (double)steps,
                 100.0 * s / seconds);
     }
+}
+
+/* Across ranks: every rank's config (after the command-line overrides) and
+ * token count must be rank 0's. Rank 0's text is broadcast; a rank that
+ * differs names the first differing line. Collective. */
+static int check_same_setup(moe_comm *world, const moe_config *cfg, size_t data_tokens, moe_err *err) {
+    moe_buf b = {0};
+    if (moe_config_to_json(cfg, &b) || moe_buf_printf(&b, "data tokens %zu\n", data_tokens))
+        { moe_buf_free(&b); return moe_errf(err, "out of memory"); }
+    double len = (double)b.len;
+    if (moe_comm_broadcast(world, &len, 1, MOE_F64, 0, err)) { moe_buf_free(&b); return -1; }
+    char *ref = moe_calloc((size_t)len + 1, 1, err);
+    int rc = ref ? 0 : -1;
+    if (ref && world->rank == 0) memcpy(ref, b.data, b.len);
+    if (ref && moe_comm_broadcast(world, ref, (size_t)len, MOE_BYTE, 0, err)) rc = -1;
+    if (!rc && ((size_t)len != b.len || memcmp(ref, b.data, b.len))) {
+        const char *p = b.data, *q = ref;  /* the first line that differs */
+        while (*p && *p == *q) { p++; q++; }
+        while (p > b.data && p[-1] != '\n') { p--; q--; }
+        int lp = (int)strcspn(p, "\n"), lq = (int)strcspn(q, "\n");
+        rc = moe_errf(err, "the config or data differ from rank 0's: here '%.*s', rank 0 '%.*s'; every "
+                      "rank must run the same command on the same files", lp, p, lq, q);
+    }
+    free(ref);
+    moe_buf_free(&b);
+    return rc;
 }
 
 static void format_duration(char *out, size_t cap, double s) {
@@ -202,6 +236,14 @@ int cmd_train(int argc, char **argv) {
     moe_probe probe = {0};
     char ckpt[4096] = "";
     int rc = 1, have_trainer = 0;
+    /* across processes: setup failures are agreed on at each CHECKPOINT (no
+     * other collective lies between two), so a rank that fails meets the
+     * others in the next agreement and rank 0 prints one message */
+    moe_comm *world = NULL;
+    int setup = 1;
+    if (moe_comm_world(&world, &err)) { fprintf(stderr, "moe train: %s\n", err.msg); return 1; }
+    int rank0 = world->rank == 0, many = world->size > 1;
+#define CHECKPOINT() do { if (moe_comm_agree(world, 0, &err)) goto agreed; } while (0)
 
     /* the model and its config */
     if (config) {
@@ -232,6 +274,15 @@ int cmd_train(int argc, char **argv) {
     if (moe_tokens_read(data, &tokens, &err)) goto fail;
     have_trainer = 1;  /* from here the trainer owns the model */
     if (moe_trainer_create(&tr, &cfg, model, &tokens, out ? out : resume, &err)) goto fail;
+    if (many && analysis_every) {
+        moe_errf(&err, "--analysis-every is not available across processes yet: run it on one process");
+        goto fail;
+    }
+    CHECKPOINT();
+    if (many && check_same_setup(world, &cfg, tokens.n, &err)) goto fail;
+    CHECKPOINT();
+    if (moe_trainer_distribute(&tr, world, &err)) goto fail;
+    CHECKPOINT();
     if (resume && moe_trainer_restore(&tr, ckpt, &err)) goto fail;
     if (model_dir) {  /* ReMoE's lambda goes on from the checkpoint's, not from relu_lambda0 */
         float lambda;
@@ -239,7 +290,7 @@ int cmd_train(int argc, char **argv) {
         if (found < 0) goto fail;
         if (found == 0) model->rs.lambda = lambda;
     }
-    if (!resume) {
+    if (!resume && rank0) {
         /* a fresh run never mixes with an earlier one in the same directory */
         char existing[4096];
         moe_err ignored;
@@ -266,29 +317,43 @@ int cmd_train(int argc, char **argv) {
             goto fail;
         if (!resume && tr.step == 0 && moe_probe_measure(&probe, model, 0, &err)) goto fail;
     }
+    CHECKPOINT();
+    setup = 0;
     if (tr.step >= cfg.steps) {
-        printf("moe train: already at step %ld of %d; nothing to do\n", tr.step, cfg.steps);
+        if (rank0) printf("moe train: already at step %ld of %d; nothing to do\n", tr.step, cfg.steps);
         rc = 0;
         goto done;
     }
 
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    int tty = isatty(2);
+    int tty = isatty(2) && !many;
     long first = tr.step, every = cfg.steps / 20 > 0 ? cfg.steps / 20 : 1;
     double elapsed = 0.0;
     size_t seen = 0;
-    fprintf(stderr, "moe train: %zu parameters, %d steps of %d x %d x %d tokens, %d threads, out %s\n",
-            model->n_params, cfg.steps, cfg.batch_size, cfg.seq_len, cfg.grad_accum,
-            omp_get_max_threads(), tr.out_dir);
+    if (rank0 && many)
+        fprintf(stderr, "moe train: %d ranks (data parallel %d, expert parallel %d%s), %d threads each\n",
+                world->size, world->size, cfg.expert_parallel, cfg.zero_stage ? ", ZeRO-1" : "",
+                omp_get_max_threads());
+    if (rank0)
+        fprintf(stderr, "moe train: %zu parameters, %d steps of %d x %d x %d tokens, %d threads, out %s\n",
+                model->n_params, cfg.steps, cfg.batch_size, cfg.seq_len, cfg.grad_accum,
+                omp_get_max_threads(), tr.out_dir);
     int bad_in_row = 0;
     long rolled_back_to = -1;
     double profiled_seconds = 0.0;
     long profiled_steps = 0;
     tr.prof.on = profile;
-    while (tr.step < cfg.steps && !stop_requested) {
+    int stop = 0;
+    while (tr.step < cfg.steps && !stop) {
         moe_step_stats st;
         if (moe_trainer_step(&tr, &st, &err) || moe_trainer_log(&tr, &st, &err)) goto fail;
+        if (many) {  /* a signal seen by any rank stops every rank after the same step */
+            double s = (double)stop_requested;
+            if (moe_comm_allreduce(world, &s, 1, MOE_F64, &err)) goto fail;
+            if (s > 0 && !stop_requested) stop_requested = SIGTERM;
+        }
+        stop = stop_requested != 0;
         if (st.skipped && guard_non_finite(&tr, &st, &bad_in_row, &rolled_back_to, tty, &err)) goto fail;
         if (st.skipped) continue;
         bad_in_row = 0;
@@ -306,7 +371,7 @@ int cmd_train(int argc, char **argv) {
         double eta = elapsed / (double)(tr.step - first) * (double)(cfg.steps - tr.step);
         char eta_s[32];
         format_duration(eta_s, sizeof eta_s, eta);
-        if (tty || tr.step % every == 0 || tr.step == cfg.steps)
+        if (rank0 && (tty || tr.step % every == 0 || tr.step == cfg.steps))
             fprintf(stderr, "%sstep %ld/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %s%s",
                     tty ? "\r\033[K" : "", tr.step, cfg.steps, st.loss, st.lr,
                     (double)seen / elapsed, eta_s, tty ? "" : "\n");
@@ -316,9 +381,11 @@ int cmd_train(int argc, char **argv) {
     }
     if (tty) fprintf(stderr, "\n");
     if (moe_trainer_save(&tr, &err)) goto fail;
-    if (profile) print_profile(&tr.prof, profiled_seconds, profiled_steps, tr.cfg.batch_size *
+    if (profile && rank0) print_profile(&tr.prof, profiled_seconds, profiled_steps, tr.cfg.batch_size *
                                tr.cfg.seq_len * tr.cfg.grad_accum);
-    if (stop_requested)
+    if (!rank0)
+        ;
+    else if (stop_requested)
         fprintf(stderr, "moe train: stopped by signal %d at step %ld; checkpoint written, resume with "
                 "--resume %s\n", (int)stop_requested, tr.step, tr.out_dir);
     else
@@ -326,7 +393,19 @@ int cmd_train(int argc, char **argv) {
     rc = stop_requested ? 128 + (int)stop_requested : 0;
     goto done;
 fail:
-    fprintf(stderr, "%smoe train: %s\n", isatty(2) ? "\n" : "", err.msg);
+    if (many && setup) {  /* meet the other ranks at their next agreement */
+        moe_comm_agree(world, -1, &err);
+        goto agreed;
+    }
+    fprintf(stderr, "%smoe train: %s\n", isatty(2) && !many ? "\n" : "", err.msg);
+    if (many) {  /* a failure of this rank alone in training: end every rank */
+        fprintf(stderr, "moe train: rank %d failed: ending all %d ranks\n", world->rank, world->size);
+        world->ops->abort(world, 1);
+    }
+    rc = 1;
+    goto done;
+agreed:  /* every rank knows; rank 0 says it once */
+    if (rank0) fprintf(stderr, "moe train: %s\n", err.msg);
     rc = 1;
 done:
     if (have_trainer) moe_trainer_free(&tr);
@@ -334,5 +413,7 @@ done:
     moe_tokens_free(&tokens);
     moe_tokens_free(&calib_tokens);
     moe_probe_free(&probe);
+    moe_comm_free(world);
+#undef CHECKPOINT
     return rc;
 }
