@@ -44,6 +44,7 @@ int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
     tr->norm_parts = tr->targets ? moe_calloc(moe_grad_norm_parts(model->n_params), sizeof(double), err)
                                  : NULL;
     if (!tr->norm_parts) return -1;
+    tr->shard_count = model->n_params;  /* one process holds every moment */
     if (moe_loader_init(&tr->loader, data, (size_t)cfg->batch_size, (size_t)cfg->seq_len,
                         cfg->shuffle, (uint64_t)cfg->seed, err))
         return -1;
