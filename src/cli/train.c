@@ -153,6 +153,47 @@ static int check_same_setup(moe_comm *world, const moe_config *cfg, size_t data_
     return rc;
 }
 
+/* VmHWM of /proc/self/status: this process's peak resident memory, bytes. */
+static double peak_memory(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lf kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb * 1024;
+}
+
+/* Across ranks, after training: each rank's share of time in collectives,
+ * bytes sent per step and peak memory, printed by rank 0 (bench/scaling
+ * reads this line). comm0: [seconds, bytes] when the loop began. */
+static int print_ranks(moe_comm *world, const moe_trainer *tr, const double comm0[2], double seconds,
+                       long steps, moe_err *err) {
+    size_t P = (size_t)world->size;
+    double *all = moe_calloc(4 * P, sizeof(double), err);
+    size_t *counts = moe_calloc(P, sizeof(size_t), err);
+    if (!all || !counts) { free(all); free(counts); return -1; }
+    double *mine = all + 4 * (size_t)world->rank;
+    mine[0] = world->seconds + (tr->ep ? tr->ep->seconds : 0) - comm0[0];
+    mine[1] = seconds;
+    mine[2] = world->bytes + (tr->ep ? tr->ep->bytes : 0) - comm0[1];
+    mine[3] = peak_memory();
+    for (size_t r = 0; r < P; r++) counts[r] = 4;
+    int rc = moe_comm_allgather(world, all, counts, MOE_F64, err);
+    if (!rc && world->rank == 0 && steps > 0) {
+        fprintf(stderr, "moe train: per rank: collectives");
+        for (size_t r = 0; r < P; r++) fprintf(stderr, " %.1f%%", 100.0 * all[4 * r] / fmax(all[4 * r + 1], 1e-9));
+        fprintf(stderr, " of the step time; sent per step");
+        for (size_t r = 0; r < P; r++) fprintf(stderr, " %.3f MB", all[4 * r + 2] / (double)steps / 1e6);
+        fprintf(stderr, "; peak memory");
+        for (size_t r = 0; r < P; r++) fprintf(stderr, " %.1f MiB", all[4 * r + 3] / 1048576.0);
+        fprintf(stderr, "\n");
+    }
+    free(all);
+    free(counts);
+    return rc;
+}
+
 static void format_duration(char *out, size_t cap, double s) {
     if (s < 60) snprintf(out, cap, "%.0fs", s);
     else if (s < 3600) snprintf(out, cap, "%dm%02ds", (int)s / 60, (int)s % 60);
@@ -344,6 +385,7 @@ int cmd_train(int argc, char **argv) {
     double profiled_seconds = 0.0;
     long profiled_steps = 0;
     tr.prof.on = profile;
+    double comm0[2] = {world->seconds + (tr.ep ? tr.ep->seconds : 0), world->bytes + (tr.ep ? tr.ep->bytes : 0)};
     int stop = 0;
     while (tr.step < cfg.steps && !stop) {
         moe_step_stats st;
@@ -380,6 +422,7 @@ int cmd_train(int argc, char **argv) {
             goto fail;
     }
     if (tty) fprintf(stderr, "\n");
+    if (many && print_ranks(world, &tr, comm0, elapsed, tr.step - first, &err)) goto fail;
     if (moe_trainer_save(&tr, &err)) goto fail;
     if (profile && rank0) print_profile(&tr.prof, profiled_seconds, profiled_steps, tr.cfg.batch_size *
                                tr.cfg.seq_len * tr.cfg.grad_accum);
