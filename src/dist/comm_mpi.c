@@ -24,6 +24,7 @@ typedef struct mpi_impl {
     void *scratch;        /* grow-only receive buffer of the sums */
     size_t scratch_bytes;
     int *ic, *id, *oc, *od;   /* [size] int counts and displacements */
+    MPI_Request *req;         /* [2 size] requests of one exchange */
 } mpi_impl;
 
 static MPI_Datatype mpi_type(moe_dtype t) {
@@ -87,24 +88,89 @@ static void sum_in_order(void *out, const void *in, size_t n, int P, moe_dtype t
     }
 }
 
+/* Elements of each rank's block moved per round: the scratch of a
+ * reduce-scatter is P x this (64 MiB of floats at P = 2), not P x the block
+ * (a whole model's gradients), and every message's count fits MPI's int
+ * whatever the model's size. */
+enum { CHUNK = 1 << 23 };
+
+static size_t round_count(size_t count, size_t k) {
+    return count > k ? (count - k < CHUNK ? count - k : CHUNK) : 0;
+}
+
+/* One round of point-to-point exchange: to rank r, sbuf[r] (scount[r]
+ * elements); from rank r, into rbuf[r] (rcount[r]); the own rank is
+ * skipped. Pointers are computed in size_t, so no int displacement limits. */
+static int exchange(moe_comm *c, char *const *sbuf, const size_t *scount, char *const *rbuf,
+                    const size_t *rcount, moe_dtype t, const char *what, moe_err *err) {
+    mpi_impl *m = c->impl;
+    int P = c->size, n = 0;
+    for (int r = 0; r < P; r++) {
+        if (r == c->rank || !rcount[r]) continue;
+        int rc = MPI_Irecv(rbuf[r], (int)rcount[r], mpi_type(t), r, 7, m->comm, &m->req[n++]);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, what, err);
+    }
+    for (int i = 1; i < P; i++) {  /* sends in a rotated order: rank + 1 first */
+        int r = (c->rank + i) % P;
+        if (!scount[r]) continue;
+        int rc = MPI_Isend(sbuf[r], (int)scount[r], mpi_type(t), r, 7, m->comm, &m->req[n++]);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, what, err);
+    }
+    int rc = MPI_Waitall(n, m->req, MPI_STATUSES_IGNORE);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, what, err);
+}
+
 static int m_reduce_scatter(moe_comm *c, const void *send, void *recv, const size_t *counts,
                             moe_dtype t, moe_err *err) {
     mpi_impl *m = c->impl;
-    int P = c->size;
-    size_t es = moe_dtype_size(t), mine = counts[c->rank];
-    if (scratch(m, (size_t)P * mine * es, err) || int_counts(counts, P, m->ic, m->id, err)) return -1;
-    for (int r = 0; r < P; r++) { m->oc[r] = (int)mine; m->od[r] = (int)((size_t)r * mine); }
-    int rc = MPI_Alltoallv(send, m->ic, m->id, mpi_type(t), m->scratch, m->oc, m->od, mpi_type(t), m->comm);
-    if (rc != MPI_SUCCESS) return mpi_fail(rc, "reduce-scatter (all-to-all)", err);
-    sum_in_order(recv, m->scratch, mine, P, t);
+    int P = c->size, me = c->rank;
+    size_t es = moe_dtype_size(t), mine = counts[me], longest = 0, first = 0;
+    for (int r = 0; r < P; r++) longest = counts[r] > longest ? counts[r] : longest;
+    size_t chunk = longest < CHUNK ? longest : CHUNK;
+    if (scratch(m, (size_t)P * chunk * es, err)) return -1;
+    size_t scount[P], rcount[P], at[P];
+    char *sbuf[P], *rbuf[P];
+    for (int r = 0; r < P; r++) { at[r] = first; first += counts[r]; }
+    /* round k: elements [k, k + CHUNK) of every block; every rank runs the
+     * same rounds (the counts are known everywhere) */
+    for (size_t k = 0; k < longest; k += CHUNK) {
+        size_t got = round_count(mine, k);
+        for (int r = 0; r < P; r++) {
+            scount[r] = round_count(counts[r], k);
+            sbuf[r] = (char *)send + (at[r] + k) * es;
+            rcount[r] = got;
+            rbuf[r] = (char *)m->scratch + (size_t)r * got * es;
+        }
+        if (exchange(c, sbuf, scount, rbuf, rcount, t, "reduce-scatter", err)) return -1;
+        memcpy(rbuf[me], sbuf[me], got * es);
+        /* recv may be this rank's block of send (an all-reduce in place):
+         * this round's elements were copied to scratch above and no later
+         * round reads them */
+        sum_in_order((char *)recv + k * es, m->scratch, got, P, t);
+    }
     return 0;
 }
 
 static int m_allgather(moe_comm *c, void *buf, const size_t *counts, moe_dtype t, moe_err *err) {
-    mpi_impl *m = c->impl;
-    if (int_counts(counts, c->size, m->ic, m->id, err)) return -1;
-    int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, m->ic, m->id, mpi_type(t), m->comm);
-    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "all-gather", err);
+    int P = c->size, me = c->rank;
+    size_t es = moe_dtype_size(t), longest = 0, first = 0;
+    size_t scount[P], rcount[P], at[P];
+    char *sbuf[P], *rbuf[P];
+    for (int r = 0; r < P; r++) {
+        at[r] = first;
+        first += counts[r];
+        longest = counts[r] > longest ? counts[r] : longest;
+    }
+    for (size_t k = 0; k < longest; k += CHUNK) {
+        for (int r = 0; r < P; r++) {
+            scount[r] = round_count(counts[me], k);
+            sbuf[r] = (char *)buf + (at[me] + k) * es;
+            rcount[r] = round_count(counts[r], k);
+            rbuf[r] = (char *)buf + (at[r] + k) * es;
+        }
+        if (exchange(c, sbuf, scount, rbuf, rcount, t, "all-gather", err)) return -1;
+    }
+    return 0;
 }
 
 static int m_allreduce(moe_comm *c, void *buf, size_t n, moe_dtype t, moe_err *err) {
@@ -136,9 +202,12 @@ static int m_alltoallv(moe_comm *c, const void *send, const size_t *scounts, voi
 
 static int m_broadcast(moe_comm *c, void *buf, size_t n, moe_dtype t, int root, moe_err *err) {
     mpi_impl *m = c->impl;
-    if (n > INT_MAX) return moe_errf(err, "MPI: broadcast of %zu elements is too large", n);
-    int rc = MPI_Bcast(buf, (int)n, mpi_type(t), root, m->comm);
-    return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "broadcast", err);
+    size_t es = moe_dtype_size(t);
+    for (size_t k = 0; k < n; k += CHUNK) {  /* pieces whose counts fit an int */
+        int rc = MPI_Bcast((char *)buf + k * es, (int)round_count(n, k), mpi_type(t), root, m->comm);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, "broadcast", err);
+    }
+    return 0;
 }
 
 static int m_barrier(moe_comm *c, moe_err *err) {
@@ -166,7 +235,7 @@ static void m_destroy(moe_comm *c) {
         if (m->world) MPI_Finalize();
         else MPI_Comm_free(&m->comm);
         free(m->scratch);
-        free(m->ic); free(m->id); free(m->oc); free(m->od);
+        free(m->ic); free(m->id); free(m->oc); free(m->od); free(m->req);
         free(m);
     }
     free(c);
@@ -193,7 +262,8 @@ static int wrap(MPI_Comm comm, int world, moe_comm **out, moe_err *err) {
     m->id = moe_calloc(P, sizeof(int), err);
     m->oc = moe_calloc(P, sizeof(int), err);
     m->od = moe_calloc(P, sizeof(int), err);
-    if (!m->ic || !m->id || !m->oc || !m->od) { m->world = 0; m_destroy(c); return -1; }
+    m->req = moe_calloc(2 * P, sizeof(MPI_Request), err);
+    if (!m->ic || !m->id || !m->oc || !m->od || !m->req) { m->world = 0; m_destroy(c); return -1; }
     *out = c;
     return 0;
 }
