@@ -106,6 +106,7 @@ bench: deps
 	bench/moe_step_speed.sh $(BUILD)
 	bench/train_speed.sh $(BUILD)
 	bench/decode_speed.sh $(BUILD)
+	bench/scaling.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)
