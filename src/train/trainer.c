@@ -353,7 +353,9 @@ static int save_local(moe_trainer *tr, const float *adam_m, const float *adam_v,
 
 /* Across ranks: the weights are the same on every rank; ZeRO-1's moment
  * slices come to rank 0 one rank at a time (each rank holds at most one
- * slice extra; rank 0 the whole moments for the write), rank 0 writes. */
+ * slice extra; rank 0 the whole moments for the write: the first moment in
+ * the gradients' buffer, zero between steps, the second in 4 n bytes of its
+ * own), and rank 0 writes. */
 static int save_distributed(moe_trainer *tr, moe_err *err) {
     moe_comm *c = tr->comm;
     int zero = tr->cfg.zero_stage, rc = 0;
@@ -362,9 +364,9 @@ static int save_distributed(moe_trainer *tr, moe_err *err) {
         size_t n = tr->model->n_params, biggest = 0;
         for (int r = 0; r < c->size; r++)
             biggest = tr->shard_counts[r] > biggest ? tr->shard_counts[r] : biggest;
-        if (c->rank == 0) {
-            full_m = moe_floats_alloc(n, err);
-            full_v = full_m ? moe_floats_alloc(n, err) : NULL;
+        if (c->rank == 0) {  /* the gradients are zero between steps: m borrows them */
+            full_m = tr->model->grads;
+            full_v = moe_floats_alloc(n, err);
             rc = full_v ? 0 : -1;
         } else {
             scratch = moe_floats_alloc(biggest ? biggest : 16, err);
@@ -381,8 +383,8 @@ static int save_distributed(moe_trainer *tr, moe_err *err) {
     }
     if (!rc && c->rank == 0) rc = save_local(tr, full_m, full_v, err);
     if (zero && c->rank == 0) {
-        if (full_m != tr->adam_m) moe_floats_free(full_m);
-        if (full_v != tr->adam_v) moe_floats_free(full_v);
+        memset(tr->model->grads, 0, tr->model->n_params * sizeof(float));
+        moe_floats_free(full_v);
     }
     moe_floats_free(scratch);
     return moe_comm_agree(c, rc, err);
