@@ -27,7 +27,8 @@ import moe_files  # noqa: E402
 H512 = {"vocab_size": 4096, "hidden": 512, "n_layers": 8, "n_heads": 8, "n_kv_heads": 4,
         "max_seq_len": 256, "batch_size": 8, "seq_len": 256, "lr": 1e-3, "warmup": 0,
         "ffn": "moe", "n_experts": 8, "top_k": 1}
-MODELS = {"topk-h512": dict(H512, router="topk"), "remoe-h512": dict(H512, router="relu")}
+# ReMoE starts at lambda_0 = 1e-4 so that a short warm-up reaches sparse routing
+MODELS = {"topk-h512": dict(H512, router="topk"), "remoe-h512": dict(H512, router="relu", relu_lambda0=1e-4)}
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 RANKS_LINE = re.compile(r"per rank: collectives (.*) of the step time; sent per step (.*); peak memory (.*)")
 
@@ -66,7 +67,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
     ap.add_argument("--steps", type=int, default=4, help="steps per run (the first is not timed)")
-    ap.add_argument("--warm-steps", type=int, default=120, help="ReMoE warm-up steps (past stage I)")
+    ap.add_argument("--warm-steps", type=int, default=40, help="ReMoE warm-up steps (past stage I)")
     ap.add_argument("--models", default="topk-h512,remoe-h512")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/scaling.json"))
     a = ap.parse_args()
@@ -85,7 +86,8 @@ def main():
                 warm = os.path.join(tmp, name + "-warm")
                 run([moe, "train", "--config", path, "--data", data, "--out", warm, "--batch", "1",
                      "--seq", "64", "--steps", str(a.warm_steps), "--lr", "1e-3"], 2)
-                start = ["--model", warm, "--steps", str(a.steps)]
+                start = ["--model", warm, "--steps", str(a.steps), "--batch", str(cfg["batch_size"]),
+                         "--seq", str(cfg["seq_len"])]
             runs = [("1x1", 1, 1, "single", []), ("1x2", 1, 2, "single", []),
                     ("2x1 DP", 2, 1, "dp", []), ("2x1 EP", 2, 1, "ep", ["--expert-parallel", "2"]),
                     ("2x1 ZeRO-1", 2, 1, "zero1", ["--zero-stage", "1"])]
@@ -118,6 +120,7 @@ def main():
                     row["comm_share"], row["sent_bytes_per_step"], row["peak_mib"] = [0.0], [0.0], [rss]
                 rows.append(row)
                 print(f"  {name:11s} {label:11s} {row['tokens_per_s']:8.0f} tok/s", flush=True)
+                save(a.out, a.steps, rows)
     for name in a.models.split(","):
         ref = next(r for r in rows if r["model"] == name and r["run"] == "1x2")["tokens_per_s"]
         for r in rows:
@@ -130,11 +133,21 @@ def main():
               f"{'/'.join(f'{p:.0f}' for p in r['peak_mib']):15s}  "
               f"{'/'.join(f'{b / 1e6:.0f}' for b in r['sent_bytes_per_step']):17s}  "
               f"{r['model_bytes_per_step'] / 1e6:.0f}")
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump({"steps": a.steps, "load_note": "measured on a shared 2-core machine under contention",
-                   "loadavg_at_end": os.getloadavg(), "rows": rows}, f, indent=1)
+    save(a.out, a.steps, rows)
     print(f"\nwrote {a.out}")
+
+
+def save(path, steps, rows):
+    """The JSON so far (written after every run, so a long study that is
+    stopped keeps what it measured)."""
+    for r in rows:
+        ref = [x["tokens_per_s"] for x in rows if x["model"] == r["model"] and x["run"] == "1x2"]
+        if ref:
+            r["vs_1x2"] = r["tokens_per_s"] / ref[0]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"steps": steps, "load_note": "measured on a shared 2-core machine under contention",
+                   "loadavg": os.getloadavg(), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
