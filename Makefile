@@ -14,8 +14,13 @@ CFLAGS  += $(OPT) -g -std=c11 -Wall -Wextra -D_DEFAULT_SOURCE -fopenmp -Iinclude
 LDLIBS  += -ldnnl -lopenblas -lpcre2-8 -lz -lm
 BUILD   ?= build
 
-LIB_SRC  := $(shell find src -name '*.c' ! -path 'src/cli/*' ! -name main.c | sort)
-CLI_SRC  := src/main.c $(sort $(wildcard src/cli/*.c))
+# MPI (Open MPI or MPICH): only src/dist/comm_mpi.c names it, and only the
+# moe program links it; the library, unit tests and fuzzers never do
+MPI_CFLAGS ?= $(shell pkg-config --cflags ompi-c 2>/dev/null || pkg-config --cflags mpich 2>/dev/null || mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   ?= $(shell pkg-config --libs ompi-c 2>/dev/null || pkg-config --libs mpich 2>/dev/null || mpicc --showme:link 2>/dev/null)
+
+LIB_SRC  := $(shell find src -name '*.c' ! -path 'src/cli/*' ! -name main.c ! -name '*_mpi.c' | sort)
+CLI_SRC  := src/main.c $(sort $(wildcard src/cli/*.c)) src/dist/comm_mpi.c
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -39,12 +44,16 @@ $(BUILD)/obj/%.o: %.c $(wildcard include/moe/*.h) $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+$(BUILD)/obj/src/dist/comm_mpi.o: src/dist/comm_mpi.c $(wildcard include/moe/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(MPI_CFLAGS) -c $< -o $@
+
 $(BUILD)/libmoe.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/moe: $(CLI_OBJ) $(BUILD)/libmoe.a
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) $(MPI_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c tests/harness.h $(BUILD)/libmoe.a
 	@mkdir -p $(dir $@)
@@ -97,6 +106,7 @@ bench: deps
 	bench/moe_step_speed.sh $(BUILD)
 	bench/train_speed.sh $(BUILD)
 	bench/decode_speed.sh $(BUILD)
+	bench/scaling.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -61,6 +61,8 @@ typedef struct moe_config {
     int shuffle;          /* bool */
     int checkpoint_every; /* steps between checkpoints; 0: only at the end */
     int keep_checkpoints; /* how many step checkpoints to keep */
+    int expert_parallel;  /* EP: ranks sharing each MoE layer's experts */
+    int zero_stage;       /* 1: AdamW moments sharded over the ranks (ZeRO-1) */
     int max_bad_steps;    /* non-finite steps in a row before returning to the last checkpoint */
 } moe_config;
 

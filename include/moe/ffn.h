@@ -40,6 +40,13 @@ typedef struct moe_ffn_ctx {
     moe_profile *prof;     /* time accounting (NULL: off); a layer may mark
                             * PROF_ROUTER after routing, its caller marks the rest */
     k_ctx *kc;             /* the weight products' precision and cache (NULL: fp32) */
+    /* Training across processes (docs/DISTRIBUTED.md); NULL or one rank:
+     * everything is local. dp: the ranks whose rows together make the global
+     * batch (routers sum their batch statistics over it in training); ep:
+     * the ranks that share each MoE layer's experts (expert_parallel);
+     * row0: the global index of this rank's first row (x T: first token). */
+    struct moe_comm *dp, *ep;
+    size_t row0;
 } moe_ffn_ctx;
 
 typedef struct moe_ffn moe_ffn;

@@ -57,6 +57,13 @@ typedef struct moe_model {
     int drop_top_expert;    /* evaluation of routing robustness (SPEC §2.3) */
     moe_profile *prof;      /* time accounting of forward/backward (NULL: off) */
     k_ctx *kc;              /* matrix products: precision in effect, bf16 cache */
+    /* Training across processes (set by the trainer; NULL: one process).
+     * With dp of more than one rank this rank holds rows [row0, row0 + B)
+     * of the global batch, and the losses forward returns are its shares of
+     * the global means (their sum over the ranks is the global loss). */
+    struct moe_comm *dp, *ep;
+    size_t row0;
+    double loss_count;      /* targets counted by the last forward's mean (global) */
 } moe_model;
 
 /* Bytes a training run of this model needs at most: parameters, gradients
@@ -81,7 +88,7 @@ int moe_model_set_precision(moe_model *m, const char *precision, moe_err *err);
 void moe_model_init(moe_model *m, uint64_t seed);
 
 /* Forward over inputs[B*T]. With targets (may be NULL) computes the mean
- * next-token cross-entropy into *lm_loss and the summed auxiliary losses of
+ * next-token cross-entropy (across ranks: this rank's share, see dp) into *lm_loss and the summed auxiliary losses of
  * the FFN slots into *aux_loss (either pointer may be NULL). */
 int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
                       size_t B, size_t T, double *lm_loss, double *aux_loss,

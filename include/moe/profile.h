@@ -8,12 +8,12 @@
 
 typedef enum {
     PROF_EMBED, PROF_ATTENTION, PROF_NORMS, PROF_ROUTER, PROF_EXPERTS, PROF_FFN,
-    PROF_HEAD, PROF_OPTIMIZER, PROF_DATA, PROF_OTHER, PROF_PARTS
+    PROF_HEAD, PROF_OPTIMIZER, PROF_DATA, PROF_COMM, PROF_OTHER, PROF_PARTS
 } moe_prof_part;
 
 static const char *const MOE_PROF_NAMES[PROF_PARTS] = {
     "embedding", "attention", "norms", "router", "experts", "dense ffn",
-    "lm head + loss", "optimizer", "data", "other"};
+    "lm head + loss", "optimizer", "data", "communication", "other"};
 
 typedef struct moe_profile {
     int on;

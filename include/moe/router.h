@@ -56,6 +56,11 @@ int moe_router_hash_create(const moe_config *cfg, moe_router *r, moe_err *err);
 int moe_router_expert_choice_create(const moe_config *cfg, moe_router *r, moe_err *err);
 int moe_router_sparsemixer_create(const moe_config *cfg, moe_router *r, moe_err *err);
 
+/* Batch statistics over the global batch: in training with ctx->dp of more
+ * than one rank, v[n] becomes its sum over the ranks (deterministic, the
+ * same bits everywhere); otherwise untouched. */
+int moe_router_global(const moe_ffn_ctx *ctx, double *v, size_t n, moe_err *err);
+
 /* Softmax of one row in double: p[E] = softmax(l[E]); returns logsumexp. */
 double moe_router_softmax(float *p, const float *l, size_t E);
 /* SparseMixer's counter-based uniform in (0, 1): a pure function of its

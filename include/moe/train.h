@@ -29,7 +29,14 @@ double moe_grad_norm(const float *g, size_t n, double *part);
  * non-finite (a parameter or either of its moments), counted in the same
  * pass. */
 size_t moe_adamw_update(const moe_layout *L, float *params, float *grads, float grad_scale,
-                      float *m, float *v, double lr, long t, const moe_config *cfg);
+                        float *m, float *v, double lr, long t, const moe_config *cfg);
+/* The same update restricted to parameters [lo, hi) (lo a multiple of 16):
+ * m and v hold only that slice (m[0] is parameter lo's moment), as a rank
+ * of a ZeRO-1 run keeps them. Each element gets the same bits as from
+ * moe_adamw_update; the count is of this slice. */
+size_t moe_adamw_update_range(const moe_layout *L, float *params, float *grads, float grad_scale,
+                              float *m, float *v, double lr, long t, const moe_config *cfg,
+                              size_t lo, size_t hi);
 
 /* What one optimiser step measured. */
 typedef struct moe_step_stats {
@@ -49,10 +56,14 @@ typedef struct moe_step_stats {
     const char *poisoned_tensor;  /* the first tensor holding one (NULL if none) */
 } moe_step_stats;
 
+struct moe_comm;
+
 typedef struct moe_trainer {
     moe_config cfg;
     moe_model *model;
-    float *adam_m, *adam_v;   /* [n_params] first and second moments */
+    float *adam_m, *adam_v;   /* [n_params] first and second moments; with
+                               * ZeRO-1 [shard_count]: parameters
+                               * [shard_first, shard_first + shard_count) */
     double *norm_parts;       /* [moe_grad_norm_parts(n_params)] scratch of the norm */
     long step;                /* optimiser steps completed */
     moe_loader loader;
@@ -63,13 +74,28 @@ typedef struct moe_trainer {
     moe_buf tokenizer;        /* tokenizer file copied into every checkpoint (may be empty) */
     moe_profile prof;         /* --profile: where the steps' time went */
     int lock_fd;              /* out_dir/.lock, held while the trainer lives (-1: none) */
+    /* across processes (moe_trainer_distribute; NULL: one process) */
+    struct moe_comm *comm;    /* every rank of the run (borrowed) */
+    struct moe_comm *ep;      /* this rank's expert-parallel group (owned) */
+    size_t *shard_counts, *shard_firsts;  /* [comm->size] ZeRO-1 slices */
+    size_t shard_first, shard_count;      /* this rank's (all parameters without ZeRO) */
 } moe_trainer;
 
 /* Takes ownership of model. cfg holds the training keys (steps, batch, ...).
- * Creates out_dir and locks it (moe_dir_lock): a second trainer on the same
- * directory is refused while this one lives. */
+ * Creates out_dir. */
 int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
                        const moe_tokens *data, const char *out_dir, moe_err *err);
+/* The process that writes the run's checkpoints (the only one, or rank 0
+ * across processes) claims out_dir: locks it (moe_dir_lock), so that a
+ * second writer is refused while this trainer lives, and removes what a
+ * killed writer left half-written. */
+int moe_trainer_claim(moe_trainer *tr, moe_err *err);
+/* Spreads the run over the ranks of comm (docs/DISTRIBUTED.md): each rank
+ * takes batch_size / size rows of every global batch, gradients are summed
+ * over the ranks, expert_parallel ranks share each MoE layer's experts, and
+ * with zero_stage 1 the AdamW moments are sharded. Call right after create
+ * (before restore); a no-op for one rank. Every rank must call it. */
+int moe_trainer_distribute(moe_trainer *tr, struct moe_comm *comm, moe_err *err);
 /* Restores optimiser moments, step and data position from a checkpoint
  * directory written by moe_trainer_save (the model is loaded separately). */
 int moe_trainer_restore(moe_trainer *tr, const char *ckpt_dir, moe_err *err);
@@ -92,11 +118,13 @@ int moe_trainer_rollback(moe_trainer *tr, long *step_out, moe_err *err);
 /* Keeps only the metrics.jsonl lines of steps <= tr->step: a resumed run
  * (and a fresh one) rewrites what came after its starting point. */
 int moe_trainer_truncate_metrics(const moe_trainer *tr, moe_err *err);
-/* Appends one JSON line to metrics.jsonl. */
+/* Appends one JSON line to metrics.jsonl (rank 0 only across processes). */
 int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err);
 /* Writes out_dir/checkpoints/step-NNNNNNNN (model, optimiser, state)
  * through a temporary directory renamed into place, then keeps only the
- * newest cfg.keep_checkpoints. */
+ * newest cfg.keep_checkpoints. Across processes every rank calls it: the
+ * sharded moments are gathered and rank 0 writes (one checkpoint, today's
+ * format); every rank returns its result. */
 int moe_trainer_save(moe_trainer *tr, moe_err *err);
 void moe_trainer_free(moe_trainer *tr);
 

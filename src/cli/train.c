@@ -1,6 +1,8 @@
 /* train.c — `moe train`: the training loop as a user drives it: options,
  * live progress, metrics, periodic checkpoints, and a clean stop on
- * SIGINT / SIGTERM (a checkpoint is written first). */
+ * SIGINT / SIGTERM (a checkpoint is written first). Started by mpirun it
+ * trains across the ranks (docs/DISTRIBUTED.md): setup errors are agreed
+ * on and reported once by rank 0, rank 0 prints and writes. */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -13,7 +15,9 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/train_dist.h"
 #include "moe/analysis.h"
+#include "moe/comm_mpi.h"
 #include "moe/fileio.h"
 #include "moe/tokenizer.h"
 #include "moe/train.h"
@@ -36,6 +40,10 @@ static void help(FILE *f) {
         "  --seed N  --threads N  --checkpoint-every N  --keep N\n"
         "                    override the config's training keys\n"
         "  --precision P     fp32 or bf16 matrix products (config key precision)\n"
+        "  --expert-parallel N  --zero-stage 0|1\n"
+        "                    across processes (mpirun -np N moe train ...): ranks sharing\n"
+        "                    each MoE layer's experts; 1 shards the AdamW moments\n"
+        "                    (docs/DISTRIBUTED.md)\n"
         "  --no-shuffle      read rows in order (batch b, row r = tokens[(bB+r)T ...])\n"
         "  --profile         print where the steps' time went (attention, experts, router,\n"
         "                    norms, optimizer, data, ...) at the end\n"
@@ -59,7 +67,8 @@ static const struct { const char *flag, *key; int whole; } FLAG_KEYS[] = {
     {"steps", "steps", 1}, {"batch", "batch_size", 1}, {"seq", "seq_len", 1},
     {"grad-accum", "grad_accum", 1}, {"lr", "lr", 0}, {"warmup", "warmup", 1},
     {"seed", "seed", 1}, {"threads", "threads", 1}, {"checkpoint-every", "checkpoint_every", 1},
-    {"keep", "keep_checkpoints", 1},
+    {"keep", "keep_checkpoints", 1}, {"expert-parallel", "expert_parallel", 1},
+    {"zero-stage", "zero_stage", 1},
 };
 #define N_FLAG_KEYS (sizeof FLAG_KEYS / sizeof FLAG_KEYS[0])
 enum { O_CONFIG = 256, O_MODEL, O_RESUME, O_DATA, O_OUT, O_TOKENIZER, O_NO_SHUFFLE, O_PROFILE,
@@ -309,6 +318,14 @@ int cmd_train(int argc, char **argv) {
     moe_probe probe = {0};
     char ckpt[4096] = "", run_data[4096];
     int rc = 1, have_trainer = 0;
+    /* across processes: setup failures are agreed on at each CHECKPOINT (no
+     * other collective lies between two), so a rank that fails meets the
+     * others in the next agreement and rank 0 prints one message */
+    moe_comm *world = NULL;
+    int setup = 1;
+    if (moe_comm_world(&world, &err)) { fprintf(stderr, "moe train: %s\n", err.msg); return 1; }
+    int rank0 = world->rank == 0, many = world->size > 1;
+#define CHECKPOINT() do { if (moe_comm_agree(world, 0, &err)) goto agreed; } while (0)
 
     /* the config first: the memory check comes before the model is allocated */
     if (config) {
@@ -358,6 +375,16 @@ int cmd_train(int argc, char **argv) {
     if (moe_tokens_read(data, &tokens, &err)) goto fail;
     have_trainer = 1;  /* from here the trainer owns the model */
     if (moe_trainer_create(&tr, &cfg, model, &tokens, out ? out : resume, &err)) goto fail;
+    if (rank0 && moe_trainer_claim(&tr, &err)) goto fail;  /* rank 0 is the one writer */
+    if (many && analysis_every) {
+        moe_errf(&err, "--analysis-every is not available across processes yet: run it on one process");
+        goto fail;
+    }
+    CHECKPOINT();
+    if (many && train_check_same_setup(world, &cfg, tokens.n, &err)) goto fail;
+    CHECKPOINT();
+    if (moe_trainer_distribute(&tr, world, &err)) goto fail;
+    CHECKPOINT();
     if (resume && moe_trainer_restore(&tr, ckpt, &err)) goto fail;
     if (data == run_data) fprintf(stderr, "moe train: resuming on the run's data, %s (size and CRC-32 as recorded)\n", data);
     if (model_dir) {  /* ReMoE's lambda goes on from the checkpoint's, not from relu_lambda0 */
@@ -366,7 +393,7 @@ int cmd_train(int argc, char **argv) {
         if (found < 0) goto fail;
         if (found == 0) model->rs.lambda = lambda;
     }
-    if (!resume) {
+    if (!resume && rank0) {
         /* a fresh run never mixes with an earlier one in the same directory */
         char existing[4096];
         moe_err ignored;
@@ -393,29 +420,44 @@ int cmd_train(int argc, char **argv) {
             goto fail;
         if (!resume && tr.step == 0 && moe_probe_measure(&probe, model, 0, &err)) goto fail;
     }
+    CHECKPOINT();
+    setup = 0;
     if (tr.step >= cfg.steps) {
-        printf("moe train: already at step %ld of %d; nothing to do\n", tr.step, cfg.steps);
+        if (rank0) printf("moe train: already at step %ld of %d; nothing to do\n", tr.step, cfg.steps);
         rc = 0;
         goto done;
     }
 
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    int tty = isatty(2);
+    int tty = isatty(2) && !many;
     long first = tr.step, every = cfg.steps / 20 > 0 ? cfg.steps / 20 : 1;
     double elapsed = 0.0;
     size_t seen = 0;
-    fprintf(stderr, "moe train: %zu parameters, %d steps of %d x %d x %d tokens, %d threads, "
-            "%s, out %s\n", model->n_params, cfg.steps, cfg.batch_size, cfg.seq_len,
-            cfg.grad_accum, omp_get_max_threads(), moe_model_precision(model), tr.out_dir);
+    if (rank0 && many)
+        fprintf(stderr, "moe train: %d ranks (data parallel %d, expert parallel %d%s), %d threads each\n",
+                world->size, world->size, cfg.expert_parallel, cfg.zero_stage ? ", ZeRO-1" : "",
+                omp_get_max_threads());
+    if (rank0)
+        fprintf(stderr, "moe train: %zu parameters, %d steps of %d x %d x %d tokens, %d threads, "
+                "%s, out %s\n", model->n_params, cfg.steps, cfg.batch_size, cfg.seq_len,
+                cfg.grad_accum, omp_get_max_threads(), moe_model_precision(model), tr.out_dir);
     int bad_in_row = 0;
     long rolled_back_to = -1;
     double profiled_seconds = 0.0;
     long profiled_steps = 0;
     tr.prof.on = profile;
-    while (tr.step < cfg.steps && !stop_requested) {
+    double comm0[2] = {world->seconds + (tr.ep ? tr.ep->seconds : 0), world->bytes + (tr.ep ? tr.ep->bytes : 0)};
+    int stop = 0;
+    while (tr.step < cfg.steps && !stop) {
         moe_step_stats st;
         if (moe_trainer_step(&tr, &st, &err) || moe_trainer_log(&tr, &st, &err)) goto fail;
+        if (many) {  /* a signal seen by any rank stops every rank after the same step */
+            double s = (double)stop_requested;
+            if (moe_comm_allreduce(world, &s, 1, MOE_F64, &err)) goto fail;
+            if (s > 0 && !stop_requested) stop_requested = SIGTERM;
+        }
+        stop = stop_requested != 0;
         if (st.skipped && guard_non_finite(&tr, &st, &bad_in_row, &rolled_back_to, tty, &err)) goto fail;
         if (st.skipped) continue;
         if (st.poisoned) {
@@ -438,7 +480,7 @@ int cmd_train(int argc, char **argv) {
         double eta = elapsed / (double)(tr.step - first) * (double)(cfg.steps - tr.step);
         char eta_s[32];
         format_duration(eta_s, sizeof eta_s, eta);
-        if (tty || tr.step % every == 0 || tr.step == cfg.steps) {
+        if (rank0 && (tty || tr.step % every == 0 || tr.step == cfg.steps)) {
             char routing[96];
             console_routing(&cfg, &st, analysis_every ? probe.last_loss : NAN, routing, sizeof routing);
             fprintf(stderr, "%sstep %ld/%d  loss %.4f  lr %.2e%s  %.0f tok/s  ETA %s%s",
@@ -450,10 +492,13 @@ int cmd_train(int argc, char **argv) {
             goto fail;
     }
     if (tty) fprintf(stderr, "\n");
+    if (many && train_print_ranks(world, &tr, comm0, elapsed, tr.step - first, &err)) goto fail;
     if (moe_trainer_save(&tr, &err)) goto fail;
-    if (profile) print_profile(&tr.prof, profiled_seconds, profiled_steps, tr.cfg.batch_size *
+    if (profile && rank0) print_profile(&tr.prof, profiled_seconds, profiled_steps, tr.cfg.batch_size *
                                tr.cfg.seq_len * tr.cfg.grad_accum);
-    if (stop_requested)
+    if (!rank0)
+        ;
+    else if (stop_requested)
         fprintf(stderr, "moe train: stopped by signal %d at step %ld; checkpoint written, resume with "
                 "--resume %s\n", (int)stop_requested, tr.step, tr.out_dir);
     else
@@ -461,7 +506,19 @@ int cmd_train(int argc, char **argv) {
     rc = stop_requested ? 128 + (int)stop_requested : 0;
     goto done;
 fail:
-    fprintf(stderr, "%smoe train: %s\n", isatty(2) ? "\n" : "", err.msg);
+    if (many && setup) {  /* meet the other ranks at their next agreement */
+        moe_comm_agree(world, -1, &err);
+        goto agreed;
+    }
+    fprintf(stderr, "%smoe train: %s\n", isatty(2) && !many ? "\n" : "", err.msg);
+    if (many) {  /* a failure of this rank alone in training: end every rank */
+        fprintf(stderr, "moe train: rank %d failed: ending all %d ranks\n", world->rank, world->size);
+        world->ops->abort(world, 1);
+    }
+    rc = 1;
+    goto done;
+agreed:  /* every rank knows; rank 0 says it once */
+    if (rank0) fprintf(stderr, "moe train: %s\n", err.msg);
     rc = 1;
 done:
     if (have_trainer) moe_trainer_free(&tr);
@@ -469,5 +526,7 @@ done:
     moe_tokens_free(&tokens);
     moe_tokens_free(&calib_tokens);
     moe_probe_free(&probe);
+    moe_comm_free(world);
+#undef CHECKPOINT
     return rc;
 }

@@ -73,6 +73,8 @@ static const key_spec KEYS[] = {
     {"shuffle", K_BOOL, OFF(shuffle), 1, 0, 1, 0, "shuffle rows (seeded); false reads them in order"},
     {"checkpoint_every", K_INT, OFF(checkpoint_every), 0, 0, 1e9, 0, "steps between checkpoints; 0 means only at the end"},
     {"keep_checkpoints", K_INT, OFF(keep_checkpoints), 2, 1, 1000, 0, "step checkpoints kept on disk"},
+    {"expert_parallel", K_INT, OFF(expert_parallel), 1, 1, 4096, 0, "EP: ranks that share every MoE layer's experts (mpirun, docs/DISTRIBUTED.md); divides n_experts and the number of ranks"},
+    {"zero_stage", K_INT, OFF(zero_stage), 0, 0, 1, 0, "1: shard the AdamW moments over the ranks (ZeRO-1: gradients reduce-scattered, weights all-gathered); 0: every rank holds them"},
     {"max_bad_steps", K_INT, OFF(max_bad_steps), 3, 1, 1000000, 0, "non-finite steps in a row (each skipped) before training returns to the last checkpoint"},
 };
 #undef OFF
@@ -236,6 +238,12 @@ int moe_config_finalize(moe_config *c, moe_err *err) {
     }
     if (!strcmp(c->ffn, "lory") && c->granularity != 1)
         return moe_errf(err, "config: key 'granularity': ffn \"lory\" merges whole experts: needs 1");
+    if (c->expert_parallel > 1 && strcmp(c->ffn, "moe") && strcmp(c->ffn, "cartesian"))
+        return moe_errf(err, "config: key 'expert_parallel': %d needs ffn \"moe\" or \"cartesian\", "
+                        "found \"%s\"", c->expert_parallel, c->ffn);
+    if (c->n_experts % c->expert_parallel)
+        return moe_errf(err, "config: key 'expert_parallel': %d does not divide n_experts %d",
+                        c->expert_parallel, c->n_experts);
     if (c->seq_len > c->max_seq_len)
         return moe_errf(err, "config: key 'seq_len': %d exceeds max_seq_len %d", c->seq_len, c->max_seq_len);
     return 0;

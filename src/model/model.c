@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "moe/comm.h"
 #include "moe/kernels.h"
 #include "moe/rng.h"
 #include "moe/router.h"
@@ -231,7 +232,8 @@ static moe_ffn_ctx ffn_ctx(moe_model *m, float loss_scale) {
     moe_ffn_ctx ctx = {.tokens = m->tokens, .B = m->B, .T = m->T, .step = m->step,
                        .training = m->training, .loss_scale = loss_scale, .rs = &m->rs,
                        .drop_top_expert = m->drop_top_expert, .prof = m->prof,
-                       .kc = m->kc};
+                       .kc = m->kc,
+                       .dp = m->dp, .ep = m->ep, .row0 = m->row0};
     return ctx;
 }
 
@@ -292,13 +294,20 @@ int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
     k_rmsnorm_forward(m->lnf, m->rstdf, m->res[c->n_layers], m->final_norm, N, D, (float)c->norm_eps);
     moe_prof_mark(m->prof, PROF_NORMS);
     k_matmul_forward(m->kc, m->logits, m->lnf, m->lm_head, N, D, V, 0.0f);
+    if (targets) {
+        /* the mean is over the global batch's targets: across ranks each
+         * rank's loss is its share of it */
+        size_t count = 0;
+        for (size_t i = 0; i < N; i++) count += targets[i] >= 0;
+        m->loss_count = (double)count;
+        if (m->dp && m->dp->size > 1 && moe_comm_allreduce(m->dp, &m->loss_count, 1, MOE_F64, err))
+            return -1;
+    }
     if (lm_loss) {
         *lm_loss = 0.0;
         if (targets) {
-            size_t count = 0;
-            for (size_t i = 0; i < N; i++) count += targets[i] >= 0;
             double sum = k_cross_entropy_forward(m->losses, m->lse, m->logits, targets, N, V);
-            *lm_loss = count ? sum / (double)count : 0.0;
+            *lm_loss = m->loss_count > 0 ? sum / m->loss_count : 0.0;
         }
     }
     if (aux_loss) *aux_loss = aux;
@@ -314,13 +323,12 @@ int moe_model_backward(moe_model *m, float loss_scale, moe_err *err) {
     size_t B = m->B, T = m->T, N = B * T, D = (size_t)c->hidden, V = (size_t)c->vocab_size;
     size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = D / H, kvd = KV * hd;
     moe_ffn_ctx ctx = ffn_ctx(m, loss_scale);
-    size_t count = 0;
-    for (size_t i = 0; i < N; i++) count += m->targets[i] >= 0;
+    double count = m->loss_count;
 
     /* logits -> dlogits in place; lm_head and final norm */
     moe_prof_mark(m->prof, PROF_OTHER);
     k_cross_entropy_backward(m->logits, m->logits, m->lse, m->targets, N, V,
-                             count ? loss_scale / (float)count : 0.0f);
+                             count > 0 ? loss_scale / (float)count : 0.0f);
     k_matmul_backward(m->kc, m->dln, m->d_lm_head, m->logits, m->lnf, m->lm_head, N, D, V, 0);
     moe_prof_mark(m->prof, PROF_HEAD);
     k_rmsnorm_backward(m->dres, m->d_final_norm, m->dln, m->res[c->n_layers], m->final_norm,

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "moe/comm.h"
 #include "moe/kernels.h"
 #include "moe/router.h"
 
@@ -47,6 +48,17 @@ typedef struct moe_layer {
     float *rsum, *ssum;   /* [N, D] routed and shared sums (shared gate only) */
     double aux;           /* router auxiliary loss of the last forward */
     k_ctx *kc;            /* matrix products of the current call (ctx->kc) */
+
+    /* expert parallel (ctx->ep of P > 1 ranks): this rank runs routed experts
+     * [e0, e0 + El) for the tokens of every rank of its group. Rows arrive
+     * by source rank (then expert) and are computed by expert (then source
+     * rank: the group's token order) */
+    size_t ep_cap, R;                /* rows held / received */
+    int *cnt_send, *cnt_recv;        /* [P * El] rows per (rank, local expert) */
+    size_t *scnt, *rcnt;             /* [P] elements sent to / received from each rank */
+    size_t *src_ofs, *exp_ofs;       /* [P * El] first row of block (s, el) by source / by expert */
+    float *xr, *xp, *yp;             /* [R, D] by source; by expert; results by expert */
+    float *h1p, *h3p, *ap, *dh1p, *dh3p;  /* [R, Fe] */
 } moe_layer;
 
 /* ---- parameters ------------------------------------------------------- */
@@ -154,25 +166,43 @@ static inline float row_gate(const moe_layer *m, size_t j, size_t r) {
     return j < m->E ? m->gates[t * m->E + j] * m->mix[2 * t] : m->mix[2 * t + 1];
 }
 
-/* Slot j forward: gather its tokens' rows of x[N,D], then
- * ye = W2(silu(W1 xe) * W3 xe), keeping h1, h3, a for the backward. */
-static void expert_forward(moe_layer *m, size_t j, const float *x) {
-    size_t D = m->D, F = m->Fe, r0 = m->offset[j], n = m->offset[j + 1] - r0;
-    expert_w w = slot_weights(m, j);
-    for (size_t r = r0; r < r0 + n; r++)
-        memcpy(m->xe + r * D, x + (size_t)m->tok[r] * D, D * sizeof(float));
-    k_matmul_forward(m->kc, m->h1 + r0 * F, m->xe + r0 * D, w.w1, n, D, F, 0.0f);
-    k_matmul_forward(m->kc, m->h3 + r0 * F, m->xe + r0 * D, w.w3, n, D, F, 0.0f);
-    k_swiglu_forward(m->a + r0 * F, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
-    k_matmul_forward(m->kc, m->ye + r0 * D, m->a + r0 * F, w.w2, n, F, D, 0.0f);
+/* One expert on n rows: ye[n,D] = W2(silu(W1 xe) * W3 xe), keeping h1, h3,
+ * a [n,Fe] for the backward. */
+static void chain_forward(k_ctx *kc, expert_w w, size_t n, size_t D, size_t F, const float *xe, float *h1,
+                          float *h3, float *a, float *ye) {
+    k_matmul_forward(kc, h1, xe, w.w1, n, D, F, 0.0f);
+    k_matmul_forward(kc, h3, xe, w.w3, n, D, F, 0.0f);
+    k_swiglu_forward(a, h1, h3, n * F);
+    k_matmul_forward(kc, ye, a, w.w2, n, F, D, 0.0f);
 }
 
-/* Slot j backward from dy[N,D]: the gate gradients of its pairs, its weight
- * gradients, and dxe, the gradient of its gathered rows. */
-static void expert_backward(moe_layer *m, size_t j, const float *dy) {
-    size_t D = m->D, F = m->Fe, E = m->E, r0 = m->offset[j], n = m->offset[j + 1] - r0;
-    expert_w w = slot_weights(m, j);
-    float *dye = m->dxe + r0 * D;  /* dye is consumed before dxe is written */
+/* Its backward: d[n,D] holds dye on entry and dxe on return; adds the
+ * weight gradients; dh1, dh3 [n,Fe] scratch. */
+static void chain_backward(k_ctx *kc, expert_w w, size_t n, size_t D, size_t F, float *d, const float *xe,
+                           const float *h1, const float *h3, const float *a, float *dh1, float *dh3) {
+    float *da = dh1;  /* read by swiglu backward before dh1 is written */
+    k_matmul_backward(kc, da, w.dw2, d, a, w.w2, n, F, D, 0);
+    k_swiglu_backward(dh1, dh3, da, h1, h3, n * F);
+    k_matmul_backward(kc, NULL, w.dw1, dh1, xe, w.w1, n, D, F, 0);
+    k_matmul_backward(kc, NULL, w.dw3, dh3, xe, w.w3, n, D, F, 0);
+    /* dxe = dh1 W1 + dh3 W3 (overwrites dye, no longer needed) */
+    k_matmul_backward(kc, d, NULL, dh1, NULL, w.w1, n, D, F, 0);
+    k_matmul_backward(kc, d, NULL, dh3, NULL, w.w3, n, D, F, 1);
+}
+
+/* Slot j forward: gather its tokens' rows of x[N,D], then its chain. */
+static void expert_forward(moe_layer *m, size_t j, const float *x) {
+    size_t D = m->D, F = m->Fe, r0 = m->offset[j], n = m->offset[j + 1] - r0;
+    for (size_t r = r0; r < r0 + n; r++)
+        memcpy(m->xe + r * D, x + (size_t)m->tok[r] * D, D * sizeof(float));
+    chain_forward(m->kc, slot_weights(m, j), n, D, F, m->xe + r0 * D, m->h1 + r0 * F, m->h3 + r0 * F,
+                  m->a + r0 * F, m->ye + r0 * D);
+}
+
+/* The gate gradients of slot j's pairs and dye = gate * dy into dxe's rows. */
+static void slot_dye(moe_layer *m, size_t j, const float *dy) {
+    size_t D = m->D, E = m->E, r0 = m->offset[j], n = m->offset[j + 1] - r0;
+    float *dye = m->dxe + r0 * D;
     for (size_t r = r0; r < r0 + n; r++) {
         size_t t = (size_t)m->tok[r];
         float g = row_gate(m, j, r);
@@ -184,14 +214,15 @@ static void expert_backward(moe_layer *m, size_t j, const float *dy) {
         }
         if (j < E) m->dgates[t * E + j] = (float)(dot * m->mix[2 * t]);
     }
-    float *da = m->dh1 + r0 * F;  /* read by swiglu backward before dh1 is written */
-    k_matmul_backward(m->kc, da, w.dw2, dye, m->a + r0 * F, w.w2, n, F, D, 0);
-    k_swiglu_backward(m->dh1 + r0 * F, m->dh3 + r0 * F, da, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
-    k_matmul_backward(m->kc, NULL, w.dw1, m->dh1 + r0 * F, m->xe + r0 * D, w.w1, n, D, F, 0);
-    k_matmul_backward(m->kc, NULL, w.dw3, m->dh3 + r0 * F, m->xe + r0 * D, w.w3, n, D, F, 0);
-    /* dxe = dh1 W1 + dh3 W3 (overwrites dye, no longer needed) */
-    k_matmul_backward(m->kc, m->dxe + r0 * D, NULL, m->dh1 + r0 * F, NULL, w.w1, n, D, F, 0);
-    k_matmul_backward(m->kc, m->dxe + r0 * D, NULL, m->dh3 + r0 * F, NULL, w.w3, n, D, F, 1);
+}
+
+/* Slot j backward from dy[N,D]: the gate gradients of its pairs, its weight
+ * gradients, and dxe, the gradient of its gathered rows. */
+static void expert_backward(moe_layer *m, size_t j, const float *dy) {
+    size_t D = m->D, F = m->Fe, r0 = m->offset[j], n = m->offset[j + 1] - r0;
+    slot_dye(m, j, dy);
+    chain_backward(m->kc, slot_weights(m, j), n, D, F, m->dxe + r0 * D, m->xe + r0 * D, m->h1 + r0 * F,
+                   m->h3 + r0 * F, m->a + r0 * F, m->dh1 + r0 * F, m->dh3 + r0 * F);
 }
 
 /* Runs work(m, j, arg) for every slot with rows. Loads are uneven (ReLU
@@ -200,10 +231,12 @@ static void expert_backward(moe_layer *m, size_t j, const float *dy) {
  * side by side, one thread each, largest first so the threads finish
  * together. Each slot writes only its own rows and weights, so the result
  * does not depend on the schedule. */
-static void for_each_slot(moe_layer *m, void (*work)(moe_layer *, size_t, const float *),
+static void for_each_slot(moe_layer *m, size_t j0, void (*work)(moe_layer *, size_t, const float *),
                           const float *arg) {
-    size_t slots = m->E + m->S, threads = (size_t)omp_get_max_threads(), total = m->pairs;
-    for (size_t j = 0; j < slots; j++) m->order[j] = j;
+    /* slots [j0, E + S): 0 for all, E for the shared ones only (expert parallel) */
+    size_t slots = m->E + m->S - j0, threads = (size_t)omp_get_max_threads();
+    size_t total = m->offset[m->E + m->S] - m->offset[j0];
+    for (size_t j = 0; j < slots; j++) m->order[j] = j0 + j;
     for (size_t i = 1; i < slots; i++)  /* insertion sort by falling row count */
         for (size_t k = i; k > 0; k--) {
             size_t a = m->order[k - 1], b = m->order[k];
@@ -223,6 +256,118 @@ static void for_each_slot(moe_layer *m, void (*work)(moe_layer *, size_t, const 
         size_t j = m->order[i];
         if (m->offset[j + 1] > m->offset[j]) work(m, j, arg);
     }
+}
+
+/* ---- expert parallel ------------------------------------------------------ */
+
+static int ep_on(const moe_ffn_ctx *ctx) { return ctx->ep && ctx->ep->size > 1; }
+
+/* The group's routed rows for this rank's experts: counts exchanged, rows
+ * sent (the plan's rows are by expert, so each owner's rows are one
+ * contiguous block), and the layout of what arrived. */
+static int ep_exchange_plan(moe_layer *m, moe_comm *ep, moe_err *err) {
+    size_t P = (size_t)ep->size, El = m->E / P, D = m->D, F = m->Fe;
+    if (!m->cnt_send) {
+        m->cnt_send = moe_calloc(P * El, sizeof(int), err);
+        m->cnt_recv = moe_calloc(P * El, sizeof(int), err);
+        m->scnt = moe_calloc(P, sizeof(size_t), err);
+        m->rcnt = moe_calloc(P, sizeof(size_t), err);
+        m->src_ofs = moe_calloc(P * El, sizeof(size_t), err);
+        m->exp_ofs = moe_calloc(P * El, sizeof(size_t), err);
+        if (!m->cnt_send || !m->cnt_recv || !m->scnt || !m->rcnt || !m->src_ofs || !m->exp_ofs) return -1;
+    }
+    size_t per[P];
+    for (size_t q = 0; q < P; q++) {
+        per[q] = El;
+        for (size_t el = 0; el < El; el++)
+            m->cnt_send[q * El + el] = (int)(m->offset[q * El + el + 1] - m->offset[q * El + el]);
+    }
+    if (moe_comm_alltoallv(ep, m->cnt_send, per, m->cnt_recv, per, MOE_I32, err)) return -1;
+    size_t R = 0;
+    for (size_t s = 0; s < P; s++) {
+        m->scnt[s] = (m->offset[(s + 1) * El] - m->offset[s * El]) * D;
+        m->rcnt[s] = 0;
+        for (size_t el = 0; el < El; el++) {
+            m->src_ofs[s * El + el] = R;
+            R += (size_t)m->cnt_recv[s * El + el];
+            m->rcnt[s] += (size_t)m->cnt_recv[s * El + el] * D;
+        }
+    }
+    size_t at = 0;  /* by expert, then source: the group's token order */
+    for (size_t el = 0; el < El; el++)
+        for (size_t s = 0; s < P; s++) {
+            m->exp_ofs[s * El + el] = at;
+            at += (size_t)m->cnt_recv[s * El + el];
+        }
+    m->R = R;
+    if (R > m->ep_cap) {
+        float **rows[] = {&m->xr, &m->xp, &m->yp}, **hid[] = {&m->h1p, &m->h3p, &m->ap, &m->dh1p, &m->dh3p};
+        for (size_t i = 0; i < 3; i++) if (grow((void **)rows[i], R * D * sizeof(float), err)) return -1;
+        for (size_t i = 0; i < 5; i++) if (grow((void **)hid[i], R * F * sizeof(float), err)) return -1;
+        m->ep_cap = R;
+    }
+    return 0;
+}
+
+/* Moves [R, D] rows between the by-source and the by-expert layouts. */
+static void ep_permute(const moe_layer *m, size_t P, float *to, const float *from, int to_expert) {
+    size_t El = m->E / P, D = m->D;
+    #pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < P * El; b++) {
+        size_t n = (size_t)m->cnt_recv[b], src = m->src_ofs[b], byexp = m->exp_ofs[b];
+        memcpy(to + (to_expert ? byexp : src) * D, from + (to_expert ? src : byexp) * D, n * D * sizeof(float));
+    }
+}
+
+/* Rows of local expert el in the by-expert layout: [first, first + n). */
+static void ep_rows(const moe_layer *m, size_t P, size_t el, size_t *first, size_t *n) {
+    size_t El = m->E / P;
+    *first = m->exp_ofs[el];  /* block (source 0, el) starts the expert */
+    *n = 0;
+    for (size_t s = 0; s < P; s++) *n += (size_t)m->cnt_recv[s * El + el];
+}
+
+/* Routed experts across the group, forward: this rank's routed rows go to
+ * their owners, come back as ye. */
+static int ep_forward(moe_layer *m, const float *x, moe_comm *ep, moe_err *err) {
+    size_t P = (size_t)ep->size, El = m->E / P, e0 = (size_t)ep->rank * El, D = m->D, F = m->Fe;
+    size_t routed = m->offset[m->E];
+    #pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < routed; r++)
+        memcpy(m->xe + r * D, x + (size_t)m->tok[r] * D, D * sizeof(float));
+    if (ep_exchange_plan(m, ep, err) ||
+        moe_comm_alltoallv(ep, m->xe, m->scnt, m->xr, m->rcnt, MOE_F32, err))
+        return -1;
+    ep_permute(m, P, m->xp, m->xr, 1);
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (size_t el = 0; el < El; el++) {
+        size_t r0, n;
+        ep_rows(m, P, el, &r0, &n);
+        if (n) chain_forward(m->kc, slot_weights(m, e0 + el), n, D, F, m->xp + r0 * D, m->h1p + r0 * F,
+                             m->h3p + r0 * F, m->ap + r0 * F, m->yp + r0 * D);
+    }
+    ep_permute(m, P, m->xr, m->yp, 0);  /* xr now holds the results by source */
+    return moe_comm_alltoallv(ep, m->xr, m->rcnt, m->ye, m->scnt, MOE_F32, err);
+}
+
+/* And backward: dye (in dxe's routed rows) goes to the owners, which add
+ * their experts' weight gradients and send dxe back. */
+static int ep_backward(moe_layer *m, const float *dy, moe_comm *ep, moe_err *err) {
+    size_t P = (size_t)ep->size, El = m->E / P, e0 = (size_t)ep->rank * El, D = m->D, F = m->Fe;
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (size_t j = 0; j < m->E; j++) slot_dye(m, j, dy);
+    if (moe_comm_alltoallv(ep, m->dxe, m->scnt, m->xr, m->rcnt, MOE_F32, err)) return -1;
+    ep_permute(m, P, m->yp, m->xr, 1);
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (size_t el = 0; el < El; el++) {
+        size_t r0, n;
+        ep_rows(m, P, el, &r0, &n);
+        if (n) chain_backward(m->kc, slot_weights(m, e0 + el), n, D, F, m->yp + r0 * D, m->xp + r0 * D,
+                              m->h1p + r0 * F, m->h3p + r0 * F, m->ap + r0 * F, m->dh1p + r0 * F,
+                              m->dh3p + r0 * F);
+    }
+    ep_permute(m, P, m->xr, m->yp, 0);
+    return moe_comm_alltoallv(ep, m->xr, m->rcnt, m->dxe, m->scnt, MOE_F32, err);
 }
 
 static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
@@ -250,8 +395,14 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
             moe_router_softmax(m->mix + 2 * t, z, 2);
         }
     }
-    /* experts: independent slots, each a gather and three GEMMs */
-    for_each_slot(m, expert_forward, x);
+    /* experts: independent slots, each a gather and three GEMMs; across an
+     * expert-parallel group the routed ones run on their owners */
+    if (ep_on(ctx)) {
+        if (ep_forward(m, x, ctx->ep, err)) return -1;
+        for_each_slot(m, E, expert_forward, x);
+    } else {
+        for_each_slot(m, 0, expert_forward, x);
+    }
     /* combine: each token adds its experts in a fixed order; r = routed
      * sum, s = shared sum, y = c0 r + c1 s */
     #pragma omp parallel for schedule(static)
@@ -284,7 +435,12 @@ static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x
     size_t D = m->D, E = m->E, slots = E + m->S;
     m->kc = ctx->kc;
     memset(m->dgates, 0, N * E * sizeof(float));
-    for_each_slot(m, expert_backward, dy);
+    if (ep_on(ctx)) {
+        if (ep_backward(m, dy, ctx->ep, err)) return -1;
+        for_each_slot(m, E, expert_backward, dy);
+    } else {
+        for_each_slot(m, 0, expert_backward, dy);
+    }
     /* scatter the input gradients back, in a fixed order per token */
     #pragma omp parallel for schedule(static)
     for (size_t t = 0; t < N; t++) {
@@ -361,7 +517,9 @@ static void layer_destroy(moe_ffn *f) {
         moe_router_destroy(m->router);
         void *bufs[] = {m->logits, m->gates, m->dgates, m->dlogits, m->row_of, m->offset, m->order, m->tok,
                         m->xe, m->ye, m->dxe, m->h1, m->h3, m->a, m->dh1, m->dh3,
-                        m->mix, m->rsum, m->ssum};
+                        m->mix, m->rsum, m->ssum, m->cnt_send, m->cnt_recv, m->scnt, m->rcnt,
+                        m->src_ofs, m->exp_ofs, m->xr, m->xp, m->yp, m->h1p, m->h3p, m->ap,
+                        m->dh1p, m->dh3p};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
         free(m);
     }

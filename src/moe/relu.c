@@ -10,7 +10,8 @@
 #include "moe/router.h"
 
 typedef struct relu {
-    double *f;          /* [E] load-balancing weights of the last route */
+    double *f;          /* [E+1] load-balancing weights of the last route; then
+                         * the global batch's token count (== N in one process) */
     double reg;         /* L_reg of the last route (unweighted) */
     double active;      /* active pairs of the last route */
     size_t N;
@@ -23,7 +24,6 @@ float moe_relu_lambda_next(float lambda, double sparsity, double target, double 
 
 static int relu_route(moe_router *r, float *gates, const float *logits, size_t N,
                       const moe_ffn_ctx *ctx, double *aux, moe_err *err) {
-    (void)err;
     relu *s = r->impl;
     size_t E = r->E;
     #pragma omp parallel for schedule(static)
@@ -39,13 +39,18 @@ static int relu_route(moe_router *r, float *gates, const float *logits, size_t N
         for (size_t e = 0; e < E; e++) s->f[e] += gates[t * E + e] > 0.0f;
     s->active = 0.0;
     for (size_t e = 0; e < E; e++) s->active += s->f[e];
+    /* across ranks f and T are the global batch's: each rank's L_reg is its
+     * share of the single-process one (the shares add up) */
+    s->f[E] = (double)N;
+    if (moe_router_global(ctx, s->f, E + 1, err)) return -1;
+    double Ng = s->f[E];
     for (size_t e = 0; e < E; e++)
-        s->f[e] = r->cfg->l1_load_balance ? (double)E / ((double)r->k * (double)N) * s->f[e] : 1.0;
+        s->f[e] = r->cfg->l1_load_balance ? (double)E / ((double)r->k * Ng) * s->f[e] : 1.0;
     double reg = 0.0;
     for (size_t t = 0; t < N; t++)
         for (size_t e = 0; e < E; e++) reg += s->f[e] * gates[t * E + e];
-    s->reg = reg / (double)N;
-    s->N = N;
+    s->reg = reg / Ng;
+    s->N = (size_t)Ng;
     s->lambda = ctx->rs ? ctx->rs->lambda : (float)r->cfg->relu_lambda0;
     /* the layer adds the active pairs to ctx->rs (the step's sparsity) */
     *aux = ctx->training ? (double)s->lambda * s->reg : 0.0;
@@ -58,7 +63,7 @@ static int relu_backward(moe_router *r, float *dlogits, const float *dgates,
     (void)gates; (void)err;
     relu *s = r->impl;
     size_t E = r->E;
-    double reg_scale = ctx->training ? ctx->loss_scale * (double)s->lambda / (double)N : 0.0;
+    double reg_scale = ctx->training ? ctx->loss_scale * (double)s->lambda / (double)s->N : 0.0;
     #pragma omp parallel for schedule(static)
     for (size_t t = 0; t < N; t++)
         for (size_t e = 0; e < E; e++) {
@@ -87,7 +92,7 @@ int moe_router_relu_create(const moe_config *cfg, moe_router *r, moe_err *err) {
     (void)cfg;
     relu *s = moe_calloc(1, sizeof *s, err);
     if (!s) return -1;
-    s->f = moe_calloc(r->E, sizeof(double), err);
+    s->f = moe_calloc(r->E + 1, sizeof(double), err);
     if (!s->f) { free(s); return -1; }
     r->ops = &RELU_OPS;
     r->impl = s;

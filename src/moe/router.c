@@ -4,6 +4,8 @@
 #include "moe/router.h"
 
 #include <math.h>
+
+#include "moe/comm.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +35,11 @@ int moe_router_create(const moe_config *cfg, moe_router **out, moe_err *err) {
         return 0;
     }
     return moe_errf(err, "config: key 'router': unknown router '%s'", cfg->router);
+}
+
+int moe_router_global(const moe_ffn_ctx *ctx, double *v, size_t n, moe_err *err) {
+    if (!ctx->training || !ctx->dp || ctx->dp->size == 1) return 0;
+    return moe_comm_allreduce(ctx->dp, v, n, MOE_F64, err);
 }
 
 void moe_router_destroy(moe_router *r) {

@@ -26,7 +26,7 @@ typedef struct smix {
     float *p;          /* [N,E] full softmax (for the balance loss) */
     float *pi;         /* [N,k,E] each pick's candidate softmax */
     int *sel;          /* [N,k] picked expert */
-    double *n_e;       /* [E] */
+    double *n_e;       /* [E+1] picks per expert, then the token count (global batch) */
     size_t cap, k_eff;
     double aux;
 } smix;
@@ -81,13 +81,13 @@ static int smix_route(moe_router *r, float *gates, const float *logits, size_t N
                 for (size_t e = 0; e < E; e++) {
                     if (pi[e] == 0.0f) continue;
                     double u = moe_router_uniform((uint64_t)c->seed, (uint64_t)r->layer, (uint64_t)ctx->step,
-                                                  t, tok, j * (E + 1) + e);
+                                                  t + ctx->row0 * ctx->T, tok, j * (E + 1) + e);
                     double key = (double)z[e] - log(-log(u));
                     if (key > key_best) { key_best = key; pick = e; }
                 }
                 if (pick != best) {
                     double u = moe_router_uniform((uint64_t)c->seed, (uint64_t)r->layer, (uint64_t)ctx->step,
-                                                  t, tok, j * (E + 1) + E);
+                                                  t + ctx->row0 * ctx->T, tok, j * (E + 1) + E);
                     w = u > 0.75 ? 1.0 : 1.0 / 3.0;
                 }
             }
@@ -100,6 +100,9 @@ static int smix_route(moe_router *r, float *gates, const float *logits, size_t N
     memset(s->n_e, 0, E * sizeof(double));
     for (size_t t = 0; t < N; t++)
         for (size_t e = 0; e < E; e++) s->n_e[e] += gates[t * E + e] != 0.0f;
+    s->n_e[E] = (double)N;
+    if (moe_router_global(ctx, s->n_e, E + 1, err)) return -1;
+    double Ng = s->n_e[E];
     s->aux = 0.0;
     if (ctx->training && c->aux_loss_coef > 0) {
         double acc = 0.0;
@@ -108,7 +111,7 @@ static int smix_route(moe_router *r, float *gates, const float *logits, size_t N
             for (size_t t = 0; t < N; t++) P += s->p[t * E + e];
             acc += P * s->n_e[e];
         }
-        s->aux = c->aux_loss_coef * (double)E / ((double)k * (double)N * (double)N) * acc;
+        s->aux = c->aux_loss_coef * (double)E / ((double)k * Ng * Ng) * acc;
     }
     *aux = s->aux;
     return 0;
@@ -122,7 +125,7 @@ static int smix_backward(moe_router *r, float *dlogits, const float *dgates,
     const moe_config *c = r->cfg;
     size_t E = r->E, k = s->k_eff;
     double aux_scale = ctx->training && c->aux_loss_coef > 0
-        ? ctx->loss_scale * c->aux_loss_coef * (double)E / ((double)k * (double)N * (double)N) : 0.0;
+        ? ctx->loss_scale * c->aux_loss_coef * (double)E / ((double)k * s->n_e[E] * s->n_e[E]) : 0.0;
     #pragma omp parallel for schedule(static)
     for (size_t t = 0; t < N; t++) {
         const float *p = s->p + t * E;
@@ -162,7 +165,7 @@ int moe_router_sparsemixer_create(const moe_config *cfg, moe_router *r, moe_err 
     (void)cfg;
     smix *s = moe_calloc(1, sizeof *s, err);
     if (!s) return -1;
-    s->n_e = moe_calloc(r->E, sizeof(double), err);
+    s->n_e = moe_calloc(r->E + 1, sizeof(double), err);
     if (!s->n_e) { free(s); return -1; }
     r->ops = &SMIX_OPS;
     r->impl = s;

@@ -16,7 +16,8 @@
 typedef struct topk {
     float *p;          /* [N,E] softmax probabilities of the last route */
     float *lse;        /* [N] logsumexp of each token's logits */
-    double *n_e;       /* [E] tokens that selected e */
+    double *n_e;       /* [E+1] tokens that selected e over the global batch, then
+                        * the global batch's token count (== N in one process) */
     size_t cap, k_eff;
     double aux, z;     /* the two losses of the last route (weighted) */
 } topk;
@@ -80,6 +81,11 @@ static int topk_route(moe_router *r, float *gates, const float *logits, size_t N
     memset(s->n_e, 0, E * sizeof(double));
     for (size_t t = 0; t < N; t++)
         for (size_t e = 0; e < E; e++) s->n_e[e] += gates[t * E + e] != 0.0f;
+    /* across ranks the counts and T are the global batch's, so each rank's
+     * loss below is its share of the single-process loss (the shares add up) */
+    s->n_e[E] = (double)N;
+    if (moe_router_global(ctx, s->n_e, E + 1, err)) return -1;
+    double Ng = s->n_e[E];
     s->aux = s->z = 0.0;
     if (ctx->training && c->aux_loss_coef > 0) {
         double acc = 0.0;
@@ -88,12 +94,12 @@ static int topk_route(moe_router *r, float *gates, const float *logits, size_t N
             for (size_t t = 0; t < N; t++) P += s->p[t * E + e];
             acc += P * s->n_e[e];
         }
-        s->aux = c->aux_loss_coef * (double)E / ((double)k * (double)N * (double)N) * acc;
+        s->aux = c->aux_loss_coef * (double)E / ((double)k * Ng * Ng) * acc;
     }
     if (ctx->training && c->z_loss_coef > 0) {
         double acc = 0.0;
         for (size_t t = 0; t < N; t++) acc += (double)s->lse[t] * s->lse[t];
-        s->z = c->z_loss_coef * acc / (double)N;
+        s->z = c->z_loss_coef * acc / Ng;
     }
     *aux = s->aux + s->z;
     return 0;
@@ -107,10 +113,11 @@ static int topk_backward(moe_router *r, float *dlogits, const float *dgates,
     const moe_config *c = r->cfg;
     size_t E = r->E, k = s->k_eff;
     int renorm = topk_renormalises(c, k);
+    double Ng = s->n_e[E];  /* the global batch's tokens */
     double aux_scale = ctx->training && c->aux_loss_coef > 0
-        ? ctx->loss_scale * c->aux_loss_coef * (double)E / ((double)k * (double)N * (double)N) : 0.0;
+        ? ctx->loss_scale * c->aux_loss_coef * (double)E / ((double)k * Ng * Ng) : 0.0;
     double z_scale = ctx->training && c->z_loss_coef > 0
-        ? ctx->loss_scale * c->z_loss_coef * 2.0 / (double)N : 0.0;
+        ? ctx->loss_scale * c->z_loss_coef * 2.0 / Ng : 0.0;
     #pragma omp parallel for schedule(static)
     for (size_t t = 0; t < N; t++) {
         const float *p = s->p + t * E, *g = gates + t * E, *dg = dgates + t * E;
@@ -153,7 +160,7 @@ int moe_router_topk_create(const moe_config *cfg, moe_router *r, moe_err *err) {
     (void)cfg;
     topk *s = moe_calloc(1, sizeof *s, err);
     if (!s) return -1;
-    s->n_e = moe_calloc(r->E, sizeof(double), err);
+    s->n_e = moe_calloc(r->E + 1, sizeof(double), err);
     if (!s->n_e) { free(s); return -1; }
     r->ops = &TOPK_OPS;
     r->impl = s;

@@ -16,7 +16,8 @@
 
 typedef struct topp {
     float *p;          /* [N,E] probabilities of the last route */
-    double *n_e;       /* [E] tokens that selected e */
+    double *n_e;       /* [E+1] tokens that selected e, then the token count
+                        * (both over the global batch across ranks) */
     size_t cap;
     double kbar, lb, ent;  /* mean experts per token; the two weighted losses */
 } topp;
@@ -57,9 +58,12 @@ static int topp_route(moe_router *r, float *gates, const float *logits, size_t N
     memset(s->n_e, 0, E * sizeof(double));
     for (size_t t = 0; t < N; t++)
         for (size_t e = 0; e < E; e++) s->n_e[e] += gates[t * E + e] != 0.0f;
+    s->n_e[E] = (double)N;
+    if (moe_router_global(ctx, s->n_e, E + 1, err)) return -1;
+    double Ng = s->n_e[E];
     double pairs = 0.0;
     for (size_t e = 0; e < E; e++) pairs += s->n_e[e];
-    s->kbar = N ? pairs / (double)N : 1.0;
+    s->kbar = Ng > 0 ? pairs / Ng : 1.0;
     s->lb = s->ent = 0.0;
     if (ctx->training && c->aux_loss_coef > 0) {
         double acc = 0.0;
@@ -68,13 +72,13 @@ static int topp_route(moe_router *r, float *gates, const float *logits, size_t N
             for (size_t t = 0; t < N; t++) P += s->p[t * E + e];
             acc += P * s->n_e[e];
         }
-        s->lb = c->aux_loss_coef * (double)E / (s->kbar * (double)N * (double)N) * acc;
+        s->lb = c->aux_loss_coef * (double)E / (s->kbar * Ng * Ng) * acc;
     }
     if (ctx->training && c->topp_entropy_coef > 0) {
         double acc = 0.0;
         for (size_t i = 0; i < N * E; i++)
             if (s->p[i] > 0.0f) acc -= (double)s->p[i] * log((double)s->p[i]);
-        s->ent = c->topp_entropy_coef * acc / (double)N;
+        s->ent = c->topp_entropy_coef * acc / Ng;
     }
     *aux = s->lb + s->ent;
     return 0;
@@ -87,10 +91,11 @@ static int topp_backward(moe_router *r, float *dlogits, const float *dgates,
     topp *s = r->impl;
     const moe_config *c = r->cfg;
     size_t E = r->E;
+    double Ng = s->n_e[E];
     double lb_scale = ctx->training && c->aux_loss_coef > 0
-        ? ctx->loss_scale * c->aux_loss_coef * (double)E / (s->kbar * (double)N * (double)N) : 0.0;
+        ? ctx->loss_scale * c->aux_loss_coef * (double)E / (s->kbar * Ng * Ng) : 0.0;
     double ent_scale = ctx->training && c->topp_entropy_coef > 0
-        ? ctx->loss_scale * c->topp_entropy_coef / (double)N : 0.0;
+        ? ctx->loss_scale * c->topp_entropy_coef / Ng : 0.0;
     #pragma omp parallel for schedule(static)
     for (size_t t = 0; t < N; t++) {
         const float *p = s->p + t * E, *g = gates + t * E, *dg = dgates + t * E;
@@ -128,7 +133,7 @@ int moe_router_topp_create(const moe_config *cfg, moe_router *r, moe_err *err) {
     (void)cfg;
     topp *s = moe_calloc(1, sizeof *s, err);
     if (!s) return -1;
-    s->n_e = moe_calloc(r->E, sizeof(double), err);
+    s->n_e = moe_calloc(r->E + 1, sizeof(double), err);
     if (!s->n_e) { free(s); return -1; }
     r->ops = &TOPP_OPS;
     r->impl = s;

@@ -125,6 +125,12 @@ static size_t adamw_range(float *p, float *g, float *m, float *v, size_t lo, siz
 
 size_t moe_adamw_update(const moe_layout *L, float *params, float *grads, float grad_scale,
                         float *m, float *v, double lr, long t, const moe_config *cfg) {
+    return moe_adamw_update_range(L, params, grads, grad_scale, m, v, lr, t, cfg, 0, L->total);
+}
+
+size_t moe_adamw_update_range(const moe_layout *L, float *params, float *grads, float grad_scale,
+                              float *m, float *v, double lr, long t, const moe_config *cfg,
+                              size_t lo, size_t hi) {
     double bc1 = 1.0 - pow(cfg->beta1, (double)t), bc2 = 1.0 - pow(cfg->beta2, (double)t);
     adamw_step s = {.b1 = (float)cfg->beta1, .b2 = (float)cfg->beta2, .eps = (float)cfg->adam_eps,
                     .step_size = (float)(lr / bc1), .bc2_sqrt = (float)sqrt(bc2),
@@ -132,13 +138,19 @@ size_t moe_adamw_update(const moe_layout *L, float *params, float *grads, float 
                     .c2 = (float)(1.0 - cfg->beta2)};
     /* one pass over all tensors: each thread takes a fixed slice of every
      * tensor, reads p, g, m, v once and leaves the gradient zeroed; the
-     * non-finite results are counted on the way (no second pass) */
+     * non-finite results are counted on the way (no second pass). Indices
+     * are relative to lo (a multiple of 16, so the 16-float groups and the
+     * alignment are those of the whole array) */
+    float *p = params + lo, *g = grads + lo;
     size_t bad = 0;
     #pragma omp parallel reduction(+:bad)
     for (size_t k = 0; k < L->count; k++) {
         const moe_tensor *tn = &L->tensors[k];
+        size_t a = tn->offset > lo ? tn->offset : lo;
+        size_t b = tn->offset + tn->size < hi ? tn->offset + tn->size : hi;
+        if (a >= b) continue;
         float decay = tn->decay ? (float)(1.0 - lr * cfg->weight_decay) : 1.0f;
-        bad += adamw_range(params, grads, m, v, tn->offset, tn->offset + tn->size, decay, &s);
+        bad += adamw_range(p, g, m, v, a - lo, b - lo, decay, &s);
     }
     return bad;
 }

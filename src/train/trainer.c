@@ -1,5 +1,7 @@
 /* trainer.c — one optimiser step (grad_accum micro-batches, clipping,
- * AdamW), the metrics log, and checkpoints that resume exactly. */
+ * AdamW), the metrics log, and checkpoints that resume exactly; across
+ * processes, the data-parallel split, the gradient sums and ZeRO-1's
+ * sharded moments (docs/DISTRIBUTED.md). */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -13,6 +15,7 @@
 #include <unistd.h>
 
 #include "moe/checksum.h"
+#include "moe/comm.h"
 #include "moe/fileio.h"
 #include "moe/json.h"
 #include "moe/safetensors.h"
@@ -47,15 +50,63 @@ int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
     tr->norm_parts = tr->targets ? moe_calloc(moe_grad_norm_parts(model->n_params), sizeof(double), err)
                                  : NULL;
     if (!tr->norm_parts) return -1;
+    tr->shard_count = model->n_params;  /* one process holds every moment */
     if (moe_loader_init(&tr->loader, data, (size_t)cfg->batch_size, (size_t)cfg->seq_len,
                         cfg->shuffle, (uint64_t)cfg->seed, err))
         return moe_err_prefix(err, "%s", file);
-    if (moe_mkdirs(out_dir, err) || moe_dir_lock(out_dir, &tr->lock_fd, err)) return -1;
+    return moe_mkdirs(out_dir, err);
+}
+
+int moe_trainer_claim(moe_trainer *tr, moe_err *err) {
+    if (moe_dir_lock(tr->out_dir, &tr->lock_fd, err)) return -1;
     remove_leftovers(tr->out_dir);
     return 0;
 }
 
+/* True when the run spans more than one rank. */
+static int distributed(const moe_trainer *tr) { return tr->comm && tr->comm->size > 1; }
+
+int moe_trainer_distribute(moe_trainer *tr, moe_comm *comm, moe_err *err) {
+    const moe_config *c = &tr->cfg;
+    moe_model *m = tr->model;
+    size_t n = m->n_params;
+    tr->shard_first = 0;
+    tr->shard_count = n;
+    if (!comm || comm->size == 1) return 0;
+    int W = comm->size, EP = c->expert_parallel;
+    if (c->batch_size % W)
+        return moe_errf(err, "batch_size %d is not divisible by the %d ranks: every rank takes "
+                        "batch_size / ranks rows of each global batch", c->batch_size, W);
+    if (W % EP)
+        return moe_errf(err, "%d ranks are not a multiple of expert_parallel %d (ranks = data "
+                        "parallel x expert parallel)", W, EP);
+    tr->comm = comm;
+    /* the expert-parallel group: EP consecutive ranks */
+    if (comm->ops->split(comm, comm->rank / EP, comm->rank, &tr->ep, err)) return -1;
+    m->dp = comm;
+    m->ep = tr->ep;
+    m->row0 = (size_t)comm->rank * (size_t)(c->batch_size / W);
+    tr->shard_counts = moe_calloc((size_t)W, sizeof(size_t), err);
+    tr->shard_firsts = moe_calloc((size_t)W, sizeof(size_t), err);
+    if (!tr->shard_counts || !tr->shard_firsts) return -1;
+    /* slices of 16 floats' multiples, so each rank's AdamW groups and
+     * alignment are those of the whole array */
+    moe_comm_blocks(n, W, 16, tr->shard_counts, tr->shard_firsts);
+    if (!c->zero_stage) return 0;
+    tr->shard_first = tr->shard_firsts[comm->rank];
+    tr->shard_count = tr->shard_counts[comm->rank];
+    moe_floats_free(tr->adam_m);
+    moe_floats_free(tr->adam_v);
+    tr->adam_v = NULL;
+    tr->adam_m = moe_floats_alloc(tr->shard_count ? tr->shard_count : 16, err);
+    tr->adam_v = tr->adam_m ? moe_floats_alloc(tr->shard_count ? tr->shard_count : 16, err) : NULL;
+    return tr->adam_v ? 0 : -1;
+}
+
 void moe_trainer_free(moe_trainer *tr) {
+    moe_comm_free(tr->ep);
+    free(tr->shard_counts);
+    free(tr->shard_firsts);
     moe_floats_free(tr->adam_m);
     moe_floats_free(tr->adam_v);
     free(tr->inputs);
@@ -74,13 +125,39 @@ void moe_trainer_free(moe_trainer *tr) {
  * infinity (a rare path: only after an update reported one). */
 static const char *first_nonfinite(const moe_trainer *tr) {
     const moe_layout *L = &tr->model->layout;
+    /* ZeRO-1 holds only this rank's slice of the moments: the weights,
+     * gathered whole after the update, name the tensor on every rank */
+    int whole_moments = !(distributed(tr) && tr->cfg.zero_stage);
     for (size_t k = 0; k < L->count; k++) {
         const moe_tensor *t = &L->tensors[k];
         for (size_t i = t->offset; i < t->offset + t->size; i++)
-            if (!isfinite(tr->model->params[i]) || !isfinite(tr->adam_m[i]) || !isfinite(tr->adam_v[i]))
+            if (!isfinite(tr->model->params[i]) ||
+                (whole_moments && (!isfinite(tr->adam_m[i]) || !isfinite(tr->adam_v[i]))))
                 return t->name;
     }
     return "?";
+}
+
+/* Across ranks, after the micro-batches: the losses (each rank's share of
+ * the global means) and the routing counts are summed, and the gradients:
+ * all-reduced, or with ZeRO-1 reduce-scattered (this rank's slice is the
+ * sum, the rest is stale until the update zeroes it). Every sum is added in
+ * rank order, the same bits on every rank. */
+static int sum_over_ranks(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
+    moe_model *m = tr->model;
+    double v[4] = {st->lm_loss, st->aux_loss, m->rs.active_pairs, m->rs.total_pairs};
+    if (moe_comm_allreduce(tr->comm, v, 4, MOE_F64, err)) return -1;
+    st->lm_loss = v[0];
+    st->aux_loss = v[1];
+    m->rs.active_pairs = v[2];
+    m->rs.total_pairs = v[3];
+    moe_prof_mark(m->prof, PROF_OTHER);
+    int rc = tr->cfg.zero_stage
+        ? moe_comm_reduce_scatter(tr->comm, m->grads, m->grads + tr->shard_first, tr->shard_counts,
+                                  MOE_F32, err)
+        : moe_comm_allreduce(tr->comm, m->grads, m->n_params, MOE_F32, err);
+    moe_prof_mark(m->prof, PROF_COMM);
+    return rc;
 }
 
 int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
@@ -95,17 +172,28 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     float scale = 1.0f / (float)c->grad_accum;
     m->prof = tr->prof.on ? &tr->prof : NULL;
     moe_prof_mark(m->prof, PROF_OPTIMIZER);  /* zeroing the gradients */
+    /* across ranks: every rank reads the whole global batch (the same rows
+     * in the same order as one process) and computes rows [row0, row0 + Bl) */
+    size_t Bl = distributed(tr) ? B / (size_t)tr->comm->size : B, off = m->row0 * T;
     for (int micro = 0; micro < c->grad_accum; micro++) {
         double lm, aux;
         if (moe_loader_next(&tr->loader, tr->inputs, tr->targets, err)) return -1;
         moe_prof_mark(m->prof, PROF_DATA);
-        if (moe_model_forward(m, tr->inputs, tr->targets, B, T, &lm, &aux, err)) return -1;
+        if (moe_model_forward(m, tr->inputs + off, tr->targets + off, Bl, T, &lm, &aux, err)) return -1;
         if (moe_model_backward(m, scale, err)) return -1;
         st->lm_loss += lm / c->grad_accum;
         st->aux_loss += aux / c->grad_accum;
     }
+    if (distributed(tr) && sum_over_ranks(tr, st, err)) return -1;
     st->loss = st->lm_loss + st->aux_loss;
-    st->grad_norm = moe_grad_norm(m->grads, m->n_params, tr->norm_parts);
+    if (!distributed(tr) || !c->zero_stage) {
+        st->grad_norm = moe_grad_norm(m->grads, m->n_params, tr->norm_parts);
+    } else {  /* the shards' sums of squares, added in rank order */
+        double sq = moe_grad_norm(m->grads + tr->shard_first, tr->shard_count, tr->norm_parts);
+        sq *= sq;
+        if (moe_comm_allreduce(tr->comm, &sq, 1, MOE_F64, err)) return -1;
+        st->grad_norm = sqrt(sq);
+    }
     st->lr = moe_lr_at(c, tr->step);
     st->lambda = m->rs.lambda;
     st->tokens = B * T * (size_t)c->grad_accum;
@@ -120,8 +208,22 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     }
     float clip = c->grad_clip > 0 && st->grad_norm > c->grad_clip
                      ? (float)(c->grad_clip / (st->grad_norm + 1e-6)) : 1.0f;
-    st->poisoned = moe_adamw_update(&m->layout, m->params, m->grads, clip, tr->adam_m, tr->adam_v,
-                                    st->lr, tr->step + 1, c);
+    if (!distributed(tr) || !c->zero_stage) {
+        st->poisoned = moe_adamw_update(&m->layout, m->params, m->grads, clip, tr->adam_m, tr->adam_v,
+                                        st->lr, tr->step + 1, c);
+    } else {  /* ZeRO-1: update this rank's slice, then every rank gets every slice */
+        size_t lo = tr->shard_first, hi = lo + tr->shard_count;
+        st->poisoned = moe_adamw_update_range(&m->layout, m->params, m->grads, clip, tr->adam_m,
+                                              tr->adam_v, st->lr, tr->step + 1, c, lo, hi);
+        memset(m->grads, 0, lo * sizeof(float));
+        memset(m->grads + hi, 0, (m->n_params - hi) * sizeof(float));
+        if (moe_comm_allgather(tr->comm, m->params, tr->shard_counts, MOE_F32, err)) return -1;
+    }
+    if (distributed(tr)) {  /* every rank must agree to return to the checkpoint */
+        double bad = (double)st->poisoned;
+        if (moe_comm_allreduce(tr->comm, &bad, 1, MOE_F64, err)) return -1;
+        st->poisoned = (size_t)bad;
+    }
     if (st->poisoned) st->poisoned_tensor = first_nonfinite(tr);
     st->sparsity = moe_model_end_step(m);
     moe_prof_mark(m->prof, PROF_OPTIMIZER);
@@ -132,6 +234,7 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
 
 int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err) {
     char path[4096];
+    if (tr->comm && tr->comm->rank != 0) return 0;
     if (!tr->metrics) {
         if (moe_path(path, sizeof path, err, "%s/metrics.jsonl", tr->out_dir)) return -1;
         tr->metrics = fopen(path, "a");
@@ -213,7 +316,8 @@ static void retire_checkpoint(const char *dir, const char *old) {
     if (rename(dir, old) == 0) remove_flat_dir(old);
 }
 
-static int write_optimizer(const moe_trainer *tr, const char *dir, moe_err *err) {
+static int write_optimizer(const moe_trainer *tr, const float *adam_m, const float *adam_v,
+                           const char *dir, moe_err *err) {
     const moe_layout *L = &tr->model->layout;
     st_entry *e = moe_calloc(2 * L->count, sizeof *e, err);
     char (*names)[MOE_NAME_MAX + 16] = moe_calloc(2 * L->count, sizeof *names, err);
@@ -227,7 +331,7 @@ static int write_optimizer(const moe_trainer *tr, const char *dir, moe_err *err)
             x->dtype = ST_F32;
             x->ndim = t->ndim;
             for (int d = 0; d < t->ndim; d++) x->shape[d] = t->shape[d];
-            x->data = (k ? tr->adam_v : tr->adam_m) + t->offset;
+            x->data = (k ? adam_v : adam_m) + t->offset;
         }
     }
     char path[4096];
@@ -281,7 +385,7 @@ static size_t list_checkpoints(const char *ckdir, long *steps, size_t cap) {
     return n;
 }
 
-int moe_trainer_save(moe_trainer *tr, moe_err *err) {
+static int save_local(moe_trainer *tr, const float *adam_m, const float *adam_v, moe_err *err) {
     char ckdir[4096], tmp[4096], final[4096], old[4096];
     if (moe_path(ckdir, sizeof ckdir, err, "%s/checkpoints", tr->out_dir) ||
         moe_path(tmp, sizeof tmp, err, "%s/.tmp-step-%08ld", ckdir, tr->step) ||
@@ -290,7 +394,7 @@ int moe_trainer_save(moe_trainer *tr, moe_err *err) {
         return -1;
     remove_flat_dir(tmp);
     char tok_path[4096];
-    if (moe_model_save(tr->model, tmp, err) || write_optimizer(tr, tmp, err) ||
+    if (moe_model_save(tr->model, tmp, err) || write_optimizer(tr, adam_m, adam_v, tmp, err) ||
         write_state(tr, tmp, err) ||
         (tr->tokenizer.len &&
          (moe_path(tok_path, sizeof tok_path, err, "%s/tokenizer", tmp) ||
@@ -324,8 +428,52 @@ int moe_trainer_save(moe_trainer *tr, moe_err *err) {
     return 0;
 }
 
+/* Across ranks: the weights are the same on every rank; ZeRO-1's moment
+ * slices come to rank 0 one rank at a time (each rank holds at most one
+ * slice extra; rank 0 the whole moments for the write: the first moment in
+ * the gradients' buffer, zero between steps, the second in 4 n bytes of its
+ * own), and rank 0 writes. */
+static int save_distributed(moe_trainer *tr, moe_err *err) {
+    moe_comm *c = tr->comm;
+    int zero = tr->cfg.zero_stage, rc = 0;
+    float *full_m = tr->adam_m, *full_v = tr->adam_v, *scratch = NULL;
+    if (zero) {
+        size_t n = tr->model->n_params, biggest = 0;
+        for (int r = 0; r < c->size; r++)
+            biggest = tr->shard_counts[r] > biggest ? tr->shard_counts[r] : biggest;
+        if (c->rank == 0) {  /* the gradients are zero between steps: m borrows them */
+            full_m = tr->model->grads;
+            full_v = moe_floats_alloc(n, err);
+            rc = full_v ? 0 : -1;
+        } else {
+            scratch = moe_floats_alloc(biggest ? biggest : 16, err);
+            rc = scratch ? 0 : -1;
+        }
+        rc = moe_comm_agree(c, rc, err);
+        for (int r = 0; r < c->size && !rc; r++)
+            for (int k = 0; k < 2 && !rc; k++) {
+                float *mine = k ? tr->adam_v : tr->adam_m, *full = k ? full_v : full_m;
+                float *buf = c->rank == r ? mine : c->rank == 0 ? full + tr->shard_firsts[r] : scratch;
+                if (c->rank == 0 && r == 0) memcpy(full + tr->shard_firsts[0], mine, tr->shard_counts[0] * sizeof(float));
+                rc = moe_comm_broadcast(c, buf, tr->shard_counts[r], MOE_F32, r, err);
+            }
+    }
+    if (!rc && c->rank == 0) rc = save_local(tr, full_m, full_v, err);
+    if (zero && c->rank == 0) {
+        memset(tr->model->grads, 0, tr->model->n_params * sizeof(float));
+        moe_floats_free(full_v);
+    }
+    moe_floats_free(scratch);
+    return moe_comm_agree(c, rc, err);
+}
+
+int moe_trainer_save(moe_trainer *tr, moe_err *err) {
+    return distributed(tr) ? save_distributed(tr, err) : save_local(tr, tr->adam_m, tr->adam_v, err);
+}
+
 int moe_trainer_truncate_metrics(const moe_trainer *tr, moe_err *err) {
     char path[4096];
+    if (tr->comm && tr->comm->rank != 0) return 0;
     if (moe_path(path, sizeof path, err, "%s/metrics.jsonl", tr->out_dir)) return -1;
     return moe_jsonl_keep_steps(path, tr->step, err);
 }
@@ -409,13 +557,28 @@ int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
         moe_checksums_verify(ckpt, "trainer_state.json", err) || st_read(path, &f, err))
         return -1;
     int rc = 0;
+    size_t lo = tr->shard_first, hi = lo + tr->shard_count;
     for (size_t i = 0; i < L->count && !rc; i++) {
         const moe_tensor *t = &L->tensors[i];
         char name[MOE_NAME_MAX + 16];
-        snprintf(name, sizeof name, "exp_avg.%s", t->name);
-        rc = st_load_f32(&f, name, t->shape, t->ndim, tr->adam_m + t->offset, err);
-        snprintf(name, sizeof name, "exp_avg_sq.%s", t->name);
-        if (!rc) rc = st_load_f32(&f, name, t->shape, t->ndim, tr->adam_v + t->offset, err);
+        if (tr->shard_count == tr->model->n_params) {
+            snprintf(name, sizeof name, "exp_avg.%s", t->name);
+            rc = st_load_f32(&f, name, t->shape, t->ndim, tr->adam_m + t->offset, err);
+            snprintf(name, sizeof name, "exp_avg_sq.%s", t->name);
+            if (!rc) rc = st_load_f32(&f, name, t->shape, t->ndim, tr->adam_v + t->offset, err);
+            continue;
+        }
+        /* ZeRO-1: read the tensor, keep the part in this rank's slice */
+        size_t a = t->offset > lo ? t->offset : lo, b = t->offset + t->size < hi ? t->offset + t->size : hi;
+        if (a >= b) continue;
+        float *buf = moe_floats_alloc(t->size, err);
+        if (!buf) { rc = -1; break; }
+        for (int k = 0; k < 2 && !rc; k++) {
+            snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", t->name);
+            rc = st_load_f32(&f, name, t->shape, t->ndim, buf, err);
+            if (!rc) memcpy((k ? tr->adam_v : tr->adam_m) + (a - lo), buf + (a - t->offset), (b - a) * sizeof(float));
+        }
+        moe_floats_free(buf);
     }
     st_free(&f);
     if (rc) return -1;

@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""test_mpi.py — training across processes (docs/DISTRIBUTED.md) against the
+single process, with `mpirun -np 2`:
+
+  * dense, TopK, ReMoE and CartesianMoE: 20 steps with data parallel (DP),
+    expert parallel 2 (EP, not for dense) and ZeRO-1 match the one-process
+    run in every step's loss, lm_loss, aux_loss, sparsity and lambda, and in
+    the final weights;
+  * SIGKILL of one rank ends the job non-zero with mpirun's message naming
+    the rank, leaves only complete checkpoints, and --resume (on one
+    process: another rank count) continues to the end;
+  * bad input is refused before the first step with one message from rank 0:
+    configs that differ between ranks, expert_parallel not dividing
+    n_experts, a world size that is not a multiple of expert_parallel, a data
+    file one rank cannot read.
+
+Tolerances. A run across ranks adds each rank's partial gradient sums where
+one process adds all rows in one GEMM: the same terms in another order, so
+each step's gradients differ by rounding, a few units of 2^-24 ~ 6e-8
+relative. AdamW divides by sqrt(v), so an update's relative error is of the
+same order, and 20 steps accumulate at most ~20x that (~1e-6; measured
+3e-6 at worst over the weights). The issue's bound, 1e-5 relative, holds with
+margin: weights are compared per tensor as |a - b| / |a| (Frobenius norms:
+a single element whose gradient is pure rounding noise may move by a
+fraction of one Adam step, which is why an element-wise bound would be
+meaningless), losses per step as |a - b| / |a|. Lambda changes by a factor of
+relu_alpha per step, so it must be equal. Exact (bit-equal) pieces are
+asserted in test_mpi's ZeRO check: ZeRO-1 and plain DP hold the same AdamW
+moments bit for bit (the same summed gradients, the same update)."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, "tools")
+import moe_files  # noqa: E402
+
+build = sys.argv[1] if len(sys.argv) > 1 else "build"
+moe = os.path.abspath(os.path.join(build, "moe"))
+if not shutil.which("mpirun"):
+    print("skip: mpirun not found (install openmpi-bin, scripts/install-deps.sh)")
+    sys.exit(77)
+
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMP_NUM_THREADS="1", OMPI_MCA_rmaps_base_oversubscribe="1",
+           # Open MPI's own allocations outlive MPI_Finalize; the library's
+           # are checked by every other test of the ASan suite
+           ASAN_OPTIONS="detect_leaks=0:abort_on_error=0")
+MPI = ["mpirun", "--oversubscribe", "-np", "2"]
+failures = []
+
+
+def check(name, cond, detail=""):
+    print(("ok   " if cond else "FAIL ") + name + ("" if cond else ": " + detail))
+    if not cond:
+        failures.append(name)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120, **kw)
+
+
+tmp = tempfile.mkdtemp()
+try:
+    rng = np.random.default_rng(1)
+    data = os.path.join(tmp, "data.tok")
+    moe_files.write_tokens(data, [int(x) for x in rng.integers(0, 64, 20000)], 64)
+    base = {"vocab_size": 64, "hidden": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1,
+            "ffn_dim": 32, "max_seq_len": 8, "seq_len": 8, "batch_size": 4, "steps": 20,
+            "lr": 0.002, "warmup": 2, "threads": 1}
+    configs = {
+        "dense": {"ffn": "dense"},
+        "topk": {"ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 2, "z_loss_coef": 0.001},
+        "remoe": {"ffn": "moe", "router": "relu", "n_experts": 4, "top_k": 1, "relu_lambda0": 1e-3},
+        "cartesian": {"ffn": "cartesian", "router": "topk", "n_experts": 4, "top_k": 1},
+    }
+
+    def metrics(d):
+        with open(os.path.join(d, "metrics.jsonl")) as f:
+            return [json.loads(x) for x in f]
+
+    def weights(d, name="model.safetensors"):
+        t = moe_files.read_safetensors(os.path.join(moe_files.resolve_checkpoint(d), name))
+        return t[0] if isinstance(t, tuple) else t
+
+    def rel(a, b):
+        return abs(a - b) / max(abs(a), 1e-30)
+
+    def compare(label, ref, got):
+        ma, mb = metrics(ref), metrics(got)
+        worst = 0.0
+        same = len(ma) == len(mb) == 20
+        for a, b in zip(ma, mb):
+            for k in ("loss", "lm_loss", "aux_loss", "sparsity"):
+                if k in a:
+                    worst = max(worst, rel(a[k], b[k]) if a[k] else abs(b[k]))
+            same &= a.get("lambda") == b.get("lambda") and a["step"] == b["step"]
+        check(f"{label}_losses", same and worst < 1e-5, f"worst relative {worst:.3g}, lambda/steps equal {same}")
+        wa, wb = weights(ref), weights(got)
+        wworst = max(float(np.linalg.norm(np.asarray(wa[k], np.float64) - np.asarray(wb[k], np.float64)) /
+                           max(np.linalg.norm(np.asarray(wa[k], np.float64)), 1e-30)) for k in wa)
+        check(f"{label}_weights", set(wa) == set(wb) and wworst < 1e-5, f"worst relative {wworst:.3g}")
+        return worst, wworst
+
+    for name, extra in configs.items():
+        cfg = os.path.join(tmp, name + ".json")
+        with open(cfg, "w") as f:
+            json.dump({**base, **extra}, f)
+        one = os.path.join(tmp, name + "-1")
+        r = run([moe, "train", "--config", cfg, "--data", data, "--out", one])
+        check(f"{name}_single", r.returncode == 0, r.stderr[-400:])
+        modes = {"dp": [], "zero1": ["--zero-stage", "1"]}
+        if name != "dense":
+            modes["ep2"] = ["--expert-parallel", "2"]
+        for mode, flags in modes.items():
+            out = os.path.join(tmp, f"{name}-{mode}")
+            r = run(MPI + [moe, "train", "--config", cfg, "--data", data, "--out", out] + flags)
+            if r.returncode != 0:
+                check(f"{name}_{mode}", False, r.stderr[-600:])
+                continue
+            w = compare(f"{name}_{mode}", one, out)
+            print(f"     {name} {mode}: worst loss {w[0]:.2g}, worst weight {w[1]:.2g} (relative)")
+        if name == "topk":  # exact: ZeRO-1 keeps the very moments of plain DP
+            oa = weights(os.path.join(tmp, "topk-dp"), "optimizer.safetensors")
+            ob = weights(os.path.join(tmp, "topk-zero1"), "optimizer.safetensors")
+            check("zero1_moments_bit_equal_to_dp",
+                  all(np.array_equal(np.asarray(oa[k]), np.asarray(ob[k])) for k in oa))
+
+    # ---- --resume with another rank count ---------------------------------
+    # 10 steps on 2 ranks (ZeRO-1, the moments sharded) then 10 on one
+    # process, and the reverse (one process, then 2 ranks with ZeRO-1 and
+    # EP 2): the weights and the AdamW moments of step 20 are the
+    # uninterrupted single run's
+    cfg = os.path.join(tmp, "topk.json")
+
+    def opt_rel(a, b):
+        oa, ob = weights(a, "optimizer.safetensors"), weights(b, "optimizer.safetensors")
+        return max(float(np.linalg.norm(np.asarray(oa[k], np.float64) - np.asarray(ob[k], np.float64)) /
+                         max(np.linalg.norm(np.asarray(oa[k], np.float64)), 1e-30)) for k in oa)
+
+    for label, argv1, flags1, argv2, flags2 in (
+            ("2to1", MPI, ["--zero-stage", "1"], [], []),
+            ("1to2", [], [], MPI, ["--zero-stage", "1", "--expert-parallel", "2"])):
+        part, rest = os.path.join(tmp, "part-" + label), os.path.join(tmp, "rest-" + label)
+        r1 = run(argv1 + [moe, "train", "--config", cfg, "--data", data, "--out", part,
+                          "--checkpoint-every", "10"] + flags1)
+        r2 = run(argv2 + [moe, "train", "--resume", os.path.join(part, "checkpoints", "step-00000010"),
+                          "--out", rest, "--data", data] + flags2)
+        if r1.returncode or r2.returncode:
+            check(f"resume_{label}", False, (r1.stderr + r2.stderr)[-500:])
+            continue
+        wa, wb = weights(os.path.join(tmp, "topk-1")), weights(rest)
+        w = max(float(np.linalg.norm(np.asarray(wa[k], np.float64) - np.asarray(wb[k], np.float64)) /
+                      np.linalg.norm(np.asarray(wa[k], np.float64))) for k in wa)
+        o = opt_rel(os.path.join(tmp, "topk-1"), rest)
+        check(f"resume_{label}_weights_and_moments", w < 1e-5 and o < 1e-5,
+              f"weights {w:.3g}, moments {o:.3g} (relative)")
+
+    # ---- SIGKILL of one rank, then --resume on one process ---------------
+    cfg = os.path.join(tmp, "topk.json")
+    run_dir = os.path.join(tmp, "killed")
+    p = subprocess.Popen(MPI + [moe, "train", "--config", cfg, "--data", data, "--out", run_dir,
+                                "--steps", "100000", "--checkpoint-every", "10", "--zero-stage", "1"],
+                         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckdir = os.path.join(run_dir, "checkpoints")
+    deadline = time.time() + 60
+    while time.time() < deadline and not (os.path.isdir(ckdir) and
+                                          any(x.startswith("step-") for x in os.listdir(ckdir))):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    ranks = [int(x) for x in subprocess.run(["ps", "-o", "pid=", "--ppid", str(p.pid)],
+                                            capture_output=True, text=True).stdout.split()]
+    if ranks:
+        os.kill(ranks[-1], signal.SIGKILL)
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
+    check("sigkill_ends_job_nonzero", len(ranks) == 2 and p.returncode != 0, f"rc {p.returncode}, ranks {ranks}")
+    check("sigkill_clear_message", "exited on signal 9" in err, err[-400:])
+    complete = True
+    for d in sorted(os.listdir(ckdir)):
+        if d.startswith("step-"):
+            files = set(os.listdir(os.path.join(ckdir, d)))
+            complete &= {"model.safetensors", "optimizer.safetensors", "trainer_state.json",
+                         "config.json", "CHECKSUMS"} <= files
+    check("sigkill_no_partial_checkpoint", complete, str(os.listdir(ckdir)))
+    newest = moe_files.resolve_checkpoint(run_dir)
+    with open(os.path.join(newest, "trainer_state.json")) as f:
+        at = json.load(f)["step"]
+    r = run([moe, "train", "--resume", run_dir, "--data", data, "--steps", str(at + 5)])
+    steps = [m["step"] for m in metrics(run_dir)]
+    check("sigkill_resume_continues", r.returncode == 0 and steps == list(range(1, at + 6)),
+          r.stderr[-300:] + f" steps end {steps[-3:]}")
+
+    # ---- bad input: one message from rank 0, before the first step -------
+    def refused(name, cmd, pattern):
+        out = os.path.join(tmp, "bad-" + name)
+        r = run([a.replace("OUT", out) for a in cmd])
+        lines = [x for x in r.stderr.splitlines() if x.startswith("moe train:")]
+        started = os.path.exists(os.path.join(out, "metrics.jsonl")) and os.path.getsize(os.path.join(out, "metrics.jsonl"))
+        check(f"refuses_{name}", r.returncode != 0 and len(lines) == 1 and pattern in lines[0] and not started,
+              f"rc {r.returncode}, {lines}")
+
+    cfg2 = os.path.join(tmp, "topk-lr.json")
+    with open(cfg2, "w") as f:
+        json.dump({**base, **configs["topk"], "lr": 0.001}, f)
+    one = ["mpirun", "--oversubscribe", "-np", "1"]
+    refused("configs_differ", one + [moe, "train", "--config", cfg, "--data", data, "--out", "OUT", ":"] +
+            one[2:] + [moe, "train", "--config", cfg2, "--data", data, "--out", "OUT"], "differ from rank 0's")
+    refused("ep_not_dividing_experts", MPI + [moe, "train", "--config", cfg, "--data", data, "--out", "OUT",
+                                             "--expert-parallel", "3"], "'expert_parallel': 3 does not divide n_experts 4")
+    refused("world_not_multiple_of_ep", MPI + [moe, "train", "--config", cfg, "--data", data, "--out", "OUT",
+                                              "--expert-parallel", "4"], "not a multiple of expert_parallel 4")
+    refused("data_unreadable_on_one_rank",
+            one + [moe, "train", "--config", cfg, "--data", data, "--out", "OUT", ":"] + one[2:] +
+            [moe, "train", "--config", cfg, "--data", os.path.join(tmp, "nothere.tok"), "--out", "OUT"],
+            "rank 1: cannot open")
+finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+print(f"{len(failures)} failed" if failures else "all passed")
+sys.exit(1 if failures else 0)

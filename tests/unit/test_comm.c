@@ -1,0 +1,129 @@
+/* test_comm.c — the single-process side of training across processes: the
+ * collectives' single-process group (what every run without mpirun uses),
+ * the split of parameters into ZeRO-1 slices, the AdamW update of a slice
+ * (bit-equal to the whole update, the exactness docs/DISTRIBUTED.md claims),
+ * and the config checks of expert_parallel. The MPI side is checked end to
+ * end by tests/ref/test_mpi.py. */
+#include <string.h>
+
+#include "harness.h"
+#include "moe/comm.h"
+#include "moe/config.h"
+#include "moe/json.h"
+#include "moe/model.h"
+#include "moe/rng.h"
+#include "moe/train.h"
+
+static int parse_cfg(const char *text, moe_config *c, moe_err *err) {
+    moe_config_defaults(c);
+    json_value *j = json_parse(text, strlen(text), "cfg.json", err);
+    if (!j) return -1;
+    int rc = moe_config_apply_json(c, j, "cfg.json", err);
+    json_free(j);
+    return rc ? rc : moe_config_finalize(c, err);
+}
+
+static void test_single_process_group(void) {
+    moe_err err;
+    moe_comm *c = NULL;
+    CHECK(moe_comm_single(&c, &err) == 0 && c, "single group");
+    if (!c) return;
+    CHECK(c->rank == 0 && c->size == 1, "rank 0 of 1");
+    float a[5] = {1, 2, 3, 4, 5}, b[5] = {0};
+    CHECK(moe_comm_allreduce(c, a, 5, MOE_F32, &err) == 0 && a[4] == 5.0f, "all-reduce of one rank: unchanged");
+    size_t counts[1] = {5};
+    CHECK(moe_comm_reduce_scatter(c, a, b, counts, MOE_F32, &err) == 0 && memcmp(a, b, sizeof a) == 0,
+          "reduce-scatter of one rank: a copy");
+    memset(b, 0, sizeof b);
+    CHECK(moe_comm_alltoallv(c, a, counts, b, counts, MOE_F32, &err) == 0 && memcmp(a, b, sizeof a) == 0,
+          "all-to-all of one rank: a copy");
+    CHECK(moe_comm_allgather(c, a, counts, MOE_F32, &err) == 0 && a[0] == 1.0f, "all-gather: unchanged");
+    CHECK(c->bytes == 0 && c->seconds == 0, "one rank sends nothing");
+    /* agreement of one rank: its own status and message, no rank prefix */
+    moe_errf(&err, "cannot open x.tok");
+    CHECK(moe_comm_agree(c, -1, &err) == -1 && !strcmp(err.msg, "cannot open x.tok"), "%s", err.msg);
+    CHECK(moe_comm_agree(c, 0, &err) == 0, "success agreed");
+    moe_comm *sub = NULL;
+    CHECK(c->ops->split(c, 0, 0, &sub, &err) == 0 && sub && sub->size == 1, "split of one rank");
+    moe_comm_free(sub);
+    moe_comm_free(c);
+}
+
+static void test_blocks(void) {
+    size_t ns[] = {0, 1, 15, 16, 17, 1000, 123457};
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++)
+        for (int P = 1; P <= 5; P++) {
+            size_t counts[5], first[5], at = 0;
+            moe_comm_blocks(ns[i], P, 16, counts, first);
+            for (int r = 0; r < P; r++) {
+                CHECK(first[r] == at, "n %zu P %d: block %d starts where the last ended", ns[i], P, r);
+                CHECK(first[r] % 16 == 0 || first[r] == ns[i], "n %zu P %d: block %d aligned", ns[i], P, r);
+                at += counts[r];
+            }
+            CHECK(at == ns[i], "n %zu P %d: blocks cover every element", ns[i], P);
+        }
+}
+
+/* AdamW over P slices (each with its own moment arrays, as ZeRO-1 ranks hold
+ * them) gives the bits of the update over the whole array. */
+static void test_adamw_slices_equal_whole(void) {
+    moe_config c;
+    moe_err err;
+    CHECK(parse_cfg("{\"vocab_size\": 40, \"hidden\": 16, \"n_layers\": 2, \"n_heads\": 2, "
+                    "\"n_kv_heads\": 1, \"ffn\": \"moe\", \"n_experts\": 4, \"ffn_dim\": 24}", &c, &err) == 0,
+          "%s", err.msg);
+    moe_model *m;
+    if (moe_model_create(&c, &m, &err)) { CHECK(0, "%s", err.msg); return; }
+    moe_model_init(m, 3);
+    size_t n = m->n_params;
+    float *p0 = malloc(n * 4), *g0 = malloc(n * 4), *m0 = calloc(n, 4), *v0 = calloc(n, 4);
+    float *p1 = malloc(n * 4), *g1 = malloc(n * 4), *m1 = calloc(n, 4), *v1 = calloc(n, 4);
+    moe_rng rng;
+    moe_rng_seed(&rng, 9);
+    for (size_t i = 0; i < n; i++) g0[i] = (float)(0.01 * moe_rng_normal(&rng));
+    memcpy(p0, m->params, n * 4);
+    memcpy(p1, m->params, n * 4);
+    for (int P = 1; P <= 3; P++) {
+        size_t counts[3], first[3];
+        moe_comm_blocks(n, P, 16, counts, first);
+        memcpy(p0, m->params, n * 4); memcpy(p1, m->params, n * 4);
+        memset(m0, 0, n * 4); memset(v0, 0, n * 4); memset(m1, 0, n * 4); memset(v1, 0, n * 4);
+        for (long t = 1; t <= 3; t++) {
+            memcpy(g1, g0, n * 4);
+            moe_adamw_update(&m->layout, p1, g1, 0.7f, m1, v1, 1e-3, t, &c);
+            for (int r = 0; r < P; r++) {  /* each slice with moments of its own */
+                float *g = malloc(n * 4);
+                memcpy(g, g0, n * 4);
+                moe_adamw_update_range(&m->layout, p0, g, 0.7f, m0 + first[r], v0 + first[r], 1e-3, t, &c,
+                                       first[r], first[r] + counts[r]);
+                int zeroed = 1;
+                for (size_t i = first[r]; i < first[r] + counts[r]; i++) zeroed &= g[i] == 0.0f;
+                CHECK(zeroed, "P %d slice %d: its gradients are zeroed", P, r);
+                free(g);
+            }
+        }
+        CHECK(memcmp(p0, p1, n * 4) == 0 && memcmp(m0, m1, n * 4) == 0 && memcmp(v0, v1, n * 4) == 0,
+              "P %d: slices give the whole update's bits", P);
+    }
+    free(p0); free(g0); free(m0); free(v0); free(p1); free(g1); free(m1); free(v1);
+    moe_model_free(m);
+}
+
+static void test_expert_parallel_config(void) {
+    moe_config c;
+    moe_err err;
+    CHECK(parse_cfg("{\"ffn\": \"moe\", \"n_experts\": 8, \"expert_parallel\": 4}", &c, &err) == 0, "%s", err.msg);
+    CHECK(parse_cfg("{\"ffn\": \"moe\", \"n_experts\": 8, \"expert_parallel\": 3}", &c, &err) != 0 &&
+          strstr(err.msg, "'expert_parallel': 3 does not divide n_experts 8"), "%s", err.msg);
+    CHECK(parse_cfg("{\"ffn\": \"dense\", \"expert_parallel\": 2}", &c, &err) != 0 &&
+          strstr(err.msg, "expert_parallel"), "%s", err.msg);
+    CHECK(parse_cfg("{\"zero_stage\": 2}", &c, &err) != 0 && strstr(err.msg, "zero_stage"), "%s", err.msg);
+}
+
+int main(void) {
+    RUN(test_single_process_group);
+    RUN(test_blocks);
+    RUN(test_adamw_slices_equal_whole);
+    RUN(test_expert_parallel_config);
+    TEST_MAIN_END();
+}
