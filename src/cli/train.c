@@ -316,6 +316,7 @@ int cmd_train(int argc, char **argv) {
     }
     if (tty) fprintf(stderr, "\n");
     if (moe_trainer_save(&tr, &err)) goto fail;
+    moe_print_layer_activity(stderr, model, "moe train");
     if (profile) print_profile(&tr.prof, profiled_seconds, profiled_steps, tr.cfg.batch_size *
                                tr.cfg.seq_len * tr.cfg.grad_accum);
     if (stop_requested)

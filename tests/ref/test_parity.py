@@ -41,6 +41,9 @@ CASES = {
     "smoe_share": (dict(MOE, router="topk", top_k=2, n_shared_experts=1, shared_gate=True), 1),
     "topp_shared": (dict(MOE, router="topp", n_shared_experts=1, topp_entropy_coef=0.01), 2),
     "hash": (dict(MOE, router="hash", n_shared_experts=1), 1),
+    # CartesianMoE's Hash baseline, with its reference's first layer dense
+    "learned_hash_dense_first": (dict(MOE, router="learned_hash", top_k=2, n_layers=3,
+                                      dense_first_layers=1), 2),
     "expert_choice": (dict(MOE, router="expert_choice", top_k=2), 1),
     # a wide candidate threshold so that Gumbel samples and w = 1/3 occur
     "sparsemixer": (dict(MOE, router="sparsemixer", top_k=2, jitter_eps=0.5), 2),

@@ -230,6 +230,8 @@ static void test_route_stats_on_hand_gates(void) {
     CHECK_CLOSE(moe_token_routing_prob(&st, 0, 1, 5), 1.0 / 3, 0, 1e-12);
     CHECK_CLOSE(moe_token_routing_prob(&st, 0, 1, 7), 1.0, 0, 1e-12);
     CHECK(moe_token_routing_prob(&st, 0, 0, 9) == 0.0, "unseen token");
+    /* position 3 has no active expert: 1 of 4 positions */
+    CHECK_CLOSE(moe_no_expert_fraction(&st, 0), 1.0 / 4, 0, 1e-12);
     /* frequency buckets: token 7 (count 1) in [1,2), token 5 (count 3) in [2,4);
      * active experts: token 7 -> 1; token 5 -> (1 + 2 + 0) / 3 */
     moe_freq_bucket *b;
@@ -259,6 +261,7 @@ static void test_route_stats_on_hand_gates(void) {
         CHECK(top0->count == 1 && json_get(&top0->items[0], "id")->number == 5,
               "expert 0's top token is id 5");
         CHECK_CLOSE(json_get(site0, "sparsity")->number, 1.0 - 4.0 / 8.0, 0, 1e-12);
+        CHECK_CLOSE(json_get(site0, "no_expert")->number, 0.25, 0, 1e-12);
         json_free(j);
     }
     moe_buf_free(&out);
