@@ -21,6 +21,7 @@ static const command commands[] = {
     {"eval", cmd_eval, "loss, perplexity per domain, multiple-choice tasks"},
     {"analyze", cmd_analyze, "routing statistics of a model over a token file"},
     {"report", cmd_report, "an HTML report comparing runs"},
+    {"sweep", cmd_sweep, "train and evaluate configs x seeds, resumably, and aggregate"},
 };
 
 static void usage(FILE *f) {

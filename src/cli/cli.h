@@ -16,6 +16,7 @@ int cmd_tokenizer(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_analyze(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_sweep(int argc, char **argv);
 
 /* Option parsing: each returns 0 and sets *out, or prints
  * "moe CMD: option --name: expected ..., found '...'" and returns -1. */
