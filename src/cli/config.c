@@ -5,13 +5,20 @@
 
 #include "cli/cli.h"
 #include "moe/config.h"
+#include "moe/model.h"
 
 static void help(FILE *f) {
     fprintf(f,
-        "usage: moe config (--doc | --defaults | --check FILE.json)\n\n"
-        "  --doc         every key as a Markdown table (docs/CONFIG.md is this output)\n"
-        "  --defaults    the default config as JSON, derived values resolved\n"
-        "  --check FILE  validate FILE and print it with defaults filled in\n");
+        "usage: moe config (--doc | --defaults | --check FILE.json | --params FILE.json)\n\n"
+        "  --doc          every key as a Markdown table (docs/CONFIG.md is this output)\n"
+        "  --defaults     the default config as JSON, derived values resolved\n"
+        "  --check FILE   validate FILE and print it with defaults filled in (and its\n"
+        "                 parameter counts on stderr)\n"
+        "  --params FILE  validate FILE and print its parameter counts as JSON: total,\n"
+        "                 active per token (routed experts at k/E), embedding (input\n"
+        "                 embedding + LM head), experts (routed and shared expert tensors)\n"
+        "                 and experts_active (what a token uses of them), router (routers\n"
+        "                 and shared gates)\n");
 }
 
 int cmd_config(int argc, char **argv) {
@@ -28,12 +35,21 @@ int cmd_config(int argc, char **argv) {
     } else if (!strcmp(argv[1], "--defaults")) {
         moe_config_defaults(&c);
         rc = moe_config_finalize(&c, &err) || moe_config_to_json(&c, &out);
-    } else if (!strcmp(argv[1], "--check") && argc == 3) {
-        if (moe_config_load(argv[2], &c, &err)) {
+    } else if ((!strcmp(argv[1], "--check") || !strcmp(argv[1], "--params")) && argc == 3) {
+        moe_param_count pc;
+        if (moe_config_load(argv[2], &c, &err) || moe_model_count_params(&c, &pc, &err)) {
             fprintf(stderr, "moe config: %s\n", err.msg);
             return 1;
         }
-        rc = moe_config_to_json(&c, &out);
+        if (!strcmp(argv[1], "--params")) {
+            rc = moe_buf_printf(&out, "{\"total\": %zu, \"active\": %zu, \"embedding\": %zu, \"experts\": %zu, "
+                                "\"experts_active\": %zu, \"router\": %zu}\n", pc.total, pc.active, pc.embedding,
+                                pc.experts, pc.experts_active, pc.router);
+        } else {
+            fprintf(stderr, "moe config: %s: %.1fM parameters, %.1fM active per token (%.1fM of them "
+                    "embedding and LM head)\n", argv[2], pc.total / 1e6, pc.active / 1e6, pc.embedding / 1e6);
+            rc = moe_config_to_json(&c, &out);
+        }
     } else {
         fprintf(stderr, "moe config: unknown option '%s' (see --help)\n", argv[1]);
         return 2;

@@ -67,6 +67,52 @@ fail:
     return -1;
 }
 
+int moe_model_count_params(const moe_config *cfg, moe_param_count *out, moe_err *err) {
+    moe_model *m = moe_calloc(1, sizeof *m, err);
+    if (!m) return -1;
+    int rc = -1;
+    m->cfg = *cfg;
+    m->blocks = moe_calloc((size_t)cfg->n_layers, sizeof *m->blocks, err);
+    if (!m->blocks) goto done;
+    for (int l = 0; l < cfg->n_layers; l++)
+        if (moe_ffn_create(&m->cfg, l, &m->blocks[l].ffn, err)) goto done;
+    model_layout(m);  /* pass 1 only: counts, no memory */
+    if (m->layout.failed) { moe_errf(err, "out of memory building the tensor table"); goto done; }
+    memset(out, 0, sizeof *out);
+    /* the active share of a routed expert tensor: k of E */
+    double share = (double)cfg->top_k / (double)cfg->n_experts, active = 0.0, experts_active = 0.0;
+    if (!strcmp(cfg->ffn, "lory")) share = 1.0 / (double)cfg->n_experts;
+    for (size_t i = 0; i < m->layout.count; i++) {
+        const moe_tensor *t = &m->layout.tensors[i];
+        out->total += t->size;
+        if (!strcmp(t->name, "model.embed_tokens.weight") || !strcmp(t->name, "lm_head.weight"))
+            out->embedding += t->size;
+        if (strstr(t->name, ".experts.") && !strstr(t->name, ".shared_experts.")) {
+            out->experts += t->size;
+            experts_active += share * (double)t->size;
+            active += share * (double)t->size;
+        } else if (strstr(t->name, ".shared_experts.")) {
+            out->experts += t->size;
+            experts_active += (double)t->size;
+            active += (double)t->size;
+        } else if (strstr(t->name, ".router.token_weight")) {
+            out->router += t->size;
+            active += (double)t->size / (double)cfg->vocab_size;
+        } else if (strstr(t->name, ".router.") || strstr(t->name, ".shared_gate.")) {
+            out->router += t->size;
+            active += (double)t->size;
+        } else {
+            active += (double)t->size;
+        }
+    }
+    out->active = (size_t)(active + 0.5);
+    out->experts_active = (size_t)(experts_active + 0.5);
+    rc = 0;
+done:
+    moe_model_free(m);
+    return rc;
+}
+
 static void free_acts(moe_model *m) {
     free(m->acts_mem); free(m->res); free(m->res_mid); free(m->acts);
     free(m->tokens); free(m->targets);
