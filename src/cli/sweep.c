@@ -256,6 +256,38 @@ static run_state state_of(const char *dir) {
     return moe_resolve_checkpoint(dir, ck, sizeof ck, &ignored) ? RUN_NEW : RUN_INTERRUPTED;
 }
 
+/* RUN/sweep.lock holds the pid of the sweep running RUN, so that several
+ * sweep processes can share one grid (each takes the runs nobody holds).
+ * Returns 1 if taken, 0 if a live process holds it, -1 on error. A lock
+ * whose process is gone is taken over. */
+static int lock_run(const char *dir, moe_err *err) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/sweep.lock", dir);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (fd >= 0) {
+            char pid[32];
+            int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+            int ok = write(fd, pid, (size_t)n) == n;
+            close(fd);
+            return ok ? 1 : moe_errf(err, "cannot write %s", p);
+        }
+        if (errno != EEXIST) return moe_errf(err, "cannot create %s: %s", p, strerror(errno));
+        FILE *f = fopen(p, "r");
+        long holder = 0;
+        if (f) { if (fscanf(f, "%ld", &holder) != 1) holder = 0; fclose(f); }
+        if (holder > 0 && holder != (long)getpid() && (kill((pid_t)holder, 0) == 0 || errno == EPERM)) return 0;
+        unlink(p);  /* stale: its sweep is gone */
+    }
+    return 0;
+}
+
+static void unlock_run(const char *dir) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/sweep.lock", dir);
+    unlink(p);
+}
+
 static void fmt_dur(char *out, size_t cap, double s) {
     if (s < 60) snprintf(out, cap, "%.0fs", s);
     else if (s < 3600) snprintf(out, cap, "%dm%02ds", (int)s / 60, (int)s % 60);
@@ -611,7 +643,7 @@ int cmd_sweep(int argc, char **argv) {
         char cfg[4096];
         if (write_config(&g, &g.runs[r], g.seeds[0], cfg, sizeof cfg, &err)) goto fail;
     }
-    size_t total = g.n_runs * g.n_seeds, k = 0, executed = 0, left = 0;
+    size_t total = g.n_runs * g.n_seeds, k = 0, executed = 0, left = 0, busy = 0;
     for (size_t r = 0; r < g.n_runs; r++)
         for (size_t s = 0; s < g.n_seeds; s++) {
             char dir[4096];
@@ -638,8 +670,20 @@ int cmd_sweep(int argc, char **argv) {
                         g.seeds[s]);
                 continue;
             }
+            if (moe_mkdirs(dir, &err)) goto fail;
+            int locked = lock_run(dir, &err);
+            if (locked < 0) goto fail;
+            if (!locked) {
+                fprintf(stderr, "moe sweep: [%zu/%zu] %s seed %ld: another sweep is running it, skipped\n", k,
+                        total, gr->name, g.seeds[s]);
+                busy++;
+                continue;
+            }
+            st = state_of(dir);  /* another sweep may have finished it meanwhile */
+            if (st == RUN_DONE) { unlock_run(dir); left--; continue; }
             double t0 = now();
             int crc = do_run(&g, gr, g.seeds[s], dir, st, &err);
+            unlock_run(dir);
             if (crc < 0) goto fail;
             if (stop_sig) {
                 fprintf(stderr, "moe sweep: [%zu/%zu] %s seed %ld: stopped by signal %d (checkpoint kept); "
@@ -673,6 +717,9 @@ int cmd_sweep(int argc, char **argv) {
                     left, eta);
         }
     if (stop_sig) { rc = 128 + (int)stop_sig; goto done; }
+    if (busy)
+        fprintf(stderr, "moe sweep: %zu runs are with another sweep; the last one to finish aggregates "
+                "(or run --aggregate)\n", busy);
     if (aggregate(&g, &err)) goto fail;
     rc = 0;
     goto done;

@@ -6,7 +6,7 @@
 # with the same numbers (training resumes exactly); the summary's means,
 # standard deviations and paired differences recomputed from the runs'
 # eval.json; one progress line per run with an ETA; bad grids refused with
-# one line.
+# one line; two sweeps share a grid through per-run locks.
 set -u
 build=${1:-build}
 moe="$(cd "$(dirname "$build")" && pwd)/$(basename "$build")/moe"
@@ -100,6 +100,21 @@ assert "minus_baseline" not in cells["topk"]
 print("ok")
 PY
 check resumed_equals_uninterrupted_and_summary_recomputes grep -qx ok py.out || cat py.out
+
+# several sweeps can share a grid: a run locked by a live process is left
+# to it; a lock whose process is gone is taken over
+grid c > c.json
+sleep 1000 & holder=$!
+mkdir -p c/topk/seed-1 c/relu/seed-2
+echo $holder > c/topk/seed-1/sweep.lock
+echo 999999999 > c/relu/seed-2/sweep.lock
+"$moe" sweep --grid c.json >c.out 2>c.err
+check lock_held_run_skipped grep -q 'topk seed 1: another sweep is running it, skipped' c.err
+check stale_lock_taken_over bash -c "grep -q 'relu seed 2: finished' c.err && [ -f c/relu/seed-2/sweep.json ] && [ ! -e c/relu/seed-2/sweep.lock ]"
+kill $holder 2>/dev/null; wait $holder 2>/dev/null
+rm c/topk/seed-1/sweep.lock
+"$moe" sweep --grid c.json >c2.out 2>c2.err
+check freed_run_done_later bash -c "grep -q 'topk seed 1: finished' c2.err && [ \$(grep -c 'done earlier, skipped' c2.err) -eq 3 ]"
 
 # bad grids: one line naming the file and the key
 echo '{"out": "x", "data": "train.tok", "seeds": [1], "runs": [{"name": "a", "config": "topk.json"}], "sedes": 1}' > bad1.json
