@@ -151,7 +151,7 @@ def main():
             if not sp:
                 continue
             lo = min(sp, key=lambda x: x[1])
-            target, band, s3 = 0.875, 0.02, None
+            target, band, s3 = 0.875, 0.25 / 8, None  # moe report's rule: within k/(4E)
             for i in range(len(sp)):  # first step after which sparsity stays within the band
                 if all(abs(v - target) <= band for _, v in sp[i:]):
                     s3 = sp[i][0]

@@ -309,6 +309,43 @@ static void activity_table(moe_buf *b, const run_data *r) {
                        "nothing.</p>");
 }
 
+/* When the first run belongs to a `moe sweep` (RUN = OUT/NAME/seed-S with
+ * OUT/summary.json), the sweep's aggregate: per cell the headline metric's
+ * mean ± std over seeds and the paired difference against the baseline
+ * (docs/SWEEP.md). Nothing when there is no summary. */
+static int sweep_section(moe_buf *b, const char *run_dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/../../summary.json", run_dir);
+    moe_err ignored;
+    json_value *j = access(path, F_OK) ? NULL : json_parse_file(path, &ignored);
+    if (!j) return 0;
+    const json_value *cells = json_get(j, "cells");
+    const char *head = jstr(j, "headline", "train_loss"), *base = jstr(j, "baseline", NULL);
+    moe_buf_printf(b, "<section><h2>Sweep: mean ± std over seeds</h2><p class=\"note\">From ");
+    esc(b, path);
+    moe_buf_printf(b, " (<code>moe sweep</code>): every run of the grid, not only the runs above; differences are "
+                   "paired by seed.</p><table><tr><th>run</th><th>seeds done</th><th>");
+    esc(b, head);
+    moe_buf_printf(b, "</th>");
+    if (base) { moe_buf_printf(b, "<th>− "); esc(b, base); moe_buf_printf(b, " (paired)</th>"); }
+    moe_buf_printf(b, "</tr>");
+    for (size_t i = 0; cells && cells->type == JSON_ARRAY && i < cells->count; i++) {
+        const json_value *c = &cells->items[i], *m = json_get(json_get(c, "metrics"), head);
+        const json_value *d = json_get(json_get(c, "minus_baseline"), head);
+        moe_buf_printf(b, "<tr><td>");
+        esc(b, jstr(c, "name", "?"));
+        moe_buf_printf(b, "</td><td>%.0f</td>", jnum(c, "seeds_done"));
+        if (m) moe_buf_printf(b, "<td>%.4f ± %.4f</td>", jnum(m, "mean"), jnum(m, "std"));
+        else moe_buf_printf(b, "<td>—</td>");
+        if (base && d) moe_buf_printf(b, "<td>%+.4f ± %.4f (n=%.0f)</td>", jnum(d, "mean"), jnum(d, "std"), jnum(d, "n"));
+        else if (base) moe_buf_printf(b, "<td>%s</td>", strcmp(jstr(c, "name", ""), base) ? "—" : "(baseline)");
+        moe_buf_printf(b, "</tr>");
+    }
+    moe_buf_printf(b, "</table></section>\n");
+    json_free(j);
+    return 0;
+}
+
 static void missing(moe_buf *b, const char *what, const char *how) {
     moe_buf_printf(b, "<p class=\"missing\">%s — %s</p>", what, how);
 }
@@ -763,7 +800,9 @@ int moe_report_html(const char *const *run_dirs, size_t n, moe_buf *out, moe_err
 
     moe_buf_printf(b, "<section><h2>Runs</h2>");
     runs_table(b, runs, n);
-    moe_buf_printf(b, "</section>\n<section><h2>Evaluation</h2>");
+    moe_buf_printf(b, "</section>\n");
+    sweep_section(b, runs[0].dir);
+    moe_buf_printf(b, "<section><h2>Evaluation</h2>");
     eval_table(b, runs, n);
     moe_buf_printf(b, "</section>\n<section><h2>Training</h2><p class=\"note\">Training loss from "
                    "metrics.jsonl; the calibration loss and the flip rate come from a fixed token set forwarded in "

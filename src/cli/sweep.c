@@ -36,7 +36,8 @@ static void help(FILE *f) {
         "same command skips finished runs and resumes an interrupted one from its\n"
         "last checkpoint (Ctrl-C or SIGTERM stops the run in progress with a\n"
         "checkpoint). Finally writes OUT/summary.json (mean, std over seeds; paired\n"
-        "differences against \"baseline\") and OUT/summary.md.\n");
+        "differences against \"baseline\"), OUT/summary.md, and OUT/report.html (moe report\n"
+        "over the first seed of every run, with the summary).\n");
 }
 
 #define MAX_RUNS 256
@@ -587,6 +588,34 @@ static int aggregate(const grid *g, moe_err *err) {
     return rc;
 }
 
+/* OUT/report.html: `moe report` over the first finished seed of every run
+ * (at most 64), which also shows the sweep's summary. */
+static int sweep_report(const grid *g, moe_err *err) {
+    static char dirs[64][4096];
+    const char *args[64 + 8];
+    size_t n = 0, nd = 0;
+    args[n++] = "report";
+    for (size_t r = 0; r < g->n_runs && nd < 64; r++)
+        for (size_t s = 0; s < g->n_seeds; s++) {
+            if (moe_path(dirs[nd], sizeof dirs[nd], err, "%s/%s/seed-%ld", g->out, g->runs[r].name, g->seeds[s]))
+                return -1;
+            if (state_of(dirs[nd]) != RUN_DONE) continue;
+            args[n++] = dirs[nd++];
+            break;
+        }
+    if (!nd) return 0;
+    char out[4200], log[4200];
+    snprintf(out, sizeof out, "%s/report.html", g->out);
+    snprintf(log, sizeof log, "%s/report.log", g->out);
+    args[n++] = "--out";
+    args[n++] = out;
+    int rc = run_self(args, n, log, err);
+    if (rc < 0) return -1;
+    if (rc) fprintf(stderr, "moe sweep: the report failed (see %s); the summary is written\n", log);
+    else fprintf(stderr, "moe sweep: wrote %s\n", out);
+    return 0;
+}
+
 /* ---- the command ----------------------------------------------------------- */
 
 /* Trains (or resumes) and evaluates one run; 0 done, >0 the child's failing
@@ -653,7 +682,11 @@ int cmd_sweep(int argc, char **argv) {
             if (dry) printf("%-40s %s\n", dir, st == RUN_DONE ? "done" : st == RUN_INTERRUPTED ? "interrupted" : "new");
         }
     if (dry) { printf("moe sweep: %zu runs, %zu to do\n", total, left); rc = 0; goto done; }
-    if (agg_only) { rc = aggregate(&g, &err) ? 1 : 0; if (rc) goto fail; goto done; }
+    if (agg_only) {
+        if (aggregate(&g, &err) || sweep_report(&g, &err)) goto fail;
+        rc = 0;
+        goto done;
+    }
 
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -720,7 +753,7 @@ int cmd_sweep(int argc, char **argv) {
     if (busy)
         fprintf(stderr, "moe sweep: %zu runs are with another sweep; the last one to finish aggregates "
                 "(or run --aggregate)\n", busy);
-    if (aggregate(&g, &err)) goto fail;
+    if (aggregate(&g, &err) || sweep_report(&g, &err)) goto fail;
     rc = 0;
     goto done;
 fail:

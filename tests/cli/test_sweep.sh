@@ -55,6 +55,7 @@ grid b > b.json
 check sweep_runs_all [ $? -eq 0 ]
 check one_line_per_run_with_eta [ "$(grep -c 'moe sweep: \[[1-4]/4\] .* | [0-3] left, ETA' a.err)" -eq 4 ]
 check summary_written [ -f a/summary.json ] && [ -f a/summary.md ]
+check report_with_summary bash -c "grep -q 'Sweep: mean ± std over seeds' a/report.html && grep -q '(baseline)' a/report.html"
 
 # the same grid, stopped by SIGTERM while relu seed 1 trains, then rerun
 "$moe" sweep --grid b.json >b1.out 2>b1.err &
