@@ -233,7 +233,9 @@ static int run_self(const char *const *args, size_t n, const char *log, moe_err 
         dup2(fd, 1);
         dup2(fd, 2);
         close(fd);
-        execv(self, (char *const *)argv);
+        /* /proc/self/exe, not its target: it still runs when the binary
+         * has been replaced on disk since this sweep started */
+        execv("/proc/self/exe", (char *const *)argv);
         _exit(127);
     }
     close(fd);
