@@ -81,7 +81,9 @@ def main():
         print(f"| {label} | {pl if pl else '—'} | {pd if pd else '—'} | {ms(v)} | {diff} | "
               f"{verdict(d) if d else ''} | {ms(sp) if sp and name != 'dense' else '—'} |")
     if ours:
-        print("\nOur order by validation loss (best first): " + " < ".join(sorted(ours, key=ours.get)) + ".\n")
+        print("\nOur order by validation loss (best first): " + " < ".join(sorted(ours, key=ours.get)) + ".")
+    diff, d = paired(load("remoe-main-cpu", "remoe"), load("remoe-main-cpu", "dense"), "valid.loss")
+    print(f"ReMoE − Dense, paired by seed: {diff} ({verdict(d) if d else 'no pairs'}).\n")
 
     # (b) E sweep
     print("### (b) ReMoE against TopK as E grows (k = 1)\n")
@@ -140,8 +142,8 @@ def main():
     # (f) dynamics: ReMoE's three stages and the flip rate
     print("### (f) ReMoE's sparsity stages and the flip rate (182M twin, E = 8)\n")
     print("| run | seed | lowest sparsity (step) | stage III from step | final sparsity | "
-          "flip rate, steps 20-100 | flip rate, last 100 steps |")
-    print("|---|---|---|---|---|---|---|")
+          "flip rate, steps 20-100 | flip rate, last 100 steps | active experts per layer (no expert) |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in ("remoe", "topk"):
         for d in sorted(glob.glob(os.path.join(RUNS, "remoe-main-cpu", name, "seed-*"))):
             if not os.path.exists(os.path.join(d, "sweep.json")):
@@ -162,8 +164,14 @@ def main():
             early = [c["flip_rate"] for c in cal if c.get("flip_rate") is not None and 20 <= c["step"] <= 100]
             late = [c["flip_rate"] for c in cal if c.get("flip_rate") is not None and c["step"] > last - 100]
             fmt = lambda v: f"{st.mean(v):.4f}" if v else "—"
+            tail = [m for m in steps[-len(steps) // 10:] if "layers" in m]
+            per = []
+            for li in range(len(tail[0]["layers"]) if tail else 0):
+                a = st.mean(m["layers"][li]["active_per_token"] for m in tail)
+                z = st.mean(m["layers"][li].get("no_expert", float("nan")) for m in tail)
+                per.append(f"{a:.2f} ({100 * z:.0f}%)")
             print(f"| {name} | {os.path.basename(d)[5:]} | {lo[1]:.3f} ({lo[0]}) | {s3 if s3 is not None else 'not settled'} | "
-                  f"{st.mean(v for _, v in sp[-len(sp) // 10:]):.3f} | {fmt(early)} | {fmt(late)} |")
+                  f"{st.mean(v for _, v in sp[-len(sp) // 10:]):.3f} | {fmt(early)} | {fmt(late)} | {', '.join(per)} |")
     print()
 
 
