@@ -24,6 +24,7 @@ static const command commands[] = {
     {"report", cmd_report, "an HTML report comparing runs"},
     {"export", cmd_export, "write a model as GGUF (llama.cpp) or for transformers"},
     {"import", cmd_import, "read a GGUF file or a transformers directory into a model"},
+    {"sweep", cmd_sweep, "train and evaluate configs x seeds, resumably, and aggregate"},
 };
 
 static void usage(FILE *f) {

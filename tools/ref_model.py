@@ -132,7 +132,9 @@ class FFNMoE:
 
     def route(self, logits, ctx):
         c, E, N = self.cfg, self.E, logits.shape[0]
-        if c["router"] == "topk":
+        if c["router"] in ("topk", "learned_hash"):
+            # learned_hash (CartesianMoE's Hash baseline): TopK on the token's
+            # row of a learned table, always renormalised
             p = logits.softmax(-1)
             k = c["k_warm"] * c["granularity"] if c["k_warm"] > 0 and ctx["step"] < c["k_warm_steps"] else self.k
             idx = p.topk(k, dim=-1).indices
@@ -140,7 +142,13 @@ class FFNMoE:
             gates = p * mask
             # norm_topk_prob renormalises at every k (k = 1: a gate of exactly 1);
             # CartesianMoE's sub-layers ("if_several") only when k > 1 (SPEC 2.3)
-            if c["norm_topk_prob"] is True or (c["norm_topk_prob"] == "if_several" and k > 1):
+            # CartesianMoE's Hash baseline (learned_hash) renormalises its top-k
+            # when k > 1, whatever norm_topk_prob says
+            if c["router"] == "learned_hash":
+                renorm = k > 1
+            else:
+                renorm = c["norm_topk_prob"] is True or (c["norm_topk_prob"] == "if_several" and k > 1)
+            if renorm:
                 gates = gates / gates.sum(-1, keepdim=True).clamp_min(1e-20)
             aux = 0.0
             if ctx["training"] and c["aux_loss_coef"] > 0:
@@ -231,7 +239,12 @@ class FFNMoE:
     def __call__(self, P, x, ctx):
         p = self.prefix
         self.dtype = x.dtype
-        logits = x @ P[f"{p}.router.weight"].T if f"{p}.router.weight" in P else x[:, :0]
+        if f"{p}.router.weight" in P:
+            logits = x @ P[f"{p}.router.weight"].T
+        elif f"{p}.router.token_weight" in P:  # learned_hash: a row per token id
+            logits = P[f"{p}.router.token_weight"][ctx["tokens"].reshape(-1)]
+        else:
+            logits = x[:, :0]
         gates, aux = self.route(logits, ctx)
         self.gates = gates.detach()
         self.count(gates, ctx)
@@ -318,7 +331,7 @@ class RefModel:
         self.ffns = []
         for l in range(cfg["n_layers"]):
             prefix = f"model.layers.{l}.mlp"
-            if cfg["ffn"] != "dense" and (l + 1) % cfg["moe_every"] == 0:
+            if cfg["ffn"] != "dense" and l >= cfg.get("dense_first_layers", 0) and (l + 1) % cfg["moe_every"] == 0:
                 self.ffns.append(FFN_KINDS[cfg["ffn"]](cfg, prefix, self.routing))
             else:
                 self.ffns.append(FFNDense(cfg, prefix))

@@ -7,6 +7,7 @@
 #define MOE_ANALYSIS_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "moe/common.h"
 #include "moe/data.h"
@@ -36,6 +37,13 @@ void moe_mask_from_gates(const float *gates, size_t N, size_t E, uint8_t *mask);
  * sum |cur - prev| / n. The flip count is E * flip rate. */
 double moe_flip_rate(const uint8_t *prev, const uint8_t *cur, size_t n);
 
+/* One line on f: "WHO: active experts per token by layer (last forward):
+ * 0: 2.86, 1: 0.39 ...", from the gates of m's last forward; then, if some
+ * layer had more than MOE_NO_EXPERT_WARN of its tokens routed to no expert,
+ * a "WHO: warning: ..." line naming them. Returns 1 if it warned, 0 if not
+ * (nothing is printed for a model without routers). */
+int moe_print_layer_activity(FILE *f, const moe_model *m, const char *who);
+
 /* ---- routing statistics over a data set -------------------------------- */
 
 /* Accumulates routing over forwards of a data set. Token ids < V, domains
@@ -53,6 +61,7 @@ typedef struct moe_route_stats {
     double *tok_count;                 /* [n_domains,V] occurrences of id v */
     double *tok_active;                /* [n_domains,V] sum of active experts per site */
     moe_read_info read;                /* what of the file was read */
+    double *idle;                      /* [S] positions with no active expert at site s */
 } moe_route_stats;
 
 int moe_route_stats_init(moe_route_stats *st, const moe_site *sites, size_t n_sites,
@@ -66,6 +75,12 @@ void moe_route_stats_add(moe_route_stats *st, const float *const *gates, size_t 
 
 /* Fraction of the positions of domain d (d < 0: all) routed to expert e at site s. */
 double moe_routed_ratio(const moe_route_stats *st, size_t s, long d, size_t e);
+/* Fraction of the positions that no expert of site s took (they pass only
+ * the residual and any shared experts). */
+double moe_no_expert_fraction(const moe_route_stats *st, size_t s);
+/* A site where more than this fraction of tokens use no expert is flagged
+ * by analyze, train and the report ("most tokens skip the FFN"). */
+#define MOE_NO_EXPERT_WARN 0.5
 /* Fraction of the occurrences of token id v routed to expert e at site s
  * (ReMoE table 12); 0 when v never occurs. */
 double moe_token_routing_prob(const moe_route_stats *st, size_t s, size_t e, size_t v);

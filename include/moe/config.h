@@ -22,9 +22,10 @@ typedef struct moe_config {
     double init_std;
     char ffn[16];         /* feed-forward kind: "dense", "moe", "cartesian" or "lory" */
     int moe_every;        /* with ffn not "dense": layer l uses it iff (l+1) % moe_every == 0 */
+    int dense_first_layers; /* layers 0..N-1 are dense whatever moe_every says */
     /* mixture of experts (SPEC §2) */
     char router[16];      /* "topk" (dMoE), "relu" (ReMoE), "topp", "hash",
-                             "expert_choice", "sparsemixer" (docs/ROUTERS.md) */
+                             "expert_choice", "sparsemixer", "learned_hash" (docs/ROUTERS.md) */
     int n_experts;        /* E */
     int top_k;            /* k: active experts per token (on average for relu) */
     int granularity;      /* G: E*G experts of ffn_dim/G, k*G active */

@@ -7,6 +7,7 @@
 
 #include "moe/common.h"
 #include "moe/data.h"
+#include "moe/json.h"
 #include "moe/model.h"
 #include "moe/tokenizer.h"
 
@@ -51,6 +52,9 @@ typedef struct moe_mc_item {
     size_t n_choices;
     int gold;           /* index into choices */
     size_t line;        /* line of the task file */
+    int last_word;      /* LAMBADA: one choice, right iff every token is the argmax */
+    size_t delim_bytes; /* leading bytes of each choice not counted by acc_norm (the
+                           harness's " " delimiter: 1 for its forms, 0 for ours) */
 } moe_mc_item;
 
 typedef struct moe_task {
@@ -62,10 +66,20 @@ typedef struct moe_task {
 
 /* Reads a task file: one JSON object per non-empty line with a string
  * "context", an array "choices" of at least 2 strings, an integer "gold"
- * in range and an optional string "id". Errors name the file, the line and
- * what was expected. */
+ * in range and an optional string "id"; or a record in one of the forms
+ * lm-evaluation-harness reads (moe_harness_item). Errors name the file, the
+ * line and what was expected. */
 int moe_task_load(const char *path, moe_task *t, moe_err *err);
 void moe_task_free(moe_task *t);
+
+/* A line in one of lm-evaluation-harness's JSONL forms (src/eval/harness.c,
+ * docs/EVAL.md) into *it with the harness's prompt: ARC {question, choices
+ * {text, label}, answerKey}, BoolQ {passage, question, label}, HellaSwag
+ * {activity_label, ctx_a, ctx_b, endings, label}, PIQA {goal, sol1, sol2,
+ * label}, RACE {article, question, options, answer}, LAMBADA {text}.
+ * Returns 1 when converted, 0 when v is none of these forms, -1 on a
+ * malformed record (the message names `where` and the form). */
+int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, moe_err *err);
 
 /* The choices picked by acc (largest summed log-probability ll[i]) and by
  * acc_norm (largest ll[i] / bytes[i]); the first index wins ties. */
@@ -80,7 +94,7 @@ int moe_mc_loglik(moe_model *m, const moe_tokenizer *tok, const moe_mc_item *it,
 
 typedef struct moe_mc_result {
     size_t n;               /* items scored */
-    double acc, acc_norm;   /* fractions correct */
+    double acc, acc_norm;   /* fractions correct (last-word items: acc_norm = acc) */
     double acc_stderr, acc_norm_stderr;  /* sqrt(p(1-p)/(n-1)) */
 } moe_mc_result;
 

@@ -71,9 +71,22 @@ typedef struct moe_model {
  * buffers with every (token, expert) pair active (ReLU routing's worst case). */
 size_t moe_model_memory_estimate(const moe_config *c, size_t n_params, size_t B, size_t T);
 
-/* The number of parameters of a model of this finalized config, found
- * without allocating them (for a memory check that comes first). */
-int moe_model_count_params(const moe_config *cfg, size_t *n_params, moe_err *err);
+/* Parameter counts of a config, from its tensor table (nothing allocated:
+ * works for models far larger than memory). `active`: the parameters one
+ * token uses, with each routed expert tensor counted at the layer's k/E
+ * (top_k/n_experts; granularity cancels; TopP, ReLU and expert choice use
+ * their target k; Lory counts one merged expert; a learned-hash table one
+ * row), everything else in full, shared experts included. `embedding`:
+ * input embedding plus LM head (the papers' sizes include both: untied). */
+typedef struct moe_param_count {
+    size_t total, active, embedding;
+    size_t experts;        /* routed and shared expert tensors, all of them */
+    size_t experts_active; /* of them, what one token uses (routed at k/E) */
+    size_t router;         /* routers and shared gates, in full (a learned-hash
+                              table too, though active counts one row of it) */
+} moe_param_count;
+int moe_model_count_params(const moe_config *cfg, moe_param_count *out, moe_err *err);
+
 /* Builds a model from a finalized config; parameters zero (call init or load).
  * Its matrix products run in cfg->precision (bf16 falls back to fp32 where
  * the CPU lacks it: moe_model_precision says which is in effect). */

@@ -13,6 +13,8 @@
 
 typedef struct moe_router moe_router;
 
+enum { MOE_ROUTER_TOKEN_TABLE = 2 };  /* has_weight: logits looked up by token id */
+
 typedef struct moe_router_ops {
     const char *name;
     /* gates[N,E] from logits[N,E] (NULL for a router without a weight,
@@ -40,8 +42,10 @@ struct moe_router {
     size_t E;      /* experts routed (n_experts * granularity) */
     size_t k;      /* active per token (top_k * granularity) */
     int has_weight; /* 1 (default): the layer holds a router weight [E, D] and
-                       passes logits; 0 (hash): no router parameters, logits
-                       NULL and backward is never called */
+                       passes logits = x W^T; 0 (hash): no router parameters, logits
+                       NULL and backward is never called; MOE_ROUTER_TOKEN_TABLE
+                       (learned_hash): the layer holds a table [vocab_size, E]
+                       and passes logits[t] = table[tokens[t]] (no gradient to x) */
     int layer;     /* the block index (seeds SparseMixer's sampling) */
     void *impl;
 };
@@ -55,6 +59,7 @@ int moe_router_topp_create(const moe_config *cfg, moe_router *r, moe_err *err);
 int moe_router_hash_create(const moe_config *cfg, moe_router *r, moe_err *err);
 int moe_router_expert_choice_create(const moe_config *cfg, moe_router *r, moe_err *err);
 int moe_router_sparsemixer_create(const moe_config *cfg, moe_router *r, moe_err *err);
+int moe_router_learned_hash_create(const moe_config *cfg, moe_router *r, moe_err *err);
 
 /* Batch statistics over the global batch: in training with ctx->dp of more
  * than one rank, v[n] becomes its sum over the ranks (deterministic, the

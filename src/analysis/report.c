@@ -31,6 +31,8 @@ typedef struct run_data {
     size_t n_sites, E;
     int site_layer[MAX_SITES];
     double *site_sparsity[MAX_SITES];   /* [n] */
+    double *site_active[MAX_SITES];     /* [n] active experts per token */
+    double *site_idle[MAX_SITES];       /* [n] fraction of tokens with no expert (NaN: not logged) */
     double *load[MAX_SITES];            /* [E, n] share of the site's routed tokens */
     /* calibration.jsonl [nc] */
     size_t nc;
@@ -51,7 +53,9 @@ static const char *jstr(const json_value *o, const char *key, const char *dflt) 
 
 static void run_free(run_data *r) {
     free(r->step); free(r->lm_loss); free(r->sparsity); free(r->lambda); free(r->reg);
-    for (size_t s = 0; s < MAX_SITES; s++) { free(r->site_sparsity[s]); free(r->load[s]); }
+    for (size_t s = 0; s < MAX_SITES; s++) {
+        free(r->site_sparsity[s]); free(r->load[s]); free(r->site_active[s]); free(r->site_idle[s]);
+    }
     free(r->c_step); free(r->c_loss); free(r->c_flip);
     json_free(r->eval);
     json_free(r->analysis);
@@ -180,11 +184,14 @@ static int load_run(run_data *r, const char *dir, moe_err *err) {
             if (s >= r->n_sites) {  /* a site first seen on this line */
                 r->n_sites = s + 1;
                 r->site_layer[s] = (int)jnum(e, "layer");
-                if (!(r->site_sparsity[s] = dalloc(n, err))) { rc = -1; break; }
+                if (!(r->site_sparsity[s] = dalloc(n, err)) || !(r->site_active[s] = dalloc(n, err)) ||
+                    !(r->site_idle[s] = dalloc(n, err))) { rc = -1; break; }
                 size_t E = tpe && tpe->type == JSON_ARRAY ? tpe->count : 0;
                 if (E > r->E) r->E = E;
             }
             r->site_sparsity[s][i] = jnum(e, "sparsity");
+            r->site_active[s][i] = jnum(e, "active_per_token");
+            r->site_idle[s][i] = jnum(e, "no_expert");
             double x = jnum(e, "reg_loss");
             if (!isfinite(x)) x = jnum(e, "aux_loss");
             if (isfinite(x)) { reg += x; have_reg = 1; }
@@ -272,6 +279,76 @@ static void run_head(moe_buf *b, const run_data *r, size_t i) {
     moe_buf_printf(b, "<div class=\"run\" style=\"--c:%s\"><h3>", svg_color(i));
     esc(b, r->name);
     moe_buf_printf(b, " <small>(%s, %s router)</small></h3>", r->ffn, r->router);
+}
+
+/* Active experts per token and the share of tokens with none, per layer,
+ * averaged over the last tenth of the steps; a layer where most tokens use
+ * no expert (no_expert > 1/2, or, for metrics without that key, fewer
+ * than 1/2 active per token on average, which implies it) is flagged. */
+static void activity_table(moe_buf *b, const run_data *r) {
+    size_t tail = r->n / 10 ? r->n / 10 : r->n ? 1 : 0, from = r->n - tail;
+    int warned = 0;
+    moe_buf_printf(b, "<table><tr><th>layer</th><th>active experts / token</th><th>tokens with no expert</th>"
+                   "</tr>");
+    for (size_t s = 0; s < r->n_sites; s++) {
+        double a = 0, z = 0;
+        size_t na = 0, nz = 0;
+        for (size_t i = from; i < r->n; i++) {
+            if (isfinite(r->site_active[s][i])) { a += r->site_active[s][i]; na++; }
+            if (isfinite(r->site_idle[s][i])) { z += r->site_idle[s][i]; nz++; }
+        }
+        a = na ? a / (double)na : NAN;
+        z = nz ? z / (double)nz : NAN;
+        int idle = nz ? z > 0.5 : na && a < 0.5;
+        warned |= idle;
+        moe_buf_printf(b, "<tr%s><td>%d</td>", idle ? " style=\"background:#fde2e1\"" : "", r->site_layer[s]);
+        if (na) moe_buf_printf(b, "<td>%.3f</td>", a); else moe_buf_printf(b, "<td>—</td>");
+        if (nz) moe_buf_printf(b, "<td>%.1f%%%s</td></tr>", 100 * z, idle ? " ⚠" : "");
+        else moe_buf_printf(b, "<td>%s</td></tr>", idle ? "most ⚠" : "—");
+    }
+    moe_buf_printf(b, "</table>");
+    if (warned)
+        moe_buf_printf(b, "<p class=\"note\"><b>Warning:</b> in the marked layers most tokens use no expert: "
+                       "their FFN output is zero and only the residual passes (mean over the last tenth of the "
+                       "steps). The global sparsity target can be met this way while some layers do almost "
+                       "nothing.</p>");
+}
+
+/* When the first run belongs to a `moe sweep` (RUN = OUT/NAME/seed-S with
+ * OUT/summary.json), the sweep's aggregate: per cell the headline metric's
+ * mean ± std over seeds and the paired difference against the baseline
+ * (docs/SWEEP.md). Nothing when there is no summary. */
+static int sweep_section(moe_buf *b, const char *run_dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/../../summary.json", run_dir);
+    moe_err ignored;
+    json_value *j = access(path, F_OK) ? NULL : json_parse_file(path, &ignored);
+    if (!j) return 0;
+    const json_value *cells = json_get(j, "cells");
+    const char *head = jstr(j, "headline", "train_loss"), *base = jstr(j, "baseline", NULL);
+    moe_buf_printf(b, "<section><h2>Sweep: mean ± std over seeds</h2><p class=\"note\">From ");
+    esc(b, path);
+    moe_buf_printf(b, " (<code>moe sweep</code>): every run of the grid, not only the runs above; differences are "
+                   "paired by seed.</p><table><tr><th>run</th><th>seeds done</th><th>");
+    esc(b, head);
+    moe_buf_printf(b, "</th>");
+    if (base) { moe_buf_printf(b, "<th>− "); esc(b, base); moe_buf_printf(b, " (paired)</th>"); }
+    moe_buf_printf(b, "</tr>");
+    for (size_t i = 0; cells && cells->type == JSON_ARRAY && i < cells->count; i++) {
+        const json_value *c = &cells->items[i], *m = json_get(json_get(c, "metrics"), head);
+        const json_value *d = json_get(json_get(c, "minus_baseline"), head);
+        moe_buf_printf(b, "<tr><td>");
+        esc(b, jstr(c, "name", "?"));
+        moe_buf_printf(b, "</td><td>%.0f</td>", jnum(c, "seeds_done"));
+        if (m) moe_buf_printf(b, "<td>%.4f ± %.4f</td>", jnum(m, "mean"), jnum(m, "std"));
+        else moe_buf_printf(b, "<td>—</td>");
+        if (base && d) moe_buf_printf(b, "<td>%+.4f ± %.4f (n=%.0f)</td>", jnum(d, "mean"), jnum(d, "std"), jnum(d, "n"));
+        else if (base) moe_buf_printf(b, "<td>%s</td>", strcmp(jstr(c, "name", ""), base) ? "—" : "(baseline)");
+        moe_buf_printf(b, "</tr>");
+    }
+    moe_buf_printf(b, "</table></section>\n");
+    json_free(j);
+    return 0;
 }
 
 static void missing(moe_buf *b, const char *what, const char *how) {
@@ -858,7 +935,9 @@ int moe_report_html(const char *const *run_dirs, size_t n, moe_buf *out, moe_err
     moe_buf_printf(b, "<section><h2>Runs</h2>");
     runs_table(b, runs, n);
     colour_key(b, runs, n);
-    moe_buf_printf(b, "</section>\n<section><h2>Evaluation</h2>");
+    moe_buf_printf(b, "</section>\n");
+    sweep_section(b, runs[0].dir);
+    moe_buf_printf(b, "<section><h2>Evaluation</h2>");
     eval_table(b, runs, n);
     moe_buf_printf(b, "</section>\n<section><h2>Training</h2><p class=\"note\">Training loss from "
                    "metrics.jsonl; the calibration loss and the flip rate come from a fixed token set forwarded in "
@@ -887,6 +966,7 @@ int moe_report_html(const char *const *run_dirs, size_t n, moe_buf *out, moe_err
         run_head(b, &runs[i], i);
         if (runs[i].n_sites) {
             layer_charts(b, &runs[i], i);
+            activity_table(b, &runs[i]);
             if ((rc = load_heatmap(b, &runs[i], i, lscale, err))) goto done;
         } else {
             missing(b, "No routed layers", "a dense model has no routing to show");

@@ -55,7 +55,7 @@ double moe_flip_rate(const uint8_t *prev, const uint8_t *cur, size_t n) {
 void moe_route_stats_free(moe_route_stats *st) {
     free(st->sites); free(st->dom_tokens); free(st->routed); free(st->routed_dom);
     free(st->gate_sum); free(st->tok_routed); free(st->tok_gate); free(st->tok_count);
-    free(st->tok_active);
+    free(st->tok_active); free(st->idle);
     memset(st, 0, sizeof *st);
 }
 
@@ -75,7 +75,8 @@ int moe_route_stats_init(moe_route_stats *st, const moe_site *sites, size_t n_si
     st->gate_sum = st->routed_dom ? moe_calloc(S * E, sizeof(double), err) : NULL;
     st->tok_count = st->gate_sum ? moe_calloc(n_domains * V, sizeof(double), err) : NULL;
     st->tok_active = st->tok_count ? moe_calloc(n_domains * V, sizeof(double), err) : NULL;
-    if (!st->tok_active) { moe_route_stats_free(st); return -1; }
+    st->idle = st->tok_active ? moe_calloc(S, sizeof(double), err) : NULL;
+    if (!st->idle) { moe_route_stats_free(st); return -1; }
     if (n_sites) memcpy(st->sites, sites, n_sites * sizeof *sites);
     if (S * E * V <= TOKEN_TABLE_MAX) {
         st->tok_routed = moe_calloc(S * E * V, sizeof(uint32_t), err);
@@ -96,6 +97,7 @@ void moe_route_stats_add(moe_route_stats *st, const float *const *gates, size_t 
         for (size_t s = 0; s < st->n_sites; s++) {
             size_t Es = st->sites[s].E;
             const float *g = gates[s] + t * Es;
+            double before = active;
             for (size_t e = 0; e < Es; e++) {
                 if (g[e] == 0.0f) continue;
                 active += 1.0;
@@ -107,12 +109,48 @@ void moe_route_stats_add(moe_route_stats *st, const float *const *gates, size_t 
                     st->tok_gate[(s * E + e) * V + v] += g[e];
                 }
             }
+            st->idle[s] += active == before;
         }
         st->tokens += 1.0;
         st->dom_tokens[d] += 1.0;
         st->tok_count[d * V + v] += 1.0;
         st->tok_active[d * V + v] += st->n_sites ? active / (double)st->n_sites : 0.0;
     }
+}
+
+int moe_print_layer_activity(FILE *f, const moe_model *m, const char *who) {
+    moe_site sites[256];
+    size_t ns = moe_routing_sites(m, sites, 256), shown = 0;  /* sites of the last forward */
+    if (ns > 256) ns = 256;
+    char warn[512] = "";
+    for (size_t s = 0; s < ns; s++) {
+        size_t N, E = sites[s].E, idle = 0, pairs = 0;
+        const float *g = moe_site_gates(m, &sites[s], &N);
+        if (!g || N == 0) continue;
+        for (size_t t = 0; t < N; t++) {
+            size_t a = 0;
+            for (size_t e = 0; e < E; e++) a += g[t * E + e] != 0.0f;
+            pairs += a;
+            idle += a == 0;
+        }
+        char name[32];
+        snprintf(name, sizeof name, sites[s].which ? "%d.%d" : "%d", sites[s].layer, sites[s].which);
+        if (!shown++) fprintf(f, "%s: active experts per token by layer (last forward):", who);
+        fprintf(f, "%s %s: %.2f", shown > 1 ? "," : "", name, (double)pairs / (double)N);
+        size_t used = strlen(warn);
+        if ((double)idle > MOE_NO_EXPERT_WARN * (double)N && used + 40 < sizeof warn)
+            snprintf(warn + used, sizeof warn - used, "%s%s (%.0f%%)", used ? ", " : "", name,
+                     100.0 * (double)idle / (double)N);
+    }
+    if (shown) fprintf(f, "\n");
+    if (warn[0])
+        fprintf(f, "%s: warning: most tokens use no expert in layer %s: their FFN output is zero there "
+                "(see docs/MOE.md)\n", who, warn);
+    return warn[0] ? 1 : 0;
+}
+
+double moe_no_expert_fraction(const moe_route_stats *st, size_t s) {
+    return st->tokens > 0 ? st->idle[s] / st->tokens : 0.0;
 }
 
 double moe_routed_ratio(const moe_route_stats *st, size_t s, long d, size_t e) {
@@ -251,6 +289,8 @@ int moe_route_stats_json(const moe_route_stats *st, const moe_tokenizer *tok,
         rc |= write_num(out, st->tokens > 0 ? 1.0 - active / (st->tokens * (double)Es) : NAN);
         rc |= moe_buf_printf(out, ", \"active_per_token\": ");
         rc |= write_num(out, st->tokens > 0 ? active / st->tokens : NAN);
+        rc |= moe_buf_printf(out, ", \"no_expert\": ");
+        rc |= write_num(out, st->tokens > 0 ? moe_no_expert_fraction(st, s) : NAN);
         rc |= moe_buf_printf(out, ",\n  \"routed_ratio\": [");
         for (size_t e = 0; e < Es; e++) {
             rc |= moe_buf_printf(out, e ? ", " : "");

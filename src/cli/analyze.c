@@ -95,16 +95,24 @@ int cmd_analyze(int argc, char **argv) {
     char read[256];
     moe_read_info_text(&st.read, read, sizeof read);
     printf("moe analyze: %s (%s router) over %s (%s)\n\n", ckpt, m->cfg.router, data, read);
-    printf("  %-10s %8s %7s  routed-token ratio per expert\n", "layer", "sparsity", "active");
+    printf("  %-10s %8s %7s %9s  routed-token ratio per expert\n", "layer", "sparsity", "active", "no expert");
+    char idle_layers[256] = "";
     for (size_t s = 0; s < st.n_sites; s++) {
-        double act = 0.0;
+        double act = 0.0, idle = moe_no_expert_fraction(&st, s);
         for (size_t e = 0; e < st.sites[s].E; e++) act += moe_routed_ratio(&st, s, -1, e);
         char name[32];
         snprintf(name, sizeof name, st.sites[s].which ? "%d.%d" : "%d", st.sites[s].layer, st.sites[s].which);
-        printf("  %-10s %8.4f %7.3f ", name, 1.0 - act / (double)st.sites[s].E, act);
+        printf("  %-10s %8.4f %7.3f %9.3f ", name, 1.0 - act / (double)st.sites[s].E, act, idle);
         for (size_t e = 0; e < st.sites[s].E && e < 16; e++) printf(" %.3f", moe_routed_ratio(&st, s, -1, e));
         printf("%s\n", st.sites[s].E > 16 ? " ..." : "");
+        size_t used = strlen(idle_layers);
+        if (idle > MOE_NO_EXPERT_WARN && used + 40 < sizeof idle_layers)
+            snprintf(idle_layers + used, sizeof idle_layers - used, "%s%s (%.0f%%)", used ? ", " : "", name,
+                     100.0 * idle);
     }
+    if (idle_layers[0])
+        printf("\n  warning: most tokens use no expert in layer %s: their FFN output is zero there "
+               "(only the residual passes)\n", idle_layers);
     moe_freq_bucket *fb;
     long nb = moe_freq_buckets(&st, &fb, &err);
     if (nb < 0) goto fail;

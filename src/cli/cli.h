@@ -19,6 +19,7 @@ int cmd_analyze(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_sweep(int argc, char **argv);
 
 /* Option parsing, one mechanism for every command: getopt_long over a
  * command's table of long options (each also takes --name=VALUE; -h is

@@ -77,14 +77,15 @@ static int resolve_task(const char *arg, char *out, size_t cap, moe_err *err) {
 
 static double ppl(double nll, double n) { return n > 0 ? exp(nll / n) : NAN; }
 
-static void write_sums(moe_buf *b, const moe_loss_sums *s, char **names) {
+static void write_sums(moe_buf *b, const moe_loss_sums *s, char **names, size_t n_names) {
     moe_buf_printf(b, "\"tokens\": %.0f, \"loss\": ", s->total_count);
     json_write_double(b, s->total_count > 0 ? s->total_nll / s->total_count : NAN);
     moe_buf_printf(b, ", \"ppl\": ");
     json_write_double(b, ppl(s->total_nll, s->total_count));
     moe_buf_printf(b, ", \"domains\": [");
     for (size_t d = 0; d < s->n_domains; d++) {
-        const char *name = names ? names[d] : "all";
+        /* a token file without a document table has one domain and no names */
+        const char *name = names && d < n_names && names[d] ? names[d] : "all";
         moe_buf_printf(b, "%s{\"name\": ", d ? ", " : "");
         json_write_string(b, name, strlen(name));
         moe_buf_printf(b, ", \"tokens\": %.0f, \"loss\": ", s->count[d]);
@@ -258,10 +259,10 @@ int cmd_eval(int argc, char **argv) {
         moe_buf_printf(&b, ", ");
         moe_read_info_json(&r->base.read, &b);
         moe_buf_printf(&b, ", ");
-        write_sums(&b, &r->base, r->domain_names);
+        write_sums(&b, &r->base, r->domain_names, r->n_domains);
         if (r->have_drop) {
             moe_buf_printf(&b, ",\n  \"robustness\": {");
-            write_sums(&b, &r->drop, r->domain_names);
+            write_sums(&b, &r->drop, r->domain_names, r->n_domains);
             moe_buf_printf(&b, "}");
         }
         moe_buf_printf(&b, "}");

@@ -344,8 +344,8 @@ int cmd_train(int argc, char **argv) {
     if (no_shuffle) cfg.shuffle = 0;
     if (precision) snprintf(cfg.precision, sizeof cfg.precision, "%s", precision);
     if (moe_config_finalize(&cfg, &err)) goto fail;
-    size_t n_params;
-    if (moe_model_count_params(&cfg, &n_params, &err) || check_memory(&cfg, n_params, &err)) goto fail;
+    moe_param_count pc;
+    if (moe_model_count_params(&cfg, &pc, &err) || check_memory(&cfg, pc.total, &err)) goto fail;
     omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
     if (config) {
         if (moe_model_create(&cfg, &model, &err)) goto fail;
@@ -494,6 +494,7 @@ int cmd_train(int argc, char **argv) {
     if (tty) fprintf(stderr, "\n");
     if (many && train_print_ranks(world, &tr, comm0, elapsed, tr.step - first, &err)) goto fail;
     if (moe_trainer_save(&tr, &err)) goto fail;
+    if (rank0) moe_print_layer_activity(stderr, model, "moe train");
     if (profile && rank0) print_profile(&tr.prof, profiled_seconds, profiled_steps, tr.cfg.batch_size *
                                tr.cfg.seq_len * tr.cfg.grad_accum);
     if (!rank0)

@@ -37,6 +37,13 @@ static int parse_item(const json_value *v, moe_mc_item *it, const char *where, m
         return moe_errf(err, "%s: expected a JSON object {\"context\", \"choices\", \"gold\", \"id\"}", where);
     const json_value *ctx = json_get(v, "context"), *ch = json_get(v, "choices"),
                      *gold = json_get(v, "gold"), *id = json_get(v, "id");
+    if (!ctx) {  /* one of lm-evaluation-harness's forms? */
+        int h = moe_harness_item(v, it, where, err);
+        if (h != 0) {
+            if (h > 0 && !(it->id = dup_str("", 0, err))) return -1;
+            return h > 0 ? 0 : -1;
+        }
+    }
     if (!ctx || ctx->type != JSON_STRING)
         return moe_errf(err, "%s: expected a string \"context\"", where);
     if (!ch || ch->type != JSON_ARRAY || ch->count < 2)
@@ -179,9 +186,11 @@ static int encode_pair(const moe_tokenizer *tok, const char *context, const char
     return rc;
 }
 
-/* Forwards choices [c0, c1) as one batch, right-padded; adds to ll. */
+/* Forwards choices [c0, c1) as one batch, right-padded; sets ll, and
+ * greedy[c] (when not NULL) to 1 iff every continuation token is the
+ * argmax of its row of logits (ties: the lower id). */
 static int score_batch(moe_model *m, const mc_seq *seq, size_t c0, size_t c1, int pad,
-                       double *ll, moe_err *err) {
+                       double *ll, int *greedy, moe_err *err) {
     size_t W = (size_t)m->cfg.max_seq_len, T = 1, B = c1 - c0;
     for (size_t c = c0; c < c1; c++) {
         size_t n = seq[c].n - 1 < W ? seq[c].n - 1 : W;
@@ -200,19 +209,30 @@ static int score_batch(moe_model *m, const mc_seq *seq, size_t c0, size_t c1, in
     }
     double loss;
     int rc = moe_model_forward(m, in, tg, B, T, &loss, NULL, err);
+    size_t V = (size_t)m->cfg.vocab_size;
     for (size_t b = 0; b < B && !rc; b++) {
         double sum = 0.0;
-        for (size_t i = 0; i < T; i++)
-            if (tg[b * T + i] >= 0) sum -= m->losses[b * T + i];
+        int all = 1;
+        for (size_t i = 0; i < T; i++) {
+            if (tg[b * T + i] < 0) continue;
+            sum -= m->losses[b * T + i];
+            const float *row = m->logits + (b * T + i) * V;
+            size_t best = 0;
+            for (size_t v = 1; v < V; v++) best = row[v] > row[best] ? v : best;
+            all &= best == (size_t)tg[b * T + i];
+        }
         ll[c0 + b] = sum;
+        if (greedy) greedy[c0 + b] = all;
     }
     free(in);
     free(tg);
     return rc;
 }
 
-int moe_mc_loglik(moe_model *m, const moe_tokenizer *tok, const moe_mc_item *it,
-                  double *ll, moe_err *err) {
+/* moe_mc_loglik, and greedy[n_choices] (may be NULL): every continuation
+ * token is the model's argmax. */
+static int loglik(moe_model *m, const moe_tokenizer *tok, const moe_mc_item *it,
+                  double *ll, int *greedy, moe_err *err) {
     mc_seq *seq = moe_calloc(it->n_choices, sizeof *seq, err);
     if (!seq) return -1;
     int rc = 0;
@@ -228,11 +248,17 @@ int moe_mc_loglik(moe_model *m, const moe_tokenizer *tok, const moe_mc_item *it,
     const char *why;
     int causal = moe_config_causal(&m->cfg, &why);
     int pad = (int)moe_tokenizer_eot(tok);
-    if (!rc && causal) rc = score_batch(m, seq, 0, it->n_choices, pad, ll, err);
-    for (size_t c = 0; !rc && !causal && c < it->n_choices; c++) rc = score_batch(m, seq, c, c + 1, pad, ll, err);
+    if (!rc && causal) rc = score_batch(m, seq, 0, it->n_choices, pad, ll, greedy, err);
+    for (size_t c = 0; !rc && !causal && c < it->n_choices; c++)
+        rc = score_batch(m, seq, c, c + 1, pad, ll, greedy, err);
     for (size_t c = 0; c < it->n_choices; c++) free(seq[c].ids);
     free(seq);
     return rc;
+}
+
+int moe_mc_loglik(moe_model *m, const moe_tokenizer *tok, const moe_mc_item *it,
+                  double *ll, moe_err *err) {
+    return loglik(m, tok, it, ll, NULL, err);
 }
 
 int moe_mc_eval(moe_model *m, const moe_tokenizer *tok, const moe_task *task, size_t limit,
@@ -245,11 +271,13 @@ int moe_mc_eval(moe_model *m, const moe_tokenizer *tok, const moe_task *task, si
         const moe_mc_item *it = &task->items[i];
         double ll[it->n_choices];
         size_t bytes[it->n_choices];
-        rc = moe_mc_loglik(m, tok, it, ll, err);
+        int greedy[it->n_choices];
+        rc = loglik(m, tok, it, ll, greedy, err);
         if (rc) { moe_err_prefix(err, "%s:%zu", task->path, it->line); break; }
-        for (size_t c = 0; c < it->n_choices; c++) bytes[c] = strlen(it->choices[c]);
+        for (size_t c = 0; c < it->n_choices; c++) bytes[c] = strlen(it->choices[c]) - it->delim_bytes;
         int p, pn;
         moe_mc_pick(ll, bytes, it->n_choices, &p, &pn);
+        if (it->last_word) p = pn = greedy[0] ? it->gold : -1;  /* LAMBADA: greedy match */
         right += p == it->gold;
         right_norm += pn == it->gold;
     }

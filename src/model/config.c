@@ -35,7 +35,8 @@ static const key_spec KEYS[] = {
     {"init_std", K_FLOAT, OFF(init_std), 0.01, 1e-6, 1, 0, "std of the normal init (output projections: /sqrt(2 n_layers))"},
     {"ffn", K_ENUM, OFF(ffn), 0, 0, 0, "dense|moe|cartesian|lory", "feed-forward kind: dense SwiGLU, a mixture of experts, CartesianMoE's two sub-layers, or Lory's segment-level expert merging (docs/ROUTERS.md)"},
     {"moe_every", K_INT, OFF(moe_every), 1, 1, 1024, 0, "with ffn other than dense: layer l (0-based) uses it iff (l+1) % moe_every == 0, else dense"},
-    {"router", K_ENUM, OFF(router), 0, 0, 0, "topk|relu|topp|hash|expert_choice|sparsemixer", "MoE router: softmax top-k (dMoE), ReLU (ReMoE), top-p, hash, expert choice, SparseMixer-v2 (docs/ROUTERS.md)"},
+    {"dense_first_layers", K_INT, OFF(dense_first_layers), 0, 0, 1024, 0, "the first N layers are dense whatever moe_every says (CartesianMoE's reference: 1); must leave at least one layer of kind ffn"},
+    {"router", K_ENUM, OFF(router), 0, 0, 0, "topk|relu|topp|hash|expert_choice|sparsemixer|learned_hash", "MoE router: softmax top-k (dMoE), ReLU (ReMoE), top-p, hash, expert choice, SparseMixer-v2, learned hash (a per-token-id logit table: CartesianMoE's Hash baseline) (docs/ROUTERS.md)"},
     {"n_experts", K_INT, OFF(n_experts), 8, 1, 4096, 0, "E: experts per MoE layer (before granularity)"},
     {"top_k", K_INT, OFF(top_k), 1, 1, 4096, 0, "k: active experts per token (ReLU: the target average)"},
     {"granularity", K_INT, OFF(granularity), 1, 1, 1024, 0, "G: E*G experts of size ffn_dim/G with k*G active"},
@@ -236,6 +237,9 @@ int moe_config_finalize(moe_config *c, moe_err *err) {
             return moe_errf(err, "config: key 'ffn_dim': cartesian sub-experts have ffn_dim/(2 G); "
                             "%d is not divisible by %d", c->ffn_dim, 2 * c->granularity);
     }
+    if (strcmp(c->ffn, "dense") && c->dense_first_layers >= c->n_layers)
+        return moe_errf(err, "config: key 'dense_first_layers': %d leaves no %s layer of %d "
+                        "(use ffn \"dense\" for a dense model)", c->dense_first_layers, c->ffn, c->n_layers);
     if (!strcmp(c->ffn, "lory") && c->granularity != 1)
         return moe_errf(err, "config: key 'granularity': ffn \"lory\" merges whole experts: needs 1");
     if (c->expert_parallel > 1 && strcmp(c->ffn, "moe") && strcmp(c->ffn, "cartesian"))

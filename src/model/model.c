@@ -65,14 +65,6 @@ fail:
     return NULL;
 }
 
-int moe_model_count_params(const moe_config *cfg, size_t *n_params, moe_err *err) {
-    moe_model *m = model_shell(cfg, err);
-    if (!m) return -1;
-    *n_params = m->n_params;
-    moe_model_free(m);
-    return 0;
-}
-
 int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err) {
     moe_model *m = model_shell(cfg, err);
     if (!m) return -1;
@@ -87,6 +79,42 @@ int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err) {
 fail:
     moe_model_free(m);
     return -1;
+}
+
+int moe_model_count_params(const moe_config *cfg, moe_param_count *out, moe_err *err) {
+    moe_model *m = model_shell(cfg, err);  /* pass 1 only: counts, no memory */
+    if (!m) return -1;
+    memset(out, 0, sizeof *out);
+    /* the active share of a routed expert tensor: k of E */
+    double share = (double)cfg->top_k / (double)cfg->n_experts, active = 0.0, experts_active = 0.0;
+    if (!strcmp(cfg->ffn, "lory")) share = 1.0 / (double)cfg->n_experts;
+    for (size_t i = 0; i < m->layout.count; i++) {
+        const moe_tensor *t = &m->layout.tensors[i];
+        out->total += t->size;
+        if (!strcmp(t->name, "model.embed_tokens.weight") || !strcmp(t->name, "lm_head.weight"))
+            out->embedding += t->size;
+        if (strstr(t->name, ".experts.") && !strstr(t->name, ".shared_experts.")) {
+            out->experts += t->size;
+            experts_active += share * (double)t->size;
+            active += share * (double)t->size;
+        } else if (strstr(t->name, ".shared_experts.")) {
+            out->experts += t->size;
+            experts_active += (double)t->size;
+            active += (double)t->size;
+        } else if (strstr(t->name, ".router.token_weight")) {
+            out->router += t->size;
+            active += (double)t->size / (double)cfg->vocab_size;
+        } else if (strstr(t->name, ".router.") || strstr(t->name, ".shared_gate.")) {
+            out->router += t->size;
+            active += (double)t->size;
+        } else {
+            active += (double)t->size;
+        }
+    }
+    out->active = (size_t)(active + 0.5);
+    out->experts_active = (size_t)(experts_active + 0.5);
+    moe_model_free(m);
+    return 0;
 }
 
 static void free_acts(moe_model *m) {

@@ -10,6 +10,8 @@
  *   Parameters (E = n_experts * granularity, Fe = ffn_dim / granularity,
  *   S = n_shared_experts):
  *     mlp.router.weight                 [E, D]   (not for hash routing)
+ *     mlp.router.token_weight           [V, E]   (learned_hash instead: the
+ *                                                 logits of token id v are row v)
  *     mlp.experts.gate_proj.weight      [E, Fe, D]   (W1 of each expert)
  *     mlp.experts.up_proj.weight        [E, Fe, D]   (W3)
  *     mlp.experts.down_proj.weight      [E, D, Fe]   (W2)
@@ -30,6 +32,7 @@ typedef struct moe_layer {
     int gated;                             /* shared_gate: c mixes routed and shared */
     moe_router *router;
     float *wr, *dwr;                       /* [E, D] (NULL without router weight) */
+    float *wt, *dwt;                       /* [V, E] learned_hash's token table (else NULL) */
     float *wc, *dwc, *bc, *dbc;            /* shared gate [2, D], [2] */
     float *w1, *w3, *w2, *dw1, *dw3, *dw2; /* routed experts, stacked */
     float *s1, *s3, *s2, *ds1, *ds3, *ds2; /* shared experts, stacked */
@@ -67,7 +70,10 @@ static void layer_layout(moe_ffn *f, moe_layout *L, const char *prefix) {
     moe_layer *m = f->impl;
     int64_t E = (int64_t)m->E, S = (int64_t)m->S, D = (int64_t)m->D, Fe = (int64_t)m->Fe;
     float std = (float)f->cfg->init_std, out_std = (float)(f->cfg->init_std / sqrt(2.0 * f->cfg->n_layers));
-    if (m->router->has_weight)
+    if (m->router->has_weight == MOE_ROUTER_TOKEN_TABLE)
+        m->wt = moe_layout_add(L, &m->dwt, std, 2, (int64_t[]){f->cfg->vocab_size, E}, "%s.router.token_weight",
+                               prefix);
+    else if (m->router->has_weight)
         m->wr = moe_layout_add(L, &m->dwr, std, 2, (int64_t[]){E, D}, "%s.router.weight", prefix);
     m->w1 = moe_layout_add(L, &m->dw1, std, 3, (int64_t[]){E, Fe, D}, "%s.experts.gate_proj.weight", prefix);
     m->w3 = moe_layout_add(L, &m->dw3, std, 3, (int64_t[]){E, Fe, D}, "%s.experts.up_proj.weight", prefix);
@@ -378,7 +384,17 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
     m->N = N;
     m->kc = ctx->kc;
     if (m->wr) k_matmul_forward(NULL, m->logits, x, m->wr, N, D, E, 0.0f);
-    if (m->router->ops->route(m->router, m->gates, m->wr ? m->logits : NULL, N, ctx, &m->aux, err))
+    if (m->wt) {  /* learned_hash: the logits of a token are its row of the table */
+        if (!ctx->tokens) return moe_errf(err, "learned_hash router: the batch's token ids are needed");
+        for (size_t t = 0; t < N; t++) {
+            int v = ctx->tokens[t];
+            if (v < 0 || v >= f->cfg->vocab_size)
+                return moe_errf(err, "learned_hash router: token id %d outside the vocabulary of %d", v,
+                                f->cfg->vocab_size);
+            memcpy(m->logits + t * E, m->wt + (size_t)v * E, E * sizeof(float));
+        }
+    }
+    if (m->router->ops->route(m->router, m->gates, m->wr || m->wt ? m->logits : NULL, N, ctx, &m->aux, err))
         return -1;
     if (build_plan(m, N, err)) return -1;
     moe_prof_mark(ctx->prof, PROF_ROUTER);
@@ -475,11 +491,15 @@ static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x
         k_matmul_backward(NULL, dx, m->dwc, dz, x, m->wc, N, D, 2, 1);
     }
     /* through the router (a router without weight has no gradient to pass) */
-    if (!m->wr) return 0;
+    if (!m->wr && !m->wt) return 0;
     moe_prof_mark(ctx->prof, PROF_EXPERTS);
     if (m->router->ops->backward(m->router, m->dlogits, m->dgates, m->logits, m->gates, N, ctx, err))
         return -1;
-    k_matmul_backward(NULL, dx, m->dwr, m->dlogits, x, m->wr, N, D, E, 1);
+    if (m->wt)  /* a table row per token: its gradient is the token's dlogits; nothing reaches x */
+        for (size_t t = 0; t < N; t++)
+            for (size_t e = 0; e < E; e++) m->dwt[(size_t)ctx->tokens[t] * E + e] += m->dlogits[t * E + e];
+    else
+        k_matmul_backward(NULL, dx, m->dwr, m->dlogits, x, m->wr, N, D, E, 1);
     moe_prof_mark(ctx->prof, PROF_ROUTER);
     return 0;
 }
@@ -491,9 +511,17 @@ static int layer_stats(const moe_ffn *f, moe_buf *out) {
     size_t routed = m->offset[m->E];
     double sparsity = m->N ? 1.0 - (double)routed / ((double)m->N * (double)m->E) : 0.0;
     double active = m->N ? (double)routed / (double)m->N : 0.0;
+    size_t idle = 0;  /* tokens with no routed expert (only the residual and shared experts pass) */
+    for (size_t t = 0; t < m->N; t++) {
+        size_t e = 0;
+        while (e < m->E && m->row_of[t * m->E + e] < 0) e++;
+        idle += e == m->E;
+    }
     int rc = moe_buf_printf(out, "{\"layer\": %d, \"router\": \"%s\", \"sparsity\": %.9g, "
-                            "\"active_per_token\": %.9g, \"aux_loss\": %.9g, \"tokens_per_expert\": [",
-                            f->layer, m->router->ops->name, sparsity, active, m->aux);
+                            "\"active_per_token\": %.9g, \"no_expert\": %.9g, \"aux_loss\": %.9g, "
+                            "\"tokens_per_expert\": [",
+                            f->layer, m->router->ops->name, sparsity, active,
+                            m->N ? (double)idle / (double)m->N : 0.0, m->aux);
     for (size_t e = 0; e < m->E; e++)
         rc |= moe_buf_printf(out, "%s%zu", e ? ", " : "", m->offset[e + 1] - m->offset[e]);
     rc |= moe_buf_printf(out, "]");

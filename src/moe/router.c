@@ -19,6 +19,7 @@ static const struct {
     {"hash", moe_router_hash_create},
     {"expert_choice", moe_router_expert_choice_create},
     {"sparsemixer", moe_router_sparsemixer_create},
+    {"learned_hash", moe_router_learned_hash_create},
 };
 
 int moe_router_create(const moe_config *cfg, moe_router **out, moe_err *err) {

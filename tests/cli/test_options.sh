@@ -39,7 +39,7 @@ if "$moe" config --defaults | grep -q '"beta1": 0.9,' && ! "$moe" config --defau
 want=$(sed -n 's/^#define MOE_VERSION "\(.*\)"/\1/p' include/moe/version.h)
 if [ -n "$want" ] && [ "$("$moe" --version)" = "moe $want" ] && [ "$("$moe" version)" = "moe $want" ]; then
   ok version; else bad "version: $("$moe" --version 2>&1)"; fi
-for c in config init train score generate prepare "tokenizer train" "tokenizer encode" "tokenizer decode" \
+for c in config init train score generate prepare "tokenizer train" "tokenizer encode" "tokenizer decode" sweep \
          "tokenizer info" "tokenizer convert" eval analyze report export import; do
   n=${c// /_}
   expect_error "unknown_long_$n" "^moe $c: unknown option '--bogus-flag'" "$moe" $c --bogus-flag
@@ -47,7 +47,7 @@ for c in config init train score generate prepare "tokenizer train" "tokenizer e
 done
 for c in "init --out" "train --data" "score --model" "generate --model" "prepare --out" "tokenizer train --out" \
          "tokenizer encode --tokenizer" "tokenizer info --pattern" "eval --model" "analyze --data" "report --out" \
-         "config --check" "export --format" "import --out" "init --upcycle"; do
+         "config --check" "config --params" "export --format" "import --out" "init --upcycle" "sweep --grid"; do
   set -- $c; opt=${!#}; n=${c// /_}
   expect_error "missing_value_$n" "^moe ${c% *}: option $opt needs a value$" "$moe" $c
 done

@@ -49,6 +49,9 @@ CASES = {
     "smoe_share": (dict(MOE, router="topk", top_k=2, n_shared_experts=1, shared_gate=True), 1),
     "topp_shared": (dict(MOE, router="topp", n_shared_experts=1, topp_entropy_coef=0.01), 2),
     "hash": (dict(MOE, router="hash", n_shared_experts=1), 1),
+    # CartesianMoE's Hash baseline, with its reference's first layer dense
+    "learned_hash_dense_first": (dict(MOE, router="learned_hash", top_k=2, n_layers=3,
+                                      dense_first_layers=1), 2),
     "expert_choice": (dict(MOE, router="expert_choice", top_k=2), 1),
     # a wide candidate threshold so that Gumbel samples and w = 1/3 occur
     "sparsemixer": (dict(MOE, router="sparsemixer", top_k=2, jitter_eps=0.5), 2),
@@ -123,6 +126,7 @@ TOL = {
     "sparsemixer": dict(fwd=3e-06, grad=6e-06, train=2e-07, weights=2e-04, moments=8e-06),  # 2.5e-07 5.9e-07 1.3e-08 1.5e-05 7.6e-07
     "cartesian": dict(fwd=3e-06, grad=2e-05, train=2e-07, weights=4e-04, moments=9e-05),  # 2.8e-07 1.5e-06 1.0e-08 3.5e-05 8.8e-06
     "cartesian_k1_every2": dict(fwd=3e-06, grad=2e-05, train=2e-06, weights=7e-04, moments=4e-04),  # 2.0e-07 1.9e-06 1.1e-07 6.1e-05 3.4e-05
+    "learned_hash_dense_first": dict(fwd=3e-06, grad=6e-06, train=2e-07, weights=2e-04, moments=2e-05),  # 2.0e-07 5.4e-07 1.3e-08 1.5e-05 1.4e-06
     "lory": dict(fwd=3e-06, grad=6e-06, train=2e-07, weights=2e-04, moments=2e-05),  # 2.1e-07 5.3e-07 1.8e-08 1.3e-05 2.0e-06
 }
 

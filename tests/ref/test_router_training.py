@@ -6,7 +6,7 @@ below the unigram entropy of the training tokens (in nats). The unigram
 entropy is the loss of the best model that ignores context, so a run below
 it has learned to use the context (its routed layers passing useful
 gradients); a run that diverged or stalled stays above it (a model at initialisation sits at about ln(vocab) = 5.77 > 4.6).
-Runtime: 12 tiny models (hidden 32, 2 layers, 8 experts, 256 tokens per
+Runtime: 13 tiny models (hidden 32, 2 layers, 8 experts, 256 tokens per
 step), about 2 s each on one thread, two at a time (one per core; two
 OpenMP threads on such small matrices are many times slower). Usage: test_router_training.py BUILD_DIR"""
 import json
@@ -34,6 +34,7 @@ CASES = {
     "relu": dict(MOE, router="relu"),                                      # ReMoE
     "topp_shared": dict(MOE, router="topp", n_shared_experts=1),           # TopP
     "hash": dict(MOE, router="hash", top_k=1),                             # Hash
+    "learned_hash": dict(MOE, router="learned_hash"),                      # CartesianMoE's Hash
     "expert_choice": dict(MOE, router="expert_choice"),                    # EC (not causal)
     "sparsemixer": dict(MOE, router="sparsemixer"),                        # SparseMixer-v2
     "smoe_share": dict(MOE, router="topk", n_shared_experts=1, shared_gate=True),   # SMoE-Share

@@ -154,6 +154,118 @@ static void test_mc_task_where_acc_and_norm_disagree(void) {
     moe_model_free(m);
 }
 
+/* ---- lm-evaluation-harness's JSONL forms ---------------------------------- */
+
+/* Each fixture of tests/fixtures/harness/ (hand-written records in the
+ * forms of the datasets the harness reads) becomes the prompt the harness
+ * builds: the expected contexts and choices below are written out by hand
+ * from the harness's templates. */
+static void test_harness_forms(void) {
+    static const struct {
+        const char *file;
+        size_t item, n_choices;
+        int gold, last_word;
+        const char *context, *choice0, *choice_gold;
+    } want[] = {
+        {"arc", 0, 4, 1, 0, "Question: Which part of a plant takes in water?\nAnswer:", " leaves", " roots"},
+        {"arc", 1, 3, 0, 0, "Question: What do magnets attract?\nAnswer:", " iron", " iron"},
+        {"boolq", 0, 2, 1, 0, "The Sun is the star at the center of the Solar System.\nQuestion: is the sun a star?\nAnswer:",
+         " no", " yes"},
+        {"boolq", 1, 2, 0, 0, "Fish are aquatic animals with gills and scales.\nQuestion: do fish have fur?\nAnswer:",
+         " no", " no"},
+        {"hellaswag", 0, 4, 3, 0, "Removing ice from car: Then, the man writes over the snow covering the window of a car, "
+         "and a woman wearing winter clothes smiles. Then", " , the man adds wax to the windshield and cuts it.",
+         " , the man continues removing the snow on his car."},
+        /* " [title]" -> ". ", "[header]" and "[step]" dropped, double spaces single, ctx_b "" */
+        {"hellaswag", 1, 2, 0, 0, "Home and Garden: How to plant a tree. Dig a hole.",
+         "  Make it twice as wide as the root ball.", "  Make it twice as wide as the root ball."},
+        {"piqa", 1, 2, 1, 0, "Question: To dry wet shoes,\nAnswer:", " fill them with ice.", " stuff them with newspaper."},
+        {"race", 0, 4, 1, 0, "Article: Tom lives in a small town. Every morning he walks to school.\n\nHow does Tom go to school?",
+         " By bus", " On foot"},
+        {"race", 1, 2, 0, 0, "Article: Mary likes apples.\n\nMary likes _ .", " apples", " apples"},
+        {"lambada", 0, 1, 0, 1, "She opened the door and saw her old", " friend", " friend"},
+        {"lambada", 1, 1, 0, 1, "The dog wagged its tail at the", " mailman", " mailman"},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "tests/fixtures/harness/%s.jsonl", want[i].file);
+        moe_task t;
+        moe_err err;
+        if (moe_task_load(path, &t, &err)) { CHECK(0, "%s: %s", path, err.msg); continue; }
+        CHECK(t.n == 2, "%s: %zu items", path, t.n);
+        const moe_mc_item *it = &t.items[want[i].item];
+        CHECK(!strcmp(it->context, want[i].context), "%s[%zu] context '%s'", want[i].file, want[i].item, it->context);
+        CHECK(it->n_choices == want[i].n_choices && it->gold == want[i].gold && it->last_word == want[i].last_word,
+              "%s[%zu]: %zu choices, gold %d, last_word %d", want[i].file, want[i].item, it->n_choices, it->gold,
+              it->last_word);
+        CHECK(!strcmp(it->choices[0], want[i].choice0) && !strcmp(it->choices[it->gold], want[i].choice_gold),
+              "%s[%zu] choices '%s' / gold '%s'", want[i].file, want[i].item, it->choices[0], it->choices[it->gold]);
+        CHECK(it->delim_bytes == 1, "%s: the harness's delimiter is not counted by acc_norm", want[i].file);
+        moe_task_free(&t);
+    }
+    /* a malformed record of a known form names the form and what it lacks */
+    char path[512];
+    moe_task t;
+    moe_err err;
+    write_text("arcbad.jsonl", "{\"question\": \"q\", \"choices\": {\"text\": [\"a\", \"b\"], \"label\": [\"A\", \"B\"]}, "
+               "\"answerKey\": \"C\"}\n", path, sizeof path);
+    CHECK(moe_task_load(path, &t, &err) == -1 && strstr(err.msg, "arcbad.jsonl:1: ARC item: expected \"answerKey\""),
+          "%s", err.msg);
+    write_text("hsbad.jsonl", "{\"activity_label\": \"x\", \"ctx\": \"y\", \"endings\": [\"a\", \"b\"], \"label\": \"2\"}\n",
+               path, sizeof path);
+    CHECK(moe_task_load(path, &t, &err) == -1 && strstr(err.msg, "hsbad.jsonl:1: HellaSwag item"), "%s", err.msg);
+}
+
+/* A bigram model over bytes: one-hot embeddings (hidden 258 >= 257 ids),
+ * attention and FFN zero, so logits[w] = B[previous byte][w] exactly. */
+static moe_model *bigram_model(double (*B)(size_t prev, size_t next)) {
+    moe_config cfg;
+    moe_config_defaults(&cfg);
+    cfg.vocab_size = 257; cfg.hidden = 258; cfg.n_layers = 1; cfg.n_heads = 1; cfg.n_kv_heads = 1;
+    cfg.max_seq_len = 64; cfg.seq_len = 16;
+    strcpy(cfg.ffn, "dense");
+    moe_err err;
+    moe_model *m = NULL;
+    if (moe_config_finalize(&cfg, &err) || moe_model_create(&cfg, &m, &err)) { CHECK(0, "%s", err.msg); return NULL; }
+    memset(m->params, 0, m->n_params * sizeof(float));
+    size_t D = 258;
+    double c = 1.0 / sqrt(1.0 / (double)D + cfg.norm_eps);  /* RMSNorm of a one-hot row */
+    for (size_t v = 0; v < 257; v++) {
+        m->embed[v * D + v] = 1.0f;
+        for (size_t w = 0; w < 257; w++) m->lm_head[w * D + v] = (float)(B(v, w) / c);
+    }
+    for (size_t d = 0; d < D; d++) m->final_norm[d] = m->blocks[0].attn_norm[d] = m->blocks[0].ffn_norm[d] = 1.0f;
+    return m;
+}
+
+/* after ' ' the likeliest byte is 'a'; after anything else, ' ' */
+static double bigram_space_a(size_t prev, size_t next) {
+    if (prev == ' ') return next == 'a' ? 5.0 : 0.0;
+    return next == ' ' ? 5.0 : 0.0;
+}
+
+/* LAMBADA's accuracy is greedy: right iff every token of " word" is the
+ * argmax. "b a": ' ' after 'b', 'a' after ' ' (right); "b z": 'z' is not
+ * the argmax after ' ' (wrong), though its log-probability is finite. */
+static void test_lambada_greedy(void) {
+    moe_model *m = bigram_model(bigram_space_a);
+    moe_err err;
+    moe_tokenizer *tok = moe_tokenizer_bytes(&err);
+    if (!m || !tok) { CHECK(0, "setup"); moe_model_free(m); moe_tokenizer_free(tok); return; }
+    char path[512];
+    write_text("lambada.jsonl", "{\"text\": \"b a\"}\n{\"text\": \"b z\"}\n{\"text\": \"c c b a\"}\n", path, sizeof path);
+    moe_task t;
+    CHECK(!moe_task_load(path, &t, &err), "%s", err.msg);
+    moe_mc_result r;
+    CHECK(!moe_mc_eval(m, tok, &t, 0, &r, &err), "%s", err.msg);
+    CHECK(r.n == 3, "items %zu", r.n);
+    CHECK_CLOSE(r.acc, 2.0 / 3, 0, 1e-12);
+    CHECK_CLOSE(r.acc_norm, r.acc, 0, 1e-12);
+    moe_task_free(&t);
+    moe_tokenizer_free(tok);
+    moe_model_free(m);
+}
+
 static void test_task_errors_name_file_line_and_expectation(void) {
     static const struct { const char *text, *want; } cases[] = {
         {"{\"context\": \"a\", \"choices\": [\" b\", \" c\"], \"gold\": 0}\nnot json\n", "bad.jsonl:2:2: expected"},
@@ -236,6 +348,8 @@ static void test_route_stats_on_hand_gates(void) {
     CHECK_CLOSE(moe_token_routing_prob(&st, 0, 1, 5), 1.0 / 3, 0, 1e-12);
     CHECK_CLOSE(moe_token_routing_prob(&st, 0, 1, 7), 1.0, 0, 1e-12);
     CHECK(moe_token_routing_prob(&st, 0, 0, 9) == 0.0, "unseen token");
+    /* position 3 has no active expert: 1 of 4 positions */
+    CHECK_CLOSE(moe_no_expert_fraction(&st, 0), 1.0 / 4, 0, 1e-12);
     /* frequency buckets: token 7 (count 1) in [1,2), token 5 (count 3) in [2,4);
      * active experts: token 7 -> 1; token 5 -> (1 + 2 + 0) / 3 */
     moe_freq_bucket *b;
@@ -265,6 +379,7 @@ static void test_route_stats_on_hand_gates(void) {
         CHECK(top0->count == 1 && json_get(&top0->items[0], "id")->number == 5,
               "expert 0's top token is id 5");
         CHECK_CLOSE(json_get(site0, "sparsity")->number, 1.0 - 4.0 / 8.0, 0, 1e-12);
+        CHECK_CLOSE(json_get(site0, "no_expert")->number, 0.25, 0, 1e-12);
         json_free(j);
     }
     moe_buf_free(&out);
@@ -457,6 +572,8 @@ int main(void) {
     RUN(test_mc_pick_acc_vs_norm);
     RUN(test_mc_task_where_acc_and_norm_disagree);
     RUN(test_task_errors_name_file_line_and_expectation);
+    RUN(test_harness_forms);
+    RUN(test_lambada_greedy);
     RUN(test_per_domain_loss_on_crafted_shard);
     RUN(test_route_stats_on_hand_gates);
     RUN(test_json_text_keeps_utf8_marks_broken_bytes);

@@ -49,7 +49,7 @@ typedef struct {
 } decisions;
 
 /* Where one MoE layer's parameters are, as offsets into v (-1: absent). */
-typedef struct { long wr, w1, w3, w2, s1, s3, s2, wc, bc; } moe_offsets;
+typedef struct { long wr, w1, w3, w2, s1, s3, s2, wc, bc, wt; } moe_offsets;
 
 typedef struct {
     const moe_config *cfg;      /* the layer's config */
@@ -95,6 +95,8 @@ static double route_d(const moe_spec *s, const double (*l)[EMAX], size_t N, deci
     size_t E = s->E, k = s->k;
     double p[NMAX][EMAX], aux = 0;
     const char *r = c->router;
+    int learned = !strcmp(r, "learned_hash");  /* TopK on table logits, always renormalised */
+    if (learned) r = "topk";
     for (size_t t = 0; t < N; t++) {
         if (strcmp(r, "hash")) softmax_d(p[t], l[t], E);
         for (size_t e = 0; e < E; e++) g[t][e] = 0;
@@ -178,7 +180,8 @@ static double route_d(const moe_spec *s, const double (*l)[EMAX], size_t N, deci
         for (size_t t = 0; t < N; t++)
             for (size_t e = 0; e < E; e++)
                 if (dec->mask[t][e]) g[t][e] = strcmp(r, "hash") ? p[t][e] : 1.0;
-        if (!strcmp(r, "topk") && (c->norm_topk_prob == 1 || (c->norm_topk_prob == MOE_RENORM_IF_SEVERAL && k > 1)))
+        if (!strcmp(r, "topk") && (learned ? k > 1 : c->norm_topk_prob == 1 ||
+                                   (c->norm_topk_prob == MOE_RENORM_IF_SEVERAL && k > 1)))
             for (size_t t = 0; t < N; t++) {
                 double sum = 0;
                 for (size_t e = 0; e < E; e++) sum += g[t][e];
@@ -215,6 +218,9 @@ static double moe_d(const moe_spec *s, const double *v, const moe_offsets *o, co
                     size_t N, decisions *dec, double *y) {
     size_t E = s->E, Fe = s->Fe;
     double l[NMAX][EMAX] = {{0}}, g[NMAX][EMAX];
+    if (o->wt >= 0)  /* learned_hash: row tokens[t] of the table */
+        for (size_t t = 0; t < N; t++)
+            for (size_t e = 0; e < E; e++) l[t][e] = v[o->wt + (long)((size_t)s->tokens[t] * E + e)];
     if (o->wr >= 0)
         for (size_t t = 0; t < N; t++)
             for (size_t e = 0; e < E; e++)
@@ -264,15 +270,15 @@ static moe_offsets find_offsets(const moe_layout *L, const char *prefix, long ba
     const char *names[] = {"router.weight", "experts.gate_proj.weight", "experts.up_proj.weight",
                            "experts.down_proj.weight", "shared_experts.gate_proj.weight",
                            "shared_experts.up_proj.weight", "shared_experts.down_proj.weight",
-                           "shared_gate.weight", "shared_gate.bias"};
-    long off[9];
-    for (int i = 0; i < 9; i++) {
+                           "shared_gate.weight", "shared_gate.bias", "router.token_weight"};
+    long off[10];
+    for (int i = 0; i < 10; i++) {
         char name[MOE_NAME_MAX];
         snprintf(name, sizeof name, "%s.%s", prefix, names[i]);
         const moe_tensor *t = moe_layout_find(L, name);
         off[i] = t ? base + (long)t->offset : -1;
     }
-    return (moe_offsets){off[0], off[1], off[2], off[3], off[4], off[5], off[6], off[7], off[8]};
+    return (moe_offsets){off[0], off[1], off[2], off[3], off[4], off[5], off[6], off[7], off[8], off[9]};
 }
 
 static moe_spec spec_of(const moe_config *c, const fd_ctx *f) {
@@ -470,6 +476,20 @@ static void test_fd_hash(void) {
     fd_ctx *f = new_ctx("moe", "hash", 6);
     f->cfg.n_shared_experts = 1;
     check_fd(f, "hash shared", 5);
+}
+
+/* CartesianMoE's Hash baseline: logits are the token's row of a learned
+ * table; top-2 renormalised although norm_topk_prob is false; token 3
+ * occurs twice, so its row collects two tokens' gradients; rows of ids not
+ * in the batch must get exactly zero (checked by the differences too). */
+static void test_fd_learned_hash(void) {
+    fd_ctx *f = new_ctx("moe", "learned_hash", 6);
+    f->cfg.vocab_size = 16; f->cfg.top_k = 2;
+    f->tokens[4] = 3;
+    check_fd(f, "learned_hash k=2", 12);
+    f = new_ctx("moe", "learned_hash", 6);
+    f->cfg.vocab_size = 16; f->cfg.top_k = 2; f->drop = 1;
+    check_fd(f, "learned_hash k=2 drop_top_expert", 13);
 }
 
 static void test_fd_expert_choice(void) {
@@ -771,6 +791,21 @@ static void test_config_checks(void) {
     CHECK(moe_config_causal(&c, &why) == 0, "lory is not causal");
     base_config(&c, "cartesian", "topk");
     CHECK(moe_config_causal(&c, &why) == 1, "cartesian is causal");
+    /* dense_first_layers: the first layers are dense whatever moe_every says,
+     * and it may not leave the model without a routed layer */
+    base_config(&c, "moe", "topk");
+    c.n_layers = 3; c.dense_first_layers = 3;
+    moe_err err;
+    CHECK(moe_config_finalize(&c, &err) == -1 && strstr(err.msg, "dense_first_layers"),
+          "dense_first_layers = n_layers accepted: %s", err.msg);
+    c.dense_first_layers = 1;
+    CHECK(moe_config_finalize(&c, &err) == 0, "%s", err.msg);
+    for (int l = 0; l < 3; l++) {
+        moe_ffn *f = NULL;
+        CHECK(moe_ffn_create(&c, l, &f, &err) == 0, "%s", err.msg);
+        if (f) CHECK(!strcmp(f->ops->kind, l == 0 ? "dense" : "moe"), "layer %d is %s", l, f->ops->kind);
+        moe_ffn_destroy(f);
+    }
 }
 
 int main(void) {
@@ -778,6 +813,7 @@ int main(void) {
     RUN(test_fd_topk_shared_gate);
     RUN(test_fd_topp);
     RUN(test_fd_hash);
+    RUN(test_fd_learned_hash);
     RUN(test_fd_expert_choice);
     RUN(test_fd_sparsemixer);
     RUN(test_fd_cartesian);

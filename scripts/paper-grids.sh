@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# paper-grids.sh — runs the CPU-scale reproduction grids of docs/RESULTS.md
+# (configs/paper/grids/), each a resumable `moe sweep`: rerun it at any time
+# to continue where it stopped. Builds the corpus, tokenizer and token files
+# first if they are missing (data/paper/).
+# Usage: scripts/paper-grids.sh [BUILD_DIR [GRID ...]]   (default: all grids, in order)
+set -euo pipefail
+build=${1:-build}
+shift || true
+cd "$(dirname "$0")/.."
+moe="$build/moe"
+grids=("$@")
+[ ${#grids[@]} -gt 0 ] || grids=(remoe-main-cpu remoe-experts-cpu cartesian-cpu remoe-sensitivity-cpu remoe-granularity-cpu)
+d=data/paper
+if [ ! -f $d/valid.tok ]; then
+  /usr/bin/python3 tools/build_corpus.py --profile full --quiet
+  mkdir -p $d
+  [ -f $d/tokenizer.moe ] || "$moe" tokenizer train --input data/corpus/full/train.jsonl --vocab 4096 --out $d/tokenizer.moe
+  for s in train valid test; do
+    [ -f $d/$s.tok ] || "$moe" prepare --input data/corpus/full/$s.jsonl --tokenizer $d/tokenizer.moe --out $d/$s.tok
+  done
+fi
+for g in "${grids[@]}"; do
+  echo "== $g"
+  "$moe" sweep --grid "configs/paper/grids/$g.json"
+done
