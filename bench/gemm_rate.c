@@ -175,6 +175,7 @@ int main(int argc, char **argv) {
         {2048, 4096, 128, 1, "demo LM head"},        {2048, 512, 512, 1, "h512 q/o projection"},
         {2048, 2048, 512, 1, "h512 FFN up"},         {2048, 512, 2048, 1, "h512 FFN down"},
         {256, 2048, 512, 1, "h512 expert up (N/8 rows)"}, {2048, 4096, 512, 1, "h512 LM head"},
+        {32, 128, 32, 1, "attention block (hd 32)"},  {1, 256, 32, 1, "decode query (one row)"},
     };
     size_t n_sz = sizeof sizes / sizeof sizes[0], n_sh = sizeof shapes / sizeof shapes[0];
     double sq[4][3], sh[16][3];

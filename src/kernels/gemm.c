@@ -64,7 +64,7 @@ typedef struct {
 typedef struct {            /* one per OpenMP thread (number) of the outer team */
     uint16_t *a, *b;        /* bf16 copies of the inputs */
     size_t cap_a, cap_b;
-    float *c;               /* [TAIL_BLOCK.. ROW_BLOCK, N] tail result */
+    float *c;               /* [TAIL_BLOCK, N] result of the row tail */
     size_t cap_c;
     void *scratch;          /* the primitives' scratchpad */
     size_t cap_scratch;
@@ -97,9 +97,10 @@ static int has_avx512bf16(void);
 int k_bf16_available(void) {
     const char *off = getenv("MOE_NO_BF16");
     if (off && *off && strcmp(off, "0") != 0) return 0;
-    /* what oneDNN may use: honours ONEDNN_MAX_CPU_ISA as well */
-    return dnnl_get_effective_cpu_isa() >= dnnl_cpu_isa_avx512_core_bf16 &&
-           dnnl_get_effective_cpu_isa() != dnnl_cpu_isa_avx2_vnni;
+    /* what oneDNN may use (honours ONEDNN_MAX_CPU_ISA as well); the ISA
+     * values are nested bit sets: AMX includes AVX512_CORE_BF16 */
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    return (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
 }
 
 int k_ctx_create(k_precision want, k_ctx **out, moe_err *err) {
