@@ -48,8 +48,9 @@ def paired(a, b, key):
 
 
 def verdict(d):
-    """Whether a paired difference is resolved: its mean beyond 2 standard errors."""
-    if not d or len(d) < 2:
+    """Whether a paired difference is resolved: its mean beyond 2 standard
+    errors, with at least 3 seeds (2 are too few to estimate the noise)."""
+    if not d or len(d) < 3:
         return "too few seeds"
     se = st.stdev(d) / math.sqrt(len(d))
     m = st.mean(d)
