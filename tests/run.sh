@@ -59,6 +59,12 @@ run() {  # run NAME COMMAND...
   fi
 }
 
+# once FILE: the test is not repeated under the sanitizers. Its file says
+# why on a line "# once: REASON" (e.g. it runs no moe code, or it is a long
+# statistical or cross-program check whose moe code paths the sanitized suite
+# already runs through lighter tests); docs/TESTING.md lists them.
+once() { grep -q "^# once: " "$1"; }
+
 suite() {  # suite BUILD LABEL
   local build=$1 label=$2 t dir
   for t in "$build"/tests/test_*; do
@@ -66,13 +72,13 @@ suite() {  # suite BUILD LABEL
   done
   for t in tests/*/test_*.sh; do
     [ -f "$t" ] || continue
+    [ -n "$label" ] && once "$t" && continue
     dir=$(basename "$(dirname "$t")")
     run "$label$dir/$(basename "$t" .sh)" bash "$t" "$build"
   done
   for t in tests/*/test_*.py; do
     [ -f "$t" ] || continue
-    # pure-Python checks run no moe code: once is enough
-    [ -n "$label" ] && grep -q "^# runs no moe code" "$t" && continue
+    [ -n "$label" ] && once "$t" && continue
     dir=$(basename "$(dirname "$t")")
     run "$label$dir/$(basename "$t" .py)" /usr/bin/python3 "$t" "$build"
   done

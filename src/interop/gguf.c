@@ -380,6 +380,11 @@ static double prefer(double own, double file) { return (float)own == (float)file
 
 /* The moe config of a GGUF file: moe.config when present (training keys),
  * the architecture's keys for the shape (they win). */
+/* A metadata number as a config integer: a value outside [0, INT_MAX] (or
+ * NaN) becomes -1, which the config's own range check then refuses by
+ * name, instead of an out-of-range conversion. */
+static int gint(double v) { return v >= 0 && v <= 2147483647.0 ? (int)v : -1; }
+
 static int gguf_config(const gfile *g, moe_config *c, moe_err *err) {
     moe_config_defaults(c);
     char *own = gstr(g, "moe.config");
@@ -404,21 +409,24 @@ static int gguf_config(const gfile *g, moe_config *c, moe_err *err) {
     const gtensor *emb = gtensor_find(g, "token_embd.weight");
     int rc = 0;
     if (!emb || emb->ndim != 2) rc = moe_errf(err, "%s: no 2-D token_embd.weight", g->path);
-    else if (gnum(g, a, "embedding_length", &v) || (c->hidden = (int)v, 0) ||
-             gnum(g, a, "block_count", &v) || (c->n_layers = (int)v, 0) ||
-             gnum(g, a, "attention.head_count", &v) || (c->n_heads = (int)v, 0) ||
+    else if (gnum(g, a, "embedding_length", &v) || (c->hidden = gint(v), 0) ||
+             gnum(g, a, "block_count", &v) || (c->n_layers = gint(v), 0) ||
+             gnum(g, a, "attention.head_count", &v) || (c->n_heads = gint(v), 0) ||
              gnum(g, a, "feed_forward_length", &ff))
         rc = moe_errf(err, "%s: missing one of %s.embedding_length, block_count, attention.head_count, "
                       "feed_forward_length", g->path, a);
+    if (!rc && (c->hidden <= 0 || c->n_heads <= 0 || c->n_layers <= 0))
+        rc = moe_errf(err, "%s: %s.embedding_length, block_count and attention.head_count must be "
+                      "positive whole numbers", g->path, a);
     if (!rc) {
-        c->vocab_size = (int)emb->shape[0];
-        c->n_kv_heads = gnum(g, a, "attention.head_count_kv", &v) ? c->n_heads : (int)v;
-        if (!gnum(g, a, "context_length", &v)) c->max_seq_len = (int)v;
+        c->vocab_size = gint((double)emb->shape[0]);
+        c->n_kv_heads = gnum(g, a, "attention.head_count_kv", &v) ? c->n_heads : gint(v);
+        if (!gnum(g, a, "context_length", &v)) c->max_seq_len = gint(v);
         if (!gnum(g, a, "attention.layer_norm_rms_epsilon", &eps)) c->norm_eps = prefer(c->norm_eps, eps);
         theta = 10000.0;
         gnum(g, a, "rope.freq_base", &theta);
         c->rope_theta = prefer(c->rope_theta, theta);
-        if (!gnum(g, a, "rope.dimension_count", &v) && (int)v != c->hidden / c->n_heads)
+        if (!gnum(g, a, "rope.dimension_count", &v) && gint(v) != c->hidden / c->n_heads)
             rc = moe_errf(err, "%s: rope.dimension_count %g: moe rotates whole heads (%d)", g->path, v,
                           c->hidden / c->n_heads);
         char sk[96];
@@ -432,7 +440,7 @@ static int gguf_config(const gfile *g, moe_config *c, moe_err *err) {
     }
     if (!rc && E == 0) {
         strcpy(c->ffn, "dense");
-        c->ffn_dim = (int)ff;
+        c->ffn_dim = gint(ff);
         c->moe_every = 1;
     } else if (!rc) {
         double fe = ff, S = 0, lead = 0, scale = 1, norm = 1;
@@ -453,13 +461,13 @@ static int gguf_config(const gfile *g, moe_config *c, moe_err *err) {
         strcpy(c->ffn, "moe");
         strcpy(c->router, "topk");
         c->moe_every = 1;
-        int G = c->granularity >= 1 && (int)E % c->granularity == 0 && (int)k % c->granularity == 0 ? c->granularity : 1;
+        int G = c->granularity >= 1 && gint(E) % c->granularity == 0 && gint(k) % c->granularity == 0 ? c->granularity : 1;
         c->granularity = G;
-        c->n_experts = (int)E / G;
-        c->top_k = (int)k / G;
-        c->ffn_dim = (int)fe * G;
+        c->n_experts = gint(E) / G;
+        c->top_k = gint(k) / G;
+        c->ffn_dim = gint(fe * G);
         c->norm_topk_prob = norm != 0;
-        c->n_shared_experts = (int)S;
+        c->n_shared_experts = gint(S);
         if (S > 0) {  /* an all-zero shared expert adds nothing: it is the architecture's, not the model's */
             const gtensor *sg = gtensor_find(g, "blk.0.ffn_gate_shexp.weight");
             int zero = 1;

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# runs no moe code
+# once: it runs no moe code
 """Test of tools/build_corpus.py: builds the small profile twice into temp
 folders (sharing the download cache .cache/corpus, so only the first run ever
 touches the network) and checks the output.  Prints "ok NAME" / "FAIL NAME"

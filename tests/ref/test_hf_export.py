@@ -1,3 +1,4 @@
+# once: checks the exported files against transformers' maths; the exporter runs under the sanitizers in ref/test_interop
 """test_hf_export.py — `moe export --format hf` read as transformers would.
 For a dense model (LlamaForCausalLM), TopK renormalised (MixtralForCausalLM)
 and TopK default gates with moe_every 2 and granularity 2

@@ -1,3 +1,4 @@
+# once: checks the exported files in llama.cpp; the exporter runs under the sanitizers in ref/test_interop
 """test_llama_cpp.py — `moe export --format gguf` against real llama.cpp (the
 prebuilt CPU binary of npm node-llama-cpp 3.21.1, driven by
 tests/ref/llama_cpp_check.mjs). A tiny BPE tokenizer and four models trained

@@ -1,3 +1,4 @@
+# once: counts parameters of 215 configs; config loading runs under the sanitizers in unit/test_train and fuzz/fuzz_json_config
 """test_paper_configs.py — every config under configs/ loads and validates
 (`moe config --params`, and `--check` on the demo and dense ones); configs/paper/ is what scripts/gen-paper-configs.py writes; each
 ReMoE config (and CPU twin) has the paper's size: its active parameters,

@@ -1,3 +1,4 @@
+# once: a statistical end-to-end check (hundreds of steps); the ReLU router's code runs under the sanitizers in unit/test_moe and ref/test_parity
 """test_remoe_stages.py — end to end: small ReMoE models (E=8, k=1; and
 E=16, k=2, G=2: 32 experts of half size, 4 active) trained on the real small corpus go through the three stages of
 the ReMoE paper: near-dense early (sparsity < 0.3 within the first 30 steps),

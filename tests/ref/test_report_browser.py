@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# once: checks the page in Chromium; the report's C code runs under the sanitizers in cli/test_eval
 """test_report_browser.py — opens the HTML report of `moe report` in headless
 Chromium (file:// URL): it must render with no console messages, every chart
 must have drawn marks, a title, axis labels and a legend, the page must load

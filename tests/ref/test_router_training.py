@@ -1,3 +1,4 @@
+# once: a statistical end-to-end check (300 steps per router); every router's code runs under the sanitizers in unit/test_routers and ref/test_parity
 """test_router_training.py — end to end: every router and feed-forward kind
 (docs/ROUTERS.md) trains a tiny model on the real small corpus for 300 steps
 without diverging. Pass: every loss is finite, no step's loss exceeds the
