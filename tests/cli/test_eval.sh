@@ -7,16 +7,7 @@ build=${1:-build}
 moe="$build/moe"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
-ok()   { pass=$((pass + 1)); echo "ok   $1"; }
-bad()  { fail=$((fail + 1)); echo "FAIL $1"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
-expect_error() {  # NAME PATTERN COMMAND...: non-zero exit, one stderr line matching PATTERN
-  local name=$1 pat=$2; shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  local lines; lines=$(grep -c . "$tmp/err")
-  if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && grep -q -- "$pat" "$tmp/err"; then ok "$name"
-  else bad "$name (rc $rc, $lines lines): $(head -3 "$tmp/err")"; fi
-}
+. "$(dirname "$0")/lib.sh"
 py() { /usr/bin/python3 - "$@"; }
 
 for c in eval analyze report; do

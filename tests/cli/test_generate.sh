@@ -9,18 +9,7 @@ build=${1:-build}
 moe="$build/moe"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
-ok()   { pass=$((pass + 1)); echo "ok   $1"; }
-bad()  { fail=$((fail + 1)); echo "FAIL $1"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
-
-# expect_error NAME PATTERN COMMAND...: non-zero exit, one stderr line matching PATTERN
-expect_error() {
-  local name=$1 pat=$2; shift 2
-  "$@" </dev/null >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  local lines; lines=$(grep -c . "$tmp/err")
-  if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && grep -q -- "$pat" "$tmp/err"; then ok "$name"
-  else bad "$name (rc $rc, $lines lines): $(head -3 "$tmp/err")"; fi
-}
+. "$(dirname "$0")/lib.sh"
 
 "$moe" generate --help >"$tmp/help"; check help [ $? -eq 0 ]
 check help_options grep -q -- "--top-p" "$tmp/help"

@@ -11,17 +11,7 @@ build=${1:-build}
 moe="$build/moe"
 tmp=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
 pass=0; fail=0
-ok()   { pass=$((pass + 1)); echo "ok   $1"; }
-bad()  { fail=$((fail + 1)); echo "FAIL $1"; }
-
-# expect_error NAME PATTERN COMMAND...: non-zero exit, one stderr line matching PATTERN
-expect_error() {
-  local name=$1 pat=$2; shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  local lines; lines=$(grep -c . "$tmp/err")
-  if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && grep -q -- "$pat" "$tmp/err"; then ok "$name"
-  else bad "$name (rc $rc, $lines lines): $(head -3 "$tmp/err")"; fi
-}
+. "$(dirname "$0")/lib.sh"
 
 cat >"$tmp/cfg.json" <<'JSON'
 {"vocab_size": 40, "hidden": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1,
