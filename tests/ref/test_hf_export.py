@@ -20,6 +20,9 @@ import subprocess
 import sys
 import tempfile
 
+import reflib
+from reflib import run
+
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -125,12 +128,6 @@ def transformers_forward(d, ids):
         return model(torch.tensor([ids])).logits[0]
 
 
-def run(*args, stdin=None):
-    r = subprocess.run(args, input=stdin, capture_output=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, args))}: {r.stderr.decode(errors='replace')[-800:]}")
-    return r.stdout
-
 
 def main():
     build = sys.argv[1] if len(sys.argv) > 1 else "build"
@@ -141,13 +138,8 @@ def main():
     except ImportError:
         forward, how = hf_forward, "the documented maths (transformers is not installed)"
     print(f"reference: {how}")
-    passed = failed = 0
-
-    def check(name, cond, detail=""):
-        nonlocal passed, failed
-        print(f"{'ok  ' if cond else 'FAIL'} {name}{(': ' + detail) if detail else ''}")
-        passed += bool(cond)
-        failed += not cond
+    checks = reflib.Checks()
+    check = checks.check
 
     with tempfile.TemporaryDirectory() as tmp:
         tok = os.path.join(tmp, "tok")
@@ -221,8 +213,7 @@ def main():
                 check(f"tokenizers_{name}_ids", r.returncode == 0 and theirs and
                       [int(x) for x in theirs[0].split()] == [int(x) for x in ours],
                       f"{len(ours)} ids; {r.stderr.decode(errors='replace')[-200:]}")
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return checks.end()
 
 
 if __name__ == "__main__":

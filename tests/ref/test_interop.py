@@ -16,6 +16,9 @@ import subprocess
 import sys
 import tempfile
 
+import reflib
+from reflib import proc as run
+
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,27 +53,16 @@ KEYS = ("vocab_size", "hidden", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", 
         "rope_theta", "norm_eps", "lr", "aux_loss_coef")
 
 
-def run(*args, stdin=None, ok=True):
-    r = subprocess.run(args, input=stdin, capture_output=True)
-    if ok and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, args))}: {r.stderr.decode(errors='replace')[-800:]}")
-    return r
-
-
 def weights(d):
     return moe_files.read_safetensors(os.path.join(d, "model.safetensors"))[0]
+
 
 
 def main():
     build = sys.argv[1] if len(sys.argv) > 1 else "build"
     moe = os.path.join(build, "moe")
-    passed = failed = 0
-
-    def check(name, cond, detail=""):
-        nonlocal passed, failed
-        print(f"{'ok  ' if cond else 'FAIL'} {name}{(': ' + detail) if detail else ''}")
-        passed += bool(cond)
-        failed += not cond
+    checks = reflib.Checks()
+    check = checks.check
 
     with tempfile.TemporaryDirectory() as tmp:
         tok = os.path.join(tmp, "tok")
@@ -201,8 +193,7 @@ def main():
         r = run(moe, "init", "--config", os.path.join(tmp, "up_bad.json"), "--upcycle", dense, "--out", bad, ok=False)
         check("upcycle_refuses_granularity", r.returncode != 0 and "granularity" in r.stderr.decode(),
               r.stderr.decode().strip())
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return checks.end()
 
 
 if __name__ == "__main__":

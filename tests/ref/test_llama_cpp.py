@@ -17,6 +17,9 @@ import subprocess
 import sys
 import tempfile
 
+import reflib
+from reflib import run
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECK = os.path.join(ROOT, "tests", "ref", "llama_cpp_check.mjs")
 MIXED = ("Hello world, the model's 12345 tokens: ünïcödé, 日本語, emoji 🙂 and\n"
@@ -52,25 +55,14 @@ def skip(why):
     sys.exit(77)
 
 
-def run(*args, stdin=None):
-    r = subprocess.run(args, input=stdin, capture_output=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, args))}: {r.stderr.decode(errors='replace')[-800:]}")
-    return r.stdout
-
 
 def main():
     build = sys.argv[1] if len(sys.argv) > 1 else "build"
     moe = os.path.join(build, "moe")
     if subprocess.run([os.path.join(ROOT, "tools", "npm_deps.sh")]).returncode != 0:
         skip("tools/npm_deps.sh could not install node-llama-cpp (no npm registry?)")
-    passed = failed = 0
-
-    def check(name, cond, detail=""):
-        nonlocal passed, failed
-        print(f"{'ok  ' if cond else 'FAIL'} {name}{(': ' + detail) if detail else ''}")
-        passed += bool(cond)
-        failed += not cond
+    checks = reflib.Checks()
+    check = checks.check
 
     with tempfile.TemporaryDirectory() as tmp:
         # a tokenizer and a corpus from the repository's own prose
@@ -168,8 +160,7 @@ def main():
             got = llama(gguf)["tokens"]
             want = [int(x) for x in ours.split()]
             check(f"{name}_tokenize", got == want, f"{len(want)} ids" if got == want else f"moe {want[:12]} llama.cpp {got[:12]}")
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return checks.end()
 
 
 if __name__ == "__main__":
