@@ -12,7 +12,6 @@ no foreign program needed:
 Usage: test_interop.py BUILD_DIR"""
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
