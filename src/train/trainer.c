@@ -219,7 +219,9 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
         memset(m->grads + hi, 0, (m->n_params - hi) * sizeof(float));
         if (moe_comm_allgather(tr->comm, m->params, tr->shard_counts, MOE_F32, err)) return -1;
     }
-    if (distributed(tr)) {  /* every rank must agree to return to the checkpoint */
+    if (distributed(tr) && c->zero_stage) {  /* each rank counted its own slice: the sum is the
+                                              * step's, and every rank must agree to roll back
+                                              * (without ZeRO every rank made the same update) */
         double bad = (double)st->poisoned;
         if (moe_comm_allreduce(tr->comm, &bad, 1, MOE_F64, err)) return -1;
         st->poisoned = (size_t)bad;
