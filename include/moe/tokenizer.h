@@ -78,6 +78,8 @@ const char *moe_tokenizer_vocab_name(const moe_tokenizer *t);
  * ids: the text, and the id in *id; NULL if i is out of range. */
 uint32_t moe_tokenizer_n_special(const moe_tokenizer *t);
 const char *moe_tokenizer_special(const moe_tokenizer *t, uint32_t i, uint32_t *id);
+/* The index i of special token id among them, or -1 when id is not special. */
+long moe_tokenizer_special_index(const moe_tokenizer *t, uint32_t id);
 /* Bytes of token `id` (a special token gives its text, e.g. "<|endoftext|>");
  * NULL if id is no token (>= vocab_size, or an unused id between the
  * ordinary and special ones, as 100256 in cl100k_base). */

@@ -390,8 +390,7 @@ const char *moe_tok_pattern_regex(moe_tok_pattern p) {
     }
 }
 
-/* Index of special token id, or -1. */
-static long special_index(const moe_tokenizer *t, uint32_t id) {
+long moe_tokenizer_special_index(const moe_tokenizer *t, uint32_t id) {
     size_t lo = 0, hi = t->n_special;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
@@ -403,7 +402,7 @@ static long special_index(const moe_tokenizer *t, uint32_t id) {
 
 const uint8_t *moe_tokenizer_token(const moe_tokenizer *t, uint32_t id, size_t *len) {
     if (id < t->n_tokens) return tok_at(t, id, len);
-    long k = special_index(t, id);
+    long k = moe_tokenizer_special_index(t, id);
     *len = k < 0 ? 0 : strlen(t->special_text[k]);
     return k < 0 ? NULL : (const uint8_t *)t->special_text[k];
 }

@@ -90,7 +90,6 @@ typedef struct ix_vocab {
     size_t *moff;      /* [n_merges + 1] */
     size_t n_merges;
 } ix_vocab;
-long ix_special_index(const moe_tokenizer *tok, uint32_t id);
 int ix_vocab_make(const moe_tokenizer *tok, uint32_t V, ix_vocab *v, moe_err *err);
 void ix_vocab_free(ix_vocab *v);
 /* A moe BPE tokenizer from token texts and merges when they are moe's

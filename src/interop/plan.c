@@ -376,21 +376,8 @@ int ix_vocab_text(const moe_tokenizer *tok, uint32_t id, moe_buf *out) {
     size_t n;
     const uint8_t *p = moe_tokenizer_token(tok, id, &n);
     if (!p) return moe_buf_printf(out, "<|moe_unused_%u|>", id);
-    if (ix_special_index(tok, id) >= 0) return moe_buf_append(out, p, n);
+    if (moe_tokenizer_special_index(tok, id) >= 0) return moe_buf_append(out, p, n);
     return ix_token_text(p, n, out);
-}
-
-/* The index of id among the tokenizer's special tokens (ascending ids), or -1. */
-long ix_special_index(const moe_tokenizer *tok, uint32_t id) {
-    uint32_t lo = 0, hi = moe_tokenizer_n_special(tok);
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2, sid;
-        moe_tokenizer_special(tok, mid, &sid);
-        if (sid < id) lo = mid + 1; else hi = mid;
-    }
-    uint32_t sid = 0;
-    if (lo < moe_tokenizer_n_special(tok)) moe_tokenizer_special(tok, lo, &sid);
-    return lo < moe_tokenizer_n_special(tok) && sid == id ? (long)lo : -1;
 }
 
 /* The tokenizer's split pattern, by its name in llama.cpp
@@ -491,7 +478,7 @@ int ix_vocab_make(const moe_tokenizer *tok, uint32_t V, ix_vocab *v, moe_err *er
         if (ix_vocab_text(tok, id, &v->text)) goto oom;
         size_t n;
         int unused = id >= vt || !moe_tokenizer_token(tok, id, &n);
-        int special = id == eot || (!unused && ix_special_index(tok, id) >= 0);
+        int special = id == eot || (!unused && moe_tokenizer_special_index(tok, id) >= 0);
         v->type[id] = unused ? 5 : special ? 3 : 1;  /* unused, control, normal */
         uint32_t a, b;
         int r = v->type[id] == 1 ? moe_tokenizer_merge_of(tok, id, &a, &b) : 1;
