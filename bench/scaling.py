@@ -45,22 +45,27 @@ def run(cmd, threads):
     return err, ru.ru_maxrss / 1024.0
 
 
-def bytes_model(cfg, n_params, ranks, mode, active_per_token):
+def bytes_model(cfg, n_params, ranks, mode, active_per_token, n_held=None):
     """Bytes one rank sends per step (docs/DISTRIBUTED.md): the gradient sum
     (all-reduce = reduce-scatter + all-gather, or ZeRO-1's reduce-scatter of
     the gradients + all-gather of the weights: the same 2 (P-1)/P of 4 n
-    bytes), plus for EP the rows of the routed pairs that leave the rank:
-    out and back in forward, out and back in backward."""
+    bytes). With EP (E_p = ranks here, one replica of each part) each rank
+    holds n_held = the whole tensors + 1/E_p of the routed experts: only the
+    whole tensors are summed, over the group, plus the rows of the routed
+    pairs that leave the rank: out and back in forward, out and back in
+    backward."""
     if ranks == 1:
         return 0.0
     P = ranks
     grads = 2.0 * (P - 1) / P * 4 * n_params
     if mode != "ep":
         return grads
+    n_routed = (n_params - n_held) * P / (P - 1)
+    whole = 2.0 * (P - 1) / P * 4 * (n_params - n_routed)
     n_local = cfg["batch_size"] * cfg["seq_len"] / P
     moe_layers = cfg["n_layers"]
     a2a = 4 * (P - 1) / P * n_local * active_per_token * cfg["hidden"] * 4 * moe_layers
-    return grads + a2a
+    return whole + a2a
 
 
 def main():
@@ -106,10 +111,12 @@ def main():
                 apt = [l["active_per_token"] for x in timed for l in x.get("layers", [])]
                 active = sum(apt) / len(apt) if apt else 1.0
                 n_params = int(re.search(r"moe train: (\d+) parameters", err).group(1))
+                held = re.search(r"parameters, (\d+) held by each rank", err)
+                n_held = int(held.group(1)) if held else n_params
                 row = {"model": name, "run": label, "ranks": ranks, "threads": threads, "mode": mode,
                        "tokens_per_s": toks / secs, "step_s": secs / len(timed),
-                       "active_per_token": active, "n_params": n_params,
-                       "model_bytes_per_step": bytes_model(cfg, n_params, ranks, mode, active),
+                       "active_per_token": active, "n_params": n_params, "n_held": n_held,
+                       "model_bytes_per_step": bytes_model(cfg, n_params, ranks, mode, active, n_held),
                        "wall_s": time.time() - t0}
                 r = RANKS_LINE.search(err)
                 if r:
@@ -146,8 +153,7 @@ def save(path, steps, rows):
             r["vs_1x2"] = r["tokens_per_s"] / ref[0]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump({"steps": steps, "load_note": "measured on a shared 2-core machine under contention",
-                   "loadavg": os.getloadavg(), "rows": rows}, f, indent=1)
+        json.dump({"steps": steps, "loadavg_at_end": os.getloadavg(), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,13 @@
  * their tensors through moe_layout_add(); the model calls every module's
  * layout function twice: once to count (pointers come back NULL), then to
  * hand out pointers into the allocations. The tensor table also drives
- * initialisation, weight decay and the safetensors names. */
+ * initialisation, weight decay and the safetensors names.
+ *
+ * A tensor declared with moe_layout_add_split (the routed experts) is
+ * divided along dimension 0 among `parts` processes (expert parallel,
+ * docs/DISTRIBUTED.md): the allocation holds only this process's rows
+ * [row0, row0 + rows); shape stays the whole tensor's, as the checkpoint
+ * stores it. With parts = 1 every tensor is whole. */
 #ifndef MOE_LAYOUT_H
 #define MOE_LAYOUT_H
 
@@ -16,7 +22,10 @@ typedef struct moe_tensor {
     int ndim;
     int64_t shape[3];
     size_t offset;             /* in floats, from the start of the allocation */
-    size_t size;               /* floats */
+    size_t size;               /* floats held here */
+    size_t full;               /* floats of the whole tensor (size unless split) */
+    int split;                 /* divided along dimension 0 among the layout's parts */
+    int64_t row0, rows;        /* the rows of dimension 0 held here */
     float init_std;            /* normal(0, init_std); 0 < init_std. ones if init_std < 0 */
     int decay;                 /* AdamW weight decay applies (matrices only) */
 } moe_tensor;
@@ -27,6 +36,9 @@ typedef struct moe_layout {
     size_t total;              /* floats so far */
     float *params, *grads;     /* NULL while counting */
     int failed;                /* an allocation of the table failed */
+    int part, parts;           /* split tensors: this process holds part `part` of
+                                * `parts` (0 of 1, or 0 of 0 in a zeroed layout:
+                                * everything) */
 } moe_layout;
 
 /* Declares a tensor of the given shape (ndim 1..3). Returns the parameter
@@ -34,6 +46,13 @@ typedef struct moe_layout {
  * initialised to ones and never decayed; others use normal(0, init_std). */
 float *moe_layout_add(moe_layout *L, float **grad, float init_std, int ndim,
                       const int64_t *shape, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* The same for a tensor divided along dimension 0 among the layout's parts
+ * (shape[0] must be a multiple of parts). The pointers address the rows
+ * held: [row0, row0 + rows) of the whole tensor. */
+float *moe_layout_add_split(moe_layout *L, float **grad, float init_std, int ndim,
+                            const int64_t *shape, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 
 /* Starts the second pass: keeps the table size, restarts offsets. */

@@ -91,6 +91,15 @@ int moe_model_count_params(const moe_config *cfg, moe_param_count *out, moe_err 
  * Its matrix products run in cfg->precision (bf16 falls back to fp32 where
  * the CPU lacks it: moe_model_precision says which is in effect). */
 int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err);
+/* The same, holding only part `part` of `parts` of every MoE layer's routed
+ * experts (expert parallel, docs/DISTRIBUTED.md: experts [part E/parts,
+ * (part+1) E/parts); layout.h's split tensors). Only the owners of an
+ * expert run it, so such a model runs only inside its expert-parallel
+ * group; init and load fill the rows it holds. */
+int moe_model_create_part(const moe_config *cfg, int part, int parts, moe_model **out, moe_err *err);
+/* Floats a process holding 1/parts of the routed experts allocates for the
+ * parameters (and again for the gradients). */
+int moe_model_count_held(const moe_config *cfg, int parts, size_t *out, moe_err *err);
 void moe_model_free(moe_model *m);
 /* "fp32" or "bf16": the precision the model's products run in. */
 const char *moe_model_precision(const moe_model *m);
@@ -124,6 +133,24 @@ static inline const float *moe_model_logits(const moe_model *m) { return m->logi
  * refuses weights holding a NaN or an infinity (naming the tensor), and
  * loading refuses them too (st_load_f32), so poison never travels. */
 int moe_model_save(const moe_model *m, const char *dir, moe_err *err);
+
+/* Part `part` of split tensor t of array `array` (the index among those
+ * being written) from the process that holds it, into buf[t->size]: how
+ * rank 0 writes a model whose experts are divided among processes. */
+typedef int (*moe_fetch_part)(void *arg, int array, const moe_tensor *t, int part, float *buf,
+                              moe_err *err);
+/* Writes n_arrays arrays laid out as L into one safetensors file, tensor by
+ * tensor: array k under the name prefixes[k] + the tensor's name, each
+ * tensor whole (a split tensor's other parts come from fetch, called for
+ * every part in order even after a failure: see st_write_from). Refuses a
+ * NaN or an infinity, naming the tensor. */
+int moe_layout_write(const char *path, const moe_layout *L, int n_arrays, const float *const *arrays,
+                     const char *const *prefixes, moe_fetch_part fetch, void *arg,
+                     const char *const *meta_keys, const char *const *meta_values, size_t meta_count,
+                     moe_err *err);
+/* moe_model_save for a model divided among processes (fetch as above). */
+int moe_model_save_divided(const moe_model *m, const char *dir, moe_fetch_part fetch, void *arg,
+                           moe_err *err);
 int moe_model_load(const char *dir, moe_model **out, moe_err *err);
 /* CKPT/config.json (checksum-verified) as a finalized config: what a model
  * load would build, known before anything is allocated. */

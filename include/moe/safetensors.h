@@ -60,6 +60,27 @@ int st_write(const char *path, const st_entry *entries, size_t n,
              const char *const *meta_keys, const char *const *meta_values,
              size_t meta_count, moe_err *err);
 
+/* Writing tensors that are not all in one memory (a model whose experts are
+ * divided among processes): entries give names, dtypes and shapes (their
+ * data is not used), and fill(arg, i, sink, err) supplies tensor i's bytes
+ * in order, by any number of st_sink_write calls. fill is called for every
+ * tensor even after a failure (of a write, or of an earlier fill), with the
+ * sink then swallowing the bytes, so that a source that receives them from
+ * other processes stays in step with the senders; the first error is
+ * returned at the end and nothing is renamed into place. */
+typedef struct st_sink st_sink;
+typedef int (*st_fill)(void *arg, size_t i, st_sink *sink, moe_err *err);
+void st_sink_write(st_sink *sink, const void *data, size_t bytes);
+int st_write_from(const char *path, const st_entry *entries, size_t n,
+                  const char *const *meta_keys, const char *const *meta_values,
+                  size_t meta_count, st_fill fill, void *arg, moe_err *err);
+
+/* Elements [first, first + count) of F32 tensor `name` (of the given
+ * shape) into dst: one process's rows of a tensor divided along dimension
+ * 0. The checks of st_load_f32. */
+int st_load_f32_range(const st_file *f, const char *name, const int64_t *shape, int ndim,
+                      size_t first, size_t count, float *dst, moe_err *err);
+
 size_t st_dtype_size(st_dtype d);
 const char *st_dtype_name(st_dtype d);
 

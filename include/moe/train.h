@@ -58,6 +58,13 @@ typedef struct moe_step_stats {
 
 struct moe_comm;
 
+/* Parameters [first, first + count) of one kind: whole tensors (every rank
+ * holds them) or split ones (expert parallel: divided among the group). */
+typedef struct moe_param_run {
+    size_t first, count;
+    int split;
+} moe_param_run;
+
 typedef struct moe_trainer {
     moe_config cfg;
     moe_model *model;
@@ -77,9 +84,19 @@ typedef struct moe_trainer {
     /* across processes (moe_trainer_distribute; NULL: one process) */
     struct moe_comm *comm;    /* every rank of the run (borrowed) */
     struct moe_comm *ep;      /* this rank's expert-parallel group (owned) */
-    size_t *shard_counts, *shard_firsts;  /* [comm->size] ZeRO-1 slices */
+    struct moe_comm *replicas;/* the ranks holding the same experts as this one:
+                               * the data-parallel copies of its parameters (owned) */
+    moe_param_run *runs;      /* [n_runs] the parameters as runs of whole and of
+                               * split tensors (summed over different groups) */
+    size_t n_runs;
+    size_t *shard_counts, *shard_firsts;  /* [replicas->size] ZeRO-1 slices */
     size_t shard_first, shard_count;      /* this rank's (all parameters without ZeRO) */
+    size_t fetched;           /* checkpoint parts received by rank 0 in this save */
 } moe_trainer;
+
+/* Seconds spent in collectives and bytes sent by this rank so far, over
+ * all of the trainer's groups (0 for one process). */
+void moe_trainer_comm_usage(const moe_trainer *tr, double *seconds, double *bytes);
 
 /* Takes ownership of model. cfg holds the training keys (steps, batch, ...).
  * Creates out_dir. */

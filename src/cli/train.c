@@ -344,14 +344,23 @@ int cmd_train(int argc, char **argv) {
     if (no_shuffle) cfg.shuffle = 0;
     if (precision) snprintf(cfg.precision, sizeof cfg.precision, "%s", precision);
     if (moe_config_finalize(&cfg, &err)) goto fail;
-    moe_param_count pc;
-    if (moe_model_count_params(&cfg, &pc, &err) || check_memory(&cfg, pc.total, &err)) goto fail;
+    /* across ranks with expert parallel, each rank holds its part of the
+     * experts: part rank % EP of EP (its position in its group) */
+    int parts = many ? cfg.expert_parallel : 1, part = world->rank % parts;
+    size_t held, pc_total;
+    if (moe_model_count_held(&cfg, 1, &pc_total, &err) || moe_model_count_held(&cfg, parts, &held, &err) ||
+        check_memory(&cfg, held, &err))
+        goto fail;
     omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
     if (config) {
-        if (moe_model_create(&cfg, &model, &err)) goto fail;
+        if (moe_model_create_part(&cfg, part, parts, &model, &err)) goto fail;
         moe_model_init(model, (uint64_t)cfg.seed);
     } else {
-        if (moe_model_load(ckpt, &model, &err)) goto fail;
+        moe_config saved;
+        if (moe_checkpoint_config(ckpt, &saved, &err) ||
+            moe_model_create_part(&saved, part, parts, &model, &err) ||
+            moe_model_load_weights(model, ckpt, &err))
+            goto fail;
         model->cfg = cfg;  /* training keys may differ; model keys come from the checkpoint */
         if (moe_model_set_precision(model, cfg.precision, &err)) goto fail;
     }
@@ -438,16 +447,20 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "moe train: %d ranks (data parallel %d, expert parallel %d%s), %d threads each\n",
                 world->size, world->size, cfg.expert_parallel, cfg.zero_stage ? ", ZeRO-1" : "",
                 omp_get_max_threads());
+    if (rank0 && model->n_params < pc_total)
+        fprintf(stderr, "moe train: %zu parameters, %zu held by each rank (the routed experts divided "
+                "among %d)\n", pc_total, model->n_params, parts);
     if (rank0)
         fprintf(stderr, "moe train: %zu parameters, %d steps of %d x %d x %d tokens, %d threads, "
-                "%s, out %s\n", model->n_params, cfg.steps, cfg.batch_size, cfg.seq_len,
+                "%s, out %s\n", pc_total, cfg.steps, cfg.batch_size, cfg.seq_len,
                 cfg.grad_accum, omp_get_max_threads(), moe_model_precision(model), tr.out_dir);
     int bad_in_row = 0;
     long rolled_back_to = -1;
     double profiled_seconds = 0.0;
     long profiled_steps = 0;
     tr.prof.on = profile;
-    double comm0[2] = {world->seconds + (tr.ep ? tr.ep->seconds : 0), world->bytes + (tr.ep ? tr.ep->bytes : 0)};
+    double comm0[2];
+    moe_trainer_comm_usage(&tr, &comm0[0], &comm0[1]);
     int stop = 0;
     while (tr.step < cfg.steps && !stop) {
         moe_step_stats st;

@@ -56,9 +56,10 @@ int train_print_ranks(moe_comm *world, const moe_trainer *tr, const double comm0
     size_t *counts = moe_calloc(P, sizeof(size_t), err);
     if (!all || !counts) { free(all); free(counts); return -1; }
     double *mine = all + 4 * (size_t)world->rank;
-    mine[0] = world->seconds + (tr->ep ? tr->ep->seconds : 0) - comm0[0];
+    moe_trainer_comm_usage(tr, &mine[0], &mine[2]);
+    mine[0] -= comm0[0];
     mine[1] = seconds;
-    mine[2] = world->bytes + (tr->ep ? tr->ep->bytes : 0) - comm0[1];
+    mine[2] -= comm0[1];
     mine[3] = peak_memory();
     for (size_t r = 0; r < P; r++) counts[r] = 4;
     int rc = moe_comm_allgather(world, all, counts, MOE_F64, err);

@@ -7,10 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-float *moe_layout_add(moe_layout *L, float **grad, float init_std, int ndim,
-                      const int64_t *shape, const char *fmt, ...) {
-    size_t size = 1;
-    for (int i = 0; i < ndim; i++) size *= (size_t)shape[i];
+/* Both kinds of tensor: split ones hold rows [row0, row0 + rows) here. */
+static float *layout_add(moe_layout *L, float **grad, float init_std, int ndim, const int64_t *shape,
+                         int split, const char *fmt, va_list ap) {
+    int parts = split && L->parts > 1 ? L->parts : 1;
+    int64_t rows = shape[0] / parts, row0 = (parts > 1 ? L->part : 0) * rows;
+    size_t full = 1;
+    for (int i = 0; i < ndim; i++) full *= (size_t)shape[i];
+    size_t size = full / (size_t)parts;
     if (!L->params) {  /* counting pass: record the tensor */
         if (L->count == L->cap) {
             size_t cap = L->cap ? 2 * L->cap : 64;
@@ -21,14 +25,15 @@ float *moe_layout_add(moe_layout *L, float **grad, float init_std, int ndim,
         }
         moe_tensor *t = &L->tensors[L->count++];
         memset(t, 0, sizeof *t);
-        va_list ap;
-        va_start(ap, fmt);
         vsnprintf(t->name, sizeof t->name, fmt, ap);
-        va_end(ap);
         t->ndim = ndim;
         for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
         t->offset = L->total;
         t->size = size;
+        t->full = full;
+        t->split = parts > 1;
+        t->row0 = row0;
+        t->rows = rows;
         t->init_std = ndim == 1 ? -1.0f : init_std;
         t->decay = ndim > 1;
         L->total += size;
@@ -40,6 +45,24 @@ float *moe_layout_add(moe_layout *L, float **grad, float init_std, int ndim,
     L->total += size;
     if (grad) *grad = L->grads ? L->grads + off : NULL;
     return L->params + off;
+}
+
+float *moe_layout_add(moe_layout *L, float **grad, float init_std, int ndim,
+                      const int64_t *shape, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    float *p = layout_add(L, grad, init_std, ndim, shape, 0, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+float *moe_layout_add_split(moe_layout *L, float **grad, float init_std, int ndim,
+                            const int64_t *shape, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    float *p = layout_add(L, grad, init_std, ndim, shape, 1, fmt, ap);
+    va_end(ap);
+    return p;
 }
 
 void moe_layout_rewind(moe_layout *L, float *params, float *grads) {

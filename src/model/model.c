@@ -46,11 +46,13 @@ static void model_layout(moe_model *m) {
 
 /* The model without its parameter memory: FFN slots built and the tensor
  * table counted (pass 1), so that its size is known before anything large
- * is allocated. */
-static moe_model *model_shell(const moe_config *cfg, moe_err *err) {
+ * is allocated. It holds part `part` of `parts` of the routed experts. */
+static moe_model *model_shell(const moe_config *cfg, int part, int parts, moe_err *err) {
     moe_model *m = moe_calloc(1, sizeof *m, err);
     if (!m) return NULL;
     m->cfg = *cfg;
+    m->layout.part = part;
+    m->layout.parts = parts;
     m->rs.lambda = (float)cfg->relu_lambda0;
     m->blocks = moe_calloc((size_t)cfg->n_layers, sizeof *m->blocks, err);
     if (!m->blocks) goto fail;
@@ -58,6 +60,14 @@ static moe_model *model_shell(const moe_config *cfg, moe_err *err) {
         if (moe_ffn_create(&m->cfg, l, &m->blocks[l].ffn, err)) goto fail;
     model_layout(m);                       /* pass 1: count */
     if (m->layout.failed) { moe_errf(err, "out of memory building the tensor table"); goto fail; }
+    for (size_t i = 0; i < m->layout.count; i++) {
+        const moe_tensor *t = &m->layout.tensors[i];
+        if (t->split && t->shape[0] % parts) {
+            moe_errf(err, "%s: %lld experts cannot be divided among %d processes", t->name,
+                     (long long)t->shape[0], parts);
+            goto fail;
+        }
+    }
     m->n_params = m->layout.total;
     return m;
 fail:
@@ -66,7 +76,13 @@ fail:
 }
 
 int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err) {
-    moe_model *m = model_shell(cfg, err);
+    return moe_model_create_part(cfg, 0, 1, out, err);
+}
+
+int moe_model_create_part(const moe_config *cfg, int part, int parts, moe_model **out, moe_err *err) {
+    if (parts < 1 || part < 0 || part >= parts)
+        return moe_errf(err, "part %d of %d: expected 0 <= part < parts", part, parts);
+    moe_model *m = model_shell(cfg, part, parts, err);
     if (!m) return -1;
     m->params = moe_floats_alloc(m->n_params, err);
     m->grads = m->params ? moe_floats_alloc(m->n_params, err) : NULL;
@@ -81,8 +97,16 @@ fail:
     return -1;
 }
 
+int moe_model_count_held(const moe_config *cfg, int parts, size_t *out, moe_err *err) {
+    moe_model *m = model_shell(cfg, 0, parts, err);  /* pass 1 only: counts, no memory */
+    if (!m) return -1;
+    *out = m->n_params;
+    moe_model_free(m);
+    return 0;
+}
+
 int moe_model_count_params(const moe_config *cfg, moe_param_count *out, moe_err *err) {
-    moe_model *m = model_shell(cfg, err);  /* pass 1 only: counts, no memory */
+    moe_model *m = model_shell(cfg, 0, 1, err);  /* pass 1 only: counts, no memory */
     if (!m) return -1;
     memset(out, 0, sizeof *out);
     /* the active share of a routed expert tensor: k of E */
@@ -162,8 +186,13 @@ void moe_model_init(moe_model *m, uint64_t seed) {
     for (size_t i = 0; i < m->layout.count; i++) {
         const moe_tensor *t = &m->layout.tensors[i];
         float *p = m->params + t->offset;
-        for (size_t j = 0; j < t->size; j++)
-            p[j] = t->init_std < 0 ? 1.0f : (float)(t->init_std * moe_rng_normal(&rng));
+        /* one stream over the whole tensors, so a process holding some rows
+         * of a split tensor draws the values one process would give them */
+        size_t first = (size_t)t->row0 * (t->full / (size_t)t->shape[0]), end = first + t->size;
+        for (size_t j = 0; j < t->full; j++) {
+            float v = t->init_std < 0 ? 1.0f : (float)(t->init_std * moe_rng_normal(&rng));
+            if (j >= first && j < end) p[j - first] = v;
+        }
     }
 }
 

@@ -16,15 +16,81 @@
 #include "moe/safetensors.h"
 #include "moe/tokenizer.h"
 
-int moe_model_save(const moe_model *m, const char *dir, moe_err *err) {
-    /* poisoned weights are never written: a checkpoint is always one to return to */
-    for (size_t k = 0; k < m->layout.count; k++) {
-        const moe_tensor *t = &m->layout.tensors[k];
-        for (size_t i = 0; i < t->size; i++)
-            if (!isfinite(m->params[t->offset + i]))
-                return moe_errf(err, "%s not written: tensor '%s' holds a non-finite value (%g at "
-                                "element %zu)", dir, t->name, (double)m->params[t->offset + i], i);
+/* What moe_layout_write's fill needs. */
+typedef struct layout_source {
+    const char *path;
+    const moe_layout *L;
+    int n_arrays;
+    const float *const *arrays;
+    moe_fetch_part fetch;
+    void *arg;
+    float *scratch;     /* [largest split tensor held] */
+} layout_source;
+
+/* `n` floats of tensor t (from element `first`) to the sink, if all finite. */
+static int put_finite(const layout_source *s, const moe_tensor *t, const float *x, size_t n, size_t first,
+                      st_sink *sink, moe_err *err) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return moe_errf(err, "%s not written: tensor '%s' holds a non-finite value (%g at element %zu)",
+                            s->path, t->name, (double)x[i], first + i);
+    st_sink_write(sink, x, n * sizeof(float));
+    return 0;
+}
+
+/* Entry i: tensor i / n_arrays of array i % n_arrays; a split tensor's parts
+ * in order, this process's from memory, the others fetched. */
+static int fill_layout(void *arg, size_t i, st_sink *sink, moe_err *err) {
+    const layout_source *s = arg;
+    const moe_tensor *t = &s->L->tensors[i / (size_t)s->n_arrays];
+    int k = (int)(i % (size_t)s->n_arrays), rc = 0;
+    const float *mine = s->arrays[k] + t->offset;
+    if (!t->split) return put_finite(s, t, mine, t->size, 0, sink, err);
+    for (int p = 0; p < s->L->parts; p++) {
+        const float *x = mine;
+        moe_err e;
+        if (p != s->L->part) {
+            if (!s->fetch) return moe_errf(err, "%s: tensor '%s' is divided among processes", s->path, t->name);
+            if (s->fetch(s->arg, k, t, p, s->scratch, &e)) { if (!rc) { *err = e; rc = -1; } continue; }
+            x = s->scratch;
+        }
+        if (!rc) rc = put_finite(s, t, x, t->size, (size_t)p * t->size, sink, err);
     }
+    return rc;
+}
+
+int moe_layout_write(const char *path, const moe_layout *L, int n_arrays, const float *const *arrays,
+                     const char *const *prefixes, moe_fetch_part fetch, void *arg,
+                     const char *const *meta_keys, const char *const *meta_values, size_t meta_count,
+                     moe_err *err) {
+    size_t n = L->count * (size_t)n_arrays, biggest = 0;
+    st_entry *e = moe_calloc(n ? n : 1, sizeof *e, err);
+    char (*names)[MOE_NAME_MAX + 16] = e ? moe_calloc(n ? n : 1, sizeof *names, err) : NULL;
+    if (!names) { free(e); return -1; }
+    for (size_t i = 0; i < n; i++) {
+        const moe_tensor *t = &L->tensors[i / (size_t)n_arrays];
+        snprintf(names[i], sizeof names[0], "%s%s", prefixes[i % (size_t)n_arrays], t->name);
+        e[i].name = names[i];
+        e[i].dtype = ST_F32;
+        e[i].ndim = t->ndim;
+        for (int d = 0; d < t->ndim; d++) e[i].shape[d] = t->shape[d];
+        if (t->split && t->size > biggest) biggest = t->size;
+    }
+    layout_source s = {path, L, n_arrays, arrays, fetch, arg, NULL};
+    int rc = biggest && !(s.scratch = moe_floats_alloc(biggest, err)) ? -1 : 0;
+    if (!rc) rc = st_write_from(path, e, n, meta_keys, meta_values, meta_count, fill_layout, &s, err);
+    moe_floats_free(s.scratch);
+    free(names);
+    free(e);
+    return rc;
+}
+
+int moe_model_save(const moe_model *m, const char *dir, moe_err *err) {
+    return moe_model_save_divided(m, dir, NULL, NULL, err);
+}
+
+int moe_model_save_divided(const moe_model *m, const char *dir, moe_fetch_part fetch, void *arg,
+                           moe_err *err) {
     if (moe_mkdirs(dir, err)) return -1;
     char path[4096];
     moe_buf cfg = {0};
@@ -33,22 +99,11 @@ int moe_model_save(const moe_model *m, const char *dir, moe_err *err) {
     int rc = moe_write_file_atomic(path, cfg.data, cfg.len, err);
     moe_buf_free(&cfg);
     if (rc) return -1;
-
-    size_t n = m->layout.count;
-    st_entry *e = moe_calloc(n, sizeof *e, err);
-    if (!e) return -1;
-    for (size_t i = 0; i < n; i++) {
-        const moe_tensor *t = &m->layout.tensors[i];
-        e[i].name = t->name;
-        e[i].dtype = ST_F32;
-        e[i].ndim = t->ndim;
-        for (int d = 0; d < t->ndim; d++) e[i].shape[d] = t->shape[d];
-        e[i].data = m->params + t->offset;
-    }
-    const char *mk[] = {"format"}, *mv[] = {"pt"};
+    /* poisoned weights are never written: a checkpoint is always one to return to */
+    const char *mk[] = {"format"}, *mv[] = {"pt"}, *prefix[] = {""};
+    const float *arrays[] = {m->params};
     rc = moe_path(path, sizeof path, err, "%s/model.safetensors", dir) ? -1 :
-         st_write(path, e, n, mk, mv, 1, err);
-    free(e);
+         moe_layout_write(path, &m->layout, 1, arrays, prefix, fetch, arg, mk, mv, 1, err);
     return rc ? rc : moe_checksums_write(dir, err);
 }
 
@@ -69,7 +124,8 @@ int moe_model_load_weights(moe_model *m, const char *ckpt, moe_err *err) {
     int rc = 0;
     for (size_t i = 0; i < m->layout.count && !rc; i++) {
         const moe_tensor *t = &m->layout.tensors[i];
-        rc = st_load_f32(&f, t->name, t->shape, t->ndim, m->params + t->offset, err);
+        size_t first = (size_t)t->row0 * (t->full / (size_t)t->shape[0]);  /* the rows held */
+        rc = st_load_f32_range(&f, t->name, t->shape, t->ndim, first, t->size, m->params + t->offset, err);
     }
     for (size_t i = 0; i < f.count && !rc; i++)
         if (!moe_layout_find(&m->layout, f.tensors[i].name))

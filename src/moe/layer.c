@@ -34,7 +34,8 @@ typedef struct moe_layer {
     float *wr, *dwr;                       /* [E, D] (NULL without router weight) */
     float *wt, *dwt;                       /* [V, E] learned_hash's token table (else NULL) */
     float *wc, *dwc, *bc, *dbc;            /* shared gate [2, D], [2] */
-    float *w1, *w3, *w2, *dw1, *dw3, *dw2; /* routed experts, stacked */
+    float *w1, *w3, *w2, *dw1, *dw3, *dw2; /* routed experts, stacked: [e0, e0 + held) */
+    size_t e0;                             /* first routed expert held (expert parallel) */
     float *s1, *s3, *s2, *ds1, *ds3, *ds2; /* shared experts, stacked */
 
     /* the last forward, kept for backward (grow-only buffers) */
@@ -75,9 +76,12 @@ static void layer_layout(moe_ffn *f, moe_layout *L, const char *prefix) {
                                prefix);
     else if (m->router->has_weight)
         m->wr = moe_layout_add(L, &m->dwr, std, 2, (int64_t[]){E, D}, "%s.router.weight", prefix);
-    m->w1 = moe_layout_add(L, &m->dw1, std, 3, (int64_t[]){E, Fe, D}, "%s.experts.gate_proj.weight", prefix);
-    m->w3 = moe_layout_add(L, &m->dw3, std, 3, (int64_t[]){E, Fe, D}, "%s.experts.up_proj.weight", prefix);
-    m->w2 = moe_layout_add(L, &m->dw2, out_std, 3, (int64_t[]){E, D, Fe}, "%s.experts.down_proj.weight", prefix);
+    /* the routed experts are divided among the layout's parts (expert parallel) */
+    m->e0 = L->parts > 1 ? (size_t)L->part * m->E / (size_t)L->parts : 0;
+    m->w1 = moe_layout_add_split(L, &m->dw1, std, 3, (int64_t[]){E, Fe, D}, "%s.experts.gate_proj.weight", prefix);
+    m->w3 = moe_layout_add_split(L, &m->dw3, std, 3, (int64_t[]){E, Fe, D}, "%s.experts.up_proj.weight", prefix);
+    m->w2 = moe_layout_add_split(L, &m->dw2, out_std, 3, (int64_t[]){E, D, Fe}, "%s.experts.down_proj.weight",
+                                 prefix);
     if (S == 0) return;
     m->s1 = moe_layout_add(L, &m->ds1, std, 3, (int64_t[]){S, Fe, D}, "%s.shared_experts.gate_proj.weight", prefix);
     m->s3 = moe_layout_add(L, &m->ds3, std, 3, (int64_t[]){S, Fe, D}, "%s.shared_experts.up_proj.weight", prefix);
@@ -87,13 +91,17 @@ static void layer_layout(moe_ffn *f, moe_layout *L, const char *prefix) {
     m->bc = moe_layout_add(L, &m->dbc, std, 1, (int64_t[]){2}, "%s.shared_gate.bias", prefix);
 }
 
-/* Weights of slot j: routed experts first, then the shared ones. */
+/* Weights of slot j: routed experts first, then the shared ones. A routed
+ * expert must be one this process holds (all of them, unless expert
+ * parallel divided them: then only the owners run them). */
 typedef struct { float *w1, *w3, *w2, *dw1, *dw3, *dw2; } expert_w;
 static expert_w slot_weights(const moe_layer *m, size_t j) {
     size_t in = m->Fe * m->D;
-    if (j < m->E)
+    if (j < m->E) {
+        j -= m->e0;
         return (expert_w){m->w1 + j * in, m->w3 + j * in, m->w2 + j * in,
                           m->dw1 + j * in, m->dw3 + j * in, m->dw2 + j * in};
+    }
     j -= m->E;
     return (expert_w){m->s1 + j * in, m->s3 + j * in, m->s2 + j * in,
                       m->ds1 + j * in, m->ds3 + j * in, m->ds2 + j * in};

@@ -66,6 +66,22 @@ int moe_trainer_claim(moe_trainer *tr, moe_err *err) {
 /* True when the run spans more than one rank. */
 static int distributed(const moe_trainer *tr) { return tr->comm && tr->comm->size > 1; }
 
+/* The layout as maximal runs of whole and of split tensors. */
+static int param_runs(moe_trainer *tr, moe_err *err) {
+    const moe_layout *L = &tr->model->layout;
+    tr->runs = moe_calloc(L->count ? L->count : 1, sizeof *tr->runs, err);
+    if (!tr->runs) return -1;
+    for (size_t i = 0; i < L->count; i++) {
+        const moe_tensor *t = &L->tensors[i];
+        moe_param_run *r = tr->n_runs ? &tr->runs[tr->n_runs - 1] : NULL;
+        if (r && r->split == t->split && r->first + r->count == t->offset)
+            r->count += t->size;
+        else
+            tr->runs[tr->n_runs++] = (moe_param_run){t->offset, t->size, t->split};
+    }
+    return 0;
+}
+
 int moe_trainer_distribute(moe_trainer *tr, moe_comm *comm, moe_err *err) {
     const moe_config *c = &tr->cfg;
     moe_model *m = tr->model;
@@ -80,21 +96,30 @@ int moe_trainer_distribute(moe_trainer *tr, moe_comm *comm, moe_err *err) {
     if (W % EP)
         return moe_errf(err, "%d ranks are not a multiple of expert_parallel %d (ranks = data "
                         "parallel x expert parallel)", W, EP);
+    int parts = m->layout.parts > 1 ? m->layout.parts : 1, part = parts > 1 ? m->layout.part : 0;
+    if (parts != EP || part != comm->rank % EP)
+        return moe_errf(err, "rank %d: the model holds part %d of %d of the experts, expert_parallel "
+                        "%d needs part %d (moe_model_create_part)", comm->rank, part, parts, EP,
+                        comm->rank % EP);
     tr->comm = comm;
-    /* the expert-parallel group: EP consecutive ranks */
-    if (comm->ops->split(comm, comm->rank / EP, comm->rank, &tr->ep, err)) return -1;
+    /* the expert-parallel group: EP consecutive ranks, one per part; the
+     * replicas: the ranks holding the same part (all of them without EP) */
+    if (comm->ops->split(comm, comm->rank / EP, comm->rank, &tr->ep, err) ||
+        comm->ops->split(comm, comm->rank % EP, comm->rank, &tr->replicas, err) || param_runs(tr, err))
+        return -1;
     m->dp = comm;
     m->ep = tr->ep;
     m->row0 = (size_t)comm->rank * (size_t)(c->batch_size / W);
-    tr->shard_counts = moe_calloc((size_t)W, sizeof(size_t), err);
-    tr->shard_firsts = moe_calloc((size_t)W, sizeof(size_t), err);
+    int R = tr->replicas->size;
+    tr->shard_counts = moe_calloc((size_t)R, sizeof(size_t), err);
+    tr->shard_firsts = moe_calloc((size_t)R, sizeof(size_t), err);
     if (!tr->shard_counts || !tr->shard_firsts) return -1;
     /* slices of 16 floats' multiples, so each rank's AdamW groups and
      * alignment are those of the whole array */
-    moe_comm_blocks(n, W, 16, tr->shard_counts, tr->shard_firsts);
+    moe_comm_blocks(n, R, 16, tr->shard_counts, tr->shard_firsts);
     if (!c->zero_stage) return 0;
-    tr->shard_first = tr->shard_firsts[comm->rank];
-    tr->shard_count = tr->shard_counts[comm->rank];
+    tr->shard_first = tr->shard_firsts[tr->replicas->rank];
+    tr->shard_count = tr->shard_counts[tr->replicas->rank];
     moe_floats_free(tr->adam_m);
     moe_floats_free(tr->adam_v);
     tr->adam_v = NULL;
@@ -103,8 +128,17 @@ int moe_trainer_distribute(moe_trainer *tr, moe_comm *comm, moe_err *err) {
     return tr->adam_v ? 0 : -1;
 }
 
+void moe_trainer_comm_usage(const moe_trainer *tr, double *seconds, double *bytes) {
+    const moe_comm *g[] = {tr->comm, tr->ep, tr->replicas};
+    *seconds = *bytes = 0.0;
+    for (size_t i = 0; i < 3; i++)
+        if (g[i]) { *seconds += g[i]->seconds; *bytes += g[i]->bytes; }
+}
+
 void moe_trainer_free(moe_trainer *tr) {
     moe_comm_free(tr->ep);
+    moe_comm_free(tr->replicas);
+    free(tr->runs);
     free(tr->shard_counts);
     free(tr->shard_firsts);
     moe_floats_free(tr->adam_m);
@@ -121,21 +155,42 @@ void moe_trainer_free(moe_trainer *tr) {
     tr->lock_fd = -1;
 }
 
-/* The first tensor whose parameters or AdamW moments hold a NaN or an
- * infinity (a rare path: only after an update reported one). */
-static const char *first_nonfinite(const moe_trainer *tr) {
+/* The index of the first tensor whose parameters or AdamW moments (where
+ * this rank holds them) hold a NaN or an infinity; L->count if none (a rare
+ * path: only after an update reported one). */
+static size_t first_nonfinite(const moe_trainer *tr) {
     const moe_layout *L = &tr->model->layout;
-    /* ZeRO-1 holds only this rank's slice of the moments: the weights,
-     * gathered whole after the update, name the tensor on every rank */
-    int whole_moments = !(distributed(tr) && tr->cfg.zero_stage);
+    size_t lo = tr->shard_first, hi = lo + tr->shard_count;  /* the moments held */
     for (size_t k = 0; k < L->count; k++) {
         const moe_tensor *t = &L->tensors[k];
         for (size_t i = t->offset; i < t->offset + t->size; i++)
             if (!isfinite(tr->model->params[i]) ||
-                (whole_moments && (!isfinite(tr->adam_m[i]) || !isfinite(tr->adam_v[i]))))
-                return t->name;
+                (i >= lo && i < hi && (!isfinite(tr->adam_m[i - lo]) || !isfinite(tr->adam_v[i - lo]))))
+                return k;
     }
-    return "?";
+    return L->count;
+}
+
+/* The name of the first poisoned tensor; across ranks the lowest index any
+ * rank found (each holds its own experts and its slice of the moments). */
+static int poisoned_name(moe_trainer *tr, const char **name, moe_err *err) {
+    const moe_layout *L = &tr->model->layout;
+    double first = (double)first_nonfinite(tr);
+    if (distributed(tr)) {
+        size_t P = (size_t)tr->comm->size;
+        double *all = moe_calloc(P, sizeof(double), err);
+        size_t *counts = all ? moe_calloc(P, sizeof(size_t), err) : NULL;
+        int rc = counts ? 0 : -1;
+        for (size_t r = 0; counts && r < P; r++) counts[r] = 1;
+        if (!rc) all[tr->comm->rank] = first;
+        if (!rc) rc = moe_comm_allgather(tr->comm, all, counts, MOE_F64, err);
+        for (size_t r = 0; !rc && r < P; r++) first = all[r] < first ? all[r] : first;
+        free(all);
+        free(counts);
+        if (rc) return -1;
+    }
+    *name = (size_t)first < L->count ? L->tensors[(size_t)first].name : "?";
+    return 0;
 }
 
 /* Across ranks, after the micro-batches: the losses (each rank's share of
@@ -152,12 +207,67 @@ static int sum_over_ranks(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     m->rs.active_pairs = v[2];
     m->rs.total_pairs = v[3];
     moe_prof_mark(m->prof, PROF_OTHER);
-    int rc = tr->cfg.zero_stage
-        ? moe_comm_reduce_scatter(tr->comm, m->grads, m->grads + tr->shard_first, tr->shard_counts,
-                                  MOE_F32, err)
-        : moe_comm_allreduce(tr->comm, m->grads, m->n_params, MOE_F32, err);
+    /* whole tensors: the expert-parallel group's contributions first (a
+     * split tensor's gradient is complete on its owner, which ran its
+     * experts for the whole group's tokens), then every tensor over the
+     * replicas */
+    int rc = 0;
+    for (size_t i = 0; tr->ep->size > 1 && i < tr->n_runs && !rc; i++)
+        if (!tr->runs[i].split)
+            rc = moe_comm_allreduce(tr->ep, m->grads + tr->runs[i].first, tr->runs[i].count, MOE_F32, err);
+    if (!rc)
+        rc = tr->cfg.zero_stage
+            ? moe_comm_reduce_scatter(tr->replicas, m->grads, m->grads + tr->shard_first, tr->shard_counts,
+                                      MOE_F32, err)
+            : moe_comm_allreduce(tr->replicas, m->grads, m->n_params, MOE_F32, err);
     moe_prof_mark(m->prof, PROF_COMM);
     return rc;
+}
+
+/* Across ranks: the norm of the summed gradient. Each rank adds the
+ * squares of its slice (everything it holds without ZeRO), whole and split
+ * tensors apart; the slices' sums are added over the replicas, the split
+ * tensors' over the expert-parallel group (each owner its own experts). */
+static int grad_norm_distributed(moe_trainer *tr, double *norm, moe_err *err) {
+    moe_model *m = tr->model;
+    size_t lo = tr->shard_first, hi = lo + tr->shard_count;
+    double sq[2] = {0.0, 0.0};
+    for (size_t i = 0; i < tr->n_runs; i++) {
+        size_t a = tr->runs[i].first > lo ? tr->runs[i].first : lo;
+        size_t b = tr->runs[i].first + tr->runs[i].count < hi ? tr->runs[i].first + tr->runs[i].count : hi;
+        if (a >= b) continue;
+        double r = moe_grad_norm(m->grads + a, b - a, tr->norm_parts);
+        sq[tr->runs[i].split] += r * r;
+    }
+    if ((tr->cfg.zero_stage && moe_comm_allreduce(tr->replicas, sq, 2, MOE_F64, err)) ||
+        moe_comm_allreduce(tr->ep, &sq[1], 1, MOE_F64, err))
+        return -1;
+    *norm = sqrt(sq[0] + sq[1]);
+    return 0;
+}
+
+/* Across ranks: the elements the update left non-finite, as one process
+ * would count them (whole tensors once, every expert once), known to every
+ * rank so that all return to the checkpoint together. `bad`: this rank's
+ * count over what it updated. */
+static int poisoned_over_ranks(moe_trainer *tr, size_t bad, size_t *out, moe_err *err) {
+    const moe_layout *L = &tr->model->layout;
+    size_t lo = tr->shard_first, hi = lo + tr->shard_count;
+    double n[2] = {0.0, 0.0};  /* whole, split */
+    for (size_t k = 0; bad && k < L->count; k++) {  /* a rare path: recount by kind */
+        const moe_tensor *t = &L->tensors[k];
+        size_t a = t->offset > lo ? t->offset : lo, b = t->offset + t->size < hi ? t->offset + t->size : hi;
+        for (size_t i = a; i < b; i++)
+            n[t->split] += !isfinite(tr->model->params[i]) || !isfinite(tr->adam_m[i - lo]) ||
+                           !isfinite(tr->adam_v[i - lo]);
+    }
+    if (moe_comm_allreduce(tr->replicas, n, 2, MOE_F64, err) ||
+        moe_comm_allreduce(tr->ep, &n[1], 1, MOE_F64, err))
+        return -1;
+    /* without ZeRO every replica updated the same elements: counted once */
+    if (!tr->cfg.zero_stage) { n[0] /= tr->replicas->size; n[1] /= tr->replicas->size; }
+    *out = (size_t)(n[0] + n[1]);
+    return 0;
 }
 
 int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
@@ -186,14 +296,10 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     }
     if (distributed(tr) && sum_over_ranks(tr, st, err)) return -1;
     st->loss = st->lm_loss + st->aux_loss;
-    if (!distributed(tr) || !c->zero_stage) {
+    if (!distributed(tr))
         st->grad_norm = moe_grad_norm(m->grads, m->n_params, tr->norm_parts);
-    } else {  /* the shards' sums of squares, added in rank order */
-        double sq = moe_grad_norm(m->grads + tr->shard_first, tr->shard_count, tr->norm_parts);
-        sq *= sq;
-        if (moe_comm_allreduce(tr->comm, &sq, 1, MOE_F64, err)) return -1;
-        st->grad_norm = sqrt(sq);
-    }
+    else if (grad_norm_distributed(tr, &st->grad_norm, err))
+        return -1;
     st->lr = moe_lr_at(c, tr->step);
     st->lambda = m->rs.lambda;
     st->tokens = B * T * (size_t)c->grad_accum;
@@ -217,16 +323,15 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
                                               tr->adam_v, st->lr, tr->step + 1, c, lo, hi);
         memset(m->grads, 0, lo * sizeof(float));
         memset(m->grads + hi, 0, (m->n_params - hi) * sizeof(float));
-        if (moe_comm_allgather(tr->comm, m->params, tr->shard_counts, MOE_F32, err)) return -1;
+        if (moe_comm_allgather(tr->replicas, m->params, tr->shard_counts, MOE_F32, err)) return -1;
     }
-    if (distributed(tr) && c->zero_stage) {  /* each rank counted its own slice: the sum is the
-                                              * step's, and every rank must agree to roll back
-                                              * (without ZeRO every rank made the same update) */
-        double bad = (double)st->poisoned;
-        if (moe_comm_allreduce(tr->comm, &bad, 1, MOE_F64, err)) return -1;
-        st->poisoned = (size_t)bad;
-    }
-    if (st->poisoned) st->poisoned_tensor = first_nonfinite(tr);
+    /* across ranks with ZeRO's slices or expert parallel's own experts, the
+     * ranks updated different elements: every rank must agree to roll back
+     * (plain data parallel: every rank made the same update) */
+    if (distributed(tr) && (c->zero_stage || tr->ep->size > 1) &&
+        poisoned_over_ranks(tr, st->poisoned, &st->poisoned, err))
+        return -1;
+    if (st->poisoned && poisoned_name(tr, &st->poisoned_tensor, err)) return -1;
     st->sparsity = moe_model_end_step(m);
     moe_prof_mark(m->prof, PROF_OPTIMIZER);
     st->step = ++tr->step;
@@ -318,30 +423,17 @@ static void retire_checkpoint(const char *dir, const char *old) {
     if (rename(dir, old) == 0) remove_flat_dir(old);
 }
 
-static int write_optimizer(const moe_trainer *tr, const float *adam_m, const float *adam_v,
+/* What rank 0's fetch callback needs: the expert-parallel group. */
+static int fetch_part(void *arg, int array, const moe_tensor *t, int part, float *buf, moe_err *err);
+
+static int write_optimizer(moe_trainer *tr, const float *adam_m, const float *adam_v,
                            const char *dir, moe_err *err) {
-    const moe_layout *L = &tr->model->layout;
-    st_entry *e = moe_calloc(2 * L->count, sizeof *e, err);
-    char (*names)[MOE_NAME_MAX + 16] = moe_calloc(2 * L->count, sizeof *names, err);
-    if (!e || !names) { free(e); free(names); return -1; }
-    for (size_t i = 0; i < L->count; i++) {
-        const moe_tensor *t = &L->tensors[i];
-        for (int k = 0; k < 2; k++) {
-            st_entry *x = &e[2 * i + k];
-            snprintf(names[2 * i + k], sizeof names[0], "%s.%s", k ? "exp_avg_sq" : "exp_avg", t->name);
-            x->name = names[2 * i + k];
-            x->dtype = ST_F32;
-            x->ndim = t->ndim;
-            for (int d = 0; d < t->ndim; d++) x->shape[d] = t->shape[d];
-            x->data = (k ? adam_v : adam_m) + t->offset;
-        }
-    }
+    const float *arrays[] = {adam_m, adam_v};
+    const char *prefix[] = {"exp_avg.", "exp_avg_sq."};
     char path[4096];
-    int rc = moe_path(path, sizeof path, err, "%s/optimizer.safetensors", dir) ? -1
-           : st_write(path, e, 2 * L->count, NULL, NULL, 0, err);
-    free(e);
-    free(names);
-    return rc;
+    return moe_path(path, sizeof path, err, "%s/optimizer.safetensors", dir) ? -1
+         : moe_layout_write(path, &tr->model->layout, 2, arrays, prefix, tr->ep ? fetch_part : NULL, tr,
+                            NULL, NULL, 0, err);
 }
 
 static int write_state(const moe_trainer *tr, const char *dir, moe_err *err) {
@@ -396,7 +488,8 @@ static int save_local(moe_trainer *tr, const float *adam_m, const float *adam_v,
         return -1;
     remove_flat_dir(tmp);
     char tok_path[4096];
-    if (moe_model_save(tr->model, tmp, err) || write_optimizer(tr, adam_m, adam_v, tmp, err) ||
+    if (moe_model_save_divided(tr->model, tmp, tr->ep ? fetch_part : NULL, tr, err) ||
+        write_optimizer(tr, adam_m, adam_v, tmp, err) ||
         write_state(tr, tmp, err) ||
         (tr->tokenizer.len &&
          (moe_path(tok_path, sizeof tok_path, err, "%s/tokenizer", tmp) ||
@@ -430,20 +523,71 @@ static int save_local(moe_trainer *tr, const float *adam_m, const float *adam_v,
     return 0;
 }
 
-/* Across ranks: the weights are the same on every rank; ZeRO-1's moment
- * slices come to rank 0 one rank at a time (each rank holds at most one
- * slice extra; rank 0 the whole moments for the write: the first moment in
- * the gradients' buffer, zero between steps, the second in 4 n bytes of its
- * own), and rank 0 writes. */
+/* Rank 0 of the expert-parallel group receives `count` floats from member
+ * `part` (an all-to-all in which only that pair moves data); every member
+ * calls it, the sender with its rows in `send`. */
+static int part_to_rank0(moe_comm *ep, int part, const float *send, float *recv, size_t count, moe_err *err) {
+    size_t P = (size_t)ep->size, sc[P], rc[P];
+    memset(sc, 0, sizeof sc);
+    memset(rc, 0, sizeof rc);
+    if (ep->rank == part) sc[0] = count;
+    if (ep->rank == 0) rc[part] = count;
+    return moe_comm_alltoallv(ep, send, sc, recv, rc, MOE_F32, err);
+}
+
+static int fetch_part(void *arg, int array, const moe_tensor *t, int part, float *buf, moe_err *err) {
+    (void)array;
+    moe_trainer *tr = arg;
+    tr->fetched++;
+    return part_to_rank0(tr->ep, part, NULL, buf, t->size, err);
+}
+
+/* Every part rank 0 receives while it writes a checkpoint, in the order it
+ * writes them: model.safetensors (the weights), then optimizer.safetensors
+ * (both moments of each tensor); parts 1.. of each split tensor. A member
+ * of rank 0's group sends its own; rank 0, after writing (or failing to),
+ * receives what it has not fetched yet, so the group always finishes the
+ * exchange together. weights, m, v: this rank's whole arrays. */
+static int serve_parts(moe_trainer *tr, const float *weights, const float *m, const float *v, moe_err *err) {
+    const moe_layout *L = &tr->model->layout;
+    const float *file_arrays[2][2] = {{weights, NULL}, {m, v}};
+    int n_arrays[2] = {1, 2}, me = tr->ep->rank, rc = 0;
+    size_t seen = 0, biggest = 0;
+    for (size_t i = 0; i < L->count; i++) biggest = L->tensors[i].split && L->tensors[i].size > biggest ? L->tensors[i].size : biggest;
+    float *scratch = me == 0 && biggest ? moe_floats_alloc(biggest, err) : NULL;
+    if (me == 0 && biggest && !scratch) return -1;
+    for (int f = 0; f < 2; f++)
+        for (size_t i = 0; i < L->count; i++) {
+            const moe_tensor *t = &L->tensors[i];
+            if (!t->split) continue;
+            for (int k = 0; k < n_arrays[f]; k++)
+                for (int p = 1; p < tr->ep->size; p++, seen++) {
+                    if (me == 0 && seen < tr->fetched) continue;  /* fetched while writing */
+                    int r = part_to_rank0(tr->ep, p, p == me ? file_arrays[f][k] + t->offset : NULL, scratch,
+                                          t->size, err);
+                    if (r && !rc) rc = -1;
+                }
+        }
+    moe_floats_free(scratch);
+    return rc;
+}
+
+/* Across ranks: rank 0 writes. The replicas of a part hold the same
+ * weights; ZeRO-1's moment slices first come to the replicas' first rank
+ * (the member of rank 0's expert-parallel group), one rank at a time (each
+ * rank holds at most one slice extra; that rank the whole moments of its
+ * part: the first in the gradients' buffer, zero between steps, the second
+ * in 4 n bytes of its own). With expert parallel, rank 0 then receives the
+ * other parts of every split tensor from their owners as it writes. */
 static int save_distributed(moe_trainer *tr, moe_err *err) {
-    moe_comm *c = tr->comm;
-    int zero = tr->cfg.zero_stage, rc = 0;
+    moe_comm *c = tr->comm, *rep = tr->replicas;
+    int zero = tr->cfg.zero_stage, rc = 0, first_replica = rep->rank == 0;
     float *full_m = tr->adam_m, *full_v = tr->adam_v, *scratch = NULL;
     if (zero) {
         size_t n = tr->model->n_params, biggest = 0;
-        for (int r = 0; r < c->size; r++)
+        for (int r = 0; r < rep->size; r++)
             biggest = tr->shard_counts[r] > biggest ? tr->shard_counts[r] : biggest;
-        if (c->rank == 0) {  /* the gradients are zero between steps: m borrows them */
+        if (first_replica) {  /* the gradients are zero between steps: m borrows them */
             full_m = tr->model->grads;
             full_v = moe_floats_alloc(n, err);
             rc = full_v ? 0 : -1;
@@ -452,16 +596,26 @@ static int save_distributed(moe_trainer *tr, moe_err *err) {
             rc = scratch ? 0 : -1;
         }
         rc = moe_comm_agree(c, rc, err);
-        for (int r = 0; r < c->size && !rc; r++)
+        for (int r = 0; r < rep->size && !rc; r++)
             for (int k = 0; k < 2 && !rc; k++) {
                 float *mine = k ? tr->adam_v : tr->adam_m, *full = k ? full_v : full_m;
-                float *buf = c->rank == r ? mine : c->rank == 0 ? full + tr->shard_firsts[r] : scratch;
-                if (c->rank == 0 && r == 0) memcpy(full + tr->shard_firsts[0], mine, tr->shard_counts[0] * sizeof(float));
-                rc = moe_comm_broadcast(c, buf, tr->shard_counts[r], MOE_F32, r, err);
+                float *buf = rep->rank == r ? mine : first_replica ? full + tr->shard_firsts[r] : scratch;
+                if (first_replica && r == 0) memcpy(full + tr->shard_firsts[0], mine, tr->shard_counts[0] * sizeof(float));
+                rc = moe_comm_broadcast(rep, buf, tr->shard_counts[r], MOE_F32, r, err);
             }
     }
-    if (!rc && c->rank == 0) rc = save_local(tr, full_m, full_v, err);
-    if (zero && c->rank == 0) {
+    int writers = c->rank < tr->ep->size;  /* rank 0's expert-parallel group */
+    if (!rc) {  /* (agreed: either every rank goes on, or none) */
+        moe_err e;
+        tr->fetched = 0;
+        if (c->rank == 0) rc = save_local(tr, full_m, full_v, err);
+        /* after it, and even after a failure, rank 0 finishes the exchange */
+        if (writers && tr->ep->size > 1 && serve_parts(tr, tr->model->params, full_m, full_v, &e) && !rc) {
+            rc = -1;
+            *err = e;
+        }
+    }
+    if (zero && first_replica) {
         memset(tr->model->grads, 0, tr->model->n_params * sizeof(float));
         moe_floats_free(full_v);
     }
@@ -559,28 +713,20 @@ int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
         moe_checksums_verify(ckpt, "trainer_state.json", err) || st_read(path, &f, err))
         return -1;
     int rc = 0;
+    /* this rank's moments: its slice [lo, hi) (everything without ZeRO) of
+     * the rows it holds of each tensor */
     size_t lo = tr->shard_first, hi = lo + tr->shard_count;
     for (size_t i = 0; i < L->count && !rc; i++) {
         const moe_tensor *t = &L->tensors[i];
-        char name[MOE_NAME_MAX + 16];
-        if (tr->shard_count == tr->model->n_params) {
-            snprintf(name, sizeof name, "exp_avg.%s", t->name);
-            rc = st_load_f32(&f, name, t->shape, t->ndim, tr->adam_m + t->offset, err);
-            snprintf(name, sizeof name, "exp_avg_sq.%s", t->name);
-            if (!rc) rc = st_load_f32(&f, name, t->shape, t->ndim, tr->adam_v + t->offset, err);
-            continue;
-        }
-        /* ZeRO-1: read the tensor, keep the part in this rank's slice */
         size_t a = t->offset > lo ? t->offset : lo, b = t->offset + t->size < hi ? t->offset + t->size : hi;
         if (a >= b) continue;
-        float *buf = moe_floats_alloc(t->size, err);
-        if (!buf) { rc = -1; break; }
+        size_t first = (size_t)t->row0 * (t->full / (size_t)t->shape[0]) + (a - t->offset);
         for (int k = 0; k < 2 && !rc; k++) {
+            char name[MOE_NAME_MAX + 16];
             snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", t->name);
-            rc = st_load_f32(&f, name, t->shape, t->ndim, buf, err);
-            if (!rc) memcpy((k ? tr->adam_v : tr->adam_m) + (a - lo), buf + (a - t->offset), (b - a) * sizeof(float));
+            rc = st_load_f32_range(&f, name, t->shape, t->ndim, first, b - a, (k ? tr->adam_v : tr->adam_m) + (a - lo),
+                                   err);
         }
-        moe_floats_free(buf);
     }
     st_free(&f);
     if (rc) return -1;

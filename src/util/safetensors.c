@@ -312,8 +312,8 @@ const char *st_meta(const st_file *f, const char *key) {
     return NULL;
 }
 
-int st_load_f32(const st_file *f, const char *name, const int64_t *shape, int ndim,
-                float *dst, moe_err *err) {
+int st_load_f32_range(const st_file *f, const char *name, const int64_t *shape, int ndim,
+                      size_t first, size_t count, float *dst, moe_err *err) {
     const st_tensor *t = st_find(f, name);
     if (!t) return moe_errf(err, "%s: tensor '%s' not found", f->path, name);
     if (t->dtype != ST_F32)
@@ -327,21 +327,32 @@ int st_load_f32(const st_file *f, const char *name, const int64_t *shape, int nd
         fmt_shape(shape, ndim < 0 ? 0 : ndim > ST_MAX_DIMS ? ST_MAX_DIMS : ndim, want, sizeof want);
         return moe_errf(err, "%s: tensor '%s' has shape %s, expected %s", f->path, name, have, want);
     }
-    if (t->end > t->begin) memcpy(dst, t->data, t->end - t->begin);
-    /* a valid checksum over a NaN is still poison: refuse it, naming the tensor */
     size_t n = (t->end - t->begin) / sizeof(float);
-    for (size_t i = 0; i < n; i++)
+    if (first > n || count > n - first)
+        return moe_errf(err, "%s: tensor '%s': elements [%zu, %zu) asked of %zu", f->path, name, first,
+                        first + count, n);
+    if (count) memcpy(dst, (const float *)t->data + first, count * sizeof(float));
+    /* a valid checksum over a NaN is still poison: refuse it, naming the tensor */
+    for (size_t i = 0; i < count; i++)
         if (!isfinite(dst[i]))
             return moe_errf(err, "%s: tensor '%s' holds a non-finite value (%g at element %zu): "
                             "these weights are poisoned; use an earlier checkpoint", f->path, name,
-                            (double)dst[i], i);
+                            (double)dst[i], first + i);
     return 0;
 }
 
-/* Checks the entries and builds the header JSON, padded to a multiple of 8. */
+int st_load_f32(const st_file *f, const char *name, const int64_t *shape, int ndim,
+                float *dst, moe_err *err) {
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    return st_load_f32_range(f, name, shape, ndim, 0, ndim >= 0 ? n : 0, dst, err);
+}
+
+/* Checks the entries (their data pointers too when need_data) and builds
+ * the header JSON, padded to a multiple of 8. */
 static int build_header(const char *path, const st_entry *entries, size_t n,
                         const char *const *meta_keys, const char *const *meta_values,
-                        size_t meta_count, moe_buf *h, moe_err *err) {
+                        size_t meta_count, int need_data, moe_buf *h, moe_err *err) {
     int oom = 0;
     oom |= moe_buf_append(h, "{", 1);
     if (meta_count) {
@@ -378,7 +389,7 @@ static int build_header(const char *path, const st_entry *entries, size_t n,
             return moe_errf(err, "%s: tensor '%s': shape %s, expected non-negative sizes that fit in memory",
                             path, e->name, shape);
         }
-        if (bytes && !e->data)
+        if (need_data && bytes && !e->data)
             return moe_errf(err, "%s: tensor '%s': data is NULL", path, e->name);
         if (i || meta_count) oom |= moe_buf_append(h, ",", 1);
         oom |= json_write_string(h, e->name, strlen(e->name));
@@ -393,27 +404,74 @@ static int build_header(const char *path, const st_entry *entries, size_t n,
     return 0;
 }
 
-int st_write(const char *path, const st_entry *entries, size_t n,
-             const char *const *meta_keys, const char *const *meta_values,
-             size_t meta_count, moe_err *err) {
+struct st_sink {
+    moe_afile *file;
+    size_t bytes;      /* written for the current tensor */
+    int failed;
+    moe_err err;       /* the first failure */
+};
+
+void st_sink_write(st_sink *sink, const void *data, size_t bytes) {
+    sink->bytes += bytes;
+    if (!sink->failed && moe_afile_write(sink->file, data, bytes, &sink->err)) sink->failed = 1;
+}
+
+int st_write_from(const char *path, const st_entry *entries, size_t n,
+                  const char *const *meta_keys, const char *const *meta_values,
+                  size_t meta_count, st_fill fill, void *arg, moe_err *err) {
     moe_buf h = {0};
-    if (build_header(path, entries, n, meta_keys, meta_values, meta_count, &h, err)) {
+    if (build_header(path, entries, n, meta_keys, meta_values, meta_count, 0, &h, err)) {
         moe_buf_free(&h);
         return -1;
     }
     unsigned char lenbuf[8];
     uint64_t hl = h.len;
     for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)(hl >> (8 * i));
-    moe_afile f;
-    int rc = moe_afile_open(&f, path, err);
-    if (rc == 0) rc = moe_afile_write(&f, lenbuf, 8, err);
-    if (rc == 0) rc = moe_afile_write(&f, h.data, h.len, err);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        size_t bytes = 0;
-        tensor_bytes(entries[i].dtype, entries[i].shape, entries[i].ndim, &bytes);
-        rc = moe_afile_write(&f, entries[i].data, bytes, err);
-    }
-    if (rc == 0) rc = moe_afile_commit(&f, err);
+    moe_afile f = {0};
+    st_sink sink = {.file = &f};
+    if (moe_afile_open(&f, path, &sink.err)) sink.failed = 1;
+    st_sink_write(&sink, lenbuf, 8);
+    st_sink_write(&sink, h.data, h.len);
     moe_buf_free(&h);
-    return rc;
+    for (size_t i = 0; i < n; i++) {  /* every fill runs, even after a failure */
+        size_t bytes = 0;
+        moe_err e;
+        tensor_bytes(entries[i].dtype, entries[i].shape, entries[i].ndim, &bytes);
+        sink.bytes = 0;
+        int rc = fill(arg, i, &sink, &e);
+        if (sink.failed) continue;
+        if (rc) {
+            sink.failed = 1;
+            sink.err = e;
+        } else if (sink.bytes != bytes) {
+            sink.failed = 1;
+            moe_errf(&sink.err, "%s: tensor '%s': %zu bytes supplied, expected %zu", path,
+                     entries[i].name, sink.bytes, bytes);
+        }
+    }
+    if (!sink.failed && moe_afile_commit(&f, &sink.err)) sink.failed = 1;
+    if (!sink.failed) return 0;
+    moe_afile_abort(&f);
+    *err = sink.err;
+    return -1;
+}
+
+/* The entries' own data, for st_write. */
+static int fill_from_entries(void *arg, size_t i, st_sink *sink, moe_err *err) {
+    (void)err;
+    const st_entry *e = &((const st_entry *)arg)[i];
+    size_t bytes = 0;
+    tensor_bytes(e->dtype, e->shape, e->ndim, &bytes);
+    st_sink_write(sink, e->data, bytes);
+    return 0;
+}
+
+int st_write(const char *path, const st_entry *entries, size_t n,
+             const char *const *meta_keys, const char *const *meta_values,
+             size_t meta_count, moe_err *err) {
+    moe_buf h = {0};  /* the entries' data pointers are checked here */
+    int rc = build_header(path, entries, n, meta_keys, meta_values, meta_count, 1, &h, err);
+    moe_buf_free(&h);
+    return rc ? rc : st_write_from(path, entries, n, meta_keys, meta_values, meta_count,
+                                   fill_from_entries, (void *)entries, err);
 }

@@ -2,12 +2,14 @@
  * collectives' single-process group (what every run without mpirun uses),
  * the split of parameters into ZeRO-1 slices, the AdamW update of a slice
  * (bit-equal to the whole update, the exactness docs/DISTRIBUTED.md claims),
- * and the config checks of expert_parallel. The MPI side is checked end to
+ * the config checks of expert_parallel, and a model divided among
+ * expert-parallel parts (init, load, save). The MPI side is checked end to
  * end by tests/ref/test_mpi.py. */
 #include <string.h>
 
 #include "harness.h"
 #include "moe/comm.h"
+#include "moe/fileio.h"
 #include "moe/config.h"
 #include "moe/json.h"
 #include "moe/model.h"
@@ -120,10 +122,88 @@ static void test_expert_parallel_config(void) {
     CHECK(parse_cfg("{\"zero_stage\": 2}", &c, &err) != 0 && strstr(err.msg, "zero_stage"), "%s", err.msg);
 }
 
+/* A model holding part p of P of the routed experts (expert parallel):
+ * init draws the values one process gives those rows, load reads them from
+ * a whole checkpoint, and rank 0's divided save, fetching the other parts
+ * (here from the other part models in memory, where a run fetches them
+ * from their ranks), writes the whole model's file byte for byte. */
+static moe_model *divided_part[4];
+static int fetch_from_parts(void *arg, int array, const moe_tensor *t, int part, float *buf, moe_err *err) {
+    (void)arg; (void)array; (void)err;
+    const moe_model *o = divided_part[part];
+    const moe_tensor *ot = moe_layout_find(&o->layout, t->name);
+    memcpy(buf, o->params + ot->offset, ot->size * sizeof(float));
+    return 0;
+}
+
+static void test_divided_model(void) {
+    moe_config c;
+    moe_err err;
+    CHECK(parse_cfg("{\"vocab_size\": 40, \"hidden\": 16, \"n_layers\": 2, \"n_heads\": 2, "
+                    "\"n_kv_heads\": 1, \"ffn\": \"cartesian\", \"n_experts\": 4, \"ffn_dim\": 24, "
+                    "\"n_shared_experts\": 1}", &c, &err) == 0, "%s", err.msg);
+    char dir[] = "/tmp/moe_test_partsXXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char whole_dir[64], part_dir[64];
+    snprintf(whole_dir, sizeof whole_dir, "%s/whole", dir);
+    snprintf(part_dir, sizeof part_dir, "%s/part", dir);
+    moe_model *whole;
+    if (moe_model_create(&c, &whole, &err)) { CHECK(0, "%s", err.msg); return; }
+    moe_model_init(whole, 5);
+    CHECK(moe_model_save(whole, whole_dir, &err) == 0, "%s", err.msg);
+    const int P = 2;
+    size_t split_tensors = 0;
+    for (int p = 0; p < P; p++) {
+        moe_model *a, *b;
+        CHECK(moe_model_create_part(&c, p, P, &a, &err) == 0 && moe_model_create_part(&c, p, P, &b, &err) == 0,
+              "%s", err.msg);
+        moe_model_init(a, 5);
+        CHECK(moe_model_load_weights(b, whole_dir, &err) == 0, "%s", err.msg);
+        size_t held = 0;
+        for (size_t i = 0; i < a->layout.count; i++) {
+            const moe_tensor *t = &a->layout.tensors[i], *w = moe_layout_find(&whole->layout, t->name);
+            size_t first = (size_t)t->row0 * (w->size / (size_t)w->shape[0]);
+            held += t->size;
+            split_tensors += t->split && p == 0;
+            CHECK(t->size == (t->split ? w->size / P : w->size) && t->full == w->size, "%s: sizes", t->name);
+            CHECK(memcmp(a->params + t->offset, whole->params + w->offset + first, t->size * 4) == 0,
+                  "part %d: init of %s is the whole model's rows", p, t->name);
+            CHECK(memcmp(b->params + t->offset, whole->params + w->offset + first, t->size * 4) == 0,
+                  "part %d: load of %s reads the whole model's rows", p, t->name);
+        }
+        size_t counted;
+        CHECK(moe_model_count_held(&c, P, &counted, &err) == 0 && counted == held && held == a->n_params,
+              "part %d holds %zu, counted %zu", p, held, counted);
+        divided_part[p] = a;
+        moe_model_free(b);
+    }
+    CHECK(split_tensors == 2 * 2 * 3, "every routed expert tensor is split (2 layers x 2 sub-layers x 3): %zu",
+          split_tensors);
+    CHECK(moe_model_save_divided(divided_part[0], part_dir, fetch_from_parts, NULL, &err) == 0, "%s", err.msg);
+    char pa[128], pb[128];
+    snprintf(pa, sizeof pa, "%s/model.safetensors", whole_dir);
+    snprintf(pb, sizeof pb, "%s/model.safetensors", part_dir);
+    size_t na = 0, nb = 0;
+    char *fa = moe_read_file(pa, &na, &err), *fb = moe_read_file(pb, &nb, &err);
+    CHECK(fa && fb && na == nb && memcmp(fa, fb, na) == 0, "the divided save is the whole model's file");
+    free(fa);
+    free(fb);
+    CHECK(moe_model_save(divided_part[0], part_dir, &err) == -1 && strstr(err.msg, "divided among processes"),
+          "a divided model saved without a fetch: %s", err.msg);
+    CHECK(moe_model_create_part(&c, 0, 3, &divided_part[2], &err) == -1 &&
+          strstr(err.msg, "4 experts cannot be divided among 3"), "%s", err.msg);
+    for (int p = 0; p < P; p++) moe_model_free(divided_part[p]);
+    moe_model_free(whole);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+}
+
 int main(void) {
     RUN(test_single_process_group);
     RUN(test_blocks);
     RUN(test_adamw_slices_equal_whole);
     RUN(test_expert_parallel_config);
+    RUN(test_divided_model);
     TEST_MAIN_END();
 }

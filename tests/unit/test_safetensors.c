@@ -308,6 +308,46 @@ static void test_write_errors(void) {
           strstr(err.msg, "No such file or directory"), "%s", err.msg);
 }
 
+/* st_write_from: a fill runs for every tensor even after an earlier one
+ * failed (a source that receives bytes from other processes must stay in
+ * step with them), the first error is the one returned, nothing is renamed
+ * into place; a tensor given the wrong number of bytes is refused. And
+ * st_load_f32_range reads a block of a tensor. */
+typedef struct { int calls, fail_at, short_at; float *x; } fill_probe;
+static int probe_fill(void *arg, size_t i, st_sink *sink, moe_err *err) {
+    fill_probe *p = arg;
+    p->calls++;
+    if ((int)i == p->fail_at) return moe_errf(err, "source failed at %zu", i);
+    st_sink_write(sink, p->x + 2 * i, ((int)i == p->short_at ? 1 : 2) * sizeof(float));
+    return 0;
+}
+
+static void test_write_from(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/from.safetensors", dir);
+    float x[6] = {1, 2, 3, 4, 5, 6};
+    st_entry e[3] = {{"a", ST_F32, 1, {2}, NULL}, {"b", ST_F32, 1, {2}, NULL}, {"c", ST_F32, 1, {2}, NULL}};
+    moe_err err = {{0}};
+    fill_probe fail = {0, 1, -1, x};
+    CHECK(st_write_from(path, e, 3, NULL, NULL, 0, probe_fill, &fail, &err) == -1 &&
+          strstr(err.msg, "source failed at 1"), "%s", err.msg);
+    CHECK(fail.calls == 3, "fill called %d times after a failure, expected every tensor (3)", fail.calls);
+    CHECK(access(path, F_OK) != 0, "a failed write left a file");
+    fill_probe shortp = {0, -1, 2, x};
+    CHECK(st_write_from(path, e, 3, NULL, NULL, 0, probe_fill, &shortp, &err) == -1 &&
+          strstr(err.msg, "tensor 'c': 4 bytes supplied, expected 8"), "%s", err.msg);
+    fill_probe good = {0, -1, -1, x};
+    CHECK(st_write_from(path, e, 3, NULL, NULL, 0, probe_fill, &good, &err) == 0, "%s", err.msg);
+    st_file f;
+    CHECK(st_read(path, &f, &err) == 0, "%s", err.msg);
+    float got[2] = {0, 0};
+    CHECK(st_load_f32_range(&f, "b", (int64_t[]){2}, 1, 1, 1, got, &err) == 0 && got[0] == 4.0f && got[1] == 0.0f,
+          "range read %g %g: %s", got[0], got[1], err.msg);
+    CHECK(st_load_f32_range(&f, "c", (int64_t[]){2}, 1, 1, 2, got, &err) == -1 &&
+          strstr(err.msg, "elements [1, 3) asked of 2"), "%s", err.msg);
+    st_free(&f);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/moe_test_st_XXXXXX");
     if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
@@ -315,6 +355,7 @@ int main(void) {
     RUN(test_hand_assembled);
     RUN(test_header_errors);
     RUN(test_write_errors);
+    RUN(test_write_from);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
