@@ -10,7 +10,12 @@ column is tokens/s against 1 rank x 2 threads measured in the same run (the
 target: 2 ranks x 1 thread >= 0.9x). ReMoE starts past stage I (a short
 warm-up run, as bench/train_speed.py does), so its experts are sparse.
 
-Usage: bench/scaling.py --build build [--steps 4] [--out bench/results/scaling.json]"""
+The gradient sum and the optimizer cost the same per optimiser step however
+many tokens the step has, so their share, and with it the ratio, depends on
+the tokens per step: --grad-accum G runs G micro-batches of 8 x 256 tokens
+per step (the papers' steps hold 0.5M tokens).
+
+Usage: bench/scaling.py --build build [--steps 4] [--grad-accum 1] [--out bench/results/scaling.json]"""
 import argparse
 import json
 import os
@@ -62,7 +67,7 @@ def bytes_model(cfg, n_params, ranks, mode, active_per_token, n_held=None):
         return grads
     n_routed = (n_params - n_held) * P / (P - 1)
     whole = 2.0 * (P - 1) / P * 4 * (n_params - n_routed)
-    n_local = cfg["batch_size"] * cfg["seq_len"] / P
+    n_local = cfg["batch_size"] * cfg["seq_len"] * cfg.get("grad_accum", 1) / P
     moe_layers = cfg["n_layers"]
     a2a = 4 * (P - 1) / P * n_local * active_per_token * cfg["hidden"] * 4 * moe_layers
     return whole + a2a
@@ -74,6 +79,9 @@ def main():
     ap.add_argument("--steps", type=int, default=4, help="steps per run (the first is not timed)")
     ap.add_argument("--warm-steps", type=int, default=40, help="ReMoE warm-up steps (past stage I)")
     ap.add_argument("--models", default="topk-h512,remoe-h512")
+    ap.add_argument("--grad-accum", type=int, default=1,
+                    help="micro-batches per optimiser step: the gradient sum and the optimizer run once "
+                         "per step, so their share of the step falls as this grows")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/scaling.json"))
     a = ap.parse_args()
     moe = os.path.abspath(os.path.join(a.build, "moe"))
@@ -82,16 +90,17 @@ def main():
         data = os.path.join(tmp, "data.tok")
         moe_files.write_tokens(data, [(i * 2654435761) % 4096 for i in range(400000)], 4096)
         for name in a.models.split(","):
-            cfg = dict(MODELS[name], steps=a.steps)
+            cfg = dict(MODELS[name], steps=a.steps, grad_accum=a.grad_accum)
             path = os.path.join(tmp, name + ".json")
             with open(path, "w") as f:
                 json.dump(cfg, f)
             start = ["--config", path]
             if cfg["router"] == "relu":  # past stage I: sparse experts
                 warm = os.path.join(tmp, name + "-warm")
-                run([moe, "train", "--config", path, "--data", data, "--out", warm, "--batch", "1",
+                run([moe, "train", "--config", path, "--data", data, "--out", warm, "--grad-accum", "1", "--batch", "1",
                      "--seq", "64", "--steps", str(a.warm_steps), "--lr", "1e-3"], 2)
-                start = ["--model", warm, "--steps", str(a.steps), "--batch", str(cfg["batch_size"]),
+                start = ["--model", warm, "--steps", str(a.steps), "--grad-accum", str(a.grad_accum),
+                         "--batch", str(cfg["batch_size"]),
                          "--seq", str(cfg["seq_len"])]
             runs = [("1x1", 1, 1, "single", []), ("1x2", 1, 2, "single", []),
                     ("2x1 DP", 2, 1, "dp", []), ("2x1 EP", 2, 1, "ep", ["--expert-parallel", "2"]),
@@ -114,6 +123,7 @@ def main():
                 held = re.search(r"parameters, (\d+) held by each rank", err)
                 n_held = int(held.group(1)) if held else n_params
                 row = {"model": name, "run": label, "ranks": ranks, "threads": threads, "mode": mode,
+                       "grad_accum": a.grad_accum,
                        "tokens_per_s": toks / secs, "step_s": secs / len(timed),
                        "active_per_token": active, "n_params": n_params, "n_held": n_held,
                        "model_bytes_per_step": bytes_model(cfg, n_params, ranks, mode, active, n_held),
@@ -153,7 +163,8 @@ def save(path, steps, rows):
             r["vs_1x2"] = r["tokens_per_s"] / ref[0]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump({"steps": steps, "loadavg_at_end": os.getloadavg(), "rows": rows}, f, indent=1)
+        json.dump({"steps": steps, "grad_accum": rows[0].get("grad_accum", 1) if rows else 1,
+                   "loadavg_at_end": os.getloadavg(), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
