@@ -55,6 +55,21 @@ void k_matmul_forward(k_ctx *kc, float *out, const float *in, const float *W,
 void k_matmul_backward(k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
                        const float *W, size_t N, size_t C, size_t O, int accumulate);
 
+/* Activations that only products read later (the SwiGLU output a: the
+ * down projection's input, and its weight gradient's) are kept in the
+ * context's precision: k_act_size bytes an element, 2 under bf16, where the
+ * products would round them to bf16 anyway (same rounding, so the results
+ * are the bits of the fp32-kept path at half the memory), 4 under fp32
+ * (plain floats: the _act functions are the ones above). */
+size_t k_act_size(const k_ctx *kc);
+/* a[n] = silu(h1) * h3 (k_swiglu_forward), stored in the context's precision. */
+void k_swiglu_forward_act(const k_ctx *kc, void *a, const float *h1, const float *h3, size_t n);
+/* k_matmul_forward and _backward with `in` kept by k_swiglu_forward_act. */
+void k_matmul_forward_act(k_ctx *kc, float *out, const void *in, const float *W, size_t N, size_t C,
+                          size_t O, float beta);
+void k_matmul_backward_act(k_ctx *kc, float *din, float *dW, const float *dout, const void *in,
+                           const float *W, size_t N, size_t C, size_t O, int accumulate);
+
 /* y[N,D] = x * rstd * w, rstd[N] = 1/sqrt(mean(x^2) + eps) */
 void k_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
                        size_t N, size_t D, float eps);

@@ -9,6 +9,7 @@
 #include "moe/kernels.h"
 
 #include <cblas.h>
+#include "fastmath.h"
 #include <dnnl.h>
 #include <omp.h>
 #include <stdint.h>
@@ -220,6 +221,16 @@ static void convert(uint16_t *dst, const float *src, size_t r, size_t c, size_t 
     if (rp > r) memset(dst + r * cp, 0, (rp - r) * cp * sizeof(uint16_t));
 }
 
+/* dst[rp, cp] = src[r, c] (bf16 already, row stride ld), zeros outside. */
+static void copy_padded(uint16_t *dst, const uint16_t *src, size_t r, size_t c, size_t ld, size_t rp,
+                        size_t cp) {
+    for (size_t i = 0; i < r; i++) {
+        memcpy(dst + i * cp, src + i * ld, c * sizeof(uint16_t));
+        memset(dst + i * cp + c, 0, (cp - c) * sizeof(uint16_t));
+    }
+    if (rp > r) memset(dst + r * cp, 0, (rp - r) * cp * sizeof(uint16_t));
+}
+
 /* *p holds at least `bytes` (old contents dropped), 64-byte aligned. */
 static int grow(void **p, size_t *cap, size_t bytes) {
     if (bytes <= *cap) return 0;
@@ -384,12 +395,17 @@ static int has_avx512bf16(void) { return 0; }
 #endif
 
 /* C[M,N] (beta 0: =, 1: +=) bf16(A) bf16(B), fp32 accumulation, with the
- * storage conventions of get_prim and dense fp32 A, B, C. A_ready: this
- * thread's bf16 copy of A from the previous call is the one needed. B_frozen: B is a
- * weight whose bf16 copy may be kept (frozen mode). Returns -1 (C untouched)
- * when oneDNN or memory fails; the caller then computes in fp32. */
+ * storage conventions of get_prim and dense A, B, C. A and B are fp32
+ * (rounded here), or bf16 already when A16 / B16 is given instead (an
+ * activation kept in bf16: see k_act_size; only A untransposed and B
+ * untransposed are taken that way, as the model's products need). A_ready:
+ * this thread's bf16 copy of A from the previous call is the one needed.
+ * B_frozen: B is a weight whose bf16 copy may be kept (frozen mode). Returns
+ * -1 (C untouched) when oneDNN or memory fails; the caller then computes in
+ * fp32. */
 static int gemm_bf16(k_ctx *kc, int ta, int tb, size_t M, size_t N, size_t K, const float *A,
-                     int A_ready, const float *B, int B_frozen, float beta, float *C) {
+                     const uint16_t *A16, int A_ready, const float *B, const uint16_t *B16, int B_frozen,
+                     float beta, float *C) {
     int t = omp_get_thread_num();
     if (t >= kc->n_slots) return -1;
     kc_slot *s = &kc->slots[t];
@@ -401,20 +417,39 @@ static int gemm_bf16(k_ctx *kc, int ta, int tb, size_t M, size_t N, size_t K, co
     size_t Mm = ta ? M : M / ROW_BLOCK * ROW_BLOCK;       /* main rows, in place */
     size_t r = M - Mm, rp = (r + TAIL_BLOCK - 1) / TAIL_BLOCK * TAIL_BLOCK;
     size_t Mp = Mm + rp;
-    /* A: stored [Mp, Kp] or [Kp, M] */
-    if (!A_ready) {  /* else s->a holds it already (k_matmul_backward) */
+    /* A: stored [Mp, Kp] or [Kp, M]; the main rows at a, the tail's at a_tail */
+    const uint16_t *a = s->a, *a_tail = s->a + Mm * Kp;
+    if (A16 && Kp == K) {  /* the main rows in place; only the tail padded */
+        if (rp && grow((void **)&s->a, &s->cap_a, rp * Kp * sizeof(uint16_t))) return -1;
+        if (rp) copy_padded(s->a, A16 + Mm * K, r, K, K, rp, Kp);
+        a = A16;
+        a_tail = s->a;
+    } else if (A16) {
+        if (grow((void **)&s->a, &s->cap_a, Mp * Kp * sizeof(uint16_t))) return -1;
+        copy_padded(s->a, A16, M, K, K, Mp, Kp);
+        a = s->a;
+        a_tail = s->a + Mm * Kp;
+    } else if (!A_ready) {  /* else s->a holds it already (k_matmul_backward) */
         if (grow((void **)&s->a, &s->cap_a, (ta ? Kp * M : Mp * Kp) * sizeof(uint16_t))) return -1;
         if (ta) convert(s->a, A, K, M, M, Kp, M, kc->gemv);
         else convert(s->a, A, M, K, K, Mp, Kp, kc->gemv);
+        a = s->a;
+        a_tail = s->a + Mm * Kp;
     }
     /* B: stored [Kp, N] or [N, Kp] */
     const uint16_t *b = NULL;
     if (B_frozen && Kp == K) b = frozen_weight(kc, B, tb ? N : K, tb ? K : N);
     if (b && !ta && tb && M < GEMV_ROWS && kc->gemv) {  /* decode: row by row */
-        for (size_t i = 0; i < M; i++) gemv_bf16(C + i * N, s->a + i * Kp, b, N, K, beta);
+        for (size_t i = 0; i < M; i++) gemv_bf16(C + i * N, a + i * Kp, b, N, K, beta);
         return 0;
     }
-    if (!b) {
+    if (B16 && Kp == K) {
+        b = B16;
+    } else if (B16) {  /* K rows of N, padded with zero rows */
+        if (grow((void **)&s->b, &s->cap_b, Kp * N * sizeof(uint16_t))) return -1;
+        copy_padded(s->b, B16, K, N, N, Kp, N);
+        b = s->b;
+    } else if (!b) {
         if (grow((void **)&s->b, &s->cap_b, Kp * N * sizeof(uint16_t))) return -1;
         if (tb) convert(s->b, B, N, K, K, N, Kp, kc->gemv);
         else convert(s->b, B, K, N, N, Kp, N, kc->gemv);
@@ -425,9 +460,9 @@ static int gemm_bf16(k_ctx *kc, int ta, int tb, size_t M, size_t N, size_t K, co
         (rp && get_prim(kc, ta, tb, 0, rp, N, Kp, &pt)))
         return -1;
     if (rp && grow((void **)&s->c, &s->cap_c, rp * N * sizeof(float))) return -1;
-    if (Mm && run_prim(&pm, s, kc->engine, s->a, b, C)) return -1;
+    if (Mm && run_prim(&pm, s, kc->engine, a, b, C)) return -1;
     if (rp) {
-        if (run_prim(&pt, s, kc->engine, s->a + Mm * Kp, b, s->c)) return -1;
+        if (run_prim(&pt, s, kc->engine, a_tail, b, s->c)) return -1;
         float *dst = C + Mm * N;
         if (acc) for (size_t i = 0; i < r * N; i++) dst[i] += s->c[i];
         else memcpy(dst, s->c, r * N * sizeof(float));
@@ -440,21 +475,95 @@ static int use_bf16(const k_ctx *kc) { return kc && kc->prec == K_BF16; }
 void k_matmul_forward(k_ctx *kc, float *out, const float *in, const float *W,
                       size_t N, size_t C, size_t O, float beta) {
     if (N == 0) return;
-    if (use_bf16(kc) && gemm_bf16(kc, 0, 1, N, O, C, in, 0, W, 1, beta, out) == 0) return;
+    if (use_bf16(kc) && gemm_bf16(kc, 0, 1, N, O, C, in, NULL, 0, W, NULL, 1, beta, out) == 0) return;
     k_sgemm(0, 1, N, O, C, 1.0f, in, C, W, C, beta, out, O);
 }
 
-void k_matmul_backward(k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
-                       const float *W, size_t N, size_t C, size_t O, int accumulate) {
-    if (N == 0) return;
-    int bf = use_bf16(kc), din_bf = 0;
+/* x[n] as fp32 (the fallback when a bf16 product fails). */
+static float *widen(const uint16_t *x, size_t n) {
+    float *f = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; f && i < n; i++) {
+        uint32_t u = (uint32_t)x[i] << 16;
+        memcpy(&f[i], &u, 4);
+    }
+    return f;
+}
+
+/* The bf16 backward of rows [0, N) of one call: din rows, then dW with
+ * din's copy of dout when it is the one dW needs. in (fp32) or in16 (bf16). */
+static void backward_bf16(k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
+                          const uint16_t *in16, const float *W, size_t N, size_t C, size_t O,
+                          int accumulate) {
+    int din_bf = 0;
     if (din) {
-        din_bf = bf && gemm_bf16(kc, 0, 0, N, C, O, dout, 0, W, 1, accumulate ? 1.0f : 0.0f, din) == 0;
+        din_bf = gemm_bf16(kc, 0, 0, N, C, O, dout, NULL, 0, W, NULL, 1, accumulate ? 1.0f : 0.0f, din) == 0;
         if (!din_bf) k_sgemm(0, 0, N, C, O, 1.0f, dout, O, W, C, accumulate ? 1.0f : 0.0f, din, C);
     }
     /* dW: dout stored [N, O] is A transposed; din's copy ([N up to 32, O],
      * zero rows below) is the same bytes when O needs no padding */
     int ready = din_bf && O % K_BLOCK == 0;
-    if (dW && !(bf && gemm_bf16(kc, 1, 0, O, C, N, dout, ready, in, 0, 1.0f, dW) == 0))
-        k_sgemm(1, 0, O, C, N, 1.0f, dout, O, in, C, 1.0f, dW, C);
+    if (!dW || gemm_bf16(kc, 1, 0, O, C, N, dout, NULL, ready, in, in16, 0, 1.0f, dW) == 0) return;
+    float *f = in16 ? widen(in16, N * C) : NULL;  /* exact: bf16 values are fp32 values */
+    if (in16 && !f) abort();                       /* no memory for the fallback of a failed product */
+    k_sgemm(1, 0, O, C, N, 1.0f, dout, O, f ? f : in, C, 1.0f, dW, C);
+    free(f);
+}
+
+/* Rows of one bf16 backward call: the thread's bf16 copy of dout is at most
+ * [BWD_ROWS, O] (the LM head's gradient, [N, vocabulary], would otherwise
+ * be the largest buffer a bf16 step adds); dW adds the blocks' products. */
+#define BWD_ROWS 256
+
+/* Both backward products, in row blocks under bf16. */
+static void backward(k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
+                     const uint16_t *in16, const float *W, size_t N, size_t C, size_t O, int accumulate) {
+    if (N == 0) return;
+    if (!use_bf16(kc)) {
+        if (din) k_sgemm(0, 0, N, C, O, 1.0f, dout, O, W, C, accumulate ? 1.0f : 0.0f, din, C);
+        if (dW) k_sgemm(1, 0, O, C, N, 1.0f, dout, O, in, C, 1.0f, dW, C);
+        return;
+    }
+    for (size_t r0 = 0; r0 < N; r0 += BWD_ROWS) {
+        size_t n = N - r0 < BWD_ROWS ? N - r0 : BWD_ROWS;
+        backward_bf16(kc, din ? din + r0 * C : NULL, dW, dout + r0 * O, in ? in + r0 * C : NULL,
+                      in16 ? in16 + r0 * C : NULL, W, n, C, O, accumulate);
+    }
+}
+
+void k_matmul_backward(k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
+                       const float *W, size_t N, size_t C, size_t O, int accumulate) {
+    backward(kc, din, dW, dout, in, NULL, W, N, C, O, accumulate);
+}
+
+/* ---- activations kept in the context's precision ----------------------- */
+
+size_t k_act_size(const k_ctx *kc) { return use_bf16(kc) ? sizeof(uint16_t) : sizeof(float); }
+
+void k_swiglu_forward_act(const k_ctx *kc, void *a, const float *h1, const float *h3, size_t n) {
+    if (!use_bf16(kc)) { k_swiglu_forward(a, h1, h3, n); return; }
+    enum { CHUNK = 1024 };  /* the fp32 values of k_swiglu_forward, rounded as convert() rounds */
+    uint16_t *d = a;
+    #pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < (n + CHUNK - 1) / CHUNK; c++) {
+        float v[CHUNK];
+        size_t i0 = c * CHUNK, m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        for (size_t i = 0; i < m; i++) v[i] = h1[i0 + i] * moe_sigmoidf(h1[i0 + i]) * h3[i0 + i];
+        convert(d + i0, v, 1, m, m, 1, m, kc->gemv);
+    }
+}
+
+void k_matmul_forward_act(k_ctx *kc, float *out, const void *in, const float *W, size_t N, size_t C,
+                          size_t O, float beta) {
+    if (!use_bf16(kc)) { k_matmul_forward(kc, out, in, W, N, C, O, beta); return; }
+    if (N == 0 || gemm_bf16(kc, 0, 1, N, O, C, NULL, in, 0, W, NULL, 1, beta, out) == 0) return;
+    float *f = widen(in, N * C);  /* exact: bf16 values are fp32 values */
+    if (!f) abort();              /* no memory for the fallback of a failed product */
+    k_sgemm(0, 1, N, O, C, 1.0f, f, C, W, C, beta, out, O);
+    free(f);
+}
+
+void k_matmul_backward_act(k_ctx *kc, float *din, float *dW, const float *dout, const void *in,
+                           const float *W, size_t N, size_t C, size_t O, int accumulate) {
+    if (use_bf16(kc)) backward(kc, din, dW, dout, NULL, in, W, N, C, O, accumulate);
+    else backward(kc, din, dW, dout, in, NULL, W, N, C, O, accumulate);
 }

@@ -46,7 +46,9 @@ typedef struct moe_layer {
     size_t *order;        /* [E+S] slots by falling row count (the work schedule) */
     int *tok;             /* [pairs] token of each row */
     float *xe, *ye, *dxe; /* [pairs, D] gathered inputs, expert outputs, input grads */
-    float *h1, *h3, *a;   /* [pairs, Fe] */
+    float *h1, *h3;       /* [pairs, Fe] */
+    void *a;              /* [pairs, Fe] silu(h1) h3, in the products' precision */
+    size_t act;           /* bytes an element of a and ap (k_act_size) */
     float *dh1, *dh3;     /* [pairs, Fe] */
     float *mix;           /* [N, 2] shared-gate probabilities c (1, 1 without the gate) */
     float *rsum, *ssum;   /* [N, D] routed and shared sums (shared gate only) */
@@ -62,7 +64,8 @@ typedef struct moe_layer {
     size_t *scnt, *rcnt;             /* [P] elements sent to / received from each rank */
     size_t *src_ofs, *exp_ofs;       /* [P * El] first row of block (s, el) by source / by expert */
     float *xr, *xp, *yp;             /* [R, D] by source; by expert; results by expert */
-    float *h1p, *h3p, *ap, *dh1p, *dh3p;  /* [R, Fe] */
+    float *h1p, *h3p, *dh1p, *dh3p;  /* [R, Fe] */
+    void *ap;                        /* [R, Fe] as a */
 } moe_layer;
 
 /* ---- parameters ------------------------------------------------------- */
@@ -131,13 +134,21 @@ static int reserve_rows(moe_layer *m, size_t N, moe_err *err) {
     return 0;
 }
 
+/* Row `row` of a [rows, Fe] buffer of activations kept at m->act bytes. */
+static void *act_row(const moe_layer *m, void *base, size_t row) {
+    return (char *)base + row * m->Fe * m->act;
+}
+
 static int reserve_pairs(moe_layer *m, size_t pairs, moe_err *err) {
+    size_t act = k_act_size(m->kc);
+    if (act != m->act) m->cap_pairs = m->ep_cap = 0;  /* the precision changed: a, ap again */
+    m->act = act;
     if (pairs <= m->cap_pairs) return 0;
     size_t D = m->D, F = m->Fe;
     if (grow((void **)&m->tok, pairs * sizeof(int), err) ||
         grow((void **)&m->xe, pairs * D * sizeof(float), err) || grow((void **)&m->ye, pairs * D * sizeof(float), err) ||
         grow((void **)&m->dxe, pairs * D * sizeof(float), err) || grow((void **)&m->h1, pairs * F * sizeof(float), err) ||
-        grow((void **)&m->h3, pairs * F * sizeof(float), err) || grow((void **)&m->a, pairs * F * sizeof(float), err) ||
+        grow((void **)&m->h3, pairs * F * sizeof(float), err) || grow(&m->a, pairs * F * act, err) ||
         grow((void **)&m->dh1, pairs * F * sizeof(float), err) || grow((void **)&m->dh3, pairs * F * sizeof(float), err)) {
         m->cap_pairs = 0;
         return -1;
@@ -181,21 +192,21 @@ static inline float row_gate(const moe_layer *m, size_t j, size_t r) {
 }
 
 /* One expert on n rows: ye[n,D] = W2(silu(W1 xe) * W3 xe), keeping h1, h3,
- * a [n,Fe] for the backward. */
+ * a [n,Fe] for the backward (a in the products' precision). */
 static void chain_forward(k_ctx *kc, expert_w w, size_t n, size_t D, size_t F, const float *xe, float *h1,
-                          float *h3, float *a, float *ye) {
+                          float *h3, void *a, float *ye) {
     k_matmul_forward(kc, h1, xe, w.w1, n, D, F, 0.0f);
     k_matmul_forward(kc, h3, xe, w.w3, n, D, F, 0.0f);
-    k_swiglu_forward(a, h1, h3, n * F);
-    k_matmul_forward(kc, ye, a, w.w2, n, F, D, 0.0f);
+    k_swiglu_forward_act(kc, a, h1, h3, n * F);
+    k_matmul_forward_act(kc, ye, a, w.w2, n, F, D, 0.0f);
 }
 
 /* Its backward: d[n,D] holds dye on entry and dxe on return; adds the
  * weight gradients; dh1, dh3 [n,Fe] scratch. */
 static void chain_backward(k_ctx *kc, expert_w w, size_t n, size_t D, size_t F, float *d, const float *xe,
-                           const float *h1, const float *h3, const float *a, float *dh1, float *dh3) {
+                           const float *h1, const float *h3, const void *a, float *dh1, float *dh3) {
     float *da = dh1;  /* read by swiglu backward before dh1 is written */
-    k_matmul_backward(kc, da, w.dw2, d, a, w.w2, n, F, D, 0);
+    k_matmul_backward_act(kc, da, w.dw2, d, a, w.w2, n, F, D, 0);
     k_swiglu_backward(dh1, dh3, da, h1, h3, n * F);
     k_matmul_backward(kc, NULL, w.dw1, dh1, xe, w.w1, n, D, F, 0);
     k_matmul_backward(kc, NULL, w.dw3, dh3, xe, w.w3, n, D, F, 0);
@@ -210,7 +221,7 @@ static void expert_forward(moe_layer *m, size_t j, const float *x) {
     for (size_t r = r0; r < r0 + n; r++)
         memcpy(m->xe + r * D, x + (size_t)m->tok[r] * D, D * sizeof(float));
     chain_forward(m->kc, slot_weights(m, j), n, D, F, m->xe + r0 * D, m->h1 + r0 * F, m->h3 + r0 * F,
-                  m->a + r0 * F, m->ye + r0 * D);
+                  act_row(m, m->a, r0), m->ye + r0 * D);
 }
 
 /* The gate gradients of slot j's pairs and dye = gate * dy into dxe's rows. */
@@ -236,7 +247,7 @@ static void expert_backward(moe_layer *m, size_t j, const float *dy) {
     size_t D = m->D, F = m->Fe, r0 = m->offset[j], n = m->offset[j + 1] - r0;
     slot_dye(m, j, dy);
     chain_backward(m->kc, slot_weights(m, j), n, D, F, m->dxe + r0 * D, m->xe + r0 * D, m->h1 + r0 * F,
-                   m->h3 + r0 * F, m->a + r0 * F, m->dh1 + r0 * F, m->dh3 + r0 * F);
+                   m->h3 + r0 * F, act_row(m, m->a, r0), m->dh1 + r0 * F, m->dh3 + r0 * F);
 }
 
 /* Runs work(m, j, arg) for every slot with rows. Loads are uneven (ReLU
@@ -315,9 +326,10 @@ static int ep_exchange_plan(moe_layer *m, moe_comm *ep, moe_err *err) {
         }
     m->R = R;
     if (R > m->ep_cap) {
-        float **rows[] = {&m->xr, &m->xp, &m->yp}, **hid[] = {&m->h1p, &m->h3p, &m->ap, &m->dh1p, &m->dh3p};
+        float **rows[] = {&m->xr, &m->xp, &m->yp}, **hid[] = {&m->h1p, &m->h3p, &m->dh1p, &m->dh3p};
         for (size_t i = 0; i < 3; i++) if (grow((void **)rows[i], R * D * sizeof(float), err)) return -1;
-        for (size_t i = 0; i < 5; i++) if (grow((void **)hid[i], R * F * sizeof(float), err)) return -1;
+        for (size_t i = 0; i < 4; i++) if (grow((void **)hid[i], R * F * sizeof(float), err)) return -1;
+        if (grow(&m->ap, R * F * m->act, err)) return -1;
         m->ep_cap = R;
     }
     return 0;
@@ -358,7 +370,7 @@ static int ep_forward(moe_layer *m, const float *x, moe_comm *ep, moe_err *err) 
         size_t r0, n;
         ep_rows(m, P, el, &r0, &n);
         if (n) chain_forward(m->kc, slot_weights(m, e0 + el), n, D, F, m->xp + r0 * D, m->h1p + r0 * F,
-                             m->h3p + r0 * F, m->ap + r0 * F, m->yp + r0 * D);
+                             m->h3p + r0 * F, act_row(m, m->ap, r0), m->yp + r0 * D);
     }
     ep_permute(m, P, m->xr, m->yp, 0);  /* xr now holds the results by source */
     return moe_comm_alltoallv(ep, m->xr, m->rcnt, m->ye, m->scnt, MOE_F32, err);
@@ -377,7 +389,7 @@ static int ep_backward(moe_layer *m, const float *dy, moe_comm *ep, moe_err *err
         size_t r0, n;
         ep_rows(m, P, el, &r0, &n);
         if (n) chain_backward(m->kc, slot_weights(m, e0 + el), n, D, F, m->yp + r0 * D, m->xp + r0 * D,
-                              m->h1p + r0 * F, m->h3p + r0 * F, m->ap + r0 * F, m->dh1p + r0 * F,
+                              m->h1p + r0 * F, m->h3p + r0 * F, act_row(m, m->ap, r0), m->dh1p + r0 * F,
                               m->dh3p + r0 * F);
     }
     ep_permute(m, P, m->xr, m->yp, 0);

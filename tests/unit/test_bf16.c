@@ -3,7 +3,8 @@
  * against double-precision references within derived bounds (shapes that
  * take every path: row tails, padded inner dimensions, accumulation), the
  * weight copies of inference (frozen weights), products run by several
- * threads at once (bit-identical to serial ones), and the fallback to fp32
+ * threads at once (bit-identical to serial ones), activations kept in bf16
+ * (the bits of the fp32-kept path), and the fallback to fp32
  * when the CPU has no bf16 dot products (forced by MOE_NO_BF16). */
 #include <stdint.h>
 #include <string.h>
@@ -216,6 +217,41 @@ static void test_fallback(void) {
     }
 }
 
+/* Activations kept in bf16 (k_act_size 2): the SwiGLU output written in
+ * bf16 and read by the products gives the very bits of the fp32-kept path
+ * (the products round it the same way), for row counts and widths that
+ * take the in-place, tail-padded and fully padded paths; under fp32 the
+ * _act functions are the float ones. */
+static void test_kept_activations(void) {
+    k_ctx *kc;
+    moe_err err;
+    CHECK(k_ctx_create(K_BF16, &kc, &err) == 0, "%s", err.msg);
+    CHECK(k_act_size(kc) == (have_bf16 ? 2u : 4u), "bytes an element: %zu", k_act_size(kc));
+    size_t shapes[][3] = {{64, 96, 32}, {77, 96, 48}, {5, 40, 24}, {33, 256, 64}};  /* N, F, D */
+    moe_rng r;
+    moe_rng_seed(&r, 17);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        size_t N = shapes[i][0], F = shapes[i][1], D = shapes[i][2];
+        float *h1 = malloc(N * F * 4), *h3 = malloc(N * F * 4), *a = malloc(N * F * 4), *W = malloc(D * F * 4);
+        float *dy = malloc(N * D * 4), *y0 = malloc(N * D * 4), *y1 = malloc(N * D * 4);
+        float *da0 = malloc(N * F * 4), *da1 = malloc(N * F * 4), *dW0 = calloc(D * F, 4), *dW1 = calloc(D * F, 4);
+        void *ak = malloc(N * F * k_act_size(kc));
+        fill(&r, h1, N * F); fill(&r, h3, N * F); fill(&r, W, D * F); fill(&r, dy, N * D);
+        k_swiglu_forward(a, h1, h3, N * F);
+        k_matmul_forward(kc, y0, a, W, N, F, D, 0.0f);
+        k_matmul_backward(kc, da0, dW0, dy, a, W, N, F, D, 0);
+        k_swiglu_forward_act(kc, ak, h1, h3, N * F);
+        k_matmul_forward_act(kc, y1, ak, W, N, F, D, 0.0f);
+        k_matmul_backward_act(kc, da1, dW1, dy, ak, W, N, F, D, 0);
+        CHECK(!memcmp(y0, y1, N * D * 4) && !memcmp(da0, da1, N * F * 4) && !memcmp(dW0, dW1, D * F * 4),
+              "N %zu F %zu D %zu: kept in %zu bytes, the products differ from the fp32-kept ones", N, F, D,
+              k_act_size(kc));
+        free(h1); free(h3); free(a); free(W); free(dy); free(y0); free(y1); free(da0); free(da1);
+        free(dW0); free(dW1); free(ak);
+    }
+    k_ctx_free(kc);
+}
+
 int main(void) {
     unsetenv("MOE_NO_BF16");
     have_bf16 = k_bf16_available();
@@ -224,6 +260,7 @@ int main(void) {
     RUN(test_products);
     RUN(test_frozen_weights);
     RUN(test_concurrent);
+    RUN(test_kept_activations);
     RUN(test_fallback);
     TEST_MAIN_END();
 }
