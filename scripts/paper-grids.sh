@@ -20,7 +20,11 @@ if [ ! -f $d/valid.tok ]; then
     [ -f $d/$s.tok ] || "$moe" prepare --input data/corpus/full/$s.jsonl --tokenizer $d/tokenizer.moe --out $d/$s.tok
   done
 fi
+# a grid with a failed run does not stop the others; the failed run is
+# tried again by the next invocation, and the exit status says one failed
+status=0
 for g in "${grids[@]}"; do
   echo "== $g"
-  "$moe" sweep --grid "configs/paper/grids/$g.json"
+  "$moe" sweep --grid "configs/paper/grids/$g.json" || status=1
 done
+exit $status
