@@ -121,7 +121,7 @@ try:
         modes = {"dp": (MPI, []), "zero1": (MPI, ["--zero-stage", "1"])}
         if name != "dense":
             modes["ep2"] = (MPI, ["--expert-parallel", "2"])
-        if name in ("topk", "cartesian"):  # 2 groups of 2: experts summed over their replicas
+        if name == "topk":  # 2 groups of 2: experts summed over their replicas
             modes["ep2x2_zero1"] = (MPI4, ["--expert-parallel", "2", "--zero-stage", "1"])
         for mode, (launch, flags) in modes.items():
             out = os.path.join(tmp, f"{name}-{mode}")
@@ -170,8 +170,8 @@ try:
               f"weights {w:.3g}, moments {o:.3g} (relative)")
 
     # ---- expert parallel divides the experts' memory ----------------------
-    # A model whose routed experts dominate (2 layers of 8 experts with 2048
-    # hidden units each: 6.3M of its 6.5M parameters). With EP 2 each rank
+    # A model whose routed experts dominate (2 layers of 8 experts with 1024
+    # hidden units each: 3.1M of its 3.3M parameters). With EP 2 each rank
     # holds half of them, so its parameters, gradients and both AdamW moments
     # (16 bytes a parameter) need 8 bytes less per routed parameter. Checked:
     # the parameters each rank holds (its "held by each rank" line) are the
@@ -182,7 +182,7 @@ try:
     # noise; the activations are the same in both).
     big = os.path.join(tmp, "big.json")
     with open(big, "w") as f:
-        json.dump({**base, "hidden": 64, "ffn_dim": 2048, "ffn": "moe", "router": "topk", "n_experts": 8,
+        json.dump({**base, "hidden": 64, "ffn_dim": 1024, "ffn": "moe", "router": "topk", "n_experts": 8,
                    "top_k": 1, "steps": 2}, f)
     peaks, held_line = {}, None
     for mode, flags in (("dp", []), ("ep2", ["--expert-parallel", "2"])):
