@@ -8,7 +8,8 @@
  * A tensor declared with moe_layout_add_split (the routed experts) is
  * divided along dimension 0 among `parts` processes (expert parallel,
  * docs/DISTRIBUTED.md): the allocation holds only this process's rows
- * [row0, row0 + rows); shape stays the whole tensor's, as the checkpoint
+ * of dimension 0 (elements [first, first + size) of the whole tensor);
+ * shape stays the whole tensor's, as the checkpoint
  * stores it. With parts = 1 every tensor is whole. */
 #ifndef MOE_LAYOUT_H
 #define MOE_LAYOUT_H
@@ -25,7 +26,8 @@ typedef struct moe_tensor {
     size_t size;               /* floats held here */
     size_t full;               /* floats of the whole tensor (size unless split) */
     int split;                 /* divided along dimension 0 among the layout's parts */
-    int64_t row0, rows;        /* the rows of dimension 0 held here */
+    size_t first;              /* element of the whole tensor where the part held
+                                * here begins (0 unless split) */
     float init_std;            /* normal(0, init_std); 0 < init_std. ones if init_std < 0 */
     int decay;                 /* AdamW weight decay applies (matrices only) */
 } moe_tensor;
@@ -50,10 +52,18 @@ float *moe_layout_add(moe_layout *L, float **grad, float init_std, int ndim,
 
 /* The same for a tensor divided along dimension 0 among the layout's parts
  * (shape[0] must be a multiple of parts). The pointers address the rows
- * held: [row0, row0 + rows) of the whole tensor. */
+ * held: part `part` of the rows, elements [first, first + size). */
 float *moe_layout_add_split(moe_layout *L, float **grad, float init_std, int ndim,
                             const int64_t *shape, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
+
+/* The elements of [first, first + count) that lie in [lo, hi): [*a, *b);
+ * 0 when there are none (a slice of parameters against a tensor or a run). */
+static inline int moe_span_clip(size_t first, size_t count, size_t lo, size_t hi, size_t *a, size_t *b) {
+    *a = first > lo ? first : lo;
+    *b = first + count < hi ? first + count : hi;
+    return *a < *b;
+}
 
 /* Starts the second pass: keeps the table size, restarts offsets. */
 void moe_layout_rewind(moe_layout *L, float *params, float *grads);

@@ -193,7 +193,7 @@ void k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
 
 void k_swiglu_forward(float *a, const float *h1, const float *h3, size_t n) {
     #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) a[i] = h1[i] * moe_sigmoidf(h1[i]) * h3[i];
+    for (size_t i = 0; i < n; i++) a[i] = moe_swiglu(h1[i], h3[i]);
 }
 
 void k_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,

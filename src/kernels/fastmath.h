@@ -26,5 +26,8 @@ static inline float moe_expf(float x) {
 }
 
 static inline float moe_sigmoidf(float z) { return 1.0f / (1.0f + moe_expf(-z)); }
+/* SwiGLU's element: silu(h1) * h3 (one definition, so that every path
+ * that stores it, in fp32 or bf16, computes the same bits). */
+static inline float moe_swiglu(float h1, float h3) { return h1 * moe_sigmoidf(h1) * h3; }
 
 #endif

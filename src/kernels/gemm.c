@@ -9,7 +9,6 @@
 #include "moe/kernels.h"
 
 #include <cblas.h>
-#include "fastmath.h"
 #include <dnnl.h>
 #include <omp.h>
 #include <stdint.h>
@@ -18,6 +17,8 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+
+#include "fastmath.h"
 
 /* Rows below which OpenBLAS wins: at M = 1 (one decode query per head)
  * OpenBLAS ran 1.2-1.6x dnnl_sgemm; from M = 32 dnnl_sgemm was 1.0-1.7x
@@ -541,13 +542,13 @@ size_t k_act_size(const k_ctx *kc) { return use_bf16(kc) ? sizeof(uint16_t) : si
 
 void k_swiglu_forward_act(const k_ctx *kc, void *a, const float *h1, const float *h3, size_t n) {
     if (!use_bf16(kc)) { k_swiglu_forward(a, h1, h3, n); return; }
-    enum { CHUNK = 1024 };  /* the fp32 values of k_swiglu_forward, rounded as convert() rounds */
+    enum { CHUNK = 1024 };  /* k_swiglu_forward's values, rounded as convert() rounds */
     uint16_t *d = a;
     #pragma omp parallel for schedule(static)
     for (size_t c = 0; c < (n + CHUNK - 1) / CHUNK; c++) {
         float v[CHUNK];
         size_t i0 = c * CHUNK, m = n - i0 < CHUNK ? n - i0 : CHUNK;
-        for (size_t i = 0; i < m; i++) v[i] = h1[i0 + i] * moe_sigmoidf(h1[i0 + i]) * h3[i0 + i];
+        for (size_t i = 0; i < m; i++) v[i] = moe_swiglu(h1[i0 + i], h3[i0 + i]);
         convert(d + i0, v, 1, m, m, 1, m, kc->gemv);
     }
 }

@@ -7,11 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Both kinds of tensor: split ones hold rows [row0, row0 + rows) here. */
+/* Both kinds of tensor: a split one holds part L->part of its rows here. */
 static float *layout_add(moe_layout *L, float **grad, float init_std, int ndim, const int64_t *shape,
                          int split, const char *fmt, va_list ap) {
     int parts = split && L->parts > 1 ? L->parts : 1;
-    int64_t rows = shape[0] / parts, row0 = (parts > 1 ? L->part : 0) * rows;
     size_t full = 1;
     for (int i = 0; i < ndim; i++) full *= (size_t)shape[i];
     size_t size = full / (size_t)parts;
@@ -32,8 +31,7 @@ static float *layout_add(moe_layout *L, float **grad, float init_std, int ndim, 
         t->size = size;
         t->full = full;
         t->split = parts > 1;
-        t->row0 = row0;
-        t->rows = rows;
+        t->first = (size_t)(parts > 1 ? L->part : 0) * size;
         t->init_std = ndim == 1 ? -1.0f : init_std;
         t->decay = ndim > 1;
         L->total += size;

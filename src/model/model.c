@@ -188,7 +188,7 @@ void moe_model_init(moe_model *m, uint64_t seed) {
         float *p = m->params + t->offset;
         /* one stream over the whole tensors, so a process holding some rows
          * of a split tensor draws the values one process would give them */
-        size_t first = (size_t)t->row0 * (t->full / (size_t)t->shape[0]), end = first + t->size;
+        size_t first = t->first, end = first + t->size;
         for (size_t j = 0; j < t->full; j++) {
             float v = t->init_std < 0 ? 1.0f : (float)(t->init_std * moe_rng_normal(&rng));
             if (j >= first && j < end) p[j - first] = v;

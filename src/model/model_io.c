@@ -92,18 +92,20 @@ int moe_model_save(const moe_model *m, const char *dir, moe_err *err) {
 int moe_model_save_divided(const moe_model *m, const char *dir, moe_fetch_part fetch, void *arg,
                            moe_err *err) {
     if (moe_mkdirs(dir, err)) return -1;
+    /* the weights first: poisoned ones are never written (a checkpoint is
+     * always one to return to), and a refused save leaves no config.json
+     * describing weights that are not there */
     char path[4096];
+    const char *mk[] = {"format"}, *mv[] = {"pt"}, *prefix[] = {""};
+    const float *arrays[] = {m->params};
+    if (moe_path(path, sizeof path, err, "%s/model.safetensors", dir) ||
+        moe_layout_write(path, &m->layout, 1, arrays, prefix, fetch, arg, mk, mv, 1, err))
+        return -1;
     moe_buf cfg = {0};
     if (moe_path(path, sizeof path, err, "%s/config.json", dir)) return -1;
     if (moe_config_to_json(&m->cfg, &cfg)) return moe_errf(err, "out of memory writing config");
     int rc = moe_write_file_atomic(path, cfg.data, cfg.len, err);
     moe_buf_free(&cfg);
-    if (rc) return -1;
-    /* poisoned weights are never written: a checkpoint is always one to return to */
-    const char *mk[] = {"format"}, *mv[] = {"pt"}, *prefix[] = {""};
-    const float *arrays[] = {m->params};
-    rc = moe_path(path, sizeof path, err, "%s/model.safetensors", dir) ? -1 :
-         moe_layout_write(path, &m->layout, 1, arrays, prefix, fetch, arg, mk, mv, 1, err);
     return rc ? rc : moe_checksums_write(dir, err);
 }
 
@@ -124,8 +126,7 @@ int moe_model_load_weights(moe_model *m, const char *ckpt, moe_err *err) {
     int rc = 0;
     for (size_t i = 0; i < m->layout.count && !rc; i++) {
         const moe_tensor *t = &m->layout.tensors[i];
-        size_t first = (size_t)t->row0 * (t->full / (size_t)t->shape[0]);  /* the rows held */
-        rc = st_load_f32_range(&f, t->name, t->shape, t->ndim, first, t->size, m->params + t->offset, err);
+        rc = st_load_f32_range(&f, t->name, t->shape, t->ndim, t->first, t->size, m->params + t->offset, err);
     }
     for (size_t i = 0; i < f.count && !rc; i++)
         if (!moe_layout_find(&m->layout, f.tensors[i].name))

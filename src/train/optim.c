@@ -146,9 +146,8 @@ size_t moe_adamw_update_range(const moe_layout *L, float *params, float *grads, 
     #pragma omp parallel reduction(+:bad)
     for (size_t k = 0; k < L->count; k++) {
         const moe_tensor *tn = &L->tensors[k];
-        size_t a = tn->offset > lo ? tn->offset : lo;
-        size_t b = tn->offset + tn->size < hi ? tn->offset + tn->size : hi;
-        if (a >= b) continue;
+        size_t a, b;
+        if (!moe_span_clip(tn->offset, tn->size, lo, hi, &a, &b)) continue;
         float decay = tn->decay ? (float)(1.0 - lr * cfg->weight_decay) : 1.0f;
         bad += adamw_range(p, g, m, v, a - lo, b - lo, decay, &s);
     }

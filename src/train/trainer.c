@@ -233,9 +233,8 @@ static int grad_norm_distributed(moe_trainer *tr, double *norm, moe_err *err) {
     size_t lo = tr->shard_first, hi = lo + tr->shard_count;
     double sq[2] = {0.0, 0.0};
     for (size_t i = 0; i < tr->n_runs; i++) {
-        size_t a = tr->runs[i].first > lo ? tr->runs[i].first : lo;
-        size_t b = tr->runs[i].first + tr->runs[i].count < hi ? tr->runs[i].first + tr->runs[i].count : hi;
-        if (a >= b) continue;
+        size_t a, b;
+        if (!moe_span_clip(tr->runs[i].first, tr->runs[i].count, lo, hi, &a, &b)) continue;
         double r = moe_grad_norm(m->grads + a, b - a, tr->norm_parts);
         sq[tr->runs[i].split] += r * r;
     }
@@ -256,7 +255,8 @@ static int poisoned_over_ranks(moe_trainer *tr, size_t bad, size_t *out, moe_err
     double n[2] = {0.0, 0.0};  /* whole, split */
     for (size_t k = 0; bad && k < L->count; k++) {  /* a rare path: recount by kind */
         const moe_tensor *t = &L->tensors[k];
-        size_t a = t->offset > lo ? t->offset : lo, b = t->offset + t->size < hi ? t->offset + t->size : hi;
+        size_t a, b;
+        moe_span_clip(t->offset, t->size, lo, hi, &a, &b);
         for (size_t i = a; i < b; i++)
             n[t->split] += !isfinite(tr->model->params[i]) || !isfinite(tr->adam_m[i - lo]) ||
                            !isfinite(tr->adam_v[i - lo]);
@@ -718,9 +718,9 @@ int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
     size_t lo = tr->shard_first, hi = lo + tr->shard_count;
     for (size_t i = 0; i < L->count && !rc; i++) {
         const moe_tensor *t = &L->tensors[i];
-        size_t a = t->offset > lo ? t->offset : lo, b = t->offset + t->size < hi ? t->offset + t->size : hi;
-        if (a >= b) continue;
-        size_t first = (size_t)t->row0 * (t->full / (size_t)t->shape[0]) + (a - t->offset);
+        size_t a, b;
+        if (!moe_span_clip(t->offset, t->size, lo, hi, &a, &b)) continue;
+        size_t first = t->first + (a - t->offset);
         for (int k = 0; k < 2 && !rc; k++) {
             char name[MOE_NAME_MAX + 16];
             snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", t->name);

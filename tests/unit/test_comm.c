@@ -162,7 +162,7 @@ static void test_divided_model(void) {
         size_t held = 0;
         for (size_t i = 0; i < a->layout.count; i++) {
             const moe_tensor *t = &a->layout.tensors[i], *w = moe_layout_find(&whole->layout, t->name);
-            size_t first = (size_t)t->row0 * (w->size / (size_t)w->shape[0]);
+            size_t first = t->split ? (size_t)p * w->size / P : 0;  /* part p of the rows */
             held += t->size;
             split_tensors += t->split && p == 0;
             CHECK(t->size == (t->split ? w->size / P : w->size) && t->full == w->size, "%s: sizes", t->name);
