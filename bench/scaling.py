@@ -7,47 +7,79 @@ beside it), on the hidden-512 TopK and ReMoE configs of bench/train_speed.py.
 For each model:  1 rank x 1 thread, 1 rank x 2 threads, and 2 ranks x 1
 thread with data parallel (DP), expert parallel 2 (EP) and ZeRO-1. The ratio
 column is tokens/s against 1 rank x 2 threads measured in the same run (the
-target: 2 ranks x 1 thread >= 0.9x). ReMoE starts past stage I (a short
-warm-up run, as bench/train_speed.py does), so its experts are sparse.
+target: 2 ranks x 1 thread >= 0.9x). "2x1 apart" is two one-thread
+processes that train at the same time and never communicate (their
+tokens/s added): what two processes can reach on this machine at all, with
+its two cores sharing caches and one memory bus, and the ceiling of every
+two-rank row.
+
+Where the runs start: a model in the state a training run spends its time
+in, on real text (the small corpus with a 4096-id tokenizer, as
+bench/train_speed.py builds it). Each model first trains --warm-steps
+steps of 4 x 128 tokens after a 20-step learning-rate warm-up: ReMoE gets
+past its near-dense stage I, and TopK's load-balancing loss spreads the
+tokens over the experts. Expert parallel waits for the rank whose experts
+got the most rows, so its speed follows that balance: from init, on an
+arithmetic token stream and with no learning-rate warm-up (this benchmark
+before), TopK's routing collapsed onto one or two experts within three
+steps (measured), which no training run with a warm-up sees. The timed runs load
+that checkpoint with a fresh optimizer at the start of a long learning-rate
+warm-up, so the few timed steps keep the warm-up's routing (a fresh AdamW's
+first steps move every weight by about lr). The column "balance" is that
+routing's bound on expert parallel: over the layers, the mean of the two
+ranks' expert rows over the larger (1.0 = even); exact in the one-process
+rows, estimated from rank 0's tokens in the two-rank rows.
 
 The gradient sum and the optimizer cost the same per optimiser step however
 many tokens the step has, so their share, and with it the ratio, depends on
-the tokens per step: --grad-accum G runs G micro-batches of 8 x 256 tokens
-per step (the papers' steps hold 0.5M tokens).
+the tokens per step: --grad-accum 1,4 measures 1 and 4 micro-batches of
+8 x 256 tokens per step (the papers' steps hold 0.5M tokens).
 
-Usage: bench/scaling.py --build build [--steps 4] [--grad-accum 1] [--out bench/results/scaling.json]"""
+The machine is shared with others' work that this process cannot see
+(the same run measured twice moved by up to 20 %), so each row is the median
+of --repeats rounds, and a round runs every configuration once.
+
+Usage: bench/scaling.py --build build [--steps 4] [--repeats 3] [--warm-steps 150] [--grad-accum 1,4]
+       [--out bench/results/scaling.json]"""
 import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import moe_files  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import train_speed  # noqa: E402
 
 H512 = {"vocab_size": 4096, "hidden": 512, "n_layers": 8, "n_heads": 8, "n_kv_heads": 4,
         "max_seq_len": 256, "batch_size": 8, "seq_len": 256, "lr": 1e-3, "warmup": 0,
         "ffn": "moe", "n_experts": 8, "top_k": 1}
 # ReMoE starts at lambda_0 = 1e-4 so that a short warm-up reaches sparse routing
+WARM = {"batch": 4, "seq": 128, "lr_warmup": 20}
 MODELS = {"topk-h512": dict(H512, router="topk"), "remoe-h512": dict(H512, router="relu", relu_lambda0=1e-4)}
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 RANKS_LINE = re.compile(r"per rank: collectives (.*) of the step time; sent per step (.*); peak memory (.*)")
 
 
-def run(cmd, threads):
-    """Runs cmd with OMP_NUM_THREADS=threads; returns (stderr, peak RSS of the
-    process tree's largest process in MiB, from wait4 for one process)."""
+def run(cmd, threads, copies=1):
+    """Runs cmd (copies of it at once) with OMP_NUM_THREADS=threads; returns
+    (stderr of the first, peak RSS in MiB of its largest process, from wait4
+    for one process)."""
     env = dict(ENV, OMP_NUM_THREADS=str(threads))
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, ru = os.wait4(p.pid, 0)
-    err = p.stderr.read().decode()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
-    return err, ru.ru_maxrss / 1024.0
+    procs = [subprocess.Popen(cmd(i) if callable(cmd) else cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env=env) for i in range(copies)]
+    got = []
+    for p in procs:
+        _, status, ru = os.wait4(p.pid, 0)
+        err = p.stderr.read().decode()
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"{' '.join(p.args)} failed:\n{err[-2000:]}")
+        got.append((err, ru.ru_maxrss / 1024.0))
+    return got[0]
 
 
 def bytes_model(cfg, n_params, ranks, mode, active_per_token, n_held=None):
@@ -73,84 +105,146 @@ def bytes_model(cfg, n_params, ranks, mode, active_per_token, n_held=None):
     return whole + a2a
 
 
+def ep_balance(steps, P):
+    """Expert parallel's bound from the routing in metrics.jsonl records
+    (each step's last micro-batch): P ranks own the experts in contiguous
+    blocks, every layer waits for the rank with the most expert rows, so the
+    share of the expert work done in parallel is, over the layers, the sum
+    of the ranks' mean over the sum of their maximum; averaged over steps.
+    1.0 when every rank gets as many rows; from a multi-rank run only rank
+    0's rows are recorded (an estimate)."""
+    out = []
+    for x in steps:
+        mean = most = 0.0
+        for layer in x.get("layers", []):
+            n = layer.get("tokens_per_expert")
+            if not n or len(n) % P:
+                continue
+            per = [sum(n[q * len(n) // P:(q + 1) * len(n) // P]) for q in range(P)]
+            mean += sum(per) / P
+            most += max(per)
+        if most > 0:
+            out.append(mean / most)
+    return sum(out) / len(out) if out else 1.0
+
+
+RUNS = [("1x1", 1, 1, "single", []), ("1x2", 1, 2, "single", []),
+        ("2x1 DP", 2, 1, "dp", []), ("2x1 EP", 2, 1, "ep", ["--expert-parallel", "2"]),
+        ("2x1 ZeRO-1", 2, 1, "zero1", ["--zero-stage", "1"]), ("2x1 apart", 1, 1, "apart", [])]
+
+
+def warm_up(moe, name, path, data, steps, tmp):
+    """The checkpoint the timed runs start from (see the top of the file)."""
+    warm = os.path.join(tmp, name + "-warm")
+    t0 = time.time()
+    run([moe, "train", "--config", path, "--data", data, "--out", warm, "--grad-accum", "1",
+         "--batch", str(WARM["batch"]), "--seq", str(WARM["seq"]), "--steps", str(steps),
+         "--warmup", str(WARM["lr_warmup"]), "--checkpoint-every", "0"], 2)
+    with open(os.path.join(warm, "metrics.jsonl")) as f:
+        last = [json.loads(x) for x in f][-10:]
+    print(f"  ({name}: {steps} warm-up steps of {WARM['batch']}x{WARM['seq']} tokens in "
+          f"{time.time() - t0:.0f} s; over the last 10: loss {sum(x['loss'] for x in last) / len(last):.3f}, "
+          f"sparsity {sum(x['sparsity'] for x in last) / len(last):.3f}, "
+          f"expert-parallel balance {ep_balance(last, 2):.2f})", flush=True)
+    return warm
+
+
+def measure(cmd, out, ranks, threads, copies=1):
+    """One timed run: tokens/s over its steps but the first, the routing's
+    balance and active experts, and the ranks' line (collectives, bytes,
+    peak memory) where there is one. copies > 1: that many one-process
+    runs at once, cmd(i) writing to out-i, their tokens/s added."""
+    err, rss = run(cmd, threads, copies)
+    tokens_per_s, m = 0.0, []
+    for o in [f"{out}-{i}" for i in range(copies)] if copies > 1 else [out]:
+        with open(os.path.join(o, "metrics.jsonl")) as f:
+            m = [json.loads(x) for x in f]
+        shutil.rmtree(o)  # a checkpoint of this size is 2.5 GB
+        timed = m[1:] if len(m) > 1 else m
+        tokens_per_s += sum(x["tokens"] for x in timed) / sum(x["seconds"] for x in timed)
+    apt = [l["active_per_token"] for x in timed for l in x.get("layers", [])]
+    held = re.search(r"parameters, (\d+) held by each rank", err)
+    res = {"tokens_per_s": tokens_per_s,
+           "active_per_token": sum(apt) / len(apt) if apt else 1.0, "ep_balance": ep_balance(timed, 2),
+           "n_params": int(re.search(r"moe train: (\d+) parameters", err).group(1))}
+    res["n_held"] = int(held.group(1)) if held else res["n_params"]
+    r = RANKS_LINE.search(err)
+    if r:
+        res["comm_share"] = [float(x.rstrip("%")) / 100 for x in r.group(1).split()]
+        res["sent_bytes_per_step"] = [float(x) * 1e6 for x in r.group(2).split(" MB")[0:ranks]]
+        res["peak_mib"] = [float(x) for x in re.findall(r"([\d.]+) MiB", r.group(3))]
+    else:
+        res["comm_share"], res["sent_bytes_per_step"], res["peak_mib"] = [0.0], [0.0], [rss]
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
     ap.add_argument("--steps", type=int, default=4, help="steps per run (the first is not timed)")
-    ap.add_argument("--warm-steps", type=int, default=40, help="ReMoE warm-up steps (past stage I)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="rounds over the runs (interleaved, so that a slow spell of the machine hits every "
+                         "run alike); each row is the median")
+    ap.add_argument("--warm-steps", type=int, default=150,
+                    help="warm-up steps before the timed runs (ReMoE past stage I, TopK's loads balanced)")
     ap.add_argument("--models", default="topk-h512,remoe-h512")
-    ap.add_argument("--grad-accum", type=int, default=1,
-                    help="micro-batches per optimiser step: the gradient sum and the optimizer run once "
-                         "per step, so their share of the step falls as this grows")
+    ap.add_argument("--grad-accum", default="1,4",
+                    help="micro-batches per optimiser step, a list: the gradient sum and the optimizer run "
+                         "once per step, so their share of the step falls as this grows")
+    ap.add_argument("--runs", default=",".join(r[0] for r in RUNS),
+                    help="which runs, by label (1x2 is always measured: the ratios are against it)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/scaling.json"))
     a = ap.parse_args()
+    wanted = set(a.runs.split(",")) | {"1x2"}
+    runs = [r for r in RUNS if r[0] in wanted]
+    WARM["steps"] = a.warm_steps
     moe = os.path.abspath(os.path.join(a.build, "moe"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = os.path.join(tmp, "data.tok")
-        moe_files.write_tokens(data, [(i * 2654435761) % 4096 for i in range(400000)], 4096)
+        data = train_speed.data_file(os.path.dirname(moe), tmp)
         for name in a.models.split(","):
-            cfg = dict(MODELS[name], steps=a.steps, grad_accum=a.grad_accum)
             path = os.path.join(tmp, name + ".json")
             with open(path, "w") as f:
-                json.dump(cfg, f)
-            start = ["--config", path]
-            if cfg["router"] == "relu":  # past stage I: sparse experts
-                warm = os.path.join(tmp, name + "-warm")
-                run([moe, "train", "--config", path, "--data", data, "--out", warm, "--grad-accum", "1", "--batch", "1",
-                     "--seq", "64", "--steps", str(a.warm_steps), "--lr", "1e-3"], 2)
-                start = ["--model", warm, "--steps", str(a.steps), "--grad-accum", str(a.grad_accum),
-                         "--batch", str(cfg["batch_size"]),
-                         "--seq", str(cfg["seq_len"])]
-            runs = [("1x1", 1, 1, "single", []), ("1x2", 1, 2, "single", []),
-                    ("2x1 DP", 2, 1, "dp", []), ("2x1 EP", 2, 1, "ep", ["--expert-parallel", "2"]),
-                    ("2x1 ZeRO-1", 2, 1, "zero1", ["--zero-stage", "1"])]
-            for label, ranks, threads, mode, flags in runs:
-                out = os.path.join(tmp, f"{name}-{mode}-{ranks}x{threads}")
-                cmd = [moe, "train"] + start + ["--data", data, "--out", out, "--threads", str(threads)] + flags
-                if ranks > 1:
-                    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks)] + cmd
-                t0 = time.time()
-                err, rss = run(cmd, threads)
-                with open(os.path.join(out, "metrics.jsonl")) as f:
-                    m = [json.loads(x) for x in f]
-                timed = m[1:] if len(m) > 1 else m
-                secs = sum(x["seconds"] for x in timed)
-                toks = sum(x["tokens"] for x in timed)
-                apt = [l["active_per_token"] for x in timed for l in x.get("layers", [])]
-                active = sum(apt) / len(apt) if apt else 1.0
-                n_params = int(re.search(r"moe train: (\d+) parameters", err).group(1))
-                held = re.search(r"parameters, (\d+) held by each rank", err)
-                n_held = int(held.group(1)) if held else n_params
-                row = {"model": name, "run": label, "ranks": ranks, "threads": threads, "mode": mode,
-                       "grad_accum": a.grad_accum,
-                       "tokens_per_s": toks / secs, "step_s": secs / len(timed),
-                       "active_per_token": active, "n_params": n_params, "n_held": n_held,
-                       "model_bytes_per_step": bytes_model(cfg, n_params, ranks, mode, active, n_held),
-                       "wall_s": time.time() - t0}
-                r = RANKS_LINE.search(err)
-                if r:
-                    row["comm_share"] = [float(x.rstrip("%")) / 100 for x in r.group(1).split()]
-                    row["sent_bytes_per_step"] = [float(x) * 1e6 for x in r.group(2).split(" MB")[0:ranks]]
-                    row["peak_mib"] = [float(x) for x in re.findall(r"([\d.]+) MiB", r.group(3))]
-                else:
-                    row["comm_share"], row["sent_bytes_per_step"], row["peak_mib"] = [0.0], [0.0], [rss]
-                rows.append(row)
-                print(f"  {name:11s} {label:11s} {row['tokens_per_s']:8.0f} tok/s", flush=True)
+                json.dump(MODELS[name], f)
+            warm = warm_up(moe, name, path, data, a.warm_steps, tmp)
+            for accum in [int(x) for x in a.grad_accum.split(",")]:
+                cfg = dict(MODELS[name], grad_accum=accum)
+                # timed: full batches, at the start of a long learning-rate warm-up
+                start = ["--model", warm, "--steps", str(a.steps), "--grad-accum", str(accum),
+                         "--batch", str(cfg["batch_size"]), "--seq", str(cfg["seq_len"]), "--warmup", "100000"]
+                got = {label: [] for label, *_ in runs}
+                for rep in range(a.repeats):
+                    for label, ranks, threads, mode, flags in runs:
+                        out = os.path.join(tmp, f"{name}-{mode}-{ranks}x{threads}")
+                        cmd = [moe, "train"] + start + ["--data", data, "--out", out, "--threads", str(threads)]
+                        if ranks > 1:
+                            cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks)] + cmd + flags
+                        if mode == "apart":  # two processes that never talk: the ceiling of two ranks here
+                            got[label].append(measure(lambda i: cmd[:-4] + ["--out", f"{out}-{i}"] + cmd[-2:],
+                                                      out, ranks, threads, copies=2))
+                        else:
+                            got[label].append(measure(cmd, out, ranks, threads))
+                        print(f"  {name:11s} accum {accum} {label:11s} round {rep + 1}: "
+                              f"{got[label][-1]['tokens_per_s']:6.0f} tok/s", flush=True)
+                for label, ranks, threads, mode, flags in runs:
+                    by_speed = sorted(got[label], key=lambda x: x["tokens_per_s"])
+                    # the median; of an even count of rounds, the lower middle
+                    row = dict(by_speed[(len(by_speed) - 1) // 2], model=name, run=label, ranks=ranks,
+                               threads=threads, mode=mode,
+                               grad_accum=accum, tokens_per_s_runs=[x["tokens_per_s"] for x in got[label]])
+                    row["model_bytes_per_step"] = bytes_model(cfg, row["n_params"], ranks, mode,
+                                                              row["active_per_token"], row["n_held"])
+                    rows.append(row)
                 save(a.out, a.steps, rows)
-    for name in a.models.split(","):
-        ref = next(r for r in rows if r["model"] == name and r["run"] == "1x2")["tokens_per_s"]
-        for r in rows:
-            if r["model"] == name:
-                r["vs_1x2"] = r["tokens_per_s"] / ref
-    print("\nmodel        run          tok/s  vs 1x2  comm share   peak MiB/rank    sent MB/step/rank  model MB")
+            shutil.rmtree(warm)
+    print("\nmodel       accum run          tok/s  vs 1x2  balance  comm share   peak MiB/rank    "
+          "sent MB/step/rank  model MB")
     for r in rows:
-        print(f"{r['model']:12s} {r['run']:11s} {r['tokens_per_s']:7.0f}  {r['vs_1x2']:5.2f}x  "
-              f"{'/'.join(f'{100 * c:.0f}%' for c in r['comm_share']):10s}  "
+        print(f"{r['model']:12s} {r['grad_accum']:4d} {r['run']:11s} {r['tokens_per_s']:7.0f}  {r['vs_1x2']:5.2f}x  "
+              f"{r['ep_balance']:7.2f}  {'/'.join(f'{100 * c:.0f}%' for c in r['comm_share']):10s}  "
               f"{'/'.join(f'{p:.0f}' for p in r['peak_mib']):15s}  "
               f"{'/'.join(f'{b / 1e6:.0f}' for b in r['sent_bytes_per_step']):17s}  "
               f"{r['model_bytes_per_step'] / 1e6:.0f}")
-    save(a.out, a.steps, rows)
     print(f"\nwrote {a.out}")
 
 
@@ -158,13 +252,13 @@ def save(path, steps, rows):
     """The JSON so far (written after every run, so a long study that is
     stopped keeps what it measured)."""
     for r in rows:
-        ref = [x["tokens_per_s"] for x in rows if x["model"] == r["model"] and x["run"] == "1x2"]
+        ref = [x["tokens_per_s"] for x in rows
+               if x["model"] == r["model"] and x["grad_accum"] == r["grad_accum"] and x["run"] == "1x2"]
         if ref:
             r["vs_1x2"] = r["tokens_per_s"] / ref[0]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump({"steps": steps, "grad_accum": rows[0].get("grad_accum", 1) if rows else 1,
-                   "loadavg_at_end": os.getloadavg(), "rows": rows}, f, indent=1)
+        json.dump({"steps": steps, "warm": WARM, "loadavg_at_end": os.getloadavg(), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
