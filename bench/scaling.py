@@ -65,13 +65,12 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
 RANKS_LINE = re.compile(r"per rank: collectives (.*) of the step time; sent per step (.*); peak memory (.*)")
 
 
-def run(cmd, threads, copies=1):
-    """Runs cmd (copies of it at once) with OMP_NUM_THREADS=threads; returns
+def run(cmds, threads):
+    """Runs the commands cmds at once with OMP_NUM_THREADS=threads; returns
     (stderr of the first, peak RSS in MiB of its largest process, from wait4
     for one process)."""
     env = dict(ENV, OMP_NUM_THREADS=str(threads))
-    procs = [subprocess.Popen(cmd(i) if callable(cmd) else cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env=env) for i in range(copies)]
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env) for c in cmds]
     got = []
     for p in procs:
         _, status, ru = os.wait4(p.pid, 0)
@@ -137,9 +136,9 @@ def warm_up(moe, name, path, data, steps, tmp):
     """The checkpoint the timed runs start from (see the top of the file)."""
     warm = os.path.join(tmp, name + "-warm")
     t0 = time.time()
-    run([moe, "train", "--config", path, "--data", data, "--out", warm, "--grad-accum", "1",
-         "--batch", str(WARM["batch"]), "--seq", str(WARM["seq"]), "--steps", str(steps),
-         "--warmup", str(WARM["lr_warmup"]), "--checkpoint-every", "0"], 2)
+    run([[moe, "train", "--config", path, "--data", data, "--out", warm, "--grad-accum", "1",
+          "--batch", str(WARM["batch"]), "--seq", str(WARM["seq"]), "--steps", str(steps),
+          "--warmup", str(WARM["lr_warmup"]), "--checkpoint-every", "0"]], 2)
     with open(os.path.join(warm, "metrics.jsonl")) as f:
         last = [json.loads(x) for x in f][-10:]
     print(f"  ({name}: {steps} warm-up steps of {WARM['batch']}x{WARM['seq']} tokens in "
@@ -149,14 +148,14 @@ def warm_up(moe, name, path, data, steps, tmp):
     return warm
 
 
-def measure(cmd, out, ranks, threads, copies=1):
+def measure(cmds, outs, ranks, threads):
     """One timed run: tokens/s over its steps but the first, the routing's
     balance and active experts, and the ranks' line (collectives, bytes,
-    peak memory) where there is one. copies > 1: that many one-process
-    runs at once, cmd(i) writing to out-i, their tokens/s added."""
-    err, rss = run(cmd, threads, copies)
-    tokens_per_s, m = 0.0, []
-    for o in [f"{out}-{i}" for i in range(copies)] if copies > 1 else [out]:
+    peak memory) where there is one. Several commands (writing to outs) run
+    at once, their tokens/s added."""
+    err, rss = run(cmds, threads)
+    tokens_per_s, timed = 0.0, []
+    for o in outs:
         with open(os.path.join(o, "metrics.jsonl")) as f:
             m = [json.loads(x) for x in f]
         shutil.rmtree(o)  # a checkpoint of this size is 2.5 GB
@@ -216,14 +215,12 @@ def main():
                 for rep in range(a.repeats):
                     for label, ranks, threads, mode, flags in runs:
                         out = os.path.join(tmp, f"{name}-{mode}-{ranks}x{threads}")
-                        cmd = [moe, "train"] + start + ["--data", data, "--out", out, "--threads", str(threads)]
-                        if ranks > 1:
-                            cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks)] + cmd + flags
-                        if mode == "apart":  # two processes that never talk: the ceiling of two ranks here
-                            got[label].append(measure(lambda i: cmd[:-4] + ["--out", f"{out}-{i}"] + cmd[-2:],
-                                                      out, ranks, threads, copies=2))
-                        else:
-                            got[label].append(measure(cmd, out, ranks, threads))
+                        # "apart": two one-process runs at once that never talk
+                        outs = [f"{out}-{i}" for i in range(2)] if mode == "apart" else [out]
+                        mpi = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks)] if ranks > 1 else []
+                        cmds = [mpi + [moe, "train"] + start + ["--data", data, "--out", o, "--threads", str(threads)]
+                                + flags for o in outs]
+                        got[label].append(measure(cmds, outs, ranks, threads))
                         print(f"  {name:11s} accum {accum} {label:11s} round {rep + 1}: "
                               f"{got[label][-1]['tokens_per_s']:6.0f} tok/s", flush=True)
                 for label, ranks, threads, mode, flags in runs:
@@ -249,8 +246,8 @@ def main():
 
 
 def save(path, steps, rows):
-    """The JSON so far (written after every run, so a long study that is
-    stopped keeps what it measured)."""
+    """The JSON so far (written after each model's runs at one step size, so
+    a long study that is stopped keeps what it measured)."""
     for r in rows:
         ref = [x["tokens_per_s"] for x in rows
                if x["model"] == r["model"] and x["grad_accum"] == r["grad_accum"] and x["run"] == "1x2"]
