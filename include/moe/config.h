@@ -64,6 +64,7 @@ typedef struct moe_config {
     int keep_checkpoints; /* how many step checkpoints to keep */
     int expert_parallel;  /* EP: ranks sharing each MoE layer's experts */
     int zero_stage;       /* 1: AdamW moments sharded over the ranks (ZeRO-1) */
+    int rebalance_experts;/* EP: steps between choices of the experts' ranks (0: never) */
     int max_bad_steps;    /* non-finite steps in a row before returning to the last checkpoint */
 } moe_config;
 

@@ -51,6 +51,23 @@ typedef struct moe_ffn_ctx {
 
 typedef struct moe_ffn moe_ffn;
 
+/* Where expert parallel runs one MoE layer's routed experts (the trainer
+ * chooses and moves them: src/train/placement.c, docs/DISTRIBUTED.md). The
+ * P ranks of the group hold E/P experts each, in slots; position
+ * p * (E/P) + s is rank p's slot s. at[] starts as the identity (rank p
+ * holds experts [p E/P, (p + 1) E/P)) and is what the checkpoint's order
+ * is; the trainer may swap the experts of one slot index among the ranks. */
+typedef struct moe_placement {
+    size_t E;          /* routed experts */
+    int *at;           /* [E] the expert at each position */
+    double *rows;      /* [E] rows routed to each expert by this rank's
+                        * training forwards, by expert (the trainer reads
+                        * and zeroes them) */
+    float *w[3];       /* gate, up, down: the held experts' parameters,
+                        * slot s at w[k] + s * block */
+    size_t block;      /* floats of one expert in each of w[] */
+} moe_placement;
+
 typedef struct moe_ffn_ops {
     const char *kind;
     /* Declares the parameters under `prefix` ("model.layers.3.mlp"). */
@@ -70,6 +87,10 @@ typedef struct moe_ffn_ops {
      * gate values, 0 where the expert is not active. Returns -1 when the
      * layer has no router `which`. Valid until the next forward. */
     int (*routing)(const moe_ffn *f, int which, const float **gates, size_t *N, size_t *E);
+    /* Optional (NULL for dense): the placement of sub-layer `which`'s
+     * routed experts (0, 1, ... : CartesianMoE has two); NULL when the
+     * layer has no sub-layer `which`. */
+    moe_placement *(*placement)(moe_ffn *f, int which);
     void (*destroy)(moe_ffn *f);
 } moe_ffn_ops;
 

@@ -54,6 +54,10 @@ typedef struct moe_step_stats {
     size_t poisoned;      /* elements the update left non-finite (parameters or AdamW
                            * moments): the model must return to a checkpoint */
     const char *poisoned_tensor;  /* the first tensor holding one (NULL if none) */
+    double ep_balance;    /* expert parallel: the step's rows per rank under the
+                           * placement it ran on, over the layers: the ranks'
+                           * mean over the busiest rank's (1 = even; 0 without EP) */
+    int experts_moved;    /* expert parallel: experts that changed rank after it */
 } moe_step_stats;
 
 struct moe_comm;
@@ -92,6 +96,15 @@ typedef struct moe_trainer {
     size_t *shard_counts, *shard_firsts;  /* [replicas->size] ZeRO-1 slices */
     size_t shard_first, shard_count;      /* this rank's (all parameters without ZeRO) */
     size_t fetched;           /* checkpoint parts received by rank 0 in this save */
+    /* expert parallel's placement of the experts (src/train/placement.c) */
+    struct moe_placement **places;  /* [n_places] every MoE (sub-)layer's */
+    size_t n_places, n_routed;      /* and their routed experts in all */
+    double *load;             /* [n_routed] rows per expert, all ranks, since the
+                               * placement was last chosen */
+    double *step_rows;        /* [n_routed] scratch: one step's */
+    int *kept;                /* [n_routed] the placement being moved to, or
+                               * the one kept over a checkpoint save */
+    int placed;               /* a placement was chosen since the start (or rollback) */
 } moe_trainer;
 
 /* Seconds spent in collectives and bytes sent by this rank so far, over
@@ -144,5 +157,32 @@ int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err);
  * format); every rank returns its result. */
 int moe_trainer_save(moe_trainer *tr, moe_err *err);
 void moe_trainer_free(moe_trainer *tr);
+
+/* ---- expert parallel's placement (src/train/placement.c) ---------------
+ * Every MoE layer waits in its all-to-all for the rank with the most rows,
+ * so the trainer gives each rank experts of nearly equal load: after the
+ * first step of a run and every rebalance_experts steps, from the rows
+ * counted since the last choice. */
+
+/* Collects the layers' placements (moe_trainer_distribute, EP > 1). */
+int moe_placement_init(moe_trainer *tr, moe_err *err);
+/* After a step: sums its rows over the ranks, sets st->ep_balance, and when
+ * due chooses a placement and moves the experts that change rank (their
+ * weights and AdamW moments; st->experts_moved). Every rank calls it. */
+int moe_placement_update(moe_trainer *tr, moe_step_stats *st, moe_err *err);
+/* home = 1: moves every expert to the checkpoint's order (before a save);
+ * home = 0: back to the placement it had. Every rank calls it. */
+int moe_placement_home(moe_trainer *tr, int home, moe_err *err);
+/* After the weights and moments were loaded again (in the checkpoint's
+ * order): the identity placement, nothing counted. */
+void moe_placement_reset(moe_trainer *tr);
+void moe_placement_free(moe_trainer *tr);
+/* The choice, for E experts on P ranks (E/P slots each) under load[E]:
+ * within each slot index ("column") the P experts there trade ranks,
+ * columns of the widest spread first, each's heaviest expert to the rank
+ * with the least load so far; then the ranks are renamed so that as many
+ * experts as possible stay. at[E] is the current placement (position ->
+ * expert), out[E] the new one. Returns the busiest rank's load under out. */
+double moe_placement_choose(size_t E, size_t P, const double *load, const int *at, int *out);
 
 #endif

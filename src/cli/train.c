@@ -40,10 +40,11 @@ static void help(FILE *f) {
         "  --seed N  --threads N  --checkpoint-every N  --keep N\n"
         "                    override the config's training keys\n"
         "  --precision P     fp32 or bf16 matrix products (config key precision)\n"
-        "  --expert-parallel N  --zero-stage 0|1\n"
+        "  --expert-parallel N  --zero-stage 0|1  --rebalance-experts N\n"
         "                    across processes (mpirun -np N moe train ...): ranks sharing\n"
-        "                    each MoE layer's experts; 1 shards the AdamW moments\n"
-        "                    (docs/DISTRIBUTED.md)\n"
+        "                    each MoE layer's experts; 1 shards the AdamW moments; steps\n"
+        "                    between placements of the experts on the ranks by load\n"
+        "                    (default 100, 0: contiguous blocks) (docs/DISTRIBUTED.md)\n"
         "  --no-shuffle      read rows in order (batch b, row r = tokens[(bB+r)T ...])\n"
         "  --profile         print where the steps' time went (attention, experts, router,\n"
         "                    norms, optimizer, data, ...) at the end\n"
@@ -68,7 +69,7 @@ static const struct { const char *flag, *key; int whole; } FLAG_KEYS[] = {
     {"grad-accum", "grad_accum", 1}, {"lr", "lr", 0}, {"warmup", "warmup", 1},
     {"seed", "seed", 1}, {"threads", "threads", 1}, {"checkpoint-every", "checkpoint_every", 1},
     {"keep", "keep_checkpoints", 1}, {"expert-parallel", "expert_parallel", 1},
-    {"zero-stage", "zero_stage", 1},
+    {"zero-stage", "zero_stage", 1}, {"rebalance-experts", "rebalance_experts", 1},
 };
 #define N_FLAG_KEYS (sizeof FLAG_KEYS / sizeof FLAG_KEYS[0])
 enum { O_CONFIG = 256, O_MODEL, O_RESUME, O_DATA, O_OUT, O_TOKENIZER, O_NO_SHUFFLE, O_PROFILE,
@@ -447,6 +448,13 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "moe train: %d ranks (data parallel %d, expert parallel %d%s), %d threads each\n",
                 world->size, world->size, cfg.expert_parallel, cfg.zero_stage ? ", ZeRO-1" : "",
                 omp_get_max_threads());
+    if (rank0 && many && cfg.expert_parallel > 1) {
+        if (cfg.rebalance_experts)
+            fprintf(stderr, "moe train: experts placed on the ranks by load after the first step and every "
+                    "%d steps (rebalance_experts)\n", cfg.rebalance_experts);
+        else
+            fprintf(stderr, "moe train: experts in contiguous blocks per rank (rebalance_experts 0)\n");
+    }
     if (rank0 && model->n_params < pc_total)
         fprintf(stderr, "moe train: %zu parameters, %zu held by each rank (the routed experts divided "
                 "among %d)\n", pc_total, model->n_params, parts);

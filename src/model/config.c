@@ -76,6 +76,7 @@ static const key_spec KEYS[] = {
     {"keep_checkpoints", K_INT, OFF(keep_checkpoints), 2, 1, 1000, 0, "step checkpoints kept on disk"},
     {"expert_parallel", K_INT, OFF(expert_parallel), 1, 1, 4096, 0, "EP: ranks that share every MoE layer's experts (mpirun, docs/DISTRIBUTED.md); divides n_experts and the number of ranks"},
     {"zero_stage", K_INT, OFF(zero_stage), 0, 0, 1, 0, "1: shard the AdamW moments over the ranks (ZeRO-1: gradients reduce-scattered, weights all-gathered); 0: every rank holds them"},
+    {"rebalance_experts", K_INT, OFF(rebalance_experts), 100, 0, 1e9, 0, "EP: steps between placements of the experts on the ranks by load (routed rows counted), the first after step 1; experts that change rank take their weights and moments along; 0 keeps contiguous blocks (docs/DISTRIBUTED.md)"},
     {"max_bad_steps", K_INT, OFF(max_bad_steps), 3, 1, 1000000, 0, "non-finite steps in a row (each skipped) before training returns to the last checkpoint"},
 };
 #undef OFF

@@ -135,6 +135,12 @@ static int cart_routing(const moe_ffn *f, int which, const float **gates, size_t
     return -1;
 }
 
+static moe_placement *cart_placement(moe_ffn *f, int which) {
+    cartesian *c = f->impl;
+    moe_ffn *sub = which == 0 ? c->A : which == 1 ? c->B : NULL;
+    return sub ? sub->ops->placement(sub, 0) : NULL;
+}
+
 static void cart_destroy(moe_ffn *f) {
     cartesian *c = f->impl;
     if (c) {
@@ -153,6 +159,7 @@ static const moe_ffn_ops CARTESIAN_OPS = {
     .backward = cart_backward,
     .stats_json = cart_stats,
     .routing = cart_routing,
+    .placement = cart_placement,
     .destroy = cart_destroy,
 };
 

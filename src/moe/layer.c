@@ -34,8 +34,10 @@ typedef struct moe_layer {
     float *wr, *dwr;                       /* [E, D] (NULL without router weight) */
     float *wt, *dwt;                       /* [V, E] learned_hash's token table (else NULL) */
     float *wc, *dwc, *bc, *dbc;            /* shared gate [2, D], [2] */
-    float *w1, *w3, *w2, *dw1, *dw3, *dw2; /* routed experts, stacked: [e0, e0 + held) */
-    size_t e0;                             /* first routed expert held (expert parallel) */
+    float *w1, *w3, *w2, *dw1, *dw3, *dw2; /* routed experts held, stacked by slot (all E,
+                                            * unless expert parallel divided them) */
+    moe_placement place;                   /* which expert each rank's slot holds (expert
+                                            * parallel), and the routed rows counted */
     float *s1, *s3, *s2, *ds1, *ds3, *ds2; /* shared experts, stacked */
 
     /* the last forward, kept for backward (grow-only buffers) */
@@ -55,14 +57,19 @@ typedef struct moe_layer {
     double aux;           /* router auxiliary loss of the last forward */
     k_ctx *kc;            /* matrix products of the current call (ctx->kc) */
 
-    /* expert parallel (ctx->ep of P > 1 ranks): this rank runs routed experts
-     * [e0, e0 + El) for the tokens of every rank of its group. Rows arrive
-     * by source rank (then expert) and are computed by expert (then source
-     * rank: the group's token order) */
+    /* expert parallel (ctx->ep of P > 1 ranks): this rank runs the routed
+     * experts of its El slots (place.at[rank El + el]) for the tokens of
+     * every rank of its group. Its own routed rows leave in position order
+     * (the experts of rank 0's slots, then rank 1's, ...: one block per
+     * owner); rows arrive by source rank (then slot) and are computed by
+     * slot (then source rank: the group's token order) */
     size_t ep_cap, R;                /* rows held / received */
-    int *cnt_send, *cnt_recv;        /* [P * El] rows per (rank, local expert) */
+    int *cnt_send, *cnt_recv;        /* [P * El] rows per (rank, slot) */
     size_t *scnt, *rcnt;             /* [P] elements sent to / received from each rank */
-    size_t *src_ofs, *exp_ofs;       /* [P * El] first row of block (s, el) by source / by expert */
+    size_t *src_ofs, *exp_ofs;       /* [P * El] first row of block (s, el) by source / by slot */
+    size_t *pofs;                    /* [E] first row of expert e's rows in position order */
+    size_t xs_cap;                   /* rows of xs */
+    float *xs;                       /* [routed, D] this rank's routed rows in position order */
     float *xr, *xp, *yp;             /* [R, D] by source; by expert; results by expert */
     float *h1p, *h3p, *dh1p, *dh3p;  /* [R, Fe] */
     void *ap;                        /* [R, Fe] as a */
@@ -80,11 +87,14 @@ static void layer_layout(moe_ffn *f, moe_layout *L, const char *prefix) {
     else if (m->router->has_weight)
         m->wr = moe_layout_add(L, &m->dwr, std, 2, (int64_t[]){E, D}, "%s.router.weight", prefix);
     /* the routed experts are divided among the layout's parts (expert parallel) */
-    m->e0 = L->parts > 1 ? (size_t)L->part * m->E / (size_t)L->parts : 0;
     m->w1 = moe_layout_add_split(L, &m->dw1, std, 3, (int64_t[]){E, Fe, D}, "%s.experts.gate_proj.weight", prefix);
     m->w3 = moe_layout_add_split(L, &m->dw3, std, 3, (int64_t[]){E, Fe, D}, "%s.experts.up_proj.weight", prefix);
     m->w2 = moe_layout_add_split(L, &m->dw2, out_std, 3, (int64_t[]){E, D, Fe}, "%s.experts.down_proj.weight",
                                  prefix);
+    m->place.w[0] = m->w1;
+    m->place.w[1] = m->w3;
+    m->place.w[2] = m->w2;
+    m->place.block = m->Fe * m->D;
     if (S == 0) return;
     m->s1 = moe_layout_add(L, &m->ds1, std, 3, (int64_t[]){S, Fe, D}, "%s.shared_experts.gate_proj.weight", prefix);
     m->s3 = moe_layout_add(L, &m->ds3, std, 3, (int64_t[]){S, Fe, D}, "%s.shared_experts.up_proj.weight", prefix);
@@ -95,13 +105,12 @@ static void layer_layout(moe_ffn *f, moe_layout *L, const char *prefix) {
 }
 
 /* Weights of slot j: routed experts first, then the shared ones. A routed
- * expert must be one this process holds (all of them, unless expert
- * parallel divided them: then only the owners run them). */
+ * j is a slot held here: expert j when one process holds them all; under
+ * expert parallel, this rank's slot j (the owner runs expert place.at[...]). */
 typedef struct { float *w1, *w3, *w2, *dw1, *dw3, *dw2; } expert_w;
 static expert_w slot_weights(const moe_layer *m, size_t j) {
     size_t in = m->Fe * m->D;
     if (j < m->E) {
-        j -= m->e0;
         return (expert_w){m->w1 + j * in, m->w3 + j * in, m->w2 + j * in,
                           m->dw1 + j * in, m->dw3 + j * in, m->dw2 + j * in};
     }
@@ -287,11 +296,16 @@ static void for_each_slot(moe_layer *m, size_t j0, void (*work)(moe_layer *, siz
 
 static int ep_on(const moe_ffn_ctx *ctx) { return ctx->ep && ctx->ep->size > 1; }
 
-/* The group's routed rows for this rank's experts: counts exchanged, rows
- * sent (the plan's rows are by expert, so each owner's rows are one
- * contiguous block), and the layout of what arrived. */
+/* Rows of expert e in the plan: [offset[e], offset[e + 1]). */
+static size_t expert_rows(const moe_layer *m, size_t e) { return m->offset[e + 1] - m->offset[e]; }
+
+/* The group's routed rows for this rank's slots: counts exchanged (by
+ * position: this rank's rows for each owner's slots), and the layout of
+ * what will be sent (in position order, so each owner's rows are one
+ * contiguous block) and of what arrives. */
 static int ep_exchange_plan(moe_layer *m, moe_comm *ep, moe_err *err) {
     size_t P = (size_t)ep->size, El = m->E / P, D = m->D, F = m->Fe;
+    const int *at = m->place.at;
     if (!m->cnt_send) {
         m->cnt_send = moe_calloc(P * El, sizeof(int), err);
         m->cnt_recv = moe_calloc(P * El, sizeof(int), err);
@@ -299,18 +313,25 @@ static int ep_exchange_plan(moe_layer *m, moe_comm *ep, moe_err *err) {
         m->rcnt = moe_calloc(P, sizeof(size_t), err);
         m->src_ofs = moe_calloc(P * El, sizeof(size_t), err);
         m->exp_ofs = moe_calloc(P * El, sizeof(size_t), err);
-        if (!m->cnt_send || !m->cnt_recv || !m->scnt || !m->rcnt || !m->src_ofs || !m->exp_ofs) return -1;
+        m->pofs = moe_calloc(m->E, sizeof(size_t), err);
+        if (!m->cnt_send || !m->cnt_recv || !m->scnt || !m->rcnt || !m->src_ofs || !m->exp_ofs || !m->pofs)
+            return -1;
     }
-    size_t per[P];
+    size_t per[P], sent = 0;
     for (size_t q = 0; q < P; q++) {
         per[q] = El;
-        for (size_t el = 0; el < El; el++)
-            m->cnt_send[q * El + el] = (int)(m->offset[q * El + el + 1] - m->offset[q * El + el]);
+        m->scnt[q] = 0;
+        for (size_t el = 0; el < El; el++) {
+            size_t e = (size_t)at[q * El + el], n = expert_rows(m, e);
+            m->cnt_send[q * El + el] = (int)n;
+            m->pofs[e] = sent;
+            sent += n;
+            m->scnt[q] += n * D;
+        }
     }
     if (moe_comm_alltoallv(ep, m->cnt_send, per, m->cnt_recv, per, MOE_I32, err)) return -1;
     size_t R = 0;
     for (size_t s = 0; s < P; s++) {
-        m->scnt[s] = (m->offset[(s + 1) * El] - m->offset[s * El]) * D;
         m->rcnt[s] = 0;
         for (size_t el = 0; el < El; el++) {
             m->src_ofs[s * El + el] = R;
@@ -318,13 +339,17 @@ static int ep_exchange_plan(moe_layer *m, moe_comm *ep, moe_err *err) {
             m->rcnt[s] += (size_t)m->cnt_recv[s * El + el] * D;
         }
     }
-    size_t at = 0;  /* by expert, then source: the group's token order */
+    size_t at_row = 0;  /* by slot, then source: the group's token order */
     for (size_t el = 0; el < El; el++)
         for (size_t s = 0; s < P; s++) {
-            m->exp_ofs[s * El + el] = at;
-            at += (size_t)m->cnt_recv[s * El + el];
+            m->exp_ofs[s * El + el] = at_row;
+            at_row += (size_t)m->cnt_recv[s * El + el];
         }
     m->R = R;
+    if (sent > m->xs_cap) {
+        if (grow((void **)&m->xs, sent * D * sizeof(float), err)) { m->xs_cap = 0; return -1; }
+        m->xs_cap = sent;
+    }
     if (R > m->ep_cap) {
         float **rows[] = {&m->xr, &m->xp, &m->yp}, **hid[] = {&m->h1p, &m->h3p, &m->dh1p, &m->dh3p};
         for (size_t i = 0; i < 3; i++) if (grow((void **)rows[i], R * D * sizeof(float), err)) return -1;
@@ -335,20 +360,31 @@ static int ep_exchange_plan(moe_layer *m, moe_comm *ep, moe_err *err) {
     return 0;
 }
 
-/* Moves [R, D] rows between the by-source and the by-expert layouts. */
-static void ep_permute(const moe_layer *m, size_t P, float *to, const float *from, int to_expert) {
-    size_t El = m->E / P, D = m->D;
+/* Moves this rank's routed [rows, D] between the plan's expert order and
+ * the position order it is sent in. */
+static void ep_reorder(const moe_layer *m, float *to, const float *from, int to_positions) {
+    size_t D = m->D;
     #pragma omp parallel for schedule(static)
-    for (size_t b = 0; b < P * El; b++) {
-        size_t n = (size_t)m->cnt_recv[b], src = m->src_ofs[b], byexp = m->exp_ofs[b];
-        memcpy(to + (to_expert ? byexp : src) * D, from + (to_expert ? src : byexp) * D, n * D * sizeof(float));
+    for (size_t e = 0; e < m->E; e++) {
+        size_t n = expert_rows(m, e), plan = m->offset[e], pos = m->pofs[e];
+        memcpy(to + (to_positions ? pos : plan) * D, from + (to_positions ? plan : pos) * D, n * D * sizeof(float));
     }
 }
 
-/* Rows of local expert el in the by-expert layout: [first, first + n). */
+/* Moves received [R, D] rows between the by-source and the by-slot layouts. */
+static void ep_permute(const moe_layer *m, size_t P, float *to, const float *from, int to_slot) {
+    size_t El = m->E / P, D = m->D;
+    #pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < P * El; b++) {
+        size_t n = (size_t)m->cnt_recv[b], src = m->src_ofs[b], byslot = m->exp_ofs[b];
+        memcpy(to + (to_slot ? byslot : src) * D, from + (to_slot ? src : byslot) * D, n * D * sizeof(float));
+    }
+}
+
+/* Rows of slot el in the by-slot layout: [first, first + n). */
 static void ep_rows(const moe_layer *m, size_t P, size_t el, size_t *first, size_t *n) {
     size_t El = m->E / P;
-    *first = m->exp_ofs[el];  /* block (source 0, el) starts the expert */
+    *first = m->exp_ofs[el];  /* block (source 0, el) starts the slot */
     *n = 0;
     for (size_t s = 0; s < P; s++) *n += (size_t)m->cnt_recv[s * El + el];
 }
@@ -356,44 +392,49 @@ static void ep_rows(const moe_layer *m, size_t P, size_t el, size_t *first, size
 /* Routed experts across the group, forward: this rank's routed rows go to
  * their owners, come back as ye. */
 static int ep_forward(moe_layer *m, const float *x, moe_comm *ep, moe_err *err) {
-    size_t P = (size_t)ep->size, El = m->E / P, e0 = (size_t)ep->rank * El, D = m->D, F = m->Fe;
+    size_t P = (size_t)ep->size, El = m->E / P, D = m->D, F = m->Fe;
     size_t routed = m->offset[m->E];
     #pragma omp parallel for schedule(static)
     for (size_t r = 0; r < routed; r++)
         memcpy(m->xe + r * D, x + (size_t)m->tok[r] * D, D * sizeof(float));
-    if (ep_exchange_plan(m, ep, err) ||
-        moe_comm_alltoallv(ep, m->xe, m->scnt, m->xr, m->rcnt, MOE_F32, err))
-        return -1;
+    if (ep_exchange_plan(m, ep, err)) return -1;
+    ep_reorder(m, m->xs, m->xe, 1);
+    if (moe_comm_alltoallv(ep, m->xs, m->scnt, m->xr, m->rcnt, MOE_F32, err)) return -1;
     ep_permute(m, P, m->xp, m->xr, 1);
     #pragma omp parallel for schedule(dynamic, 1)
     for (size_t el = 0; el < El; el++) {
         size_t r0, n;
         ep_rows(m, P, el, &r0, &n);
-        if (n) chain_forward(m->kc, slot_weights(m, e0 + el), n, D, F, m->xp + r0 * D, m->h1p + r0 * F,
+        if (n) chain_forward(m->kc, slot_weights(m, el), n, D, F, m->xp + r0 * D, m->h1p + r0 * F,
                              m->h3p + r0 * F, act_row(m, m->ap, r0), m->yp + r0 * D);
     }
     ep_permute(m, P, m->xr, m->yp, 0);  /* xr now holds the results by source */
-    return moe_comm_alltoallv(ep, m->xr, m->rcnt, m->ye, m->scnt, MOE_F32, err);
+    if (moe_comm_alltoallv(ep, m->xr, m->rcnt, m->xs, m->scnt, MOE_F32, err)) return -1;
+    ep_reorder(m, m->ye, m->xs, 0);
+    return 0;
 }
 
 /* And backward: dye (in dxe's routed rows) goes to the owners, which add
  * their experts' weight gradients and send dxe back. */
 static int ep_backward(moe_layer *m, const float *dy, moe_comm *ep, moe_err *err) {
-    size_t P = (size_t)ep->size, El = m->E / P, e0 = (size_t)ep->rank * El, D = m->D, F = m->Fe;
+    size_t P = (size_t)ep->size, El = m->E / P, D = m->D, F = m->Fe;
     #pragma omp parallel for schedule(dynamic, 1)
     for (size_t j = 0; j < m->E; j++) slot_dye(m, j, dy);
-    if (moe_comm_alltoallv(ep, m->dxe, m->scnt, m->xr, m->rcnt, MOE_F32, err)) return -1;
+    ep_reorder(m, m->xs, m->dxe, 1);
+    if (moe_comm_alltoallv(ep, m->xs, m->scnt, m->xr, m->rcnt, MOE_F32, err)) return -1;
     ep_permute(m, P, m->yp, m->xr, 1);
     #pragma omp parallel for schedule(dynamic, 1)
     for (size_t el = 0; el < El; el++) {
         size_t r0, n;
         ep_rows(m, P, el, &r0, &n);
-        if (n) chain_backward(m->kc, slot_weights(m, e0 + el), n, D, F, m->yp + r0 * D, m->xp + r0 * D,
+        if (n) chain_backward(m->kc, slot_weights(m, el), n, D, F, m->yp + r0 * D, m->xp + r0 * D,
                               m->h1p + r0 * F, m->h3p + r0 * F, act_row(m, m->ap, r0), m->dh1p + r0 * F,
                               m->dh3p + r0 * F);
     }
     ep_permute(m, P, m->xr, m->yp, 0);
-    return moe_comm_alltoallv(ep, m->xr, m->rcnt, m->dxe, m->scnt, MOE_F32, err);
+    if (moe_comm_alltoallv(ep, m->xr, m->rcnt, m->xs, m->scnt, MOE_F32, err)) return -1;
+    ep_reorder(m, m->dxe, m->xs, 0);
+    return 0;
 }
 
 static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
@@ -422,6 +463,8 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
         ctx->rs->active_pairs += (double)m->offset[E];
         ctx->rs->total_pairs += (double)N * (double)E;
     }
+    if (ctx->training)  /* the loads that expert parallel's placement follows */
+        for (size_t e = 0; e < E; e++) m->place.rows[e] += (double)expert_rows(m, e);
     /* the shared gate c[N,2] = softmax(x Wc^T + bc), else c = (1, 1) */
     for (size_t t = 0; t < N; t++) m->mix[2 * t] = m->mix[2 * t + 1] = 1.0f;
     if (m->gated) {
@@ -559,6 +602,11 @@ static int layer_routing(const moe_ffn *f, int which, const float **gates, size_
     return 0;
 }
 
+static moe_placement *layer_placement(moe_ffn *f, int which) {
+    moe_layer *m = f->impl;
+    return which == 0 ? &m->place : NULL;
+}
+
 static void layer_destroy(moe_ffn *f) {
     moe_layer *m = f->impl;
     if (m) {
@@ -566,7 +614,7 @@ static void layer_destroy(moe_ffn *f) {
         void *bufs[] = {m->logits, m->gates, m->dgates, m->dlogits, m->row_of, m->offset, m->order, m->tok,
                         m->xe, m->ye, m->dxe, m->h1, m->h3, m->a, m->dh1, m->dh3,
                         m->mix, m->rsum, m->ssum, m->cnt_send, m->cnt_recv, m->scnt, m->rcnt,
-                        m->src_ofs, m->exp_ofs, m->xr, m->xp, m->yp, m->h1p, m->h3p, m->ap,
+                        m->src_ofs, m->exp_ofs, m->pofs, m->xs, m->place.at, m->place.rows, m->xr, m->xp, m->yp, m->h1p, m->h3p, m->ap,
                         m->dh1p, m->dh3p};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
         free(m);
@@ -581,6 +629,7 @@ static const moe_ffn_ops MOE_OPS = {
     .backward = layer_backward,
     .stats_json = layer_stats,
     .routing = layer_routing,
+    .placement = layer_placement,
     .destroy = layer_destroy,
 };
 
@@ -599,7 +648,11 @@ int moe_ffn_moe_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err 
     m->gated = cfg->shared_gate && m->S > 0;
     m->offset = moe_calloc(m->E + m->S + 1, sizeof(size_t), err);
     m->order = m->offset ? moe_calloc(m->E + m->S, sizeof(size_t), err) : NULL;
-    if (!m->order || moe_router_create(cfg, &m->router, err)) { layer_destroy(f); return -1; }
+    m->place.E = m->E;
+    m->place.at = m->order ? moe_calloc(m->E ? m->E : 1, sizeof(int), err) : NULL;
+    m->place.rows = m->place.at ? moe_calloc(m->E ? m->E : 1, sizeof(double), err) : NULL;
+    for (size_t e = 0; m->place.rows && e < m->E; e++) m->place.at[e] = (int)e;
+    if (!m->place.rows || moe_router_create(cfg, &m->router, err)) { layer_destroy(f); return -1; }
     m->router->layer = layer;
     *out = f;
     return 0;

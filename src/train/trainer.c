@@ -117,6 +117,7 @@ int moe_trainer_distribute(moe_trainer *tr, moe_comm *comm, moe_err *err) {
     /* slices of 16 floats' multiples, so each rank's AdamW groups and
      * alignment are those of the whole array */
     moe_comm_blocks(n, R, 16, tr->shard_counts, tr->shard_firsts);
+    if (EP > 1 && moe_placement_init(tr, err)) return -1;
     if (!c->zero_stage) return 0;
     tr->shard_first = tr->shard_firsts[tr->replicas->rank];
     tr->shard_count = tr->shard_counts[tr->replicas->rank];
@@ -138,6 +139,7 @@ void moe_trainer_comm_usage(const moe_trainer *tr, double *seconds, double *byte
 void moe_trainer_free(moe_trainer *tr) {
     moe_comm_free(tr->ep);
     moe_comm_free(tr->replicas);
+    moe_placement_free(tr);
     free(tr->runs);
     free(tr->shard_counts);
     free(tr->shard_firsts);
@@ -309,6 +311,7 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
         moe_model_zero_grad(m);
         m->rs.active_pairs = m->rs.total_pairs = 0.0;
         st->step = ++tr->step;
+        if (moe_placement_update(tr, st, err)) return -1;
         st->seconds = now_seconds() - t0;
         return 0;
     }
@@ -335,6 +338,8 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     st->sparsity = moe_model_end_step(m);
     moe_prof_mark(m->prof, PROF_OPTIMIZER);
     st->step = ++tr->step;
+    if (moe_placement_update(tr, st, err)) return -1;
+    moe_prof_mark(m->prof, PROF_COMM);
     st->seconds = now_seconds() - t0;
     return 0;
 }
@@ -361,6 +366,8 @@ int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err) {
     moe_buf_printf(&b, ", \"tokens\": %zu, \"seconds\": %.6f", st->tokens, st->seconds);
     if (st->skipped) moe_buf_printf(&b, ", \"skipped\": true");
     if (st->poisoned) moe_buf_printf(&b, ", \"nonfinite_params\": %zu", st->poisoned);
+    if (tr->n_places) moe_buf_printf(&b, ", \"ep_balance\": %.6f", st->ep_balance);
+    if (st->experts_moved) moe_buf_printf(&b, ", \"experts_moved\": %d", st->experts_moved);
     int moe_layers = 0;
     for (int l = 0; l < tr->model->cfg.n_layers; l++) {
         const moe_ffn *f = tr->model->blocks[l].ffn;
@@ -624,7 +631,13 @@ static int save_distributed(moe_trainer *tr, moe_err *err) {
 }
 
 int moe_trainer_save(moe_trainer *tr, moe_err *err) {
-    return distributed(tr) ? save_distributed(tr, err) : save_local(tr, tr->adam_m, tr->adam_v, err);
+    if (!distributed(tr)) return save_local(tr, tr->adam_m, tr->adam_v, err);
+    /* the checkpoint holds the experts in their own order */
+    if (moe_placement_home(tr, 1, err)) return -1;
+    int rc = save_distributed(tr, err);
+    moe_err e;
+    if (moe_placement_home(tr, 0, rc ? &e : err)) rc = -1;
+    return rc;
 }
 
 int moe_trainer_truncate_metrics(const moe_trainer *tr, moe_err *err) {
@@ -765,6 +778,7 @@ int moe_trainer_rollback(moe_trainer *tr, long *step_out, moe_err *err) {
     if (moe_model_load_weights(tr->model, ckpt, err) || moe_trainer_restore(tr, ckpt, err)) return -1;
     tr->model->rs.active_pairs = tr->model->rs.total_pairs = 0.0;
     moe_model_zero_grad(tr->model);
+    moe_placement_reset(tr);  /* loaded in the checkpoint's order */
     *step_out = tr->step;
     return 0;
 }

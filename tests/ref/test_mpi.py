@@ -6,6 +6,11 @@ single process, with `mpirun -np 2`:
     expert parallel 2 (EP, not for dense) and ZeRO-1 match the one-process
     run in every step's loss, lm_loss, aux_loss, sparsity and lambda, and in
     the final weights;
+  * expert parallel places the experts by load (rebalance_experts: after
+    the first step and every N): runs that move experts between ranks every
+    3 steps, across checkpoints (which hold the experts in their own order),
+    on 2 ranks and on 4 with ZeRO-1's sharded moments, still match the one
+    process in losses, weights and AdamW moments;
   * expert parallel divides the routed experts' memory: each rank holds
     its part, and its peak memory falls by the model's saving;
   * SIGKILL of one rank ends the job non-zero with mpirun's message naming
@@ -111,6 +116,11 @@ try:
         check(f"{label}_weights", set(wa) == set(wb) and wworst < 1e-5, f"worst relative {wworst:.3g}")
         return worst, wworst
 
+    def opt_rel(a, b):
+        oa, ob = weights(a, "optimizer.safetensors"), weights(b, "optimizer.safetensors")
+        return max(float(np.linalg.norm(np.asarray(oa[k], np.float64) - np.asarray(ob[k], np.float64)) /
+                         max(np.linalg.norm(np.asarray(oa[k], np.float64)), 1e-30)) for k in oa)
+
     for name, extra in configs.items():
         cfg = os.path.join(tmp, name + ".json")
         with open(cfg, "w") as f:
@@ -123,6 +133,12 @@ try:
             modes["ep2"] = (MPI, ["--expert-parallel", "2"])
         if name == "topk":  # 2 groups of 2: experts summed over their replicas
             modes["ep2x2_zero1"] = (MPI4, ["--expert-parallel", "2", "--zero-stage", "1"])
+            # experts placed anew every 3 steps, the weights and moments moved
+            # between ranks (on 4 ranks: each its slice of the moments), and
+            # moved home for the checkpoints of steps 5, 10, 15 and 20
+            for label, launch in (("ep2_rebalanced", MPI), ("ep2x2_zero1_rebalanced", MPI4)):
+                modes[label] = (launch, ["--expert-parallel", "2", "--rebalance-experts", "3",
+                                         "--checkpoint-every", "5"] + (["--zero-stage", "1"] if launch is MPI4 else []))
         for mode, (launch, flags) in modes.items():
             out = os.path.join(tmp, f"{name}-{mode}")
             r = run(launch + [moe, "train", "--config", cfg, "--data", data, "--out", out] + flags)
@@ -131,6 +147,15 @@ try:
                 continue
             w = compare(f"{name}_{mode}", one, out)
             print(f"     {name} {mode}: worst loss {w[0]:.2g}, worst weight {w[1]:.2g} (relative)")
+            if mode.startswith("ep"):  # every EP run logs its balance; these move experts
+                m = metrics(out)
+                moved = [x.get("experts_moved", 0) for x in m]
+                check(f"{name}_{mode}_placed", all(0 < x["ep_balance"] <= 1 for x in m) and
+                      (not mode.endswith("rebalanced") or sum(x > 0 for x in moved) >= 3),
+                      f"experts moved per step {moved}")
+            if mode.endswith("rebalanced"):
+                o = opt_rel(one, out)
+                check(f"{name}_{mode}_moments", o < 1e-5, f"worst relative {o:.3g}")
         if name == "topk":  # exact: ZeRO-1 keeps the very moments of plain DP
             oa = weights(os.path.join(tmp, "topk-dp"), "optimizer.safetensors")
             ob = weights(os.path.join(tmp, "topk-zero1"), "optimizer.safetensors")
@@ -144,11 +169,6 @@ try:
     # its part): the weights and the AdamW moments of step 20 are the
     # uninterrupted single run's
     cfg = os.path.join(tmp, "topk.json")
-
-    def opt_rel(a, b):
-        oa, ob = weights(a, "optimizer.safetensors"), weights(b, "optimizer.safetensors")
-        return max(float(np.linalg.norm(np.asarray(oa[k], np.float64) - np.asarray(ob[k], np.float64)) /
-                         max(np.linalg.norm(np.asarray(oa[k], np.float64)), 1e-30)) for k in oa)
 
     for label, argv1, flags1, argv2, flags2 in (
             ("2to1", MPI, ["--zero-stage", "1"], [], []),

@@ -3,8 +3,9 @@
  * the split of parameters into ZeRO-1 slices, the AdamW update of a slice
  * (bit-equal to the whole update, the exactness docs/DISTRIBUTED.md claims),
  * the config checks of expert_parallel, and a model divided among
- * expert-parallel parts (init, load, save). The MPI side is checked end to
- * end by tests/ref/test_mpi.py. */
+ * expert-parallel parts (init, load, save), and the choice of which rank
+ * holds which experts (placement.c). The MPI side is checked end to end by
+ * tests/ref/test_mpi.py. */
 #include <string.h>
 
 #include "harness.h"
@@ -199,11 +200,78 @@ static void test_divided_model(void) {
     CHECK(system(cmd) == 0, "cleanup");
 }
 
+/* Rows per rank of a placement (position -> expert) under load. */
+static void rank_rows(size_t E, size_t P, const double *load, const int *at, double *rows) {
+    for (size_t p = 0; p < P; p++) {
+        rows[p] = 0.0;
+        for (size_t s = 0; s < E / P; s++) rows[p] += load[at[p * (E / P) + s]];
+    }
+}
+
+static void test_placement_choice(void) {
+    /* the worst case of contiguous blocks: the heavy experts all on rank 0
+     * (26 rows against 4); trading within columns evens it exactly */
+    double heavy[8] = {8, 7, 6, 5, 1, 1, 1, 1}, rows[4];
+    int ident[16], out[16];
+    for (int e = 0; e < 16; e++) ident[e] = e;
+    double most = moe_placement_choose(8, 2, heavy, ident, out);
+    rank_rows(8, 2, heavy, out, rows);
+    CHECK(most == 15.0 && rows[0] == 15.0 && rows[1] == 15.0, "even split: %g (%g / %g)", most, rows[0], rows[1]);
+    /* random loads on 4 ranks: a permutation that keeps every column's
+     * experts, the returned maximum is the placement's, and the ranks differ
+     * by at most the widest column's spread (pairing the heaviest expert with
+     * the lightest rank never widens the range beyond the larger of the two) */
+    moe_rng rng;
+    moe_rng_seed(&rng, 7);
+    for (int trial = 0; trial < 200; trial++) {
+        double load[16], spread = 0.0;
+        for (int e = 0; e < 16; e++) load[e] = (double)(moe_rng_next(&rng) % 1000);
+        int at[16], seen[16] = {0}, columns_kept = 1;
+        memcpy(at, ident, sizeof at);
+        for (int i = 15; i > 0; i--) {  /* start from a shuffled column-respecting placement */
+            int j = (int)(moe_rng_next(&rng) % 4) * 4 + i % 4;
+            int t = at[i]; at[i] = at[j]; at[j] = t;
+        }
+        most = moe_placement_choose(16, 4, load, at, out);
+        for (int q = 0; q < 16; q++) {
+            seen[out[q]]++;
+            columns_kept &= out[q] % 4 == q % 4;
+        }
+        for (int c = 0; c < 4; c++) {
+            double lo = 1e9, hi = -1.0;
+            for (int q = 0; q < 4; q++) {
+                lo = load[at[q * 4 + c]] < lo ? load[at[q * 4 + c]] : lo;
+                hi = load[at[q * 4 + c]] > hi ? load[at[q * 4 + c]] : hi;
+            }
+            spread = hi - lo > spread ? hi - lo : spread;
+        }
+        double r[4], lo = 1e18, hi = 0.0;
+        rank_rows(16, 4, load, out, r);
+        for (int q = 0; q < 4; q++) { lo = r[q] < lo ? r[q] : lo; hi = r[q] > hi ? r[q] : hi; }
+        int perm = 1;
+        for (int e = 0; e < 16; e++) perm &= seen[e] == 1;
+        CHECK(perm && columns_kept, "trial %d: a permutation within columns", trial);
+        CHECK(most == hi && hi - lo <= spread, "trial %d: max %g (returned %g), range %g, spread %g", trial, hi,
+              most, hi - lo, spread);
+    }
+    /* on two ranks at most half of the experts move (the ranks' names are
+     * free: a placement and its mirror image balance alike) */
+    for (int trial = 0; trial < 200; trial++) {
+        double load[16];
+        for (int e = 0; e < 16; e++) load[e] = (double)(moe_rng_next(&rng) % 1000);
+        moe_placement_choose(16, 2, load, ident, out);
+        int moved = 0;
+        for (int q = 0; q < 16; q++) moved += out[q] != ident[q];
+        CHECK(moved <= 8, "trial %d: %d of 16 experts moved", trial, moved);
+    }
+}
+
 int main(void) {
     RUN(test_single_process_group);
     RUN(test_blocks);
     RUN(test_adamw_slices_equal_whole);
     RUN(test_expert_parallel_config);
     RUN(test_divided_model);
+    RUN(test_placement_choice);
     TEST_MAIN_END();
 }
