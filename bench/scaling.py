@@ -5,9 +5,13 @@ and bytes sent per step (measured, and the model of docs/DISTRIBUTED.md
 beside it), on the hidden-512 TopK and ReMoE configs of bench/train_speed.py.
 
 For each model:  1 rank x 1 thread, 1 rank x 2 threads, and 2 ranks x 1
-thread with data parallel (DP), expert parallel 2 (EP) and ZeRO-1. The ratio
+thread with data parallel (DP), expert parallel 2 (EP: with its experts
+placed by load, the default; and "EP contiguous", rebalance_experts 0, each
+rank holding a fixed block of experts) and ZeRO-1. The ratio
 column is tokens/s against 1 rank x 2 threads measured in the same run (the
-target: 2 ranks x 1 thread >= 0.9x). "2x1 apart" is two one-thread
+target: 2 ranks x 1 thread >= 0.9x): the ratio of the medians, and
+"paired", the median of each round's ratio against that round's 1x2 run.
+"2x1 apart" is two one-thread
 processes that train at the same time and never communicate (their
 tokens/s added): what two processes can reach on this machine at all, with
 its two cores sharing caches and one memory bus, and the ceiling of every
@@ -25,10 +29,13 @@ before), TopK's routing collapsed onto one or two experts within three
 steps (measured), which no training run with a warm-up sees. The timed runs load
 that checkpoint with a fresh optimizer at the start of a long learning-rate
 warm-up, so the few timed steps keep the warm-up's routing (a fresh AdamW's
-first steps move every weight by about lr). The column "balance" is that
-routing's bound on expert parallel: over the layers, the mean of the two
-ranks' expert rows over the larger (1.0 = even); exact in the one-process
-rows, estimated from rank 0's tokens in the two-rank rows.
+first steps move every weight by about lr). The column "balance" is
+expert parallel's bound from the routing: over the layers, the mean of the
+two ranks' expert rows over the larger (1.0 = even). In the EP row it is the
+balance the run had under its placement (logged by the run: the experts
+are placed after the first, untimed, step); in the others, that of
+contiguous blocks (exact in the one-process rows, estimated from rank 0's
+tokens in the two-rank rows).
 
 The gradient sum and the optimizer cost the same per optimiser step however
 many tokens the step has, so their share, and with it the ratio, depends on
@@ -106,12 +113,14 @@ def bytes_model(cfg, n_params, ranks, mode, active_per_token, n_held=None):
 
 def ep_balance(steps, P):
     """Expert parallel's bound from the routing in metrics.jsonl records
-    (each step's last micro-batch): P ranks own the experts in contiguous
-    blocks, every layer waits for the rank with the most expert rows, so the
-    share of the expert work done in parallel is, over the layers, the sum
-    of the ranks' mean over the sum of their maximum; averaged over steps.
-    1.0 when every rank gets as many rows; from a multi-rank run only rank
-    0's rows are recorded (an estimate)."""
+    (each step's last micro-batch) if P ranks own the experts in contiguous
+    blocks (rebalance_experts 0): every layer waits for the rank with the
+    most expert rows, so the share of the expert work done in parallel is,
+    over the layers, the sum of the ranks' mean over the sum of their
+    maximum; averaged over steps. 1.0 when every rank gets as many rows;
+    from a multi-rank run only rank 0's rows are recorded (an estimate).
+    An expert-parallel run logs the balance it had ("ep_balance": every
+    rank's rows, under the placement it ran on), which measure() prefers."""
     out = []
     for x in steps:
         mean = most = 0.0
@@ -129,6 +138,7 @@ def ep_balance(steps, P):
 
 RUNS = [("1x1", 1, 1, "single", []), ("1x2", 1, 2, "single", []),
         ("2x1 DP", 2, 1, "dp", []), ("2x1 EP", 2, 1, "ep", ["--expert-parallel", "2"]),
+        ("2x1 EP contiguous", 2, 1, "ep", ["--expert-parallel", "2", "--rebalance-experts", "0"]),
         ("2x1 ZeRO-1", 2, 1, "zero1", ["--zero-stage", "1"]), ("2x1 apart", 1, 1, "apart", [])]
 
 
@@ -163,8 +173,12 @@ def measure(cmds, outs, ranks, threads):
         tokens_per_s += sum(x["tokens"] for x in timed) / sum(x["seconds"] for x in timed)
     apt = [l["active_per_token"] for x in timed for l in x.get("layers", [])]
     held = re.search(r"parameters, (\d+) held by each rank", err)
+    logged = [x["ep_balance"] for x in timed if "ep_balance" in x]
     res = {"tokens_per_s": tokens_per_s,
-           "active_per_token": sum(apt) / len(apt) if apt else 1.0, "ep_balance": ep_balance(timed, 2),
+           "active_per_token": sum(apt) / len(apt) if apt else 1.0,
+           "ep_balance_contiguous": ep_balance(timed, 2),
+           "ep_balance": sum(logged) / len(logged) if logged else ep_balance(timed, 2),
+           "experts_moved": sum(x.get("experts_moved", 0) for x in m),
            "n_params": int(re.search(r"moe train: (\d+) parameters", err).group(1))}
     res["n_held"] = int(held.group(1)) if held else res["n_params"]
     r = RANKS_LINE.search(err)
@@ -221,7 +235,7 @@ def main():
                         cmds = [mpi + [moe, "train"] + start + ["--data", data, "--out", o, "--threads", str(threads)]
                                 + flags for o in outs]
                         got[label].append(measure(cmds, outs, ranks, threads))
-                        print(f"  {name:11s} accum {accum} {label:11s} round {rep + 1}: "
+                        print(f"  {name:11s} accum {accum} {label:17s} round {rep + 1}: "
                               f"{got[label][-1]['tokens_per_s']:6.0f} tok/s", flush=True)
                 for label, ranks, threads, mode, flags in runs:
                     by_speed = sorted(got[label], key=lambda x: x["tokens_per_s"])
@@ -234,10 +248,10 @@ def main():
                     rows.append(row)
                 save(a.out, a.steps, rows)
             shutil.rmtree(warm)
-    print("\nmodel       accum run          tok/s  vs 1x2  balance  comm share   peak MiB/rank    "
+    print("\nmodel       accum run                tok/s  vs 1x2  paired  balance  comm share   peak MiB/rank    "
           "sent MB/step/rank  model MB")
     for r in rows:
-        print(f"{r['model']:12s} {r['grad_accum']:4d} {r['run']:11s} {r['tokens_per_s']:7.0f}  {r['vs_1x2']:5.2f}x  "
+        print(f"{r['model']:12s} {r['grad_accum']:4d} {r['run']:17s} {r['tokens_per_s']:7.0f}  {r['vs_1x2']:5.2f}x  {r['vs_1x2_paired']:5.2f}x  "
               f"{r['ep_balance']:7.2f}  {'/'.join(f'{100 * c:.0f}%' for c in r['comm_share']):10s}  "
               f"{'/'.join(f'{p:.0f}' for p in r['peak_mib']):15s}  "
               f"{'/'.join(f'{b / 1e6:.0f}' for b in r['sent_bytes_per_step']):17s}  "
@@ -249,10 +263,14 @@ def save(path, steps, rows):
     """The JSON so far (written after each model's runs at one step size, so
     a long study that is stopped keeps what it measured)."""
     for r in rows:
-        ref = [x["tokens_per_s"] for x in rows
-               if x["model"] == r["model"] and x["grad_accum"] == r["grad_accum"] and x["run"] == "1x2"]
+        ref = [x for x in rows if x["model"] == r["model"] and x["grad_accum"] == r["grad_accum"] and x["run"] == "1x2"]
         if ref:
-            r["vs_1x2"] = r["tokens_per_s"] / ref[0]
+            r["vs_1x2"] = r["tokens_per_s"] / ref[0]["tokens_per_s"]
+            # paired: each round's ratio against the 1x2 run of the same
+            # round (minutes apart, so a slow spell of the machine hits both)
+            pairs = sorted(a / b for a, b in zip(r["tokens_per_s_runs"], ref[0]["tokens_per_s_runs"]))
+            r["vs_1x2_rounds"] = [a / b for a, b in zip(r["tokens_per_s_runs"], ref[0]["tokens_per_s_runs"])]
+            r["vs_1x2_paired"] = pairs[(len(pairs) - 1) // 2]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump({"steps": steps, "warm": WARM, "loadavg_at_end": os.getloadavg(), "rows": rows}, f, indent=1)
