@@ -44,7 +44,8 @@ the tokens per step: --grad-accum 1,4 measures 1 and 4 micro-batches of
 
 The machine is shared with others' work that this process cannot see
 (the same run measured twice moved by up to 20 %), so each row is the median
-of --repeats rounds, and a round runs every configuration once.
+of --repeats rounds, and a round runs every configuration once, each round
+starting one configuration later than the one before.
 
 Usage: bench/scaling.py --build build [--steps 4] [--repeats 3] [--warm-steps 150] [--grad-accum 1,4]
        [--out bench/results/scaling.json]"""
@@ -227,7 +228,10 @@ def main():
                          "--batch", str(cfg["batch_size"]), "--seq", str(cfg["seq_len"]), "--warmup", "100000"]
                 got = {label: [] for label, *_ in runs}
                 for rep in range(a.repeats):
-                    for label, ranks, threads, mode, flags in runs:
+                    # each round starts one run later, so that a machine
+                    # speeding up or slowing down over a study does not favour
+                    # the runs that always come late in a round
+                    for label, ranks, threads, mode, flags in runs[rep % len(runs):] + runs[:rep % len(runs)]:
                         out = os.path.join(tmp, f"{name}-{mode}-{ranks}x{threads}")
                         # "apart": two one-process runs at once that never talk
                         outs = [f"{out}-{i}" for i in range(2)] if mode == "apart" else [out]
