@@ -47,7 +47,9 @@ typedef struct moe_layer {
     size_t *offset;       /* [E+S+1] first row of each expert (slot) */
     size_t *order;        /* [E+S] slots by falling row count (the work schedule) */
     int *tok;             /* [pairs] token of each row */
-    float *xe, *ye, *dxe; /* [pairs, D] gathered inputs, expert outputs, input grads */
+    float *xe, *ye, *dxe; /* [pairs, D] gathered inputs (under expert parallel only the
+                           * shared slots' rows: the routed ones leave from xs),
+                           * expert outputs, input grads */
     float *h1, *h3;       /* [pairs, Fe] */
     void *a;              /* [pairs, Fe] silu(h1) h3, in the products' precision */
     size_t act;           /* bytes an element of a and ap (k_act_size) */
@@ -70,7 +72,7 @@ typedef struct moe_layer {
     size_t *pofs;                    /* [E] first row of expert e's rows in position order */
     size_t xs_cap;                   /* rows of xs */
     float *xs;                       /* [routed, D] this rank's routed rows in position order */
-    float *xr, *xp, *yp;             /* [R, D] by source; by expert; results by expert */
+    float *xr, *xp, *yp;             /* [R, D] by source; by slot; results by slot */
     float *h1p, *h3p, *dh1p, *dh3p;  /* [R, Fe] */
     void *ap;                        /* [R, Fe] as a */
 } moe_layer;
@@ -393,12 +395,12 @@ static void ep_rows(const moe_layer *m, size_t P, size_t el, size_t *first, size
  * their owners, come back as ye. */
 static int ep_forward(moe_layer *m, const float *x, moe_comm *ep, moe_err *err) {
     size_t P = (size_t)ep->size, El = m->E / P, D = m->D, F = m->Fe;
-    size_t routed = m->offset[m->E];
-    #pragma omp parallel for schedule(static)
-    for (size_t r = 0; r < routed; r++)
-        memcpy(m->xe + r * D, x + (size_t)m->tok[r] * D, D * sizeof(float));
     if (ep_exchange_plan(m, ep, err)) return -1;
-    ep_reorder(m, m->xs, m->xe, 1);
+    /* the routed rows of x, gathered straight into position order */
+    #pragma omp parallel for schedule(static)
+    for (size_t e = 0; e < m->E; e++)
+        for (size_t i = 0; i < expert_rows(m, e); i++)
+            memcpy(m->xs + (m->pofs[e] + i) * D, x + (size_t)m->tok[m->offset[e] + i] * D, D * sizeof(float));
     if (moe_comm_alltoallv(ep, m->xs, m->scnt, m->xr, m->rcnt, MOE_F32, err)) return -1;
     ep_permute(m, P, m->xp, m->xr, 1);
     #pragma omp parallel for schedule(dynamic, 1)
