@@ -142,8 +142,8 @@ void moe_config_defaults(moe_config *c) {
     }
 }
 
-static int set_number(moe_config *c, const key_spec *k, double v, const char *what, moe_err *err) {
-    char *field = (char *)c + k->offset;
+/* Refuses v for key k unless it is a number of the key's kind in its range. */
+static int check_number(const key_spec *k, double v, const char *what, moe_err *err) {
     if ((k->kind == K_INT && v != floor(v)) || !in_range(k, v)) {
         char range[80], found[32];
         range_text(k, range, sizeof range);
@@ -151,6 +151,12 @@ static int set_number(moe_config *c, const key_spec *k, double v, const char *wh
         return moe_errf(err, "%s%skey '%s': expected %s in %s, found %s", what ? what : "", what ? ": " : "",
                         k->name, k->kind == K_INT ? "a whole number" : "a number", range, found);
     }
+    return 0;
+}
+
+static int set_number(moe_config *c, const key_spec *k, double v, const char *what, moe_err *err) {
+    char *field = (char *)c + k->offset;
+    if (check_number(k, v, what, err)) return -1;
     if (k->kind == K_INT) *(int *)field = (int)v;
     else *(double *)field = v;
     return 0;
@@ -207,7 +213,40 @@ int moe_config_apply_json(moe_config *c, const json_value *obj, const char *what
     return 0;
 }
 
+/* Every key against the table, whoever filled the struct: a JSON config
+ * was checked as it was read, but an imported model's (GGUF, Hugging Face)
+ * or a program's was not, and the checks below divide by some of them. */
+static int check_table(const moe_config *c, moe_err *err) {
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const key_spec *k = &KEYS[i];
+        const char *field = (const char *)c + k->offset;
+        char choice[16];
+        int n = 0;
+        switch (k->kind) {
+        case K_INT:
+            if (check_number(k, *(const int *)field, "config", err)) return -1;
+            break;
+        case K_FLOAT:
+            if (check_number(k, *(const double *)field, "config", err)) return -1;
+            break;
+        case K_BOOL:
+            if (*(const int *)field != 0 && *(const int *)field != 1)
+                return moe_errf(err, "config: key '%s': expected true or false, found %d", k->name,
+                                *(const int *)field);
+            break;
+        case K_ENUM:
+            while (!enum_choice(k->choices, n, choice, sizeof choice) && strcmp(choice, field)) n++;
+            if (enum_choice(k->choices, n, choice, sizeof choice))
+                return moe_errf(err, "config: key '%s': expected one of \"%s\", found \"%.15s\"", k->name,
+                                k->choices, field);
+            break;
+        }
+    }
+    return 0;
+}
+
 int moe_config_finalize(moe_config *c, moe_err *err) {
+    if (check_table(c, err)) return -1;
     if (c->ffn_dim == 0) c->ffn_dim = 4 * c->hidden;
     if (c->warmup < 0) c->warmup = c->steps / 100;
     if (c->hidden % c->n_heads)

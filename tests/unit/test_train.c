@@ -3,6 +3,7 @@
  * checkpoint. */
 #include <math.h>
 #include <omp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,48 @@ static void test_config_validation(void) {
     CHECK(parse_cfg("{\"adam_eps\": 0}", &c, &err) < 0 && strstr(err.msg, "'adam_eps'"),
           "adam_eps 0: %s", err.msg);
     CHECK(parse_cfg("{\"adam_eps\": 1e-30}", &c, &err) == 0, "a tiny positive adam_eps: %s", err.msg);
+}
+
+/* A config filled by a program, as the GGUF and Hugging Face importers
+ * fill one from a file's metadata, meets the same table as a JSON config
+ * does: moe_config_finalize refuses a value out of range before its own
+ * checks divide by it (the fuzzer's GGUF with n_experts 0). */
+static void test_config_finalize_table(void) {
+    static const struct { const char *key; size_t off; int value; } bad_ints[] = {
+        {"n_experts", offsetof(moe_config, n_experts), 0},
+        {"n_heads", offsetof(moe_config, n_heads), 0},
+        {"moe_every", offsetof(moe_config, moe_every), 0},
+        {"granularity", offsetof(moe_config, granularity), 0},
+        {"n_kv_heads", offsetof(moe_config, n_kv_heads), 0},
+        {"top_k", offsetof(moe_config, top_k), -1},
+        {"hidden", offsetof(moe_config, hidden), 4},
+        {"expert_parallel", offsetof(moe_config, expert_parallel), 0},
+    };
+    moe_err err;
+    for (size_t i = 0; i < sizeof bad_ints / sizeof bad_ints[0]; i++) {
+        moe_config c;
+        CHECK(parse_cfg("{\"ffn\": \"moe\"}", &c, &err) == 0, "%s", err.msg);
+        int *field = (int *)((char *)&c + bad_ints[i].off);
+        *field = bad_ints[i].value;
+        char want[64];
+        snprintf(want, sizeof want, "key '%s': expected a whole number", bad_ints[i].key);
+        CHECK(moe_config_finalize(&c, &err) < 0 && strstr(err.msg, want), "%s = %d: %s", bad_ints[i].key,
+              bad_ints[i].value, err.msg);
+    }
+    moe_config c;
+    CHECK(parse_cfg("{}", &c, &err) == 0, "%s", err.msg);
+    c.norm_eps = NAN;
+    CHECK(moe_config_finalize(&c, &err) < 0 && strstr(err.msg, "'norm_eps'"), "NaN norm_eps: %s", err.msg);
+    CHECK(parse_cfg("{}", &c, &err) == 0, "%s", err.msg);
+    c.shuffle = 2;
+    CHECK(moe_config_finalize(&c, &err) < 0 && strstr(err.msg, "'shuffle'"), "bool 2: %s", err.msg);
+    CHECK(parse_cfg("{}", &c, &err) == 0, "%s", err.msg);
+    strcpy(c.router, "relux");
+    CHECK(moe_config_finalize(&c, &err) < 0 && strstr(err.msg, "'router'") && strstr(err.msg, "\"relux\""),
+          "enum: %s", err.msg);
+    /* finalizing twice is harmless: the values it fills in are in range */
+    CHECK(parse_cfg("{\"ffn\": \"moe\", \"router\": \"relu\"}", &c, &err) == 0 &&
+          moe_config_finalize(&c, &err) == 0, "a second finalize: %s", err.msg);
 }
 
 static void write_tokens(const char *path, size_t n, uint32_t vocab) {
@@ -453,6 +496,7 @@ static void test_poisoned_update_caught(void) {
 
 int main(void) {
     RUN(test_config_validation);
+    RUN(test_config_finalize_table);
     RUN(test_tokens_roundtrip_and_errors);
     RUN(test_loader_order);
     RUN(test_crc32_and_checksums);
