@@ -7,6 +7,7 @@
  * sharded checkpoints with model.safetensors.index.json). */
 #include "ix.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,7 +258,9 @@ static int st_all_zero(const st_tensor *t) {
 static int jint(const json_value *cfg, const char *key, int *out) {
     const json_value *v = json_get(cfg, key);
     if (!v || v->type != JSON_NUMBER) return -1;
-    *out = (int)v->number;
+    /* saturated: a cast of a number no int holds would be undefined, and
+     * INT_MAX or INT_MIN is refused by the checks that follow */
+    *out = v->number >= INT_MAX ? INT_MAX : v->number <= INT_MIN ? INT_MIN : (int)v->number;
     return 0;
 }
 
@@ -292,6 +295,9 @@ static int hf_config(const char *dir, const json_value *j, moe_config *c, const 
     if (!jnum(j, "rms_norm_eps", &x)) c->norm_eps = x;
     if (!jnum(j, "rope_theta", &x)) c->rope_theta = x;
     int hd;
+    if (c->n_heads < 1 || c->hidden < 1)
+        return moe_errf(err, "%s/config.json: hidden_size %d and num_attention_heads %d must be positive",
+                        dir, c->hidden, c->n_heads);
     if (!jint(j, "head_dim", &hd) && hd != c->hidden / c->n_heads)
         return moe_errf(err, "%s/config.json: head_dim %d: moe's heads are hidden_size / num_attention_heads = %d",
                         dir, hd, c->hidden / c->n_heads);
@@ -314,6 +320,9 @@ static int hf_config(const char *dir, const json_value *j, moe_config *c, const 
     strcpy(c->ffn, "moe");
     strcpy(c->router, "topk");
     int G = c->granularity >= 1 && E % c->granularity == 0 && k % c->granularity == 0 ? c->granularity : 1;
+    if (fe < 1 || fe > 1048576 / G)  /* the table's ffn_dim range, before fe * G can overflow */
+        return moe_errf(err, "%s/config.json: %s %d: expected 1 to %d", dir,
+                        qwen ? "moe_intermediate_size" : "intermediate_size", fe, 1048576 / G);
     c->granularity = G;
     c->n_experts = E / G;
     c->top_k = k / G;
@@ -328,6 +337,8 @@ static int hf_config(const char *dir, const json_value *j, moe_config *c, const 
     const json_value *nt = json_get(j, "norm_topk_prob"), *mlo = json_get(j, "mlp_only_layers");
     c->norm_topk_prob = nt && nt->type == JSON_BOOL && nt->boolean;
     if (jint(j, "decoder_sparse_step", &c->moe_every)) c->moe_every = 1;
+    if (c->moe_every < 1)
+        return moe_errf(err, "%s/config.json: decoder_sparse_step %d: expected at least 1", dir, c->moe_every);
     if (mlo && (mlo->type != JSON_ARRAY || mlo->count))
         return moe_errf(err, "%s/config.json: mlp_only_layers is not empty; moe places experts by moe_every only", dir);
     if (fe * G != c->ffn_dim && c->moe_every == 1) c->ffn_dim = fe * G;  /* no dense layer uses ffn_dim */
@@ -407,8 +418,12 @@ int moe_import_hf(const char *dir, moe_model **out, moe_tokenizer **tok, char *w
     ix_map *maps = NULL;
     size_t n = 0;
     shards s = {0};
-    int rc = hf_config(dir, j, &c, &arch, err) || (ix_config_fit(&c), 0) || moe_config_finalize(&c, err) ||
-             shards_open(dir, &s, err) ? -1 : 0;
+    int rc = hf_config(dir, j, &c, &arch, err) ? -1 : 0;
+    if (!rc) {
+        ix_config_fit(&c);
+        if (moe_config_finalize(&c, err)) rc = moe_err_prefix(err, "%s/config.json", dir);
+    }
+    if (!rc) rc = shards_open(dir, &s, err);
     double held = 0;
     for (size_t k = 0; k < s.n && !rc; k++)
         for (size_t i = 0; i < s.files[k].count; i++) held += (double)st_count(&s.files[k].tensors[i]);

@@ -126,6 +126,27 @@ def main():
                         "--steps", "2", "--threads", "1", ok=False)
                 check("imported_model_trains", r.returncode == 0, r.stderr.decode()[-300:])
 
+        # a config.json whose numbers moe cannot build is refused with one line
+        # naming the key, before anything divides by it (decoder_sparse_step 0
+        # was a division by zero)
+        src = os.path.join(tmp, "qwen2moe_every2.hf")
+        for key, value, says in (("decoder_sparse_step", 0, "decoder_sparse_step 0"),
+                                 ("num_attention_heads", 0, "num_attention_heads 0"),
+                                 ("num_experts", 0, "key 'n_experts'"),
+                                 ("hidden_size", 1e30, "hidden_size"),
+                                 ("moe_intermediate_size", 2 ** 31 - 1, "moe_intermediate_size")):
+            bad = os.path.join(tmp, f"bad_{key}.hf")
+            os.makedirs(bad)
+            cfg = json.load(open(os.path.join(src, "config.json")))
+            cfg[key] = value
+            with open(os.path.join(bad, "config.json"), "w") as f:
+                json.dump(cfg, f)
+            os.symlink(os.path.join(src, "model.safetensors"), os.path.join(bad, "model.safetensors"))
+            r = run(moe, "import", "--out", bad + ".back", bad, ok=False)
+            err = r.stderr.decode().strip()
+            check(f"hf_import_refuses_{key}", r.returncode == 1 and len(err.splitlines()) == 1 and says in err and
+                  "config.json" in err and not os.path.exists(bad + ".back"), err)
+
         # 16-bit files: import gives the rounded weights
         _, d = make("r16", dict(TOPK, norm_topk_prob=True))
         a = weights(d)
