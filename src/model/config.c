@@ -24,7 +24,7 @@ typedef struct {
 static const key_spec KEYS[] = {
     /* model */
     {"vocab_size", K_INT, OFF(vocab_size), 257, 2, 16777216, 0, "number of token ids (257: the 256 bytes and the end-of-text token)"},
-    {"hidden", K_INT, OFF(hidden), 128, 8, 65536, 0, "model width"},
+    {"hidden", K_INT, OFF(hidden), 128, 2, 65536, 0, "model width (at least 2: a head of even size)"},
     {"n_layers", K_INT, OFF(n_layers), 4, 1, 1024, 0, "transformer blocks"},
     {"n_heads", K_INT, OFF(n_heads), 4, 1, 1024, 0, "attention heads (hidden must be divisible by it; head size even)"},
     {"n_kv_heads", K_INT, OFF(n_kv_heads), 2, 1, 1024, 0, "key/value heads for grouped-query attention (divides n_heads)"},

@@ -58,7 +58,7 @@ static void test_config_finalize_table(void) {
         {"granularity", offsetof(moe_config, granularity), 0},
         {"n_kv_heads", offsetof(moe_config, n_kv_heads), 0},
         {"top_k", offsetof(moe_config, top_k), -1},
-        {"hidden", offsetof(moe_config, hidden), 4},
+        {"hidden", offsetof(moe_config, hidden), 1},
         {"expert_parallel", offsetof(moe_config, expert_parallel), 0},
     };
     moe_err err;
