@@ -173,6 +173,7 @@ typedef struct { st_file *files; size_t n; } shards;
 static void shards_free(shards *s) {
     for (size_t i = 0; i < s->n; i++) st_free(&s->files[i]);
     free(s->files);
+    *s = (shards){0};  /* shards_open frees on failure, and its caller frees again */
 }
 
 /* model.safetensors, or every file named by model.safetensors.index.json */

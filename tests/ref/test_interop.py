@@ -5,7 +5,9 @@ no foreign program needed:
     each architecture; an imported model trains on (`moe train --model`);
   - f16 / bf16 files import to the rounded weights (|error| <= half an ulp);
   - routers and layouts no foreign program computes are refused with one
-    line naming the reason; a file that is not GGUF is refused;
+    line naming the reason; a file that is not GGUF is refused, and so is
+    a transformers directory with impossible numbers in config.json or a
+    damaged model.safetensors;
   - sparse upcycling: with renormalised TopK gates (they sum to 1) the
     upcycled model's step-0 loss equals the dense model's; with gates that
     do not sum to 1 it does not (so the check can fail).
@@ -146,6 +148,18 @@ def main():
             err = r.stderr.decode().strip()
             check(f"hf_import_refuses_{key}", r.returncode == 1 and len(err.splitlines()) == 1 and says in err and
                   "config.json" in err and not os.path.exists(bad + ".back"), err)
+
+        # a damaged model.safetensors is refused (it was freed twice: an abort)
+        bad = os.path.join(tmp, "bad_safetensors.hf")
+        os.makedirs(bad)
+        os.symlink(os.path.join(src, "config.json"), os.path.join(bad, "config.json"))
+        with open(os.path.join(src, "model.safetensors"), "rb") as f, \
+                open(os.path.join(bad, "model.safetensors"), "wb") as g:
+            g.write(f.read()[:100])
+        r = run(moe, "import", "--out", bad + ".back", bad, ok=False)
+        err = r.stderr.decode().strip()
+        check("hf_import_refuses_damaged_safetensors", r.returncode == 1 and len(err.splitlines()) == 1 and
+              "model.safetensors" in err and not os.path.exists(bad + ".back"), err)
 
         # 16-bit files: import gives the rounded weights
         _, d = make("r16", dict(TOPK, norm_topk_prob=True))
