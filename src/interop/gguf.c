@@ -5,6 +5,7 @@
  * tensor data, each aligned to 32 bytes. */
 #include "ix.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -437,6 +438,9 @@ static int gguf_config(const gfile *g, moe_config *c, moe_err *err) {
         free(scaling);
         gnum(g, a, "expert_count", &E);
         gnum(g, a, "expert_used_count", &k);
+        if (E != 0 && (gint(E) < 1 || E != floor(E) || gint(k) < 1 || k != floor(k) || k > E))
+            rc = moe_errf(err, "%s: %s.expert_count %g and expert_used_count %g: expected whole numbers, "
+                          "1 <= used <= count", g->path, a, E, k);
     }
     if (!rc && E == 0) {
         strcpy(c->ffn, "dense");

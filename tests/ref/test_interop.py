@@ -14,6 +14,7 @@ no foreign program needed:
 Usage: test_interop.py BUILD_DIR"""
 import json
 import os
+import struct
 import sys
 import tempfile
 
@@ -192,6 +193,17 @@ def main():
         r = run(moe, "import", "--out", os.path.join(tmp, "nope"), bogus, ok=False)
         check("import_refuses_non_gguf", r.returncode != 0 and "not a GGUF file" in r.stderr.decode(),
               r.stderr.decode().strip())
+        # expert_count as a float 0.5 made 0 experts, a division by zero (fuzz_gguf)
+        key = b"deepseek.expert_count"
+        raw = bytearray(open(os.path.join(tmp, "deepseek_G2_shared.gguf"), "rb").read())
+        at = raw.index(struct.pack("<Q", len(key)) + key) + 8 + len(key)
+        raw[at:at + 8] = struct.pack("<If", 6, 0.5)  # GGUF type 6: float32
+        half = os.path.join(tmp, "half_expert.gguf")
+        with open(half, "wb") as f:
+            f.write(raw)
+        r = run(moe, "import", "--out", os.path.join(tmp, "nope"), half, ok=False)
+        check("import_refuses_fractional_expert_count", r.returncode == 1 and
+              "deepseek.expert_count 0.5" in r.stderr.decode(), r.stderr.decode().strip())
         trunc = os.path.join(tmp, "trunc.gguf")
         with open(os.path.join(tmp, "dense.gguf"), "rb") as f, open(trunc, "wb") as g:
             g.write(f.read()[:5000])
