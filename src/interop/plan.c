@@ -102,9 +102,7 @@ double ix_param_count(const moe_config *c) {
     double attn = 2 * D + 2 * D * q + 2 * D * kv, dense = 3 * D * F;
     double moe = c->n_experts * G * D + (c->n_experts * G + c->n_shared_experts) * 3 * D * (F / G);
     /* layer l is MoE iff l >= dense_first_layers and (l + 1) % moe_every
-     * == 0 (src/model/ffn.c): counted, not looped over, since a file's
-     * metadata may claim any number of layers and this count is what
-     * refuses such a file */
+     * == 0 (src/model/ffn.c), counted in closed form */
     int k = c->moe_every, first = c->dense_first_layers < c->n_layers ? c->dense_first_layers : c->n_layers;
     double L = c->n_layers, n_moe = strcmp(c->ffn, "dense") ? (double)(c->n_layers / k - first / k) : 0.0;
     return 2 * V * D + D + L * attn + n_moe * moe + (L - n_moe) * dense;
