@@ -1,5 +1,5 @@
 """moe_step_speed.py — a ReMoE training step against a TopK step at the same
-sparsity (SPEC §4: the paper reports ReMoE within about 2% of TopK
+sparsity (METHOD §4: the paper reports ReMoE within about 2% of TopK
 throughput). Both models (the demo size: hidden 128, 4 layers, E=8, k=1) are
 first trained until ReMoE's sparsity has settled near 0.875 (stage III);
 then, in --rounds interleaved rounds, each resumes from its settled

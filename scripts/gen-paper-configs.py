@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "configs", "paper")
 
 # ---- backbones --------------------------------------------------------------
-# ReMoE (SPEC §1): LLaMA, GQA with 4 key/value heads, SwiGLU 4 x hidden,
+# ReMoE (METHOD §1): LLaMA, GQA with 4 key/value heads, SwiGLU 4 x hidden,
 # GPT-2 vocabulary padded to 51200, untied head; seq 1024, global batch 512
 # (8 x 64 micro-batches here), 60k steps, AdamW lr 5e-4, warm-up 1%, cosine
 # to 10%, RoPE theta 1e6.
@@ -47,10 +47,10 @@ CPU_TRAIN = dict(vocab_size=4096, max_seq_len=128, seq_len=128, batch_size=4, gr
 
 # CartesianMoE: its reference is LLaMA code (32000-id vocabulary, untied,
 # multi-head attention) with the first layer dense. The paper's base and
-# large shapes are not in SPEC.md: we take GPT-2/BERT's base (768 x 12) and
+# large shapes are not in docs/METHOD.md: we take GPT-2/BERT's base (768 x 12) and
 # large (1024 x 24), whose dense sizes (162M, 468M) fit the reference
 # repository's "160M" run name. Training as ReMoE's (the paper's own is
-# not in SPEC.md).
+# not in docs/METHOD.md).
 CART = {
     "base": dict(hidden=768, n_layers=12, n_heads=12, n_kv_heads=12),
     "large": dict(hidden=1024, n_layers=24, n_heads=16, n_kv_heads=16),
@@ -84,7 +84,7 @@ def remoe_variants():
 
 
 def cartesian_variants():
-    """The CartesianMoE table (SPEC §2.3, §2.4): 17 full FFNs of expert
+    """The CartesianMoE table (METHOD §2.3, §2.4): 17 full FFNs of expert
     parameters and 3 active per MoE layer in every row; gates renormalised
     whenever k > 1, as the reference does."""
     return {

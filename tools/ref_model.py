@@ -1,5 +1,5 @@
 """ref_model.py — the PyTorch reference of moe's model and trainer, written
-independently from the C code straight from SPEC.md. Loads a moe checkpoint
+independently from the C code straight from docs/METHOD.md. Loads a moe checkpoint
 (config.json + model.safetensors) and computes logits, losses, gradients and
 AdamW training steps. Tests only (Debian's python3-torch); the product never
 needs Python.
@@ -79,7 +79,7 @@ def swiglu(x, w1, w3, w2):
 
 
 class FFNDense:
-    """SPEC §1 dense SwiGLU."""
+    """METHOD §1 dense SwiGLU."""
 
     def __init__(self, cfg, prefix):
         self.prefix = prefix
@@ -106,13 +106,13 @@ def uniform(seed, layer, step, t, token, stream):
 
 
 def lb_loss(c, p, mask, k, N):
-    """TopK load-balancing loss (SPEC §2.1) with n_e = mask.sum(0), a constant."""
+    """TopK load-balancing loss (METHOD §2.1) with n_e = mask.sum(0), a constant."""
     E = p.shape[1]
     return c["aux_loss_coef"] * E / (k * N * N) * (p.sum(0) * mask.sum(0)).sum()
 
 
 class FFNMoE:
-    """SPEC §2: routers topk (§2.1), relu (§2.2), and the baselines of §2.4
+    """METHOD §2: routers topk (§2.1), relu (§2.2), and the baselines of §2.4
     (topp, hash, expert_choice, sparsemixer); shared experts, optionally mixed
     by the 2-way shared gate. Every expert is applied to every token and
     weighted by its gate (zero when inactive): a dense computation, so it
@@ -141,7 +141,7 @@ class FFNMoE:
             mask = torch.zeros_like(p).scatter(1, idx, 1.0)
             gates = p * mask
             # norm_topk_prob renormalises at every k (k = 1: a gate of exactly 1);
-            # CartesianMoE's sub-layers ("if_several") only when k > 1 (SPEC 2.3)
+            # CartesianMoE's sub-layers ("if_several") only when k > 1 (METHOD §2.3)
             # CartesianMoE's Hash baseline (learned_hash) renormalises its top-k
             # when k > 1, whatever norm_topk_prob says
             if c["router"] == "learned_hash":
@@ -272,7 +272,7 @@ class FFNMoE:
 
 
 class FFNCartesian:
-    """SPEC §2.3: two sequential MoE sub-layers of half-size experts, each with
+    """METHOD §2.3: two sequential MoE sub-layers of half-size experts, each with
     a topk router (renormalised for k > 1), one shared sub-expert mixed by the
     2-way gate; an RMSNorm between them and the residual into h1.
     Returns y = out - h = a + b."""
@@ -292,7 +292,7 @@ class FFNCartesian:
 
 
 class FFNLory:
-    """SPEC §2.4 Lory: per sequence, segment s merges the experts with
+    """METHOD §2.4 Lory: per sequence, segment s merges the experts with
     softmax(Wr mean(x of segment s-1)); the first segment uses its own mean
     with the gradient stopped."""
 
@@ -326,7 +326,7 @@ class RefModel:
     def __init__(self, cfg, params, dtype=torch.float64):
         self.cfg = cfg
         self.P = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in params.items()}
-        # ReMoE's lambda is fp32 (SPEC §2.2): kept as a numpy float32
+        # ReMoE's lambda is fp32 (METHOD §2.2): kept as a numpy float32
         self.routing = {"lambda": np.float32(cfg.get("relu_lambda0", 0.0)), "active": 0.0, "total": 0.0}
         self.ffns = []
         for l in range(cfg["n_layers"]):
@@ -421,7 +421,7 @@ def lr_at(cfg, step):
 
 
 def train(model, ids, cfg, steps, log=None):
-    """AdamW as SPEC §1 (torch.optim.AdamW), sequential data. Yields per-step dicts."""
+    """AdamW as METHOD §1 (torch.optim.AdamW), sequential data. Yields per-step dicts."""
     decay = [p for n, p in model.P.items() if p.dim() > 1]
     no_decay = [p for n, p in model.P.items() if p.dim() <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},

@@ -1,4 +1,4 @@
-/* analysis.h — routing statistics (SPEC §3): routing masks and the flip rate,
+/* analysis.h — routing statistics (METHOD §3): routing masks and the flip rate,
  * the routers ("sites") of a model, routed-token ratios per (layer, expert)
  * overall and per domain, active experts per token against token frequency,
  * the per-token routing probability (ReMoE table 12), the training-time
@@ -33,7 +33,7 @@ const float *moe_site_gates(const moe_model *m, const moe_site *s, size_t *N);
 /* mask[N*E] = (gates != 0). */
 void moe_mask_from_gates(const float *gates, size_t N, size_t E, uint8_t *mask);
 
-/* Flip rate between two 0/1 routing masks of n = L*T*E entries (SPEC §3):
+/* Flip rate between two 0/1 routing masks of n = L*T*E entries (METHOD §3):
  * sum |cur - prev| / n. The flip count is E * flip rate. */
 double moe_flip_rate(const uint8_t *prev, const uint8_t *cur, size_t n);
 
@@ -85,7 +85,7 @@ double moe_no_expert_fraction(const moe_route_stats *st, size_t s);
  * (ReMoE table 12); 0 when v never occurs. */
 double moe_token_routing_prob(const moe_route_stats *st, size_t s, size_t e, size_t v);
 
-/* Active experts per token against token frequency (SPEC §3, ReMoE fig 7):
+/* Active experts per token against token frequency (METHOD §3, ReMoE fig 7):
  * token ids are bucketed by how often they occur in the data (bucket b holds
  * the ids whose count is in [2^b, 2^(b+1))); for each bucket, the mean over
  * its occurrences of the number of active experts per router site. */

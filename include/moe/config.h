@@ -23,7 +23,7 @@ typedef struct moe_config {
     char ffn[16];         /* feed-forward kind: "dense", "moe", "cartesian" or "lory" */
     int moe_every;        /* with ffn not "dense": layer l uses it iff (l+1) % moe_every == 0 */
     int dense_first_layers; /* layers 0..N-1 are dense whatever moe_every says */
-    /* mixture of experts (SPEC §2) */
+    /* mixture of experts (METHOD §2) */
     char router[16];      /* "topk" (dMoE), "relu" (ReMoE), "topp", "hash",
                              "expert_choice", "sparsemixer", "learned_hash" (docs/ROUTERS.md) */
     int n_experts;        /* E */
@@ -69,7 +69,7 @@ typedef struct moe_config {
 } moe_config;
 
 /* norm_topk_prob of CartesianMoE's sub-layers (never read from JSON):
- * renormalise only when more than one gate is selected (SPEC §2.3). */
+ * renormalise only when more than one gate is selected (METHOD §2.3). */
 #define MOE_RENORM_IF_SEVERAL 2
 
 void moe_config_defaults(moe_config *c);

@@ -1,4 +1,4 @@
-/* eval.h — evaluation (SPEC §3): next-token loss and perplexity of a token
+/* eval.h — evaluation (METHOD §3): next-token loss and perplexity of a token
  * file overall and per domain (also with the routers' drop-top-expert
  * robustness flag), and zero-shot multiple choice over JSONL tasks in the
  * lm-evaluation-harness conventions (acc and acc_norm). */

@@ -14,7 +14,7 @@
  * (kept across steps, saved in checkpoints) and the routing counts gathered
  * over the MoE layers and micro-batches of the current optimiser step. */
 typedef struct moe_routing_state {
-    float lambda;          /* ReMoE L1 coefficient (fp32, as SPEC §2.2) */
+    float lambda;          /* ReMoE L1 coefficient (fp32, as METHOD §2.2) */
     double active_pairs;   /* (token, expert) pairs with a non-zero gate, this step */
     double total_pairs;    /* tokens x experts routed by MoE layers, this step */
 } moe_routing_state;
@@ -34,7 +34,7 @@ typedef struct moe_ffn_ctx {
      * Both NULL outside a model. */
     const float *residual;
     float *dresidual;
-    /* Evaluation of routing robustness (SPEC §2.3): every router disables
+    /* Evaluation of routing robustness (METHOD §2.3): every router disables
      * each token's highest-probability expert and re-selects from the rest. */
     int drop_top_expert;
     moe_profile *prof;     /* time accounting (NULL: off); a layer may mark
@@ -111,9 +111,9 @@ int moe_ffn_dense_create(const moe_config *cfg, int layer, moe_ffn **out, moe_er
 /* The mixture-of-experts layer (src/moe/layer.c). */
 int moe_ffn_moe_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
 /* CartesianMoE's two sequential sub-layers of half-size experts
- * (src/moe/cartesian.c, SPEC §2.3). */
+ * (src/moe/cartesian.c, METHOD §2.3). */
 int moe_ffn_cartesian_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
-/* Lory's segment-level expert merging (src/moe/lory.c, SPEC §2.4). */
+/* Lory's segment-level expert merging (src/moe/lory.c, METHOD §2.4). */
 int moe_ffn_lory_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
 
 #endif

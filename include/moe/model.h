@@ -1,4 +1,4 @@
-/* model.h — the LLaMA-style transformer (SPEC §1): embedding, blocks of
+/* model.h — the LLaMA-style transformer (METHOD §1): embedding, blocks of
  * RMSNorm + causal GQA attention with RoPE + RMSNorm + FFN slot, final norm,
  * untied lm_head. Forward, backward, init, save and load. */
 #ifndef MOE_MODEL_H
@@ -54,7 +54,7 @@ typedef struct moe_model {
     moe_routing_state rs;   /* ReMoE lambda and this step's routing counts */
     long step;              /* set by the trainer; read by FFNs with schedules */
     int training;
-    int drop_top_expert;    /* evaluation of routing robustness (SPEC §2.3) */
+    int drop_top_expert;    /* evaluation of routing robustness (METHOD §2.3) */
     moe_profile *prof;      /* time accounting of forward/backward (NULL: off) */
     k_ctx *kc;              /* matrix products: precision in effect, bf16 cache */
     /* Training across processes (set by the trainer; NULL: one process).
@@ -106,7 +106,7 @@ const char *moe_model_precision(const moe_model *m);
 /* Switches the products to `precision` ("fp32" or "bf16", with the same
  * fallback); m->cfg.precision records the request. */
 int moe_model_set_precision(moe_model *m, const char *precision, moe_err *err);
-/* SPEC init: normal(0, init_std), output projections init_std/sqrt(2L), norms 1. */
+/* METHOD §1 init: normal(0, init_std), output projections init_std/sqrt(2L), norms 1. */
 void moe_model_init(moe_model *m, uint64_t seed);
 
 /* Forward over inputs[B*T]. With targets (may be NULL) computes the mean
@@ -121,7 +121,7 @@ int moe_model_backward(moe_model *m, float loss_scale, moe_err *err);
 void moe_model_zero_grad(moe_model *m);
 
 /* Closes an optimiser step for the routers: returns the step's sparsity
- * over all MoE layers and micro-batches (SPEC §2.2; 0 without MoE layers),
+ * over all MoE layers and micro-batches (METHOD §2.2; 0 without MoE layers),
  * applies ReMoE's lambda rule when the router is relu, and resets the
  * counts. */
 double moe_model_end_step(moe_model *m);

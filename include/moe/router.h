@@ -1,4 +1,4 @@
-/* router.h — the router interface of the MoE layer (SPEC §2). A router turns
+/* router.h — the router interface of the MoE layer (METHOD §2). A router turns
  * router logits [N, E] into gates [N, E] (zero = expert not active for that
  * token) plus an auxiliary loss, and back-propagates through both. The MoE
  * layer (src/moe/layer.c) turns the gates into per-expert token lists, runs
@@ -73,7 +73,7 @@ double moe_router_softmax(float *p, const float *l, size_t E);
 double moe_router_uniform(uint64_t seed, uint64_t layer, uint64_t step, uint64_t t,
                           uint64_t token, uint64_t stream);
 
-/* ReMoE's lambda rule, once per optimiser step (SPEC §2.2):
+/* ReMoE's lambda rule, once per optimiser step (METHOD §2.2):
  * lambda * alpha if sparsity < target, else lambda / alpha. */
 float moe_relu_lambda_next(float lambda, double sparsity, double target, double alpha);
 

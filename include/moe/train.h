@@ -1,4 +1,4 @@
-/* train.h — the optimiser (AdamW, SPEC §1), the learning-rate schedule, and
+/* train.h — the optimiser (AdamW, METHOD §1), the learning-rate schedule, and
  * the trainer: one optimiser step over grad_accum micro-batches, metrics,
  * and checkpoints that hold everything needed to resume exactly. */
 #ifndef MOE_TRAIN_H
@@ -46,7 +46,7 @@ typedef struct moe_step_stats {
     double aux_loss;      /* summed auxiliary losses of the FFN slots */
     double lr;
     double grad_norm;     /* before clipping */
-    double sparsity;      /* MoE: 1 - active pairs / (L T E) over the step (SPEC §2.2) */
+    double sparsity;      /* MoE: 1 - active pairs / (L T E) over the step (METHOD §2.2) */
     float lambda;         /* ReMoE: the L1 coefficient this step used */
     size_t tokens;        /* tokens in this step */
     double seconds;       /* wall time of this step */

@@ -1,7 +1,7 @@
 /* probe.c — the training-time calibration probe (`moe train
  * --analysis-every N`): a fixed token set forwarded in eval mode every N
  * steps, giving its loss, per-layer sparsity and the flip rate of the routing
- * masks against the previous measurement (SPEC §3). One JSON line per
+ * masks against the previous measurement (METHOD §3). One JSON line per
  * measurement in RUN/calibration.jsonl (docs/EVAL.md). */
 #include <errno.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-/* routing.c — routing statistics (SPEC §3): the routers of a model, masks
+/* routing.c — routing statistics (METHOD §3): the routers of a model, masks
  * and flip rate, routed-token ratios per (site, expert) overall and per
  * domain, per-token routing probability, active experts against token
  * frequency, their JSON, and the pass over a token file that gathers them. */

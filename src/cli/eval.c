@@ -26,7 +26,7 @@ static void help(FILE *f) {
         "                     data/corpus/small/tasks and data/corpus/full/tasks\n"
         "                     (e.g. --task cloze); repeatable\n"
         "  --robustness       also the perplexity with every token's top expert dropped\n"
-        "                     by each router (SPEC 2.3)\n"
+        "                     by each router (METHOD §2.3)\n"
         "  --json FILE        write the results as JSON (default: DIR/eval.json when\n"
         "                     DIR is a run directory, i.e. holds metrics.jsonl)\n"
         "  --max-tokens N     evaluate about N tokens of each file, in windows spread\n"

@@ -13,7 +13,7 @@
 static void help(FILE *f) {
     fprintf(f,
         "usage: moe init --config FILE.json --out DIR [--seed N] [--force] [--upcycle DENSE]\n\n"
-        "Writes DIR/config.json and DIR/model.safetensors with the SPEC init\n"
+        "Writes DIR/config.json and DIR/model.safetensors with the METHOD §1 init\n"
         "(normal(0, init_std); output projections init_std/sqrt(2 n_layers); norms 1).\n"
         "  --config FILE    model and training keys (docs/CONFIG.md)\n"
         "  --out DIR        where to write the model\n"

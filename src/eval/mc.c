@@ -1,4 +1,4 @@
-/* mc.c — zero-shot multiple choice (SPEC §3) in the lm-evaluation-harness
+/* mc.c — zero-shot multiple choice (METHOD §3) in the lm-evaluation-harness
  * conventions: the task file reader (JSONL, docs/EVAL.md), the summed
  * log-probability of each continuation given the context, and acc /
  * acc_norm (the sum divided by the continuation's length in bytes). */

@@ -1,5 +1,5 @@
 /* model.c — the transformer: parameter layout, init, activation buffers,
- * forward and backward (SPEC §1). Each block is
+ * forward and backward (METHOD §1). Each block is
  *     res_mid = res + Wo·Attn(RoPE(Wq·n1), RoPE(Wk·n1), Wv·n1),  n1 = RMSNorm(res)
  *     res'    = res_mid + FFN(RMSNorm(res_mid))
  * and the FFN is whatever the block's moe_ffn slot holds. */

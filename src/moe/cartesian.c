@@ -1,4 +1,4 @@
-/* cartesian.c — the CartesianMoE layer (Su et al., NAACL 2025; SPEC §2.3):
+/* cartesian.c — the CartesianMoE layer (Su et al., NAACL 2025; METHOD §2.3):
  * two sequential MoE sub-layers A and B, each with N routed sub-experts of
  * intermediate size ffn_dim/2 (half a full expert), one shared sub-expert,
  * its own softmax top-k router (renormalised when k > 1, TopK balance loss

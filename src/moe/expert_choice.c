@@ -1,4 +1,4 @@
-/* expert_choice.c — Expert Choice routing (Zhou et al. 2022; SPEC §2.4):
+/* expert_choice.c — Expert Choice routing (Zhou et al. 2022; METHOD §2.4):
  * p = softmax(logits) per token; every expert e takes the C = max(1,
  * floor(T k / E)) tokens of the micro-batch with the largest p[t,e] (ties to
  * the earlier token), gate = p[t,e]. A token may be taken by several experts

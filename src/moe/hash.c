@@ -1,4 +1,4 @@
-/* hash.c — hash routing (Roller et al. 2021; SPEC §2.4): token t goes to
+/* hash.c — hash routing (Roller et al. 2021; METHOD §2.4): token t goes to
  * expert tokens[t] mod E with gate 1. No router parameters (has_weight 0),
  * no auxiliary loss. Gradient: nothing reaches a router (there is none);
  * each expert gets the gradient of the tokens hashed to it, and the input

@@ -1,4 +1,4 @@
-/* layer.c — the dropless mixture-of-experts layer (SPEC §2), one moe_ffn:
+/* layer.c — the dropless mixture-of-experts layer (METHOD §2), one moe_ffn:
  *   logits = x Wr^T (fp32) -> router -> gates [N,E]
  *   every (token, expert) pair with a non-zero gate is computed: tokens are
  *   gathered per expert, one SwiGLU GEMM chain per expert, and the outputs
@@ -461,7 +461,7 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
         return -1;
     if (build_plan(m, N, err)) return -1;
     moe_prof_mark(ctx->prof, PROF_ROUTER);
-    if (ctx->training && ctx->rs) {  /* the step's sparsity (SPEC §2.2), for every router */
+    if (ctx->training && ctx->rs) {  /* the step's sparsity (METHOD §2.2), for every router */
         ctx->rs->active_pairs += (double)m->offset[E];
         ctx->rs->total_pairs += (double)N * (double)E;
     }

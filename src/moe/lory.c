@@ -1,4 +1,4 @@
-/* lory.c — Lory (Zhong et al. 2024; SPEC §2.4): fully differentiable
+/* lory.c — Lory (Zhong et al. 2024; METHOD §2.4): fully differentiable
  * expert merging at segment level. Each sequence is cut into segments of
  * lory_segment tokens (the last may be shorter). For segment s:
  *     mbar = mean of x over segment s-1      [D]

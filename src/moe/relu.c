@@ -1,4 +1,4 @@
-/* relu.c — the ReLU router of ReMoE (SPEC §2.2): gates = ReLU(logits), so
+/* relu.c — the ReLU router of ReMoE (METHOD §2.2): gates = ReLU(logits), so
  * routing is fully differentiable and the number of active experts per
  * token varies. Sparsity is steered by the load-balanced L1 term
  *     L_reg = (1/T) sum_t sum_e f_e g[t,e],  f_e = E/(k T) sum_t 1{g[t,e] > 0}

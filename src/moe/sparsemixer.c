@@ -1,5 +1,5 @@
 /* sparsemixer.c — SparseMixer-v2 (GRIN, Liu et al. 2024, arXiv 2409.12136;
- * SPEC §2.4): top-k by k sequential picks, with the SparseMixer gradient
+ * METHOD §2.4): top-k by k sequential picks, with the SparseMixer gradient
  * estimator instead of straight-through TopK. We follow the GRIN reference
  * implementation (Hugging Face transformers' modeling_phimoe.py,
  * `sparsemixer` / `PhimoeMultiplier`); docs/ROUTERS.md has the equations.

@@ -1,11 +1,11 @@
-/* topk.c — the TopK router (dMoE baseline, SPEC §2.1): softmax over all
+/* topk.c — the TopK router (dMoE baseline, METHOD §2.1): softmax over all
  * experts, the k largest probabilities become the gates (optionally
  * renormalised to sum 1, at every k), with the load-balancing loss
  *     L_aux = c_aux * E / (k T^2) * sum_e (sum_t p[t,e]) * n_e
  * (n_e = tokens whose top-k holds e, a constant), an optional z-loss
  * c_z * mean_t logsumexp(logits_t)^2 and an optional near-dense warm-up
  * (k_warm experts for the first k_warm_steps steps). With
- * ctx->drop_top_expert (robustness eval, SPEC §2.3) each token's most
+ * ctx->drop_top_expert (robustness eval, METHOD §2.3) each token's most
  * probable expert is disabled and the k gates come from the others. */
 #include <math.h>
 #include <stdlib.h>
@@ -34,7 +34,7 @@ static int topk_reserve(topk *s, size_t N, size_t E, moe_err *err) {
 
 /* Whether the k selected gates are divided by their sum: always with
  * norm_topk_prob (k = 1 gives a gate of exactly 1, as Mixtral's), only
- * for k > 1 under CartesianMoE's rule (MOE_RENORM_IF_SEVERAL, SPEC §2.3). */
+ * for k > 1 under CartesianMoE's rule (MOE_RENORM_IF_SEVERAL, METHOD §2.3). */
 static int topk_renormalises(const moe_config *c, size_t k) {
     return c->norm_topk_prob == 1 || (c->norm_topk_prob == MOE_RENORM_IF_SEVERAL && k > 1);
 }

@@ -1,5 +1,5 @@
 /* topp.c — the TopP router (dynamic routing, Huang et al. 2024; CartesianMoE's
- * "TopP" baseline, SPEC §2.4): p = softmax(logits); each token takes experts
+ * "TopP" baseline, METHOD §2.4): p = softmax(logits); each token takes experts
  * in order of falling probability until their summed probability reaches
  * top_p (at least one); gate = p (not renormalised). Losses, per layer:
  *   load balance  c_aux * E / (kbar T^2) * sum_e (sum_t p[t,e]) * n_e,

@@ -36,7 +36,7 @@ CASES = {
     "topk": (dict(MOE, router="topk"), 1),
     "topk_k2_renorm_zloss_shared": (dict(MOE, router="topk", top_k=2, norm_topk_prob=True,
                                          z_loss_coef=1e-3, n_shared_experts=1), 2),
-    # k = 1 with norm_topk_prob: the single gate is exactly 1 (Mixtral, SPEC 2.1)
+    # k = 1 with norm_topk_prob: the single gate is exactly 1 (Mixtral, METHOD §2.1)
     "topk_k1_renorm": (dict(MOE, router="topk", norm_topk_prob=True), 1),
     "topk_warmup_G2_every2": (dict(MOE, router="topk", granularity=2, k_warm=3, k_warm_steps=4,
                                    moe_every=2, n_layers=3), 1),

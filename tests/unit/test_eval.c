@@ -1,4 +1,4 @@
-/* test_eval.c — the measurements of SPEC §3 against known answers: flip rate
+/* test_eval.c — the measurements of METHOD §3 against known answers: flip rate
  * of hand-built masks, acc vs acc_norm on a crafted task where they
  * disagree, per-domain loss on a crafted shard (with a hand-built unigram
  * model whose every log-probability is known), routed-token ratios and

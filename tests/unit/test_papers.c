@@ -82,7 +82,7 @@ static void test_switch_balance_loss_k1(void) {
  * k*T assignments that go to expert i, f_i = n_i / (k T), so that perfectly
  * uniform routing costs alpha for every k. The papers leave this
  * normalisation open (GShard-style codes use n_i / T, which doubles the loss
- * at k = 2); moe takes Megatron's, as SPEC §2.1 writes it
+ * at k = 2); moe takes Megatron's, as METHOD §2.1 writes it
  * (alpha E / (k T^2) sum_e n_e sum_t p[t,e]).
  * k = 2: token 0 picks experts {0, 1}, token 1 {1, 2}: n = (1, 2, 1),
  * f = (1/4, 1/2, 1/4), P = (1/3, 5/12, 1/4) as above;
@@ -110,7 +110,7 @@ static void test_topk_balance_loss_k2(void) {
  *   f[l,e] = E/(k T) sum_t 1{R_e(x_t) > 0}   (a constant: no gradient),
  * with loss = L_lm + lambda L_reg; plain L1 is f = 1. The paper divides by
  * the number of MoE layers L, ReMoE's reference code does not; moe follows
- * the code (SPEC §2.2), so with one layer both agree and a model with L
+ * the code (METHOD §2.2), so with one layer both agree and a model with L
  * layers carries L times the paper's term (lambda adapts either way).
  * Here E = 3, k = 1, T = 2, lambda = 1/2, logits (1, -1, 1/2), (2, 1/4, -3):
  * gates (1, 0, 1/2), (2, 1/4, 0); counts (2, 1, 1); f = 3/2 * counts =
@@ -149,7 +149,7 @@ static void test_remoe_l1_plain(void) { check_relu_l1(0); }
  *   lambda_{i+1} = lambda_i * alpha^{sign((1 - k/E) - S_i)}.
  * Below the target sparsity (sign +1) lambda grows by alpha, above it
  * (sign -1) it shrinks by alpha. At S_i exactly equal to the target the
- * paper's sign is 0 and lambda would stay; ReMoE's reference code and SPEC
+ * paper's sign is 0 and lambda would stay; ReMoE's reference code and METHOD
  * §2.2 ("lambda * alpha if S_i < target, else lambda / alpha") divide there,
  * and moe follows them: equality is treated as "sparse enough". With
  * alpha = 5/4 and lambda = 1 every value is exact in binary: 5/4, and
@@ -160,7 +160,7 @@ static void test_remoe_lambda_update(void) {
     CHECK(moe_relu_lambda_next(1.0f, 0.5, target, 1.25) == 1.25f, "below the target: times alpha");
     CHECK(moe_relu_lambda_next(1.0f, 0.875, target, 1.25) == 0.8f, "above the target: over alpha");
     CHECK(moe_relu_lambda_next(1.0f, 1.0 - 24.0 / 96.0, target, 1.25) == 0.8f,
-          "at the target: over alpha (SPEC §2.2; the paper's sign(0) would keep lambda)");
+          "at the target: over alpha (METHOD §2.2; the paper's sign(0) would keep lambda)");
     /* lambda is fp32: 4/5 is not representable, and each step rounds once */
     float lam = 1.0f;
     for (int i = 0; i < 3; i++) lam = moe_relu_lambda_next(lam, 0.9, target, 1.25);

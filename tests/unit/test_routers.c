@@ -1,4 +1,4 @@
-/* test_routers.c — the routers and layers of the papers' baselines (SPEC
+/* test_routers.c — the routers and layers of the papers' baselines (METHOD
  * §2.3, §2.4): finite-difference gradient checks in double precision of the
  * MoE layer with every router (topk with the top expert dropped, topp,
  * hash, expert_choice, sparsemixer), the shared gate, the CartesianMoE
@@ -557,7 +557,7 @@ static void unbuild(built *b) {
     moe_ffn_destroy(b->f);
 }
 
-/* Robustness (SPEC §2.3): with drop_top_expert every top-k-family router
+/* Robustness (METHOD §2.3): with drop_top_expert every top-k-family router
  * gives the most probable expert gate 0 and selects the top-k of the rest;
  * the gates of the kept experts are their probabilities (topk, topp). */
 static void test_drop_top_expert(void) {
@@ -685,7 +685,7 @@ static size_t active_params(const moe_layout *L, size_t k_per_layer) {
     return n;
 }
 
-/* SPEC §2.3: CartesianMoE with N = 16 sub-experts per sub-layer and top-(2+2)
+/* METHOD §2.3: CartesianMoE with N = 16 sub-experts per sub-layer and top-(2+2)
  * has the expert parameters of 17 full FFNs and 3 of them active, as
  * SMoE-Top3 (17 experts, top-3) and SMoE-Share (16 experts, top-2, one
  * shared); Dense x E has the expert parameters of E experts. */

@@ -350,7 +350,7 @@ static float *adamw_once(size_t shift, int threads) {
     return out;
 }
 
-/* The AdamW kernel against the formula in double (SPEC §1), and the same
+/* The AdamW kernel against the formula in double (METHOD §1), and the same
  * bits whatever the buffers' alignment and the thread count. */
 static void test_adamw_kernel(void) {
     enum { N = 37 + 100 + 19 + 64 };
