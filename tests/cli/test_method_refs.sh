@@ -8,7 +8,7 @@
 # the planted bad citations, then on the repository.
 # once: reads text files only, runs no moe code
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0 fail=0
 . tests/cli/lib.sh
@@ -25,10 +25,9 @@ sections() {
 # for every internal "§X" of ROOT/docs/METHOD.md (one not preceded by a
 # paper's name, as in "ReMoE §3.3"). This file is skipped: it plants some.
 citations() {
-  local root=$1 files
-  files=$(cd "$root" && find src include tests tools scripts bench docs configs README.md Makefile \
-            -type f 2>/dev/null | sort)
-  (cd "$root" && perl -e '
+  local root=$1
+  (cd "$root" && find src include tests tools scripts bench docs configs README.md Makefile \
+     -type f -print0 2>/dev/null | sort -z | xargs -0 perl -e '
     my $num = qr/\d+(?:\.\d+)*/;
     my $works = qr/(?:ReMoE|CartesianMoE|Switch|ST-MoE|GRIN|SparseMixer|Lory|DeepSeekMoE|Mixtral|Megatron-LM)/;
     for my $f (@ARGV) {
@@ -48,7 +47,7 @@ citations() {
         next if $word =~ /^\(?$works(?:\x27s)?$/;              # another work: "ReMoE §3.3"
         print "$f:", $line->($at), ":$n\n";
       }
-    }' $files)
+    }')
 }
 
 # check_tree ROOT: prints one line per broken citation; non-zero if any
@@ -56,7 +55,7 @@ check_tree() {
   local root=$1 bad=0 f ln n
   if [ ! -f "$root/docs/METHOD.md" ]; then echo "docs/METHOD.md is missing"; return 1; fi
   sections "$root/docs/METHOD.md" | sort -u >"$tmp/have"
-  citations "$root" >"$tmp/cites"
+  citations "$root" >"$tmp/cites" || { echo "the citation scan failed"; return 1; }
   while IFS=: read -r f ln n; do
     grep -qxF "$n" "$tmp/have" || { echo "$f:$ln: cites METHOD §$n, which docs/METHOD.md does not have"; bad=1; }
   done <"$tmp/cites"
