@@ -4,6 +4,7 @@
 #define MOE_DATA_H
 
 #include "moe/common.h"
+#include "moe/fileio.h"
 
 /* Token file layout (all integers little-endian):
  *   0  char[8]  magic "MOETOKS\0"
@@ -30,8 +31,16 @@
 #define MOE_TOKENS_HAS_CRC 1u
 #define MOE_TOKENS_HAS_TOKENIZER 2u
 
+/* The ids live in one of two places: `ids`, an array built in memory
+ * (prepare, tests), or, for a file read by moe_tokens_read, the file itself,
+ * memory-mapped (`map`: n ids of `width` bytes, little-endian, at
+ * `file_ids`), so that a corpus larger than memory is read page by page and
+ * never copied. Read them with moe_token(). */
 typedef struct moe_tokens {
-    uint32_t *ids;          /* [n] */
+    uint32_t *ids;          /* [n] when built in memory, else NULL */
+    const unsigned char *file_ids;  /* [n * width] inside map, when read from a file */
+    uint32_t width;         /* bytes per id in file_ids: 2 or 4 */
+    moe_mapped map;         /* the mapped file (moe_tokens_free unmaps it) */
     size_t n;
     uint32_t vocab_size;    /* 0 if unknown */
     size_t n_docs;
@@ -46,6 +55,25 @@ typedef struct moe_tokens {
     size_t tokenizer_len;
 } moe_tokens;
 
+/* Token i (i < n). */
+static inline uint32_t moe_token(const moe_tokens *t, size_t i) {
+    if (t->ids) return t->ids[i];
+    const unsigned char *p = t->file_ids + i * t->width;
+    return t->width == 2 ? (uint32_t)p[0] | (uint32_t)p[1] << 8
+                         : (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                               (uint32_t)p[3] << 24;
+}
+
+/* Done with ids [first, first + n) for now: the pages of a mapped file
+ * that hold them leave this process's resident set (they are read again if
+ * used again). Readers that walk a file call it after copying a window, so
+ * a pass over a corpus larger than memory stays small. No-op in memory. */
+void moe_tokens_release(const moe_tokens *t, size_t first, size_t n);
+
+/* Maps the file (it stays mapped until moe_tokens_free) and checks all of
+ * it (header, every id against vocab_size, documents, CRC) in one pass that
+ * hands each chunk's pages back as it goes, so that reading a file costs
+ * about the same resident memory whatever its size. */
 int moe_tokens_read(const char *path, moe_tokens *out, moe_err *err);
 /* Written atomically; uint16 when every id < 65536, else uint32. */
 int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err);

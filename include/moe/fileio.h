@@ -7,6 +7,23 @@
 /* Reads a whole file into a NUL-terminated malloc'd buffer. */
 char *moe_read_file(const char *path, size_t *len_out, moe_err *err);
 
+/* A whole file, read-only: a regular file is memory-mapped (its pages are
+ * read on demand and belong to the page cache, so a file larger than memory
+ * costs no heap), anything else (a pipe, a device) is read into a buffer.
+ * moe_unmap_file releases either; moe_map_release_pages tells the kernel
+ * that this process is done with the pages holding [offset, offset + len)
+ * for now: they leave its resident set and are read again from the file
+ * (usually the page cache) when next used; a buffer is untouched. */
+typedef struct moe_mapped {
+    const unsigned char *data;  /* [len] */
+    size_t len;
+    int mapped;                 /* 1: mmap'd; 0: malloc'd (or empty) */
+} moe_mapped;
+
+int moe_map_file(const char *path, moe_mapped *m, moe_err *err);
+void moe_map_release_pages(const moe_mapped *m, size_t offset, size_t len);
+void moe_unmap_file(moe_mapped *m);
+
 /* A file written atomically: bytes go to "<path>.tmp.<pid>", and
  * moe_afile_commit() flushes, fsyncs, renames over <path> and fsyncs the
  * directory, so a reader sees either the old file or the whole new one.

@@ -31,9 +31,10 @@ int moe_probe_init(moe_probe *p, const moe_tokens *t, size_t n_tokens, size_t B,
     p->targets = p->inputs ? moe_malloc(rows * T * sizeof(int), err) : NULL;
     if (!p->targets) { moe_probe_free(p); return -1; }
     for (size_t i = 0; i < rows * T; i++) {
-        p->inputs[i] = (int)t->ids[i];
-        p->targets[i] = (int)t->ids[i + 1];
+        p->inputs[i] = (int)moe_token(t, i);
+        p->targets[i] = (int)moe_token(t, i + 1);
     }
+    moe_tokens_release(t, 0, rows * T + 1);
     return 0;
 }
 

@@ -392,9 +392,10 @@ int moe_analyze_tokens(moe_model *m, const moe_tokens *t, size_t B, size_t T,
         for (size_t b = 0; b < br; b++) {
             size_t first = starts ? starts[r + b] : (r + b) * T;
             for (size_t i = 0; i < tw; i++) {
-                in[b * tw + i] = (int)t->ids[first + i];
+                in[b * tw + i] = (int)moe_token(t, first + i);
                 dom[b * tw + i] = moe_tokens_domain_at(t, first + i);
             }
+            moe_tokens_release(t, first, tw);
         }
         if ((rc = moe_model_forward(m, in, NULL, br, tw, NULL, NULL, err))) break;
         size_t ns = moe_routing_sites(m, sites, 256);

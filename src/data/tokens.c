@@ -24,9 +24,48 @@ static uint32_t file_crc(const unsigned char *b, size_t len) {
     return moe_crc32(moe_crc32(0, b, 40), b + 44, len - 44);
 }
 
+/* What one pass over a mapped token file finds: the CRC-32 of all of it,
+ * that of all but its CRC field, and the first id >= vocab (bad < n). */
+typedef struct file_scan {
+    uint32_t whole_crc, body_crc;
+    size_t bad;
+    uint32_t bad_id;
+} file_scan;
+
+/* Reads the file once, 1 MiB at a time, and releases each chunk's pages
+ * from this process as soon as it is read: validating a corpus larger than
+ * memory keeps one chunk resident. The ids are [n] of `width` bytes at
+ * offset MOE_TOKENS_HEADER (the caller checked that they fit the file). */
+static file_scan scan_file(const moe_mapped *m, size_t n, uint32_t width, uint32_t vocab) {
+    const size_t chunk = (size_t)1 << 20;   /* a multiple of the page size and of width */
+    const size_t H = MOE_TOKENS_HEADER;
+    const unsigned char *b = m->data;
+    file_scan r = {.bad = n};
+    for (size_t off = 0; off < m->len; off += chunk) {
+        size_t end = off + chunk < m->len ? off + chunk : m->len;
+        r.whole_crc = moe_crc32(r.whole_crc, b + off, end - off);
+        if (off == 0) /* the file is at least a header long: skip the CRC field */
+            r.body_crc = moe_crc32(moe_crc32(0, b, 40), b + 44, end - 44);
+        else
+            r.body_crc = moe_crc32(r.body_crc, b + off, end - off);
+        /* the ids whose first byte lies in [off, end) */
+        size_t lo = off <= H ? 0 : (off - H + width - 1) / width;
+        size_t hi = end <= H ? 0 : (end - H + width - 1) / width;
+        if (hi > n) hi = n;
+        for (size_t i = lo; vocab && r.bad == n && i < hi; i++) {
+            const unsigned char *p = b + H + i * width;
+            uint32_t id = width == 2 ? (uint32_t)(p[0] | p[1] << 8) : rd32(p);
+            if (id >= vocab) { r.bad = i; r.bad_id = id; }
+        }
+        moe_map_release_pages(m, off, end - off);
+    }
+    return r;
+}
+
 void moe_tokens_free(moe_tokens *t) {
     if (!t) return;
     free(t->ids);
+    moe_unmap_file(&t->map);
     free(t->doc_start);
     free(t->doc_domain);
     for (size_t i = 0; i < t->n_domains; i++) free(t->domain_names[i]);
@@ -36,9 +75,10 @@ void moe_tokens_free(moe_tokens *t) {
     memset(t, 0, sizeof *t);
 }
 
-/* Parses a token file held in memory; errors name `path`. */
-static int parse_tokens(const unsigned char *b, size_t len, const char *path,
-                        moe_tokens *t, moe_err *err) {
+/* Parses the token file mapped in t->map; errors name `path`. */
+static int parse_tokens(const char *path, moe_tokens *t, moe_err *err) {
+    const unsigned char *b = t->map.data;
+    size_t len = t->map.len;
     if (len < MOE_TOKENS_HEADER)
         return moe_errf(err, "%s: truncated token file: %zu bytes, the header alone is %d",
                         path, len, MOE_TOKENS_HEADER);
@@ -64,15 +104,14 @@ static int parse_tokens(const unsigned char *b, size_t len, const char *path,
         return moe_errf(err, "%s: truncated: header says %llu tokens of %u bytes, file has %zu "
                         "bytes after the header", path, (unsigned long long)n, width, len - pos);
     t->n = (size_t)n;
-    t->ids = moe_malloc(t->n * sizeof(uint32_t), err);
-    if (!t->ids) return -1;
-    for (size_t i = 0; i < t->n; i++) {
-        const unsigned char *p = b + pos + i * width;
-        t->ids[i] = width == 2 ? (uint32_t)(p[0] | p[1] << 8) : rd32(p);
-        if (t->vocab_size && t->ids[i] >= t->vocab_size)
-            return moe_errf(err, "%s: token %zu has id %u, outside vocab_size %u", path, i,
-                            t->ids[i], t->vocab_size);
-    }
+    t->width = width;
+    t->file_ids = b + pos;
+    file_scan scan = scan_file(&t->map, t->n, width, t->vocab_size);
+    if (scan.bad < t->n)
+        return moe_errf(err, "%s: token %zu has id %u, outside vocab_size %u", path, scan.bad,
+                        scan.bad_id, t->vocab_size);
+    t->file_bytes = len;
+    t->file_crc = scan.whole_crc;
     pos += t->n * width;
     if (n_docs > (len - pos) / 16)
         return moe_errf(err, "%s: truncated document table (%llu documents declared)", path,
@@ -130,24 +169,26 @@ static int parse_tokens(const unsigned char *b, size_t len, const char *path,
     if (pos != len)
         return moe_errf(err, "%s: %zu unexpected bytes after the %s", path, len - pos,
                         (flags & MOE_TOKENS_HAS_TOKENIZER) ? "tokenizer" : "domain names");
-    if ((flags & MOE_TOKENS_HAS_CRC) && file_crc(b, len) != crc)
+    if ((flags & MOE_TOKENS_HAS_CRC) && scan.body_crc != crc)
         return moe_errf(err, "%s: checksum mismatch: the file is corrupt", path);
     return 0;
 }
 
+void moe_tokens_release(const moe_tokens *t, size_t first, size_t n) {
+    if (t->ids || !t->map.mapped || first >= t->n) return;
+    if (n > t->n - first) n = t->n - first;
+    moe_map_release_pages(&t->map, (size_t)(t->file_ids - t->map.data) + first * t->width,
+                          n * t->width);
+}
+
 int moe_tokens_read(const char *path, moe_tokens *out, moe_err *err) {
     memset(out, 0, sizeof *out);
-    size_t len;
-    char *b = moe_read_file(path, &len, err);
-    if (!b) return -1;
-    int rc = parse_tokens((const unsigned char *)b, len, path, out, err);
+    if (moe_map_file(path, &out->map, err)) return -1;
+    int rc = parse_tokens(path, out, err);
     if (!rc) {
-        out->file_bytes = len;
-        out->file_crc = moe_crc32(0, b, len);
         out->path = strdup(path);
         if (!out->path) rc = moe_errf(err, "out of memory");
     }
-    free(b);
     if (rc) moe_tokens_free(out);
     return rc;
 }
@@ -155,7 +196,7 @@ int moe_tokens_read(const char *path, moe_tokens *out, moe_err *err) {
 int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err) {
     uint32_t width = 2;
     for (size_t i = 0; i < t->n; i++)
-        if (t->ids[i] > 65535) { width = 4; break; }
+        if (moe_token(t, i) > 65535) { width = 4; break; }
     size_t names = 0;
     for (size_t i = 0; i < t->n_domains; i++) names += 4 + strlen(t->domain_names[i]);
     size_t len = MOE_TOKENS_HEADER + t->n * width + t->n_docs * 16 + names +
@@ -172,8 +213,9 @@ int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err) {
     wr32(b + 44, MOE_TOKENS_HAS_CRC | (t->tokenizer_len ? MOE_TOKENS_HAS_TOKENIZER : 0));
     size_t pos = MOE_TOKENS_HEADER;
     for (size_t i = 0; i < t->n; i++, pos += width) {
-        if (width == 2) { b[pos] = (unsigned char)t->ids[i]; b[pos + 1] = (unsigned char)(t->ids[i] >> 8); }
-        else wr32(b + pos, t->ids[i]);
+        uint32_t id = moe_token(t, i);
+        if (width == 2) { b[pos] = (unsigned char)id; b[pos + 1] = (unsigned char)(id >> 8); }
+        else wr32(b + pos, id);
     }
     for (size_t i = 0; i < t->n_docs; i++, pos += 16) {
         wr64(b + pos, t->doc_start[i]);
@@ -331,11 +373,12 @@ int moe_loader_next(moe_loader *l, int *inputs, int *targets, moe_err *err) {
             if (epoch != l->perm_epoch) make_perm(l, epoch);
             row = l->perm[row];
         }
-        const uint32_t *src = l->tokens->ids + row * l->T;
+        size_t first = row * l->T;
         for (size_t j = 0; j < l->T; j++) {
-            inputs[r * l->T + j] = (int)src[j];
-            targets[r * l->T + j] = (int)src[j + 1];
+            inputs[r * l->T + j] = (int)moe_token(l->tokens, first + j);
+            targets[r * l->T + j] = (int)moe_token(l->tokens, first + j + 1);
         }
+        moe_tokens_release(l->tokens, first, l->T + 1);
     }
     l->position += l->B;
     return 0;

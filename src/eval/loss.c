@@ -78,9 +78,10 @@ int moe_eval_loss(moe_model *m, const moe_tokens *t, size_t B, size_t T, size_t 
         for (size_t b = 0; b < bw; b++) {
             size_t first = starts ? starts[w + b] : (w + b) * T;
             for (size_t i = 0; i < tw; i++) {
-                in[b * tw + i] = (int)t->ids[first + i];
-                tg[b * tw + i] = (int)t->ids[first + i + 1];
+                in[b * tw + i] = (int)moe_token(t, first + i);
+                tg[b * tw + i] = (int)moe_token(t, first + i + 1);
             }
+            moe_tokens_release(t, first, tw + 1);
         }
         double loss;
         rc = moe_model_forward(m, in, tg, bw, tw, &loss, NULL, err);

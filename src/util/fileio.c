@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -53,6 +54,50 @@ char *moe_read_file(const char *path, size_t *len_out, moe_err *err) {
     buf[len] = '\0';
     if (len_out) *len_out = len;
     return buf;
+}
+
+int moe_map_file(const char *path, moe_mapped *m, moe_err *err) {
+    memset(m, 0, sizeof *m);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return moe_errf(err, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        m->len = (size_t)st.st_size;
+        if (m->len) {
+            void *p = mmap(NULL, m->len, PROT_READ, MAP_PRIVATE, fd, 0);
+            if (p == MAP_FAILED) {
+                int e = errno;
+                close(fd);
+                return moe_errf(err, "cannot map %s (%zu bytes): %s", path, m->len, strerror(e));
+            }
+            m->data = p;
+            m->mapped = 1;
+        }
+        close(fd);
+        return 0;
+    }
+    close(fd);   /* not a regular file: read it as a stream */
+    char *buf = moe_read_file(path, &m->len, err);
+    if (!buf) return -1;
+    m->data = (const unsigned char *)buf;
+    return 0;
+}
+
+void moe_map_release_pages(const moe_mapped *m, size_t offset, size_t len) {
+    if (!m->mapped || offset >= m->len) return;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), end = offset + len;
+    if (end > m->len) end = m->len;
+    /* the pages the range touches: the mapping is read-only and never
+     * written, so a dropped page is only read again from the file when used */
+    offset = offset / page * page;
+    end = (end + page - 1) / page * page;
+    if (end > offset) madvise((void *)(m->data + offset), end - offset, MADV_DONTNEED);
+}
+
+void moe_unmap_file(moe_mapped *m) {
+    if (m->mapped) munmap((void *)m->data, m->len);
+    else free((void *)m->data);
+    memset(m, 0, sizeof *m);
 }
 
 int moe_afile_open(moe_afile *f, const char *path, moe_err *err) {
