@@ -58,7 +58,7 @@ typedef struct moe_config {
     double grad_clip;     /* global-norm clip; 0 disables */
     int seed;
     int threads;          /* 0: all cores */
-    char precision[16];   /* weight products: "fp32" or "bf16" (mixed precision) */
+    char precision[16];   /* weight products: "auto" (resolved at model creation), "fp32" or "bf16" */
     int shuffle;          /* bool */
     int checkpoint_every; /* steps between checkpoints; 0: only at the end */
     int keep_checkpoints; /* how many step checkpoints to keep */

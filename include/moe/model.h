@@ -88,8 +88,9 @@ typedef struct moe_param_count {
 int moe_model_count_params(const moe_config *cfg, moe_param_count *out, moe_err *err);
 
 /* Builds a model from a finalized config; parameters zero (call init or load).
- * Its matrix products run in cfg->precision (bf16 falls back to fp32 where
- * the CPU lacks it: moe_model_precision says which is in effect). */
+ * Its matrix products run in cfg->precision ("auto" resolved here, once;
+ * bf16 falls back to fp32 where the CPU lacks it: moe_model_precision says
+ * which is in effect). */
 int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err);
 /* The same, holding only part `part` of `parts` of every MoE layer's routed
  * experts (expert parallel, docs/DISTRIBUTED.md: experts [part E/parts,
@@ -103,8 +104,14 @@ int moe_model_count_held(const moe_config *cfg, int parts, size_t *out, moe_err 
 void moe_model_free(moe_model *m);
 /* "fp32" or "bf16": the precision the model's products run in. */
 const char *moe_model_precision(const moe_model *m);
-/* Switches the products to `precision` ("fp32" or "bf16", with the same
- * fallback); m->cfg.precision records the request. */
+/* "auto" resolved to what this CPU runs best: "bf16" where it computes bf16
+ * dot products natively (k_bf16_available), else "fp32"; any other value
+ * is returned as it is. *why (may be NULL) gets the reason for auto's
+ * choice, NULL for an explicit value. */
+const char *moe_precision_resolve(const char *precision, const char **why);
+/* Switches the products to `precision` ("auto", "fp32" or "bf16", with the
+ * same fallback); m->cfg.precision records the request, auto as what it
+ * resolved to. */
 int moe_model_set_precision(moe_model *m, const char *precision, moe_err *err);
 /* METHOD §1 init: normal(0, init_std), output projections init_std/sqrt(2L), norms 1. */
 void moe_model_init(moe_model *m, uint64_t seed);

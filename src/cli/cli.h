@@ -73,7 +73,7 @@ typedef struct cli_progress {
 void cli_progress_start(cli_progress *p, const char *cmd, const char *what);
 void cli_progress_fn(void *ctx, size_t done, size_t total);
 
-/* --precision: val must be "fp32" or "bf16" (else a message, -1). */
+/* --precision: val must be "auto", "fp32" or "bf16" (else a message, -1). */
 int cli_precision(const char *cmd, const char *val);
 /* One stderr line when `model` runs in another precision than it asks for
  * (bf16 asked, fp32 in effect on a CPU without bf16 dot products). */

@@ -36,7 +36,7 @@ static void help(FILE *f) {
         "  --batch B          windows per forward (default 8)\n"
         "  --tokenizer FILE   tokenizer for tasks (default: the checkpoint's)\n"
         "  --threads N        OpenMP threads (default: all cores)\n"
-        "  --precision P      fp32 or bf16 matrix products (default: the model's)\n");
+        "  --precision P      auto, fp32 or bf16 matrix products (default: the model's)\n");
 }
 
 typedef struct {

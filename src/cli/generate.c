@@ -22,7 +22,7 @@ static void help(FILE *f) {
     fprintf(f,
         "usage: moe generate --model DIR [--prompt TEXT] [--max-tokens N] [--temperature T]\n"
         "                    [--top-k K] [--top-p P] [--seed S] [--tokenizer FILE]\n"
-        "                    [--stats] [--interactive] [--precision fp32|bf16]\n\n"
+        "                    [--stats] [--interactive] [--precision auto|fp32|bf16]\n\n"
         "Streams the continuation of the prompt to stdout; stops at <|endoftext|> or after\n"
         "N tokens. The prompt is TEXT, else stdin when it is not a terminal, else empty\n"
         "(an empty prompt starts a new document). Decoding uses a KV cache: the prompt\n"
@@ -44,7 +44,7 @@ static void help(FILE *f) {
         "                     A line starting with / changes the sampling for what follows:\n"
         "                     /temp T, /top-k K, /top-p P, /max N, /seed S, /reset (a new\n"
         "                     conversation), /help; //text sends the text /text.\n"
-        "  --precision P      fp32 or bf16 matrix products (default: the model's own)\n\n"
+        "  --precision P      auto, fp32 or bf16 matrix products (default: the model's own)\n\n"
         "When the context reaches the model's max_seq_len, generation slides: it says so on\n"
         "stderr, keeps the last max_seq_len/2 tokens, recomputes their cache and goes on.\n"
         "Models whose router is not causal (expert choice, Lory) are refused (docs/GENERATE.md).\n");

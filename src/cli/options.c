@@ -176,8 +176,8 @@ int cli_number(const cli_parser *p, const char *val, int whole, double *out) {
 }
 
 int cli_precision(const char *cmd, const char *val) {
-    if (!strcmp(val, "fp32") || !strcmp(val, "bf16")) return 0;
-    fprintf(stderr, "moe %s: option --precision: expected fp32 or bf16, found '%s'\n", cmd, val);
+    if (!strcmp(val, "auto") || !strcmp(val, "fp32") || !strcmp(val, "bf16")) return 0;
+    fprintf(stderr, "moe %s: option --precision: expected auto, fp32 or bf16, found '%s'\n", cmd, val);
     return -1;
 }
 

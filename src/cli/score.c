@@ -12,7 +12,7 @@
 
 static void help(FILE *f) {
     fprintf(f,
-        "usage: moe score --model DIR --tokens FILE [--precision fp32|bf16]\n\n"
+        "usage: moe score --model DIR --tokens FILE [--precision auto|fp32|bf16]\n\n"
         "FILE (or - for stdin) holds whitespace-separated token ids. Prints JSON:\n"
         "  {\"tokens\": n, \"logprobs\": [log p(t1|t0), ...], \"mean_loss\": x}\n"
         "Sequences longer than max_seq_len + 1 are scored in consecutive windows\n"

@@ -39,7 +39,8 @@ static void help(FILE *f) {
         "  --steps N  --batch B  --seq T  --grad-accum N  --lr X  --warmup N\n"
         "  --seed N  --threads N  --checkpoint-every N  --keep N\n"
         "                    override the config's training keys\n"
-        "  --precision P     fp32 or bf16 matrix products (config key precision)\n"
+        "  --precision P     auto, fp32 or bf16 matrix products (config key precision;\n"
+        "                    auto: bf16 where the CPU has native bf16 dot products)\n"
         "  --expert-parallel N  --zero-stage 0|1  --rebalance-experts N\n"
         "                    across processes (mpirun -np N moe train ...): ranks sharing\n"
         "                    each MoE layer's experts; 1 shards the AdamW moments; steps\n"
@@ -345,6 +346,14 @@ int cmd_train(int argc, char **argv) {
     if (no_shuffle) cfg.shuffle = 0;
     if (precision) snprintf(cfg.precision, sizeof cfg.precision, "%s", precision);
     if (moe_config_finalize(&cfg, &err)) goto fail;
+    /* auto is resolved once, here: the model and its checkpoints record
+     * what it chose, so a resume, eval or score runs the same products */
+    const char *prec_why;
+    char chosen[sizeof cfg.precision];
+    snprintf(chosen, sizeof chosen, "%s", moe_precision_resolve(cfg.precision, &prec_why));
+    snprintf(cfg.precision, sizeof cfg.precision, "%s", chosen);
+    if (!prec_why) prec_why = precision ? "asked for by --precision" : config ? "asked for by the config"
+                                                                 : "the checkpoint's";
     /* across ranks with expert parallel, each rank holds its part of the
      * experts: part rank % EP of EP (its position in its group) */
     int parts = many ? cfg.expert_parallel : 1, part = world->rank % parts;
@@ -458,6 +467,8 @@ int cmd_train(int argc, char **argv) {
     if (rank0 && model->n_params < pc_total)
         fprintf(stderr, "moe train: %zu parameters, %zu held by each rank (the routed experts divided "
                 "among %d)\n", pc_total, model->n_params, parts);
+    if (rank0 && !strcmp(model->cfg.precision, moe_model_precision(model)))  /* else the note said why */
+        fprintf(stderr, "moe train: precision %s (%s)\n", moe_model_precision(model), prec_why);
     if (rank0)
         fprintf(stderr, "moe train: %zu parameters, %d steps of %d x %d x %d tokens, %d threads, "
                 "%s, out %s\n", pc_total, cfg.steps, cfg.batch_size, cfg.seq_len,

@@ -70,7 +70,7 @@ static const key_spec KEYS[] = {
     {"grad_clip", K_FLOAT, OFF(grad_clip), 1.0, 0, 1e9, 0, "global gradient-norm clip; 0 disables"},
     {"seed", K_INT, OFF(seed), 1, 0, 2147483647, 0, "seed for init and shuffling"},
     {"threads", K_INT, OFF(threads), 0, 0, 4096, 0, "threads; 0 means all cores"},
-    {"precision", K_ENUM, OFF(precision), 0, 0, 0, "fp32|bf16", "matrix products of the layers: fp32, or bf16 inputs with fp32 accumulation (mixed precision: weights, optimizer, loss, softmax, norms and routing stay fp32; falls back to fp32 where the CPU lacks bf16 dot products; docs/PERFORMANCE.md)"},
+    {"precision", K_ENUM, OFF(precision), 0, 0, 0, "auto|fp32|bf16", "matrix products of the layers: fp32, or bf16 inputs with fp32 accumulation (mixed precision: weights, optimizer, loss, softmax, norms and routing stay fp32; falls back to fp32 where the CPU lacks bf16 dot products); auto: bf16 where the CPU computes bf16 dot products natively (AVX512_BF16 or AMX, as oneDNN reports), else fp32, chosen when the model is created and recorded in its config.json (a checkpoint without the key is fp32; docs/PERFORMANCE.md)"},
     {"shuffle", K_BOOL, OFF(shuffle), 1, 0, 1, 0, "shuffle rows (seeded); false reads them in order"},
     {"checkpoint_every", K_INT, OFF(checkpoint_every), 0, 0, 1e9, 0, "steps between checkpoints; 0 means only at the end"},
     {"keep_checkpoints", K_INT, OFF(keep_checkpoints), 2, 1, 1000, 0, "step checkpoints kept on disk"},

@@ -166,16 +166,32 @@ const char *moe_model_precision(const moe_model *m) {
     return k_ctx_precision(m->kc) == K_BF16 ? "bf16" : "fp32";
 }
 
+const char *moe_precision_resolve(const char *precision, const char **why) {
+    if (why) *why = NULL;
+    if (strcmp(precision, "auto")) return precision;
+    int native = k_bf16_available();
+    const char *off = getenv("MOE_NO_BF16");  /* what k_bf16_available honours first */
+    if (why)
+        *why = native ? "auto: this CPU has native bf16 dot products"
+             : off && *off && strcmp(off, "0") ? "auto: MOE_NO_BF16 is set"
+             : "auto: no native bf16 on this CPU";
+    return native ? "bf16" : "fp32";
+}
+
 int moe_model_set_precision(moe_model *m, const char *precision, moe_err *err) {
     k_precision want;
+    precision = moe_precision_resolve(precision, NULL);
     if (!precision[0] || strcmp(precision, "fp32") == 0) want = K_FP32;
     else if (strcmp(precision, "bf16") == 0) want = K_BF16;
-    else return moe_errf(err, "precision: expected fp32 or bf16, found \"%s\"", precision);
+    else return moe_errf(err, "precision: expected auto, fp32 or bf16, found \"%s\"", precision);
     k_ctx *kc;
     if (k_ctx_create(want, &kc, err)) return -1;
     k_ctx_free(m->kc);
     m->kc = kc;
-    /* the request, not the fallback: the checkpoint asks for bf16 again */
+    /* auto is recorded as what it resolved to, so that a resume, eval or
+     * score of the checkpoint runs the same products; an explicit bf16 is
+     * recorded as asked (not the fallback): the checkpoint asks for bf16
+     * again on a CPU that has it */
     snprintf(m->cfg.precision, sizeof m->cfg.precision, "%s", want == K_BF16 ? "bf16" : "fp32");
     return 0;
 }

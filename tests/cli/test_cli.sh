@@ -64,14 +64,30 @@ echo '{"lr": "fast"}' >"$tmp/bad.json"
 expect_error wrong_type "'lr'" "$moe" init --config "$tmp/bad.json" --out "$tmp/x"
 expect_error bad_flag_value "--steps" "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/x" --steps many
 expect_error flag_out_of_range "'steps'" "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/x" --steps 0
-expect_error bad_precision "--precision: expected fp32 or bf16, found 'fp16'" "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/x" --precision fp16
+expect_error bad_precision "--precision: expected auto, fp32 or bf16, found 'fp16'" "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/x" --precision fp16
 echo '{"precision": "fp16"}' >"$tmp/bad_prec.json"
 expect_error bad_precision_key "'precision'" "$moe" train --config "$tmp/bad_prec.json" --data "$tmp/data.tok" --out "$tmp/x"
 # precision bf16 where the CPU cannot (forced): scores like fp32, says so once
-"$moe" score --model "$tmp/run" --tokens "$tmp/ids.txt" >"$tmp/s32.json" 2>/dev/null
+"$moe" score --model "$tmp/run" --tokens "$tmp/ids.txt" --precision fp32 >"$tmp/s32.json" 2>/dev/null
 MOE_NO_BF16=1 "$moe" score --model "$tmp/run" --tokens "$tmp/ids.txt" --precision bf16 >"$tmp/s16.json" 2>"$tmp/err"
 if cmp -s "$tmp/s32.json" "$tmp/s16.json" && grep -q "running fp32" "$tmp/err"; then ok bf16_fallback_score
 else bad "bf16_fallback_score: $(head -2 "$tmp/err")"; fi
+# the default precision, auto: train says what it chose and why, and the
+# checkpoint records the choice (bf16 where the CPU has bf16 dot products:
+# unit/test_bf16 checks the choice against the CPU); MOE_NO_BF16=1 makes it
+# fp32; an explicit fp32 is fp32
+prec_of() { /usr/bin/python3 -c 'import glob, json, sys
+print(json.load(open(sorted(glob.glob(sys.argv[1] + "/checkpoints/step-*"))[-1] + "/config.json"))["precision"])' "$1"; }
+"$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/pa" --steps 1 >/dev/null 2>"$tmp/err"
+said=$(sed -n 's/^moe train: precision \(bf16\|fp32\) (auto: .*)$/\1/p' "$tmp/err")
+if [ -n "$said" ] && [ "$(prec_of "$tmp/pa")" = "$said" ]; then ok precision_auto_recorded
+else bad "precision_auto_recorded: said '$said', recorded '$(prec_of "$tmp/pa")': $(head -2 "$tmp/err")"; fi
+MOE_NO_BF16=1 "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/pn" --steps 1 >/dev/null 2>"$tmp/err"
+if grep -q "^moe train: precision fp32 (auto: MOE_NO_BF16 is set)$" "$tmp/err" && [ "$(prec_of "$tmp/pn")" = fp32 ]
+then ok precision_auto_no_bf16; else bad "precision_auto_no_bf16: $(head -2 "$tmp/err")"; fi
+"$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/pf" --steps 1 --precision fp32 >/dev/null 2>"$tmp/err"
+if grep -q "^moe train: precision fp32 (asked for by --precision)$" "$tmp/err" && [ "$(prec_of "$tmp/pf")" = fp32 ]
+then ok precision_fp32_stays; else bad "precision_fp32_stays: $(head -2 "$tmp/err")"; fi
 # a truncated token file
 head -c 100 "$tmp/data.tok" >"$tmp/trunc.tok"
 expect_error truncated_tokens "trunc.tok: truncated" "$moe" train --config "$tmp/cfg.json" --data "$tmp/trunc.tok" --out "$tmp/x"

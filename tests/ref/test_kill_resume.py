@@ -22,7 +22,8 @@ import moe_files  # noqa: E402
 CFG = {"vocab_size": 64, "hidden": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 32,
        "ffn": "moe", "router": "relu", "n_experts": 4, "top_k": 1, "relu_lambda0": 1e-3,
        "steps": 40, "batch_size": 4, "seq_len": 32, "lr": 3e-3, "warmup": 4,
-       "checkpoint_every": 3, "keep_checkpoints": 2, "threads": 2}
+       "checkpoint_every": 3, "keep_checkpoints": 2, "threads": 2,
+       "precision": "fp32"}  # the fp32 path's bits (the default, auto, is bf16 on some CPUs)
 
 
 def final_state(run):

@@ -81,7 +81,8 @@ try:
     moe_files.write_tokens(data, [int(x) for x in rng.integers(0, 64, 20000)], 64)
     base = {"vocab_size": 64, "hidden": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1,
             "ffn_dim": 32, "max_seq_len": 8, "seq_len": 8, "batch_size": 4, "steps": 20,
-            "lr": 0.002, "warmup": 2, "threads": 1}
+            "lr": 0.002, "warmup": 2, "threads": 1,
+            "precision": "fp32"}  # the 1e-5 bounds above are fp32's (auto is bf16 on some CPUs)
     configs = {
         "dense": {"ffn": "dense"},
         "topk": {"ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 2, "z_loss_coef": 0.001},

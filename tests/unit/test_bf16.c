@@ -4,17 +4,22 @@
  * take every path: row tails, padded inner dimensions, accumulation), the
  * weight copies of inference (frozen weights), products run by several
  * threads at once (bit-identical to serial ones), activations kept in bf16
- * (the bits of the fp32-kept path), and the fallback to fp32
- * when the CPU has no bf16 dot products (forced by MOE_NO_BF16). */
+ * (the bits of the fp32-kept path), the fallback to fp32
+ * when the CPU has no bf16 dot products (forced by MOE_NO_BF16), and the
+ * default precision "auto" (bf16 exactly where the CPU has them). The tests
+ * that need bf16 products skip (77) on a CPU without them. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
+#include "moe/checksum.h"
+#include "moe/fileio.h"
 #include "moe/kernels.h"
 #include "moe/model.h"
 #include "moe/rng.h"
 
-static int have_bf16;  /* this CPU runs bf16 products (else those tests say skip) */
+static int have_bf16;  /* this CPU runs bf16 products (else those tests skip) */
 
 static float bits_to_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
@@ -67,7 +72,7 @@ static double check_product(const float *C, const float *C0, const float *A, siz
 }
 
 static void test_products(void) {
-    if (!have_bf16) { printf("  skip: this CPU has no bf16 dot products\n"); return; }
+    if (!have_bf16) { SKIP_TEST("this CPU has no bf16 dot products (AVX512_BF16 or AMX, as oneDNN reports)"); return; }
     k_ctx *kc;
     moe_err err;
     CHECK(k_ctx_create(K_BF16, &kc, &err) == 0, "%s", err.msg);
@@ -113,7 +118,7 @@ static void test_products(void) {
 /* Inference keeps bf16 copies of frozen weights: the results must not
  * change, and a weight outside the frozen range is converted each call. */
 static void test_frozen_weights(void) {
-    if (!have_bf16) { printf("  skip: this CPU has no bf16 dot products\n"); return; }
+    if (!have_bf16) { SKIP_TEST("this CPU has no bf16 dot products (AVX512_BF16 or AMX, as oneDNN reports)"); return; }
     enum { N = 40, C = 96, O = 32 };
     static float in[N * C], W[2 * O * C], a[N * O], b[N * O];
     moe_rng r;
@@ -150,7 +155,7 @@ static void test_frozen_weights(void) {
  * several threads at once must give the bits of a serial run (each thread
  * has its own buffers and scratchpad). */
 static void test_concurrent(void) {
-    if (!have_bf16) { printf("  skip: this CPU has no bf16 dot products\n"); return; }
+    if (!have_bf16) { SKIP_TEST("this CPU has no bf16 dot products (AVX512_BF16 or AMX, as oneDNN reports)"); return; }
     enum { E = 8, N = 19, C = 64, O = 256 };
     static float x[E][N * C], g[E][N * O], W[E][O * C], ref[E][O * C], dW[E][O * C];
     moe_rng r;
@@ -217,6 +222,85 @@ static void test_fallback(void) {
     }
 }
 
+/* A small model of precision `precision` saved in dir (NULL on failure). */
+static moe_model *saved_model(const char *precision, const char *dir) {
+    moe_config cfg;
+    moe_err err;
+    moe_config_defaults(&cfg);
+    cfg.vocab_size = 40; cfg.hidden = 16; cfg.n_layers = 1; cfg.n_heads = 2; cfg.n_kv_heads = 1;
+    if (precision) snprintf(cfg.precision, sizeof cfg.precision, "%s", precision);
+    moe_model *m = NULL;
+    CHECK(moe_config_finalize(&cfg, &err) == 0 && moe_model_create(&cfg, &m, &err) == 0, "%s", err.msg);
+    if (m && moe_model_save(m, dir, &err)) { CHECK(0, "%s", err.msg); moe_model_free(m); m = NULL; }
+    return m;
+}
+
+/* The precision a checkpoint's config.json reads as ("" on failure). */
+static const char *saved_precision(const char *dir, moe_config *cfg) {
+    moe_err err;
+    if (moe_checkpoint_config(dir, cfg, &err)) { CHECK(0, "%s", err.msg); return ""; }
+    return cfg->precision;
+}
+
+/* The default precision "auto" is bf16 exactly where the CPU computes bf16
+ * dot products (as oneDNN reports: k_bf16_available), resolved when the
+ * model is created; the model runs it and its checkpoint records the
+ * resolved value, so resume, eval and score run the same products.
+ * MOE_NO_BF16=1 makes auto fp32; an explicit fp32 stays fp32 on any CPU; a
+ * checkpoint whose config.json has no precision key (written before the key
+ * existed) reads as fp32, not auto. */
+static void test_auto_precision(void) {
+    moe_config cfg;
+    moe_config_defaults(&cfg);
+    CHECK(!strcmp(cfg.precision, "auto"), "the default is auto, found %s", cfg.precision);
+    const char *expect = have_bf16 ? "bf16" : "fp32";
+    const char *why;
+    CHECK(!strcmp(moe_precision_resolve("auto", &why), expect) && why && strstr(why, "auto"),
+          "auto resolves to %s here", expect);
+    CHECK(!strcmp(moe_precision_resolve("fp32", &why), "fp32") && !why, "fp32 is fp32");
+    char dir[] = "/tmp/moe_test_bf16_XXXXXX";
+    if (!mkdtemp(dir)) { CHECK(0, "mkdtemp"); return; }
+    moe_model *m = saved_model(NULL, dir);
+    if (m) {
+        CHECK(!strcmp(m->cfg.precision, expect) && !strcmp(moe_model_precision(m), expect),
+              "auto: records %s, runs %s; expected %s", m->cfg.precision, moe_model_precision(m), expect);
+        moe_model_free(m);
+    }
+    CHECK(!strcmp(saved_precision(dir, &cfg), expect), "the checkpoint records %s, expected %s",
+          cfg.precision, expect);
+    /* the same checkpoint as written before the key existed: fp32 */
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    moe_err err;
+    size_t len;
+    char *text = moe_read_file(path, &len, &err), *line = text ? strstr(text, "\"precision\"") : NULL;
+    CHECK(line != NULL, "config.json has a precision line");
+    if (line) {
+        char *end = strchr(line, '\n');
+        memmove(line, end + 1, strlen(end + 1) + 1);
+        CHECK(moe_write_file_atomic(path, text, strlen(text), &err) == 0 && moe_checksums_write(dir, &err) == 0,
+              "%s", err.msg);
+        CHECK(!strcmp(saved_precision(dir, &cfg), "fp32"), "no key reads as fp32, found %s", cfg.precision);
+    }
+    free(text);
+    setenv("MOE_NO_BF16", "1", 1);
+    m = saved_model("auto", dir);
+    if (m) CHECK(!strcmp(m->cfg.precision, "fp32") && !strcmp(moe_model_precision(m), "fp32"),
+                 "auto under MOE_NO_BF16=1: records %s, runs %s", m->cfg.precision, moe_model_precision(m));
+    moe_model_free(m);
+    CHECK(!strcmp(saved_precision(dir, &cfg), "fp32"), "under MOE_NO_BF16=1 the checkpoint records %s",
+          cfg.precision);
+    unsetenv("MOE_NO_BF16");
+    m = saved_model("fp32", dir);
+    if (m) CHECK(!strcmp(m->cfg.precision, "fp32") && !strcmp(moe_model_precision(m), "fp32"),
+                 "fp32 asked: records %s, runs %s", m->cfg.precision, moe_model_precision(m));
+    moe_model_free(m);
+    CHECK(!strcmp(saved_precision(dir, &cfg), "fp32"), "fp32 asked: the checkpoint records %s", cfg.precision);
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "%s", cmd);
+}
+
 /* Activations kept in bf16 (k_act_size 2): the SwiGLU output written in
  * bf16 and read by the products gives the very bits of the fp32-kept path
  * (the products round it the same way), for row counts and widths that
@@ -262,5 +346,6 @@ int main(void) {
     RUN(test_concurrent);
     RUN(test_kept_activations);
     RUN(test_fallback);
+    RUN(test_auto_precision);
     TEST_MAIN_END();
 }

@@ -25,6 +25,7 @@ static moe_model *make_model(const char *extra) {
     moe_config c;
     moe_err err = {{0}};
     moe_config_defaults(&c);
+    strcpy(c.precision, "fp32");  /* exact fp32 products, whatever "auto" picks on this CPU */
     json_value *j = json_parse(text, strlen(text), "cfg", &err);
     CHECK(j != NULL, "%s", err.msg);
     if (!j) return NULL;

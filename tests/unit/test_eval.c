@@ -37,6 +37,7 @@ static void write_text(const char *name, const char *text, char *path, size_t ca
 static moe_model *unigram_model(const double *s) {
     moe_config cfg;
     moe_config_defaults(&cfg);
+    strcpy(cfg.precision, "fp32");  /* exact fp32 products, whatever "auto" picks on this CPU */
     cfg.vocab_size = 257;
     cfg.hidden = 8;
     cfg.n_layers = 1;
@@ -221,6 +222,7 @@ static void test_harness_forms(void) {
 static moe_model *bigram_model(double (*B)(size_t prev, size_t next)) {
     moe_config cfg;
     moe_config_defaults(&cfg);
+    strcpy(cfg.precision, "fp32");  /* exact fp32 products, whatever "auto" picks on this CPU */
     cfg.vocab_size = 257; cfg.hidden = 258; cfg.n_layers = 1; cfg.n_heads = 1; cfg.n_kv_heads = 1;
     cfg.max_seq_len = 64; cfg.seq_len = 16;
     strcpy(cfg.ffn, "dense");
@@ -398,6 +400,7 @@ static void test_json_text_keeps_utf8_marks_broken_bytes(void) {
 static moe_model *relu_model(void) {
     moe_config cfg;
     moe_config_defaults(&cfg);
+    strcpy(cfg.precision, "fp32");  /* exact fp32 products, whatever "auto" picks on this CPU */
     cfg.vocab_size = 50;
     cfg.hidden = 16;
     cfg.n_layers = 2;
