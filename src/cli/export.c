@@ -8,7 +8,7 @@
 
 static void help(FILE *f) {
     fprintf(f,
-        "usage: moe export --format gguf|hf --out PATH [--type f32|f16|bf16]\n"
+        "usage: moe export --format gguf|hf|onnx --out PATH [--type f32|f16|bf16]\n"
         "                  [--tokenizer FILE] MODEL\n\n"
         "Writes MODEL (a model or run directory: its newest checkpoint) for other programs:\n"
         "  --format gguf   one GGUF file for llama.cpp: architecture llama (dense, or\n"
@@ -18,10 +18,13 @@ static void help(FILE *f) {
         "  --format hf     a directory for transformers: config.json (LlamaForCausalLM,\n"
         "                  MixtralForCausalLM or Qwen2MoeForCausalLM), model.safetensors,\n"
         "                  tokenizer.json, tokenizer_config.json, generation_config.json\n"
-        "  --out PATH      the file (gguf) or directory (hf) to write\n"
+        "  --format onnx   a directory for onnxruntime: model.onnx (a decoder with a KV cache\n"
+        "                  that computes every router moe has but Lory; --type f32 or f16),\n"
+        "                  config.json, tokenizer.json\n"
+        "  --out PATH      the file (gguf) or directory (hf, onnx) to write\n"
         "  --type T        matrices in f32 (default), f16 or bf16; norms stay f32 in GGUF\n"
         "  --tokenizer F   else MODEL's own tokenizer, else bytes when vocab_size is 257\n\n"
-        "Routers that neither program computes (relu, hash, expert_choice, sparsemixer,\n"
+        "For gguf and hf, routers that neither program computes (relu, hash, expert_choice, sparsemixer,\n"
         "topp, cartesian, lory, shared_gate) are refused with the reason (docs/INTEROP.md).\n");
 }
 
@@ -52,9 +55,9 @@ int cmd_export(int argc, char **argv) {
         help(stderr);
         return 2;
     }
-    int gguf = !strcmp(format, "gguf");
-    if (!gguf && strcmp(format, "hf")) {
-        fprintf(stderr, "moe export: option --format: expected gguf or hf, found '%s'\n", format);
+    int gguf = !strcmp(format, "gguf"), onnx = !strcmp(format, "onnx");
+    if (!gguf && !onnx && strcmp(format, "hf")) {
+        fprintf(stderr, "moe export: option --format: expected gguf, hf or onnx, found '%s'\n", format);
         return 2;
     }
     st_dtype dt = !strcmp(type, "f32") ? ST_F32 : !strcmp(type, "f16") ? ST_F16 : !strcmp(type, "bf16") ? ST_BF16 : ST_U8;
@@ -73,7 +76,8 @@ int cmd_export(int argc, char **argv) {
             rc = 1;
         }
     }
-    if (!rc) rc = gguf ? moe_export_gguf(m, tok, out, dt, &err) : moe_export_hf(m, tok, out, dt, &err);
+    if (!rc) rc = gguf ? moe_export_gguf(m, tok, out, dt, &err)
+                  : onnx ? moe_export_onnx(m, tok, out, dt, &err) : moe_export_hf(m, tok, out, dt, &err);
     if (rc) fprintf(stderr, "moe export: %s\n", err.msg);
     else printf("wrote %s (%s, %s)\n", out, format, type);
     moe_tokenizer_free(tok);

@@ -69,7 +69,7 @@ static int config_json(const moe_model *m, const ix_plan *p, const moe_tokenizer
     return rc ? -1 : 0;
 }
 
-static int tokenizer_json(const moe_tokenizer *tok, const ix_vocab *v, const char *regex, moe_buf *o) {
+int ix_tokenizer_json(const moe_tokenizer *tok, const ix_vocab *v, const char *regex, moe_buf *o) {
     /* every special token (eot among them) is an added token, matched whole */
     int rc = moe_buf_printf(o, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n"
                             "  \"added_tokens\": [");
@@ -144,7 +144,7 @@ int moe_export_hf(const moe_model *m, const moe_tokenizer *tok, const char *dir,
     moe_buf b = {0};
     if (!rc) rc = config_json(m, &p, tok, type, &b) ? moe_errf(err, "out of memory") : write_text(dir, "config.json", &b, err);
     b.len = 0;
-    if (!rc) rc = tokenizer_json(tok, &v, regex, &b) ? moe_errf(err, "out of memory") : write_text(dir, "tokenizer.json", &b, err);
+    if (!rc) rc = ix_tokenizer_json(tok, &v, regex, &b) ? moe_errf(err, "out of memory") : write_text(dir, "tokenizer.json", &b, err);
     b.len = 0;
     uint32_t eot = moe_tokenizer_eot(tok);
     if (!rc) rc = moe_buf_printf(&b, "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n"

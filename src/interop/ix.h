@@ -92,6 +92,10 @@ typedef struct ix_vocab {
 } ix_vocab;
 int ix_vocab_make(const moe_tokenizer *tok, uint32_t V, ix_vocab *v, moe_err *err);
 void ix_vocab_free(ix_vocab *v);
+/* tokenizer.json (Hugging Face tokenizers: a byte-level BPE, the special
+ * tokens added whole) of vocabulary v, split by regex, appended to o; -1
+ * when out of memory. The HF and ONNX exports both write it. */
+int ix_tokenizer_json(const moe_tokenizer *tok, const ix_vocab *v, const char *regex, moe_buf *o);
 /* A moe BPE tokenizer from token texts and merges when they are moe's
  * layout (bytes 0..255 in order, merge i makes id 256+i, then
  * <|endoftext|>); else *out = NULL and why says what differs. */
