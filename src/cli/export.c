@@ -24,8 +24,9 @@ static void help(FILE *f) {
         "  --out PATH      the file (gguf) or directory (hf, onnx) to write\n"
         "  --type T        matrices in f32 (default), f16 or bf16; norms stay f32 in GGUF\n"
         "  --tokenizer F   else MODEL's own tokenizer, else bytes when vocab_size is 257\n\n"
-        "For gguf and hf, routers that neither program computes (relu, hash, expert_choice, sparsemixer,\n"
-        "topp, cartesian, lory, shared_gate) are refused with the reason (docs/INTEROP.md).\n");
+        "For gguf and hf, routers that neither program computes (relu, hash, expert_choice,\n"
+        "sparsemixer, topp, cartesian, lory, shared_gate) are refused with the reason; onnx\n"
+        "refuses lory (docs/INTEROP.md).\n");
 }
 
 int cmd_export(int argc, char **argv) {

@@ -657,7 +657,8 @@ static int write_in(const char *dir, const char *name, const moe_buf *b, moe_err
 }
 
 int moe_export_onnx(const moe_model *m, const moe_tokenizer *tok, const char *dir, st_dtype type, moe_err *err) {
-    if (type != ST_F32 && type != ST_F16) return moe_errf(err, "export: ONNX weights must be f32 or f16");
+    if (type != ST_F32 && type != ST_F16)
+        return moe_errf(err, "ONNX weights: expected type f32 or f16, found %s", type == ST_BF16 ? "bf16" : "another");
     if (onnx_supported(&m->cfg, err)) return -1;
     const char *regex;
     ix_vocab v;
