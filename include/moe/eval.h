@@ -43,6 +43,13 @@ void moe_loss_sums_add(moe_loss_sums *s, const moe_tokens *t, size_t first,
 int moe_eval_loss(moe_model *m, const moe_tokens *t, size_t B, size_t T, size_t max_tokens,
                   moe_loss_sums *s, const moe_progress *progress, moe_err *err);
 
+/* The same pass written as metrics.jsonl members for a validation loss
+ * measured during training (docs/FORMAT.md): appends
+ *   , "val_loss": L, "val": {"tokens": N, "domains": {"name": L_d, ...}}
+ * to out (a line left open) and sets *loss. */
+int moe_eval_loss_members(moe_model *m, const moe_tokens *t, size_t B, size_t T, size_t max_tokens,
+                          moe_buf *out, double *loss, moe_err *err);
+
 /* ---- multiple choice ---------------------------------------------------- */
 
 typedef struct moe_mc_item {

@@ -150,6 +150,13 @@ int moe_trainer_rollback(moe_trainer *tr, long *step_out, moe_err *err);
 int moe_trainer_truncate_metrics(const moe_trainer *tr, moe_err *err);
 /* Appends one JSON line to metrics.jsonl (rank 0 only across processes). */
 int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err);
+/* The same line in two halves, for members measured after the step but
+ * before its layers' statistics are overwritten (a validation pass):
+ * _begin formats the step's members into *line (left open), the caller may
+ * append `, "key": value` members, _end closes it and appends it to
+ * metrics.jsonl (rank 0 only) and frees *line either way. */
+void moe_trainer_log_begin(const moe_trainer *tr, const moe_step_stats *st, moe_buf *line);
+int moe_trainer_log_end(moe_trainer *tr, moe_buf *line, moe_err *err);
 /* Writes out_dir/checkpoints/step-NNNNNNNN (model, optimiser, state)
  * through a temporary directory renamed into place, then keeps only the
  * newest cfg.keep_checkpoints. Across processes every rank calls it: the

@@ -34,6 +34,9 @@ typedef struct run_data {
     double *site_active[MAX_SITES];     /* [n] active experts per token */
     double *site_idle[MAX_SITES];       /* [n] fraction of tokens with no expert (NaN: not logged) */
     double *load[MAX_SITES];            /* [E, n] share of the site's routed tokens */
+    /* the validation losses in metrics.jsonl (train --eval-every) [nv] */
+    size_t nv;
+    double *v_step, *v_loss;
     /* calibration.jsonl [nc] */
     size_t nc;
     double *c_step, *c_loss, *c_flip;
@@ -57,6 +60,7 @@ static void run_free(run_data *r) {
         free(r->site_sparsity[s]); free(r->load[s]); free(r->site_active[s]); free(r->site_idle[s]);
     }
     free(r->c_step); free(r->c_loss); free(r->c_flip);
+    free(r->v_step); free(r->v_loss);
     json_free(r->eval);
     json_free(r->analysis);
 }
@@ -168,10 +172,15 @@ static int load_run(run_data *r, const char *dir, moe_err *err) {
     r->n = n;
     r->step = dalloc(n, err); r->lm_loss = dalloc(n, err); r->sparsity = dalloc(n, err);
     r->lambda = dalloc(n, err); r->reg = dalloc(n, err);
-    int rc = r->step && r->lm_loss && r->sparsity && r->lambda && r->reg ? 0 : -1;
+    r->v_step = dalloc(n, err); r->v_loss = dalloc(n, err);
+    int rc = r->step && r->lm_loss && r->sparsity && r->lambda && r->reg && r->v_step && r->v_loss ? 0 : -1;
     for (size_t i = 0; i < n && !rc; i++) {
         r->step[i] = jnum(L[i], "step");
         r->lm_loss[i] = jnum(L[i], "lm_loss");
+        if (isfinite(jnum(L[i], "val_loss"))) {
+            r->v_step[r->nv] = r->step[i];
+            r->v_loss[r->nv++] = jnum(L[i], "val_loss");
+        }
         r->sparsity[i] = jnum(L[i], "sparsity");
         r->lambda[i] = jnum(L[i], "lambda");
         const json_value *layers = json_get(L[i], "layers");
@@ -570,7 +579,7 @@ static void colour_key(moe_buf *b, const run_data *runs, size_t n) {
 /* The runs table: config and headline numbers. */
 static void runs_table(moe_buf *b, run_data *runs, size_t n) {
     moe_buf_printf(b, "<table><tr><th>run</th><th>ffn / router</th><th>experts E, k</th><th>layers</th>"
-                   "<th>steps</th><th>final train loss</th><th>final calibration loss</th>"
+                   "<th>steps</th><th>final train loss</th><th>final calibration loss</th><th>final validation loss</th>"
                    "<th>final sparsity</th><th>target</th><th>stage III from step</th></tr>");
     for (size_t i = 0; i < n; i++) {
         run_data *r = &runs[i];
@@ -583,6 +592,7 @@ static void runs_table(moe_buf *b, run_data *runs, size_t n) {
         moe_buf_printf(b, "</td><td>%s / %s</td><td>%d, %d</td><td>%d</td><td>%.0f</td><td>%.4f</td>",
                        r->ffn, r->router, r->n_experts, r->top_k, r->n_layers, r->n ? r->step[r->n - 1] : 0.0, tl);
         if (isfinite(cl)) moe_buf_printf(b, "<td>%.4f</td>", cl); else moe_buf_printf(b, "<td>—</td>");
+        if (r->nv) moe_buf_printf(b, "<td>%.4f</td>", r->v_loss[r->nv - 1]); else moe_buf_printf(b, "<td>—</td>");
         if (isfinite(sp)) moe_buf_printf(b, "<td>%.3f</td><td>%.3f</td>", sp, r->target); else moe_buf_printf(b, "<td>—</td><td>—</td>");
         if (r->stage3 >= 0) moe_buf_printf(b, "<td>%.0f</td></tr>", r->step[r->stage3]);
         else moe_buf_printf(b, "<td>%s</td></tr>", r->relu ? "not settled" : "—");
@@ -593,7 +603,7 @@ static void runs_table(moe_buf *b, run_data *runs, size_t n) {
 static int overlay_charts(moe_buf *b, run_data *runs, size_t n, moe_err *err) {
     svg_series se[128];
     double *tmp[64] = {0};
-    char names[64][2][300];
+    char names[64][3][300];
     size_t ns = 0;
     for (size_t i = 0; i < n && i < 64; i++) {
         if (!(tmp[i] = ema(runs[i].lm_loss, runs[i].n, 0.1, err))) { for (size_t j = 0; j < i; j++) free(tmp[j]); return -1; }
@@ -602,8 +612,12 @@ static int overlay_charts(moe_buf *b, run_data *runs, size_t n, moe_err *err) {
         se[ns++] = (svg_series){names[i][0], svg_color(i), runs[i].step, tmp[i], runs[i].n, 0, 0, 0};
         if (runs[i].nc)
             se[ns++] = (svg_series){names[i][1], svg_color(i), runs[i].c_step, runs[i].c_loss, runs[i].nc, 1, 1, 0};
+        snprintf(names[i][2], sizeof names[i][2], "%s validation", runs[i].name);
+        if (runs[i].nv && ns < 128)
+            se[ns++] = (svg_series){names[i][2], svg_color(i), runs[i].v_step, runs[i].v_loss, runs[i].nv, 0, 1, 0};
     }
-    svg_line(b, &(svg_line_chart){.id = "loss", .title = "Loss: training (EMA over ~10 steps) and calibration set",
+    svg_line(b, &(svg_line_chart){.id = "loss", .title = "Loss: training (EMA over ~10 steps), calibration set "
+             "and validation (train --eval-every)",
              .xlabel = "optimiser step", .ylabel = "loss (nats / token)", .ymin = NAN, .ymax = NAN,
              .series = se, .n_series = ns, .width = 580, .height = 300});
     for (size_t i = 0; i < n && i < 64; i++) free(tmp[i]);

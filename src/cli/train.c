@@ -17,6 +17,7 @@
 #include "cli/cli.h"
 #include "cli/train_dist.h"
 #include "moe/analysis.h"
+#include "moe/eval.h"
 #include "moe/comm_mpi.h"
 #include "moe/fileio.h"
 #include "moe/tokenizer.h"
@@ -54,10 +55,58 @@ static void help(FILE *f) {
         "                    sparsity and routing flip rate to DIR/calibration.jsonl\n"
         "                    (docs/EVAL.md); 0 (default) is off and costs nothing\n"
         "  --analysis-data FILE  calibration token file (default: --data)\n"
-        "  --analysis-tokens N   its first N tokens (default 4096)\n\n"
+        "  --analysis-tokens N   its first N tokens (default 4096)\n"
+        "  --eval-every N    every N steps and at the last, the validation loss of\n"
+        "                    --eval-data FILE (held-out tokens), overall and per domain,\n"
+        "                    in that step's metrics.jsonl line (val_loss, val); 0 (default)\n"
+        "                    is off\n"
+        "  --eval-tokens N   about N tokens of it, in windows spread over the whole file,\n"
+        "                    each domain its share, the same windows every time (default\n"
+        "                    65536; 0: all of it)\n\n"
         "Writes DIR/metrics.jsonl (one JSON line per step) and\n"
         "DIR/checkpoints/step-NNNNNNNN/ (config.json, model.safetensors,\n"
         "optimizer.safetensors, trainer_state.json). Ctrl-C writes a checkpoint and stops.\n");
+}
+
+/* --eval-every N --eval-data FILE: reads the held-out tokens, or says why
+ * not. One process only for now: a validation pass on rank 0 would leave
+ * the others waiting at the next step's collectives. */
+static int open_validation(long every, const char *data, int many, const moe_config *cfg,
+                           moe_tokens *t, moe_err *err) {
+    if (!every && !data) return 0;
+    if (!every) return moe_errf(err, "--eval-data %s is read only with --eval-every N", data);
+    if (!data)
+        return moe_errf(err, "--eval-every %ld needs --eval-data FILE: the held-out tokens to measure", every);
+    if (many)
+        return moe_errf(err, "--eval-every is not available across processes yet: run `moe eval` on the "
+                        "checkpoints, or train on one process");
+    if (moe_tokens_read(data, t, err)) return -1;
+    if (t->vocab_size > (uint32_t)cfg->vocab_size)
+        return moe_errf(err, "--eval-data %s: its vocabulary (%u ids) is larger than the model's "
+                        "vocab_size (%d)", data, t->vocab_size, cfg->vocab_size);
+    return 0;
+}
+
+/* The step's metrics.jsonl line, with the validation loss on the steps that
+ * measure it (every `every` steps and the last). The pass runs after the
+ * line's own members are formatted: it overwrites the layers' statistics
+ * of the last forward, and changes nothing that training reads. */
+static int log_step(moe_trainer *tr, const moe_step_stats *st, long every, moe_tokens *val,
+                    size_t max_tokens, int rank0, moe_err *err) {
+    moe_buf line;
+    moe_trainer_log_begin(tr, st, &line);
+    if (every && !st->skipped && !st->poisoned && (st->step % every == 0 || st->step == tr->cfg.steps)) {
+        double loss;
+        if (moe_eval_loss_members(tr->model, val, (size_t)tr->cfg.batch_size, (size_t)tr->cfg.seq_len,
+                                  max_tokens, &line, &loss, err)) {
+            moe_buf_free(&line);
+            return -1;
+        }
+        if (rank0)
+            fprintf(stderr, "%smoe train: step %ld validation loss %.4f (%s)\n", isatty(2) ? "\r\033[K" : "",
+                    st->step, loss, val->path);
+    }
+    return moe_trainer_log_end(tr, &line, err);
 }
 
 static volatile sig_atomic_t stop_requested = 0;
@@ -74,7 +123,8 @@ static const struct { const char *flag, *key; int whole; } FLAG_KEYS[] = {
 };
 #define N_FLAG_KEYS (sizeof FLAG_KEYS / sizeof FLAG_KEYS[0])
 enum { O_CONFIG = 256, O_MODEL, O_RESUME, O_DATA, O_OUT, O_TOKENIZER, O_NO_SHUFFLE, O_PROFILE,
-       O_ANALYSIS_EVERY, O_ANALYSIS_TOKENS, O_ANALYSIS_DATA, O_PRECISION, FLAG_KEY0 = 512 };
+       O_ANALYSIS_EVERY, O_ANALYSIS_TOKENS, O_ANALYSIS_DATA, O_PRECISION, O_EVAL_EVERY, O_EVAL_DATA,
+       O_EVAL_TOKENS, FLAG_KEY0 = 512 };
 
 /* A step whose loss or gradient norm was not finite was skipped: say so;
  * after cfg.max_bad_steps in a row return to the last checkpoint, and give up
@@ -256,7 +306,9 @@ int cmd_train(int argc, char **argv) {
     int no_shuffle = 0, profile = 0;
     const char *analysis_data = NULL, *precision = NULL;
     long analysis_every = 0, analysis_tokens = 4096;
-    struct option opts[13 + N_FLAG_KEYS + 1] = {  /* the last one, zero, ends the table */
+    const char *eval_data = NULL;
+    long eval_every = 0, eval_tokens_max = 65536;
+    struct option opts[16 + N_FLAG_KEYS + 1] = {  /* the last one, zero, ends the table */
         {"help", no_argument, 0, 'h'}, {"config", required_argument, 0, O_CONFIG},
         {"model", required_argument, 0, O_MODEL}, {"resume", required_argument, 0, O_RESUME},
         {"data", required_argument, 0, O_DATA}, {"out", required_argument, 0, O_OUT},
@@ -264,9 +316,11 @@ int cmd_train(int argc, char **argv) {
         {"profile", no_argument, 0, O_PROFILE}, {"analysis-every", required_argument, 0, O_ANALYSIS_EVERY},
         {"analysis-tokens", required_argument, 0, O_ANALYSIS_TOKENS},
         {"analysis-data", required_argument, 0, O_ANALYSIS_DATA},
-        {"precision", required_argument, 0, O_PRECISION}};
+        {"precision", required_argument, 0, O_PRECISION},
+        {"eval-every", required_argument, 0, O_EVAL_EVERY}, {"eval-data", required_argument, 0, O_EVAL_DATA},
+        {"eval-tokens", required_argument, 0, O_EVAL_TOKENS}};
     for (size_t k = 0; k < N_FLAG_KEYS; k++)
-        opts[13 + k] = (struct option){FLAG_KEYS[k].flag, required_argument, 0, FLAG_KEY0 + (int)k};
+        opts[16 + k] = (struct option){FLAG_KEYS[k].flag, required_argument, 0, FLAG_KEY0 + (int)k};
     cli_parser p;
     cli_begin(&p, "train", argc, argv, opts);
     for (int c; (c = cli_next(&p)) != -1;) {
@@ -285,6 +339,9 @@ int cmd_train(int argc, char **argv) {
         case O_ANALYSIS_EVERY: bad = cli_int(&p, v, 0, 1L << 40, &analysis_every); break;
         case O_ANALYSIS_TOKENS: bad = cli_int(&p, v, 1, 1L << 40, &analysis_tokens); break;
         case O_ANALYSIS_DATA: analysis_data = v; break;
+        case O_EVAL_EVERY: bad = cli_int(&p, v, 0, 1L << 40, &eval_every); break;
+        case O_EVAL_DATA: eval_data = v; break;
+        case O_EVAL_TOKENS: bad = cli_int(&p, v, 0, 1L << 40, &eval_tokens_max); break;
         case O_PRECISION: bad = cli_precision("train", v); precision = v; break;
         default:
             if (c < FLAG_KEY0 || c >= FLAG_KEY0 + (int)N_FLAG_KEYS) return 2;
@@ -316,7 +373,7 @@ int cmd_train(int argc, char **argv) {
     moe_model *model = NULL;
     moe_tokens tokens = {0};
     moe_trainer tr = {0};
-    moe_tokens calib_tokens = {0};
+    moe_tokens calib_tokens = {0}, eval_tokens = {0};
     moe_probe probe = {0};
     char ckpt[4096] = "", run_data[4096];
     int rc = 1, have_trainer = 0;
@@ -395,6 +452,7 @@ int cmd_train(int argc, char **argv) {
     have_trainer = 1;  /* from here the trainer owns the model */
     if (moe_trainer_create(&tr, &cfg, model, &tokens, out ? out : resume, &err)) goto fail;
     if (rank0 && moe_trainer_claim(&tr, &err)) goto fail;  /* rank 0 is the one writer */
+    if (open_validation(eval_every, eval_data, many, &cfg, &eval_tokens, &err)) goto fail;
     if (many && analysis_every) {
         moe_errf(&err, "--analysis-every is not available across processes yet: run it on one process");
         goto fail;
@@ -483,7 +541,9 @@ int cmd_train(int argc, char **argv) {
     int stop = 0;
     while (tr.step < cfg.steps && !stop) {
         moe_step_stats st;
-        if (moe_trainer_step(&tr, &st, &err) || moe_trainer_log(&tr, &st, &err)) goto fail;
+        if (moe_trainer_step(&tr, &st, &err) ||
+            log_step(&tr, &st, eval_every, &eval_tokens, (size_t)eval_tokens_max, rank0, &err))
+            goto fail;
         if (many) {  /* a signal seen by any rank stops every rank after the same step */
             double s = (double)stop_requested;
             if (moe_comm_allreduce(world, &s, 1, MOE_F64, &err)) goto fail;
@@ -558,6 +618,7 @@ done:
     else moe_model_free(model);
     moe_tokens_free(&tokens);
     moe_tokens_free(&calib_tokens);
+    moe_tokens_free(&eval_tokens);
     moe_probe_free(&probe);
     moe_comm_free(world);
 #undef CHECKPOINT

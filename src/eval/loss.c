@@ -1,6 +1,7 @@
 /* loss.c — next-token loss and perplexity of a token file, overall and per
  * domain (the domain of each prediction is that of its target token's
  * document). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,4 +96,26 @@ int moe_eval_loss(moe_model *m, const moe_tokens *t, size_t B, size_t T, size_t 
     free(tg);
     free(starts);
     return rc;
+}
+
+int moe_eval_loss_members(moe_model *m, const moe_tokens *t, size_t B, size_t T, size_t max_tokens,
+                          moe_buf *out, double *loss, moe_err *err) {
+    moe_loss_sums s;
+    if (moe_eval_loss(m, t, B, T, max_tokens, &s, NULL, err)) { moe_loss_sums_free(&s); return -1; }
+    *loss = s.total_count > 0 ? s.total_nll / s.total_count : NAN;
+    moe_buf_printf(out, ", \"val_loss\": ");
+    json_write_double(out, *loss);
+    moe_buf_printf(out, ", \"val\": {\"tokens\": %.0f, \"domains\": {", s.total_count);
+    for (size_t d = 0, first = 1; d < s.n_domains; d++) {
+        if (s.count[d] <= 0) continue;
+        moe_buf_printf(out, "%s", first ? "" : ", ");
+        const char *name = d < t->n_domains ? t->domain_names[d] : "all";
+        json_write_string(out, name, strlen(name));
+        moe_buf_printf(out, ": ");
+        json_write_double(out, s.nll[d] / s.count[d]);
+        first = 0;
+    }
+    moe_buf_printf(out, "}}");
+    moe_loss_sums_free(&s);
+    return 0;
 }

@@ -345,13 +345,12 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
 }
 
 int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err) {
-    char path[4096];
-    if (tr->comm && tr->comm->rank != 0) return 0;
-    if (!tr->metrics) {
-        if (moe_path(path, sizeof path, err, "%s/metrics.jsonl", tr->out_dir)) return -1;
-        tr->metrics = fopen(path, "a");
-        if (!tr->metrics) return moe_errf(err, "cannot open %s: %s", path, strerror(errno));
-    }
+    moe_buf line = {0};
+    moe_trainer_log_begin(tr, st, &line);
+    return moe_trainer_log_end(tr, &line, err);
+}
+
+void moe_trainer_log_begin(const moe_trainer *tr, const moe_step_stats *st, moe_buf *line) {
     moe_buf b = {0};
     moe_buf_printf(&b, "{\"step\": %ld, \"loss\": ", st->step);
     json_write_double(&b, st->loss);
@@ -384,11 +383,23 @@ int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err) {
         f->ops->stats_json(f, &b);
     }
     if (moe_layers) moe_buf_printf(&b, "]");
-    moe_buf_printf(&b, "}\n");
+    *line = b;
+}
+
+int moe_trainer_log_end(moe_trainer *tr, moe_buf *line, moe_err *err) {
+    char path[4096];
     int rc = 0;
-    if (!b.data || fwrite(b.data, 1, b.len, tr->metrics) != b.len || fflush(tr->metrics))
+    if (tr->comm && tr->comm->rank != 0) goto done;
+    if (!tr->metrics) {
+        if (moe_path(path, sizeof path, err, "%s/metrics.jsonl", tr->out_dir)) { rc = -1; goto done; }
+        tr->metrics = fopen(path, "a");
+        if (!tr->metrics) { rc = moe_errf(err, "cannot open %s: %s", path, strerror(errno)); goto done; }
+    }
+    moe_buf_printf(line, "}\n");
+    if (!line->data || fwrite(line->data, 1, line->len, tr->metrics) != line->len || fflush(tr->metrics))
         rc = moe_errf(err, "cannot write %s/metrics.jsonl: %s", tr->out_dir, strerror(errno));
-    moe_buf_free(&b);
+done:
+    moe_buf_free(line);
     return rc;
 }
 
