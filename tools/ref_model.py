@@ -123,12 +123,33 @@ class FFNMoE:
         G = cfg["granularity"]
         self.E, self.k = cfg["n_experts"] * G, cfg["top_k"] * G
         self.layer = int(prefix.split(".")[2])
+        # relu_lambda_per_layer: this layer's own lambda (fp32) and step counts
+        self.own = {"lambda": np.float32(cfg.get("relu_lambda0", 0.0)), "active": 0.0, "total": 0.0}
 
     def count(self, gates, ctx):
         """The step's sparsity counts (every router, training only)."""
         if ctx["training"]:
-            self.st["active"] += float((gates != 0).sum())
-            self.st["total"] += gates.shape[0] * self.E
+            for st in (self.st, self.own):
+                st["active"] += float((gates != 0).sum())
+                st["total"] += gates.shape[0] * self.E
+
+    def end_step(self):
+        """The layer's own end of step: the per-layer lambda rule."""
+        c, o, rec = self.cfg, self.own, {}
+        if c.get("relu_lambda_per_layer") and o["total"] > 0:
+            s = 1.0 - o["active"] / o["total"]
+            used = o["lambda"]
+            o["lambda"] = np.float32(float(used) * c["relu_alpha"] if s < c["target_sparsity"]
+                                     else float(used) / c["relu_alpha"])
+            rec = {"step_sparsity": s, "lambda": float(used)}
+        o["active"] = o["total"] = 0.0
+        return rec
+
+    def load_state(self, state):
+        """Router state from router_state.safetensors (moe's names)."""
+        name = f"{self.prefix}.router.lambda"
+        if name in state:
+            self.own["lambda"] = np.float32(state[name][0])
 
     def route(self, logits, ctx):
         c, E, N = self.cfg, self.E, logits.shape[0]
@@ -161,7 +182,8 @@ class FFNMoE:
             active = (gates > 0).to(gates.dtype)
             f = E / (self.k * N) * active.sum(0) if c["l1_load_balance"] else torch.ones(E, dtype=gates.dtype)
             reg = (gates * f.detach()).sum() / N
-            aux = float(self.st["lambda"]) * reg if ctx["training"] else 0.0
+            lam = self.own["lambda"] if c.get("relu_lambda_per_layer") else self.st["lambda"]
+            aux = float(lam) * reg if ctx["training"] else 0.0
             return gates, aux
         if c["router"] == "topp":
             p = logits.softmax(-1)
@@ -383,7 +405,8 @@ class RefModel:
             alpha = c["relu_alpha"]
             r["lambda"] = np.float32(float(used) * alpha if sparsity < c["target_sparsity"] else float(used) / alpha)
         r["active"] = r["total"] = 0.0
-        return {"sparsity": sparsity, "lambda": float(used)}
+        layers = [f.end_step() for f in self.ffns if isinstance(f, FFNMoE)]
+        return {"sparsity": sparsity, "lambda": float(used), "layers": layers}
 
 
 def load(model_dir, dtype=torch.float64):
@@ -397,6 +420,11 @@ def load(model_dir, dtype=torch.float64):
     if os.path.exists(f"{ck}/trainer_state.json"):
         with open(f"{ck}/trainer_state.json") as f:
             model.routing["lambda"] = np.float32(json.load(f)["lambda"])
+    if os.path.exists(f"{ck}/router_state.safetensors"):  # untrained router state (docs/FORMAT.md)
+        state, _ = moe_files.read_safetensors(f"{ck}/router_state.safetensors")
+        for f in model.ffns:
+            if isinstance(f, FFNMoE):
+                f.load_state(state)
     return model
 
 

@@ -40,6 +40,7 @@ typedef struct moe_config {
     double relu_alpha;    /* ReMoE: lambda multiplier per step */
     int l1_load_balance;  /* bool: ReMoE load-balanced L1 (false: plain L1) */
     double target_sparsity; /* ReMoE target; 0 means 1 - k/E */
+    int relu_lambda_per_layer; /* bool: each MoE layer its own lambda, from its own sparsity */
     int shared_gate;      /* bool: mix routed and shared output by a learned 2-way softmax */
     double top_p;         /* TopP: cumulative probability threshold */
     double topp_entropy_coef; /* TopP: dynamic (entropy) loss coefficient */

@@ -91,6 +91,9 @@ typedef struct moe_ffn_ops {
      * routed experts (0, 1, ... : CartesianMoE has two); NULL when the
      * layer has no sub-layer `which`. */
     moe_placement *(*placement)(moe_ffn *f, int which);
+    /* Optional (NULL for dense): router `which` (0, 1, ...) of the layer,
+     * for the model's per-step hooks and router state; NULL when none. */
+    struct moe_router *(*router)(moe_ffn *f, int which);
     void (*destroy)(moe_ffn *f);
 } moe_ffn_ops;
 

@@ -129,9 +129,19 @@ void moe_model_zero_grad(moe_model *m);
 
 /* Closes an optimiser step for the routers: returns the step's sparsity
  * over all MoE layers and micro-batches (METHOD §2.2; 0 without MoE layers),
- * applies ReMoE's lambda rule when the router is relu, and resets the
- * counts. */
+ * applies ReMoE's lambda rule when the router is relu, lets every router
+ * update its own state (its end_step: per-layer lambda, aux-loss-free
+ * bias), and resets the counts. */
 double moe_model_end_step(moe_model *m);
+/* A step that makes no update (skipped, or rolled back): the counts are
+ * forgotten and no router state changes. */
+void moe_model_discard_step(moe_model *m);
+/* Router `which` (0, 1, ...) of block `layer`; NULL when it has none. */
+struct moe_router *moe_model_router(const moe_model *m, int layer, int which);
+/* The routers' state tensors (src/moe/router.h) are saved beside
+ * model.safetensors as router_state.safetensors, named
+ * "model.layers.L.mlp.router.NAME", by moe_model_save and read back by
+ * moe_model_load_weights (docs/FORMAT.md). */
 
 /* Logits of the last forward: [B*T, V]. Valid until the next backward. */
 static inline const float *moe_model_logits(const moe_model *m) { return m->logits; }

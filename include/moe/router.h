@@ -13,6 +13,17 @@
 
 typedef struct moe_router moe_router;
 
+/* A router's state that is not trained (no gradient, no AdamW) but belongs
+ * to the model and is saved with it (router_state.safetensors beside
+ * model.safetensors, docs/FORMAT.md): the aux-loss-free bias, ReMoE's
+ * per-layer lambda. `name` is the tensor's name under the layer's
+ * "mlp.router." prefix; data holds n floats. */
+typedef struct moe_router_state {
+    const char *name;
+    float *data;
+    size_t n;
+} moe_router_state;
+
 enum { MOE_ROUTER_TOKEN_TABLE = 2 };  /* has_weight: logits looked up by token id */
 
 typedef struct moe_router_ops {
@@ -33,6 +44,16 @@ typedef struct moe_router_ops {
     /* Writes router-specific statistics of the last route() as JSON members
      * (", \"key\": value" ...) or nothing. Optional. */
     int (*stats_json)(const moe_router *r, moe_buf *out);
+    /* Optional: once per optimiser step, after the update, every router
+     * sees the end of the step: apply = 1 updates its state from the
+     * step's routing (counted by its training routes over the micro-batches,
+     * summed over the ranks: the same on every rank); apply = 0 (a skipped
+     * step, a rollback) only forgets the step's counts. */
+    void (*end_step)(moe_router *r, int apply);
+    /* Optional: the state tensors (see moe_router_state), how many; fills
+     * out[0 .. min(count, cap)). Their values are the model's, restored
+     * from a checkpoint before training goes on. */
+    size_t (*state)(moe_router *r, moe_router_state *out, size_t cap);
     void (*destroy)(moe_router *r);
 } moe_router_ops;
 

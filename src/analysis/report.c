@@ -33,6 +33,8 @@ typedef struct run_data {
     double *site_sparsity[MAX_SITES];   /* [n] */
     double *site_active[MAX_SITES];     /* [n] active experts per token */
     double *site_idle[MAX_SITES];       /* [n] fraction of tokens with no expert (NaN: not logged) */
+    double *site_lambda[MAX_SITES];     /* [n] the layer's own lambda (relu_lambda_per_layer; else NaN) */
+    int per_layer_lambda;               /* some line logged a layer's own lambda */
     double *load[MAX_SITES];            /* [E, n] share of the site's routed tokens */
     /* the validation losses in metrics.jsonl (train --eval-every) [nv] */
     size_t nv;
@@ -58,6 +60,7 @@ static void run_free(run_data *r) {
     free(r->step); free(r->lm_loss); free(r->sparsity); free(r->lambda); free(r->reg);
     for (size_t s = 0; s < MAX_SITES; s++) {
         free(r->site_sparsity[s]); free(r->load[s]); free(r->site_active[s]); free(r->site_idle[s]);
+        free(r->site_lambda[s]);
     }
     free(r->c_step); free(r->c_loss); free(r->c_flip);
     free(r->v_step); free(r->v_loss);
@@ -194,13 +197,15 @@ static int load_run(run_data *r, const char *dir, moe_err *err) {
                 r->n_sites = s + 1;
                 r->site_layer[s] = (int)jnum(e, "layer");
                 if (!(r->site_sparsity[s] = dalloc(n, err)) || !(r->site_active[s] = dalloc(n, err)) ||
-                    !(r->site_idle[s] = dalloc(n, err))) { rc = -1; break; }
+                    !(r->site_idle[s] = dalloc(n, err)) || !(r->site_lambda[s] = dalloc(n, err))) { rc = -1; break; }
                 size_t E = tpe && tpe->type == JSON_ARRAY ? tpe->count : 0;
                 if (E > r->E) r->E = E;
             }
             r->site_sparsity[s][i] = jnum(e, "sparsity");
             r->site_active[s][i] = jnum(e, "active_per_token");
             r->site_idle[s][i] = jnum(e, "no_expert");
+            r->site_lambda[s][i] = jnum(e, "lambda");
+            if (isfinite(r->site_lambda[s][i])) r->per_layer_lambda = 1;
             double x = jnum(e, "reg_loss");
             if (!isfinite(x)) x = jnum(e, "aux_loss");
             if (isfinite(x)) { reg += x; have_reg = 1; }
@@ -673,7 +678,19 @@ static void dynamics_charts(moe_buf *b, const run_data *r, size_t ci) {
         svg_line(b, &(svg_line_chart){.id = id, .title = "Sparsity per step (all MoE layers)", .xlabel = "optimiser step",
                  .ylabel = "sparsity (inactive fraction)", .ymin = 0, .ymax = 1, .series = &s, .n_series = 1,
                  .bands = bands, .n_bands = nb, .hlines = &target, .n_hlines = isfinite(r->target) ? 1 : 0});
-    if (r->relu) {
+    if (r->relu && r->per_layer_lambda) {  /* relu_lambda_per_layer: one lambda per layer */
+        svg_series l[MAX_SITES];
+        char names[MAX_SITES][32];
+        for (size_t s = 0; s < r->n_sites; s++) {
+            snprintf(names[s], sizeof names[s], "λ of layer %d", r->site_layer[s]);
+            l[s] = (svg_series){names[s], svg_color(s), r->step, r->site_lambda[s], r->n, 0, 0, 0};
+        }
+        snprintf(id, sizeof id, "lambda-%zu", ci);
+        svg_line(b, &(svg_line_chart){.id = id, .title = "ReMoE λ per layer and step (each layer's own, × or ÷ α "
+                 "each step from its own sparsity)", .xlabel = "optimiser step", .ylabel = "λ (log scale)",
+                 .logy = 1, .ymin = NAN, .ymax = NAN, .series = l, .n_series = r->n_sites, .bands = bands,
+                 .n_bands = nb});
+    } else if (r->relu) {
         svg_series l = {"λ (L1 coefficient)", svg_color(ci), r->step, r->lambda, r->n, 0, 0, 0};
         snprintf(id, sizeof id, "lambda-%zu", ci);
         svg_line(b, &(svg_line_chart){.id = id, .title = "ReMoE λ per step (adaptive, × or ÷ α each step)",

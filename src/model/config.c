@@ -50,6 +50,7 @@ static const key_spec KEYS[] = {
     {"relu_alpha", K_FLOAT, OFF(relu_alpha), 1.2, 1, 100, 0, "ReMoE: lambda is multiplied or divided by alpha each step"},
     {"l1_load_balance", K_BOOL, OFF(l1_load_balance), 1, 0, 1, 0, "ReMoE: load-balanced L1 (false: plain L1, f = 1)"},
     {"target_sparsity", K_FLOAT, OFF(target_sparsity), 0, 0, 1, "[)", "ReMoE target sparsity; 0 means 1 - k/E"},
+    {"relu_lambda_per_layer", K_BOOL, OFF(relu_lambda_per_layer), 0, 0, 1, 0, "ReMoE: each MoE layer has its own lambda, driven to target_sparsity by the same alpha rule from that layer's own sparsity of the step (false: one lambda from the mean over layers, as the paper); ffn \"moe\" with router \"relu\" only (docs/ROUTERS.md)"},
     {"shared_gate", K_BOOL, OFF(shared_gate), 0, 0, 1, 0, "mix routed and shared experts' outputs by a learned 2-way softmax gate with bias (SMoE-Share); needs n_shared_experts >= 1"},
     {"top_p", K_FLOAT, OFF(top_p), 0.4, 0.01, 1, 0, "TopP: take experts by falling probability until their sum reaches top_p"},
     {"topp_entropy_coef", K_FLOAT, OFF(topp_entropy_coef), 1e-4, 0, 100, 0, "TopP: coefficient of the dynamic loss (mean entropy of the router distribution)"},
@@ -280,6 +281,9 @@ int moe_config_finalize(moe_config *c, moe_err *err) {
     if (strcmp(c->ffn, "dense") && c->dense_first_layers >= c->n_layers)
         return moe_errf(err, "config: key 'dense_first_layers': %d leaves no %s layer of %d "
                         "(use ffn \"dense\" for a dense model)", c->dense_first_layers, c->ffn, c->n_layers);
+    if (c->relu_lambda_per_layer && (strcmp(c->ffn, "moe") || strcmp(c->router, "relu")))
+        return moe_errf(err, "config: key 'relu_lambda_per_layer': needs ffn \"moe\" and router \"relu\", "
+                        "found ffn \"%s\", router \"%s\"", c->ffn, c->router);
     if (!strcmp(c->ffn, "lory") && c->granularity != 1)
         return moe_errf(err, "config: key 'granularity': ffn \"lory\" merges whole experts: needs 1");
     if (c->expert_parallel > 1 && strcmp(c->ffn, "moe") && strcmp(c->ffn, "cartesian"))

@@ -214,13 +214,34 @@ void moe_model_init(moe_model *m, uint64_t seed) {
 
 void moe_model_zero_grad(moe_model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
 
+moe_router *moe_model_router(const moe_model *m, int layer, int which) {
+    const moe_ffn *f = m->blocks[layer].ffn;
+    return f->ops->router ? f->ops->router((moe_ffn *)f, which) : NULL;
+}
+
+/* Every router's end of step (apply: update its state, else forget). */
+static void routers_end_step(moe_model *m, int apply) {
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int w = 0;; w++) {
+            moe_router *r = moe_model_router(m, l, w);
+            if (!r) break;
+            if (r->ops->end_step) r->ops->end_step(r, apply);
+        }
+}
+
 double moe_model_end_step(moe_model *m) {
     moe_routing_state *rs = &m->rs;
     double sparsity = rs->total_pairs > 0 ? 1.0 - rs->active_pairs / rs->total_pairs : 0.0;
     if (rs->total_pairs > 0 && !strcmp(m->cfg.ffn, "moe") && !strcmp(m->cfg.router, "relu"))
         rs->lambda = moe_relu_lambda_next(rs->lambda, sparsity, m->cfg.target_sparsity, m->cfg.relu_alpha);
     rs->active_pairs = rs->total_pairs = 0.0;
+    routers_end_step(m, 1);
     return sparsity;
+}
+
+void moe_model_discard_step(moe_model *m) {
+    m->rs.active_pairs = m->rs.total_pairs = 0.0;
+    routers_end_step(m, 0);
 }
 
 /* ---- activations ------------------------------------------------------ */

@@ -1,5 +1,6 @@
-/* model_io.c — a model on disk: DIR/config.json (every config key) and
- * DIR/model.safetensors (one F32 tensor per layout entry, Hugging-Face names). */
+/* model_io.c — a model on disk: DIR/config.json (every config key),
+ * DIR/model.safetensors (one F32 tensor per layout entry, Hugging-Face names)
+ * and, for routers that keep untrained state (router.h), DIR/router_state.safetensors. */
 #include "moe/model.h"
 
 #include <dirent.h>
@@ -13,6 +14,7 @@
 
 #include "moe/checksum.h"
 #include "moe/fileio.h"
+#include "moe/router.h"
 #include "moe/json.h"
 #include "moe/safetensors.h"
 #include "moe/tokenizer.h"
@@ -86,6 +88,88 @@ int moe_layout_write(const char *path, const moe_layout *L, int n_arrays, const 
     return rc;
 }
 
+/* ---- router state ------------------------------------------------------ */
+
+/* Every router's state tensors with their names ("model.layers.L.mlp.router.
+ * NAME"); *n_out of them (0: the model has none). Free *out and *names.
+ * (Only the first router of a layer: the layers with state have one.) */
+static int router_states(const moe_model *m, moe_router_state **out, char (**names)[MOE_NAME_MAX],
+                         size_t *n_out, moe_err *err) {
+    size_t n = 0;
+    *out = NULL;
+    *names = NULL;
+    *n_out = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        moe_router *r = moe_model_router(m, l, 0);
+        if (r && r->ops->state) n += r->ops->state(r, NULL, 0);
+    }
+    if (!n) return 0;
+    *out = moe_calloc(n, sizeof **out, err);
+    *names = *out ? moe_calloc(n, sizeof **names, err) : NULL;
+    if (!*names) { free(*out); *out = NULL; return -1; }
+    size_t k = 0;
+    for (int l = 0; l < m->cfg.n_layers && k < n; l++) {
+        moe_router *r = moe_model_router(m, l, 0);
+        if (!r || !r->ops->state) continue;
+        size_t got = r->ops->state(r, *out + k, n - k);
+        for (size_t i = 0; i < got && k < n; i++, k++)
+            snprintf((*names)[k], MOE_NAME_MAX, "model.layers.%d.mlp.router.%s", l, (*out)[k].name);
+    }
+    *n_out = k;
+    return 0;
+}
+
+static int save_router_state(const moe_model *m, const char *dir, moe_err *err) {
+    moe_router_state *st;
+    char (*names)[MOE_NAME_MAX];
+    size_t n;
+    if (router_states(m, &st, &names, &n, err)) return -1;
+    if (!n) return 0;
+    st_entry *e = moe_calloc(n, sizeof *e, err);
+    char path[4096];
+    int rc = e ? moe_path(path, sizeof path, err, "%s/router_state.safetensors", dir) : -1;
+    for (size_t i = 0; !rc && i < n; i++)
+        e[i] = (st_entry){names[i], ST_F32, 1, {(int64_t)st[i].n}, st[i].data};
+    const char *mk[] = {"format"}, *mv[] = {"pt"};
+    if (!rc) rc = st_write(path, e, n, mk, mv, 1, err);
+    free(e);
+    free(st);
+    free(names);
+    return rc;
+}
+
+/* Reads router_state.safetensors when the model has router state: every
+ * tensor present, of its shape, and nothing else. */
+static int load_router_state(moe_model *m, const char *ckpt, moe_err *err) {
+    moe_router_state *st;
+    char (*names)[MOE_NAME_MAX];
+    size_t n;
+    char path[4096];
+    if (router_states(m, &st, &names, &n, err)) return -1;
+    if (!n) return 0;
+    st_file f;
+    int rc = moe_path(path, sizeof path, err, "%s/router_state.safetensors", ckpt);
+    if (!rc && access(path, F_OK))
+        rc = moe_errf(err, "%s: missing: config.json asks for router state (relu_lambda_per_layer, "
+                      "aux_free_bias) that this file holds", path);
+    if (!rc) rc = moe_checksums_verify(ckpt, "router_state.safetensors", err) || st_read(path, &f, err) ? -1 : 0;
+    if (!rc) {
+        for (size_t i = 0; i < n && !rc; i++)
+            rc = st_load_f32(&f, names[i], (int64_t[]){(int64_t)st[i].n}, 1, st[i].data, err);
+        for (size_t i = 0; i < f.count && !rc; i++) {
+            size_t j = 0;
+            while (j < n && strcmp(names[j], f.tensors[i].name)) j++;
+            if (j == n)
+                rc = moe_errf(err, "%s: unexpected tensor '%s' (config.json does not describe it)", path,
+                              f.tensors[i].name);
+        }
+        st_free(&f);
+    }
+    free(st);
+    free(names);
+    return rc;
+}
+
 int moe_model_save(const moe_model *m, const char *dir, moe_err *err) {
     return moe_model_save_divided(m, dir, NULL, NULL, err);
 }
@@ -100,7 +184,8 @@ int moe_model_save_divided(const moe_model *m, const char *dir, moe_fetch_part f
     const char *mk[] = {"format"}, *mv[] = {"pt"}, *prefix[] = {""};
     const float *arrays[] = {m->params};
     if (moe_path(path, sizeof path, err, "%s/model.safetensors", dir) ||
-        moe_layout_write(path, &m->layout, 1, arrays, prefix, fetch, arg, mk, mv, 1, err))
+        moe_layout_write(path, &m->layout, 1, arrays, prefix, fetch, arg, mk, mv, 1, err) ||
+        save_router_state(m, dir, err))
         return -1;
     moe_buf cfg = {0};
     if (moe_path(path, sizeof path, err, "%s/config.json", dir)) return -1;
@@ -144,7 +229,7 @@ int moe_model_load_weights(moe_model *m, const char *ckpt, moe_err *err) {
             rc = moe_errf(err, "%s: unexpected tensor '%s' (config.json does not describe it)",
                           path, f.tensors[i].name);
     st_free(&f);
-    return rc;
+    return rc ? rc : load_router_state(m, ckpt, err);
 }
 
 int moe_model_load(const char *dir, moe_model **out, moe_err *err) {

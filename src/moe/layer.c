@@ -609,6 +609,11 @@ static moe_placement *layer_placement(moe_ffn *f, int which) {
     return which == 0 ? &m->place : NULL;
 }
 
+static moe_router *layer_router(moe_ffn *f, int which) {
+    moe_layer *m = f->impl;
+    return which == 0 ? m->router : NULL;
+}
+
 static void layer_destroy(moe_ffn *f) {
     moe_layer *m = f->impl;
     if (m) {
@@ -632,6 +637,7 @@ static const moe_ffn_ops MOE_OPS = {
     .stats_json = layer_stats,
     .routing = layer_routing,
     .placement = layer_placement,
+    .router = layer_router,
     .destroy = layer_destroy,
 };
 

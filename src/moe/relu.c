@@ -3,10 +3,15 @@
  * token varies. Sparsity is steered by the load-balanced L1 term
  *     L_reg = (1/T) sum_t sum_e f_e g[t,e],  f_e = E/(k T) sum_t 1{g[t,e] > 0}
  * (f a constant; f = 1 for plain L1) weighted by the adaptive lambda, which
- * moe_relu_lambda_next() updates once per optimiser step. */
+ * moe_relu_lambda_next() updates once per optimiser step: the model's one
+ * lambda from the mean sparsity over layers (the paper), or with
+ * relu_lambda_per_layer this router's own, from this layer's sparsity of the
+ * step (its training routes over the micro-batches and ranks), kept as
+ * router state "lambda" [1] (saved with the model). */
 #include <stdlib.h>
 #include <string.h>
 
+#include "moe/json.h"
 #include "moe/router.h"
 
 typedef struct relu {
@@ -16,6 +21,12 @@ typedef struct relu {
     double active;      /* active pairs of the last route */
     size_t N;
     float lambda;       /* lambda used by the last route */
+    /* relu_lambda_per_layer: this layer's own lambda (fp32, as the global
+     * one), the step's (token, expert) pairs over micro-batches and ranks,
+     * and the last completed step's sparsity and lambda (for metrics) */
+    float own;
+    double step_active, step_total, last_sparsity;
+    float last_lambda;
 } relu;
 
 float moe_relu_lambda_next(float lambda, double sparsity, double target, double alpha) {
@@ -44,6 +55,8 @@ static int relu_route(moe_router *r, float *gates, const float *logits, size_t N
     s->f[E] = (double)N;
     if (moe_router_global(ctx, s->f, E + 1, err)) return -1;
     double Ng = s->f[E];
+    if (ctx->training)  /* the step's pairs, for the per-layer rule */
+        for (size_t e = 0; e < E; e++) { s->step_active += s->f[e]; s->step_total += Ng; }
     for (size_t e = 0; e < E; e++)
         s->f[e] = r->cfg->l1_load_balance ? (double)E / ((double)r->k * Ng) * s->f[e] : 1.0;
     double reg = 0.0;
@@ -51,7 +64,7 @@ static int relu_route(moe_router *r, float *gates, const float *logits, size_t N
         for (size_t e = 0; e < E; e++) reg += s->f[e] * gates[t * E + e];
     s->reg = reg / Ng;
     s->N = (size_t)Ng;
-    s->lambda = ctx->rs ? ctx->rs->lambda : (float)r->cfg->relu_lambda0;
+    s->lambda = r->cfg->relu_lambda_per_layer ? s->own : ctx->rs ? ctx->rs->lambda : (float)r->cfg->relu_lambda0;
     /* the layer adds the active pairs to ctx->rs (the step's sparsity) */
     *aux = ctx->training ? (double)s->lambda * s->reg : 0.0;
     return 0;
@@ -75,7 +88,33 @@ static int relu_backward(moe_router *r, float *dlogits, const float *dgates,
 
 static int relu_stats(const moe_router *r, moe_buf *out) {
     const relu *s = r->impl;
-    return moe_buf_printf(out, ", \"reg_loss\": %.9g", s->reg);
+    int rc = moe_buf_printf(out, ", \"reg_loss\": %.9g", s->reg);
+    if (r->cfg->relu_lambda_per_layer) {  /* the step just ended: its sparsity and the lambda it used */
+        rc |= moe_buf_printf(out, ", \"step_sparsity\": ");
+        rc |= json_write_double(out, s->last_sparsity);
+        rc |= moe_buf_printf(out, ", \"lambda\": ");
+        rc |= json_write_float(out, s->last_lambda);
+    }
+    return rc ? -1 : 0;
+}
+
+/* The per-layer rule once per optimiser step (apply = 0: forget the step). */
+static void relu_end_step(moe_router *r, int apply) {
+    relu *s = r->impl;
+    const moe_config *c = r->cfg;
+    if (apply && c->relu_lambda_per_layer && s->step_total > 0) {
+        s->last_sparsity = 1.0 - s->step_active / s->step_total;
+        s->last_lambda = s->own;
+        s->own = moe_relu_lambda_next(s->own, s->last_sparsity, c->target_sparsity, c->relu_alpha);
+    }
+    s->step_active = s->step_total = 0.0;
+}
+
+static size_t relu_state(moe_router *r, moe_router_state *out, size_t cap) {
+    relu *s = r->impl;
+    if (!r->cfg->relu_lambda_per_layer) return 0;
+    if (cap >= 1) out[0] = (moe_router_state){"lambda", &s->own, 1};
+    return 1;
 }
 
 static void relu_destroy(moe_router *r) {
@@ -85,15 +124,16 @@ static void relu_destroy(moe_router *r) {
 
 static const moe_router_ops RELU_OPS = {
     .name = "relu", .route = relu_route, .backward = relu_backward,
-    .stats_json = relu_stats, .destroy = relu_destroy,
+    .stats_json = relu_stats, .end_step = relu_end_step, .state = relu_state,
+    .destroy = relu_destroy,
 };
 
 int moe_router_relu_create(const moe_config *cfg, moe_router *r, moe_err *err) {
-    (void)cfg;
     relu *s = moe_calloc(1, sizeof *s, err);
     if (!s) return -1;
     s->f = moe_calloc(r->E + 1, sizeof(double), err);
     if (!s->f) { free(s); return -1; }
+    s->own = s->last_lambda = (float)cfg->relu_lambda0;
     r->ops = &RELU_OPS;
     r->impl = s;
     return 0;

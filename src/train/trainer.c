@@ -309,7 +309,7 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
         /* no update from a broken step; lambda keeps its value */
         st->skipped = 1;
         moe_model_zero_grad(m);
-        m->rs.active_pairs = m->rs.total_pairs = 0.0;
+        moe_model_discard_step(m);
         st->step = ++tr->step;
         if (moe_placement_update(tr, st, err)) return -1;
         st->seconds = now_seconds() - t0;
@@ -787,7 +787,7 @@ int moe_trainer_rollback(moe_trainer *tr, long *step_out, moe_err *err) {
     if (moe_resolve_checkpoint(tr->out_dir, ckpt, sizeof ckpt, err))
         return moe_err_prefix(err, "no checkpoint to return to");
     if (moe_model_load_weights(tr->model, ckpt, err) || moe_trainer_restore(tr, ckpt, err)) return -1;
-    tr->model->rs.active_pairs = tr->model->rs.total_pairs = 0.0;
+    moe_model_discard_step(tr->model);
     moe_model_zero_grad(tr->model);
     moe_placement_reset(tr);  /* loaded in the checkpoint's order */
     *step_out = tr->step;

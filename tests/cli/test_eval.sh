@@ -114,6 +114,12 @@ assert "relu" in h and "topk" in h and "acc_norm" in h
 assert "tokens read" in h and "analysis tokens" in h, "the report says what eval and analyze read"
 PY
 check report_default_out bash -c "'$moe' report '$tmp/topk' >/dev/null && test -s '$tmp/topk/report.html'"
+# ReMoE with a lambda per layer: the report draws one per layer; eval reads
+# the lambdas back from router_state.safetensors with the weights
+sed 's/"router": "relu",/"router": "relu", "relu_lambda_per_layer": true,/' "$tmp/relu.json" >"$tmp/relu_pl.json"
+check train_relu_per_layer bash -c "'$moe' train --config '$tmp/relu_pl.json' --data '$tmp/train.tok' --out '$tmp/relu_pl' >/dev/null 2>&1 && test -s '$tmp/relu_pl/checkpoints/step-00000016/router_state.safetensors'"
+check eval_relu_per_layer bash -c "'$moe' eval --model '$tmp/relu_pl' --data '$tmp/valid.tok' >/dev/null 2>&1"
+check report_lambda_per_layer bash -c "'$moe' report '$tmp/relu_pl' --out '$tmp/rpl.html' >/dev/null && grep -q 'λ of layer 0' '$tmp/rpl.html' && grep -q 'λ of layer 1' '$tmp/rpl.html'"
 
 # bad input
 printf '{"context": "a", "choices": [" b", " c"], "gold": 0}\n{"context": "a", "choices": [" b"], "gold": 0}\n' >"$tmp/bad.jsonl"

@@ -48,6 +48,9 @@ CASES = {
     "relu_accum_G2": (dict(MOE, router="relu", granularity=2, relu_lambda0=0.05), 2),
     "relu_plain_l1_shared": (dict(MOE, router="relu", l1_load_balance=False, n_shared_experts=1,
                                   relu_lambda0=0.05), 1),
+    # each layer's own lambda (a target the layers cross at different steps)
+    "relu_per_layer_accum": (dict(MOE, router="relu", relu_lambda0=0.05, target_sparsity=0.6,
+                                  relu_lambda_per_layer=True), 2),
     # the papers' baselines (docs/ROUTERS.md)
     "smoe_share": (dict(MOE, router="topk", top_k=2, n_shared_experts=1, shared_gate=True), 1),
     "topp_shared": (dict(MOE, router="topp", n_shared_experts=1, topp_entropy_coef=0.01), 2),
@@ -122,6 +125,7 @@ TOL = {
     "relu": dict(fwd=3e-06, grad=5e-06, train=2e-07, weights=9e-04, moments=2e-05),  # 2.8e-07 4.8e-07 1.9e-08 8.8e-05 1.2e-06
     "relu_accum_G2": dict(fwd=3e-06, grad=5e-06, train=2e-07, weights=2e-04, moments=2e-05),  # 2.7e-07 4.8e-07 1.4e-08 1.2e-05 1.7e-06
     "relu_plain_l1_shared": dict(fwd=3e-06, grad=6e-06, train=2e-07, weights=2e-04, moments=6e-06),  # 3.0e-07 5.8e-07 1.1e-08 1.1e-05 6.0e-07
+    "relu_per_layer_accum": dict(fwd=3e-06, grad=7e-06, train=2e-07, weights=2e-04, moments=4e-05),  # 2.3e-07 6.1e-07 1.3e-08 1.5e-05 3.7e-06
     "smoe_share": dict(fwd=3e-06, grad=2e-05, train=3e-07, weights=2e-04, moments=9e-06),  # 2.2e-07 1.7e-06 2.2e-08 1.5e-05 8.9e-07
     "topp_shared": dict(fwd=3e-06, grad=6e-06, train=2e-07, weights=4e-04, moments=5e-05),  # 2.4e-07 5.6e-07 1.3e-08 3.1e-05 5.0e-06
     "hash": dict(fwd=3e-06, grad=6e-06, train=2e-07, weights=2e-04, moments=6e-06),  # 2.3e-07 5.2e-07 1.6e-08 1.1e-05 5.9e-07
@@ -252,6 +256,13 @@ def compare(build, cfg, model_dir, data, dump, grad_accum, name, tmp, bf16):
             as_key = np.float32 if key == "lambda" else float
             if key in r and (key not in o or as_key(o[key]) != as_key(r[key])):
                 failures.append(f"step {o['step']} {key}: ours {o.get(key)} ref {r[key]}")
+            # per-layer router state in the metrics (relu_lambda_per_layer: lambda, step_sparsity)
+            for i, rl in enumerate(r.get("layers", [])):
+                ol = o.get("layers", [{}] * (i + 1))[i] if i < len(o.get("layers", [])) else {}
+                for lk in ("lambda", "step_sparsity") if key == "lambda" else ():
+                    cast = np.float32 if lk == "lambda" else float
+                    if lk in rl and (lk not in ol or cast(ol[lk]) != cast(rl[lk])):
+                        failures.append(f"step {o['step']} layer {i} {lk}: ours {ol.get(lk)} ref {rl[lk]}")
     if len(ours_steps) != 10:
         failures.append(f"moe wrote {len(ours_steps)} metric lines, expected 10")
     # the trained weights and the optimizer state of the last checkpoint

@@ -290,6 +290,84 @@ static void test_lambda_rule(void) {
     CHECK(lambda == 1.5f, "lambda %.9g", lambda);
 }
 
+/* relu_lambda_per_layer: each layer's router runs the rule on its own
+ * sparsity of the step, summed over the step's micro-batches (two routes a
+ * step here, of 4 tokens x 4 experts each). Layer 0 is kept dense-ish and
+ * layer 1 sparse, so their lambdas move apart; a discarded step (apply 0)
+ * changes nothing, and the state tensor is the lambda itself. */
+static void test_lambda_per_layer(void) {
+    moe_config c;
+    moe_config_defaults(&c);
+    strcpy(c.ffn, "moe");
+    strcpy(c.router, "relu");
+    c.n_experts = 4;
+    c.top_k = 1;
+    c.relu_lambda0 = 1.0;
+    c.relu_alpha = 2.0;
+    c.relu_lambda_per_layer = 1;
+    moe_err err;
+    CHECK(moe_config_finalize(&c, &err) == 0, "%s", err.msg);  /* target 1 - 1/4 = 0.75 */
+    moe_router *r[2];
+    CHECK(moe_router_create(&c, &r[0], &err) == 0 && moe_router_create(&c, &r[1], &err) == 0, "%s", err.msg);
+    moe_ffn_ctx ctx = {.B = 1, .T = 4, .training = 1, .loss_scale = 1.0f};
+    /* active pairs per micro-batch (of 16) for each layer and step; a
+     * step's sparsity is 1 - (a + b) / 32 against the target 0.75 */
+    const int active[4][2][2] = {
+        {{8, 8}, {2, 2}},    /* S = 0.5 (< 0.75: x2),   0.875 (/2) */
+        {{4, 4}, {4, 4}},    /* S = 0.75 (not below: /2) twice   */
+        {{16, 0}, {1, 0}},   /* S = 0.5 (x2),           0.96875 (/2) */
+        {{3, 4}, {9, 0}},    /* S = 0.78125 (/2),       0.71875 (x2) */
+    };
+    const float expect[5][2] = {{1, 1}, {2, 0.5f}, {1, 0.25f}, {2, 0.125f}, {1, 0.25f}};
+    float gates[16], logits[16];
+    for (int step = 0; step < 4; step++) {
+        for (int l = 0; l < 2; l++) {
+            moe_router_state st;
+            CHECK(r[l]->ops->state(r[l], &st, 1) == 1 && st.n == 1 && !strcmp(st.name, "lambda"), "state");
+            CHECK(*st.data == expect[step][l], "step %d layer %d: lambda %.9g, expected %.9g", step, l,
+                  *st.data, expect[step][l]);
+            for (int mb = 0; mb < 2; mb++) {
+                for (int i = 0; i < 16; i++) logits[i] = i < active[step][l][mb] ? 0.5f : -0.5f;
+                double aux;
+                CHECK(r[l]->ops->route(r[l], gates, logits, 4, &ctx, &aux, &err) == 0, "%s", err.msg);
+                CHECK(aux > 0 || active[step][l][mb] == 0, "the layer's own lambda weights L_reg");
+            }
+            if (step == 1) r[l]->ops->end_step(r[l], 0);  /* a skipped step: forgotten */
+        }
+        for (int l = 0; l < 2; l++) {
+            if (step == 1) {  /* redo the step after the discarded one */
+                for (int mb = 0; mb < 2; mb++) {
+                    for (int i = 0; i < 16; i++) logits[i] = i < active[step][l][mb] ? 0.5f : -0.5f;
+                    double aux;
+                    r[l]->ops->route(r[l], gates, logits, 4, &ctx, &aux, &err);
+                }
+            }
+            r[l]->ops->end_step(r[l], 1);
+        }
+    }
+    for (int l = 0; l < 2; l++) {
+        moe_router_state st;
+        r[l]->ops->state(r[l], &st, 1);
+        CHECK(*st.data == expect[4][l], "final layer %d: lambda %.9g, expected %.9g", l, *st.data, expect[4][l]);
+        moe_buf b = {0};
+        r[l]->ops->stats_json(r[l], &b);
+        CHECK(b.data && strstr(b.data, "\"step_sparsity\": ") && strstr(b.data, "\"lambda\": "), "stats %s",
+              b.data ? b.data : "");
+        moe_buf_free(&b);
+        moe_router_destroy(r[l]);
+    }
+    /* the paper's single lambda: no per-layer state */
+    c.relu_lambda_per_layer = 0;
+    moe_router *g;
+    CHECK(moe_router_create(&c, &g, &err) == 0, "%s", err.msg);
+    CHECK(g->ops->state(g, NULL, 0) == 0, "no router state without relu_lambda_per_layer");
+    moe_router_destroy(g);
+    /* only for the MoE layer's ReLU router */
+    strcpy(c.router, "topk");
+    c.relu_lambda_per_layer = 1;
+    CHECK(moe_config_finalize(&c, &err) != 0 && strstr(err.msg, "relu_lambda_per_layer"), "refused with topk");
+}
+
 int main(void) {
     RUN(test_fd_topk);
     RUN(test_fd_topk_k2_renorm_zloss);
@@ -299,5 +377,6 @@ int main(void) {
     RUN(test_dropless_counts);
     RUN(test_relu_drop_top_expert);
     RUN(test_lambda_rule);
+    RUN(test_lambda_per_layer);
     TEST_MAIN_END();
 }

@@ -12,6 +12,7 @@
 #include "harness.h"
 #include "moe/checksum.h"
 #include "moe/fileio.h"
+#include "moe/router.h"
 #include "moe/train.h"
 
 static int parse_cfg(const char *text, moe_config *c, moe_err *err) {
@@ -386,14 +387,31 @@ static void test_adamw_kernel(void) {
     free(ref);
 }
 
+#define RUN_CFG "{\"vocab_size\": 50, \"hidden\": 32, \"n_layers\": 2, \"n_heads\": 4, " \
+    "\"max_seq_len\": 16, \"seq_len\": 16, \"batch_size\": 4, \"steps\": 8, \"keep_checkpoints\": 1"
+
+/* The routers' state tensors of a model, concatenated into out[cap]; their count. */
+static size_t router_state(const moe_model *m, float *out, size_t cap) {
+    size_t n = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        moe_router *r = moe_model_router(m, l, 0);
+        moe_router_state st[4];
+        size_t k = r && r->ops->state ? r->ops->state(r, st, 4) : 0;
+        for (size_t i = 0; i < k; i++)
+            for (size_t j = 0; j < st[i].n; j++, n++)
+                if (n < cap) out[n] = st[i].data[j];
+    }
+    return n;
+}
+
 /* Trains `steps` steps from the seed; optionally checkpoints at `save_at`
- * and resumes from it in a fresh trainer. Returns the final parameters. */
-static float *train_run(const char *dir, const char *data, int steps, int save_at, int threads) {
+ * and resumes from it in a fresh trainer. Returns the final parameters;
+ * with `state`, the routers' state (router_state) goes to state[64]. */
+static float *train_run_cfg(const char *cfg, const char *dir, const char *data, int steps, int save_at,
+                            int threads, float *state, size_t *n_state) {
     moe_config c;
     moe_err err;
-    if (parse_cfg("{\"vocab_size\": 50, \"hidden\": 32, \"n_layers\": 2, \"n_heads\": 4, "
-                  "\"max_seq_len\": 16, \"seq_len\": 16, \"batch_size\": 4, \"steps\": 8, "
-                  "\"keep_checkpoints\": 1}", &c, &err)) { fprintf(stderr, "%s\n", err.msg); return NULL; }
+    if (parse_cfg(cfg, &c, &err)) { fprintf(stderr, "%s\n", err.msg); return NULL; }
     c.threads = threads;
     moe_tokens tok;
     moe_model *m;
@@ -417,9 +435,58 @@ static float *train_run(const char *dir, const char *data, int steps, int save_a
     }
     float *p = malloc(tr.model->n_params * sizeof(float));
     memcpy(p, tr.model->params, tr.model->n_params * sizeof(float));
+    if (state) *n_state = router_state(tr.model, state, 64);
     moe_trainer_free(&tr);
     moe_tokens_free(&tok);
     return p;
+}
+
+static float *train_run(const char *dir, const char *data, int steps, int save_at, int threads) {
+    return train_run_cfg(RUN_CFG "}", dir, data, steps, save_at, threads, NULL, NULL);
+}
+
+/* Router state that is not trained resumes exactly: ReMoE's per-layer
+ * lambda (a target the layers reach at different steps, so that their
+ * lambdas part) continues from the checkpoint's, not from relu_lambda0. */
+static void test_exact_resume_router_state(void) {
+    static const char *const cfgs[] = {
+        RUN_CFG ", \"ffn\": \"moe\", \"router\": \"relu\", \"n_experts\": 4, \"ffn_dim\": 32, "
+        "\"relu_lambda0\": 0.05, \"target_sparsity\": 0.5, \"relu_lambda_per_layer\": true}",
+    };
+    char dir[] = "/tmp/moe_test_stateXXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char data[4200], run[4200];
+    snprintf(data, sizeof data, "%s/data.tok", dir);
+    write_tokens(data, 3000, 50);
+    for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
+        float sa[64], sc[64];
+        size_t na = 0, nc = 0;
+        snprintf(run, sizeof run, "%s/a%zu", dir, i);
+        float *a = train_run_cfg(cfgs[i], run, data, 8, 0, 2, sa, &na);
+        snprintf(run, sizeof run, "%s/c%zu", dir, i);
+        float *c = train_run_cfg(cfgs[i], run, data, 8, 3, 2, sc, &nc);
+        CHECK(a && c && na > 0 && na == nc && na <= 64, "config %zu: runs finished, state %zu, %zu", i, na, nc);
+        if (a && c && na == nc && na <= 64) {
+            moe_config cfg;
+            moe_err err;
+            moe_model *m;
+            parse_cfg(cfgs[i], &cfg, &err);
+            moe_model_create(&cfg, &m, &err);
+            CHECK(memcmp(a, c, m->n_params * sizeof(float)) == 0, "config %zu: resumed weights identical", i);
+            CHECK(memcmp(sa, sc, na * sizeof(float)) == 0, "config %zu: resumed router state identical", i);
+            int moved = 0;
+            float s0[64];
+            router_state(m, s0, 64);  /* the initial state */
+            for (size_t j = 0; j < na; j++) moved |= sa[j] != s0[j];
+            CHECK(moved, "config %zu: the router state changed in training", i);
+            moe_model_free(m);
+        }
+        free(a);
+        free(c);
+    }
+    char cmd[4300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cleanup");
 }
 
 static void test_determinism_and_exact_resume(void) {
@@ -505,6 +572,7 @@ int main(void) {
     RUN(test_lr_schedule);
     RUN(test_adamw_kernel);
     RUN(test_determinism_and_exact_resume);
+    RUN(test_exact_resume_router_state);
     RUN(test_poisoned_update_caught);
     TEST_MAIN_END();
 }
