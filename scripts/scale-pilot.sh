@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# scale-pilot.sh — runs the scale pilot of docs/RESULTS.md ("Where MoE pays at
+# CPU scale"): configs/scale/pilot-h128.json, pilot-h256.json, pilot-lr.json,
+# each a resumable `moe sweep`, with N sweep processes working through the
+# grids at once (each takes the runs the others do not hold). Stop it with
+# SIGTERM (each run checkpoints) and start it again at any time: it continues
+# where it stopped. Builds data/paper/ first if it is missing.
+# Usage: scripts/scale-pilot.sh [BUILD_DIR [N_PROCESSES]]   (default: build 3)
+set -euo pipefail
+build=${1:-build}
+n=${2:-3}
+cd "$(dirname "$0")/.."
+moe="$build/moe"
+d=data/paper
+if [ ! -f $d/valid.tok ]; then
+  /usr/bin/python3 tools/build_corpus.py --profile full --quiet
+  mkdir -p $d
+  [ -f $d/tokenizer.moe ] || "$moe" tokenizer train --input data/corpus/full/train.jsonl --vocab 4096 --out $d/tokenizer.moe
+  for s in train valid test; do
+    [ -f $d/$s.tok ] || "$moe" prepare --input data/corpus/full/$s.jsonl --tokenizer $d/tokenizer.moe --out $d/$s.tok
+  done
+fi
+worker() {
+  local g
+  for g in pilot-h128 pilot-h256 pilot-lr; do
+    "$moe" sweep --grid "configs/scale/$g.json" || return $?
+  done
+}
+pids=()
+# SIGTERM/SIGINT reach each worker's `moe sweep`, which passes it to its run
+# (a checkpoint, then exit), then the workers themselves
+stop() {
+  local p
+  for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null; done
+  wait
+  exit 143
+}
+trap stop TERM INT
+for i in $(seq "$n"); do
+  worker > "runs/scale-worker-$i.log" 2>&1 &
+  pids+=($!)
+  sleep 2   # let each take its lock before the next looks
+done
+status=0
+for p in "${pids[@]}"; do wait "$p" || status=1; done
+exit $status
