@@ -27,10 +27,15 @@ void moe_unmap_file(moe_mapped *m);
 /* A file written atomically: bytes go to "<path>.tmp.<pid>", and
  * moe_afile_commit() flushes, fsyncs, renames over <path> and fsyncs the
  * directory, so a reader sees either the old file or the whole new one.
- * moe_afile_abort() removes the temporary file. */
+ * moe_afile_abort() removes the temporary file. A symlink is followed: its
+ * target is replaced and the link stays. A character device or a pipe, and
+ * "-", /dev/stdout, /dev/stderr, /dev/fd/N (the descriptor itself), are
+ * written straight through (direct; nothing to rename, nothing an abort can
+ * take back); a block device is refused. */
 typedef struct moe_afile {
     void *fp;            /* FILE* */
-    char path[4096];
+    int direct;          /* 1: writing straight to a device, pipe or descriptor */
+    char path[4096];     /* the file written (a symlink resolved) */
     char tmp[4200];
 } moe_afile;
 

@@ -1,5 +1,6 @@
 /* fileio.c — whole-file reads, atomic writes (tmp file, fsync, rename, fsync
- * of the directory), mkdir -p and directory fsync. */
+ * of the directory; through a symlink to its target; straight to devices,
+ * pipes and "-"), mkdir -p and directory fsync. */
 #include "moe/fileio.h"
 
 #include <errno.h>
@@ -100,6 +101,62 @@ void moe_unmap_file(moe_mapped *m) {
     memset(m, 0, sizeof *m);
 }
 
+/* The descriptor a path names without naming a file: "-" (stdout),
+ * /dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N; -1 for any other. */
+static int named_fd(const char *path) {
+    if (!strcmp(path, "-") || !strcmp(path, "/dev/stdout")) return 1;
+    if (!strcmp(path, "/dev/stderr")) return 2;
+    const char *n = !strncmp(path, "/dev/fd/", 8) ? path + 8
+                  : !strncmp(path, "/proc/self/fd/", 14) ? path + 14 : NULL;
+    if (!n || !*n || strspn(n, "0123456789") != strlen(n) || strlen(n) > 6) return -1;
+    return atoi(n);
+}
+
+/* Follows the symbolic links of path (a dangling one too: the file is
+ * created where it points) into out, so the rename replaces the target and
+ * the link stays. A path that is not a link is copied as is. */
+static int resolve_links(const char *path, char *out, size_t n, moe_err *err) {
+    char cur[4096], target[4096];
+    snprintf(cur, sizeof cur, "%s", path);
+    for (int hops = 0;; hops++) {
+        struct stat st;
+        if (lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode)) break;
+        if (hops == 40) return moe_errf(err, "cannot write %s: %s", path, strerror(ELOOP));
+        ssize_t k = readlink(cur, target, sizeof target - 1);
+        if (k < 0) return moe_errf(err, "cannot read the link %s: %s", cur, strerror(errno));
+        target[k] = '\0';
+        const char *slash = strrchr(cur, '/');
+        if (target[0] == '/' || !slash) snprintf(cur, sizeof cur, "%s", target);
+        else if (snprintf(cur + (slash - cur) + 1, sizeof cur - (size_t)(slash - cur) - 1, "%s", target) >=
+                 (int)(sizeof cur - (size_t)(slash - cur) - 1))
+            return moe_errf(err, "cannot write %s: the link's target is longer than %zu bytes", path,
+                            sizeof cur - 1);
+    }
+    if (strlen(cur) >= n) return moe_errf(err, "cannot write %.200s...: path longer than %zu bytes", cur, n - 1);
+    memcpy(out, cur, strlen(cur) + 1);
+    return 0;
+}
+
+/* Devices, pipes and "-" are written straight through: renaming a file over
+ * them would replace the device node (or /dev/stdout) with a regular file. */
+static int open_direct(moe_afile *f, const char *path, int fd, moe_err *err) {
+    if (fd >= 0) {
+        if (fd == 1) fflush(stdout);   /* what moe printed before comes first */
+        fd = dup(fd);
+    } else {
+        fd = open(path, O_WRONLY | O_NOCTTY | O_CLOEXEC);
+    }
+    FILE *fp = fd < 0 ? NULL : fdopen(fd, "wb");
+    if (!fp) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return moe_errf(err, "cannot open %s for writing: %s", path, strerror(e));
+    }
+    f->fp = fp;
+    f->direct = 1;
+    return 0;
+}
+
 int moe_afile_open(moe_afile *f, const char *path, moe_err *err) {
     memset(f, 0, sizeof *f);
     size_t n = strlen(path);
@@ -107,7 +164,17 @@ int moe_afile_open(moe_afile *f, const char *path, moe_err *err) {
     if (n >= sizeof f->path) return moe_errf(err, "cannot write %.200s...: path longer than %zu bytes",
                                              path, sizeof f->path - 1);
     memcpy(f->path, path, n + 1);
-    snprintf(f->tmp, sizeof f->tmp, "%s.tmp.%ld", path, (long)getpid());
+    int fd = named_fd(path);
+    struct stat st;
+    if (fd < 0 && stat(path, &st) == 0) {
+        if (S_ISBLK(st.st_mode))
+            return moe_errf(err, "cannot write %s: it is a block device; moe writes files, character "
+                            "devices and pipes only", path);
+        if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode)) return open_direct(f, path, -1, err);
+    }
+    if (fd >= 0) return open_direct(f, path, fd, err);
+    if (resolve_links(path, f->path, sizeof f->path, err)) return -1;
+    snprintf(f->tmp, sizeof f->tmp, "%s.tmp.%ld", f->path, (long)getpid());
     FILE *fp = fopen(f->tmp, "wb");
     if (!fp) return moe_errf(err, "cannot create %s: %s", f->tmp, strerror(errno));
     f->fp = fp;
@@ -141,10 +208,11 @@ int moe_afile_commit(moe_afile *f, moe_err *err) {
     int e = 0;
     errno = 0;
     if (fflush(fp) != 0) e = errno ? errno : EIO;
-    else if (fsync(fileno(fp)) != 0) { e = errno; step = "fsync"; }
+    else if (!f->direct && fsync(fileno(fp)) != 0) { e = errno; step = "fsync"; }
     f->fp = NULL;
     errno = 0;
     if (fclose(fp) != 0 && !e) { e = errno ? errno : EIO; step = "close"; }
+    if (f->direct) return e ? moe_errf(err, "cannot %s %s: %s", step, f->path, strerror(e)) : 0;
     if (e) {
         remove(f->tmp);
         return moe_errf(err, "cannot %s %s: %s", step, f->path, strerror(e));
@@ -163,7 +231,7 @@ void moe_afile_abort(moe_afile *f) {
     if (!f->fp) return;
     fclose((FILE *)f->fp);
     f->fp = NULL;
-    remove(f->tmp);
+    if (!f->direct) remove(f->tmp);
 }
 
 int moe_write_file_atomic(const char *path, const void *data, size_t len, moe_err *err) {

@@ -1,14 +1,18 @@
 /* test_fileio.c — unit tests of whole-file reads, atomic writes (including a
- * write that fails for lack of space), mkdir -p and directory fsync. */
+ * write that fails for lack of space; through symlinks, to devices, pipes and
+ * stdout), mkdir -p and directory fsync. */
 #include "harness.h"
 #include "moe/fileio.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char dir[256];
@@ -194,6 +198,83 @@ static void test_dir_lock(void) {
     CHECK(moe_dir_lock(p, &b, &err) == -1 && strstr(err.msg, "none/such/.lock"), "%s", err.msg);
 }
 
+/* Issue 26.1: a symlinked output keeps being a symlink and its target gets
+ * the content (a dangling one creates its target); a character device and a
+ * pipe are written straight through, not replaced by a regular file; "-" and
+ * /proc/self/fd/1 write to the descriptor itself. */
+static void test_links_devices_stdout(void) {
+    moe_err err = {{0}};
+    char target[512], link[512], link2[512], p[512];
+    path_in(target, sizeof target, "target.json");
+    path_in(link, sizeof link, "link.json");
+    path_in(link2, sizeof link2, "link2.json");
+    CHECK(moe_write_file_atomic(target, "old", 3, &err) == 0, "%s", err.msg);
+    CHECK(symlink("target.json", link) == 0, "symlink: %s", strerror(errno));   /* relative */
+    CHECK(symlink(link, link2) == 0, "symlink: %s", strerror(errno));           /* a chain */
+    CHECK(moe_write_file_atomic(link2, "new", 3, &err) == 0, "%s", err.msg);
+    struct stat st;
+    CHECK(lstat(link, &st) == 0 && S_ISLNK(st.st_mode), "%s is no longer a symlink", link);
+    CHECK(lstat(link2, &st) == 0 && S_ISLNK(st.st_mode), "%s is no longer a symlink", link2);
+    CHECK(file_equals(target, "new", 3), "the link's target did not get the content");
+    CHECK(count_tmp_files() == 0, "temporary files left behind");
+    path_in(link, sizeof link, "dangling.json");
+    CHECK(symlink("made.json", link) == 0, "symlink: %s", strerror(errno));
+    CHECK(moe_write_file_atomic(link, "made", 4, &err) == 0, "%s", err.msg);
+    path_in(p, sizeof p, "made.json");
+    CHECK(lstat(link, &st) == 0 && S_ISLNK(st.st_mode) && file_equals(p, "made", 4), "dangling link");
+
+    path_in(p, sizeof p, "null");   /* a copy of /dev/null */
+    if (mknod(p, S_IFCHR | 0666, makedev(1, 3)) == 0) {
+        CHECK(moe_write_file_atomic(p, "x", 1, &err) == 0, "%s", err.msg);
+        CHECK(stat(p, &st) == 0 && S_ISCHR(st.st_mode), "the device became a regular file");
+    } else {
+        CHECK(errno == EPERM, "mknod: %s", strerror(errno));   /* no CAP_MKNOD: /dev/null itself */
+        CHECK(moe_write_file_atomic("/dev/null", "x", 1, &err) == 0, "%s", err.msg);
+        CHECK(stat("/dev/null", &st) == 0 && S_ISCHR(st.st_mode), "/dev/null became a regular file");
+    }
+    path_in(p, sizeof p, "fifo");
+    CHECK(mkfifo(p, 0600) == 0, "mkfifo: %s", strerror(errno));
+    pid_t reader = fork();
+    if (reader == 0) {   /* reads the pipe into fifo.out */
+        char q[600], buf[64];
+        snprintf(q, sizeof q, "%s.out", p);
+        int in = open(p, O_RDONLY), out = open(q, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        ssize_t k;
+        while ((k = read(in, buf, sizeof buf)) > 0) if (write(out, buf, (size_t)k) != k) _exit(1);
+        _exit(0);
+    }
+    CHECK(moe_write_file_atomic(p, "piped", 5, &err) == 0, "%s", err.msg);
+    int status = 1, still_fifo = stat(p, &st) == 0 && S_ISFIFO(st.st_mode);
+    CHECK(still_fifo, "the pipe became a regular file");
+    if (!still_fifo) kill(reader, SIGKILL);   /* it waits on a pipe no writer will open */
+    waitpid(reader, &status, 0);
+    char q[600];
+    snprintf(q, sizeof q, "%s.out", p);
+    CHECK(status == 0 && file_equals(q, "piped", 5), "the pipe's reader got something else");
+
+    /* "-" and /proc/self/fd/1 (what /dev/stdout links to; the link itself is
+     * not used, so that a regression cannot replace this machine's):
+     * stdout pointed at a file for the test, run from dir */
+    path_in(p, sizeof p, "stdout.txt");
+    char cwd[4096];
+    CHECK(getcwd(cwd, sizeof cwd) && chdir(dir) == 0, "chdir %s", dir);
+    fflush(stdout);
+    int saved = dup(1), fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, 1);
+    close(fd);
+    printf("first ");   /* buffered: must come out before the file's content */
+    int rc1 = moe_write_file_atomic("-", "dash ", 5, &err);
+    int rc2 = moe_write_file_atomic("/proc/self/fd/1", "stdout", 6, &err);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    CHECK(rc1 == 0 && rc2 == 0, "%s", err.msg);
+    CHECK(file_equals(p, "first dash stdout", 17), "stdout did not get the content in order");
+    CHECK(access("-", F_OK) != 0, "a file named '-' was created");
+    CHECK(chdir(cwd) == 0, "chdir %s", cwd);
+    CHECK(count_tmp_files() == 0, "temporary files left behind");
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/moe_test_fileio_XXXXXX");
     if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
@@ -203,6 +284,7 @@ int main(void) {
     RUN(test_full_disk);
     RUN(test_mkdirs);
     RUN(test_dir_lock);
+    RUN(test_links_devices_stdout);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
