@@ -20,7 +20,8 @@ static void help(FILE *f) {
         "  --model DIR        model or run directory (a run uses its newest checkpoint)\n"
         "  --data FILE.tok    token file; its document table gives the domains\n"
         "  --out FILE.json    where to write the analysis (default: DIR/analysis.json\n"
-        "                     when DIR is a run directory, i.e. holds metrics.jsonl)\n"
+        "                     when DIR is a run directory, i.e. holds metrics.jsonl;\n"
+        "                     '-': stdout, the summary then goes to stderr)\n"
         "  --max-tokens N     analyse about N tokens in rows spread evenly over the file,\n"
         "                     each domain its share (default 65536; 0: all)\n"
         "  --top N            tokens listed per expert (default 10)\n"
@@ -65,6 +66,8 @@ int cmd_analyze(int argc, char **argv) {
     if (cli_positionals(&p, 0) < 0) return 2;
     if (!model_dir || !data) { fprintf(stderr, "moe analyze: --model DIR and --data FILE are required\n"); return 2; }
     if (threads) omp_set_num_threads((int)threads);
+    char stdout_path[32];
+    out = cli_stdout_output(out, stdout_path, sizeof stdout_path);
 
     moe_err err;
     moe_model *m = NULL;
@@ -146,7 +149,7 @@ int cmd_analyze(int argc, char **argv) {
     }
     if (out) {
         if (!b.data || moe_write_file_atomic(out, b.data, b.len, &err)) goto fail;
-        printf("\nmoe analyze: wrote %s\n", out);
+        if (out != stdout_path) printf("\nmoe analyze: wrote %s\n", out);
     } else {
         printf("\n(give --out FILE.json to keep the full analysis)\n");
     }

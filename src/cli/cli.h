@@ -86,4 +86,15 @@ struct moe_err;
 int cli_inference_precision(const char *cmd, struct moe_model *model, const char *precision,
                             struct moe_err *err);
 
+/* Before `cmd` writes a model into the directory out: a training
+ * checkpoint or run there is refused always, a model without force (one
+ * message naming out). Returns 0 or -1 (err). */
+int cli_check_out(const char *cmd, const char *out, int force, struct moe_err *err);
+
+/* An output option that names stdout ("-" or /dev/stdout) gets stdout to
+ * itself: the command's own lines move to stderr, and the returned path
+ * ("/dev/fd/N" in buf) writes to the original stdout. Any other path comes
+ * back as is. */
+const char *cli_stdout_output(const char *path, char *buf, size_t cap);
+
 #endif

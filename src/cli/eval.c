@@ -28,7 +28,8 @@ static void help(FILE *f) {
         "  --robustness       also the perplexity with every token's top expert dropped\n"
         "                     by each router (METHOD §2.3)\n"
         "  --json FILE        write the results as JSON (default: DIR/eval.json when\n"
-        "                     DIR is a run directory, i.e. holds metrics.jsonl)\n"
+        "                     DIR is a run directory, i.e. holds metrics.jsonl; '-':\n"
+        "                     stdout, the table then goes to stderr)\n"
         "  --max-tokens N     evaluate about N tokens of each file, in windows spread\n"
         "                     evenly over it, each domain its share (0: all)\n"
         "  --limit N          score at most the first N items of each task (0: all)\n"
@@ -151,6 +152,8 @@ int cmd_eval(int argc, char **argv) {
     if (!model_dir) { fprintf(stderr, "moe eval: --model DIR is required\n"); goto usage; }
     if (!n_data && !n_tasks) { fprintf(stderr, "moe eval: give at least one --data or --task\n"); goto usage; }
     if (threads) omp_set_num_threads((int)threads);
+    char stdout_path[32];
+    json_path = cli_stdout_output(json_path, stdout_path, sizeof stdout_path);
 
     moe_err err;
     moe_model *m = NULL;
@@ -293,7 +296,7 @@ int cmd_eval(int argc, char **argv) {
     }
     if (json_path) {
         if (!b.data || moe_write_file_atomic(json_path, b.data, b.len, &err)) { moe_buf_free(&b); goto fail; }
-        printf("\nmoe eval: wrote %s\n", json_path);
+        if (json_path != stdout_path) printf("\nmoe eval: wrote %s\n", json_path);
     }
     moe_buf_free(&b);
     rc = 0;

@@ -9,7 +9,7 @@
 static void help(FILE *f) {
     fprintf(f,
         "usage: moe export --format gguf|hf|onnx --out PATH [--type f32|f16|bf16]\n"
-        "                  [--tokenizer FILE] MODEL\n\n"
+        "                  [--tokenizer FILE] [--force] MODEL\n\n"
         "Writes MODEL (a model or run directory: its newest checkpoint) for other programs:\n"
         "  --format gguf   one GGUF file for llama.cpp: architecture llama (dense, or\n"
         "                  Mixtral-style experts with norm_topk_prob), deepseek (TopK gates\n"
@@ -23,19 +23,23 @@ static void help(FILE *f) {
         "                  config.json, tokenizer.json\n"
         "  --out PATH      the file (gguf) or directory (hf, onnx) to write\n"
         "  --type T        matrices in f32 (default), f16 or bf16; norms stay f32 in GGUF\n"
-        "  --tokenizer F   else MODEL's own tokenizer, else bytes when vocab_size is 257\n\n"
+        "  --tokenizer F   else MODEL's own tokenizer, else bytes when vocab_size is 257\n"
+        "  --force         hf, onnx: overwrite a model that PATH already holds (never a\n"
+        "                  training run or one of its checkpoints)\n\n"
         "For gguf and hf, routers that neither program computes (relu, hash, expert_choice,\n"
         "sparsemixer, topp, cartesian, lory, shared_gate) are refused with the reason; onnx\n"
         "refuses lory (docs/INTEROP.md).\n");
 }
 
 int cmd_export(int argc, char **argv) {
-    enum { O_FORMAT = 256, O_OUT, O_TYPE, O_TOKENIZER };
+    enum { O_FORMAT = 256, O_OUT, O_TYPE, O_TOKENIZER, O_FORCE };
     static const struct option opts[] = {
         {"help", no_argument, 0, 'h'}, {"format", required_argument, 0, O_FORMAT},
         {"out", required_argument, 0, O_OUT}, {"type", required_argument, 0, O_TYPE},
-        {"tokenizer", required_argument, 0, O_TOKENIZER}, {0, 0, 0, 0}};
+        {"tokenizer", required_argument, 0, O_TOKENIZER}, {"force", no_argument, 0, O_FORCE},
+        {0, 0, 0, 0}};
     const char *format = NULL, *out = NULL, *type = "f32", *tok_path = NULL, *model = NULL;
+    int force = 0;
     cli_parser p;
     cli_begin(&p, "export", argc, argv, opts);
     for (int c; (c = cli_next(&p)) != -1;) {
@@ -45,6 +49,7 @@ int cmd_export(int argc, char **argv) {
         case O_OUT: out = p.value; break;
         case O_TYPE: type = p.value; break;
         case O_TOKENIZER: tok_path = p.value; break;
+        case O_FORCE: force = 1; break;
         default: return 2;
         }
     }
@@ -64,6 +69,7 @@ int cmd_export(int argc, char **argv) {
     st_dtype dt = !strcmp(type, "f32") ? ST_F32 : !strcmp(type, "f16") ? ST_F16 : !strcmp(type, "bf16") ? ST_BF16 : ST_U8;
     if (dt == ST_U8) { fprintf(stderr, "moe export: option --type: expected f32, f16 or bf16, found '%s'\n", type); return 2; }
     moe_err err;
+    if (!gguf && cli_check_out("export", out, force, &err)) { fprintf(stderr, "moe export: %s\n", err.msg); return 1; }
     moe_model *m = NULL;
     moe_tokenizer *tok = NULL;
     char ckpt[4096];

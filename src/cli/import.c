@@ -12,7 +12,7 @@
 
 static void help(FILE *f) {
     fprintf(f,
-        "usage: moe import --out DIR [--tokenizer FILE] SOURCE\n\n"
+        "usage: moe import --out DIR [--tokenizer FILE] [--force] SOURCE\n\n"
         "Reads SOURCE, a .gguf file (architectures llama, deepseek, bailingmoe; tensors\n"
         "F32, F16 or BF16) or a Hugging Face directory (LlamaForCausalLM,\n"
         "MixtralForCausalLM, Qwen2MoeForCausalLM without a live shared expert), and writes\n"
@@ -21,15 +21,19 @@ static void help(FILE *f) {
         "defaults unless SOURCE was written by moe export, which keeps them).\n"
         "  --out DIR        the model directory to write\n"
         "  --tokenizer F    the tokenizer to keep with the model, when SOURCE's is not\n"
-        "                   a byte-level BPE in moe's layout (the import says so)\n");
+        "                   a byte-level BPE in moe's layout (the import says so)\n"
+        "  --force          overwrite a model that DIR already holds (never a training\n"
+        "                   run or one of its checkpoints)\n");
 }
 
 int cmd_import(int argc, char **argv) {
-    enum { O_OUT = 256, O_TOKENIZER };
+    enum { O_OUT = 256, O_TOKENIZER, O_FORCE };
     static const struct option opts[] = {
         {"help", no_argument, 0, 'h'}, {"out", required_argument, 0, O_OUT},
-        {"tokenizer", required_argument, 0, O_TOKENIZER}, {0, 0, 0, 0}};
+        {"tokenizer", required_argument, 0, O_TOKENIZER}, {"force", no_argument, 0, O_FORCE},
+        {0, 0, 0, 0}};
     const char *out = NULL, *tok_path = NULL, *src = NULL;
+    int force = 0;
     cli_parser p;
     cli_begin(&p, "import", argc, argv, opts);
     for (int c; (c = cli_next(&p)) != -1;) {
@@ -37,6 +41,7 @@ int cmd_import(int argc, char **argv) {
         case 'h': help(stdout); return 0;
         case O_OUT: out = p.value; break;
         case O_TOKENIZER: tok_path = p.value; break;
+        case O_FORCE: force = 1; break;
         default: return 2;
         }
     }
@@ -47,6 +52,7 @@ int cmd_import(int argc, char **argv) {
     struct stat st;
     if (stat(src, &st)) { fprintf(stderr, "moe import: %s: no such file or directory\n", src); return 1; }
     moe_err err;
+    if (cli_check_out("import", out, force, &err)) { fprintf(stderr, "moe import: %s\n", err.msg); return 1; }
     moe_model *m = NULL;
     moe_tokenizer *tok = NULL;
     char why[512] = "", path[4096];

@@ -1,7 +1,6 @@
 /* init.c — `moe init`: write a randomly initialised model. */
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "moe/checksum.h"
@@ -43,28 +42,6 @@ static int upcycle_from(moe_model *m, const char *dense, const char *out, moe_er
     return rc;
 }
 
-static int exists(const char *dir, const char *name) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-/* A directory written by training (a run, or one of its checkpoints) is
- * never overwritten; a model that init wrote is, with --force only. */
-static int check_out(const char *out, int force, moe_err *err) {
-    if (exists(out, "trainer_state.json") || exists(out, "optimizer.safetensors"))
-        return moe_errf(err, "%s is a training checkpoint; init never overwrites one: choose "
-                        "another --out", out);
-    if (exists(out, "checkpoints") || exists(out, "metrics.jsonl"))
-        return moe_errf(err, "%s holds a training run; init never overwrites one: choose another "
-                        "--out", out);
-    if (!force && (exists(out, "model.safetensors") || exists(out, "config.json")))
-        return moe_errf(err, "%s already holds a model: choose another --out, or add --force to "
-                        "overwrite it", out);
-    return 0;
-}
-
 int cmd_init(int argc, char **argv) {
     enum { O_CONFIG = 256, O_OUT, O_SEED, O_UPCYCLE, O_FORCE };
     static const struct option opts[] = {
@@ -92,7 +69,7 @@ int cmd_init(int argc, char **argv) {
     moe_err err;
     moe_config cfg;
     moe_model *m;
-    if (check_out(out, force, &err) || moe_config_load(config, &cfg, &err)) {
+    if (cli_check_out("init", out, force, &err) || moe_config_load(config, &cfg, &err)) {
         fprintf(stderr, "moe init: %s\n", err.msg);
         return 1;
     }

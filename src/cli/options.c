@@ -1,12 +1,14 @@
 /* options.c — the one option mechanism of every subcommand: glibc's
  * getopt_long (--opt VALUE, --opt=VALUE, -h, "--" ends the options), with
  * our own one-line messages naming the command and the option, and the
- * parsers of numeric values; and the precision helpers the commands share. */
+ * parsers of numeric values; the precision helpers the commands share, and
+ * an output option that names stdout. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "moe/common.h"
@@ -194,4 +196,13 @@ int cli_inference_precision(const char *cmd, moe_model *model, const char *preci
     cli_note_precision(cmd, model);
     k_ctx_freeze_weights(model->kc, model->params, model->n_params);
     return 0;
+}
+
+const char *cli_stdout_output(const char *path, char *buf, size_t cap) {
+    if (!path || (strcmp(path, "-") && strcmp(path, "/dev/stdout"))) return path;
+    fflush(stdout);
+    int fd = dup(1);
+    if (fd < 0 || dup2(2, 1) < 0) return path;   /* then the lines and the output share stdout */
+    snprintf(buf, cap, "/dev/fd/%d", fd);
+    return buf;
 }
