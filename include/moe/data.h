@@ -79,6 +79,15 @@ int moe_tokens_read(const char *path, moe_tokens *out, moe_err *err);
 int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err);
 void moe_tokens_free(moe_tokens *t);
 
+/* nanoGPT's token files (its prepare.py writes train.bin / val.bin): raw
+ * little-endian uint16 ids, no header, no document boundaries. Writes them
+ * to `out` as a token file of width 2 (the same bytes after a header), no
+ * document table, every id checked below vocab, and the tokenizer file text
+ * tok_text[tok_len] recorded when tok_len > 0. Streams through a map: memory
+ * does not grow with the file. *n_out (may be NULL): the ids written. */
+int moe_tokens_convert_raw16(const char *in, const char *out, uint32_t vocab, const char *tok_text,
+                             size_t tok_len, size_t *n_out, moe_err *err);
+
 /* Progress of a long pass (eval, analyze): fn(ctx, done, total) after each
  * batch. NULL where no one is watching. */
 typedef struct moe_progress {

@@ -15,6 +15,7 @@
 static const char *USAGE =
     "usage: moe prepare --input PATH... --out FILE.tok [--tokenizer FILE|bytes] [--threads N]\n"
     "                   [--domain-field KEY]\n"
+    "       moe prepare --input FILE.bin --out FILE.tok (--tokenizer FILE | --vocab N)\n"
     "\n"
     "Encodes documents into one token file (docs/FORMAT.md), each document followed\n"
     "by <|endoftext|>, with a document table and domain names.\n"
@@ -25,7 +26,12 @@ static const char *USAGE =
     "  --tokenizer FILE   a tokenizer file, a tiktoken rank file, or 'bytes' (default)\n"
     "  --threads N        encoding threads (default: all cores)\n"
     "  --domain-field KEY the JSONL key that names a document's domain (default\n"
-    "                     \"domain\"; \"genre\" for data/corpus/*/brown.jsonl)\n";
+    "                     \"domain\"; \"genre\" for data/corpus/*/brown.jsonl)\n"
+    "\n"
+    "A single input ending in .bin is a nanoGPT token file (raw uint16 ids, as its\n"
+    "prepare.py writes train.bin / val.bin): its ids are copied as they are, checked\n"
+    "against the vocabulary of --tokenizer (recorded in the file; e.g. tiktoken's\n"
+    "r50k_base rank file for GPT-2) or of --vocab N, without a document table.\n";
 
 static void bar(double frac, double t, double mb) {
     int w = 30, k = (int)(frac * w + 0.5);
@@ -36,17 +42,57 @@ static void bar(double frac, double t, double mb) {
     fflush(stderr);
 }
 
+static int has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+/* `moe prepare --input FILE.bin`: a nanoGPT token file into a moe one. The
+ * vocabulary is the tokenizer's (recorded in the file) or vocab. */
+static int prepare_raw16(const char *cmd, const char *in, const char *out, const char *tokpath,
+                         uint32_t vocab) {
+    moe_err err;
+    moe_tokenizer *tok = NULL;
+    moe_buf text = {0};
+    int rc = 1;
+    if (tokpath) {
+        if (moe_tokenizer_load(tokpath, &tok, &err) || moe_tokenizer_serialize(tok, &text, &err)) goto fail;
+        if (vocab && vocab != moe_tokenizer_vocab_size(tok)) {
+            moe_errf(&err, "--vocab %u differs from the tokenizer's %u ids (%s)", vocab,
+                     moe_tokenizer_vocab_size(tok), tokpath);
+            goto fail;
+        }
+        vocab = moe_tokenizer_vocab_size(tok);
+    } else if (!vocab) {
+        moe_errf(&err, "%s: a nanoGPT .bin file does not say its vocabulary: give --tokenizer FILE "
+                 "(recorded in the token file) or --vocab N (GPT-2: 50257)", in);
+        goto fail;
+    }
+    size_t n;
+    if (moe_tokens_convert_raw16(in, out, vocab, text.data, text.len, &n, &err)) goto fail;
+    printf("prepare: %zu tokens of a nanoGPT file (vocab %u%s) -> %s\n", n, vocab,
+           tokpath ? ", tokenizer recorded" : ", no tokenizer recorded", out);
+    rc = 0;
+fail:
+    if (rc) fprintf(stderr, "moe %s: %s\n", cmd, err.msg);
+    moe_buf_free(&text);
+    moe_tokenizer_free(tok);
+    return rc;
+}
+
 int cmd_prepare(int argc, char **argv) {
     const char *cmd = "prepare", *out = NULL, *tokpath = "bytes", *domain_field = NULL;
     const char **inputs = calloc((size_t)argc, sizeof *inputs);
     size_t n_inputs = 0;
-    long threads = 0;
+    long threads = 0, vocab = 0;
     if (!inputs) return 1;
-    enum { O_INPUT = 256, O_OUT, O_TOKENIZER, O_THREADS, O_DOMAIN_FIELD };
+    enum { O_INPUT = 256, O_OUT, O_TOKENIZER, O_THREADS, O_DOMAIN_FIELD, O_VOCAB };
+    int tok_given = 0;
     static const struct option opts[] = {
         {"help", no_argument, 0, 'h'}, {"input", required_argument, 0, O_INPUT},
         {"out", required_argument, 0, O_OUT}, {"tokenizer", required_argument, 0, O_TOKENIZER},
         {"threads", required_argument, 0, O_THREADS}, {"domain-field", required_argument, 0, O_DOMAIN_FIELD},
+        {"vocab", required_argument, 0, O_VOCAB},
         {0, 0, 0, 0}};
     cli_parser p;
     cli_begin(&p, cmd, argc, argv, opts);
@@ -62,7 +108,8 @@ int cmd_prepare(int argc, char **argv) {
         case 'h': fputs(USAGE, stdout); free(inputs); return 0;
         case 1: case O_INPUT: inputs[n_inputs++] = p.value; break;
         case O_OUT: out = p.value; break;
-        case O_TOKENIZER: tokpath = p.value; break;
+        case O_TOKENIZER: tokpath = p.value; tok_given = 1; break;
+        case O_VOCAB: if (cli_int(&p, p.value, 1, 65536, &vocab)) goto usage; break;
         case O_THREADS: if (cli_int(&p, p.value, 1, 1024, &threads)) goto usage; break;
         case O_DOMAIN_FIELD: domain_field = p.value; break;
         default: goto usage;
@@ -70,6 +117,16 @@ int cmd_prepare(int argc, char **argv) {
     }
     if (!n_inputs || !out) {
         fprintf(stderr, "moe %s: --input and --out are required\n", cmd);
+        goto usage;
+    }
+    if (n_inputs == 1 && has_suffix(inputs[0], ".bin")) {
+        int rc = prepare_raw16(cmd, inputs[0], out, tok_given ? tokpath : NULL, (uint32_t)vocab);
+        free(inputs);
+        return rc;
+    }
+    if (vocab) {
+        fprintf(stderr, "moe %s: --vocab is for a nanoGPT .bin input; text takes its vocabulary from "
+                "--tokenizer\n", cmd);
         goto usage;
     }
     int nth = threads ? (int)threads : omp_get_max_threads();

@@ -237,6 +237,71 @@ int moe_tokens_write(const char *path, const moe_tokens *t, moe_err *err) {
     return rc;
 }
 
+/* ---- nanoGPT's raw token files ----------------------------------------- */
+
+/* The header of a token file of n uint16 ids, no document table, and a
+ * tokenizer section of tok_len bytes when tok_len > 0; its CRC field is
+ * left zero. */
+static void raw16_header(unsigned char *h, uint64_t n, uint32_t vocab, size_t tok_len) {
+    memset(h, 0, MOE_TOKENS_HEADER);
+    memcpy(h, MOE_TOKENS_MAGIC, 8);
+    wr32(h + 8, MOE_TOKENS_VERSION);
+    wr32(h + 12, 2);
+    wr64(h + 16, n);
+    wr32(h + 36, vocab);
+    wr32(h + 44, MOE_TOKENS_HAS_CRC | (tok_len ? MOE_TOKENS_HAS_TOKENIZER : 0));
+}
+
+int moe_tokens_convert_raw16(const char *in, const char *out, uint32_t vocab, const char *tok_text,
+                             size_t tok_len, size_t *n_out, moe_err *err) {
+    moe_mapped m;
+    if (moe_map_file(in, &m, err)) return -1;
+    int rc = 0;
+    if (m.len % 2 || m.len == 0) {
+        rc = moe_errf(err, "%s: %zu bytes: a nanoGPT token file holds uint16 ids, an even number of "
+                      "bytes (at least one id)", in, m.len);
+        goto done;
+    }
+    size_t n = m.len / 2;
+    const size_t chunk = (size_t)1 << 20;
+    unsigned char h[MOE_TOKENS_HEADER], len8[8];
+    raw16_header(h, n, vocab, tok_len);
+    wr64(len8, tok_len);
+    /* pass 1: every id below vocab, and the CRC of all but the CRC field */
+    uint32_t crc = moe_crc32(moe_crc32(0, h, 40), h + 44, MOE_TOKENS_HEADER - 44);
+    for (size_t off = 0; off < m.len && !rc; off += chunk) {
+        size_t end = off + chunk < m.len ? off + chunk : m.len;
+        for (size_t i = off / 2; i < end / 2; i++) {
+            uint32_t id = (uint32_t)(m.data[2 * i] | m.data[2 * i + 1] << 8);
+            if (id >= vocab) {
+                rc = moe_errf(err, "%s: token %zu has id %u, outside the vocabulary of %u", in, i, id, vocab);
+                break;
+            }
+        }
+        crc = moe_crc32(crc, m.data + off, end - off);
+        moe_map_release_pages(&m, off, end - off);
+    }
+    if (rc) goto done;
+    if (tok_len) crc = moe_crc32(moe_crc32(crc, len8, 8), tok_text, tok_len);
+    wr32(h + 40, crc);
+    /* pass 2: the header, the ids as they are (the same bytes), the tokenizer */
+    moe_afile f;
+    if (moe_afile_open(&f, out, err)) { rc = -1; goto done; }
+    rc = moe_afile_write(&f, h, sizeof h, err);
+    for (size_t off = 0; off < m.len && !rc; off += chunk) {
+        size_t end = off + chunk < m.len ? off + chunk : m.len;
+        rc = moe_afile_write(&f, m.data + off, end - off, err);
+        moe_map_release_pages(&m, off, end - off);
+    }
+    if (!rc && tok_len) rc = moe_afile_write(&f, len8, 8, err) || moe_afile_write(&f, tok_text, tok_len, err);
+    if (rc) moe_afile_abort(&f);
+    else rc = moe_afile_commit(&f, err);
+    if (n_out) *n_out = n;
+done:
+    moe_unmap_file(&m);
+    return rc ? -1 : 0;
+}
+
 /* ---- sampling for evaluation ------------------------------------------ */
 
 /* Splits k among the domains in proportion to weight[d] (largest remainder,
