@@ -7,9 +7,22 @@
 #include <math.h>
 #include <stdint.h>
 
+/* a ? b : c for a mask a of all ones or all zeros, on the bits: no branch,
+ * so GCC if-converts the loops. With its default -ftrapping-math it will not
+ * turn `x < -87 ? -87 : ...` followed by arithmetic into a blend (the
+ * arithmetic could trap on one path only), and such loops stayed scalar. */
+static inline float moe_selectf(uint32_t mask, float b, float c) {
+    union { float f; uint32_t u; } x = {b}, y = {c}, r;
+    r.u = (x.u & mask) | (y.u & ~mask);
+    return r.f;
+}
+
 static inline float moe_expf(float x) {
-    float xc = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;  /* NaN stays NaN */
-    float v = xc == xc ? xc : 0.0f;  /* the integer path must never see a NaN */
+    /* clamp to [-87, 88]; NaN stays NaN (both compares false) */
+    float xc = moe_selectf(-(uint32_t)(x < -87.0f), -87.0f,
+                           moe_selectf(-(uint32_t)(x > 88.0f), 88.0f, x));
+    /* the integer path must never see a NaN */
+    float v = moe_selectf(-(uint32_t)(xc == xc), xc, 0.0f);
     /* n = round(v / ln 2): adding and removing 1.5 * 2^23 rounds to an integer
      * without floorf, which compilers will not vectorise */
     float n = (v * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
