@@ -125,6 +125,9 @@ class FFNMoE:
         self.layer = int(prefix.split(".")[2])
         # relu_lambda_per_layer: this layer's own lambda (fp32) and step counts
         self.own = {"lambda": np.float32(cfg.get("relu_lambda0", 0.0)), "active": 0.0, "total": 0.0}
+        # aux_free_bias: the selection bias (fp32, no gradient) and the step's loads
+        self.bias = np.zeros(self.E, np.float32)
+        self.load = np.zeros(self.E)
 
     def count(self, gates, ctx):
         """The step's sparsity counts (every router, training only)."""
@@ -143,6 +146,13 @@ class FFNMoE:
                                      else float(used) / c["relu_alpha"])
             rec = {"step_sparsity": s, "lambda": float(used)}
         o["active"] = o["total"] = 0.0
+        if c.get("aux_free_bias"):  # b_e += u sign(mean load - load_e), in fp32
+            mean = self.load.sum() / self.E
+            if self.load.sum() > 0:
+                step = c["aux_free_rate"] * np.sign(mean - self.load)
+                self.bias = (self.bias.astype(np.float64) + step).astype(np.float32)
+            rec["expert_bias"] = [float(b) for b in self.bias]
+        self.load[:] = 0
         return rec
 
     def load_state(self, state):
@@ -150,6 +160,9 @@ class FFNMoE:
         name = f"{self.prefix}.router.lambda"
         if name in state:
             self.own["lambda"] = np.float32(state[name][0])
+        name = f"{self.prefix}.router.expert_bias"
+        if name in state:
+            self.bias = np.asarray(state[name], np.float32).copy()
 
     def route(self, logits, ctx):
         c, E, N = self.cfg, self.E, logits.shape[0]
@@ -158,8 +171,13 @@ class FFNMoE:
             # row of a learned table, always renormalised
             p = logits.softmax(-1)
             k = c["k_warm"] * c["granularity"] if c["k_warm"] > 0 and ctx["step"] < c["k_warm_steps"] else self.k
-            idx = p.topk(k, dim=-1).indices
+            # aux_free_bias: chosen by p + b (the bias only chooses)
+            choice = p.detach() + torch.from_numpy(self.bias.astype(np.float64)).to(p.dtype) \
+                if c.get("aux_free_bias") else p
+            idx = choice.topk(k, dim=-1).indices
             mask = torch.zeros_like(p).scatter(1, idx, 1.0)
+            if ctx["training"] and c.get("aux_free_bias"):
+                self.load += mask.sum(0).detach().numpy()
             gates = p * mask
             # norm_topk_prob renormalises at every k (k = 1: a gate of exactly 1);
             # CartesianMoE's sub-layers ("if_several") only when k > 1 (METHOD §2.3)

@@ -596,6 +596,9 @@ static int onnx_supported(const moe_config *c, moe_err *err) {
     if (!strcmp(c->ffn, "lory"))
         return moe_errf(err, "cannot export ffn 'lory' to ONNX: its experts are merged per segment from the "
                         "previous segment's routing, which the graph does not compute (docs/INTEROP.md)");
+    if (c->aux_free_bias)
+        return moe_errf(err, "cannot export aux_free_bias to ONNX: the graph chooses the top-k from the "
+                        "probabilities alone, without the per-expert selection bias (docs/INTEROP.md)");
     return 0;
 }
 

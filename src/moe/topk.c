@@ -6,11 +6,18 @@
  * c_z * mean_t logsumexp(logits_t)^2 and an optional near-dense warm-up
  * (k_warm experts for the first k_warm_steps steps). With
  * ctx->drop_top_expert (robustness eval, METHOD §2.3) each token's most
- * probable expert is disabled and the k gates come from the others. */
+ * probable expert is disabled and the k gates come from the others.
+ * With aux_free_bias (auxiliary-loss-free balancing, Wang et al. 2024;
+ * DeepSeek-V3) a per-expert bias b[E] is added to the scores only to choose
+ * the top-k; the gates are the unbiased scores. b is router state
+ * "expert_bias" [E] (no gradient, saved with the model), moved once per
+ * optimiser step by b_e += u sign(mean load - load_e) with the loads the
+ * step's exact token counts over micro-batches and ranks. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "moe/json.h"
 #include "moe/router.h"
 
 typedef struct topk {
@@ -20,7 +27,14 @@ typedef struct topk {
                         * the global batch's token count (== N in one process) */
     size_t cap, k_eff;
     double aux, z;     /* the two losses of the last route (weighted) */
+    float *bias;       /* [E] aux_free_bias: the selection bias (else NULL) */
+    double *load;      /* [E] aux_free_bias: tokens per expert this step (global) */
 } topk;
+
+/* The score expert e is chosen by: its probability, plus its bias. */
+static inline double choice_score(const topk *s, const float *p, size_t e) {
+    return s->bias ? (double)p[e] + (double)s->bias[e] : (double)p[e];
+}
 
 static int topk_reserve(topk *s, size_t N, size_t E, moe_err *err) {
     if (N <= s->cap) return 0;
@@ -65,12 +79,12 @@ static int topk_route(moe_router *r, float *gates, const float *logits, size_t N
          * the lower index. A dropped expert is marked -1 until the end. */
         double picked = 0.0;
         size_t top = 0;
-        for (size_t e = 1; e < E && drop; e++) top = p[e] > p[top] ? e : top;
+        for (size_t e = 1; e < E && drop; e++) top = choice_score(s, p, e) > choice_score(s, p, top) ? e : top;
         if (drop) g[top] = -1.0f;
         for (size_t j = 0; j < k; j++) {
             size_t best = E;
             for (size_t e = 0; e < E; e++)
-                if (g[e] == 0.0f && (best == E || p[e] > p[best])) best = e;
+                if (g[e] == 0.0f && (best == E || choice_score(s, p, e) > choice_score(s, p, best))) best = e;
             g[best] = p[best] > 0.0f ? p[best] : 1e-30f;  /* selected gates stay non-zero */
             picked += g[best];
         }
@@ -86,6 +100,8 @@ static int topk_route(moe_router *r, float *gates, const float *logits, size_t N
     s->n_e[E] = (double)N;
     if (moe_router_global(ctx, s->n_e, E + 1, err)) return -1;
     double Ng = s->n_e[E];
+    if (s->load && ctx->training)  /* the step's loads, for the bias update */
+        for (size_t e = 0; e < E; e++) s->load[e] += s->n_e[e];
     s->aux = s->z = 0.0;
     if (ctx->training && c->aux_loss_coef > 0) {
         double acc = 0.0;
@@ -143,25 +159,56 @@ static int topk_backward(moe_router *r, float *dlogits, const float *dgates,
 
 static int topk_stats(const moe_router *r, moe_buf *out) {
     const topk *s = r->impl;
-    return moe_buf_printf(out, ", \"lb_loss\": %.9g, \"z_loss\": %.9g, \"k\": %zu", s->aux, s->z, s->k_eff);
+    int rc = moe_buf_printf(out, ", \"lb_loss\": %.9g, \"z_loss\": %.9g, \"k\": %zu", s->aux, s->z, s->k_eff);
+    for (size_t e = 0; s->bias && e < r->E; e++) {  /* after the step's update */
+        rc |= moe_buf_printf(out, e ? ", " : ", \"expert_bias\": [");
+        rc |= json_write_float(out, s->bias[e]);
+    }
+    if (s->bias) rc |= moe_buf_printf(out, "]");
+    return rc ? -1 : 0;
+}
+
+/* aux_free_bias, once per optimiser step: b_e += u sign(mean - load_e),
+ * comparing exact counts (load_e E against their sum); fp32 as stored. */
+static void topk_end_step(moe_router *r, int apply) {
+    topk *s = r->impl;
+    if (!s->bias) return;
+    double total = 0.0, u = r->cfg->aux_free_rate;
+    for (size_t e = 0; e < r->E; e++) total += s->load[e];
+    for (size_t e = 0; apply && total > 0 && e < r->E; e++) {
+        double over = s->load[e] * (double)r->E - total;  /* E (load_e - mean) */
+        if (over != 0.0) s->bias[e] = (float)((double)s->bias[e] + (over < 0 ? u : -u));
+    }
+    memset(s->load, 0, r->E * sizeof(double));
+}
+
+static size_t topk_state(moe_router *r, moe_router_state *out, size_t cap) {
+    topk *s = r->impl;
+    if (!s->bias) return 0;
+    if (cap >= 1) out[0] = (moe_router_state){"expert_bias", s->bias, r->E};
+    return 1;
 }
 
 static void topk_destroy(moe_router *r) {
     topk *s = r->impl;
-    if (s) { free(s->p); free(s->lse); free(s->n_e); free(s); }
+    if (s) { free(s->p); free(s->lse); free(s->n_e); free(s->bias); free(s->load); free(s); }
 }
 
 static const moe_router_ops TOPK_OPS = {
     .name = "topk", .route = topk_route, .backward = topk_backward,
-    .stats_json = topk_stats, .destroy = topk_destroy,
+    .stats_json = topk_stats, .end_step = topk_end_step, .state = topk_state,
+    .destroy = topk_destroy,
 };
 
 int moe_router_topk_create(const moe_config *cfg, moe_router *r, moe_err *err) {
-    (void)cfg;
     topk *s = moe_calloc(1, sizeof *s, err);
     if (!s) return -1;
     s->n_e = moe_calloc(r->E + 1, sizeof(double), err);
-    if (!s->n_e) { free(s); return -1; }
+    if (s->n_e && cfg->aux_free_bias) {
+        s->bias = moe_calloc(r->E, sizeof(float), err);
+        s->load = s->bias ? moe_calloc(r->E, sizeof(double), err) : NULL;
+    }
+    if (!s->n_e || (cfg->aux_free_bias && !s->load)) { free(s->n_e); free(s->bias); free(s); return -1; }
     r->ops = &TOPK_OPS;
     r->impl = s;
     return 0;

@@ -3,7 +3,8 @@
 # run again against the sanitizer build, the exporter under ASan/UBSan): a
 # folder with model.onnx, config.json and tokenizer.json for a model of every
 # router and FFN kind the graph computes, in f32 and f16; Lory and bf16
-# refused in one line naming them. tests/ref/test_onnx.py checks the graphs'
+# refused in one line naming them (and the aux-loss-free bias, by every
+# format). tests/ref/test_onnx.py checks the graphs'
 # numbers in onnxruntime.
 set -u
 build=${1:-build}
@@ -44,6 +45,12 @@ echo "{$base, \"ffn\": \"lory\", \"lory_segment\": 4}" >"$tmp/lory.json"
 expect_error lory_refused "cannot export ffn 'lory' to ONNX" "$moe" export --format onnx --out "$tmp/l.onnx" "$tmp/lory"
 expect_error bf16_refused "expected type f32 or f16, found bf16" \
   "$moe" export --format onnx --type bf16 --out "$tmp/b.onnx" "$tmp/moe_topk"
+# the aux-loss-free selection bias has no slot in the formats moe writes
+echo "{$base, \"ffn\": \"moe\", \"router\": \"topk\", \"top_k\": 2, \"aux_free_bias\": true}" >"$tmp/aux_free.json"
+"$moe" init --config "$tmp/aux_free.json" --out "$tmp/aux_free" >/dev/null || bad init_aux_free
+for f in onnx gguf hf; do
+  expect_error "aux_free_refused_$f" "aux_free_bias" "$moe" export --format $f --out "$tmp/af.$f" "$tmp/aux_free"
+done
 expect_error bad_format "expected gguf, hf or onnx" "$moe" export --format onx --out "$tmp/x" "$tmp/moe_topk"
 
 echo "$pass passed, $fail failed"

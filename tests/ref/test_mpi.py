@@ -91,8 +91,11 @@ try:
         # each layer's lambda from its own sparsity, counted over the ranks (DP only: short)
         "remoe_per_layer": {"ffn": "moe", "router": "relu", "n_experts": 4, "top_k": 1, "relu_lambda0": 1e-3,
                             "target_sparsity": 0.6, "relu_lambda_per_layer": True},
+        # the aux-loss-free bias from the loads counted over the ranks (DP only: short)
+        "topk_aux_free": {"ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 2, "aux_loss_coef": 0.0,
+                          "aux_free_bias": True, "aux_free_rate": 0.01},
     }
-    SHORT = {"remoe_per_layer"}  # data parallel against one process, no other modes
+    SHORT = {"remoe_per_layer", "topk_aux_free"}  # data parallel against one process, no other modes
 
     def metrics(d):
         with open(os.path.join(d, "metrics.jsonl")) as f:
@@ -115,7 +118,7 @@ try:
                     worst = max(worst, rel(a[k], b[k]) if a[k] else abs(b[k]))
             same &= a.get("lambda") == b.get("lambda") and a["step"] == b["step"]
             for la, lb in zip(a.get("layers", []), b.get("layers", [])):  # per-layer lambda and sparsity
-                same &= la.get("lambda") == lb.get("lambda") and la.get("step_sparsity") == lb.get("step_sparsity")
+                same &= all(la.get(k) == lb.get(k) for k in ("lambda", "step_sparsity", "expert_bias"))
         check(f"{label}_losses", same and worst < 1e-5, f"worst relative {worst:.3g}, lambda/steps equal {same}")
         wa, wb = weights(ref), weights(got)
         wworst = max(float(np.linalg.norm(np.asarray(wa[k], np.float64) - np.asarray(wb[k], np.float64)) /

@@ -41,6 +41,10 @@ CASES = {
                                          z_loss_coef=1e-3, n_shared_experts=1), 2),
     # k = 1 with norm_topk_prob: the single gate is exactly 1 (Mixtral, METHOD §2.1)
     "topk_k1_renorm": (dict(MOE, router="topk", norm_topk_prob=True), 1),
+    # auxiliary-loss-free balancing: the bias moves 0.01 a step, enough to
+    # change choices within 10 steps; loads over 2 micro-batches
+    "topk_aux_free_k2_accum": (dict(MOE, router="topk", top_k=2, aux_loss_coef=0.0, aux_free_bias=True,
+                                    aux_free_rate=0.01), 2),
     "topk_warmup_G2_every2": (dict(MOE, router="topk", granularity=2, k_warm=3, k_warm_steps=4,
                                    moe_every=2, n_layers=3), 1),
     # a large lambda_0 so the regulariser matters within 10 steps
@@ -121,6 +125,7 @@ TOL = {
     "topk": dict(fwd=3e-06, grad=6e-06, train=2e-07, weights=2e-04, moments=7e-06),  # 2.4e-07 5.1e-07 1.2e-08 1.2e-05 6.5e-07
     "topk_k2_renorm_zloss_shared": dict(fwd=3e-06, grad=7e-06, train=2e-07, weights=2e-04, moments=2e-05),  # 2.5e-07 6.3e-07 1.7e-08 1.3e-05 1.8e-06
     "topk_k1_renorm": dict(fwd=3e-06, grad=6e-06, train=2e-07, weights=2e-04, moments=6e-06),  # 3.1e-07 5.9e-07 8.1e-09 1.3e-05 6.0e-07
+    "topk_aux_free_k2_accum": dict(fwd=3e-06, grad=5e-06, train=2e-07, weights=2e-04, moments=2e-05),  # 2.9e-07 4.4e-07 1.1e-08 1.6e-05 1.5e-06
     "topk_warmup_G2_every2": dict(fwd=3e-06, grad=7e-06, train=2e-07, weights=3e-04, moments=3e-05),  # 2.7e-07 6.4e-07 1.6e-08 3.0e-05 3.0e-06
     "relu": dict(fwd=3e-06, grad=5e-06, train=2e-07, weights=9e-04, moments=2e-05),  # 2.8e-07 4.8e-07 1.9e-08 8.8e-05 1.2e-06
     "relu_accum_G2": dict(fwd=3e-06, grad=5e-06, train=2e-07, weights=2e-04, moments=2e-05),  # 2.7e-07 4.8e-07 1.4e-08 1.2e-05 1.7e-06
@@ -259,9 +264,9 @@ def compare(build, cfg, model_dir, data, dump, grad_accum, name, tmp, bf16):
             # per-layer router state in the metrics (relu_lambda_per_layer: lambda, step_sparsity)
             for i, rl in enumerate(r.get("layers", [])):
                 ol = o.get("layers", [{}] * (i + 1))[i] if i < len(o.get("layers", [])) else {}
-                for lk in ("lambda", "step_sparsity") if key == "lambda" else ():
-                    cast = np.float32 if lk == "lambda" else float
-                    if lk in rl and (lk not in ol or cast(ol[lk]) != cast(rl[lk])):
+                for lk in ("lambda", "step_sparsity", "expert_bias") if key == "lambda" else ():
+                    cast = np.float32 if lk in ("lambda", "expert_bias") else float
+                    if lk in rl and (lk not in ol or np.any(np.asarray(ol[lk], cast) != np.asarray(rl[lk], cast))):
                         failures.append(f"step {o['step']} layer {i} {lk}: ours {ol.get(lk)} ref {rl[lk]}")
     if len(ours_steps) != 10:
         failures.append(f"moe wrote {len(ours_steps)} metric lines, expected 10")

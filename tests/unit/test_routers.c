@@ -37,6 +37,10 @@ enum { D = 6, F = 8, NMAX = 12, EMAX = 8, KMAX = 4, MAXP = 8192 };
 
 /* ---- the double reference --------------------------------------------- */
 
+/* aux_free_bias: the selection bias the layer under test is given (the
+ * reference chooses by p + bias, the gates stay p). */
+static float fd_bias[EMAX];
+
 /* Discrete decisions of one MoE layer, recorded at the base point. */
 typedef struct {
     int set;
@@ -118,12 +122,16 @@ static double route_d(const moe_spec *s, const double (*l)[EMAX], size_t N, deci
         } else if (!strcmp(r, "topk") || !strcmp(r, "topp")) {
             for (size_t t = 0; t < N; t++) {
                 unsigned char allowed[EMAX];
-                for (size_t e = 0; e < E; e++) allowed[e] = 1;
-                if (s->drop) allowed[argmax_d(p[t], allowed, E)] = 0;
+                double sc[EMAX];  /* the choice: p, plus the aux-free bias */
+                for (size_t e = 0; e < E; e++) {
+                    allowed[e] = 1;
+                    sc[e] = p[t][e] + (c->aux_free_bias ? (double)fd_bias[e] : 0.0);
+                }
+                if (s->drop) allowed[argmax_d(sc, allowed, E)] = 0;
                 double cum = 0;
                 for (size_t j = 0; j < E; j++) {
                     if (!strcmp(r, "topk") ? j >= k : cum >= c->top_p) break;
-                    size_t best = argmax_d(p[t], allowed, E);
+                    size_t best = argmax_d(sc, allowed, E);
                     if (best == E) break;
                     allowed[best] = 0;
                     dec->mask[t][best] = 1;
@@ -372,6 +380,12 @@ static void check_fd(fd_ctx *f, const char *what, uint64_t seed) {
     CHECK(moe_config_finalize(c, &err) == 0, "%s: %s", what, err.msg);
     CHECK(moe_ffn_create(c, 0, &ffn, &err) == 0, "%s: %s", what, err.msg);
     if (h_failed_checks) return;
+    if (c->aux_free_bias) {  /* the router's state: the bias the reference uses */
+        moe_router *rt = ffn->ops->router(ffn, 0);
+        moe_router_state st;
+        CHECK(rt->ops->state(rt, &st, 1) == 1 && st.n == (size_t)c->n_experts, "%s: expert_bias state", what);
+        memcpy(st.data, fd_bias, st.n * sizeof(float));
+    }
     moe_layout L = {0};
     ffn->ops->layout(ffn, &L, "mlp");
     size_t N = f->N, NX = N * D, NH = strcmp(f->kind, "cartesian") ? 0 : N * D, NP = L.total;
@@ -461,6 +475,76 @@ static void test_fd_topk_shared_gate(void) {
     fd_ctx *f = new_ctx("moe", "topk", 6);  /* SMoE-Share: top-2 + gated shared expert */
     f->cfg.top_k = 2; f->cfg.n_shared_experts = 1; f->cfg.shared_gate = 1;
     check_fd(f, "topk k=2 shared_gate", 2);
+}
+
+/* Auxiliary-loss-free balancing: a bias large enough to change some
+ * tokens' choice (checked against the unbiased choice); the gates and
+ * the balance loss still use the unbiased probabilities. */
+static void test_fd_topk_aux_free_bias(void) {
+    const float b[4] = {0.3f, -0.2f, 0.1f, -0.25f};
+    memcpy(fd_bias, b, sizeof b);
+    fd_ctx *f = new_ctx("moe", "topk", 6);
+    f->cfg.top_k = 2; f->cfg.aux_free_bias = 1;
+    check_fd(f, "topk k=2 aux_free_bias", 14);
+    decisions biased = f->da;
+    f = new_ctx("moe", "topk", 6);
+    f->cfg.top_k = 2;
+    check_fd(f, "topk k=2 (no bias, same draw)", 14);
+    CHECK(memcmp(biased.mask, f->da.mask, sizeof biased.mask) != 0, "the bias changed no token's choice");
+    f = new_ctx("moe", "topk", 6);
+    f->cfg.top_k = 1; f->cfg.aux_free_bias = 1; f->drop = 1; f->cfg.norm_topk_prob = 1;
+    check_fd(f, "topk k=1 aux_free_bias drop_top_expert renorm", 15);
+}
+
+/* The bias rule on hand-made loads: b_e += u sign(mean - load_e) with the
+ * loads summed over the step's micro-batches; a discarded step moves
+ * nothing; evaluation routes count nothing. */
+static void test_aux_free_bias_rule(void) {
+    moe_config c;
+    base_config(&c, "moe", "topk");
+    c.aux_free_bias = 1; c.aux_free_rate = 0.125;  /* exact in fp32 */
+    moe_err err;
+    CHECK(moe_config_finalize(&c, &err) == 0, "%s", err.msg);
+    moe_router *r;
+    CHECK(moe_router_create(&c, &r, &err) == 0, "%s", err.msg);
+    moe_router_state st;
+    CHECK(r->ops->state(r, &st, 1) == 1 && st.n == 4 && !strcmp(st.name, "expert_bias") &&
+          st.data[0] == 0 && st.data[3] == 0, "the bias starts at 0");
+    float logits[8 * 4], gates[8 * 4];
+    /* micro-batch loads by expert (k = 1: a token's expert = its largest logit) */
+    const int loads[3][2][4] = {{{4, 2, 2, 0}, {4, 0, 2, 2}},   /* step: 8 2 4 2, mean 4 (e2 at it: stays) */
+                                {{2, 2, 2, 2}, {0, 0, 0, 8}},   /* discarded */
+                                {{0, 0, 8, 0}, {2, 2, 2, 2}}};  /* 2 2 10 2, mean 4 */
+    const float expect[2][4] = {{-0.125f, 0.125f, 0.0f, 0.125f}, {0.0f, 0.25f, -0.125f, 0.25f}};
+    moe_ffn_ctx ctx = {.B = 1, .T = 8, .training = 1, .loss_scale = 1.0f}, ev = ctx;
+    ev.training = 0;
+    for (int step = 0; step < 3; step++) {
+        for (int mb = 0; mb < 2; mb++) {
+            size_t t = 0;
+            for (int e = 0; e < 4; e++)
+                for (int i = 0; i < loads[step][mb][e]; i++, t++)
+                    for (int j = 0; j < 4; j++) logits[t * 4 + j] = j == e ? 2.0f : 0.0f;
+            double aux;
+            CHECK(r->ops->route(r, gates, logits, 8, &ctx, &aux, &err) == 0, "%s", err.msg);
+            CHECK(r->ops->route(r, gates, logits, 8, &ev, &aux, &err) == 0, "%s", err.msg);
+        }
+        r->ops->end_step(r, step != 1);
+        if (step == 1) continue;
+        for (int e = 0; e < 4; e++)
+            CHECK(st.data[e] == expect[step / 2][e], "step %d: bias[%d] = %g, expected %g", step, e, st.data[e],
+                  expect[step / 2][e]);
+    }
+    /* the bias steers the choice: equal logits go to the largest bias */
+    for (int j = 0; j < 4; j++) logits[j] = 1.0f;
+    double aux;
+    r->ops->route(r, gates, logits, 1, &ev, &aux, &err);
+    CHECK(gates[1] == 0.25f && gates[0] == 0 && gates[2] == 0 && gates[3] == 0,
+          "tie broken by the bias toward expert 1, gate the unbiased p: %g %g %g %g", gates[0], gates[1],
+          gates[2], gates[3]);
+    moe_router_destroy(r);
+    c.aux_free_bias = 1;
+    strcpy(c.router, "relu");
+    CHECK(moe_config_finalize(&c, &err) != 0 && strstr(err.msg, "aux_free_bias"), "refused with relu");
 }
 
 static void test_fd_topp(void) {
@@ -811,6 +895,8 @@ static void test_config_checks(void) {
 int main(void) {
     RUN(test_fd_topk_drop);
     RUN(test_fd_topk_shared_gate);
+    RUN(test_fd_topk_aux_free_bias);
+    RUN(test_aux_free_bias_rule);
     RUN(test_fd_topp);
     RUN(test_fd_hash);
     RUN(test_fd_learned_hash);

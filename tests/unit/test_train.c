@@ -447,11 +447,14 @@ static float *train_run(const char *dir, const char *data, int steps, int save_a
 
 /* Router state that is not trained resumes exactly: ReMoE's per-layer
  * lambda (a target the layers reach at different steps, so that their
- * lambdas part) continues from the checkpoint's, not from relu_lambda0. */
+ * lambdas part) continues from the checkpoint's, not from relu_lambda0;
+ * TopK's aux-loss-free bias from the checkpoint's, not from 0. */
 static void test_exact_resume_router_state(void) {
     static const char *const cfgs[] = {
         RUN_CFG ", \"ffn\": \"moe\", \"router\": \"relu\", \"n_experts\": 4, \"ffn_dim\": 32, "
         "\"relu_lambda0\": 0.05, \"target_sparsity\": 0.5, \"relu_lambda_per_layer\": true}",
+        RUN_CFG ", \"ffn\": \"moe\", \"router\": \"topk\", \"n_experts\": 4, \"top_k\": 2, \"ffn_dim\": 32, "
+        "\"aux_loss_coef\": 0, \"aux_free_bias\": true, \"aux_free_rate\": 0.01}",
     };
     char dir[] = "/tmp/moe_test_stateXXXXXX";
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
