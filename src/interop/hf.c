@@ -108,6 +108,26 @@ int ix_tokenizer_json(const moe_tokenizer *tok, const ix_vocab *v, const char *r
     return rc ? -1 : 0;
 }
 
+int ix_tokenizer_files(const char *dir, const moe_tokenizer *tok, const ix_vocab *v, const char *regex,
+                       int max_len, moe_err *err) {
+    moe_buf b = {0};
+    uint32_t eot = moe_tokenizer_eot(tok);
+    int rc = ix_tokenizer_json(tok, v, regex, &b) ? moe_errf(err, "out of memory") : write_text(dir, "tokenizer.json", &b, err);
+    b.len = 0;
+    if (!rc) rc = moe_buf_printf(&b, "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n"
+                                 "  \"bos_token\": \"" MOE_EOT_TEXT "\",\n  \"eos_token\": \"" MOE_EOT_TEXT "\",\n"
+                                 "  \"add_bos_token\": false,\n  \"add_eos_token\": false,\n"
+                                 "  \"clean_up_tokenization_spaces\": false,\n  \"model_max_length\": %d\n}\n",
+                                 max_len) ? moe_errf(err, "out of memory")
+                                          : write_text(dir, "tokenizer_config.json", &b, err);
+    b.len = 0;
+    if (!rc) rc = moe_buf_printf(&b, "{\n  \"bos_token_id\": %u,\n  \"eos_token_id\": %u,\n  \"max_length\": %d\n}\n",
+                                 eot, eot, max_len) ? moe_errf(err, "out of memory")
+                                                    : write_text(dir, "generation_config.json", &b, err);
+    moe_buf_free(&b);
+    return rc;
+}
+
 int moe_export_hf(const moe_model *m, const moe_tokenizer *tok, const char *dir, st_dtype type, moe_err *err) {
     if (type != ST_F32 && type != ST_F16 && type != ST_BF16)
         return moe_errf(err, "export: tensor type must be f32, f16 or bf16");
@@ -144,19 +164,7 @@ int moe_export_hf(const moe_model *m, const moe_tokenizer *tok, const char *dir,
     moe_buf b = {0};
     if (!rc) rc = config_json(m, &p, tok, type, &b) ? moe_errf(err, "out of memory") : write_text(dir, "config.json", &b, err);
     b.len = 0;
-    if (!rc) rc = ix_tokenizer_json(tok, &v, regex, &b) ? moe_errf(err, "out of memory") : write_text(dir, "tokenizer.json", &b, err);
-    b.len = 0;
-    uint32_t eot = moe_tokenizer_eot(tok);
-    if (!rc) rc = moe_buf_printf(&b, "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n"
-                                 "  \"bos_token\": \"" MOE_EOT_TEXT "\",\n  \"eos_token\": \"" MOE_EOT_TEXT "\",\n"
-                                 "  \"add_bos_token\": false,\n  \"add_eos_token\": false,\n"
-                                 "  \"clean_up_tokenization_spaces\": false,\n  \"model_max_length\": %d\n}\n",
-                                 m->cfg.max_seq_len) ? moe_errf(err, "out of memory")
-                                                     : write_text(dir, "tokenizer_config.json", &b, err);
-    b.len = 0;
-    if (!rc) rc = moe_buf_printf(&b, "{\n  \"bos_token_id\": %u,\n  \"eos_token_id\": %u,\n  \"max_length\": %d\n}\n",
-                                 eot, eot, m->cfg.max_seq_len) ? moe_errf(err, "out of memory")
-                                                               : write_text(dir, "generation_config.json", &b, err);
+    if (!rc) rc = ix_tokenizer_files(dir, tok, &v, regex, m->cfg.max_seq_len, err);
     moe_buf_free(&b);
     for (size_t i = 0; bufs && i < n; i++) free(bufs[i]);
     free(bufs);

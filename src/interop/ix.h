@@ -96,6 +96,10 @@ void ix_vocab_free(ix_vocab *v);
  * tokens added whole) of vocabulary v, split by regex, appended to o; -1
  * when out of memory. The HF and ONNX exports both write it. */
 int ix_tokenizer_json(const moe_tokenizer *tok, const ix_vocab *v, const char *regex, moe_buf *o);
+/* DIR/tokenizer.json, tokenizer_config.json (<|endoftext|> as bos and eos,
+ * nothing added) and generation_config.json (eot, max_len). */
+int ix_tokenizer_files(const char *dir, const moe_tokenizer *tok, const ix_vocab *v, const char *regex,
+                       int max_len, moe_err *err);
 /* A moe BPE tokenizer from token texts and merges when they are moe's
  * layout (bytes 0..255 in order, merge i makes id 256+i, then
  * <|endoftext|>); else *out = NULL and why says what differs. */

@@ -1,7 +1,8 @@
 /* onnx.c — `moe export --format onnx`: DIR/model.onnx, a decoder graph in
  * ONNX (opset 17 of the default domain, standard operators only) that
  * computes what moe computes, every router included, plus config.json and
- * tokenizer.json beside it (docs/INTEROP.md). The protobuf is written here
+ * tokenizer.json, tokenizer_config.json and generation_config.json beside
+ * it (docs/INTEROP.md). The protobuf is written here
  * by hand: varints and length-delimited fields of ModelProto, GraphProto,
  * NodeProto, TensorProto, ValueInfoProto and AttributeProto.
  *
@@ -631,11 +632,15 @@ static int onnx_model(const moe_model *m, int fp16, moe_buf *out, moe_err *err) 
     return rc ? -1 : 0;
 }
 
-/* config.json: the shape in transformers' key names, and moe's own config. */
+/* config.json: the shape in transformers' key names, and moe's own config.
+ * model_type "llama" names the graph's interface, not its maths: runners of
+ * ONNX decoders (Transformers.js, Optimum) pick how to feed a graph by
+ * model_type from a closed list, and Llama's is these inputs and outputs;
+ * what the layers compute, routing included, is all inside model.onnx. */
 static int config_json(const moe_model *m, const moe_tokenizer *tok, int fp16, moe_buf *o) {
     const moe_config *c = &m->cfg;
     uint32_t eot = moe_tokenizer_eot(tok);
-    int rc = moe_buf_printf(o, "{\n  \"architectures\": [\"MoeForCausalLM\"],\n  \"model_type\": \"moe\",\n"
+    int rc = moe_buf_printf(o, "{\n  \"model_type\": \"llama\",\n"
                             "  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n"
                             "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n"
                             "  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n"
@@ -676,8 +681,7 @@ int moe_export_onnx(const moe_model *m, const moe_tokenizer *tok, const char *di
     if (!rc) rc = write_in(dir, "model.onnx", &b, err);
     b.len = 0;
     if (!rc) rc = config_json(m, tok, type == ST_F16, &b) ? moe_errf(err, "out of memory") : write_in(dir, "config.json", &b, err);
-    b.len = 0;
-    if (!rc) rc = ix_tokenizer_json(tok, &v, regex, &b) ? moe_errf(err, "out of memory") : write_in(dir, "tokenizer.json", &b, err);
+    if (!rc) rc = ix_tokenizer_files(dir, tok, &v, regex, m->cfg.max_seq_len, err);
     moe_buf_free(&b);
     ix_vocab_free(&v);
     return rc ? -1 : 0;
