@@ -1,8 +1,9 @@
 /* gemm_rate.c — the machine's ceilings for model FLOPs utilisation, all
  * OpenMP threads at once, best of R runs:
- *   - the cores' fp32 peak: 512-bit FMAs (vfmadd), 12 independent chains per
- *     thread (more than latency x throughput), registers only, many short
- *     runs (the best of them is the figure);
+ *   - the cores' fp32 peak: their widest FMAs (vfmadd: 512-bit with AVX-512,
+ *     else 256-bit with AVX2 + FMA), 12 independent chains per thread (more
+ *     than latency x throughput), registers only, many short runs (the best
+ *     of them is the figure); the JSON names the width (fma_bits);
  *   - the cores' bf16 dot-product peak: vdpbf16ps (AVX512_BF16), same scheme
  *     (each instruction: 16 lanes x 2 products x 2 FLOPs);
  *   - what the libraries reach: square products (OpenBLAS sgemm, oneDNN's
@@ -53,6 +54,36 @@ __attribute__((target("avx512f"))) static double fma_peak(int repeats) {
     return (double)omp_get_max_threads() * (double)iters * CHAINS * 32 / best / 1e9;
 }
 
+/* The same with 8-lane (256-bit) FMAs, for CPUs without AVX-512 (Zen 3,
+ * older Intel): their fp32 peak. */
+__attribute__((target("avx2,fma"))) static double fma_peak_avx2(int repeats) {
+    const long iters = 1000000;
+    double best = 1e30;
+    float sink = 0.0f;
+    for (int r = 0; r < 40 * repeats; r++) {
+        double t0 = now();
+        #pragma omp parallel reduction(+:sink)
+        {
+            __m256 acc[CHAINS], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+            for (int k = 0; k < CHAINS; k++) acc[k] = _mm256_set1_ps((float)(k + 1));
+            for (long i = 0; i < iters; i++)
+                for (int k = 0; k < CHAINS; k++) acc[k] = _mm256_fmadd_ps(acc[k], b, c);
+            for (int k = 1; k < CHAINS; k++) acc[0] = _mm256_add_ps(acc[0], acc[k]);
+            float lanes[8];
+            _mm256_storeu_ps(lanes, acc[0]);
+            for (int k = 0; k < 8; k++) sink += lanes[k];
+        }
+        double t = now() - t0;
+        if (t < best) best = t;
+    }
+    volatile float keep = sink;
+    (void)keep;
+    return (double)omp_get_max_threads() * (double)iters * CHAINS * 16 / best / 1e9;
+}
+
+/* The widest FMA peak this CPU has; *bits says which. */
+static double fma_peak_any(int repeats, int *bits);
+
 /* GFLOP/s of CHAINS chains of vdpbf16ps per thread: acc += a.b over pairs. */
 __attribute__((target("avx512f,avx512bf16"))) static double bf16_dot_peak(int repeats) {
     const long iters = 1000000;  /* ~2 ms: the best of many short runs finds the cores free on a busy machine */
@@ -80,12 +111,21 @@ __attribute__((target("avx512f,avx512bf16"))) static double bf16_dot_peak(int re
 static int has(const char *feature) {
     __builtin_cpu_init();
     return !strcmp(feature, "avx512f") ? __builtin_cpu_supports("avx512f")
+         : !strcmp(feature, "avx2fma") ? __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
                                        : __builtin_cpu_supports("avx512bf16");
+}
+
+static double fma_peak_any(int repeats, int *bits) {
+    if (has("avx512f")) { *bits = 512; return fma_peak(repeats); }
+    if (has("avx2fma")) { *bits = 256; return fma_peak_avx2(repeats); }
+    *bits = 0;
+    return 0.0;
 }
 #else
 static double fma_peak(int repeats) { (void)repeats; return 0.0; }
 static double bf16_dot_peak(int repeats) { (void)repeats; return 0.0; }
 static int has(const char *feature) { (void)feature; return 0; }
+static double fma_peak_any(int repeats, int *bits) { (void)repeats; *bits = 0; return 0.0; }
 #endif
 
 static uint16_t to_bf16(float f) {
@@ -192,10 +232,11 @@ int main(int argc, char **argv) {
      * the larger of the two (if anything an overestimate: a single active
      * core may clock higher, which makes the MFU figures conservative). */
     int threads = omp_get_max_threads();
-    double fma_all = has("avx512f") ? fma_peak(repeats) : 0.0;
+    int fma_bits = 0;
+    double fma_all = fma_peak_any(repeats, &fma_bits);
     double dot_all = has("avx512bf16") ? bf16_dot_peak(repeats) : 0.0;
     omp_set_num_threads(1);
-    double fma_one = has("avx512f") ? fma_peak(repeats) : 0.0;
+    double fma_one = fma_peak_any(repeats, &fma_bits);
     double dot_one = has("avx512bf16") ? bf16_dot_peak(repeats) : 0.0;
     omp_set_num_threads(threads);
     double fma = fma_all > threads * fma_one ? fma_all : threads * fma_one;
@@ -215,11 +256,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%-28s %4dx%4dx%4d %3s %10.0f %10.0f %10.0f\n", shapes[i].what, shapes[i].M, shapes[i].N,
                 shapes[i].K, shapes[i].tb ? "NT" : "NN", sh[i][0], sh[i][1], sh[i][2]);
 
-    printf("{\"threads\": %d, \"fma_peak_gflops\": %.1f, \"bf16_dot_peak_gflops\": %.1f, "
+    printf("{\"threads\": %d, \"fma_bits\": %d, \"fma_peak_gflops\": %.1f, \"bf16_dot_peak_gflops\": %.1f, "
            "\"fma_one_core_gflops\": %.1f, \"fma_all_threads_gflops\": %.1f, "
            "\"bf16_dot_one_core_gflops\": %.1f, \"bf16_dot_all_threads_gflops\": %.1f, "
            "\"bf16_matmul_best_gflops\": %.1f, \"bf16_matmul_impl\": \"%s\",\n \"sgemm_gflops\": {",
-           threads, fma, dot, fma_one, fma_all, dot_one, dot_all, bf_best, sq_impl[n_sz - 1]);
+           threads, fma_bits, fma, dot, fma_one, fma_all, dot_one, dot_all, bf_best, sq_impl[n_sz - 1]);
     for (size_t i = 0; i < n_sz; i++) printf("%s\"%d\": %.1f", i ? ", " : "", sizes[i], sq[i][0]);
     printf("},\n \"dnnl_sgemm_gflops\": {");
     for (size_t i = 0; i < n_sz; i++) printf("%s\"%d\": %.1f", i ? ", " : "", sizes[i], sq[i][1]);

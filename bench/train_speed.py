@@ -38,6 +38,9 @@ PY = "/usr/bin/python3"
 DEMO = {"vocab_size": 4096, "hidden": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2,
         "max_seq_len": 256, "batch_size": 16, "seq_len": 128, "lr": 1e-3, "warmup": 0}
 H512 = dict(DEMO, hidden=512, n_layers=8, n_heads=8, n_kv_heads=4, batch_size=8, seq_len=256)
+# the ReMoE paper's 182M CPU twin (configs/paper/remoe/cpu/182m) and a width between
+H64 = dict(DEMO, hidden=64, n_layers=4, n_heads=2, n_kv_heads=1, batch_size=4, seq_len=128, max_seq_len=128)
+H256 = dict(DEMO, hidden=256, n_layers=4, n_heads=8, n_kv_heads=4)
 MOE8 = {"ffn": "moe", "n_experts": 8, "top_k": 1}
 # "warm": [batch, seq] of the warm-up run that takes ReMoE past stage I
 MODELS = {
@@ -49,7 +52,24 @@ MODELS = {
     "dense-h512": H512,
     "remoe-h512": dict(H512, router="relu", warm=[1, 64], **MOE8),
     "topk-h512": dict(H512, router="topk", **MOE8),
+    "cartesian-h512": dict(H512, ffn="cartesian", router="topk", n_experts=16, top_k=2),
+    "dense-h64": H64,
+    "topk-h64": dict(H64, router="topk", **MOE8),
+    "remoe-h64": dict(H64, router="relu", warm=[4, 128], **MOE8),
+    "cartesian-h64": dict(H64, ffn="cartesian", router="topk", n_experts=16, top_k=2),
+    "dense-h256": H256,
+    "topk-h256": dict(H256, router="topk", **MOE8),
+    "remoe-h256": dict(H256, router="relu", warm=[2, 128], **MOE8),
+    "cartesian-h256": dict(H256, ffn="cartesian", router="topk", n_experts=16, top_k=2),
 }
+
+
+def cpu_name():
+    """The CPU's model name and the vector features that decide the kernels."""
+    info = open("/proc/cpuinfo").read()
+    name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "?")
+    flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
+    return f"{name} ({', '.join(f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if f in flags)})"
 
 
 def run_measured(cmd, env=None, cpu=None):
@@ -128,7 +148,7 @@ def starting_point(build, name, cfg, path, data, warm_steps, threads, tmp):
     return init, warm_steps
 
 
-def bench_model(build, name, cfg, data, steps, repeats, threads, warm_steps, tmp, precisions):
+def bench_model(build, name, cfg, data, steps, repeats, threads, warm_steps, tmp, precisions, native_bf16):
     cfg = dict(cfg, steps=steps)
     path = os.path.join(tmp, name + ".json")
     with open(path, "w") as f:
@@ -147,14 +167,15 @@ def bench_model(build, name, cfg, data, steps, repeats, threads, warm_steps, tmp
         for prec in precisions:
             row = rows[prec]
             run = os.path.join(tmp, f"{name}.{prec}.run{r}")
+            flag = [] if prec == "default" else ["--precision", prec]   # default: moe's own choice
             _, mem = run_measured([f"{build}/moe", "train", "--model", init, "--data", data, "--out", run,
-                                   "--no-shuffle", "--precision", prec] + shape, env, row["moe_cpu"])
+                                   "--no-shuffle"] + flag + shape, env, row["moe_cpu"])
             with open(os.path.join(run, "metrics.jsonl")) as f:
                 lines = [json.loads(l) for l in f]
             row["moe"].append(tokens_per_s([l["seconds"] for l in lines], B * T))
             row["sp"] += [l.get("sparsity", 0.0) for l in lines[2:]]
             row["moe_mb"] = max(row["moe_mb"], mem)
-            peer = ["--autocast-bf16"] if prec == "bf16" else []
+            peer = ["--autocast-bf16"] if prec == "bf16" or (prec == "default" and native_bf16) else []
             out, mem = run_measured([PY, os.path.join(ROOT, "tools/ref_model.py"), "train", "--model", init,
                                      "--data", data, "--dtype", "float32", "--sparse"] + peer + shape, env,
                                     row["torch_cpu"])
@@ -168,7 +189,8 @@ def bench_model(build, name, cfg, data, steps, repeats, threads, warm_steps, tmp
         o, t = statistics.median(row["moe"]), statistics.median(row["torch"])
         sp = statistics.mean(row["sp"]) if row["sp"] else 0.0
         out.append({"model": name, "precision": prec,
-                    "peer": "torch bf16 autocast" if prec == "bf16" else "torch fp32",
+                    "peer": "torch bf16 autocast" if prec == "bf16" or (prec == "default" and native_bf16)
+                            else "torch fp32",
                     "config": cfg, "warm_steps": warmed, "moe_tokens_per_s": o, "torch_tokens_per_s": t,
                     "ratio": o / t, "moe_runs": row["moe"], "torch_runs": row["torch"],
                     "moe_peak_mb": row["moe_mb"], "torch_peak_mb": row["torch_mb"], "sparsity": sp,
@@ -192,7 +214,9 @@ def main():
     ap.add_argument("--warm-steps", type=int, default=200, help="warm-up steps of the ReMoE rows")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/train_speed.json"))
     ap.add_argument("--precisions", default="fp32,bf16",
-                    help="fp32 (peer: PyTorch fp32) and/or bf16 (peer: PyTorch bf16 autocast)")
+                    help="fp32 (peer: PyTorch fp32), bf16 (peer: PyTorch bf16 autocast) and/or default "
+                         "(no --precision: moe's own choice, bf16 where the CPU has native bf16; the peer "
+                         "is autocast there, fp32 elsewhere)")
     ap.add_argument("--note", default="", help="recorded in the JSON (e.g. machine load)")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
@@ -203,6 +227,8 @@ def main():
     dot = rates.get("bf16_dot_peak_gflops", 0.0)
     amx = rates.get("bf16_matmul_best_gflops", 0.0)
     precisions = a.precisions.split(",")
+    native_bf16 = dot > 0 or amx > 0
+    print(f"CPU: {cpu_name()}", flush=True)
     print(f"{a.threads} threads: fp32 FMA peak {fma:.0f} GFLOP/s; bf16 vdpbf16ps peak {dot:.0f}; "
           f"best oneDNN bf16 matmul {amx:.0f} ({rates.get('bf16_matmul_impl', '?')}); "
           f"sgemm 2048^3: OpenBLAS {rates['sgemm_gflops']['2048']:.0f}, "
@@ -213,14 +239,14 @@ def main():
               f"{'MFU bf16mm':>10} {'sparsity moe/peer':>17} {'moe MB':>7} {'peer MB':>8}")
         for name in a.models.split(","):
             for r in bench_model(build, name, MODELS[name], data, a.steps, a.repeats, a.threads,
-                                 a.warm_steps, tmp, precisions):
+                                 a.warm_steps, tmp, precisions, native_bf16):
                 flops = r["flops_per_token"] * r["moe_tokens_per_s"]
                 r["mfu_fp32_peak"] = flops / (fma * 1e9) if fma else 0.0
                 r["mfu_bf16_dot_peak"] = flops / (dot * 1e9) if dot else 0.0
                 r["mfu_bf16_matmul_best"] = flops / (amx * 1e9) if amx else 0.0
                 r["torch_mfu_fp32_peak"] = r["flops_per_token"] * r["torch_tokens_per_s"] / (fma * 1e9) if fma else 0.0
                 rows.append(r)
-                mfu2 = f"{100 * r['mfu_bf16_matmul_best']:>9.0f}%" if r["precision"] == "bf16" else f"{'-':>10}"
+                mfu2 = f"{100 * r['mfu_bf16_matmul_best']:>9.0f}%" if r["precision"] != "fp32" and amx else f"{'-':>10}"
                 print(f"{name:<13} {r['precision']:<5} {r['moe_tokens_per_s']:>10.0f} {r['torch_tokens_per_s']:>10.0f} "
                       f"{r['ratio']:>5.2f}x {r['cpu_ratio']:>8.2f}x {100 * r['mfu_fp32_peak']:>9.0f}% {mfu2} "
                       f"{r['sparsity']:>5.3f}/{r['torch_sparsity']:.3f} {r['moe_peak_mb']:>7.0f} "
@@ -231,7 +257,7 @@ def main():
                    "warm_steps": a.warm_steps, "note": a.note, "rates": rates,
                    "sgemm_gflops": rates["sgemm_gflops"], "fma_peak_gflops": fma,
                    "torch_version": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                   "cpu": os.uname().machine, "results": rows}, f, indent=2)
+                   "cpu": cpu_name(), "results": rows}, f, indent=2)
     print(f"wrote {a.out}")
 
 
