@@ -64,6 +64,7 @@ typedef struct moe_config {
     char precision[16];   /* weight products: "auto" (resolved at model creation), "fp32" or "bf16" */
     int shuffle;          /* bool */
     int checkpoint_every; /* steps between checkpoints; 0: only at the end */
+    double checkpoint_minutes; /* also after a step this many wall minutes after the last (0: off) */
     int keep_checkpoints; /* how many step checkpoints to keep */
     int expert_parallel;  /* EP: ranks sharing each MoE layer's experts */
     int zero_stage;       /* 1: AdamW moments sharded over the ranks (ZeRO-1) */

@@ -65,7 +65,9 @@ static void help(FILE *f) {
         "                    65536; 0: all of it)\n\n"
         "Writes DIR/metrics.jsonl (one JSON line per step) and\n"
         "DIR/checkpoints/step-NNNNNNNN/ (config.json, model.safetensors,\n"
-        "optimizer.safetensors, trainer_state.json). Ctrl-C writes a checkpoint and stops.\n");
+        "optimizer.safetensors, trainer_state.json), every checkpoint_every steps and\n"
+        "checkpoint_minutes of wall time (default 30). Ctrl-C, SIGTERM and SIGHUP write a\n"
+        "checkpoint and stop; a closed output pipe does not stop training.\n");
 }
 
 /* --eval-every N --eval-data FILE: reads the held-out tokens, or says why
@@ -321,6 +323,7 @@ int cmd_train(int argc, char **argv) {
         {"eval-tokens", required_argument, 0, O_EVAL_TOKENS}};
     for (size_t k = 0; k < N_FLAG_KEYS; k++)
         opts[16 + k] = (struct option){FLAG_KEYS[k].flag, required_argument, 0, FLAG_KEY0 + (int)k};
+    signal(SIGPIPE, SIG_IGN);   /* `moe train ... | head`: a closed pipe must not end a run unsaved */
     cli_parser p;
     cli_begin(&p, "train", argc, argv, opts);
     for (int c; (c = cli_next(&p)) != -1;) {
@@ -507,6 +510,8 @@ int cmd_train(int argc, char **argv) {
 
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);   /* a closed terminal or a dropped ssh session */
+    double last_save = omp_get_wtime();   /* checkpoint_minutes counts from here */
     int tty = isatty(2) && !many;
     long first = tr.step, every = cfg.steps / 20 > 0 ? cfg.steps / 20 : 1;
     double elapsed = 0.0;
@@ -544,10 +549,13 @@ int cmd_train(int argc, char **argv) {
         if (moe_trainer_step(&tr, &st, &err) ||
             log_step(&tr, &st, eval_every, &eval_tokens, (size_t)eval_tokens_max, rank0, &err))
             goto fail;
-        if (many) {  /* a signal seen by any rank stops every rank after the same step */
-            double s = (double)stop_requested;
-            if (moe_comm_allreduce(world, &s, 1, MOE_F64, &err)) goto fail;
-            if (s > 0 && !stop_requested) stop_requested = SIGTERM;
+        /* checkpoint_minutes: a checkpoint after the step that ends that long after the last */
+        int due = cfg.checkpoint_minutes > 0 && omp_get_wtime() - last_save >= 60.0 * cfg.checkpoint_minutes;
+        if (many) {  /* a signal seen by any rank stops every rank after the same step; one due, saves */
+            double s[2] = {(double)stop_requested, (double)due};
+            if (moe_comm_allreduce(world, s, 2, MOE_F64, &err)) goto fail;
+            if (s[0] > 0 && !stop_requested) stop_requested = SIGTERM;
+            due = s[1] > 0;
         }
         stop = stop_requested != 0;
         if (st.skipped && guard_non_finite(&tr, &st, &bad_in_row, &rolled_back_to, tty, &err)) goto fail;
@@ -579,9 +587,11 @@ int cmd_train(int argc, char **argv) {
                     tty ? "\r\033[K" : "", tr.step, cfg.steps, st.loss, st.lr, routing,
                     (double)seen / elapsed, eta_s, tty ? "" : "\n");
         }
-        if (cfg.checkpoint_every && tr.step % cfg.checkpoint_every == 0 && tr.step < cfg.steps &&
-            moe_trainer_save(&tr, &err))
-            goto fail;
+        if (((cfg.checkpoint_every && tr.step % cfg.checkpoint_every == 0) || due) && tr.step < cfg.steps &&
+            !stop_requested) {
+            if (moe_trainer_save(&tr, &err)) goto fail;
+            last_save = omp_get_wtime();
+        }
     }
     if (tty) fprintf(stderr, "\n");
     if (many && train_print_ranks(world, &tr, comm0, elapsed, tr.step - first, &err)) goto fail;
@@ -622,5 +632,15 @@ done:
     moe_probe_free(&probe);
     moe_comm_free(world);
 #undef CHECKPOINT
+    if (stop_requested && rc == 128 + (int)stop_requested) {
+        /* Stopped by a signal with the checkpoint written and everything
+         * freed: end now. exit() would run the libraries' static destructors
+         * (oneDNN's caches), which crashed now and then right after a
+         * signal-stopped ReLU run ("free(): invalid pointer", issue 26.4);
+         * there is nothing left for them to do. */
+        fflush(stdout);
+        fflush(stderr);
+        _exit(rc);
+    }
     return rc;
 }

@@ -76,6 +76,7 @@ static const key_spec KEYS[] = {
     {"precision", K_ENUM, OFF(precision), 0, 0, 0, "auto|fp32|bf16", "matrix products of the layers: fp32, or bf16 inputs with fp32 accumulation (mixed precision: weights, optimizer, loss, softmax, norms and routing stay fp32; falls back to fp32 where the CPU lacks bf16 dot products); auto: bf16 where the CPU computes bf16 dot products natively (AVX512_BF16 or AMX, as oneDNN reports), else fp32, chosen when the model is created and recorded in its config.json (a checkpoint without the key is fp32; docs/PERFORMANCE.md)"},
     {"shuffle", K_BOOL, OFF(shuffle), 1, 0, 1, 0, "shuffle rows (seeded); false reads them in order"},
     {"checkpoint_every", K_INT, OFF(checkpoint_every), 0, 0, 1e9, 0, "steps between checkpoints; 0 means only at the end"},
+    {"checkpoint_minutes", K_FLOAT, OFF(checkpoint_minutes), 30, 0, 1e9, 0, "also a checkpoint after a step that ends this many minutes of wall time after the last one (or the start), so that a kill loses at most about this much; 0: off (then only checkpoint_every and the end)"},
     {"keep_checkpoints", K_INT, OFF(keep_checkpoints), 2, 1, 1000, 0, "step checkpoints kept on disk"},
     {"expert_parallel", K_INT, OFF(expert_parallel), 1, 1, 4096, 0, "EP: ranks that share every MoE layer's experts (mpirun, docs/DISTRIBUTED.md); divides n_experts and the number of ranks"},
     {"zero_stage", K_INT, OFF(zero_stage), 0, 0, 1, 0, "1: shard the AdamW moments over the ranks (ZeRO-1: gradients reduce-scattered, weights all-gathered); 0: every rank holds them"},
