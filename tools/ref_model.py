@@ -168,8 +168,10 @@ class FFNMoE:
         c, E, N = self.cfg, self.E, logits.shape[0]
         if c["router"] in ("topk", "learned_hash"):
             # learned_hash (CartesianMoE's Hash baseline): TopK on the token's
-            # row of a learned table, always renormalised
-            p = logits.softmax(-1)
+            # row of a learned table, always renormalised. scoring_func "sigmoid"
+            # (DeepSeek-V3): p = sigmoid(logits), always renormalised over the k
+            sigmoid = c.get("scoring_func", "softmax") == "sigmoid"
+            p = logits.sigmoid() if sigmoid else logits.softmax(-1)
             k = c["k_warm"] * c["granularity"] if c["k_warm"] > 0 and ctx["step"] < c["k_warm_steps"] else self.k
             # aux_free_bias: chosen by p + b (the bias only chooses)
             choice = p.detach() + torch.from_numpy(self.bias.astype(np.float64)).to(p.dtype) \
@@ -186,12 +188,14 @@ class FFNMoE:
             if c["router"] == "learned_hash":
                 renorm = k > 1
             else:
-                renorm = c["norm_topk_prob"] is True or (c["norm_topk_prob"] == "if_several" and k > 1)
+                renorm = c["norm_topk_prob"] is True or (c["norm_topk_prob"] == "if_several" and k > 1) or sigmoid
             if renorm:
                 gates = gates / gates.sum(-1, keepdim=True).clamp_min(1e-20)
+            gates = gates * c.get("routed_scaling_factor", 1.0)
             aux = 0.0
-            if ctx["training"] and c["aux_loss_coef"] > 0:
-                aux = c["aux_loss_coef"] * E / (k * N * N) * (p.sum(0) * mask.sum(0)).sum()
+            if ctx["training"] and c["aux_loss_coef"] > 0:  # sigmoid: on the scores normalised over E
+                q = p / p.sum(-1, keepdim=True) if sigmoid else p
+                aux = c["aux_loss_coef"] * E / (k * N * N) * (q.sum(0) * mask.sum(0)).sum()
             if ctx["training"] and c["z_loss_coef"] > 0:
                 aux = aux + c["z_loss_coef"] * torch.logsumexp(logits, -1).pow(2).mean()
             return gates, aux

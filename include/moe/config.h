@@ -36,6 +36,8 @@ typedef struct moe_config {
     double z_loss_coef;   /* router z-loss c_z (0: off) */
     int k_warm;           /* TopK near-dense warm-up: k_warm experts ... (0: off) */
     int k_warm_steps;     /* ... for the first k_warm_steps steps */
+    char scoring_func[16]; /* TopK scores: "softmax" or "sigmoid" (DeepSeek-V3) */
+    double routed_scaling_factor; /* TopK: the chosen gates are multiplied by it */
     int aux_free_bias;    /* bool: TopK's per-expert selection bias (auxiliary-loss-free balancing) */
     double aux_free_rate; /* u: the bias moves by u per step toward the mean load */
     double relu_lambda0;  /* ReMoE: initial L1 coefficient */

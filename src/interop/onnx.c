@@ -597,6 +597,10 @@ static int onnx_supported(const moe_config *c, moe_err *err) {
     if (!strcmp(c->ffn, "lory"))
         return moe_errf(err, "cannot export ffn 'lory' to ONNX: its experts are merged per segment from the "
                         "previous segment's routing, which the graph does not compute (docs/INTEROP.md)");
+    if (strcmp(c->scoring_func, "softmax") || c->routed_scaling_factor != 1)
+        return moe_errf(err, "cannot export scoring_func \"%s\" with routed_scaling_factor %g to ONNX: the "
+                        "graph computes TopK's softmax gates, unscaled (docs/INTEROP.md)", c->scoring_func,
+                        c->routed_scaling_factor);
     if (c->aux_free_bias)
         return moe_errf(err, "cannot export aux_free_bias to ONNX: the graph chooses the top-k from the "
                         "probabilities alone, without the per-expert selection bias (docs/INTEROP.md)");

@@ -35,6 +35,12 @@ static const char *refusal(const moe_config *c) {
         return "TopP routing (router \"topp\": as many experts as reach probability top_p)";
     if (c->shared_gate)
         return "shared_gate (routed and shared outputs mixed by a learned 2-way softmax)";
+    if (!strcmp(c->scoring_func, "sigmoid"))
+        return "sigmoid gating (scoring_func \"sigmoid\": llama.cpp's sigmoid gate belongs to deepseek2, "
+               "whose multi-head latent attention moe does not have)";
+    if (c->routed_scaling_factor != 1)
+        return "a routed_scaling_factor other than 1 (the architectures moe writes add the chosen "
+               "gates unscaled)";
     if (c->aux_free_bias)
         return "the aux-loss-free expert bias (aux_free_bias: a per-expert bias added to the scores to "
                "choose the top-k; llama.cpp's slot for it, exp_probs_b, belongs to deepseek2, whose "

@@ -7,6 +7,10 @@
  * (k_warm experts for the first k_warm_steps steps). With
  * ctx->drop_top_expert (robustness eval, METHOD §2.3) each token's most
  * probable expert is disabled and the k gates come from the others.
+ * With scoring_func "sigmoid" (DeepSeek-V3) the scores are s = sigmoid(logits)
+ * instead of the softmax, the k chosen are always renormalised, and the
+ * balance loss uses q[t,e] = s[t,e] / sum_e' s[t,e'] where the softmax has p;
+ * routed_scaling_factor multiplies the chosen gates (either scoring).
  * With aux_free_bias (auxiliary-loss-free balancing, Wang et al. 2024;
  * DeepSeek-V3) a per-expert bias b[E] is added to the scores only to choose
  * the top-k; the gates are the unbiased scores. b is router state
@@ -21,8 +25,10 @@
 #include "moe/router.h"
 
 typedef struct topk {
-    float *p;          /* [N,E] softmax probabilities of the last route */
-    float *lse;        /* [N] logsumexp of each token's logits */
+    float *p;          /* [N,E] the scores of the last route: softmax probabilities,
+                        * or sigmoid(logits) */
+    float *lse;        /* [N] softmax: logsumexp of each token's logits;
+                        * sigmoid: the sum of the token's scores */
     double *n_e;       /* [E+1] tokens that selected e over the global batch, then
                         * the global batch's token count (== N in one process) */
     size_t cap, k_eff;
@@ -46,11 +52,13 @@ static int topk_reserve(topk *s, size_t N, size_t E, moe_err *err) {
     return 0;
 }
 
-/* Whether the k selected gates are divided by their sum: always with
+static int is_sigmoid(const moe_config *c) { return !strcmp(c->scoring_func, "sigmoid"); }
+
+/* Whether the k selected gates are divided by their sum (always with sigmoid scores): always with
  * norm_topk_prob (k = 1 gives a gate of exactly 1, as Mixtral's), only
  * for k > 1 under CartesianMoE's rule (MOE_RENORM_IF_SEVERAL, METHOD §2.3). */
 static int topk_renormalises(const moe_config *c, size_t k) {
-    return c->norm_topk_prob == 1 || (c->norm_topk_prob == MOE_RENORM_IF_SEVERAL && k > 1);
+    return c->norm_topk_prob == 1 || (c->norm_topk_prob == MOE_RENORM_IF_SEVERAL && k > 1) || is_sigmoid(c);
 }
 
 static int topk_route(moe_router *r, float *gates, const float *logits, size_t N,
@@ -64,17 +72,28 @@ static int topk_route(moe_router *r, float *gates, const float *logits, size_t N
     int drop = ctx->drop_top_expert && E > 1;
     if (drop && s->k_eff > E - 1) s->k_eff = E - 1;
     size_t k = s->k_eff;
-    int renorm = topk_renormalises(c, k);
+    int renorm = topk_renormalises(c, k), sigmoid = is_sigmoid(c);
+    double scale = c->routed_scaling_factor;
     #pragma omp parallel for schedule(static)
     for (size_t t = 0; t < N; t++) {
         const float *l = logits + t * E;
         float *p = s->p + t * E, *g = gates + t * E;
-        float mx = l[0];
-        for (size_t e = 1; e < E; e++) mx = l[e] > mx ? l[e] : mx;
-        double sum = 0.0;
-        for (size_t e = 0; e < E; e++) sum += exp((double)(l[e] - mx));
-        s->lse[t] = (float)(log(sum) + mx);
-        for (size_t e = 0; e < E; e++) { p[e] = (float)(exp((double)(l[e] - mx)) / sum); g[e] = 0.0f; }
+        if (sigmoid) {
+            double sum = 0.0;
+            for (size_t e = 0; e < E; e++) {
+                p[e] = (float)(1.0 / (1.0 + exp(-(double)l[e])));
+                sum += p[e];
+                g[e] = 0.0f;
+            }
+            s->lse[t] = (float)sum;
+        } else {
+            float mx = l[0];
+            for (size_t e = 1; e < E; e++) mx = l[e] > mx ? l[e] : mx;
+            double sum = 0.0;
+            for (size_t e = 0; e < E; e++) sum += exp((double)(l[e] - mx));
+            s->lse[t] = (float)(log(sum) + mx);
+            for (size_t e = 0; e < E; e++) { p[e] = (float)(exp((double)(l[e] - mx)) / sum); g[e] = 0.0f; }
+        }
         /* k passes of arg-max over the unselected: k is small; ties go to
          * the lower index. A dropped expert is marked -1 until the end. */
         double picked = 0.0;
@@ -91,6 +110,8 @@ static int topk_route(moe_router *r, float *gates, const float *logits, size_t N
         if (drop) g[top] = 0.0f;
         if (renorm)
             for (size_t e = 0; e < E; e++) g[e] = (float)(g[e] / fmax(picked, 1e-20));
+        if (scale != 1.0)
+            for (size_t e = 0; e < E; e++) g[e] = (float)(g[e] * scale);
     }
     memset(s->n_e, 0, E * sizeof(double));
     for (size_t t = 0; t < N; t++)
@@ -107,7 +128,7 @@ static int topk_route(moe_router *r, float *gates, const float *logits, size_t N
         double acc = 0.0;
         for (size_t e = 0; e < E; e++) {
             double P = 0.0;
-            for (size_t t = 0; t < N; t++) P += s->p[t * E + e];
+            for (size_t t = 0; t < N; t++) P += sigmoid ? s->p[t * E + e] / (double)s->lse[t] : s->p[t * E + e];
             acc += P * s->n_e[e];
         }
         s->aux = c->aux_loss_coef * (double)E / ((double)k * Ng * Ng) * acc;
@@ -128,7 +149,8 @@ static int topk_backward(moe_router *r, float *dlogits, const float *dgates,
     topk *s = r->impl;
     const moe_config *c = r->cfg;
     size_t E = r->E, k = s->k_eff;
-    int renorm = topk_renormalises(c, k);
+    int renorm = topk_renormalises(c, k), sigmoid = is_sigmoid(c);
+    double scale = c->routed_scaling_factor;
     double Ng = s->n_e[E];  /* the global batch's tokens */
     double aux_scale = ctx->training && c->aux_loss_coef > 0
         ? ctx->loss_scale * c->aux_loss_coef * (double)E / ((double)k * Ng * Ng) : 0.0;
@@ -138,14 +160,24 @@ static int topk_backward(moe_router *r, float *dlogits, const float *dgates,
     for (size_t t = 0; t < N; t++) {
         const float *p = s->p + t * E, *g = gates + t * E, *dg = dgates + t * E;
         float *dl = dlogits + t * E;
-        /* dp: through the selected gates (and the renormalisation) */
+        /* dp: through the selected gates g = scale p (/ picked when renormalised) */
         double picked = 0.0, dot = 0.0;
         for (size_t e = 0; e < E; e++)
             if (g[e] != 0.0f) { picked += p[e]; dot += (double)dg[e] * g[e]; }
+        if (sigmoid) {  /* the balance loss's q = s / S, S = sum of the token's scores */
+            double S = s->lse[t], aq = 0.0;
+            for (size_t e = 0; e < E; e++) aq += aux_scale * s->n_e[e] * p[e] / S;
+            for (size_t e = 0; e < E; e++) {
+                double ds = (aux_scale * s->n_e[e] - aq) / S;
+                if (g[e] != 0.0f) ds += (scale * dg[e] - dot) / fmax(picked, 1e-20);
+                dl[e] = (float)(ds * p[e] * (1.0 - p[e]));  /* sigmoid backward */
+            }
+            continue;
+        }
         double pdp = 0.0;
         for (size_t e = 0; e < E; e++) {
             double dp = 0.0;
-            if (g[e] != 0.0f) dp = renorm ? (dg[e] - dot) / fmax(picked, 1e-20) : dg[e];
+            if (g[e] != 0.0f) dp = renorm ? (scale * dg[e] - dot) / fmax(picked, 1e-20) : scale * dg[e];
             dp += aux_scale * s->n_e[e];
             dl[e] = (float)dp;  /* temporarily dp */
             pdp += p[e] * dp;

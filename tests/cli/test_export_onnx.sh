@@ -48,8 +48,11 @@ expect_error bf16_refused "expected type f32 or f16, found bf16" \
 # the aux-loss-free selection bias has no slot in the formats moe writes
 echo "{$base, \"ffn\": \"moe\", \"router\": \"topk\", \"top_k\": 2, \"aux_free_bias\": true}" >"$tmp/aux_free.json"
 "$moe" init --config "$tmp/aux_free.json" --out "$tmp/aux_free" >/dev/null || bad init_aux_free
+echo "{$base, \"ffn\": \"moe\", \"router\": \"topk\", \"top_k\": 2, \"scoring_func\": \"sigmoid\"}" >"$tmp/sigmoid.json"
+"$moe" init --config "$tmp/sigmoid.json" --out "$tmp/sigmoid" >/dev/null || bad init_sigmoid
 for f in onnx gguf hf; do
   expect_error "aux_free_refused_$f" "aux_free_bias" "$moe" export --format $f --out "$tmp/af.$f" "$tmp/aux_free"
+  expect_error "sigmoid_refused_$f" "sigmoid" "$moe" export --format $f --out "$tmp/sg.$f" "$tmp/sigmoid"
 done
 expect_error bad_format "expected gguf, hf or onnx" "$moe" export --format onx --out "$tmp/x" "$tmp/moe_topk"
 

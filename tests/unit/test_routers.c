@@ -101,9 +101,15 @@ static double route_d(const moe_spec *s, const double (*l)[EMAX], size_t N, deci
     const char *r = c->router;
     int learned = !strcmp(r, "learned_hash");  /* TopK on table logits, always renormalised */
     if (learned) r = "topk";
+    int sigmoid = !strcmp(c->scoring_func, "sigmoid");  /* TopK's scores s = sigmoid(l) */
+    double q[NMAX][EMAX];  /* the balance loss's scores: p, or s normalised over the experts */
     for (size_t t = 0; t < N; t++) {
-        if (strcmp(r, "hash")) softmax_d(p[t], l[t], E);
-        for (size_t e = 0; e < E; e++) g[t][e] = 0;
+        double S = 0;
+        if (sigmoid)
+            for (size_t e = 0; e < E; e++) S += p[t][e] = 1 / (1 + exp(-l[t][e]));
+        else if (strcmp(r, "hash"))
+            softmax_d(p[t], l[t], E);
+        for (size_t e = 0; e < E; e++) { g[t][e] = 0; q[t][e] = sigmoid ? p[t][e] / S : p[t][e]; }
     }
     if (!dec->set) {  /* choose the experts (non-sparsemixer routers) */
         memset(dec->mask, 0, sizeof dec->mask);
@@ -188,13 +194,16 @@ static double route_d(const moe_spec *s, const double (*l)[EMAX], size_t N, deci
         for (size_t t = 0; t < N; t++)
             for (size_t e = 0; e < E; e++)
                 if (dec->mask[t][e]) g[t][e] = strcmp(r, "hash") ? p[t][e] : 1.0;
-        if (!strcmp(r, "topk") && (learned ? k > 1 : c->norm_topk_prob == 1 ||
+        if (!strcmp(r, "topk") && (learned ? k > 1 : c->norm_topk_prob == 1 || sigmoid ||
                                    (c->norm_topk_prob == MOE_RENORM_IF_SEVERAL && k > 1)))
             for (size_t t = 0; t < N; t++) {
                 double sum = 0;
                 for (size_t e = 0; e < E; e++) sum += g[t][e];
                 for (size_t e = 0; e < E; e++) g[t][e] /= sum;
             }
+        if (!strcmp(r, "topk"))
+            for (size_t t = 0; t < N; t++)
+                for (size_t e = 0; e < E; e++) g[t][e] *= c->routed_scaling_factor;
     }
     dec->set = 1;
     for (size_t t = 0; t < N; t++)
@@ -210,7 +219,7 @@ static double route_d(const moe_spec *s, const double (*l)[EMAX], size_t N, deci
         }
         for (size_t e = 0; e < E; e++) {
             double P = 0;
-            for (size_t t = 0; t < N; t++) P += p[t][e];
+            for (size_t t = 0; t < N; t++) P += q[t][e];
             acc += P * n_e[e];
         }
         aux += c->aux_loss_coef * (double)E / (kk * (double)N * (double)N) * acc;
@@ -545,6 +554,37 @@ static void test_aux_free_bias_rule(void) {
     c.aux_free_bias = 1;
     strcpy(c.router, "relu");
     CHECK(moe_config_finalize(&c, &err) != 0 && strstr(err.msg, "aux_free_bias"), "refused with relu");
+}
+
+/* DeepSeek-V3's gate: sigmoid scores, top-k on them (plus the aux-free
+ * bias), renormalised over the chosen k and scaled; the balance loss on the
+ * scores normalised over all experts. */
+static void test_fd_topk_sigmoid(void) {
+    fd_ctx *f = new_ctx("moe", "topk", 6);
+    f->cfg.top_k = 2; strcpy(f->cfg.scoring_func, "sigmoid"); f->cfg.routed_scaling_factor = 2.5;
+    check_fd(f, "topk k=2 sigmoid scale 2.5", 16);
+    const float b[4] = {0.05f, -0.1f, 0.2f, 0.0f};
+    memcpy(fd_bias, b, sizeof b);
+    f = new_ctx("moe", "topk", 6);
+    f->cfg.top_k = 2; strcpy(f->cfg.scoring_func, "sigmoid"); f->cfg.aux_free_bias = 1;
+    f->cfg.n_shared_experts = 1;
+    check_fd(f, "topk k=2 sigmoid aux_free_bias shared", 17);
+    f = new_ctx("moe", "topk", 6);
+    f->cfg.top_k = 1; strcpy(f->cfg.scoring_func, "sigmoid"); f->cfg.routed_scaling_factor = 0.5;
+    f->drop = 1;  /* k = 1: the gate is the factor, only the balance loss reaches the router */
+    check_fd(f, "topk k=1 sigmoid drop_top_expert", 18);
+    /* softmax scores with a scaling factor, not renormalised */
+    f = new_ctx("moe", "topk", 6);
+    f->cfg.top_k = 2; f->cfg.routed_scaling_factor = 1.7;
+    check_fd(f, "topk k=2 softmax scale 1.7", 19);
+    moe_config c;
+    moe_err err;
+    base_config(&c, "moe", "topk");
+    strcpy(c.scoring_func, "sigmoid"); c.z_loss_coef = 1e-3;
+    CHECK(moe_config_finalize(&c, &err) != 0 && strstr(err.msg, "z_loss_coef"), "z-loss refused with sigmoid");
+    base_config(&c, "moe", "relu");
+    strcpy(c.scoring_func, "sigmoid");
+    CHECK(moe_config_finalize(&c, &err) != 0 && strstr(err.msg, "scoring_func"), "sigmoid refused with relu");
 }
 
 static void test_fd_topp(void) {
@@ -897,6 +937,7 @@ int main(void) {
     RUN(test_fd_topk_shared_gate);
     RUN(test_fd_topk_aux_free_bias);
     RUN(test_aux_free_bias_rule);
+    RUN(test_fd_topk_sigmoid);
     RUN(test_fd_topp);
     RUN(test_fd_hash);
     RUN(test_fd_learned_hash);
