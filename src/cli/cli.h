@@ -91,6 +91,14 @@ int cli_inference_precision(const char *cmd, struct moe_model *model, const char
  * message naming out). Returns 0 or -1 (err). */
 int cli_check_out(const char *cmd, const char *out, int force, struct moe_err *err);
 
+/* `moe train --resume`: was, the run's config; now, with the options
+ * applied; step and position, where the checkpoint stands. Names each
+ * difference and what it does on stderr (rank0), or refuses one that
+ * breaks the data position (seq_len, seed, shuffle): -1 (err). */
+struct moe_config;
+int train_resume_changes(const struct moe_config *was, const struct moe_config *now, long step,
+                         unsigned long long position, int rank0, struct moe_err *err);
+
 /* An output option that names stdout ("-" or /dev/stdout) gets stdout to
  * itself: the command's own lines move to stderr, and the returned path
  * ("/dev/fd/N" in buf) writes to the original stdout. Any other path comes

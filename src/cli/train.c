@@ -397,6 +397,7 @@ int cmd_train(int argc, char **argv) {
             moe_checkpoint_config(ckpt, &cfg, &err))
             goto fail;
     }
+    moe_config run_cfg = cfg;   /* with --resume: the run's own, to name what the options change */
     for (size_t k = 0; k < n_over; k++)
         if (moe_config_set(&cfg, override_key[k], override_val[k], &err)) {
             fprintf(stderr, "moe train: option --%s: %s\n", override_flag[k], err.msg);
@@ -465,7 +466,9 @@ int cmd_train(int argc, char **argv) {
     CHECKPOINT();
     if (moe_trainer_distribute(&tr, world, &err)) goto fail;
     CHECKPOINT();
-    if (resume && moe_trainer_restore(&tr, ckpt, &err)) goto fail;
+    if (resume && (moe_trainer_restore(&tr, ckpt, &err) ||
+                   train_resume_changes(&run_cfg, &cfg, tr.step, tr.loader.position, rank0, &err)))
+        goto fail;
     if (data == run_data) fprintf(stderr, "moe train: resuming on the run's data, %s (size and CRC-32 as recorded)\n", data);
     if (model_dir) {  /* ReMoE's lambda goes on from the checkpoint's, not from relu_lambda0 */
         float lambda;
