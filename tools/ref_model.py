@@ -128,10 +128,13 @@ class FFNMoE:
         # aux_free_bias: the selection bias (fp32, no gradient) and the step's loads
         self.bias = np.zeros(self.E, np.float32)
         self.load = np.zeros(self.E)
+        # global_batch_balance: the step's n_e and tokens from the routing-only pass
+        self.step_n, self.step_T, self.passes = np.zeros(self.E), 0, 0
 
     def count(self, gates, ctx):
-        """The step's sparsity counts (every router, training only)."""
-        if ctx["training"]:
+        """The step's sparsity counts (every router, training only; not the
+        routing-only pass of global_batch_balance)."""
+        if ctx["training"] and not ctx.get("prepass"):
             for st in (self.st, self.own):
                 st["active"] += float((gates != 0).sum())
                 st["total"] += gates.shape[0] * self.E
@@ -153,6 +156,7 @@ class FFNMoE:
                 self.bias = (self.bias.astype(np.float64) + step).astype(np.float32)
             rec["expert_bias"] = [float(b) for b in self.bias]
         self.load[:] = 0
+        self.step_n[:], self.step_T, self.passes = 0, 0, 0
         return rec
 
     def load_state(self, state):
@@ -178,6 +182,11 @@ class FFNMoE:
                 if c.get("aux_free_bias") else p
             idx = choice.topk(k, dim=-1).indices
             mask = torch.zeros_like(p).scatter(1, idx, 1.0)
+            if ctx.get("prepass"):  # global_batch_balance: count the step's n_e only
+                self.step_n += mask.sum(0).detach().numpy()
+                self.step_T += N
+                self.passes += 1
+                return p * mask, 0.0
             if ctx["training"] and c.get("aux_free_bias"):
                 self.load += mask.sum(0).detach().numpy()
             gates = p * mask
@@ -195,7 +204,11 @@ class FFNMoE:
             aux = 0.0
             if ctx["training"] and c["aux_loss_coef"] > 0:  # sigmoid: on the scores normalised over E
                 q = p / p.sum(-1, keepdim=True) if sigmoid else p
-                aux = c["aux_loss_coef"] * E / (k * N * N) * (q.sum(0) * mask.sum(0)).sum()
+                if c.get("global_batch_balance") and self.step_T > 0:  # the whole step's f_i
+                    n, T = torch.from_numpy(self.step_n).to(p.dtype), self.step_T
+                    aux = self.passes * c["aux_loss_coef"] * E / (k * T * T) * (q.sum(0) * n).sum()
+                else:
+                    aux = c["aux_loss_coef"] * E / (k * N * N) * (q.sum(0) * mask.sum(0)).sum()
             if ctx["training"] and c["z_loss_coef"] > 0:
                 aux = aux + c["z_loss_coef"] * torch.logsumexp(logits, -1).pow(2).mean()
             return gates, aux
@@ -381,14 +394,15 @@ class RefModel:
                 self.ffns.append(FFNDense(cfg, prefix))
         self.dtype = dtype
 
-    def forward(self, inputs, targets=None, step=0, training=True):
+    def forward(self, inputs, targets=None, step=0, training=True, prepass=False):
         """inputs, targets: LongTensor [B, T]. Returns logits [B*T, V], lm_loss, aux_loss."""
         c, P = self.cfg, self.P
         B, T = inputs.shape
         D, H, KV = c["hidden"], c["n_heads"], c["n_kv_heads"]
         hd = D // H
         eps = c["norm_eps"]
-        ctx = {"tokens": inputs.reshape(-1), "B": B, "T": T, "step": step, "training": training}
+        ctx = {"tokens": inputs.reshape(-1), "B": B, "T": T, "step": step, "training": training,
+               "prepass": prepass}
         x = P["model.embed_tokens.weight"][inputs]
         mask = torch.ones(T, T, dtype=torch.bool).tril()
         aux = 0.0
@@ -487,6 +501,10 @@ def train(model, ids, cfg, steps, log=None):
             g["lr"] = lr
         opt.zero_grad(set_to_none=False)
         lm_sum, aux_sum = 0.0, 0.0
+        if ga > 1 and cfg.get("global_batch_balance"):  # count the step's routing first
+            with torch.no_grad():
+                for micro in range(ga):
+                    model.forward(sequential_batch(ids, step * ga + micro, B, T)[0], step=step, prepass=True)
         for micro in range(ga):
             x, y = sequential_batch(ids, step * ga + micro, B, T)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=AUTOCAST_BF16):

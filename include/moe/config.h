@@ -38,6 +38,7 @@ typedef struct moe_config {
     int k_warm_steps;     /* ... for the first k_warm_steps steps */
     char scoring_func[16]; /* TopK scores: "softmax" or "sigmoid" (DeepSeek-V3) */
     double routed_scaling_factor; /* TopK: the chosen gates are multiplied by it */
+    int global_batch_balance; /* bool: TopK's balance loss counts n_e over the whole step */
     int aux_free_bias;    /* bool: TopK's per-expert selection bias (auxiliary-loss-free balancing) */
     double aux_free_rate; /* u: the bias moves by u per step toward the mean load */
     double relu_lambda0;  /* ReMoE: initial L1 coefficient */

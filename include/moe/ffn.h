@@ -37,6 +37,11 @@ typedef struct moe_ffn_ctx {
     /* Evaluation of routing robustness (METHOD §2.3): every router disables
      * each token's highest-probability expert and re-selects from the rest. */
     int drop_top_expert;
+    /* A routing-only pass over the step's micro-batches before their
+     * forward and backward (training, grad_accum > 1, for a router with
+     * wants_prepass): routers add the step's counts and nothing else;
+     * nothing is counted for the step's statistics; no backward follows. */
+    int prepass;
     moe_profile *prof;     /* time accounting (NULL: off); a layer may mark
                             * PROF_ROUTER after routing, its caller marks the rest */
     k_ctx *kc;             /* the weight products' precision and cache (NULL: fp32) */

@@ -55,6 +55,7 @@ typedef struct moe_model {
     long step;              /* set by the trainer; read by FFNs with schedules */
     int training;
     int drop_top_expert;    /* evaluation of routing robustness (METHOD §2.3) */
+    int prepass;            /* forwards are the step's routing-only pass (moe_ffn_ctx.prepass) */
     moe_profile *prof;      /* time accounting of forward/backward (NULL: off) */
     k_ctx *kc;              /* matrix products: precision in effect, bf16 cache */
     /* Training across processes (set by the trainer; NULL: one process).
@@ -136,6 +137,10 @@ double moe_model_end_step(moe_model *m);
 /* A step that makes no update (skipped, or rolled back): the counts are
  * forgotten and no router state changes. */
 void moe_model_discard_step(moe_model *m);
+/* Whether a router needs the routing counts of the whole step before the
+ * first backward (global-batch balancing): with grad_accum > 1 the trainer
+ * then forwards the step's micro-batches once with m->prepass set. */
+int moe_model_wants_prepass(const moe_model *m);
 /* Router `which` (0, 1, ...) of block `layer`; NULL when it has none. */
 struct moe_router *moe_model_router(const moe_model *m, int layer, int which);
 /* The routers' state tensors (src/moe/router.h) are saved beside

@@ -68,6 +68,8 @@ struct moe_router {
                        (learned_hash): the layer holds a table [vocab_size, E]
                        and passes logits[t] = table[tokens[t]] (no gradient to x) */
     int layer;     /* the block index (seeds SparseMixer's sampling) */
+    int wants_prepass; /* needs the step's counts before its first backward
+                          (moe_ffn_ctx.prepass; global-batch balancing) */
     void *impl;
 };
 

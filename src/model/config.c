@@ -48,6 +48,7 @@ static const key_spec KEYS[] = {
     {"k_warm_steps", K_INT, OFF(k_warm_steps), 0, 0, 1e9, 0, "TopK: steps that use k_warm"},
     {"scoring_func", K_ENUM, OFF(scoring_func), 0, 0, 0, "softmax|sigmoid", "TopK: the router's scores: softmax over the experts, or sigmoid of each logit (DeepSeek-V3: the top-k chosen on the sigmoid scores, their gates always renormalised over the chosen k; the balance loss uses the scores normalised over all experts; no z-loss; docs/ROUTERS.md)"},
     {"routed_scaling_factor", K_FLOAT, OFF(routed_scaling_factor), 1, 0, 100, "(]", "TopK: the chosen gates are multiplied by this factor, after any renormalisation (DeepSeek-V3: 2.5)"},
+    {"global_batch_balance", K_BOOL, OFF(global_batch_balance), 0, 0, 1, 0, "TopK: the load-balancing loss counts the tokens per expert f_i over the global batch (every micro-batch of the step and every rank) instead of the micro-batch; with grad_accum > 1 each step first routes its micro-batches in a forward-only pass to count them (Qwen, arXiv 2501.11873; docs/ROUTERS.md)"},
     {"aux_free_bias", K_BOOL, OFF(aux_free_bias), 0, 0, 1, 0, "TopK: auxiliary-loss-free balancing: a per-expert bias b (per layer) is added to the scores only to choose the top-k (the gates use the unbiased scores) and after each step b_i += aux_free_rate * sign(mean load - load_i), loads counted over the step's micro-batches and ranks; saved with the model, no gradient (Wang et al. 2024, DeepSeek-V3; docs/ROUTERS.md)"},
     {"aux_free_rate", K_FLOAT, OFF(aux_free_rate), 1e-3, 0, 1, "(]", "TopK with aux_free_bias: the bias update rate u per step"},
     {"relu_lambda0", K_FLOAT, OFF(relu_lambda0), 1e-8, 0, 1e6, 0, "ReMoE: initial L1 coefficient lambda_0"},
@@ -286,11 +287,12 @@ int moe_config_finalize(moe_config *c, moe_err *err) {
     if (strcmp(c->ffn, "dense") && c->dense_first_layers >= c->n_layers)
         return moe_errf(err, "config: key 'dense_first_layers': %d leaves no %s layer of %d "
                         "(use ffn \"dense\" for a dense model)", c->dense_first_layers, c->ffn, c->n_layers);
-    int topk_only = strcmp(c->scoring_func, "softmax") || c->routed_scaling_factor != 1;
-    if (topk_only && (strcmp(c->ffn, "moe") || strcmp(c->router, "topk")))
+    const char *topk_key = strcmp(c->scoring_func, "softmax") ? "scoring_func"
+                         : c->routed_scaling_factor != 1 ? "routed_scaling_factor"
+                         : c->global_batch_balance ? "global_batch_balance" : NULL;
+    if (topk_key && (strcmp(c->ffn, "moe") || strcmp(c->router, "topk")))
         return moe_errf(err, "config: key '%s': needs ffn \"moe\" and router \"topk\", found ffn \"%s\", "
-                        "router \"%s\"", strcmp(c->scoring_func, "softmax") ? "scoring_func" : "routed_scaling_factor",
-                        c->ffn, c->router);
+                        "router \"%s\"", topk_key, c->ffn, c->router);
     if (!strcmp(c->scoring_func, "sigmoid") && c->z_loss_coef > 0)
         return moe_errf(err, "config: key 'z_loss_coef': %g has no meaning with scoring_func \"sigmoid\" (the "
                         "z-loss is on the softmax's log-partition): set it to 0", c->z_loss_coef);

@@ -239,6 +239,14 @@ double moe_model_end_step(moe_model *m) {
     return sparsity;
 }
 
+int moe_model_wants_prepass(const moe_model *m) {
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        moe_router *r = moe_model_router(m, l, 0);
+        if (r && r->wants_prepass) return 1;
+    }
+    return 0;
+}
+
 void moe_model_discard_step(moe_model *m) {
     m->rs.active_pairs = m->rs.total_pairs = 0.0;
     routers_end_step(m, 0);
@@ -325,6 +333,7 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
 static moe_ffn_ctx ffn_ctx(moe_model *m, float loss_scale) {
     moe_ffn_ctx ctx = {.tokens = m->tokens, .B = m->B, .T = m->T, .step = m->step,
                        .training = m->training, .loss_scale = loss_scale, .rs = &m->rs,
+                       .prepass = m->prepass,
                        .drop_top_expert = m->drop_top_expert, .prof = m->prof,
                        .kc = m->kc,
                        .dp = m->dp, .ep = m->ep, .row0 = m->row0};

@@ -461,11 +461,11 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
         return -1;
     if (build_plan(m, N, err)) return -1;
     moe_prof_mark(ctx->prof, PROF_ROUTER);
-    if (ctx->training && ctx->rs) {  /* the step's sparsity (METHOD §2.2), for every router */
+    if (ctx->training && ctx->rs && !ctx->prepass) {  /* the step's sparsity (METHOD §2.2), every router */
         ctx->rs->active_pairs += (double)m->offset[E];
         ctx->rs->total_pairs += (double)N * (double)E;
     }
-    if (ctx->training)  /* the loads that expert parallel's placement follows */
+    if (ctx->training && !ctx->prepass)  /* the loads that expert parallel's placement follows */
         for (size_t e = 0; e < E; e++) m->place.rows[e] += (double)expert_rows(m, e);
     /* the shared gate c[N,2] = softmax(x Wc^T + bc), else c = (1, 1) */
     for (size_t t = 0; t < N; t++) m->mix[2 * t] = m->mix[2 * t + 1] = 1.0f;

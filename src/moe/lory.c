@@ -121,7 +121,7 @@ static int lory_forward(moe_ffn *f, float *y, const float *x, size_t N,
         k_matmul_forward(ctx->kc, y + r0 * D, m->a + r0 * F, m->m2, n, F, D, 0.0f);
         for (size_t r = r0; r < r0 + n; r++) memcpy(m->gates + r * E, w, E * sizeof(float));
     }
-    if (ctx->training && ctx->rs) {  /* dense merge: every pair is active */
+    if (ctx->training && ctx->rs && !ctx->prepass) {  /* dense merge: every pair is active */
         ctx->rs->active_pairs += (double)N * (double)E;
         ctx->rs->total_pairs += (double)N * (double)E;
     }

@@ -55,7 +55,7 @@ static int relu_route(moe_router *r, float *gates, const float *logits, size_t N
     s->f[E] = (double)N;
     if (moe_router_global(ctx, s->f, E + 1, err)) return -1;
     double Ng = s->f[E];
-    if (ctx->training)  /* the step's pairs, for the per-layer rule */
+    if (ctx->training && !ctx->prepass)  /* the step's pairs, for the per-layer rule */
         for (size_t e = 0; e < E; e++) { s->step_active += s->f[e]; s->step_total += Ng; }
     for (size_t e = 0; e < E; e++)
         s->f[e] = r->cfg->l1_load_balance ? (double)E / ((double)r->k * Ng) * s->f[e] : 1.0;

@@ -11,6 +11,12 @@
  * instead of the softmax, the k chosen are always renormalised, and the
  * balance loss uses q[t,e] = s[t,e] / sum_e' s[t,e'] where the softmax has p;
  * routed_scaling_factor multiplies the chosen gates (either scoring).
+ * With global_batch_balance (Qwen, arXiv 2501.11873) n_e and T of the
+ * balance loss are the whole step's (every micro-batch and rank): with more
+ * than one micro-batch the trainer first runs a routing-only pass over them
+ * (ctx->prepass), which this router counts in step_n; each micro-batch's loss
+ * is then grad_accum times its share, so that their mean is
+ *     c_aux E/(k T_step^2) sum_e P_e(step) n_e(step).
  * With aux_free_bias (auxiliary-loss-free balancing, Wang et al. 2024;
  * DeepSeek-V3) a per-expert bias b[E] is added to the scores only to choose
  * the top-k; the gates are the unbiased scores. b is router state
@@ -33,6 +39,11 @@ typedef struct topk {
                         * the global batch's token count (== N in one process) */
     size_t cap, k_eff;
     double aux, z;     /* the two losses of the last route (weighted) */
+    double *step_n;    /* [E+1] global_batch_balance: the step's n_e and tokens from the
+                        * routing-only pass (step_n[E] = 0: none this step) */
+    double passes;     /* micro-batches in that pass */
+    const double *aux_n; /* n_e the last route's balance loss used (n_e or step_n) */
+    double aux_factor; /* and its constant: mult c_aux E / (k T^2) */
     float *bias;       /* [E] aux_free_bias: the selection bias (else NULL) */
     double *load;      /* [E] aux_free_bias: tokens per expert this step (global) */
 } topk;
@@ -121,17 +132,28 @@ static int topk_route(moe_router *r, float *gates, const float *logits, size_t N
     s->n_e[E] = (double)N;
     if (moe_router_global(ctx, s->n_e, E + 1, err)) return -1;
     double Ng = s->n_e[E];
+    s->aux = s->z = 0.0;
+    *aux = 0.0;
+    if (ctx->prepass) {  /* global_batch_balance: count the step, nothing else */
+        for (size_t e = 0; e <= E; e++) s->step_n[e] += s->n_e[e];
+        s->passes += 1.0;
+        return 0;
+    }
     if (s->load && ctx->training)  /* the step's loads, for the bias update */
         for (size_t e = 0; e < E; e++) s->load[e] += s->n_e[e];
-    s->aux = s->z = 0.0;
+    /* the balance loss's counts: this micro-batch's, or the whole step's */
+    int whole = s->step_n && s->step_n[E] > 0;
+    double Tb = whole ? s->step_n[E] : Ng;
+    s->aux_n = whole ? s->step_n : s->n_e;
+    s->aux_factor = (whole ? s->passes : 1.0) * c->aux_loss_coef * (double)E / ((double)k * Tb * Tb);
     if (ctx->training && c->aux_loss_coef > 0) {
         double acc = 0.0;
         for (size_t e = 0; e < E; e++) {
             double P = 0.0;
             for (size_t t = 0; t < N; t++) P += sigmoid ? s->p[t * E + e] / (double)s->lse[t] : s->p[t * E + e];
-            acc += P * s->n_e[e];
+            acc += P * s->aux_n[e];
         }
-        s->aux = c->aux_loss_coef * (double)E / ((double)k * Ng * Ng) * acc;
+        s->aux = s->aux_factor * acc;
     }
     if (ctx->training && c->z_loss_coef > 0) {
         double acc = 0.0;
@@ -152,8 +174,8 @@ static int topk_backward(moe_router *r, float *dlogits, const float *dgates,
     int renorm = topk_renormalises(c, k), sigmoid = is_sigmoid(c);
     double scale = c->routed_scaling_factor;
     double Ng = s->n_e[E];  /* the global batch's tokens */
-    double aux_scale = ctx->training && c->aux_loss_coef > 0
-        ? ctx->loss_scale * c->aux_loss_coef * (double)E / ((double)k * Ng * Ng) : 0.0;
+    double aux_scale = ctx->training && c->aux_loss_coef > 0 ? ctx->loss_scale * s->aux_factor : 0.0;
+    const double *n_e = s->aux_n;  /* this micro-batch's counts, or the whole step's */
     double z_scale = ctx->training && c->z_loss_coef > 0
         ? ctx->loss_scale * c->z_loss_coef * 2.0 / Ng : 0.0;
     #pragma omp parallel for schedule(static)
@@ -166,9 +188,9 @@ static int topk_backward(moe_router *r, float *dlogits, const float *dgates,
             if (g[e] != 0.0f) { picked += p[e]; dot += (double)dg[e] * g[e]; }
         if (sigmoid) {  /* the balance loss's q = s / S, S = sum of the token's scores */
             double S = s->lse[t], aq = 0.0;
-            for (size_t e = 0; e < E; e++) aq += aux_scale * s->n_e[e] * p[e] / S;
+            for (size_t e = 0; e < E; e++) aq += aux_scale * n_e[e] * p[e] / S;
             for (size_t e = 0; e < E; e++) {
-                double ds = (aux_scale * s->n_e[e] - aq) / S;
+                double ds = (aux_scale * n_e[e] - aq) / S;
                 if (g[e] != 0.0f) ds += (scale * dg[e] - dot) / fmax(picked, 1e-20);
                 dl[e] = (float)(ds * p[e] * (1.0 - p[e]));  /* sigmoid backward */
             }
@@ -178,7 +200,7 @@ static int topk_backward(moe_router *r, float *dlogits, const float *dgates,
         for (size_t e = 0; e < E; e++) {
             double dp = 0.0;
             if (g[e] != 0.0f) dp = renorm ? (scale * dg[e] - dot) / fmax(picked, 1e-20) : scale * dg[e];
-            dp += aux_scale * s->n_e[e];
+            dp += aux_scale * n_e[e];
             dl[e] = (float)dp;  /* temporarily dp */
             pdp += p[e] * dp;
         }
@@ -204,6 +226,7 @@ static int topk_stats(const moe_router *r, moe_buf *out) {
  * comparing exact counts (load_e E against their sum); fp32 as stored. */
 static void topk_end_step(moe_router *r, int apply) {
     topk *s = r->impl;
+    if (s->step_n) { memset(s->step_n, 0, (r->E + 1) * sizeof(double)); s->passes = 0.0; }
     if (!s->bias) return;
     double total = 0.0, u = r->cfg->aux_free_rate;
     for (size_t e = 0; e < r->E; e++) total += s->load[e];
@@ -223,7 +246,7 @@ static size_t topk_state(moe_router *r, moe_router_state *out, size_t cap) {
 
 static void topk_destroy(moe_router *r) {
     topk *s = r->impl;
-    if (s) { free(s->p); free(s->lse); free(s->n_e); free(s->bias); free(s->load); free(s); }
+    if (s) { free(s->p); free(s->lse); free(s->n_e); free(s->step_n); free(s->bias); free(s->load); free(s); }
 }
 
 static const moe_router_ops TOPK_OPS = {
@@ -240,7 +263,13 @@ int moe_router_topk_create(const moe_config *cfg, moe_router *r, moe_err *err) {
         s->bias = moe_calloc(r->E, sizeof(float), err);
         s->load = s->bias ? moe_calloc(r->E, sizeof(double), err) : NULL;
     }
-    if (!s->n_e || (cfg->aux_free_bias && !s->load)) { free(s->n_e); free(s->bias); free(s); return -1; }
+    if (s->n_e && cfg->global_batch_balance) {
+        s->step_n = moe_calloc(r->E + 1, sizeof(double), err);
+        r->wants_prepass = 1;
+    }
+    if (!s->n_e || (cfg->aux_free_bias && !s->load) || (cfg->global_batch_balance && !s->step_n)) {
+        free(s->n_e); free(s->bias); free(s->load); free(s); return -1;
+    }
     r->ops = &TOPK_OPS;
     r->impl = s;
     return 0;

@@ -272,6 +272,22 @@ static int poisoned_over_ranks(moe_trainer *tr, size_t bad, size_t *out, moe_err
     return 0;
 }
 
+/* Global-batch statistics (moe_model_wants_prepass) with more than one
+ * micro-batch: the step's micro-batches are forwarded once, routing only
+ * counted, before the first backward; the loader then reads them again. */
+static int routing_prepass(moe_trainer *tr, size_t Bl, size_t T, size_t off, moe_err *err) {
+    moe_model *m = tr->model;
+    uint64_t position = tr->loader.position;
+    m->prepass = 1;
+    int rc = 0;
+    for (int micro = 0; micro < tr->cfg.grad_accum && !rc; micro++)
+        rc = moe_loader_next(&tr->loader, tr->inputs, tr->targets, err) ||
+             moe_model_forward(m, tr->inputs + off, NULL, Bl, T, NULL, NULL, err) ? -1 : 0;
+    m->prepass = 0;
+    tr->loader.position = position;
+    return rc;
+}
+
 int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     moe_model *m = tr->model;
     const moe_config *c = &tr->cfg;
@@ -287,6 +303,7 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     /* across ranks: every rank reads the whole global batch (the same rows
      * in the same order as one process) and computes rows [row0, row0 + Bl) */
     size_t Bl = distributed(tr) ? B / (size_t)tr->comm->size : B, off = m->row0 * T;
+    if (c->grad_accum > 1 && moe_model_wants_prepass(m) && routing_prepass(tr, Bl, T, off, err)) return -1;
     for (int micro = 0; micro < c->grad_accum; micro++) {
         double lm, aux;
         if (moe_loader_next(&tr->loader, tr->inputs, tr->targets, err)) return -1;

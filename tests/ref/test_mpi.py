@@ -94,8 +94,11 @@ try:
         # the aux-loss-free bias from the loads counted over the ranks (DP only: short)
         "topk_aux_free": {"ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 2, "aux_loss_coef": 0.0,
                           "aux_free_bias": True, "aux_free_rate": 0.01},
+        # the balance loss's n_e over 2 micro-batches and the ranks (a routing pass first)
+        "topk_global_batch": {"ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 2, "aux_loss_coef": 0.05,
+                              "global_batch_balance": True, "grad_accum": 2},
     }
-    SHORT = {"remoe_per_layer", "topk_aux_free"}  # data parallel against one process, no other modes
+    SHORT = {"remoe_per_layer", "topk_aux_free", "topk_global_batch"}  # data parallel against one process, no other modes
 
     def metrics(d):
         with open(os.path.join(d, "metrics.jsonl")) as f:

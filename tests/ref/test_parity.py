@@ -50,6 +50,10 @@ CASES = {
     "topk_sigmoid_bias_scale": (dict(MOE, router="topk", top_k=2, scoring_func="sigmoid",
                                      routed_scaling_factor=2.5, aux_free_bias=True, aux_free_rate=0.01,
                                      n_shared_experts=1), 1),
+    # global-batch balancing: n_e of the balance loss over the step's 3
+    # micro-batches (a routing-only pass first), k = 2 with the z-loss
+    "topk_global_batch_accum3": (dict(MOE, router="topk", top_k=2, global_batch_balance=True, aux_loss_coef=0.05,
+                                      z_loss_coef=1e-3), 3),
     "topk_warmup_G2_every2": (dict(MOE, router="topk", granularity=2, k_warm=3, k_warm_steps=4,
                                    moe_every=2, n_layers=3), 1),
     # a large lambda_0 so the regulariser matters within 10 steps
@@ -132,6 +136,7 @@ TOL = {
     "topk_k1_renorm": dict(fwd=3e-06, grad=6e-06, train=2e-07, weights=2e-04, moments=6e-06),  # 3.1e-07 5.9e-07 8.1e-09 1.3e-05 6.0e-07
     "topk_aux_free_k2_accum": dict(fwd=3e-06, grad=5e-06, train=2e-07, weights=2e-04, moments=2e-05),  # 2.9e-07 4.4e-07 1.1e-08 1.6e-05 1.5e-06
     "topk_sigmoid_bias_scale": dict(fwd=3e-06, grad=6e-06, train=2e-07, weights=2e-04, moments=8e-06),  # 2.4e-07 5.9e-07 1.5e-08 1.5e-05 7.9e-07
+    "topk_global_batch_accum3": dict(fwd=3e-06, grad=5e-06, train=2e-07, weights=2e-04, moments=3e-05),  # 2.9e-07 4.6e-07 1.2e-08 1.3e-05 2.5e-06
     "topk_warmup_G2_every2": dict(fwd=3e-06, grad=7e-06, train=2e-07, weights=3e-04, moments=3e-05),  # 2.7e-07 6.4e-07 1.6e-08 3.0e-05 3.0e-06
     "relu": dict(fwd=3e-06, grad=5e-06, train=2e-07, weights=9e-04, moments=2e-05),  # 2.8e-07 4.8e-07 1.9e-08 8.8e-05 1.2e-06
     "relu_accum_G2": dict(fwd=3e-06, grad=5e-06, train=2e-07, weights=2e-04, moments=2e-05),  # 2.7e-07 4.8e-07 1.4e-08 1.2e-05 1.7e-06

@@ -587,6 +587,77 @@ static void test_fd_topk_sigmoid(void) {
     CHECK(moe_config_finalize(&c, &err) != 0 && strstr(err.msg, "scoring_func"), "sigmoid refused with relu");
 }
 
+/* Global-batch balancing: after the routing-only pass over a step's two
+ * micro-batches, each micro-batch's balance loss is 2x its share of
+ *     c E/(k T^2) sum_e n_e(step) P_e(step)
+ * (so their mean is the global loss), and its gradient in the logits is
+ * that of the double reference with n_e(step) constant (central
+ * differences); without the pass the counts are the micro-batch's own. */
+static void test_global_batch_balance(void) {
+    enum { T1 = 5, E4 = 4 };
+    moe_config c;
+    base_config(&c, "moe", "topk");
+    c.top_k = 2; c.global_batch_balance = 1;
+    moe_err err;
+    CHECK(moe_config_finalize(&c, &err) == 0, "%s", err.msg);
+    moe_router *r;
+    CHECK(moe_router_create(&c, &r, &err) == 0 && r->wants_prepass, "%s", err.msg);
+    float l[2][T1 * E4], gates[T1 * E4], dl[T1 * E4], dg[T1 * E4] = {0};
+    moe_rng rng;
+    moe_rng_seed(&rng, 21);
+    for (int m = 0; m < 2; m++)
+        for (int i = 0; i < T1 * E4; i++) l[m][i] = (float)moe_rng_normal(&rng);
+    moe_ffn_ctx pre = {.B = 1, .T = T1, .training = 1, .loss_scale = 0.5f, .prepass = 1}, ctx = pre;
+    ctx.prepass = 0;
+    double aux[2], n[E4] = {0}, P[E4] = {0};
+    for (int m = 0; m < 2; m++) CHECK(r->ops->route(r, gates, l[m], T1, &pre, &aux[0], &err) == 0, "%s", err.msg);
+    for (int m = 0; m < 2; m++) {  /* the step's n_e and P_e, by hand in double */
+        for (int t = 0; t < T1; t++) {
+            double p[E4], ld[E4];
+            for (int e = 0; e < E4; e++) ld[e] = l[m][t * E4 + e];
+            softmax_d(p, ld, E4);
+            int a = 0, b;
+            for (int e = 1; e < E4; e++) a = p[e] > p[a] ? e : a;
+            b = a ? 0 : 1;
+            for (int e = 0; e < E4; e++) b = e != a && p[e] > p[b] ? e : b;
+            n[a] += 1; n[b] += 1;
+            for (int e = 0; e < E4; e++) P[e] += p[e];
+        }
+    }
+    double want = 0, k = 2, Tg = 2 * T1;
+    for (int e = 0; e < E4; e++) want += c.aux_loss_coef * E4 / (k * Tg * Tg) * n[e] * P[e];
+    for (int m = 0; m < 2; m++) CHECK(r->ops->route(r, gates, l[m], T1, &ctx, &aux[m], &err) == 0, "%s", err.msg);
+    CHECK(fabs((aux[0] + aux[1]) / 2 - want) <= 1e-6 * want, "mean of the micro-batches' losses %.9g, global %.9g",
+          (aux[0] + aux[1]) / 2, want);
+    /* the gradient of micro-batch 1's loss (scaled by 1/2, its share of the step) */
+    CHECK(r->ops->backward(r, dl, dg, l[1], gates, T1, &ctx, &err) == 0, "%s", err.msg);
+    double max_err = 0, max_ref = 0, h = 1e-6;
+    for (int i = 0; i < T1 * E4; i++) {
+        double f[2];
+        for (int sgn = 0; sgn < 2; sgn++) {
+            double lv[T1][E4], acc = 0;
+            for (int j = 0; j < T1 * E4; j++) lv[j / E4][j % E4] = l[1][j] + (j == i ? (sgn ? -h : h) : 0);
+            for (int t = 0; t < T1; t++) {
+                double p[E4];
+                softmax_d(p, lv[t], E4);
+                for (int e = 0; e < E4; e++) acc += p[e] * n[e];
+            }
+            f[sgn] = 0.5 * 2 * c.aux_loss_coef * E4 / (k * Tg * Tg) * acc;
+        }
+        double fd = (f[0] - f[1]) / (2 * h);
+        max_err = fmax(max_err, fabs(fd - dl[i]));
+        max_ref = fmax(max_ref, fabs(fd));
+    }
+    CHECK(max_err / max_ref < FD_TOL, "global-batch balance gradient: relative error %.3g", max_err / max_ref);
+    /* the end of the step forgets the pass: the micro-batch's own counts again */
+    r->ops->end_step(r, 1);
+    double own;
+    r->ops->route(r, gates, l[1], T1, &ctx, &own, &err);
+    CHECK(fabs(own - aux[1]) > 1e-6 * fabs(aux[1]), "without a pass the loss is the micro-batch's (%.9g vs %.9g)",
+          own, aux[1]);
+    moe_router_destroy(r);
+}
+
 static void test_fd_topp(void) {
     fd_ctx *f = new_ctx("moe", "topp", 6);
     f->cfg.n_shared_experts = 1; f->cfg.top_p = 0.5;
@@ -938,6 +1009,7 @@ int main(void) {
     RUN(test_fd_topk_aux_free_bias);
     RUN(test_aux_free_bias_rule);
     RUN(test_fd_topk_sigmoid);
+    RUN(test_global_batch_balance);
     RUN(test_fd_topp);
     RUN(test_fd_hash);
     RUN(test_fd_learned_hash);
