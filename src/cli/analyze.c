@@ -79,6 +79,7 @@ int cmd_analyze(int argc, char **argv) {
     int rc = 1;
     if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, &err) || moe_model_load(ckpt, &m, &err)) goto fail;
     if (moe_tokens_read(data, &t, &err)) goto fail;
+    cli_warn_data_tokenizer("analyze", ckpt, tok_path, &t, data);
     if (moe_checkpoint_tokenizer(ckpt, tok_path, &tok, &err)) goto fail;
     size_t T = seq ? (size_t)seq : (size_t)m->cfg.seq_len;
     fprintf(stderr, "moe analyze: %s over %s ...\n", ckpt, data);

@@ -99,6 +99,14 @@ struct moe_config;
 int train_resume_changes(const struct moe_config *was, const struct moe_config *now, long step,
                          unsigned long long position, int rank0, struct moe_err *err);
 
+/* eval, analyze: one warning line on stderr when the token file at
+ * data_path records another tokenizer than the checkpoint's (or tok_path,
+ * when given; bytes for a model of 257 ids without one). Silent when either
+ * is unknown. */
+struct moe_tokens;
+void cli_warn_data_tokenizer(const char *cmd, const char *ckpt, const char *tok_path,
+                             const struct moe_tokens *data, const char *data_path);
+
 /* An output option that names stdout ("-" or /dev/stdout) gets stdout to
  * itself: the command's own lines move to stderr, and the returned path
  * ("/dev/fd/N" in buf) writes to the original stdout. Any other path comes

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -106,6 +107,71 @@ static void print_row(const char *name, double nll, double n, const moe_loss_sum
     printf("\n");
 }
 
+/* v as JSON text (the results kept from an earlier eval.json). */
+static void write_value(moe_buf *b, const json_value *v) {
+    switch (v->type) {
+    case JSON_NULL: moe_buf_printf(b, "null"); break;
+    case JSON_BOOL: moe_buf_printf(b, v->boolean ? "true" : "false"); break;
+    case JSON_NUMBER: json_write_double(b, v->number); break;
+    case JSON_STRING: json_write_string(b, v->string, v->len); break;
+    case JSON_ARRAY:
+    case JSON_OBJECT:
+        moe_buf_printf(b, v->type == JSON_ARRAY ? "[" : "{");
+        for (size_t i = 0; i < v->count; i++) {
+            if (i) moe_buf_printf(b, ", ");
+            if (v->type == JSON_OBJECT) {
+                json_write_string(b, v->keys[i], strlen(v->keys[i]));
+                moe_buf_printf(b, ": ");
+            }
+            write_value(b, &v->items[i]);
+        }
+        moe_buf_printf(b, v->type == JSON_ARRAY ? "]" : "}");
+        break;
+    }
+}
+
+/* The earlier results at path to keep beside this evaluation's: those of
+ * the same checkpoint and window length (NULL: none, or none that fit; a
+ * line says which were dropped and why). */
+static json_value *earlier_results(const char *path, const char *ckpt, size_t T) {
+    struct stat st;
+    if (stat(path, &st) || !S_ISREG(st.st_mode)) return NULL;
+    moe_err err;
+    json_value *old = json_parse_file(path, &err);
+    if (!old) {
+        fprintf(stderr, "moe eval: warning: the earlier results in %s cannot be read (%s): replacing them\n",
+                path, err.msg);
+        return NULL;
+    }
+    const json_value *c = json_get(old, "checkpoint"), *seq = json_get(old, "seq");
+    const char *why = !c || c->type != JSON_STRING ? "no checkpoint recorded"
+                    : strcmp(c->string, ckpt) ? "another checkpoint"
+                    : !seq || seq->type != JSON_NUMBER || seq->number != (double)T ? "another --seq" : NULL;
+    if (why) {
+        fprintf(stderr, "moe eval: the earlier results in %s are of %s (%s): replaced, not merged\n", path, why,
+                c && c->type == JSON_STRING ? c->string : "?");
+        json_free(old);
+        return NULL;
+    }
+    return old;
+}
+
+/* Appends the entries of array `key` of old whose "name" is none of
+ * names[0..n) (this evaluation's own replace them); first: no entry yet. */
+static void keep_entries(moe_buf *b, const json_value *old, const char *key, const char *const *names,
+                         size_t n, int first) {
+    const json_value *a = old ? json_get(old, key) : NULL;
+    for (size_t i = 0; a && a->type == JSON_ARRAY && i < a->count; i++) {
+        const json_value *nm = json_get(&a->items[i], "name");
+        int replaced = !nm || nm->type != JSON_STRING;
+        for (size_t k = 0; k < n && !replaced; k++) replaced = !strcmp(names[k], nm->string);
+        if (replaced) continue;
+        moe_buf_printf(b, "%s\n ", first ? "" : ",");
+        write_value(b, &a->items[i]);
+        first = 0;
+    }
+}
+
 int cmd_eval(int argc, char **argv) {
     const char *cmd = "eval", *model_dir = NULL, *json_path = NULL, *tok_path = NULL;
     const char *precision = NULL;
@@ -171,8 +237,10 @@ int cmd_eval(int argc, char **argv) {
     size_t T = seq ? (size_t)seq : (size_t)m->cfg.seq_len;
     if (T > (size_t)m->cfg.max_seq_len) T = (size_t)m->cfg.max_seq_len;
     /* read everything first, so that bad input fails before the long part */
-    for (size_t i = 0; i < n_data; i++)
+    for (size_t i = 0; i < n_data; i++) {
         if (moe_tokens_read(data[i], &toks[i], &err)) goto fail;
+        cli_warn_data_tokenizer(cmd, ckpt, tok_path, &toks[i], data[i]);
+    }
     for (size_t i = 0; i < n_tasks; i++)
         if (resolve_task(tasks[i], path, sizeof path, &err) || moe_task_load(path, &tk[i], &err)) goto fail;
     if (n_tasks) {
@@ -245,7 +313,16 @@ int cmd_eval(int argc, char **argv) {
                mr[i].acc_norm, mr[i].acc_norm_stderr);
     if (n_tasks) printf("  (chance: 1 / number of choices; acc_norm divides by the choice's length in bytes)\n");
 
-    /* the JSON */
+    /* the JSON: this evaluation's results, and those of an earlier one of
+     * the same checkpoint on other data files or tasks */
+    if (!json_path) {
+        if (moe_path(path, sizeof path, &err, "%s/metrics.jsonl", model_dir)) goto fail;
+        if (!access(path, F_OK)) {
+            if (moe_path(path, sizeof path, &err, "%s/eval.json", model_dir)) goto fail;
+            json_path = path;
+        }
+    }
+    json_value *earlier = json_path && json_path != stdout_path ? earlier_results(json_path, ckpt, T) : NULL;
     moe_buf b = {0};
     moe_buf_printf(&b, "{\n\"format\": \"moe-eval\", \"version\": 1,\n\"model\": ");
     json_write_string(&b, model_dir, strlen(model_dir));
@@ -270,6 +347,10 @@ int cmd_eval(int argc, char **argv) {
         }
         moe_buf_printf(&b, "}");
     }
+    const char **names = calloc(n_data + n_tasks + 1, sizeof *names);
+    for (size_t i = 0; names && i < n_data; i++) names[i] = dr[i].name;
+    for (size_t i = 0; names && i < n_tasks; i++) names[n_data + i] = tk[i].name;
+    if (names) keep_entries(&b, earlier, "data", names, n_data, n_data == 0);
     moe_buf_printf(&b, "],\n\"tasks\": [");
     for (size_t i = 0; i < n_tasks; i++) {
         moe_buf_printf(&b, "%s\n {\"name\": ", i ? "," : "");
@@ -286,14 +367,11 @@ int cmd_eval(int argc, char **argv) {
         json_write_double(&b, mr[i].acc_norm_stderr);
         moe_buf_printf(&b, "}");
     }
+    if (names) keep_entries(&b, earlier, "tasks", names + n_data, n_tasks, n_tasks == 0);
     moe_buf_printf(&b, "]\n}\n");
-    if (!json_path) {
-        if (moe_path(path, sizeof path, &err, "%s/metrics.jsonl", model_dir)) { moe_buf_free(&b); goto fail; }
-        if (!access(path, F_OK)) {
-            if (moe_path(path, sizeof path, &err, "%s/eval.json", model_dir)) { moe_buf_free(&b); goto fail; }
-            json_path = path;
-        }
-    }
+    json_free(earlier);
+    if (!names) moe_buf_free(&b);   /* out of memory: refused below, not written without the earlier results */
+    free(names);
     if (json_path) {
         if (!b.data || moe_write_file_atomic(json_path, b.data, b.len, &err)) { moe_buf_free(&b); goto fail; }
         if (json_path != stdout_path) printf("\nmoe eval: wrote %s\n", json_path);

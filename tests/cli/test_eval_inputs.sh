@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# test_eval_inputs.sh — what eval and analyze do with their inputs and
+# earlier results (issue 26): a token file prepared with another tokenizer
+# than the model's is named in a warning (silent for the model's own), and
+# each eval merges its results into RUN/eval.json by data file and task
+# instead of replacing the earlier ones (of the same checkpoint), which the
+# report then shows.
+set -u
+build=${1:-build}
+moe="$build/moe"
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+. "$(dirname "$0")/lib.sh"
+py() { /usr/bin/python3 - "$@"; }
+
+py "$tmp" <<'PY'
+import json, random, sys
+r = random.Random(1)
+words = "the cat sat on a mat and the cat ate a rat while a dog ran".split()
+with open(f"{sys.argv[1]}/text.jsonl", "w") as f:
+    for i in range(60):
+        f.write(json.dumps({"text": " ".join(r.choice(words) for _ in range(40))}) + "\n")
+with open(f"{sys.argv[1]}/task.jsonl", "w") as f:
+    for i in range(4):
+        f.write(json.dumps({"id": str(i), "context": "the cat sat on a", "choices": [" mat", " dog"], "gold": 0}) + "\n")
+PY
+"$moe" tokenizer train --input "$tmp/text.jsonl" --vocab 300 --out "$tmp/tok" >/dev/null 2>&1 || bad "setup: tokenizer"
+"$moe" prepare --input "$tmp/text.jsonl" --tokenizer "$tmp/tok" --out "$tmp/valid.tok" >/dev/null 2>&1 || bad "setup: prepare"
+"$moe" prepare --input "$tmp/text.jsonl" --tokenizer bytes --out "$tmp/bytes.tok" >/dev/null 2>&1 || bad "setup: prepare bytes"
+cat >"$tmp/cfg.json" <<'JSON'
+{"vocab_size": 300, "hidden": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "max_seq_len": 16,
+ "ffn": "moe", "router": "relu", "n_experts": 4, "top_k": 1, "seq_len": 16, "batch_size": 2, "steps": 4}
+JSON
+"$moe" train --config "$tmp/cfg.json" --data "$tmp/valid.tok" --out "$tmp/run" >/dev/null 2>&1 || bad "setup: train"
+
+# 6. another tokenizer's token file: one warning naming it; the model's own: none
+"$moe" eval --model "$tmp/run" --data "$tmp/bytes.tok" --json "$tmp/x.json" >/dev/null 2>"$tmp/err" || bad "eval bytes.tok"
+check eval_warns_other_tokenizer grep -q "warning: $tmp/bytes.tok was prepared with another tokenizer than the model's" "$tmp/err"
+"$moe" analyze --model "$tmp/run" --data "$tmp/bytes.tok" --out "$tmp/a.json" >/dev/null 2>"$tmp/err" || bad "analyze bytes.tok"
+check analyze_warns_other_tokenizer grep -q "warning: $tmp/bytes.tok was prepared with another tokenizer" "$tmp/err"
+"$moe" eval --model "$tmp/run" --data "$tmp/valid.tok" --json "$tmp/x.json" >/dev/null 2>"$tmp/err" || bad "eval valid.tok"
+check eval_own_tokenizer_silent bash -c "! grep -q 'another tokenizer' '$tmp/err'"
+"$moe" analyze --model "$tmp/run" --data "$tmp/valid.tok" --out "$tmp/a.json" >/dev/null 2>"$tmp/err" || bad "analyze valid.tok"
+check analyze_own_tokenizer_silent bash -c "! grep -q 'another tokenizer' '$tmp/err'"
+
+# 7. perplexity, then a task, then the perplexity again: RUN/eval.json keeps both
+names() { py "$tmp/run/eval.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(" ".join(sorted(x["name"] for x in d["data"])), "|", " ".join(sorted(x["name"] for x in d["tasks"])))
+PY
+}
+"$moe" eval --model "$tmp/run" --data "$tmp/valid.tok" >/dev/null 2>&1 || bad "eval --data"
+ppl=$(py "$tmp/run/eval.json" <<'PY'
+import json, sys; print(json.load(open(sys.argv[1]))["data"][0]["ppl"])
+PY
+)
+"$moe" eval --model "$tmp/run" --task "$tmp/task.jsonl" >/dev/null 2>&1 || bad "eval --task"
+check eval_merges_task_with_data test "$(names)" = "valid | task"
+"$moe" eval --model "$tmp/run" --data "$tmp/valid.tok" --data "$tmp/bytes.tok" >/dev/null 2>&1 || bad "eval --data twice"
+check eval_replaces_same_name_keeps_task test "$(names)" = "bytes valid | task"
+check eval_kept_ppl_unchanged py "$tmp/run/eval.json" "$ppl" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert [x["ppl"] for x in d["data"] if x["name"] == "valid"] == [float(sys.argv[2])]
+PY
+"$moe" report "$tmp/run" --out "$tmp/report.html" >/dev/null 2>&1 || bad "report"
+check report_shows_task_and_ppl py "$tmp/report.html" "$ppl" <<'PY'
+import sys
+h = open(sys.argv[1]).read()
+assert "task" in h and "valid" in h, "names"
+assert ("%.2f" % float(sys.argv[2])) in h, "perplexity"
+PY
+# a later checkpoint: the earlier results are of another one, so they go
+"$moe" train --resume "$tmp/run" --steps 6 >/dev/null 2>&1 || bad "resume"
+"$moe" eval --model "$tmp/run" --task "$tmp/task.jsonl" >/dev/null 2>"$tmp/err" || bad "eval after resume"
+check eval_drops_other_checkpoint test "$(names)" = " | task"
+check eval_says_replaced grep -q "are of another checkpoint.*replaced, not merged" "$tmp/err"
+
+echo "# $pass passed, $fail failed"
+[ $fail -eq 0 ]
