@@ -188,8 +188,8 @@ static int grid_load(grid *g, const char *path, moe_err *err) {
 }
 
 /* The full config of (run, seed): the run's file, then the grid's "set",
- * the run's "set", and the seed; validated; written as OUT/configs/NAME-seed-S.json. */
-static int write_config(const grid *g, const grid_run *gr, long seed, char *out, size_t cap, moe_err *err) {
+ * the run's "set", and the seed; validated; its JSON text into *b. */
+static int config_text(const grid *g, const grid_run *gr, long seed, moe_buf *b, moe_err *err) {
     moe_config c;
     moe_config_defaults(&c);
     json_value *j = json_parse_file(gr->config, err);
@@ -201,15 +201,62 @@ static int write_config(const grid *g, const grid_run *gr, long seed, char *out,
         return moe_err_prefix(err, "%s: run '%s'", g->path, gr->name);
     c.seed = (int)seed;
     if (moe_config_finalize(&c, err)) return moe_err_prefix(err, "%s: run '%s'", g->path, gr->name);
+    if (moe_config_to_json(&c, b) || !b->data) { moe_buf_free(b); return moe_errf(err, "out of memory"); }
+    return 0;
+}
+
+/* The config of (run, seed), written as OUT/configs/NAME-seed-S.json. */
+static int write_config(const grid *g, const grid_run *gr, long seed, char *out, size_t cap, moe_err *err) {
     moe_buf b = {0};
     char dir[4096];
-    if (moe_path(dir, sizeof dir, err, "%s/configs", g->out) || moe_mkdirs(dir, err) ||
-        moe_path(out, cap, err, "%s/%s-seed-%ld.json", dir, gr->name, seed))
-        return -1;
-    if (moe_config_to_json(&c, &b) || !b.data) { moe_buf_free(&b); return moe_errf(err, "out of memory"); }
-    rc = moe_write_file_atomic(out, b.data, b.len, err);
+    if (config_text(g, gr, seed, &b, err)) return -1;
+    int rc = moe_path(dir, sizeof dir, err, "%s/configs", g->out) || moe_mkdirs(dir, err) ||
+             moe_path(out, cap, err, "%s/%s-seed-%ld.json", dir, gr->name, seed) ||
+             moe_write_file_atomic(out, b.data, b.len, err) ? -1 : 0;
     moe_buf_free(&b);
     return rc;
+}
+
+/* A config value as text for a message. */
+static void value_text(const json_value *v, char *out, size_t cap) {
+    if (v->type == JSON_STRING) snprintf(out, cap, "\"%.60s\"", v->string);
+    else if (v->type == JSON_NUMBER) snprintf(out, cap, "%.10g", v->number);
+    else if (v->type == JSON_BOOL) snprintf(out, cap, "%s", v->boolean ? "true" : "false");
+    else snprintf(out, cap, "%s", v->type == JSON_NULL ? "null" : "...");
+}
+
+/* A run that has trained (done or interrupted) with another config than the
+ * grid now gives for it is refused: its results would be reported as the new
+ * grid's. The config it ran with is OUT/configs/NAME-seed-S.json, written when
+ * it started; keys that only one of the two configs has (a newer moe's) are
+ * not compared. */
+static int check_unchanged(const grid *g, const grid_run *gr, long seed, const char *dir, moe_err *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/configs/%s-seed-%ld.json", g->out, gr->name, seed);
+    if (access(path, F_OK)) return 0;
+    moe_buf b = {0};
+    if (config_text(g, gr, seed, &b, err)) return -1;
+    json_value *now = json_parse(b.data, b.len, "the grid's config", err), *was = now ? json_parse_file(path, err) : NULL;
+    moe_buf_free(&b);
+    if (!was) { json_free(now); return -1; }
+    char diff[600] = "", x[80], y[80];
+    size_t used = 0, n = 0;
+    for (size_t i = 0; was->type == JSON_OBJECT && i < was->count; i++) {
+        const json_value *a = &was->items[i], *c = json_get(now, was->keys[i]);
+        if (!c || a->type != c->type) continue;
+        value_text(a, x, sizeof x);
+        value_text(c, y, sizeof y);
+        if (!strcmp(x, y)) continue;
+        if (n++ < 4 && used + 200 < sizeof diff)
+            used += (size_t)snprintf(diff + used, sizeof diff - used, "%s%s: %s, now %s", used ? "; " : "",
+                                     was->keys[i], x, y);
+    }
+    json_free(now);
+    json_free(was);
+    if (!n) return 0;
+    return moe_errf(err, "%s ran with another config than %s now gives it (%s%s): its results would be reported "
+                    "as the new grid's; remove %s to run it again, or give the grid another \"out\"", dir,
+                    g->path, diff, n > 4 ? "; ..." : "", dir);
 }
 
 /* ---- running -------------------------------------------------------------- */
@@ -675,6 +722,13 @@ int cmd_sweep(int argc, char **argv) {
     moe_err err;
     int rc = 1;
     if (grid_load(&g, grid_path, &err)) goto fail;
+    /* runs that trained with another config are refused, before anything is written */
+    for (size_t r = 0; r < g.n_runs; r++)
+        for (size_t s = 0; s < g.n_seeds; s++) {
+            char dir[4096];
+            if (moe_path(dir, sizeof dir, &err, "%s/%s/seed-%ld", g.out, g.runs[r].name, g.seeds[s])) goto fail;
+            if (state_of(dir) != RUN_NEW && check_unchanged(&g, &g.runs[r], g.seeds[s], dir, &err)) goto fail;
+        }
     /* every config is checked before anything runs */
     for (size_t r = 0; r < g.n_runs; r++) {
         char cfg[4096];

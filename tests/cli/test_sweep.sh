@@ -5,8 +5,10 @@
 # the finished runs, resume the interrupted one from its checkpoint and end
 # with the same numbers (training resumes exactly); the summary's means,
 # standard deviations and paired differences recomputed from the runs'
-# eval.json; one progress line per run with an ETA; bad grids refused with
-# one line; two sweeps share a grid through per-run locks.
+# eval.json, and summary.md's cells equal to summary.json's; one progress
+# line per run with an ETA; a grid changed under finished runs refused;
+# bad grids refused with one line; two sweeps share a grid through per-run
+# locks.
 set -u
 build=${1:-build}
 moe="$(cd "$(dirname "$build")" && pwd)/$(basename "$build")/moe"
@@ -45,7 +47,7 @@ grid b > b.json
 "$moe" sweep --grid a.json >a.out 2>a.err
 check sweep_runs_all [ $? -eq 0 ]
 check one_line_per_run_with_eta [ "$(grep -c 'moe sweep: \[[1-4]/4\] .* | [0-3] left, ETA' a.err)" -eq 4 ]
-check summary_written [ -f a/summary.json ] && [ -f a/summary.md ]
+check summary_written bash -c "[ -f a/summary.json ] && [ -f a/summary.md ]"
 check report_with_summary bash -c "grep -q 'Sweep: mean ± std over seeds' a/report.html && grep -q '(baseline)' a/report.html"
 
 # the same grid, stopped by SIGTERM while relu seed 1 trains, then rerun
@@ -92,6 +94,48 @@ assert "minus_baseline" not in cells["topk"]
 print("ok")
 PY
 check resumed_equals_uninterrupted_and_summary_recomputes grep -qx ok py.out || cat py.out
+
+# summary.md: every cell is summary.json's number, formatted (the headline's
+# mean ± std, the paired difference from the baseline with its n, the other
+# metrics), and a row per run
+/usr/bin/python3 - <<'PY' >md.out 2>&1
+import json
+S = json.load(open("b/summary.json"))
+head, cells = S["headline"], {c["name"]: c for c in S["cells"]}
+rows = [l.strip().strip("|").split("|") for l in open("b/summary.md") if l.startswith("|")]
+header = [h.strip() for h in rows[0]]
+assert header[:4] == ["run", "seeds done", f"{head} (mean ± std)", "− baseline (paired mean ± std)"], header
+others = header[4:]
+assert sorted(others + [head]) == sorted(cells["relu"]["metrics"]), (others, cells["relu"]["metrics"].keys())
+body = {r[0].strip(): [c.strip() for c in r[1:]] for r in rows[2:]}
+assert sorted(body) == sorted(cells), body.keys()
+ms = lambda m: "%.4f ± %.4f" % (m["mean"], m["std"])
+for name, c in cells.items():
+    row = body[name]
+    assert row[0] == "%d/2" % c["seeds_done"], (name, row[0])
+    assert row[1] == ms(c["metrics"][head]), (name, row[1], c["metrics"][head])
+    if name == "topk":
+        assert row[2] == "(baseline)", row[2]
+    else:
+        d = c["minus_baseline"][head]
+        assert row[2] == "%+.4f ± %.4f (n=2)" % (d["mean"], d["std"]), (name, row[2], d)
+    for k, cell in zip(others, row[3:]):
+        assert cell == ms(c["metrics"][k]), (name, k, cell, c["metrics"][k])
+print("ok")
+PY
+check summary_md_cells_equal_summary_json grep -qx ok md.out || cat md.out
+
+# the grid changed under finished runs (steps 600 -> 700): refused, naming the
+# run, the key and both values, before anything runs or is written; the
+# old results are not reported as the new grid's
+sed 's/"set": {"steps": 600}/"set": {"steps": 700}/' b.json > b700.json
+cp b/summary.json summary.before
+expect_error changed_grid_refused "b/topk/seed-1 ran with another config than b700.json now gives it (steps: 600, now 700; warmup: 6, now 7).*remove b/topk/seed-1" \
+  "$moe" sweep --grid b700.json
+expect_error changed_grid_refused_dry_run "steps: 600, now 700" "$moe" sweep --grid b700.json --dry-run
+expect_error changed_grid_refused_aggregate "steps: 600, now 700" "$moe" sweep --grid b700.json --aggregate
+check changed_grid_left_results cmp -s b/summary.json summary.before
+check changed_grid_left_configs grep -q '"steps": 600' b/configs/topk-seed-1.json
 
 # several sweeps can share a grid: a run locked by a live process is left
 # to it; a lock whose process is gone is taken over
