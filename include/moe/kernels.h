@@ -115,6 +115,30 @@ double k_cross_entropy_forward(float *losses, float *lse, const float *logits,
 void k_cross_entropy_backward(float *dlogits, const float *logits, const float *lse,
                               const int *targets, size_t N, size_t V, float dscale);
 
+/* The LM head and its cross-entropy, fused (lm_head.c): logits = x @ W^T are
+ * formed k_head_rows(V) rows at a time into scratch and never for the whole
+ * batch; each block's loss and gradient are done before the next block.
+ * Products in kc's precision. Returns the sum of the losses, in row order. */
+typedef struct k_head {
+    const float *x;         /* [N,D] the final norm's output */
+    const float *W;         /* [V,D] the head's weight */
+    const int *targets;     /* [N], < 0 ignored (loss 0, no gradient); NULL: none */
+    size_t N, D, V;
+    float *scratch;         /* [k_head_scratch(D, V)] */
+    float *losses, *lse;    /* [N] out, as k_cross_entropy_forward */
+    int *argmax;            /* [N] out, the first maximal logit (NULL: skipped) */
+    float *logits;          /* [N,V] out, every logit (NULL: not kept) */
+    /* gradients of dscale * sum(losses) (dx NULL: none): dx[N,D] overwritten,
+     * dW[V,D] += (dlogits = (softmax - onehot) * dscale) */
+    float *dx, *dW;
+    float dscale;
+} k_head;
+double k_lm_head(k_ctx *kc, const k_head *h);
+/* Rows of k_lm_head's blocks for a vocabulary of V, and the floats of its
+ * scratch: one block's logits [rows, V] and the weight gradient [D, V]. */
+size_t k_head_rows(size_t V);
+size_t k_head_scratch(size_t D, size_t V);
+
 /* y[n] += x[n] */
 void k_add(float *y, const float *x, size_t n);
 

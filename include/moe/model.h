@@ -43,9 +43,13 @@ typedef struct moe_model {
     float **res_mid;        /* [L] after attention, [N,D] */
     block_acts *acts;       /* [L] */
     float *lnf, *rstdf;     /* [N,D], [N] */
-    float *logits;          /* [N,V] (turned into dlogits by backward) */
+    float *head_scratch;    /* the LM head's blocks (k_lm_head): no [N,V] logits in training */
     float *losses;          /* [N] per-token loss of the last forward with targets */
-    float *lse;             /* [N] logsumexp of each row of logits (for backward) */
+    float *lse;             /* [N] logsumexp of each row of logits */
+    int *argmax;            /* [N] each row's first maximal logit (moe_model_forward with targets) */
+    int keep_logits;        /* set: forward also writes every row's logits into logits */
+    float *logits;          /* [N,V] with keep_logits only (NULL until then) */
+    size_t cap_logits;
     float *rope_cos, *rope_sin;  /* [T, hd/2] */
     int *tokens, *targets;  /* [N] copies of the last batch */
     /* backward scratch */
@@ -123,9 +127,13 @@ void moe_model_init(moe_model *m, uint64_t seed);
 int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
                       size_t B, size_t T, double *lm_loss, double *aux_loss,
                       moe_err *err);
-/* Backward of (lm_loss + aux_loss) * loss_scale for the last forward;
- * ADDS into m->grads. */
-int moe_model_backward(moe_model *m, float loss_scale, moe_err *err);
+/* One training micro-batch: moe_model_forward with targets, then the
+ * backward of (lm_loss + aux_loss) * loss_scale (>= 0), ADDED into m->grads.
+ * The LM head's loss and gradients are one fused pass over row blocks
+ * (k_lm_head): the [B*T, V] logits are never formed. */
+int moe_model_forward_backward(moe_model *m, const int *inputs, const int *targets, size_t B,
+                               size_t T, float loss_scale, double *lm_loss, double *aux_loss,
+                               moe_err *err);
 void moe_model_zero_grad(moe_model *m);
 
 /* Closes an optimiser step for the routers: returns the step's sparsity
@@ -148,7 +156,8 @@ struct moe_router *moe_model_router(const moe_model *m, int layer, int which);
  * "model.layers.L.mlp.router.NAME", by moe_model_save and read back by
  * moe_model_load_weights (docs/FORMAT.md). */
 
-/* Logits of the last forward: [B*T, V]. Valid until the next backward. */
+/* Logits of the last forward: [B*T, V], when m->keep_logits was set for
+ * it (else NULL or stale: no forward forms them otherwise). */
 static inline const float *moe_model_logits(const moe_model *m) { return m->logits; }
 
 /* Checkpoint I/O: DIR/config.json and DIR/model.safetensors. Saving

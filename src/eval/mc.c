@@ -209,17 +209,13 @@ static int score_batch(moe_model *m, const mc_seq *seq, size_t c0, size_t c1, in
     }
     double loss;
     int rc = moe_model_forward(m, in, tg, B, T, &loss, NULL, err);
-    size_t V = (size_t)m->cfg.vocab_size;
     for (size_t b = 0; b < B && !rc; b++) {
         double sum = 0.0;
         int all = 1;
         for (size_t i = 0; i < T; i++) {
             if (tg[b * T + i] < 0) continue;
             sum -= m->losses[b * T + i];
-            const float *row = m->logits + (b * T + i) * V;
-            size_t best = 0;
-            for (size_t v = 1; v < V; v++) best = row[v] > row[best] ? v : best;
-            all &= best == (size_t)tg[b * T + i];
+            all &= m->argmax[b * T + i] == tg[b * T + i];
         }
         ll[c0 + b] = sum;
         if (greedy) greedy[c0 + b] = all;

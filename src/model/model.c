@@ -143,9 +143,9 @@ int moe_model_count_params(const moe_config *cfg, moe_param_count *out, moe_err 
 
 static void free_acts(moe_model *m) {
     free(m->acts_mem); free(m->res); free(m->res_mid); free(m->acts);
-    free(m->tokens); free(m->targets);
+    free(m->tokens); free(m->targets); free(m->argmax);
     m->acts_mem = NULL; m->res = m->res_mid = NULL; m->acts = NULL;
-    m->tokens = m->targets = NULL;
+    m->tokens = m->targets = m->argmax = NULL;
     m->cap_rows = m->cap_bt = m->cap_T = 0;
 }
 
@@ -158,6 +158,7 @@ void moe_model_free(moe_model *m) {
     moe_floats_free(m->grads);
     moe_layout_free(&m->layout);
     free_acts(m);
+    free(m->logits);
     k_ctx_free(m->kc);
     free(m);
 }
@@ -261,7 +262,8 @@ static size_t acts_floats(const moe_config *c, size_t B, size_t T) {
     size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = D / H, kvd = KV * hd;
     size_t per_block = N * D * 4 + N * 2 + N * kvd * 2 + B * H * T * T;
     return per_block * L + (L + 1) * N * D + L * N * D    /* res, res_mid */
-         + N * D + N + N * V + 2 * N + T * hd             /* lnf, rstdf, logits, losses, lse, rope */
+         + N * D + N + 2 * N + T * hd                     /* lnf, rstdf, losses, lse, rope */
+         + k_head_scratch(D, V)                           /* the LM head's blocks */
          + N * D * 4 + N * kvd * 2 + B * KV * T * T;      /* backward scratch */
 }
 
@@ -299,7 +301,8 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
     m->acts = moe_calloc(L, sizeof(block_acts), err);
     m->tokens = moe_calloc(N, sizeof(int), err);
     m->targets = moe_calloc(N, sizeof(int), err);
-    if (!m->acts_mem || !m->res || !m->res_mid || !m->acts || !m->tokens || !m->targets) {
+    m->argmax = moe_calloc(N, sizeof(int), err);
+    if (!m->acts_mem || !m->res || !m->res_mid || !m->acts || !m->tokens || !m->targets || !m->argmax) {
         free_acts(m);
         return moe_errf(err, "out of memory for activations of a %zu x %zu batch (%.1f MB)",
                         B, T, total * 4.0 / 1e6);
@@ -316,7 +319,8 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
     }
     for (size_t l = 0; l <= L; l++) TAKE(m->res[l], N * D);
     for (size_t l = 0; l < L; l++) TAKE(m->res_mid[l], N * D);
-    TAKE(m->lnf, N * D); TAKE(m->rstdf, N); TAKE(m->logits, N * V); TAKE(m->losses, N); TAKE(m->lse, N);
+    TAKE(m->lnf, N * D); TAKE(m->rstdf, N); TAKE(m->losses, N); TAKE(m->lse, N);
+    TAKE(m->head_scratch, k_head_scratch(D, V));
     TAKE(m->rope_cos, T * hd / 2); TAKE(m->rope_sin, T * hd / 2);
     TAKE(m->dres, N * D); TAKE(m->dln, N * D); TAKE(m->dq, N * D); TAKE(m->dattn, N * D);
     TAKE(m->dk, N * kvd); TAKE(m->dv, N * kvd); TAKE(m->dscratch, B * KV * T * T);
@@ -340,14 +344,40 @@ static moe_ffn_ctx ffn_ctx(moe_model *m, float loss_scale) {
     return ctx;
 }
 
-int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
-                      size_t B, size_t T, double *lm_loss, double *aux_loss,
-                      moe_err *err) {
+/* The LM head on the final norm's output, fused with its loss (k_lm_head):
+ * the per-token losses, argmax and (keep_logits) every logit; with
+ * loss_scale >= 0 also its gradients, dln = d lnf and d_lm_head +=, for the
+ * backward that follows. *sum: the losses' sum. */
+static int head(moe_model *m, const int *targets, float loss_scale, double *sum, moe_err *err) {
+    size_t N = m->B * m->T, D = (size_t)m->cfg.hidden, V = (size_t)m->cfg.vocab_size;
+    if (m->keep_logits && N * V > m->cap_logits) {
+        free(m->logits);
+        m->cap_logits = 0;
+        if (!(m->logits = moe_malloc(N * V * sizeof(float), err))) return -1;
+        m->cap_logits = N * V;
+    }
+    k_head h = {.x = m->lnf, .W = m->lm_head, .targets = targets, .N = N, .D = D, .V = V,
+                .scratch = m->head_scratch, .losses = m->losses, .lse = m->lse,
+                .argmax = loss_scale < 0 ? m->argmax : NULL,
+                .logits = m->keep_logits ? m->logits : NULL};
+    if (loss_scale >= 0) {
+        h.dx = m->dln;
+        h.dW = m->d_lm_head;
+        h.dscale = m->loss_count > 0 ? loss_scale / (float)m->loss_count : 0.0f;
+    }
+    *sum = k_lm_head(m->kc, &h);
+    return 0;
+}
+
+/* moe_model_forward; loss_scale >= 0 (with targets): the LM head's
+ * gradients too, for backward(loss_scale). */
+static int forward(moe_model *m, const int *inputs, const int *targets, size_t B, size_t T,
+                   float loss_scale, double *lm_loss, double *aux_loss, moe_err *err) {
     const moe_config *c = &m->cfg;
     if (T > (size_t)c->max_seq_len)
         return moe_errf(err, "sequence of %zu tokens exceeds max_seq_len %d", T, c->max_seq_len);
     if (ensure_acts(m, B, T, err)) return -1;
-    size_t N = B * T, D = (size_t)c->hidden, V = (size_t)c->vocab_size;
+    size_t N = B * T, D = (size_t)c->hidden;
     size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = D / H, kvd = KV * hd;
     for (size_t i = 0; i < N; i++) {
         if (inputs[i] < 0 || inputs[i] >= c->vocab_size)
@@ -396,7 +426,6 @@ int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
     }
     k_rmsnorm_forward(m->lnf, m->rstdf, m->res[c->n_layers], m->final_norm, N, D, (float)c->norm_eps);
     moe_prof_mark(m->prof, PROF_NORMS);
-    k_matmul_forward(m->kc, m->logits, m->lnf, m->lm_head, N, D, V, 0.0f);
     if (targets) {
         /* the mean is over the global batch's targets: across ranks each
          * rank's loss is its share of it */
@@ -406,34 +435,33 @@ int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
         if (m->dp && m->dp->size > 1 && moe_comm_allreduce(m->dp, &m->loss_count, 1, MOE_F64, err))
             return -1;
     }
-    if (lm_loss) {
-        *lm_loss = 0.0;
-        if (targets) {
-            double sum = k_cross_entropy_forward(m->losses, m->lse, m->logits, targets, N, V);
-            *lm_loss = m->loss_count > 0 ? sum / m->loss_count : 0.0;
-        }
-    }
+    double sum = 0.0;
+    if ((targets || m->keep_logits) && head(m, targets, targets ? loss_scale : -1.0f, &sum, err))
+        return -1;
+    if (lm_loss) *lm_loss = targets && m->loss_count > 0 ? sum / m->loss_count : 0.0;
     if (aux_loss) *aux_loss = aux;
     moe_prof_mark(m->prof, PROF_HEAD);
     return 0;
 }
 
+int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
+                      size_t B, size_t T, double *lm_loss, double *aux_loss,
+                      moe_err *err) {
+    return forward(m, inputs, targets, B, T, -1.0f, lm_loss, aux_loss, err);
+}
+
 /* ---- backward --------------------------------------------------------- */
 
-int moe_model_backward(moe_model *m, float loss_scale, moe_err *err) {
+/* The backward of forward(loss_scale), whose head left dln = d lnf and
+ * its d_lm_head. */
+static int backward(moe_model *m, float loss_scale, moe_err *err) {
     const moe_config *c = &m->cfg;
-    if (!m->has_targets) return moe_errf(err, "backward needs a forward with targets");
-    size_t B = m->B, T = m->T, N = B * T, D = (size_t)c->hidden, V = (size_t)c->vocab_size;
+    size_t B = m->B, T = m->T, N = B * T, D = (size_t)c->hidden;
     size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = D / H, kvd = KV * hd;
     moe_ffn_ctx ctx = ffn_ctx(m, loss_scale);
-    double count = m->loss_count;
 
-    /* logits -> dlogits in place; lm_head and final norm */
+    /* the final norm (the LM head's gradients came with the forward) */
     moe_prof_mark(m->prof, PROF_OTHER);
-    k_cross_entropy_backward(m->logits, m->logits, m->lse, m->targets, N, V,
-                             count > 0 ? loss_scale / (float)count : 0.0f);
-    k_matmul_backward(m->kc, m->dln, m->d_lm_head, m->logits, m->lnf, m->lm_head, N, D, V, 0);
-    moe_prof_mark(m->prof, PROF_HEAD);
     k_rmsnorm_backward(m->dres, m->d_final_norm, m->dln, m->res[c->n_layers], m->final_norm,
                        m->rstdf, N, D, 0);
     moe_prof_mark(m->prof, PROF_NORMS);
@@ -479,4 +507,14 @@ int moe_model_backward(moe_model *m, float loss_scale, moe_err *err) {
     }
     moe_prof_mark(m->prof, PROF_EMBED);
     return 0;
+}
+
+int moe_model_forward_backward(moe_model *m, const int *inputs, const int *targets, size_t B,
+                               size_t T, float loss_scale, double *lm_loss, double *aux_loss,
+                               moe_err *err) {
+    if (!targets || !(loss_scale >= 0))
+        return moe_errf(err, "forward_backward: expected targets and a loss scale >= 0, found %s, %g",
+                        targets ? "targets" : "none", (double)loss_scale);
+    if (forward(m, inputs, targets, B, T, loss_scale, lm_loss, aux_loss, err)) return -1;
+    return backward(m, loss_scale, err);
 }

@@ -308,8 +308,9 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
         double lm, aux;
         if (moe_loader_next(&tr->loader, tr->inputs, tr->targets, err)) return -1;
         moe_prof_mark(m->prof, PROF_DATA);
-        if (moe_model_forward(m, tr->inputs + off, tr->targets + off, Bl, T, &lm, &aux, err)) return -1;
-        if (moe_model_backward(m, scale, err)) return -1;
+        if (moe_model_forward_backward(m, tr->inputs + off, tr->targets + off, Bl, T, scale, &lm, &aux,
+                                       err))
+            return -1;
         st->lm_loss += lm / c->grad_accum;
         st->aux_loss += aux / c->grad_accum;
     }

@@ -33,11 +33,14 @@ int main(int argc, char **argv) {
     m->training = 1;
     m->step = argc > 6 ? atol(argv[6]) : 0;
     moe_model_zero_grad(m);
-    if (moe_model_forward(m, x, y, B, T, &lm, &aux, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    m->keep_logits = 1;
+    if (moe_model_forward_backward(m, x, y, B, T, 1.0f, &lm, &aux, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
     size_t V = (size_t)m->cfg.vocab_size, n = m->layout.count;
     float *logits = malloc(B * T * V * sizeof(float));
     memcpy(logits, m->logits, B * T * V * sizeof(float));
-    if (moe_model_backward(m, 1.0f, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     st_entry *e = calloc(n + 2, sizeof *e);
     char (*names)[MOE_NAME_MAX + 8] = calloc(n, sizeof *names);
     double losses[2] = {lm, aux};

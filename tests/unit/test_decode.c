@@ -62,6 +62,7 @@ static void check_parity(const char *extra, size_t pre, size_t mid) {
     moe_err err = {{0}};
     int ids[TT];
     make_tokens(ids, TT, 3);
+    m->keep_logits = 1;
     CHECK(moe_model_forward(m, ids, NULL, 1, TT, NULL, NULL, &err) == 0, "%s", err.msg);
     float *full = malloc(TT * V * sizeof(float)), *inc = malloc(TT * V * sizeof(float));
     memcpy(full, m->logits, TT * V * sizeof(float));
@@ -223,6 +224,7 @@ static void test_determinism(void) {
     int ctx[3 + G] = {1, 2, 3};
     memcpy(ctx + 3, a, sizeof a);
     moe_err err = {{0}};
+    m->keep_logits = 1;
     CHECK(moe_model_forward(m, ctx, NULL, 1, 3 + G - 1, NULL, NULL, &err) == 0, "%s", err.msg);
     int agree = 1;
     for (size_t t = 2; t < 2 + G; t++) {

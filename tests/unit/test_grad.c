@@ -258,6 +258,100 @@ static void test_cross_entropy_backward(void) {
     CHECK(e < 2e-6, "cross-entropy relative error %.3g", e);
 }
 
+/* ---- the LM head fused with its loss, behind the final norm --------------
+ * f = dscale * sum_i CE(RMSNorm(res_i) * w  @ W^T, t_i): res[HN,HD], w[HD],
+ * W[HV,HD]. HN = 300 rows are more than one block of k_lm_head (256 rows at
+ * this vocabulary), so a full block and a partial one are both checked.
+ * Tolerance: each gradient element is a float sum of at most HN (dW, dw),
+ * HV (dx through the softmax) and HD (the logits) products, each rounded to
+ * u = 2^-24, so its error is a few sqrt(HN + HV + HD) u ~ 1e-6 of the
+ * largest gradient (random-walk rounding); measured 1.7e-7, allowed 2e-6. */
+enum { HN = 300, HD = 4, HV = 8 };
+static int H_T[HN];
+static double f_head(const double *x, void *ctx) {
+    (void)ctx;
+    const double *res = x, *w = x + HN * HD, *W = w + HD;
+    double s = 0;
+    for (int i = 0; i < HN; i++) {
+        if (H_T[i] < 0) continue;
+        double ss = 0, y[HD], l[HV], mx = -1e300, sum = 0;
+        for (int d = 0; d < HD; d++) ss += res[i * HD + d] * res[i * HD + d];
+        double r = 1.0 / sqrt(ss / HD + 1e-5);
+        for (int d = 0; d < HD; d++) y[d] = res[i * HD + d] * r * w[d];
+        for (int v = 0; v < HV; v++) {
+            l[v] = 0;
+            for (int d = 0; d < HD; d++) l[v] += y[d] * W[v * HD + d];
+            mx = fmax(mx, l[v]);
+        }
+        for (int v = 0; v < HV; v++) sum += exp(l[v] - mx);
+        s += log(sum) + mx - l[H_T[i]];
+    }
+    return s / 7.0;
+}
+static void test_lm_head_fused(void) {
+    enum { NX = HN * HD, NP = HD + HV * HD };
+    CHECK(k_head_rows(HV) < HN, "one block holds all %d rows: the test needs two", HN);
+    moe_rng r; moe_rng_seed(&r, 8);
+    for (int i = 0; i < HN; i++) H_T[i] = i % 13 == 5 ? -1 : (int)(moe_rng_next(&r) % HV);
+    static double x[NX + NP];
+    fill(&r, x, NX + NP, 1.0);
+    for (int d = 0; d < HD; d++) x[NX + d] = 1.0 + 0.3 * x[NX + d];
+    static float res[NX], w[HD], W[HV * HD], y[NX], rstd[HN], dy[NX], g[NX + NP];
+    static float losses[HN], lse[HN], logits[HN * HV], scratch[256 * HV + HD * HV];
+    to_float(res, x, NX);
+    to_float(w, x + NX, HD);
+    to_float(W, x + NX + HD, HV * HD);
+    k_rmsnorm_forward(y, rstd, res, w, HN, HD, 1e-5f);
+    memset(g, 0, sizeof g);
+    k_head h = {.x = y, .W = W, .targets = H_T, .N = HN, .D = HD, .V = HV, .scratch = scratch,
+                .losses = losses, .lse = lse, .logits = logits, .dx = dy, .dW = g + NX + HD,
+                .dscale = 1.0f / 7.0f};
+    CHECK(k_head_scratch(HD, HV) <= sizeof scratch / sizeof *scratch, "scratch");
+    for (size_t i = 0; i < sizeof scratch / sizeof *scratch; i++) scratch[i] = 1e30f;  /* no reliance on zeros */
+    double total = k_lm_head(NULL, &h);
+    k_rmsnorm_backward(g, g + NX, dy, res, w, rstd, HN, HD, 0);
+    CHECK_CLOSE(total / 7.0, f_head(x, NULL), 1e-6, 0);
+    CHECK(losses[5] == 0.0f, "ignored target has loss %g", losses[5]);
+    double e = fd_error(f_head, NULL, x, g, NX + NP);
+    CHECK(e < 2e-6, "fused LM head relative error %.3g", e);
+
+    /* the same numbers as the unfused path: all logits, then the
+     * cross-entropy kernels, then the two products */
+    static float full[HN * HV], dx2[NX], dW2[HV * HD], losses2[HN], lse2[HN];
+    k_matmul_forward(NULL, full, y, W, HN, HD, HV, 0.0f);
+    double e_logit = 0.0;
+    for (int i = 0; i < HN * HV; i++) e_logit = fmax(e_logit, fabs(full[i] - logits[i]));
+    CHECK(e_logit < 1e-5, "kept logits differ from the product by %.3g", e_logit);
+    double total2 = k_cross_entropy_forward(losses2, lse2, full, H_T, HN, HV);
+    k_cross_entropy_backward(full, full, lse2, H_T, HN, HV, 1.0f / 7.0f);
+    memset(dW2, 0, sizeof dW2);
+    k_matmul_backward(NULL, dx2, dW2, full, y, W, HN, HD, HV, 0);
+    CHECK_CLOSE(total, total2, 1e-6, 0);
+    double e_dx = 0.0, m_dx = 0.0, e_dW = 0.0, m_dW = 0.0;
+    for (int i = 0; i < NX; i++) { e_dx = fmax(e_dx, fabs(dx2[i] - dy[i])); m_dx = fmax(m_dx, fabs(dx2[i])); }
+    for (int i = 0; i < HV * HD; i++) {
+        e_dW = fmax(e_dW, fabs(dW2[i] - g[NX + HD + i]));
+        m_dW = fmax(m_dW, fabs(dW2[i]));
+    }
+    CHECK(e_dx <= 2e-6 * m_dx && e_dW <= 2e-6 * m_dW, "fused against unfused: dx %.3g of %.3g, dW %.3g of %.3g",
+          e_dx, m_dx, e_dW, m_dW);
+
+    /* without gradients: the same losses, and each row's first maximal logit */
+    static float losses3[HN], lse3[HN];
+    static int amax[HN];
+    k_head f = {.x = y, .W = W, .targets = H_T, .N = HN, .D = HD, .V = HV, .scratch = scratch,
+                .losses = losses3, .lse = lse3, .argmax = amax};
+    double total3 = k_lm_head(NULL, &f);
+    CHECK(total3 == total, "loss with gradients %.17g, without %.17g", total, total3);
+    int amax_ok = 1;
+    for (int i = 0; i < HN; i++) {
+        int best = 0;
+        for (int v = 1; v < HV; v++) best = logits[i * HV + v] > logits[i * HV + best] ? v : best;
+        amax_ok &= amax[i] == best;
+    }
+    CHECK(amax_ok, "argmax differs from the first maximal logit");
+}
+
 /* ---- the dense FFN through the slot interface --------------------------- */
 enum { FN = 5, FD = 6, FF = 10 };
 static double R_ffn[FN * FD];
@@ -319,6 +413,7 @@ int main(void) {
     RUN(test_attention_backward);
     RUN(test_swiglu_backward);
     RUN(test_cross_entropy_backward);
+    RUN(test_lm_head_fused);
     RUN(test_dense_ffn_backward);
     TEST_MAIN_END();
 }
