@@ -97,6 +97,15 @@ int cli_next(cli_parser *p) {
         return c;
     }
     const struct option *o = idx >= 0 ? &p->opts[idx] : by_val(p, c);
+    if (idx >= 0 && optind >= 1) {  /* glibc takes any unique prefix (--st for --steps): we do not */
+        int at = optarg && optind >= 2 && optarg == p->argv[optind - 1] ? optind - 2 : optind - 1;
+        char typed[128];
+        long_name(p->argv[at], typed, sizeof typed);
+        if (strcmp(typed, o->name)) {
+            fprintf(stderr, "moe %s: unknown option '--%s' (did you mean --%s?)\n", p->cmd, typed, o->name);
+            return '?';
+        }
+    }
     snprintf(p->name, sizeof p->name, "--%s", o ? o->name : "help");
     p->value = optarg;
     return c;

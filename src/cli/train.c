@@ -481,8 +481,14 @@ int cmd_train(int argc, char **argv) {
         char existing[4096];
         moe_err ignored;
         if (!moe_resolve_checkpoint(tr.out_dir, existing, sizeof existing, &ignored)) {
-            moe_errf(&err, "%s already holds a run (%s): continue it with --resume %s, or "
-                     "choose another --out", tr.out_dir, existing, tr.out_dir);
+            char ckdir[4200];
+            snprintf(ckdir, sizeof ckdir, "%s/checkpoints", tr.out_dir);
+            if (access(ckdir, F_OK))  /* a model (init, import), not a run: --resume cannot go on from it */
+                moe_errf(&err, "%s holds a model, not a training run: train from it with --model %s "
+                         "--out NEWDIR, or choose another --out", tr.out_dir, tr.out_dir);
+            else
+                moe_errf(&err, "%s already holds a run (%s): continue it with --resume %s, or "
+                         "choose another --out", tr.out_dir, existing, tr.out_dir);
             goto fail;
         }
         if (moe_trainer_truncate_metrics(&tr, &err)) goto fail;

@@ -43,6 +43,9 @@ for c in "init --out" "train --data" "score --model" "generate --model" "prepare
 done
 expect_error flag_takes_no_value "option --profile takes no value" "$moe" train --profile=yes
 expect_error ambiguous_prefix "option '--t' is ambiguous: --tokenizer, --threads" "$moe" train --t 3
+# a unique prefix is no abbreviation of the option (glibc took --st as --steps)
+expect_error abbreviation_refused "unknown option '--st' (did you mean --steps?)" "$moe" train --st 3 --config x
+expect_error abbreviation_with_equals_refused "unknown option '--mod' (did you mean --model?)" "$moe" eval --mod=x --data y
 expect_error unexpected_positional "unexpected argument 'stray'" "$moe" score --model x stray
 expect_error did_you_mean_option "unknown option '--temprature' (did you mean --temperature?)" "$moe" generate --temprature 1
 

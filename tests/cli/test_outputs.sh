@@ -80,5 +80,9 @@ expect_error export_hf_refuses_model "$tmp/hf already holds a model.*--force" "$
 check export_hf_force_overwrites bash -c "'$moe' export --format hf --force --tokenizer bytes --out '$tmp/hf' '$tmp/run' >/dev/null 2>&1"
 expect_error export_hf_refuses_init_model "$tmp/imp already holds a model" "$moe" export --format hf --tokenizer bytes --out "$tmp/imp" "$tmp/run"
 
+# train --out into a model directory (init, import) names --model, not --resume
+expect_error train_out_model_names_model "$tmp/imp holds a model, not a training run: train from it with --model $tmp/imp" \
+  "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/imp"
+
 echo "# $pass passed, $fail failed"
 [ $fail -eq 0 ]
