@@ -18,17 +18,18 @@ static void help(FILE *f) {
         "  --format hf     a directory for transformers: config.json (LlamaForCausalLM,\n"
         "                  MixtralForCausalLM or Qwen2MoeForCausalLM), model.safetensors,\n"
         "                  tokenizer.json, tokenizer_config.json, generation_config.json\n"
-        "  --format onnx   a directory for onnxruntime: model.onnx (a decoder with a KV cache\n"
-        "                  that computes every router moe has but Lory; --type f32 or f16),\n"
-        "                  config.json, tokenizer.json\n"
+        "  --format onnx   a directory for onnxruntime and Transformers.js: model.onnx (a\n"
+        "                  decoder with a KV cache that computes every router moe has, not\n"
+        "                  TopK's aux_free_bias or sigmoid scoring; --type f32 or f16),\n"
+        "                  config.json, the tokenizer files as hf's\n"
         "  --out PATH      the file (gguf) or directory (hf, onnx) to write\n"
         "  --type T        matrices in f32 (default), f16 or bf16; norms stay f32 in GGUF\n"
         "  --tokenizer F   else MODEL's own tokenizer, else bytes when vocab_size is 257\n"
         "  --force         hf, onnx: overwrite a model that PATH already holds (never a\n"
         "                  training run or one of its checkpoints)\n\n"
         "For gguf and hf, routers that neither program computes (relu, hash, expert_choice,\n"
-        "sparsemixer, topp, cartesian, lory, shared_gate) are refused with the reason; onnx\n"
-        "refuses lory (docs/INTEROP.md).\n");
+        "sparsemixer, topp, cartesian, lory, shared_gate) are refused with the reason\n"
+        "(docs/INTEROP.md).\n");
 }
 
 int cmd_export(int argc, char **argv) {

@@ -461,6 +461,60 @@ static val moe_layer(ex *x, val xv, const char *prefix, const moe_config *cfg) {
     return OP(g, "Add", OP(g, "Mul", slice_last(g, c, 0, 1).s, y.s).s, OP(g, "Mul", slice_last(g, c, 1, 2).s, s.s).s);
 }
 
+/* Lory (lory.c) on x [batch, seq, D], as moe runs it over the tokens of a
+ * call: each sequence cut into segments of `seg` tokens (the last may be
+ * shorter); segment s runs one SwiGLU FFN of merged matrices sum_e w_e W_e,
+ * w = softmax(Wr mean(x over segment s - 1)), the first segment routed by
+ * its own mean. The sequence is padded with zero rows to whole segments
+ * (they add nothing to the sums and are cut from the output). */
+static val lory_layer(ex *x, val xv, const char *prefix) {
+    og *g = x->g;
+    const moe_config *c = &x->m->cfg;
+    int64_t D = c->hidden, F = c->ffn_dim, E = c->n_experts, seg = c->lory_segment;
+    moe_buf a = {0};
+    attr_int(g, &a, "start", 1);
+    attr_int(g, &a, "end", 2);
+    val S = OPA(g, "Shape", &a, xv.s);                                     /* [1] */
+    val cseg = c_i64(g, I64S(seg));
+    val nseg = OP(g, "Div", OP(g, "Add", S.s, c_i64(g, I64S(seg - 1)).s).s, cseg.s);
+    val pad = OP(g, "Sub", OP(g, "Mul", nseg.s, cseg.s).s, S.s);
+    moe_buf ca = {0};
+    attr_int(g, &ca, "axis", 0);
+    val pads = OPA(g, "Concat", &ca, c_i64(g, I64S(0, 0, 0, 0)).s, pad.s, c_i64(g, I64S(0)).s);
+    val xp = OP(g, "Pad", xv.s, pads.s);                                    /* [B, nseg*seg, D] */
+    val x4 = OP(g, "Reshape", xp.s, c_i64(g, I64S(0, -1, seg, D)).s);       /* [B, nseg, seg, D] */
+    /* each segment's mean, summed in double as moe does, over its real rows */
+    val sum = reduce_axes(g, "ReduceSum", cast(g, x4, DT_DOUBLE), 2, 0);   /* [B, nseg, D] */
+    val start = OP(g, "Mul", OP(g, "Range", c_i64s(g, 0).s, OP(g, "Squeeze", nseg.s).s, c_i64s(g, 1).s).s, cseg.s);
+    val count = OP(g, "Min", OP(g, "Sub", S.s, start.s).s, cseg.s);        /* [nseg] */
+    val mean = cast(g, OP(g, "Div", sum.s, unsqueeze(g, cast(g, count, DT_DOUBLE), I64S(1)).s), DT_FLOAT);
+    /* segment s is routed by the mean of s - 1, the first by its own */
+    moe_buf c1 = {0};
+    attr_int(g, &c1, "axis", 1);
+    val prev = OP(g, "Slice", mean.s, c_i64(g, I64S(0)).s, OP(g, "Sub", nseg.s, c_i64(g, I64S(1)).s).s,
+                  c_i64(g, I64S(1)).s);
+    val mu = OPA(g, "Concat", &c1, OP(g, "Slice", mean.s, c_i64(g, I64S(0)).s, c_i64(g, I64S(1)).s,
+                                       c_i64(g, I64S(1)).s).s, prev.s);
+    val w = softmax_double(g, OP(g, "MatMul", mu.s, wt(x, prefix, ".router.weight", 0, E, D).s));  /* [B, nseg, E] */
+    /* merged matrices [B, nseg, ...] = w [B, nseg, E] x W [E, ...], as x W^T */
+    char name[NAME];
+    val m[3];
+    const char *suffix[3] = {".experts.gate_proj.weight", ".experts.up_proj.weight", ".experts.down_proj.weight"};
+    for (int i = 0; i < 3; i++) {
+        int64_t rows = i < 2 ? F : D, cols = i < 2 ? D : F;
+        snprintf(name, sizeof name, "%s%s", prefix, suffix[i]);
+        const float *p = param(x, name);
+        if (!p) { g->failed = 1; return xv; }
+        /* W_e^T of each expert, flattened: [E, cols * rows] */
+        val t = OP(g, "Reshape", weight_t(g, name, p, E, rows, cols).s, c_i64(g, I64S(E, rows * cols)).s);
+        m[i] = OP(g, "Reshape", OP(g, "MatMul", w.s, t.s).s, c_i64(g, I64S(0, -1, cols, rows)).s);
+    }
+    val h1 = OP(g, "MatMul", x4.s, m[0].s), h3 = OP(g, "MatMul", x4.s, m[1].s);  /* [B, nseg, seg, F] */
+    val act = OP(g, "Mul", OP(g, "Mul", h1.s, OP(g, "Sigmoid", h1.s).s).s, h3.s);
+    val y = OP(g, "Reshape", OP(g, "MatMul", act.s, m[2].s).s, c_i64(g, I64S(0, -1, D)).s);
+    return OP(g, "Slice", y.s, c_i64(g, I64S(0)).s, S.s, c_i64(g, I64S(1)).s);
+}
+
 /* The FFN slot of block l on n [batch, seq, D] (h: the residual stream it
  * was normed from, for CartesianMoE): [batch, seq, D]. */
 static val ffn(ex *x, int l, val n, val h) {
@@ -470,6 +524,7 @@ static val ffn(ex *x, int l, val n, val h) {
     char pre[NAME];
     snprintf(pre, sizeof pre, "model.layers.%d.mlp", l);
     if (has(x, "%s.gate_proj.weight", pre)) return swiglu(x, n, pre, 0, c->ffn_dim);
+    if (!strcmp(c->ffn, "lory")) return lory_layer(x, n, pre);
     val shape = OP(g, "Shape", n.s);
     val x2 = OP(g, "Reshape", n.s, c_i64(g, I64S(-1, D)).s), y;
     if (has(x, "%s.norm_b.weight", pre)) {  /* CartesianMoE (cartesian.c) */
@@ -594,13 +649,13 @@ static int graph_io(moe_buf *gr, const moe_config *c) {
 }
 
 static int onnx_supported(const moe_config *c, moe_err *err) {
-    if (!strcmp(c->ffn, "lory"))
-        return moe_errf(err, "cannot export ffn 'lory' to ONNX: its experts are merged per segment from the "
-                        "previous segment's routing, which the graph does not compute (docs/INTEROP.md)");
     if (strcmp(c->scoring_func, "softmax") || c->routed_scaling_factor != 1)
         return moe_errf(err, "cannot export scoring_func \"%s\" with routed_scaling_factor %g to ONNX: the "
                         "graph computes TopK's softmax gates, unscaled (docs/INTEROP.md)", c->scoring_func,
                         c->routed_scaling_factor);
+    if (c->n_zero_experts + c->n_copy_experts + c->n_const_experts)
+        return moe_errf(err, "cannot export zero-computation experts (n_zero_experts, n_copy_experts, "
+                        "n_const_experts) to ONNX: the graph routes to FFN experts only (docs/INTEROP.md)");
     if (c->aux_free_bias)
         return moe_errf(err, "cannot export aux_free_bias to ONNX: the graph chooses the top-k from the "
                         "probabilities alone, without the per-expert selection bias (docs/INTEROP.md)");

@@ -22,7 +22,7 @@ CHECK = os.path.join(ROOT, "tests", "ref", "transformers_js_check.js")
 NODE_PATH = os.path.join(ROOT, ".cache", "npm", "node_modules")
 BASE = {"vocab_size": 384, "hidden": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64,
         "max_seq_len": 96, "seq_len": 32, "batch_size": 4, "steps": 4, "lr": 1e-2, "warmup": 1,
-        "init_std": 0.1, "ffn": "moe", "n_experts": 4, "top_k": 1}
+        "init_std": 0.1, "precision": "fp32", "ffn": "moe", "n_experts": 4, "top_k": 1}
 CASES = {"remoe": {"router": "relu"}, "cartesian": {"ffn": "cartesian", "router": "topk"}}
 PROMPT = "The router"
 
