@@ -121,7 +121,10 @@ class FFNMoE:
     def __init__(self, cfg, prefix, shared_state):
         self.cfg, self.prefix, self.st = cfg, prefix, shared_state
         G = cfg["granularity"]
-        self.E, self.k = cfg["n_experts"] * G, cfg["top_k"] * G
+        # MoE++'s zero-computation experts are routed after the Ef FFN experts
+        self.Ef = cfg["n_experts"] * G
+        self.Z, self.C, self.K = (cfg.get(f"n_{n}_experts", 0) for n in ("zero", "copy", "const"))
+        self.E, self.k = self.Ef + self.Z + self.C + self.K, cfg["top_k"] * G
         self.layer = int(prefix.split(".")[2])
         # relu_lambda_per_layer: this layer's own lambda (fp32) and step counts
         self.own = {"lambda": np.float32(cfg.get("relu_lambda0", 0.0)), "active": 0.0, "total": 0.0}
@@ -307,9 +310,11 @@ class FFNMoE:
         self.count(gates, ctx)
         W1, W3, W2 = (P[f"{p}.experts.{n}_proj.weight"] for n in ("gate", "up", "down"))
         y = 0.0
+        zc = gates[:, self.Ef:]
+        gates = gates[:, :self.Ef]
         if FFNMoE.sparse:
             y = torch.zeros_like(x)
-            for e in range(self.E):
+            for e in range(self.Ef):
                 idx = (gates[:, e] != 0).nonzero().squeeze(1)
                 if idx.numel():
                     xe = x.index_select(0, idx)
@@ -318,6 +323,13 @@ class FFNMoE:
             gates = gates[:, :0]  # the loop below is skipped
         for e in range(gates.shape[1]):
             y = y + gates[:, e:e + 1] * swiglu(x, W1[e], W3[e], W2[e])
+        # zero experts add 0; copy experts g x; constant experts g (a1 x + a2 v)
+        for j in range(self.C):
+            y = y + zc[:, self.Z + j:self.Z + j + 1] * x
+        for j in range(self.K):
+            a = (x @ P[f"{p}.const_experts.weight"][j].T).softmax(-1)
+            out = a[:, :1] * x + a[:, 1:] * P[f"{p}.const_experts.vector"][j]
+            y = y + zc[:, self.Z + self.C + j:self.Z + self.C + j + 1] * out
         s = 0.0
         for j in range(self.cfg["n_shared_experts"]):
             S1, S3, S2 = (P[f"{p}.shared_experts.{n}_proj.weight"] for n in ("gate", "up", "down"))

@@ -30,6 +30,8 @@ typedef struct moe_config {
     int top_k;            /* k: active experts per token (on average for relu) */
     int granularity;      /* G: E*G experts of ffn_dim/G, k*G active */
     int n_shared_experts; /* always-active experts of size ffn_dim/G */
+    int n_zero_experts, n_copy_experts, n_const_experts; /* MoE++'s zero-computation experts,
+                             routed beside the E G FFN experts */
     int norm_topk_prob;   /* bool: renormalise the top-k gates to sum 1 (at every k; the
                              internal value MOE_RENORM_IF_SEVERAL only when k > 1) */
     double aux_loss_coef; /* TopK load-balancing loss c_aux */

@@ -35,6 +35,9 @@ static const char *refusal(const moe_config *c) {
         return "TopP routing (router \"topp\": as many experts as reach probability top_p)";
     if (c->shared_gate)
         return "shared_gate (routed and shared outputs mixed by a learned 2-way softmax)";
+    if (c->n_zero_experts + c->n_copy_experts + c->n_const_experts)
+        return "MoE++'s zero-computation experts (n_zero_experts, n_copy_experts, n_const_experts: "
+               "routed experts that output 0, x or a1 x + a2 v)";
     if (!strcmp(c->scoring_func, "sigmoid"))
         return "sigmoid gating (scoring_func \"sigmoid\": llama.cpp's sigmoid gate belongs to deepseek2, "
                "whose multi-head latent attention moe does not have)";

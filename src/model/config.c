@@ -41,6 +41,9 @@ static const key_spec KEYS[] = {
     {"top_k", K_INT, OFF(top_k), 1, 1, 4096, 0, "k: active experts per token (ReLU: the target average)"},
     {"granularity", K_INT, OFF(granularity), 1, 1, 1024, 0, "G: E*G experts of size ffn_dim/G with k*G active"},
     {"n_shared_experts", K_INT, OFF(n_shared_experts), 0, 0, 1024, 0, "always-active experts of size ffn_dim/G added to the output"},
+    {"n_zero_experts", K_INT, OFF(n_zero_experts), 0, 0, 4096, 0, "MoE++ zero-computation experts routed beside the FFN experts: zero experts output 0 (router topk or relu, ffn \"moe\"; docs/ROUTERS.md)"},
+    {"n_copy_experts", K_INT, OFF(n_copy_experts), 0, 0, 4096, 0, "MoE++: copy experts, output x (the expert's input)"},
+    {"n_const_experts", K_INT, OFF(n_const_experts), 0, 0, 4096, 0, "MoE++: constant experts, output a1 x + a2 v with [a1, a2] = softmax(W x), W [2, hidden] and v [hidden] learned per expert"},
     {"norm_topk_prob", K_BOOL, OFF(norm_topk_prob), 0, 0, 1, 0, "TopK: renormalise the k gates to sum 1 (Mixtral; k=1: a gate of exactly 1)"},
     {"aux_loss_coef", K_FLOAT, OFF(aux_loss_coef), 0.01, 0, 100, 0, "TopK load-balancing loss coefficient c_aux"},
     {"z_loss_coef", K_FLOAT, OFF(z_loss_coef), 0, 0, 100, 0, "router z-loss coefficient c_z (0: off)"},
@@ -266,11 +269,19 @@ int moe_config_finalize(moe_config *c, moe_err *err) {
     if (c->ffn_dim % c->granularity)
         return moe_errf(err, "config: key 'granularity': %d does not divide ffn_dim %d",
                         c->granularity, c->ffn_dim);
-    if (c->top_k > c->n_experts)
-        return moe_errf(err, "config: key 'top_k': %d exceeds n_experts %d", c->top_k, c->n_experts);
+    int zc = c->n_zero_experts + c->n_copy_experts + c->n_const_experts;
+    if (zc && (strcmp(c->ffn, "moe") || (strcmp(c->router, "topk") && strcmp(c->router, "relu")) || c->shared_gate))
+        return moe_errf(err, "config: zero-computation experts (n_zero_experts, n_copy_experts, "
+                        "n_const_experts) need ffn \"moe\" with router \"topk\" or \"relu\" and no "
+                        "shared_gate, found ffn \"%s\", router \"%s\"%s", c->ffn, c->router,
+                        c->shared_gate ? ", shared_gate true" : "");
+    if ((long)c->top_k * c->granularity > (long)c->n_experts * c->granularity + zc)
+        return moe_errf(err, "config: key 'top_k': %d exceeds n_experts %d%s", c->top_k, c->n_experts,
+                        zc ? " plus the zero-computation experts" : "");
     if (c->k_warm > c->n_experts)
         return moe_errf(err, "config: key 'k_warm': %d exceeds n_experts %d", c->k_warm, c->n_experts);
-    if (c->target_sparsity == 0) c->target_sparsity = 1.0 - (double)c->top_k / c->n_experts;
+    if (c->target_sparsity == 0)  /* of all the experts the router chooses among */
+        c->target_sparsity = 1.0 - (double)c->top_k * c->granularity / ((double)c->n_experts * c->granularity + zc);
     if (!strcmp(c->ffn, "moe") && c->shared_gate && c->n_shared_experts < 1)
         return moe_errf(err, "config: key 'shared_gate': needs n_shared_experts >= 1");
     if (!strcmp(c->ffn, "moe") && !strcmp(c->router, "hash") && (c->top_k != 1 || c->granularity != 1))

@@ -111,6 +111,7 @@ int moe_model_count_params(const moe_config *cfg, moe_param_count *out, moe_err 
     memset(out, 0, sizeof *out);
     /* the active share of a routed expert tensor: k of E */
     double share = (double)cfg->top_k / (double)cfg->n_experts, active = 0.0, experts_active = 0.0;
+    if (share > 1.0) share = 1.0;  /* zero-computation experts beside: at most every FFN expert */
     if (!strcmp(cfg->ffn, "lory")) share = 1.0 / (double)cfg->n_experts;
     for (size_t i = 0; i < m->layout.count; i++) {
         const moe_tensor *t = &m->layout.tensors[i];

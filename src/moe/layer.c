@@ -16,7 +16,14 @@
  *     mlp.experts.up_proj.weight        [E, Fe, D]   (W3)
  *     mlp.experts.down_proj.weight      [E, D, Fe]   (W2)
  *     mlp.shared_experts.{gate,up,down}_proj.weight  [S, ...] likewise
- *     mlp.shared_gate.weight [2, D], mlp.shared_gate.bias [2]  (shared_gate) */
+ *     mlp.shared_gate.weight [2, D], mlp.shared_gate.bias [2]  (shared_gate)
+ * MoE++'s zero-computation experts (Jin et al., ICLR 2025): Z zero, C copy
+ * and K constant experts are routed beside the E FFN experts (the router has
+ * Et = E + Z + C + K rows; its gates [N, Et] keep the FFN experts first):
+ * a zero expert outputs 0, a copy expert x, a constant expert
+ * a1 x + a2 v with [a1, a2] = softmax(Wk x); they run on every rank for its
+ * own tokens, outside the FFN experts' dispatch, and count no FFN compute:
+ *     mlp.const_experts.weight [K, 2, D], mlp.const_experts.vector [K, D] */
 #include <math.h>
 #include <stdio.h>
 #include <omp.h>
@@ -29,6 +36,8 @@
 
 typedef struct moe_layer {
     size_t D, Fe, E, S;
+    size_t Z, C, K, Et;                    /* zero, copy, constant experts; Et = E + Z + C + K */
+    float *wk, *dwk, *vk, *dvk;            /* constant experts: [K, 2, D], [K, D] */
     int gated;                             /* shared_gate: c mixes routed and shared */
     moe_router *router;
     float *wr, *dwr;                       /* [E, D] (NULL without router weight) */
@@ -55,6 +64,10 @@ typedef struct moe_layer {
     size_t act;           /* bytes an element of a and ap (k_act_size) */
     float *dh1, *dh3;     /* [pairs, Fe] */
     float *mix;           /* [N, 2] shared-gate probabilities c (1, 1 without the gate) */
+    /* with zero-computation experts (Et > E): the router's logits and gates
+     * [N, Et] and their gradients; m->gates [N, E] is then the FFN part */
+    float *la, *ga, *dla, *dga;
+    float *alpha;         /* [N, K, 2] the constant experts' a1, a2 */
     float *rsum, *ssum;   /* [N, D] routed and shared sums (shared gate only) */
     double aux;           /* router auxiliary loss of the last forward */
     k_ctx *kc;            /* matrix products of the current call (ctx->kc) */
@@ -87,7 +100,7 @@ static void layer_layout(moe_ffn *f, moe_layout *L, const char *prefix) {
         m->wt = moe_layout_add(L, &m->dwt, std, 2, (int64_t[]){f->cfg->vocab_size, E}, "%s.router.token_weight",
                                prefix);
     else if (m->router->has_weight)
-        m->wr = moe_layout_add(L, &m->dwr, std, 2, (int64_t[]){E, D}, "%s.router.weight", prefix);
+        m->wr = moe_layout_add(L, &m->dwr, std, 2, (int64_t[]){(int64_t)m->Et, D}, "%s.router.weight", prefix);
     /* the routed experts are divided among the layout's parts (expert parallel) */
     m->w1 = moe_layout_add_split(L, &m->dw1, std, 3, (int64_t[]){E, Fe, D}, "%s.experts.gate_proj.weight", prefix);
     m->w3 = moe_layout_add_split(L, &m->dw3, std, 3, (int64_t[]){E, Fe, D}, "%s.experts.up_proj.weight", prefix);
@@ -97,6 +110,12 @@ static void layer_layout(moe_ffn *f, moe_layout *L, const char *prefix) {
     m->place.w[1] = m->w3;
     m->place.w[2] = m->w2;
     m->place.block = m->Fe * m->D;
+    if (m->K) {
+        m->wk = moe_layout_add(L, &m->dwk, std, 3, (int64_t[]){(int64_t)m->K, 2, D}, "%s.const_experts.weight",
+                               prefix);
+        m->vk = moe_layout_add(L, &m->dvk, std, 2, (int64_t[]){(int64_t)m->K, D}, "%s.const_experts.vector",
+                               prefix);
+    }
     if (S == 0) return;
     m->s1 = moe_layout_add(L, &m->ds1, std, 3, (int64_t[]){S, Fe, D}, "%s.shared_experts.gate_proj.weight", prefix);
     m->s3 = moe_layout_add(L, &m->ds3, std, 3, (int64_t[]){S, Fe, D}, "%s.shared_experts.up_proj.weight", prefix);
@@ -137,7 +156,12 @@ static int reserve_rows(moe_layer *m, size_t N, moe_err *err) {
         grow((void **)&m->dlogits, N * (m->E > 2 ? m->E : 2) * sizeof(float), err) ||  /* also dz [N,2] */
         grow((void **)&m->row_of, NE * sizeof(int), err) || grow((void **)&m->mix, N * 2 * sizeof(float), err) ||
         (m->gated && (grow((void **)&m->rsum, N * m->D * sizeof(float), err) ||
-                      grow((void **)&m->ssum, N * m->D * sizeof(float), err)))) {
+                      grow((void **)&m->ssum, N * m->D * sizeof(float), err))) ||
+        (m->Et > m->E && (grow((void **)&m->la, N * m->Et * sizeof(float), err) ||
+                          grow((void **)&m->ga, N * m->Et * sizeof(float), err) ||
+                          grow((void **)&m->dla, N * m->Et * sizeof(float), err) ||
+                          grow((void **)&m->dga, N * m->Et * sizeof(float), err) ||
+                          grow((void **)&m->alpha, N * (m->K ? m->K : 1) * 2 * sizeof(float), err)))) {
         m->cap_rows = 0;
         return -1;
     }
@@ -439,6 +463,67 @@ static int ep_backward(moe_layer *m, const float *dy, moe_comm *ep, moe_err *err
     return 0;
 }
 
+/* ---- zero-computation experts (MoE++) ------------------------------------ */
+
+/* y[N,D] += each token's zero-computation experts: copy g x, constant
+ * g (a1 x + a2 v), a = softmax(Wk x) kept in m->alpha. */
+static void zc_forward(moe_layer *m, float *y, const float *x, size_t N) {
+    size_t D = m->D, Et = m->Et, c0 = m->E + m->Z, k0 = c0 + m->C;
+    #pragma omp parallel for schedule(static)
+    for (size_t t = 0; t < N; t++) {
+        const float *xt = x + t * D, *g = m->ga + t * Et;
+        float *yt = y + t * D;
+        for (size_t j = c0; j < k0; j++)
+            if (g[j] != 0.0f)
+                for (size_t d = 0; d < D; d++) yt[d] += g[j] * xt[d];
+        for (size_t q = 0; q < m->K; q++) {
+            const float *w = m->wk + q * 2 * D, *v = m->vk + q * D;
+            float z[2] = {0.0f, 0.0f}, *a = m->alpha + (t * m->K + q) * 2;
+            for (size_t d = 0; d < D; d++) { z[0] += w[d] * xt[d]; z[1] += w[D + d] * xt[d]; }
+            moe_router_softmax(a, z, 2);
+            float gq = g[k0 + q];
+            if (gq != 0.0f)
+                for (size_t d = 0; d < D; d++) yt[d] += gq * (a[0] * xt[d] + a[1] * v[d]);
+        }
+    }
+}
+
+/* Their backward from dy: the gate gradients dga[t, E..Et), dx += through
+ * copy and constant experts (dx holds the FFN part), and dWk, dv. */
+static void zc_backward(moe_layer *m, float *dx, const float *dy, const float *x, size_t N) {
+    size_t D = m->D, Et = m->Et, c0 = m->E + m->Z, k0 = c0 + m->C;
+    for (size_t t = 0; t < N; t++) {  /* serial over t: dWk, dv sum over the tokens */
+        const float *xt = x + t * D, *dyt = dy + t * D, *g = m->ga + t * Et;
+        float *dg = m->dga + t * Et, *dxt = dx + t * D;
+        double dyx = 0.0;
+        for (size_t d = 0; d < D; d++) dyx += (double)dyt[d] * xt[d];
+        for (size_t j = m->E; j < c0; j++) dg[j] = 0.0f;  /* zero experts */
+        for (size_t j = c0; j < k0; j++) {
+            dg[j] = (float)dyx;
+            if (g[j] != 0.0f)
+                for (size_t d = 0; d < D; d++) dxt[d] += g[j] * dyt[d];
+        }
+        for (size_t q = 0; q < m->K; q++) {
+            const float *w = m->wk + q * 2 * D, *v = m->vk + q * D, *a = m->alpha + (t * m->K + q) * 2;
+            double dyv = 0.0;
+            for (size_t d = 0; d < D; d++) dyv += (double)dyt[d] * v[d];
+            float gq = g[k0 + q];
+            dg[k0 + q] = (float)(a[0] * dyx + a[1] * dyv);
+            if (gq == 0.0f) continue;
+            /* da = g (dy.x, dy.v); dz = a (da - a.da) through the 2-way softmax */
+            double da0 = gq * dyx, da1 = gq * dyv, ad = a[0] * da0 + a[1] * da1;
+            float dz0 = (float)(a[0] * (da0 - ad)), dz1 = (float)(a[1] * (da1 - ad));
+            float *dw = m->dwk + q * 2 * D, *dv = m->dvk + q * D;
+            for (size_t d = 0; d < D; d++) {
+                dxt[d] += gq * a[0] * dyt[d] + dz0 * w[d] + dz1 * w[D + d];
+                dw[d] += dz0 * xt[d];
+                dw[D + d] += dz1 * xt[d];
+                dv[d] += gq * a[1] * dyt[d];
+            }
+        }
+    }
+}
+
 static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
                          const moe_ffn_ctx *ctx, moe_err *err) {
     moe_layer *m = f->impl;
@@ -446,7 +531,9 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
     if (reserve_rows(m, N, err)) return -1;
     m->N = N;
     m->kc = ctx->kc;
-    if (m->wr) k_matmul_forward(NULL, m->logits, x, m->wr, N, D, E, 0.0f);
+    int zc = m->Et > E;  /* the router sees [N, Et], the FFN experts the first E columns */
+    float *lg = zc ? m->la : m->logits, *gt = zc ? m->ga : m->gates;
+    if (m->wr) k_matmul_forward(NULL, lg, x, m->wr, N, D, m->Et, 0.0f);
     if (m->wt) {  /* learned_hash: the logits of a token are its row of the table */
         if (!ctx->tokens) return moe_errf(err, "learned_hash router: the batch's token ids are needed");
         for (size_t t = 0; t < N; t++) {
@@ -457,13 +544,19 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
             memcpy(m->logits + t * E, m->wt + (size_t)v * E, E * sizeof(float));
         }
     }
-    if (m->router->ops->route(m->router, m->gates, m->wr || m->wt ? m->logits : NULL, N, ctx, &m->aux, err))
+    if (m->router->ops->route(m->router, gt, m->wr || m->wt ? lg : NULL, N, ctx, &m->aux, err))
         return -1;
+    double zc_active = 0.0;
+    for (size_t t = 0; zc && t < N; t++) {
+        memcpy(m->gates + t * E, m->ga + t * m->Et, E * sizeof(float));
+        for (size_t j = E; j < m->Et; j++) zc_active += m->ga[t * m->Et + j] != 0.0f;
+    }
     if (build_plan(m, N, err)) return -1;
     moe_prof_mark(ctx->prof, PROF_ROUTER);
-    if (ctx->training && ctx->rs && !ctx->prepass) {  /* the step's sparsity (METHOD §2.2), every router */
-        ctx->rs->active_pairs += (double)m->offset[E];
-        ctx->rs->total_pairs += (double)N * (double)E;
+    if (ctx->training && ctx->rs && !ctx->prepass) {  /* the step's sparsity (METHOD §2.2), every router,
+                                                       * over all the experts it chooses among */
+        ctx->rs->active_pairs += (double)m->offset[E] + zc_active;
+        ctx->rs->total_pairs += (double)N * (double)m->Et;
     }
     if (ctx->training && !ctx->prepass)  /* the loads that expert parallel's placement follows */
         for (size_t e = 0; e < E; e++) m->place.rows[e] += (double)expert_rows(m, e);
@@ -506,6 +599,7 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
         if (m->gated)
             for (size_t d = 0; d < D; d++) y[t * D + d] = m->mix[2 * t] * rt[d] + m->mix[2 * t + 1] * st[d];
     }
+    if (zc) zc_forward(m, y, x, N);
     f->aux_loss = m->aux;
     return 0;
 }
@@ -555,9 +649,20 @@ static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x
         }
         k_matmul_backward(NULL, dx, m->dwc, dz, x, m->wc, N, D, 2, 1);
     }
+    int zc = m->Et > E;
+    if (zc) {  /* the zero-computation experts; the router's gradients [N, Et] */
+        zc_backward(m, dx, dy, x, N);
+        for (size_t t = 0; t < N; t++) memcpy(m->dga + t * m->Et, m->dgates + t * E, E * sizeof(float));
+    }
     /* through the router (a router without weight has no gradient to pass) */
     if (!m->wr && !m->wt) return 0;
     moe_prof_mark(ctx->prof, PROF_EXPERTS);
+    if (zc) {
+        if (m->router->ops->backward(m->router, m->dla, m->dga, m->la, m->ga, N, ctx, err)) return -1;
+        k_matmul_backward(NULL, dx, m->dwr, m->dla, x, m->wr, N, D, m->Et, 1);
+        moe_prof_mark(ctx->prof, PROF_ROUTER);
+        return 0;
+    }
     if (m->router->ops->backward(m->router, m->dlogits, m->dgates, m->logits, m->gates, N, ctx, err))
         return -1;
     if (m->wt)  /* a table row per token: its gradient is the token's dlogits; nothing reaches x */
@@ -574,7 +679,13 @@ static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x
 static int layer_stats(const moe_ffn *f, moe_buf *out) {
     const moe_layer *m = f->impl;
     size_t routed = m->offset[m->E];
-    double sparsity = m->N ? 1.0 - (double)routed / ((double)m->N * (double)m->E) : 0.0;
+    double n[3] = {0, 0, 0};  /* MoE++: zero, copy, constant experts chosen */
+    size_t c0 = m->E + m->Z, k0 = c0 + m->C;
+    for (size_t t = 0; m->Et > m->E && t < m->N; t++)
+        for (size_t j = m->E; j < m->Et; j++) n[j < c0 ? 0 : j < k0 ? 1 : 2] += m->ga[t * m->Et + j] != 0.0f;
+    /* sparsity over every expert the router chooses among; active: FFN experts only (compute) */
+    double chosen = (double)routed + n[0] + n[1] + n[2];
+    double sparsity = m->N ? 1.0 - chosen / ((double)m->N * (double)m->Et) : 0.0;
     double active = m->N ? (double)routed / (double)m->N : 0.0;
     size_t idle = 0;  /* tokens with no routed expert (only the residual and shared experts pass) */
     for (size_t t = 0; t < m->N; t++) {
@@ -590,6 +701,9 @@ static int layer_stats(const moe_ffn *f, moe_buf *out) {
     for (size_t e = 0; e < m->E; e++)
         rc |= moe_buf_printf(out, "%s%zu", e ? ", " : "", m->offset[e + 1] - m->offset[e]);
     rc |= moe_buf_printf(out, "]");
+    if (m->Et > m->E)  /* MoE++: experts per token of each zero-computation kind */
+        rc |= moe_buf_printf(out, ", \"zero_per_token\": %.9g, \"copy_per_token\": %.9g, \"const_per_token\": %.9g",
+                             m->N ? n[0] / m->N : 0.0, m->N ? n[1] / m->N : 0.0, m->N ? n[2] / m->N : 0.0);
     if (m->router->ops->stats_json) rc |= m->router->ops->stats_json(m->router, out);
     rc |= moe_buf_printf(out, "}");
     return rc ? -1 : 0;
@@ -622,7 +736,7 @@ static void layer_destroy(moe_ffn *f) {
                         m->xe, m->ye, m->dxe, m->h1, m->h3, m->a, m->dh1, m->dh3,
                         m->mix, m->rsum, m->ssum, m->cnt_send, m->cnt_recv, m->scnt, m->rcnt,
                         m->src_ofs, m->exp_ofs, m->pofs, m->xs, m->place.at, m->place.rows, m->xr, m->xp, m->yp, m->h1p, m->h3p, m->ap,
-                        m->dh1p, m->dh3p};
+                        m->dh1p, m->dh3p, m->la, m->ga, m->dla, m->dga, m->alpha};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
         free(m);
     }
@@ -653,6 +767,10 @@ int moe_ffn_moe_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err 
     m->Fe = (size_t)(cfg->ffn_dim / cfg->granularity);
     m->E = (size_t)cfg->n_experts * (size_t)cfg->granularity;
     m->S = (size_t)cfg->n_shared_experts;
+    m->Z = (size_t)cfg->n_zero_experts;
+    m->C = (size_t)cfg->n_copy_experts;
+    m->K = (size_t)cfg->n_const_experts;
+    m->Et = m->E + m->Z + m->C + m->K;
     m->gated = cfg->shared_gate && m->S > 0;
     m->offset = moe_calloc(m->E + m->S + 1, sizeof(size_t), err);
     m->order = m->offset ? moe_calloc(m->E + m->S, sizeof(size_t), err) : NULL;

@@ -28,7 +28,8 @@ int moe_router_create(const moe_config *cfg, moe_router **out, moe_err *err) {
         moe_router *r = moe_calloc(1, sizeof *r, err);
         if (!r) return -1;
         r->cfg = cfg;
-        r->E = (size_t)cfg->n_experts * (size_t)cfg->granularity;
+        r->E = (size_t)cfg->n_experts * (size_t)cfg->granularity +  /* MoE++'s zero-computation ones after */
+               (size_t)(cfg->n_zero_experts + cfg->n_copy_experts + cfg->n_const_experts);
         r->k = (size_t)cfg->top_k * (size_t)cfg->granularity;
         r->has_weight = 1;
         if (ROUTERS[i].create(cfg, r, err)) { free(r); return -1; }

@@ -54,6 +54,11 @@ CASES = {
     # micro-batches (a routing-only pass first), k = 2 with the z-loss
     "topk_global_batch_accum3": (dict(MOE, router="topk", top_k=2, global_batch_balance=True, aux_loss_coef=0.05,
                                       z_loss_coef=1e-3), 3),
+    # MoE++'s zero-computation experts beside the FFN experts, TopK and ReLU
+    "topk_zero_copy_const": (dict(MOE, router="topk", top_k=2, norm_topk_prob=True, n_zero_experts=1,
+                                  n_copy_experts=1, n_const_experts=1), 1),
+    "relu_zero_copy_const_accum": (dict(MOE, router="relu", relu_lambda0=0.05, n_zero_experts=1,
+                                        n_copy_experts=1, n_const_experts=2), 2),
     "topk_warmup_G2_every2": (dict(MOE, router="topk", granularity=2, k_warm=3, k_warm_steps=4,
                                    moe_every=2, n_layers=3), 1),
     # a large lambda_0 so the regulariser matters within 10 steps
@@ -137,6 +142,10 @@ TOL = {
     "topk_aux_free_k2_accum": dict(fwd=3e-06, grad=5e-06, train=2e-07, weights=2e-04, moments=2e-05),  # 2.9e-07 4.4e-07 1.1e-08 1.6e-05 1.5e-06
     "topk_sigmoid_bias_scale": dict(fwd=3e-06, grad=6e-06, train=2e-07, weights=2e-04, moments=8e-06),  # 2.4e-07 5.9e-07 1.5e-08 1.5e-05 7.9e-07
     "topk_global_batch_accum3": dict(fwd=3e-06, grad=5e-06, train=2e-07, weights=2e-04, moments=3e-05),  # 2.9e-07 4.6e-07 1.2e-08 1.3e-05 2.5e-06
+    # router gradient: the copy expert's gate gradient dy.x enters the renormalisation's dg - g.dg, a
+    # difference of similar sums (cancellation, as the shared gate's)
+    "topk_zero_copy_const": dict(fwd=3e-06, grad=3e-05, train=2e-07, weights=2e-04, moments=2e-05),  # 2.0e-07 2.4e-06 1.4e-08 1.3e-05 1.2e-06
+    "relu_zero_copy_const_accum": dict(fwd=3e-06, grad=7e-06, train=2e-07, weights=2e-04, moments=3e-05),  # 2.7e-07 6.8e-07 9.8e-09 1.8e-05 2.2e-06
     "topk_warmup_G2_every2": dict(fwd=3e-06, grad=7e-06, train=2e-07, weights=3e-04, moments=3e-05),  # 2.7e-07 6.4e-07 1.6e-08 3.0e-05 3.0e-06
     "relu": dict(fwd=3e-06, grad=5e-06, train=2e-07, weights=9e-04, moments=2e-05),  # 2.8e-07 4.8e-07 1.9e-08 8.8e-05 1.2e-06
     "relu_accum_G2": dict(fwd=3e-06, grad=5e-06, train=2e-07, weights=2e-04, moments=2e-05),  # 2.7e-07 4.8e-07 1.4e-08 1.2e-05 1.7e-06

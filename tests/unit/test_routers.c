@@ -21,6 +21,7 @@
 #include "harness.h"
 #include "moe/ffn.h"
 #include "moe/json.h"
+#include "moe/model.h"
 #include "moe/rng.h"
 #include "moe/router.h"
 
@@ -53,11 +54,12 @@ typedef struct {
 } decisions;
 
 /* Where one MoE layer's parameters are, as offsets into v (-1: absent). */
-typedef struct { long wr, w1, w3, w2, s1, s3, s2, wc, bc, wt; } moe_offsets;
+typedef struct { long wr, w1, w3, w2, s1, s3, s2, wc, bc, wt, wk, vk; } moe_offsets;
 
 typedef struct {
     const moe_config *cfg;      /* the layer's config */
-    size_t E, k, Fe, S;
+    size_t E, k, Fe, S;         /* E: every expert the router chooses among */
+    size_t Ef, Z, C, K;         /* of them FFN experts first, then MoE++'s zero, copy, constant */
     int gated, training, drop;
     long step;
     const int *tokens;
@@ -147,6 +149,20 @@ static double route_d(const moe_spec *s, const double (*l)[EMAX], size_t N, deci
         }
     }
     double n_e[EMAX] = {0};
+    if (!strcmp(r, "relu")) {  /* ReMoE (lambda 1, the test's routing state): g = relu(l), L_reg with
+                                * f_e = E/(k N) n_e, the active set of the base point a constant */
+        if (!dec->set)
+            for (size_t t = 0; t < N; t++)
+                for (size_t e = 0; e < E; e++) dec->mask[t][e] = l[t][e] > 0;
+        for (size_t t = 0; t < N; t++)
+            for (size_t e = 0; e < E; e++) { g[t][e] = dec->mask[t][e] ? l[t][e] : 0; n_e[e] += dec->mask[t][e]; }
+        dec->set = 1;
+        if (!s->training) return 0;
+        double reg = 0;
+        for (size_t t = 0; t < N; t++)
+            for (size_t e = 0; e < E; e++) reg += (double)E / ((double)k * N) * n_e[e] * g[t][e];
+        return reg / (double)N;
+    }
     if (!strcmp(r, "sparsemixer")) {
         double eps2 = 2 * c->jitter_eps;
         for (size_t t = 0; t < N; t++) {
@@ -245,7 +261,23 @@ static double moe_d(const moe_spec *s, const double *v, const moe_offsets *o, co
     double aux = route_d(s, (const double (*)[EMAX])l, N, dec, g);
     for (size_t t = 0; t < N; t++) {
         double r[D] = {0}, sh[D] = {0}, ye[D], c0 = 1, c1 = 1;
-        for (size_t e = 0; e < E; e++) {
+        const double *xt = x + t * D;
+        for (size_t j = s->Ef + s->Z; j < E; j++) {  /* copy g x; constant g (a1 x + a2 v) */
+            size_t q = j - s->Ef - s->Z;
+            double a[2] = {1, 0};
+            if (q >= s->C) {
+                q -= s->C;
+                double z[2] = {0, 0};
+                for (size_t d = 0; d < D; d++) {
+                    z[0] += v[o->wk + (long)(q * 2 * D + d)] * xt[d];
+                    z[1] += v[o->wk + (long)(q * 2 * D + D + d)] * xt[d];
+                }
+                softmax_d(a, z, 2);
+            }
+            for (size_t d = 0; d < D; d++)
+                r[d] += g[t][j] * (a[0] * xt[d] + (a[1] != 0 ? a[1] * v[o->vk + (long)(q * D + d)] : 0));
+        }
+        for (size_t e = 0; e < s->Ef; e++) {
             if (g[t][e] == 0 && !dec->mask[t][e]) continue;
             swiglu_d(x + t * D, v + o->w1 + e * Fe * D, v + o->w3 + e * Fe * D, v + o->w2 + e * D * Fe, Fe, ye);
             for (size_t d = 0; d < D; d++) r[d] += g[t][e] * ye[d];
@@ -287,20 +319,24 @@ static moe_offsets find_offsets(const moe_layout *L, const char *prefix, long ba
     const char *names[] = {"router.weight", "experts.gate_proj.weight", "experts.up_proj.weight",
                            "experts.down_proj.weight", "shared_experts.gate_proj.weight",
                            "shared_experts.up_proj.weight", "shared_experts.down_proj.weight",
-                           "shared_gate.weight", "shared_gate.bias", "router.token_weight"};
-    long off[10];
-    for (int i = 0; i < 10; i++) {
+                           "shared_gate.weight", "shared_gate.bias", "router.token_weight",
+                           "const_experts.weight", "const_experts.vector"};
+    long off[12];
+    for (int i = 0; i < 12; i++) {
         char name[MOE_NAME_MAX];
         snprintf(name, sizeof name, "%s.%s", prefix, names[i]);
         const moe_tensor *t = moe_layout_find(L, name);
         off[i] = t ? base + (long)t->offset : -1;
     }
-    return (moe_offsets){off[0], off[1], off[2], off[3], off[4], off[5], off[6], off[7], off[8], off[9]};
+    return (moe_offsets){off[0], off[1], off[2], off[3], off[4], off[5], off[6], off[7], off[8], off[9],
+                         off[10], off[11]};
 }
 
 static moe_spec spec_of(const moe_config *c, const fd_ctx *f) {
-    moe_spec s = {c, (size_t)(c->n_experts * c->granularity), (size_t)(c->top_k * c->granularity),
-                  (size_t)(c->ffn_dim / c->granularity), (size_t)c->n_shared_experts,
+    size_t Ef = (size_t)(c->n_experts * c->granularity);
+    size_t Z = (size_t)c->n_zero_experts, C = (size_t)c->n_copy_experts, K = (size_t)c->n_const_experts;
+    moe_spec s = {c, Ef + Z + C + K, (size_t)(c->top_k * c->granularity),
+                  (size_t)(c->ffn_dim / c->granularity), (size_t)c->n_shared_experts, Ef, Z, C, K,
                   c->shared_gate && c->n_shared_experts > 0, f->training, f->drop, f->step, f->tokens};
     return s;
 }
@@ -658,6 +694,38 @@ static void test_global_batch_balance(void) {
     moe_router_destroy(r);
 }
 
+/* MoE++'s zero-computation experts beside 4 FFN experts, with TopK and
+ * ReLU routing: the copy and constant experts' outputs and gradients (the
+ * constant experts' W and v included), the router's [E + Z + C + K] rows. */
+static void test_fd_zero_computation(void) {
+    fd_ctx *f = new_ctx("moe", "topk", 8);
+    f->cfg.top_k = 2; f->cfg.n_zero_experts = 1; f->cfg.n_copy_experts = 1; f->cfg.n_const_experts = 2;
+    f->cfg.norm_topk_prob = 1;
+    check_fd(f, "topk k=2 + zero, copy, 2 constant experts", 20);
+    int zc = 0;
+    for (size_t t = 0; t < f->N; t++)
+        for (size_t e = 4; e < 8; e++) zc += f->da.mask[t][e];
+    CHECK(zc > 0, "no token chose a zero-computation expert");
+    f = new_ctx("moe", "relu", 8);
+    f->cfg.n_zero_experts = 1; f->cfg.n_copy_experts = 1; f->cfg.n_const_experts = 1;
+    f->cfg.n_shared_experts = 1;
+    check_fd(f, "relu + zero, copy, constant experts, shared", 21);
+    moe_config c;
+    moe_err err;
+    base_config(&c, "moe", "topp");
+    c.n_copy_experts = 1;
+    CHECK(moe_config_finalize(&c, &err) != 0 && strstr(err.msg, "zero-computation"), "refused with topp");
+    /* compute counts only the FFN experts: the same active parameters as without */
+    moe_param_count a, b;
+    base_config(&c, "moe", "topk");
+    c.vocab_size = 32; c.n_layers = 2; c.top_k = 2;
+    CHECK(moe_config_finalize(&c, &err) == 0 && moe_model_count_params(&c, &a, &err) == 0, "%s", err.msg);
+    c.n_zero_experts = 2; c.n_copy_experts = 1;
+    CHECK(moe_config_finalize(&c, &err) == 0 && moe_model_count_params(&c, &b, &err) == 0, "%s", err.msg);
+    CHECK(a.experts_active == b.experts_active && b.router == a.router + 2 * 3 * (size_t)c.hidden,
+          "experts active %zu vs %zu; router %zu vs %zu", a.experts_active, b.experts_active, a.router, b.router);
+}
+
 static void test_fd_topp(void) {
     fd_ctx *f = new_ctx("moe", "topp", 6);
     f->cfg.n_shared_experts = 1; f->cfg.top_p = 0.5;
@@ -1010,6 +1078,7 @@ int main(void) {
     RUN(test_aux_free_bias_rule);
     RUN(test_fd_topk_sigmoid);
     RUN(test_global_batch_balance);
+    RUN(test_fd_zero_computation);
     RUN(test_fd_topp);
     RUN(test_fd_hash);
     RUN(test_fd_learned_hash);
