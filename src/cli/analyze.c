@@ -75,9 +75,17 @@ int cmd_analyze(int argc, char **argv) {
     moe_tokens t = {0};
     moe_route_stats st = {0};
     moe_buf b = {0};
-    char ckpt[4096], path[4096];
+    char ckpt[4096], path[4096], out_default[4200];
     int rc = 1;
     if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, &err) || moe_model_load(ckpt, &m, &err)) goto fail;
+    if (!out) {  /* a run directory gets analysis.json */
+        if (moe_path(path, sizeof path, &err, "%s/metrics.jsonl", model_dir)) goto fail;
+        if (!access(path, F_OK)) {
+            if (moe_path(out_default, sizeof out_default, &err, "%s/analysis.json", model_dir)) goto fail;
+            out = out_default;
+        }
+    }
+    if (out && out != stdout_path && cli_check_writable(out, "--out", &err)) goto fail;
     if (moe_tokens_read(data, &t, &err)) goto fail;
     cli_warn_data_tokenizer("analyze", ckpt, tok_path, &t, data);
     if (moe_checkpoint_tokenizer(ckpt, tok_path, &tok, &err)) goto fail;
@@ -141,13 +149,6 @@ int cmd_analyze(int argc, char **argv) {
     if (moe_route_stats_json(&st, tok, t.n_domains ? t.domain_names : NULL, (size_t)top, (size_t)min_count, &b, &err))
         goto fail;
     moe_buf_printf(&b, "\n}\n");
-    if (!out) {
-        if (moe_path(path, sizeof path, &err, "%s/metrics.jsonl", model_dir)) goto fail;
-        if (!access(path, F_OK)) {
-            if (moe_path(path, sizeof path, &err, "%s/analysis.json", model_dir)) goto fail;
-            out = path;
-        }
-    }
     if (out) {
         if (!b.data || moe_write_file_atomic(out, b.data, b.len, &err)) goto fail;
         if (out != stdout_path) printf("\nmoe analyze: wrote %s\n", out);

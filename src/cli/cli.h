@@ -107,6 +107,10 @@ struct moe_tokens;
 void cli_warn_data_tokenizer(const char *cmd, const char *ckpt, const char *tok_path,
                              const struct moe_tokens *data, const char *data_path);
 
+/* Before a long computation: one line naming path, its folder and `option`
+ * ("--json") when the file could not be written there. 0 or -1 (err). */
+int cli_check_writable(const char *path, const char *option, struct moe_err *err);
+
 /* An output option that names stdout ("-" or /dev/stdout) gets stdout to
  * itself: the command's own lines move to stderr, and the returned path
  * ("/dev/fd/N" in buf) writes to the original stdout. Any other path comes

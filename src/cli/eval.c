@@ -228,10 +228,18 @@ int cmd_eval(int argc, char **argv) {
     moe_tokens *toks = calloc(n_data ? n_data : 1, sizeof *toks);
     moe_task *tk = calloc(n_tasks ? n_tasks : 1, sizeof *tk);
     moe_mc_result *mr = calloc(n_tasks ? n_tasks : 1, sizeof *mr);
-    char ckpt[4096], path[4096];
+    char ckpt[4096], path[4096], json_default[4200];
     int rc = 1;
     if (!dr || !toks || !tk || !mr) { moe_errf(&err, "out of memory"); goto fail; }
     if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, &err) || moe_model_load(ckpt, &m, &err)) goto fail;
+    if (!json_path) {  /* a run directory gets eval.json */
+        if (moe_path(json_default, sizeof json_default, &err, "%s/metrics.jsonl", model_dir)) goto fail;
+        if (!access(json_default, F_OK)) {
+            if (moe_path(json_default, sizeof json_default, &err, "%s/eval.json", model_dir)) goto fail;
+            json_path = json_default;
+        }
+    }
+    if (json_path && json_path != stdout_path && cli_check_writable(json_path, "--json", &err)) goto fail;
     if (cli_inference_precision(cmd, m, precision, &err)) goto fail;
     m->training = 0;
     size_t T = seq ? (size_t)seq : (size_t)m->cfg.seq_len;
@@ -315,13 +323,6 @@ int cmd_eval(int argc, char **argv) {
 
     /* the JSON: this evaluation's results, and those of an earlier one of
      * the same checkpoint on other data files or tasks */
-    if (!json_path) {
-        if (moe_path(path, sizeof path, &err, "%s/metrics.jsonl", model_dir)) goto fail;
-        if (!access(path, F_OK)) {
-            if (moe_path(path, sizeof path, &err, "%s/eval.json", model_dir)) goto fail;
-            json_path = path;
-        }
-    }
     json_value *earlier = json_path && json_path != stdout_path ? earlier_results(json_path, ckpt, T) : NULL;
     moe_buf b = {0};
     moe_buf_printf(&b, "{\n\"format\": \"moe-eval\", \"version\": 1,\n\"model\": ");

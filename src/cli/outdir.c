@@ -1,8 +1,11 @@
 /* outdir.c — the one check of a model directory a command is about to
  * write (init, import, export to a directory): a training run or one of its
- * checkpoints is never written over; a model only with --force. */
+ * checkpoints is never written over; a model only with --force. And whether
+ * an output file can be written, checked before a long computation. */
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "moe/common.h"
@@ -25,4 +28,16 @@ int cli_check_out(const char *cmd, const char *out, int force, moe_err *err) {
         return moe_errf(err, "%s already holds a model: choose another --out, or add --force to "
                         "overwrite it", out);
     return 0;
+}
+
+int cli_check_writable(const char *path, const char *option, moe_err *err) {
+    struct stat st;
+    if (!stat(path, &st) && !S_ISREG(st.st_mode)) return 0;   /* a device or pipe: opened when written */
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    if (!stat(dir, &st) && S_ISDIR(st.st_mode) && !access(dir, W_OK)) return 0;
+    return moe_errf(err, "cannot write %s (%s is not writable, checked before the computation): give %s FILE "
+                    "in a folder you can write, or %s - for stdout", path, dir, option, option);
 }

@@ -4,7 +4,8 @@
 # than the model's is named in a warning (silent for the model's own), and
 # each eval merges its results into RUN/eval.json by data file and task
 # instead of replacing the earlier ones (of the same checkpoint), which the
-# report then shows.
+# report then shows; an output that cannot be written is refused before the
+# computation.
 set -u
 build=${1:-build}
 moe="$build/moe"
@@ -76,6 +77,19 @@ PY
 "$moe" eval --model "$tmp/run" --task "$tmp/task.jsonl" >/dev/null 2>"$tmp/err" || bad "eval after resume"
 check eval_drops_other_checkpoint test "$(names)" = " | task"
 check eval_says_replaced grep -q "are of another checkpoint.*replaced, not merged" "$tmp/err"
+
+# an output that cannot be written is refused before the computation, in one
+# line (it used to compute, then fail): a folder that is not one, and, when
+# not root, a read-only run
+expect_error eval_unwritable_first "cannot write /dev/null/e.json (/dev/null is not writable, checked before" \
+  "$moe" eval --model "$tmp/run" --data "$tmp/valid.tok" --json /dev/null/e.json
+expect_error analyze_unwritable_first "cannot write /dev/null/a.json.*--out - for stdout" \
+  "$moe" analyze --model "$tmp/run" --data "$tmp/valid.tok" --out /dev/null/a.json
+if [ "$(id -u)" -ne 0 ]; then
+  chmod a-w "$tmp/run"
+  expect_error eval_read_only_run "cannot write $tmp/run/eval.json.*--json FILE" "$moe" eval --model "$tmp/run" --data "$tmp/valid.tok"
+  chmod u+w "$tmp/run"
+fi
 
 echo "# $pass passed, $fail failed"
 [ $fail -eq 0 ]
