@@ -18,6 +18,9 @@ BUILD   ?= build
 # moe program links it; the library, unit tests and fuzzers never do
 MPI_CFLAGS ?= $(shell pkg-config --cflags ompi-c 2>/dev/null || pkg-config --cflags mpich 2>/dev/null || mpicc --showme:compile 2>/dev/null)
 MPI_LIBS   ?= $(shell pkg-config --libs ompi-c 2>/dev/null || pkg-config --libs mpich 2>/dev/null || mpicc --showme:link 2>/dev/null)
+# libmicrohttpd: only `moe serve` (src/cli/serve.c) uses it, so only the moe
+# program links it
+HTTP_LIBS  ?= -lmicrohttpd -lpthread
 
 LIB_SRC  := $(shell find src -name '*.c' ! -path 'src/cli/*' ! -name main.c ! -name '*_mpi.c' | sort)
 CLI_SRC  := src/main.c $(sort $(wildcard src/cli/*.c)) src/dist/comm_mpi.c
@@ -53,7 +56,7 @@ $(BUILD)/libmoe.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/moe: $(CLI_OBJ) $(BUILD)/libmoe.a
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) $(MPI_LIBS)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) $(MPI_LIBS) $(HTTP_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c tests/harness.h $(BUILD)/libmoe.a
 	@mkdir -p $(dir $@)

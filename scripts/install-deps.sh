@@ -3,7 +3,7 @@
 # testing and the demo need. Does nothing when everything is present.
 set -euo pipefail
 pkgs=(build-essential libdnnl-dev libopenblas-openmp-dev libpcre2-dev zlib1g-dev python3-torch python3-numpy clang libclang-rt-14-dev chromium
-      openmpi-bin libopenmpi-dev)
+      openmpi-bin libopenmpi-dev libmicrohttpd-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -17,6 +17,7 @@ static const command commands[] = {
     {"train", cmd_train, "train a model (or resume a run)"},
     {"score", cmd_score, "log-probabilities of a token sequence"},
     {"generate", cmd_generate, "sample text from a model"},
+    {"serve", cmd_serve, "an OpenAI-compatible HTTP server over a model"},
     {"prepare", cmd_prepare, "turn text into a token file"},
     {"tokenizer", cmd_tokenizer, "train, encode or decode with a BPE tokenizer"},
     {"eval", cmd_eval, "loss, perplexity per domain, multiple-choice tasks"},
