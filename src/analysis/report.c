@@ -594,8 +594,13 @@ static void runs_table(moe_buf *b, run_data *runs, size_t n) {
         for (size_t k = r->n; k-- > 0 && !isfinite(sp);) sp = r->sparsity[k];
         moe_buf_printf(b, "<tr><td><span class=\"swatch\" style=\"--c:%s\"></span>", svg_color(i));
         esc(b, r->name);
-        moe_buf_printf(b, "</td><td>%s / %s</td><td>%d, %d</td><td>%d</td><td>%.0f</td><td>%.4f</td>",
-                       r->ffn, r->router, r->n_experts, r->top_k, r->n_layers, r->n ? r->step[r->n - 1] : 0.0, tl);
+        if (!strcmp(r->ffn, "dense"))  /* no router, no experts (its config still holds their defaults) */
+            moe_buf_printf(b, "</td><td>dense</td><td>—</td><td>%d</td><td>%.0f</td><td>%.4f</td>", r->n_layers,
+                           r->n ? r->step[r->n - 1] : 0.0, tl);
+        else
+            moe_buf_printf(b, "</td><td>%s / %s</td><td>%d, %d</td><td>%d</td><td>%.0f</td><td>%.4f</td>",
+                           r->ffn, r->router, r->n_experts, r->top_k, r->n_layers, r->n ? r->step[r->n - 1] : 0.0,
+                           tl);
         if (isfinite(cl)) moe_buf_printf(b, "<td>%.4f</td>", cl); else moe_buf_printf(b, "<td>—</td>");
         if (r->nv) moe_buf_printf(b, "<td>%.4f</td>", r->v_loss[r->nv - 1]); else moe_buf_printf(b, "<td>—</td>");
         if (isfinite(sp)) moe_buf_printf(b, "<td>%.3f</td><td>%.3f</td>", sp, r->target); else moe_buf_printf(b, "<td>—</td><td>—</td>");

@@ -311,8 +311,11 @@ int cmd_eval(int argc, char **argv) {
     }
     for (size_t i = 0; i < n_data; i++)
         if (dr[i].have_drop && dr[i].drop.total_nll == dr[i].base.total_nll) {
-            printf("\n  note: dropping the top expert changed nothing: the %s router does not implement it\n",
-                   m->cfg.router);
+            if (!strcmp(m->cfg.ffn, "dense"))
+                printf("\n  note: dropping the top expert changed nothing: the model is dense, it has no experts\n");
+            else
+                printf("\n  note: dropping the top expert changed nothing: the %s router does not implement it\n",
+                       m->cfg.router);
             break;
         }
     if (n_tasks) printf("\n  %-22s %9s %16s %16s\n", "task", "items", "acc", "acc_norm");

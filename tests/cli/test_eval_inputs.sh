@@ -78,6 +78,15 @@ PY
 check eval_drops_other_checkpoint test "$(names)" = " | task"
 check eval_says_replaced grep -q "are of another checkpoint.*replaced, not merged" "$tmp/err"
 
+# a dense run: the report does not call it "dense / topk, experts 8, 1", and
+# --robustness does not blame a router it has not got
+sed 's/"ffn": "moe", "router": "relu", "n_experts": 4, "top_k": 1, //' "$tmp/cfg.json" >"$tmp/dense.json"
+"$moe" train --config "$tmp/dense.json" --data "$tmp/valid.tok" --out "$tmp/dense" >/dev/null 2>&1 || bad "setup: train dense"
+"$moe" eval --model "$tmp/dense" --data "$tmp/valid.tok" --robustness >"$tmp/out" 2>/dev/null || bad "eval dense"
+check robustness_dense_no_router_blamed bash -c "grep -q 'the model is dense, it has no experts' '$tmp/out' && ! grep -q 'router does not implement' '$tmp/out'"
+"$moe" report "$tmp/dense" --out "$tmp/dense.html" >/dev/null 2>&1 || bad "report dense"
+check report_dense_label bash -c "grep -q '<td>dense</td><td>—</td>' '$tmp/dense.html' && ! grep -q 'dense / ' '$tmp/dense.html'"
+
 # an output that cannot be written is refused before the computation, in one
 # line (it used to compute, then fail): a folder that is not one, and, when
 # not root, a read-only run
