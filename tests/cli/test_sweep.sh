@@ -152,6 +152,15 @@ rm c/topk/seed-1/sweep.lock
 "$moe" sweep --grid c.json >c2.out 2>c2.err
 check freed_run_done_later bash -c "grep -q 'topk seed 1: finished' c2.err && [ \$(grep -c 'done earlier, skipped' c2.err) -eq 3 ]"
 
+# docs/SWEEP.md's example grid: its configs exist and pass (a dry run checks
+# every config; its folders are made here, its data is not read)
+mkdir -p docsgrid && ln -s "$root/configs" docsgrid/configs
+/usr/bin/python3 - "$root/docs/SWEEP.md" > docsgrid/grid.json <<'PY'
+import re, sys
+print(re.search(r"## The grid file\s*```json\n(.*?)```", open(sys.argv[1]).read(), re.S).group(1))
+PY
+check docs_example_grid_runs bash -c "cd docsgrid && '$moe' sweep --grid grid.json --dry-run | grep -q 'moe sweep: 12 runs, 12 to do'"
+
 # bad grids: one line naming the file and the key
 echo '{"out": "x", "data": "train.tok", "seeds": [1], "runs": [{"name": "a", "config": "topk.json"}], "sedes": 1}' > bad1.json
 expect_error bad_unknown_key "bad1.json: unknown key 'sedes'" "$moe" sweep --grid bad1.json
