@@ -47,6 +47,10 @@ $(BUILD)/obj/%.o: %.c $(wildcard include/moe/*.h) $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# AdamW's loop (src/train/optim.c) vectorises only where sqrtf is one
+# instruction, not a call that may set errno (nothing here reads errno)
+$(BUILD)/obj/src/train/optim.o: CFLAGS += -fno-math-errno
+
 $(BUILD)/obj/src/dist/comm_mpi.o: src/dist/comm_mpi.c $(wildcard include/moe/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(MPI_CFLAGS) -c $< -o $@

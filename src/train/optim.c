@@ -47,6 +47,13 @@ typedef struct adamw_step {
                     * would be 0.00100005, 5e-5 off (PyTorch rounds as here) */
 } adamw_step;
 
+/* The update runs as one parallel loop over the whole flat range, in
+ * tasks of ADAMW_CHUNK floats (a multiple of 16 from lo, so that the
+ * 16-float groups below are those of the whole array); a task walks the
+ * tensors it overlaps, each a span of one weight-decay factor. Every
+ * element gets the same arithmetic wherever the task boundaries fall. */
+enum { ADAMW_CHUNK = 1 << 14 };
+
 #if defined(__AVX512F__)
 /* AdamW on one 16-float group [base, base + 16) restricted to the lanes in
  * `lanes`. A full group of 64-byte aligned buffers (moe_floats_alloc; base is
@@ -86,42 +93,60 @@ static inline __mmask16 adamw_group(float *p, float *g, float *m, float *v, size
     return _mm512_mask_cmp_ps_mask(lanes, poison, poison, _CMP_UNORD_Q);
 }
 
-/* Elements [lo, hi) of one tensor, split over the team's threads in
- * 16-float groups aligned to absolute index multiples of 16. Returns how
- * many of this thread's elements the update left non-finite. */
-static size_t adamw_range(float *p, float *g, float *m, float *v, size_t lo, size_t hi,
-                          float decay, const adamw_step *s) {
+/* Elements [lo, hi) of one span, in 16-float groups aligned to absolute
+ * index multiples of 16. Returns how many the update left non-finite. */
+static size_t adamw_span(float *p, float *g, float *m, float *v, size_t lo, size_t hi,
+                         float decay, const adamw_step *s) {
     size_t first = lo / 16, end = (hi + 15) / 16, bad = 0;
     int aligned = (((uintptr_t)p | (uintptr_t)g | (uintptr_t)m | (uintptr_t)v) & 63) == 0;
-    #pragma omp for schedule(static) nowait
     for (size_t k = first; k < end; k++) {
         size_t base = k * 16, a = base < lo ? lo - base : 0, b = base + 16 > hi ? hi - base : 16;
         __mmask16 lanes = (__mmask16)(((1u << b) - 1u) & ~((1u << a) - 1u));
         bad += (size_t)__builtin_popcount(adamw_group(p, g, m, v, base, lanes, aligned, decay, s));
     }
-    _mm_sfence();  /* streaming stores are visible before the team's barrier */
     return bad;
 }
+#define ADAMW_FENCE() _mm_sfence()  /* streaming stores are visible before the team's barrier */
 #else
-/* Elements [lo, hi) of one tensor, split over the team's threads. Returns
- * how many of this thread's elements the update left non-finite. */
-static size_t adamw_range(float *p, float *g, float *m, float *v, size_t lo, size_t hi,
-                          float decay, const adamw_step *s) {
+/* Elements [lo, hi) of one span; the compiler vectorises the loop (no call
+ * per element: sqrtf is an instruction, the Makefile builds this file with
+ * -fno-math-errno; `make` prints nothing from -fopt-info-vec-missed for it).
+ * Returns how many the update left non-finite. */
+static size_t adamw_span(float *restrict p, float *restrict g, float *restrict m, float *restrict v,
+                         size_t lo, size_t hi, float decay, const adamw_step *s) {
+    const float b1 = s->b1, b2 = s->b2, c1 = s->c1, c2 = s->c2, eps = s->eps;
+    const float gs = s->grad_scale, step = s->step_size, bc2 = s->bc2_sqrt;
     size_t bad = 0;
-    #pragma omp for schedule(static) nowait
+    #pragma omp simd reduction(+:bad)
     for (size_t i = lo; i < hi; i++) {
-        float gi = g[i] * s->grad_scale;
+        float gi = g[i] * gs;
+        float mi = b1 * m[i] + c1 * gi;
+        float vi = b2 * v[i] + c2 * gi * gi;
+        float pi = p[i] * decay - step * mi / (sqrtf(vi) / bc2 + eps);
         g[i] = 0.0f;
-        float mi = s->b1 * m[i] + s->c1 * gi;
-        float vi = s->b2 * v[i] + s->c2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
-        p[i] = p[i] * decay - s->step_size * mi / (sqrtf(vi) / s->bc2_sqrt + s->eps);
-        bad += !isfinite(p[i]) || !isfinite(mi) || !isfinite(vi);
+        p[i] = pi;
+        /* x - x is NaN exactly when x is NaN or infinite */
+        float poison = (pi - pi) + (mi - mi) + (vi - vi);
+        bad += poison != poison;
     }
     return bad;
 }
+#define ADAMW_FENCE() ((void)0)
 #endif
+
+/* The tensor of L holding element i (tensors lie in offset order, end to
+ * end; of tensors starting at i, the last: an empty one holds nothing). */
+static size_t tensor_at(const moe_layout *L, size_t i) {
+    size_t a = 0, b = L->count;
+    while (b - a > 1) {
+        size_t mid = a + (b - a) / 2;
+        if (L->tensors[mid].offset <= i) a = mid;
+        else b = mid;
+    }
+    return a;
+}
 
 size_t moe_adamw_update(const moe_layout *L, float *params, float *grads, float grad_scale,
                         float *m, float *v, double lr, long t, const moe_config *cfg) {
@@ -136,20 +161,23 @@ size_t moe_adamw_update_range(const moe_layout *L, float *params, float *grads, 
                     .step_size = (float)(lr / bc1), .bc2_sqrt = (float)sqrt(bc2),
                     .grad_scale = grad_scale, .c1 = (float)(1.0 - cfg->beta1),
                     .c2 = (float)(1.0 - cfg->beta2)};
-    /* one pass over all tensors: each thread takes a fixed slice of every
-     * tensor, reads p, g, m, v once and leaves the gradient zeroed; the
-     * non-finite results are counted on the way (no second pass). Indices
-     * are relative to lo (a multiple of 16, so the 16-float groups and the
+    /* one parallel loop over [lo, hi): p, g, m, v read once, the gradient
+     * left zeroed, the non-finite results counted on the way. Indices are
+     * relative to lo (a multiple of 16, so the 16-float groups and the
      * alignment are those of the whole array) */
     float *p = params + lo, *g = grads + lo;
-    size_t bad = 0;
-    #pragma omp parallel reduction(+:bad)
-    for (size_t k = 0; k < L->count; k++) {
-        const moe_tensor *tn = &L->tensors[k];
-        size_t a, b;
-        if (!moe_span_clip(tn->offset, tn->size, lo, hi, &a, &b)) continue;
-        float decay = tn->decay ? (float)(1.0 - lr * cfg->weight_decay) : 1.0f;
-        bad += adamw_range(p, g, m, v, a - lo, b - lo, decay, &s);
+    float decayed = (float)(1.0 - lr * cfg->weight_decay);
+    size_t n = hi > lo ? hi - lo : 0, tasks = (n + ADAMW_CHUNK - 1) / ADAMW_CHUNK, bad = 0;
+    #pragma omp parallel for schedule(static) reduction(+:bad)
+    for (size_t c = 0; c < tasks; c++) {
+        size_t c0 = lo + c * ADAMW_CHUNK, c1 = c0 + ADAMW_CHUNK < hi ? c0 + ADAMW_CHUNK : hi;
+        for (size_t k = tensor_at(L, c0); k < L->count && L->tensors[k].offset < c1; k++) {
+            const moe_tensor *tn = &L->tensors[k];
+            size_t a, b;
+            if (!moe_span_clip(tn->offset, tn->size, c0, c1, &a, &b)) continue;
+            bad += adamw_span(p, g, m, v, a - lo, b - lo, tn->decay ? decayed : 1.0f, &s);
+        }
+        ADAMW_FENCE();
     }
     return bad;
 }
