@@ -261,8 +261,30 @@ static int is_file(const char *path) {
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* What another program's model at `dir` is ("a GGUF file", "a transformers
+ * directory"), which moe import reads; NULL when it is none of these. */
+static const char *foreign_model(const char *dir) {
+    char path[4200], head[4] = {0};
+    FILE *f = is_file(dir) ? fopen(dir, "rb") : NULL;
+    if (f) {
+        size_t n = fread(head, 1, 4, f);
+        fclose(f);
+        return n == 4 && !memcmp(head, "GGUF", 4) ? "a GGUF file" : NULL;
+    }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    moe_err ignored;
+    char *text = is_file(path) ? moe_read_file(path, NULL, &ignored) : NULL;
+    int hf = text && strstr(text, "\"architectures\"") != NULL;
+    free(text);
+    return hf ? "a transformers directory" : NULL;
+}
+
 int moe_resolve_checkpoint(const char *dir, char *out, size_t cap, moe_err *err) {
     char path[4096], best_name[256] = "";
+    const char *foreign = foreign_model(dir);
+    if (foreign)
+        return moe_errf(err, "%s is %s, not a moe model: bring it in with moe import --out DIR %s, then use DIR",
+                        dir, foreign, dir);
     if (moe_path(path, sizeof path, err, "%s/model.safetensors", dir)) return -1;
     if (is_file(path)) return moe_path(out, cap, err, "%s", dir);
     if (moe_path(path, sizeof path, err, "%s/checkpoints", dir)) return -1;

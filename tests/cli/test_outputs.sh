@@ -80,6 +80,12 @@ expect_error export_hf_refuses_model "$tmp/hf already holds a model.*--force" "$
 check export_hf_force_overwrites bash -c "'$moe' export --format hf --force --tokenizer bytes --out '$tmp/hf' '$tmp/run' >/dev/null 2>&1"
 expect_error export_hf_refuses_init_model "$tmp/imp already holds a model" "$moe" export --format hf --tokenizer bytes --out "$tmp/imp" "$tmp/run"
 
+# another program's model given as --model: named, with moe import
+expect_error model_gguf_says_import "$tmp/m.gguf is a GGUF file, not a moe model: bring it in with moe import --out DIR" \
+  "$moe" eval --model "$tmp/m.gguf" --data "$tmp/data.tok"
+expect_error model_hf_says_import "$tmp/hf is a transformers directory, not a moe model: bring it in with moe import" \
+  "$moe" train --model "$tmp/hf" --data "$tmp/data.tok" --out "$tmp/fromhf"
+
 # train --out into a model directory (init, import) names --model, not --resume
 expect_error train_out_model_names_model "$tmp/imp holds a model, not a training run: train from it with --model $tmp/imp" \
   "$moe" train --config "$tmp/cfg.json" --data "$tmp/data.tok" --out "$tmp/imp"
