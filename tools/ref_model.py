@@ -41,10 +41,12 @@ def rope(x, theta):
 
 
 # moe's precision "bf16": the weight products (attention projections, FFN
-# and expert matrices, LM head; not the routers, not attention's own
-# products) round both inputs to bf16 (nearest, ties to even) and add
-# exactly; the backward rounds the incoming gradient and the saved inputs
-# the same way. Everything else stays in the working dtype.
+# and expert matrices, LM head; not the routers) round both inputs to bf16
+# (nearest, ties to even) and add exactly; the backward rounds the incoming
+# gradient and the saved inputs the same way. Attention's own products read
+# q (after RoPE), k and v rounded to bf16, the gradient passing through the
+# rounding unchanged; its probabilities and gradients are not rounded
+# (src/kernels/attention.c). Everything else stays in the working dtype.
 BF16 = False
 # train --autocast-bf16: the forward under torch.autocast("cpu", bfloat16),
 # what a PyTorch user picks for bf16 mixed precision (the benchmarks' peer)
@@ -425,6 +427,8 @@ class RefModel:
             k = lin(h, P[f"{p}.self_attn.k_proj.weight"]).view(B, T, KV, hd).transpose(1, 2)
             v = lin(h, P[f"{p}.self_attn.v_proj.weight"]).view(B, T, KV, hd).transpose(1, 2)
             q, k = rope(q, c["rope_theta"]), rope(k, c["rope_theta"])
+            if BF16:  # the value rounded, the gradient passed through
+                q, k, v = (t + (_bf(t) - t).detach() for t in (q, k, v))
             k = k.repeat_interleave(H // KV, dim=1)
             v = v.repeat_interleave(H // KV, dim=1)
             att = (q @ k.transpose(-1, -2)) / math.sqrt(hd)

@@ -86,18 +86,24 @@ void k_rope_tables(float *cos_t, float *sin_t, size_t T, size_t hd, double theta
 void k_rope(float *x, const float *cos_t, const float *sin_t, size_t B, size_t T,
             size_t nh, size_t hd, int inverse);
 
-/* Causal grouped-query attention.
- * q[B*T, H*hd], k,v[B*T, KV*hd] -> out[B*T, H*hd]; att[B, H, T, T] holds the
- * softmax probabilities (upper triangle zero) for the backward pass.
- * Head h reads KV head h / (H/KV). scale = 1/sqrt(hd). */
-void k_attention_forward(float *out, float *att, const float *q, const float *k,
-                         const float *v, size_t B, size_t T, size_t H, size_t KV,
+/* Causal grouped-query attention in blocks (attention.c, flash-style: an
+ * online softmax over key blocks; no [T,T] matrix is kept).
+ * q[B*T, H*hd], k,v[B*T, KV*hd] -> out[B*T, H*hd]; lse[B, H, T] gets the
+ * logsumexp of each query row's scaled scores, from which the backward
+ * recomputes the probabilities. Head h reads KV head h / (H/KV); scale =
+ * 1/sqrt(hd). prec K_BF16: q, k and v are rounded to bf16 where the
+ * products read them (sums in fp32); the probabilities, dout, the softmax,
+ * its statistics and the results stay fp32. scratch holds
+ * k_attention_scratch(B, T, H, hd) floats (either pass). */
+size_t k_attention_scratch(size_t B, size_t T, size_t H, size_t hd);
+void k_attention_forward(k_precision prec, float *out, float *lse, float *scratch, const float *q,
+                         const float *k, const float *v, size_t B, size_t T, size_t H, size_t KV,
                          size_t hd);
-/* dq, dk, dv overwritten; scratch holds [B*KV, T, T] floats. */
-void k_attention_backward(float *dq, float *dk, float *dv, float *scratch,
-                          const float *dout, const float *att, const float *q,
-                          const float *k, const float *v, size_t B, size_t T,
-                          size_t H, size_t KV, size_t hd);
+/* dq, dk, dv overwritten, from dout and the forward's out and lse. */
+void k_attention_backward(k_precision prec, float *dq, float *dk, float *dv, float *scratch,
+                          const float *dout, const float *out, const float *lse, const float *q,
+                          const float *k, const float *v, size_t B, size_t T, size_t H, size_t KV,
+                          size_t hd);
 
 /* a[N,F] = silu(h1) * h3 */
 void k_swiglu_forward(float *a, const float *h1, const float *h3, size_t n);

@@ -21,7 +21,7 @@ typedef struct moe_block {
 typedef struct block_acts {
     float *ln1, *rstd1;     /* [N,D], [N] */
     float *q, *k, *v;       /* [N,H*hd], [N,KV*hd], [N,KV*hd] (q, k after RoPE) */
-    float *att;             /* [B,H,T,T] softmax probabilities */
+    float *lse;             /* [B,H,T] logsumexp of each query row's scores (attention's backward) */
     float *attn_out;        /* [N,H*hd] before the output projection */
     float *ln2, *rstd2;     /* [N,D], [N] */
 } block_acts;
@@ -37,7 +37,7 @@ typedef struct moe_model {
     moe_block *blocks;                /* [n_layers] */
 
     /* activations for the last forward (grown to the largest B,T seen) */
-    size_t B, T, cap_rows, cap_bt, cap_T;
+    size_t B, T, cap_rows, cap_B, cap_T;
     float *acts_mem;
     float **res;            /* [L+1] residual stream entering block l, [N,D] */
     float **res_mid;        /* [L] after attention, [N,D] */

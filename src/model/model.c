@@ -147,7 +147,7 @@ static void free_acts(moe_model *m) {
     free(m->tokens); free(m->targets); free(m->argmax);
     m->acts_mem = NULL; m->res = m->res_mid = NULL; m->acts = NULL;
     m->tokens = m->targets = m->argmax = NULL;
-    m->cap_rows = m->cap_bt = m->cap_T = 0;
+    m->cap_rows = m->cap_B = m->cap_T = 0;
 }
 
 void moe_model_free(moe_model *m) {
@@ -261,11 +261,11 @@ void moe_model_discard_step(moe_model *m) {
 static size_t acts_floats(const moe_config *c, size_t B, size_t T) {
     size_t N = B * T, L = (size_t)c->n_layers, D = (size_t)c->hidden, V = (size_t)c->vocab_size;
     size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = D / H, kvd = KV * hd;
-    size_t per_block = N * D * 4 + N * 2 + N * kvd * 2 + B * H * T * T;
+    size_t per_block = N * D * 4 + N * 2 + N * kvd * 2 + B * H * T;
     return per_block * L + (L + 1) * N * D + L * N * D    /* res, res_mid */
          + N * D + N + 2 * N + T * hd                     /* lnf, rstdf, losses, lse, rope */
          + k_head_scratch(D, V)                           /* the LM head's blocks */
-         + N * D * 4 + N * kvd * 2 + B * KV * T * T;      /* backward scratch */
+         + N * D * 4 + N * kvd * 2 + k_attention_scratch(B, T, H, hd);  /* backward scratch */
 }
 
 size_t moe_model_memory_estimate(const moe_config *c, size_t n_params, size_t B, size_t T) {
@@ -290,7 +290,7 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
     size_t old_T = m->T;
     m->B = B;
     m->T = T;
-    if (m->acts_mem && N <= m->cap_rows && B * T * T <= m->cap_bt && T <= m->cap_T) {
+    if (m->acts_mem && N <= m->cap_rows && B <= m->cap_B && T <= m->cap_T) {
         if (T != old_T) k_rope_tables(m->rope_cos, m->rope_sin, T, hd, c->rope_theta);
         return 0;
     }
@@ -314,7 +314,7 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
         block_acts *a = &m->acts[l];
         TAKE(a->ln1, N * D); TAKE(a->rstd1, N);
         TAKE(a->q, N * D); TAKE(a->k, N * kvd); TAKE(a->v, N * kvd);
-        TAKE(a->att, B * H * T * T);
+        TAKE(a->lse, B * H * T);
         TAKE(a->attn_out, N * D);
         TAKE(a->ln2, N * D); TAKE(a->rstd2, N);
     }
@@ -324,10 +324,10 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
     TAKE(m->head_scratch, k_head_scratch(D, V));
     TAKE(m->rope_cos, T * hd / 2); TAKE(m->rope_sin, T * hd / 2);
     TAKE(m->dres, N * D); TAKE(m->dln, N * D); TAKE(m->dq, N * D); TAKE(m->dattn, N * D);
-    TAKE(m->dk, N * kvd); TAKE(m->dv, N * kvd); TAKE(m->dscratch, B * KV * T * T);
+    TAKE(m->dk, N * kvd); TAKE(m->dv, N * kvd); TAKE(m->dscratch, k_attention_scratch(B, T, H, hd));
 #undef TAKE
     m->cap_rows = N;
-    m->cap_bt = B * T * T;
+    m->cap_B = B;
     m->cap_T = T;
     k_rope_tables(m->rope_cos, m->rope_sin, T, hd, c->rope_theta);
     return 0;
@@ -411,7 +411,8 @@ static int forward(moe_model *m, const int *inputs, const int *targets, size_t B
         k_matmul_forward(m->kc, a->v, a->ln1, b->wv, N, D, kvd, 0.0f);
         k_rope(a->q, m->rope_cos, m->rope_sin, B, T, H, hd, 0);
         k_rope(a->k, m->rope_cos, m->rope_sin, B, T, KV, hd, 0);
-        k_attention_forward(a->attn_out, a->att, a->q, a->k, a->v, B, T, H, KV, hd);
+        k_attention_forward(k_ctx_precision(m->kc), a->attn_out, a->lse, m->dscratch, a->q, a->k, a->v,
+                            B, T, H, KV, hd);
         memcpy(m->res_mid[l], m->res[l], N * D * sizeof(float));
         k_matmul_forward(m->kc, m->res_mid[l], a->attn_out, b->wo, N, D, D, 1.0f);
         moe_prof_mark(m->prof, PROF_ATTENTION);
@@ -481,7 +482,8 @@ static int backward(moe_model *m, float loss_scale, moe_err *err) {
         /* res_mid = res + attn_out Wo^T */
         moe_prof_mark(m->prof, PROF_NORMS);
         k_matmul_backward(m->kc, m->dattn, b->d_wo, m->dres, a->attn_out, b->wo, N, D, D, 0);
-        k_attention_backward(m->dq, m->dk, m->dv, m->dscratch, m->dattn, a->att, a->q, a->k,
+        k_attention_backward(k_ctx_precision(m->kc), m->dq, m->dk, m->dv, m->dscratch, m->dattn,
+                             a->attn_out, a->lse, a->q, a->k,
                              a->v, B, T, H, KV, hd);
         k_rope(m->dq, m->rope_cos, m->rope_sin, B, T, H, hd, 1);
         k_rope(m->dk, m->rope_cos, m->rope_sin, B, T, KV, hd, 1);
