@@ -293,6 +293,9 @@ typedef struct route_cfg {
     int64_t E, k;
     int renorm;        /* selected gates divided by their sum */
     double top_p, eps; /* TopP threshold; SparseMixer's jitter_eps */
+    int sigmoid;       /* TopK scoring_func "sigmoid" (always renormalised) */
+    double scale;      /* TopK routed_scaling_factor */
+    const float *bias; /* [E] TopK aux_free_bias: the selection bias, else NULL */
 } route_cfg;
 
 static val zeros_like(og *g, val v) { return OP(g, "ConstantOfShape", OP(g, "Shape", v.s).s); }
@@ -311,18 +314,31 @@ static void topk(og *g, val v, val k, val out[2]) {
     node(g, "TopK", &a, (const char *const[]){v.s, k.s, NULL}, 2, out, NULL);
 }
 
-/* TopK (topk.c, learned_hash): the k largest probabilities (ties to the
- * lower index, as TopK's), at least 1e-30, divided by their double sum
- * when renormalised. */
+/* TopK (topk.c): the scores (softmax, or each logit's sigmoid in double)
+ * of the k experts with the largest score (plus the selection bias in
+ * double with aux_free_bias; ties to the lower index, as TopK's), at least
+ * 1e-30, divided by their double sum when renormalised, times the routed
+ * scaling factor (in double). */
 static val gates_topk(og *g, val l, const route_cfg *r) {
-    val p = softmax_double(g, l), tk[2];
-    topk(g, p, c_i64(g, I64S(r->k)), tk);
-    val sel = OP(g, "Max", tk[0].s, c_f32(g, 1e-30f).s);
-    if (r->renorm) {
+    val p = r->sigmoid ? cast(g, OP(g, "Sigmoid", cast(g, l, DT_DOUBLE).s), DT_FLOAT) : softmax_double(g, l);
+    val tk[2], k = c_i64(g, I64S(r->k)), sel;
+    if (r->bias) {
+        val b = init_raw(g, NULL, DT_FLOAT, 1, (int64_t[]){r->E}, r->bias, (size_t)r->E * sizeof(float));
+        topk(g, OP(g, "Add", cast(g, p, DT_DOUBLE).s, cast(g, b, DT_DOUBLE).s), k, tk);
+        moe_buf a = {0};
+        attr_int(g, &a, "axis", -1);
+        sel = OPA(g, "GatherElements", &a, p.s, tk[1].s);
+    } else {
+        topk(g, p, k, tk);
+        sel = tk[0];
+    }
+    sel = OP(g, "Max", sel.s, c_f32(g, 1e-30f).s);
+    if (r->renorm || r->sigmoid) {
         val d = cast(g, sel, DT_DOUBLE);
         val sum = OP(g, "Max", reduce_axes(g, "ReduceSum", d, -1, 1).s, c_f64(g, 1e-20).s);
         sel = cast(g, OP(g, "Div", d.s, sum.s), DT_FLOAT);
     }
+    if (r->scale != 1.0) sel = cast(g, OP(g, "Mul", cast(g, sel, DT_DOUBLE).s, c_f64(g, r->scale).s), DT_FLOAT);
     return scatter(g, zeros_like(g, l), tk[1], sel, 1);
 }
 
@@ -385,11 +401,12 @@ static val gates_expert_choice(og *g, val l, const route_cfg *r) {
 }
 
 /* A table of gates [V, E] by token id (hash, learned_hash: the routing of
- * a token depends on its id alone), computed by moe's own router. */
-static val gates_by_token(ex *x, const char *prefix, const moe_config *cfg, int64_t E) {
+ * a token depends on its id alone), computed by the model's own router of
+ * block `layer`, with its state. */
+static val gates_by_token(ex *x, const char *prefix, int layer, int64_t E) {
     og *g = x->g;
     int64_t V = x->m->cfg.vocab_size;
-    moe_router *r = NULL;
+    moe_router *r = moe_model_router(x->m, layer, 0);
     float *gates = moe_malloc((size_t)(V * E) * sizeof(float), x->err);
     int *tok = moe_malloc((size_t)V * sizeof(int), x->err);
     char name[NAME];
@@ -397,7 +414,7 @@ static val gates_by_token(ex *x, const char *prefix, const moe_config *cfg, int6
     const float *table = param(x, name);
     moe_routing_state rs = {.lambda = 0};
     double aux;
-    int rc = !gates || !tok || moe_router_create(cfg, &r, x->err);
+    int rc = !gates || !tok || !r;
     for (int64_t v = 0; !rc && v < V; v++) tok[v] = (int)v;
     moe_ffn_ctx ctx = {.tokens = tok, .B = 1, .T = (size_t)V, .training = 0, .loss_scale = 1.0f, .rs = &rs};
     if (!rc) rc = r->ops->route(r, gates, table, (size_t)V, &ctx, &aux, x->err);
@@ -409,7 +426,6 @@ static val gates_by_token(ex *x, const char *prefix, const moe_config *cfg, int6
     } else {
         g->failed = 1;
     }
-    moe_router_destroy(r);
     free(gates);
     free(tok);
     return out;
@@ -417,9 +433,19 @@ static val gates_by_token(ex *x, const char *prefix, const moe_config *cfg, int6
 
 /* ---- feed-forward layers ------------------------------------------------- */
 
-/* One MoE layer (layer.c) on x [N, D]: [N, D]. cfg is the layer's config
- * (CartesianMoE's sub-layers: theirs). */
-static val moe_layer(ex *x, val xv, const char *prefix, const moe_config *cfg) {
+/* The selection bias of block layer's TopK router (aux_free_bias), or NULL. */
+static const float *selection_bias(const ex *x, int layer, int64_t E) {
+    moe_router *r = moe_model_router(x->m, layer, 0);
+    moe_router_state st[4];
+    size_t n = r && r->ops->state ? r->ops->state(r, st, 4) : 0;
+    for (size_t i = 0; i < n && i < 4; i++)
+        if (!strcmp(st[i].name, "expert_bias") && st[i].n == (size_t)E) return st[i].data;
+    return NULL;
+}
+
+/* One MoE layer (layer.c) of block `layer` on x [N, D]: [N, D]. cfg is the
+ * layer's config (CartesianMoE's sub-layers: theirs). */
+static val moe_layer(ex *x, val xv, const char *prefix, int layer, const moe_config *cfg) {
     og *g = x->g;
     int64_t D = cfg->hidden, G = cfg->granularity, E = cfg->n_experts * G, Fe = cfg->ffn_dim / G;
     int64_t S = cfg->n_shared_experts;
@@ -427,12 +453,16 @@ static val moe_layer(ex *x, val xv, const char *prefix, const moe_config *cfg) {
     int64_t k = cfg->k_warm > 0 && cfg->k_warm_steps > 0 && !strcmp(cfg->router, "topk") ? cfg->k_warm * G
                                                                                           : cfg->top_k * G;
     route_cfg r = {cfg->router, E, k, cfg->norm_topk_prob == 1 || (cfg->norm_topk_prob == MOE_RENORM_IF_SEVERAL && k > 1),
-                   cfg->top_p, cfg->jitter_eps};
-    if (!strcmp(cfg->router, "learned_hash")) r.renorm = k > 1;
+                   cfg->top_p, cfg->jitter_eps, !strcmp(cfg->scoring_func, "sigmoid"), cfg->routed_scaling_factor,
+                   NULL};
+    if (cfg->aux_free_bias && !(r.bias = selection_bias(x, layer, E))) {
+        g->failed = 1;
+        moe_errf(x->err, "layer %d: the TopK router holds no expert_bias of %lld values", layer, (long long)E);
+    }
     char pre[NAME];
     val gates;
     if (!strcmp(cfg->router, "hash") || !strcmp(cfg->router, "learned_hash")) {
-        gates = gates_by_token(x, prefix, cfg, E);
+        gates = gates_by_token(x, prefix, layer, E);
     } else {
         val l = OP(g, "MatMul", xv.s, wt(x, prefix, ".router.weight", 0, E, D).s);
         gates = !strcmp(cfg->router, "relu")            ? OP(g, "Relu", l.s)
@@ -537,14 +567,14 @@ static val ffn(ex *x, int l, val n, val h) {
         sub.shared_gate = 1;
         char sp[NAME], nb[NAME];
         snprintf(sp, sizeof sp, "%s.layer_a", pre);
-        val a = moe_layer(x, x2, sp, &sub);
+        val a = moe_layer(x, x2, sp, l, &sub);
         val h1 = OP(g, "Add", OP(g, "Reshape", h.s, c_i64(g, I64S(-1, D)).s).s, a.s);
         snprintf(nb, sizeof nb, "%s.norm_b.weight", pre);
         snprintf(sp, sizeof sp, "%s.layer_b", pre);
-        val b = moe_layer(x, rmsnorm(x, h1, nb), sp, &sub);
+        val b = moe_layer(x, rmsnorm(x, h1, nb), sp, l, &sub);
         y = OP(g, "Add", a.s, b.s);
     } else {
-        y = moe_layer(x, x2, pre, c);
+        y = moe_layer(x, x2, pre, l, c);
     }
     return OP(g, "Reshape", y.s, shape.s);
 }
@@ -649,16 +679,9 @@ static int graph_io(moe_buf *gr, const moe_config *c) {
 }
 
 static int onnx_supported(const moe_config *c, moe_err *err) {
-    if (strcmp(c->scoring_func, "softmax") || c->routed_scaling_factor != 1)
-        return moe_errf(err, "cannot export scoring_func \"%s\" with routed_scaling_factor %g to ONNX: the "
-                        "graph computes TopK's softmax gates, unscaled (docs/INTEROP.md)", c->scoring_func,
-                        c->routed_scaling_factor);
     if (c->n_zero_experts + c->n_copy_experts + c->n_const_experts)
         return moe_errf(err, "cannot export zero-computation experts (n_zero_experts, n_copy_experts, "
                         "n_const_experts) to ONNX: the graph routes to FFN experts only (docs/INTEROP.md)");
-    if (c->aux_free_bias)
-        return moe_errf(err, "cannot export aux_free_bias to ONNX: the graph chooses the top-k from the "
-                        "probabilities alone, without the per-expert selection bias (docs/INTEROP.md)");
     return 0;
 }
 
@@ -666,6 +689,7 @@ static int onnx_supported(const moe_config *c, moe_err *err) {
 static int onnx_model(const moe_model *m, int fp16, moe_buf *out, moe_err *err) {
     og g = {.fp16 = fp16};
     ex x = {.g = &g, .m = m, .err = err};
+    err->msg[0] = '\0';  /* a step that fails says why, else it was memory */
     const moe_config *c = &m->cfg;
     int64_t D = c->hidden, V = c->vocab_size;
     prologue(&x);

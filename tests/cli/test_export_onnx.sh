@@ -45,17 +45,23 @@ echo "{$base, \"ffn\": \"lory\", \"lory_segment\": 4}" >"$tmp/lory.json"
 if "$moe" export --format onnx --out "$tmp/l.onnx" "$tmp/lory" >/dev/null; then ok export_lory; else bad export_lory; fi
 expect_error bf16_refused "expected type f32 or f16, found bf16" \
   "$moe" export --format onnx --type bf16 --out "$tmp/b.onnx" "$tmp/moe_topk"
-# the aux-loss-free selection bias has no slot in the formats moe writes
+# the aux-loss-free selection bias and sigmoid scores have no slot in GGUF or HF
 echo "{$base, \"ffn\": \"moe\", \"router\": \"topk\", \"top_k\": 2, \"aux_free_bias\": true}" >"$tmp/aux_free.json"
 "$moe" init --config "$tmp/aux_free.json" --out "$tmp/aux_free" >/dev/null || bad init_aux_free
 echo "{$base, \"ffn\": \"moe\", \"router\": \"topk\", \"top_k\": 2, \"scoring_func\": \"sigmoid\"}" >"$tmp/sigmoid.json"
 "$moe" init --config "$tmp/sigmoid.json" --out "$tmp/sigmoid" >/dev/null || bad init_sigmoid
 echo "{$base, \"ffn\": \"moe\", \"router\": \"topk\", \"top_k\": 2, \"n_copy_experts\": 1}" >"$tmp/zc.json"
 "$moe" init --config "$tmp/zc.json" --out "$tmp/zc" >/dev/null || bad init_zc
-for f in onnx gguf hf; do
+for f in gguf hf; do
   expect_error "aux_free_refused_$f" "aux_free_bias" "$moe" export --format $f --out "$tmp/af.$f" "$tmp/aux_free"
   expect_error "sigmoid_refused_$f" "sigmoid" "$moe" export --format $f --out "$tmp/sg.$f" "$tmp/sigmoid"
+done
+for f in onnx gguf hf; do
   expect_error "zero_computation_refused_$f" "zero-computation experts" "$moe" export --format $f --out "$tmp/zc.$f" "$tmp/zc"
+done
+# the ONNX graph computes the selection bias and sigmoid scores (tests/ref/test_onnx.py: their numbers)
+for m in aux_free sigmoid; do
+  if "$moe" export --format onnx --out "$tmp/$m.onnx" "$tmp/$m" >/dev/null; then ok "export_onnx_$m"; else bad "export_onnx_$m"; fi
 done
 expect_error bad_format "expected gguf, hf or onnx" "$moe" export --format onx --out "$tmp/x" "$tmp/moe_topk"
 

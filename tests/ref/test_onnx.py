@@ -38,6 +38,11 @@ CASES = {  # name -> config overrides
     "topk": dict(MOE, router="topk", norm_topk_prob=True),
     "topk_shared": dict(MOE, router="topk", granularity=2, n_shared_experts=1),
     "shared_gate": dict(MOE, router="topk", top_k=1, n_shared_experts=1, shared_gate=True),
+    # DeepSeek-V3's TopK: sigmoid scores with a routed scaling factor, and
+    # the aux-loss-free selection bias (a fast rate: after 4 steps it moves
+    # choices, so a graph without it would choose other experts)
+    "topk_sigmoid": dict(MOE, router="topk", scoring_func="sigmoid", routed_scaling_factor=2.5),
+    "aux_free": dict(MOE, router="topk", aux_free_bias=True, aux_free_rate=0.05),
     "relu": dict(MOE, router="relu", top_k=1),
     "cartesian": dict(MOE, ffn="cartesian", router="topk", top_k=1),
     "hash": dict(MOE, router="hash", top_k=1),
