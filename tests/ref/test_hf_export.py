@@ -31,7 +31,9 @@ import moe_files  # noqa: E402
 
 MIXED = ("Hello world, the model's 12345 tokens: ünïcödé, 日本語, emoji 🙂 and\n"
          "  indented code() {return x+1;}\t<tab> 's 'll don't")
-BASE = {"vocab_size": 384, "hidden": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64,
+# rope_theta and norm_eps are not moe's defaults, so that a key written or read
+# under a wrong name (and its reader's fallback, equal to the default) shows
+BASE = {"rope_theta": 50000.0, "norm_eps": 1e-6, "vocab_size": 384, "hidden": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64,
         "max_seq_len": 96, "seq_len": 32, "init_std": 0.1,
         "precision": "fp32"}  # TOL below is fp32's (the default, auto, is bf16 on some CPUs)
 TOPK = {"ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 2}

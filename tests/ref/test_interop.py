@@ -27,7 +27,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import moe_files  # noqa: E402
 
-BASE = {"vocab_size": 300, "hidden": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64,
+# rope_theta and norm_eps are not moe's defaults, so that a key written or read
+# under a wrong name (and its reader's fallback, equal to the default) shows
+BASE = {"rope_theta": 50000.0, "norm_eps": 1e-6, "vocab_size": 300, "hidden": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64,
         "max_seq_len": 64, "seq_len": 16, "batch_size": 2, "steps": 2, "init_std": 0.1, "shuffle": False,
         "precision": "fp32"}  # upcycling's 1e-5 loss bound is fp32's (auto is bf16 on some CPUs)
 TOPK = {"ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 2}

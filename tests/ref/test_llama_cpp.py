@@ -24,7 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CHECK = os.path.join(ROOT, "tests", "ref", "llama_cpp_check.mjs")
 MIXED = ("Hello world, the model's 12345 tokens: ünïcödé, 日本語, emoji 🙂 and\n"
          "  indented code() {return x+1;}\t<tab> 's 'll don't")
-BASE = {"vocab_size": 384, "hidden": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64,
+# rope_theta and norm_eps are not moe's defaults, so that a key written or read
+# under a wrong name (and its reader's fallback, equal to the default) shows
+BASE = {"rope_theta": 50000.0, "norm_eps": 1e-6, "vocab_size": 384, "hidden": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64,
         "max_seq_len": 96, "seq_len": 32, "batch_size": 4, "steps": 6, "lr": 1e-2, "warmup": 1,
         "init_std": 0.1, "precision": "fp32"}  # TOL_F32 is fp32's (auto is bf16 on some CPUs)
 TOPK = {"ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 2}
