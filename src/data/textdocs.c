@@ -84,13 +84,16 @@ static int add_jsonl(moe_docs *d, const char *path, uint32_t dom, moe_err *err) 
     if (!arena) { free(text); return moe_errf(err, "%s: out of memory", path); }
     if (own(d, arena, err)) { free(text); return -1; }
     size_t used = 0, line = 0;
-    for (size_t p = 0; p < len;) {
+    size_t bom = len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3) ? 3 : 0;   /* a UTF-8 byte-order mark */
+    for (size_t p = bom; p < len;) {
         const char *nl = memchr(text + p, '\n', len - p);
         size_t e = nl ? (size_t)(nl - text) : len;
         line++;
         size_t n = e - p;
         if (n && text[p + n - 1] == '\r') n--;
-        if (n) {
+        size_t blank = 0;   /* a line of only spaces and tabs holds no document */
+        while (blank < n && (text[p + blank] == ' ' || text[p + blank] == '\t')) blank++;
+        if (blank < n) {
             json_value *v = json_parse(text + p, n, "\x01", err);
             if (!v) { free(text); return json_line_err(err, path, line); }
             const char *field = d->domain_field ? d->domain_field : "domain";

@@ -96,7 +96,8 @@ int moe_task_load(const char *path, moe_task *t, moe_err *err) {
     if (!text) return -1;
     size_t cap = 0, line = 0;
     int rc = 0;
-    for (char *p = text; *p && !rc;) {
+    size_t bom = len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3) ? 3 : 0;   /* a UTF-8 byte-order mark */
+    for (char *p = text + bom; *p && !rc;) {
         char *nl = strchr(p, '\n');
         size_t l = nl ? (size_t)(nl - p) : strlen(p);
         line++;

@@ -5,7 +5,7 @@
 # each eval merges its results into RUN/eval.json by data file and task
 # instead of replacing the earlier ones (of the same checkpoint), which the
 # report then shows; an output that cannot be written is refused before the
-# computation.
+# computation; a byte-order mark and blank lines in JSONL inputs are read.
 set -u
 build=${1:-build}
 moe="$build/moe"
@@ -86,6 +86,13 @@ sed 's/"ffn": "moe", "router": "relu", "n_experts": 4, "top_k": 1, //' "$tmp/cfg
 check robustness_dense_no_router_blamed bash -c "grep -q 'the model is dense, it has no experts' '$tmp/out' && ! grep -q 'router does not implement' '$tmp/out'"
 "$moe" report "$tmp/dense" --out "$tmp/dense.html" >/dev/null 2>&1 || bad "report dense"
 check report_dense_label bash -c "grep -q '<td>dense</td><td>—</td>' '$tmp/dense.html' && ! grep -q 'dense / ' '$tmp/dense.html'"
+
+# a UTF-8 byte-order mark and lines of only spaces are read as nothing, in
+# prepare's JSONL and in a task file (they were refused)
+printf '\xef\xbb\xbf{"text": "the cat sat"}\n  \t \n{"text": "on a mat"}\n' >"$tmp/bom.jsonl"
+check prepare_bom_and_blank_line bash -c "'$moe' prepare --input '$tmp/bom.jsonl' --out '$tmp/bom.tok' 2>&1 | grep -q '2 docs'"
+printf '\xef\xbb\xbf{"id": "0", "context": "the cat sat on a", "choices": [" mat", " dog"], "gold": 0}\n \n' >"$tmp/bomtask.jsonl"
+check task_bom_and_blank_line bash -c "'$moe' eval --model '$tmp/run' --task '$tmp/bomtask.jsonl' --json '$tmp/t.json' >/dev/null 2>&1"
 
 # an output that cannot be written is refused before the computation, in one
 # line (it used to compute, then fail): a folder that is not one, and, when
