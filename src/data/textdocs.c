@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "moe/data.h"
 #include "moe/fileio.h"
 #include "moe/json.h"
 
@@ -126,10 +127,40 @@ static int add_jsonl(moe_docs *d, const char *path, uint32_t dom, moe_err *err) 
     return 0;
 }
 
+/* A file that is not text to train on: a binary (a NUL byte in its first
+ * 64 KiB: a moe token file, an executable, an archive) or JSON lines under
+ * a .json name (its "text" fields would not be read): one message saying
+ * which and what to do; 0 for text. */
+static int not_text(const char *path, const char *text, size_t len, moe_err *err) {
+    size_t head = len < 65536 ? len : 65536;
+    const char *nul = memchr(text, 0, head);
+    if (len >= 8 && !memcmp(text, MOE_TOKENS_MAGIC, 8))
+        return moe_errf(err, "%s is a moe token file (written by moe prepare), not text: move it out of the "
+                        "input folder", path);
+    if (nul)
+        return moe_errf(err, "%s is not a text file (a NUL byte at offset %zu): give text files or .jsonl, "
+                        "and move other files out of the input folder", path, (size_t)(nul - text));
+    if (ends_with(path, ".json")) {
+        size_t lines = 0, objects = 0;
+        for (const char *p = text, *end = text + len; p < end;) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            const char *q = p;
+            while (q < (nl ? nl : end) && (*q == ' ' || *q == '\t' || *q == '\r')) q++;
+            if (q < (nl ? nl : end)) { lines++; objects += *q == '{'; }
+            p = nl ? nl + 1 : end;
+        }
+        if (lines > 1 && objects == lines)
+            return moe_errf(err, "%s holds JSON lines (one object a line) under a .json name, which prepare "
+                            "would read as plain text: rename it to .jsonl to read its \"text\" fields", path);
+    }
+    return 0;
+}
+
 static int add_file(moe_docs *d, const char *path, uint32_t dom, moe_err *err) {
     if (ends_with(path, ".jsonl")) return add_jsonl(d, path, dom, err);
     size_t len;
     char *text = moe_read_file(path, &len, err);
+    if (text && not_text(path, text, len, err)) { free(text); return -1; }
     if (!text || own(d, text, err)) return -1;
     d->files++;
     return push_doc(d, text, len, dom, err);

@@ -5,7 +5,8 @@
 # each eval merges its results into RUN/eval.json by data file and task
 # instead of replacing the earlier ones (of the same checkpoint), which the
 # report then shows; an output that cannot be written is refused before the
-# computation; a byte-order mark and blank lines in JSONL inputs are read.
+# computation; a byte-order mark and blank lines in JSONL inputs are read;
+# prepare refuses a token file, a binary, and JSON lines named .json.
 set -u
 build=${1:-build}
 moe="$build/moe"
@@ -93,6 +94,18 @@ printf '\xef\xbb\xbf{"text": "the cat sat"}\n  \t \n{"text": "on a mat"}\n' >"$t
 check prepare_bom_and_blank_line bash -c "'$moe' prepare --input '$tmp/bom.jsonl' --out '$tmp/bom.tok' 2>&1 | grep -q '2 docs'"
 printf '\xef\xbb\xbf{"id": "0", "context": "the cat sat on a", "choices": [" mat", " dog"], "gold": 0}\n \n' >"$tmp/bomtask.jsonl"
 check task_bom_and_blank_line bash -c "'$moe' eval --model '$tmp/run' --task '$tmp/bomtask.jsonl' --json '$tmp/t.json' >/dev/null 2>&1"
+
+# prepare reads text: a folder holding an earlier token file, a binary, or
+# JSON lines named .json is refused with one line naming the file
+mkdir -p "$tmp/in" && echo "some text" >"$tmp/in/a.txt"
+cp "$tmp/valid.tok" "$tmp/in/old.tok"
+expect_error prepare_refuses_token_file "in/old.tok is a moe token file" "$moe" prepare --input "$tmp/in" --out "$tmp/o.tok"
+rm "$tmp/in/old.tok"; cp "$moe" "$tmp/in/prog"
+expect_error prepare_refuses_binary "in/prog is not a text file (a NUL byte" "$moe" prepare --input "$tmp/in" --out "$tmp/o.tok"
+rm "$tmp/in/prog"; printf '{"text": "a"}\n{"text": "b"}\n' >"$tmp/in/lines.json"
+expect_error prepare_refuses_jsonl_named_json "in/lines.json holds JSON lines.*rename it to .jsonl" "$moe" prepare --input "$tmp/in" --out "$tmp/o.tok"
+rm "$tmp/in/lines.json"; echo '{"a": 1}' >"$tmp/in/one.json"
+check prepare_reads_text_and_json bash -c "'$moe' prepare --input '$tmp/in' --out '$tmp/o.tok' 2>&1 | grep -q '2 docs'"
 
 # an output that cannot be written is refused before the computation, in one
 # line (it used to compute, then fail): a folder that is not one, and, when
