@@ -492,6 +492,7 @@ static int gguf_config(const gfile *g, moe_config *c, moe_err *err) {
     if (!rc) rc = moe_config_finalize(c, err) ? moe_err_prefix(err, "%s", g->path) : 0;
     double held = 0;
     for (size_t i = 0; i < g->n_t; i++) held += (double)gtensor_size(&g->t[i]);
+    if (emb && !gtensor_find(g, "output.weight")) held += (double)gtensor_size(emb);   /* a tied head: copied */
     if (!rc && ix_param_count(c) > held)
         rc = moe_errf(err, "%s: the metadata describes %.0f parameters but the tensors hold %.0f values",
                       g->path, ix_param_count(c), held);
@@ -548,6 +549,8 @@ int moe_import_gguf(const char *path, moe_model **out, moe_tokenizer **tok, char
     for (size_t i = 0; i < n && !rc; i++) {
         const ix_map *x = &maps[i];
         const gtensor *t = gtensor_find(&g, x->name);
+        if (!t && !strcmp(x->name, "output.weight"))  /* tied to the embedding (llama.cpp reads it so): */
+            t = gtensor_find(&g, "token_embd.weight");  /* moe's lm_head starts as its copy */
         if (!t) { rc = moe_errf(err, "%s: missing tensor '%s'", path, x->name); break; }
         int same = t->ndim == x->ndim;
         for (int d = 0; d < x->ndim && same; d++) same = t->shape[d] == x->shape[d];

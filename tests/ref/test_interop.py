@@ -58,6 +58,42 @@ KEYS = ("vocab_size", "hidden", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", 
         "rope_theta", "norm_eps", "lr", "aux_loss_coef")
 
 
+def untie(src, dst):
+    """Writes GGUF src without its output.weight tensor info (a tied head, as
+    llama.cpp's converter writes when the model ties it); the data stays put."""
+    b = open(src, "rb").read()
+    pos = 4
+    ver, nt, nkv = struct.unpack_from("<IQQ", b, pos); pos += 20
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+    align = 32
+    def string(p):
+        n, = struct.unpack_from("<Q", b, p); return b[p + 8:p + 8 + n].decode(), p + 8 + n
+    def value(t, p):
+        if t == 8: return string(p)
+        if t == 9:
+            et, n = struct.unpack_from("<IQ", b, p); p += 12
+            for _ in range(n): _, p = value(et, p)
+            return None, p
+        v = b[p:p + sizes[t]]; return (struct.unpack("<I", v)[0] if t == 4 else v), p + sizes[t]
+    for _ in range(nkv):
+        key, pos = string(pos)
+        t, = struct.unpack_from("<I", b, pos); pos += 4
+        v, pos = value(t, pos)
+        if key == "general.alignment": align = v
+    infos_at, infos = pos, []
+    for _ in range(nt):
+        start = pos
+        name, pos = string(pos)
+        nd, = struct.unpack_from("<I", b, pos); pos += 4 + 8 * nd + 4 + 8
+        infos.append((name, b[start:pos]))
+    data_at = (pos + align - 1) // align * align
+    keep = [raw for name, raw in infos if name != "output.weight"]
+    assert len(keep) == nt - 1
+    head = bytearray(b[:4]) + struct.pack("<IQQ", ver, nt - 1, nkv) + b[24:infos_at] + b"".join(keep)
+    head += bytes((-len(head)) % align)
+    open(dst, "wb").write(bytes(head) + b[data_at:])
+
+
 def weights(d):
     return moe_files.read_safetensors(os.path.join(d, "model.safetensors"))[0]
 
@@ -207,6 +243,14 @@ def main():
         r = run(moe, "import", "--out", os.path.join(tmp, "nope"), half, ok=False)
         check("import_refuses_fractional_expert_count", r.returncode == 1 and
               "deepseek.expert_count 0.5" in r.stderr.decode(), r.stderr.decode().strip())
+        # a tied head (no output.weight, as llama.cpp's converter writes a model
+        # that ties it) is imported with lm_head a copy of the embedding
+        tied = os.path.join(tmp, "tied.gguf")
+        untie(os.path.join(tmp, "dense.gguf"), tied)
+        r = run(moe, "import", "--out", tied + ".back", tied, ok=False)
+        w = weights(tied + ".back") if r.returncode == 0 else {}
+        check("import_tied_head", r.returncode == 0 and
+              np.array_equal(w["lm_head.weight"], w["model.embed_tokens.weight"]), r.stderr.decode().strip())
         trunc = os.path.join(tmp, "trunc.gguf")
         with open(os.path.join(tmp, "dense.gguf"), "rb") as f, open(trunc, "wb") as g:
             g.write(f.read()[:5000])
