@@ -433,6 +433,32 @@ static val gates_by_token(ex *x, const char *prefix, int layer, int64_t E) {
 
 /* ---- feed-forward layers ------------------------------------------------- */
 
+/* MoE++'s zero-computation experts (layer.c zc_forward) added to y [N, D]:
+ * the copy experts' gates (columns c0.. of all [N, Et]) times x, and each
+ * constant expert's gate times a1 x + a2 v, a = softmax(Wk x) (double).
+ * Zero experts add nothing. */
+static val zero_computation(ex *x, val y, val xv, val all, const char *prefix, int64_t c0, int64_t C, int64_t K) {
+    og *g = x->g;
+    int64_t D = x->m->cfg.hidden;
+    if (C > 0) {
+        val gc = reduce_axes(g, "ReduceSum", slice_last(g, all, c0, c0 + C), -1, 1);  /* [N, 1] */
+        y = OP(g, "Add", y.s, OP(g, "Mul", gc.s, xv.s).s);
+    }
+    if (K == 0) return y;
+    char name[NAME];
+    snprintf(name, sizeof name, "%s.const_experts.vector", prefix);
+    const float *v = param(x, name);
+    if (!v) { g->failed = 1; return y; }
+    val vk = weight(g, name, v, 2, (int64_t[]){K, D});                                     /* [K, D] */
+    val z = OP(g, "MatMul", xv.s, wt(x, prefix, ".const_experts.weight", 0, K * 2, D).s);  /* [N, 2K] */
+    val a = softmax_double(g, OP(g, "Reshape", z.s, c_i64(g, I64S(-1, K, 2)).s));         /* [N, K, 2] */
+    val x3 = unsqueeze(g, xv, I64S(1));                                                    /* [N, 1, D] */
+    val term = OP(g, "Add", OP(g, "Mul", slice_last(g, a, 0, 1).s, x3.s).s,
+                  OP(g, "Mul", slice_last(g, a, 1, 2).s, vk.s).s);                         /* [N, K, D] */
+    val gk = unsqueeze(g, slice_last(g, all, c0 + C, c0 + C + K), I64S(2));                /* [N, K, 1] */
+    return OP(g, "Add", y.s, reduce_axes(g, "ReduceSum", OP(g, "Mul", gk.s, term.s), 1, 0).s);
+}
+
 /* The selection bias of block layer's TopK router (aux_free_bias), or NULL. */
 static const float *selection_bias(const ex *x, int layer, int64_t E) {
     moe_router *r = moe_model_router(x->m, layer, 0);
@@ -452,43 +478,51 @@ static val moe_layer(ex *x, val xv, const char *prefix, int layer, const moe_con
     /* TopK's near-dense warm-up holds at inference too while step 0 < k_warm_steps */
     int64_t k = cfg->k_warm > 0 && cfg->k_warm_steps > 0 && !strcmp(cfg->router, "topk") ? cfg->k_warm * G
                                                                                           : cfg->top_k * G;
-    route_cfg r = {cfg->router, E, k, cfg->norm_topk_prob == 1 || (cfg->norm_topk_prob == MOE_RENORM_IF_SEVERAL && k > 1),
+    /* MoE++: the router chooses among Et = E + zero + copy + constant experts */
+    int64_t Z = cfg->n_zero_experts, C = cfg->n_copy_experts, K = cfg->n_const_experts, Et = E + Z + C + K;
+    route_cfg r = {cfg->router, Et, k, cfg->norm_topk_prob == 1 || (cfg->norm_topk_prob == MOE_RENORM_IF_SEVERAL && k > 1),
                    cfg->top_p, cfg->jitter_eps, !strcmp(cfg->scoring_func, "sigmoid"), cfg->routed_scaling_factor,
                    NULL};
-    if (cfg->aux_free_bias && !(r.bias = selection_bias(x, layer, E))) {
+    if (cfg->aux_free_bias && !(r.bias = selection_bias(x, layer, Et))) {
         g->failed = 1;
-        moe_errf(x->err, "layer %d: the TopK router holds no expert_bias of %lld values", layer, (long long)E);
+        moe_errf(x->err, "layer %d: the TopK router holds no expert_bias of %lld values", layer, (long long)Et);
     }
     char pre[NAME];
     val gates;
     if (!strcmp(cfg->router, "hash") || !strcmp(cfg->router, "learned_hash")) {
         gates = gates_by_token(x, prefix, layer, E);
     } else {
-        val l = OP(g, "MatMul", xv.s, wt(x, prefix, ".router.weight", 0, E, D).s);
+        val l = OP(g, "MatMul", xv.s, wt(x, prefix, ".router.weight", 0, Et, D).s);
         gates = !strcmp(cfg->router, "relu")            ? OP(g, "Relu", l.s)
               : !strcmp(cfg->router, "topp")            ? gates_topp(g, l, &r)
               : !strcmp(cfg->router, "sparsemixer")     ? gates_sparsemixer(g, l, &r)
               : !strcmp(cfg->router, "expert_choice")   ? gates_expert_choice(g, l, &r)
                                                         : gates_topk(g, l, &r);
     }
+    val all = gates;  /* [N, Et] */
+    if (Et > E) gates = slice_last(g, all, 0, E);
     val x3 = unsqueeze(g, xv, I64S(0));
     snprintf(pre, sizeof pre, "%s.experts", prefix);
     val ye = swiglu(x, x3, pre, E, Fe);                                  /* [E, N, D] */
     val gt = unsqueeze(g, transpose(g, gates, I64S(1, 0)), I64S(2));     /* [E, N, 1] */
     val y = reduce_axes(g, "ReduceSum", OP(g, "Mul", ye.s, gt.s), 0, 0);  /* [N, D] */
-    if (S == 0) return y;
-    snprintf(pre, sizeof pre, "%s.shared_experts", prefix);
-    val s = reduce_axes(g, "ReduceSum", swiglu(x, x3, pre, S, Fe), 0, 0);
-    if (!(cfg->shared_gate && S > 0)) return OP(g, "Add", y.s, s.s);
-    /* c = softmax(x Wc^T + bc): y = c0 r + c1 s */
-    char name[NAME];
-    snprintf(name, sizeof name, "%s.shared_gate.bias", prefix);
-    const float *bc = param(x, name);
-    if (!bc) { g->failed = 1; return y; }
-    val z = OP(g, "Add", OP(g, "MatMul", xv.s, wt(x, prefix, ".shared_gate.weight", 0, 2, D).s).s,
-               weight(g, name, bc, 1, (int64_t[]){2}).s);
-    val c = softmax_double(g, z);
-    return OP(g, "Add", OP(g, "Mul", slice_last(g, c, 0, 1).s, y.s).s, OP(g, "Mul", slice_last(g, c, 1, 2).s, s.s).s);
+    if (S > 0) {
+        snprintf(pre, sizeof pre, "%s.shared_experts", prefix);
+        val s = reduce_axes(g, "ReduceSum", swiglu(x, x3, pre, S, Fe), 0, 0);
+        if (cfg->shared_gate) {  /* c = softmax(x Wc^T + bc): y = c0 r + c1 s */
+            char name[NAME];
+            snprintf(name, sizeof name, "%s.shared_gate.bias", prefix);
+            const float *bc = param(x, name);
+            if (!bc) { g->failed = 1; return y; }
+            val z = OP(g, "Add", OP(g, "MatMul", xv.s, wt(x, prefix, ".shared_gate.weight", 0, 2, D).s).s,
+                       weight(g, name, bc, 1, (int64_t[]){2}).s);
+            val c = softmax_double(g, z);
+            y = OP(g, "Add", OP(g, "Mul", slice_last(g, c, 0, 1).s, y.s).s, OP(g, "Mul", slice_last(g, c, 1, 2).s, s.s).s);
+        } else {
+            y = OP(g, "Add", y.s, s.s);
+        }
+    }
+    return Et > E ? zero_computation(x, y, xv, all, prefix, E + Z, C, K) : y;
 }
 
 /* Lory (lory.c) on x [batch, seq, D], as moe runs it over the tokens of a
@@ -678,13 +712,6 @@ static int graph_io(moe_buf *gr, const moe_config *c) {
     return rc;
 }
 
-static int onnx_supported(const moe_config *c, moe_err *err) {
-    if (c->n_zero_experts + c->n_copy_experts + c->n_const_experts)
-        return moe_errf(err, "cannot export zero-computation experts (n_zero_experts, n_copy_experts, "
-                        "n_const_experts) to ONNX: the graph routes to FFN experts only (docs/INTEROP.md)");
-    return 0;
-}
-
 /* ModelProto bytes of model m. */
 static int onnx_model(const moe_model *m, int fp16, moe_buf *out, moe_err *err) {
     og g = {.fp16 = fp16};
@@ -750,7 +777,6 @@ static int write_in(const char *dir, const char *name, const moe_buf *b, moe_err
 int moe_export_onnx(const moe_model *m, const moe_tokenizer *tok, const char *dir, st_dtype type, moe_err *err) {
     if (type != ST_F32 && type != ST_F16)
         return moe_errf(err, "ONNX weights: expected type f32 or f16, found %s", type == ST_BF16 ? "bf16" : "another");
-    if (onnx_supported(&m->cfg, err)) return -1;
     const char *regex;
     ix_vocab v;
     if (ix_pretok_names(tok, NULL, &regex, err) || ix_vocab_make(tok, (uint32_t)m->cfg.vocab_size, &v, err))

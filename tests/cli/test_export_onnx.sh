@@ -56,11 +56,12 @@ for f in gguf hf; do
   expect_error "aux_free_refused_$f" "aux_free_bias" "$moe" export --format $f --out "$tmp/af.$f" "$tmp/aux_free"
   expect_error "sigmoid_refused_$f" "sigmoid" "$moe" export --format $f --out "$tmp/sg.$f" "$tmp/sigmoid"
 done
-for f in onnx gguf hf; do
+for f in gguf hf; do
   expect_error "zero_computation_refused_$f" "zero-computation experts" "$moe" export --format $f --out "$tmp/zc.$f" "$tmp/zc"
 done
-# the ONNX graph computes the selection bias and sigmoid scores (tests/ref/test_onnx.py: their numbers)
-for m in aux_free sigmoid; do
+# the ONNX graph computes the selection bias, sigmoid scores and MoE++'s
+# zero-computation experts (tests/ref/test_onnx.py: their numbers)
+for m in aux_free sigmoid zc; do
   if "$moe" export --format onnx --out "$tmp/$m.onnx" "$tmp/$m" >/dev/null; then ok "export_onnx_$m"; else bad "export_onnx_$m"; fi
 done
 expect_error bad_format "expected gguf, hf or onnx" "$moe" export --format onx --out "$tmp/x" "$tmp/moe_topk"

@@ -43,6 +43,9 @@ CASES = {  # name -> config overrides
     # choices, so a graph without it would choose other experts)
     "topk_sigmoid": dict(MOE, router="topk", scoring_func="sigmoid", routed_scaling_factor=2.5),
     "aux_free": dict(MOE, router="topk", aux_free_bias=True, aux_free_rate=0.05),
+    # MoE++: zero, copy and constant experts beside the FFN ones
+    "moepp_topk": dict(MOE, router="topk", n_zero_experts=1, n_copy_experts=1, n_const_experts=1),
+    "moepp_relu": dict(MOE, router="relu", top_k=1, n_zero_experts=1, n_copy_experts=1, n_const_experts=1),
     "relu": dict(MOE, router="relu", top_k=1),
     "cartesian": dict(MOE, ffn="cartesian", router="topk", top_k=1),
     "hash": dict(MOE, router="hash", top_k=1),
