@@ -12,11 +12,13 @@
 #include <string.h>
 
 /* Rows of one block: the block's logits take at most HEAD_BLOCK_FLOATS
- * floats (1 MiB: half a Zen 3 / Sapphire Rapids L2 plus L3 slack, so the
- * block is still cached when the backward products read it back), between
- * HEAD_MIN_ROWS (products of fewer rows run far below the FMA peak) and
- * HEAD_MAX_ROWS; a multiple of 32, the bf16 products' row block (gemm.c). */
-#define HEAD_BLOCK_FLOATS (256u * 1024u)
+ * floats (2 MiB, 128 rows of a 4096 vocabulary: in L3 on every machine
+ * here, so the backward products read the block back from cache; on a
+ * Zen 3 the head ran 173 ms with 128-row blocks against 188-202 ms with
+ * 32, 64 or 256, one thread), between HEAD_MIN_ROWS (products of fewer
+ * rows run far below the FMA peak) and HEAD_MAX_ROWS; a multiple of 32,
+ * the bf16 products' row block (gemm.c). */
+#define HEAD_BLOCK_FLOATS (512u * 1024u)
 #define HEAD_MIN_ROWS 32
 #define HEAD_MAX_ROWS 256
 
