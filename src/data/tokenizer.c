@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "moe/fileio.h"
+#include "moe/interop.h"
 
 /* ---------------------------------------------------------------- pair map */
 
@@ -833,6 +834,14 @@ int moe_tokenizer_load(const char *path, moe_tokenizer **out, moe_err *err) {
     size_t len;
     char *text = moe_read_file(path, &len, err);
     if (!text) return -1;
+    size_t k = 0;
+    while (k < len && (text[k] == ' ' || text[k] == '\n' || text[k] == '\r' || text[k] == '\t')) k++;
+    if (k < len && text[k] == '{') {  /* JSON: a Hugging Face tokenizer.json (moe export --format hf) */
+        free(text);
+        char why[512] = "";
+        if (moe_tokenizer_from_hf_json(path, out, why, sizeof why, err)) return -1;
+        return *out ? 0 : moe_errf(err, "%s: a tokenizer.json that moe cannot read: %s", path, why);
+    }
     int rc = moe_tokenizer_parse(text, len, path, out, err);
     free(text);
     return rc;

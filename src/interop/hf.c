@@ -364,6 +364,11 @@ static int hf_tokenizer(const char *dir, moe_tokenizer **tok, char *why, size_t 
     FILE *probe = fopen(path, "rb");
     if (!probe) { snprintf(why, cap, "%s/tokenizer.json is missing", dir); return 0; }
     fclose(probe);
+    return moe_tokenizer_from_hf_json(path, tok, why, cap, err);
+}
+
+int moe_tokenizer_from_hf_json(const char *path, moe_tokenizer **tok, char *why, size_t cap, moe_err *err) {
+    *tok = NULL;
     json_value *j = json_parse_file(path, err);
     if (!j) return -1;
     const json_value *m = json_get(j, "model"), *ty = m ? json_get(m, "type") : NULL;

@@ -107,6 +107,12 @@ expect_error prepare_refuses_jsonl_named_json "in/lines.json holds JSON lines.*r
 rm "$tmp/in/lines.json"; echo '{"a": 1}' >"$tmp/in/one.json"
 check prepare_reads_text_and_json bash -c "'$moe' prepare --input '$tmp/in' --out '$tmp/o.tok' 2>&1 | grep -q '2 docs'"
 
+# the tokenizer.json that moe exports is read back by the tokenizer commands
+"$moe" export --format hf --out "$tmp/runhf" "$tmp/dense" >/dev/null 2>&1 || bad "setup: export hf"
+echo "the cat sat on a mat" >"$tmp/line.txt"
+check tokenizer_json_encodes_as_moe bash -c "[ \"\$('$moe' tokenizer encode --tokenizer '$tmp/runhf/tokenizer.json' --input '$tmp/line.txt')\" = \"\$('$moe' tokenizer encode --tokenizer '$tmp/tok' --input '$tmp/line.txt')\" ]"
+check tokenizer_json_info bash -c "'$moe' tokenizer info --tokenizer '$tmp/runhf/tokenizer.json' | grep -q 'kind bpe'"
+
 # an output that cannot be written is refused before the computation, in one
 # line (it used to compute, then fail): a folder that is not one, and, when
 # not root, a read-only run
