@@ -65,9 +65,10 @@ static int topk_reserve(topk *s, size_t N, size_t E, moe_err *err) {
 
 static int is_sigmoid(const moe_config *c) { return !strcmp(c->scoring_func, "sigmoid"); }
 
-/* Whether the k selected gates are divided by their sum (always with sigmoid scores): always with
- * norm_topk_prob (k = 1 gives a gate of exactly 1, as Mixtral's), only
- * for k > 1 under CartesianMoE's rule (MOE_RENORM_IF_SEVERAL, METHOD §2.3). */
+/* Whether the k selected gates are divided by their sum: always with
+ * norm_topk_prob (k = 1 gives a gate of exactly 1, as Mixtral's) and with
+ * sigmoid scores, only for k > 1 under CartesianMoE's rule
+ * (MOE_RENORM_IF_SEVERAL, METHOD §2.3). */
 static int topk_renormalises(const moe_config *c, size_t k) {
     return c->norm_topk_prob == 1 || (c->norm_topk_prob == MOE_RENORM_IF_SEVERAL && k > 1) || is_sigmoid(c);
 }
