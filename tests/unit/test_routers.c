@@ -441,6 +441,10 @@ static void check_fd(fd_ctx *f, const char *what, uint64_t seed) {
     static double v[MAXP];
     static float params[MAXP], grads[MAXP], g[MAXP], xf[NMAX * D], hf[NMAX * D], y[NMAX * D],
                  Rf[NMAX * D], dres[NMAX * D];
+    /* every buffer starts as garbage (NaN), so that no test reads what an
+     * earlier one left in these static arrays: each test is independent */
+    for (size_t i = 0; i < MAXP; i++) params[i] = g[i] = NAN;
+    for (size_t i = 0; i < NMAX * D; i++) xf[i] = hf[i] = y[i] = Rf[i] = dres[i] = NAN;
     memset(grads, 0, sizeof grads);
     moe_layout_rewind(&L, params, grads);
     ffn->ops->layout(ffn, &L, "mlp");
