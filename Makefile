@@ -19,8 +19,8 @@ BUILD   ?= build
 MPI_CFLAGS ?= $(shell pkg-config --cflags ompi-c 2>/dev/null || pkg-config --cflags mpich 2>/dev/null || mpicc --showme:compile 2>/dev/null)
 MPI_LIBS   ?= $(shell pkg-config --libs ompi-c 2>/dev/null || pkg-config --libs mpich 2>/dev/null || mpicc --showme:link 2>/dev/null)
 # libmicrohttpd: only `moe serve` (src/cli/serve.c) uses it, so only the moe
-# program links it
-HTTP_LIBS  ?= -lmicrohttpd -lpthread
+# program links it; without it moe builds, and `moe serve` says what to install
+HTTP_LIBS  ?= $(shell pkg-config --libs libmicrohttpd 2>/dev/null && echo -lpthread)
 
 LIB_SRC  := $(shell find src -name '*.c' ! -path 'src/cli/*' ! -name main.c ! -name '*_mpi.c' | sort)
 CLI_SRC  := src/main.c $(sort $(wildcard src/cli/*.c)) src/dist/comm_mpi.c
@@ -50,6 +50,10 @@ $(BUILD)/obj/%.o: %.c $(wildcard include/moe/*.h) $(wildcard src/*/*.h)
 # AdamW's loop (src/train/optim.c) vectorises only where sqrtf is one
 # instruction, not a call that may set errno (nothing here reads errno)
 $(BUILD)/obj/src/train/optim.o: CFLAGS += -fno-math-errno
+
+ifeq ($(strip $(HTTP_LIBS)),)
+$(BUILD)/obj/src/cli/serve.o: CFLAGS += -DMOE_NO_HTTP
+endif
 
 $(BUILD)/obj/src/dist/comm_mpi.o: src/dist/comm_mpi.c $(wildcard include/moe/*.h)
 	@mkdir -p $(dir $@)

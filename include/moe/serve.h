@@ -64,6 +64,13 @@ int moe_serve_parse(const char *body, size_t len, int chat, const moe_serve_limi
                     moe_serve_req *req, moe_serve_error *e);
 void moe_serve_req_free(moe_serve_req *r);
 
+/* Appends s[len] as a JSON string in valid UTF-8: each invalid sequence
+ * (its maximal valid prefix, as the WHATWG decoder does) becomes U+FFFD, so
+ * a client decoding moe's raw bytes sees the same text. */
+int moe_serve_write_text(moe_buf *out, const char *s, size_t len);
+/* 1 if s[len] is valid UTF-8 (no overlong forms, surrogates or bytes past U+10FFFF). */
+int moe_serve_utf8_valid(const char *s, size_t len);
+
 /* {"error": {"message", "type": "invalid_request_error", "param", "code": null}} */
 int moe_serve_error_json(const moe_serve_error *e, moe_buf *out);
 

@@ -3,7 +3,22 @@
  * server loop, routing and the HTTP responses; requests and completions are
  * src/serve/ (docs/SERVE.md). One request uses the model at a time: the
  * others wait in a queue. SIGINT/SIGTERM stop it: waiting requests get 503,
- * a running one ends early, and the command returns 0. */
+ * a running one ends early, and the command returns 0. Built without
+ * libmicrohttpd (MOE_NO_HTTP, set by the Makefile when pkg-config does not
+ * find it), the command only says so. */
+#include <stdio.h>
+
+#include "cli/cli.h"
+
+#ifdef MOE_NO_HTTP
+int cmd_serve(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "moe serve: this moe was built without libmicrohttpd: install it (apt-get install "
+                    "libmicrohttpd-dev, or scripts/install-deps.sh) and rebuild (make clean; make)\n");
+    return 1;
+}
+#else
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -304,3 +319,4 @@ out:
     pthread_mutex_destroy(&sv.mu);
     return rc;
 }
+#endif

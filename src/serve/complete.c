@@ -60,7 +60,7 @@ moe_serve_limits moe_serve_limits_of(const moe_serve *s) {
 
 int moe_serve_models_json(const moe_serve *s, moe_buf *out) {
     int rc = moe_buf_printf(out, "{\"object\": \"list\", \"data\": [{\"id\": ");
-    rc |= json_write_string(out, s->model_id, strlen(s->model_id));
+    rc |= moe_serve_write_text(out, s->model_id, strlen(s->model_id));
     rc |= moe_buf_printf(out, ", \"object\": \"model\", \"created\": %ld, \"owned_by\": \"moe\", "
                               "\"context_length\": %zu}]}", s->created, s->W);
     return rc ? -1 : 0;
@@ -124,21 +124,9 @@ void moe_serve_job_free(moe_serve_job *j) {
 
 /* ---- logprobs ---------------------------------------------------------- */
 
-/* 1 if s[n] is valid UTF-8 (lead bytes and continuations). */
-static int utf8_valid(const uint8_t *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        uint8_t c = s[i];
-        size_t k = c < 0x80 ? 0 : c >= 0xC2 && c <= 0xDF ? 1 : (c & 0xF0) == 0xE0 ? 2
-                 : c >= 0xF0 && c <= 0xF4 ? 3 : 9;
-        if (k == 9 || (k && i + k >= n)) return 0;
-        for (size_t m = 1; m <= k; m++) if ((s[i + m] & 0xC0) != 0x80) return 0;
-        i += k + 1;
-    }
-    return 1;
-}
-
 /* A token as a JSON string: its text, or "bytes:\xNN..." when its bytes
- * are not valid UTF-8 on their own (as OpenAI writes them). */
+ * are not valid UTF-8 on their own (as OpenAI writes them) or hold a NUL
+ * (a top_logprobs key with one trips many JSON readers). */
 static int write_token(const moe_serve *s, int id, moe_buf *out) {
     size_t len = 0;
     const uint8_t *b = id >= 0 && (size_t)id < s->tv ? moe_tokenizer_token(s->tok, (uint32_t)id, &len) : NULL;
@@ -147,7 +135,7 @@ static int write_token(const moe_serve *s, int id, moe_buf *out) {
         snprintf(t, sizeof t, "<id %d>", id);
         return json_write_string(out, t, strlen(t));
     }
-    if (utf8_valid(b, len)) return json_write_string(out, (const char *)b, len);
+    if (moe_serve_utf8_valid((const char *)b, len) && !memchr(b, 0, len)) return json_write_string(out, (const char *)b, len);
     moe_buf t = {0};
     int rc = moe_buf_printf(&t, "bytes:");
     for (size_t i = 0; i < len; i++) rc |= moe_buf_printf(&t, "\\x%02x", b[i]);
@@ -306,7 +294,7 @@ static int gen_token(moe_serve *s, moe_serve_job *j, moe_err *err) {
 static int head(const moe_serve *s, const moe_serve_job *j, moe_buf *o, const char *object) {
     int rc = moe_buf_printf(o, "{\"id\": \"%s\", \"object\": \"%s\", \"created\": %ld, \"model\": ", j->id,
                             object, s->created);
-    rc |= json_write_string(o, s->model_id, strlen(s->model_id));
+    rc |= moe_serve_write_text(o, s->model_id, strlen(s->model_id));
     return rc;
 }
 
@@ -326,12 +314,12 @@ static int chunk(const moe_serve *s, const moe_serve_job *j, moe_buf *o, size_t 
         if (role) rc |= moe_buf_printf(o, "\"role\": \"assistant\", \"content\": \"\"");
         if (to > from) {
             rc |= moe_buf_printf(o, "\"content\": ");
-            rc |= json_write_string(o, j->text.data + from, to - from);
+            rc |= moe_serve_write_text(o, j->text.data + from, to - from);
         }
         rc |= moe_buf_printf(o, "}");
     } else {
         rc |= moe_buf_printf(o, "\"text\": ");
-        rc |= json_write_string(o, j->text.data ? j->text.data + from : "", to - from);
+        rc |= moe_serve_write_text(o, j->text.data ? j->text.data + from : "", to - from);
     }
     rc |= moe_buf_printf(o, ", \"logprobs\": null, \"finish_reason\": ");
     rc |= finish ? moe_buf_printf(o, "\"%s\"", finish) : moe_buf_printf(o, "null");
@@ -345,7 +333,7 @@ static int stream_text(moe_serve_job *j, const moe_serve *s, moe_buf *o) {
     size_t end = j->text.len, hold = 0;
     for (size_t k = 0; k < j->req.n_stop; k++) if (j->req.stop_len[k] - 1 > hold) hold = j->req.stop_len[k] - 1;
     end = end - j->gen_start > hold ? end - hold : j->gen_start;  /* the echoed prompt is never held */
-    if (end < j->sent) end = j->sent;
+    if (end <= j->sent) return 0;
     end = j->sent + moe_utf8_complete(j->text.data + j->sent, end - j->sent);
     if (end == j->sent) return 0;
     int rc = chunk(s, j, o, j->sent, end, NULL, 0);
@@ -364,11 +352,11 @@ static int finish_choice(moe_serve *s, moe_serve_job *j, moe_buf *out) {
     rc |= moe_buf_printf(o, "%s{\"index\": %zu, ", j->pi ? ", " : "", j->pi);
     if (j->req.chat) {
         rc |= moe_buf_printf(o, "\"message\": {\"role\": \"assistant\", \"content\": ");
-        rc |= json_write_string(o, j->text.data ? j->text.data : "", j->text.len);
+        rc |= moe_serve_write_text(o, j->text.data ? j->text.data : "", j->text.len);
         rc |= moe_buf_printf(o, "}, \"logprobs\": null");
     } else {
         rc |= moe_buf_printf(o, "\"text\": ");
-        rc |= json_write_string(o, j->text.data ? j->text.data : "", j->text.len);
+        rc |= moe_serve_write_text(o, j->text.data ? j->text.data : "", j->text.len);
         if (j->req.logprobs >= 0)
             rc |= moe_buf_printf(o, ", \"logprobs\": {\"tokens\": [%s], \"token_logprobs\": [%s], "
                                     "\"top_logprobs\": [%s], \"text_offset\": [%s]}",

@@ -272,12 +272,53 @@ void moe_serve_req_free(moe_serve_req *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* Bytes of the valid UTF-8 sequence at s[0..n) (1..4), or 0 with *bad set
+ * to the bytes of its maximal prefix (at least 1) when it is invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
+    unsigned c = s[0];
+    size_t need = c < 0x80 ? 0 : c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xF0 && c <= 0xF4 ? 3 : 9;
+    *bad = 1;
+    if (need == 9) return 0;
+    unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    for (size_t k = 1; k <= need; k++) {
+        if (k >= n || s[k] < (k == 1 ? lo : 0x80) || s[k] > (k == 1 ? hi : 0xBF)) { *bad = k; return 0; }
+    }
+    return need + 1;
+}
+
+int moe_serve_utf8_valid(const char *s, size_t len) {
+    size_t bad;
+    for (size_t i = 0, k; i < len; i += k)
+        if (!(k = utf8_seq((const unsigned char *)s + i, len - i, &bad))) return 0;
+    return 1;
+}
+
+int moe_serve_write_text(moe_buf *out, const char *s, size_t len) {
+    moe_buf t = {0};
+    const unsigned char *u = (const unsigned char *)s;
+    size_t run = 0, i = 0, bad;
+    int rc = 0;
+    while (i < len) {
+        size_t k = utf8_seq(u + i, len - i, &bad);
+        if (k) { i += k; run += k; continue; }
+        rc |= moe_buf_append(&t, s + i - run, run);
+        rc |= moe_buf_append(&t, "\xEF\xBF\xBD", 3);
+        run = 0;
+        i += bad;
+    }
+    if (t.len == 0 && !rc) return json_write_string(out, s, len);  /* valid as it is */
+    rc |= moe_buf_append(&t, s + len - run, run);
+    rc |= json_write_string(out, t.data, t.len);
+    moe_buf_free(&t);
+    return rc ? -1 : 0;
+}
+
 int moe_serve_error_json(const moe_serve_error *e, moe_buf *out) {
     static const char *types[] = {"invalid_request_error", "server_error"};
     int rc = moe_buf_printf(out, "{\"error\": {\"message\": ");
-    rc |= json_write_string(out, e->message, strlen(e->message));
+    rc |= moe_serve_write_text(out, e->message, strlen(e->message));
     rc |= moe_buf_printf(out, ", \"type\": \"%s\", \"param\": ", types[e->status >= 500]);
-    rc |= e->param[0] ? json_write_string(out, e->param, strlen(e->param)) : moe_buf_printf(out, "null");
+    rc |= e->param[0] ? moe_serve_write_text(out, e->param, strlen(e->param)) : moe_buf_printf(out, "null");
     rc |= moe_buf_printf(out, ", \"code\": null}}");
     return rc ? -1 : 0;
 }
