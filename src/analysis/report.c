@@ -201,7 +201,10 @@ static int load_run(run_data *r, const char *dir, moe_err *err) {
                 size_t E = tpe && tpe->type == JSON_ARRAY ? tpe->count : 0;
                 if (E > r->E) r->E = E;
             }
-            r->site_sparsity[s][i] = jnum(e, "sparsity");
+            /* the layer's sparsity over the whole step where logged (relu_lambda_per_layer:
+             * what its lambda steered by), else over the last micro-batch */
+            double whole = jnum(e, "step_sparsity");
+            r->site_sparsity[s][i] = isfinite(whole) ? whole : jnum(e, "sparsity");
             r->site_active[s][i] = jnum(e, "active_per_token");
             r->site_idle[s][i] = jnum(e, "no_expert");
             r->site_lambda[s][i] = jnum(e, "lambda");
