@@ -123,6 +123,13 @@ static void attention_cached(float *out, float *scores, const float *q, const fl
     }
 }
 
+/* q[nq], k[nk], v[nk] rounded to bf16 in place (precision bf16: what
+ * k_attention_forward's products read; the cache keeps the rounded rows). */
+static void round_bf16(float *q, float *k, float *v, size_t nq, size_t nk) {
+    for (size_t i = 0; i < nq; i++) q[i] = k_round_bf16(q[i]);
+    for (size_t i = 0; i < nk; i++) { k[i] = k_round_bf16(k[i]); v[i] = k_round_bf16(v[i]); }
+}
+
 /* ---- one pass ------------------------------------------------------------ */
 
 /* Adds the routing of layer l's last forward (n rows) to the read-out. */
@@ -178,6 +185,8 @@ static int decode_pass(moe_model *m, moe_kv_cache *c, const int *ids, size_t n,
         k_matmul_forward(m->kc, Vn, c->ln, b->wv, n, D, kvd, 0.0f);
         k_rope(c->q, cos_t, sin_t, 1, n, H, hd, 0);   /* positions p0.. via the offset tables */
         k_rope(Kn, cos_t, sin_t, 1, n, KV, hd, 0);
+        if (k_ctx_precision(m->kc) == K_BF16)  /* attention's products read them rounded, as the forward's */
+            round_bf16(c->q, Kn, Vn, n * H * hd, n * kvd);
         attention_cached(c->att, c->scores, c->q, K, Vc, n, p0, H, KV, hd);
         k_matmul_forward(m->kc, c->x, c->att, b->wo, n, H * hd, D, 1.0f);   /* x += att Wo^T */
         k_rmsnorm_forward(c->ln, c->rstd, c->x, b->ffn_norm, n, D, eps);
