@@ -9,7 +9,7 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
 . "$(dirname "$0")/lib.sh"
 
-for c in init train score generate prepare tokenizer; do
+for c in init train score generate serve prepare tokenizer; do
   if "$moe" $c --help | grep -q usage; then ok "help_$c"; else bad "help_$c"; fi
 done
 expect_error unknown_command "unknown command" "$moe" frobnicate

@@ -30,14 +30,15 @@ want=$(sed -n 's/^#define MOE_VERSION "\(.*\)"/\1/p' include/moe/version.h)
 if [ -n "$want" ] && [ "$("$moe" --version)" = "moe $want" ] && [ "$("$moe" version)" = "moe $want" ]; then
   ok version; else bad "version: $("$moe" --version 2>&1)"; fi
 for c in config init train score generate prepare "tokenizer train" "tokenizer encode" "tokenizer decode" sweep \
-         "tokenizer info" "tokenizer convert" eval analyze report export import; do
+         "tokenizer info" "tokenizer convert" eval analyze report export import serve; do
   n=${c// /_}
   expect_error "unknown_long_$n" "^moe $c: unknown option '--bogus-flag'" "$moe" $c --bogus-flag
   expect_error "unknown_short_$n" "^moe $c: unknown option '-x'" "$moe" $c -x
 done
 for c in "init --out" "train --data" "score --model" "generate --model" "prepare --out" "tokenizer train --out" \
          "tokenizer encode --tokenizer" "tokenizer info --pattern" "eval --model" "analyze --data" "report --out" \
-         "config --check" "config --params" "export --format" "import --out" "init --upcycle" "sweep --grid"; do
+         "config --check" "config --params" "export --format" "import --out" "init --upcycle" "sweep --grid" \
+         "serve --port"; do
   set -- $c; opt=${!#}; n=${c// /_}
   expect_error "missing_value_$n" "^moe ${c% *}: option $opt needs a value$" "$moe" $c
 done
@@ -47,6 +48,9 @@ expect_error ambiguous_prefix "option '--t' is ambiguous: --tokenizer, --threads
 expect_error abbreviation_refused "unknown option '--st' (did you mean --steps?)" "$moe" train --st 3 --config x
 expect_error abbreviation_with_equals_refused "unknown option '--mod' (did you mean --model?)" "$moe" eval --mod=x --data y
 expect_error unexpected_positional "unexpected argument 'stray'" "$moe" score --model x stray
+expect_error serve_port_range "option --port: expected a whole number in .0, 65535., found .70000." "$moe" serve --model x --port 70000
+expect_error serve_host_ipv4 "option --host: expected an IPv4 address such as 127.0.0.1, found 'nowhere'" \
+  "$moe" serve --model x --host nowhere
 expect_error did_you_mean_option "unknown option '--temprature' (did you mean --temperature?)" "$moe" generate --temprature 1
 
 cat >"$tmp/cfg.json" <<'JSON'
