@@ -25,6 +25,7 @@ typedef struct mpi_impl {
     size_t scratch_bytes;
     int *ic, *id, *oc, *od;   /* [size] int counts and displacements */
     MPI_Request *req;         /* [2 size] requests of one exchange */
+    size_t chunk;             /* elements of each rank's block moved per round (CHUNK) */
 } mpi_impl;
 
 static MPI_Datatype mpi_type(moe_dtype t) {
@@ -91,11 +92,12 @@ static void sum_in_order(void *out, const void *in, size_t n, int P, moe_dtype t
 /* Elements of each rank's block moved per round: the scratch of a
  * reduce-scatter is P x this (64 MiB of floats at P = 2), not P x the block
  * (a whole model's gradients), and every message's count fits MPI's int
- * whatever the model's size. */
+ * whatever the model's size. The environment variable MOE_COMM_CHUNK sets
+ * a smaller one, so that tests run the rounds on small models. */
 enum { CHUNK = 1 << 23 };
 
-static size_t round_count(size_t count, size_t k) {
-    return count > k ? (count - k < CHUNK ? count - k : CHUNK) : 0;
+static size_t round_count(size_t count, size_t k, size_t chunk) {
+    return count > k ? (count - k < chunk ? count - k : chunk) : 0;
 }
 
 /* One round of point-to-point exchange: to rank r, sbuf[r] (scount[r]
@@ -126,17 +128,17 @@ static int m_reduce_scatter(moe_comm *c, const void *send, void *recv, const siz
     int P = c->size, me = c->rank;
     size_t es = moe_dtype_size(t), mine = counts[me], longest = 0, first = 0;
     for (int r = 0; r < P; r++) longest = counts[r] > longest ? counts[r] : longest;
-    size_t chunk = longest < CHUNK ? longest : CHUNK;
+    size_t chunk = longest < m->chunk ? longest : m->chunk;
     if (scratch(m, (size_t)P * chunk * es, err)) return -1;
     size_t scount[P], rcount[P], at[P];
     char *sbuf[P], *rbuf[P];
     for (int r = 0; r < P; r++) { at[r] = first; first += counts[r]; }
-    /* round k: elements [k, k + CHUNK) of every block; every rank runs the
+    /* round k: elements [k, k + chunk) of every block; every rank runs the
      * same rounds (the counts are known everywhere) */
-    for (size_t k = 0; k < longest; k += CHUNK) {
-        size_t got = round_count(mine, k);
+    for (size_t k = 0; k < longest; k += m->chunk) {
+        size_t got = round_count(mine, k, m->chunk);
         for (int r = 0; r < P; r++) {
-            scount[r] = round_count(counts[r], k);
+            scount[r] = round_count(counts[r], k, m->chunk);
             sbuf[r] = (char *)send + (at[r] + k) * es;
             rcount[r] = got;
             rbuf[r] = (char *)m->scratch + (size_t)r * got * es;
@@ -152,6 +154,7 @@ static int m_reduce_scatter(moe_comm *c, const void *send, void *recv, const siz
 }
 
 static int m_allgather(moe_comm *c, void *buf, const size_t *counts, moe_dtype t, moe_err *err) {
+    const mpi_impl *m = c->impl;
     int P = c->size, me = c->rank;
     size_t es = moe_dtype_size(t), longest = 0, first = 0;
     size_t scount[P], rcount[P], at[P];
@@ -161,11 +164,11 @@ static int m_allgather(moe_comm *c, void *buf, const size_t *counts, moe_dtype t
         first += counts[r];
         longest = counts[r] > longest ? counts[r] : longest;
     }
-    for (size_t k = 0; k < longest; k += CHUNK) {
+    for (size_t k = 0; k < longest; k += m->chunk) {
         for (int r = 0; r < P; r++) {
-            scount[r] = round_count(counts[me], k);
+            scount[r] = round_count(counts[me], k, m->chunk);
             sbuf[r] = (char *)buf + (at[me] + k) * es;
-            rcount[r] = round_count(counts[r], k);
+            rcount[r] = round_count(counts[r], k, m->chunk);
             rbuf[r] = (char *)buf + (at[r] + k) * es;
         }
         if (exchange(c, sbuf, scount, rbuf, rcount, t, "all-gather", err)) return -1;
@@ -203,8 +206,8 @@ static int m_alltoallv(moe_comm *c, const void *send, const size_t *scounts, voi
 static int m_broadcast(moe_comm *c, void *buf, size_t n, moe_dtype t, int root, moe_err *err) {
     mpi_impl *m = c->impl;
     size_t es = moe_dtype_size(t);
-    for (size_t k = 0; k < n; k += CHUNK) {  /* pieces whose counts fit an int */
-        int rc = MPI_Bcast((char *)buf + k * es, (int)round_count(n, k), mpi_type(t), root, m->comm);
+    for (size_t k = 0; k < n; k += m->chunk) {  /* pieces whose counts fit an int */
+        int rc = MPI_Bcast((char *)buf + k * es, (int)round_count(n, k, m->chunk), mpi_type(t), root, m->comm);
         if (rc != MPI_SUCCESS) return mpi_fail(rc, "broadcast", err);
     }
     return 0;
@@ -254,6 +257,8 @@ static int wrap(MPI_Comm comm, int world, moe_comm **out, moe_err *err) {
     c->ops = &MPI_OPS;
     c->impl = m;
     m->comm = comm;
+    const char *chunk = getenv("MOE_COMM_CHUNK");   /* tests only: see CHUNK */
+    m->chunk = chunk && atol(chunk) > 0 && atol(chunk) < CHUNK ? (size_t)atol(chunk) : CHUNK;
     m->world = world;
     MPI_Comm_rank(comm, &c->rank);
     MPI_Comm_size(comm, &c->size);

@@ -176,6 +176,18 @@ try:
             ob = weights(os.path.join(tmp, "topk-zero1"), "optimizer.safetensors")
             check("zero1_moments_bit_equal_to_dp",
                   all(np.array_equal(np.asarray(oa[k]), np.asarray(ob[k])) for k in oa))
+            # the reduce-scatter and all-gather in rounds of 1000 elements (not
+            # 2^23, which no test model reaches): the same sums in the same
+            # order, so the same bits as one round; a wrong round offset differs
+            for mode, flags in (("dp", []), ("zero1", ["--zero-stage", "1"])):
+                out = os.path.join(tmp, f"topk-{mode}-chunked")
+                r = run(MPI[:1] + ["-x", "MOE_COMM_CHUNK=1000"] + MPI[1:] +
+                        [moe, "train", "--config", cfg, "--data", data, "--out", out] + flags)
+                same = r.returncode == 0 and all(
+                    np.array_equal(np.asarray(a[k]), np.asarray(b[k]))
+                    for f in ("model.safetensors", "optimizer.safetensors")
+                    for a, b in [(weights(os.path.join(tmp, f"topk-{mode}"), f), weights(out, f))] for k in a)
+                check(f"topk_{mode}_chunked_bit_equal", same, r.stderr[-400:] if r.returncode else "")
 
     # ---- --resume with another rank count ---------------------------------
     # 10 steps on 2 ranks (ZeRO-1, the moments sharded; or EP 2, the experts
