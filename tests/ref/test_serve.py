@@ -9,14 +9,15 @@ lm-evaluation-harness's local-completions sends) equal `moe score`'s; chat
 streamed equals generate on that text; 8 concurrent clients, each with its
 own prompt, seed and length, each get their own answer; the same seed samples the same text; stop strings;
 bad requests get 4xx in OpenAI's error shape; a client that leaves
-mid-stream does not hurt the next request; SIGTERM ends the server with
-exit 0. Exits 77 (skip) when the npm package cannot be installed or moe was
+mid-stream does not hurt the next request; SIGTERM, with a request still
+sending its body, ends the server with exit 0. Exits 77 (skip) when the npm package cannot be installed or moe was
 built without libmicrohttpd. Usage: test_serve.py BUILD_DIR"""
 import base64
 import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -125,6 +126,15 @@ def main():
                 check(name, ok, detail)
             check("server_alive_after_checks", server.poll() is None)
         finally:
+            # SIGTERM with a request in flight: its body only half sent
+            host, port = base.split("//", 1)[1].split("/", 1)[0].split(":")
+            half = None
+            try:
+                half = socket.create_connection((host, int(port)), timeout=5)
+                half.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"prompt\":")
+                time.sleep(0.2)
+            except OSError:
+                pass
             server.send_signal(signal.SIGTERM)
             try:
                 rc = server.wait(timeout=30)
@@ -132,6 +142,8 @@ def main():
                 server.kill()
                 rc = "hung"
             tail = server.stderr.read().decode(errors="replace")
+            if half:
+                half.close()
         check("sigterm_exit_0", rc == 0, f"exit {rc}; {tail.strip()[-300:]}")
         check("no_sanitizer_report", "runtime error" not in tail and "Sanitizer" not in tail, tail[-300:])
     return checks.end()
