@@ -82,7 +82,10 @@ def main():
     if subprocess.run([os.path.join(ROOT, "tools", "npm_deps.sh")]).returncode != 0:
         skip("tools/npm_deps.sh could not install onnxruntime-node (no npm registry?)")
     env = dict(os.environ, NODE_PATH=NODE_PATH)
-    r = subprocess.run(["node", "-e", "require('onnxruntime-node')"], env=env, capture_output=True)
+    try:
+        r = subprocess.run(["node", "-e", "require('onnxruntime-node')"], env=env, capture_output=True)
+    except FileNotFoundError:
+        skip("node is not installed (apt-get install nodejs)")
     if r.returncode != 0:
         last = (r.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
         skip(f"onnxruntime-node does not load here: {last[:300]}")
