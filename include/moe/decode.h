@@ -82,6 +82,12 @@ void moe_sampler_free(moe_sampler *s);
 /* Draws one id from logits[0..V-1] (one uniform from rng unless greedy). */
 int moe_sample(moe_sampler *s, const float *logits, moe_rng *rng);
 
+/* The ids below the tokenizer's vocabulary size that name no token (holes a
+ * rank table leaves, e.g. cl100k's 100256): a sampler must never draw them
+ * (set their logits to -inf). *ids is malloc'd, NULL when there are none. */
+struct moe_tokenizer;
+int moe_sample_holes(const struct moe_tokenizer *t, uint32_t **ids, size_t *n, moe_err *err);
+
 /* Streaming text: how many of the n bytes of s can be printed now. The
  * rest (at most 3 bytes) is the start of a UTF-8 sequence that the next
  * token may complete. Bytes that cannot start a valid sequence are never

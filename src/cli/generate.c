@@ -78,19 +78,6 @@ typedef struct gen {
     volatile sig_atomic_t *stop; /* --interactive: set by Ctrl-C, ends the answer */
 } gen;
 
-/* The ids below tv that the tokenizer has no token for, into g->unused. */
-static int find_unused(gen *g, uint32_t tv, moe_err *err) {
-    size_t len;
-    for (uint32_t id = 0; id < tv; id++) {
-        if (moe_tokenizer_token(g->tok, id, &len)) continue;
-        uint32_t *u = realloc(g->unused, (g->n_unused + 1) * sizeof *u);
-        if (!u) return moe_errf(err, "out of memory");
-        g->unused = u;
-        g->unused[g->n_unused++] = id;
-    }
-    return 0;
-}
-
 /* Ctrl-C in --interactive: ends the current answer, or the session at the prompt. */
 static volatile sig_atomic_t interrupted = 0;
 static void on_interrupt(int sig) { (void)sig; interrupted = 1; }
@@ -338,7 +325,7 @@ int cmd_generate(int argc, char **argv) {
         goto out;
     g.logits = malloc((size_t)g.m->cfg.vocab_size * sizeof(float));
     if (!g.logits) { moe_errf(&err, "out of memory"); goto out; }
-    if (find_unused(&g, tv, &err)) goto out;
+    if (moe_sample_holes(tok, &g.unused, &g.n_unused, &err)) goto out;
     moe_rng_seed(&g.rng, (uint64_t)seed);
 
     if (!interactive) {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "moe/kernels.h"
+#include "moe/tokenizer.h"
 
 /* ---- the cache -------------------------------------------------------- */
 
@@ -338,4 +339,19 @@ size_t moe_utf8_complete(const char *s, size_t n) {
         return need > back ? n - back : n;          /* incomplete: hold it back */
     }
     return n;
+}
+
+int moe_sample_holes(const moe_tokenizer *t, uint32_t **ids, size_t *n, moe_err *err) {
+    uint32_t tv = moe_tokenizer_vocab_size(t);
+    size_t len;
+    *ids = NULL;
+    *n = 0;
+    for (uint32_t id = 0; id < tv; id++) {
+        if (moe_tokenizer_token(t, id, &len)) continue;
+        uint32_t *u = realloc(*ids, (*n + 1) * sizeof *u);
+        if (!u) { free(*ids); *ids = NULL; *n = 0; return moe_errf(err, "out of memory"); }
+        *ids = u;
+        (*ids)[(*n)++] = id;
+    }
+    return 0;
 }

@@ -35,14 +35,7 @@ int moe_serve_init(moe_serve *s, moe_model *m, const moe_tokenizer *tok, const c
     }
     if (moe_sampler_init(&s->s, s->tv, 1.0, 0, 1.0, err)) return -1;
     if (!(s->logits = moe_malloc(s->V * sizeof(float), err))) return -1;
-    for (uint32_t id = 0; id < s->tv; id++) {  /* holes a rank table leaves: never sampled */
-        size_t len;
-        if (moe_tokenizer_token(tok, id, &len)) continue;
-        uint32_t *u = realloc(s->unused, (s->n_unused + 1) * sizeof *u);
-        if (!u) return moe_errf(err, "out of memory");
-        s->unused = u;
-        s->unused[s->n_unused++] = id;
-    }
+    if (moe_sample_holes(tok, &s->unused, &s->n_unused, err)) return -1;  /* never sampled */
     return 0;
 }
 
