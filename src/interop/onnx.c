@@ -26,7 +26,8 @@
 #include "moe/router.h"
 #include "moe/version.h"
 
-#define NAME 256  /* room for a tensor name and a suffix */
+#define NAME 256   /* room for a tensor name and a suffix */
+#define PREFIX 96  /* a block's prefix, "model.layers.L.mlp" */
 
 /* ---- protobuf ------------------------------------------------------------ */
 
@@ -61,7 +62,7 @@ typedef struct og {
     int failed;      /* out of memory somewhere: checked once at the end */
 } og;
 
-typedef struct { char s[112]; } val;  /* the name of a value in the graph */
+typedef struct { char s[NAME]; } val;  /* the name of a value in the graph */
 
 static val fresh(og *g, const char *what) {
     val v;
@@ -585,7 +586,7 @@ static val ffn(ex *x, int l, val n, val h) {
     og *g = x->g;
     const moe_config *c = &x->m->cfg;
     int64_t D = c->hidden;
-    char pre[NAME];
+    char pre[PREFIX];
     snprintf(pre, sizeof pre, "model.layers.%d.mlp", l);
     if (has(x, "%s.gate_proj.weight", pre)) return swiglu(x, n, pre, 0, c->ffn_dim);
     if (!strcmp(c->ffn, "lory")) return lory_layer(x, n, pre);
@@ -620,7 +621,7 @@ static val block(ex *x, int l, val h) {
     og *g = x->g;
     const moe_config *c = &x->m->cfg;
     int64_t D = c->hidden, H = c->n_heads, KV = c->n_kv_heads, hd = D / H;
-    char pre[NAME], name[NAME];
+    char pre[PREFIX], name[NAME];
     snprintf(pre, sizeof pre, "model.layers.%d", l);
     snprintf(name, sizeof name, "%s.input_layernorm.weight", pre);
     val n1 = rmsnorm(x, h, name);
@@ -781,12 +782,19 @@ int moe_export_onnx(const moe_model *m, const moe_tokenizer *tok, const char *di
     ix_vocab v;
     if (ix_pretok_names(tok, NULL, &regex, err) || ix_vocab_make(tok, (uint32_t)m->cfg.vocab_size, &v, err))
         return -1;
+    /* protobuf messages are limited to 2 GiB (larger models need external
+     * data, which is not written): refused before anything is built */
+    double bytes = (double)m->n_params * (type == ST_F16 ? 2.0 : 4.0);
+    if (bytes >= 0x1p31) {
+        ix_vocab_free(&v);
+        return moe_errf(err, "the ONNX graph would hold %.2f GB of weights; protobuf allows 2 GiB (external "
+                        "data is not written)%s", bytes / 1e9, type == ST_F16 ? "" : ": try --type f16");
+    }
     moe_buf b = {0};
     int rc = moe_mkdirs(dir, err) || onnx_model(m, type == ST_F16, &b, err);
-    /* protobuf messages are limited to 2 GiB (larger models need external data) */
     if (!rc && b.len >= (size_t)1 << 31)
         rc = moe_errf(err, "the ONNX graph would be %.2f GB; protobuf allows 2 GiB (external data is not "
-                      "written): try --type f16", (double)b.len / 1e9);
+                      "written)", (double)b.len / 1e9);
     if (!rc) rc = write_in(dir, "model.onnx", &b, err);
     b.len = 0;
     if (!rc) rc = config_json(m, tok, type == ST_F16, &b) ? moe_errf(err, "out of memory") : write_in(dir, "config.json", &b, err);
