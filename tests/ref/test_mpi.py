@@ -293,6 +293,48 @@ try:
     check("sigkill_resume_continues", r.returncode == 0 and steps == list(range(1, at + 6)),
           r.stderr[-300:] + f" steps end {steps[-3:]}")
 
+    # ---- non-finite steps across ranks: test_nonfinite's scenarios --------
+    # (a token whose loss is +inf only in chosen steps) under data parallel,
+    # ZeRO-1 and expert parallel with placement: the same steps skipped, the
+    # same return to the checkpoint and the same final error as one process,
+    # and, where training finishes, its weights
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import test_nonfinite as nf
+    for scen, poison in (("skip", [6, 7]), ("rollback", [10, 11, 12])):
+        d = os.path.join(tmp, "nf-" + scen)
+        os.makedirs(d)
+        cfgp, tok, init = (os.path.join(d, x) for x in ("cfg.json", "data.tok", "init"))
+        with open(cfgp, "w") as f:
+            json.dump(dict(nf.CFG, threads=1, precision="fp32"), f)
+        nf.poisoned_data(tok, poison)
+        run([moe, "init", "--config", cfgp, "--out", init])
+        nf.poison_model(init)
+
+        def nf_train(out, launch=(), flags=()):
+            return run(list(launch) + [moe, "train", "--model", init, "--data", tok, "--out", out] + list(flags))
+        one = os.path.join(d, "one")
+        r1 = nf_train(one)
+        said1 = ("returned to the checkpoint" in r1.stderr, "training diverged" in r1.stderr)
+        for mode, (launch, flags) in {"dp": (MPI, []), "zero1": (MPI, ["--zero-stage", "1"]),
+                                      "ep2_rebalanced": (MPI, ["--expert-parallel", "2", "--rebalance-experts", "3"])
+                                      }.items():
+            out = os.path.join(d, mode)
+            r = nf_train(out, launch, flags)
+            m1, m = metrics(one), metrics(out)
+            skipped = ([x["step"] for x in m1 if x.get("skipped")], [x["step"] for x in m if x.get("skipped")])
+            said = ("returned to the checkpoint" in r.stderr, "training diverged" in r.stderr)
+            happened = skipped[0] == [6, 7] if scen == "skip" else said1 == (True, True)  # the scenario itself
+            same = (happened and r.returncode == r1.returncode and skipped[0] == skipped[1] and said == said1 and
+                    [x["step"] for x in m1] == [x["step"] for x in m])
+            detail = f"exit {r1.returncode}/{r.returncode}, skipped {skipped[0]}/{skipped[1]}, said {said1}/{said}"
+            if same and r.returncode == 0:
+                wa, wb = weights(one), weights(out)
+                worst = max(float(np.linalg.norm(np.asarray(wa[k], np.float64) - np.asarray(wb[k], np.float64)) /
+                                  max(np.linalg.norm(np.asarray(wa[k], np.float64)), 1e-30)) for k in wa)
+                same = worst < 1e-5
+                detail += f", worst weight {worst:.2g}"
+            check(f"nonfinite_{scen}_{mode}", same, detail + ("" if same else " " + r.stderr[-300:]))
+
     # ---- bad input: one message from rank 0, before the first step -------
     def refused(name, cmd, pattern):
         out = os.path.join(tmp, "bad-" + name)
