@@ -58,16 +58,18 @@ KEYS = ("vocab_size", "hidden", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", 
         "rope_theta", "norm_eps", "lr", "aux_loss_coef")
 
 
-def untie(src, dst):
-    """Writes GGUF src without its output.weight tensor info (a tied head, as
-    llama.cpp's converter writes when the model ties it); the data stays put."""
-    b = open(src, "rb").read()
+def gguf_infos(b):
+    """The tensor infos of GGUF bytes b: ([(name, dims ne0 first, raw info
+    bytes)], where the infos start, where the data starts, the key-value count,
+    the version). Read here, independently of moe's reader."""
     pos = 4
     ver, nt, nkv = struct.unpack_from("<IQQ", b, pos); pos += 20
     sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
     align = 32
+
     def string(p):
         n, = struct.unpack_from("<Q", b, p); return b[p + 8:p + 8 + n].decode(), p + 8 + n
+
     def value(t, p):
         if t == 8: return string(p)
         if t == 9:
@@ -84,14 +86,46 @@ def untie(src, dst):
     for _ in range(nt):
         start = pos
         name, pos = string(pos)
-        nd, = struct.unpack_from("<I", b, pos); pos += 4 + 8 * nd + 4 + 8
-        infos.append((name, b[start:pos]))
-    data_at = (pos + align - 1) // align * align
-    keep = [raw for name, raw in infos if name != "output.weight"]
-    assert len(keep) == nt - 1
-    head = bytearray(b[:4]) + struct.pack("<IQQ", ver, nt - 1, nkv) + b[24:infos_at] + b"".join(keep)
+        nd, = struct.unpack_from("<I", b, pos)
+        dims = list(struct.unpack_from(f"<{nd}Q", b, pos + 4))
+        pos += 4 + 8 * nd + 4 + 8
+        infos.append((name, dims, b[start:pos]))
+    return infos, infos_at, (pos + align - 1) // align * align, nkv, ver, align
+
+
+def untie(src, dst):
+    """Writes GGUF src without its output.weight tensor info (a tied head, as
+    llama.cpp's converter writes when the model ties it); the data stays put."""
+    b = open(src, "rb").read()
+    infos, infos_at, data_at, nkv, ver, align = gguf_infos(b)
+    keep = [raw for name, _, raw in infos if name != "output.weight"]
+    assert len(keep) == len(infos) - 1
+    head = bytearray(b[:4]) + struct.pack("<IQQ", ver, len(keep), nkv) + b[24:infos_at] + b"".join(keep)
     head += bytes((-len(head)) % align)
     open(dst, "wb").write(bytes(head) + b[data_at:])
+
+
+def llama_cpp_table(cfg):
+    """llama.cpp's tensor names and shapes (ne0 first) for a llama model,
+    written by hand from its create_tensor calls (LLM_ARCH_LLAMA in
+    llama-model.cpp), not from moe's export map: a mistake both directions
+    of moe's map share cannot hide here."""
+    D, V, L, F = cfg["hidden"], cfg["vocab_size"], cfg["n_layers"], cfg["ffn_dim"]
+    hd = D // cfg["n_heads"]
+    t = {"token_embd.weight": [D, V], "output_norm.weight": [D], "output.weight": [D, V]}
+    for l in range(L):
+        t.update({f"blk.{l}.attn_norm.weight": [D], f"blk.{l}.attn_q.weight": [D, hd * cfg["n_heads"]],
+                  f"blk.{l}.attn_k.weight": [D, hd * cfg["n_kv_heads"]],
+                  f"blk.{l}.attn_v.weight": [D, hd * cfg["n_kv_heads"]],
+                  f"blk.{l}.attn_output.weight": [hd * cfg["n_heads"], D], f"blk.{l}.ffn_norm.weight": [D]})
+        if cfg.get("ffn", "dense") == "dense":
+            t.update({f"blk.{l}.ffn_gate.weight": [D, F], f"blk.{l}.ffn_up.weight": [D, F],
+                      f"blk.{l}.ffn_down.weight": [F, D]})
+        else:
+            E = cfg["n_experts"]
+            t.update({f"blk.{l}.ffn_gate_inp.weight": [D, E], f"blk.{l}.ffn_gate_exps.weight": [D, F, E],
+                      f"blk.{l}.ffn_up_exps.weight": [D, F, E], f"blk.{l}.ffn_down_exps.weight": [F, D, E]})
+    return t
 
 
 def weights(d):
@@ -243,6 +277,14 @@ def main():
         r = run(moe, "import", "--out", os.path.join(tmp, "nope"), half, ok=False)
         check("import_refuses_fractional_expert_count", r.returncode == 1 and
               "deepseek.expert_count 0.5" in r.stderr.decode(), r.stderr.decode().strip())
+        # the GGUF tensor names and shapes against llama.cpp's own, by hand
+        for name in ("dense", "mixtral"):
+            cfg = dict(BASE, **ROUND_TRIP[name][0])
+            got = {n: d for n, d, _ in gguf_infos(open(os.path.join(tmp, f"{name}.gguf"), "rb").read())[0]}
+            want = llama_cpp_table(cfg)
+            diff = [k for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k)]
+            check(f"{name}_gguf_names_shapes_llama_cpp", not diff,
+                  "; ".join(f"{k}: moe {got.get(k)}, llama.cpp {want.get(k)}" for k in diff[:4]))
         # a tied head (no output.weight, as llama.cpp's converter writes a model
         # that ties it) is imported with lm_head a copy of the embedding
         tied = os.path.join(tmp, "tied.gguf")
