@@ -1,8 +1,12 @@
 // onnx_check.js — runs a `moe export --format onnx` folder in onnxruntime-node
 // (CPU) for tests/ref/test_onnx.py. Usage: node onnx_check.js DIR REQUEST.json
-// REQUEST: {"score": [ids], "prompt": [ids], "n_greedy": n}. Prints JSON:
+// REQUEST: {"score": [ids], "prompt": [ids], "n_greedy": n, "padded": p}. Prints JSON:
 //   logprobs: log p(score[i+1] | score[..i]) from one call over score but
 //             its last id, with an empty cache (as `moe score` runs a window);
+//   padded, alone, batch_first (with "padded": p): the window's inputs and
+//             their first n - p left-padded by p masked positions, run as one
+//             batch of two: the second row's log-probs in the batch and run
+//             alone, and the first row's in the batch;
 //   greedy:   n tokens by arg-max after the prompt, one call per token with
 //             the KV cache (present.* fed back as past_key_values.*).
 'use strict';
@@ -63,6 +67,32 @@ async function main() {
     result.logprobs = [];
     for (let i = 0; i + 1 < ids.length; i++)
       result.logprobs.push(logSoftmaxAt(logits.subarray(i * V, (i + 1) * V), ids[i + 1]));
+  }
+  if (req.padded) {
+    // a batch of two: the window's inputs, and its first n - pad of them
+    // left-padded with pad masked positions (ids 0, position_ids 0); the
+    // second row's log-probs, from the batch and from the row alone
+    const ids = req.score.slice(0, -1), pad = req.padded, n = ids.length, m = n - pad;
+    const feeds = {};
+    for (let l = 0; l < L; l++)
+      for (const kv of ['key', 'value'])
+        feeds[`past_key_values.${l}.${kv}`] = new ort.Tensor('float32', new Float32Array(0), [2, KV, 0, hd]);
+    const row2 = new Array(pad).fill(0).concat(ids.slice(0, m));
+    feeds.input_ids = new ort.Tensor('int64', BigInt64Array.from(ids.concat(row2).map(BigInt)), [2, n]);
+    const mask = new Array(n).fill(1).concat(new Array(pad).fill(0), new Array(m).fill(1));
+    feeds.attention_mask = new ort.Tensor('int64', BigInt64Array.from(mask.map(BigInt)), [2, n]);
+    const pos = ids.map((_, i) => i).concat(new Array(pad).fill(0), ids.slice(0, m).map((_, i) => i));
+    feeds.position_ids = new ort.Tensor('int64', BigInt64Array.from(pos.map(BigInt)), [2, n]);
+    const out = (await session.run(feeds)).logits.data;
+    const alone = (await run(ids.slice(0, m), emptyPast(), 0)).logits;
+    result.padded = [];
+    result.alone = [];
+    for (let i = 0; i + 1 < m; i++) {
+      result.padded.push(logSoftmaxAt(out.subarray((n + pad + i) * V, (n + pad + i + 1) * V), ids[i + 1]));
+      result.alone.push(logSoftmaxAt(alone.subarray(i * V, (i + 1) * V), ids[i + 1]));
+    }
+    result.batch_first = [];
+    for (let i = 0; i + 1 < n; i++) result.batch_first.push(logSoftmaxAt(out.subarray(i * V, (i + 1) * V), ids[i + 1]));
   }
   if (req.prompt) {
     let {logits, past} = await run(req.prompt, emptyPast(), 0);

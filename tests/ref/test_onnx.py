@@ -13,7 +13,9 @@ moe can generate (all but expert choice and Lory), 32 greedy tokens
 with the KV cache equal to `moe generate --temperature 0`. Then f16: a TopK
 model rounded to float16 (moe export --format hf --type f16, moe import)
 exported with --type f16 gives that rounded model's log-probs, at the fp32
-tolerance since both sides hold the same rounded weights. Exits 77 (skip) when onnxruntime-node cannot be
+tolerance since both sides hold the same rounded weights. A batch of two
+rows, one left-padded with masked positions, gives each row its own
+log-probs (attention_mask and position_ids at work). Exits 77 (skip) when onnxruntime-node cannot be
 installed or loaded. Usage: test_onnx.py BUILD_DIR"""
 import json
 import os
@@ -113,10 +115,11 @@ def main():
         text_tok = os.path.join(tmp, "text.tok")
         run(moe, "prepare", "--input", text_file, "--tokenizer", tok, "--out", text_tok)
 
-        def ort(folder, greedy):
+        def ort(folder, greedy, padded=0):
             req = os.path.join(tmp, "req.json")
             with open(req, "w") as f:
-                json.dump({"score": ids, "prompt": prompt_ids if greedy else None, "n_greedy": 32}, f)
+                json.dump({"score": ids, "prompt": prompt_ids if greedy else None, "n_greedy": 32,
+                           "padded": padded}, f)
             r = subprocess.run(["node", CHECK, folder, req], capture_output=True, env=env)
             if r.returncode != 0:
                 raise RuntimeError(f"onnxruntime on {folder}: {r.stderr.decode(errors='replace')[-1500:]}")
@@ -159,6 +162,17 @@ def main():
 
         check("greedy_not_vacuous", sum(len(t) > 0 for t in greedy_texts) >= len(greedy_texts) - 2,
               f"{sum(len(t) > 0 for t in greedy_texts)} of {len(greedy_texts)} continuations hold text")
+
+        # a batch of two, the second row left-padded with masked positions:
+        # each row's log-probs are its own (routing is per token for these)
+        for name in ("relu", "cartesian"):
+            got = ort(os.path.join(tmp, f"{name}.onnx"), False, padded=7)
+            pairs = list(zip(got["padded"], got["alone"]))
+            ours = json.loads(run(moe, "score", "--model", models[name], "--tokens", ids_file))["logprobs"]
+            pairs += list(zip(got["batch_first"], ours))
+            worst = max(abs(a - b) / max(1.0, abs(a)) for a, b in pairs)
+            check(f"{name}_batch_left_padded", len(got["padded"]) > 10 and worst <= TOL_REL,
+                  f"max |diff| / max(1, |log p|) {worst:.2e} over {len(pairs)} positions")
 
         # ReLU: some (layer, token) pairs of the window have no expert at all
         out = os.path.join(tmp, "relu.analysis.json")
