@@ -69,6 +69,8 @@ int cmd_export(int argc, char **argv) {
     }
     st_dtype dt = !strcmp(type, "f32") ? ST_F32 : !strcmp(type, "f16") ? ST_F16 : !strcmp(type, "bf16") ? ST_BF16 : ST_U8;
     if (dt == ST_U8) { fprintf(stderr, "moe export: option --type: expected f32, f16 or bf16, found '%s'\n", type); return 2; }
+    char stdout_path[32];
+    if (gguf) out = cli_stdout_output(out, stdout_path, sizeof stdout_path);   /* "-": the file alone on stdout */
     moe_err err;
     if (!gguf && cli_check_out("export", out, force, &err)) { fprintf(stderr, "moe export: %s\n", err.msg); return 1; }
     moe_model *m = NULL;

@@ -45,6 +45,8 @@ int cmd_report(int argc, char **argv) {
         if (moe_path(path, sizeof path, &err, "%s/report.html", runs[0])) goto fail;
         out = path;
     }
+    char stdout_path[32];
+    out = cli_stdout_output(out, stdout_path, sizeof stdout_path);   /* "-": the page alone on stdout */
     if (moe_report_html(runs, n, &b, &err)) goto fail;
     if (!b.data) { moe_errf(&err, "out of memory"); goto fail; }
     if (moe_write_file_atomic(out, b.data, b.len, &err)) goto fail;

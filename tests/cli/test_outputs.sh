@@ -58,6 +58,11 @@ check json_dash_table_on_stderr grep -q "loss" "$tmp/stderr.txt"
 (cd "$tmp" && "$moe" analyze --model run --data data.tok --out - >analysis.json 2>/dev/null) || bad "analyze --out -"
 check analyze_dash_is_stdout /usr/bin/python3 -c "import json,sys; assert json.load(open(sys.argv[1]))['format'] == 'moe-analysis'" "$tmp/analysis.json"
 check analyze_dash_no_file test ! -e "$tmp/-"
+(cd "$tmp" && "$moe" export --format gguf --tokenizer bytes --out - run >stdout.gguf 2>/dev/null) || bad "export --out -"
+"$moe" export --format gguf --tokenizer bytes --out "$tmp/file.gguf" "$tmp/run" >/dev/null 2>&1 || bad "export --out file"
+check export_dash_is_the_file_alone cmp -s "$tmp/stdout.gguf" "$tmp/file.gguf"
+(cd "$tmp" && "$moe" report run --out - >stdout.html 2>/dev/null) || bad "report --out -"
+check report_dash_is_the_page_alone bash -c "head -c 15 '$tmp/stdout.html' | grep -qi '<!doctype html' && ! grep -q 'moe report: wrote' '$tmp/stdout.html'"
 
 # 2. import and export to a directory never write over a checkpoint or a run,
 # and over a model only with --force (as init: one mechanism)
