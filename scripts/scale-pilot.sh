@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scale-pilot.sh — runs the scale pilot of docs/RESULTS.md ("Where MoE pays at
-# CPU scale"): configs/scale/pilot-h128.json, pilot-h256.json, pilot-lr.json,
+# CPU scale"): configs/scale/grids/pilot-h128.json, pilot-h256.json, pilot-lr.json,
 # each a resumable `moe sweep`, with N sweep processes working through the
 # grids at once (each takes the runs the others do not hold). Stop it with
 # SIGTERM (each run checkpoints) and start it again at any time: it continues
@@ -23,7 +23,7 @@ fi
 worker() {
   local g
   for g in pilot-h128 pilot-h256 pilot-lr; do
-    "$moe" sweep --grid "configs/scale/$g.json" || return $?
+    "$moe" sweep --grid "configs/scale/grids/$g.json" || return $?
   done
 }
 pids=()
