@@ -611,8 +611,10 @@ int cmd_train(int argc, char **argv) {
     if (!rank0)
         ;
     else if (stop_requested)
-        fprintf(stderr, "moe train: stopped by signal %d at step %ld; checkpoint written, resume with "
-                "--resume %s\n", (int)stop_requested, tr.step, tr.out_dir);
+        fprintf(stderr, "moe train: stopped by signal %d%s at step %ld; checkpoint written, resume with "
+                "--resume %s\n", (int)stop_requested,
+                many ? " (mpirun passes Ctrl-C on as SIGTERM, 15, and then exits 1 itself)" : "", tr.step,
+                tr.out_dir);
     else
         fprintf(stderr, "moe train: done, checkpoint %s/checkpoints/step-%08ld\n", tr.out_dir, tr.step);
     rc = stop_requested ? 128 + (int)stop_requested : 0;

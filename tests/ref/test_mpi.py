@@ -335,6 +335,26 @@ try:
                 detail += f", worst weight {worst:.2g}"
             check(f"nonfinite_{scen}_{mode}", same, detail + ("" if same else " " + r.stderr[-300:]))
 
+    # ---- Ctrl-C to mpirun: every rank stops after the same step, one
+    # checkpoint, and the message says why it reads "signal 15" and exit 1
+    run_dir = os.path.join(tmp, "ctrl-c")
+    p = subprocess.Popen(MPI + [moe, "train", "--config", cfg, "--data", data, "--out", run_dir,
+                                "--steps", "100000"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (os.path.exists(os.path.join(run_dir, "metrics.jsonl")) and
+                                          os.path.getsize(os.path.join(run_dir, "metrics.jsonl"))):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
+    cks = [x for x in os.listdir(os.path.join(run_dir, "checkpoints"))] if os.path.isdir(
+        os.path.join(run_dir, "checkpoints")) else []
+    check("ctrl_c_checkpoints_and_says_why", len(cks) == 1 and
+          "mpirun passes Ctrl-C on as SIGTERM, 15, and then exits 1 itself" in err, f"checkpoints {cks}; {err[-300:]}")
+
     # ---- bad input: one message from rank 0, before the first step -------
     def refused(name, cmd, pattern):
         out = os.path.join(tmp, "bad-" + name)
