@@ -128,6 +128,31 @@ def llama_cpp_table(cfg):
     return t
 
 
+def transformers_table(cfg):
+    """transformers' tensor names and shapes ([out, in], as nn.Linear stores
+    them) for LlamaForCausalLM and MixtralForCausalLM, written by hand from
+    modeling_llama.py / modeling_mixtral.py, not from moe's export map."""
+    D, V, L, F = cfg["hidden"], cfg["vocab_size"], cfg["n_layers"], cfg["ffn_dim"]
+    hd = D // cfg["n_heads"]
+    t = {"model.embed_tokens.weight": [V, D], "model.norm.weight": [D], "lm_head.weight": [V, D]}
+    for l in range(L):
+        p = f"model.layers.{l}"
+        t.update({f"{p}.input_layernorm.weight": [D], f"{p}.post_attention_layernorm.weight": [D],
+                  f"{p}.self_attn.q_proj.weight": [hd * cfg["n_heads"], D],
+                  f"{p}.self_attn.k_proj.weight": [hd * cfg["n_kv_heads"], D],
+                  f"{p}.self_attn.v_proj.weight": [hd * cfg["n_kv_heads"], D],
+                  f"{p}.self_attn.o_proj.weight": [D, hd * cfg["n_heads"]]})
+        if cfg.get("ffn", "dense") == "dense":
+            t.update({f"{p}.mlp.gate_proj.weight": [F, D], f"{p}.mlp.up_proj.weight": [F, D],
+                      f"{p}.mlp.down_proj.weight": [D, F]})
+        else:
+            t[f"{p}.block_sparse_moe.gate.weight"] = [cfg["n_experts"], D]
+            for e in range(cfg["n_experts"]):
+                q = f"{p}.block_sparse_moe.experts.{e}"
+                t.update({f"{q}.w1.weight": [F, D], f"{q}.w3.weight": [F, D], f"{q}.w2.weight": [D, F]})
+    return t
+
+
 def weights(d):
     return moe_files.read_safetensors(os.path.join(d, "model.safetensors"))[0]
 
@@ -285,6 +310,14 @@ def main():
             diff = [k for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k)]
             check(f"{name}_gguf_names_shapes_llama_cpp", not diff,
                   "; ".join(f"{k}: moe {got.get(k)}, llama.cpp {want.get(k)}" for k in diff[:4]))
+        # the transformers tensor names and shapes against a table written by hand
+        for name in ("dense", "mixtral"):
+            cfg = dict(BASE, **ROUND_TRIP[name][0])
+            got = {k: list(v.shape) for k, v in weights(os.path.join(tmp, f"{name}.hf")).items()}
+            want = transformers_table(cfg)
+            diff = [k for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k)]
+            check(f"{name}_hf_names_shapes_transformers", not diff,
+                  "; ".join(f"{k}: moe {got.get(k)}, transformers {want.get(k)}" for k in diff[:4]))
         # a tied head (no output.weight, as llama.cpp's converter writes a model
         # that ties it) is imported with lm_head a copy of the embedding
         tied = os.path.join(tmp, "tied.gguf")
