@@ -10,11 +10,11 @@
 #include "moe/config.h"
 #include "moe/train.h"
 
-/* One line on stderr (rank 0 only). */
-#define SAY(...) do { if (rank0) fprintf(stderr, "moe train: resuming with " __VA_ARGS__); } while (0)
+/* One line on stderr (when say). */
+#define SAY(...) do { if (say) fprintf(stderr, "moe train: resuming with " __VA_ARGS__); } while (0)
 
 int train_resume_changes(const moe_config *was, const moe_config *now, long step,
-                         unsigned long long position, int rank0, moe_err *err) {
+                         unsigned long long position, int say, moe_err *err) {
     static const char *restart = "to train on from these weights with new settings, start a new run: "
                                  "--model RUN --out NEWDIR";
     if (now->seq_len != was->seq_len)

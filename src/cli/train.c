@@ -467,7 +467,7 @@ int cmd_train(int argc, char **argv) {
     if (moe_trainer_distribute(&tr, world, &err)) goto fail;
     CHECKPOINT();
     if (resume && (moe_trainer_restore(&tr, ckpt, &err) ||
-                   train_resume_changes(&run_cfg, &cfg, tr.step, tr.loader.position, rank0, &err)))
+                   train_resume_changes(&run_cfg, &cfg, tr.step, tr.loader.position, 0, &err)))
         goto fail;
     if (data == run_data) fprintf(stderr, "moe train: resuming on the run's data, %s (size and CRC-32 as recorded)\n", data);
     if (model_dir) {  /* ReMoE's lambda goes on from the checkpoint's, not from relu_lambda0 */
@@ -541,6 +541,8 @@ int cmd_train(int argc, char **argv) {
                 "among %d)\n", pc_total, model->n_params, parts);
     if (rank0 && !strcmp(model->cfg.precision, moe_model_precision(model)))  /* else the note said why */
         fprintf(stderr, "moe train: precision %s (%s)\n", moe_model_precision(model), prec_why);
+    if (resume && rank0)  /* setup went through: say what the changed options do */
+        train_resume_changes(&run_cfg, &cfg, first, tr.loader.position, 1, &err);
     if (rank0)
         fprintf(stderr, "moe train: %zu parameters, %d steps of %d x %d x %d tokens, %d threads, "
                 "%s, out %s\n", pc_total, cfg.steps, cfg.batch_size, cfg.seq_len,
