@@ -147,6 +147,27 @@ scripts/gen-cli-doc.sh "$build" "$tmp/CLI.md"
 if cmp -s "$tmp/CLI.md" docs/CLI.md; then ok cli_doc_current
 else bad "cli_doc_current (regenerate docs/CLI.md with scripts/gen-cli-doc.sh)"; fi
 if "$moe" config --defaults | "$moe" config --check /dev/stdin >/dev/null; then ok config_defaults_valid; else bad config_defaults_valid; fi
+# every model config shown in README.md and docs/ (a JSON block with model
+# keys) passes moe config --check, as the SWEEP.md grid passes test_sweep
+/usr/bin/python3 - "$tmp/doc-configs" <<'PY'
+import glob, json, os, re, sys
+os.makedirs(sys.argv[1])
+n = 0
+for f in ["README.md"] + sorted(glob.glob("docs/*.md")):
+    for m in re.finditer(r"```json\n(.*?)```", open(f).read(), re.S):
+        try:
+            j = json.loads(m.group(1))
+        except ValueError:
+            continue
+        if isinstance(j, dict) and {"vocab_size", "ffn", "router"} & set(j):
+            n += 1
+            open(os.path.join(sys.argv[1], f"{os.path.basename(f)}-{n}.json"), "w").write(m.group(1))
+PY
+doc_ok=1; doc_n=0
+for c in "$tmp"/doc-configs/*.json; do
+  doc_n=$((doc_n + 1)); "$moe" config --check "$c" >/dev/null 2>&1 || { doc_ok=0; echo "  $c: $("$moe" config --check "$c" 2>&1 | tail -1)"; }
+done
+if [ $doc_ok -eq 1 ] && [ $doc_n -ge 1 ]; then ok "doc_configs_valid ($doc_n)"; else bad doc_configs_valid; fi
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
