@@ -629,8 +629,7 @@ static int overlay_charts(moe_buf *b, run_data *runs, size_t n, moe_err *err) {
         if (runs[i].nv && ns < 128)
             se[ns++] = (svg_series){names[i][2], svg_color(i), runs[i].v_step, runs[i].v_loss, runs[i].nv, 0, 1, 0};
     }
-    svg_line(b, &(svg_line_chart){.id = "loss", .title = "Loss: training (EMA over ~10 steps), calibration set "
-             "and validation (train --eval-every)",
+    svg_line(b, &(svg_line_chart){.id = "loss", .title = "Loss: training (EMA ~10 steps), calibration, validation",
              .xlabel = "optimiser step", .ylabel = "loss (nats / token)", .ymin = NAN, .ymax = NAN,
              .series = se, .n_series = ns, .width = 580, .height = 300});
     for (size_t i = 0; i < n && i < 64; i++) free(tmp[i]);
