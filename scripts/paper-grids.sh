@@ -11,15 +11,7 @@ cd "$(dirname "$0")/.."
 moe="$build/moe"
 grids=("$@")
 [ ${#grids[@]} -gt 0 ] || grids=(remoe-main-cpu remoe-experts-cpu cartesian-cpu remoe-sensitivity-cpu remoe-granularity-cpu)
-d=data/paper
-if [ ! -f $d/valid.tok ]; then
-  /usr/bin/python3 tools/build_corpus.py --profile full --quiet
-  mkdir -p $d
-  [ -f $d/tokenizer.moe ] || "$moe" tokenizer train --input data/corpus/full/train.jsonl --vocab 4096 --out $d/tokenizer.moe
-  for s in train valid test; do
-    [ -f $d/$s.tok ] || "$moe" prepare --input data/corpus/full/$s.jsonl --tokenizer $d/tokenizer.moe --out $d/$s.tok
-  done
-fi
+scripts/paper-data.sh "$build"
 # a grid with a failed run does not stop the others; the failed run is
 # tried again by the next invocation, and the exit status says one failed
 status=0

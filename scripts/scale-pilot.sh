@@ -11,15 +11,7 @@ build=${1:-build}
 n=${2:-3}
 cd "$(dirname "$0")/.."
 moe="$build/moe"
-d=data/paper
-if [ ! -f $d/valid.tok ]; then
-  /usr/bin/python3 tools/build_corpus.py --profile full --quiet
-  mkdir -p $d
-  [ -f $d/tokenizer.moe ] || "$moe" tokenizer train --input data/corpus/full/train.jsonl --vocab 4096 --out $d/tokenizer.moe
-  for s in train valid test; do
-    [ -f $d/$s.tok ] || "$moe" prepare --input data/corpus/full/$s.jsonl --tokenizer $d/tokenizer.moe --out $d/$s.tok
-  done
-fi
+scripts/paper-data.sh "$build"
 worker() {
   local g
   for g in pilot-h128 pilot-h256 pilot-lr; do

@@ -1,7 +1,9 @@
 """reflib.py — what the Python reference tests share: running a program that
 must succeed, and counting named checks with the runner's closing line. Not
 a test itself (tests/run.sh runs test_*.py only)."""
+import os
 import subprocess
+import sys
 
 
 def proc(*args, stdin=None, ok=True):
@@ -32,3 +34,39 @@ class Checks:
     def end(self):
         print(f"{self.passed} passed, {self.failed} failed")
         return 1 if self.failed else 0
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NODE_PATH = os.path.join(ROOT, ".cache", "npm", "node_modules")
+
+
+def skip(why):
+    """Ends a test that cannot run here: its last line says why, exit 77."""
+    print(f"skip: {why}")
+    sys.exit(77)
+
+
+def node_env(package):
+    """Installs the pinned npm packages (tools/npm_deps.sh) and returns the
+    environment in which node loads `package`, or skips saying why not."""
+    if subprocess.run([os.path.join(ROOT, "tools", "npm_deps.sh")]).returncode != 0:
+        skip(f"tools/npm_deps.sh could not install {package} (no npm registry?)")
+    env = dict(os.environ, NODE_PATH=NODE_PATH)
+    try:
+        r = subprocess.run(["node", "-e", f"require('{package}')"], env=env, capture_output=True)
+    except FileNotFoundError:
+        skip("node is not installed (apt-get install nodejs)")
+    if r.returncode != 0:
+        last = (r.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+        skip(f"{package} does not load here: {last[:300]}")
+    return env
+
+
+def docs_corpus(moe, tmp, vocab):
+    """A tokenizer of `vocab` ids trained on the repository's docs/ and the
+    docs as a token file: (tokenizer path, token file path) in tmp."""
+    docs = os.path.join(ROOT, "docs")
+    tok, data = os.path.join(tmp, "tok"), os.path.join(tmp, "train.tok")
+    run(moe, "tokenizer", "train", "--input", docs, "--vocab", str(vocab), "--out", tok, "--threads", "1")
+    run(moe, "prepare", "--input", docs, "--tokenizer", tok, "--out", data)
+    return tok, data

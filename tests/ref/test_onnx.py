@@ -24,11 +24,10 @@ import sys
 import tempfile
 
 import reflib
-from reflib import proc, run
+from reflib import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECK = os.path.join(ROOT, "tests", "ref", "onnx_check.js")
-NODE_PATH = os.path.join(ROOT, ".cache", "npm", "node_modules")
 TEXT = ("The router sends every token to the experts whose gates are not zero; "
         "the model adds their outputs, weighted, to the residual stream.")
 BASE = {"vocab_size": 384, "hidden": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64,
@@ -73,34 +72,15 @@ NOT_CAUSAL = ("expert_choice", "lory")  # moe does not generate with them
 TOL_REL = 1e-5
 
 
-def skip(why):
-    print(f"skip: {why}")
-    sys.exit(77)
-
-
 def main():
     build = sys.argv[1] if len(sys.argv) > 1 else "build"
     moe = os.path.join(build, "moe")
-    if subprocess.run([os.path.join(ROOT, "tools", "npm_deps.sh")]).returncode != 0:
-        skip("tools/npm_deps.sh could not install onnxruntime-node (no npm registry?)")
-    env = dict(os.environ, NODE_PATH=NODE_PATH)
-    try:
-        r = subprocess.run(["node", "-e", "require('onnxruntime-node')"], env=env, capture_output=True)
-    except FileNotFoundError:
-        skip("node is not installed (apt-get install nodejs)")
-    if r.returncode != 0:
-        last = (r.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
-        skip(f"onnxruntime-node does not load here: {last[:300]}")
+    env = reflib.node_env("onnxruntime-node")
     checks = reflib.Checks()
     check = checks.check
 
     with tempfile.TemporaryDirectory() as tmp:
-        docs = os.path.join(ROOT, "docs")
-        tok = os.path.join(tmp, "tok")
-        run(moe, "tokenizer", "train", "--input", docs, "--vocab", str(BASE["vocab_size"]), "--out", tok,
-            "--threads", "1")
-        data = os.path.join(tmp, "train.tok")
-        run(moe, "prepare", "--input", docs, "--tokenizer", tok, "--out", data)
+        tok, data = reflib.docs_corpus(moe, tmp, BASE["vocab_size"])
         ids = [int(x) for x in run(moe, "tokenizer", "encode", "--tokenizer", tok, stdin=TEXT.encode()).split()]
         prompt = "The router"
         prompt_ids = [int(x) for x in run(moe, "tokenizer", "encode", "--tokenizer", tok,

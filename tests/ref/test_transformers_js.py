@@ -19,7 +19,6 @@ from reflib import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECK = os.path.join(ROOT, "tests", "ref", "transformers_js_check.js")
-NODE_PATH = os.path.join(ROOT, ".cache", "npm", "node_modules")
 BASE = {"vocab_size": 384, "hidden": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_dim": 64,
         "max_seq_len": 96, "seq_len": 32, "batch_size": 4, "steps": 4, "lr": 1e-2, "warmup": 1,
         "init_std": 0.1, "precision": "fp32", "ffn": "moe", "n_experts": 4, "top_k": 1}
@@ -27,34 +26,15 @@ CASES = {"remoe": {"router": "relu"}, "cartesian": {"ffn": "cartesian", "router"
 PROMPT = "The router"
 
 
-def skip(why):
-    print(f"skip: {why}")
-    sys.exit(77)
-
-
 def main():
     build = sys.argv[1] if len(sys.argv) > 1 else "build"
     moe = os.path.join(build, "moe")
-    if subprocess.run([os.path.join(ROOT, "tools", "npm_deps.sh")]).returncode != 0:
-        skip("tools/npm_deps.sh could not install @huggingface/transformers (no npm registry?)")
-    env = dict(os.environ, NODE_PATH=NODE_PATH)
-    try:
-        r = subprocess.run(["node", "-e", "require('@huggingface/transformers')"], env=env, capture_output=True)
-    except FileNotFoundError:
-        skip("node is not installed (apt-get install nodejs)")
-    if r.returncode != 0:
-        last = (r.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
-        skip(f"@huggingface/transformers does not load here: {last[:300]}")
+    env = reflib.node_env("@huggingface/transformers")
     checks = reflib.Checks()
     check = checks.check
 
     with tempfile.TemporaryDirectory() as tmp:
-        docs = os.path.join(ROOT, "docs")
-        tok = os.path.join(tmp, "tok")
-        run(moe, "tokenizer", "train", "--input", docs, "--vocab", str(BASE["vocab_size"]), "--out", tok,
-            "--threads", "1")
-        data = os.path.join(tmp, "train.tok")
-        run(moe, "prepare", "--input", docs, "--tokenizer", tok, "--out", data)
+        tok, data = reflib.docs_corpus(moe, tmp, BASE["vocab_size"])
         prompt_ids = [int(x) for x in run(moe, "tokenizer", "encode", "--tokenizer", tok,
                                           stdin=PROMPT.encode()).split()]
         texts = []
