@@ -53,12 +53,9 @@ def build_base(commit):
 
 
 def data_file(build):
-    paper = os.path.join(ROOT, "data/paper/train.tok")
-    if os.path.exists(paper):
-        return paper
-    sys.exit("bench/vs_base.py: data/paper/train.tok is missing: run scripts/scale-pilot.sh once "
-                 "(it builds data/paper/), or make demo")
-    return paper
+    """data/paper/train.tok, built by scripts/paper-data.sh if missing."""
+    subprocess.run([os.path.join(ROOT, "scripts/paper-data.sh"), build], check=True, cwd=ROOT)
+    return os.path.join(ROOT, "data/paper/train.tok")
 
 
 def run(moe, cfg, threads, steps, data, tmp):
