@@ -3,8 +3,9 @@
 CPU scale") from its runs (runs/scale/pilot-*/NAME/seed-1/metrics.jsonl, as
 far as they have got): the validation loss every ~2M tokens per model, the
 crossover (the first measured token count from which TopK stays below
-dense), ReMoE's per-layer share of tokens on no expert, and an SVG plot of
-validation loss against tokens for each width. Runs still in progress are
+dense), ReMoE's per-layer share of tokens on no expert at its last step and
+over training (SVG), and an SVG plot of validation loss against tokens for
+each width. Runs still in progress are
 shown up to their last measurement and marked.
 
     scripts/scale-results.py [RUNS_DIR [FIG_DIR]]   (default runs/scale docs/figures) -> Markdown on stdout
@@ -88,6 +89,54 @@ def svg(grid, runs, path):
     return True
 
 
+def layer_activity(grid, path):
+    """ReMoE's share of tokens on no expert, per layer, against tokens (the
+    mean over each 100 steps of metrics.jsonl's per-layer no_expert): an SVG
+    line per layer. Returns whether there was anything to draw."""
+    f = os.path.join(RUNS, grid, "remoe", "seed-1", "metrics.jsonl")
+    if not os.path.exists(f):
+        return False
+    sums, xs = {}, []
+    with open(f) as fh:
+        for line in fh:
+            try:
+                m = json.loads(line)
+            except ValueError:
+                continue
+            b = (m["step"] - 1) // 100
+            for i, l in enumerate(m.get("layers", [])):
+                if l.get("no_expert") is not None:
+                    sums.setdefault(i, {}).setdefault(b, []).append(l["no_expert"])
+            if not xs or xs[-1][0] != b:
+                xs.append((b, m.get("tokens", 0) * (b + 1) * 100))
+    if not sums:
+        return False
+    W, H, L, B = 560, 300, 60, 40
+    x1 = max(t for _, t in xs) or 1
+    X = lambda t: L + (W - L - 20) * t / x1
+    Y = lambda v: 10 + (H - B - 10) * (1 - v)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{W / 2}" y="{H - 5}" text-anchor="middle">training tokens (millions)</text>',
+           f'<text x="12" y="{H / 2}" transform="rotate(-90 12 {H / 2})" text-anchor="middle">tokens on no expert</text>']
+    for k in range(5):
+        v = k / 4
+        out.append(f'<line x1="{L}" x2="{W - 20}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#ddd"/>'
+                   f'<text x="{L - 4}" y="{Y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>'
+                   f'<text x="{X(x1 * k / 4):.1f}" y="{H - B + 14}" text-anchor="middle">{x1 * k / 4e6:.0f}</text>')
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+    tok = dict(xs)
+    for i, per in sorted(sums.items()):
+        pts = " ".join(f"{X(tok[b]):.1f},{Y(sum(v) / len(v)):.1f}" for b, v in sorted(per.items()) if b in tok)
+        c = palette[i % len(palette)]
+        out.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.6" points="{pts}"/>'
+                   f'<text x="{W - 80}" y="{24 + 14 * i}" fill="{c}">layer {i}</text>')
+    out.append("</svg>")
+    with open(path, "w") as fh:
+        fh.write("\n".join(out) + "\n")
+    return True
+
+
 def table(grid, title):
     runs = {m: load(grid, m) for m in MODELS}
     print(f"#### {title}\n")
@@ -120,6 +169,9 @@ def table(grid, title):
     fig = os.path.join(FIGS, f"scale-{grid}.svg")
     if svg(grid, runs, fig):
         print(f"\n![validation loss against tokens, {title}](figures/scale-{grid}.svg)")
+    fig = os.path.join(FIGS, f"scale-{grid}-remoe-layers.svg")
+    if layer_activity(grid, fig):
+        print(f"\n![ReMoE: share of tokens on no expert per layer, {title}](figures/scale-{grid}-remoe-layers.svg)")
     print()
 
 
