@@ -6,7 +6,7 @@
 # tests/DIR/test_*.py (DIR/NAME) against BUILD/moe. ASAN_BUILD: the same suite
 # again (asan/...) against a build with AddressSanitizer + UBSan (pure-Python
 # tests that run no moe code are not repeated). FUZZ_BUILD: every libFuzzer
-# harness (fuzz/NAME) for MOE_FUZZ_SECONDS (default 10) from its seed corpus.
+# harness (fuzz/NAME) for MOE_FUZZ_SECONDS (default 7) from its seed corpus.
 #
 # A test program that cannot run because something it needs is missing exits
 # 77 after printing why as its last line: the runner prints SKIP NAME (why).
@@ -90,11 +90,11 @@ if [ -n "${2:-}" ]; then
   suite "$2" "asan/"
 fi
 if [ -n "${3:-}" ]; then
-  echo "-- libFuzzer, ${MOE_FUZZ_SECONDS:-10}s per parser"
+  echo "-- libFuzzer, ${MOE_FUZZ_SECONDS:-7}s per parser"
   for bin in "$3"/fuzz_*; do
     [ -x "$bin" ] || continue
     name=$(basename "$bin")
-    run "fuzz/$name" bash -c "work=\$(mktemp -d); mkdir -p '$3/crashes'; '$bin' -max_total_time=${MOE_FUZZ_SECONDS:-10} -timeout=10 -rss_limit_mb=2048 -artifact_prefix='$3/crashes/$name-' \"\$work\" 'tests/fuzz/seeds/$name'; rc=\$?; rm -rf \"\$work\"; exit \$rc"
+    run "fuzz/$name" bash -c "work=\$(mktemp -d); mkdir -p '$3/crashes'; '$bin' -max_total_time=${MOE_FUZZ_SECONDS:-7} -timeout=10 -rss_limit_mb=2048 -artifact_prefix='$3/crashes/$name-' \"\$work\" 'tests/fuzz/seeds/$name'; rc=\$?; rm -rf \"\$work\"; exit \$rc"
   done
 fi
 echo

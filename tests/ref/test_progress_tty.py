@@ -1,3 +1,4 @@
+# once: redraws at a pseudo-terminal; eval's and analyze's code runs under the sanitizers in cli/test_eval
 """test_progress_tty.py — `moe eval` and `moe analyze` show their progress
 (issue 14): at a terminal (a pseudo-terminal as stderr) a line with the
 percentage and the batches done is redrawn while a pass runs, and it ends at

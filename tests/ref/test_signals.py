@@ -54,7 +54,7 @@ def weights(run):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build", nargs="?", default="build")
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--seed", type=int, default=int(time.time()))
     a = ap.parse_args()
     moe = os.path.join(os.path.abspath(a.build), "moe")
