@@ -6,7 +6,7 @@
 # tests/DIR/test_*.py (DIR/NAME) against BUILD/moe. ASAN_BUILD: the same suite
 # again (asan/...) against a build with AddressSanitizer + UBSan (pure-Python
 # tests that run no moe code are not repeated). FUZZ_BUILD: every libFuzzer
-# harness (fuzz/NAME) for MOE_FUZZ_SECONDS (default 7) from its seed corpus.
+# harness (fuzz/NAME) for MOE_FUZZ_SECONDS (default 7; two harnesses at a time) from its seed corpus.
 #
 # A test program that cannot run because something it needs is missing exits
 # 77 after printing why as its last line: the runner prints SKIP NAME (why).
@@ -90,12 +90,25 @@ if [ -n "${2:-}" ]; then
   suite "$2" "asan/"
 fi
 if [ -n "${3:-}" ]; then
-  echo "-- libFuzzer, ${MOE_FUZZ_SECONDS:-7}s per parser"
+  # Each harness is one thread: two run at once, each for the full time,
+  # writing its output and exit code to files; then each is reported as a
+  # test (its output replayed) in the usual way.
+  echo "-- libFuzzer, ${MOE_FUZZ_SECONDS:-7}s per parser, two at a time"
+  fuzz_out=$(mktemp -d)
+  mkdir -p "$3/crashes"
+  # shellcheck disable=SC2016
+  for bin in "$3"/fuzz_*; do [ -x "$bin" ] && echo "$bin"; done |
+    xargs -P 2 -I{} bash -c 'bin=$1; name=$(basename "$bin"); work=$(mktemp -d); t0=$SECONDS
+      "$bin" -max_total_time="$2" -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$3/crashes/$name-" \
+        "$work" "tests/fuzz/seeds/$name" >"$4/$name.log" 2>&1; echo "$? $((SECONDS - t0))" >"$4/$name.rc"
+      rm -rf "$work"' _ {} "${MOE_FUZZ_SECONDS:-7}" "$3" "$fuzz_out"
   for bin in "$3"/fuzz_*; do
     [ -x "$bin" ] || continue
     name=$(basename "$bin")
-    run "fuzz/$name" bash -c "work=\$(mktemp -d); mkdir -p '$3/crashes'; '$bin' -max_total_time=${MOE_FUZZ_SECONDS:-7} -timeout=10 -rss_limit_mb=2048 -artifact_prefix='$3/crashes/$name-' \"\$work\" 'tests/fuzz/seeds/$name'; rc=\$?; rm -rf \"\$work\"; exit \$rc"
+    run "fuzz/$name" bash -c "cat '$fuzz_out/$name.log'; read -r rc secs < '$fuzz_out/$name.rc' || rc=1;
+      echo \"(fuzzed for \$secs s)\"; exit \$rc"
   done
+  rm -rf "$fuzz_out"
 fi
 echo
 [ $failed -gt 0 ] && echo "failed: ${failed_names[*]}"
