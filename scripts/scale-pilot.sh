@@ -5,13 +5,19 @@
 # grids at once (each takes the runs the others do not hold). Stop it with
 # SIGTERM (each run checkpoints) and start it again at any time: it continues
 # where it stopped. Builds data/paper/ first if it is missing.
-# Usage: scripts/scale-pilot.sh [BUILD_DIR [N_PROCESSES]]   (default: build 3)
+# Usage: [MOE_SCALE_RUNS=DIR] scripts/scale-pilot.sh [BUILD_DIR [N_PROCESSES]]   (default: build 3)
 set -euo pipefail
 build=${1:-build}
 n=${2:-3}
 cd "$(dirname "$0")/.."
 moe="$build/moe"
 scripts/paper-data.sh "$build"
+# MOE_SCALE_RUNS=DIR keeps the runs outside the checkout, so that a fresh
+# checkout continues them: runs/scale becomes a link to DIR
+if [ -n "${MOE_SCALE_RUNS:-}" ]; then
+  mkdir -p "$MOE_SCALE_RUNS" runs
+  [ -e runs/scale ] || ln -s "$MOE_SCALE_RUNS" runs/scale
+fi
 worker() {
   local g
   for g in pilot-h128 pilot-h256 pilot-lr; do
