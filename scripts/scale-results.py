@@ -76,7 +76,7 @@ def svg(grid, runs, path):
         out.append(f'<line x1="{L}" x2="{W - 20}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#ddd"/>'
                    f'<text x="{L - 4}" y="{Y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
         t = x1 * k / 4
-        out.append(f'<text x="{X(t):.1f}" y="{H - B + 14}" text-anchor="middle">{t / 1e6:.0f}</text>')
+        out.append(f'<text x="{X(t):.1f}" y="{H - B + 14}" text-anchor="middle">{t / 1e6:.{1 if x1 < 1e7 else 0}f}</text>')
     for i, (name, r) in enumerate(runs.items()):
         if not r or not r[0]:
             continue
@@ -123,7 +123,7 @@ def layer_activity(grid, path):
         v = k / 4
         out.append(f'<line x1="{L}" x2="{W - 20}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#ddd"/>'
                    f'<text x="{L - 4}" y="{Y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>'
-                   f'<text x="{X(x1 * k / 4):.1f}" y="{H - B + 14}" text-anchor="middle">{x1 * k / 4e6:.0f}</text>')
+                   f'<text x="{X(x1 * k / 4):.1f}" y="{H - B + 14}" text-anchor="middle">{x1 * k / 4e6:.{1 if x1 < 1e7 else 0}f}</text>')
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
     tok = dict(xs)
     for i, per in sorted(sums.items()):
