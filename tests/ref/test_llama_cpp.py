@@ -68,12 +68,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         # a tokenizer and a corpus from the repository's own prose
-        docs = os.path.join(ROOT, "docs")
-        tok = os.path.join(tmp, "tok")
-        run(moe, "tokenizer", "train", "--input", docs, "--vocab", str(BASE["vocab_size"]), "--out", tok,
-            "--threads", "1")
-        data = os.path.join(tmp, "train.tok")
-        run(moe, "prepare", "--input", docs, "--tokenizer", tok, "--out", data)
+        tok, data = reflib.docs_corpus(moe, tmp, BASE["vocab_size"])
         ours_ids = run(moe, "tokenizer", "encode", "--tokenizer", tok, stdin=MIXED.encode()).split()
         ours_ids = [int(x) for x in ours_ids]
         prompt = "The router"

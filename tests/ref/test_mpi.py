@@ -374,6 +374,9 @@ try:
                                              "--expert-parallel", "3"], "'expert_parallel': 3 does not divide n_experts 4")
     refused("world_not_multiple_of_ep", MPI + [moe, "train", "--config", cfg, "--data", data, "--out", "OUT",
                                               "--expert-parallel", "4"], "not a multiple of expert_parallel 4")
+    refused("eval_every_across_ranks", MPI + [moe, "train", "--config", cfg, "--data", data, "--out", "OUT",
+                                             "--eval-every", "2", "--eval-data", data],
+            "--eval-every is not available across processes yet")
     refused("data_unreadable_on_one_rank",
             one + [moe, "train", "--config", cfg, "--data", data, "--out", "OUT", ":"] + one[2:] +
             [moe, "train", "--config", cfg, "--data", os.path.join(tmp, "nothere.tok"), "--out", "OUT"],

@@ -75,12 +75,7 @@ def main():
     checks = reflib.Checks()
     check = checks.check
     with tempfile.TemporaryDirectory() as tmp:
-        docs = os.path.join(ROOT, "docs")
-        tok = os.path.join(tmp, "tok")
-        run(moe, "tokenizer", "train", "--input", docs, "--vocab", str(CFG["vocab_size"]), "--out", tok,
-            "--threads", "1")
-        data = os.path.join(tmp, "train.tok")
-        run(moe, "prepare", "--input", docs, "--tokenizer", tok, "--out", data)
+        tok, data = reflib.docs_corpus(moe, tmp, CFG["vocab_size"])
         cfg = os.path.join(tmp, "cfg.json")
         with open(cfg, "w") as f:
             json.dump(CFG, f)
