@@ -26,20 +26,15 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_speed import cpu_name  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = [  # name, config file, threads, steps scale
     ("twin-topk", "configs/paper/remoe/cpu/182m/topk-e8.json", 1, 1.0),
     ("twin-dense", "configs/paper/remoe/cpu/182m/dense.json", 1, 1.0),
     ("demo-topk", "configs/demo_topk.json", 2, 0.5),
 ]
-
-
-def cpu_name():
-    info = open("/proc/cpuinfo").read()
-    name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "?")
-    flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
-    have = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name} ({', '.join(have)})"
 
 
 def build_base(commit):

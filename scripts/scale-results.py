@@ -56,47 +56,53 @@ def crossover(dense, topk):
     return None
 
 
-def svg(grid, runs, path):
-    """A line chart of validation loss against tokens, one line per model."""
-    pts = [p for r in runs.values() if r for p in r[0]]
+def line_chart(path, lines, ylabel, lo, hi):
+    """An SVG chart of lines [(label, colour, [(tokens, y)])] against training
+    tokens, y from lo to hi. Returns whether there was anything to draw."""
+    pts = [p for _, _, ps in lines for p in ps]
     if not pts:
         return False
     W, H, L, B = 560, 300, 60, 40
     x1 = max(t for t, _ in pts) or 1
-    lo, hi = min(v for _, v in pts), max(v for _, v in pts)
-    lo, hi = lo - 0.02 * (hi - lo + 1e-9), hi + 0.02 * (hi - lo + 1e-9)
     X = lambda t: L + (W - L - 20) * t / x1
     Y = lambda v: 10 + (H - B - 10) * (hi - v) / (hi - lo)
+    dec = 1 if x1 < 1e7 else 0
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
            f'<text x="{W / 2}" y="{H - 5}" text-anchor="middle">training tokens (millions)</text>',
-           f'<text x="12" y="{H / 2}" transform="rotate(-90 12 {H / 2})" text-anchor="middle">validation loss</text>']
+           f'<text x="12" y="{H / 2}" transform="rotate(-90 12 {H / 2})" text-anchor="middle">{ylabel}</text>']
     for k in range(5):
-        v = lo + (hi - lo) * k / 4
+        v, t = lo + (hi - lo) * k / 4, x1 * k / 4
         out.append(f'<line x1="{L}" x2="{W - 20}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#ddd"/>'
-                   f'<text x="{L - 4}" y="{Y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
-        t = x1 * k / 4
-        out.append(f'<text x="{X(t):.1f}" y="{H - B + 14}" text-anchor="middle">{t / 1e6:.{1 if x1 < 1e7 else 0}f}</text>')
-    for i, (name, r) in enumerate(runs.items()):
-        if not r or not r[0]:
-            continue
-        d = " ".join(f"{X(t):.1f},{Y(v):.1f}" for t, v in r[0])
-        out.append(f'<polyline fill="none" stroke="{COLORS[name]}" stroke-width="1.8" points="{d}"/>')
-        out.append(f'<text x="{W - 150}" y="{24 + 14 * i}" fill="{COLORS[name]}">{name}{"" if r[2] else " (running)"}</text>')
+                   f'<text x="{L - 4}" y="{Y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>'
+                   f'<text x="{X(t):.1f}" y="{H - B + 14}" text-anchor="middle">{t / 1e6:.{dec}f}</text>')
+    for i, (label, colour, ps) in enumerate(lines):
+        d = " ".join(f"{X(t):.1f},{Y(v):.1f}" for t, v in ps)
+        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.7" points="{d}"/>'
+                   f'<text x="{W - 150}" y="{24 + 14 * i}" fill="{colour}">{label}</text>')
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
     return True
 
 
+def svg(runs, path):
+    """Validation loss against tokens, one line per model."""
+    lines = [(name + ("" if r[2] else " (running)"), COLORS[name], r[0]) for name, r in runs.items() if r and r[0]]
+    vals = [v for _, _, ps in lines for _, v in ps]
+    if not vals:
+        return False
+    pad = 0.02 * (max(vals) - min(vals) + 1e-9)
+    return line_chart(path, lines, "validation loss", min(vals) - pad, max(vals) + pad)
+
+
 def layer_activity(grid, path):
     """ReMoE's share of tokens on no expert, per layer, against tokens (the
-    mean over each 100 steps of metrics.jsonl's per-layer no_expert): an SVG
-    line per layer. Returns whether there was anything to draw."""
+    mean over each 100 steps of metrics.jsonl's per-layer no_expert)."""
     f = os.path.join(RUNS, grid, "remoe", "seed-1", "metrics.jsonl")
     if not os.path.exists(f):
         return False
-    sums, xs = {}, []
+    sums, tokens = {}, {}
     with open(f) as fh:
         for line in fh:
             try:
@@ -104,37 +110,14 @@ def layer_activity(grid, path):
             except ValueError:
                 continue
             b = (m["step"] - 1) // 100
+            tokens[b] = m.get("tokens", 0) * (b + 1) * 100
             for i, l in enumerate(m.get("layers", [])):
                 if l.get("no_expert") is not None:
                     sums.setdefault(i, {}).setdefault(b, []).append(l["no_expert"])
-            if not xs or xs[-1][0] != b:
-                xs.append((b, m.get("tokens", 0) * (b + 1) * 100))
-    if not sums:
-        return False
-    W, H, L, B = 560, 300, 60, 40
-    x1 = max(t for _, t in xs) or 1
-    X = lambda t: L + (W - L - 20) * t / x1
-    Y = lambda v: 10 + (H - B - 10) * (1 - v)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
-           f'<rect width="{W}" height="{H}" fill="white"/>',
-           f'<text x="{W / 2}" y="{H - 5}" text-anchor="middle">training tokens (millions)</text>',
-           f'<text x="12" y="{H / 2}" transform="rotate(-90 12 {H / 2})" text-anchor="middle">tokens on no expert</text>']
-    for k in range(5):
-        v = k / 4
-        out.append(f'<line x1="{L}" x2="{W - 20}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#ddd"/>'
-                   f'<text x="{L - 4}" y="{Y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>'
-                   f'<text x="{X(x1 * k / 4):.1f}" y="{H - B + 14}" text-anchor="middle">{x1 * k / 4e6:.{1 if x1 < 1e7 else 0}f}</text>')
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-    tok = dict(xs)
-    for i, per in sorted(sums.items()):
-        pts = " ".join(f"{X(tok[b]):.1f},{Y(sum(v) / len(v)):.1f}" for b, v in sorted(per.items()) if b in tok)
-        c = palette[i % len(palette)]
-        out.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.6" points="{pts}"/>'
-                   f'<text x="{W - 80}" y="{24 + 14 * i}" fill="{c}">layer {i}</text>')
-    out.append("</svg>")
-    with open(path, "w") as fh:
-        fh.write("\n".join(out) + "\n")
-    return True
+    lines = [(f"layer {i}", palette[i % len(palette)],
+              [(tokens[b], sum(v) / len(v)) for b, v in sorted(per.items())]) for i, per in sorted(sums.items())]
+    return line_chart(path, lines, "tokens on no expert", 0.0, 1.0)
 
 
 def table(grid, title):
@@ -167,7 +150,7 @@ def table(grid, title):
               (r[1]["step"], ", ".join("%.2f" % s if s is not None else "—" for s in share),
                ", ".join("%.2f" % a if a is not None else "—" for a in act)))
     fig = os.path.join(FIGS, f"scale-{grid}.svg")
-    if svg(grid, runs, fig):
+    if svg(runs, fig):
         print(f"\n![validation loss against tokens, {title}](figures/scale-{grid}.svg)")
     fig = os.path.join(FIGS, f"scale-{grid}-remoe-layers.svg")
     if layer_activity(grid, fig):
