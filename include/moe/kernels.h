@@ -111,16 +111,6 @@ void k_swiglu_forward(float *a, const float *h1, const float *h3, size_t n);
 void k_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,
                        const float *h3, size_t n);
 
-/* Cross-entropy over logits[N,V] with targets[N] (a target < 0 is ignored):
- * losses[N] (0 for ignored) and lse[N] = logsumexp of each row, kept for the
- * backward. Returns the sum of the losses, added in row order. */
-double k_cross_entropy_forward(float *losses, float *lse, const float *logits,
-                               const int *targets, size_t N, size_t V);
-/* dlogits = (softmax - onehot) * dscale (0 for ignored rows); dlogits may
- * alias logits. */
-void k_cross_entropy_backward(float *dlogits, const float *logits, const float *lse,
-                              const int *targets, size_t N, size_t V, float dscale);
-
 /* The LM head and its cross-entropy, fused (lm_head.c): logits = x @ W^T are
  * formed k_head_rows(V) rows at a time into scratch and never for the whole
  * batch; each block's loss and gradient are done before the next block.
@@ -131,7 +121,7 @@ typedef struct k_head {
     const int *targets;     /* [N], < 0 ignored (loss 0, no gradient); NULL: none */
     size_t N, D, V;
     float *scratch;         /* [k_head_scratch(D, V)] */
-    float *losses, *lse;    /* [N] out, as k_cross_entropy_forward */
+    float *losses, *lse;    /* [N] out: each row's loss (0 for an ignored target < 0) and logsumexp */
     int *argmax;            /* [N] out, the first maximal logit (NULL: skipped) */
     float *logits;          /* [N,V] out, every logit (NULL: not kept) */
     /* gradients of dscale * sum(losses) (dx NULL: none): dx[N,D] overwritten,

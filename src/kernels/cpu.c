@@ -104,39 +104,6 @@ void k_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,
     }
 }
 
-double k_cross_entropy_forward(float *losses, float *lse, const float *logits,
-                               const int *targets, size_t N, size_t V) {
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < N; i++) {
-        const float *l = logits + i * V;
-        float mx = l[0], sum = 0.0f;
-        #pragma omp simd reduction(max:mx)
-        for (size_t j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-        #pragma omp simd reduction(+:sum)
-        for (size_t j = 0; j < V; j++) sum += moe_expf(l[j] - mx);
-        lse[i] = logf(sum) + mx;
-        losses[i] = targets[i] >= 0 ? lse[i] - l[targets[i]] : 0.0f;
-    }
-    double total = 0.0;  /* summed in order: the same bits at any thread count */
-    for (size_t i = 0; i < N; i++) total += losses[i];
-    return total;
-}
-
-void k_cross_entropy_backward(float *dlogits, const float *logits, const float *lse,
-                              const int *targets, size_t N, size_t V, float dscale) {
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < N; i++) {
-        const float *l = logits + i * V;
-        float *d = dlogits + i * V;
-        int t = targets[i];
-        float m = lse[i], s = t >= 0 ? dscale : 0.0f;
-        float target_logit = t >= 0 ? l[t] : 0.0f;  /* read before d (maybe l) is written */
-        #pragma omp simd
-        for (size_t j = 0; j < V; j++) d[j] = moe_expf(l[j] - m) * s;
-        if (t >= 0) d[t] = (moe_expf(target_logit - m) - 1.0f) * dscale;
-    }
-}
-
 void k_add(float *y, const float *x, size_t n) {
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
