@@ -14,7 +14,7 @@ CFLAGS  += $(OPT) -g -std=c11 -Wall -Wextra -D_DEFAULT_SOURCE -fopenmp -Iinclude
 LDLIBS  += -ldnnl -lopenblas -lpcre2-8 -lz -lm
 BUILD   ?= build
 
-# MPI (Open MPI or MPICH): only src/dist/comm_mpi.c names it, and only the
+# MPI (Open MPI or MPICH): only src/comm/comm_mpi.c names it, and only the
 # moe program links it; the library, unit tests and fuzzers never do
 MPI_CFLAGS ?= $(shell pkg-config --cflags ompi-c 2>/dev/null || pkg-config --cflags mpich 2>/dev/null || mpicc --showme:compile 2>/dev/null)
 MPI_LIBS   ?= $(shell pkg-config --libs ompi-c 2>/dev/null || pkg-config --libs mpich 2>/dev/null || mpicc --showme:link 2>/dev/null)
@@ -23,7 +23,7 @@ MPI_LIBS   ?= $(shell pkg-config --libs ompi-c 2>/dev/null || pkg-config --libs 
 HTTP_LIBS  ?= $(shell pkg-config --libs libmicrohttpd 2>/dev/null && echo -lpthread)
 
 LIB_SRC  := $(shell find src -name '*.c' ! -path 'src/cli/*' ! -name main.c ! -name '*_mpi.c' | sort)
-CLI_SRC  := src/main.c $(sort $(wildcard src/cli/*.c)) src/dist/comm_mpi.c
+CLI_SRC  := src/main.c $(sort $(wildcard src/cli/*.c)) src/comm/comm_mpi.c
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -55,7 +55,7 @@ ifeq ($(strip $(HTTP_LIBS)),)
 $(BUILD)/obj/src/cli/serve.o: CFLAGS += -DMOE_NO_HTTP
 endif
 
-$(BUILD)/obj/src/dist/comm_mpi.o: src/dist/comm_mpi.c $(wildcard include/moe/*.h)
+$(BUILD)/obj/src/comm/comm_mpi.o: src/comm/comm_mpi.c $(wildcard include/moe/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(MPI_CFLAGS) -c $< -o $@
 

@@ -3,7 +3,7 @@
  * global state) with all-reduce, reduce-scatter, all-gather, all-to-all-v,
  * broadcast, barrier and abort. Two implementations: the single-process one
  * here (size 1; every call is a copy or nothing, so a run without mpirun is
- * today's run), and MPI (src/dist/comm_mpi.c, linked into the moe program
+ * today's run), and MPI (src/comm/comm_mpi.c, linked into the moe program
  * only; a NCCL one could follow with a GPU backend).
  *
  * Reductions are deterministic and give the same bits on every rank: every

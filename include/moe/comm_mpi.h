@@ -1,6 +1,6 @@
 /* comm_mpi.h — the process group a program was started in: MPI's world
  * when launched by mpirun (or another MPI launcher), else the single-process
- * group. Implemented in src/dist/comm_mpi.c, which only the moe program
+ * group. Implemented in src/comm/comm_mpi.c, which only the moe program
  * links (the library itself never names MPI). */
 #ifndef MOE_COMM_MPI_H
 #define MOE_COMM_MPI_H

@@ -1,5 +1,5 @@
 /* config.h — every number a user sets (model shape, training), with its
- * default, allowed range and documentation in one table (src/model/config.c).
+ * default, allowed range and documentation in one table (src/model/config_keys.c).
  * Configs are JSON objects; unknown keys and out-of-range values are refused
  * with a message naming the key. */
 #ifndef MOE_CONFIG_H

@@ -1,5 +1,5 @@
 /* report.c — `moe report`: one self-contained HTML page comparing runs
- * (src/analysis/report.c draws it; docs/EVAL.md describes it). */
+ * (src/analysis/report_page.c draws it; docs/EVAL.md describes it). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* report.c — `moe report`'s page: reads each run's metrics.jsonl,
+/* report_page.c — `moe report`'s page: reads each run's metrics.jsonl,
  * calibration.jsonl, eval.json and analysis.json (docs/EVAL.md) and writes
  * one self-contained HTML file (inline CSS and SVG, no scripts, no network)
  * that puts the runs side by side: loss curves, sparsity / lambda / the

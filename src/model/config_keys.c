@@ -1,4 +1,4 @@
-/* config.c — the table of configuration keys: type, default, range and
+/* config_keys.c — the table of configuration keys: type, default, range and
  * meaning; JSON reading with validation; JSON writing; the docs table. */
 #include "moe/config.h"
 
