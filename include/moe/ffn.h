@@ -1,6 +1,7 @@
 /* ffn.h — the feed-forward slot of a transformer block. A dense SwiGLU FFN
  * and every mixture-of-experts layer implement this one interface; the block,
- * the trainer and the checkpoint code only ever see it. */
+ * the trainer and the checkpoint code only ever see it. Each FFN kind is
+ * described once, by its moe_ffn_kind (below), listed in src/model/ffn.c. */
 #ifndef MOE_FFN_H
 #define MOE_FFN_H
 
@@ -109,6 +110,45 @@ struct moe_ffn {
     double aux_loss;      /* auxiliary loss of the last forward (0 for dense) */
     void *impl;           /* the implementation's own state */
 };
+
+/* What the rest of the program knows about an FFN kind, so that no code
+ * outside src/moe/ compares its name: defined in the kind's own file
+ * (const moe_ffn_kind moe_ffn_kind_NAME), listed once in the table of
+ * src/model/ffn.c. Flags are 0 unless set. */
+typedef struct moe_ffn_kind {
+    const char *name;       /* the config's "ffn" value */
+    /* Creates a layer of this kind (a routed kind: the layers moe_every and
+     * dense_first_layers give it; the others are dense). */
+    int (*create)(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);
+    int routed;             /* 1: routed layers (experts, routers, routing statistics);
+                             * 0: every layer is the dense FFN */
+    int uses_router;        /* its layers route with the kind of the config's "router" */
+    int router_options;     /* ... and with all of that router's options: its own keys,
+                             * MoE++'s zero-computation experts, shared_gate (0: the
+                             * layer fixes them itself, as CartesianMoE does) */
+    const char *not_causal; /* NULL: causal as far as the FFN goes; else why not */
+    int exportable;         /* GGUF and Hugging Face express it (src/interop/plan.c) */
+    const char *no_export;  /* not exportable: what it is, for the refusal */
+    int expert_parallel;    /* its experts may be split over ranks (expert_parallel) */
+    int upcycle_target;     /* moe upcycle can make it from a dense model */
+    int merges_experts;     /* experts merged into one FFN per segment (Lory): the
+                             * ONNX export writes that graph */
+    /* Optional: the share of a routed expert tensor that one token uses
+     * (the active-parameter count); NULL: top_k / n_experts, at most 1. */
+    double (*active_share)(const moe_config *c);
+    /* Optional: the kind's own rules on a config (moe_config_finalize);
+     * -1 with a message naming the key. */
+    int (*validate)(const moe_config *c, moe_err *err);
+} moe_ffn_kind;
+
+/* The kind of that name, or NULL; the i-th of the table (in the order the
+ * config's "ffn" key lists them, the first the default), or NULL past the
+ * end. */
+const moe_ffn_kind *moe_ffn_kind_find(const char *name);
+const moe_ffn_kind *moe_ffn_kind_at(size_t i);
+/* The router kind of the config's routed layers: cfg->router's when its FFN
+ * kind uses_router, else NULL (dense, Lory's own routing, unknown names). */
+const struct moe_router_kind *moe_ffn_router_kind(const moe_config *cfg);
 
 /* Creates the FFN of block `layer` as the config says. */
 int moe_ffn_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);

@@ -2,8 +2,10 @@
  * router logits [N, E] into gates [N, E] (zero = expert not active for that
  * token) plus an auxiliary loss, and back-propagates through both. The MoE
  * layer (src/moe/layer.c) turns the gates into per-expert token lists, runs
- * the experts and combines. Adding a router: one file defining its ops and
- * a create function, and one line in the table of src/moe/router.c. */
+ * the experts and combines. Each router kind is described once, by its
+ * moe_router_kind (below): adding a router is one file defining its ops and
+ * its kind, and one line in the table of src/moe/router.c (docs/ROUTERS.md,
+ * "Adding a router"). */
 #ifndef MOE_ROUTER_H
 #define MOE_ROUTER_H
 
@@ -73,16 +75,63 @@ struct moe_router {
     void *impl;
 };
 
-/* The routers; moe_router_create picks one by cfg->router. */
+/* How the ONNX export (src/interop/onnx.c) writes a router's gates: one
+ * graph per rule. MOE_GATES_NONE: no graph yet, the export is refused. */
+typedef enum moe_gate_rule {
+    MOE_GATES_NONE = 0,
+    MOE_GATES_TOPK,          /* the k largest softmax (or sigmoid) scores (topk.c) */
+    MOE_GATES_RELU,          /* relu(logits) (relu.c) */
+    MOE_GATES_TOPP,          /* by falling probability up to top_p (topp.c) */
+    MOE_GATES_SPARSEMIXER,   /* k picks among the candidates (sparsemixer.c, eval) */
+    MOE_GATES_EXPERT_CHOICE, /* each expert takes its C best tokens (expert_choice.c) */
+    MOE_GATES_BY_TOKEN,      /* a function of the token id alone: the router is run
+                              * once over every id and its gates become a table */
+} moe_gate_rule;
+
+/* What the rest of the program knows about a router kind, so that no code
+ * outside src/moe/ compares its name: defined in the kind's own file
+ * (const moe_router_kind moe_router_kind_NAME), listed once in the table of
+ * src/moe/router.c. Flags are 0 unless set. */
+typedef struct moe_router_kind {
+    const char *name;       /* the config's "router" value */
+    /* Fills r (r->E, r->k, r->has_weight = 1 and r->cfg already set): its
+     * ops, impl and any change to has_weight. */
+    int (*create)(const moe_config *cfg, moe_router *r, moe_err *err);
+    /* NULL: a token's gates depend on that token and the earlier ones only;
+     * else why not (generation refuses it: moe_config_causal). */
+    const char *not_causal;
+    int exportable;         /* GGUF and Hugging Face express it (src/interop/plan.c) */
+    const char *no_export;  /* not exportable: what it is, for "... has no counterpart
+                             * there" (NULL: a generic refusal) */
+    moe_gate_rule gates;    /* its gates in the ONNX export */
+    int fixed_k;            /* every token activates exactly k experts (the report
+                             * draws the even load k/E; else the layer's mean) */
+    int zero_experts;       /* may route to MoE++'s zero-computation experts */
+    int sparsity_lambda;    /* steers its sparsity toward target_sparsity with the
+                             * model's adaptive coefficient lambda (ReMoE, METHOD §2.2):
+                             * the model updates lambda after each step, the console
+                             * and the report show sparsity and lambda */
+    /* Config keys that only this router reads (NULL-terminated, or NULL):
+     * setting one away from its default with another router, or on an FFN
+     * kind without router_options, is refused, naming the key. */
+    const char *const *own_keys;
+    /* Optional: the kind's own rules on a config (moe_config_finalize calls
+     * it when the FFN kind routes with the config's router and its options);
+     * -1 with a message naming the key. */
+    int (*validate)(const moe_config *c, moe_err *err);
+} moe_router_kind;
+
+/* The kind of that name, or NULL; the i-th of the table (in the order the
+ * config's "router" key lists them, the first the default), or NULL past
+ * the end. */
+const moe_router_kind *moe_router_kind_find(const char *name);
+const moe_router_kind *moe_router_kind_at(size_t i);
+
+/* The routers; moe_router_create makes one of cfg->router's kind. */
 int moe_router_create(const moe_config *cfg, moe_router **out, moe_err *err);
 void moe_router_destroy(moe_router *r);
+/* TopK's create (learned_hash.c wraps a TopK router). */
 int moe_router_topk_create(const moe_config *cfg, moe_router *r, moe_err *err);
-int moe_router_relu_create(const moe_config *cfg, moe_router *r, moe_err *err);
-int moe_router_topp_create(const moe_config *cfg, moe_router *r, moe_err *err);
-int moe_router_hash_create(const moe_config *cfg, moe_router *r, moe_err *err);
-int moe_router_expert_choice_create(const moe_config *cfg, moe_router *r, moe_err *err);
-int moe_router_sparsemixer_create(const moe_config *cfg, moe_router *r, moe_err *err);
-int moe_router_learned_hash_create(const moe_config *cfg, moe_router *r, moe_err *err);
 
 /* Batch statistics over the global batch: in training with ctx->dp of more
  * than one rank, v[n] becomes its sum over the ranks (deterministic, the

@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "moe/ffn.h"
+#include "moe/router.h"
+
 typedef enum { K_INT, K_FLOAT, K_BOOL, K_ENUM } key_kind;
 
 typedef struct {
@@ -14,7 +17,9 @@ typedef struct {
     key_kind kind;
     size_t offset;
     double def, lo, hi;
-    const char *choices;   /* K_ENUM: '|'-separated allowed values; first is default.
+    const char *choices;   /* K_ENUM: '|'-separated allowed values; first is default
+                            * (NULL for "ffn" and "router": their kinds' tables, see
+                            * enum_choices).
                             * K_FLOAT: the range's brackets when an end is open,
                             * "[)", "(]" or "()"; NULL: closed, [lo, hi] */
     const char *doc;
@@ -33,10 +38,10 @@ static const key_spec KEYS[] = {
     {"rope_theta", K_FLOAT, OFF(rope_theta), 10000, 1, 1e12, 0, "RoPE base"},
     {"norm_eps", K_FLOAT, OFF(norm_eps), 1e-5, 1e-12, 1, 0, "RMSNorm epsilon"},
     {"init_std", K_FLOAT, OFF(init_std), 0.01, 1e-6, 1, 0, "std of the normal init (output projections: /sqrt(2 n_layers))"},
-    {"ffn", K_ENUM, OFF(ffn), 0, 0, 0, "dense|moe|cartesian|lory", "feed-forward kind: dense SwiGLU, a mixture of experts, CartesianMoE's two sub-layers, or Lory's segment-level expert merging (docs/ROUTERS.md)"},
+    {"ffn", K_ENUM, OFF(ffn), 0, 0, 0, NULL, "feed-forward kind: dense SwiGLU, a mixture of experts, CartesianMoE's two sub-layers, or Lory's segment-level expert merging (docs/ROUTERS.md)"},
     {"moe_every", K_INT, OFF(moe_every), 1, 1, 1024, 0, "with ffn other than dense: layer l (0-based) uses it iff (l+1) % moe_every == 0, else dense"},
     {"dense_first_layers", K_INT, OFF(dense_first_layers), 0, 0, 1024, 0, "the first N layers are dense whatever moe_every says (CartesianMoE's reference: 1); must leave at least one layer of kind ffn"},
-    {"router", K_ENUM, OFF(router), 0, 0, 0, "topk|relu|topp|hash|expert_choice|sparsemixer|learned_hash", "MoE router: softmax top-k (dMoE), ReLU (ReMoE), top-p, hash, expert choice, SparseMixer-v2, learned hash (a per-token-id logit table: CartesianMoE's Hash baseline) (docs/ROUTERS.md)"},
+    {"router", K_ENUM, OFF(router), 0, 0, 0, NULL, "MoE router: softmax top-k (dMoE), ReLU (ReMoE), top-p, hash, expert choice, SparseMixer-v2, learned hash (a per-token-id logit table: CartesianMoE's Hash baseline) (docs/ROUTERS.md)"},
     {"n_experts", K_INT, OFF(n_experts), 8, 1, 4096, 0, "E: experts per MoE layer (before granularity)"},
     {"top_k", K_INT, OFF(top_k), 1, 1, 4096, 0, "k: active experts per token (ReLU: the target average)"},
     {"granularity", K_INT, OFF(granularity), 1, 1, 1024, 0, "G: E*G experts of size ffn_dim/G with k*G active"},
@@ -124,6 +129,27 @@ static int in_range(const key_spec *k, double v) {
     return (br[0] == '(' ? v > k->lo : v >= k->lo) && (br[1] == ')' ? v < k->hi : v <= k->hi);
 }
 
+#define CHOICES_MAX 256  /* room for the kinds' names, '|'-separated */
+
+/* The '|'-separated choices of enum key k, in buf if they are built: the
+ * table's, or for "ffn" and "router" the names of the kinds' tables
+ * (src/model/ffn.c, src/moe/router.c), so that a new kind needs no line
+ * here. */
+static const char *enum_choices(const key_spec *k, char *buf, size_t cap) {
+    if (k->choices) return k->choices;
+    int ffn = k->offset == offsetof(moe_config, ffn);
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; n < cap; i++) {
+        const moe_ffn_kind *f = ffn ? moe_ffn_kind_at(i) : NULL;
+        const moe_router_kind *r = ffn ? NULL : moe_router_kind_at(i);
+        const char *name = f ? f->name : r ? r->name : NULL;
+        if (!name) break;
+        n += (size_t)snprintf(buf + n, cap - n, "%s%s", i ? "|" : "", name);
+    }
+    return buf;
+}
+
 /* Copies the n-th '|'-separated choice into out; returns 0 if it exists. */
 static int enum_choice(const char *choices, int n, char *out, size_t cap) {
     const char *p = choices;
@@ -147,7 +173,11 @@ void moe_config_defaults(moe_config *c) {
         switch (k->kind) {
         case K_INT: case K_BOOL: *(int *)field = (int)k->def; break;
         case K_FLOAT: *(double *)field = k->def; break;
-        case K_ENUM: enum_choice(k->choices, 0, field, 16); break;
+        case K_ENUM: {
+            char buf[CHOICES_MAX];
+            enum_choice(enum_choices(k, buf, sizeof buf), 0, field, 16);
+            break;
+        }
         }
     }
 }
@@ -205,16 +235,17 @@ int moe_config_apply_json(moe_config *c, const json_value *obj, const char *what
             *(int *)field = v->boolean;
             break;
         case K_ENUM: {
-            char choice[16];
+            char choice[16], buf[CHOICES_MAX];
+            const char *choices = enum_choices(k, buf, sizeof buf);
             int ok = 0;
             if (v->type == JSON_STRING && strlen(v->string) != v->len)
                 return moe_errf(err, "%s: key '%s': expected one of \"%s\", found a string holding "
-                                "\\u0000 (a NUL character)", what, name, k->choices);
+                                "\\u0000 (a NUL character)", what, name, choices);
             if (v->type == JSON_STRING)
-                for (int n = 0; !enum_choice(k->choices, n, choice, sizeof choice); n++)
+                for (int n = 0; !enum_choice(choices, n, choice, sizeof choice); n++)
                     if (!strcmp(choice, v->string)) { ok = 1; break; }
             if (!ok)
-                return moe_errf(err, "%s: key '%s': expected one of \"%s\"", what, name, k->choices);
+                return moe_errf(err, "%s: key '%s': expected one of \"%s\"", what, name, choices);
             strcpy(field, choice);
             break;
         }
@@ -230,7 +261,7 @@ static int check_table(const moe_config *c, moe_err *err) {
     for (size_t i = 0; i < N_KEYS; i++) {
         const key_spec *k = &KEYS[i];
         const char *field = (const char *)c + k->offset;
-        char choice[16];
+        char choice[16], buf[CHOICES_MAX];
         int n = 0;
         switch (k->kind) {
         case K_INT:
@@ -244,13 +275,45 @@ static int check_table(const moe_config *c, moe_err *err) {
                 return moe_errf(err, "config: key '%s': expected true or false, found %d", k->name,
                                 *(const int *)field);
             break;
-        case K_ENUM:
-            while (!enum_choice(k->choices, n, choice, sizeof choice) && strcmp(choice, field)) n++;
-            if (enum_choice(k->choices, n, choice, sizeof choice))
+        case K_ENUM: {
+            const char *choices = enum_choices(k, buf, sizeof buf);
+            while (!enum_choice(choices, n, choice, sizeof choice) && strcmp(choice, field)) n++;
+            if (enum_choice(choices, n, choice, sizeof choice))
                 return moe_errf(err, "config: key '%s': expected one of \"%s\", found \"%.15s\"", k->name,
-                                k->choices, field);
+                                choices, field);
             break;
         }
+        }
+    }
+    return 0;
+}
+
+/* 1 if key k of c holds its default. */
+static int is_default(const moe_config *c, const key_spec *k) {
+    const char *field = (const char *)c + k->offset;
+    switch (k->kind) {
+    case K_INT: case K_BOOL: return *(const int *)field == (int)k->def;
+    case K_FLOAT: return *(const double *)field == k->def;
+    case K_ENUM: {
+        char buf[CHOICES_MAX], def[16];
+        return !enum_choice(enum_choices(k, buf, sizeof buf), 0, def, sizeof def) && !strcmp(field, def);
+    }
+    }
+    return 1;
+}
+
+/* The keys a router kind owns (moe_router_kind.own_keys), set away from
+ * their defaults, need that router on an FFN kind with router_options. */
+static int check_own_keys(const moe_config *c, const moe_ffn_kind *fk, const moe_router_kind *rk,
+                          moe_err *err) {
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (is_default(c, &KEYS[i])) continue;
+        const moe_router_kind *owner;
+        for (size_t j = 0; (owner = moe_router_kind_at(j)); j++)
+            for (const char *const *key = owner->own_keys; key && *key; key++)
+                if (!strcmp(*key, KEYS[i].name) && (!fk->router_options || rk != owner))
+                    return moe_errf(err, "config: key '%s': needs ffn \"moe\" and router \"%s\", found ffn "
+                                    "\"%s\", router \"%s\"", KEYS[i].name, owner->name, c->ffn, c->router);
     }
     return 0;
 }
@@ -269,8 +332,11 @@ int moe_config_finalize(moe_config *c, moe_err *err) {
     if (c->ffn_dim % c->granularity)
         return moe_errf(err, "config: key 'granularity': %d does not divide ffn_dim %d",
                         c->granularity, c->ffn_dim);
+    /* both found: check_table has held them to the kinds' names */
+    const moe_ffn_kind *fk = moe_ffn_kind_find(c->ffn);
+    const moe_router_kind *rk = moe_router_kind_find(c->router);
     int zc = c->n_zero_experts + c->n_copy_experts + c->n_const_experts;
-    if (zc && (strcmp(c->ffn, "moe") || (strcmp(c->router, "topk") && strcmp(c->router, "relu")) || c->shared_gate))
+    if (zc && (!fk->router_options || !rk->zero_experts || c->shared_gate))
         return moe_errf(err, "config: zero-computation experts (n_zero_experts, n_copy_experts, "
                         "n_const_experts) need ffn \"moe\" with router \"topk\" or \"relu\" and no "
                         "shared_gate, found ffn \"%s\", router \"%s\"%s", c->ffn, c->router,
@@ -282,40 +348,18 @@ int moe_config_finalize(moe_config *c, moe_err *err) {
         return moe_errf(err, "config: key 'k_warm': %d exceeds n_experts %d", c->k_warm, c->n_experts);
     if (c->target_sparsity == 0)  /* of all the experts the router chooses among */
         c->target_sparsity = 1.0 - (double)c->top_k * c->granularity / ((double)c->n_experts * c->granularity + zc);
-    if (!strcmp(c->ffn, "moe") && c->shared_gate && c->n_shared_experts < 1)
+    if (fk->router_options && c->shared_gate && c->n_shared_experts < 1)
         return moe_errf(err, "config: key 'shared_gate': needs n_shared_experts >= 1");
-    if (!strcmp(c->ffn, "moe") && !strcmp(c->router, "hash") && (c->top_k != 1 || c->granularity != 1))
-        return moe_errf(err, "config: key 'router': hash routing sends each token to one expert: "
-                        "needs top_k 1 and granularity 1");
-    if (!strcmp(c->ffn, "cartesian")) {
-        if (strcmp(c->router, "topk"))
-            return moe_errf(err, "config: key 'router': ffn \"cartesian\" routes each sub-layer with "
-                            "\"topk\", found \"%s\"", c->router);
-        if (c->ffn_dim % (2 * c->granularity))
-            return moe_errf(err, "config: key 'ffn_dim': cartesian sub-experts have ffn_dim/(2 G); "
-                            "%d is not divisible by %d", c->ffn_dim, 2 * c->granularity);
-    }
-    if (strcmp(c->ffn, "dense") && c->dense_first_layers >= c->n_layers)
+    if (fk->router_options && rk->validate && rk->validate(c, err)) return -1;
+    if (fk->validate && fk->validate(c, err)) return -1;
+    if (fk->routed && c->dense_first_layers >= c->n_layers)
         return moe_errf(err, "config: key 'dense_first_layers': %d leaves no %s layer of %d "
                         "(use ffn \"dense\" for a dense model)", c->dense_first_layers, c->ffn, c->n_layers);
-    const char *topk_key = strcmp(c->scoring_func, "softmax") ? "scoring_func"
-                         : c->routed_scaling_factor != 1 ? "routed_scaling_factor"
-                         : c->global_batch_balance ? "global_batch_balance" : NULL;
-    if (topk_key && (strcmp(c->ffn, "moe") || strcmp(c->router, "topk")))
-        return moe_errf(err, "config: key '%s': needs ffn \"moe\" and router \"topk\", found ffn \"%s\", "
-                        "router \"%s\"", topk_key, c->ffn, c->router);
+    if (check_own_keys(c, fk, rk, err)) return -1;
     if (!strcmp(c->scoring_func, "sigmoid") && c->z_loss_coef > 0)
         return moe_errf(err, "config: key 'z_loss_coef': %g has no meaning with scoring_func \"sigmoid\" (the "
                         "z-loss is on the softmax's log-partition): set it to 0", c->z_loss_coef);
-    if (c->aux_free_bias && (strcmp(c->ffn, "moe") || strcmp(c->router, "topk")))
-        return moe_errf(err, "config: key 'aux_free_bias': needs ffn \"moe\" and router \"topk\", "
-                        "found ffn \"%s\", router \"%s\"", c->ffn, c->router);
-    if (c->relu_lambda_per_layer && (strcmp(c->ffn, "moe") || strcmp(c->router, "relu")))
-        return moe_errf(err, "config: key 'relu_lambda_per_layer': needs ffn \"moe\" and router \"relu\", "
-                        "found ffn \"%s\", router \"%s\"", c->ffn, c->router);
-    if (!strcmp(c->ffn, "lory") && c->granularity != 1)
-        return moe_errf(err, "config: key 'granularity': ffn \"lory\" merges whole experts: needs 1");
-    if (c->expert_parallel > 1 && strcmp(c->ffn, "moe") && strcmp(c->ffn, "cartesian"))
+    if (c->expert_parallel > 1 && !fk->expert_parallel)
         return moe_errf(err, "config: key 'expert_parallel': %d needs ffn \"moe\" or \"cartesian\", "
                         "found \"%s\"", c->expert_parallel, c->ffn);
     if (c->n_experts % c->expert_parallel)
@@ -373,10 +417,11 @@ int moe_config_doc(moe_buf *out) {
                                  k->name, k->def ? "true" : "false", k->doc);
             break;
         case K_ENUM: {
-            char def[16];
-            enum_choice(k->choices, 0, def, sizeof def);
+            char def[16], buf[CHOICES_MAX];
+            const char *choices = enum_choices(k, buf, sizeof buf);
+            enum_choice(choices, 0, def, sizeof def);
             rc |= moe_buf_printf(out, "| `%s` | string | \"%s\" | ", k->name, def);
-            for (const char *p = k->choices; *p; p++)
+            for (const char *p = choices; *p; p++)
                 rc |= *p == '|' ? moe_buf_printf(out, ", ") : moe_buf_append(out, p, 1);
             rc |= moe_buf_printf(out, " | %s |\n", k->doc);
             break;
@@ -387,16 +432,9 @@ int moe_config_doc(moe_buf *out) {
 }
 
 int moe_config_causal(const moe_config *c, const char **why) {
-    static const struct { const char *router, *why; } NON_CAUSAL[] = {
-        {"expert_choice", "expert-choice routing picks tokens across the whole batch, later tokens included"},
-        {"lory", "Lory merges experts per segment from the previous segment's mean; not implemented for decoding"},
-    };
-    if (strcmp(c->ffn, "dense"))
-        for (size_t i = 0; i < sizeof NON_CAUSAL / sizeof NON_CAUSAL[0]; i++)
-            if (!strcmp(c->router, NON_CAUSAL[i].router) || !strcmp(c->ffn, NON_CAUSAL[i].router)) {
-                if (why) *why = NON_CAUSAL[i].why;
-                return 0;
-            }
-    if (why) *why = NULL;
-    return 1;
+    const moe_ffn_kind *f = moe_ffn_kind_find(c->ffn);
+    const moe_router_kind *r = moe_ffn_router_kind(c);
+    const char *no = r && r->not_causal ? r->not_causal : f ? f->not_causal : NULL;
+    if (why) *why = no;
+    return no == NULL;
 }

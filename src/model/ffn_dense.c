@@ -103,3 +103,7 @@ int moe_ffn_dense_create(const moe_config *cfg, int layer, moe_ffn **out, moe_er
     *out = f;
     return 0;
 }
+
+const moe_ffn_kind moe_ffn_kind_dense = {
+    .name = "dense", .create = moe_ffn_dense_create, .exportable = 1,
+};

@@ -187,3 +187,21 @@ int moe_ffn_cartesian_create(const moe_config *cfg, int layer, moe_ffn **out, mo
     *out = f;
     return 0;
 }
+
+/* Both sub-layers route with TopK; their experts are half the size. */
+static int cart_validate(const moe_config *c, moe_err *err) {
+    if (strcmp(c->router, "topk"))
+        return moe_errf(err, "config: key 'router': ffn \"cartesian\" routes each sub-layer with "
+                        "\"topk\", found \"%s\"", c->router);
+    if (c->ffn_dim % (2 * c->granularity))
+        return moe_errf(err, "config: key 'ffn_dim': cartesian sub-experts have ffn_dim/(2 G); "
+                        "%d is not divisible by %d", c->ffn_dim, 2 * c->granularity);
+    return 0;
+}
+
+const moe_ffn_kind moe_ffn_kind_cartesian = {
+    .name = "cartesian", .create = moe_ffn_cartesian_create, .routed = 1, .uses_router = 1,
+    .no_export = "CartesianMoE (ffn \"cartesian\": two routed sub-layers in sequence with a norm "
+                 "between them and gated shared sub-experts)",
+    .expert_parallel = 1, .validate = cart_validate,
+};

@@ -86,7 +86,7 @@ static const moe_router_ops EC_OPS = {
     .stats_json = ec_stats, .destroy = ec_destroy,
 };
 
-int moe_router_expert_choice_create(const moe_config *cfg, moe_router *r, moe_err *err) {
+static int ec_create(const moe_config *cfg, moe_router *r, moe_err *err) {
     (void)cfg;
     ec *s = moe_calloc(1, sizeof *s, err);
     if (!s) return -1;
@@ -94,3 +94,10 @@ int moe_router_expert_choice_create(const moe_config *cfg, moe_router *r, moe_er
     r->impl = s;
     return 0;
 }
+
+const moe_router_kind moe_router_kind_expert_choice = {
+    .name = "expert_choice", .create = ec_create, .gates = MOE_GATES_EXPERT_CHOICE,
+    .not_causal = "expert-choice routing picks tokens across the whole batch, later tokens included",
+    .no_export = "expert-choice routing (router \"expert_choice\": experts pick tokens across the "
+                 "batch, not causal)",
+};

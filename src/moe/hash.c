@@ -34,9 +34,23 @@ static const moe_router_ops HASH_OPS = {
     .name = "hash", .route = hash_route, .backward = hash_backward,
 };
 
-int moe_router_hash_create(const moe_config *cfg, moe_router *r, moe_err *err) {
+static int hash_create(const moe_config *cfg, moe_router *r, moe_err *err) {
     (void)cfg; (void)err;
     r->ops = &HASH_OPS;
     r->has_weight = 0;
     return 0;
 }
+
+/* One expert per token, by its id. */
+static int hash_validate(const moe_config *c, moe_err *err) {
+    if (c->top_k != 1 || c->granularity != 1)
+        return moe_errf(err, "config: key 'router': hash routing sends each token to one expert: "
+                        "needs top_k 1 and granularity 1");
+    return 0;
+}
+
+const moe_router_kind moe_router_kind_hash = {
+    .name = "hash", .create = hash_create, .gates = MOE_GATES_BY_TOKEN, .fixed_k = 1,
+    .no_export = "hash routing (router \"hash\": the expert is a fixed function of the token id)",
+    .validate = hash_validate,
+};

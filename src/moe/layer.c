@@ -783,3 +783,8 @@ int moe_ffn_moe_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err 
     *out = f;
     return 0;
 }
+
+const moe_ffn_kind moe_ffn_kind_moe = {
+    .name = "moe", .create = moe_ffn_moe_create, .routed = 1, .uses_router = 1, .router_options = 1,
+    .exportable = 1, .expert_parallel = 1, .upcycle_target = 1,
+};

@@ -48,7 +48,7 @@ static const moe_router_ops LEARNED_HASH_OPS = {
     .stats_json = lh_stats, .destroy = lh_destroy,
 };
 
-int moe_router_learned_hash_create(const moe_config *cfg, moe_router *r, moe_err *err) {
+static int lh_create(const moe_config *cfg, moe_router *r, moe_err *err) {
     learned_hash *s = moe_calloc(1, sizeof *s, err);
     if (!s) return -1;
     s->cfg = *cfg;
@@ -61,3 +61,7 @@ int moe_router_learned_hash_create(const moe_config *cfg, moe_router *r, moe_err
     r->has_weight = MOE_ROUTER_TOKEN_TABLE;
     return 0;
 }
+
+const moe_router_kind moe_router_kind_learned_hash = {
+    .name = "learned_hash", .create = lh_create, .gates = MOE_GATES_BY_TOKEN, .fixed_k = 1,
+};

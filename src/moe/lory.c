@@ -250,3 +250,24 @@ int moe_ffn_lory_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err
     *out = f;
     return 0;
 }
+
+/* All E experts merge into one FFN per segment: a token computes as much
+ * as with one expert. */
+static double lory_active_share(const moe_config *c) {
+    return 1.0 / (double)c->n_experts;
+}
+
+static int lory_validate(const moe_config *c, moe_err *err) {
+    if (c->granularity != 1)
+        return moe_errf(err, "config: key 'granularity': ffn \"lory\" merges whole experts: needs 1");
+    return 0;
+}
+
+const moe_ffn_kind moe_ffn_kind_lory = {
+    .name = "lory", .create = moe_ffn_lory_create, .routed = 1,
+    .not_causal = "Lory merges experts per segment from the previous segment's mean; not implemented "
+                  "for decoding",
+    .no_export = "Lory (ffn \"lory\": experts merged into one FFN per segment, routed by the "
+                 "previous segment)",
+    .merges_experts = 1, .active_share = lory_active_share, .validate = lory_validate,
+};

@@ -128,7 +128,7 @@ static const moe_router_ops RELU_OPS = {
     .destroy = relu_destroy,
 };
 
-int moe_router_relu_create(const moe_config *cfg, moe_router *r, moe_err *err) {
+static int relu_create(const moe_config *cfg, moe_router *r, moe_err *err) {
     relu *s = moe_calloc(1, sizeof *s, err);
     if (!s) return -1;
     s->f = moe_calloc(r->E + 1, sizeof(double), err);
@@ -138,3 +138,10 @@ int moe_router_relu_create(const moe_config *cfg, moe_router *r, moe_err *err) {
     r->impl = s;
     return 0;
 }
+
+const moe_router_kind moe_router_kind_relu = {
+    .name = "relu", .create = relu_create, .gates = MOE_GATES_RELU,
+    .no_export = "ReMoE's ReLU router (router \"relu\": gates relu(logits), a varying number of "
+                 "experts per token)",
+    .zero_experts = 1, .sparsity_lambda = 1, .own_keys = (const char *const[]){"relu_lambda_per_layer", NULL},
+};

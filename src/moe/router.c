@@ -1,6 +1,7 @@
-/* router.c — the table of routers (the one place a new router is
- * registered) and the small helpers several routers share: a row softmax in
- * double and SparseMixer's counter-based random numbers. */
+/* router.c — the table of router kinds (the one place a new router is
+ * registered), router creation by kind, and the small helpers several
+ * routers share: a row softmax in double and SparseMixer's counter-based
+ * random numbers. */
 #include "moe/router.h"
 
 #include <math.h>
@@ -9,34 +10,43 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const struct {
-    const char *name;
-    int (*create)(const moe_config *cfg, moe_router *r, moe_err *err);
-} ROUTERS[] = {
-    {"topk", moe_router_topk_create},
-    {"relu", moe_router_relu_create},
-    {"topp", moe_router_topp_create},
-    {"hash", moe_router_hash_create},
-    {"expert_choice", moe_router_expert_choice_create},
-    {"sparsemixer", moe_router_sparsemixer_create},
-    {"learned_hash", moe_router_learned_hash_create},
-};
+/* The router kinds, in the order the config's "router" key lists them (the
+ * first is the default). X(NAME): src/moe/NAME.c defines moe_router_kind_NAME.
+ * Adding a router: its file, and one X(...) here. */
+#define ROUTER_KINDS(X) \
+    X(topk) X(relu) X(topp) X(hash) X(expert_choice) X(sparsemixer) X(learned_hash)
+
+#define DECLARE(n) extern const moe_router_kind moe_router_kind_##n;
+ROUTER_KINDS(DECLARE)
+#undef DECLARE
+#define ENTRY(n) &moe_router_kind_##n,
+static const moe_router_kind *const KINDS[] = {ROUTER_KINDS(ENTRY)};
+#undef ENTRY
+#define N_KINDS (sizeof KINDS / sizeof KINDS[0])
+
+const moe_router_kind *moe_router_kind_at(size_t i) {
+    return i < N_KINDS ? KINDS[i] : NULL;
+}
+
+const moe_router_kind *moe_router_kind_find(const char *name) {
+    for (size_t i = 0; i < N_KINDS; i++)
+        if (!strcmp(name, KINDS[i]->name)) return KINDS[i];
+    return NULL;
+}
 
 int moe_router_create(const moe_config *cfg, moe_router **out, moe_err *err) {
-    for (size_t i = 0; i < sizeof ROUTERS / sizeof ROUTERS[0]; i++) {
-        if (strcmp(cfg->router, ROUTERS[i].name)) continue;
-        moe_router *r = moe_calloc(1, sizeof *r, err);
-        if (!r) return -1;
-        r->cfg = cfg;
-        r->E = (size_t)cfg->n_experts * (size_t)cfg->granularity +  /* MoE++'s zero-computation ones after */
-               (size_t)(cfg->n_zero_experts + cfg->n_copy_experts + cfg->n_const_experts);
-        r->k = (size_t)cfg->top_k * (size_t)cfg->granularity;
-        r->has_weight = 1;
-        if (ROUTERS[i].create(cfg, r, err)) { free(r); return -1; }
-        *out = r;
-        return 0;
-    }
-    return moe_errf(err, "config: key 'router': unknown router '%s'", cfg->router);
+    const moe_router_kind *kind = moe_router_kind_find(cfg->router);
+    if (!kind) return moe_errf(err, "config: key 'router': unknown router '%s'", cfg->router);
+    moe_router *r = moe_calloc(1, sizeof *r, err);
+    if (!r) return -1;
+    r->cfg = cfg;
+    r->E = (size_t)cfg->n_experts * (size_t)cfg->granularity +  /* MoE++'s zero-computation ones after */
+           (size_t)(cfg->n_zero_experts + cfg->n_copy_experts + cfg->n_const_experts);
+    r->k = (size_t)cfg->top_k * (size_t)cfg->granularity;
+    r->has_weight = 1;
+    if (kind->create(cfg, r, err)) { free(r); return -1; }
+    *out = r;
+    return 0;
 }
 
 int moe_router_global(const moe_ffn_ctx *ctx, double *v, size_t n, moe_err *err) {

@@ -161,7 +161,7 @@ static const moe_router_ops SMIX_OPS = {
     .stats_json = smix_stats, .destroy = smix_destroy,
 };
 
-int moe_router_sparsemixer_create(const moe_config *cfg, moe_router *r, moe_err *err) {
+static int smix_create(const moe_config *cfg, moe_router *r, moe_err *err) {
     (void)cfg;
     smix *s = moe_calloc(1, sizeof *s, err);
     if (!s) return -1;
@@ -171,3 +171,9 @@ int moe_router_sparsemixer_create(const moe_config *cfg, moe_router *r, moe_err 
     r->impl = s;
     return 0;
 }
+
+const moe_router_kind moe_router_kind_sparsemixer = {
+    .name = "sparsemixer", .create = smix_create, .gates = MOE_GATES_SPARSEMIXER, .fixed_k = 1,
+    .no_export = "SparseMixer-v2 (router \"sparsemixer\": gates from a softmax masked to the "
+                 "candidates within jitter_eps)",
+};

@@ -275,3 +275,10 @@ int moe_router_topk_create(const moe_config *cfg, moe_router *r, moe_err *err) {
     r->impl = s;
     return 0;
 }
+
+const moe_router_kind moe_router_kind_topk = {
+    .name = "topk", .create = moe_router_topk_create, .exportable = 1, .gates = MOE_GATES_TOPK,
+    .fixed_k = 1, .zero_experts = 1,
+    .own_keys = (const char *const[]){"scoring_func", "routed_scaling_factor", "global_batch_balance",
+                                      "aux_free_bias", NULL},
+};

@@ -129,7 +129,7 @@ static const moe_router_ops TOPP_OPS = {
     .stats_json = topp_stats, .destroy = topp_destroy,
 };
 
-int moe_router_topp_create(const moe_config *cfg, moe_router *r, moe_err *err) {
+static int topp_create(const moe_config *cfg, moe_router *r, moe_err *err) {
     (void)cfg;
     topp *s = moe_calloc(1, sizeof *s, err);
     if (!s) return -1;
@@ -139,3 +139,8 @@ int moe_router_topp_create(const moe_config *cfg, moe_router *r, moe_err *err) {
     r->impl = s;
     return 0;
 }
+
+const moe_router_kind moe_router_kind_topp = {
+    .name = "topp", .create = topp_create, .gates = MOE_GATES_TOPP,
+    .no_export = "TopP routing (router \"topp\": as many experts as reach probability top_p)",
+};
