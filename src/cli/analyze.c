@@ -11,8 +11,7 @@
 
 #include "cli/cli.h"
 #include "moe/analysis.h"
-#include "moe/fileio.h"
-#include "moe/json.h"
+#include "moe/rundir.h"
 
 static void help(FILE *f) {
     fprintf(f,
@@ -31,9 +30,13 @@ static void help(FILE *f) {
         "  --threads N        OpenMP threads (default: all cores)\n");
 }
 
-int cmd_analyze(int argc, char **argv) {
-    const char *cmd = "analyze", *model_dir = NULL, *data = NULL, *out = NULL, *tok_path = NULL;
-    long max_tokens = 65536, top = 10, min_count = 5, seq = 0, batch = 8, threads = 0;
+typedef struct analyze_opts {
+    const char *model_dir, *data, *out, *tok_path;
+    long max_tokens, top, min_count, seq, batch, threads;
+} analyze_opts;
+
+/* 0 to go on, 1 after --help, 2 on a usage error (its line printed). */
+static int parse(int argc, char **argv, analyze_opts *o) {
     enum { O_MODEL = 256, O_DATA, O_OUT, O_TOKENIZER, O_MAX_TOKENS, O_TOP, O_MIN_COUNT, O_SEQ, O_BATCH, O_THREADS };
     static const struct option opts[] = {
         {"help", no_argument, 0, 'h'}, {"model", required_argument, 0, O_MODEL},
@@ -43,80 +46,52 @@ int cmd_analyze(int argc, char **argv) {
         {"seq", required_argument, 0, O_SEQ}, {"batch", required_argument, 0, O_BATCH},
         {"threads", required_argument, 0, O_THREADS}, {0, 0, 0, 0}};
     cli_parser p;
-    cli_begin(&p, cmd, argc, argv, opts);
+    cli_begin(&p, "analyze", argc, argv, opts);
     for (int c; (c = cli_next(&p)) != -1;) {
         const char *v = p.value;
         int bad = 0;
         switch (c) {
-        case 'h': help(stdout); return 0;
-        case O_MODEL: model_dir = v; break;
-        case O_DATA: data = v; break;
-        case O_OUT: out = v; break;
-        case O_TOKENIZER: tok_path = v; break;
-        case O_MAX_TOKENS: bad = cli_int(&p, v, 0, 1L << 40, &max_tokens); break;
-        case O_TOP: bad = cli_int(&p, v, 0, 1000, &top); break;
-        case O_MIN_COUNT: bad = cli_int(&p, v, 1, 1L << 40, &min_count); break;
-        case O_SEQ: bad = cli_int(&p, v, 1, 1 << 20, &seq); break;
-        case O_BATCH: bad = cli_int(&p, v, 1, 4096, &batch); break;
-        case O_THREADS: bad = cli_int(&p, v, 1, 1024, &threads); break;
+        case 'h': help(stdout); return 1;
+        case O_MODEL: o->model_dir = v; break;
+        case O_DATA: o->data = v; break;
+        case O_OUT: o->out = v; break;
+        case O_TOKENIZER: o->tok_path = v; break;
+        case O_MAX_TOKENS: bad = cli_int(&p, v, 0, 1L << 40, &o->max_tokens); break;
+        case O_TOP: bad = cli_int(&p, v, 0, 1000, &o->top); break;
+        case O_MIN_COUNT: bad = cli_int(&p, v, 1, 1L << 40, &o->min_count); break;
+        case O_SEQ: bad = cli_int(&p, v, 1, 1 << 20, &o->seq); break;
+        case O_BATCH: bad = cli_int(&p, v, 1, 4096, &o->batch); break;
+        case O_THREADS: bad = cli_int(&p, v, 1, 1024, &o->threads); break;
         default: return 2;
         }
         if (bad) return 2;
     }
     if (cli_positionals(&p, 0) < 0) return 2;
-    if (!model_dir || !data) { fprintf(stderr, "moe analyze: --model DIR and --data FILE are required\n"); return 2; }
-    if (threads) omp_set_num_threads((int)threads);
-    char stdout_path[32];
-    out = cli_stdout_output(out, stdout_path, sizeof stdout_path);
+    if (!o->model_dir || !o->data) {
+        fprintf(stderr, "moe analyze: --model DIR and --data FILE are required\n");
+        return 2;
+    }
+    return 0;
+}
 
-    moe_err err;
-    moe_model *m = NULL;
-    moe_tokenizer *tok = NULL;
-    moe_tokens t = {0};
-    moe_route_stats st = {0};
-    moe_buf b = {0};
-    char ckpt[4096], path[4096], out_default[4200];
-    int rc = 1;
-    if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, &err) || moe_model_load(ckpt, &m, &err)) goto fail;
-    if (!out) {  /* a run directory gets analysis.json */
-        if (moe_path(path, sizeof path, &err, "%s/metrics.jsonl", model_dir)) goto fail;
-        if (!access(path, F_OK)) {
-            if (moe_path(out_default, sizeof out_default, &err, "%s/analysis.json", model_dir)) goto fail;
-            out = out_default;
-        }
-    }
-    if (out && out != stdout_path && cli_check_writable(out, "--out", &err)) goto fail;
-    if (moe_tokens_read(data, &t, &err)) goto fail;
-    cli_warn_data_tokenizer("analyze", ckpt, tok_path, &t, data);
-    if (moe_checkpoint_tokenizer(ckpt, tok_path, &tok, &err)) goto fail;
-    size_t T = seq ? (size_t)seq : (size_t)m->cfg.seq_len;
-    fprintf(stderr, "moe analyze: %s over %s ...\n", ckpt, data);
-    cli_progress pr;
-    cli_progress_start(&pr, cmd, data);
-    if (moe_analyze_tokens(m, &t, (size_t)batch, T, (size_t)max_tokens, &st,
-                           &(moe_progress){cli_progress_fn, &pr}, &err)) {
-        moe_err_prefix(&err, "%s", data);
-        goto fail;
-    }
-    if (st.n_sites == 0) {
-        moe_errf(&err, "%s has no routed layers (ffn \"%s\"): nothing to analyse", ckpt, m->cfg.ffn);
-        goto fail;
-    }
-
-    /* the summary */
+/* The summary on stdout: per router its sparsity, active experts, share of
+ * tokens on no expert and routed-token ratios; then active experts against
+ * token frequency. */
+static int print_summary(const moe_route_stats *st, const char *ckpt, const moe_model *m, const char *data,
+                         moe_err *err) {
     char read[256];
-    moe_read_info_text(&st.read, read, sizeof read);
+    moe_read_info_text(&st->read, read, sizeof read);
     printf("moe analyze: %s (%s router) over %s (%s)\n\n", ckpt, m->cfg.router, data, read);
     printf("  %-10s %8s %7s %9s  routed-token ratio per expert\n", "layer", "sparsity", "active", "no expert");
     char idle_layers[256] = "";
-    for (size_t s = 0; s < st.n_sites; s++) {
-        double act = 0.0, idle = moe_no_expert_fraction(&st, s);
-        for (size_t e = 0; e < st.sites[s].E; e++) act += moe_routed_ratio(&st, s, -1, e);
+    for (size_t s = 0; s < st->n_sites; s++) {
+        double act = 0.0, idle = moe_no_expert_fraction(st, s);
+        for (size_t e = 0; e < st->sites[s].E; e++) act += moe_routed_ratio(st, s, -1, e);
         char name[32];
-        snprintf(name, sizeof name, st.sites[s].which ? "%d.%d" : "%d", st.sites[s].layer, st.sites[s].which);
-        printf("  %-10s %8.4f %7.3f %9.3f ", name, 1.0 - act / (double)st.sites[s].E, act, idle);
-        for (size_t e = 0; e < st.sites[s].E && e < 16; e++) printf(" %.3f", moe_routed_ratio(&st, s, -1, e));
-        printf("%s\n", st.sites[s].E > 16 ? " ..." : "");
+        snprintf(name, sizeof name, st->sites[s].which ? "%d.%d" : "%d", st->sites[s].layer, st->sites[s].which);
+        printf("  %-10s %8.4f %7.3f %9.3f ", name, 1.0 - act / (double)st->sites[s].E, act, idle);
+        for (size_t e = 0; e < st->sites[s].E && e < 16; e++) printf(" %.3f", moe_routed_ratio(st, s, -1, e));
+        printf("%s\n", st->sites[s].E > 16 ? " ..." : "");
         size_t used = strlen(idle_layers);
         if (idle > MOE_NO_EXPERT_WARN && used + 40 < sizeof idle_layers)
             snprintf(idle_layers + used, sizeof idle_layers - used, "%s%s (%.0f%%)", used ? ", " : "", name,
@@ -126,31 +101,57 @@ int cmd_analyze(int argc, char **argv) {
         printf("\n  warning: most tokens use no expert in layer %s: their FFN output is zero there "
                "(only the residual passes)\n", idle_layers);
     moe_freq_bucket *fb;
-    long nb = moe_freq_buckets(&st, &fb, &err);
-    if (nb < 0) goto fail;
+    long nb = moe_freq_buckets(st, &fb, err);
+    if (nb < 0) return -1;
     printf("\n  %-16s %7s %11s  active experts per router\n", "token frequency", "ids", "occurrences");
     for (long i = 0; i < nb; i++)
         if (fb[i].types)
             printf("  [%6.0f, %6.0f) %7zu %11.0f  %.3f\n", fb[i].lo, fb[i].hi, fb[i].types, fb[i].occurrences,
                    fb[i].active);
     moe_freq_buckets_free(fb, nb);
+    return 0;
+}
 
-    /* the JSON */
-    moe_buf_printf(&b, "{\n\"format\": \"moe-analysis\", \"version\": 1,\n\"model\": ");
-    json_write_string(&b, model_dir, strlen(model_dir));
-    moe_buf_printf(&b, ", \"checkpoint\": ");
-    json_write_string(&b, ckpt, strlen(ckpt));
-    moe_buf_printf(&b, ", \"data\": ");
-    json_write_string(&b, data, strlen(data));
-    moe_buf_printf(&b, ",\n\"ffn\": \"%s\", \"router\": \"%s\", \"n_experts\": %d, \"top_k\": %d, "
-                   "\"min_count\": %ld,\n", m->cfg.ffn, m->cfg.router, m->cfg.n_experts, m->cfg.top_k, min_count);
-    moe_read_info_json(&st.read, &b);
-    moe_buf_printf(&b, ",\n");
-    if (moe_route_stats_json(&st, tok, t.n_domains ? t.domain_names : NULL, (size_t)top, (size_t)min_count, &b, &err))
+int cmd_analyze(int argc, char **argv) {
+    analyze_opts o = {.max_tokens = 65536, .top = 10, .min_count = 5, .batch = 8};
+    int rc = parse(argc, argv, &o);
+    if (rc) return rc == 1 ? 0 : 2;
+    if (o.threads) omp_set_num_threads((int)o.threads);
+    char stdout_path[32], ckpt[4096], out_default[4200];
+    const char *out = cli_stdout_output(o.out, stdout_path, sizeof stdout_path);
+    moe_err err;
+    moe_model *m = NULL;
+    moe_tokenizer *tok = NULL;
+    moe_tokens t = {0};
+    moe_route_stats st = {0};
+    rc = 1;
+    if (moe_resolve_checkpoint(o.model_dir, ckpt, sizeof ckpt, &err) || moe_model_load(ckpt, &m, &err)) goto fail;
+    if (!out && moe_rundir_is_run(o.model_dir)) {  /* a run directory gets analysis.json */
+        if (moe_rundir_path(out_default, sizeof out_default, o.model_dir, MOE_RUN_ANALYSIS, &err)) goto fail;
+        out = out_default;
+    }
+    if (out && out != stdout_path && cli_check_writable(out, "--out", &err)) goto fail;
+    if (moe_tokens_read(o.data, &t, &err)) goto fail;
+    cli_warn_data_tokenizer("analyze", ckpt, o.tok_path, &t, o.data);
+    if (moe_checkpoint_tokenizer(ckpt, o.tok_path, &tok, &err)) goto fail;
+    size_t T = o.seq ? (size_t)o.seq : (size_t)m->cfg.seq_len;
+    fprintf(stderr, "moe analyze: %s over %s ...\n", ckpt, o.data);
+    cli_progress pr;
+    cli_progress_start(&pr, "analyze", o.data);
+    if (moe_analyze_tokens(m, &t, (size_t)o.batch, T, (size_t)o.max_tokens, &st,
+                           &(moe_progress){cli_progress_fn, &pr}, &err)) {
+        moe_err_prefix(&err, "%s", o.data);
         goto fail;
-    moe_buf_printf(&b, "\n}\n");
+    }
+    if (st.n_sites == 0) {
+        moe_errf(&err, "%s has no routed layers (ffn \"%s\"): nothing to analyse", ckpt, m->cfg.ffn);
+        goto fail;
+    }
+    if (print_summary(&st, ckpt, m, o.data, &err)) goto fail;
+    moe_analysis_info info = {o.model_dir, ckpt, o.data, &m->cfg, (size_t)o.top, (size_t)o.min_count, tok,
+                              t.n_domains ? t.domain_names : NULL};
     if (out) {
-        if (!b.data || moe_write_file_atomic(out, b.data, b.len, &err)) goto fail;
+        if (moe_analysis_write(out, &info, &st, &err)) goto fail;
         if (out != stdout_path) printf("\nmoe analyze: wrote %s\n", out);
     } else {
         printf("\n(give --out FILE.json to keep the full analysis)\n");
@@ -160,7 +161,6 @@ int cmd_analyze(int argc, char **argv) {
 fail:
     fprintf(stderr, "moe analyze: %s\n", err.msg);
 done:
-    moe_buf_free(&b);
     moe_route_stats_free(&st);
     moe_tokens_free(&t);
     moe_tokenizer_free(tok);

@@ -7,13 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 #include "moe/eval.h"
-#include "moe/fileio.h"
-#include "moe/json.h"
+#include "moe/rundir.h"
 
 static void help(FILE *f) {
     fprintf(f,
@@ -41,24 +39,30 @@ static void help(FILE *f) {
         "  --precision P      auto, fp32 or bf16 matrix products (default: the model's)\n");
 }
 
-typedef struct {
-    const char *path;
-    char name[256];
-    moe_loss_sums base, drop;
-    int have_drop;
-    char **domain_names;
-    size_t n_domains;
-} data_result;
+/* The command line. */
+typedef struct eval_opts {
+    const char *model_dir, *json_path, *tok_path, *precision;
+    const char **data, **tasks;        /* [n_data], [n_tasks] */
+    size_t n_data, n_tasks;
+    long max_tokens, limit, seq, batch, threads;
+    int robustness;
+    int json_stdout;                   /* json_path is the original stdout (--json -) */
+} eval_opts;
 
-static void base_name(char *out, size_t cap, const char *path, const char *ext) {
-    const char *b = strrchr(path, '/');
-    b = b ? b + 1 : path;
-    size_t n = strlen(b), e = strlen(ext);
-    if (n > e && !strcmp(b + n - e, ext)) n -= e;
-    if (n >= cap) n = cap - 1;
-    memcpy(out, b, n);
-    out[n] = 0;
-}
+/* What the evaluation holds: the model, its inputs and their results. */
+typedef struct eval_state {
+    char ckpt[4096];
+    size_t T;                          /* window length */
+    moe_model *m;
+    moe_tokenizer *tok;                /* for tasks (NULL without) */
+    moe_tokens *toks;                  /* [n_data] */
+    moe_loss_sums *base, *drop;        /* [n_data] */
+    char (*names)[256];                /* [n_data] base names of the token files */
+    moe_eval_file *files;              /* [n_data] */
+    moe_task *tk;                      /* [n_tasks] */
+    moe_mc_result *mr;                 /* [n_tasks] */
+    moe_eval_task *tasks;              /* [n_tasks] */
+} eval_state;
 
 /* A task argument: a file path, or a name in the task folders. */
 static int resolve_task(const char *arg, char *out, size_t cap, moe_err *err) {
@@ -77,109 +81,8 @@ static int resolve_task(const char *arg, char *out, size_t cap, moe_err *err) {
                     arg, arg, env && *env ? env : "", env && *env ? ", " : "");
 }
 
-static double ppl(double nll, double n) { return n > 0 ? exp(nll / n) : NAN; }
-
-static void write_sums(moe_buf *b, const moe_loss_sums *s, char **names, size_t n_names) {
-    moe_buf_printf(b, "\"tokens\": %.0f, \"loss\": ", s->total_count);
-    json_write_double(b, s->total_count > 0 ? s->total_nll / s->total_count : NAN);
-    moe_buf_printf(b, ", \"ppl\": ");
-    json_write_double(b, ppl(s->total_nll, s->total_count));
-    moe_buf_printf(b, ", \"domains\": [");
-    for (size_t d = 0; d < s->n_domains; d++) {
-        /* a token file without a document table has one domain and no names */
-        const char *name = names && d < n_names && names[d] ? names[d] : "all";
-        moe_buf_printf(b, "%s{\"name\": ", d ? ", " : "");
-        json_write_string(b, name, strlen(name));
-        moe_buf_printf(b, ", \"tokens\": %.0f, \"loss\": ", s->count[d]);
-        json_write_double(b, s->count[d] > 0 ? s->nll[d] / s->count[d] : NAN);
-        moe_buf_printf(b, ", \"ppl\": ");
-        json_write_double(b, ppl(s->nll[d], s->count[d]));
-        moe_buf_printf(b, "}");
-    }
-    moe_buf_printf(b, "]");
-}
-
-static void print_row(const char *name, double nll, double n, const moe_loss_sums *drop, double dnll, double dn) {
-    if (n > 0) printf("  %-22s %9.0f %8.4f %10.2f", name, n, nll / n, ppl(nll, n));
-    else printf("  %-22s %9.0f %8s %10s", name, n, "-", "-");
-    if (drop && dn > 0) printf("   %9.4f %10.2f", dnll / dn, ppl(dnll, dn));
-    else if (drop) printf("   %9s %10s", "-", "-");
-    printf("\n");
-}
-
-/* v as JSON text (the results kept from an earlier eval.json). */
-static void write_value(moe_buf *b, const json_value *v) {
-    switch (v->type) {
-    case JSON_NULL: moe_buf_printf(b, "null"); break;
-    case JSON_BOOL: moe_buf_printf(b, v->boolean ? "true" : "false"); break;
-    case JSON_NUMBER: json_write_double(b, v->number); break;
-    case JSON_STRING: json_write_string(b, v->string, v->len); break;
-    case JSON_ARRAY:
-    case JSON_OBJECT:
-        moe_buf_printf(b, v->type == JSON_ARRAY ? "[" : "{");
-        for (size_t i = 0; i < v->count; i++) {
-            if (i) moe_buf_printf(b, ", ");
-            if (v->type == JSON_OBJECT) {
-                json_write_string(b, v->keys[i], strlen(v->keys[i]));
-                moe_buf_printf(b, ": ");
-            }
-            write_value(b, &v->items[i]);
-        }
-        moe_buf_printf(b, v->type == JSON_ARRAY ? "]" : "}");
-        break;
-    }
-}
-
-/* The earlier results at path to keep beside this evaluation's: those of
- * the same checkpoint and window length (NULL: none, or none that fit; a
- * line says which were dropped and why). */
-static json_value *earlier_results(const char *path, const char *ckpt, size_t T) {
-    struct stat st;
-    if (stat(path, &st) || !S_ISREG(st.st_mode)) return NULL;
-    moe_err err;
-    json_value *old = json_parse_file(path, &err);
-    if (!old) {
-        fprintf(stderr, "moe eval: warning: the earlier results in %s cannot be read (%s): replacing them\n",
-                path, err.msg);
-        return NULL;
-    }
-    const json_value *c = json_get(old, "checkpoint"), *seq = json_get(old, "seq");
-    const char *why = !c || c->type != JSON_STRING ? "no checkpoint recorded"
-                    : strcmp(c->string, ckpt) ? "another checkpoint"
-                    : !seq || seq->type != JSON_NUMBER || seq->number != (double)T ? "another --seq" : NULL;
-    if (why) {
-        fprintf(stderr, "moe eval: the earlier results in %s are of %s (%s): replaced, not merged\n", path, why,
-                c && c->type == JSON_STRING ? c->string : "?");
-        json_free(old);
-        return NULL;
-    }
-    return old;
-}
-
-/* Appends the entries of array `key` of old whose "name" is none of
- * names[0..n) (this evaluation's own replace them); first: no entry yet. */
-static void keep_entries(moe_buf *b, const json_value *old, const char *key, const char *const *names,
-                         size_t n, int first) {
-    const json_value *a = old ? json_get(old, key) : NULL;
-    for (size_t i = 0; a && a->type == JSON_ARRAY && i < a->count; i++) {
-        const json_value *nm = json_get(&a->items[i], "name");
-        int replaced = !nm || nm->type != JSON_STRING;
-        for (size_t k = 0; k < n && !replaced; k++) replaced = !strcmp(names[k], nm->string);
-        if (replaced) continue;
-        moe_buf_printf(b, "%s\n ", first ? "" : ",");
-        write_value(b, &a->items[i]);
-        first = 0;
-    }
-}
-
-int cmd_eval(int argc, char **argv) {
-    const char *cmd = "eval", *model_dir = NULL, *json_path = NULL, *tok_path = NULL;
-    const char *precision = NULL;
-    const char **data = calloc((size_t)argc, sizeof *data), **tasks = calloc((size_t)argc, sizeof *tasks);
-    size_t n_data = 0, n_tasks = 0;
-    long max_tokens = 0, limit = 0, seq = 0, batch = 8, threads = 0;
-    int robustness = 0;
-    if (!data || !tasks) { free(data); free(tasks); return 1; }
+/* 0 to go on, 1 after --help, 2 on a usage error (its line printed). */
+static int parse(int argc, char **argv, eval_opts *o) {
     enum { O_MODEL = 256, O_DATA, O_TASK, O_JSON, O_TOKENIZER, O_MAX_TOKENS, O_LIMIT, O_SEQ, O_BATCH,
            O_THREADS, O_ROBUSTNESS, O_PRECISION };
     static const struct option opts[] = {
@@ -192,214 +95,204 @@ int cmd_eval(int argc, char **argv) {
         {"precision", required_argument, 0, O_PRECISION},
         {0, 0, 0, 0}};
     cli_parser p;
-    cli_begin(&p, cmd, argc, argv, opts);
+    cli_begin(&p, "eval", argc, argv, opts);
     for (int c; (c = cli_next(&p)) != -1;) {
         const char *v = p.value;
         int bad = 0;
         switch (c) {
-        case 'h': help(stdout); free(data); free(tasks); return 0;
-        case O_ROBUSTNESS: robustness = 1; break;
-        case O_MODEL: model_dir = v; break;
-        case O_DATA: data[n_data++] = v; break;
-        case O_TASK: tasks[n_tasks++] = v; break;
-        case O_JSON: json_path = v; break;
-        case O_TOKENIZER: tok_path = v; break;
-        case O_MAX_TOKENS: bad = cli_int(&p, v, 0, 1L << 40, &max_tokens); break;
-        case O_LIMIT: bad = cli_int(&p, v, 0, 1L << 30, &limit); break;
-        case O_SEQ: bad = cli_int(&p, v, 1, 1 << 20, &seq); break;
-        case O_BATCH: bad = cli_int(&p, v, 1, 4096, &batch); break;
-        case O_THREADS: bad = cli_int(&p, v, 1, 1024, &threads); break;
-        case O_PRECISION: bad = cli_precision(cmd, v); precision = v; break;
+        case 'h': help(stdout); return 1;
+        case O_ROBUSTNESS: o->robustness = 1; break;
+        case O_MODEL: o->model_dir = v; break;
+        case O_DATA: o->data[o->n_data++] = v; break;
+        case O_TASK: o->tasks[o->n_tasks++] = v; break;
+        case O_JSON: o->json_path = v; break;
+        case O_TOKENIZER: o->tok_path = v; break;
+        case O_MAX_TOKENS: bad = cli_int(&p, v, 0, 1L << 40, &o->max_tokens); break;
+        case O_LIMIT: bad = cli_int(&p, v, 0, 1L << 30, &o->limit); break;
+        case O_SEQ: bad = cli_int(&p, v, 1, 1 << 20, &o->seq); break;
+        case O_BATCH: bad = cli_int(&p, v, 1, 4096, &o->batch); break;
+        case O_THREADS: bad = cli_int(&p, v, 1, 1024, &o->threads); break;
+        case O_PRECISION: bad = cli_precision("eval", v); o->precision = v; break;
         default: bad = 1;
         }
-        if (bad) goto usage;
+        if (bad) return 2;
     }
-    if (cli_positionals(&p, 0) < 0) goto usage;
-    if (!model_dir) { fprintf(stderr, "moe eval: --model DIR is required\n"); goto usage; }
-    if (!n_data && !n_tasks) { fprintf(stderr, "moe eval: give at least one --data or --task\n"); goto usage; }
-    if (threads) omp_set_num_threads((int)threads);
-    char stdout_path[32];
-    json_path = cli_stdout_output(json_path, stdout_path, sizeof stdout_path);
+    if (cli_positionals(&p, 0) < 0) return 2;
+    if (!o->model_dir) { fprintf(stderr, "moe eval: --model DIR is required\n"); return 2; }
+    if (!o->n_data && !o->n_tasks) { fprintf(stderr, "moe eval: give at least one --data or --task\n"); return 2; }
+    return 0;
+}
 
-    moe_err err;
-    moe_model *m = NULL;
-    moe_tokenizer *tok = NULL;
-    data_result *dr = calloc(n_data ? n_data : 1, sizeof *dr);
-    moe_tokens *toks = calloc(n_data ? n_data : 1, sizeof *toks);
-    moe_task *tk = calloc(n_tasks ? n_tasks : 1, sizeof *tk);
-    moe_mc_result *mr = calloc(n_tasks ? n_tasks : 1, sizeof *mr);
-    char ckpt[4096], path[4096], json_default[4200];
-    int rc = 1;
-    if (!dr || !toks || !tk || !mr) { moe_errf(&err, "out of memory"); goto fail; }
-    if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, &err) || moe_model_load(ckpt, &m, &err)) goto fail;
-    if (!json_path) {  /* a run directory gets eval.json */
-        if (moe_path(json_default, sizeof json_default, &err, "%s/metrics.jsonl", model_dir)) goto fail;
-        if (!access(json_default, F_OK)) {
-            if (moe_path(json_default, sizeof json_default, &err, "%s/eval.json", model_dir)) goto fail;
-            json_path = json_default;
-        }
-    }
-    if (json_path && json_path != stdout_path && cli_check_writable(json_path, "--json", &err)) goto fail;
-    if (cli_inference_precision(cmd, m, precision, &err)) goto fail;
-    m->training = 0;
-    size_t T = seq ? (size_t)seq : (size_t)m->cfg.seq_len;
-    if (T > (size_t)m->cfg.max_seq_len) T = (size_t)m->cfg.max_seq_len;
-    /* read everything first, so that bad input fails before the long part */
-    for (size_t i = 0; i < n_data; i++) {
-        if (moe_tokens_read(data[i], &toks[i], &err)) goto fail;
-        cli_warn_data_tokenizer(cmd, ckpt, tok_path, &toks[i], data[i]);
-    }
-    for (size_t i = 0; i < n_tasks; i++)
-        if (resolve_task(tasks[i], path, sizeof path, &err) || moe_task_load(path, &tk[i], &err)) goto fail;
-    if (n_tasks) {
-        if (moe_checkpoint_tokenizer(ckpt, tok_path, &tok, &err)) goto fail;
-        if (!tok) {
-            moe_errf(&err, "%s has no tokenizer file, which tasks need: give --tokenizer FILE "
-                     "(or train with --tokenizer so checkpoints carry it)", ckpt);
-            goto fail;
-        }
-    }
+static int state_alloc(eval_state *s, const eval_opts *o, moe_err *err) {
+    size_t D = o->n_data ? o->n_data : 1, K = o->n_tasks ? o->n_tasks : 1;
+    s->toks = calloc(D, sizeof *s->toks);
+    s->base = calloc(D, sizeof *s->base);
+    s->drop = calloc(D, sizeof *s->drop);
+    s->names = calloc(D, sizeof *s->names);
+    s->files = calloc(D, sizeof *s->files);
+    s->tk = calloc(K, sizeof *s->tk);
+    s->mr = calloc(K, sizeof *s->mr);
+    s->tasks = calloc(K, sizeof *s->tasks);
+    if (!s->toks || !s->base || !s->drop || !s->names || !s->files || !s->tk || !s->mr || !s->tasks)
+        return moe_errf(err, "out of memory");
+    return 0;
+}
 
-    for (size_t i = 0; i < n_data; i++) {
-        data_result *r = &dr[i];
-        r->path = data[i];
-        base_name(r->name, sizeof r->name, data[i], ".tok");
-        r->domain_names = toks[i].domain_names;
-        r->n_domains = toks[i].n_domains;
-        fprintf(stderr, "moe eval: %s ...\n", data[i]);
+static void state_free(eval_state *s, const eval_opts *o) {
+    for (size_t i = 0; i < o->n_data && s->toks && s->base && s->drop; i++) {
+        moe_loss_sums_free(&s->base[i]);
+        moe_loss_sums_free(&s->drop[i]);
+        moe_tokens_free(&s->toks[i]);
+    }
+    for (size_t i = 0; i < o->n_tasks && s->tk; i++) moe_task_free(&s->tk[i]);
+    free(s->toks); free(s->base); free(s->drop); free(s->names); free(s->files);
+    free(s->tk); free(s->mr); free(s->tasks);
+    moe_tokenizer_free(s->tok);
+    moe_model_free(s->m);
+}
+
+/* The model and every input, read before the long part so that bad input
+ * fails first. */
+static int load_inputs(eval_state *s, const eval_opts *o, moe_err *err) {
+    char path[4096];
+    if (state_alloc(s, o, err) || moe_resolve_checkpoint(o->model_dir, s->ckpt, sizeof s->ckpt, err) ||
+        moe_model_load(s->ckpt, &s->m, err))
+        return -1;
+    if (o->json_path && !o->json_stdout && cli_check_writable(o->json_path, "--json", err))
+        return -1;
+    if (cli_inference_precision("eval", s->m, o->precision, err)) return -1;
+    s->m->training = 0;
+    s->T = o->seq ? (size_t)o->seq : (size_t)s->m->cfg.seq_len;
+    if (s->T > (size_t)s->m->cfg.max_seq_len) s->T = (size_t)s->m->cfg.max_seq_len;
+    for (size_t i = 0; i < o->n_data; i++) {
+        if (moe_tokens_read(o->data[i], &s->toks[i], err)) return -1;
+        cli_warn_data_tokenizer("eval", s->ckpt, o->tok_path, &s->toks[i], o->data[i]);
+    }
+    for (size_t i = 0; i < o->n_tasks; i++)
+        if (resolve_task(o->tasks[i], path, sizeof path, err) || moe_task_load(path, &s->tk[i], err)) return -1;
+    if (!o->n_tasks) return 0;
+    if (moe_checkpoint_tokenizer(s->ckpt, o->tok_path, &s->tok, err)) return -1;
+    if (!s->tok)
+        return moe_errf(err, "%s has no tokenizer file, which tasks need: give --tokenizer FILE "
+                        "(or train with --tokenizer so checkpoints carry it)", s->ckpt);
+    return 0;
+}
+
+/* The losses of every token file (and with the top expert dropped), then
+ * the tasks; a line on stderr before each. */
+static int measure(eval_state *s, const eval_opts *o, moe_err *err) {
+    moe_model *m = s->m;
+    for (size_t i = 0; i < o->n_data; i++) {
+        moe_eval_file *f = &s->files[i];
+        moe_rundir_base_name(s->names[i], sizeof s->names[i], o->data[i], ".tok");
+        *f = (moe_eval_file){s->names[i], o->data[i], &s->base[i], NULL, s->toks[i].domain_names,
+                             s->toks[i].n_domains};
+        fprintf(stderr, "moe eval: %s ...\n", o->data[i]);
         m->drop_top_expert = 0;
         cli_progress pr;
-        cli_progress_start(&pr, cmd, data[i]);
+        cli_progress_start(&pr, "eval", o->data[i]);
         moe_progress progress = {cli_progress_fn, &pr};
-        if (moe_eval_loss(m, &toks[i], (size_t)batch, T, (size_t)max_tokens, &r->base, &progress, &err)) {
-            moe_err_prefix(&err, "%s", data[i]);
-            goto fail;
-        }
-        if (robustness) {
-            fprintf(stderr, "moe eval: %s, top expert dropped ...\n", data[i]);
-            m->drop_top_expert = 1;
-            cli_progress_start(&pr, cmd, data[i]);
-            int e = moe_eval_loss(m, &toks[i], (size_t)batch, T, (size_t)max_tokens, &r->drop, &progress, &err);
-            m->drop_top_expert = 0;
-            if (e) { moe_err_prefix(&err, "%s (robustness)", data[i]); goto fail; }
-            r->have_drop = 1;
-        }
+        if (moe_eval_loss(m, &s->toks[i], (size_t)o->batch, s->T, (size_t)o->max_tokens, &s->base[i], &progress,
+                          err))
+            return moe_err_prefix(err, "%s", o->data[i]);
+        if (!o->robustness) continue;
+        fprintf(stderr, "moe eval: %s, top expert dropped ...\n", o->data[i]);
+        m->drop_top_expert = 1;
+        cli_progress_start(&pr, "eval", o->data[i]);
+        int e = moe_eval_loss(m, &s->toks[i], (size_t)o->batch, s->T, (size_t)o->max_tokens, &s->drop[i],
+                              &progress, err);
+        m->drop_top_expert = 0;
+        if (e) return moe_err_prefix(err, "%s (robustness)", o->data[i]);
+        f->drop = &s->drop[i];
     }
-    for (size_t i = 0; i < n_tasks; i++) {
-        fprintf(stderr, "moe eval: task %s (%zu items) ...\n", tk[i].name,
-                limit && (size_t)limit < tk[i].n ? (size_t)limit : tk[i].n);
-        if (moe_mc_eval(m, tok, &tk[i], (size_t)limit, &mr[i], &err)) goto fail;
+    for (size_t i = 0; i < o->n_tasks; i++) {
+        fprintf(stderr, "moe eval: task %s (%zu items) ...\n", s->tk[i].name,
+                o->limit && (size_t)o->limit < s->tk[i].n ? (size_t)o->limit : s->tk[i].n);
+        if (moe_mc_eval(m, s->tok, &s->tk[i], (size_t)o->limit, &s->mr[i], err)) return -1;
+        s->tasks[i] = (moe_eval_task){s->tk[i].name, s->tk[i].path, &s->mr[i]};
     }
+    return 0;
+}
 
-    /* the table */
-    printf("\nmoe eval: %s (%s ffn, %s router, %d experts, top_k %d)\n", ckpt, m->cfg.ffn, m->cfg.router,
-           m->cfg.n_experts, m->cfg.top_k);
-    for (size_t i = 0; i < n_data; i++) {
-        data_result *r = &dr[i];
-        printf("\n  %-22s %9s %8s %10s", r->name, "tokens", "loss", "ppl");
-        if (r->have_drop) printf("   %9s %10s", "loss -top", "ppl -top");
+static double ppl(double nll, double n) { return n > 0 ? exp(nll / n) : NAN; }
+
+static void print_row(const char *name, double nll, double n, const moe_loss_sums *drop, double dnll, double dn) {
+    if (n > 0) printf("  %-22s %9.0f %8.4f %10.2f", name, n, nll / n, ppl(nll, n));
+    else printf("  %-22s %9.0f %8s %10s", name, n, "-", "-");
+    if (drop && dn > 0) printf("   %9.4f %10.2f", dnll / dn, ppl(dnll, dn));
+    else if (drop) printf("   %9s %10s", "-", "-");
+    printf("\n");
+}
+
+/* The table on stdout. */
+static void print_table(const eval_state *s, const eval_opts *o) {
+    const moe_config *c = &s->m->cfg;
+    printf("\nmoe eval: %s (%s ffn, %s router, %d experts, top_k %d)\n", s->ckpt, c->ffn, c->router,
+           c->n_experts, c->top_k);
+    for (size_t i = 0; i < o->n_data; i++) {
+        const moe_eval_file *f = &s->files[i];
+        const moe_loss_sums *b = f->base, *d = f->drop;
+        printf("\n  %-22s %9s %8s %10s", f->name, "tokens", "loss", "ppl");
+        if (d) printf("   %9s %10s", "loss -top", "ppl -top");
         printf("\n");
-        print_row("all", r->base.total_nll, r->base.total_count, r->have_drop ? &r->drop : NULL,
-                  r->drop.total_nll, r->drop.total_count);
-        if (r->n_domains > 1)
-            for (size_t d = 0; d < r->base.n_domains; d++)
-                print_row(r->domain_names[d], r->base.nll[d], r->base.count[d], r->have_drop ? &r->drop : NULL,
-                          r->have_drop ? r->drop.nll[d] : 0, r->have_drop ? r->drop.count[d] : 0);
+        print_row("all", b->total_nll, b->total_count, d, d ? d->total_nll : 0, d ? d->total_count : 0);
+        if (f->n_domains > 1)
+            for (size_t k = 0; k < b->n_domains; k++)
+                print_row(f->domain_names[k], b->nll[k], b->count[k], d, d ? d->nll[k] : 0, d ? d->count[k] : 0);
         char read[256];
-        moe_read_info_text(&r->base.read, read, sizeof read);
+        moe_read_info_text(&b->read, read, sizeof read);
         printf("  (read %s)\n", read);
     }
-    for (size_t i = 0; i < n_data; i++)
-        if (dr[i].have_drop && dr[i].drop.total_nll == dr[i].base.total_nll) {
-            if (!strcmp(m->cfg.ffn, "dense"))
+    for (size_t i = 0; i < o->n_data; i++)
+        if (s->files[i].drop && s->drop[i].total_nll == s->base[i].total_nll) {
+            if (!strcmp(c->ffn, "dense"))
                 printf("\n  note: dropping the top expert changed nothing: the model is dense, it has no experts\n");
             else
                 printf("\n  note: dropping the top expert changed nothing: the %s router does not implement it\n",
-                       m->cfg.router);
+                       c->router);
             break;
         }
-    if (n_tasks) printf("\n  %-22s %9s %16s %16s\n", "task", "items", "acc", "acc_norm");
-    for (size_t i = 0; i < n_tasks; i++)
-        printf("  %-22s %9zu %8.4f ±%6.4f %8.4f ±%6.4f\n", tk[i].name, mr[i].n, mr[i].acc, mr[i].acc_stderr,
-               mr[i].acc_norm, mr[i].acc_norm_stderr);
-    if (n_tasks) printf("  (chance: 1 / number of choices; acc_norm divides by the choice's length in bytes)\n");
+    if (o->n_tasks) printf("\n  %-22s %9s %16s %16s\n", "task", "items", "acc", "acc_norm");
+    for (size_t i = 0; i < o->n_tasks; i++)
+        printf("  %-22s %9zu %8.4f ±%6.4f %8.4f ±%6.4f\n", s->tk[i].name, s->mr[i].n, s->mr[i].acc,
+               s->mr[i].acc_stderr, s->mr[i].acc_norm, s->mr[i].acc_norm_stderr);
+    if (o->n_tasks) printf("  (chance: 1 / number of choices; acc_norm divides by the choice's length in bytes)\n");
+}
 
-    /* the JSON: this evaluation's results, and those of an earlier one of
-     * the same checkpoint on other data files or tasks */
-    json_value *earlier = json_path && json_path != stdout_path ? earlier_results(json_path, ckpt, T) : NULL;
-    moe_buf b = {0};
-    moe_buf_printf(&b, "{\n\"format\": \"moe-eval\", \"version\": 1,\n\"model\": ");
-    json_write_string(&b, model_dir, strlen(model_dir));
-    moe_buf_printf(&b, ", \"checkpoint\": ");
-    json_write_string(&b, ckpt, strlen(ckpt));
-    moe_buf_printf(&b, ", \"ffn\": \"%s\", \"router\": \"%s\", \"n_experts\": %d, \"top_k\": %d, \"seq\": %zu,\n"
-                   "\"data\": [", m->cfg.ffn, m->cfg.router, m->cfg.n_experts, m->cfg.top_k, T);
-    for (size_t i = 0; i < n_data; i++) {
-        data_result *r = &dr[i];
-        moe_buf_printf(&b, "%s\n {\"name\": ", i ? "," : "");
-        json_write_string(&b, r->name, strlen(r->name));
-        moe_buf_printf(&b, ", \"path\": ");
-        json_write_string(&b, r->path, strlen(r->path));
-        moe_buf_printf(&b, ", ");
-        moe_read_info_json(&r->base.read, &b);
-        moe_buf_printf(&b, ", ");
-        write_sums(&b, &r->base, r->domain_names, r->n_domains);
-        if (r->have_drop) {
-            moe_buf_printf(&b, ",\n  \"robustness\": {");
-            write_sums(&b, &r->drop, r->domain_names, r->n_domains);
-            moe_buf_printf(&b, "}");
-        }
-        moe_buf_printf(&b, "}");
+int cmd_eval(int argc, char **argv) {
+    eval_opts o = {.batch = 8};
+    o.data = calloc((size_t)argc, sizeof *o.data);
+    o.tasks = calloc((size_t)argc, sizeof *o.tasks);
+    int rc = !o.data || !o.tasks ? -1 : parse(argc, argv, &o);
+    if (rc) { free(o.data); free(o.tasks); return rc < 0 ? 1 : rc == 1 ? 0 : 2; }
+    if (o.threads) omp_set_num_threads((int)o.threads);
+    char stdout_path[32], json_default[4200], note[4600];
+    o.json_path = cli_stdout_output(o.json_path, stdout_path, sizeof stdout_path);
+    o.json_stdout = o.json_path == stdout_path;
+    if (!o.json_path && moe_rundir_is_run(o.model_dir) &&   /* a run directory gets eval.json */
+        !moe_rundir_path(json_default, sizeof json_default, o.model_dir, MOE_RUN_EVAL, NULL))
+        o.json_path = json_default;
+    moe_err err;
+    eval_state s = {0};
+    rc = 1;
+    if (load_inputs(&s, &o, &err) || measure(&s, &o, &err)) goto fail;
+    print_table(&s, &o);
+    /* this evaluation's results, and those of an earlier one of the same
+     * checkpoint on other data files or tasks */
+    moe_eval_results r = {o.model_dir, s.ckpt, &s.m->cfg, s.T, s.files, o.n_data, s.tasks, o.n_tasks};
+    if (o.json_path) {
+        int wrc = moe_eval_write(o.json_path, &r, !o.json_stdout, note, sizeof note, &err);
+        if (note[0]) fprintf(stderr, "moe eval: %s\n", note);
+        if (wrc) goto fail;
+        if (!o.json_stdout) printf("\nmoe eval: wrote %s\n", o.json_path);
     }
-    const char **names = calloc(n_data + n_tasks + 1, sizeof *names);
-    for (size_t i = 0; names && i < n_data; i++) names[i] = dr[i].name;
-    for (size_t i = 0; names && i < n_tasks; i++) names[n_data + i] = tk[i].name;
-    if (names) keep_entries(&b, earlier, "data", names, n_data, n_data == 0);
-    moe_buf_printf(&b, "],\n\"tasks\": [");
-    for (size_t i = 0; i < n_tasks; i++) {
-        moe_buf_printf(&b, "%s\n {\"name\": ", i ? "," : "");
-        json_write_string(&b, tk[i].name, strlen(tk[i].name));
-        moe_buf_printf(&b, ", \"path\": ");
-        json_write_string(&b, tk[i].path, strlen(tk[i].path));
-        moe_buf_printf(&b, ", \"items\": %zu, \"acc\": ", mr[i].n);
-        json_write_double(&b, mr[i].acc);
-        moe_buf_printf(&b, ", \"acc_stderr\": ");
-        json_write_double(&b, mr[i].acc_stderr);
-        moe_buf_printf(&b, ", \"acc_norm\": ");
-        json_write_double(&b, mr[i].acc_norm);
-        moe_buf_printf(&b, ", \"acc_norm_stderr\": ");
-        json_write_double(&b, mr[i].acc_norm_stderr);
-        moe_buf_printf(&b, "}");
-    }
-    if (names) keep_entries(&b, earlier, "tasks", names + n_data, n_tasks, n_tasks == 0);
-    moe_buf_printf(&b, "]\n}\n");
-    json_free(earlier);
-    if (!names) moe_buf_free(&b);   /* out of memory: refused below, not written without the earlier results */
-    free(names);
-    if (json_path) {
-        if (!b.data || moe_write_file_atomic(json_path, b.data, b.len, &err)) { moe_buf_free(&b); goto fail; }
-        if (json_path != stdout_path) printf("\nmoe eval: wrote %s\n", json_path);
-    }
-    moe_buf_free(&b);
     rc = 0;
     goto done;
 fail:
     fprintf(stderr, "moe eval: %s\n", err.msg);
 done:
-    for (size_t i = 0; i < n_data && dr && toks; i++) {
-        moe_loss_sums_free(&dr[i].base);
-        moe_loss_sums_free(&dr[i].drop);
-        moe_tokens_free(&toks[i]);
-    }
-    for (size_t i = 0; i < n_tasks && tk; i++) moe_task_free(&tk[i]);
-    free(dr); free(toks); free(tk); free(mr);
-    moe_tokenizer_free(tok);
-    moe_model_free(m);
-    free(data);
-    free(tasks);
+    state_free(&s, &o);
+    free(o.data);
+    free(o.tasks);
     return rc;
-usage:
-    free(data);
-    free(tasks);
-    return 2;
 }

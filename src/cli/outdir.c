@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "moe/common.h"
+#include "moe/rundir.h"
 
 static int exists(const char *dir, const char *name) {
     char path[4200];
@@ -21,7 +22,7 @@ int cli_check_out(const char *cmd, const char *out, int force, moe_err *err) {
     if (exists(out, "trainer_state.json") || exists(out, "optimizer.safetensors"))
         return moe_errf(err, "%s is a training checkpoint; %s never overwrites one: choose "
                         "another --out", out, cmd);
-    if (exists(out, "checkpoints") || exists(out, "metrics.jsonl"))
+    if (exists(out, "checkpoints") || moe_rundir_is_run(out))
         return moe_errf(err, "%s holds a training run; %s never overwrites one: choose another "
                         "--out", out, cmd);
     if (!force && (exists(out, "model.safetensors") || exists(out, "config.json")))
