@@ -15,8 +15,10 @@
 
 #include "analysis/svg.h"
 #include "moe/analysis.h"
+#include "moe/ffn.h"
 #include "moe/fileio.h"
 #include "moe/json.h"
+#include "moe/router.h"
 
 #define MAX_SITES 64
 
@@ -164,7 +166,8 @@ static int load_run(run_data *r, const char *dir, moe_err *err) {
         }
     }
     if (!(r->target > 0) && r->n_experts > 0) r->target = 1.0 - (double)r->top_k / r->n_experts;
-    r->relu = !strcmp(r->router, "relu");
+    const moe_router_kind *rk = moe_router_kind_find(r->router);
+    r->relu = rk && rk->sparsity_lambda;  /* ReMoE's lambda and stages */
 
     /* metrics.jsonl */
     if (moe_path(path, sizeof path, err, "%s/metrics.jsonl", dir)) return -1;
@@ -597,7 +600,8 @@ static void runs_table(moe_buf *b, run_data *runs, size_t n) {
         for (size_t k = r->n; k-- > 0 && !isfinite(sp);) sp = r->sparsity[k];
         moe_buf_printf(b, "<tr><td><span class=\"swatch\" style=\"--c:%s\"></span>", svg_color(i));
         esc(b, r->name);
-        if (!strcmp(r->ffn, "dense"))  /* no router, no experts (its config still holds their defaults) */
+        const moe_ffn_kind *fk = moe_ffn_kind_find(r->ffn);
+        if (fk && !fk->routed)  /* no router, no experts (its config still holds their defaults) */
             moe_buf_printf(b, "</td><td>dense</td><td>—</td><td>%d</td><td>%.0f</td><td>%.4f</td>", r->n_layers,
                            r->n ? r->step[r->n - 1] : 0.0, tl);
         else
@@ -872,7 +876,9 @@ static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, double scal
     /* the even-load reference: k/E for a fixed-k router; a ReMoE (or top-p,
      * ...) layer activates a varying number of experts, so its reference is
      * the mean ratio of its own experts */
-    int fixed_k = !strcmp(r->ffn, "moe") && (!strcmp(r->router, "topk") || !strcmp(r->router, "hash") || !strcmp(r->router, "sparsemixer"));
+    const moe_ffn_kind *fk = moe_ffn_kind_find(r->ffn);
+    const moe_router_kind *rk = moe_router_kind_find(r->router);
+    int fixed_k = fk && fk->router_options && rk && rk->fixed_k;
     for (size_t s = 0; s < ns && nd; s++) {
         double uniform = fixed_k && r->n_experts > 0 ? (double)r->top_k / r->n_experts : mean[s];
         svg_hline hl = {uniform, fixed_k ? "uniform k/E" : "even load (the layer's mean over experts)", "#555"};

@@ -476,9 +476,11 @@ static val moe_layer(ex *x, val xv, const char *prefix, int layer, const moe_con
     og *g = x->g;
     int64_t D = cfg->hidden, G = cfg->granularity, E = cfg->n_experts * G, Fe = cfg->ffn_dim / G;
     int64_t S = cfg->n_shared_experts;
+    const moe_router_kind *kind = moe_router_kind_find(cfg->router);
+    moe_gate_rule rule = kind ? kind->gates : MOE_GATES_NONE;
     /* TopK's near-dense warm-up holds at inference too while step 0 < k_warm_steps */
-    int64_t k = cfg->k_warm > 0 && cfg->k_warm_steps > 0 && !strcmp(cfg->router, "topk") ? cfg->k_warm * G
-                                                                                          : cfg->top_k * G;
+    int64_t k = cfg->k_warm > 0 && cfg->k_warm_steps > 0 && rule == MOE_GATES_TOPK ? cfg->k_warm * G
+                                                                                   : cfg->top_k * G;
     /* MoE++: the router chooses among Et = E + zero + copy + constant experts */
     int64_t Z = cfg->n_zero_experts, C = cfg->n_copy_experts, K = cfg->n_const_experts, Et = E + Z + C + K;
     route_cfg r = {cfg->router, Et, k, cfg->norm_topk_prob == 1 || (cfg->norm_topk_prob == MOE_RENORM_IF_SEVERAL && k > 1),
@@ -488,17 +490,22 @@ static val moe_layer(ex *x, val xv, const char *prefix, int layer, const moe_con
         g->failed = 1;
         moe_errf(x->err, "layer %d: the TopK router holds no expert_bias of %lld values", layer, (long long)Et);
     }
+    if (rule == MOE_GATES_NONE) {
+        g->failed = 1;
+        moe_errf(x->err, "router \"%s\" has no ONNX form", cfg->router);
+        return xv;
+    }
     char pre[NAME];
     val gates;
-    if (!strcmp(cfg->router, "hash") || !strcmp(cfg->router, "learned_hash")) {
+    if (rule == MOE_GATES_BY_TOKEN) {
         gates = gates_by_token(x, prefix, layer, E);
     } else {
         val l = OP(g, "MatMul", xv.s, wt(x, prefix, ".router.weight", 0, Et, D).s);
-        gates = !strcmp(cfg->router, "relu")            ? OP(g, "Relu", l.s)
-              : !strcmp(cfg->router, "topp")            ? gates_topp(g, l, &r)
-              : !strcmp(cfg->router, "sparsemixer")     ? gates_sparsemixer(g, l, &r)
-              : !strcmp(cfg->router, "expert_choice")   ? gates_expert_choice(g, l, &r)
-                                                        : gates_topk(g, l, &r);
+        gates = rule == MOE_GATES_RELU            ? OP(g, "Relu", l.s)
+              : rule == MOE_GATES_TOPP            ? gates_topp(g, l, &r)
+              : rule == MOE_GATES_SPARSEMIXER     ? gates_sparsemixer(g, l, &r)
+              : rule == MOE_GATES_EXPERT_CHOICE   ? gates_expert_choice(g, l, &r)
+                                                  : gates_topk(g, l, &r);
     }
     val all = gates;  /* [N, Et] */
     if (Et > E) gates = slice_last(g, all, 0, E);
@@ -589,7 +596,8 @@ static val ffn(ex *x, int l, val n, val h) {
     char pre[PREFIX];
     snprintf(pre, sizeof pre, "model.layers.%d.mlp", l);
     if (has(x, "%s.gate_proj.weight", pre)) return swiglu(x, n, pre, 0, c->ffn_dim);
-    if (!strcmp(c->ffn, "lory")) return lory_layer(x, n, pre);
+    const moe_ffn_kind *kind = moe_ffn_kind_find(c->ffn);
+    if (kind && kind->merges_experts) return lory_layer(x, n, pre);
     val shape = OP(g, "Shape", n.s);
     val x2 = OP(g, "Reshape", n.s, c_i64(g, I64S(-1, D)).s), y;
     if (has(x, "%s.norm_b.weight", pre)) {  /* CartesianMoE (cartesian.c) */

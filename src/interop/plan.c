@@ -10,29 +10,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "moe/router.h"
+
 /* ---- the plan ------------------------------------------------------------ */
 
-/* Why a router or FFN kind has no counterpart in llama.cpp / transformers. */
-static const char *refusal(const moe_config *c) {
-    if (!strcmp(c->ffn, "cartesian"))
-        return "CartesianMoE (ffn \"cartesian\": two routed sub-layers in sequence with a norm "
-               "between them and gated shared sub-experts)";
-    if (!strcmp(c->ffn, "lory"))
-        return "Lory (ffn \"lory\": experts merged into one FFN per segment, routed by the "
-               "previous segment)";
-    if (!strcmp(c->router, "relu"))
-        return "ReMoE's ReLU router (router \"relu\": gates relu(logits), a varying number of "
-               "experts per token)";
-    if (!strcmp(c->router, "hash"))
-        return "hash routing (router \"hash\": the expert is a fixed function of the token id)";
-    if (!strcmp(c->router, "expert_choice"))
-        return "expert-choice routing (router \"expert_choice\": experts pick tokens across the "
-               "batch, not causal)";
-    if (!strcmp(c->router, "sparsemixer"))
-        return "SparseMixer-v2 (router \"sparsemixer\": gates from a softmax masked to the "
-               "candidates within jitter_eps)";
-    if (!strcmp(c->router, "topp"))
-        return "TopP routing (router \"topp\": as many experts as reach probability top_p)";
+/* Why a router, an FFN kind or an option has no counterpart in llama.cpp /
+ * transformers (the kinds say it of themselves: moe_ffn_kind.no_export,
+ * moe_router_kind.no_export); NULL if nothing is named. */
+static const char *refusal(const moe_config *c, const moe_ffn_kind *fk, const moe_router_kind *rk) {
+    if (fk->no_export) return fk->no_export;
+    if (fk->uses_router && rk->no_export) return rk->no_export;
     if (c->shared_gate)
         return "shared_gate (routed and shared outputs mixed by a learned 2-way softmax)";
     if (c->n_zero_experts + c->n_copy_experts + c->n_const_experts)
@@ -56,13 +43,17 @@ int ix_plan_make(const moe_config *c, ix_format format, ix_plan *p, moe_err *err
     memset(p, 0, sizeof *p);
     p->format = format;
     p->moe_every = c->moe_every;
-    if (!strcmp(c->ffn, "dense")) {
+    const moe_ffn_kind *fk = moe_ffn_kind_find(c->ffn);
+    const moe_router_kind *rk = moe_router_kind_find(c->router);
+    if (!fk || !rk)
+        return moe_errf(err, "cannot export to %s: unknown ffn \"%s\" or router \"%s\"", fmt, c->ffn, c->router);
+    if (!fk->routed) {
         p->arch = format == IX_GGUF ? "llama" : "LlamaForCausalLM";
         return 0;
     }
-    const char *why = refusal(c);
+    const char *why = refusal(c, fk, rk);
     if (why) return moe_errf(err, "cannot export to %s: %s has no counterpart there", fmt, why);
-    if (strcmp(c->ffn, "moe") || strcmp(c->router, "topk"))
+    if (!fk->exportable || !rk->exportable)
         return moe_errf(err, "cannot export to %s: ffn \"%s\" with router \"%s\" is not supported",
                         fmt, c->ffn, c->router);
     p->moe = 1;

@@ -9,9 +9,10 @@
 
 int moe_upcycle(moe_model *dst, const moe_model *dense, moe_err *err) {
     const moe_config *a = &dense->cfg, *b = &dst->cfg;
-    if (strcmp(a->ffn, "dense"))
+    const moe_ffn_kind *ka = moe_ffn_kind_find(a->ffn), *kb = moe_ffn_kind_find(b->ffn);
+    if (!ka || ka->routed)
         return moe_errf(err, "upcycle: the source model has ffn \"%s\"; it must be dense", a->ffn);
-    if (strcmp(b->ffn, "moe"))
+    if (!kb || !kb->upcycle_target)
         return moe_errf(err, "upcycle: the config's ffn is \"%s\"; upcycling makes an \"moe\" model", b->ffn);
     if (b->granularity != 1 || b->n_shared_experts != 0)
         return moe_errf(err, "upcycle: granularity %d, n_shared_experts %d: each expert is a whole copy of "

@@ -19,7 +19,8 @@ int moe_decode_check(const moe_config *cfg, moe_err *err) {
     if (moe_config_causal(cfg, &why)) return 0;
     /* the router is named by the ffn kind for layers that are their own
      * router (lory), else by the router key */
-    int own = strcmp(cfg->ffn, "moe") && strcmp(cfg->ffn, "dense") && strcmp(cfg->ffn, "cartesian");
+    const moe_ffn_kind *kind = moe_ffn_kind_find(cfg->ffn);
+    int own = kind && kind->routed && !kind->uses_router;
     return moe_errf(err, "router '%s' is not causal, so the model cannot generate token by token: %s",
                     own ? cfg->ffn : cfg->router, why ? why : "a token's output depends on later tokens");
 }

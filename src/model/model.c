@@ -112,7 +112,8 @@ int moe_model_count_params(const moe_config *cfg, moe_param_count *out, moe_err 
     /* the active share of a routed expert tensor: k of E */
     double share = (double)cfg->top_k / (double)cfg->n_experts, active = 0.0, experts_active = 0.0;
     if (share > 1.0) share = 1.0;  /* zero-computation experts beside: at most every FFN expert */
-    if (!strcmp(cfg->ffn, "lory")) share = 1.0 / (double)cfg->n_experts;
+    const moe_ffn_kind *kind = moe_ffn_kind_find(cfg->ffn);
+    if (kind && kind->active_share) share = kind->active_share(cfg);
     for (size_t i = 0; i < m->layout.count; i++) {
         const moe_tensor *t = &m->layout.tensors[i];
         out->total += t->size;
@@ -234,7 +235,8 @@ static void routers_end_step(moe_model *m, int apply) {
 double moe_model_end_step(moe_model *m) {
     moe_routing_state *rs = &m->rs;
     double sparsity = rs->total_pairs > 0 ? 1.0 - rs->active_pairs / rs->total_pairs : 0.0;
-    if (rs->total_pairs > 0 && !strcmp(m->cfg.ffn, "moe") && !strcmp(m->cfg.router, "relu"))
+    const moe_router_kind *kind = moe_ffn_router_kind(&m->cfg);
+    if (rs->total_pairs > 0 && kind && kind->sparsity_lambda)
         rs->lambda = moe_relu_lambda_next(rs->lambda, sparsity, m->cfg.target_sparsity, m->cfg.relu_alpha);
     rs->active_pairs = rs->total_pairs = 0.0;
     routers_end_step(m, 1);
@@ -271,7 +273,8 @@ static size_t acts_floats(const moe_config *c, size_t B, size_t T) {
 size_t moe_model_memory_estimate(const moe_config *c, size_t n_params, size_t B, size_t T) {
     size_t N = B * T, D = (size_t)c->hidden, L = (size_t)c->n_layers;
     size_t ffn;  /* per layer, floats, worst case */
-    if (!strcmp(c->ffn, "dense")) {
+    const moe_ffn_kind *kind = moe_ffn_kind_find(c->ffn);
+    if (!kind || !kind->routed) {
         ffn = 5 * N * (size_t)c->ffn_dim;
     } else {  /* every (token, expert) pair active, as ReLU routing can be early on */
         size_t E = (size_t)c->n_experts * (size_t)c->granularity + (size_t)c->n_shared_experts;
