@@ -233,6 +233,17 @@ def main():
           f"best oneDNN bf16 matmul {amx:.0f} ({rates.get('bf16_matmul_impl', '?')}); "
           f"sgemm 2048^3: OpenBLAS {rates['sgemm_gflops']['2048']:.0f}, "
           f"dnnl {rates.get('dnnl_sgemm_gflops', {}).get('2048', 0):.0f}", flush=True)
+    def save(rows, complete):
+        """The JSON so far, written after every row (a stopped run keeps what it measured)."""
+        os.makedirs(os.path.dirname(a.out), exist_ok=True)
+        with open(a.out + ".tmp", "w") as f:
+            json.dump({"benchmark": "train_speed", "threads": a.threads, "steps": a.steps, "repeats": a.repeats,
+                       "warm_steps": a.warm_steps, "note": a.note, "rates": rates,
+                       "sgemm_gflops": rates["sgemm_gflops"], "fma_peak_gflops": fma,
+                       "torch_version": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+                       "cpu": cpu_name(), "complete": complete, "results": rows}, f, indent=2)
+        os.replace(a.out + ".tmp", a.out)
+
     with tempfile.TemporaryDirectory() as tmp:
         data = data_file(build, tmp)
         print(f"{'model':<13} {'prec':<5} {'moe tok/s':>10} {'peer tok/s':>10} {'ratio':>6} {'cpu ratio':>9} {'MFU fp32pk':>10} "
@@ -251,13 +262,8 @@ def main():
                       f"{r['ratio']:>5.2f}x {r['cpu_ratio']:>8.2f}x {100 * r['mfu_fp32_peak']:>9.0f}% {mfu2} "
                       f"{r['sparsity']:>5.3f}/{r['torch_sparsity']:.3f} {r['moe_peak_mb']:>7.0f} "
                       f"{r['torch_peak_mb']:>8.0f}", flush=True)
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump({"benchmark": "train_speed", "threads": a.threads, "steps": a.steps, "repeats": a.repeats,
-                   "warm_steps": a.warm_steps, "note": a.note, "rates": rates,
-                   "sgemm_gflops": rates["sgemm_gflops"], "fma_peak_gflops": fma,
-                   "torch_version": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                   "cpu": cpu_name(), "results": rows}, f, indent=2)
+                save(rows, complete=False)
+    save(rows, complete=True)
     print(f"wrote {a.out}")
 
 

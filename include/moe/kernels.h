@@ -31,6 +31,11 @@ typedef struct k_ctx k_ctx;
  * AMX) on this CPU. The environment variable MOE_NO_BF16=1 (or oneDNN's
  * ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16) makes it 0. */
 int k_bf16_available(void);
+/* 1 when k_bf16_available() and oneDNN runs the bf16 products on AMX tiles
+ * (AMX-BF16: several times the fp32 FMA rate); 0 on CPUs whose bf16 is
+ * AVX512_BF16 alone (at most about 2x the fp32 FMAs, less than the cost of
+ * rounding the inputs at the widths moe trains on: docs/PERFORMANCE.md). */
+int k_bf16_amx(void);
 /* want = K_BF16 falls back to K_FP32 when k_bf16_available() is 0;
  * k_ctx_precision tells which is in effect (K_FP32 for kc == NULL). */
 int k_ctx_create(k_precision want, k_ctx **out, moe_err *err);

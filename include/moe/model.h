@@ -109,8 +109,9 @@ int moe_model_count_held(const moe_config *cfg, int parts, size_t *out, moe_err 
 void moe_model_free(moe_model *m);
 /* "fp32" or "bf16": the precision the model's products run in. */
 const char *moe_model_precision(const moe_model *m);
-/* "auto" resolved to what this CPU runs best: "bf16" where it computes bf16
- * dot products natively (k_bf16_available), else "fp32"; any other value
+/* "auto" resolved to what this CPU runs best: "bf16" where oneDNN runs bf16
+ * products on AMX tiles (k_bf16_amx), else "fp32" (also with AVX512_BF16
+ * alone, where bf16 measured slower than fp32); any other value
  * is returned as it is. *why (may be NULL) gets the reason for auto's
  * choice, NULL for an explicit value. */
 const char *moe_precision_resolve(const char *precision, const char **why);

@@ -105,6 +105,11 @@ int k_bf16_available(void) {
     return (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
 }
 
+int k_bf16_amx(void) {
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    return k_bf16_available() && (isa & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx;
+}
+
 int k_ctx_create(k_precision want, k_ctx **out, moe_err *err) {
     *out = NULL;
     k_ctx *kc = moe_calloc(1, sizeof *kc, err);

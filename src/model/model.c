@@ -172,13 +172,17 @@ const char *moe_model_precision(const moe_model *m) {
 const char *moe_precision_resolve(const char *precision, const char **why) {
     if (why) *why = NULL;
     if (strcmp(precision, "auto")) return precision;
-    int native = k_bf16_available();
+    /* bf16 only where it is faster: on AMX tiles. With AVX512_BF16 alone
+     * (AMD Zen 4/5) rounding the inputs costs more than the products save
+     * at these widths (docs/PERFORMANCE.md, "bf16 without AMX") */
+    int native = k_bf16_available(), amx = native && k_bf16_amx();
     const char *off = getenv("MOE_NO_BF16");  /* what k_bf16_available honours first */
     if (why)
-        *why = native ? "auto: this CPU has native bf16 dot products"
+        *why = amx ? "auto: this CPU runs bf16 products on AMX tiles"
+             : native ? "auto: this CPU has AVX512_BF16 but no AMX, where bf16 trains slower than fp32"
              : off && *off && strcmp(off, "0") ? "auto: MOE_NO_BF16 is set"
              : "auto: no native bf16 on this CPU";
-    return native ? "bf16" : "fp32";
+    return amx ? "bf16" : "fp32";
 }
 
 int moe_model_set_precision(moe_model *m, const char *precision, moe_err *err) {
