@@ -1,10 +1,13 @@
 /* textdocs.h — reading training text: JSONL files ({"text": ..., "domain":
  * ...} per line), plain text files, and folders of them, into a list of
- * documents with domain names (used by `moe prepare` and `moe tokenizer`). */
+ * documents with domain names (used by `moe prepare` and `moe tokenizer`);
+ * and the documents encoded into one token file (`moe prepare`). */
 #ifndef MOE_TEXTDOCS_H
 #define MOE_TEXTDOCS_H
 
 #include "moe/common.h"
+#include "moe/data.h"
+#include "moe/tokenizer.h"
 
 typedef struct moe_docs_doc {
     const char *text;   /* [len] bytes, owned by the moe_docs */
@@ -35,5 +38,14 @@ typedef struct moe_docs {
  * `domain` NULL means "default". Errors name the file and line. */
 int moe_docs_add(moe_docs *d, const char *path, const char *domain, moe_err *err);
 void moe_docs_free(moe_docs *d);
+
+/* Encodes every document of docs with tok, `threads` at a time, each
+ * followed by <|endoftext|>, into *out (which owns what it points to; free
+ * with moe_tokens_free): the ids in input order, a document table, the
+ * domains that some document uses (numbered in order of first use) and
+ * tok's file text. progress (may be NULL) hears of the bytes encoded, from
+ * one thread. An error names the document (1-based). */
+int moe_docs_encode(const moe_docs *docs, const moe_tokenizer *tok, int threads, const moe_progress *progress,
+                    moe_tokens *out, moe_err *err);
 
 #endif

@@ -80,14 +80,31 @@ fail:
     return rc;
 }
 
-int cmd_prepare(int argc, char **argv) {
-    const char *cmd = "prepare", *out = NULL, *tokpath = "bytes", *domain_field = NULL;
-    const char **inputs = calloc((size_t)argc, sizeof *inputs);
-    size_t n_inputs = 0;
-    long threads = 0, vocab = 0;
-    if (!inputs) return 1;
+/* The encoding's progress bar on a terminal, redrawn at most every 0.1 s. */
+typedef struct bar_state {
+    double t0, last;
+} bar_state;
+
+static void bar_fn(void *ctx, size_t done, size_t total) {
+    bar_state *b = ctx;
+    double now = omp_get_wtime();
+    if (now - b->last <= 0.1) return;
+    b->last = now;
+    bar(total ? (double)done / (double)total : 1, now - b->t0, (double)done / 1e6);
+}
+
+typedef struct prepare_opts {
+    const char *out, *tokpath, *domain_field;
+    const char **inputs;            /* [n_inputs] */
+    size_t n_inputs;
+    long threads, vocab;
+    int tok_given;
+} prepare_opts;
+
+/* 0 to go on, 1 after --help, 2 on a usage error (its line printed). */
+static int parse(int argc, char **argv, prepare_opts *o) {
+    const char *cmd = "prepare";
     enum { O_INPUT = 256, O_OUT, O_TOKENIZER, O_THREADS, O_DOMAIN_FIELD, O_VOCAB };
-    int tok_given = 0;
     static const struct option opts[] = {
         {"help", no_argument, 0, 'h'}, {"input", required_argument, 0, O_INPUT},
         {"out", required_argument, 0, O_OUT}, {"tokenizer", required_argument, 0, O_TOKENIZER},
@@ -101,149 +118,86 @@ int cmd_prepare(int argc, char **argv) {
     for (int c; (c = cli_next(&p)) != -1;) {
         if (c == 1 && !last_input) {
             fprintf(stderr, "moe %s: unexpected argument '%s' (input paths follow --input)\n", cmd, p.value);
-            goto usage;
+            return 2;
         }
         last_input = c == O_INPUT || c == 1;
         switch (c) {
-        case 'h': fputs(USAGE, stdout); free(inputs); return 0;
-        case 1: case O_INPUT: inputs[n_inputs++] = p.value; break;
-        case O_OUT: out = p.value; break;
-        case O_TOKENIZER: tokpath = p.value; tok_given = 1; break;
-        case O_VOCAB: if (cli_int(&p, p.value, 1, 65536, &vocab)) goto usage; break;
-        case O_THREADS: if (cli_int(&p, p.value, 1, 1024, &threads)) goto usage; break;
-        case O_DOMAIN_FIELD: domain_field = p.value; break;
-        default: goto usage;
+        case 'h': fputs(USAGE, stdout); return 1;
+        case 1: case O_INPUT: o->inputs[o->n_inputs++] = p.value; break;
+        case O_OUT: o->out = p.value; break;
+        case O_TOKENIZER: o->tokpath = p.value; o->tok_given = 1; break;
+        case O_VOCAB: if (cli_int(&p, p.value, 1, 65536, &o->vocab)) return 2; break;
+        case O_THREADS: if (cli_int(&p, p.value, 1, 1024, &o->threads)) return 2; break;
+        case O_DOMAIN_FIELD: o->domain_field = p.value; break;
+        default: return 2;
         }
     }
-    if (!n_inputs || !out) {
+    if (!o->n_inputs || !o->out) {
         fprintf(stderr, "moe %s: --input and --out are required\n", cmd);
-        goto usage;
+        return 2;
     }
-    if (n_inputs == 1 && has_suffix(inputs[0], ".bin")) {
-        int rc = prepare_raw16(cmd, inputs[0], out, tok_given ? tokpath : NULL, (uint32_t)vocab);
-        free(inputs);
-        return rc;
-    }
-    if (vocab) {
-        fprintf(stderr, "moe %s: --vocab is for a nanoGPT .bin input; text takes its vocabulary from "
-                "--tokenizer\n", cmd);
-        goto usage;
-    }
-    int nth = threads ? (int)threads : omp_get_max_threads();
-    double t0 = omp_get_wtime();
+    return 0;
+}
 
-    moe_err err;
-    moe_tokenizer *tok = NULL;
-    moe_docs docs = {.domain_field = domain_field};
-    int rc = 1;
-    if (moe_tokenizer_load(tokpath, &tok, &err)) { fprintf(stderr, "moe %s: %s\n", cmd, err.msg); goto done; }
-    for (size_t i = 0; i < n_inputs; i++)
-        if (moe_docs_add(&docs, inputs[i], NULL, &err)) { fprintf(stderr, "moe %s: %s\n", cmd, err.msg); goto done; }
-    if (!docs.n) { fprintf(stderr, "moe %s: the inputs hold no documents\n", cmd); goto done; }
-
-    /* encode every document, in parallel */
-    moe_ids *enc = calloc(docs.n, sizeof *enc);
-    if (!enc) { fprintf(stderr, "moe %s: out of memory\n", cmd); goto done; }
-    const int tty = isatty(2);
-    uint64_t done_bytes = 0;
-    int failed = 0;
-    moe_err first = {{0}};
-    double last = 0;
-    #pragma omp parallel num_threads(nth)
-    {
-        moe_err lerr;
-        moe_encoder *e = moe_encoder_new(tok, &lerr);
-        if (!e) {
-            #pragma omp critical
-            { if (!failed) first = lerr; failed = 1; }
-        }
-        #pragma omp for schedule(dynamic, 16)
-        for (size_t i = 0; i < docs.n; i++) {
-            if (!e || failed) continue;
-            if (moe_encoder_encode(e, docs.docs[i].text, docs.docs[i].len, 0, &enc[i], &lerr) ||
-                moe_ids_push(&enc[i], moe_tokenizer_eot(tok))) {
-                #pragma omp critical
-                {
-                    if (!failed) { first = lerr; moe_err_prefix(&first, "document %zu", i + 1); }
-                    failed = 1;
-                }
-            }
-            uint64_t d;
-            #pragma omp atomic capture
-            d = done_bytes += docs.docs[i].len;
-            if (tty && omp_get_thread_num() == 0) {
-                double now = omp_get_wtime();
-                if (now - last > 0.1) { last = now; bar(docs.bytes ? (double)d / docs.bytes : 1, now - t0, d / 1e6); }
-            }
-        }
-        moe_encoder_free(e);
-    }
-    if (tty) { bar(1, omp_get_wtime() - t0, docs.bytes / 1e6); fputc('\n', stderr); }
-    if (failed) { fprintf(stderr, "moe %s: %s\n", cmd, first.msg); goto free_enc; }
-
-    /* one token file; domains that no document uses are dropped */
-    size_t total = 0;
-    for (size_t i = 0; i < docs.n; i++) total += enc[i].n;
-    moe_tokens t = {0};
-    uint32_t *remap = malloc(docs.n_domains * sizeof *remap);
-    uint64_t *dom_tokens = calloc(docs.n_domains, sizeof *dom_tokens);
-    t.ids = malloc(total * sizeof *t.ids);
-    t.doc_start = malloc(docs.n * sizeof *t.doc_start);
-    t.doc_domain = malloc(docs.n * sizeof *t.doc_domain);
-    t.domain_names = malloc(docs.n_domains * sizeof *t.domain_names);
-    if (!remap || !dom_tokens || !t.ids || !t.doc_start || !t.doc_domain || !t.domain_names) {
-        fprintf(stderr, "moe %s: out of memory\n", cmd);
-        goto free_t;
-    }
-    for (size_t d = 0; d < docs.n_domains; d++) remap[d] = UINT32_MAX;
-    size_t o = 0;
-    for (size_t i = 0; i < docs.n; i++) {
-        uint32_t dm = docs.docs[i].domain;
-        if (remap[dm] == UINT32_MAX) {
-            remap[dm] = (uint32_t)t.n_domains;
-            t.domain_names[t.n_domains++] = docs.domains[dm];
-        }
-        t.doc_start[i] = o;
-        t.doc_domain[i] = remap[dm];
-        memcpy(t.ids + o, enc[i].ids, enc[i].n * sizeof *t.ids);
-        o += enc[i].n;
-        dom_tokens[remap[dm]] += enc[i].n;
-        moe_ids_free(&enc[i]);
-    }
-    t.n = total;
-    t.n_docs = docs.n;
-    t.vocab_size = moe_tokenizer_vocab_size(tok);
-    moe_buf tok_text = {0};  /* recorded in the file: train carries it into the checkpoints */
-    if (moe_tokenizer_serialize(tok, &tok_text, &err)) { fprintf(stderr, "moe %s: %s\n", cmd, err.msg); goto free_t; }
-    t.tokenizer = tok_text.data;
-    t.tokenizer_len = tok_text.len;
-    int wrc = moe_tokens_write(out, &t, &err);
-    moe_buf_free(&tok_text);
-    if (wrc) { fprintf(stderr, "moe %s: %s\n", cmd, err.msg); goto free_t; }
-    double secs = omp_get_wtime() - t0;
+/* The closing line: documents, tokens, bytes per token, time, and the
+ * tokens of each domain. */
+static void summary(const moe_docs *docs, const moe_tokens *t, double secs, const char *out) {
     printf("prepare: %zu docs, %zu tokens (vocab %u, %.1f MB of text, %.2f bytes/token) in %.1f s -> %s; "
            "tokens per domain:",
-           docs.n, total, t.vocab_size, docs.bytes / 1e6, total ? (double)docs.bytes / total : 0.0, secs, out);
-    for (size_t d = 0; d < t.n_domains; d++)
-        printf(" %s=%llu", t.domain_names[d], (unsigned long long)dom_tokens[d]);
+           docs->n, t->n, t->vocab_size, docs->bytes / 1e6, t->n ? (double)docs->bytes / t->n : 0.0, secs, out);
+    for (size_t d = 0; d < t->n_domains; d++) {
+        unsigned long long n = 0;
+        for (size_t i = 0; i < t->n_docs; i++)
+            if (t->doc_domain[i] == d) n += (i + 1 < t->n_docs ? t->doc_start[i + 1] : t->n) - t->doc_start[i];
+        printf(" %s=%llu", t->domain_names[d], n);
+    }
     printf("\n");
+}
+
+/* Text inputs: the documents read, encoded and written as one token file. */
+static int prepare_text(const prepare_opts *o) {
+    int nth = o->threads ? (int)o->threads : omp_get_max_threads();
+    bar_state bs = {omp_get_wtime(), 0};
+    moe_progress progress = {bar_fn, &bs};
+    moe_err err;
+    moe_tokenizer *tok = NULL;
+    moe_docs docs = {.domain_field = o->domain_field};
+    moe_tokens t = {0};
+    int rc = 1, tty = isatty(2);
+    if (moe_tokenizer_load(o->tokpath, &tok, &err)) goto fail;
+    for (size_t i = 0; i < o->n_inputs; i++)
+        if (moe_docs_add(&docs, o->inputs[i], NULL, &err)) goto fail;
+    if (!docs.n) { moe_errf(&err, "the inputs hold no documents"); goto fail; }
+    int erc = moe_docs_encode(&docs, tok, nth, tty ? &progress : NULL, &t, &err);
+    if (tty) { bar(1, omp_get_wtime() - bs.t0, docs.bytes / 1e6); fputc('\n', stderr); }
+    if (erc || moe_tokens_write(o->out, &t, &err)) goto fail;
+    summary(&docs, &t, omp_get_wtime() - bs.t0, o->out);
     rc = 0;
-free_t:
-    free(remap);
-    free(dom_tokens);
-    free(t.ids);
-    free(t.doc_start);
-    free(t.doc_domain);
-    free(t.domain_names);
-free_enc:
-    for (size_t i = 0; i < docs.n; i++) moe_ids_free(&enc[i]);
-    free(enc);
+    goto done;
+fail:
+    fprintf(stderr, "moe prepare: %s\n", err.msg);
 done:
+    moe_tokens_free(&t);
     moe_docs_free(&docs);
     moe_tokenizer_free(tok);
-    free(inputs);
     return rc;
-usage:  /* the error line above says what is wrong; --help has the rest */
-    free(inputs);
-    return 2;
+}
+
+int cmd_prepare(int argc, char **argv) {
+    prepare_opts o = {.tokpath = "bytes"};
+    o.inputs = calloc((size_t)argc, sizeof *o.inputs);
+    if (!o.inputs) return 1;
+    int rc = parse(argc, argv, &o);
+    if (rc) rc = rc == 1 ? 0 : 2;
+    else if (o.n_inputs == 1 && has_suffix(o.inputs[0], ".bin"))
+        rc = prepare_raw16("prepare", o.inputs[0], o.out, o.tok_given ? o.tokpath : NULL, (uint32_t)o.vocab);
+    else if (o.vocab) {
+        fprintf(stderr, "moe prepare: --vocab is for a nanoGPT .bin input; text takes its vocabulary from "
+                "--tokenizer\n");
+        rc = 2;
+    } else {
+        rc = prepare_text(&o);
+    }
+    free(o.inputs);
+    return rc;
 }

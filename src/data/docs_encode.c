@@ -1,0 +1,102 @@
+/* docs_encode.c — documents (include/moe/textdocs.h) into one token file in
+ * memory: every document encoded, in parallel, and followed by
+ * <|endoftext|>, with the document table, the domains that documents use
+ * and the tokenizer recorded (what `moe prepare` writes). */
+#include "moe/textdocs.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moe/data.h"
+#include "moe/tokenizer.h"
+
+/* enc[i] = document i's ids and <|endoftext|>, threads at a time; progress
+ * hears of the bytes done from thread 0. */
+static int encode_all(const moe_docs *docs, const moe_tokenizer *tok, int threads, const moe_progress *progress,
+                      moe_ids *enc, moe_err *err) {
+    uint64_t done_bytes = 0;
+    int failed = 0;
+    moe_err first = {{0}};
+    #pragma omp parallel num_threads(threads)
+    {
+        moe_err lerr;
+        moe_encoder *e = moe_encoder_new(tok, &lerr);
+        if (!e) {
+            #pragma omp critical
+            { if (!failed) first = lerr; failed = 1; }
+        }
+        #pragma omp for schedule(dynamic, 16)
+        for (size_t i = 0; i < docs->n; i++) {
+            if (!e || failed) continue;
+            if (moe_encoder_encode(e, docs->docs[i].text, docs->docs[i].len, 0, &enc[i], &lerr) ||
+                moe_ids_push(&enc[i], moe_tokenizer_eot(tok))) {
+                #pragma omp critical
+                {
+                    if (!failed) { first = lerr; moe_err_prefix(&first, "document %zu", i + 1); }
+                    failed = 1;
+                }
+            }
+            uint64_t d;
+            #pragma omp atomic capture
+            d = done_bytes += docs->docs[i].len;
+            if (progress && omp_get_thread_num() == 0) progress->fn(progress->ctx, (size_t)d, (size_t)docs->bytes);
+        }
+        moe_encoder_free(e);
+    }
+    if (failed && err) *err = first;
+    return failed ? -1 : 0;
+}
+
+/* Joins enc[docs->n] into t (which owns everything it points to); domains
+ * that no document uses are dropped, the others numbered in order of first
+ * use. Frees each enc[i] once copied. */
+static int join(const moe_docs *docs, moe_ids *enc, moe_tokens *t, moe_err *err) {
+    size_t total = 0;
+    for (size_t i = 0; i < docs->n; i++) total += enc[i].n;
+    uint32_t *remap = malloc((docs->n_domains ? docs->n_domains : 1) * sizeof *remap);
+    t->ids = malloc((total ? total : 1) * sizeof *t->ids);
+    t->doc_start = malloc(docs->n * sizeof *t->doc_start);
+    t->doc_domain = malloc(docs->n * sizeof *t->doc_domain);
+    t->domain_names = calloc(docs->n_domains ? docs->n_domains : 1, sizeof *t->domain_names);
+    if (!remap || !t->ids || !t->doc_start || !t->doc_domain || !t->domain_names) {
+        free(remap);
+        return moe_errf(err, "out of memory");
+    }
+    for (size_t d = 0; d < docs->n_domains; d++) remap[d] = UINT32_MAX;
+    size_t o = 0;
+    int rc = 0;
+    for (size_t i = 0; i < docs->n; i++) {
+        uint32_t dm = docs->docs[i].domain;
+        if (remap[dm] == UINT32_MAX) {
+            remap[dm] = (uint32_t)t->n_domains;
+            if (!(t->domain_names[t->n_domains++] = strdup(docs->domains[dm]))) rc = -1;
+        }
+        t->doc_start[i] = o;
+        t->doc_domain[i] = remap[dm];
+        memcpy(t->ids + o, enc[i].ids, enc[i].n * sizeof *t->ids);
+        o += enc[i].n;
+        moe_ids_free(&enc[i]);
+    }
+    free(remap);
+    t->n = total;
+    t->n_docs = docs->n;
+    return rc ? moe_errf(err, "out of memory") : 0;
+}
+
+int moe_docs_encode(const moe_docs *docs, const moe_tokenizer *tok, int threads, const moe_progress *progress,
+                    moe_tokens *out, moe_err *err) {
+    memset(out, 0, sizeof *out);
+    moe_ids *enc = calloc(docs->n ? docs->n : 1, sizeof *enc);
+    if (!enc) return moe_errf(err, "out of memory");
+    moe_buf text = {0};  /* the tokenizer, recorded in the file: train carries it into the checkpoints */
+    int rc = encode_all(docs, tok, threads, progress, enc, err) || join(docs, enc, out, err) ||
+             moe_tokenizer_serialize(tok, &text, err) ? -1 : 0;
+    for (size_t i = 0; i < docs->n; i++) moe_ids_free(&enc[i]);
+    free(enc);
+    out->vocab_size = moe_tokenizer_vocab_size(tok);
+    out->tokenizer = text.data;
+    out->tokenizer_len = text.len;
+    if (rc) moe_tokens_free(out);
+    return rc;
+}
