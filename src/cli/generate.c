@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -48,12 +47,6 @@ static void help(FILE *f) {
         "When the context reaches the model's max_seq_len, generation slides: it says so on\n"
         "stderr, keeps the last max_seq_len/2 tokens, recomputes their cache and goes on.\n"
         "Models whose router is not causal (expert choice, Lory) are refused (docs/GENERATE.md).\n");
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* The state of one generation session. */
@@ -102,7 +95,7 @@ static int push_hist(gen *g, const int *ids, size_t n, moe_err *err) {
 static int run_tokens(gen *g, const int *ids, size_t n, int is_step, moe_err *err) {
     size_t W = g->c->max_len;
     if (push_hist(g, ids, n, err)) return -1;
-    double t0 = now_s();
+    double t0 = moe_now_seconds();
     int rc;
     if (g->c->len + n <= W) {
         rc = is_step ? moe_decode_step(g->m, g->c, ids[0], g->logits, err)
@@ -117,7 +110,7 @@ static int run_tokens(gen *g, const int *ids, size_t n, int is_step, moe_err *er
         n = keep;
         is_step = 0;
     }
-    double dt = now_s() - t0;
+    double dt = moe_now_seconds() - t0;
     if (is_step) { g->decode_s += dt; g->decode_tok += n; }
     else { g->prefill_s += dt; g->prefill_tok += n; }
     return rc;
@@ -248,11 +241,15 @@ static int read_all(FILE *f, moe_buf *out) {
     return ferror(f) ? -1 : 0;
 }
 
-int cmd_generate(int argc, char **argv) {
-    const char *model_dir = NULL, *prompt = NULL, *tok_path = NULL, *precision = NULL;
-    long max_tokens = 200, top_k = 0, seed = 1;
-    double temp = 0.8, top_p = 1.0;
-    int stats = 0, interactive = 0;
+typedef struct gen_opts {
+    const char *model_dir, *prompt, *tok_path, *precision;
+    long max_tokens, top_k, seed;
+    double temp, top_p;
+    int stats, interactive;
+} gen_opts;
+
+/* 0 to go on, 1 after --help, 2 on a usage error (its line printed). */
+static int parse(int argc, char **argv, gen_opts *o) {
     enum { O_MODEL = 256, O_PROMPT, O_TOKENIZER, O_STATS, O_INTERACTIVE, O_MAX_TOKENS, O_TOP_K, O_TOP_P,
            O_SEED, O_TEMPERATURE, O_PRECISION };
     static const struct option opts[] = {
@@ -269,139 +266,163 @@ int cmd_generate(int argc, char **argv) {
         const char *v = p.value;
         int bad = 0;
         switch (c) {
-        case 'h': help(stdout); return 0;
-        case O_MODEL: model_dir = v; break;
-        case O_PROMPT: prompt = v; break;
-        case O_TOKENIZER: tok_path = v; break;
-        case O_STATS: stats = 1; break;
-        case O_INTERACTIVE: interactive = 1; break;
-        case O_MAX_TOKENS: bad = cli_int(&p, v, 1, 1000000, &max_tokens); break;
-        case O_TOP_K: bad = cli_int(&p, v, 0, 1 << 24, &top_k); break;
-        case O_TOP_P: bad = cli_double(&p, v, 1e-9, 1, &top_p); break;
-        case O_SEED: bad = cli_int(&p, v, 0, 2147483647, &seed); break;
-        case O_TEMPERATURE: bad = cli_double(&p, v, 0, 100, &temp); break;
-        case O_PRECISION: bad = cli_precision("generate", v); precision = v; break;
+        case 'h': help(stdout); return 1;
+        case O_MODEL: o->model_dir = v; break;
+        case O_PROMPT: o->prompt = v; break;
+        case O_TOKENIZER: o->tok_path = v; break;
+        case O_STATS: o->stats = 1; break;
+        case O_INTERACTIVE: o->interactive = 1; break;
+        case O_MAX_TOKENS: bad = cli_int(&p, v, 1, 1000000, &o->max_tokens); break;
+        case O_TOP_K: bad = cli_int(&p, v, 0, 1 << 24, &o->top_k); break;
+        case O_TOP_P: bad = cli_double(&p, v, 1e-9, 1, &o->top_p); break;
+        case O_SEED: bad = cli_int(&p, v, 0, 2147483647, &o->seed); break;
+        case O_TEMPERATURE: bad = cli_double(&p, v, 0, 100, &o->temp); break;
+        case O_PRECISION: bad = cli_precision("generate", v); o->precision = v; break;
         default: return 2;
         }
         if (bad) return 2;
     }
     if (cli_positionals(&p, 0) < 0) return 2;
-    if (!model_dir) { fprintf(stderr, "moe generate: --model DIR is required\n"); return 2; }
-    if (interactive && prompt) { fprintf(stderr, "moe generate: --interactive reads its prompts from stdin; drop --prompt\n"); return 2; }
+    if (!o->model_dir) { fprintf(stderr, "moe generate: --model DIR is required\n"); return 2; }
+    if (o->interactive && o->prompt) {
+        fprintf(stderr, "moe generate: --interactive reads its prompts from stdin; drop --prompt\n");
+        return 2;
+    }
+    return 0;
+}
 
-    moe_err err;
+/* The model (refused before its weights are read when it is not causal),
+ * its tokenizer (*tok, owned by the caller), the KV cache and the sampler. */
+static int gen_open(gen *g, moe_tokenizer **tok, const gen_opts *o, moe_err *err) {
     moe_config cfg;
-    moe_tokenizer *tok = NULL;
+    char ckpt[4096], path[4200];
+    if (moe_resolve_checkpoint(o->model_dir, ckpt, sizeof ckpt, err) ||
+        moe_path(path, sizeof path, err, "%s/config.json", ckpt) || moe_config_load(path, &cfg, err) ||
+        moe_decode_check(&cfg, err) || moe_model_load(ckpt, &g->m, err) ||
+        cli_inference_precision("generate", g->m, o->precision, err) ||
+        moe_checkpoint_tokenizer(ckpt, o->tok_path, tok, err))
+        return -1;
+    if (!*tok && g->m->cfg.vocab_size != 257)  /* bytes would print garbage */
+        return moe_errf(err, "%s has no tokenizer file and its vocab_size is %d, not the 257 of the bytes "
+                        "tokenizer: give --tokenizer FILE (the one its data was prepared with), or "
+                        "--tokenizer bytes if the data was bytes", ckpt, g->m->cfg.vocab_size);
+    if (!*tok && !(*tok = moe_tokenizer_bytes(err))) return -1;  /* no tokenizer, 257 ids: bytes */
+    g->tok = *tok;
+    uint32_t tv = moe_tokenizer_vocab_size(*tok);
+    if (tv > (uint32_t)g->m->cfg.vocab_size)
+        return moe_errf(err, "tokenizer has %u ids but the model only %d%s", tv, g->m->cfg.vocab_size,
+                        o->tok_path ? "" : " (give --tokenizer FILE)");
+    if (moe_kv_cache_create(g->m, &g->c, err) ||
+        moe_sampler_init(&g->s, tv, o->temp, o->top_k, o->top_p, err))
+        return -1;
+    g->logits = malloc((size_t)g->m->cfg.vocab_size * sizeof(float));
+    if (!g->logits) return moe_errf(err, "out of memory");
+    if (moe_sample_holes(*tok, &g->unused, &g->n_unused, err)) return -1;
+    moe_rng_seed(&g->rng, (uint64_t)o->seed);
+    return 0;
+}
+
+static void gen_free(gen *g) {
+    moe_buf_free(&g->text);
+    free(g->hist);
+    free(g->feed);
+    free(g->logits);
+    free(g->unused);
+    moe_sampler_free(&g->s);
+    moe_kv_cache_free(g->c);
+    moe_model_free(g->m);
+}
+
+/* One prompt (--prompt, else stdin when it is not a terminal, else empty)
+ * and its continuation. */
+static int one_shot(gen *g, const gen_opts *o, moe_err *err) {
+    moe_buf in = {0};
+    uint32_t *ids = NULL;
+    size_t n = 0;
+    const char *text = o->prompt ? o->prompt : "";
+    size_t len = o->prompt ? strlen(o->prompt) : 0;
+    int rc = -1;
+    if (!o->prompt && !isatty(STDIN_FILENO)) {
+        if (read_all(stdin, &in)) { moe_errf(err, "cannot read the prompt from stdin"); goto out; }
+        text = in.len ? in.data : "";
+        len = in.len;
+    }
+    if (moe_tokenizer_encode(g->tok, text, len, &ids, &n, err)) goto out;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    if (turn(g, ids, n, o->max_tokens, err)) goto out;
+    fputc('\n', stdout);
+    rc = 0;
+out:
+    free(ids);
+    moe_buf_free(&in);
+    return rc;
+}
+
+/* --interactive: prompts line by line from stdin, /commands, Ctrl-C. */
+static int interactive(gen *g, long max_tokens, long seed, moe_err *err) {
+    int tty = isatty(STDIN_FILENO), eot = (int)moe_tokenizer_eot(g->tok), rc = 0;
+    struct sigaction sa = {0};
+    sa.sa_handler = on_interrupt;  /* no SA_RESTART: Ctrl-C at the prompt ends the read */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    g->stop = &interrupted;
+    if (tty)
+        fputs("moe generate: type a line and press Enter: it is added to the text and answered.\n"
+              "An empty line continues the text. Ctrl-C stops an answer; Ctrl-C at the prompt or\n"
+              "Ctrl-D leaves. /temp T, /top-k K, /top-p P, /max N change the sampling; /help.\n", stderr);
     moe_buf in = {0};
     uint32_t *ids = NULL;
     char *line = NULL;
     size_t n = 0, line_cap = 0;
-    int rc = 1;
-    char ckpt[4096], path[4200];
-    gen g = {.pending = -1};
-    if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, &err)) goto out;
-    /* refuse a non-causal model before reading its weights */
-    if (moe_path(path, sizeof path, &err, "%s/config.json", ckpt) || moe_config_load(path, &cfg, &err) ||
-        moe_decode_check(&cfg, &err) || moe_model_load(ckpt, &g.m, &err))
-        goto out;
-    if (cli_inference_precision("generate", g.m, precision, &err)) goto out;
-    if (moe_checkpoint_tokenizer(ckpt, tok_path, &tok, &err)) goto out;
-    if (!tok && g.m->cfg.vocab_size != 257) {  /* bytes would print garbage */
-        moe_errf(&err, "%s has no tokenizer file and its vocab_size is %d, not the 257 of the bytes "
-                 "tokenizer: give --tokenizer FILE (the one its data was prepared with), or "
-                 "--tokenizer bytes if the data was bytes", ckpt, g.m->cfg.vocab_size);
-        goto out;
-    }
-    if (!tok && !(tok = moe_tokenizer_bytes(&err))) goto out;  /* no tokenizer, 257 ids: bytes */
-    g.tok = tok;
-    uint32_t tv = moe_tokenizer_vocab_size(tok);
-    if (tv > (uint32_t)g.m->cfg.vocab_size) {
-        moe_errf(&err, "tokenizer has %u ids but the model only %d%s", tv, g.m->cfg.vocab_size,
-                 tok_path ? "" : " (give --tokenizer FILE)");
-        goto out;
-    }
-    if (moe_kv_cache_create(g.m, &g.c, &err) ||
-        moe_sampler_init(&g.s, tv, temp, top_k, top_p, &err))
-        goto out;
-    g.logits = malloc((size_t)g.m->cfg.vocab_size * sizeof(float));
-    if (!g.logits) { moe_errf(&err, "out of memory"); goto out; }
-    if (moe_sample_holes(tok, &g.unused, &g.n_unused, &err)) goto out;
-    moe_rng_seed(&g.rng, (uint64_t)seed);
-
-    if (!interactive) {
-        const char *text = prompt ? prompt : "";
-        size_t len = prompt ? strlen(prompt) : 0;
-        if (!prompt && !isatty(STDIN_FILENO)) {
-            if (read_all(stdin, &in)) { moe_errf(&err, "cannot read the prompt from stdin"); goto out; }
-            text = in.len ? in.data : "";
-            len = in.len;
+    for (ssize_t got;;) {
+        if (tty) fputs("> ", stderr);
+        interrupted = 0;
+        errno = 0;
+        got = getline(&line, &line_cap, stdin);
+        if (got < 0 || interrupted) {  /* end of input, or Ctrl-C at the prompt */
+            if (tty) fputc('\n', stderr);
+            break;
         }
-        if (moe_tokenizer_encode(tok, text, len, &ids, &n, &err)) goto out;
-        fwrite(text, 1, len, stdout);
-        fflush(stdout);
-        if (turn(&g, ids, n, max_tokens, &err)) goto out;
+        size_t len = (size_t)got;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+        line[len] = '\0';
+        if (len && line[0] == '/' && (len < 2 || line[1] != '/')) {
+            session_command(g, line, &max_tokens, &seed);
+            continue;
+        }
+        const char *text = line + (len >= 2 && line[0] == '/');  /* //text sends /text */
+        len -= (size_t)(text - line);
+        /* a new line of the conversation, unless this is its start or a new document */
+        in.len = 0;
+        if ((len && g->n_hist && g->pending != eot && moe_buf_append(&in, "\n", 1)) ||
+            (len && moe_buf_append(&in, text, len))) { rc = moe_errf(err, "out of memory"); break; }
+        free(ids);
+        ids = NULL;
+        if (moe_tokenizer_encode(g->tok, in.len ? in.data : "", in.len, &ids, &n, err) ||
+            turn(g, ids, n, max_tokens, err)) { rc = -1; break; }
         fputc('\n', stdout);
-    } else {
-        int tty = isatty(STDIN_FILENO), eot = (int)moe_tokenizer_eot(tok);
-        struct sigaction sa = {0};
-        sa.sa_handler = on_interrupt;  /* no SA_RESTART: Ctrl-C at the prompt ends the read */
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGINT, &sa, NULL);
-        g.stop = &interrupted;
-        if (tty)
-            fputs("moe generate: type a line and press Enter: it is added to the text and answered.\n"
-                  "An empty line continues the text. Ctrl-C stops an answer; Ctrl-C at the prompt or\n"
-                  "Ctrl-D leaves. /temp T, /top-k K, /top-p P, /max N change the sampling; /help.\n", stderr);
-        ssize_t got;
-        for (;;) {
-            if (tty) fputs("> ", stderr);
-            interrupted = 0;
-            errno = 0;
-            got = getline(&line, &line_cap, stdin);
-            if (got < 0 || interrupted) {  /* end of input, or Ctrl-C at the prompt */
-                if (tty) fputc('\n', stderr);
-                break;
-            }
-            size_t len = (size_t)got;
-            while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
-            line[len] = '\0';
-            if (len && line[0] == '/' && (len < 2 || line[1] != '/')) {
-                session_command(&g, line, &max_tokens, &seed);
-                continue;
-            }
-            const char *text = line + (len >= 2 && line[0] == '/');  /* //text sends /text */
-            len -= (size_t)(text - line);
-            /* a new line of the conversation, unless this is its start or a new document */
-            in.len = 0;
-            if (len && g.n_hist && g.pending != eot && moe_buf_append(&in, "\n", 1)) goto oom;
-            if (len && moe_buf_append(&in, text, len)) goto oom;
-            free(ids);
-            ids = NULL;
-            if (moe_tokenizer_encode(tok, in.len ? in.data : "", in.len, &ids, &n, &err)) goto out;
-            if (turn(&g, ids, n, max_tokens, &err)) goto out;
-            fputc('\n', stdout);
-            fflush(stdout);
-            if (interrupted) fputs("[stopped]\n", stderr);
-        }
+        fflush(stdout);
+        if (interrupted) fputs("[stopped]\n", stderr);
     }
-    if (stats) print_stats(&g);
-    rc = 0;
-    goto out;
-oom:
-    moe_errf(&err, "out of memory");
-out:
-    if (rc) fprintf(stderr, "moe generate: %s\n", err.msg);
     free(line);
     free(ids);
     moe_buf_free(&in);
-    moe_buf_free(&g.text);
-    free(g.hist);
-    free(g.feed);
-    free(g.logits);
-    free(g.unused);
-    moe_sampler_free(&g.s);
-    moe_kv_cache_free(g.c);
+    return rc;
+}
+
+int cmd_generate(int argc, char **argv) {
+    gen_opts o = {.max_tokens = 200, .seed = 1, .temp = 0.8, .top_p = 1.0};
+    int rc = parse(argc, argv, &o);
+    if (rc) return rc == 1 ? 0 : 2;
+    moe_err err;
+    moe_tokenizer *tok = NULL;
+    gen g = {.pending = -1};
+    rc = gen_open(&g, &tok, &o, &err) ||
+         (o.interactive ? interactive(&g, o.max_tokens, o.seed, &err) : one_shot(&g, &o, &err));
+    if (!rc && o.stats) print_stats(&g);
+    if (rc) fprintf(stderr, "moe generate: %s\n", err.msg);
+    gen_free(&g);
     moe_tokenizer_free(tok);
-    moe_model_free(g.m);
     return rc;
 }

@@ -139,12 +139,16 @@ static void on_progress(void *user, const char *phase, size_t done, size_t total
     fflush(stderr);
 }
 
-static int train(int argc, char **argv) {
-    const char *cmd = "tokenizer train", *out = NULL;
-    const char **inputs = calloc((size_t)argc, sizeof *inputs);
-    size_t n_inputs = 0;
-    long vocab = 0, threads = 0;
-    if (!inputs) return 1;
+typedef struct train_opts {
+    const char *out;
+    const char **inputs;    /* [n_inputs] */
+    size_t n_inputs;
+    long vocab, threads;
+} train_opts;
+
+/* 0 to go on, 1 after --help, 2 on a usage error (its line printed). */
+static int parse_train(int argc, char **argv, train_opts *o) {
+    const char *cmd = "tokenizer train";
     enum { O_INPUT = 256, O_VOCAB, O_OUT, O_THREADS };
     static const struct option opts[] = {
         {"help", no_argument, 0, 'h'}, {"input", required_argument, 0, O_INPUT},
@@ -157,23 +161,36 @@ static int train(int argc, char **argv) {
     for (int c; (c = cli_next(&p)) != -1;) {
         if (c == 1 && !last_input) {
             fprintf(stderr, "moe %s: unexpected argument '%s' (input paths follow --input)\n", cmd, p.value);
-            goto usage;
+            return 2;
         }
         last_input = c == O_INPUT || c == 1;
         switch (c) {
-        case 'h': fputs(TRAIN_USAGE, stdout); free(inputs); return 0;
-        case 1: case O_INPUT: inputs[n_inputs++] = p.value; break;
-        case O_VOCAB: if (cli_int(&p, p.value, 257, 1 << 24, &vocab)) goto usage; break;
-        case O_OUT: out = p.value; break;
-        case O_THREADS: if (cli_int(&p, p.value, 1, 1024, &threads)) goto usage; break;
-        default: goto usage;
+        case 'h': fputs(TRAIN_USAGE, stdout); return 1;
+        case 1: case O_INPUT: o->inputs[o->n_inputs++] = p.value; break;
+        case O_VOCAB: if (cli_int(&p, p.value, 257, 1 << 24, &o->vocab)) return 2; break;
+        case O_OUT: o->out = p.value; break;
+        case O_THREADS: if (cli_int(&p, p.value, 1, 1024, &o->threads)) return 2; break;
+        default: return 2;
         }
     }
-    if (!n_inputs || !vocab || !out) {
+    if (!o->n_inputs || !o->vocab || !o->out) {
         fprintf(stderr, "moe %s: --input, --vocab and --out are required\n", cmd);
-        goto usage;
+        return 2;
     }
-    if (threads) omp_set_num_threads((int)threads);
+    return 0;
+}
+
+static int train(int argc, char **argv) {
+    const char *cmd = "tokenizer train";
+    train_opts o = {0};
+    o.inputs = calloc((size_t)argc, sizeof *o.inputs);
+    if (!o.inputs) return 1;
+    int prc = parse_train(argc, argv, &o);
+    if (prc) { free(o.inputs); return prc == 1 ? 0 : 2; }
+    const char **inputs = o.inputs, *out = o.out;
+    size_t n_inputs = o.n_inputs;
+    long vocab = o.vocab;
+    if (o.threads) omp_set_num_threads((int)o.threads);
 
     double t0 = omp_get_wtime();
     moe_err err;
@@ -224,9 +241,6 @@ static int train(int argc, char **argv) {
     free(lens);
     moe_docs_free(&docs);
     return rc ? 1 : 0;
-usage:  /* the error line above says what is wrong; --help has the rest */
-    free(inputs);
-    return 2;
 }
 
 /* ------------------------------------------------------- encode / decode */
