@@ -9,19 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "moe/ffn.h"
 #include "moe/rng.h"
 
 typedef struct { const char *name, *ffn, *router; } variant;
 typedef struct { int D, F, E; size_t N; } shape;
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -70,12 +63,12 @@ static double time_ffn(const variant *v, const shape *s, int repeats, double *sp
     moe_ffn_ctx ctx = {.B = 1, .T = N, .training = 1, .loss_scale = 1.0f, .rs = &rs};
     double *t = malloc((size_t)repeats * sizeof(double));
     for (int k = -2; k < repeats; k++) {
-        double t0 = now();
+        double t0 = moe_now_seconds();
         if (f->ops->forward(f, y, x, N, &ctx, &err) || f->ops->backward(f, dx, dy, x, N, &ctx, &err)) {
             fprintf(stderr, "%s\n", err.msg);
             exit(1);
         }
-        if (k >= 0) t[k] = now() - t0;
+        if (k >= 0) t[k] = moe_now_seconds() - t0;
     }
     qsort(t, (size_t)repeats, sizeof(double), cmp_double);
     double med = t[repeats / 2];

@@ -19,13 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "moe/common.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -36,7 +31,7 @@ __attribute__((target("avx512f"))) static double fma_peak(int repeats) {
     double best = 1e30;
     float sink = 0.0f;
     for (int r = 0; r < 40 * repeats; r++) {
-        double t0 = now();
+        double t0 = moe_now_seconds();
         #pragma omp parallel reduction(+:sink)
         {
             __m512 acc[CHAINS], b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
@@ -46,7 +41,7 @@ __attribute__((target("avx512f"))) static double fma_peak(int repeats) {
             for (int k = 1; k < CHAINS; k++) acc[0] = _mm512_add_ps(acc[0], acc[k]);
             sink += _mm512_reduce_add_ps(acc[0]);
         }
-        double t = now() - t0;
+        double t = moe_now_seconds() - t0;
         if (t < best) best = t;
     }
     volatile float keep = sink;  /* the chains' result is used: not optimised away */
@@ -61,7 +56,7 @@ __attribute__((target("avx2,fma"))) static double fma_peak_avx2(int repeats) {
     double best = 1e30;
     float sink = 0.0f;
     for (int r = 0; r < 40 * repeats; r++) {
-        double t0 = now();
+        double t0 = moe_now_seconds();
         #pragma omp parallel reduction(+:sink)
         {
             __m256 acc[CHAINS], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
@@ -73,7 +68,7 @@ __attribute__((target("avx2,fma"))) static double fma_peak_avx2(int repeats) {
             _mm256_storeu_ps(lanes, acc[0]);
             for (int k = 0; k < 8; k++) sink += lanes[k];
         }
-        double t = now() - t0;
+        double t = moe_now_seconds() - t0;
         if (t < best) best = t;
     }
     volatile float keep = sink;
@@ -90,7 +85,7 @@ __attribute__((target("avx512f,avx512bf16"))) static double bf16_dot_peak(int re
     double best = 1e30;
     float sink = 0.0f;
     for (int r = 0; r < 40 * repeats; r++) {
-        double t0 = now();
+        double t0 = moe_now_seconds();
         #pragma omp parallel reduction(+:sink)
         {
             __m512 acc[CHAINS];
@@ -101,7 +96,7 @@ __attribute__((target("avx512f,avx512bf16"))) static double bf16_dot_peak(int re
             for (int k = 1; k < CHAINS; k++) acc[0] = _mm512_add_ps(acc[0], acc[k]);
             sink += _mm512_reduce_add_ps(acc[0]);
         }
-        double t = now() - t0;
+        double t = moe_now_seconds() - t0;
         if (t < best) best = t;
     }
     volatile float keep = sink;
@@ -152,12 +147,12 @@ static void measure(const shape *s, int repeats, dnnl_engine_t eng, dnnl_stream_
      * machine the best of many runs is the one that found the cores free */
     double spent = 0.0;
     for (int r = 0; r < repeats || (spent < 0.3 && r < 200); r++) {
-        double t0 = now();
+        double t0 = moe_now_seconds();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, s->tb ? CblasTrans : CblasNoTrans, s->M, s->N, s->K,
                     1.0f, A, s->K, B, ldb, 0.0f, C, s->N);
-        double t1 = now();
+        double t1 = moe_now_seconds();
         dnnl_sgemm('N', s->tb ? 'T' : 'N', s->M, s->N, s->K, 1.0f, A, s->K, B, ldb, 0.0f, C, s->N);
-        double t2 = now();
+        double t2 = moe_now_seconds();
         if (t1 - t0 < tb) tb = t1 - t0;
         if (t2 - t1 < td) td = t2 - t1;
         spent += t2 - t0;
@@ -180,10 +175,10 @@ static void measure(const shape *s, int repeats, dnnl_engine_t eng, dnnl_stream_
         dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
         spent = 0.0;
         for (int r = 0; r < repeats + 1 || (spent < 0.15 && r < 200); r++) {  /* run 0: warm-up */
-            double t0 = now();
+            double t0 = moe_now_seconds();
             dnnl_primitive_execute(p, st, 3, args);
             dnnl_stream_wait(st);
-            double t = now() - t0;
+            double t = moe_now_seconds() - t0;
             if (r && t < tf) tf = t;
             spent += t;
         }

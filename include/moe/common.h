@@ -1,5 +1,5 @@
 /* common.h — the error value every library call returns through, and small
- * helpers shared by all modules (checked allocation, string builder). */
+ * helpers shared by all modules (checked allocation, string builder, clock). */
 #ifndef MOE_COMMON_H
 #define MOE_COMMON_H
 
@@ -51,5 +51,9 @@ int moe_path(char *out, size_t cap, moe_err *err, const char *fmt, ...)
 
 /* Levenshtein distance of two names, capped at 9 (for "did you mean"). */
 int moe_edit_distance(const char *a, const char *b);
+
+/* Seconds on the monotonic clock (CLOCK_MONOTONIC): for durations only, its
+ * zero is arbitrary. The one clock of the library, the program and benches. */
+double moe_now_seconds(void);
 
 #endif

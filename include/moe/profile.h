@@ -4,7 +4,7 @@
 #ifndef MOE_PROFILE_H
 #define MOE_PROFILE_H
 
-#include <time.h>
+#include "moe/common.h"
 
 typedef enum {
     PROF_EMBED, PROF_ATTENTION, PROF_NORMS, PROF_ROUTER, PROF_EXPERTS, PROF_FFN,
@@ -21,15 +21,9 @@ typedef struct moe_profile {
     double last;                 /* time of the previous mark */
 } moe_profile;
 
-static inline double moe_prof_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static inline void moe_prof_mark(moe_profile *p, moe_prof_part part) {
     if (!p || !p->on) return;
-    double t = moe_prof_now();
+    double t = moe_now_seconds();
     p->seconds[part] += t - p->last;
     p->last = t;
 }

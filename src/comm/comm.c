@@ -5,13 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---- the single-process group ------------------------------------------ */
 
@@ -78,9 +71,9 @@ static size_t sum_counts(const size_t *counts, int size) {
 
 int moe_comm_allreduce(moe_comm *c, void *buf, size_t n, moe_dtype t, moe_err *err) {
     if (c->size == 1) return 0;
-    double t0 = now_seconds();
+    double t0 = moe_now_seconds();
     int rc = c->ops->allreduce_sum(c, buf, n, t, err);
-    c->seconds += now_seconds() - t0;
+    c->seconds += moe_now_seconds() - t0;
     /* reduce-scatter + all-gather: 2 (P-1)/P of the buffer leaves each rank */
     c->bytes += 2.0 * (double)(c->size - 1) / (double)c->size * (double)(n * moe_dtype_size(t));
     return rc;
@@ -89,18 +82,18 @@ int moe_comm_allreduce(moe_comm *c, void *buf, size_t n, moe_dtype t, moe_err *e
 int moe_comm_reduce_scatter(moe_comm *c, const void *send, void *recv, const size_t *counts,
                             moe_dtype t, moe_err *err) {
     if (c->size == 1) return c->ops->reduce_scatter_sum(c, send, recv, counts, t, err);
-    double t0 = now_seconds();
+    double t0 = moe_now_seconds();
     int rc = c->ops->reduce_scatter_sum(c, send, recv, counts, t, err);
-    c->seconds += now_seconds() - t0;
+    c->seconds += moe_now_seconds() - t0;
     c->bytes += (double)((sum_counts(counts, c->size) - counts[c->rank]) * moe_dtype_size(t));
     return rc;
 }
 
 int moe_comm_allgather(moe_comm *c, void *buf, const size_t *counts, moe_dtype t, moe_err *err) {
     if (c->size == 1) return 0;
-    double t0 = now_seconds();
+    double t0 = moe_now_seconds();
     int rc = c->ops->allgather(c, buf, counts, t, err);
-    c->seconds += now_seconds() - t0;
+    c->seconds += moe_now_seconds() - t0;
     c->bytes += (double)(counts[c->rank] * (size_t)(c->size - 1) * moe_dtype_size(t));
     return rc;
 }
@@ -108,18 +101,18 @@ int moe_comm_allgather(moe_comm *c, void *buf, const size_t *counts, moe_dtype t
 int moe_comm_alltoallv(moe_comm *c, const void *send, const size_t *scounts, void *recv,
                        const size_t *rcounts, moe_dtype t, moe_err *err) {
     if (c->size == 1) return c->ops->alltoallv(c, send, scounts, recv, rcounts, t, err);
-    double t0 = now_seconds();
+    double t0 = moe_now_seconds();
     int rc = c->ops->alltoallv(c, send, scounts, recv, rcounts, t, err);
-    c->seconds += now_seconds() - t0;
+    c->seconds += moe_now_seconds() - t0;
     c->bytes += (double)((sum_counts(scounts, c->size) - scounts[c->rank]) * moe_dtype_size(t));
     return rc;
 }
 
 int moe_comm_broadcast(moe_comm *c, void *buf, size_t n, moe_dtype t, int root, moe_err *err) {
     if (c->size == 1) return 0;
-    double t0 = now_seconds();
+    double t0 = moe_now_seconds();
     int rc = c->ops->broadcast(c, buf, n, t, root, err);
-    c->seconds += now_seconds() - t0;
+    c->seconds += moe_now_seconds() - t0;
     if (c->rank == root) c->bytes += (double)(n * moe_dtype_size(t));
     return rc;
 }

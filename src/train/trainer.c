@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "moe/checksum.h"
@@ -23,12 +22,6 @@
 
 static void remove_flat_dir(const char *dir);
 static void remove_leftovers(const char *out_dir);
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
                        const moe_tokens *data, const char *out_dir, moe_err *err) {
@@ -292,7 +285,7 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     moe_model *m = tr->model;
     const moe_config *c = &tr->cfg;
     size_t B = (size_t)c->batch_size, T = (size_t)c->seq_len;
-    double t0 = now_seconds();
+    double t0 = moe_now_seconds();
     tr->prof.last = t0;
     memset(st, 0, sizeof *st);  /* the gradients are zero: the last update cleared them */
     m->step = tr->step;
@@ -330,7 +323,7 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
         moe_model_discard_step(m);
         st->step = ++tr->step;
         if (moe_placement_update(tr, st, err)) return -1;
-        st->seconds = now_seconds() - t0;
+        st->seconds = moe_now_seconds() - t0;
         return 0;
     }
     float clip = c->grad_clip > 0 && st->grad_norm > c->grad_clip
@@ -358,7 +351,7 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     st->step = ++tr->step;
     if (moe_placement_update(tr, st, err)) return -1;
     moe_prof_mark(m->prof, PROF_COMM);
-    st->seconds = now_seconds() - t0;
+    st->seconds = moe_now_seconds() - t0;
     return 0;
 }
 

@@ -1,4 +1,5 @@
-/* common.c — error formatting, checked allocation and the string builder. */
+/* common.c — error formatting, checked allocation, the string builder and
+ * the monotonic clock. */
 #include "moe/common.h"
 
 #include <errno.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 int moe_errf(moe_err *err, const char *fmt, ...) {
     if (err) {
@@ -137,4 +139,10 @@ int moe_edit_distance(const char *a, const char *b) {
         }
     }
     return row[lb] < 9 ? row[lb] : 9;
+}
+
+double moe_now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
