@@ -36,6 +36,18 @@ void json_free(json_value *v);
 /* Object member lookup (NULL if absent or v is not an object). */
 const json_value *json_get(const json_value *obj, const char *key);
 
+/* The typed member lookups every reader uses. obj may be NULL or not an
+ * object; a member that is absent or of another type gives NULL / dflt (a
+ * reader that must refuse it writes its own message, naming file and key). */
+const json_value *json_get_typed(const json_value *obj, const char *key, json_type type);
+double json_get_number(const json_value *obj, const char *key, double dflt);
+const char *json_get_string(const json_value *obj, const char *key, const char *dflt);
+int json_get_bool(const json_value *obj, const char *key, int dflt);
+
+/* What a value of type t is, for messages: "null", "a boolean", "a number",
+ * "a string", "an array", "an object". */
+const char *json_type_name(json_type t);
+
 /* Appends `s` (len bytes) as a quoted, escaped JSON string. */
 int json_write_string(moe_buf *b, const char *s, size_t len);
 

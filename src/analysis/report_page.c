@@ -48,16 +48,6 @@ typedef struct run_data {
     long stage2, stage3;                /* first step index of stage II / III, -1 if none */
 } run_data;
 
-static double jnum(const json_value *o, const char *key) {
-    const json_value *v = json_get(o, key);
-    return v && v->type == JSON_NUMBER ? v->number : NAN;
-}
-
-static const char *jstr(const json_value *o, const char *key, const char *dflt) {
-    const json_value *v = json_get(o, key);
-    return v && v->type == JSON_STRING ? v->string : dflt;
-}
-
 static void run_free(run_data *r) {
     free(r->step); free(r->lm_loss); free(r->sparsity); free(r->lambda); free(r->reg);
     for (size_t s = 0; s < MAX_SITES; s++) {
@@ -156,12 +146,12 @@ static int load_run(run_data *r, const char *dir, moe_err *err) {
         !moe_path(path, sizeof path, &ignore, "%s/config.json", ckpt)) {
         json_value *c = json_parse_file(path, &ignore);
         if (c) {
-            snprintf(r->ffn, sizeof r->ffn, "%s", jstr(c, "ffn", "?"));
-            snprintf(r->router, sizeof r->router, "%s", jstr(c, "router", "?"));
-            r->n_experts = (int)jnum(c, "n_experts");
-            r->top_k = (int)jnum(c, "top_k");
-            r->n_layers = (int)jnum(c, "n_layers");
-            r->target = jnum(c, "target_sparsity");
+            snprintf(r->ffn, sizeof r->ffn, "%s", json_get_string(c, "ffn", "?"));
+            snprintf(r->router, sizeof r->router, "%s", json_get_string(c, "router", "?"));
+            r->n_experts = (int)json_get_number(c, "n_experts", NAN);
+            r->top_k = (int)json_get_number(c, "top_k", NAN);
+            r->n_layers = (int)json_get_number(c, "n_layers", NAN);
+            r->target = json_get_number(c, "target_sparsity", NAN);
             json_free(c);
         }
     }
@@ -181,14 +171,14 @@ static int load_run(run_data *r, const char *dir, moe_err *err) {
     r->v_step = dalloc(n, err); r->v_loss = dalloc(n, err);
     int rc = r->step && r->lm_loss && r->sparsity && r->lambda && r->reg && r->v_step && r->v_loss ? 0 : -1;
     for (size_t i = 0; i < n && !rc; i++) {
-        r->step[i] = jnum(L[i], "step");
-        r->lm_loss[i] = jnum(L[i], "lm_loss");
-        if (isfinite(jnum(L[i], "val_loss"))) {
+        r->step[i] = json_get_number(L[i], "step", NAN);
+        r->lm_loss[i] = json_get_number(L[i], "lm_loss", NAN);
+        if (isfinite(json_get_number(L[i], "val_loss", NAN))) {
             r->v_step[r->nv] = r->step[i];
-            r->v_loss[r->nv++] = jnum(L[i], "val_loss");
+            r->v_loss[r->nv++] = json_get_number(L[i], "val_loss", NAN);
         }
-        r->sparsity[i] = jnum(L[i], "sparsity");
-        r->lambda[i] = jnum(L[i], "lambda");
+        r->sparsity[i] = json_get_number(L[i], "sparsity", NAN);
+        r->lambda[i] = json_get_number(L[i], "lambda", NAN);
         const json_value *layers = json_get(L[i], "layers");
         if (!layers || layers->type != JSON_ARRAY) continue;
         double reg = 0.0;
@@ -198,7 +188,7 @@ static int load_run(run_data *r, const char *dir, moe_err *err) {
             const json_value *tpe = json_get(e, "tokens_per_expert");
             if (s >= r->n_sites) {  /* a site first seen on this line */
                 r->n_sites = s + 1;
-                r->site_layer[s] = (int)jnum(e, "layer");
+                r->site_layer[s] = (int)json_get_number(e, "layer", NAN);
                 if (!(r->site_sparsity[s] = dalloc(n, err)) || !(r->site_active[s] = dalloc(n, err)) ||
                     !(r->site_idle[s] = dalloc(n, err)) || !(r->site_lambda[s] = dalloc(n, err))) { rc = -1; break; }
                 size_t E = tpe && tpe->type == JSON_ARRAY ? tpe->count : 0;
@@ -206,14 +196,14 @@ static int load_run(run_data *r, const char *dir, moe_err *err) {
             }
             /* the layer's sparsity over the whole step where logged (relu_lambda_per_layer:
              * what its lambda steered by), else over the last micro-batch */
-            double whole = jnum(e, "step_sparsity");
-            r->site_sparsity[s][i] = isfinite(whole) ? whole : jnum(e, "sparsity");
-            r->site_active[s][i] = jnum(e, "active_per_token");
-            r->site_idle[s][i] = jnum(e, "no_expert");
-            r->site_lambda[s][i] = jnum(e, "lambda");
+            double whole = json_get_number(e, "step_sparsity", NAN);
+            r->site_sparsity[s][i] = isfinite(whole) ? whole : json_get_number(e, "sparsity", NAN);
+            r->site_active[s][i] = json_get_number(e, "active_per_token", NAN);
+            r->site_idle[s][i] = json_get_number(e, "no_expert", NAN);
+            r->site_lambda[s][i] = json_get_number(e, "lambda", NAN);
             if (isfinite(r->site_lambda[s][i])) r->per_layer_lambda = 1;
-            double x = jnum(e, "reg_loss");
-            if (!isfinite(x)) x = jnum(e, "aux_loss");
+            double x = json_get_number(e, "reg_loss", NAN);
+            if (!isfinite(x)) x = json_get_number(e, "aux_loss", NAN);
             if (isfinite(x)) { reg += x; have_reg = 1; }
         }
         if (have_reg) r->reg[i] = reg;
@@ -246,9 +236,9 @@ static int load_run(run_data *r, const char *dir, moe_err *err) {
     r->c_step = dalloc(n, err); r->c_loss = dalloc(n, err); r->c_flip = dalloc(n, err);
     if (!r->c_step || !r->c_loss || !r->c_flip) { free_lines(L, n); return -1; }
     for (size_t i = 0; i < n; i++) {
-        r->c_step[i] = jnum(L[i], "step");
-        r->c_loss[i] = jnum(L[i], "loss");
-        r->c_flip[i] = jnum(L[i], "flip_rate");
+        r->c_step[i] = json_get_number(L[i], "step", NAN);
+        r->c_loss[i] = json_get_number(L[i], "loss", NAN);
+        r->c_flip[i] = json_get_number(L[i], "flip_rate", NAN);
     }
     free_lines(L, n);
 
@@ -345,7 +335,8 @@ static int sweep_section(moe_buf *b, const char *run_dir) {
     json_value *j = access(path, F_OK) ? NULL : json_parse_file(path, &ignored);
     if (!j) return 0;
     const json_value *cells = json_get(j, "cells");
-    const char *head = jstr(j, "headline", "train_loss"), *base = jstr(j, "baseline", NULL);
+    const char *head = json_get_string(j, "headline", "train_loss");
+    const char *base = json_get_string(j, "baseline", NULL);
     moe_buf_printf(b, "<section><h2>Sweep: mean ± std over seeds</h2><p class=\"note\">From ");
     esc(b, path);
     moe_buf_printf(b, " (<code>moe sweep</code>): every run of the grid, not only the runs above; differences are "
@@ -358,12 +349,16 @@ static int sweep_section(moe_buf *b, const char *run_dir) {
         const json_value *c = &cells->items[i], *m = json_get(json_get(c, "metrics"), head);
         const json_value *d = json_get(json_get(c, "minus_baseline"), head);
         moe_buf_printf(b, "<tr><td>");
-        esc(b, jstr(c, "name", "?"));
-        moe_buf_printf(b, "</td><td>%.0f</td>", jnum(c, "seeds_done"));
-        if (m) moe_buf_printf(b, "<td>%.4f ± %.4f</td>", jnum(m, "mean"), jnum(m, "std"));
+        esc(b, json_get_string(c, "name", "?"));
+        moe_buf_printf(b, "</td><td>%.0f</td>", json_get_number(c, "seeds_done", NAN));
+        if (m) moe_buf_printf(b, "<td>%.4f ± %.4f</td>", json_get_number(m, "mean", NAN),
+                              json_get_number(m, "std", NAN));
         else moe_buf_printf(b, "<td>—</td>");
-        if (base && d) moe_buf_printf(b, "<td>%+.4f ± %.4f (n=%.0f)</td>", jnum(d, "mean"), jnum(d, "std"), jnum(d, "n"));
-        else if (base) moe_buf_printf(b, "<td>%s</td>", strcmp(jstr(c, "name", ""), base) ? "—" : "(baseline)");
+        if (base && d)
+            moe_buf_printf(b, "<td>%+.4f ± %.4f (n=%.0f)</td>", json_get_number(d, "mean", NAN),
+                           json_get_number(d, "std", NAN), json_get_number(d, "n", NAN));
+        else if (base)
+            moe_buf_printf(b, "<td>%s</td>", strcmp(json_get_string(c, "name", ""), base) ? "—" : "(baseline)");
         moe_buf_printf(b, "</tr>");
     }
     moe_buf_printf(b, "</table></section>\n");
@@ -404,7 +399,7 @@ static size_t stage_bands(const run_data *r, svg_band *bands) {
 static const json_value *eval_entry(const run_data *r, const char *key, const char *name) {
     const json_value *a = r->eval ? json_get(r->eval, key) : NULL;
     for (size_t q = 0; a && a->type == JSON_ARRAY && q < a->count; q++)
-        if (!strcmp(jstr(&a->items[q], "name", ""), name)) return &a->items[q];
+        if (!strcmp(json_get_string(&a->items[q], "name", ""), name)) return &a->items[q];
     return NULL;
 }
 
@@ -412,10 +407,11 @@ static const json_value *eval_entry(const run_data *r, const char *key, const ch
 static double entry_ppl(const json_value *e, int robust, const char *dom) {
     const json_value *src = e && robust ? json_get(e, "robustness") : e;
     if (!src) return NAN;
-    if (!dom) return jnum(src, "ppl");
+    if (!dom) return json_get_number(src, "ppl", NAN);
     const json_value *dd = json_get(src, "domains");
     for (size_t z = 0; dd && dd->type == JSON_ARRAY && z < dd->count; z++)
-        if (!strcmp(jstr(&dd->items[z], "name", ""), dom)) return jnum(&dd->items[z], "ppl");
+        if (!strcmp(json_get_string(&dd->items[z], "name", ""), dom))
+            return json_get_number(&dd->items[z], "ppl", NAN);
     return NAN;
 }
 
@@ -436,7 +432,7 @@ static size_t union_names(run_data *runs, size_t n, const char *key, const char 
     for (size_t i = 0; i < n; i++) {
         const json_value *a = runs[i].eval ? json_get(runs[i].eval, key) : NULL;
         for (size_t q = 0; a && a->type == JSON_ARRAY && q < a->count; q++) {
-            const char *nm = jstr(&a->items[q], "name", "?");
+            const char *nm = json_get_string(&a->items[q], "name", "?");
             size_t j = 0;
             while (j < k && strcmp(names[j], nm)) j++;
             if (j == k && k < cap) names[k++] = nm;
@@ -483,7 +479,7 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
         const json_value *doms = first ? json_get(first, "domains") : NULL;
         size_t nd = doms && doms->type == JSON_ARRAY && doms->count > 1 ? doms->count : 0;
         for (long d = -1; d < (long)nd; d++) {
-            const char *dom = d < 0 ? NULL : jstr(&doms->items[d], "name", "?");
+            const char *dom = d < 0 ? NULL : json_get_string(&doms->items[d], "name", "?");
             double v[64], w[64];
             for (size_t i = 0; i < n && i < 64; i++) {
                 const json_value *e = eval_entry(&runs[i], "data", sets[k]);
@@ -508,8 +504,11 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
         for (size_t i = 0; i < n && i < 64; i++) {
             const json_value *e = eval_entry(&runs[i], "data", sets[k]), *rd = e ? json_get(e, "read") : NULL;
             moe_buf_printf(b, "<td colspan=\"%d\" class=\"sub\">", robust ? 2 : 1);
-            if (rd && !strcmp(jstr(rd, "sampling", "all"), "all")) moe_buf_printf(b, "all %.0f", jnum(rd, "of"));
-            else if (rd) moe_buf_printf(b, "%.0f of %.0f, sampled", jnum(rd, "tokens"), jnum(rd, "of"));
+            if (rd && !strcmp(json_get_string(rd, "sampling", "all"), "all"))
+                moe_buf_printf(b, "all %.0f", json_get_number(rd, "of", NAN));
+            else if (rd)
+                moe_buf_printf(b, "%.0f of %.0f, sampled", json_get_number(rd, "tokens", NAN),
+                               json_get_number(rd, "of", NAN));
             else moe_buf_printf(b, "—");
             moe_buf_printf(b, "</td>");
         }
@@ -529,9 +528,9 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
             double a[64], an[64], items = NAN;
             for (size_t i = 0; i < n && i < 64; i++) {
                 const json_value *e = eval_entry(&runs[i], "tasks", tasks[k]);
-                a[i] = e ? jnum(e, "acc") : NAN;
-                an[i] = e ? jnum(e, "acc_norm") : NAN;
-                if (e) items = jnum(e, "items");
+                a[i] = e ? json_get_number(e, "acc", NAN) : NAN;
+                an[i] = e ? json_get_number(e, "acc_norm", NAN) : NAN;
+                if (e) items = json_get_number(e, "items", NAN);
             }
             long ba = best_of(a, n, 1), bn = best_of(an, n, 1);
             moe_buf_printf(b, "<tr><td>");
@@ -544,7 +543,7 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
                     if (!isfinite(x)) { moe_buf_printf(b, "<td>—</td>"); continue; }
                     moe_buf_printf(b, "<td%s>%.3f <small>± %.3f</small></td>",
                                    (long)i == (norm ? bn : ba) ? " class=\"best\"" : "", x,
-                                   jnum(e, norm ? "acc_norm_stderr" : "acc_stderr"));
+                                   json_get_number(e, norm ? "acc_norm_stderr" : "acc_stderr", NAN));
                 }
             }
             moe_buf_printf(b, "</tr>");
@@ -843,7 +842,8 @@ static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, double scal
     if (!v || !lab || !rl || !mean) { free(v); free(lab); free(rl); free(mean); return -1; }
     for (size_t s = 0; s < ns; s++) {
         const json_value *st = &sites->items[s], *rr = json_get(st, "routed_ratio");
-        snprintf(lab[s], 24, jnum(st, "which") > 0 ? "layer %.0f.%.0f" : "layer %.0f", jnum(st, "layer"), jnum(st, "which"));
+        double layer = json_get_number(st, "layer", NAN), which = json_get_number(st, "which", NAN);
+        snprintf(lab[s], 24, which > 0 ? "layer %.0f.%.0f" : "layer %.0f", layer, which);
         rl[s] = lab[s];
         double sum = 0;
         size_t k = 0;
@@ -857,12 +857,13 @@ static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, double scal
     char id[64], title[200];
     snprintf(id, sizeof id, "routed-%zu", ci);
     const json_value *rd = json_get(r->analysis, "read");
-    if (rd && !strcmp(jstr(rd, "sampling", "all"), "all"))
+    if (rd && !strcmp(json_get_string(rd, "sampling", "all"), "all"))
         snprintf(title, sizeof title, "Routed-token ratio per layer and expert (all %.0f analysis tokens)",
-                 jnum(rd, "of"));
+                 json_get_number(rd, "of", NAN));
     else if (rd)
         snprintf(title, sizeof title, "Routed-token ratio per layer and expert (%.0f of %.0f analysis tokens, "
-                 "%s)", jnum(rd, "tokens"), jnum(rd, "of"), jstr(rd, "sampling", "sampled"));
+                 "%s)", json_get_number(rd, "tokens", NAN), json_get_number(rd, "of", NAN),
+                 json_get_string(rd, "sampling", "sampled"));
     else
         snprintf(title, sizeof title, "Routed-token ratio per layer and expert (analysis data)");
     svg_heat(b, &(svg_heatmap){.id = id, .title = title,
@@ -870,7 +871,7 @@ static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, double scal
              .rows = ns, .cols = E, .values = v, .row_labels = rl, .col_labels = rl + ns, .lo = 0, .hi = scale});
     /* domain specialisation: one bar chart per site */
     const char *dn[64];
-    for (size_t d = 0; d < nd && d < 64; d++) dn[d] = jstr(&doms->items[d], "name", "?");
+    for (size_t d = 0; d < nd && d < 64; d++) dn[d] = json_get_string(&doms->items[d], "name", "?");
     double *bv = dalloc((nd ? nd : 1) * E, err);
     if (!bv) { free(v); free(lab); free(rl); free(mean); return -1; }
     /* the even-load reference: k/E for a fixed-k router; a ReMoE (or top-p,
@@ -919,8 +920,9 @@ static void token_table(moe_buf *b, const json_value *site) {
         const json_value *list = &top->items[e];
         for (size_t i = 0; list->type == JSON_ARRAY && i < list->count; i++) {
             moe_buf_printf(b, "<span class=\"tok\">");
-            tok_text(b, jstr(&list->items[i], "text", "?"));
-            moe_buf_printf(b, "<small>%.0f%%</small></span>", 100 * jnum(&list->items[i], "prob"));
+            tok_text(b, json_get_string(&list->items[i], "text", "?"));
+            moe_buf_printf(b, "<small>%.0f%%</small></span>",
+                           100 * json_get_number(&list->items[i], "prob", NAN));
         }
         moe_buf_printf(b, "</td></tr>");
     }
@@ -938,8 +940,8 @@ static void freq_chart(moe_buf *b, run_data *runs, size_t n, moe_err *err) {
         ys[ns] = dalloc(fb->count, err);
         if (!xs[ns] || !ys[ns]) break;
         for (size_t k = 0; k < fb->count; k++) {
-            xs[ns][k] = jnum(&fb->items[k], "lo");
-            ys[ns][k] = jnum(&fb->items[k], "active_experts");
+            xs[ns][k] = json_get_number(&fb->items[k], "lo", NAN);
+            ys[ns][k] = json_get_number(&fb->items[k], "active_experts", NAN);
         }
         se[ns] = (svg_series){runs[i].name, svg_color(i), xs[ns], ys[ns], fb->count, 0, 1, 0};
         ns++;
@@ -1038,10 +1040,11 @@ int moe_report_html(const char *const *run_dirs, size_t n, moe_buf *out, moe_err
         const json_value *sites = runs[i].analysis ? json_get(runs[i].analysis, "sites") : NULL;
         if (sites && sites->type == JSON_ARRAY && sites->count) {
             size_t last = sites->count - 1;
-            moe_buf_printf(b, "<h3>layer %.0f</h3>", jnum(&sites->items[last], "layer"));
+            moe_buf_printf(b, "<h3>layer %.0f</h3>", json_get_number(&sites->items[last], "layer", NAN));
             token_table(b, &sites->items[last]);
             for (size_t s = 0; s < last; s++) {
-                moe_buf_printf(b, "<details><summary>layer %.0f</summary>", jnum(&sites->items[s], "layer"));
+                moe_buf_printf(b, "<details><summary>layer %.0f</summary>",
+                               json_get_number(&sites->items[s], "layer", NAN));
                 token_table(b, &sites->items[s]);
                 moe_buf_printf(b, "</details>");
             }

@@ -11,11 +11,6 @@
 #include "moe/eval.h"
 #include "moe/json.h"
 
-static const json_value *str_of(const json_value *o, const char *key) {
-    const json_value *v = json_get(o, key);
-    return v && v->type == JSON_STRING ? v : NULL;
-}
-
 /* A label that may be an integer or a string of digits ("0"). */
 static int int_label(const json_value *v, long *out) {
     if (!v) return -1;
@@ -78,11 +73,11 @@ static int bad(moe_err *err, const char *where, const char *form, const char *wh
 }
 
 int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, moe_err *err) {
-    const json_value *q = str_of(v, "question");
+    const json_value *q = json_get_typed(v, "question", JSON_STRING);
     char *ctx = NULL;
     /* ARC: question, choices {text: [...], label: [...]}, answerKey */
     if (json_get(v, "answerKey")) {
-        const json_value *ch = json_get(v, "choices"), *key = str_of(v, "answerKey");
+        const json_value *ch = json_get(v, "choices"), *key = json_get_typed(v, "answerKey", JSON_STRING);
         const json_value *text = ch ? json_get(ch, "text") : NULL, *label = ch ? json_get(ch, "label") : NULL;
         if (!q || !key || !text || !label || text->type != JSON_ARRAY || label->type != JSON_ARRAY ||
             text->count < 2 || text->count != label->count)
@@ -104,7 +99,7 @@ int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, mo
     }
     /* BoolQ: passage, question, label (0 no, 1 yes) */
     if (json_get(v, "passage")) {
-        const json_value *p = str_of(v, "passage");
+        const json_value *p = json_get_typed(v, "passage", JSON_STRING);
         long lab;
         if (!p || !q || int_label(json_get(v, "label"), &lab) || lab < 0 || lab > 1)
             return bad(err, where, "BoolQ", "\"passage\", \"question\" and \"label\" 0 or 1 (or true/false)");
@@ -116,8 +111,9 @@ int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, mo
     }
     /* HellaSwag: activity_label, ctx_a, ctx_b (or ctx), endings, label */
     if (json_get(v, "endings")) {
-        const json_value *act = str_of(v, "activity_label"), *a = str_of(v, "ctx_a"), *b = str_of(v, "ctx_b");
-        const json_value *c0 = str_of(v, "ctx"), *ends = json_get(v, "endings");
+        const json_value *act = json_get_typed(v, "activity_label", JSON_STRING),
+                         *a = json_get_typed(v, "ctx_a", JSON_STRING), *b = json_get_typed(v, "ctx_b", JSON_STRING);
+        const json_value *c0 = json_get_typed(v, "ctx", JSON_STRING), *ends = json_get(v, "endings");
         long lab;
         if (!act || !ends || ends->type != JSON_ARRAY || ends->count < 2 || ends->count > 64 ||
             int_label(json_get(v, "label"), &lab) || lab < 0 || lab >= (long)ends->count || (!(a && b) && !c0))
@@ -156,7 +152,8 @@ int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, mo
     }
     /* PIQA: goal, sol1, sol2, label */
     if (json_get(v, "goal")) {
-        const json_value *g = str_of(v, "goal"), *s1 = str_of(v, "sol1"), *s2 = str_of(v, "sol2");
+        const json_value *g = json_get_typed(v, "goal", JSON_STRING), *s1 = json_get_typed(v, "sol1", JSON_STRING),
+                         *s2 = json_get_typed(v, "sol2", JSON_STRING);
         long lab;
         if (!g || !s1 || !s2 || int_label(json_get(v, "label"), &lab) || lab < 0 || lab > 1)
             return bad(err, where, "PIQA", "\"goal\", \"sol1\", \"sol2\" and \"label\" 0 or 1");
@@ -168,7 +165,8 @@ int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, mo
     }
     /* RACE, one question per line: article, question, options, answer (a letter) */
     if (json_get(v, "article")) {
-        const json_value *art = str_of(v, "article"), *opts = json_get(v, "options"), *ans = str_of(v, "answer");
+        const json_value *art = json_get_typed(v, "article", JSON_STRING), *opts = json_get(v, "options"),
+                         *ans = json_get_typed(v, "answer", JSON_STRING);
         if (!art || !q || !ans || !opts || opts->type != JSON_ARRAY || opts->count < 2 || opts->count > 26 ||
             strlen(ans->string) != 1 || ans->string[0] < 'A' || ans->string[0] >= 'A' + (int)opts->count)
             return bad(err, where, "RACE", "\"article\", \"question\", \"options\" (2 to 26 strings) and "
@@ -185,7 +183,7 @@ int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, mo
     }
     /* LAMBADA: text; the context is everything before the last space, the
      * target " " + the last word, scored by greedy (argmax) match */
-    const json_value *text = str_of(v, "text");
+    const json_value *text = json_get_typed(v, "text", JSON_STRING);
     if (text && !json_get(v, "choices")) {
         const char *sp = strrchr(text->string, ' ');
         if (!sp || sp == text->string || !sp[1])

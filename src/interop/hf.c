@@ -264,19 +264,13 @@ static int st_all_zero(const st_tensor *t) {
     return 1;
 }
 
+/* An int member: -1 when absent or not a number. */
 static int jint(const json_value *cfg, const char *key, int *out) {
-    const json_value *v = json_get(cfg, key);
-    if (!v || v->type != JSON_NUMBER) return -1;
+    const json_value *v = json_get_typed(cfg, key, JSON_NUMBER);
+    if (!v) return -1;
     /* saturated: a cast of a number no int holds would be undefined, and
      * INT_MAX or INT_MIN is refused by the checks that follow */
     *out = v->number >= INT_MAX ? INT_MAX : v->number <= INT_MIN ? INT_MIN : (int)v->number;
-    return 0;
-}
-
-static int jnum(const json_value *cfg, const char *key, double *out) {
-    const json_value *v = json_get(cfg, key);
-    if (!v || v->type != JSON_NUMBER) return -1;
-    *out = v->number;
     return 0;
 }
 
@@ -300,9 +294,8 @@ static int hf_config(const char *dir, const json_value *j, moe_config *c, const 
                         "num_attention_heads, intermediate_size", dir);
     if (jint(j, "num_key_value_heads", &c->n_kv_heads)) c->n_kv_heads = c->n_heads;
     jint(j, "max_position_embeddings", &c->max_seq_len);
-    double x;
-    if (!jnum(j, "rms_norm_eps", &x)) c->norm_eps = x;
-    if (!jnum(j, "rope_theta", &x)) c->rope_theta = x;
+    c->norm_eps = json_get_number(j, "rms_norm_eps", c->norm_eps);
+    c->rope_theta = json_get_number(j, "rope_theta", c->rope_theta);
     int hd;
     if (c->n_heads < 1 || c->hidden < 1)
         return moe_errf(err, "%s/config.json: hidden_size %d and num_attention_heads %d must be positive",
@@ -310,12 +303,11 @@ static int hf_config(const char *dir, const json_value *j, moe_config *c, const 
     if (!jint(j, "head_dim", &hd) && hd != c->hidden / c->n_heads)
         return moe_errf(err, "%s/config.json: head_dim %d: moe's heads are hidden_size / num_attention_heads = %d",
                         dir, hd, c->hidden / c->n_heads);
-    const json_value *rs = json_get(j, "rope_scaling"), *act = json_get(j, "hidden_act"),
-                     *ab = json_get(j, "attention_bias"), *mb = json_get(j, "mlp_bias");
+    const json_value *rs = json_get(j, "rope_scaling"), *act = json_get(j, "hidden_act");
     if (rs && rs->type != JSON_NULL) return moe_errf(err, "%s/config.json: rope_scaling is set; moe has no RoPE scaling", dir);
     if (act && (act->type != JSON_STRING || strcmp(act->string, "silu")))
         return moe_errf(err, "%s/config.json: hidden_act must be \"silu\" (SwiGLU)", dir);
-    if ((ab && ab->type == JSON_BOOL && ab->boolean) || (mb && mb->type == JSON_BOOL && mb->boolean))
+    if (json_get_bool(j, "attention_bias", 0) || json_get_bool(j, "mlp_bias", 0))
         return moe_errf(err, "%s/config.json: attention_bias / mlp_bias: moe's projections have no bias", dir);
     if (llama) {
         strcpy(c->ffn, "dense");
@@ -343,8 +335,8 @@ static int hf_config(const char *dir, const json_value *j, moe_config *c, const 
         c->moe_every = 1;
         return 0;
     }
-    const json_value *nt = json_get(j, "norm_topk_prob"), *mlo = json_get(j, "mlp_only_layers");
-    c->norm_topk_prob = nt && nt->type == JSON_BOOL && nt->boolean;
+    const json_value *mlo = json_get(j, "mlp_only_layers");
+    c->norm_topk_prob = json_get_bool(j, "norm_topk_prob", 0);
     if (jint(j, "decoder_sparse_step", &c->moe_every)) c->moe_every = 1;
     if (c->moe_every < 1)
         return moe_errf(err, "%s/config.json: decoder_sparse_step %d: expected at least 1", dir, c->moe_every);
@@ -448,8 +440,7 @@ int moe_import_hf(const char *dir, moe_model **out, moe_tokenizer **tok, char *w
                   ix_maps_make(m, &p, &maps, &n, err) ? -1 : 0;
     if (!rc && strcmp(p.arch, arch))
         rc = moe_errf(err, "%s/config.json: class %s, but its keys describe what moe writes as %s", dir, arch, p.arch);
-    const json_value *tie = json_get(j, "tie_word_embeddings");
-    int tied = tie && tie->type == JSON_BOOL && tie->boolean;
+    int tied = json_get_bool(j, "tie_word_embeddings", 0);
     float *buf = NULL;
     for (size_t i = 0; i < n && !rc; i++) {
         const ix_map *x = &maps[i];

@@ -1,5 +1,6 @@
 /* json.c — the strict RFC 8259 JSON parser (text -> json_value tree, with
- * "WHAT:LINE:COL: expected X, found Y" errors) and the JSON text writers. */
+ * "WHAT:LINE:COL: expected X, found Y" errors), the typed member lookups and
+ * the JSON text writers. */
 #include "moe/json.h"
 #include "moe/fileio.h"
 
@@ -459,6 +460,38 @@ const json_value *json_get(const json_value *obj, const char *key) {
     for (size_t i = 0; i < obj->count; i++)
         if (strcmp(obj->keys[i], key) == 0) return &obj->items[i];
     return NULL;
+}
+
+const json_value *json_get_typed(const json_value *obj, const char *key, json_type type) {
+    const json_value *v = json_get(obj, key);
+    return v && v->type == type ? v : NULL;
+}
+
+double json_get_number(const json_value *obj, const char *key, double dflt) {
+    const json_value *v = json_get_typed(obj, key, JSON_NUMBER);
+    return v ? v->number : dflt;
+}
+
+const char *json_get_string(const json_value *obj, const char *key, const char *dflt) {
+    const json_value *v = json_get_typed(obj, key, JSON_STRING);
+    return v ? v->string : dflt;
+}
+
+int json_get_bool(const json_value *obj, const char *key, int dflt) {
+    const json_value *v = json_get_typed(obj, key, JSON_BOOL);
+    return v ? v->boolean : dflt;
+}
+
+const char *json_type_name(json_type t) {
+    switch (t) {
+    case JSON_NULL: return "null";
+    case JSON_BOOL: return "a boolean";
+    case JSON_NUMBER: return "a number";
+    case JSON_STRING: return "a string";
+    case JSON_ARRAY: return "an array";
+    case JSON_OBJECT: return "an object";
+    }
+    return "?";
 }
 
 int json_write_string(moe_buf *b, const char *s, size_t len) {

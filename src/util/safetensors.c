@@ -27,18 +27,6 @@ const char *st_dtype_name(st_dtype d) {
     return (unsigned)d < ST_NDTYPES ? dtype_names[d] : "?";
 }
 
-static const char *type_name(json_type t) {
-    switch (t) {
-    case JSON_NULL: return "null";
-    case JSON_BOOL: return "a boolean";
-    case JSON_NUMBER: return "a number";
-    case JSON_STRING: return "a string";
-    case JSON_ARRAY: return "an array";
-    case JSON_OBJECT: return "an object";
-    }
-    return "?";
-}
-
 /* "[10, 20]" into buf. */
 static void fmt_shape(const int64_t *shape, int ndim, char *buf, size_t n) {
     size_t at = 0;
@@ -73,7 +61,7 @@ static int json_uint(const json_value *v, uint64_t *out) {
 /* Describes a JSON value for messages: "-3", "1.5", "a string", ... */
 static void describe_value(const json_value *v, char *buf, size_t n) {
     if (v->type == JSON_NUMBER) snprintf(buf, n, "%.17g", v->number);
-    else snprintf(buf, n, "%s", type_name(v->type));
+    else snprintf(buf, n, "%s", json_type_name(v->type));
 }
 
 void st_free(st_file *f) {
@@ -102,7 +90,7 @@ static int parse_metadata(st_file *f, const json_value *m, moe_err *err) {
     const char *path = f->path;
     if (m->type != JSON_OBJECT)
         return moe_errf(err, "%s: '__metadata__' is %s, expected an object of string -> string",
-                        path, type_name(m->type));
+                        path, json_type_name(m->type));
     if (m->count == 0) return 0;
     f->meta_keys = moe_calloc(m->count, sizeof *f->meta_keys, err);
     f->meta_values = moe_calloc(m->count, sizeof *f->meta_values, err);
@@ -111,7 +99,7 @@ static int parse_metadata(st_file *f, const json_value *m, moe_err *err) {
         const json_value *v = &m->items[i];
         if (v->type != JSON_STRING || strlen(v->string) != v->len)
             return moe_errf(err, "%s: '__metadata__' entry '%s' is %s, expected a string%s", path,
-                            m->keys[i], type_name(v->type),
+                            m->keys[i], json_type_name(v->type),
                             v->type == JSON_STRING ? " without \\u0000" : "");
         f->meta_keys[i] = dupstr(m->keys[i], err);
         if (!f->meta_keys[i]) return -1;
@@ -128,7 +116,7 @@ static int parse_entry(const st_file *f, const json_value *e, st_tensor *t, moe_
     char found[64];
     if (e->type != JSON_OBJECT)
         return moe_errf(err, "%s: tensor '%s': expected an object with dtype, shape and data_offsets, found %s",
-                        path, name, type_name(e->type));
+                        path, name, json_type_name(e->type));
     for (size_t i = 0; i < e->count; i++) {
         const char *k = e->keys[i];
         if (strcmp(k, "dtype") && strcmp(k, "shape") && strcmp(k, "data_offsets"))
@@ -141,7 +129,7 @@ static int parse_entry(const st_file *f, const json_value *e, st_tensor *t, moe_
     if (missing) return moe_errf(err, "%s: tensor '%s': missing '%s'", path, name, missing);
 
     if (dt->type != JSON_STRING)
-        return moe_errf(err, "%s: tensor '%s': dtype is %s, expected a string", path, name, type_name(dt->type));
+        return moe_errf(err, "%s: tensor '%s': dtype is %s, expected a string", path, name, json_type_name(dt->type));
     size_t d = 0;
     while (d < ST_NDTYPES && strcmp(dt->string, dtype_names[d]) != 0) d++;
     if (d == ST_NDTYPES)
@@ -151,7 +139,7 @@ static int parse_entry(const st_file *f, const json_value *e, st_tensor *t, moe_
 
     if (sh->type != JSON_ARRAY)
         return moe_errf(err, "%s: tensor '%s': shape is %s, expected an array of non-negative integers",
-                        path, name, type_name(sh->type));
+                        path, name, json_type_name(sh->type));
     if (sh->count > ST_MAX_DIMS)
         return moe_errf(err, "%s: tensor '%s': shape has %zu dimensions, expected at most %d",
                         path, name, sh->count, ST_MAX_DIMS);
@@ -168,7 +156,7 @@ static int parse_entry(const st_file *f, const json_value *e, st_tensor *t, moe_
 
     if (off->type != JSON_ARRAY || off->count != 2)
         return moe_errf(err, "%s: tensor '%s': data_offsets is %s%s, expected an array [begin, end]",
-                        path, name, type_name(off->type), off->type == JSON_ARRAY ?
+                        path, name, json_type_name(off->type), off->type == JSON_ARRAY ?
                         (off->count < 2 ? " with fewer than 2 items" : " with more than 2 items") : "");
     uint64_t be[2];
     for (int i = 0; i < 2; i++) {
@@ -273,7 +261,7 @@ int st_read(const char *path, st_file *out, moe_err *err) {
     h = json_parse((const char *)out->blob + 8, (size_t)hlen, what, err);
     if (!h) goto fail;
     if (h->type != JSON_OBJECT) {
-        moe_errf(err, "%s: header is %s, expected a JSON object", path, type_name(h->type));
+        moe_errf(err, "%s: header is %s, expected a JSON object", path, json_type_name(h->type));
         goto fail;
     }
     out->tensors = moe_calloc(h->count, sizeof *out->tensors, err);
