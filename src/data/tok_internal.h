@@ -1,6 +1,6 @@
-/* tok_internal.h — what the tokenizer files of src/data share: the tokenizer
- * struct, the pre-split iterator and its Unicode classes, hashing and the
- * pair map. */
+/* tok_internal.h — what the tokenizer files of src/data (tok_*.c, pretok.c,
+ * bpe_train.c) share: the tokenizer struct, the pre-split iterator and its
+ * Unicode classes, hashing, the pair map and the token-bytes map. */
 #ifndef MOE_TOK_INTERNAL_H
 #define MOE_TOK_INTERNAL_H
 
@@ -112,6 +112,29 @@ static inline int tok_pair_get(const tok_pairmap *m, uint32_t a, uint32_t b,
 int tok_pair_put(tok_pairmap *m, uint32_t a, uint32_t b, uint32_t rank, uint32_t id);
 void tok_pair_free(tok_pairmap *m);
 
+/* The bytes of ordinary token id (< n_tokens): *len bytes at the result. */
+static inline const uint8_t *tok_at(const moe_tokenizer *t, uint32_t id, size_t *len) {
+    *len = t->tok_off[id + 1] - t->tok_off[id];
+    return t->tok_bytes + t->tok_off[id];
+}
+
+/* id of the token whose bytes are p[n], or TOK_NONE (RANKS only: the map
+ * tok_bytes_build fills). */
+static inline uint32_t tok_bytes_get(const moe_tokenizer *t, const uint8_t *p, size_t n) {
+    size_t mask = t->bycap - 1, i = tok_hash(p, n) & mask;
+    for (;;) {
+        uint32_t v = t->byslot[i];
+        if (!v) return TOK_NONE;
+        size_t l;
+        const uint8_t *q = tok_at(t, v - 1, &l);
+        if (l == n && !memcmp(p, q, n)) return v - 1;
+        i = (i + 1) & mask;
+    }
+}
+/* Fills t->byslot; returns the id of an earlier duplicate of a token or
+ * TOK_NONE in *dup_a / *dup_b, -1 on OOM. */
+int tok_bytes_build(moe_tokenizer *t, uint32_t *dup_a, uint32_t *dup_b, moe_err *err);
+
 /* Iterates over the pre-split chunks of s[len]: the pattern's matches, and
  * each byte that is not part of valid UTF-8 as a chunk of its own (a match
  * never spans such a byte; to the lookahead (?!\S) it is like the end). */
@@ -130,5 +153,9 @@ int tok_iter_next(tok_iter *it, size_t *start, size_t *end);
 int tok_finish_build(moe_tokenizer *t, moe_err *err);
 /* A hash of the ordinary tokens (their bytes and lengths, in id order). */
 uint64_t tok_table_hash(const moe_tokenizer *t);
+/* A zeroed tokenizer of the given kind (NULL on OOM), for the readers. */
+moe_tokenizer *tok_alloc(moe_tok_kind kind, moe_err *err);
+/* Adds special token (id, text); ids must come in ascending order. */
+int tok_add_special(moe_tokenizer *t, uint32_t id, const char *text, moe_err *err);
 
 #endif
