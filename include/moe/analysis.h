@@ -11,6 +11,7 @@
 
 #include "moe/common.h"
 #include "moe/data.h"
+#include "moe/json.h"
 #include "moe/model.h"
 #include "moe/tokenizer.h"
 
@@ -156,10 +157,23 @@ void moe_probe_free(moe_probe *p);
 
 /* ---- the report ---------------------------------------------------------- */
 
+/* One run's files as read from its folder (src/run/rundir.c reads them:
+ * moe_rundir_report): the parsed lines of metrics.jsonl and
+ * calibration.jsonl, and eval.json and analysis.json (NULL when absent). */
+typedef struct moe_report_run {
+    const char *dir;
+    json_value **metrics;          /* [n_metrics] */
+    size_t n_metrics;
+    json_value **calibration;      /* [n_calibration] */
+    size_t n_calibration;
+    json_value *eval, *analysis;
+} moe_report_run;
+
 /* One self-contained HTML page (inline SVG and CSS, no scripts, no external
- * assets) comparing the runs in run_dirs[n]: reads RUN/metrics.jsonl and,
- * when present, RUN/calibration.jsonl, RUN/eval.json and RUN/analysis.json
- * (docs/EVAL.md). */
-int moe_report_html(const char *const *run_dirs, size_t n, moe_buf *out, moe_err *err);
+ * assets) comparing runs[n] (1 to 64; docs/EVAL.md); summary, when not
+ * NULL, is the summary.json (read from summary_path) of the sweep the first
+ * run belongs to. */
+int moe_report_html(const moe_report_run *runs, size_t n, const json_value *summary, const char *summary_path,
+                    moe_buf *out, moe_err *err);
 
 #endif

@@ -7,12 +7,16 @@
  *   RUN/calibration.jsonl  the calibration probe, one line per measurement
  *   RUN/eval.json          moe eval's results, merged by data file and task
  *   RUN/analysis.json      moe analyze's routing statistics
+ *   RUN/report.html        moe report's page (by default)
  *   RUN/sweep.json         a sweep's mark that the run is done, with its
  *                          metrics; RUN/sweep.lock, the pid of the sweep
  *                          running it; RUN/train.log, RUN/eval.log
  *   OUT/NAME/seed-S        a sweep's run folders, OUT/configs/NAME-seed-S.json
  *                          their configs, OUT/summary.json and .md the
- *                          aggregate, OUT/report.html and report.log */
+ *                          aggregate, OUT/report.html and report.log
+ *
+ * moe report's page is drawn from these files (moe_rundir_report reads
+ * them, src/analysis/report_page.c draws). */
 #ifndef MOE_RUNDIR_H
 #define MOE_RUNDIR_H
 
@@ -38,7 +42,7 @@ typedef enum moe_run_file {
     MOE_RUN_EVAL_LOG,      /* eval.log */
     MOE_SWEEP_SUMMARY,     /* summary.json, in a sweep's OUT */
     MOE_SWEEP_SUMMARY_MD,  /* summary.md */
-    MOE_SWEEP_REPORT,      /* report.html */
+    MOE_RUN_REPORT,        /* report.html: moe report's page, in a run or a sweep's OUT */
     MOE_SWEEP_REPORT_LOG,  /* report.log */
     MOE_RUN_FILES
 } moe_run_file;
@@ -132,6 +136,12 @@ int moe_analysis_write(const char *path, const moe_analysis_info *a, const moe_r
  * or with *out NULL when the file is absent or unreadable; -1 (err) when
  * it is not JSON. */
 int moe_rundir_read_json(const char *dir, moe_run_file f, json_value **out, moe_err *err);
+
+/* moe report's page (moe_report_html) of the runs dirs[n] (1 to 64): each
+ * run's metrics.jsonl (required), calibration.jsonl, eval.json and
+ * analysis.json, and the summary of the sweep the first run belongs to when
+ * there is one (moe_sweep_summary_of). */
+int moe_rundir_report(const char *const *dirs, size_t n, moe_buf *out, moe_err *err);
 
 /* ---- a sweep's state of one run ----------------------------------------- */
 

@@ -1,5 +1,6 @@
-/* report_page.c — `moe report`'s page: reads each run's metrics.jsonl,
- * calibration.jsonl, eval.json and analysis.json (docs/EVAL.md) and writes
+/* report_page.c — `moe report`'s page: from each run's metrics.jsonl,
+ * calibration.jsonl, eval.json and analysis.json (docs/EVAL.md), which
+ * src/run/rundir.c reads (moe_rundir_report), it writes
  * one self-contained HTML file (inline CSS and SVG, no scripts, no network)
  * that puts the runs side by side: loss curves, sparsity / lambda / the
  * regulariser with ReMoE's three stages marked, per-layer sparsity, expert
@@ -11,12 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "analysis/svg.h"
 #include "moe/analysis.h"
 #include "moe/ffn.h"
-#include "moe/fileio.h"
 #include "moe/json.h"
 #include "moe/router.h"
 
@@ -44,7 +43,7 @@ typedef struct run_data {
     /* calibration.jsonl [nc] */
     size_t nc;
     double *c_step, *c_loss, *c_flip;
-    json_value *eval, *analysis;
+    const json_value *eval, *analysis;  /* the moe_report_run's */
     long stage2, stage3;                /* first step index of stage II / III, -1 if none */
 } run_data;
 
@@ -56,49 +55,6 @@ static void run_free(run_data *r) {
     }
     free(r->c_step); free(r->c_loss); free(r->c_flip);
     free(r->v_step); free(r->v_loss);
-    json_free(r->eval);
-    json_free(r->analysis);
-}
-
-/* Lines of a JSONL file as parsed values; *n set. A missing file gives 0 lines. */
-static json_value **read_jsonl(const char *path, size_t *n, moe_err *err) {
-    *n = 0;
-    if (access(path, R_OK)) return moe_calloc(1, sizeof(json_value *), err);
-    size_t len, cap = 64;
-    char *text = moe_read_file(path, &len, err);
-    json_value **v = text ? moe_calloc(cap, sizeof *v, err) : NULL;
-    if (!v) { free(text); return NULL; }
-    size_t line = 0;
-    for (char *p = text; *p;) {
-        char *nl = strchr(p, '\n');
-        size_t l = nl ? (size_t)(nl - p) : strlen(p);
-        line++;
-        if (l > 0) {
-            char what[4200];
-            snprintf(what, sizeof what, "%s line %zu", path, line);
-            json_value *j = json_parse(p, l, what, err);
-            if (!j) {
-                for (size_t i = 0; i < *n; i++) json_free(v[i]);
-                free(v); free(text);
-                return NULL;
-            }
-            if (*n == cap) {
-                json_value **g = realloc(v, 2 * cap * sizeof *v);
-                if (!g) { json_free(j); break; }
-                v = g;
-                cap *= 2;
-            }
-            v[(*n)++] = j;
-        }
-        p += l + (nl != NULL);
-    }
-    free(text);
-    return v;
-}
-
-static void free_lines(json_value **v, size_t n) {
-    for (size_t i = 0; i < n; i++) json_free(v[i]);
-    free(v);
 }
 
 static double *dalloc(size_t n, moe_err *err) {
@@ -126,7 +82,8 @@ static void find_stages(const double *s, size_t n, double target, double band, l
         if (s[i] >= thr) { *stage2 = i; break; }
 }
 
-static int load_run(run_data *r, const char *dir, moe_err *err) {
+static int load_run(run_data *r, const moe_report_run *in, moe_err *err) {
+    const char *dir = in->dir;
     memset(r, 0, sizeof *r);
     r->stage2 = r->stage3 = -1;
     if (moe_path(r->dir, sizeof r->dir, err, "%s", dir)) return -1;
@@ -160,11 +117,8 @@ static int load_run(run_data *r, const char *dir, moe_err *err) {
     r->relu = rk && rk->sparsity_lambda;  /* ReMoE's lambda and stages */
 
     /* metrics.jsonl */
-    if (moe_path(path, sizeof path, err, "%s/metrics.jsonl", dir)) return -1;
-    if (access(path, R_OK)) return moe_errf(err, "%s: no metrics.jsonl (is it a run directory written by moe train?)", dir);
-    size_t n;
-    json_value **L = read_jsonl(path, &n, err);
-    if (!L) return -1;
+    json_value *const *L = in->metrics;
+    size_t n = in->n_metrics;
     r->n = n;
     r->step = dalloc(n, err); r->lm_loss = dalloc(n, err); r->sparsity = dalloc(n, err);
     r->lambda = dalloc(n, err); r->reg = dalloc(n, err);
@@ -222,7 +176,6 @@ static int load_run(run_data *r, const char *dir, moe_err *err) {
                 r->load[s][e * n + i] = tot > 0 ? tpe->items[e].number / tot : NAN;
         }
     }
-    free_lines(L, n);
     if (rc) return -1;
     if (r->relu && r->n > 0) {
         double band = 0.25 * (1.0 - r->target);
@@ -230,23 +183,19 @@ static int load_run(run_data *r, const char *dir, moe_err *err) {
     }
 
     /* calibration.jsonl (optional) */
-    if (moe_path(path, sizeof path, err, "%s/calibration.jsonl", dir)) return -1;
-    if (!(L = read_jsonl(path, &n, err))) return -1;
-    r->nc = n;
+    L = in->calibration;
+    r->nc = n = in->n_calibration;
     r->c_step = dalloc(n, err); r->c_loss = dalloc(n, err); r->c_flip = dalloc(n, err);
-    if (!r->c_step || !r->c_loss || !r->c_flip) { free_lines(L, n); return -1; }
+    if (!r->c_step || !r->c_loss || !r->c_flip) return -1;
     for (size_t i = 0; i < n; i++) {
         r->c_step[i] = json_get_number(L[i], "step", NAN);
         r->c_loss[i] = json_get_number(L[i], "loss", NAN);
         r->c_flip[i] = json_get_number(L[i], "flip_rate", NAN);
     }
-    free_lines(L, n);
 
     /* eval.json and analysis.json (optional) */
-    if (moe_path(path, sizeof path, err, "%s/eval.json", dir)) return -1;
-    if (!access(path, R_OK) && !(r->eval = json_parse_file(path, err))) return -1;
-    if (moe_path(path, sizeof path, err, "%s/analysis.json", dir)) return -1;
-    if (!access(path, R_OK) && !(r->analysis = json_parse_file(path, err))) return -1;
+    r->eval = in->eval;
+    r->analysis = in->analysis;
     return 0;
 }
 
@@ -325,14 +274,10 @@ static void activity_table(moe_buf *b, const run_data *r) {
 }
 
 /* When the first run belongs to a `moe sweep` (RUN = OUT/NAME/seed-S with
- * OUT/summary.json), the sweep's aggregate: per cell the headline metric's
- * mean ± std over seeds and the paired difference against the baseline
- * (docs/SWEEP.md). Nothing when there is no summary. */
-static int sweep_section(moe_buf *b, const char *run_dir) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/../../summary.json", run_dir);
-    moe_err ignored;
-    json_value *j = access(path, F_OK) ? NULL : json_parse_file(path, &ignored);
+ * OUT/summary.json: j, read from path), the sweep's aggregate: per cell the
+ * headline metric's mean ± std over seeds and the paired difference against
+ * the baseline (docs/SWEEP.md). Nothing when there is no summary (j NULL). */
+static int sweep_section(moe_buf *b, const json_value *j, const char *path) {
     if (!j) return 0;
     const json_value *cells = json_get(j, "cells");
     const char *head = json_get_string(j, "headline", "train_loss");
@@ -362,7 +307,6 @@ static int sweep_section(moe_buf *b, const char *run_dir) {
         moe_buf_printf(b, "</tr>");
     }
     moe_buf_printf(b, "</table></section>\n");
-    json_free(j);
     return 0;
 }
 
@@ -957,13 +901,14 @@ static void freq_chart(moe_buf *b, run_data *runs, size_t n, moe_err *err) {
     for (size_t i = 0; i < 64; i++) { free(xs[i]); free(ys[i]); }
 }
 
-int moe_report_html(const char *const *run_dirs, size_t n, moe_buf *out, moe_err *err) {
+int moe_report_html(const moe_report_run *in, size_t n, const json_value *summary, const char *summary_path,
+                    moe_buf *out, moe_err *err) {
     if (n == 0) return moe_errf(err, "no run directories given");
     if (n > 64) return moe_errf(err, "at most 64 runs per report, got %zu", n);
     run_data *runs = moe_calloc(n, sizeof *runs, err);
     if (!runs) return -1;
     int rc = 0;
-    for (size_t i = 0; i < n && !rc; i++) rc = load_run(&runs[i], run_dirs[i], err);
+    for (size_t i = 0; i < n && !rc; i++) rc = load_run(&runs[i], &in[i], err);
     if (rc) goto done;
     moe_buf *b = out;
     time_t now = time(NULL);
@@ -982,7 +927,7 @@ int moe_report_html(const char *const *run_dirs, size_t n, moe_buf *out, moe_err
     runs_table(b, runs, n);
     colour_key(b, runs, n);
     moe_buf_printf(b, "</section>\n");
-    sweep_section(b, runs[0].dir);
+    sweep_section(b, summary, summary_path);
     moe_buf_printf(b, "<section><h2>Evaluation</h2>");
     eval_table(b, runs, n);
     moe_buf_printf(b, "</section>\n<section><h2>Training</h2><p class=\"note\">Training loss from "

@@ -1,12 +1,13 @@
 /* report.c — `moe report`: one self-contained HTML page comparing runs
- * (src/analysis/report_page.c draws it; docs/EVAL.md describes it). */
+ * (src/run/rundir.c reads their files, src/analysis/report_page.c draws
+ * the page; docs/EVAL.md describes it). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
-#include "moe/analysis.h"
 #include "moe/fileio.h"
+#include "moe/rundir.h"
 
 static void help(FILE *f) {
     fprintf(f,
@@ -42,12 +43,12 @@ int cmd_report(int argc, char **argv) {
     char path[4096];
     int rc = 1;
     if (!out) {
-        if (moe_path(path, sizeof path, &err, "%s/report.html", runs[0])) goto fail;
+        if (moe_rundir_path(path, sizeof path, runs[0], MOE_RUN_REPORT, &err)) goto fail;
         out = path;
     }
     char stdout_path[32];
     out = cli_stdout_output(out, stdout_path, sizeof stdout_path);   /* "-": the page alone on stdout */
-    if (moe_report_html(runs, n, &b, &err)) goto fail;
+    if (moe_rundir_report(runs, n, &b, &err)) goto fail;
     if (!b.data) { moe_errf(&err, "out of memory"); goto fail; }
     if (moe_write_file_atomic(out, b.data, b.len, &err)) goto fail;
     printf("moe report: wrote %s (%zu run%s, %.0f kB)\n", out, n, n > 1 ? "s" : "", b.len / 1024.0);

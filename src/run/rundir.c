@@ -24,7 +24,7 @@ static const char *const NAMES[MOE_RUN_FILES] = {
     [MOE_RUN_SWEEP_DONE] = "sweep.json",   [MOE_RUN_SWEEP_LOCK] = "sweep.lock",
     [MOE_RUN_TRAIN_LOG] = "train.log",     [MOE_RUN_EVAL_LOG] = "eval.log",
     [MOE_SWEEP_SUMMARY] = "summary.json",  [MOE_SWEEP_SUMMARY_MD] = "summary.md",
-    [MOE_SWEEP_REPORT] = "report.html",    [MOE_SWEEP_REPORT_LOG] = "report.log",
+    [MOE_RUN_REPORT] = "report.html",      [MOE_SWEEP_REPORT_LOG] = "report.log",
 };
 
 const char *moe_rundir_name(moe_run_file f) { return NAMES[f]; }
@@ -310,6 +310,50 @@ int moe_analysis_write(const char *path, const moe_analysis_info *a, const moe_r
     moe_buf b = {0};
     int rc = moe_analysis_json(a, st, &b, err) || moe_write_file_atomic(path, b.data, b.len, err) ? -1 : 0;
     moe_buf_free(&b);
+    return rc;
+}
+
+/* ---- moe report's inputs ------------------------------------------------ */
+
+static int report_load(moe_report_run *r, const char *dir, moe_err *err) {
+    char p[4200];
+    r->dir = dir;
+    if (moe_rundir_path(p, sizeof p, dir, MOE_RUN_METRICS, err)) return -1;
+    if (access(p, R_OK))
+        return moe_errf(err, "%s: no metrics.jsonl (is it a run directory written by moe train?)", dir);
+    if (moe_rundir_read_lines(dir, MOE_RUN_METRICS, &r->metrics, &r->n_metrics, err) ||
+        moe_rundir_read_lines(dir, MOE_RUN_CALIBRATION, &r->calibration, &r->n_calibration, err) ||
+        moe_rundir_read_json(dir, MOE_RUN_EVAL, &r->eval, err) ||
+        moe_rundir_read_json(dir, MOE_RUN_ANALYSIS, &r->analysis, err))
+        return -1;
+    return 0;
+}
+
+static void report_free(moe_report_run *r) {
+    moe_rundir_lines_free(r->metrics, r->n_metrics);
+    moe_rundir_lines_free(r->calibration, r->n_calibration);
+    json_free(r->eval);
+    json_free(r->analysis);
+}
+
+int moe_rundir_report(const char *const *dirs, size_t n, moe_buf *out, moe_err *err) {
+    if (n == 0) return moe_errf(err, "no run directories given");
+    if (n > 64) return moe_errf(err, "at most 64 runs per report, got %zu", n);
+    moe_report_run *runs = moe_calloc(n, sizeof *runs, err);
+    if (!runs) return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) rc = report_load(&runs[i], dirs[i], err);
+    /* the sweep's summary, when the first run is one of a sweep's (a summary
+     * that cannot be read is left out of the page) */
+    char path[4200] = "";
+    json_value *summary = NULL;
+    moe_err ignored;
+    if (!rc && !moe_sweep_summary_of(path, sizeof path, dirs[0], NULL) && !access(path, F_OK))
+        summary = json_parse_file(path, &ignored);
+    if (!rc) rc = moe_report_html(runs, n, summary, path, out, err);
+    json_free(summary);
+    for (size_t i = 0; i < n; i++) report_free(&runs[i]);
+    free(runs);
     return rc;
 }
 

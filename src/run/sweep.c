@@ -550,7 +550,7 @@ int moe_sweep_report(moe_sweep *s, moe_err *err) {
             break;
         }
     char out[4200], log[4200];
-    if (!rc && nd && !moe_rundir_path(out, sizeof out, s->out, MOE_SWEEP_REPORT, err) &&
+    if (!rc && nd && !moe_rundir_path(out, sizeof out, s->out, MOE_RUN_REPORT, err) &&
         !moe_rundir_path(log, sizeof log, s->out, MOE_SWEEP_REPORT_LOG, err)) {
         args[n++] = "--out";
         args[n++] = out;
