@@ -28,7 +28,9 @@ typedef struct moe_kv_cache {
 
     /* work buffers of a pass (grow-only; a decode step allocates nothing) */
     size_t cap_rows, cap_scores;
-    float *x, *ln, *q, *att, *ffn_out, *rstd;   /* [cap_rows, D] ([cap_rows] for rstd) */
+    float *x, *y;                               /* [cap_rows, D] the residual stream: a
+                                                   block reads one and writes the other */
+    float *ln, *q, *att, *rstd;                 /* [cap_rows, D] ([cap_rows] for rstd) */
     float *scores;                              /* [H, cap_scores] */
     int *tokens;                                /* [cap_rows] */
 } moe_kv_cache;

@@ -110,6 +110,15 @@ void k_attention_backward(k_precision prec, float *dq, float *dk, float *dv, flo
                           const float *k, const float *v, size_t B, size_t T, size_t H, size_t KV,
                           size_t hd);
 
+/* The same attention for n new rows of one sequence against a KV cache
+ * (decoding): q[n, H*hd] holds the queries of positions p0..p0+n-1, K and
+ * V [p0+n, KV*hd] the keys and values of positions 0..p0+n-1 (these rows
+ * included); query i sees keys 0..p0+i. out[n, H*hd]; scores holds
+ * H*n*(p0+n) floats (the probabilities, kept whole: n is small). Products
+ * of the given values in fp32 (for bf16 the caller rounds q, K and V). */
+void k_attention_cached(float *out, float *scores, const float *q, const float *K, const float *V,
+                        size_t n, size_t p0, size_t H, size_t KV, size_t hd);
+
 /* a[N,F] = silu(h1) * h3 */
 void k_swiglu_forward(float *a, const float *h1, const float *h3, size_t n);
 /* dh1, dh3 [N,F] from da */

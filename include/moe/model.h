@@ -157,6 +157,30 @@ struct moe_router *moe_model_router(const moe_model *m, int layer, int which);
  * "model.layers.L.mlp.router.NAME", by moe_model_save and read back by
  * moe_model_load_weights (docs/FORMAT.md). */
 
+/* One block, the one place its equations are written (block.c):
+ *     mid = x + Wo·Attn(RoPE(Wq·n1), RoPE(Wk·n1), Wv·n1),  n1 = RMSNorm(x)
+ *     out = mid + FFN(n2),                                 n2 = RMSNorm(mid)
+ * Forward of block l over ctx->B sequences of ctx->T rows (n = B*T):
+ * x, mid, out [n,D]; mid may be x (then updated in place), out is neither.
+ * a receives ln1 = n1, ln2 = n2 (one buffer may serve both when nothing
+ * reads n1 later), rstd1, rstd2, q and attn_out.
+ * kv NULL (training): every sequence starts at position 0 (m's RoPE tables
+ * and attention scratch); the keys, values and lse go to a->k, a->v, a->lse
+ * for moe_block_backward.
+ * kv (decoding, B = 1): the rows are positions kv->len.. of one sequence;
+ * their keys and values are written into layer l's cache at those rows
+ * (a->k, a->v, a->lse unused) and each row attends to the cache up to its
+ * own position. The caller advances kv->len after the last block.
+ * ctx: the FFN slot's context (ctx->residual is set to mid). */
+struct moe_kv_cache;
+int moe_block_forward(moe_model *m, int l, const float *x, float *mid, float *out, const block_acts *a,
+                      struct moe_kv_cache *kv, moe_ffn_ctx *ctx, moe_err *err);
+/* Backward of training's last forward of block l (x = m->res[l], mid =
+ * m->res_mid[l], a = m->acts[l]): m->dres holds dObjective/d res[l+1] on
+ * entry and dObjective/d res[l] on return; parameter gradients are added
+ * into m->grads. */
+int moe_block_backward(moe_model *m, int l, moe_ffn_ctx *ctx, moe_err *err);
+
 /* Logits of the last forward: [B*T, V], when m->keep_logits was set for
  * it (else NULL or stale: no forward forms them otherwise). */
 static inline const float *moe_model_logits(const moe_model *m) { return m->logits; }

@@ -22,7 +22,11 @@
  * summed in fp32, as bf16 dot products with fp32 accumulation compute it;
  * the probabilities, dout and the score gradients stay fp32, so the
  * rounding is of the three inputs only (what tools/ref_model.py mirrors).
- * This runs on fp32 units on every CPU. */
+ * This runs on fp32 units on every CPU.
+ *
+ * Decoding's attention of a few new rows against a KV cache
+ * (k_attention_cached) keeps each row's probabilities whole instead: one
+ * library product for the scores and one for the output, per head. */
 #include "moe/kernels.h"
 
 #include <math.h>
@@ -199,4 +203,30 @@ void k_attention_backward(k_precision prec, float *dq, float *dk, float *dv, flo
                               qw, kw, scale, bf, ws);
             }
         }
+}
+
+/* ---- against a KV cache (decoding) ----------------------------------------- */
+
+void k_attention_cached(float *out, float *scores, const float *q, const float *K, const float *V,
+                        size_t n, size_t p0, size_t H, size_t KV, size_t hd) {
+    size_t qw = H * hd, kw = KV * hd, group = H / KV, S = p0 + n;
+    float scale = 1.0f / sqrtf((float)hd);
+    #pragma omp parallel for schedule(static)
+    for (size_t h = 0; h < H; h++) {
+        float *P = scores + h * n * S;  /* [n, S] */
+        const float *Kh = K + (h / group) * hd, *Vh = V + (h / group) * hd;
+        k_sgemm(0, 1, n, S, hd, scale, q + h * hd, qw, Kh, kw, 0.0f, P, S);
+        for (size_t i = 0; i < n; i++) {
+            float *row = P + i * S;
+            size_t last = p0 + i;  /* causal: keys 0..last */
+            float mx = row[0];
+            for (size_t j = 1; j <= last; j++) mx = row[j] > mx ? row[j] : mx;
+            float sum = 0.0f;
+            for (size_t j = 0; j <= last; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
+            float inv = 1.0f / sum;
+            for (size_t j = 0; j <= last; j++) row[j] *= inv;
+            for (size_t j = last + 1; j < S; j++) row[j] = 0.0f;
+        }
+        k_sgemm(0, 0, n, hd, S, 1.0f, P, S, Vh, kw, 0.0f, out + h * hd, qw);
+    }
 }

@@ -1,7 +1,8 @@
 /* decode.c — incremental decoding with a KV cache: a pass runs n new tokens
- * through every block using the model's parameters directly, attending to
- * the cached keys / values of the earlier tokens, and appends its own. The
- * same pass is the prefill (n = prompt length) and a decode step (n = 1).
+ * through every block (moe_block_forward, the forward training runs, given
+ * the cache), attending to the cached keys / values of the earlier tokens,
+ * and appends its own. The same pass is the prefill (n = prompt length) and
+ * a decode step (n = 1).
  * Also the sampler and a UTF-8 helper for streaming output. */
 #include "moe/decode.h"
 
@@ -57,7 +58,7 @@ int moe_kv_cache_create(const moe_model *m, moe_kv_cache **out, moe_err *err) {
 void moe_kv_cache_free(moe_kv_cache *c) {
     if (!c) return;
     void *bufs[] = {c->k, c->v, c->rope_cos, c->rope_sin, c->active_pairs, c->routed_tokens,
-                    c->n_experts, c->x, c->ln, c->q, c->att, c->ffn_out, c->rstd, c->scores,
+                    c->n_experts, c->x, c->y, c->ln, c->q, c->att, c->rstd, c->scores,
                     c->tokens};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c);
@@ -76,60 +77,23 @@ void moe_kv_cache_reset_stats(moe_kv_cache *c) {
  * never allocate. */
 static int reserve(moe_kv_cache *c, size_t n, size_t D, moe_err *err) {
     if (n <= c->cap_rows) return 0;
-    free(c->x); free(c->ln); free(c->q); free(c->att); free(c->ffn_out); free(c->rstd);
+    free(c->x); free(c->y); free(c->ln); free(c->q); free(c->att); free(c->rstd);
     free(c->scores); free(c->tokens);
     c->x = moe_malloc(n * D * sizeof(float), err);
     c->ln = moe_malloc(n * D * sizeof(float), err);
     c->q = moe_malloc(n * D * sizeof(float), err);
     c->att = moe_malloc(n * D * sizeof(float), err);
-    c->ffn_out = moe_malloc(n * D * sizeof(float), err);
+    c->y = moe_malloc(n * D * sizeof(float), err);
     c->rstd = moe_malloc(n * sizeof(float), err);
     c->scores = moe_malloc(c->H * n * c->max_len * sizeof(float), err);
     c->tokens = moe_malloc(n * sizeof(int), err);
-    if (!c->x || !c->ln || !c->q || !c->att || !c->ffn_out || !c->rstd || !c->scores || !c->tokens) {
+    if (!c->x || !c->ln || !c->q || !c->att || !c->y || !c->rstd || !c->scores || !c->tokens) {
         c->cap_rows = 0;
         return moe_err_prefix(err, "decode buffers for %zu rows", n);
     }
     c->cap_rows = n;
     c->cap_scores = n * c->max_len;
     return 0;
-}
-
-/* ---- attention against the cache -------------------------------------- */
-
-/* out[n, H*hd] for the queries q[n, H*hd] at positions p0..p0+n-1 against
- * keys / values K, V[p0+n, kvd] (rows 0..p0+n-1 of one layer's cache).
- * Query i sees keys 0..p0+i. Head h reads KV head h / (H/KV). */
-static void attention_cached(float *out, float *scores, const float *q, const float *K,
-                             const float *V, size_t n, size_t p0, size_t H, size_t KV,
-                             size_t hd) {
-    size_t qw = H * hd, kw = KV * hd, group = H / KV, S = p0 + n;
-    float scale = 1.0f / sqrtf((float)hd);
-    #pragma omp parallel for schedule(static)
-    for (size_t h = 0; h < H; h++) {
-        float *P = scores + h * n * S;  /* [n, S] */
-        const float *Kh = K + (h / group) * hd, *Vh = V + (h / group) * hd;
-        k_sgemm(0, 1, n, S, hd, scale, q + h * hd, qw, Kh, kw, 0.0f, P, S);
-        for (size_t i = 0; i < n; i++) {
-            float *row = P + i * S;
-            size_t last = p0 + i;  /* causal: keys 0..last */
-            float mx = row[0];
-            for (size_t j = 1; j <= last; j++) mx = row[j] > mx ? row[j] : mx;
-            float sum = 0.0f;
-            for (size_t j = 0; j <= last; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
-            float inv = 1.0f / sum;
-            for (size_t j = 0; j <= last; j++) row[j] *= inv;
-            for (size_t j = last + 1; j < S; j++) row[j] = 0.0f;
-        }
-        k_sgemm(0, 0, n, hd, S, 1.0f, P, S, Vh, kw, 0.0f, out + h * hd, qw);
-    }
-}
-
-/* q[nq], k[nk], v[nk] rounded to bf16 in place (precision bf16: what
- * k_attention_forward's products read; the cache keeps the rounded rows). */
-static void round_bf16(float *q, float *k, float *v, size_t nq, size_t nk) {
-    for (size_t i = 0; i < nq; i++) q[i] = k_round_bf16(q[i]);
-    for (size_t i = 0; i < nk; i++) { k[i] = k_round_bf16(k[i]); v[i] = k_round_bf16(v[i]); }
 }
 
 /* ---- one pass ------------------------------------------------------------ */
@@ -157,7 +121,7 @@ static int decode_pass(moe_model *m, moe_kv_cache *c, const int *ids, size_t n,
                        float *logits_out, int all_rows, moe_err *err) {
     const moe_config *cfg = &m->cfg;
     size_t D = (size_t)cfg->hidden, V = (size_t)cfg->vocab_size;
-    size_t H = c->H, KV = c->KV, hd = c->hd, kvd = c->kvd, p0 = c->len;
+    size_t p0 = c->len;
     float eps = (float)cfg->norm_eps;
     if (n == 0) return moe_errf(err, "decode: no tokens to run");
     if (p0 + n > c->max_len)
@@ -172,36 +136,25 @@ static int decode_pass(moe_model *m, moe_kv_cache *c, const int *ids, size_t n,
     moe_ffn_ctx ctx = {.tokens = c->tokens, .B = 1, .T = n, .step = m->step, .training = 0,
                        .loss_scale = 1.0f, .rs = &m->rs, .drop_top_expert = m->drop_top_expert,
                        .kc = m->kc};
-    const float *cos_t = c->rope_cos + p0 * (hd / 2), *sin_t = c->rope_sin + p0 * (hd / 2);
 
-    /* x[n,D] = embed[ids] */
+    /* x[n,D] = embed[ids]; each block reads the residual stream from x and
+     * leaves it in y (attention updates x in place), then they swap */
+    float *x = c->x, *y = c->y;
     for (size_t i = 0; i < n; i++)
-        memcpy(c->x + i * D, m->embed + (size_t)ids[i] * D, D * sizeof(float));
+        memcpy(x + i * D, m->embed + (size_t)ids[i] * D, D * sizeof(float));
+    block_acts a = {.ln1 = c->ln, .rstd1 = c->rstd, .q = c->q, .attn_out = c->att,
+                    .ln2 = c->ln, .rstd2 = c->rstd};
     for (size_t l = 0; l < c->n_layers; l++) {
-        moe_block *b = &m->blocks[l];
-        float *K = c->k + l * c->max_len * kvd, *Vc = c->v + l * c->max_len * kvd;
-        float *Kn = K + p0 * kvd, *Vn = Vc + p0 * kvd;  /* this pass's rows [n, kvd] */
-        k_rmsnorm_forward(c->ln, c->rstd, c->x, b->attn_norm, n, D, eps);
-        k_matmul_forward(m->kc, c->q, c->ln, b->wq, n, D, H * hd, 0.0f);
-        k_matmul_forward(m->kc, Kn, c->ln, b->wk, n, D, kvd, 0.0f);
-        k_matmul_forward(m->kc, Vn, c->ln, b->wv, n, D, kvd, 0.0f);
-        k_rope(c->q, cos_t, sin_t, 1, n, H, hd, 0);   /* positions p0.. via the offset tables */
-        k_rope(Kn, cos_t, sin_t, 1, n, KV, hd, 0);
-        if (k_ctx_precision(m->kc) == K_BF16)  /* attention's products read them rounded, as the forward's */
-            round_bf16(c->q, Kn, Vn, n * H * hd, n * kvd);
-        attention_cached(c->att, c->scores, c->q, K, Vc, n, p0, H, KV, hd);
-        k_matmul_forward(m->kc, c->x, c->att, b->wo, n, H * hd, D, 1.0f);   /* x += att Wo^T */
-        k_rmsnorm_forward(c->ln, c->rstd, c->x, b->ffn_norm, n, D, eps);
-        ctx.residual = c->x;
-        if (b->ffn->ops->forward(b->ffn, c->ffn_out, c->ln, n, &ctx, err))
-            return moe_err_prefix(err, "layer %zu ffn", l);
-        k_add(c->x, c->ffn_out, n * D);
-        count_routing(c, l, b->ffn, n);
+        if (moe_block_forward(m, (int)l, x, x, y, &a, c, &ctx, err)) return -1;
+        count_routing(c, l, m->blocks[l].ffn, n);
+        float *t = x;
+        x = y;
+        y = t;
     }
     c->len = p0 + n;
     if (!logits_out) return 0;
     size_t first = all_rows ? 0 : n - 1, rows = n - first;
-    k_rmsnorm_forward(c->ln, c->rstd, c->x + first * D, m->final_norm, rows, D, eps);
+    k_rmsnorm_forward(c->ln, c->rstd, x + first * D, m->final_norm, rows, D, eps);
     k_matmul_forward(m->kc, logits_out, c->ln, m->lm_head, rows, D, V, 0.0f);
     return 0;
 }

@@ -1,8 +1,8 @@
-/* model.c — the transformer: parameter layout, init, activation buffers,
- * forward and backward (METHOD §1). Each block is
- *     res_mid = res + Wo·Attn(RoPE(Wq·n1), RoPE(Wk·n1), Wv·n1),  n1 = RMSNorm(res)
- *     res'    = res_mid + FFN(RMSNorm(res_mid))
- * and the FFN is whatever the block's moe_ffn slot holds. */
+/* model.c — the transformer: parameter layout and counts, init, activation
+ * buffers, and training's forward and backward (METHOD §1): the embedding,
+ * the blocks of block.c in turn (block l reads res[l], leaves res_mid[l]
+ * after attention and res[l+1] after its FFN slot), the final norm and the
+ * LM head fused with its loss. */
 #include "moe/model.h"
 
 #include <math.h>
@@ -386,7 +386,6 @@ static int forward(moe_model *m, const int *inputs, const int *targets, size_t B
         return moe_errf(err, "sequence of %zu tokens exceeds max_seq_len %d", T, c->max_seq_len);
     if (ensure_acts(m, B, T, err)) return -1;
     size_t N = B * T, D = (size_t)c->hidden;
-    size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = D / H, kvd = KV * hd;
     for (size_t i = 0; i < N; i++) {
         if (inputs[i] < 0 || inputs[i] >= c->vocab_size)
             return moe_errf(err, "token id %d at position %zu is outside the vocabulary [0, %d)",
@@ -409,29 +408,9 @@ static int forward(moe_model *m, const int *inputs, const int *targets, size_t B
 
     double aux = 0.0;
     for (int l = 0; l < c->n_layers; l++) {
-        moe_block *b = &m->blocks[l];
-        block_acts *a = &m->acts[l];
-        k_rmsnorm_forward(a->ln1, a->rstd1, m->res[l], b->attn_norm, N, D, (float)c->norm_eps);
-        moe_prof_mark(m->prof, PROF_NORMS);
-        k_matmul_forward(m->kc, a->q, a->ln1, b->wq, N, D, D, 0.0f);
-        k_matmul_forward(m->kc, a->k, a->ln1, b->wk, N, D, kvd, 0.0f);
-        k_matmul_forward(m->kc, a->v, a->ln1, b->wv, N, D, kvd, 0.0f);
-        k_rope(a->q, m->rope_cos, m->rope_sin, B, T, H, hd, 0);
-        k_rope(a->k, m->rope_cos, m->rope_sin, B, T, KV, hd, 0);
-        k_attention_forward(k_ctx_precision(m->kc), a->attn_out, a->lse, m->dscratch, a->q, a->k, a->v,
-                            B, T, H, KV, hd);
-        memcpy(m->res_mid[l], m->res[l], N * D * sizeof(float));
-        k_matmul_forward(m->kc, m->res_mid[l], a->attn_out, b->wo, N, D, D, 1.0f);
-        moe_prof_mark(m->prof, PROF_ATTENTION);
-        k_rmsnorm_forward(a->ln2, a->rstd2, m->res_mid[l], b->ffn_norm, N, D, (float)c->norm_eps);
-        moe_prof_mark(m->prof, PROF_NORMS);
-        /* res[l+1] = res_mid + FFN(ln2) */
-        ctx.residual = m->res_mid[l];
-        if (b->ffn->ops->forward(b->ffn, m->res[l + 1], a->ln2, N, &ctx, err))
-            return moe_err_prefix(err, "layer %d ffn", l);
-        k_add(m->res[l + 1], m->res_mid[l], N * D);
-        moe_prof_mark(m->prof, b->ffn->ops->routing ? PROF_EXPERTS : PROF_FFN);
-        aux += b->ffn->aux_loss;
+        if (moe_block_forward(m, l, m->res[l], m->res_mid[l], m->res[l + 1], &m->acts[l], NULL, &ctx, err))
+            return -1;
+        aux += m->blocks[l].ffn->aux_loss;
     }
     k_rmsnorm_forward(m->lnf, m->rstdf, m->res[c->n_layers], m->final_norm, N, D, (float)c->norm_eps);
     moe_prof_mark(m->prof, PROF_NORMS);
@@ -465,8 +444,7 @@ int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
  * its d_lm_head. */
 static int backward(moe_model *m, float loss_scale, moe_err *err) {
     const moe_config *c = &m->cfg;
-    size_t B = m->B, T = m->T, N = B * T, D = (size_t)c->hidden;
-    size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = D / H, kvd = KV * hd;
+    size_t N = m->B * m->T, D = (size_t)c->hidden;
     moe_ffn_ctx ctx = ffn_ctx(m, loss_scale);
 
     /* the final norm (the LM head's gradients came with the forward) */
@@ -475,33 +453,8 @@ static int backward(moe_model *m, float loss_scale, moe_err *err) {
                        m->rstdf, N, D, 0);
     moe_prof_mark(m->prof, PROF_NORMS);
 
-    for (int l = c->n_layers - 1; l >= 0; l--) {
-        moe_block *b = &m->blocks[l];
-        block_acts *a = &m->acts[l];
-        /* res[l+1] = res_mid + FFN(RMSNorm(res_mid)): dres flows to both */
-        ctx.residual = m->res_mid[l];
-        ctx.dresidual = m->dres;
-        if (b->ffn->ops->backward(b->ffn, m->dln, m->dres, a->ln2, N, &ctx, err))
-            return moe_err_prefix(err, "layer %d ffn backward", l);
-        moe_prof_mark(m->prof, b->ffn->ops->routing ? PROF_EXPERTS : PROF_FFN);
-        k_rmsnorm_backward(m->dres, b->d_ffn_norm, m->dln, m->res_mid[l], b->ffn_norm,
-                           a->rstd2, N, D, 1);
-        /* res_mid = res + attn_out Wo^T */
-        moe_prof_mark(m->prof, PROF_NORMS);
-        k_matmul_backward(m->kc, m->dattn, b->d_wo, m->dres, a->attn_out, b->wo, N, D, D, 0);
-        k_attention_backward(k_ctx_precision(m->kc), m->dq, m->dk, m->dv, m->dscratch, m->dattn,
-                             a->attn_out, a->lse, a->q, a->k,
-                             a->v, B, T, H, KV, hd);
-        k_rope(m->dq, m->rope_cos, m->rope_sin, B, T, H, hd, 1);
-        k_rope(m->dk, m->rope_cos, m->rope_sin, B, T, KV, hd, 1);
-        k_matmul_backward(m->kc, m->dln, b->d_wq, m->dq, a->ln1, b->wq, N, D, D, 0);
-        k_matmul_backward(m->kc, m->dln, b->d_wk, m->dk, a->ln1, b->wk, N, D, kvd, 1);
-        k_matmul_backward(m->kc, m->dln, b->d_wv, m->dv, a->ln1, b->wv, N, D, kvd, 1);
-        moe_prof_mark(m->prof, PROF_ATTENTION);
-        k_rmsnorm_backward(m->dres, b->d_attn_norm, m->dln, m->res[l], b->attn_norm,
-                           a->rstd1, N, D, 1);
-        moe_prof_mark(m->prof, PROF_NORMS);
-    }
+    for (int l = c->n_layers - 1; l >= 0; l--)
+        if (moe_block_backward(m, l, &ctx, err)) return -1;
     /* embedding rows: 16 columns (a cache line) per task, tokens added in
      * order, so the bits do not depend on the thread count */
     size_t blocks = (D + 15) / 16;
