@@ -77,7 +77,9 @@ typedef struct moe_model {
 size_t moe_model_memory_estimate(const moe_config *c, size_t n_params, size_t B, size_t T);
 
 /* Parameter counts of a config, from its tensor table (nothing allocated:
- * works for models far larger than memory). `active`: the parameters one
+ * works for models far larger than memory): the one parameter counter,
+ * which `moe config --params`, training's memory check and the importers'
+ * size checks all read. `active`: the parameters one
  * token uses, with each routed expert tensor counted at the layer's k/E
  * (top_k/n_experts; granularity cancels; TopP, ReLU and expert choice use
  * their target k; Lory counts one merged expert; a learned-hash table one
@@ -89,8 +91,11 @@ typedef struct moe_param_count {
     size_t experts_active; /* of them, what one token uses (routed at k/E) */
     size_t router;         /* routers and shared gates, in full (a learned-hash
                               table too, though active counts one row of it) */
+    size_t held;           /* what one process holding part of `parts` of the
+                              routed experts allocates (moe_model_create_part:
+                              its n_params); total when parts is 1 */
 } moe_param_count;
-int moe_model_count_params(const moe_config *cfg, moe_param_count *out, moe_err *err);
+int moe_model_count_params(const moe_config *cfg, int parts, moe_param_count *out, moe_err *err);
 
 /* Builds a model from a finalized config; parameters zero (call init or load).
  * Its matrix products run in cfg->precision ("auto" resolved here, once;
@@ -103,9 +108,6 @@ int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err);
  * expert run it, so such a model runs only inside its expert-parallel
  * group; init and load fill the rows it holds. */
 int moe_model_create_part(const moe_config *cfg, int part, int parts, moe_model **out, moe_err *err);
-/* Floats a process holding 1/parts of the routed experts allocates for the
- * parameters (and again for the gradients). */
-int moe_model_count_held(const moe_config *cfg, int parts, size_t *out, moe_err *err);
 void moe_model_free(moe_model *m);
 /* "fp32" or "bf16": the precision the model's products run in. */
 const char *moe_model_precision(const moe_model *m);

@@ -53,7 +53,7 @@ int cmd_config(int argc, char **argv) {
         rc = moe_config_finalize(&c, &err) || moe_config_to_json(&c, &out);
     } else {  /* --check, --params: the config is valid, and its size */
         moe_param_count pc;
-        if (moe_config_load(check, &c, &err) || moe_model_count_params(&c, &pc, &err)) {
+        if (moe_config_load(check, &c, &err) || moe_model_count_params(&c, 1, &pc, &err)) {
             fprintf(stderr, "moe config: %s\n", err.msg);
             return 1;
         }

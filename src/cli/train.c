@@ -418,9 +418,8 @@ int cmd_train(int argc, char **argv) {
     /* across ranks with expert parallel, each rank holds its part of the
      * experts: part rank % EP of EP (its position in its group) */
     int parts = many ? cfg.expert_parallel : 1, part = world->rank % parts;
-    size_t held, pc_total;
-    if (moe_model_count_held(&cfg, 1, &pc_total, &err) || moe_model_count_held(&cfg, parts, &held, &err) ||
-        check_memory(&cfg, held, &err))
+    moe_param_count pc;
+    if (moe_model_count_params(&cfg, parts, &pc, &err) || check_memory(&cfg, pc.held, &err))
         goto fail;
     omp_set_num_threads(cfg.threads > 0 ? cfg.threads : omp_get_num_procs());
     if (config) {
@@ -536,16 +535,16 @@ int cmd_train(int argc, char **argv) {
         else
             fprintf(stderr, "moe train: experts in contiguous blocks per rank (rebalance_experts 0)\n");
     }
-    if (rank0 && model->n_params < pc_total)
+    if (rank0 && model->n_params < pc.total)
         fprintf(stderr, "moe train: %zu parameters, %zu held by each rank (the routed experts divided "
-                "among %d)\n", pc_total, model->n_params, parts);
+                "among %d)\n", pc.total, model->n_params, parts);
     if (rank0 && !strcmp(model->cfg.precision, moe_model_precision(model)))  /* else the note said why */
         fprintf(stderr, "moe train: precision %s (%s)\n", moe_model_precision(model), prec_why);
     if (resume && rank0)  /* setup went through: say what the changed options do */
         train_resume_changes(&run_cfg, &cfg, first, tr.loader.position, 1, &err);
     if (rank0)
         fprintf(stderr, "moe train: %zu parameters, %d steps of %d x %d x %d tokens, %d threads, "
-                "%s, out %s\n", pc_total, cfg.steps, cfg.batch_size, cfg.seq_len,
+                "%s, out %s\n", pc.total, cfg.steps, cfg.batch_size, cfg.seq_len,
                 cfg.grad_accum, omp_get_max_threads(), moe_model_precision(model), tr.out_dir);
     int bad_in_row = 0;
     long rolled_back_to = -1;

@@ -493,9 +493,11 @@ static int gguf_config(const gfile *g, moe_config *c, moe_err *err) {
     double held = 0;
     for (size_t i = 0; i < g->n_t; i++) held += (double)gtensor_size(&g->t[i]);
     if (emb && !gtensor_find(g, "output.weight")) held += (double)gtensor_size(emb);   /* a tied head: copied */
-    if (!rc && ix_param_count(c) > held)
-        rc = moe_errf(err, "%s: the metadata describes %.0f parameters but the tensors hold %.0f values",
-                      g->path, ix_param_count(c), held);
+    if (!rc) {
+        char what[4200];
+        snprintf(what, sizeof what, "%s: the metadata", g->path);
+        rc = ix_check_held(c, held, what, "the tensors", err);
+    }
     return rc;
 }
 

@@ -433,9 +433,11 @@ int moe_import_hf(const char *dir, moe_model **out, moe_tokenizer **tok, char *w
     double held = 0;
     for (size_t k = 0; k < s.n && !rc; k++)
         for (size_t i = 0; i < s.files[k].count; i++) held += (double)st_count(&s.files[k].tensors[i]);
-    if (!rc && ix_param_count(&c) > held + (double)c.vocab_size * c.hidden)  /* + a tied head */
-        rc = moe_errf(err, "%s/config.json describes %.0f parameters but the safetensors hold %.0f values",
-                      dir, ix_param_count(&c), held);
+    if (!rc) {
+        char what[4200];
+        snprintf(what, sizeof what, "%s/config.json", dir);
+        rc = ix_check_held(&c, held + (double)c.vocab_size * c.hidden, what, "the safetensors", err);  /* + a tied head */
+    }
     if (!rc) rc = moe_model_create(&c, &m, err) || ix_plan_make(&c, IX_HF, &p, err) ||
                   ix_maps_make(m, &p, &maps, &n, err) ? -1 : 0;
     if (!rc && strcmp(p.arch, arch))

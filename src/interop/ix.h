@@ -29,10 +29,12 @@ int ix_plan_make(const moe_config *c, ix_format format, ix_plan *p, moe_err *err
 /* After an import has set the shape keys: training keys that must fit
  * them (seq_len <= max_seq_len) are brought within range. */
 void ix_config_fit(moe_config *c);
-/* Parameters a finalized config implies (before building the model: an
- * import checks the file holds that many values, so that a corrupt header
- * cannot ask for a huge allocation). */
-double ix_param_count(const moe_config *c);
+/* 0 when a file holding `held` values (a tied head counted) holds as many
+ * as the finalized config c has parameters (moe_model_count_params), else
+ * -1 with "WHAT describes N parameters but WHERE hold M values". An import
+ * checks this before it builds the model, so that a corrupt header cannot
+ * ask for a huge allocation. */
+int ix_check_held(const moe_config *c, double held, const char *what, const char *where, moe_err *err);
 
 /* How a foreign tensor is made from a moe tensor (and back). */
 typedef enum {

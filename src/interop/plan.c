@@ -100,16 +100,18 @@ void ix_config_fit(moe_config *c) {
     if (c->seq_len > c->max_seq_len) c->seq_len = c->max_seq_len;
 }
 
-double ix_param_count(const moe_config *c) {
-    double D = c->hidden, V = c->vocab_size, hd = (double)c->hidden / c->n_heads;
-    double q = c->n_heads * hd, kv = c->n_kv_heads * hd, F = c->ffn_dim, G = c->granularity;
-    double attn = 2 * D + 2 * D * q + 2 * D * kv, dense = 3 * D * F;
-    double moe = c->n_experts * G * D + (c->n_experts * G + c->n_shared_experts) * 3 * D * (F / G);
-    /* layer l is MoE iff l >= dense_first_layers and (l + 1) % moe_every
-     * == 0 (src/model/ffn.c), counted in closed form */
-    int k = c->moe_every, first = c->dense_first_layers < c->n_layers ? c->dense_first_layers : c->n_layers;
-    double L = c->n_layers, n_moe = strcmp(c->ffn, "dense") ? (double)(c->n_layers / k - first / k) : 0.0;
-    return 2 * V * D + D + L * attn + n_moe * moe + (L - n_moe) * dense;
+int ix_check_held(const moe_config *c, double held, const char *what, const char *where, moe_err *err) {
+    /* counting builds the model's shell, which keeps a few words per expert
+     * and layer: first those must be within what the file holds */
+    double experts = (double)c->n_layers * ((double)c->n_experts * c->granularity + c->n_shared_experts);
+    if (experts > held)
+        return moe_errf(err, "%s describes %.0f experts in all, more than the %.0f values %s hold",
+                        what, experts, held, where);
+    moe_param_count pc;
+    if (moe_model_count_params(c, 1, &pc, err)) return moe_err_prefix(err, "%s", what);
+    if ((double)pc.total > held)
+        return moe_errf(err, "%s describes %zu parameters but %s hold %.0f values", what, pc.total, where, held);
+    return 0;
 }
 
 /* ---- the maps ------------------------------------------------------------ */

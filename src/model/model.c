@@ -60,6 +60,17 @@ static moe_model *model_shell(const moe_config *cfg, int part, int parts, moe_er
         if (moe_ffn_create(&m->cfg, l, &m->blocks[l].ffn, err)) goto fail;
     model_layout(m);                       /* pass 1: count */
     if (m->layout.failed) { moe_errf(err, "out of memory building the tensor table"); goto fail; }
+    double whole = 0.0;  /* the sizes again in floating point: one beyond size_t is refused, not wrapped */
+    for (size_t i = 0; i < m->layout.count; i++) {
+        const moe_tensor *t = &m->layout.tensors[i];
+        double n = 1.0;
+        for (int d = 0; d < t->ndim; d++) n *= (double)t->shape[d];
+        whole += n;
+    }
+    if (whole > 0x1p60) {
+        moe_errf(err, "config: %.3g parameters, more than a process can address", whole);
+        goto fail;
+    }
     for (size_t i = 0; i < m->layout.count; i++) {
         const moe_tensor *t = &m->layout.tensors[i];
         if (t->split && t->shape[0] % parts) {
@@ -97,18 +108,12 @@ fail:
     return -1;
 }
 
-int moe_model_count_held(const moe_config *cfg, int parts, size_t *out, moe_err *err) {
+int moe_model_count_params(const moe_config *cfg, int parts, moe_param_count *out, moe_err *err) {
+    if (parts < 1) return moe_errf(err, "parameter count: %d parts, expected at least 1", parts);
     moe_model *m = model_shell(cfg, 0, parts, err);  /* pass 1 only: counts, no memory */
     if (!m) return -1;
-    *out = m->n_params;
-    moe_model_free(m);
-    return 0;
-}
-
-int moe_model_count_params(const moe_config *cfg, moe_param_count *out, moe_err *err) {
-    moe_model *m = model_shell(cfg, 0, 1, err);  /* pass 1 only: counts, no memory */
-    if (!m) return -1;
     memset(out, 0, sizeof *out);
+    out->held = m->n_params;
     /* the active share of a routed expert tensor: k of E */
     double share = (double)cfg->top_k / (double)cfg->n_experts, active = 0.0, experts_active = 0.0;
     if (share > 1.0) share = 1.0;  /* zero-computation experts beside: at most every FFN expert */
@@ -116,25 +121,26 @@ int moe_model_count_params(const moe_config *cfg, moe_param_count *out, moe_err 
     if (kind && kind->active_share) share = kind->active_share(cfg);
     for (size_t i = 0; i < m->layout.count; i++) {
         const moe_tensor *t = &m->layout.tensors[i];
-        out->total += t->size;
+        size_t n = t->full;  /* the whole tensor, whichever part one process holds */
+        out->total += n;
         if (!strcmp(t->name, "model.embed_tokens.weight") || !strcmp(t->name, "lm_head.weight"))
-            out->embedding += t->size;
+            out->embedding += n;
         if (strstr(t->name, ".experts.") && !strstr(t->name, ".shared_experts.")) {
-            out->experts += t->size;
-            experts_active += share * (double)t->size;
-            active += share * (double)t->size;
+            out->experts += n;
+            experts_active += share * (double)n;
+            active += share * (double)n;
         } else if (strstr(t->name, ".shared_experts.")) {
-            out->experts += t->size;
-            experts_active += (double)t->size;
-            active += (double)t->size;
+            out->experts += n;
+            experts_active += (double)n;
+            active += (double)n;
         } else if (strstr(t->name, ".router.token_weight")) {
-            out->router += t->size;
-            active += (double)t->size / (double)cfg->vocab_size;
+            out->router += n;
+            active += (double)n / (double)cfg->vocab_size;
         } else if (strstr(t->name, ".router.") || strstr(t->name, ".shared_gate.")) {
-            out->router += t->size;
-            active += (double)t->size;
+            out->router += n;
+            active += (double)n;
         } else {
-            active += (double)t->size;
+            active += (double)n;
         }
     }
     out->active = (size_t)(active + 0.5);

@@ -173,9 +173,11 @@ static void test_divided_model(void) {
             CHECK(memcmp(b->params + t->offset, whole->params + w->offset + first, t->size * 4) == 0,
                   "part %d: load of %s reads the whole model's rows", p, t->name);
         }
-        size_t counted;
-        CHECK(moe_model_count_held(&c, P, &counted, &err) == 0 && counted == held && held == a->n_params,
-              "part %d holds %zu, counted %zu", p, held, counted);
+        moe_param_count pc;
+        CHECK(moe_model_count_params(&c, P, &pc, &err) == 0 && pc.held == held && held == a->n_params,
+              "part %d holds %zu, counted %zu", p, held, pc.held);
+        CHECK(pc.total == whole->n_params, "the whole count %zu, the whole model %zu", pc.total,
+              whole->n_params);
         divided_part[p] = a;
         moe_model_free(b);
     }

@@ -723,9 +723,9 @@ static void test_fd_zero_computation(void) {
     moe_param_count a, b;
     base_config(&c, "moe", "topk");
     c.vocab_size = 32; c.n_layers = 2; c.top_k = 2;
-    CHECK(moe_config_finalize(&c, &err) == 0 && moe_model_count_params(&c, &a, &err) == 0, "%s", err.msg);
+    CHECK(moe_config_finalize(&c, &err) == 0 && moe_model_count_params(&c, 1, &a, &err) == 0, "%s", err.msg);
     c.n_zero_experts = 2; c.n_copy_experts = 1;
-    CHECK(moe_config_finalize(&c, &err) == 0 && moe_model_count_params(&c, &b, &err) == 0, "%s", err.msg);
+    CHECK(moe_config_finalize(&c, &err) == 0 && moe_model_count_params(&c, 1, &b, &err) == 0, "%s", err.msg);
     CHECK(a.experts_active == b.experts_active && b.router == a.router + 2 * 3 * (size_t)c.hidden,
           "experts active %zu vs %zu; router %zu vs %zu", a.experts_active, b.experts_active, a.router, b.router);
 }
