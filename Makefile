@@ -9,7 +9,10 @@
 #   make bench      run the benchmarks (never part of the tests)
 
 CC      ?= cc
-OPT     ?= -O3 -march=native
+# -DNDEBUG: the assert()s on internal invariants (kernel shapes, layout ranges,
+# index bounds) are compiled out here and kept in the sanitizer build
+# (ASAN_OPT, test-asan-build) and the fuzzers, which `make test` runs
+OPT     ?= -O3 -march=native -DNDEBUG
 CFLAGS  += $(OPT) -g -std=c11 -Wall -Wextra -D_DEFAULT_SOURCE -fopenmp -Iinclude -Isrc
 LDLIBS  += -ldnnl -lopenblas -lpcre2-8 -lz -lm
 BUILD   ?= build

@@ -6,11 +6,13 @@
 
 #include "fastmath.h"
 
+#include <assert.h>
 #include <math.h>
 #include <string.h>
 
 void k_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
                        size_t N, size_t D, float eps) {
+    assert(D > 0);  /* the mean over a row */
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < N; i++) {
         const float *xi = x + i * D;
@@ -59,6 +61,7 @@ void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
 }
 
 void k_rope_tables(float *cos_t, float *sin_t, size_t T, size_t hd, double theta) {
+    assert(hd % 2 == 0);  /* rotate-half pairs column i with i + hd/2 */
     size_t half = hd / 2;
     for (size_t t = 0; t < T; t++)
         for (size_t i = 0; i < half; i++) {
@@ -71,6 +74,7 @@ void k_rope_tables(float *cos_t, float *sin_t, size_t T, size_t hd, double theta
 
 void k_rope(float *x, const float *cos_t, const float *sin_t, size_t B, size_t T,
             size_t nh, size_t hd, int inverse) {
+    assert(hd % 2 == 0);
     size_t half = hd / 2, width = nh * hd;
     float sgn = inverse ? -1.0f : 1.0f;
     #pragma omp parallel for schedule(static)

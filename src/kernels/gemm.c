@@ -8,9 +8,11 @@
  * src/kernels/ names a BLAS. */
 #include "moe/kernels.h"
 
+#include <assert.h>
 #include <cblas.h>
 #include <dnnl.h>
 #include <omp.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,12 @@
 void k_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
              size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
     if (M == 0 || N == 0) return;
+    /* each row-major operand's rows are at least as long as its columns:
+     * op(A)[M,K] stores rows of K (M when transposed), op(B)[K,N] of N (K),
+     * C[M,N] of N; CBLAS takes them as int */
+    assert(lda >= (ta ? M : K) && ldb >= (tb ? K : N) && ldc >= N);
+    assert(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
+           ldc <= INT_MAX);
     if (M < K_SGEMM_SMALL_M) {
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                     (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);

@@ -8,6 +8,7 @@
 
 #include "fastmath.h"
 
+#include <assert.h>
 #include <math.h>
 #include <string.h>
 
@@ -40,6 +41,7 @@ static void head_row(float *restrict l, size_t V, int t, float dscale, int grad,
         while (a < V && !(l[a] == mx)) a++;
         *argmax = a < V ? (int)a : 0;
     }
+    assert(t < (long)V);  /* the data's ids were checked against the vocabulary */
     float target = t >= 0 ? l[t] : 0.0f;
     if (grad) {
         #pragma omp simd reduction(+:sum)
@@ -81,6 +83,8 @@ static void add_transposed(float *restrict dW, const float *restrict dWt, size_t
 double k_lm_head(k_ctx *kc, const k_head *h) {
     size_t N = h->N, D = h->D, V = h->V, R = k_head_rows(V);
     int grad = h->dx != NULL;
+    assert(N == 0 || (h->x && h->W && h->scratch && h->losses && h->lse));
+    assert(!grad || h->dW);  /* dx and dW come together */
     float *blk = h->scratch, *dWt = h->scratch + R * V;
     double total = 0.0;  /* summed in row order: the same bits at any thread count */
     for (size_t r0 = 0; r0 < N; r0 += R) {

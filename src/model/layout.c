@@ -2,6 +2,7 @@
  * two allocations (see layout.h for the two-pass protocol). */
 #include "moe/layout.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +12,12 @@
 static float *layout_add(moe_layout *L, float **grad, float init_std, int ndim, const int64_t *shape,
                          int split, const char *fmt, va_list ap) {
     int parts = split && L->parts > 1 ? L->parts : 1;
+    assert(ndim >= 1 && ndim <= 3);
     size_t full = 1;
-    for (int i = 0; i < ndim; i++) full *= (size_t)shape[i];
+    for (int i = 0; i < ndim; i++) {
+        assert(shape[i] >= 0);
+        full *= (size_t)shape[i];
+    }
     size_t size = full / (size_t)parts;
     if (!L->params) {  /* counting pass: record the tensor */
         if (L->count == L->cap) {
@@ -38,9 +43,13 @@ static float *layout_add(moe_layout *L, float **grad, float init_std, int ndim, 
         if (grad) *grad = NULL;
         return NULL;
     }
-    /* assigning pass: same order, same offsets */
+    /* assigning pass: same order, same offsets, so inside the allocation the
+     * counting pass sized (its last tensor ends it); a split the parts do
+     * not divide was refused after the counting pass (moe_model_create_part) */
     size_t off = L->total;
     L->total += size;
+    assert(L->count > 0 && L->total <= L->tensors[L->count - 1].offset + L->tensors[L->count - 1].size);
+    assert(shape[0] % parts == 0);
     if (grad) *grad = L->grads ? L->grads + off : NULL;
     return L->params + off;
 }
