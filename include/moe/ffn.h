@@ -134,7 +134,8 @@ typedef struct moe_ffn_kind {
     int merges_experts;     /* experts merged into one FFN per segment (Lory): the
                              * ONNX export writes that graph */
     /* Optional: the share of a routed expert tensor that one token uses
-     * (the active-parameter count); NULL: top_k / n_experts, at most 1. */
+     * (the active-parameter count); NULL: as its router kind says
+     * (moe_ffn_active_share). */
     double (*active_share)(const moe_config *c);
     /* Optional: the kind's own rules on a config (moe_config_finalize);
      * -1 with a message naming the key. */
@@ -149,6 +150,11 @@ const moe_ffn_kind *moe_ffn_kind_at(size_t i);
 /* The router kind of the config's routed layers: cfg->router's when its FFN
  * kind uses_router, else NULL (dense, Lory's own routing, unknown names). */
 const struct moe_router_kind *moe_ffn_router_kind(const moe_config *cfg);
+/* The share of a routed expert tensor that one token uses (the
+ * active-parameter count): the FFN kind's active_share, else its router
+ * kind's, else top_k / n_experts, at most 1 (zero-computation experts
+ * beside the FFN ones: at most every FFN expert). */
+double moe_ffn_active_share(const moe_config *cfg);
 
 /* Creates the FFN of block `layer` as the config says. */
 int moe_ffn_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err);

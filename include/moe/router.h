@@ -115,6 +115,10 @@ typedef struct moe_router_kind {
      * setting one away from its default with another router, or on an FFN
      * kind without router_options, is refused, naming the key. */
     const char *const *own_keys;
+    /* Optional: the share of the routed experts one token uses, on average
+     * (the active-parameter count, moe_ffn_active_share); NULL: top_k /
+     * n_experts, at most 1. */
+    double (*active_share)(const moe_config *c);
     /* Optional: the kind's own rules on a config (moe_config_finalize calls
      * it when the FFN kind routes with the config's router and its options);
      * -1 with a message naming the key. */

@@ -35,6 +35,15 @@ const moe_router_kind *moe_ffn_router_kind(const moe_config *cfg) {
     return kind && kind->uses_router ? moe_router_kind_find(cfg->router) : NULL;
 }
 
+double moe_ffn_active_share(const moe_config *cfg) {
+    const moe_ffn_kind *kind = moe_ffn_kind_find(cfg->ffn);
+    const moe_router_kind *router = moe_ffn_router_kind(cfg);
+    if (kind && kind->active_share) return kind->active_share(cfg);
+    if (router && router->active_share) return router->active_share(cfg);
+    double share = (double)cfg->top_k / (double)cfg->n_experts;
+    return share > 1.0 ? 1.0 : share;
+}
+
 int moe_ffn_create(const moe_config *cfg, int layer, moe_ffn **out, moe_err *err) {
     const moe_ffn_kind *kind = moe_ffn_kind_find(cfg->ffn);
     if (!kind) return moe_errf(err, "config: key 'ffn': unknown feed-forward kind '%s'", cfg->ffn);

@@ -114,11 +114,8 @@ int moe_model_count_params(const moe_config *cfg, int parts, moe_param_count *ou
     if (!m) return -1;
     memset(out, 0, sizeof *out);
     out->held = m->n_params;
-    /* the active share of a routed expert tensor: k of E */
-    double share = (double)cfg->top_k / (double)cfg->n_experts, active = 0.0, experts_active = 0.0;
-    if (share > 1.0) share = 1.0;  /* zero-computation experts beside: at most every FFN expert */
-    const moe_ffn_kind *kind = moe_ffn_kind_find(cfg->ffn);
-    if (kind && kind->active_share) share = kind->active_share(cfg);
+    /* the active share of a routed expert tensor: k of E, or what the kinds say */
+    double share = moe_ffn_active_share(cfg), active = 0.0, experts_active = 0.0;
     for (size_t i = 0; i < m->layout.count; i++) {
         const moe_tensor *t = &m->layout.tensors[i];
         size_t n = t->full;  /* the whole tensor, whichever part one process holds */

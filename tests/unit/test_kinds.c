@@ -72,6 +72,9 @@ static void test_ffn_table(void) {
         if (f) CHECK(!k->routed == !f->ops->routing, "ffn '%s': routing read-out %s", k->name,
                      f->ops->routing ? "present" : "absent");
         moe_ffn_destroy(f);
+        c.top_k = 2;  /* k = 2 of E = 4; Lory computes one merged FFN: 1 of 4 */
+        double share = moe_ffn_active_share(&c);
+        CHECK(share == (k->merges_experts ? 0.25 : 0.5), "ffn '%s': active share %g", k->name, share);
         const moe_router_kind *rk = moe_ffn_router_kind(&c);
         CHECK(k->uses_router ? rk && !strcmp(rk->name, "topk") : rk == NULL, "ffn '%s': router kind %s",
               k->name, rk ? rk->name : "none");
