@@ -245,7 +245,7 @@ static void print_table(const eval_state *s, const eval_opts *o) {
     }
     for (size_t i = 0; i < o->n_data; i++)
         if (s->files[i].drop && s->drop[i].total_nll == s->base[i].total_nll) {
-            if (!strcmp(c->ffn, "dense"))
+            if (!moe_ffn_kind_find(c->ffn)->routed)
                 printf("\n  note: dropping the top expert changed nothing: the model is dense, it has no experts\n");
             else
                 printf("\n  note: dropping the top expert changed nothing: the %s router does not implement it\n",

@@ -71,8 +71,10 @@ int cmd_import(int argc, char **argv) {
              moe_checksums_write(out, &err);
     if (rc) fprintf(stderr, "moe import: %s\n", err.msg);
     else {
+        const moe_ffn_kind *fk = moe_ffn_kind_find(m->cfg.ffn);
+        int routed = fk && fk->routed;
         printf("wrote %s (%zu parameters, ffn %s%s%s)\n", out, m->n_params, m->cfg.ffn,
-               strcmp(m->cfg.ffn, "dense") ? ", router " : "", strcmp(m->cfg.ffn, "dense") ? m->cfg.router : "");
+               routed ? ", router " : "", routed ? m->cfg.router : "");
         if (!tok) fprintf(stderr, "moe import: no tokenizer kept: %s; give --tokenizer\n", why);
     }
     moe_tokenizer_free(tok);

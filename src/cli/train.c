@@ -19,6 +19,7 @@
 #include "moe/analysis.h"
 #include "moe/eval.h"
 #include "moe/comm_mpi.h"
+#include "moe/router.h"
 #include "moe/fileio.h"
 #include "moe/tokenizer.h"
 #include "moe/train.h"
@@ -228,9 +229,11 @@ static void console_routing(const moe_config *c, const moe_step_stats *st, doubl
                             size_t cap) {
     size_t n = 0;
     out[0] = '\0';
-    if (!strcmp(c->ffn, "moe") && !strcmp(c->router, "relu"))
+    const moe_ffn_kind *fk = moe_ffn_kind_find(c->ffn);
+    const moe_router_kind *rk = moe_ffn_router_kind(c);
+    if (rk && rk->sparsity_lambda)
         n += (size_t)snprintf(out, cap, "  sparsity %.3f  λ %.2e", st->sparsity, (double)st->lambda);
-    else if (strcmp(c->ffn, "dense"))
+    else if (fk && fk->routed)
         n += (size_t)snprintf(out, cap, "  aux %.4f", st->aux_loss);
     if (isfinite(calib) && n < cap) snprintf(out + n, cap - n, "  calib %.4f", calib);
 }
