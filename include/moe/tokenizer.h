@@ -116,6 +116,16 @@ void moe_encoder_free(moe_encoder *e);
 int moe_ids_push(moe_ids *v, uint32_t id);
 void moe_ids_free(moe_ids *v);
 
+/* Many texts at once: appends the ids of texts[i][lens[i]] to out[i] for
+ * every i < n, `threads` threads (0: OpenMP's default) each with its own
+ * encoder. progress (may be NULL) hears of the bytes done, from one
+ * thread. On an error: -1, the error of a failing text, and *failed_at (may
+ * be NULL) its index (SIZE_MAX when an encoder could not be made). */
+struct moe_progress;
+int moe_encode_pieces(const moe_tokenizer *t, const char *const *texts, const size_t *lens, size_t n,
+                      unsigned flags, int threads, const struct moe_progress *progress, moe_ids *out,
+                      size_t *failed_at, moe_err *err);
+
 /* Where a text of len bytes may be cut so that the pre-split of the pieces
  * equals the pre-split of the whole: returns a cut position in [lo, len]
  * (len if none is found at or after lo). */

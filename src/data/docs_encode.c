@@ -4,48 +4,27 @@
  * and the tokenizer recorded (what `moe prepare` writes). */
 #include "moe/textdocs.h"
 
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "moe/data.h"
 #include "moe/tokenizer.h"
 
-/* enc[i] = document i's ids and <|endoftext|>, threads at a time; progress
- * hears of the bytes done from thread 0. */
+/* enc[i] = document i's ids and <|endoftext|>, threads at a time. */
 static int encode_all(const moe_docs *docs, const moe_tokenizer *tok, int threads, const moe_progress *progress,
                       moe_ids *enc, moe_err *err) {
-    uint64_t done_bytes = 0;
-    int failed = 0;
-    moe_err first = {{0}};
-    #pragma omp parallel num_threads(threads)
-    {
-        moe_err lerr;
-        moe_encoder *e = moe_encoder_new(tok, &lerr);
-        if (!e) {
-            #pragma omp critical
-            { if (!failed) first = lerr; failed = 1; }
-        }
-        #pragma omp for schedule(dynamic, 16)
-        for (size_t i = 0; i < docs->n; i++) {
-            if (!e || failed) continue;
-            if (moe_encoder_encode(e, docs->docs[i].text, docs->docs[i].len, 0, &enc[i], &lerr) ||
-                moe_ids_push(&enc[i], moe_tokenizer_eot(tok))) {
-                #pragma omp critical
-                {
-                    if (!failed) { first = lerr; moe_err_prefix(&first, "document %zu", i + 1); }
-                    failed = 1;
-                }
-            }
-            uint64_t d;
-            #pragma omp atomic capture
-            d = done_bytes += docs->docs[i].len;
-            if (progress && omp_get_thread_num() == 0) progress->fn(progress->ctx, (size_t)d, (size_t)docs->bytes);
-        }
-        moe_encoder_free(e);
-    }
-    if (failed && err) *err = first;
-    return failed ? -1 : 0;
+    const char **texts = moe_malloc((docs->n ? docs->n : 1) * sizeof *texts, err);
+    size_t *lens = texts ? moe_malloc((docs->n ? docs->n : 1) * sizeof *lens, err) : NULL;
+    if (!lens) { free(texts); return -1; }
+    for (size_t i = 0; i < docs->n; i++) { texts[i] = docs->docs[i].text; lens[i] = docs->docs[i].len; }
+    size_t at;
+    int rc = moe_encode_pieces(tok, texts, lens, docs->n, 0, threads, progress, enc, &at, err);
+    free(texts);
+    free(lens);
+    if (rc) return at < docs->n ? moe_err_prefix(err, "document %zu", at + 1) : -1;
+    for (size_t i = 0; i < docs->n; i++)
+        if (moe_ids_push(&enc[i], moe_tokenizer_eot(tok))) return moe_errf(err, "out of memory");
+    return 0;
 }
 
 /* Joins enc[docs->n] into t (which owns everything it points to); domains

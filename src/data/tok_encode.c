@@ -6,6 +6,8 @@
 #include <omp.h>
 #include <stdlib.h>
 
+#include "moe/data.h"
+
 /* ---------------------------------------------------------------- encoding */
 
 typedef struct cache_slot {
@@ -290,6 +292,43 @@ int moe_encoder_encode(moe_encoder *e, const char *text, size_t len, unsigned fl
     return 0;
 }
 
+int moe_encode_pieces(const moe_tokenizer *t, const char *const *texts, const size_t *lens, size_t n,
+                      unsigned flags, int threads, const moe_progress *progress, moe_ids *out,
+                      size_t *failed_at, moe_err *err) {
+    uint64_t done = 0, total = 0;
+    for (size_t i = 0; i < n; i++) total += lens[i];
+    int failed = 0;
+    size_t at = SIZE_MAX;
+    moe_err first = {{0}};
+    #pragma omp parallel num_threads(threads > 0 ? threads : omp_get_max_threads())
+    {
+        moe_err lerr;
+        moe_encoder *e = moe_encoder_new(t, &lerr);
+        if (!e) {
+            #pragma omp critical
+            { if (!failed) first = lerr; failed = 1; }
+        }
+        #pragma omp for schedule(dynamic, 1)
+        for (size_t i = 0; i < n; i++) {
+            if (!e || failed) continue;
+            if (moe_encoder_encode(e, texts[i], lens[i], flags, &out[i], &lerr)) {
+                #pragma omp critical
+                { if (!failed) { first = lerr; at = i; } failed = 1; }
+            }
+            if (!progress) continue;
+            uint64_t d;
+            #pragma omp atomic capture
+            d = done += lens[i];
+            if (omp_get_thread_num() == 0) progress->fn(progress->ctx, (size_t)d, (size_t)total);
+        }
+        moe_encoder_free(e);
+    }
+    if (!failed) return 0;
+    if (failed_at) *failed_at = at;
+    if (err) *err = first;
+    return -1;
+}
+
 #define PAR_MIN (1u << 20)
 #define PAR_BLOCK (256u << 10)
 
@@ -327,27 +366,14 @@ int moe_tokenizer_encode_ex(const moe_tokenizer *t, const char *text, size_t len
         p = q;
     }
     moe_ids *parts = moe_calloc(nb, sizeof *parts, err);
-    if (!parts) { free(cut); return -1; }
-    int failed = 0;
+    const char **texts = parts ? moe_malloc(nb * sizeof *texts, err) : NULL;
+    size_t *lens = texts ? moe_malloc(nb * sizeof *lens, err) : NULL;
+    if (!lens) { free(texts); free(parts); free(cut); return -1; }
+    for (size_t i = 0; i < nb; i++) { texts[i] = text + cut[i]; lens[i] = cut[i + 1] - cut[i]; }
     moe_err first = {{0}};
-    #pragma omp parallel
-    {
-        moe_err lerr;
-        moe_encoder *e = moe_encoder_new(t, &lerr);
-        if (!e) {
-            #pragma omp critical
-            { if (!failed) first = lerr; failed = 1; }
-        }
-        #pragma omp for schedule(dynamic, 1)
-        for (size_t i = 0; i < nb; i++) {
-            if (!e || failed) continue;
-            if (moe_encoder_encode(e, text + cut[i], cut[i + 1] - cut[i], flags, &parts[i], &lerr)) {
-                #pragma omp critical
-                { if (!failed) first = lerr; failed = 1; }
-            }
-        }
-        moe_encoder_free(e);
-    }
+    int failed = moe_encode_pieces(t, texts, lens, nb, flags, 0, NULL, parts, NULL, &first) != 0;
+    free(texts);
+    free(lens);
     size_t total = 0;
     for (size_t i = 0; i < nb; i++) total += parts[i].n;
     uint32_t *all = failed ? NULL : moe_malloc(total * sizeof *all, &first);

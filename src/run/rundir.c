@@ -237,13 +237,19 @@ static void write_task_entry(moe_buf *b, const moe_eval_task *t) {
     moe_buf_printf(b, "}");
 }
 
+/* The opening of eval.json and analysis.json: format, version, the model
+ * directory and its checkpoint. */
+static void write_header(moe_buf *b, const char *format, const char *model, const char *checkpoint) {
+    moe_buf_printf(b, "{\n\"format\": \"%s\", \"version\": 1,\n\"model\": ", format);
+    json_write_string(b, model, strlen(model));
+    moe_buf_printf(b, ", \"checkpoint\": ");
+    json_write_string(b, checkpoint, strlen(checkpoint));
+}
+
 int moe_eval_json(const moe_eval_results *r, const json_value *earlier, moe_buf *out, moe_err *err) {
     moe_buf b = {0};
     const moe_config *c = r->cfg;
-    moe_buf_printf(&b, "{\n\"format\": \"moe-eval\", \"version\": 1,\n\"model\": ");
-    json_write_string(&b, r->model, strlen(r->model));
-    moe_buf_printf(&b, ", \"checkpoint\": ");
-    json_write_string(&b, r->checkpoint, strlen(r->checkpoint));
+    write_header(&b, "moe-eval", r->model, r->checkpoint);
     moe_buf_printf(&b, ", \"ffn\": \"%s\", \"router\": \"%s\", \"n_experts\": %d, \"top_k\": %d, \"seq\": %zu,\n"
                    "\"data\": [", c->ffn, c->router, c->n_experts, c->top_k, r->seq);
     for (size_t i = 0; i < r->n_data; i++) {
@@ -285,10 +291,7 @@ int moe_eval_write(const char *path, const moe_eval_results *r, int merge, char 
 int moe_analysis_json(const moe_analysis_info *a, const moe_route_stats *st, moe_buf *out, moe_err *err) {
     moe_buf b = {0};
     const moe_config *c = a->cfg;
-    moe_buf_printf(&b, "{\n\"format\": \"moe-analysis\", \"version\": 1,\n\"model\": ");
-    json_write_string(&b, a->model, strlen(a->model));
-    moe_buf_printf(&b, ", \"checkpoint\": ");
-    json_write_string(&b, a->checkpoint, strlen(a->checkpoint));
+    write_header(&b, "moe-analysis", a->model, a->checkpoint);
     moe_buf_printf(&b, ", \"data\": ");
     json_write_string(&b, a->data, strlen(a->data));
     moe_buf_printf(&b, ",\n\"ffn\": \"%s\", \"router\": \"%s\", \"n_experts\": %d, \"top_k\": %d, "
@@ -392,7 +395,8 @@ static int collect_training(const char *dir, moe_run_metrics *ms, moe_err *err) 
     size_t tail = n / 10 ? n / 10 : n, nl = 0, ns = 0;
     double sl = 0, ss = 0;
     for (size_t i = n - tail; i < n; i++) {
-        double loss = json_get_number(lines[i], "lm_loss", NAN), sp = json_get_number(lines[i], "sparsity", NAN);
+        double loss = json_get_number(lines[i], "lm_loss", NAN);
+        double sp = json_get_number(lines[i], "sparsity", NAN);
         if (isfinite(loss)) { sl += loss; nl++; }
         if (isfinite(sp)) { ss += sp; ns++; }
     }

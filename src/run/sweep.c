@@ -432,35 +432,35 @@ static size_t paired(const results *x, size_t r, const char *key, double *w) {
     return n;
 }
 
-/* summary.json's cell of run r. */
-static void cell_json(moe_buf *b, const moe_sweep *s, const results *x, size_t r) {
+/* {"KEY": {mean, std, n, values}, ...} over the metrics that have values:
+ * run r's own, or (minus_baseline) its paired differences against the
+ * baseline, seed by seed. */
+static void metrics_json(moe_buf *b, const results *x, size_t r, int minus_baseline) {
     double v[MOE_SWEEP_MAX_SEEDS];
-    size_t done = 0;
-    for (size_t k = 0; k < x->S; k++) done += x->have[r * x->S + k] > 0;
-    moe_buf_printf(b, "%s\n {\"name\": ", r ? "," : "");
-    json_write_string(b, s->runs[r].name, strlen(s->runs[r].name));
-    moe_buf_printf(b, ", \"config\": ");
-    json_write_string(b, s->runs[r].config, strlen(s->runs[r].config));
-    moe_buf_printf(b, ", \"seeds_done\": %zu, \"metrics\": {", done);
+    moe_buf_printf(b, "{");
     for (size_t k = 0, first = 1; k < x->nk; k++) {
-        size_t n = values(x, r, x->keys[k], v);
+        size_t n = minus_baseline ? paired(x, r, x->keys[k], v) : values(x, r, x->keys[k], v);
         if (!n) continue;
         moe_buf_printf(b, "%s\"%s\": ", first ? "" : ", ", x->keys[k]);
         first = 0;
         stat_json(b, v, n);
     }
     moe_buf_printf(b, "}");
-    /* paired differences against the baseline, every metric, by seed */
+}
+
+/* summary.json's cell of run r. */
+static void cell_json(moe_buf *b, const moe_sweep *s, const results *x, size_t r) {
+    size_t done = 0;
+    for (size_t k = 0; k < x->S; k++) done += x->have[r * x->S + k] > 0;
+    moe_buf_printf(b, "%s\n {\"name\": ", r ? "," : "");
+    json_write_string(b, s->runs[r].name, strlen(s->runs[r].name));
+    moe_buf_printf(b, ", \"config\": ");
+    json_write_string(b, s->runs[r].config, strlen(s->runs[r].config));
+    moe_buf_printf(b, ", \"seeds_done\": %zu, \"metrics\": ", done);
+    metrics_json(b, x, r, 0);
     if (x->base >= 0 && (size_t)x->base != r) {
-        moe_buf_printf(b, ", \"minus_baseline\": {");
-        for (size_t k = 0, first = 1; k < x->nk; k++) {
-            size_t np = paired(x, r, x->keys[k], v);
-            if (!np) continue;
-            moe_buf_printf(b, "%s\"%s\": ", first ? "" : ", ", x->keys[k]);
-            first = 0;
-            stat_json(b, v, np);
-        }
-        moe_buf_printf(b, "}");
+        moe_buf_printf(b, ", \"minus_baseline\": ");
+        metrics_json(b, x, r, 1);
     }
     moe_buf_printf(b, "}");
 }
