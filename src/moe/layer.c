@@ -24,6 +24,7 @@
  * a1 x + a2 v with [a1, a2] = softmax(Wk x); they run on every rank for its
  * own tokens, outside the FFN experts' dispatch, and count no FFN compute:
  *     mlp.const_experts.weight [K, 2, D], mlp.const_experts.vector [K, D] */
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <omp.h>
@@ -214,6 +215,7 @@ static int build_plan(moe_layer *m, size_t N, moe_err *err) {
             m->row_of[t * E + e] = active ? (int)next[e] : -1;
             if (active) m->tok[next[e]++] = (int)t;
         }
+    for (size_t e = 0; e < E; e++) assert(next[e] == m->offset[e + 1]);  /* each expert's rows all filled */
     for (size_t j = E; j < slots; j++)
         for (size_t t = 0; t < N; t++) m->tok[m->offset[j] + t] = (int)t;
     return 0;
@@ -253,8 +255,10 @@ static void chain_backward(k_ctx *kc, expert_w w, size_t n, size_t D, size_t F, 
 /* Slot j forward: gather its tokens' rows of x[N,D], then its chain. */
 static void expert_forward(moe_layer *m, size_t j, const float *x) {
     size_t D = m->D, F = m->Fe, r0 = m->offset[j], n = m->offset[j + 1] - r0;
-    for (size_t r = r0; r < r0 + n; r++)
+    for (size_t r = r0; r < r0 + n; r++) {
+        assert(m->tok[r] >= 0 && (size_t)m->tok[r] < m->N);
         memcpy(m->xe + r * D, x + (size_t)m->tok[r] * D, D * sizeof(float));
+    }
     chain_forward(m->kc, slot_weights(m, j), n, D, F, m->xe + r0 * D, m->h1 + r0 * F, m->h3 + r0 * F,
                   act_row(m, m->a, r0), m->ye + r0 * D);
 }
@@ -666,8 +670,10 @@ static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x
     if (m->router->ops->backward(m->router, m->dlogits, m->dgates, m->logits, m->gates, N, ctx, err))
         return -1;
     if (m->wt)  /* a table row per token: its gradient is the token's dlogits; nothing reaches x */
-        for (size_t t = 0; t < N; t++)
+        for (size_t t = 0; t < N; t++) {
+            assert(ctx->tokens[t] >= 0 && ctx->tokens[t] < f->cfg->vocab_size);  /* checked by the forward */
             for (size_t e = 0; e < E; e++) m->dwt[(size_t)ctx->tokens[t] * E + e] += m->dlogits[t * E + e];
+        }
     else
         k_matmul_backward(NULL, dx, m->dwr, m->dlogits, x, m->wr, N, D, E, 1);
     moe_prof_mark(ctx->prof, PROF_ROUTER);

@@ -23,6 +23,7 @@
  * "expert_bias" [E] (no gradient, saved with the model), moved once per
  * optimiser step by b_e += u sign(mean load - load_e) with the loads the
  * step's exact token counts over micro-batches and ranks. */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,7 @@ static int topk_route(moe_router *r, float *gates, const float *logits, size_t N
             size_t best = E;
             for (size_t e = 0; e < E; e++)
                 if (g[e] == 0.0f && (best == E || choice_score(s, p, e) > choice_score(s, p, best))) best = e;
+            assert(best < E);  /* k <= the experts left unselected (E - 1 when one is dropped) */
             g[best] = p[best] > 0.0f ? p[best] : 1e-30f;  /* selected gates stay non-zero */
             picked += g[best];
         }
