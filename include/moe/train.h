@@ -70,7 +70,7 @@ typedef struct moe_param_run {
 } moe_param_run;
 
 typedef struct moe_trainer {
-    moe_config cfg;
+    const moe_config *cfg;    /* the model's (&model->cfg): its one config, training keys included */
     moe_model *model;
     float *adam_m, *adam_v;   /* [n_params] first and second moments; with
                                * ZeRO-1 [shard_count]: parameters
@@ -111,10 +111,10 @@ typedef struct moe_trainer {
  * all of the trainer's groups (0 for one process). */
 void moe_trainer_comm_usage(const moe_trainer *tr, double *seconds, double *bytes);
 
-/* Takes ownership of model. cfg holds the training keys (steps, batch, ...).
- * Creates out_dir. */
-int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
-                       const moe_tokens *data, const char *out_dir, moe_err *err);
+/* Takes ownership of model, whose config holds the training keys too
+ * (steps, batch, ...). Creates out_dir. */
+int moe_trainer_create(moe_trainer *tr, moe_model *model, const moe_tokens *data, const char *out_dir,
+                       moe_err *err);
 /* The process that writes the run's checkpoints (the only one, or rank 0
  * across processes) claims out_dir: locks it (moe_dir_lock), so that a
  * second writer is refused while this trainer lives, and removes what a

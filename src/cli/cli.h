@@ -92,14 +92,6 @@ int cli_inference_precision(const char *cmd, struct moe_model *model, const char
  * message naming out). Returns 0 or -1 (err). */
 int cli_check_out(const char *cmd, const char *out, int force, struct moe_err *err);
 
-/* `moe train --resume`: was, the run's config; now, with the options
- * applied; step and position, where the checkpoint stands. Refuses a
- * difference that breaks the data position (seq_len, seed, shuffle): -1
- * (err); else, when say, names each difference and what it does on stderr. */
-struct moe_config;
-int train_resume_changes(const struct moe_config *was, const struct moe_config *now, long step,
-                         unsigned long long position, int say, struct moe_err *err);
-
 /* eval, analyze: one warning line on stderr when the token file at
  * data_path records another tokenizer than the checkpoint's (or tok_path,
  * when given; bytes for a model of 257 ids without one). Silent when either

@@ -233,7 +233,7 @@ int moe_placement_update(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     }
     st->ep_balance = most > 0.0 ? mean / most : 1.0;
     for (size_t e = 0; e < tr->n_routed; e++) tr->load[e] += rows[e];
-    int every = tr->cfg.rebalance_experts;
+    int every = tr->cfg->rebalance_experts;
     if (every <= 0 || (tr->placed && tr->step % every)) return 0;
     /* a layer takes the new placement only if its busiest rank gets less */
     int *want = tr->kept;

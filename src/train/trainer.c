@@ -23,11 +23,11 @@
 static void remove_flat_dir(const char *dir);
 static void remove_leftovers(const char *out_dir);
 
-int moe_trainer_create(moe_trainer *tr, const moe_config *cfg, moe_model *model,
-                       const moe_tokens *data, const char *out_dir, moe_err *err) {
+int moe_trainer_create(moe_trainer *tr, moe_model *model, const moe_tokens *data, const char *out_dir,
+                       moe_err *err) {
     memset(tr, 0, sizeof *tr);
     tr->lock_fd = -1;
-    tr->cfg = *cfg;
+    const moe_config *cfg = tr->cfg = &model->cfg;
     tr->model = model;
     tr->data = data;
     if (moe_path(tr->out_dir, sizeof tr->out_dir, err, "%s", out_dir)) return -1;
@@ -76,7 +76,7 @@ static int param_runs(moe_trainer *tr, moe_err *err) {
 }
 
 int moe_trainer_distribute(moe_trainer *tr, moe_comm *comm, moe_err *err) {
-    const moe_config *c = &tr->cfg;
+    const moe_config *c = tr->cfg;
     moe_model *m = tr->model;
     size_t n = m->n_params;
     tr->shard_first = 0;
@@ -211,7 +211,7 @@ static int sum_over_ranks(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
         if (!tr->runs[i].split)
             rc = moe_comm_allreduce(tr->ep, m->grads + tr->runs[i].first, tr->runs[i].count, MOE_F32, err);
     if (!rc)
-        rc = tr->cfg.zero_stage
+        rc = tr->cfg->zero_stage
             ? moe_comm_reduce_scatter(tr->replicas, m->grads, m->grads + tr->shard_first, tr->shard_counts,
                                       MOE_F32, err)
             : moe_comm_allreduce(tr->replicas, m->grads, m->n_params, MOE_F32, err);
@@ -233,7 +233,7 @@ static int grad_norm_distributed(moe_trainer *tr, double *norm, moe_err *err) {
         double r = moe_grad_norm(m->grads + a, b - a, tr->norm_parts);
         sq[tr->runs[i].split] += r * r;
     }
-    if ((tr->cfg.zero_stage && moe_comm_allreduce(tr->replicas, sq, 2, MOE_F64, err)) ||
+    if ((tr->cfg->zero_stage && moe_comm_allreduce(tr->replicas, sq, 2, MOE_F64, err)) ||
         moe_comm_allreduce(tr->ep, &sq[1], 1, MOE_F64, err))
         return -1;
     *norm = sqrt(sq[0] + sq[1]);
@@ -260,7 +260,7 @@ static int poisoned_over_ranks(moe_trainer *tr, size_t bad, size_t *out, moe_err
         moe_comm_allreduce(tr->ep, &n[1], 1, MOE_F64, err))
         return -1;
     /* without ZeRO every replica updated the same elements: counted once */
-    if (!tr->cfg.zero_stage) { n[0] /= tr->replicas->size; n[1] /= tr->replicas->size; }
+    if (!tr->cfg->zero_stage) { n[0] /= tr->replicas->size; n[1] /= tr->replicas->size; }
     *out = (size_t)(n[0] + n[1]);
     return 0;
 }
@@ -273,7 +273,7 @@ static int routing_prepass(moe_trainer *tr, size_t Bl, size_t T, size_t off, moe
     uint64_t position = tr->loader.position;
     m->prepass = 1;
     int rc = 0;
-    for (int micro = 0; micro < tr->cfg.grad_accum && !rc; micro++)
+    for (int micro = 0; micro < tr->cfg->grad_accum && !rc; micro++)
         rc = moe_loader_next(&tr->loader, tr->inputs, tr->targets, err) ||
              moe_model_forward(m, tr->inputs + off, NULL, Bl, T, NULL, NULL, err) ? -1 : 0;
     m->prepass = 0;
@@ -283,7 +283,7 @@ static int routing_prepass(moe_trainer *tr, size_t Bl, size_t T, size_t off, moe
 
 int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     moe_model *m = tr->model;
-    const moe_config *c = &tr->cfg;
+    const moe_config *c = tr->cfg;
     size_t B = (size_t)c->batch_size, T = (size_t)c->seq_len;
     double t0 = moe_now_seconds();
     tr->prof.last = t0;
@@ -543,7 +543,7 @@ static int save_local(moe_trainer *tr, const float *adam_m, const float *adam_v,
     long steps[4096];
     size_t n = list_checkpoints(ckdir, steps, 4096);
     remove_flat_dir(old);
-    for (size_t i = 0; i + (size_t)tr->cfg.keep_checkpoints < n; i++) {
+    for (size_t i = 0; i + (size_t)tr->cfg->keep_checkpoints < n; i++) {
         char dir[4096];
         if (!moe_path(dir, sizeof dir, NULL, "%s/step-%08ld", ckdir, steps[i]) &&
             !moe_path(old, sizeof old, NULL, "%s/.old-step-%08ld", ckdir, steps[i]))
@@ -610,7 +610,7 @@ static int serve_parts(moe_trainer *tr, const float *weights, const float *m, co
  * other parts of every split tensor from their owners as it writes. */
 static int save_distributed(moe_trainer *tr, moe_err *err) {
     moe_comm *c = tr->comm, *rep = tr->replicas;
-    int zero = tr->cfg.zero_stage, rc = 0, first_replica = rep->rank == 0;
+    int zero = tr->cfg->zero_stage, rc = 0, first_replica = rep->rank == 0;
     float *full_m = tr->adam_m, *full_v = tr->adam_v, *scratch = NULL;
     if (zero) {
         size_t n = tr->model->n_params, biggest = 0;

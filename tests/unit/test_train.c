@@ -419,7 +419,7 @@ static float *train_run_cfg(const char *cfg, const char *dir, const char *data, 
     moe_step_stats st;
     if (moe_tokens_read(data, &tok, &err) || moe_model_create(&c, &m, &err)) return NULL;
     moe_model_init(m, 1);
-    if (moe_trainer_create(&tr, &c, m, &tok, dir, &err)) return NULL;
+    if (moe_trainer_create(&tr, m, &tok, dir, &err)) return NULL;
     for (int s = 0; s < steps; s++) {
         moe_trainer_step(&tr, &st, &err);
         if (s + 1 == save_at) {
@@ -427,7 +427,7 @@ static float *train_run_cfg(const char *cfg, const char *dir, const char *data, 
             moe_trainer_free(&tr);
             char ck[4096];
             if (moe_resolve_checkpoint(dir, ck, sizeof ck, &err) || moe_model_load(ck, &m, &err) ||
-                moe_trainer_create(&tr, &c, m, &tok, dir, &err) || moe_trainer_restore(&tr, ck, &err)) {
+                moe_trainer_create(&tr, m, &tok, dir, &err) || moe_trainer_restore(&tr, ck, &err)) {
                 fprintf(stderr, "resume: %s\n", err.msg);
                 return NULL;
             }
@@ -547,10 +547,10 @@ static void test_poisoned_update_caught(void) {
     moe_step_stats st;
     CHECK(moe_tokens_read(data, &tok, &err) == 0 && moe_model_create(&c, &m, &err) == 0, "%s", err.msg);
     moe_model_init(m, 1);
-    CHECK(moe_trainer_create(&tr, &c, m, &tok, run, &err) == 0, "%s", err.msg);
+    CHECK(moe_trainer_create(&tr, m, &tok, run, &err) == 0, "%s", err.msg);
     CHECK(moe_trainer_step(&tr, &st, &err) == 0 && st.poisoned == 0 && !st.skipped,
           "a healthy step: %zu poisoned", st.poisoned);
-    tr.cfg.adam_eps = 0.0;  /* rows 50..59 of the embedding never see a gradient */
+    m->cfg.adam_eps = 0.0;  /* injected past validation: rows 50..59 of the embedding never see a gradient */
     CHECK(moe_trainer_step(&tr, &st, &err) == 0, "%s", err.msg);
     CHECK(st.poisoned >= 10 * 16 && st.poisoned_tensor && !strcmp(st.poisoned_tensor, "model.embed_tokens.weight"),
           "0/0 caught: %zu values, tensor %s", st.poisoned, st.poisoned_tensor ? st.poisoned_tensor : "(none)");
