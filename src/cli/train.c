@@ -38,7 +38,7 @@ static void help(FILE *f) {
         "  --seed N  --threads N  --checkpoint-every N  --keep N\n"
         "                    override the config's training keys\n"
         "  --precision P     auto, fp32 or bf16 matrix products (config key precision;\n"
-        "                    auto: bf16 where the CPU has native bf16 dot products)\n"
+        "                    auto: bf16 where the CPU has AMX, else fp32)\n"
         "  --expert-parallel N  --zero-stage 0|1  --rebalance-experts N\n"
         "                    across processes (mpirun -np N moe train ...): ranks sharing\n"
         "                    each MoE layer's experts; 1 shards the AdamW moments; steps\n"
