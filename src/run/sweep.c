@@ -550,14 +550,16 @@ int moe_sweep_report(moe_sweep *s, moe_err *err) {
             break;
         }
     char out[4200], log[4200];
-    if (!rc && nd && !moe_rundir_path(out, sizeof out, s->out, MOE_RUN_REPORT, err) &&
-        !moe_rundir_path(log, sizeof log, s->out, MOE_SWEEP_REPORT_LOG, err)) {
-        args[n++] = "--out";
-        args[n++] = out;
-        int status = run_self(s, args, n, log, err);
-        rc = status < 0 ? -1 : status ? 2 : 1;
-    } else if (!rc && nd) {
-        rc = -1;
+    if (!rc && nd) {  /* some run is finished: draw the report */
+        if (moe_rundir_path(out, sizeof out, s->out, MOE_RUN_REPORT, err) ||
+            moe_rundir_path(log, sizeof log, s->out, MOE_SWEEP_REPORT_LOG, err)) {
+            rc = -1;
+        } else {
+            args[n++] = "--out";
+            args[n++] = out;
+            int status = run_self(s, args, n, log, err);
+            rc = status < 0 ? -1 : status ? 2 : 1;
+        }
     }
     free(dirs);
     return rc;
