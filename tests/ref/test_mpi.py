@@ -16,6 +16,11 @@ single process, with `mpirun -np 2`:
   * SIGKILL of one rank ends the job non-zero with mpirun's message naming
     the rank, leaves only complete checkpoints, and --resume (on one
     process: another rank count) continues to the end;
+  * test_nonfinite's scenarios (skipped steps; a return to the checkpoint;
+    an update that poisons one expert's AdamW moments) under DP, ZeRO-1 and
+    EP 2 with placement (also on 4 ranks): every rank returns to the same
+    checkpoint and counts the poisoned values as one process does, with the
+    one process's losses, exit and checkpoint weights;
   * bad input is refused before the first step with one message from rank 0:
     configs that differ between ranks, expert_parallel not dividing
     n_experts, a world size that is not a multiple of expert_parallel, a data
@@ -36,6 +41,7 @@ asserted in test_mpi's ZeRO check: ZeRO-1 and plain DP hold the same AdamW
 moments bit for bit (the same summed gradients, the same update)."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -70,8 +76,8 @@ def check(name, cond, detail=""):
         failures.append(name)
 
 
-def run(cmd, **kw):
-    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120, **kw)
+def run(cmd, timeout=120, **kw):
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout, **kw)
 
 
 tmp = tempfile.mkdtemp()
@@ -294,40 +300,73 @@ try:
           r.stderr[-300:] + f" steps end {steps[-3:]}")
 
     # ---- non-finite steps across ranks: test_nonfinite's scenarios --------
-    # (a token whose loss is +inf only in chosen steps) under data parallel,
-    # ZeRO-1 and expert parallel with placement: the same steps skipped, the
-    # same return to the checkpoint and the same final error as one process,
-    # and, where training finishes, its weights
+    # (a token whose loss is +inf only in chosen steps; an update whose
+    # square gradient overflows an expert's AdamW moment) under data
+    # parallel, ZeRO-1 and expert parallel with placement (on 4 ranks too:
+    # 2 replicas of each expert): the same steps skipped, the same count of
+    # poisoned values, every rank back to the same checkpoint, the same
+    # error and steps' losses as one process, and the one process's weights
+    # in the checkpoint that remains (or that training ends with)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import test_nonfinite as nf
-    for scen, poison in (("skip", [6, 7]), ("rollback", [10, 11, 12])):
+
+    def finite(x):  # metrics.jsonl writes a non-finite loss as null
+        return x is not None and np.isfinite(x)
+    for scen, poison, cfg_nf, poisoner in (
+            ("skip", [6, 7], dict(nf.CFG, threads=1, precision="fp32"), nf.poison_model),
+            ("rollback", [10, 11, 12], dict(nf.CFG, threads=1, precision="fp32"), nf.poison_model),
+            ("update", [nf.UPDATE_STEP], nf.UPDATE_CFG, nf.poison_update_model)):
         d = os.path.join(tmp, "nf-" + scen)
         os.makedirs(d)
         cfgp, tok, init = (os.path.join(d, x) for x in ("cfg.json", "data.tok", "init"))
         with open(cfgp, "w") as f:
-            json.dump(dict(nf.CFG, threads=1, precision="fp32"), f)
+            json.dump(cfg_nf, f)
         nf.poisoned_data(tok, poison)
         run([moe, "init", "--config", cfgp, "--out", init])
-        nf.poison_model(init)
+        poisoner(init)
 
         def nf_train(out, launch=(), flags=()):
-            return run(list(launch) + [moe, "train", "--model", init, "--data", tok, "--out", out] + list(flags))
+            try:  # a rank left behind by the others waits for them: a timeout, not a hang
+                return run(list(launch[:1]) + (["--tag-output"] if launch else []) + list(launch[1:]) +
+                           [moe, "train", "--model", init, "--data", tok, "--out", out] + list(flags), timeout=60)
+            except subprocess.TimeoutExpired as e:
+                return subprocess.CompletedProcess(e.cmd, None, "", f"timed out after 60 s: {e.stderr}")
         one = os.path.join(d, "one")
         r1 = nf_train(one)
         said1 = ("returned to the checkpoint" in r1.stderr, "training diverged" in r1.stderr)
-        for mode, (launch, flags) in {"dp": (MPI, []), "zero1": (MPI, ["--zero-stage", "1"]),
-                                      "ep2_rebalanced": (MPI, ["--expert-parallel", "2", "--rebalance-experts", "3"])
-                                      }.items():
+        modes = {"dp": (MPI, []), "zero1": (MPI, ["--zero-stage", "1"]),
+                 "ep2_rebalanced": (MPI, ["--expert-parallel", "2", "--rebalance-experts", "3"])}
+        if scen == "update":  # 2 replicas of each expert, without ZeRO: each counts the poison once
+            modes["ep2x2_rebalanced"] = (MPI4, ["--expert-parallel", "2", "--rebalance-experts", "3"])
+        for mode, (launch, flags) in modes.items():
             out = os.path.join(d, mode)
             r = nf_train(out, launch, flags)
-            m1, m = metrics(one), metrics(out)
+            m1, m = metrics(one), metrics(out) if os.path.exists(os.path.join(out, "metrics.jsonl")) else []
             skipped = ([x["step"] for x in m1 if x.get("skipped")], [x["step"] for x in m if x.get("skipped")])
             said = ("returned to the checkpoint" in r.stderr, "training diverged" in r.stderr)
-            happened = skipped[0] == [6, 7] if scen == "skip" else said1 == (True, True)  # the scenario itself
+            # each rank's own line (mpirun --tag-output: "[job,rank]<stderr>:")
+            ranks = 4 if launch is MPI4 else 2
+            back = sorted(re.findall(r"\[\d+,(\d+)\]<stderr>:moe train: .*returned to the checkpoint of step (\d+)",
+                                     r.stderr))
+            back1 = re.findall(r"returned to the checkpoint of step (\d+)", r1.stderr)
+            # each rank's count of the values an update poisoned: the one process's
+            poisoned1 = nf.update_poisoned(r1.stderr)
+            poisoned = sorted((int(k), s, n, t) for k, line in
+                              re.findall(r"\[\d+,(\d+)\]<stderr>:(moe train: step .*)", r.stderr)
+                              for s, n, t in nf.update_poisoned(line))
+            happened = {"skip": skipped[0] == [6, 7], "rollback": said1 == (True, True),  # the scenario itself
+                        "update": said1 == (True, True) and [x[0] for x in poisoned1] == [nf.UPDATE_STEP] * 2}[scen]
+            worst_loss = max((abs(a["loss"] - b["loss"]) / abs(a["loss"]) if finite(a["loss"]) else
+                              0.0 if not finite(b["loss"]) else np.inf for a, b in zip(m1, m)), default=0.0)
             same = (happened and r.returncode == r1.returncode and skipped[0] == skipped[1] and said == said1 and
-                    [x["step"] for x in m1] == [x["step"] for x in m])
-            detail = f"exit {r1.returncode}/{r.returncode}, skipped {skipped[0]}/{skipped[1]}, said {said1}/{said}"
-            if same and r.returncode == 0:
+                    poisoned == sorted((k, *x) for x in poisoned1 for k in range(ranks)) and
+                    [x["step"] for x in m1] == [x["step"] for x in m] and
+                    worst_loss < 1e-5 and
+                    back == sorted((str(k), s) for s in back1 for k in range(ranks)))
+            detail = (f"exit {r1.returncode}/{r.returncode}, skipped {skipped[0]}/{skipped[1]}, "
+                      f"poisoned {poisoned1} / by rank {poisoned}, said {said1}/{said}, back {back1} / by rank {back}, "
+                      f"worst loss {worst_loss:.2g}")
+            if same:  # the checkpoint that remains (after a return, the one returned to)
                 wa, wb = weights(one), weights(out)
                 worst = max(float(np.linalg.norm(np.asarray(wa[k], np.float64) - np.asarray(wb[k], np.float64)) /
                                   max(np.linalg.norm(np.asarray(wa[k], np.float64)), 1e-30)) for k in wa)

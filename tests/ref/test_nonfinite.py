@@ -6,9 +6,14 @@ while the others train normally; with more poisoned steps in a row than
 max_bad_steps, training returns to the last checkpoint, says so, and, when
 the same happens again from there, stops with an error that says what it did
 and did not do. adam_eps 0 (0/0 for a parameter without gradient) is refused.
+An update that leaves weights or moments non-finite (finite loss and gradient
+norm: one gradient element so large that its square overflows the second
+moment) returns to the last checkpoint at once, counting the values, and
+stops when it happens again; ref/test_mpi runs it across ranks.
 Usage: test_nonfinite.py BUILD_DIR"""
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,7 +28,8 @@ import moe_files  # noqa: E402
 V, B, T = 64, 4, 16
 CFG = {"vocab_size": V, "hidden": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": T,
        "ffn": "moe", "router": "relu", "n_experts": 4, "top_k": 1, "steps": 16, "batch_size": B,
-       "seq_len": T, "shuffle": False, "checkpoint_every": 4, "max_bad_steps": 3}
+       "seq_len": T, "shuffle": False, "checkpoint_every": 4, "max_bad_steps": 3,
+       "precision": "fp32"}  # bf16 would round the poison's -FLT_MAX to -inf: every step non-finite
 
 
 def poisoned_data(path, steps_with_poison):
@@ -46,6 +52,11 @@ def poison_model(model_dir):
     st["model.embed_tokens.weight"][:, 0] = 1.0
     st["lm_head.weight"][V - 1, :] = 0.0
     st["lm_head.weight"][V - 1, 0] = -np.finfo(np.float32).max
+    rewrite_model(model_dir, st, meta)
+
+
+def rewrite_model(model_dir, st, meta):
+    """model.safetensors replaced by st, and CHECKSUMS to match."""
     moe_files.write_safetensors(f"{model_dir}/model.safetensors", st, meta)
     lines = []
     for name in sorted(os.listdir(model_dir)):
@@ -55,13 +66,59 @@ def poison_model(model_dir):
     open(f"{model_dir}/CHECKSUMS", "w").write("".join(lines))
 
 
-def run(build, tmp, name, poison_steps):
-    cfg = os.path.join(tmp, "cfg.json")
-    json.dump(CFG, open(cfg, "w"))
+# the poisoned-update scenario: its config, the step whose update is
+# poisoned, the checkpoint training returns to, and the tensor it names
+UPDATE_CFG = dict(CFG, grad_clip=0, threads=1)
+UPDATE_STEP, UPDATE_BACK = 10, 8
+UPDATE_TENSOR = "model.layers.0.mlp.experts.down_proj.weight"
+
+
+def poison_update_model(model_dir):
+    """Finite weights whose loss and gradient norm stay finite, but whose
+    update is poisoned on the steps holding token V-1 (poisoned_data): the
+    gradient of 32 elements of the last expert's down_proj is about 1e24,
+    whose square overflows AdamW's second moment to +inf. Token V-1's
+    embedding is dimension 1 alone, every other token's has dimension 2 at 1:
+    the router row of the last expert, (dim 1) - (dim 2), is negative for
+    every other token (the ReLU gate exactly 0: that expert never runs, its
+    gradients are exactly 0 and it stays as set) and positive for V-1. Its
+    hidden unit 0 reads dimension 1 with weights 1e13 (gate and up: h0 about
+    3e27 for V-1), and its down_proj column 0 is 0, so the output stays
+    finite while the column's gradient, dout * h0, is enormous. UPDATE_CFG
+    turns gradient clipping off (clipping would shrink that gradient). The
+    other tokens all go to experts 0 and 1 and never to 2 (router rows +-0.5
+    on dimension 2), so that expert parallel's placement by load (ref/test_mpi)
+    moves experts between the ranks before the poisoned step."""
+    st, meta = moe_files.read_safetensors(f"{model_dir}/model.safetensors")
+    emb, pre = st["model.embed_tokens.weight"], "model.layers.0.mlp."
+    emb[:, 1:3] = 0.0
+    emb[:V - 1, 2] = 1.0
+    emb[V - 1, :] = 0.0
+    emb[V - 1, 1] = 1.0
+    e = CFG["n_experts"] - 1
+    st[pre + "router.weight"][e, :] = 0.0
+    st[pre + "router.weight"][e, 1:3] = (1.0, -1.0)
+    st[pre + "router.weight"][:e, 2] = (0.5, 0.5, -0.5)
+    for name in ("gate_proj", "up_proj"):
+        st[f"{pre}experts.{name}.weight"][e, 0, :] = 0.0
+        st[f"{pre}experts.{name}.weight"][e, 0, 1] = 1e13
+    st[pre + "experts.down_proj.weight"][e, :, 0] = 0.0
+    rewrite_model(model_dir, st, meta)
+
+
+def update_poisoned(stderr):
+    """[(step, values, tensor)] of each "the update left N values non-finite" line."""
+    return [(int(a), int(n), t) for a, n, t in
+            re.findall(r"step (\d+): the update left (\d+) values non-finite \(first in tensor '([^']+)'", stderr)]
+
+
+def run(build, tmp, name, poison_steps, config=CFG, poison=poison_model):
+    cfg = os.path.join(tmp, f"{name}.json")
+    json.dump(config, open(cfg, "w"))
     data, model, out = (os.path.join(tmp, f"{name}.{x}") for x in ("tok", "init", "run"))
     poisoned_data(data, poison_steps)
     subprocess.run([f"{build}/moe", "init", "--config", cfg, "--out", model], check=True, capture_output=True)
-    poison_model(model)
+    poison(model)
     p = subprocess.run([f"{build}/moe", "train", "--model", model, "--data", data, "--out", out],
                        capture_output=True, text=True)
     metrics = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
@@ -105,6 +162,17 @@ def main():
         steps = [r["step"] for r in m]
         check(steps == sorted(set(steps)) and steps[:8] == list(range(1, 9)) and max(steps) <= 12,
               "metrics_hold_no_step_twice", str(steps))
+        # a poisoned update (finite loss): counted, named, back to step 8 at once, then the same again: stop
+        p, m = run(build, tmp, "update", [UPDATE_STEP], UPDATE_CFG, poison_update_model)
+        said = update_poisoned(p.stderr)
+        check(len(said) == 2 and said[0] == said[1] and said[0][0] == UPDATE_STEP and said[0][1] >= 16 and
+              said[0][2] == UPDATE_TENSOR, "update_poisoned_counted_and_named", str(said))
+        check(f"returned to the checkpoint of step {UPDATE_BACK}" in p.stderr and
+              [r["step"] for r in m] == list(range(1, UPDATE_BACK + 1)) and
+              all(np.isfinite(r["loss"]) and not r.get("skipped") for r in m),
+              "update_poisoned_returns_at_once", p.stderr.strip()[-300:])
+        check(p.returncode == 1 and "weights became non-finite" in p.stderr and f"'{UPDATE_TENSOR}'" in p.stderr,
+              "update_poisoned_gives_up_when_it_recurs", f"(exit {p.returncode})")
     print(f"# {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
