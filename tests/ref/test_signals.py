@@ -5,7 +5,10 @@ stdout and stderr (`moe train ... | head`) does not end the run;
 checkpoint_minutes writes checkpoints by wall time (30 minutes by default);
 and SIGINT / SIGTERM / SIGHUP sent at many moments of a ReLU run (inside
 steps and checkpoint writes) each end with exit 128 + signal and a
-checkpoint, never a crash.
+checkpoint, never a crash; so does a storm of SIGINTs inside the steps of
+an fp32 run (one every 0.2 ms): each signal taken by a computing thread
+wrote its frame below oneDNN's no-copy sgemm, whose stack pointer is in a
+heap workspace while it runs, and damaged the heap (issue 26.4).
 Usage: test_signals.py BUILD_DIR [--seconds S] [--seed N]"""
 import argparse
 import json
@@ -55,6 +58,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build", nargs="?", default="build")
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--storm-seconds", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=int(time.time()))
     a = ap.parse_args()
     moe = os.path.join(os.path.abspath(a.build), "moe")
@@ -143,6 +147,28 @@ def main():
                 bad.append(f"{signal.Signals(sig).name} -> exit {p.returncode}: {err.decode().strip()[-300:]}")
             n += 1
         report(not bad, "signals_at_many_points_end_cleanly", f"({n} runs, seed {a.seed}) " + " | ".join(bad[:3]))
+
+        # a storm of SIGINTs while an fp32 run computes (2048 rows a step: most of
+        # its products run in oneDNN's no-copy sgemm): one run crashed within a few
+        # hundred signals when they were taken by the computing thread
+        storm = config("storm.json", steps=1000000, batch_size=64, precision="fp32")
+        t0, n, sent, bad = time.time(), 0, 0, []
+        while time.time() - t0 < a.storm_seconds or n < 2:
+            run = os.path.join(tmp, f"storm{n}")
+            p = train(["--config", storm, "--data", data, "--out", run])
+            wait_for_step(run, 1, p)
+            while p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGINT)
+                except ProcessLookupError:
+                    break
+                sent += 1
+                time.sleep(0.0002)
+            _, err = p.communicate()
+            if p.returncode != 130 or not checkpoints(run):
+                bad.append(f"exit {p.returncode}: {err.decode().strip()[-200:]}")
+            n += 1
+        report(not bad, "signal_storm_inside_steps", f"({n} runs, {sent} signals) " + " | ".join(bad[:3]))
     print(f"# {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
