@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/stop_signals.h"
 #include "moe/decode.h"
 #include "moe/model.h"
 #include "moe/rng.h"
@@ -158,6 +159,7 @@ static int turn(gen *g, const uint32_t *ids, size_t n, long max_tokens, moe_err 
         g->pending = next;
         if (next == eot) break;
         if (emit(g, next, err)) return -1;
+        if (g->stop && !*g->stop && cli_sigint_take()) *g->stop = 1;  /* held while computing */
         if (t + 1 == max_tokens || (g->stop && *g->stop)) break;
         g->pending = -1;
         if (run_tokens(g, &next, 1, 1, err)) return -1;
@@ -379,7 +381,9 @@ static int interactive(gen *g, long max_tokens, long seed, moe_err *err) {
         if (tty) fputs("> ", stderr);
         interrupted = 0;
         errno = 0;
+        cli_sigint_hold(0);  /* only while nothing computes: stop_signals.c */
         got = getline(&line, &line_cap, stdin);
+        cli_sigint_hold(1);
         if (got < 0 || interrupted) {  /* end of input, or Ctrl-C at the prompt */
             if (tty) fputc('\n', stderr);
             break;
@@ -415,6 +419,7 @@ int cmd_generate(int argc, char **argv) {
     gen_opts o = {.max_tokens = 200, .seed = 1, .temp = 0.8, .top_p = 1.0};
     int rc = parse(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : 2;
+    if (o.interactive) cli_sigint_hold(1);  /* before any thread: every one inherits it */
     moe_err err;
     moe_tokenizer *tok = NULL;
     gen g = {.pending = -1};

@@ -1,5 +1,6 @@
 /* stop_signals.c — SIGINT, SIGTERM and SIGHUP taken by a thread of their
- * own (stop_signals.h), never by a thread that computes.
+ * own, or SIGINT held while a command computes (stop_signals.h): never
+ * taken by a thread that computes.
  *
  * Why (issue 26.4: "free(): invalid pointer" or "corrupted size vs.
  * prev_size", exit 134, now and then after Ctrl-C). A handler runs on the
@@ -27,6 +28,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 static _Atomic(volatile sig_atomic_t *) stop_flag;  /* NULL: not armed */
 
@@ -75,3 +77,22 @@ int cli_stop_signals_block(moe_err *err) {
 }
 
 void cli_stop_signals_arm(volatile sig_atomic_t *flag) { atomic_store(&stop_flag, flag); }
+
+static void sigint_set(sigset_t *set) {
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+}
+
+int cli_sigint_take(void) {
+    sigset_t set;
+    sigint_set(&set);
+    struct timespec now = {0, 0};
+    return sigtimedwait(&set, NULL, &now) == SIGINT;
+}
+
+void cli_sigint_hold(int hold) {
+    sigset_t set;
+    sigint_set(&set);
+    if (!hold) cli_sigint_take();
+    pthread_sigmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
