@@ -397,6 +397,7 @@ static void ep_reorder(const moe_layer *m, float *to, const float *from, int to_
     #pragma omp parallel for schedule(static)
     for (size_t e = 0; e < m->E; e++) {
         size_t n = expert_rows(m, e), plan = m->offset[e], pos = m->pofs[e];
+        if (n == 0) continue;
         memcpy(to + (to_positions ? pos : plan) * D, from + (to_positions ? plan : pos) * D, n * D * sizeof(float));
     }
 }
@@ -407,6 +408,7 @@ static void ep_permute(const moe_layer *m, size_t P, float *to, const float *fro
     #pragma omp parallel for schedule(static)
     for (size_t b = 0; b < P * El; b++) {
         size_t n = (size_t)m->cnt_recv[b], src = m->src_ofs[b], byslot = m->exp_ofs[b];
+        if (n == 0) continue;  /* a rank may receive no rows at all: its buffers are then NULL */
         memcpy(to + (to_slot ? byslot : src) * D, from + (to_slot ? src : byslot) * D, n * D * sizeof(float));
     }
 }
