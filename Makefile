@@ -16,6 +16,7 @@ OPT     ?= -O3 -march=native -DNDEBUG
 CFLAGS  += $(OPT) -g -std=c11 -Wall -Wextra -D_DEFAULT_SOURCE -fopenmp -Iinclude -Isrc
 LDLIBS  += -ldnnl -lopenblas -lpcre2-8 -lz -lm
 BUILD   ?= build
+JOBS    ?= $(shell nproc 2>/dev/null || echo 2)   # make test builds its three trees with this many jobs
 
 # MPI (Open MPI or MPICH): only src/comm/comm_mpi.c names it, and only the
 # moe program links it; the library, unit tests and fuzzers never do
@@ -81,7 +82,7 @@ deps:
 	@scripts/install-deps.sh
 
 test: deps
-	@$(MAKE) --no-print-directory all test-asan-build fuzz-build
+	@$(MAKE) --no-print-directory -j$(JOBS) all test-asan-build fuzz-build
 	@tests/run.sh $(BUILD) $(BUILD)-asan $(BUILD)/fuzz
 
 test-fast: deps

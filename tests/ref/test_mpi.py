@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# once: its ~75 s of mpirun runs under the sanitizers would take make test past 10 minutes. Nothing else runs the expert-parallel exchange under them, so after a change to src/comm/ or the layer's EP paths run `tests/ref/test_mpi.py build-asan` by hand (it found an empty block's memcpy(NULL) on 2026-12-07)
 """test_mpi.py — training across processes (docs/DISTRIBUTED.md) against the
 single process, with `mpirun -np 2`:
 

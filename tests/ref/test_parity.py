@@ -1,3 +1,4 @@
+# once: whole models against PyTorch (~30 s under the sanitizers); every forward and backward it covers runs under them in unit/test_grad, test_moe and test_decode
 """test_parity.py — moe against the independent PyTorch reference
 (tools/ref_model.py, float64): logits, losses and every parameter gradient of
 one step, then 10 AdamW steps in sequential mode: the losses of each step,
