@@ -44,7 +44,7 @@ FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 300
 
-.PHONY: all deps test test-fast test-asan-build fuzz-build fuzz demo bench clean
+.PHONY: all deps npm-deps test test-fast test-asan-build fuzz-build fuzz demo bench clean
 all: $(BUILD)/moe $(TEST_BIN) $(REF_BIN)
 
 $(BUILD)/obj/%.o: %.c $(wildcard include/moe/*.h) $(wildcard src/*/*.h)
@@ -81,8 +81,13 @@ $(BUILD)/tests/ref_%: tests/ref/%.c $(BUILD)/libmoe.a
 deps:
 	@scripts/install-deps.sh
 
+# the npm packages the reference tests use (.cache/npm): make test fetches
+# them while it compiles, instead of in its first test that needs them
+npm-deps:
+	@tools/npm_deps.sh
+
 test: deps
-	@$(MAKE) --no-print-directory -j$(JOBS) all test-asan-build fuzz-build
+	@$(MAKE) --no-print-directory -j$(JOBS) all test-asan-build fuzz-build npm-deps
 	@tests/run.sh $(BUILD) $(BUILD)-asan $(BUILD)/fuzz
 
 test-fast: deps
