@@ -86,6 +86,9 @@ void moe_config_defaults(moe_config *c);
 int moe_config_apply_json(moe_config *c, const json_value *obj, const char *what, moe_err *err);
 /* defaults + file + validation */
 int moe_config_load(const char *path, moe_config *c, moe_err *err);
+/* The same over c as the caller has filled it (defaults with some changed):
+ * the file's keys applied, then finalized. */
+int moe_config_load_over(const char *path, moe_config *c, moe_err *err);
 /* Sets one numeric key by name, with the table's range check (CLI flags). */
 int moe_config_set(moe_config *c, const char *key, double value, moe_err *err);
 /* Cross-key checks and derived defaults (ffn_dim 0, warmup -1). */

@@ -372,6 +372,10 @@ int moe_config_finalize(moe_config *c, moe_err *err) {
 
 int moe_config_load(const char *path, moe_config *c, moe_err *err) {
     moe_config_defaults(c);
+    return moe_config_load_over(path, c, err);
+}
+
+int moe_config_load_over(const char *path, moe_config *c, moe_err *err) {
     json_value *j = json_parse_file(path, err);
     if (!j) return -1;
     int rc = moe_config_apply_json(c, j, path, err);

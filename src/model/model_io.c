@@ -204,13 +204,7 @@ int moe_checkpoint_config(const char *dir, moe_config *cfg, moe_err *err) {
      * the key existed (or before "auto") ran fp32, so no key means fp32 */
     moe_config_defaults(cfg);
     snprintf(cfg->precision, sizeof cfg->precision, "fp32");
-    json_value *j = json_parse_file(path, err);
-    if (!j) return -1;
-    int rc = moe_config_apply_json(cfg, j, path, err);
-    json_free(j);
-    if (rc) return -1;
-    if (moe_config_finalize(cfg, err)) return moe_err_prefix(err, "%s", path);
-    return 0;
+    return moe_config_load_over(path, cfg, err);
 }
 
 int moe_model_load_weights(moe_model *m, const char *ckpt, moe_err *err) {
