@@ -47,7 +47,7 @@ FUZZ_SECONDS ?= 300
 .PHONY: all deps npm-deps test test-fast test-asan-build fuzz-build fuzz demo bench clean
 all: $(BUILD)/moe $(TEST_BIN) $(REF_BIN)
 
-$(BUILD)/obj/%.o: %.c $(wildcard include/moe/*.h) $(wildcard src/*/*.h)
+$(BUILD)/obj/%.o: %.c $(wildcard include/moe/*/*.h) $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -59,7 +59,7 @@ ifeq ($(strip $(HTTP_LIBS)),)
 $(BUILD)/obj/src/cli/serve.o: CFLAGS += -DMOE_NO_HTTP
 endif
 
-$(BUILD)/obj/src/comm/comm_mpi.o: src/comm/comm_mpi.c $(wildcard include/moe/*.h)
+$(BUILD)/obj/src/comm/comm_mpi.o: src/comm/comm_mpi.c $(wildcard include/moe/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(MPI_CFLAGS) -c $< -o $@
 
@@ -98,7 +98,7 @@ test-asan-build:
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)-asan OPT="$(ASAN_OPT)" all
 
 # libFuzzer harnesses (clang): the library rebuilt with the fuzzer's coverage
-$(BUILD)/fuzz/obj/%.o: %.c $(wildcard include/moe/*.h) $(wildcard src/*/*.h)
+$(BUILD)/fuzz/obj/%.o: %.c $(wildcard include/moe/*/*.h) $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/ffn.h"
-#include "moe/rng.h"
+#include "moe/model/ffn.h"
+#include "moe/util/rng.h"
 
 typedef struct { const char *name, *ffn, *router; } variant;
 typedef struct { int D, F, E; size_t N; } shape;

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/common.h"
+#include "moe/util/common.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>

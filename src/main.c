@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "moe/version.h"
+#include "moe/util/version.h"
 
 typedef struct {
     const char *name;

@@ -10,9 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "moe/analysis.h"
-#include "moe/fileio.h"
-#include "moe/json.h"
+#include "moe/analysis/analysis.h"
+#include "moe/util/fileio.h"
+#include "moe/util/json.h"
 
 int moe_probe_init(moe_probe *p, const moe_tokens *t, size_t n_tokens, size_t B, size_t T,
                    const char *path, moe_err *err) {

@@ -14,10 +14,10 @@
 #include <time.h>
 
 #include "analysis/svg.h"
-#include "moe/analysis.h"
-#include "moe/ffn.h"
-#include "moe/json.h"
-#include "moe/router.h"
+#include "moe/analysis/analysis.h"
+#include "moe/model/ffn.h"
+#include "moe/util/json.h"
+#include "moe/moe/router.h"
 
 #define MAX_SITES 64
 

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/analysis.h"
-#include "moe/eval.h"
-#include "moe/json.h"
+#include "moe/analysis/analysis.h"
+#include "moe/eval/eval.h"
+#include "moe/util/json.h"
 
 /* ---- sites and masks ---------------------------------------------------- */
 

@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-#include "moe/common.h"
+#include "moe/util/common.h"
 
 /* Colours for runs / series, cycling. */
 const char *svg_color(size_t i);

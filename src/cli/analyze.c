@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "moe/analysis.h"
-#include "moe/rundir.h"
+#include "moe/analysis/analysis.h"
+#include "moe/run/rundir.h"
 
 static void help(FILE *f) {
     fprintf(f,

@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "moe/config.h"
-#include "moe/model.h"
+#include "moe/model/config.h"
+#include "moe/model/model.h"
 
 static void help(FILE *f) {
     fprintf(f,

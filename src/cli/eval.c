@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "moe/eval.h"
-#include "moe/rundir.h"
+#include "moe/eval/eval.h"
+#include "moe/run/rundir.h"
 
 static void help(FILE *f) {
     fprintf(f,

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "moe/interop.h"
+#include "moe/interop/interop.h"
 
 static void help(FILE *f) {
     fprintf(f,

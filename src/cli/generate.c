@@ -13,10 +13,10 @@
 
 #include "cli/cli.h"
 #include "cli/stop_signals.h"
-#include "moe/decode.h"
-#include "moe/model.h"
-#include "moe/rng.h"
-#include "moe/tokenizer.h"
+#include "moe/model/decode.h"
+#include "moe/model/model.h"
+#include "moe/util/rng.h"
+#include "moe/data/tokenizer.h"
 
 static void help(FILE *f) {
     fprintf(f,

@@ -6,9 +6,9 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
-#include "moe/checksum.h"
-#include "moe/fileio.h"
-#include "moe/interop.h"
+#include "moe/util/checksum.h"
+#include "moe/util/fileio.h"
+#include "moe/interop/interop.h"
 
 static void help(FILE *f) {
     fprintf(f,

@@ -3,11 +3,11 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "moe/checksum.h"
-#include "moe/fileio.h"
-#include "moe/interop.h"
-#include "moe/model.h"
-#include "moe/tokenizer.h"
+#include "moe/util/checksum.h"
+#include "moe/util/fileio.h"
+#include "moe/interop/interop.h"
+#include "moe/model/model.h"
+#include "moe/data/tokenizer.h"
 
 static void help(FILE *f) {
     fprintf(f,

@@ -11,9 +11,9 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "moe/common.h"
-#include "moe/kernels.h"
-#include "moe/model.h"
+#include "moe/util/common.h"
+#include "moe/kernels/kernels.h"
+#include "moe/model/model.h"
 
 void cli_begin(cli_parser *p, const char *cmd, int argc, char **argv, const struct option *opts) {
     memset(p, 0, sizeof *p);

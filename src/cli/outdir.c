@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "moe/common.h"
-#include "moe/rundir.h"
+#include "moe/util/common.h"
+#include "moe/run/rundir.h"
 
 static int exists(const char *dir, const char *name) {
     char path[4200];

@@ -1,6 +1,6 @@
 /* prepare.c — `moe prepare`: reads JSONL / text files / folders, encodes each
  * document (in parallel) followed by <|endoftext|>, and writes one token file
- * with the document table and domain names (include/moe/data.h). */
+ * with the document table and domain names (include/moe/data/data.h). */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,9 +8,9 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "moe/data.h"
-#include "moe/textdocs.h"
-#include "moe/tokenizer.h"
+#include "moe/data/data.h"
+#include "moe/data/textdocs.h"
+#include "moe/data/tokenizer.h"
 
 static const char *USAGE =
     "usage: moe prepare --input PATH... --out FILE.tok [--tokenizer FILE|bytes] [--threads N]\n"

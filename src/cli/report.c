@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "moe/fileio.h"
-#include "moe/rundir.h"
+#include "moe/util/fileio.h"
+#include "moe/run/rundir.h"
 
 static void help(FILE *f) {
     fprintf(f,

@@ -6,9 +6,9 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "moe/fileio.h"
-#include "moe/json.h"
-#include "moe/model.h"
+#include "moe/util/fileio.h"
+#include "moe/util/json.h"
+#include "moe/model/model.h"
 
 static void help(FILE *f) {
     fprintf(f,

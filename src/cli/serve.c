@@ -30,9 +30,9 @@ int cmd_serve(int argc, char **argv) {
 #include <time.h>
 
 #include "cli/cli.h"
-#include "moe/model.h"
-#include "moe/serve.h"
-#include "moe/tokenizer.h"
+#include "moe/model/model.h"
+#include "moe/serve/serve.h"
+#include "moe/data/tokenizer.h"
 
 #define MAX_BODY (1u << 20)      /* bytes of a request body; more gets 413 */
 #define MAX_CONNECTIONS 16       /* open at once; more are refused by the library */

@@ -7,7 +7,7 @@
 
 #include <signal.h>
 
-#include "moe/common.h"
+#include "moe/util/common.h"
 
 /* Blocks the three signals in this thread, and so in every thread made
  * after it (OpenMP's team, MPI's), and starts the one thread that takes

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "moe/sweep.h"
+#include "moe/run/sweep.h"
 
 static void help(FILE *f) {
     fprintf(f,

@@ -5,10 +5,10 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "moe/common.h"
-#include "moe/data.h"
-#include "moe/model.h"
-#include "moe/tokenizer.h"
+#include "moe/util/common.h"
+#include "moe/data/data.h"
+#include "moe/model/model.h"
+#include "moe/data/tokenizer.h"
 
 void cli_warn_data_tokenizer(const char *cmd, const char *ckpt, const char *tok_path,
                              const moe_tokens *data, const char *data_path) {

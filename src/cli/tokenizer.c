@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "moe/textdocs.h"
-#include "moe/tokenizer.h"
+#include "moe/data/textdocs.h"
+#include "moe/data/tokenizer.h"
 
 static const char *TRAIN_USAGE =
     "usage: moe tokenizer train --input PATH... --vocab N --out FILE [--threads N]\n"

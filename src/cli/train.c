@@ -15,10 +15,10 @@
 
 #include "cli/cli.h"
 #include "cli/stop_signals.h"
-#include "moe/analysis.h"
-#include "moe/comm_mpi.h"
-#include "moe/router.h"
-#include "moe/session.h"
+#include "moe/analysis/analysis.h"
+#include "moe/comm/comm_mpi.h"
+#include "moe/moe/router.h"
+#include "moe/run/session.h"
 
 static void help(FILE *f) {
     fprintf(f,

@@ -1,6 +1,6 @@
 /* comm.c — the collectives' wrappers (timing, byte counts, size-1 short
  * cuts), the single-process group, agreement on errors, and block splits. */
-#include "moe/comm.h"
+#include "moe/comm/comm.h"
 
 #include <stdio.h>
 #include <stdlib.h>

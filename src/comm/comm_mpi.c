@@ -1,4 +1,4 @@
-/* comm_mpi.c — the collectives interface (include/moe/comm.h) on MPI: the
+/* comm_mpi.c — the collectives interface (include/moe/comm/comm.h) on MPI: the
  * only file that names MPI. Standard MPI-3 calls only (Open MPI or MPICH).
  * Linked into the moe program, not into the library, so the fuzzers and the
  * unit tests build without MPI.
@@ -9,7 +9,7 @@
  * all-gather (small vectors: all-gather of the whole vector, then every rank
  * adds in rank order). MPI_SUM's order is left to the library, so it is not
  * used. */
-#include "moe/comm_mpi.h"
+#include "moe/comm/comm_mpi.h"
 
 #include <limits.h>
 #include <mpi.h>

@@ -1,14 +1,14 @@
-/* docs_encode.c — documents (include/moe/textdocs.h) into one token file in
+/* docs_encode.c — documents (include/moe/data/textdocs.h) into one token file in
  * memory: every document encoded, in parallel, and followed by
  * <|endoftext|>, with the document table, the domains that documents use
  * and the tokenizer recorded (what `moe prepare` writes). */
-#include "moe/textdocs.h"
+#include "moe/data/textdocs.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/data.h"
-#include "moe/tokenizer.h"
+#include "moe/data/data.h"
+#include "moe/data/tokenizer.h"
 
 /* enc[i] = document i's ids and <|endoftext|>, threads at a time. */
 static int encode_all(const moe_docs *docs, const moe_tokenizer *tok, int threads, const moe_progress *progress,

@@ -1,6 +1,6 @@
 /* textdocs.c — reading JSONL, plain text files and folders into documents
- * with domain names (see include/moe/textdocs.h). */
-#include "moe/textdocs.h"
+ * with domain names (see include/moe/data/textdocs.h). */
+#include "moe/data/textdocs.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -8,9 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "moe/data.h"
-#include "moe/fileio.h"
-#include "moe/json.h"
+#include "moe/data/data.h"
+#include "moe/util/fileio.h"
+#include "moe/util/json.h"
 
 void moe_docs_free(moe_docs *d) {
     for (size_t i = 0; i < d->n_bufs; i++) free(d->bufs[i]);

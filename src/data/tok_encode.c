@@ -6,7 +6,7 @@
 #include <omp.h>
 #include <stdlib.h>
 
-#include "moe/data.h"
+#include "moe/data/data.h"
 
 /* ---------------------------------------------------------------- encoding */
 

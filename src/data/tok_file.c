@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "moe/fileio.h"
-#include "moe/interop.h"
+#include "moe/util/fileio.h"
+#include "moe/interop/interop.h"
 
 /* ------------------------------------------------------------------ base64 */
 

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "moe/tokenizer.h"
+#include "moe/data/tokenizer.h"
 
 /* The regular expressions that tiktoken splits text with, one per pattern;
  * pretok.c implements each by hand over the Unicode 16 classes below (the

@@ -1,14 +1,14 @@
 /* tokens.c — token files (format in data.h and docs/FORMAT.md) and the
  * training batch loader. */
-#include "moe/data.h"
+#include "moe/data/data.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/checksum.h"
-#include "moe/fileio.h"
-#include "moe/rng.h"
+#include "moe/util/checksum.h"
+#include "moe/util/fileio.h"
+#include "moe/util/rng.h"
 
 static uint32_t rd32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;

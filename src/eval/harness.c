@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/eval.h"
-#include "moe/json.h"
+#include "moe/eval/eval.h"
+#include "moe/util/json.h"
 
 /* A label that may be an integer or a string of digits ("0"). */
 static int int_label(const json_value *v, long *out) {

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/eval.h"
+#include "moe/eval/eval.h"
 
 int moe_loss_sums_init(moe_loss_sums *s, size_t n_domains, moe_err *err) {
     memset(s, 0, sizeof *s);

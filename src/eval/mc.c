@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/eval.h"
-#include "moe/fileio.h"
-#include "moe/json.h"
+#include "moe/eval/eval.h"
+#include "moe/util/fileio.h"
+#include "moe/util/json.h"
 
 /* ---- task files --------------------------------------------------------- */
 

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/fileio.h"
-#include "moe/json.h"
+#include "moe/util/fileio.h"
+#include "moe/util/json.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 #error "gguf.c assumes a little-endian host"

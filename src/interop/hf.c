@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/fileio.h"
-#include "moe/json.h"
+#include "moe/util/fileio.h"
+#include "moe/util/json.h"
 
 /* ---- export --------------------------------------------------------------- */
 

@@ -5,7 +5,7 @@
 #ifndef MOE_IX_H
 #define MOE_IX_H
 
-#include "moe/interop.h"
+#include "moe/interop/interop.h"
 
 typedef enum { IX_GGUF, IX_HF } ix_format;
 

@@ -21,10 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/fileio.h"
-#include "moe/json.h"
-#include "moe/router.h"
-#include "moe/version.h"
+#include "moe/util/fileio.h"
+#include "moe/util/json.h"
+#include "moe/moe/router.h"
+#include "moe/util/version.h"
 
 #define NAME 256   /* room for a tensor name and a suffix */
 #define PREFIX 96  /* a block's prefix, "model.layers.L.mlp" */

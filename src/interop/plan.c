@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/router.h"
+#include "moe/moe/router.h"
 
 /* ---- the plan ------------------------------------------------------------ */
 

@@ -2,7 +2,7 @@
  * starts from a trained dense one, every expert a copy of the layer's dense
  * FFN, the routers freshly initialised. With gates that sum to 1 (TopK with
  * norm_topk_prob) the upcycled model computes exactly what the dense one did. */
-#include "moe/interop.h"
+#include "moe/interop/interop.h"
 
 #include <stdio.h>
 #include <string.h>

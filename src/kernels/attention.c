@@ -27,7 +27,7 @@
  * Decoding's attention of a few new rows against a KV cache
  * (k_attention_cached) keeps each row's probabilities whole instead: one
  * library product for the scores and one for the output, per head. */
-#include "moe/kernels.h"
+#include "moe/kernels/kernels.h"
 
 #include <math.h>
 #include <string.h>

@@ -2,7 +2,7 @@
  * the matrix products (gemm.c) and attention (attention.c). Static
  * schedules only, so that results are bit-identical from run to run at a
  * fixed thread count. */
-#include "moe/kernels.h"
+#include "moe/kernels/kernels.h"
 
 #include "fastmath.h"
 

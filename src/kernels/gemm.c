@@ -6,7 +6,7 @@
  * oneDNN's matmul primitive with fp32 accumulation and an fp32 result; the
  * primitives are cached per shape in the context. Nothing outside
  * src/kernels/ names a BLAS. */
-#include "moe/kernels.h"
+#include "moe/kernels/kernels.h"
 
 #include <assert.h>
 #include <cblas.h>

@@ -4,7 +4,7 @@
  * dlogits = (softmax - onehot) * dscale in place, and consumed at once by
  * the two backward products, while they are still in cache: the batch's
  * [N, V] logits never exist (docs/PERFORMANCE.md, "The LM head"). */
-#include "moe/kernels.h"
+#include "moe/kernels/kernels.h"
 
 #include "fastmath.h"
 

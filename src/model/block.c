@@ -8,9 +8,9 @@
  * training's. */
 #include <string.h>
 
-#include "moe/decode.h"
-#include "moe/kernels.h"
-#include "moe/model.h"
+#include "moe/model/decode.h"
+#include "moe/kernels/kernels.h"
+#include "moe/model/model.h"
 
 /* q[nq], k[nk], v[nk] rounded to bf16 in place (precision bf16: what
  * k_attention_forward's products read; the cache keeps the rounded rows). */

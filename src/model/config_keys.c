@@ -1,14 +1,14 @@
 /* config_keys.c — the table of configuration keys: type, default, range and
  * meaning; JSON reading with validation; JSON writing; the docs table. */
-#include "moe/config.h"
+#include "moe/model/config.h"
 
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "moe/ffn.h"
-#include "moe/router.h"
+#include "moe/model/ffn.h"
+#include "moe/moe/router.h"
 
 typedef enum { K_INT, K_FLOAT, K_BOOL, K_ENUM } key_kind;
 

@@ -4,14 +4,14 @@
  * and appends its own. The same pass is the prefill (n = prompt length) and
  * a decode step (n = 1).
  * Also the sampler and a UTF-8 helper for streaming output. */
-#include "moe/decode.h"
+#include "moe/model/decode.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/kernels.h"
-#include "moe/tokenizer.h"
+#include "moe/kernels/kernels.h"
+#include "moe/data/tokenizer.h"
 
 /* ---- the cache -------------------------------------------------------- */
 

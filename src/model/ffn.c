@@ -1,10 +1,10 @@
 /* ffn.c — the table of FFN kinds (the one place a new feed-forward kind is
  * registered) and the choice of each block's FFN from the config. */
-#include "moe/ffn.h"
+#include "moe/model/ffn.h"
 
 #include <string.h>
 
-#include "moe/router.h"
+#include "moe/moe/router.h"
 
 /* The FFN kinds, in the order the config's "ffn" key lists them (the first
  * is the default). X(NAME): its file defines moe_ffn_kind_NAME (dense in

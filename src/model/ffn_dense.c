@@ -1,13 +1,13 @@
 /* ffn_dense.c — the dense SwiGLU feed-forward block:
  *   y = W2( silu(W1 x) * W3 x ),  W1, W3 [F, D], W2 [D, F]
  * stored as gate_proj (W1), up_proj (W3) and down_proj (W2). */
-#include "moe/ffn.h"
+#include "moe/model/ffn.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/kernels.h"
+#include "moe/kernels/kernels.h"
 
 typedef struct dense {
     size_t D, F;

@@ -1,6 +1,6 @@
 /* layout.c — the tensor table that carves parameters and gradients out of
  * two allocations (see layout.h for the two-pass protocol). */
-#include "moe/layout.h"
+#include "moe/model/layout.h"
 
 #include <assert.h>
 #include <stdarg.h>

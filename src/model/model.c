@@ -3,17 +3,17 @@
  * the blocks of block.c in turn (block l reads res[l], leaves res_mid[l]
  * after attention and res[l+1] after its FFN slot), the final norm and the
  * LM head fused with its loss. */
-#include "moe/model.h"
+#include "moe/model/model.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/comm.h"
-#include "moe/kernels.h"
-#include "moe/rng.h"
-#include "moe/router.h"
+#include "moe/comm/comm.h"
+#include "moe/kernels/kernels.h"
+#include "moe/util/rng.h"
+#include "moe/moe/router.h"
 
 /* ---- parameters ------------------------------------------------------- */
 

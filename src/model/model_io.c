@@ -1,7 +1,7 @@
 /* model_io.c — a model on disk: DIR/config.json (every config key),
  * DIR/model.safetensors (one F32 tensor per layout entry, Hugging-Face names)
  * and, for routers that keep untrained state (router.h), DIR/router_state.safetensors. */
-#include "moe/model.h"
+#include "moe/model/model.h"
 
 #include <dirent.h>
 #include <limits.h>
@@ -12,12 +12,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "moe/checksum.h"
-#include "moe/fileio.h"
-#include "moe/router.h"
-#include "moe/json.h"
-#include "moe/safetensors.h"
-#include "moe/tokenizer.h"
+#include "moe/util/checksum.h"
+#include "moe/util/fileio.h"
+#include "moe/moe/router.h"
+#include "moe/util/json.h"
+#include "moe/util/safetensors.h"
+#include "moe/data/tokenizer.h"
 
 /* What moe_layout_write's fill needs. */
 typedef struct layout_source {

@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/kernels.h"
-#include "moe/router.h"
+#include "moe/kernels/kernels.h"
+#include "moe/moe/router.h"
 
 typedef struct cartesian {
     moe_config sub_cfg;      /* the sub-layers' config (they keep a pointer to it) */

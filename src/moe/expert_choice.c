@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/router.h"
+#include "moe/moe/router.h"
 
 typedef struct { float p; int t; } ec_item;
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/router.h"
+#include "moe/moe/router.h"
 
 static int hash_route(moe_router *r, float *gates, const float *logits, size_t N,
                       const moe_ffn_ctx *ctx, double *aux, moe_err *err) {

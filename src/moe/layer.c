@@ -31,9 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/comm.h"
-#include "moe/kernels.h"
-#include "moe/router.h"
+#include "moe/comm/comm.h"
+#include "moe/kernels/kernels.h"
+#include "moe/moe/router.h"
 
 typedef struct moe_layer {
     size_t D, Fe, E, S;

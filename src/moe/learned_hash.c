@@ -12,7 +12,7 @@
  * never to the layer input through the router. */
 #include <stdlib.h>
 
-#include "moe/router.h"
+#include "moe/moe/router.h"
 
 typedef struct learned_hash {
     moe_config cfg;   /* the user's config with norm_topk_prob = MOE_RENORM_IF_SEVERAL */

@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/kernels.h"
-#include "moe/router.h"
+#include "moe/kernels/kernels.h"
+#include "moe/moe/router.h"
 
 typedef struct lory {
     size_t D, F, E, seg;

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/json.h"
-#include "moe/router.h"
+#include "moe/util/json.h"
+#include "moe/moe/router.h"
 
 typedef struct relu {
     double *f;          /* [E+1] load-balancing weights of the last route; then

@@ -2,11 +2,11 @@
  * registered), router creation by kind, and the small helpers several
  * routers share: a row softmax in double and SparseMixer's counter-based
  * random numbers. */
-#include "moe/router.h"
+#include "moe/moe/router.h"
 
 #include <math.h>
 
-#include "moe/comm.h"
+#include "moe/comm/comm.h"
 #include <stdlib.h>
 #include <string.h>
 

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/router.h"
+#include "moe/moe/router.h"
 
 typedef struct smix {
     float *p;          /* [N,E] full softmax (for the balance loss) */

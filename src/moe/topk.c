@@ -28,8 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/json.h"
-#include "moe/router.h"
+#include "moe/util/json.h"
+#include "moe/moe/router.h"
 
 typedef struct topk {
     float *p;          /* [N,E] the scores of the last route: softmax probabilities,

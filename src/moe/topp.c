@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/router.h"
+#include "moe/moe/router.h"
 
 typedef struct topp {
     float *p;          /* [N,E] probabilities of the last route */

@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/common.h"
-#include "moe/config.h"
-#include "moe/model.h"
-#include "moe/session.h"
-#include "moe/train.h"
+#include "moe/util/common.h"
+#include "moe/model/config.h"
+#include "moe/model/model.h"
+#include "moe/run/session.h"
+#include "moe/train/train.h"
 
 int moe_resume_target(const char *dir, char *owner, size_t cap, moe_err *err) {
     char run[4096], newest[4096], a[PATH_MAX], b[PATH_MAX];

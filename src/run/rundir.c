@@ -1,8 +1,8 @@
-/* rundir.c — a run folder's files (include/moe/rundir.h): their names, the
+/* rundir.c — a run folder's files (include/moe/run/rundir.h): their names, the
  * JSON-lines logs read back, eval.json written and merged, analysis.json
  * written, and a sweep's state of each run (sweep.json, sweep.lock). Every
  * command that writes or reads one of these files goes through here. */
-#include "moe/rundir.h"
+#include "moe/run/rundir.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "moe/fileio.h"
-#include "moe/model.h"
+#include "moe/util/fileio.h"
+#include "moe/model/model.h"
 
 /* ---- names -------------------------------------------------------------- */
 

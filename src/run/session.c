@@ -16,10 +16,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "moe/eval.h"
-#include "moe/rundir.h"
-#include "moe/session.h"
-#include "moe/tokenizer.h"
+#include "moe/eval/eval.h"
+#include "moe/run/rundir.h"
+#include "moe/run/session.h"
+#include "moe/data/tokenizer.h"
 
 /* One line for the user through opts.say. */
 static void say(const moe_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

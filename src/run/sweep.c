@@ -1,10 +1,10 @@
-/* sweep.c — a sweep (include/moe/sweep.h, docs/SWEEP.md): the grid file
+/* sweep.c — a sweep (include/moe/run/sweep.h, docs/SWEEP.md): the grid file
  * read and checked, each (config, seed) run by this program's own `train`
  * and `eval` as child processes, resumably and under a per-run lock, and
  * the finished runs aggregated into OUT/summary.json and OUT/summary.md:
  * mean ± std over seeds per run, paired differences against a baseline.
  * What it says to the user is the caller's (src/cli/sweep.c). */
-#include "moe/sweep.h"
+#include "moe/run/sweep.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,9 +15,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "moe/config.h"
-#include "moe/fileio.h"
-#include "moe/model.h"
+#include "moe/model/config.h"
+#include "moe/util/fileio.h"
+#include "moe/model/model.h"
 
 /* ---- the grid file ------------------------------------------------------ */
 

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/json.h"
-#include "moe/serve.h"
+#include "moe/util/json.h"
+#include "moe/serve/serve.h"
 
 enum { P_START, P_GEN, P_END, P_DONE };
 

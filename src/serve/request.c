@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/json.h"
-#include "moe/serve.h"
+#include "moe/util/json.h"
+#include "moe/serve/serve.h"
 
 static int refuse(moe_serve_error *e, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -6,7 +6,7 @@
 #include <immintrin.h>
 #endif
 
-#include "moe/train.h"
+#include "moe/train/train.h"
 
 double moe_lr_at(const moe_config *cfg, long step) {
     double peak = cfg->lr, floor_lr = cfg->lr * cfg->min_lr_ratio;

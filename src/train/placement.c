@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/comm.h"
-#include "moe/train.h"
+#include "moe/comm/comm.h"
+#include "moe/train/train.h"
 
 /* The placement's rows per rank of one layer, summed: the ranks' mean
  * (*mean) and the busiest rank's (*most). */

@@ -13,12 +13,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "moe/checksum.h"
-#include "moe/comm.h"
-#include "moe/fileio.h"
-#include "moe/json.h"
-#include "moe/safetensors.h"
-#include "moe/train.h"
+#include "moe/util/checksum.h"
+#include "moe/comm/comm.h"
+#include "moe/util/fileio.h"
+#include "moe/util/json.h"
+#include "moe/util/safetensors.h"
+#include "moe/train/train.h"
 
 static void remove_flat_dir(const char *dir);
 static void remove_leftovers(const char *out_dir);

@@ -1,5 +1,5 @@
 /* checksum.c — CRC-32 of files and the CHECKSUMS file of a directory. */
-#include "moe/checksum.h"
+#include "moe/util/checksum.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "moe/fileio.h"
+#include "moe/util/fileio.h"
 
 /* CRC-32 (the zlib/PNG one: reflected polynomial 0xEDB88320) is zlib's
  * crc32(), which takes and returns a finished CRC (0 to start) as moe_crc32

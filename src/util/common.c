@@ -1,6 +1,6 @@
 /* common.c — error formatting, checked allocation, the string builder and
  * the monotonic clock. */
-#include "moe/common.h"
+#include "moe/util/common.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -1,7 +1,7 @@
 /* fileio.c — whole-file reads, atomic writes (tmp file, fsync, rename, fsync
  * of the directory; through a symlink to its target; straight to devices,
  * pipes and "-"), mkdir -p and directory fsync. */
-#include "moe/fileio.h"
+#include "moe/util/fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>

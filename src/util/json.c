@@ -1,8 +1,8 @@
 /* json.c — the strict RFC 8259 JSON parser (text -> json_value tree, with
  * "WHAT:LINE:COL: expected X, found Y" errors), the typed member lookups and
  * the JSON text writers. */
-#include "moe/json.h"
-#include "moe/fileio.h"
+#include "moe/util/json.h"
+#include "moe/util/fileio.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,5 +1,5 @@
 /* rng.c — xoshiro256** seeded by splitmix64; uniform, normal, bounded ints. */
-#include "moe/rng.h"
+#include "moe/util/rng.h"
 
 #include <math.h>
 

@@ -1,8 +1,8 @@
 /* safetensors.c — the safetensors reader (validates every header field, names
  * the file and tensor in each error) and the atomic, 8-byte-aligned writer. */
-#include "moe/safetensors.h"
-#include "moe/fileio.h"
-#include "moe/json.h"
+#include "moe/util/safetensors.h"
+#include "moe/util/fileio.h"
+#include "moe/util/json.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -20,17 +20,16 @@ check_tree() {
 use strict; use warnings;
 my $root = shift;
 open my $doc, "<", "$root/docs/ARCHITECTURE.md" or do { print "docs/ARCHITECTURE.md is missing\n"; exit 1 };
-my (%level, %unit_of, %owner, %allow, %used, $block);
+my (%level, %unit_of, %allow, %used, $block);
 while (<$doc>) {
   if (/^```(layers|layer-exceptions)\s*$/) { $block = $1; next }
   if (/^```/) { $block = undef; next }
   next if !$block || /^\s*(#|$)/;
   my @f = split;
   if ($block eq "layers") {
-    my ($lv, $unit, @hdrs) = @f;
+    my ($lv, $unit) = @f;
     $level{$unit} = $lv;
     $unit_of{$_} = $unit for split /\+/, $unit;
-    $owner{"moe/$_.h"} = $unit for grep { $_ ne "-" } @hdrs;
   } else {
     $allow{"$f[0] $f[1]"} = 1;
   }
@@ -38,15 +37,16 @@ while (<$doc>) {
 close $doc;
 if (!%level) { print "docs/ARCHITECTURE.md has no ```layers block\n"; exit 1 }
 
-my @files = (glob("$root/src/*.c"), glob("$root/src/*/*.[ch]"), glob("$root/include/moe/*.h"));
+my @files = (glob("$root/src/*.c"), glob("$root/src/*/*.[ch]"), glob("$root/include/moe/*.h"), glob("$root/include/moe/*/*.h"));
 my ($bad, $n) = (0, 0);
 sub say_bad { print "$_[0]\n"; $bad = 1 }
-# the unit of a file: its folder's, main.c's is cli's, a public header its owner's
+# the unit of a file: its folder's, main.c's is cli's, a public header
+# include/moe/F/x.h that of src/F/
 sub unit_of_file {
   my ($rel) = @_;
   return $unit_of{cli} if $rel =~ m{^src/[^/]+\.c$};
   return $unit_of{$1} if $rel =~ m{^src/([^/]+)/};
-  return $owner{"moe/$1"} if $rel =~ m{^include/(?:moe/)?(.+)$};
+  return $unit_of{$1} if $rel =~ m{^include/moe/([^/]+)/[^/]+$};
   return undef;
 }
 my %folder_reported;
@@ -57,7 +57,7 @@ for my $path (sort @files) {
     if ($rel =~ m{^src/([^/]+)/}) {
       say_bad("src/$1/ is in no layer: add it to the layers block of docs/ARCHITECTURE.md") unless $folder_reported{$1}++;
     } else {
-      say_bad("$rel belongs to no layer: add its name to the layers block of docs/ARCHITECTURE.md");
+      say_bad("$rel belongs to no layer: public headers live in include/moe/F/ for a folder F of the layers block of docs/ARCHITECTURE.md");
     }
     next;
   }
@@ -70,9 +70,9 @@ for my $path (sort @files) {
     $n++;
     my ($hunit, $what);
     if ($inc =~ m{^moe/}) {
-      $hunit = $owner{$inc};
+      $hunit = $inc =~ m{^moe/([^/]+)/[^/]+\.h$} ? $unit_of{$1} : undef;
       if (!defined $hunit) {
-        say_bad("$rel:$.: includes $inc, which belongs to no layer: add it to the layers block of docs/ARCHITECTURE.md");
+        say_bad("$rel:$.: includes $inc, which belongs to no layer: public headers are moe/F/NAME.h for a folder F of the layers block of docs/ARCHITECTURE.md");
         next;
       }
     } elsif (defined $own_folder && -e "$root/src/$own_folder/$inc") {
@@ -105,19 +105,19 @@ PERL
 # < cli), with EXCEPTION ("FILE HEADER why") as its one known crossing
 plant() {
   local r=$1 fence='```'
-  rm -rf "$r"; mkdir -p "$r/docs" "$r/include/moe" "$r/src/util" "$r/src/model" "$r/src/moe" "$r/src/cli" "$r/src/eval" "$r/src/train"
-  printf '%s\n' "# A" "" "${fence}layers" "# layer folder headers" "9 cli -" "4 train train" "4 eval eval" \
-    "3 model+moe model router" "0 util common" "$fence" "" "${fence}layer-exceptions" "# file header why" \
+  rm -rf "$r"; mkdir -p "$r/docs" "$r"/include/moe/{util,model,moe,eval,train,run} "$r/src/util" "$r/src/model" "$r/src/moe" "$r/src/cli" "$r/src/eval" "$r/src/train"
+  printf '%s\n' "# A" "" "${fence}layers" "# layer folder" "9 cli" "4 train" "4 eval" \
+    "3 model+moe" "0 util" "$fence" "" "${fence}layer-exceptions" "# file header why" \
     "${2:-}" "$fence" >"$r/docs/ARCHITECTURE.md"
-  printf '#include "moe/common.h"\n' >"$r/include/moe/model.h"
-  printf '#include "moe/model.h"\n' >"$r/include/moe/router.h"
-  : >"$r/include/moe/common.h"; : >"$r/include/moe/eval.h"; : >"$r/include/moe/train.h"
-  printf '#include "moe/common.h"\n' >"$r/src/util/common.c"
-  printf '#include "moe/router.h"\n#include "moe/common.h"\n' >"$r/src/model/model.c"
-  printf '#include "moe/model.h"\n' >"$r/src/moe/topk.c"
-  printf '#include "moe/eval.h"\n' >"$r/src/eval/loss.c"
-  printf '#include "moe/train.h"\n#include "moe/model.h"\n' >"$r/src/train/optim.c"
-  printf '#include "cli.h"\n#include "cli/cli.h"\n#include "moe/model.h"\n#include "moe/eval.h"\n' >"$r/src/cli/train.c"
+  printf '#include "moe/util/common.h"\n' >"$r/include/moe/model/model.h"
+  printf '#include "moe/model/model.h"\n' >"$r/include/moe/moe/router.h"
+  : >"$r/include/moe/util/common.h"; : >"$r/include/moe/eval/eval.h"; : >"$r/include/moe/train/train.h"
+  printf '#include "moe/util/common.h"\n' >"$r/src/util/common.c"
+  printf '#include "moe/moe/router.h"\n#include "moe/util/common.h"\n' >"$r/src/model/model.c"
+  printf '#include "moe/model/model.h"\n' >"$r/src/moe/topk.c"
+  printf '#include "moe/eval/eval.h"\n' >"$r/src/eval/loss.c"
+  printf '#include "moe/train/train.h"\n#include "moe/model/model.h"\n' >"$r/src/train/optim.c"
+  printf '#include "cli.h"\n#include "cli/cli.h"\n#include "moe/model/model.h"\n#include "moe/eval/eval.h"\n' >"$r/src/cli/train.c"
   : >"$r/src/cli/cli.h"
   printf '#include "cli/cli.h"\n' >"$r/src/main.c"
 }
@@ -134,37 +134,40 @@ plant "$t"
 if check_tree "$t" >"$tmp/out" 2>"$tmp/err"; then ok planted_clean_tree_passes
 else bad "planted_clean_tree_passes: $(head -3 "$tmp/out")"; fi
 
-printf '#include "moe/model.h"\n' >>"$t/src/util/common.c"
+printf '#include "moe/model/model.h"\n' >>"$t/src/util/common.c"
 expect_found planted_upward_include_found \
-  'src/util/common.c:2: includes moe/model.h (model+moe, layer 3) from util (layer 0)'
+  'src/util/common.c:2: includes moe/model/model.h (model+moe, layer 3) from util (layer 0)'
 plant "$t"
 
-printf '#include "moe/eval.h"\n' >>"$t/src/train/optim.c"
-expect_found planted_sibling_include_found 'src/train/optim.c:3: includes moe/eval.h (eval, layer 4) from train'
+printf '#include "moe/eval/eval.h"\n' >>"$t/src/train/optim.c"
+expect_found planted_sibling_include_found 'src/train/optim.c:3: includes moe/eval/eval.h (eval, layer 4) from train'
 plant "$t"
 
 printf '#include "cli/cli.h"\n' >>"$t/src/model/model.c"
 expect_found planted_private_header_found "src/model/model.c:3: includes cli/cli.h (another folder's private header)"
 plant "$t"
 
-printf '#include "moe/train.h"\n' >>"$t/include/moe/model.h"
-expect_found planted_public_header_found 'include/moe/model.h:2: includes moe/train.h (train, layer 4) from model+moe'
+printf '#include "moe/train/train.h"\n' >>"$t/include/moe/model/model.h"
+expect_found planted_public_header_found 'include/moe/model/model.h:2: includes moe/train/train.h (train, layer 4) from model+moe'
 plant "$t"
 
-: >"$t/include/moe/session.h"
-expect_found planted_unlisted_header_found 'include/moe/session.h belongs to no layer'
+: >"$t/include/moe/run/session.h"
+expect_found planted_unlisted_header_found 'include/moe/run/session.h belongs to no layer'
+plant "$t"
+: >"$t/include/moe/loose.h"
+expect_found planted_header_outside_folder_found 'include/moe/loose.h belongs to no layer'
 plant "$t"
 
-mkdir -p "$t/src/run"; printf '#include "moe/common.h"\n' >"$t/src/run/session.c"
+mkdir -p "$t/src/run"; printf '#include "moe/util/common.h"\n' >"$t/src/run/session.c"
 expect_found planted_unlisted_folder_found 'src/run/ is in no layer'
 plant "$t"
 
-plant "$t" "src/util/common.c moe/model.h a reason"
-printf '#include "moe/model.h"\n' >>"$t/src/util/common.c"
+plant "$t" "src/util/common.c moe/model/model.h a reason"
+printf '#include "moe/model/model.h"\n' >>"$t/src/util/common.c"
 if check_tree "$t" >"$tmp/out" 2>/dev/null; then ok planted_exception_allows
 else bad "planted_exception_allows: $(head -3 "$tmp/out")"; fi
-printf '#include "moe/common.h"\n' >"$t/src/util/common.c"
-expect_found planted_stale_exception_found 'exception "src/util/common.c moe/model.h" .* no longer occurs'
+printf '#include "moe/util/common.h"\n' >"$t/src/util/common.c"
+expect_found planted_stale_exception_found 'exception "src/util/common.c moe/model/model.h" .* no longer occurs'
 
 # --- the repository ----------------------------------------------------------
 if check_tree . >"$tmp/out" 2>"$tmp/err"; then ok repository_layers_hold

@@ -26,7 +26,7 @@ if "$moe" config --defaults | grep -q '"beta1": 0.9,' && ! "$moe" config --defau
   ok config_json_shortest; else bad "config_json_shortest: $("$moe" config --defaults | grep beta1)"; fi
 
 # ---- one option mechanism everywhere (getopt_long)
-want=$(sed -n 's/^#define MOE_VERSION "\(.*\)"/\1/p' include/moe/version.h)
+want=$(sed -n 's/^#define MOE_VERSION "\(.*\)"/\1/p' include/moe/util/version.h)
 if [ -n "$want" ] && [ "$("$moe" --version)" = "moe $want" ] && [ "$("$moe" version)" = "moe $want" ]; then
   ok version; else bad "version: $("$moe" --version 2>&1)"; fi
 for c in config init train score generate prepare "tokenizer train" "tokenizer encode" "tokenizer decode" sweep \

@@ -2,7 +2,7 @@
 #include <stdint.h>
 
 #include "fuzz_file.h"
-#include "moe/interop.h"
+#include "moe/interop/interop.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_write(data, size, ".gguf");

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 
 #include "fuzz_file.h"
-#include "moe/interop.h"
+#include "moe/interop/interop.h"
 
 static int write_file(const char *path, const uint8_t *data, size_t size) {
     FILE *f = fopen(path, "wb");

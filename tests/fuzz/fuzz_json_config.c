@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "moe/config.h"
+#include "moe/model/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     moe_err err;

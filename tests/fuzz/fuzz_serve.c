@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/json.h"
-#include "moe/serve.h"
+#include "moe/util/json.h"
+#include "moe/serve/serve.h"
 
 static moe_serve *server(void) {
     static moe_serve s;

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "fuzz_file.h"
-#include "moe/eval.h"
+#include "moe/eval/eval.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_write(data, size, ".jsonl");

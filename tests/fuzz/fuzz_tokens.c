@@ -3,7 +3,7 @@
 #include <stdint.h>
 
 #include "fuzz_file.h"
-#include "moe/data.h"
+#include "moe/data/data.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_write(data, size, ".tok");

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moe/data.h"
-#include "moe/model.h"
-#include "moe/safetensors.h"
+#include "moe/data/data.h"
+#include "moe/model/model.h"
+#include "moe/util/safetensors.h"
 
 int main(int argc, char **argv) {
     if (argc < 6) {

@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "moe/kernels.h"
-#include "moe/layout.h"
+#include "moe/kernels/kernels.h"
+#include "moe/model/layout.h"
 
 /* A sanitizer build that compiled the checks out would run the asan/ suite
  * with them silently off. */

@@ -36,8 +36,8 @@
 #include <string.h>
 
 #include "harness.h"
-#include "moe/kernels.h"
-#include "moe/rng.h"
+#include "moe/kernels/kernels.h"
+#include "moe/util/rng.h"
 
 typedef struct { int B, T, H, KV, hd; } shape;
 

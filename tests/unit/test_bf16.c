@@ -13,12 +13,12 @@
 #include <string.h>
 
 #include "harness.h"
-#include "moe/checksum.h"
-#include "moe/decode.h"
-#include "moe/fileio.h"
-#include "moe/kernels.h"
-#include "moe/model.h"
-#include "moe/rng.h"
+#include "moe/util/checksum.h"
+#include "moe/model/decode.h"
+#include "moe/util/fileio.h"
+#include "moe/kernels/kernels.h"
+#include "moe/model/model.h"
+#include "moe/util/rng.h"
 
 static int have_bf16;  /* this CPU runs bf16 products (else those tests skip) */
 

@@ -9,13 +9,13 @@
 #include <string.h>
 
 #include "harness.h"
-#include "moe/comm.h"
-#include "moe/fileio.h"
-#include "moe/config.h"
-#include "moe/json.h"
-#include "moe/model.h"
-#include "moe/rng.h"
-#include "moe/train.h"
+#include "moe/comm/comm.h"
+#include "moe/util/fileio.h"
+#include "moe/model/config.h"
+#include "moe/util/json.h"
+#include "moe/model/model.h"
+#include "moe/util/rng.h"
+#include "moe/train/train.h"
 
 static int parse_cfg(const char *text, moe_config *c, moe_err *err) {
     moe_config_defaults(c);

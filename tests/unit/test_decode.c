@@ -8,9 +8,9 @@
 #include <string.h>
 
 #include "harness.h"
-#include "moe/decode.h"
-#include "moe/json.h"
-#include "moe/model.h"
+#include "moe/model/decode.h"
+#include "moe/util/json.h"
+#include "moe/model/model.h"
 
 #define DECODE_TOL 3e-6
 

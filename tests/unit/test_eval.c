@@ -11,9 +11,9 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "moe/analysis.h"
-#include "moe/eval.h"
-#include "moe/fileio.h"
+#include "moe/analysis/analysis.h"
+#include "moe/eval/eval.h"
+#include "moe/util/fileio.h"
 
 /* Log-likelihoods of the unigram model against their values in double: sums
  * of a few float32 log-probabilities (~u = 6e-8 relative each), measured

@@ -2,7 +2,7 @@
  * write that fails for lack of space; through symlinks, to devices, pipes and
  * stdout), mkdir -p and directory fsync. */
 #include "harness.h"
-#include "moe/fileio.h"
+#include "moe/util/fileio.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -18,9 +18,9 @@
 #include <string.h>
 
 #include "harness.h"
-#include "moe/ffn.h"
-#include "moe/kernels.h"
-#include "moe/rng.h"
+#include "moe/model/ffn.h"
+#include "moe/kernels/kernels.h"
+#include "moe/util/rng.h"
 #include "kernels/fastmath.h"
 
 /* The unfused cross-entropy, as the library computed it before the LM head

@@ -1,6 +1,6 @@
 /* test_json.c — unit tests of the strict JSON parser and the JSON writers. */
 #include "harness.h"
-#include "moe/json.h"
+#include "moe/util/json.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -6,10 +6,10 @@
 #include <string.h>
 
 #include "harness.h"
-#include "moe/config.h"
-#include "moe/decode.h"
-#include "moe/ffn.h"
-#include "moe/router.h"
+#include "moe/model/config.h"
+#include "moe/model/decode.h"
+#include "moe/model/ffn.h"
+#include "moe/moe/router.h"
 
 /* A small model config of ffn kind `ffn` with router `router`, valid for
  * every kind (hash: one expert per token; cartesian: TopK). */

@@ -16,8 +16,8 @@
 #include <string.h>
 
 #include "harness.h"
-#include "moe/ffn.h"
-#include "moe/router.h"
+#include "moe/model/ffn.h"
+#include "moe/moe/router.h"
 
 #define REL 1e-6
 

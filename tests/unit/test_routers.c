@@ -19,11 +19,11 @@
 #include <string.h>
 
 #include "harness.h"
-#include "moe/ffn.h"
-#include "moe/json.h"
-#include "moe/model.h"
-#include "moe/rng.h"
-#include "moe/router.h"
+#include "moe/model/ffn.h"
+#include "moe/util/json.h"
+#include "moe/model/model.h"
+#include "moe/util/rng.h"
+#include "moe/moe/router.h"
 
 /* Gradient checks against double central differences (h = 1e-6): their own
  * error (~1e-9 relative) is negligible; the float32 layer's rounding is what

@@ -4,8 +4,8 @@
  * checkpoints or window lengths), a sweep's flat metrics of a run from its
  * metrics.jsonl and eval.json, sweep.json and the per-run lock. */
 #include "harness.h"
-#include "moe/fileio.h"
-#include "moe/rundir.h"
+#include "moe/util/fileio.h"
+#include "moe/run/rundir.h"
 
 #include <string.h>
 #include <sys/stat.h>

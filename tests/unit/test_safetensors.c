@@ -2,8 +2,8 @@
  * trips, a file assembled byte by byte from the format spec, and every
  * validation error with its message. */
 #include "harness.h"
-#include "moe/fileio.h"
-#include "moe/safetensors.h"
+#include "moe/util/fileio.h"
+#include "moe/util/safetensors.h"
 
 #include <stdint.h>
 #include <string.h>

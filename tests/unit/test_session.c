@@ -13,9 +13,9 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "moe/comm.h"
-#include "moe/fileio.h"
-#include "moe/session.h"
+#include "moe/comm/comm.h"
+#include "moe/util/fileio.h"
+#include "moe/run/session.h"
 
 /* The lines a session said, one after another. */
 typedef struct heard {

@@ -14,7 +14,7 @@
 #include <pcre2.h>
 
 #include "harness.h"
-#include "moe/tokenizer.h"
+#include "moe/data/tokenizer.h"
 #include "../../src/data/tok_internal.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;

@@ -10,10 +10,10 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "moe/checksum.h"
-#include "moe/fileio.h"
-#include "moe/router.h"
-#include "moe/train.h"
+#include "moe/util/checksum.h"
+#include "moe/util/fileio.h"
+#include "moe/moe/router.h"
+#include "moe/train/train.h"
 
 static int parse_cfg(const char *text, moe_config *c, moe_err *err) {
     moe_config_defaults(c);

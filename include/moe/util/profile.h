@@ -4,7 +4,7 @@
 #ifndef MOE_PROFILE_H
 #define MOE_PROFILE_H
 
-#include "moe/common.h"
+#include "moe/util/common.h"
 
 typedef enum {
     PROF_EMBED, PROF_ATTENTION, PROF_NORMS, PROF_ROUTER, PROF_EXPERTS, PROF_FFN,

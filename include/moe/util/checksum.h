@@ -5,7 +5,7 @@
 #ifndef MOE_CHECKSUM_H
 #define MOE_CHECKSUM_H
 
-#include "moe/common.h"
+#include "moe/util/common.h"
 
 uint32_t moe_crc32(uint32_t crc, const void *data, size_t len);
 

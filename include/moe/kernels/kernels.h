@@ -9,7 +9,7 @@
 
 #include <stddef.h>
 
-#include "moe/common.h"
+#include "moe/util/common.h"
 
 /* C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C, row-major with leading
  * dimensions lda, ldb, ldc; ta / tb non-zero: the operand is stored

@@ -22,12 +22,12 @@
 
 #include <stdio.h>
 
-#include "moe/analysis.h"
-#include "moe/common.h"
-#include "moe/config.h"
-#include "moe/eval.h"
-#include "moe/json.h"
-#include "moe/tokenizer.h"
+#include "moe/analysis/analysis.h"
+#include "moe/util/common.h"
+#include "moe/model/config.h"
+#include "moe/eval/eval.h"
+#include "moe/util/json.h"
+#include "moe/data/tokenizer.h"
 
 /* ---- names -------------------------------------------------------------- */
 

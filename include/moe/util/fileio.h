@@ -2,7 +2,7 @@
 #ifndef MOE_FILEIO_H
 #define MOE_FILEIO_H
 
-#include "moe/common.h"
+#include "moe/util/common.h"
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer. */
 char *moe_read_file(const char *path, size_t *len_out, moe_err *err);

@@ -6,7 +6,7 @@
 #ifndef MOE_TOKENIZER_H
 #define MOE_TOKENIZER_H
 
-#include "moe/common.h"
+#include "moe/util/common.h"
 
 /* Kinds of tokenizer:
  *  - MOE_TOK_BYTES: ids 0..255 are the bytes, 256 is <|endoftext|>, vocab 257.

@@ -14,7 +14,7 @@
 
 #include <stddef.h>
 
-#include "moe/common.h"
+#include "moe/util/common.h"
 
 typedef enum { MOE_F32, MOE_F64, MOE_I32, MOE_BYTE } moe_dtype;
 

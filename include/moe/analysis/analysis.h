@@ -9,11 +9,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "moe/common.h"
-#include "moe/data.h"
-#include "moe/json.h"
-#include "moe/model.h"
-#include "moe/tokenizer.h"
+#include "moe/util/common.h"
+#include "moe/data/data.h"
+#include "moe/util/json.h"
+#include "moe/model/model.h"
+#include "moe/data/tokenizer.h"
 
 /* ---- routing masks and flip rate -------------------------------------- */
 

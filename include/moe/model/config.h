@@ -5,8 +5,8 @@
 #ifndef MOE_CONFIG_H
 #define MOE_CONFIG_H
 
-#include "moe/common.h"
-#include "moe/json.h"
+#include "moe/util/common.h"
+#include "moe/util/json.h"
 
 typedef struct moe_config {
     /* model */

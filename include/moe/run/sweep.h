@@ -10,9 +10,9 @@
 #include <signal.h>
 #include <sys/types.h>
 
-#include "moe/common.h"
-#include "moe/json.h"
-#include "moe/rundir.h"
+#include "moe/util/common.h"
+#include "moe/util/json.h"
+#include "moe/run/rundir.h"
 
 #define MOE_SWEEP_MAX_RUNS 256
 #define MOE_SWEEP_MAX_SEEDS 64

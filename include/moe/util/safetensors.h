@@ -5,7 +5,7 @@
 #ifndef MOE_SAFETENSORS_H
 #define MOE_SAFETENSORS_H
 
-#include "moe/common.h"
+#include "moe/util/common.h"
 
 typedef enum { ST_F32, ST_F64, ST_I32, ST_I64, ST_U8, ST_F16, ST_BF16 } st_dtype;
 

@@ -6,10 +6,10 @@
 #ifndef MOE_INTEROP_H
 #define MOE_INTEROP_H
 
-#include "moe/common.h"
-#include "moe/model.h"
-#include "moe/safetensors.h"
-#include "moe/tokenizer.h"
+#include "moe/util/common.h"
+#include "moe/model/model.h"
+#include "moe/util/safetensors.h"
+#include "moe/data/tokenizer.h"
 
 /* Writes FILE.gguf (version 3): architecture `llama` (dense, or Mixtral-style
  * experts with renormalised gates), `deepseek` (softmax gates not

@@ -5,11 +5,11 @@
 #ifndef MOE_FFN_H
 #define MOE_FFN_H
 
-#include "moe/common.h"
-#include "moe/config.h"
-#include "moe/kernels.h"
-#include "moe/layout.h"
-#include "moe/profile.h"
+#include "moe/util/common.h"
+#include "moe/model/config.h"
+#include "moe/kernels/kernels.h"
+#include "moe/model/layout.h"
+#include "moe/util/profile.h"
 
 /* State shared by the MoE layers of one model: ReMoE's adaptive lambda
  * (kept across steps, saved in checkpoints) and the routing counts gathered

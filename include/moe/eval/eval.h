@@ -5,11 +5,11 @@
 #ifndef MOE_EVAL_H
 #define MOE_EVAL_H
 
-#include "moe/common.h"
-#include "moe/data.h"
-#include "moe/json.h"
-#include "moe/model.h"
-#include "moe/tokenizer.h"
+#include "moe/util/common.h"
+#include "moe/data/data.h"
+#include "moe/util/json.h"
+#include "moe/model/model.h"
+#include "moe/data/tokenizer.h"
 
 /* ---- loss per domain ---------------------------------------------------- */
 

@@ -6,10 +6,10 @@
 
 #include <stdio.h>
 
-#include "moe/common.h"
-#include "moe/config.h"
-#include "moe/data.h"
-#include "moe/model.h"
+#include "moe/util/common.h"
+#include "moe/model/config.h"
+#include "moe/data/data.h"
+#include "moe/model/model.h"
 
 /* Learning rate of optimiser step `step` (0-based): linear warm-up over
  * cfg->warmup steps to cfg->lr, then cosine decay to lr * min_lr_ratio at

@@ -5,7 +5,7 @@
 #ifndef MOE_COMM_MPI_H
 #define MOE_COMM_MPI_H
 
-#include "moe/comm.h"
+#include "moe/comm/comm.h"
 
 /* 1 when an MPI launcher started this process (its environment says so). */
 int moe_comm_mpi_launched(void);

@@ -14,7 +14,7 @@
 #ifndef MOE_LAYOUT_H
 #define MOE_LAYOUT_H
 
-#include "moe/common.h"
+#include "moe/util/common.h"
 
 #define MOE_NAME_MAX 96
 

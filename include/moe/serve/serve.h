@@ -9,11 +9,11 @@
 
 #include <stdatomic.h>
 
-#include "moe/common.h"
-#include "moe/decode.h"
-#include "moe/model.h"
-#include "moe/rng.h"
-#include "moe/tokenizer.h"
+#include "moe/util/common.h"
+#include "moe/model/decode.h"
+#include "moe/model/model.h"
+#include "moe/util/rng.h"
+#include "moe/data/tokenizer.h"
 
 #define MOE_SERVE_MAX_STOP 4        /* stop strings per request (OpenAI's limit) */
 #define MOE_SERVE_MAX_PROMPTS 64    /* prompts in one completions request */

@@ -20,11 +20,11 @@
 
 #include <signal.h>
 
-#include "moe/analysis.h"
-#include "moe/comm.h"
-#include "moe/config.h"
-#include "moe/data.h"
-#include "moe/train.h"
+#include "moe/analysis/analysis.h"
+#include "moe/comm/comm.h"
+#include "moe/model/config.h"
+#include "moe/data/data.h"
+#include "moe/train/train.h"
 
 /* A numeric config key set by an option (--steps 100: flag "steps", key
  * "steps", value 100); flag names it in a refusal. */

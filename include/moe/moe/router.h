@@ -9,9 +9,9 @@
 #ifndef MOE_ROUTER_H
 #define MOE_ROUTER_H
 
-#include "moe/common.h"
-#include "moe/config.h"
-#include "moe/ffn.h"
+#include "moe/util/common.h"
+#include "moe/model/config.h"
+#include "moe/model/ffn.h"
 
 typedef struct moe_router moe_router;
 

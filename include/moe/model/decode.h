@@ -4,9 +4,9 @@
 #ifndef MOE_DECODE_H
 #define MOE_DECODE_H
 
-#include "moe/common.h"
-#include "moe/model.h"
-#include "moe/rng.h"
+#include "moe/util/common.h"
+#include "moe/model/model.h"
+#include "moe/util/rng.h"
 
 /* Keys and values of every layer for the tokens seen so far. Grouped-query
  * attention: only the n_kv_heads KV heads are stored. Keys are stored after

@@ -3,8 +3,8 @@
 #ifndef MOE_DATA_H
 #define MOE_DATA_H
 
-#include "moe/common.h"
-#include "moe/fileio.h"
+#include "moe/util/common.h"
+#include "moe/util/fileio.h"
 
 /* Token file layout (all integers little-endian):
  *   0  char[8]  magic "MOETOKS\0"

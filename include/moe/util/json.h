@@ -3,7 +3,7 @@
 #ifndef MOE_JSON_H
 #define MOE_JSON_H
 
-#include "moe/common.h"
+#include "moe/util/common.h"
 
 typedef enum {
     JSON_NULL, JSON_BOOL, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT

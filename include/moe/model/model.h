@@ -4,10 +4,10 @@
 #ifndef MOE_MODEL_H
 #define MOE_MODEL_H
 
-#include "moe/common.h"
-#include "moe/config.h"
-#include "moe/ffn.h"
-#include "moe/layout.h"
+#include "moe/util/common.h"
+#include "moe/model/config.h"
+#include "moe/model/ffn.h"
+#include "moe/model/layout.h"
 
 typedef struct moe_block {
     /* parameters and their gradients (d_ prefix), pointers into the model's
@@ -154,7 +154,7 @@ void moe_model_discard_step(moe_model *m);
 int moe_model_wants_prepass(const moe_model *m);
 /* Router `which` (0, 1, ...) of block `layer`; NULL when it has none. */
 struct moe_router *moe_model_router(const moe_model *m, int layer, int which);
-/* The routers' state tensors (src/moe/router.h) are saved beside
+/* The routers' state tensors (src/moe/moe/router.h) are saved beside
  * model.safetensors as router_state.safetensors, named
  * "model.layers.L.mlp.router.NAME", by moe_model_save and read back by
  * moe_model_load_weights (docs/FORMAT.md). */

@@ -5,9 +5,9 @@
 #ifndef MOE_TEXTDOCS_H
 #define MOE_TEXTDOCS_H
 
-#include "moe/common.h"
-#include "moe/data.h"
-#include "moe/tokenizer.h"
+#include "moe/util/common.h"
+#include "moe/data/data.h"
+#include "moe/data/tokenizer.h"
 
 typedef struct moe_docs_doc {
     const char *text;   /* [len] bytes, owned by the moe_docs */
