@@ -46,11 +46,11 @@ process.stdout.write(`/* unicode_tables.c — GENERATED, do not edit: the Unicod
  * upper set ${count(UP)}, lower set ${count(LO)}; ${blocks.length} distinct blocks of ${B}. */
 #include "tok_internal.h"
 
-const uint8_t tok_uc_stage1[${nblk}] = {
+const uint8_t moe_tok_uc_stage1[${nblk}] = {
 ${hex(stage1)}
 };
 
-const uint8_t tok_uc_stage2[${blocks.length * B}] = {
+const uint8_t moe_tok_uc_stage2[${blocks.length * B}] = {
 ${hex(all)}
 };
 `);

@@ -99,23 +99,23 @@ static int measure(moe_probe *p, moe_model *m, long step, int write, moe_err *er
     p->last_loss = nll / (double)tokens;
     moe_buf b = {0};
     moe_buf_printf(&b, "{\"step\": %ld, \"tokens\": %zu, \"loss\": ", step, tokens);
-    json_write_double(&b, nll / (double)tokens);
+    moe_json_write_double(&b, nll / (double)tokens);
     if (ns) {
         double rate = all_flips / all_pairs;
         moe_buf_printf(&b, ", \"sparsity\": ");
-        json_write_double(&b, 1.0 - all_active / all_pairs);
+        moe_json_write_double(&b, 1.0 - all_active / all_pairs);
         moe_buf_printf(&b, ", \"flip_rate\": ");
-        if (p->have_prev) json_write_double(&b, rate); else moe_buf_printf(&b, "null");
+        if (p->have_prev) moe_json_write_double(&b, rate); else moe_buf_printf(&b, "null");
         moe_buf_printf(&b, ", \"flip_count\": ");
-        if (p->have_prev) json_write_double(&b, rate * sumE / (double)ns); else moe_buf_printf(&b, "null");
+        if (p->have_prev) moe_json_write_double(&b, rate * sumE / (double)ns); else moe_buf_printf(&b, "null");
         moe_buf_printf(&b, ", \"layers\": [");
         for (size_t s = 0; s < ns; s++) {
             double n = (double)(off[s + 1] - off[s]);
             moe_buf_printf(&b, "%s{\"layer\": %d, \"which\": %d, \"sparsity\": ", s ? ", " : "",
                            sites[s].layer, sites[s].which);
-            json_write_double(&b, 1.0 - active[s] / n);
+            moe_json_write_double(&b, 1.0 - active[s] / n);
             moe_buf_printf(&b, ", \"flip_rate\": ");
-            if (p->have_prev) json_write_double(&b, flips[s] / n); else moe_buf_printf(&b, "null");
+            if (p->have_prev) moe_json_write_double(&b, flips[s] / n); else moe_buf_printf(&b, "null");
             moe_buf_printf(&b, "}");
         }
         moe_buf_printf(&b, "]");

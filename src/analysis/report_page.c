@@ -43,7 +43,7 @@ typedef struct run_data {
     /* calibration.jsonl [nc] */
     size_t nc;
     double *c_step, *c_loss, *c_flip;
-    const json_value *eval, *analysis;  /* the moe_report_run's */
+    const moe_json_value *eval, *analysis;  /* the moe_report_run's */
     long stage2, stage3;                /* first step index of stage II / III, -1 if none */
 } run_data;
 
@@ -101,15 +101,15 @@ static int load_run(run_data *r, const moe_report_run *in, moe_err *err) {
     moe_err ignore;
     if (!moe_resolve_checkpoint(dir, ckpt, sizeof ckpt, &ignore) &&
         !moe_path(path, sizeof path, &ignore, "%s/config.json", ckpt)) {
-        json_value *c = json_parse_file(path, &ignore);
+        moe_json_value *c = moe_json_parse_file(path, &ignore);
         if (c) {
-            snprintf(r->ffn, sizeof r->ffn, "%s", json_get_string(c, "ffn", "?"));
-            snprintf(r->router, sizeof r->router, "%s", json_get_string(c, "router", "?"));
-            r->n_experts = (int)json_get_number(c, "n_experts", NAN);
-            r->top_k = (int)json_get_number(c, "top_k", NAN);
-            r->n_layers = (int)json_get_number(c, "n_layers", NAN);
-            r->target = json_get_number(c, "target_sparsity", NAN);
-            json_free(c);
+            snprintf(r->ffn, sizeof r->ffn, "%s", moe_json_get_string(c, "ffn", "?"));
+            snprintf(r->router, sizeof r->router, "%s", moe_json_get_string(c, "router", "?"));
+            r->n_experts = (int)moe_json_get_number(c, "n_experts", NAN);
+            r->top_k = (int)moe_json_get_number(c, "top_k", NAN);
+            r->n_layers = (int)moe_json_get_number(c, "n_layers", NAN);
+            r->target = moe_json_get_number(c, "target_sparsity", NAN);
+            moe_json_free(c);
         }
     }
     if (!(r->target > 0) && r->n_experts > 0) r->target = 1.0 - (double)r->top_k / r->n_experts;
@@ -117,7 +117,7 @@ static int load_run(run_data *r, const moe_report_run *in, moe_err *err) {
     r->relu = rk && rk->sparsity_lambda;  /* ReMoE's lambda and stages */
 
     /* metrics.jsonl */
-    json_value *const *L = in->metrics;
+    moe_json_value *const *L = in->metrics;
     size_t n = in->n_metrics;
     r->n = n;
     r->step = dalloc(n, err); r->lm_loss = dalloc(n, err); r->sparsity = dalloc(n, err);
@@ -125,39 +125,39 @@ static int load_run(run_data *r, const moe_report_run *in, moe_err *err) {
     r->v_step = dalloc(n, err); r->v_loss = dalloc(n, err);
     int rc = r->step && r->lm_loss && r->sparsity && r->lambda && r->reg && r->v_step && r->v_loss ? 0 : -1;
     for (size_t i = 0; i < n && !rc; i++) {
-        r->step[i] = json_get_number(L[i], "step", NAN);
-        r->lm_loss[i] = json_get_number(L[i], "lm_loss", NAN);
-        if (isfinite(json_get_number(L[i], "val_loss", NAN))) {
+        r->step[i] = moe_json_get_number(L[i], "step", NAN);
+        r->lm_loss[i] = moe_json_get_number(L[i], "lm_loss", NAN);
+        if (isfinite(moe_json_get_number(L[i], "val_loss", NAN))) {
             r->v_step[r->nv] = r->step[i];
-            r->v_loss[r->nv++] = json_get_number(L[i], "val_loss", NAN);
+            r->v_loss[r->nv++] = moe_json_get_number(L[i], "val_loss", NAN);
         }
-        r->sparsity[i] = json_get_number(L[i], "sparsity", NAN);
-        r->lambda[i] = json_get_number(L[i], "lambda", NAN);
-        const json_value *layers = json_get(L[i], "layers");
-        if (!layers || layers->type != JSON_ARRAY) continue;
+        r->sparsity[i] = moe_json_get_number(L[i], "sparsity", NAN);
+        r->lambda[i] = moe_json_get_number(L[i], "lambda", NAN);
+        const moe_json_value *layers = moe_json_get(L[i], "layers");
+        if (!layers || layers->type != MOE_JSON_ARRAY) continue;
         double reg = 0.0;
         int have_reg = 0;
         for (size_t s = 0; s < layers->count && s < MAX_SITES && !rc; s++) {
-            const json_value *e = &layers->items[s];
-            const json_value *tpe = json_get(e, "tokens_per_expert");
+            const moe_json_value *e = &layers->items[s];
+            const moe_json_value *tpe = moe_json_get(e, "tokens_per_expert");
             if (s >= r->n_sites) {  /* a site first seen on this line */
                 r->n_sites = s + 1;
-                r->site_layer[s] = (int)json_get_number(e, "layer", NAN);
+                r->site_layer[s] = (int)moe_json_get_number(e, "layer", NAN);
                 if (!(r->site_sparsity[s] = dalloc(n, err)) || !(r->site_active[s] = dalloc(n, err)) ||
                     !(r->site_idle[s] = dalloc(n, err)) || !(r->site_lambda[s] = dalloc(n, err))) { rc = -1; break; }
-                size_t E = tpe && tpe->type == JSON_ARRAY ? tpe->count : 0;
+                size_t E = tpe && tpe->type == MOE_JSON_ARRAY ? tpe->count : 0;
                 if (E > r->E) r->E = E;
             }
             /* the layer's sparsity over the whole step where logged (relu_lambda_per_layer:
              * what its lambda steered by), else over the last micro-batch */
-            double whole = json_get_number(e, "step_sparsity", NAN);
-            r->site_sparsity[s][i] = isfinite(whole) ? whole : json_get_number(e, "sparsity", NAN);
-            r->site_active[s][i] = json_get_number(e, "active_per_token", NAN);
-            r->site_idle[s][i] = json_get_number(e, "no_expert", NAN);
-            r->site_lambda[s][i] = json_get_number(e, "lambda", NAN);
+            double whole = moe_json_get_number(e, "step_sparsity", NAN);
+            r->site_sparsity[s][i] = isfinite(whole) ? whole : moe_json_get_number(e, "sparsity", NAN);
+            r->site_active[s][i] = moe_json_get_number(e, "active_per_token", NAN);
+            r->site_idle[s][i] = moe_json_get_number(e, "no_expert", NAN);
+            r->site_lambda[s][i] = moe_json_get_number(e, "lambda", NAN);
             if (isfinite(r->site_lambda[s][i])) r->per_layer_lambda = 1;
-            double x = json_get_number(e, "reg_loss", NAN);
-            if (!isfinite(x)) x = json_get_number(e, "aux_loss", NAN);
+            double x = moe_json_get_number(e, "reg_loss", NAN);
+            if (!isfinite(x)) x = moe_json_get_number(e, "aux_loss", NAN);
             if (isfinite(x)) { reg += x; have_reg = 1; }
         }
         if (have_reg) r->reg[i] = reg;
@@ -166,10 +166,10 @@ static int load_run(run_data *r, const moe_report_run *in, moe_err *err) {
     for (size_t s = 0; s < r->n_sites && !rc && r->E; s++) {
         if (!(r->load[s] = dalloc(r->E * n, err))) { rc = -1; break; }
         for (size_t i = 0; i < n; i++) {
-            const json_value *layers = json_get(L[i], "layers");
-            if (!layers || layers->type != JSON_ARRAY || s >= layers->count) continue;
-            const json_value *tpe = json_get(&layers->items[s], "tokens_per_expert");
-            if (!tpe || tpe->type != JSON_ARRAY) continue;
+            const moe_json_value *layers = moe_json_get(L[i], "layers");
+            if (!layers || layers->type != MOE_JSON_ARRAY || s >= layers->count) continue;
+            const moe_json_value *tpe = moe_json_get(&layers->items[s], "tokens_per_expert");
+            if (!tpe || tpe->type != MOE_JSON_ARRAY) continue;
             double tot = 0.0;
             for (size_t e = 0; e < tpe->count; e++) tot += tpe->items[e].number;
             for (size_t e = 0; e < tpe->count && e < r->E; e++)
@@ -188,9 +188,9 @@ static int load_run(run_data *r, const moe_report_run *in, moe_err *err) {
     r->c_step = dalloc(n, err); r->c_loss = dalloc(n, err); r->c_flip = dalloc(n, err);
     if (!r->c_step || !r->c_loss || !r->c_flip) return -1;
     for (size_t i = 0; i < n; i++) {
-        r->c_step[i] = json_get_number(L[i], "step", NAN);
-        r->c_loss[i] = json_get_number(L[i], "loss", NAN);
-        r->c_flip[i] = json_get_number(L[i], "flip_rate", NAN);
+        r->c_step[i] = moe_json_get_number(L[i], "step", NAN);
+        r->c_loss[i] = moe_json_get_number(L[i], "loss", NAN);
+        r->c_flip[i] = moe_json_get_number(L[i], "flip_rate", NAN);
     }
 
     /* eval.json and analysis.json (optional) */
@@ -232,10 +232,10 @@ static const char *CSS =
     "@media (max-width:640px){header{padding:12px 12px}main{padding:4px 6px 24px}section{padding:10px 8px;margin:10px 0}"
     ".runs,.grid{gap:8px}}";
 
-static void esc(moe_buf *b, const char *s) { svg_text(b, s); }
+static void esc(moe_buf *b, const char *s) { moe_svg_text(b, s); }
 
 static void run_head(moe_buf *b, const run_data *r, size_t i) {
-    moe_buf_printf(b, "<div class=\"run\" style=\"--c:%s\"><h3>", svg_color(i));
+    moe_buf_printf(b, "<div class=\"run\" style=\"--c:%s\"><h3>", moe_svg_color(i));
     esc(b, r->name);
     moe_buf_printf(b, " <small>(%s, %s router)</small></h3>", r->ffn, r->router);
 }
@@ -277,11 +277,11 @@ static void activity_table(moe_buf *b, const run_data *r) {
  * OUT/summary.json: j, read from path), the sweep's aggregate: per cell the
  * headline metric's mean ± std over seeds and the paired difference against
  * the baseline (docs/SWEEP.md). Nothing when there is no summary (j NULL). */
-static int sweep_section(moe_buf *b, const json_value *j, const char *path) {
+static int sweep_section(moe_buf *b, const moe_json_value *j, const char *path) {
     if (!j) return 0;
-    const json_value *cells = json_get(j, "cells");
-    const char *head = json_get_string(j, "headline", "train_loss");
-    const char *base = json_get_string(j, "baseline", NULL);
+    const moe_json_value *cells = moe_json_get(j, "cells");
+    const char *head = moe_json_get_string(j, "headline", "train_loss");
+    const char *base = moe_json_get_string(j, "baseline", NULL);
     moe_buf_printf(b, "<section><h2>Sweep: mean ± std over seeds</h2><p class=\"note\">From ");
     esc(b, path);
     moe_buf_printf(b, " (<code>moe sweep</code>): every run of the grid, not only the runs above; differences are "
@@ -290,20 +290,20 @@ static int sweep_section(moe_buf *b, const json_value *j, const char *path) {
     moe_buf_printf(b, "</th>");
     if (base) { moe_buf_printf(b, "<th>− "); esc(b, base); moe_buf_printf(b, " (paired)</th>"); }
     moe_buf_printf(b, "</tr>");
-    for (size_t i = 0; cells && cells->type == JSON_ARRAY && i < cells->count; i++) {
-        const json_value *c = &cells->items[i], *m = json_get(json_get(c, "metrics"), head);
-        const json_value *d = json_get(json_get(c, "minus_baseline"), head);
+    for (size_t i = 0; cells && cells->type == MOE_JSON_ARRAY && i < cells->count; i++) {
+        const moe_json_value *c = &cells->items[i], *m = moe_json_get(moe_json_get(c, "metrics"), head);
+        const moe_json_value *d = moe_json_get(moe_json_get(c, "minus_baseline"), head);
         moe_buf_printf(b, "<tr><td>");
-        esc(b, json_get_string(c, "name", "?"));
-        moe_buf_printf(b, "</td><td>%.0f</td>", json_get_number(c, "seeds_done", NAN));
-        if (m) moe_buf_printf(b, "<td>%.4f ± %.4f</td>", json_get_number(m, "mean", NAN),
-                              json_get_number(m, "std", NAN));
+        esc(b, moe_json_get_string(c, "name", "?"));
+        moe_buf_printf(b, "</td><td>%.0f</td>", moe_json_get_number(c, "seeds_done", NAN));
+        if (m) moe_buf_printf(b, "<td>%.4f ± %.4f</td>", moe_json_get_number(m, "mean", NAN),
+                              moe_json_get_number(m, "std", NAN));
         else moe_buf_printf(b, "<td>—</td>");
         if (base && d)
-            moe_buf_printf(b, "<td>%+.4f ± %.4f (n=%.0f)</td>", json_get_number(d, "mean", NAN),
-                           json_get_number(d, "std", NAN), json_get_number(d, "n", NAN));
+            moe_buf_printf(b, "<td>%+.4f ± %.4f (n=%.0f)</td>", moe_json_get_number(d, "mean", NAN),
+                           moe_json_get_number(d, "std", NAN), moe_json_get_number(d, "n", NAN));
         else if (base)
-            moe_buf_printf(b, "<td>%s</td>", strcmp(json_get_string(c, "name", ""), base) ? "—" : "(baseline)");
+            moe_buf_printf(b, "<td>%s</td>", strcmp(moe_json_get_string(c, "name", ""), base) ? "—" : "(baseline)");
         moe_buf_printf(b, "</tr>");
     }
     moe_buf_printf(b, "</table></section>\n");
@@ -327,35 +327,35 @@ static double *ema(const double *y, size_t n, double alpha, moe_err *err) {
 static const char *STAGE_FILL[3] = {"#fde2e4", "#fff1c2", "#dcf2e0"};
 static const char *STAGE_NAME[3] = {"stage I (near-dense)", "stage II (sparsifying)", "stage III (settled)"};
 
-static size_t stage_bands(const run_data *r, svg_band *bands) {
+static size_t stage_bands(const run_data *r, moe_svg_band *bands) {
     if (!r->relu || r->n == 0) return 0;
     double last = r->step[r->n - 1], first = r->step[0] - 1;
     double s2 = r->stage2 >= 0 ? r->step[r->stage2] - 0.5 : NAN, s3 = r->stage3 >= 0 ? r->step[r->stage3] - 0.5 : NAN;
     size_t nb = 0;
     double end1 = isfinite(s2) ? s2 : isfinite(s3) ? s3 : last;
-    bands[nb++] = (svg_band){first, end1, STAGE_NAME[0], STAGE_FILL[0]};
-    if (isfinite(s2)) bands[nb++] = (svg_band){s2, isfinite(s3) ? s3 : last, STAGE_NAME[1], STAGE_FILL[1]};
-    if (isfinite(s3)) bands[nb++] = (svg_band){s3, last, STAGE_NAME[2], STAGE_FILL[2]};
+    bands[nb++] = (moe_svg_band){first, end1, STAGE_NAME[0], STAGE_FILL[0]};
+    if (isfinite(s2)) bands[nb++] = (moe_svg_band){s2, isfinite(s3) ? s3 : last, STAGE_NAME[1], STAGE_FILL[1]};
+    if (isfinite(s3)) bands[nb++] = (moe_svg_band){s3, last, STAGE_NAME[2], STAGE_FILL[2]};
     return nb;
 }
 
 /* The entry named `name` of array `key` ("data" or "tasks") of a run's eval.json. */
-static const json_value *eval_entry(const run_data *r, const char *key, const char *name) {
-    const json_value *a = r->eval ? json_get(r->eval, key) : NULL;
-    for (size_t q = 0; a && a->type == JSON_ARRAY && q < a->count; q++)
-        if (!strcmp(json_get_string(&a->items[q], "name", ""), name)) return &a->items[q];
+static const moe_json_value *eval_entry(const run_data *r, const char *key, const char *name) {
+    const moe_json_value *a = r->eval ? moe_json_get(r->eval, key) : NULL;
+    for (size_t q = 0; a && a->type == MOE_JSON_ARRAY && q < a->count; q++)
+        if (!strcmp(moe_json_get_string(&a->items[q], "name", ""), name)) return &a->items[q];
     return NULL;
 }
 
 /* Perplexity of domain `dom` (NULL: all) in a data entry or its robustness part. */
-static double entry_ppl(const json_value *e, int robust, const char *dom) {
-    const json_value *src = e && robust ? json_get(e, "robustness") : e;
+static double entry_ppl(const moe_json_value *e, int robust, const char *dom) {
+    const moe_json_value *src = e && robust ? moe_json_get(e, "robustness") : e;
     if (!src) return NAN;
-    if (!dom) return json_get_number(src, "ppl", NAN);
-    const json_value *dd = json_get(src, "domains");
-    for (size_t z = 0; dd && dd->type == JSON_ARRAY && z < dd->count; z++)
-        if (!strcmp(json_get_string(&dd->items[z], "name", ""), dom))
-            return json_get_number(&dd->items[z], "ppl", NAN);
+    if (!dom) return moe_json_get_number(src, "ppl", NAN);
+    const moe_json_value *dd = moe_json_get(src, "domains");
+    for (size_t z = 0; dd && dd->type == MOE_JSON_ARRAY && z < dd->count; z++)
+        if (!strcmp(moe_json_get_string(&dd->items[z], "name", ""), dom))
+            return moe_json_get_number(&dd->items[z], "ppl", NAN);
     return NAN;
 }
 
@@ -374,9 +374,9 @@ static long best_of(const double *v, size_t n, int want_high) {
 static size_t union_names(run_data *runs, size_t n, const char *key, const char **names, size_t cap) {
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        const json_value *a = runs[i].eval ? json_get(runs[i].eval, key) : NULL;
-        for (size_t q = 0; a && a->type == JSON_ARRAY && q < a->count; q++) {
-            const char *nm = json_get_string(&a->items[q], "name", "?");
+        const moe_json_value *a = runs[i].eval ? moe_json_get(runs[i].eval, key) : NULL;
+        for (size_t q = 0; a && a->type == MOE_JSON_ARRAY && q < a->count; q++) {
+            const char *nm = moe_json_get_string(&a->items[q], "name", "?");
             size_t j = 0;
             while (j < k && strcmp(names[j], nm)) j++;
             if (j == k && k < cap) names[k++] = nm;
@@ -400,17 +400,17 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
     moe_buf_printf(b, "<div class=\"grid\">");
     for (size_t k = 0; k < ns; k++) {
         int robust = 0;
-        const json_value *first = NULL;
+        const moe_json_value *first = NULL;
         for (size_t i = 0; i < n; i++) {
-            const json_value *e = eval_entry(&runs[i], "data", sets[k]);
+            const moe_json_value *e = eval_entry(&runs[i], "data", sets[k]);
             if (e && !first) first = e;
-            robust |= e && json_get(e, "robustness");
+            robust |= e && moe_json_get(e, "robustness");
         }
         moe_buf_printf(b, "<table><tr><th>");
         esc(b, sets[k]);
         moe_buf_printf(b, ": perplexity</th>");
         for (size_t i = 0; i < n; i++) {
-            moe_buf_printf(b, "<th colspan=\"%d\"><span class=\"swatch\" style=\"--c:%s\"></span>", robust ? 2 : 1, svg_color(i));
+            moe_buf_printf(b, "<th colspan=\"%d\"><span class=\"swatch\" style=\"--c:%s\"></span>", robust ? 2 : 1, moe_svg_color(i));
             esc(b, runs[i].name);
             moe_buf_printf(b, "</th>");
         }
@@ -420,13 +420,13 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
             for (size_t i = 0; i < n; i++) moe_buf_printf(b, "<th class=\"sub\">ppl</th><th class=\"sub\">top expert dropped</th>");
             moe_buf_printf(b, "</tr>");
         }
-        const json_value *doms = first ? json_get(first, "domains") : NULL;
-        size_t nd = doms && doms->type == JSON_ARRAY && doms->count > 1 ? doms->count : 0;
+        const moe_json_value *doms = first ? moe_json_get(first, "domains") : NULL;
+        size_t nd = doms && doms->type == MOE_JSON_ARRAY && doms->count > 1 ? doms->count : 0;
         for (long d = -1; d < (long)nd; d++) {
-            const char *dom = d < 0 ? NULL : json_get_string(&doms->items[d], "name", "?");
+            const char *dom = d < 0 ? NULL : moe_json_get_string(&doms->items[d], "name", "?");
             double v[64], w[64];
             for (size_t i = 0; i < n && i < 64; i++) {
-                const json_value *e = eval_entry(&runs[i], "data", sets[k]);
+                const moe_json_value *e = eval_entry(&runs[i], "data", sets[k]);
                 v[i] = entry_ppl(e, 0, dom);
                 w[i] = entry_ppl(e, 1, dom);
             }
@@ -446,13 +446,13 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
         /* what each run read of the file (eval --max-tokens samples it) */
         moe_buf_printf(b, "<tr><td class=\"sub\">tokens read</td>");
         for (size_t i = 0; i < n && i < 64; i++) {
-            const json_value *e = eval_entry(&runs[i], "data", sets[k]), *rd = e ? json_get(e, "read") : NULL;
+            const moe_json_value *e = eval_entry(&runs[i], "data", sets[k]), *rd = e ? moe_json_get(e, "read") : NULL;
             moe_buf_printf(b, "<td colspan=\"%d\" class=\"sub\">", robust ? 2 : 1);
-            if (rd && !strcmp(json_get_string(rd, "sampling", "all"), "all"))
-                moe_buf_printf(b, "all %.0f", json_get_number(rd, "of", NAN));
+            if (rd && !strcmp(moe_json_get_string(rd, "sampling", "all"), "all"))
+                moe_buf_printf(b, "all %.0f", moe_json_get_number(rd, "of", NAN));
             else if (rd)
-                moe_buf_printf(b, "%.0f of %.0f, sampled", json_get_number(rd, "tokens", NAN),
-                               json_get_number(rd, "of", NAN));
+                moe_buf_printf(b, "%.0f of %.0f, sampled", moe_json_get_number(rd, "tokens", NAN),
+                               moe_json_get_number(rd, "of", NAN));
             else moe_buf_printf(b, "—");
             moe_buf_printf(b, "</td>");
         }
@@ -461,7 +461,7 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
     if (nt) {
         moe_buf_printf(b, "<table><tr><th>task</th><th>items</th>");
         for (size_t i = 0; i < n; i++) {
-            moe_buf_printf(b, "<th colspan=\"2\"><span class=\"swatch\" style=\"--c:%s\"></span>", svg_color(i));
+            moe_buf_printf(b, "<th colspan=\"2\"><span class=\"swatch\" style=\"--c:%s\"></span>", moe_svg_color(i));
             esc(b, runs[i].name);
             moe_buf_printf(b, "</th>");
         }
@@ -471,23 +471,23 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
         for (size_t k = 0; k < nt; k++) {
             double a[64], an[64], items = NAN;
             for (size_t i = 0; i < n && i < 64; i++) {
-                const json_value *e = eval_entry(&runs[i], "tasks", tasks[k]);
-                a[i] = e ? json_get_number(e, "acc", NAN) : NAN;
-                an[i] = e ? json_get_number(e, "acc_norm", NAN) : NAN;
-                if (e) items = json_get_number(e, "items", NAN);
+                const moe_json_value *e = eval_entry(&runs[i], "tasks", tasks[k]);
+                a[i] = e ? moe_json_get_number(e, "acc", NAN) : NAN;
+                an[i] = e ? moe_json_get_number(e, "acc_norm", NAN) : NAN;
+                if (e) items = moe_json_get_number(e, "items", NAN);
             }
             long ba = best_of(a, n, 1), bn = best_of(an, n, 1);
             moe_buf_printf(b, "<tr><td>");
             esc(b, tasks[k]);
             moe_buf_printf(b, "</td><td>%.0f</td>", items);
             for (size_t i = 0; i < n && i < 64; i++) {
-                const json_value *e = eval_entry(&runs[i], "tasks", tasks[k]);
+                const moe_json_value *e = eval_entry(&runs[i], "tasks", tasks[k]);
                 for (int norm = 0; norm < 2; norm++) {
                     double x = norm ? an[i] : a[i];
                     if (!isfinite(x)) { moe_buf_printf(b, "<td>—</td>"); continue; }
                     moe_buf_printf(b, "<td%s>%.3f <small>± %.3f</small></td>",
                                    (long)i == (norm ? bn : ba) ? " class=\"best\"" : "", x,
-                                   json_get_number(e, norm ? "acc_norm_stderr" : "acc_stderr", NAN));
+                                   moe_json_get_number(e, norm ? "acc_norm_stderr" : "acc_stderr", NAN));
                 }
             }
             moe_buf_printf(b, "</tr>");
@@ -508,12 +508,12 @@ static void eval_table(moe_buf *b, run_data *runs, size_t n) {
 /* What every colour of the page means, in one place. */
 static void colour_key(moe_buf *b, const run_data *runs, size_t n) {
     char lo[8], mid[8], hi[8];
-    svg_heat_color(0.0, lo);
-    svg_heat_color(0.5, mid);
-    svg_heat_color(1.0, hi);
+    moe_svg_heat_color(0.0, lo);
+    moe_svg_heat_color(0.5, mid);
+    moe_svg_heat_color(1.0, hi);
     moe_buf_printf(b, "<h3>Colours</h3><div class=\"key\">");
     for (size_t i = 0; i < n; i++) {
-        moe_buf_printf(b, "<span><span class=\"swatch\" style=\"--c:%s\"></span>", svg_color(i));
+        moe_buf_printf(b, "<span><span class=\"swatch\" style=\"--c:%s\"></span>", moe_svg_color(i));
         esc(b, runs[i].name);
         moe_buf_printf(b, " (lines, bars, headings)</span>");
     }
@@ -527,7 +527,7 @@ static void colour_key(moe_buf *b, const run_data *runs, size_t n) {
                    "<span>dashed grey line: a reference (target, 1 − k/E, even load)</span>"
                    "<span style=\"color:#0b6b2e;font-weight:700\">green: best of a table row</span>"
                    "<span style=\"color:#6b4b9a\">purple: with each token's top expert dropped</span></div>",
-                   lo, mid, hi, SVG_NO_DATA);
+                   lo, mid, hi, MOE_SVG_NO_DATA);
 }
 
 /* The runs table: config and headline numbers. */
@@ -541,7 +541,7 @@ static void runs_table(moe_buf *b, run_data *runs, size_t n) {
         for (size_t k = r->n; k-- > 0 && !isfinite(tl);) tl = r->lm_loss[k];
         for (size_t k = r->nc; k-- > 0 && !isfinite(cl);) cl = r->c_loss[k];
         for (size_t k = r->n; k-- > 0 && !isfinite(sp);) sp = r->sparsity[k];
-        moe_buf_printf(b, "<tr><td><span class=\"swatch\" style=\"--c:%s\"></span>", svg_color(i));
+        moe_buf_printf(b, "<tr><td><span class=\"swatch\" style=\"--c:%s\"></span>", moe_svg_color(i));
         esc(b, r->name);
         const moe_ffn_kind *fk = moe_ffn_kind_find(r->ffn);
         if (fk && !fk->routed)  /* no router, no experts (its config still holds their defaults) */
@@ -561,7 +561,7 @@ static void runs_table(moe_buf *b, run_data *runs, size_t n) {
 }
 
 static int overlay_charts(moe_buf *b, run_data *runs, size_t n, moe_err *err) {
-    svg_series se[128];
+    moe_svg_series se[128];
     double *tmp[64] = {0};
     char names[64][3][300];
     size_t ns = 0;
@@ -569,14 +569,14 @@ static int overlay_charts(moe_buf *b, run_data *runs, size_t n, moe_err *err) {
         if (!(tmp[i] = ema(runs[i].lm_loss, runs[i].n, 0.1, err))) { for (size_t j = 0; j < i; j++) free(tmp[j]); return -1; }
         snprintf(names[i][0], sizeof names[i][0], "%s train (EMA)", runs[i].name);
         snprintf(names[i][1], sizeof names[i][1], "%s calibration", runs[i].name);
-        se[ns++] = (svg_series){names[i][0], svg_color(i), runs[i].step, tmp[i], runs[i].n, 0, 0, 0};
+        se[ns++] = (moe_svg_series){names[i][0], moe_svg_color(i), runs[i].step, tmp[i], runs[i].n, 0, 0, 0};
         if (runs[i].nc)
-            se[ns++] = (svg_series){names[i][1], svg_color(i), runs[i].c_step, runs[i].c_loss, runs[i].nc, 1, 1, 0};
+            se[ns++] = (moe_svg_series){names[i][1], moe_svg_color(i), runs[i].c_step, runs[i].c_loss, runs[i].nc, 1, 1, 0};
         snprintf(names[i][2], sizeof names[i][2], "%s validation", runs[i].name);
         if (runs[i].nv && ns < 128)
-            se[ns++] = (svg_series){names[i][2], svg_color(i), runs[i].v_step, runs[i].v_loss, runs[i].nv, 0, 1, 0};
+            se[ns++] = (moe_svg_series){names[i][2], moe_svg_color(i), runs[i].v_step, runs[i].v_loss, runs[i].nv, 0, 1, 0};
     }
-    svg_line(b, &(svg_line_chart){.id = "loss", .title = "Loss: training (EMA ~10 steps), calibration, validation",
+    moe_svg_line(b, &(moe_svg_line_chart){.id = "loss", .title = "Loss: training (EMA ~10 steps), calibration, validation",
              .xlabel = "optimiser step", .ylabel = "loss (nats / token)", .ymin = NAN, .ymax = NAN,
              .series = se, .n_series = ns, .width = 580, .height = 300});
     for (size_t i = 0; i < n && i < 64; i++) free(tmp[i]);
@@ -585,10 +585,10 @@ static int overlay_charts(moe_buf *b, run_data *runs, size_t n, moe_err *err) {
     for (size_t i = 0; i < n && i < 64; i++) {
         int any = 0;  /* dense runs and single measurements have no flip rate */
         for (size_t k = 0; k < runs[i].nc; k++) any |= isfinite(runs[i].c_flip[k]);
-        if (any) se[ns++] = (svg_series){runs[i].name, svg_color(i), runs[i].c_step, runs[i].c_flip, runs[i].nc, 0, 1, 0};
+        if (any) se[ns++] = (moe_svg_series){runs[i].name, moe_svg_color(i), runs[i].c_step, runs[i].c_flip, runs[i].nc, 0, 1, 0};
     }
     if (ns)
-        svg_line(b, &(svg_line_chart){.id = "flip-rate", .title = "Routing flip rate on the calibration set",
+        moe_svg_line(b, &(moe_svg_line_chart){.id = "flip-rate", .title = "Routing flip rate on the calibration set",
                  .xlabel = "optimiser step", .ylabel = "flip rate (fraction of mask entries)", .ymin = 0, .ymax = NAN,
                  .series = se, .n_series = ns, .width = 580, .height = 300});
     else
@@ -619,67 +619,67 @@ static void flat_note(moe_buf *b, const run_data *r, double value, const char *w
 }
 
 static void dynamics_charts(moe_buf *b, const run_data *r, size_t ci) {
-    svg_band bands[3];
+    moe_svg_band bands[3];
     size_t nb = stage_bands(r, bands);
     char id[300], title[400];
-    svg_hline target = {r->target, r->relu ? "target sparsity" : "1 − k/E", "#555"};
-    svg_series s = {"sparsity", svg_color(ci), r->step, r->sparsity, r->n, 0, 0, 0};
+    moe_svg_hline target = {r->target, r->relu ? "target sparsity" : "1 − k/E", "#555"};
+    moe_svg_series s = {"sparsity", moe_svg_color(ci), r->step, r->sparsity, r->n, 0, 0, 0};
     snprintf(id, sizeof id, "sparsity-%zu", ci);
     double flat;
     if (!r->relu && sparsity_flat(r, &flat))
         flat_note(b, r, flat, "Sparsity");
     else
-        svg_line(b, &(svg_line_chart){.id = id, .title = "Sparsity per step (all MoE layers)", .xlabel = "optimiser step",
+        moe_svg_line(b, &(moe_svg_line_chart){.id = id, .title = "Sparsity per step (all MoE layers)", .xlabel = "optimiser step",
                  .ylabel = "sparsity (inactive fraction)", .ymin = 0, .ymax = 1, .series = &s, .n_series = 1,
                  .bands = bands, .n_bands = nb, .hlines = &target, .n_hlines = isfinite(r->target) ? 1 : 0});
     if (r->relu && r->per_layer_lambda) {  /* relu_lambda_per_layer: one lambda per layer */
-        svg_series l[MAX_SITES];
+        moe_svg_series l[MAX_SITES];
         char names[MAX_SITES][32];
         for (size_t s = 0; s < r->n_sites; s++) {
             snprintf(names[s], sizeof names[s], "λ of layer %d", r->site_layer[s]);
-            l[s] = (svg_series){names[s], svg_color(s), r->step, r->site_lambda[s], r->n, 0, 0, 0};
+            l[s] = (moe_svg_series){names[s], moe_svg_color(s), r->step, r->site_lambda[s], r->n, 0, 0, 0};
         }
         snprintf(id, sizeof id, "lambda-%zu", ci);
-        svg_line(b, &(svg_line_chart){.id = id, .title = "ReMoE λ per layer and step (each layer's own, × or ÷ α "
+        moe_svg_line(b, &(moe_svg_line_chart){.id = id, .title = "ReMoE λ per layer and step (each layer's own, × or ÷ α "
                  "each step from its own sparsity)", .xlabel = "optimiser step", .ylabel = "λ (log scale)",
                  .logy = 1, .ymin = NAN, .ymax = NAN, .series = l, .n_series = r->n_sites, .bands = bands,
                  .n_bands = nb});
     } else if (r->relu) {
-        svg_series l = {"λ (L1 coefficient)", svg_color(ci), r->step, r->lambda, r->n, 0, 0, 0};
+        moe_svg_series l = {"λ (L1 coefficient)", moe_svg_color(ci), r->step, r->lambda, r->n, 0, 0, 0};
         snprintf(id, sizeof id, "lambda-%zu", ci);
-        svg_line(b, &(svg_line_chart){.id = id, .title = "ReMoE λ per step (adaptive, × or ÷ α each step)",
+        moe_svg_line(b, &(moe_svg_line_chart){.id = id, .title = "ReMoE λ per step (adaptive, × or ÷ α each step)",
                  .xlabel = "optimiser step", .ylabel = "λ (log scale)", .logy = 1, .ymin = NAN, .ymax = NAN,
                  .series = &l, .n_series = 1, .bands = bands, .n_bands = nb});
     }
-    svg_series g = {r->relu ? "L_reg (sum over layers)" : "auxiliary loss (sum over layers)", svg_color(ci),
+    moe_svg_series g = {r->relu ? "L_reg (sum over layers)" : "auxiliary loss (sum over layers)", moe_svg_color(ci),
                     r->step, r->reg, r->n, 0, 0, 0};
     snprintf(id, sizeof id, "reg-%zu", ci);
     snprintf(title, sizeof title, "%s per step", r->relu ? "Load-balanced L1 regulariser (unweighted)" :
              "Load-balancing auxiliary loss (weighted)");
-    svg_line(b, &(svg_line_chart){.id = id, .title = title, .xlabel = "optimiser step",
+    moe_svg_line(b, &(moe_svg_line_chart){.id = id, .title = title, .xlabel = "optimiser step",
              .ylabel = r->relu ? "L_reg (gate units)" : "aux loss (nats)", .ymin = NAN, .ymax = NAN,
              .series = &g, .n_series = 1, .bands = bands, .n_bands = nb});
 }
 
 static void layer_charts(moe_buf *b, const run_data *r, size_t ci) {
     char id[300];
-    svg_series se[MAX_SITES];
+    moe_svg_series se[MAX_SITES];
     char names[MAX_SITES][32];
     /* viridis, stopping short of its pale yellow end */
     static const char *const LAYER_COLORS[] = {"#440154", "#46327e", "#365c8d", "#277f8e", "#1fa187", "#4ac16d", "#8fb82e"};
     for (size_t s = 0; s < r->n_sites; s++) {
         snprintf(names[s], sizeof names[s], "layer %d", r->site_layer[s]);
-        se[s] = (svg_series){names[s], r->n_sites <= 7 ? LAYER_COLORS[r->n_sites > 1 ? s * 6 / (r->n_sites - 1) : 0] : svg_color(s),
+        se[s] = (moe_svg_series){names[s], r->n_sites <= 7 ? LAYER_COLORS[r->n_sites > 1 ? s * 6 / (r->n_sites - 1) : 0] : moe_svg_color(s),
                              r->step, r->site_sparsity[s], r->n, 0, 0, 1.3};
     }
-    svg_hline target = {r->target, r->relu ? "target sparsity" : "1 − k/E", "#555"};
+    moe_svg_hline target = {r->target, r->relu ? "target sparsity" : "1 − k/E", "#555"};
     double flat;
     if (!r->relu && sparsity_flat(r, &flat)) {
         flat_note(b, r, flat, "Sparsity per layer");
         return;
     }
     snprintf(id, sizeof id, "layer-sparsity-%zu", ci);
-    svg_line(b, &(svg_line_chart){.id = id, .title = "Sparsity per layer", .xlabel = "optimiser step",
+    moe_svg_line(b, &(moe_svg_line_chart){.id = id, .title = "Sparsity per layer", .xlabel = "optimiser step",
              .ylabel = "sparsity (inactive fraction)", .ymin = 0, .ymax = 1, .series = se, .n_series = r->n_sites,
              .hlines = &target, .n_hlines = 1});
 }
@@ -746,7 +746,7 @@ static int load_heatmap(moe_buf *b, const run_data *r, size_t ci, double hi, moe
     char id[64];
     snprintf(id, sizeof id, "load-%zu", ci);
     /* the x axis in steps, ticks on round ones: the bins cover the steps evenly */
-    int rc = svg_heat(b, &(svg_heatmap){.id = id, .title = "Expert load over training, per layer",
+    int rc = moe_svg_heat(b, &(moe_svg_heatmap){.id = id, .title = "Expert load over training, per layer",
              .xlabel = "optimiser step", .ylabel = "layer / expert", .scale_label = "share of the layer's routed tokens",
              .rows = rows, .cols = cols, .values = v, .row_labels = (const char *const *)rl,
              .col_labels = (const char *const *)cl, .row_group = r->E, .group_labels = gl,
@@ -760,11 +760,11 @@ static int load_heatmap(moe_buf *b, const run_data *r, size_t ci, double hi, moe
 static double routed_scale(const run_data *runs, size_t n) {
     double hi = 0;
     for (size_t i = 0; i < n; i++) {
-        const json_value *sites = runs[i].analysis ? json_get(runs[i].analysis, "sites") : NULL;
-        for (size_t s = 0; sites && sites->type == JSON_ARRAY && s < sites->count; s++) {
-            const json_value *rr = json_get(&sites->items[s], "routed_ratio");
-            for (size_t e = 0; rr && rr->type == JSON_ARRAY && e < rr->count; e++)
-                if (rr->items[e].type == JSON_NUMBER && rr->items[e].number > hi) hi = rr->items[e].number;
+        const moe_json_value *sites = runs[i].analysis ? moe_json_get(runs[i].analysis, "sites") : NULL;
+        for (size_t s = 0; sites && sites->type == MOE_JSON_ARRAY && s < sites->count; s++) {
+            const moe_json_value *rr = moe_json_get(&sites->items[s], "routed_ratio");
+            for (size_t e = 0; rr && rr->type == MOE_JSON_ARRAY && e < rr->count; e++)
+                if (rr->items[e].type == MOE_JSON_NUMBER && rr->items[e].number > hi) hi = rr->items[e].number;
         }
     }
     return hi > 0 ? hi : 1;
@@ -772,12 +772,12 @@ static double routed_scale(const run_data *runs, size_t n) {
 
 /* From analysis.json: routed ratio heatmap and domain bars per layer. */
 static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, double scale, moe_err *err) {
-    const json_value *sites = json_get(r->analysis, "sites"), *doms = json_get(r->analysis, "domains");
-    if (!sites || sites->type != JSON_ARRAY || sites->count == 0) return 0;
-    size_t ns = sites->count, E = 0, nd = doms && doms->type == JSON_ARRAY ? doms->count : 0;
+    const moe_json_value *sites = moe_json_get(r->analysis, "sites"), *doms = moe_json_get(r->analysis, "domains");
+    if (!sites || sites->type != MOE_JSON_ARRAY || sites->count == 0) return 0;
+    size_t ns = sites->count, E = 0, nd = doms && doms->type == MOE_JSON_ARRAY ? doms->count : 0;
     for (size_t s = 0; s < ns; s++) {
-        const json_value *rr = json_get(&sites->items[s], "routed_ratio");
-        if (rr && rr->type == JSON_ARRAY && rr->count > E) E = rr->count;
+        const moe_json_value *rr = moe_json_get(&sites->items[s], "routed_ratio");
+        if (rr && rr->type == MOE_JSON_ARRAY && rr->count > E) E = rr->count;
     }
     if (!E) return 0;
     double *v = dalloc(ns * E, err), *mean = dalloc(ns, err);
@@ -785,13 +785,13 @@ static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, double scal
     const char **rl = moe_calloc(ns + E, sizeof(char *), err);
     if (!v || !lab || !rl || !mean) { free(v); free(lab); free(rl); free(mean); return -1; }
     for (size_t s = 0; s < ns; s++) {
-        const json_value *st = &sites->items[s], *rr = json_get(st, "routed_ratio");
-        double layer = json_get_number(st, "layer", NAN), which = json_get_number(st, "which", NAN);
+        const moe_json_value *st = &sites->items[s], *rr = moe_json_get(st, "routed_ratio");
+        double layer = moe_json_get_number(st, "layer", NAN), which = moe_json_get_number(st, "which", NAN);
         snprintf(lab[s], 24, which > 0 ? "layer %.0f.%.0f" : "layer %.0f", layer, which);
         rl[s] = lab[s];
         double sum = 0;
         size_t k = 0;
-        for (size_t e = 0; rr && rr->type == JSON_ARRAY && e < rr->count; e++) {
+        for (size_t e = 0; rr && rr->type == MOE_JSON_ARRAY && e < rr->count; e++) {
             v[s * E + e] = rr->items[e].number;
             if (isfinite(v[s * E + e])) { sum += v[s * E + e]; k++; }
         }
@@ -800,22 +800,22 @@ static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, double scal
     for (size_t e = 0; e < E; e++) { snprintf(lab[ns + e], 24, "%zu", e); rl[ns + e] = lab[ns + e]; }
     char id[64], title[200];
     snprintf(id, sizeof id, "routed-%zu", ci);
-    const json_value *rd = json_get(r->analysis, "read");
-    if (rd && !strcmp(json_get_string(rd, "sampling", "all"), "all"))
+    const moe_json_value *rd = moe_json_get(r->analysis, "read");
+    if (rd && !strcmp(moe_json_get_string(rd, "sampling", "all"), "all"))
         snprintf(title, sizeof title, "Routed-token ratio per layer and expert (all %.0f analysis tokens)",
-                 json_get_number(rd, "of", NAN));
+                 moe_json_get_number(rd, "of", NAN));
     else if (rd)
         snprintf(title, sizeof title, "Routed-token ratio per layer and expert (%.0f of %.0f analysis tokens, "
-                 "%s)", json_get_number(rd, "tokens", NAN), json_get_number(rd, "of", NAN),
-                 json_get_string(rd, "sampling", "sampled"));
+                 "%s)", moe_json_get_number(rd, "tokens", NAN), moe_json_get_number(rd, "of", NAN),
+                 moe_json_get_string(rd, "sampling", "sampled"));
     else
         snprintf(title, sizeof title, "Routed-token ratio per layer and expert (analysis data)");
-    svg_heat(b, &(svg_heatmap){.id = id, .title = title,
+    moe_svg_heat(b, &(moe_svg_heatmap){.id = id, .title = title,
              .xlabel = "expert", .ylabel = "layer", .scale_label = "fraction of tokens routed to the expert",
              .rows = ns, .cols = E, .values = v, .row_labels = rl, .col_labels = rl + ns, .lo = 0, .hi = scale});
     /* domain specialisation: one bar chart per site */
     const char *dn[64];
-    for (size_t d = 0; d < nd && d < 64; d++) dn[d] = json_get_string(&doms->items[d], "name", "?");
+    for (size_t d = 0; d < nd && d < 64; d++) dn[d] = moe_json_get_string(&doms->items[d], "name", "?");
     double *bv = dalloc((nd ? nd : 1) * E, err);
     if (!bv) { free(v); free(lab); free(rl); free(mean); return -1; }
     /* the even-load reference: k/E for a fixed-k router; a ReMoE (or top-p,
@@ -826,16 +826,16 @@ static int analysis_charts(moe_buf *b, const run_data *r, size_t ci, double scal
     int fixed_k = fk && fk->router_options && rk && rk->fixed_k;
     for (size_t s = 0; s < ns && nd; s++) {
         double uniform = fixed_k && r->n_experts > 0 ? (double)r->top_k / r->n_experts : mean[s];
-        svg_hline hl = {uniform, fixed_k ? "uniform k/E" : "even load (the layer's mean over experts)", "#555"};
-        const json_value *bd = json_get(&sites->items[s], "routed_ratio_by_domain");
+        moe_svg_hline hl = {uniform, fixed_k ? "uniform k/E" : "even load (the layer's mean over experts)", "#555"};
+        const moe_json_value *bd = moe_json_get(&sites->items[s], "routed_ratio_by_domain");
         for (size_t d = 0; d < nd && d < 64; d++)
             for (size_t e = 0; e < E; e++) {
-                const json_value *row = bd && bd->type == JSON_ARRAY && d < bd->count ? &bd->items[d] : NULL;
-                bv[d * E + e] = row && row->type == JSON_ARRAY && e < row->count ? row->items[e].number : NAN;
+                const moe_json_value *row = bd && bd->type == MOE_JSON_ARRAY && d < bd->count ? &bd->items[d] : NULL;
+                bv[d * E + e] = row && row->type == MOE_JSON_ARRAY && e < row->count ? row->items[e].number : NAN;
             }
         snprintf(id, sizeof id, "domains-%zu-%zu", ci, s);
         snprintf(title, sizeof title, "Domain specialisation, %s", rl[s]);
-        svg_bars(b, &(svg_bar_chart){.id = id, .title = title, .xlabel = "expert",
+        moe_svg_bars(b, &(moe_svg_bar_chart){.id = id, .title = title, .xlabel = "expert",
                  .ylabel = "routed-token ratio (fraction)", .groups = E, .n_series = nd < 64 ? nd : 64,
                  .group_labels = rl + ns, .series_names = dn, .values = bv, .hlines = &hl,
                  .n_hlines = isfinite(uniform) ? 1 : 0, .height = 220});
@@ -854,19 +854,19 @@ static void tok_text(moe_buf *b, const char *s) {
     }
 }
 
-static void token_table(moe_buf *b, const json_value *site) {
-    const json_value *top = json_get(site, "top_tokens");
-    if (!top || top->type != JSON_ARRAY) return;
+static void token_table(moe_buf *b, const moe_json_value *site) {
+    const moe_json_value *top = moe_json_get(site, "top_tokens");
+    if (!top || top->type != MOE_JSON_ARRAY) return;
     moe_buf_printf(b, "<table class=\"tokens\"><tr><th>expert</th><th>tokens most often routed to it "
                    "(fraction of the token's occurrences)</th></tr>");
     for (size_t e = 0; e < top->count; e++) {
         moe_buf_printf(b, "<tr><td>%zu</td><td>", e);
-        const json_value *list = &top->items[e];
-        for (size_t i = 0; list->type == JSON_ARRAY && i < list->count; i++) {
+        const moe_json_value *list = &top->items[e];
+        for (size_t i = 0; list->type == MOE_JSON_ARRAY && i < list->count; i++) {
             moe_buf_printf(b, "<span class=\"tok\">");
-            tok_text(b, json_get_string(&list->items[i], "text", "?"));
+            tok_text(b, moe_json_get_string(&list->items[i], "text", "?"));
             moe_buf_printf(b, "<small>%.0f%%</small></span>",
-                           100 * json_get_number(&list->items[i], "prob", NAN));
+                           100 * moe_json_get_number(&list->items[i], "prob", NAN));
         }
         moe_buf_printf(b, "</td></tr>");
     }
@@ -874,24 +874,24 @@ static void token_table(moe_buf *b, const json_value *site) {
 }
 
 static void freq_chart(moe_buf *b, run_data *runs, size_t n, moe_err *err) {
-    svg_series se[64];
+    moe_svg_series se[64];
     double *xs[64] = {0}, *ys[64] = {0};
     size_t ns = 0;
     for (size_t i = 0; i < n && i < 64; i++) {
-        const json_value *fb = runs[i].analysis ? json_get(runs[i].analysis, "frequency_buckets") : NULL;
-        if (!fb || fb->type != JSON_ARRAY || !fb->count) continue;
+        const moe_json_value *fb = runs[i].analysis ? moe_json_get(runs[i].analysis, "frequency_buckets") : NULL;
+        if (!fb || fb->type != MOE_JSON_ARRAY || !fb->count) continue;
         xs[ns] = dalloc(fb->count, err);
         ys[ns] = dalloc(fb->count, err);
         if (!xs[ns] || !ys[ns]) break;
         for (size_t k = 0; k < fb->count; k++) {
-            xs[ns][k] = json_get_number(&fb->items[k], "lo", NAN);
-            ys[ns][k] = json_get_number(&fb->items[k], "active_experts", NAN);
+            xs[ns][k] = moe_json_get_number(&fb->items[k], "lo", NAN);
+            ys[ns][k] = moe_json_get_number(&fb->items[k], "active_experts", NAN);
         }
-        se[ns] = (svg_series){runs[i].name, svg_color(i), xs[ns], ys[ns], fb->count, 0, 1, 0};
+        se[ns] = (moe_svg_series){runs[i].name, moe_svg_color(i), xs[ns], ys[ns], fb->count, 0, 1, 0};
         ns++;
     }
     if (ns)
-        svg_line(b, &(svg_line_chart){.id = "active-vs-frequency",
+        moe_svg_line(b, &(moe_svg_line_chart){.id = "active-vs-frequency",
                  .title = "Active experts per token against token frequency", .logx = 1,
                  .xlabel = "token frequency in the analysis data (occurrences, log2 buckets)",
                  .ylabel = "active experts per layer (mean)", .ymin = 0, .ymax = NAN, .series = se, .n_series = ns,
@@ -901,7 +901,7 @@ static void freq_chart(moe_buf *b, run_data *runs, size_t n, moe_err *err) {
     for (size_t i = 0; i < 64; i++) { free(xs[i]); free(ys[i]); }
 }
 
-int moe_report_html(const moe_report_run *in, size_t n, const json_value *summary, const char *summary_path,
+int moe_report_html(const moe_report_run *in, size_t n, const moe_json_value *summary, const char *summary_path,
                     moe_buf *out, moe_err *err) {
     if (n == 0) return moe_errf(err, "no run directories given");
     if (n > 64) return moe_errf(err, "at most 64 runs per report, got %zu", n);
@@ -982,14 +982,14 @@ int moe_report_html(const moe_report_run *in, size_t n, const json_value *summar
                    "<div class=\"runs\">");
     for (size_t i = 0; i < n; i++) {
         run_head(b, &runs[i], i);
-        const json_value *sites = runs[i].analysis ? json_get(runs[i].analysis, "sites") : NULL;
-        if (sites && sites->type == JSON_ARRAY && sites->count) {
+        const moe_json_value *sites = runs[i].analysis ? moe_json_get(runs[i].analysis, "sites") : NULL;
+        if (sites && sites->type == MOE_JSON_ARRAY && sites->count) {
             size_t last = sites->count - 1;
-            moe_buf_printf(b, "<h3>layer %.0f</h3>", json_get_number(&sites->items[last], "layer", NAN));
+            moe_buf_printf(b, "<h3>layer %.0f</h3>", moe_json_get_number(&sites->items[last], "layer", NAN));
             token_table(b, &sites->items[last]);
             for (size_t s = 0; s < last; s++) {
                 moe_buf_printf(b, "<details><summary>layer %.0f</summary>",
-                               json_get_number(&sites->items[s], "layer", NAN));
+                               moe_json_get_number(&sites->items[s], "layer", NAN));
                 token_table(b, &sites->items[s]);
                 moe_buf_printf(b, "</details>");
             }

@@ -237,12 +237,12 @@ int moe_json_text(moe_buf *out, const uint8_t *s, size_t len) {
         if (k) { rc = moe_buf_append(&clean, s + i, k); i += k; }
         else { rc = moe_buf_printf(&clean, "<0x%02X>", s[i]); i++; }
     }
-    if (!rc) rc = json_write_string(out, clean.data ? clean.data : "", clean.len);
+    if (!rc) rc = moe_json_write_string(out, clean.data ? clean.data : "", clean.len);
     moe_buf_free(&clean);
     return rc;
 }
 
-static int write_num(moe_buf *b, double x) { return json_write_double(b, x); }
+static int write_num(moe_buf *b, double x) { return moe_json_write_double(b, x); }
 
 /* The top_n ids of expert e at site s by routing probability. */
 static size_t top_tokens(const moe_route_stats *st, size_t s, size_t e, size_t top_n,
@@ -274,7 +274,7 @@ int moe_route_stats_json(const moe_route_stats *st, const moe_tokenizer *tok,
     for (size_t d = 0; d < D; d++) {
         const char *name = domain_names ? domain_names[d] : "all";
         rc |= moe_buf_printf(out, "%s{\"name\": ", d ? ", " : "");
-        rc |= json_write_string(out, name, strlen(name));
+        rc |= moe_json_write_string(out, name, strlen(name));
         rc |= moe_buf_printf(out, ", \"tokens\": %.0f}", st->dom_tokens[d]);
     }
     rc |= moe_buf_printf(out, "],\n\"sites\": [");

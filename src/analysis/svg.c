@@ -9,9 +9,9 @@
 static const char *PALETTE[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd",
                                 "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
 
-const char *svg_color(size_t i) { return PALETTE[i % (sizeof PALETTE / sizeof PALETTE[0])]; }
+const char *moe_svg_color(size_t i) { return PALETTE[i % (sizeof PALETTE / sizeof PALETTE[0])]; }
 
-int svg_text(moe_buf *b, const char *s) {
+int moe_svg_text(moe_buf *b, const char *s) {
     int rc = 0;
     for (; *s && !rc; s++) {
         switch (*s) {
@@ -133,10 +133,10 @@ static void axes(moe_buf *b, const frame *f, const char *xlabel, const char *yla
                    f->left, f->right, f->bottom, f->bottom, f->left, f->left, f->top, f->bottom);
     moe_buf_printf(b, "<text class=\"label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">",
                    (f->left + f->right) / 2, f->H - 6);
-    svg_text(b, xlabel);
+    moe_svg_text(b, xlabel);
     moe_buf_printf(b, "</text><text class=\"label\" transform=\"translate(13,%.1f) rotate(-90)\" "
                    "text-anchor=\"middle\">", (f->top + f->bottom) / 2);
-    svg_text(b, ylabel);
+    moe_svg_text(b, ylabel);
     moe_buf_printf(b, "</text></g>");
 }
 
@@ -156,7 +156,7 @@ static double legend(moe_buf *b, double W, double y, const legend_item *it, size
             moe_buf_printf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2.5\"%s/>",
                            x, x + 18, y - 4, y - 4, it[i].color, it[i].kind == 1 ? " stroke-dasharray=\"5 3\"" : "");
         moe_buf_printf(b, "<text class=\"legend-text\" x=\"%.1f\" y=\"%.1f\">", x + 22, y);
-        svg_text(b, it[i].name);
+        moe_svg_text(b, it[i].name);
         moe_buf_printf(b, "</text>");
         x += w;
     }
@@ -166,12 +166,12 @@ static double legend(moe_buf *b, double W, double y, const legend_item *it, size
 
 static void open_chart(moe_buf *b, const char *id, const char *title, double W, double H) {
     moe_buf_printf(b, "<figure class=\"chart\" id=\"");
-    svg_text(b, id ? id : "chart");
+    moe_svg_text(b, id ? id : "chart");
     moe_buf_printf(b, "\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                    "viewBox=\"0 0 %.0f %.0f\" role=\"img\" aria-label=\"", W, H, W, H);
-    svg_text(b, title);
+    moe_svg_text(b, title);
     moe_buf_printf(b, "\"><text class=\"title\" x=\"10\" y=\"17\">");
-    svg_text(b, title);
+    moe_svg_text(b, title);
     moe_buf_printf(b, "</text>");
 }
 
@@ -179,7 +179,7 @@ static int close_chart(moe_buf *b) { return moe_buf_printf(b, "</svg></figure>\n
 
 /* ---- line charts --------------------------------------------------------------- */
 
-int svg_line(moe_buf *b, const svg_line_chart *c) {
+int moe_svg_line(moe_buf *b, const moe_svg_line_chart *c) {
     double W = c->width ? c->width : 560, H = c->height ? c->height : 270;
     frame f = {.W = W, .H = H, .left = 62, .right = W - 14, .logx = c->logx, .logy = c->logy};
     double xl = INFINITY, xh = -INFINITY, yl = INFINITY, yh = -INFINITY;
@@ -236,7 +236,7 @@ int svg_line(moe_buf *b, const svg_line_chart *c) {
                            "stroke-width=\"1.3\" stroke-dasharray=\"5 3\"/>", f.left, f.right, y, y, c->hlines[i].color);
     }
     for (size_t s = 0; s < c->n_series; s++) {
-        const svg_series *se = &c->series[s];
+        const moe_svg_series *se = &c->series[s];
         moe_buf_printf(b, "<path fill=\"none\" stroke=\"%s\" stroke-width=\"%.1f\" stroke-linejoin=\"round\"%s d=\"",
                        se->color, se->width > 0 ? se->width : 1.6, se->dashed ? " stroke-dasharray=\"5 3\"" : "");
         int pen = 0;
@@ -275,7 +275,7 @@ int svg_line(moe_buf *b, const svg_line_chart *c) {
 
 /* ---- heatmaps ------------------------------------------------------------------ */
 
-void svg_heat_color(double t, char *out) {
+void moe_svg_heat_color(double t, char *out) {
     static const double stops[][3] = {{247, 251, 255}, {107, 174, 214}, {8, 48, 107}};
     if (!(t >= 0)) t = 0;
     if (t > 1) t = 1;
@@ -286,7 +286,7 @@ void svg_heat_color(double t, char *out) {
             (int)(stops[i][2] + u * (stops[i + 1][2] - stops[i][2])));
 }
 
-int svg_heat(moe_buf *b, const svg_heatmap *h) {
+int moe_svg_heat(moe_buf *b, const moe_svg_heatmap *h) {
     double W = h->width ? h->width : 560, left = 70, right = W - 14, top = 56;
     double ch = h->rows > 40 ? 5 : h->rows > 20 ? 8 : 16, cw = (right - left) / (double)(h->cols ? h->cols : 1);
     double bottom = top + ch * (double)h->rows, H = bottom + 44;
@@ -297,31 +297,31 @@ int svg_heat(moe_buf *b, const svg_heatmap *h) {
     moe_buf_printf(b, "<g class=\"legend\" data-lo=\"%.6g\" data-hi=\"%.6g\">", h->lo, h->hi);
     for (int i = 0; i < 40; i++) {
         char col[8];
-        svg_heat_color(i / 39.0, col);
+        moe_svg_heat_color(i / 39.0, col);
         moe_buf_printf(b, "<rect x=\"%.1f\" y=\"26\" width=\"4.2\" height=\"10\" fill=\"%s\"/>", left + 4.0 * i, col);
     }
     moe_buf_printf(b, "<text class=\"legend-text\" x=\"%.1f\" y=\"46\" text-anchor=\"middle\">%.3g</text>"
                    "<text class=\"legend-text\" x=\"%.1f\" y=\"46\" text-anchor=\"middle\">%.3g</text>"
                    "<text class=\"legend-text\" x=\"%.1f\" y=\"35\">", left, h->lo, left + 160, h->hi, left + 172);
-    svg_text(b, h->scale_label ? h->scale_label : "");
+    moe_svg_text(b, h->scale_label ? h->scale_label : "");
     moe_buf_printf(b, "</text>");
     if (any_nan)
         moe_buf_printf(b, "<rect x=\"%.1f\" y=\"38\" width=\"10\" height=\"9\" fill=\"%s\"/>"
                        "<text class=\"legend-text\" x=\"%.1f\" y=\"46\">no data</text>",
-                       left + 200, SVG_NO_DATA, left + 214);
+                       left + 200, MOE_SVG_NO_DATA, left + 214);
     moe_buf_printf(b, "</g><g class=\"marks\">");
     double span = h->hi > h->lo ? h->hi - h->lo : 1;
     for (size_t r = 0; r < h->rows; r++)
         for (size_t c = 0; c < h->cols; c++) {
             double v = h->values[r * h->cols + c];
             char col[8];
-            if (isfinite(v)) svg_heat_color((v - h->lo) / span, col);
-            else snprintf(col, sizeof col, "%s", SVG_NO_DATA);
+            if (isfinite(v)) moe_svg_heat_color((v - h->lo) / span, col);
+            else snprintf(col, sizeof col, "%s", MOE_SVG_NO_DATA);
             moe_buf_printf(b, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\"><title>",
                            left + cw * (double)c, top + ch * (double)r, cw + 0.05, ch + 0.05, col);
-            if (h->row_labels) svg_text(b, h->row_labels[r]);
+            if (h->row_labels) moe_svg_text(b, h->row_labels[r]);
             moe_buf_printf(b, ", ");
-            if (h->col_labels) svg_text(b, h->col_labels[c]); else moe_buf_printf(b, "%zu", c);
+            if (h->col_labels) moe_svg_text(b, h->col_labels[c]); else moe_buf_printf(b, "%zu", c);
             if (isfinite(v)) moe_buf_printf(b, ": %.4g</title></rect>", v);
             else moe_buf_printf(b, ": no data</title></rect>");
         }
@@ -335,12 +335,12 @@ int svg_heat(moe_buf *b, const svg_heatmap *h) {
             if (r % h->row_group) continue;
             moe_buf_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", left - 5,
                            top + ch * ((double)r + (double)h->row_group / 2) + 3.5);
-            svg_text(b, h->group_labels[r / h->row_group]);
+            moe_svg_text(b, h->group_labels[r / h->row_group]);
             moe_buf_printf(b, "</text>");
         } else if (h->row_labels && r % every == 0) {
             moe_buf_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", left - 5,
                            top + ch * (double)r + ch / 2 + 3.5);
-            svg_text(b, h->row_labels[r]);
+            moe_svg_text(b, h->row_labels[r]);
             moe_buf_printf(b, "</text>");
         }
     }
@@ -360,21 +360,21 @@ int svg_heat(moe_buf *b, const svg_heatmap *h) {
     for (size_t c = 0; c < h->cols && !(h->x1 > h->x0); c += cstep) {
         double x = left + cw * ((double)c + 0.5);
         moe_buf_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">", x, bottom + 14);
-        if (h->col_labels) svg_text(b, h->col_labels[c]); else moe_buf_printf(b, "%zu", c);
+        if (h->col_labels) moe_svg_text(b, h->col_labels[c]); else moe_buf_printf(b, "%zu", c);
         moe_buf_printf(b, "</text>");
     }
     moe_buf_printf(b, "<text class=\"label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">", (left + right) / 2, H - 6);
-    svg_text(b, h->xlabel);
+    moe_svg_text(b, h->xlabel);
     moe_buf_printf(b, "</text><text class=\"label\" transform=\"translate(13,%.1f) rotate(-90)\" "
                    "text-anchor=\"middle\">", (top + bottom) / 2);
-    svg_text(b, h->ylabel);
+    moe_svg_text(b, h->ylabel);
     moe_buf_printf(b, "</text></g>");
     return close_chart(b);
 }
 
 /* ---- grouped bars ----------------------------------------------------------------- */
 
-int svg_bars(moe_buf *b, const svg_bar_chart *c) {
+int moe_svg_bars(moe_buf *b, const moe_svg_bar_chart *c) {
     double W = c->width ? c->width : 560, H = c->height ? c->height : 250;
     frame f = {.W = W, .H = H, .left = 62, .right = W - 14, .x0 = 0, .x1 = 1};
     double yh = 0;
@@ -387,7 +387,7 @@ int svg_bars(moe_buf *b, const svg_bar_chart *c) {
     open_chart(b, c->id, c->title, W, H);
     legend_item items[64];
     size_t ni = 0;
-    for (size_t s = 0; s < c->n_series && ni < 64; s++) items[ni++] = (legend_item){c->series_names[s], svg_color(s), 2};
+    for (size_t s = 0; s < c->n_series && ni < 64; s++) items[ni++] = (legend_item){c->series_names[s], moe_svg_color(s), 2};
     for (size_t i = 0; i < c->n_hlines && ni < 64; i++)
         if (c->hlines[i].label) items[ni++] = (legend_item){c->hlines[i].label, c->hlines[i].color, 1};
     f.top = legend(b, W, 33, items, ni) + 2;
@@ -402,10 +402,10 @@ int svg_bars(moe_buf *b, const svg_bar_chart *c) {
             if (!isfinite(v)) continue;
             double x = f.left + gw * (double)g + gw * 0.1 + bw * (double)s, y = py(&f, v);
             moe_buf_printf(b, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\"><title>",
-                           x, y, bw * 0.92, f.bottom - y, svg_color(s));
-            svg_text(b, c->series_names[s]);
+                           x, y, bw * 0.92, f.bottom - y, moe_svg_color(s));
+            moe_svg_text(b, c->series_names[s]);
             moe_buf_printf(b, ", ");
-            svg_text(b, c->group_labels[g]);
+            moe_svg_text(b, c->group_labels[g]);
             moe_buf_printf(b, ": %.4g</title></rect>", v);
         }
     for (size_t i = 0; i < c->n_hlines; i++) {
@@ -418,7 +418,7 @@ int svg_bars(moe_buf *b, const svg_bar_chart *c) {
     for (size_t g = 0; g < c->groups; g += step) {
         moe_buf_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">",
                        f.left + gw * ((double)g + 0.5), f.bottom + 14);
-        svg_text(b, c->group_labels[g]);
+        moe_svg_text(b, c->group_labels[g]);
         moe_buf_printf(b, "</text>");
     }
     moe_buf_printf(b, "</g>");

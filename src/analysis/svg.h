@@ -10,9 +10,9 @@
 #include "moe/util/common.h"
 
 /* Colours for runs / series, cycling. */
-const char *svg_color(size_t i);
+const char *moe_svg_color(size_t i);
 
-typedef struct svg_series {
+typedef struct moe_svg_series {
     const char *name;       /* legend label */
     const char *color;
     const double *x, *y;    /* [n]; NaN y values break the line */
@@ -20,32 +20,32 @@ typedef struct svg_series {
     int dashed;             /* 1: dashed line */
     int dots;               /* 1: also a dot at each point */
     double width;           /* stroke width (0: 1.6) */
-} svg_series;
+} moe_svg_series;
 
-typedef struct svg_band {   /* a shaded x range with a label (e.g. a training stage) */
+typedef struct moe_svg_band {   /* a shaded x range with a label (e.g. a training stage) */
     double x0, x1;
     const char *label, *fill;
-} svg_band;
+} moe_svg_band;
 
-typedef struct svg_hline {  /* a horizontal reference line */
+typedef struct moe_svg_hline {  /* a horizontal reference line */
     double y;
     const char *label, *color;
-} svg_hline;
+} moe_svg_hline;
 
-typedef struct svg_line_chart {
+typedef struct moe_svg_line_chart {
     const char *id, *title, *xlabel, *ylabel;
     int logx, logy;           /* base-10 log axes (log2 labels for logx) */
     double ymin, ymax;        /* NAN: from the data */
-    const svg_series *series;
+    const moe_svg_series *series;
     size_t n_series;
-    const svg_band *bands;
+    const moe_svg_band *bands;
     size_t n_bands;
-    const svg_hline *hlines;
+    const moe_svg_hline *hlines;
     size_t n_hlines;
     int width, height;        /* 0: 560 x 270 */
-} svg_line_chart;
+} moe_svg_line_chart;
 
-int svg_line(moe_buf *b, const svg_line_chart *c);
+int moe_svg_line(moe_buf *b, const moe_svg_line_chart *c);
 
 /* A heatmap of values[rows*cols] (NaN: a grey "no data" cell, with a legend
  * entry), colour from lo to hi (several heatmaps given the same lo and hi
@@ -54,7 +54,7 @@ int svg_line(moe_buf *b, const svg_line_chart *c);
  * with col_labels (may be NULL: col index) every few columns, or, when
  * x1 > x0, numerically at round values: the columns then cover [x0, x1]
  * evenly (column c holds x0 + (c + 0.5) (x1 - x0) / cols). */
-typedef struct svg_heatmap {
+typedef struct moe_svg_heatmap {
     const char *id, *title, *xlabel, *ylabel, *scale_label;
     size_t rows, cols;
     const double *values;
@@ -65,29 +65,29 @@ typedef struct svg_heatmap {
     double lo, hi;
     double x0, x1;            /* numeric x axis (see above); x1 <= x0: labels */
     int width;                /* 0: 560 */
-} svg_heatmap;
+} moe_svg_heatmap;
 
-int svg_heat(moe_buf *b, const svg_heatmap *h);
+int moe_svg_heat(moe_buf *b, const moe_svg_heatmap *h);
 /* The heatmaps' colour at t in [0, 1] (light to dark blue), "#rrggbb" into out[8],
  * and the colour of a cell without a value. */
-void svg_heat_color(double t, char *out);
-#define SVG_NO_DATA "#d5d9e0"
+void moe_svg_heat_color(double t, char *out);
+#define MOE_SVG_NO_DATA "#d5d9e0"
 
 /* Grouped bars: groups (x categories) x series (legend), values[series*groups]. */
-typedef struct svg_bar_chart {
+typedef struct moe_svg_bar_chart {
     const char *id, *title, *xlabel, *ylabel;
     size_t groups, n_series;
     const char *const *group_labels;
     const char *const *series_names;
     const double *values;
-    const svg_hline *hlines;
+    const moe_svg_hline *hlines;
     size_t n_hlines;
     int width, height;        /* 0: 560 x 250 */
-} svg_bar_chart;
+} moe_svg_bar_chart;
 
-int svg_bars(moe_buf *b, const svg_bar_chart *c);
+int moe_svg_bars(moe_buf *b, const moe_svg_bar_chart *c);
 
 /* Appends s as HTML / XML text (escaping & < > " '). */
-int svg_text(moe_buf *b, const char *s);
+int moe_svg_text(moe_buf *b, const char *s);
 
 #endif

@@ -67,8 +67,8 @@ int cmd_export(int argc, char **argv) {
         fprintf(stderr, "moe export: option --format: expected gguf, hf or onnx, found '%s'\n", format);
         return 2;
     }
-    st_dtype dt = !strcmp(type, "f32") ? ST_F32 : !strcmp(type, "f16") ? ST_F16 : !strcmp(type, "bf16") ? ST_BF16 : ST_U8;
-    if (dt == ST_U8) { fprintf(stderr, "moe export: option --type: expected f32, f16 or bf16, found '%s'\n", type); return 2; }
+    moe_st_dtype dt = !strcmp(type, "f32") ? MOE_ST_F32 : !strcmp(type, "f16") ? MOE_ST_F16 : !strcmp(type, "bf16") ? MOE_ST_BF16 : MOE_ST_U8;
+    if (dt == MOE_ST_U8) { fprintf(stderr, "moe export: option --type: expected f32, f16 or bf16, found '%s'\n", type); return 2; }
     char stdout_path[32];
     if (gguf) out = cli_stdout_output(out, stdout_path, sizeof stdout_path);   /* "-": the file alone on stdout */
     moe_err err;

@@ -203,7 +203,7 @@ int cli_inference_precision(const char *cmd, moe_model *model, const char *preci
                             moe_err *err) {
     if (precision && moe_model_set_precision(model, precision, err)) return -1;
     cli_note_precision(cmd, model);
-    k_ctx_freeze_weights(model->kc, model->params, model->n_params);
+    moe_k_ctx_freeze_weights(model->kc, model->params, model->n_params);
     return 0;
 }
 

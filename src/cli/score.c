@@ -107,12 +107,12 @@ int cmd_score(int argc, char **argv) {
         if (moe_model_forward(m, ids + start, ids + start + 1, 1, T, &loss, NULL, &err)) { moe_buf_free(&o); goto out; }
         for (size_t t = 0; t < T; t++) {
             moe_buf_printf(&o, start + t ? ", " : "");
-            json_write_double(&o, -(double)m->losses[t]);
+            moe_json_write_double(&o, -(double)m->losses[t]);
             total += m->losses[t];
         }
     }
     moe_buf_printf(&o, "], \"mean_loss\": ");
-    json_write_double(&o, total / (double)(n - 1));
+    moe_json_write_double(&o, total / (double)(n - 1));
     moe_buf_printf(&o, "}\n");
     fwrite(o.data, 1, o.len, stdout);
     moe_buf_free(&o);

@@ -139,12 +139,12 @@ int moe_bpe_trainer_add(moe_bpe_trainer *tr, const char *const *texts, const siz
     #pragma omp parallel
     {
         wmap local;
-        tok_iter it;
+        moe_tok_iter it;
         moe_err lerr;
         uint64_t chunks = 0;
         int ok = wmap_init(&local, 1 << 16) == 0;
         int it_ok = ok;
-        tok_iter_init(&it, MOE_PAT_GPT2);
+        moe_tok_iter_init(&it, MOE_PAT_GPT2);
         if (!ok) {
             moe_errf(&lerr, "bpe: out of memory");
             #pragma omp critical
@@ -153,11 +153,11 @@ int moe_bpe_trainer_add(moe_bpe_trainer *tr, const char *const *texts, const siz
         #pragma omp for schedule(dynamic, 8)
         for (size_t b = 0; b < nb; b++) {
             if (failed || !it_ok) continue;
-            tok_iter_reset(&it, bl[b].p, bl[b].n);
+            moe_tok_iter_reset(&it, bl[b].p, bl[b].n);
             size_t s, e;
             int rc;
             const uint8_t *base = (const uint8_t *)bl[b].p;
-            while ((rc = tok_iter_next(&it, &s, &e)) > 0) {
+            while ((rc = moe_tok_iter_next(&it, &s, &e)) > 0) {
                 chunks++;
                 if (wmap_add(&local, base + s, e - s, tok_hash(base + s, e - s), 1)) {
                     moe_errf(&lerr, "bpe: out of memory counting chunks");
@@ -214,7 +214,7 @@ typedef struct hent { int64_t count; uint32_t a, b, idx; } hent;
 typedef struct trainer_state {
     tpair *pairs;
     size_t np, capp;
-    tok_pairmap map;    /* (a, b) -> index into pairs (in .rank) */
+    moe_tok_pairmap map;    /* (a, b) -> index into pairs (in .rank) */
     hent *heap;
     size_t nh, caph;
 } trainer_state;
@@ -267,7 +267,7 @@ static long pair_index(trainer_state *S, uint32_t a, uint32_t b) {
         S->capp = cap;
     }
     S->pairs[S->np] = (tpair){a, b, 0, NULL, 0, 0, UINT32_MAX};
-    if (tok_pair_put(&S->map, a, b, (uint32_t)S->np, 0) < 0) return -1;
+    if (moe_tok_pair_put(&S->map, a, b, (uint32_t)S->np, 0) < 0) return -1;
     return (long)S->np++;
 }
 
@@ -413,7 +413,7 @@ done:
     for (size_t i = 0; i < S.np; i++) free(S.pairs[i].where);
     free(S.pairs);
     free(S.heap);
-    tok_pair_free(&S.map);
+    moe_tok_pair_free(&S.map);
     free(touched);
     free(wcount); free(woff); free(wlen); free(wstamp); free(sym); free(ma); free(mb);
     return rc;

@@ -17,7 +17,7 @@ static inline uch at(const uint8_t *s, size_t len, size_t p) {
     uch r = {0, 0};
     if (p >= len) return r;
     uint8_t b = s[p];
-    if (b < 0x80) { r.c = tok_uc_stage2[b]; r.n = 1; return r; }  /* block 0 holds ASCII */
+    if (b < 0x80) { r.c = moe_tok_uc_stage2[b]; r.n = 1; return r; }  /* block 0 holds ASCII */
     size_t left = len - p;
     uint32_t cp;
     if (b >= 0xc2 && b <= 0xdf) {
@@ -196,18 +196,18 @@ static size_t match_o200k(const uint8_t *s, size_t len, size_t i) {
     return e ? e : match_space(s, len, i, 1);
 }
 
-void tok_iter_init(tok_iter *it, moe_tok_pattern pat) {
+void moe_tok_iter_init(moe_tok_iter *it, moe_tok_pattern pat) {
     memset(it, 0, sizeof *it);
     it->pat = pat;
 }
 
-void tok_iter_reset(tok_iter *it, const char *s, size_t len) {
+void moe_tok_iter_reset(moe_tok_iter *it, const char *s, size_t len) {
     it->s = (const uint8_t *)s;
     it->len = len;
     it->pos = 0;
 }
 
-int tok_iter_next(tok_iter *it, size_t *start, size_t *end) {
+int moe_tok_iter_next(moe_tok_iter *it, size_t *start, size_t *end) {
     size_t i = it->pos;
     if (i >= it->len) return 0;
     size_t e;

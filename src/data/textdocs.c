@@ -65,7 +65,7 @@ static int ends_with(const char *s, const char *suf) {
     return n >= m && !strcmp(s + n - m, suf);
 }
 
-/* Rewrites json_parse's "\x01:1:COL: msg" into "path:LINE:COL: msg". */
+/* Rewrites moe_json_parse's "\x01:1:COL: msg" into "path:LINE:COL: msg". */
 static int json_line_err(moe_err *err, const char *path, size_t line) {
     if (!err) return -1;
     char old[sizeof err->msg];
@@ -95,18 +95,18 @@ static int add_jsonl(moe_docs *d, const char *path, uint32_t dom, moe_err *err) 
         size_t blank = 0;   /* a line of only spaces and tabs holds no document */
         while (blank < n && (text[p + blank] == ' ' || text[p + blank] == '\t')) blank++;
         if (blank < n) {
-            json_value *v = json_parse(text + p, n, "\x01", err);
+            moe_json_value *v = moe_json_parse(text + p, n, "\x01", err);
             if (!v) { free(text); return json_line_err(err, path, line); }
             const char *field = d->domain_field ? d->domain_field : "domain";
-            const json_value *t = json_get(v, "text"), *dm = json_get(v, field);
+            const moe_json_value *t = moe_json_get(v, "text"), *dm = moe_json_get(v, field);
             int rc = 0;
-            if (v->type != JSON_OBJECT)
+            if (v->type != MOE_JSON_OBJECT)
                 rc = moe_errf(err, "%s:%zu: expected a JSON object per line, found another value", path, line);
             else if (!t)
                 rc = moe_errf(err, "%s:%zu: missing \"text\" field (each line needs {\"text\": \"...\"})", path, line);
-            else if (t->type != JSON_STRING)
+            else if (t->type != MOE_JSON_STRING)
                 rc = moe_errf(err, "%s:%zu: expected \"text\" to be a string", path, line);
-            else if (dm && dm->type != JSON_STRING)
+            else if (dm && dm->type != MOE_JSON_STRING)
                 rc = moe_errf(err, "%s:%zu: expected \"%s\" to be a string", path, line, field);
             else if (dm && (dm->len == 0 || memchr(dm->string, 0, dm->len)))
                 rc = moe_errf(err, "%s:%zu: expected \"%s\" to be a non-empty name without NUL", path, line, field);
@@ -117,7 +117,7 @@ static int add_jsonl(moe_docs *d, const char *path, uint32_t dom, moe_err *err) 
                 rc = push_doc(d, arena + used, t->len, (uint32_t)did, err);
                 used += t->len;
             }
-            json_free(v);
+            moe_json_free(v);
             if (rc || did < 0) { free(text); return -1; }
         }
         p = e + 1;

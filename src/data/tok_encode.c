@@ -24,7 +24,7 @@ typedef struct heap_ent { uint32_t rank, pos; } heap_ent;
 
 struct moe_encoder {
     const moe_tokenizer *t;
-    tok_iter it;
+    moe_tok_iter it;
     cache_slot *slots;           /* [CACHE_SLOTS] */
     size_t used;
     uint8_t *keys;               /* key arena [CACHE_ARENA] */
@@ -41,7 +41,7 @@ moe_encoder *moe_encoder_new(const moe_tokenizer *t, moe_err *err) {
     if (!e) return NULL;
     e->t = t;
     if (t->kind == MOE_TOK_BYTES) return e;
-    tok_iter_init(&e->it, t->pat);
+    moe_tok_iter_init(&e->it, t->pat);
     e->slots = moe_calloc(CACHE_SLOTS, sizeof *e->slots, err);
     e->keys = moe_malloc(CACHE_ARENA, err);
     e->cids = moe_malloc(CACHE_ARENA * sizeof *e->cids, err);
@@ -132,20 +132,20 @@ static heap_ent heap_pop(heap_ent *h, size_t *n) {
  * linked list (same result: lowest rank first, leftmost among equals). */
 static size_t merge_chunk(moe_encoder *e, const uint8_t *p, size_t n) {
     const moe_tokenizer *t = e->t;
-    const tok_pairmap *pm = &t->pairs;
+    const moe_tok_pairmap *pm = &t->pairs;
     uint32_t *sym = e->sym, *rank = e->rank, id = 0;
     for (size_t i = 0; i < n; i++) sym[i] = t->byte_id[p[i]];
     if (n < 2) return n;
     if (n <= 48) {
         for (size_t i = 0; i + 1 < n; i++)
-            if (!tok_pair_get(pm, sym[i], sym[i + 1], &rank[i], &id)) rank[i] = TOK_NONE;
+            if (!tok_pair_get(pm, sym[i], sym[i + 1], &rank[i], &id)) rank[i] = MOE_TOK_NONE;
         size_t m = n;
         for (;;) {
-            uint32_t best = TOK_NONE;
+            uint32_t best = MOE_TOK_NONE;
             size_t bi = 0;
             for (size_t i = 0; i + 1 < m; i++)
                 if (rank[i] < best) { best = rank[i]; bi = i; }
-            if (best == TOK_NONE) break;
+            if (best == MOE_TOK_NONE) break;
             uint32_t r;
             tok_pair_get(pm, sym[bi], sym[bi + 1], &r, &id);
             sym[bi] = id;
@@ -153,12 +153,12 @@ static size_t merge_chunk(moe_encoder *e, const uint8_t *p, size_t n) {
             if (m >= bi + 3) memmove(rank + bi + 1, rank + bi + 2, (m - bi - 3) * sizeof *rank);
             m--;
             if (bi + 1 < m) {
-                if (!tok_pair_get(pm, sym[bi], sym[bi + 1], &rank[bi], &id)) rank[bi] = TOK_NONE;
+                if (!tok_pair_get(pm, sym[bi], sym[bi + 1], &rank[bi], &id)) rank[bi] = MOE_TOK_NONE;
             } else {
-                rank[bi] = TOK_NONE;
+                rank[bi] = MOE_TOK_NONE;
             }
             if (bi > 0 && !tok_pair_get(pm, sym[bi - 1], sym[bi], &rank[bi - 1], &id))
-                rank[bi - 1] = TOK_NONE;
+                rank[bi - 1] = MOE_TOK_NONE;
         }
         return m;
     }
@@ -195,7 +195,7 @@ static int encode_chunk(moe_encoder *e, const uint8_t *p, size_t n, moe_ids *out
     if (n == 1) return moe_ids_push(out, t->byte_id[p[0]]);
     if (t->kind == MOE_TOK_RANKS) {  /* tiktoken: a chunk that is a token is that token */
         uint32_t id = tok_bytes_get(t, p, n);
-        if (id != TOK_NONE) return moe_ids_push(out, id);
+        if (id != MOE_TOK_NONE) return moe_ids_push(out, id);
     }
     uint64_t h = 0;
     size_t slot = 0;
@@ -248,9 +248,9 @@ static int encode_plain(moe_encoder *e, const char *text, size_t len, moe_ids *o
         for (size_t i = 0; i < len; i++) out->ids[out->n++] = (uint8_t)text[i];
         return 0;
     }
-    tok_iter_reset(&e->it, text, len);
+    moe_tok_iter_reset(&e->it, text, len);
     size_t a, b;
-    while (tok_iter_next(&e->it, &a, &b))
+    while (moe_tok_iter_next(&e->it, &a, &b))
         if (encode_chunk(e, (const uint8_t *)text + a, b - a, out))
             return moe_errf(err, "tokenizer: out of memory");
     return 0;

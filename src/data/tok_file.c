@@ -181,7 +181,7 @@ static int parse_specials(lines *L, moe_tokenizer *t, uint32_t vocab, uint32_t e
         text[fl[1]] = 0;
         for (uint32_t j = 0; j < i; j++)
             if (!strcmp(t->special_text[j], text)) LINE_ERR(L, err, "a text no other special token has");
-        if (tok_add_special(t, id, text, err)) return -1;
+        if (moe_tok_add_special(t, id, text, err)) return -1;
         has_eot |= id == eot;
     }
     if ((rc = next_line(L, err)) != 0) {
@@ -278,11 +278,11 @@ static int parse_moe(const char *text, size_t len, const char *what, moe_tokeniz
     if (kind == MOE_TOK_BPE) {
         uint32_t *ma = moe_malloc((size_t)(count ? count : 1) * sizeof *ma, err);
         uint32_t *mb = moe_malloc((size_t)(count ? count : 1) * sizeof *mb, err);
-        tok_pairmap seen = {0};
+        moe_tok_pairmap seen = {0};
         if (!ma || !mb) { free(ma); free(mb); return -1; }
         for (uint32_t i = 0; i < count; i++) {
             if ((rc = next_line(&L, err)) <= 0) {
-                free(ma); free(mb); tok_pair_free(&seen);
+                free(ma); free(mb); moe_tok_pair_free(&seen);
                 if (rc == 0) moe_errf(err, "%s:%zu: expected merge %u of %u, found end of file",
                                       what, L.lineno + 1, i, count);
                 return -1;
@@ -290,23 +290,23 @@ static int parse_moe(const char *text, size_t len, const char *what, moe_tokeniz
             int nf = fields(L.s, L.n, f, fl, 3);
             if (nf != 2 || parse_u32(f[0], fl[0], 255 + i, &ma[i]) ||
                 parse_u32(f[1], fl[1], 255 + i, &mb[i])) {
-                free(ma); free(mb); tok_pair_free(&seen);
+                free(ma); free(mb); moe_tok_pair_free(&seen);
                 snprintf(ex, sizeof ex, "a merge '<left id> <right id>' with ids < %u "
                          "(merge %u creates id %u)", 256 + i, i, 256 + i);
                 LINE_ERR(&L, err, ex);
             }
-            int put = tok_pair_put(&seen, ma[i], mb[i], i, 0);
+            int put = moe_tok_pair_put(&seen, ma[i], mb[i], i, 0);
             if (put <= 0) {
                 uint32_t r = 0, id;
                 tok_pair_get(&seen, ma[i], mb[i], &r, &id);
-                free(ma); free(mb); tok_pair_free(&seen);
+                free(ma); free(mb); moe_tok_pair_free(&seen);
                 if (put < 0) return moe_errf(err, "%s: out of memory", what);
                 snprintf(ex, sizeof ex, "a new merge (this one repeats merge %u on line %u)",
                          r, r + 5);
                 LINE_ERR(&L, err, ex);
             }
         }
-        tok_pair_free(&seen);
+        moe_tok_pair_free(&seen);
         if ((rc = next_line(&L, err)) != 0) {
             free(ma); free(mb);
             if (rc > 0) LINE_ERR(&L, err, "end of file after the last merge");
@@ -319,7 +319,7 @@ static int parse_moe(const char *text, size_t len, const char *what, moe_tokeniz
     }
 
     /* ranks: one base64 token per line, line i is id i */
-    t = tok_alloc(MOE_TOK_RANKS, err);
+    t = moe_tok_alloc(MOE_TOK_RANKS, err);
     if (!t) return -1;
     t->n_tokens = count;
     t->tok_off = moe_malloc(((size_t)count + 1) * sizeof *t->tok_off, err);
@@ -352,7 +352,7 @@ static int parse_moe(const char *text, size_t len, const char *what, moe_tokeniz
     } else if (parse_specials(&L, t, vocab, eot, err)) {
         goto fail;
     }
-    if (tok_finish_build(t, err)) { moe_err_prefix(err, "%s", what); goto fail; }
+    if (moe_tok_finish_build(t, err)) { moe_err_prefix(err, "%s", what); goto fail; }
     *out = t;
     return 0;
 eof:
@@ -369,7 +369,7 @@ fail:
 static int parse_tiktoken(const char *text, size_t len, const char *what, moe_tokenizer **out,
                           moe_err *err) {
     lines L = {what, text, text + len, 0, NULL, 0};
-    moe_tokenizer *t = tok_alloc(MOE_TOK_RANKS, err);
+    moe_tokenizer *t = moe_tok_alloc(MOE_TOK_RANKS, err);
     moe_buf bytes = {0};
     uint32_t *off = NULL;
     size_t n = 0, cap = 0;
@@ -408,7 +408,7 @@ static int parse_tiktoken(const char *text, size_t len, const char *what, moe_to
     off = NULL;
     free(tokbuf);
     tokbuf = NULL;
-    if (tok_finish_build(t, err)) { moe_err_prefix(err, "%s", what); moe_tokenizer_free(t); return -1; }
+    if (moe_tok_finish_build(t, err)) { moe_err_prefix(err, "%s", what); moe_tokenizer_free(t); return -1; }
     *out = t;
     return 0;
 fail:

@@ -28,23 +28,23 @@
  * (\s), o200k's "upper" set [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}] and "lower" set
  * [\p{Ll}\p{Lm}\p{Lo}\p{M}]. */
 enum { TOK_C_L = 1, TOK_C_N = 2, TOK_C_WS = 4, TOK_C_UP = 8, TOK_C_LO = 16 };
-extern const uint8_t tok_uc_stage1[0x110000 / 128];
-extern const uint8_t tok_uc_stage2[];
+extern const uint8_t moe_tok_uc_stage1[0x110000 / 128];
+extern const uint8_t moe_tok_uc_stage2[];
 static inline unsigned tok_uclass(uint32_t cp) {
-    return tok_uc_stage2[(size_t)tok_uc_stage1[cp >> 7] * 128 + (cp & 127)];
+    return moe_tok_uc_stage2[(size_t)moe_tok_uc_stage1[cp >> 7] * 128 + (cp & 127)];
 }
 
 /* An open-addressing map (a, b) -> (rank, id) of the merges that the encoder
  * may apply. For BPE, rank = merge index and id = 256 + rank; for RANKS every
  * split of a token into two tokens is an entry, rank = id = the whole token. */
-typedef struct tok_pairmap {
-    uint64_t *keys;     /* [cap] (a << 32 | b), TOK_EMPTY when free */
+typedef struct moe_tok_pairmap {
+    uint64_t *keys;     /* [cap] (a << 32 | b), MOE_TOK_EMPTY when free */
     uint32_t *rank;     /* [cap] */
     uint32_t *id;       /* [cap] */
     size_t cap, used;   /* cap is a power of two */
-} tok_pairmap;
-#define TOK_EMPTY UINT64_MAX
-#define TOK_NONE UINT32_MAX
+} moe_tok_pairmap;
+#define MOE_TOK_EMPTY UINT64_MAX
+#define MOE_TOK_NONE UINT32_MAX
 
 struct moe_tokenizer {
     moe_tok_kind kind;
@@ -55,7 +55,7 @@ struct moe_tokenizer {
     uint32_t *tok_off;      /* [n_tokens + 1] offsets into tok_bytes */
     uint8_t *tok_bytes;     /* all ordinary tokens' bytes, concatenated */
     uint32_t *merge_a, *merge_b;  /* BPE: [n_tokens - 256] */
-    tok_pairmap pairs;
+    moe_tok_pairmap pairs;
     uint32_t *byslot;       /* RANKS: [bycap] id + 1 of the token hashed there, 0 free */
     size_t bycap;
     moe_tok_pattern pat;    /* the pre-split; MOE_PAT_NONE for BYTES */
@@ -96,7 +96,7 @@ static inline uint64_t tok_hash_u64(uint64_t x) {
 }
 
 /* Looks up pair (a, b): returns 1 and sets rank / id, or 0. */
-static inline int tok_pair_get(const tok_pairmap *m, uint32_t a, uint32_t b,
+static inline int tok_pair_get(const moe_tok_pairmap *m, uint32_t a, uint32_t b,
                                uint32_t *rank, uint32_t *id) {
     if (!m->cap) return 0;
     uint64_t key = (uint64_t)a << 32 | b;
@@ -104,13 +104,13 @@ static inline int tok_pair_get(const tok_pairmap *m, uint32_t a, uint32_t b,
     for (;;) {
         uint64_t k = m->keys[i];
         if (k == key) { *rank = m->rank[i]; *id = m->id[i]; return 1; }
-        if (k == TOK_EMPTY) return 0;
+        if (k == MOE_TOK_EMPTY) return 0;
         i = (i + 1) & mask;
     }
 }
 /* Inserts (a, b) -> (rank, id); returns 1 if new, 0 if present, -1 on OOM. */
-int tok_pair_put(tok_pairmap *m, uint32_t a, uint32_t b, uint32_t rank, uint32_t id);
-void tok_pair_free(tok_pairmap *m);
+int moe_tok_pair_put(moe_tok_pairmap *m, uint32_t a, uint32_t b, uint32_t rank, uint32_t id);
+void moe_tok_pair_free(moe_tok_pairmap *m);
 
 /* The bytes of ordinary token id (< n_tokens): *len bytes at the result. */
 static inline const uint8_t *tok_at(const moe_tokenizer *t, uint32_t id, size_t *len) {
@@ -118,13 +118,13 @@ static inline const uint8_t *tok_at(const moe_tokenizer *t, uint32_t id, size_t 
     return t->tok_bytes + t->tok_off[id];
 }
 
-/* id of the token whose bytes are p[n], or TOK_NONE (RANKS only: the map
- * tok_bytes_build fills). */
+/* id of the token whose bytes are p[n], or MOE_TOK_NONE (RANKS only: the map
+ * moe_tok_bytes_build fills). */
 static inline uint32_t tok_bytes_get(const moe_tokenizer *t, const uint8_t *p, size_t n) {
     size_t mask = t->bycap - 1, i = tok_hash(p, n) & mask;
     for (;;) {
         uint32_t v = t->byslot[i];
-        if (!v) return TOK_NONE;
+        if (!v) return MOE_TOK_NONE;
         size_t l;
         const uint8_t *q = tok_at(t, v - 1, &l);
         if (l == n && !memcmp(p, q, n)) return v - 1;
@@ -132,30 +132,30 @@ static inline uint32_t tok_bytes_get(const moe_tokenizer *t, const uint8_t *p, s
     }
 }
 /* Fills t->byslot; returns the id of an earlier duplicate of a token or
- * TOK_NONE in *dup_a / *dup_b, -1 on OOM. */
-int tok_bytes_build(moe_tokenizer *t, uint32_t *dup_a, uint32_t *dup_b, moe_err *err);
+ * MOE_TOK_NONE in *dup_a / *dup_b, -1 on OOM. */
+int moe_tok_bytes_build(moe_tokenizer *t, uint32_t *dup_a, uint32_t *dup_b, moe_err *err);
 
 /* Iterates over the pre-split chunks of s[len]: the pattern's matches, and
  * each byte that is not part of valid UTF-8 as a chunk of its own (a match
  * never spans such a byte; to the lookahead (?!\S) it is like the end). */
-typedef struct tok_iter {
+typedef struct moe_tok_iter {
     moe_tok_pattern pat;
     const uint8_t *s;
     size_t len, pos;
-} tok_iter;
-void tok_iter_init(tok_iter *it, moe_tok_pattern pat);
-void tok_iter_reset(tok_iter *it, const char *s, size_t len);
+} moe_tok_iter;
+void moe_tok_iter_init(moe_tok_iter *it, moe_tok_pattern pat);
+void moe_tok_iter_reset(moe_tok_iter *it, const char *s, size_t len);
 /* 1: a chunk [*start, *end); 0: done. */
-int tok_iter_next(tok_iter *it, size_t *start, size_t *end);
+int moe_tok_iter_next(moe_tok_iter *it, size_t *start, size_t *end);
 
 /* Builds a tokenizer's derived tables (byte ids, pair map, bytes map, regex)
  * once kind, n_tokens, tok_off, tok_bytes (and merges for BPE) are set. */
-int tok_finish_build(moe_tokenizer *t, moe_err *err);
+int moe_tok_finish_build(moe_tokenizer *t, moe_err *err);
 /* A hash of the ordinary tokens (their bytes and lengths, in id order). */
-uint64_t tok_table_hash(const moe_tokenizer *t);
+uint64_t moe_tok_table_hash(const moe_tokenizer *t);
 /* A zeroed tokenizer of the given kind (NULL on OOM), for the readers. */
-moe_tokenizer *tok_alloc(moe_tok_kind kind, moe_err *err);
+moe_tokenizer *moe_tok_alloc(moe_tok_kind kind, moe_err *err);
 /* Adds special token (id, text); ids must come in ascending order. */
-int tok_add_special(moe_tokenizer *t, uint32_t id, const char *text, moe_err *err);
+int moe_tok_add_special(moe_tokenizer *t, uint32_t id, const char *text, moe_err *err);
 
 #endif

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-int tok_add_special(moe_tokenizer *t, uint32_t id, const char *text, moe_err *err) {
+int moe_tok_add_special(moe_tokenizer *t, uint32_t id, const char *text, moe_err *err) {
     uint32_t *ni = realloc(t->special_id, (t->n_special + 1) * sizeof *ni);
     if (ni) t->special_id = ni;
     char **nt = ni ? realloc(t->special_text, (t->n_special + 1) * sizeof *nt) : NULL;
@@ -22,7 +22,7 @@ int tok_add_special(moe_tokenizer *t, uint32_t id, const char *text, moe_err *er
 }
 
 /* The rank tables that tiktoken ships, recognised by the hash of their
- * tokens (tok_table_hash), each with its split pattern and special tokens
+ * tokens (moe_tok_table_hash), each with its split pattern and special tokens
  * (ids as tiktoken and Meta give them). Llama 3's file carries no special
  * tokens: its 256 are <|begin_of_text|> 128000, <|end_of_text|> 128001
  * (our eot), <|start_header_id|> 128006, <|end_header_id|> 128007,
@@ -50,7 +50,7 @@ static const struct known_vocab {
     {"llama3", 128000, 0x801c3099a417d544ull, MOE_PAT_LLAMA3, 128256, 128001, LLAMA3_SP, 5, 1},
 };
 
-uint64_t tok_table_hash(const moe_tokenizer *t) {
+uint64_t moe_tok_table_hash(const moe_tokenizer *t) {
     uint64_t h = tok_hash(t->tok_bytes, t->tok_off[t->n_tokens]);
     return h ^ tok_hash_u64(tok_hash((const uint8_t *)t->tok_off, ((size_t)t->n_tokens + 1) * sizeof *t->tok_off));
 }
@@ -60,7 +60,7 @@ static const struct known_vocab *known_vocab(const moe_tokenizer *t) {
     uint64_t h = 0;
     for (size_t k = 0; k < sizeof KNOWN / sizeof *KNOWN; k++) {
         if (KNOWN[k].n_tokens != t->n_tokens) continue;
-        if (!h) h = tok_table_hash(t);
+        if (!h) h = moe_tok_table_hash(t);
         if (KNOWN[k].hash == h) return &KNOWN[k];
     }
     return NULL;
@@ -83,7 +83,7 @@ static int set_known_specials(moe_tokenizer *t, const struct known_vocab *kv, mo
             snprintf(buf, sizeof buf, "<|reserved_special_token_%u|>", r);
             text = buf;
         }
-        if (text && tok_add_special(t, id, text, err)) return -1;
+        if (text && moe_tok_add_special(t, id, text, err)) return -1;
     }
     return 0;
 }
@@ -93,13 +93,13 @@ static int tok_default_special(moe_tokenizer *t, moe_err *err) {
     if (t->n_special) return 0;
     t->vocab_size = t->n_tokens + 1;
     t->eot = t->n_tokens;
-    return tok_add_special(t, t->eot, MOE_EOT_TEXT, err);
+    return moe_tok_add_special(t, t->eot, MOE_EOT_TEXT, err);
 }
 
 /* t->pat NONE for BPE or RANKS means: from the table (a known rank table's
  * pattern and special tokens), else GPT-2 with <|endoftext|> as the id after
  * the ordinary tokens. */
-int tok_finish_build(moe_tokenizer *t, moe_err *err) {
+int moe_tok_finish_build(moe_tokenizer *t, moe_err *err) {
     if (t->kind == MOE_TOK_BYTES) {
         for (int b = 0; b < 256; b++) t->byte_id[b] = (uint32_t)b;
         t->pat = MOE_PAT_NONE;
@@ -108,18 +108,18 @@ int tok_finish_build(moe_tokenizer *t, moe_err *err) {
     if (t->kind == MOE_TOK_BPE) {
         for (int b = 0; b < 256; b++) t->byte_id[b] = (uint32_t)b;
         for (uint32_t i = 0; i + 256 < t->n_tokens; i++) {
-            int rc = tok_pair_put(&t->pairs, t->merge_a[i], t->merge_b[i], i, 256 + i);
+            int rc = moe_tok_pair_put(&t->pairs, t->merge_a[i], t->merge_b[i], i, 256 + i);
             if (rc < 0) return moe_errf(err, "tokenizer: out of memory building the merge table");
         }
     } else {
         uint32_t da, db;
-        if (tok_bytes_build(t, &da, &db, err)) return -1;
-        if (da != TOK_NONE)
+        if (moe_tok_bytes_build(t, &da, &db, err)) return -1;
+        if (da != MOE_TOK_NONE)
             return moe_errf(err, "ranks %u and %u have the same token bytes", da, db);
         for (int b = 0; b < 256; b++) {
             uint8_t c = (uint8_t)b;
             t->byte_id[b] = tok_bytes_get(t, &c, 1);
-            if (t->byte_id[b] == TOK_NONE)
+            if (t->byte_id[b] == MOE_TOK_NONE)
                 return moe_errf(err, "the single byte 0x%02x has no token (every byte needs one)", b);
         }
         for (uint32_t id = 0; id < t->n_tokens; id++) {
@@ -127,8 +127,8 @@ int tok_finish_build(moe_tokenizer *t, moe_err *err) {
             const uint8_t *p = tok_at(t, id, &n);
             for (size_t k = 1; k < n; k++) {
                 uint32_t l = tok_bytes_get(t, p, k), r;
-                if (l == TOK_NONE || (r = tok_bytes_get(t, p + k, n - k)) == TOK_NONE) continue;
-                if (tok_pair_put(&t->pairs, l, r, id, id) < 0)
+                if (l == MOE_TOK_NONE || (r = tok_bytes_get(t, p + k, n - k)) == MOE_TOK_NONE) continue;
+                if (moe_tok_pair_put(&t->pairs, l, r, id, id) < 0)
                     return moe_errf(err, "tokenizer: out of memory building the pair table");
             }
         }
@@ -140,7 +140,7 @@ int tok_finish_build(moe_tokenizer *t, moe_err *err) {
     return tok_default_special(t, err);
 }
 
-moe_tokenizer *tok_alloc(moe_tok_kind kind, moe_err *err) {
+moe_tokenizer *moe_tok_alloc(moe_tok_kind kind, moe_err *err) {
     moe_tokenizer *t = moe_calloc(1, sizeof *t, err);
     if (t) t->kind = kind;
     return t;
@@ -152,7 +152,7 @@ void moe_tokenizer_free(moe_tokenizer *t) {
     free(t->tok_bytes);
     free(t->merge_a);
     free(t->merge_b);
-    tok_pair_free(&t->pairs);
+    moe_tok_pair_free(&t->pairs);
     free(t->byslot);
     for (uint32_t i = 0; i < t->n_special; i++) free(t->special_text[i]);
     free(t->special_text);
@@ -161,7 +161,7 @@ void moe_tokenizer_free(moe_tokenizer *t) {
 }
 
 moe_tokenizer *moe_tokenizer_bytes(moe_err *err) {
-    moe_tokenizer *t = tok_alloc(MOE_TOK_BYTES, err);
+    moe_tokenizer *t = moe_tok_alloc(MOE_TOK_BYTES, err);
     if (!t) return NULL;
     t->n_tokens = 256;
     t->tok_off = moe_malloc(257 * sizeof *t->tok_off, err);
@@ -169,7 +169,7 @@ moe_tokenizer *moe_tokenizer_bytes(moe_err *err) {
     if (!t->tok_off || !t->tok_bytes) { moe_tokenizer_free(t); return NULL; }
     for (uint32_t i = 0; i < 256; i++) { t->tok_off[i] = i; t->tok_bytes[i] = (uint8_t)i; }
     t->tok_off[256] = 256;
-    if (tok_finish_build(t, err)) { moe_tokenizer_free(t); return NULL; }
+    if (moe_tok_finish_build(t, err)) { moe_tokenizer_free(t); return NULL; }
     return t;
 }
 
@@ -214,7 +214,7 @@ int moe_tokenizer_from_merges(const uint32_t *a, const uint32_t *b, size_t n_mer
                               moe_tokenizer **out, moe_err *err) {
     *out = NULL;
     if (n_merges > UINT32_MAX - 512) return moe_errf(err, "tokenizer: too many merges");
-    moe_tokenizer *t = tok_alloc(MOE_TOK_BPE, err);
+    moe_tokenizer *t = moe_tok_alloc(MOE_TOK_BPE, err);
     if (!t) return -1;
     t->n_tokens = 256 + (uint32_t)n_merges;
     t->merge_a = moe_malloc((n_merges ? n_merges : 1) * sizeof *t->merge_a, err);
@@ -230,7 +230,7 @@ int moe_tokenizer_from_merges(const uint32_t *a, const uint32_t *b, size_t n_mer
         t->merge_b[i] = b[i];
     }
     if (bpe_token_bytes(t, err)) goto fail;
-    if (tok_finish_build(t, err)) goto fail;
+    if (moe_tok_finish_build(t, err)) goto fail;
     if (t->pairs.used != n_merges) {
         /* find the repeat for the message */
         for (size_t i = 0; i < n_merges; i++) {

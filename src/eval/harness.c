@@ -12,11 +12,11 @@
 #include "moe/util/json.h"
 
 /* A label that may be an integer or a string of digits ("0"). */
-static int int_label(const json_value *v, long *out) {
+static int int_label(const moe_json_value *v, long *out) {
     if (!v) return -1;
-    if (v->type == JSON_NUMBER && v->number == floor(v->number)) { *out = (long)v->number; return 0; }
-    if (v->type == JSON_BOOL) { *out = v->boolean; return 0; }
-    if (v->type == JSON_STRING && v->len > 0) {
+    if (v->type == MOE_JSON_NUMBER && v->number == floor(v->number)) { *out = (long)v->number; return 0; }
+    if (v->type == MOE_JSON_BOOL) { *out = v->boolean; return 0; }
+    if (v->type == MOE_JSON_STRING && v->len > 0) {
         char *end;
         long x = strtol(v->string, &end, 10);
         if (*end == 0) { *out = x; return 0; }
@@ -72,14 +72,14 @@ static int bad(moe_err *err, const char *where, const char *form, const char *wh
     return moe_errf(err, "%s: %s item: expected %s", where, form, what);
 }
 
-int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, moe_err *err) {
-    const json_value *q = json_get_typed(v, "question", JSON_STRING);
+int moe_harness_item(const moe_json_value *v, moe_mc_item *it, const char *where, moe_err *err) {
+    const moe_json_value *q = moe_json_get_typed(v, "question", MOE_JSON_STRING);
     char *ctx = NULL;
     /* ARC: question, choices {text: [...], label: [...]}, answerKey */
-    if (json_get(v, "answerKey")) {
-        const json_value *ch = json_get(v, "choices"), *key = json_get_typed(v, "answerKey", JSON_STRING);
-        const json_value *text = ch ? json_get(ch, "text") : NULL, *label = ch ? json_get(ch, "label") : NULL;
-        if (!q || !key || !text || !label || text->type != JSON_ARRAY || label->type != JSON_ARRAY ||
+    if (moe_json_get(v, "answerKey")) {
+        const moe_json_value *ch = moe_json_get(v, "choices"), *key = moe_json_get_typed(v, "answerKey", MOE_JSON_STRING);
+        const moe_json_value *text = ch ? moe_json_get(ch, "text") : NULL, *label = ch ? moe_json_get(ch, "label") : NULL;
+        if (!q || !key || !text || !label || text->type != MOE_JSON_ARRAY || label->type != MOE_JSON_ARRAY ||
             text->count < 2 || text->count != label->count)
             return bad(err, where, "ARC", "\"question\", \"choices\": {\"text\": [...], \"label\": [...]} of equal "
                        "length >= 2, and \"answerKey\"");
@@ -87,7 +87,7 @@ int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, mo
         if (text->count > 64) return bad(err, where, "ARC", "at most 64 choices");
         it->gold = -1;
         for (size_t c = 0; c < text->count; c++) {
-            if (text->items[c].type != JSON_STRING || label->items[c].type != JSON_STRING)
+            if (text->items[c].type != MOE_JSON_STRING || label->items[c].type != MOE_JSON_STRING)
                 return bad(err, where, "ARC", "strings in choices.text and choices.label");
             t[c] = text->items[c].string;
             if (!strcmp(label->items[c].string, key->string)) it->gold = (int)c;
@@ -98,10 +98,10 @@ int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, mo
         return set_choices(it, t, text->count, err) ? -1 : 1;
     }
     /* BoolQ: passage, question, label (0 no, 1 yes) */
-    if (json_get(v, "passage")) {
-        const json_value *p = json_get_typed(v, "passage", JSON_STRING);
+    if (moe_json_get(v, "passage")) {
+        const moe_json_value *p = moe_json_get_typed(v, "passage", MOE_JSON_STRING);
         long lab;
-        if (!p || !q || int_label(json_get(v, "label"), &lab) || lab < 0 || lab > 1)
+        if (!p || !q || int_label(moe_json_get(v, "label"), &lab) || lab < 0 || lab > 1)
             return bad(err, where, "BoolQ", "\"passage\", \"question\" and \"label\" 0 or 1 (or true/false)");
         if (!(ctx = cat(err, p->string, "\nQuestion: ", q->string, "?\nAnswer:"))) return -1;
         it->context = ctx;
@@ -110,13 +110,13 @@ int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, mo
         return set_choices(it, t, 2, err) ? -1 : 1;
     }
     /* HellaSwag: activity_label, ctx_a, ctx_b (or ctx), endings, label */
-    if (json_get(v, "endings")) {
-        const json_value *act = json_get_typed(v, "activity_label", JSON_STRING),
-                         *a = json_get_typed(v, "ctx_a", JSON_STRING), *b = json_get_typed(v, "ctx_b", JSON_STRING);
-        const json_value *c0 = json_get_typed(v, "ctx", JSON_STRING), *ends = json_get(v, "endings");
+    if (moe_json_get(v, "endings")) {
+        const moe_json_value *act = moe_json_get_typed(v, "activity_label", MOE_JSON_STRING),
+                         *a = moe_json_get_typed(v, "ctx_a", MOE_JSON_STRING), *b = moe_json_get_typed(v, "ctx_b", MOE_JSON_STRING);
+        const moe_json_value *c0 = moe_json_get_typed(v, "ctx", MOE_JSON_STRING), *ends = moe_json_get(v, "endings");
         long lab;
-        if (!act || !ends || ends->type != JSON_ARRAY || ends->count < 2 || ends->count > 64 ||
-            int_label(json_get(v, "label"), &lab) || lab < 0 || lab >= (long)ends->count || (!(a && b) && !c0))
+        if (!act || !ends || ends->type != MOE_JSON_ARRAY || ends->count < 2 || ends->count > 64 ||
+            int_label(moe_json_get(v, "label"), &lab) || lab < 0 || lab >= (long)ends->count || (!(a && b) && !c0))
             return bad(err, where, "HellaSwag", "\"activity_label\", \"ctx_a\" and \"ctx_b\" (or \"ctx\"), "
                        "\"endings\" (2 to 64 strings) and \"label\" indexing them");
         char *raw;
@@ -143,7 +143,7 @@ int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, mo
         char *t[64] = {0};
         int rc = 1;
         for (size_t c = 0; c < ends->count && rc == 1; c++) {
-            if (ends->items[c].type != JSON_STRING) rc = bad(err, where, "HellaSwag", "strings in \"endings\"");
+            if (ends->items[c].type != MOE_JSON_STRING) rc = bad(err, where, "HellaSwag", "strings in \"endings\"");
             else if (!(t[c] = hs_clean(ends->items[c].string, err))) rc = -1;
         }
         if (rc == 1 && set_choices(it, (const char *const *)t, ends->count, err)) rc = -1;
@@ -151,11 +151,11 @@ int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, mo
         return rc;
     }
     /* PIQA: goal, sol1, sol2, label */
-    if (json_get(v, "goal")) {
-        const json_value *g = json_get_typed(v, "goal", JSON_STRING), *s1 = json_get_typed(v, "sol1", JSON_STRING),
-                         *s2 = json_get_typed(v, "sol2", JSON_STRING);
+    if (moe_json_get(v, "goal")) {
+        const moe_json_value *g = moe_json_get_typed(v, "goal", MOE_JSON_STRING), *s1 = moe_json_get_typed(v, "sol1", MOE_JSON_STRING),
+                         *s2 = moe_json_get_typed(v, "sol2", MOE_JSON_STRING);
         long lab;
-        if (!g || !s1 || !s2 || int_label(json_get(v, "label"), &lab) || lab < 0 || lab > 1)
+        if (!g || !s1 || !s2 || int_label(moe_json_get(v, "label"), &lab) || lab < 0 || lab > 1)
             return bad(err, where, "PIQA", "\"goal\", \"sol1\", \"sol2\" and \"label\" 0 or 1");
         if (!(ctx = cat(err, "Question: ", g->string, "\nAnswer:", ""))) return -1;
         it->context = ctx;
@@ -164,16 +164,16 @@ int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, mo
         return set_choices(it, t, 2, err) ? -1 : 1;
     }
     /* RACE, one question per line: article, question, options, answer (a letter) */
-    if (json_get(v, "article")) {
-        const json_value *art = json_get_typed(v, "article", JSON_STRING), *opts = json_get(v, "options"),
-                         *ans = json_get_typed(v, "answer", JSON_STRING);
-        if (!art || !q || !ans || !opts || opts->type != JSON_ARRAY || opts->count < 2 || opts->count > 26 ||
+    if (moe_json_get(v, "article")) {
+        const moe_json_value *art = moe_json_get_typed(v, "article", MOE_JSON_STRING), *opts = moe_json_get(v, "options"),
+                         *ans = moe_json_get_typed(v, "answer", MOE_JSON_STRING);
+        if (!art || !q || !ans || !opts || opts->type != MOE_JSON_ARRAY || opts->count < 2 || opts->count > 26 ||
             strlen(ans->string) != 1 || ans->string[0] < 'A' || ans->string[0] >= 'A' + (int)opts->count)
             return bad(err, where, "RACE", "\"article\", \"question\", \"options\" (2 to 26 strings) and "
                        "\"answer\" a letter A.. indexing them");
         const char *t[26];
         for (size_t c = 0; c < opts->count; c++) {
-            if (opts->items[c].type != JSON_STRING) return bad(err, where, "RACE", "strings in \"options\"");
+            if (opts->items[c].type != MOE_JSON_STRING) return bad(err, where, "RACE", "strings in \"options\"");
             t[c] = opts->items[c].string;
         }
         if (!(ctx = cat(err, "Article: ", art->string, "\n\n", q->string))) return -1;
@@ -183,8 +183,8 @@ int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, mo
     }
     /* LAMBADA: text; the context is everything before the last space, the
      * target " " + the last word, scored by greedy (argmax) match */
-    const json_value *text = json_get_typed(v, "text", JSON_STRING);
-    if (text && !json_get(v, "choices")) {
+    const moe_json_value *text = moe_json_get_typed(v, "text", MOE_JSON_STRING);
+    if (text && !moe_json_get(v, "choices")) {
         const char *sp = strrchr(text->string, ' ');
         if (!sp || sp == text->string || !sp[1])
             return bad(err, where, "LAMBADA", "\"text\" whose last word follows a space");

@@ -104,15 +104,15 @@ int moe_eval_loss_members(moe_model *m, const moe_tokens *t, size_t B, size_t T,
     if (moe_eval_loss(m, t, B, T, max_tokens, &s, NULL, err)) { moe_loss_sums_free(&s); return -1; }
     *loss = s.total_count > 0 ? s.total_nll / s.total_count : NAN;
     moe_buf_printf(out, ", \"val_loss\": ");
-    json_write_double(out, *loss);
+    moe_json_write_double(out, *loss);
     moe_buf_printf(out, ", \"val\": {\"tokens\": %.0f, \"domains\": {", s.total_count);
     for (size_t d = 0, first = 1; d < s.n_domains; d++) {
         if (s.count[d] <= 0) continue;
         moe_buf_printf(out, "%s", first ? "" : ", ");
         const char *name = d < t->n_domains ? t->domain_names[d] : "all";
-        json_write_string(out, name, strlen(name));
+        moe_json_write_string(out, name, strlen(name));
         moe_buf_printf(out, ": ");
-        json_write_double(out, s.nll[d] / s.count[d]);
+        moe_json_write_double(out, s.nll[d] / s.count[d]);
         first = 0;
     }
     moe_buf_printf(out, "}}");

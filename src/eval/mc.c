@@ -32,11 +32,11 @@ void moe_task_free(moe_task *t) {
 }
 
 /* One line's object into *it; errors say what the line lacks. */
-static int parse_item(const json_value *v, moe_mc_item *it, const char *where, moe_err *err) {
-    if (v->type != JSON_OBJECT)
+static int parse_item(const moe_json_value *v, moe_mc_item *it, const char *where, moe_err *err) {
+    if (v->type != MOE_JSON_OBJECT)
         return moe_errf(err, "%s: expected a JSON object {\"context\", \"choices\", \"gold\", \"id\"}", where);
-    const json_value *ctx = json_get(v, "context"), *ch = json_get(v, "choices"),
-                     *gold = json_get(v, "gold"), *id = json_get(v, "id");
+    const moe_json_value *ctx = moe_json_get(v, "context"), *ch = moe_json_get(v, "choices"),
+                     *gold = moe_json_get(v, "gold"), *id = moe_json_get(v, "id");
     if (!ctx) {  /* one of lm-evaluation-harness's forms? */
         int h = moe_harness_item(v, it, where, err);
         if (h != 0) {
@@ -44,18 +44,18 @@ static int parse_item(const json_value *v, moe_mc_item *it, const char *where, m
             return h > 0 ? 0 : -1;
         }
     }
-    if (!ctx || ctx->type != JSON_STRING)
+    if (!ctx || ctx->type != MOE_JSON_STRING)
         return moe_errf(err, "%s: expected a string \"context\"", where);
-    if (!ch || ch->type != JSON_ARRAY || ch->count < 2)
+    if (!ch || ch->type != MOE_JSON_ARRAY || ch->count < 2)
         return moe_errf(err, "%s: expected \"choices\": an array of at least 2 strings", where);
     for (size_t c = 0; c < ch->count; c++)
-        if (ch->items[c].type != JSON_STRING || ch->items[c].len == 0)
+        if (ch->items[c].type != MOE_JSON_STRING || ch->items[c].len == 0)
             return moe_errf(err, "%s: choice %zu: expected a non-empty string", where, c);
-    if (!gold || gold->type != JSON_NUMBER || gold->number != floor(gold->number) ||
+    if (!gold || gold->type != MOE_JSON_NUMBER || gold->number != floor(gold->number) ||
         gold->number < 0 || gold->number >= (double)ch->count)
         return moe_errf(err, "%s: expected \"gold\": an integer index into the %zu choices",
                         where, ch->count);
-    if (id && id->type != JSON_STRING)
+    if (id && id->type != MOE_JSON_STRING)
         return moe_errf(err, "%s: expected \"id\" to be a string", where);
     it->gold = (int)gold->number;
     it->n_choices = ch->count;
@@ -67,7 +67,7 @@ static int parse_item(const json_value *v, moe_mc_item *it, const char *where, m
     return 0;
 }
 
-/* json_parse says "PATH:1:COL: msg" for the one-line text; make it
+/* moe_json_parse says "PATH:1:COL: msg" for the one-line text; make it
  * "PATH:LINE:COL: msg". */
 static int json_line_error(moe_err *err, const char *path, size_t line) {
     if (!err) return -1;
@@ -106,19 +106,19 @@ int moe_task_load(const char *path, moe_task *t, moe_err *err) {
         size_t k = 0;
         while (k < l && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r')) k++;
         if (k < l) {
-            json_value *v = json_parse(p, l, path, err);
+            moe_json_value *v = moe_json_parse(p, l, path, err);
             if (!v) { rc = json_line_error(err, path, line); break; }
             if (t->n == cap) {
                 cap = cap ? 2 * cap : 256;
                 moe_mc_item *ni = realloc(t->items, cap * sizeof *ni);
-                if (!ni) { json_free(v); rc = moe_errf(err, "out of memory reading %s", path); break; }
+                if (!ni) { moe_json_free(v); rc = moe_errf(err, "out of memory reading %s", path); break; }
                 t->items = ni;
             }
             moe_mc_item *it = &t->items[t->n++];
             memset(it, 0, sizeof *it);
             it->line = line;
             rc = parse_item(v, it, where, err);
-            json_free(v);
+            moe_json_free(v);
         }
         p += l + (nl != NULL);
     }

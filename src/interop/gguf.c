@@ -48,7 +48,7 @@ static void kv_strs(gw *w, const char *k, const char *text, const size_t *off, s
     for (size_t i = 0; i < n; i++) put_str(w, text + off[i], off[i + 1] - off[i]);
 }
 
-static void tokenizer_kvs(gw *w, const ix_vocab *v, const moe_tokenizer *tok, const char *pre) {
+static void tokenizer_kvs(gw *w, const moe_ix_vocab *v, const moe_tokenizer *tok, const char *pre) {
     kv_str(w, NULL, "tokenizer.ggml.model", "gpt2");
     kv_str(w, NULL, "tokenizer.ggml.pre", pre);
     kv_strs(w, "tokenizer.ggml.tokens", v->text.data, v->off, v->n);
@@ -64,12 +64,12 @@ static void tokenizer_kvs(gw *w, const ix_vocab *v, const moe_tokenizer *tok, co
     kv_bool(w, NULL, "tokenizer.ggml.add_eos_token", 0);
 }
 
-static void model_kvs(gw *w, const moe_model *m, const ix_plan *p, st_dtype type) {
+static void model_kvs(gw *w, const moe_model *m, const moe_ix_plan *p, moe_st_dtype type) {
     const moe_config *c = &m->cfg;
     const char *a = p->arch;
     kv_str(w, NULL, "general.architecture", a);
     kv_str(w, NULL, "general.name", "moe");
-    kv_u32(w, NULL, "general.file_type", type == ST_F16 ? 1 : type == ST_BF16 ? 32 : 0);
+    kv_u32(w, NULL, "general.file_type", type == MOE_ST_F16 ? 1 : type == MOE_ST_BF16 ? 32 : 0);
     kv_u32(w, NULL, "general.alignment", GGUF_ALIGN);
     kv_u32(w, a, "vocab_size", (uint32_t)c->vocab_size);
     kv_u32(w, a, "context_length", (uint32_t)c->max_seq_len);
@@ -96,17 +96,17 @@ static void model_kvs(gw *w, const moe_model *m, const ix_plan *p, st_dtype type
 static size_t align_up(size_t x) { return (x + GGUF_ALIGN - 1) / GGUF_ALIGN * GGUF_ALIGN; }
 
 int moe_export_gguf(const moe_model *m, const moe_tokenizer *tok, const char *path,
-                    st_dtype type, moe_err *err) {
-    if (type != ST_F32 && type != ST_F16 && type != ST_BF16)
+                    moe_st_dtype type, moe_err *err) {
+    if (type != MOE_ST_F32 && type != MOE_ST_F16 && type != MOE_ST_BF16)
         return moe_errf(err, "export: tensor type must be f32, f16 or bf16");
-    ix_plan p;
+    moe_ix_plan p;
     const char *pre, *regex;
-    if (ix_plan_make(&m->cfg, IX_GGUF, &p, err) || ix_pretok_names(tok, &pre, &regex, err)) return -1;
-    ix_map *maps;
+    if (moe_ix_plan_make(&m->cfg, MOE_IX_GGUF, &p, err) || moe_ix_pretok_names(tok, &pre, &regex, err)) return -1;
+    moe_ix_map *maps;
     size_t n;
-    ix_vocab v;
-    if (ix_maps_make(m, &p, &maps, &n, err)) return -1;
-    if (ix_vocab_make(tok, (uint32_t)m->cfg.vocab_size, &v, err)) { free(maps); return -1; }
+    moe_ix_vocab v;
+    if (moe_ix_maps_make(m, &p, &maps, &n, err)) return -1;
+    if (moe_ix_vocab_make(tok, (uint32_t)m->cfg.vocab_size, &v, err)) { free(maps); return -1; }
     gw w = {0};
     moe_buf cfg = {0};
     model_kvs(&w, m, &p, type);
@@ -114,7 +114,7 @@ int moe_export_gguf(const moe_model *m, const moe_tokenizer *tok, const char *pa
     w.failed |= moe_config_to_json(&m->cfg, &cfg);
     if (!w.failed) kv_str(&w, NULL, "moe.config", cfg.data);  /* moe's own keys, for import */
     moe_buf_free(&cfg);
-    ix_vocab_free(&v);
+    moe_ix_vocab_free(&v);
     /* header, then tensor infos */
     gw h = {0};
     put(&h, "GGUF", 4);
@@ -126,15 +126,15 @@ int moe_export_gguf(const moe_model *m, const moe_tokenizer *tok, const char *pa
     h.failed |= w.failed;
     size_t off = 0, maxn = 0;
     for (size_t i = 0; i < n; i++) {
-        const ix_map *x = &maps[i];
-        int t16 = type != ST_F32 && !x->is_norm;
+        const moe_ix_map *x = &maps[i];
+        int t16 = type != MOE_ST_F32 && !x->is_norm;
         put_str(&h, x->name, strlen(x->name));
         put_u32(&h, (uint32_t)x->ndim);
         for (int d = x->ndim - 1; d >= 0; d--) put_u64(&h, (uint64_t)x->shape[d]);
-        put_u32(&h, t16 ? (type == ST_F16 ? GT_F16 : GT_BF16) : GT_F32);
+        put_u32(&h, t16 ? (type == MOE_ST_F16 ? GT_F16 : GT_BF16) : GT_F32);
         put_u64(&h, off);
-        off = align_up(off + ix_map_size(x) * (t16 ? 2 : 4));
-        if (ix_map_size(x) > maxn) maxn = ix_map_size(x);
+        off = align_up(off + moe_ix_map_size(x) * (t16 ? 2 : 4));
+        if (moe_ix_map_size(x) > maxn) maxn = moe_ix_map_size(x);
     }
     static const char zeros[GGUF_ALIGN];
     put(&h, zeros, align_up(h.b.len) - h.b.len);
@@ -144,12 +144,12 @@ int moe_export_gguf(const moe_model *m, const moe_tokenizer *tok, const char *pa
     if (h.failed && buf) rc = moe_errf(err, "out of memory writing %s", path);
     if (!rc) rc = moe_afile_write(&f, h.b.data, h.b.len, err);
     for (size_t i = 0; i < n && !rc; i++) {
-        const ix_map *x = &maps[i];
-        size_t k = ix_map_size(x), bytes;
-        ix_map_export(x, m->params, buf);
-        if (type != ST_F32 && !x->is_norm) {
+        const moe_ix_map *x = &maps[i];
+        size_t k = moe_ix_map_size(x), bytes;
+        moe_ix_map_export(x, m->params, buf);
+        if (type != MOE_ST_F32 && !x->is_norm) {
             uint16_t *h16 = (uint16_t *)buf;  /* in place: h16[j] is written after buf[j] is read */
-            for (size_t j = 0; j < k; j++) h16[j] = type == ST_F16 ? ix_f32_to_f16(buf[j]) : ix_f32_to_bf16(buf[j]);
+            for (size_t j = 0; j < k; j++) h16[j] = type == MOE_ST_F16 ? moe_ix_f32_to_f16(buf[j]) : moe_ix_f32_to_bf16(buf[j]);
             bytes = 2 * k;
         } else {
             bytes = 4 * k;
@@ -356,7 +356,7 @@ static void to_f32(const gtensor *t, float *out) {
     for (size_t i = 0; i < n; i++) {
         uint16_t h;
         memcpy(&h, t->data + 2 * i, 2);
-        out[i] = t->type == GT_F16 ? ix_f16_to_f32(h) : ix_bf16_to_f32(h);
+        out[i] = t->type == GT_F16 ? moe_ix_f16_to_f32(h) : moe_ix_bf16_to_f32(h);
     }
 }
 
@@ -390,9 +390,9 @@ static int gguf_config(const gfile *g, moe_config *c, moe_err *err) {
     moe_config_defaults(c);
     char *own = gstr(g, "moe.config");
     if (own) {
-        json_value *j = json_parse(own, strlen(own), "moe.config", err);
+        moe_json_value *j = moe_json_parse(own, strlen(own), "moe.config", err);
         int rc = !j || moe_config_apply_json(c, j, "moe.config", err);
-        json_free(j);
+        moe_json_free(j);
         free(own);
         if (rc) return moe_err_prefix(err, "%s", g->path);
     }
@@ -488,7 +488,7 @@ static int gguf_config(const gfile *g, moe_config *c, moe_err *err) {
         }
     }
     free(arch);
-    ix_config_fit(c);
+    moe_ix_config_fit(c);
     if (!rc) rc = moe_config_finalize(c, err) ? moe_err_prefix(err, "%s", g->path) : 0;
     double held = 0;
     for (size_t i = 0; i < g->n_t; i++) held += (double)gtensor_size(&g->t[i]);
@@ -496,7 +496,7 @@ static int gguf_config(const gfile *g, moe_config *c, moe_err *err) {
     if (!rc) {
         char what[4200];
         snprintf(what, sizeof what, "%s: the metadata", g->path);
-        rc = ix_check_held(c, held, what, "the tensors", err);
+        rc = moe_ix_check_held(c, held, what, "the tensors", err);
     }
     return rc;
 }
@@ -529,7 +529,7 @@ static int gguf_tokenizer(const gfile *g, moe_tokenizer **tok, char *why, size_t
             p += 8 + n;
         }
     }
-    if (!rc) rc = ix_tokenizer_from_vocab(s[0], len[0], tk->n, s[1], len[1], mg->n, tok, why, cap, err);
+    if (!rc) rc = moe_ix_tokenizer_from_vocab(s[0], len[0], tk->n, s[1], len[1], mg->n, tok, why, cap, err);
     for (int i = 0; i < 2; i++) { free(s[i]); free(len[i]); }
     return rc;
 }
@@ -539,17 +539,17 @@ int moe_import_gguf(const char *path, moe_model **out, moe_tokenizer **tok, char
     gfile g;
     moe_config c;
     moe_model *m = NULL;
-    ix_map *maps = NULL;
+    moe_ix_map *maps = NULL;
     size_t n = 0;
-    ix_plan p;
+    moe_ix_plan p;
     *out = NULL;
     *tok = NULL;
     int rc = gfile_read(path, &g, err) || gguf_config(&g, &c, err) ||
-             moe_model_create(&c, &m, err) || ix_plan_make(&c, IX_GGUF, &p, err) ||
-             ix_maps_make(m, &p, &maps, &n, err) ? -1 : 0;
+             moe_model_create(&c, &m, err) || moe_ix_plan_make(&c, MOE_IX_GGUF, &p, err) ||
+             moe_ix_maps_make(m, &p, &maps, &n, err) ? -1 : 0;
     float *buf = NULL;
     for (size_t i = 0; i < n && !rc; i++) {
-        const ix_map *x = &maps[i];
+        const moe_ix_map *x = &maps[i];
         const gtensor *t = gtensor_find(&g, x->name);
         if (!t && !strcmp(x->name, "output.weight"))  /* tied to the embedding (llama.cpp reads it so): */
             t = gtensor_find(&g, "token_embd.weight");  /* moe's lm_head starts as its copy */
@@ -557,14 +557,14 @@ int moe_import_gguf(const char *path, moe_model **out, moe_tokenizer **tok, char
         int same = t->ndim == x->ndim;
         for (int d = 0; d < x->ndim && same; d++) same = t->shape[d] == x->shape[d];
         if (!same) { rc = moe_errf(err, "%s: tensor '%s' does not have the shape the metadata implies", path, x->name); break; }
-        if (x->op == IX_ZERO) {
+        if (x->op == MOE_IX_ZERO) {
             if (!all_zero(t)) rc = moe_errf(err, "%s: tensor '%s' is not zero and moe has no place for it", path, x->name);
             continue;
         }
         free(buf);
-        if (!(buf = moe_malloc(ix_map_size(x) * sizeof(float), err))) { rc = -1; break; }
+        if (!(buf = moe_malloc(moe_ix_map_size(x) * sizeof(float), err))) { rc = -1; break; }
         to_f32(t, buf);
-        ix_map_import(x, buf, m->params);
+        moe_ix_map_import(x, buf, m->params);
     }
     free(buf);
     for (size_t i = 0; i < g.n_t && !rc; i++) {

@@ -151,7 +151,7 @@ static val weight(og *g, const char *name, const float *data, int ndim, const in
     if (!g->fp16 || ndim == 1) return init_raw(g, name, DT_FLOAT, ndim, dims, data, n * 4);
     uint16_t *h = malloc(n * 2 + 2);
     if (!h) { g->failed = 1; return fresh(g, "oom"); }
-    for (size_t i = 0; i < n; i++) h[i] = ix_f32_to_f16(data[i]);
+    for (size_t i = 0; i < n; i++) h[i] = moe_ix_f32_to_f16(data[i]);
     val w = init_raw(g, name, DT_FLOAT16, ndim, dims, h, n * 2);
     free(h);
     return cast(g, w, DT_FLOAT);
@@ -226,7 +226,7 @@ static val reduce_axes(og *g, const char *op, val v, int64_t axis, int keep) {
     return OPA(g, op, &a, v.s);
 }
 
-/* RMSNorm as k_rmsnorm_forward: the mean square and its reciprocal root in
+/* RMSNorm as moe_k_rmsnorm_forward: the mean square and its reciprocal root in
  * double, then (x r) w in float. */
 static val rmsnorm(ex *x, val v, const char *wname) {
     og *g = x->g;
@@ -263,7 +263,7 @@ static val unsqueeze(og *g, val v, int n, const int64_t *axes) {
     return OP(g, "Unsqueeze", v.s, c_i64(g, n, axes).s);
 }
 
-/* RoPE of moe (k_rope): rotate-half pairs (i, i + hd/2) of each head of
+/* RoPE of moe (moe_k_rope): rotate-half pairs (i, i + hd/2) of each head of
  * v [batch, heads, seq, hd]. */
 static val rope(ex *x, val v, int64_t hd) {
     og *g = x->g;
@@ -666,7 +666,7 @@ static val block(ex *x, int l, val h) {
     return OP(g, "Add", y.s, hm.s);
 }
 
-/* RoPE tables by position (k_rope_tables: angles in double, so the graph
+/* RoPE tables by position (moe_k_rope_tables: angles in double, so the graph
  * gathers moe's own values) and the attention mask. */
 static void prologue(ex *x) {
     og *g = x->g;
@@ -674,7 +674,7 @@ static void prologue(ex *x) {
     int64_t hd = c->hidden / c->n_heads, half = hd / 2, T = c->max_seq_len;
     float *cs = malloc((size_t)(T * half) * 2 * sizeof(float) + 1);
     if (!cs) { g->failed = 1; return; }
-    k_rope_tables(cs, cs + T * half, (size_t)T, (size_t)hd, c->rope_theta);
+    moe_k_rope_tables(cs, cs + T * half, (size_t)T, (size_t)hd, c->rope_theta);
     val ct = init_raw(g, "rope.cos", DT_FLOAT, 2, (int64_t[]){T, half}, cs, (size_t)(T * half) * 4);
     val st = init_raw(g, "rope.sin", DT_FLOAT, 2, (int64_t[]){T, half}, cs + T * half, (size_t)(T * half) * 4);
     free(cs);
@@ -768,9 +768,9 @@ static int config_json(const moe_model *m, const moe_tokenizer *tok, int fp16, m
                             "  \"rms_norm_eps\": ",
                             c->vocab_size, c->hidden, c->ffn_dim, c->n_layers, c->n_heads, c->n_kv_heads,
                             c->hidden / c->n_heads, c->max_seq_len, eot, eot, fp16 ? "float16" : "float32");
-    rc |= json_write_double(o, c->norm_eps);
+    rc |= moe_json_write_double(o, c->norm_eps);
     rc |= moe_buf_printf(o, ",\n  \"rope_theta\": ");
-    rc |= json_write_double(o, c->rope_theta);
+    rc |= moe_json_write_double(o, c->rope_theta);
     rc |= moe_buf_printf(o, ",\n  \"moe_config\": ");
     rc |= moe_config_to_json(c, o);
     rc |= moe_buf_printf(o, "}\n");
@@ -783,31 +783,31 @@ static int write_in(const char *dir, const char *name, const moe_buf *b, moe_err
     return moe_write_file_atomic(path, b->data, b->len, err);
 }
 
-int moe_export_onnx(const moe_model *m, const moe_tokenizer *tok, const char *dir, st_dtype type, moe_err *err) {
-    if (type != ST_F32 && type != ST_F16)
-        return moe_errf(err, "ONNX weights: expected type f32 or f16, found %s", type == ST_BF16 ? "bf16" : "another");
+int moe_export_onnx(const moe_model *m, const moe_tokenizer *tok, const char *dir, moe_st_dtype type, moe_err *err) {
+    if (type != MOE_ST_F32 && type != MOE_ST_F16)
+        return moe_errf(err, "ONNX weights: expected type f32 or f16, found %s", type == MOE_ST_BF16 ? "bf16" : "another");
     const char *regex;
-    ix_vocab v;
-    if (ix_pretok_names(tok, NULL, &regex, err) || ix_vocab_make(tok, (uint32_t)m->cfg.vocab_size, &v, err))
+    moe_ix_vocab v;
+    if (moe_ix_pretok_names(tok, NULL, &regex, err) || moe_ix_vocab_make(tok, (uint32_t)m->cfg.vocab_size, &v, err))
         return -1;
     /* protobuf messages are limited to 2 GiB (larger models need external
      * data, which is not written): refused before anything is built */
-    double bytes = (double)m->n_params * (type == ST_F16 ? 2.0 : 4.0);
+    double bytes = (double)m->n_params * (type == MOE_ST_F16 ? 2.0 : 4.0);
     if (bytes >= 0x1p31) {
-        ix_vocab_free(&v);
+        moe_ix_vocab_free(&v);
         return moe_errf(err, "the ONNX graph would hold %.2f GB of weights; protobuf allows 2 GiB (external "
-                        "data is not written)%s", bytes / 1e9, type == ST_F16 ? "" : ": try --type f16");
+                        "data is not written)%s", bytes / 1e9, type == MOE_ST_F16 ? "" : ": try --type f16");
     }
     moe_buf b = {0};
-    int rc = moe_mkdirs(dir, err) || onnx_model(m, type == ST_F16, &b, err);
+    int rc = moe_mkdirs(dir, err) || onnx_model(m, type == MOE_ST_F16, &b, err);
     if (!rc && b.len >= (size_t)1 << 31)
         rc = moe_errf(err, "the ONNX graph would be %.2f GB; protobuf allows 2 GiB (external data is not "
                       "written)", (double)b.len / 1e9);
     if (!rc) rc = write_in(dir, "model.onnx", &b, err);
     b.len = 0;
-    if (!rc) rc = config_json(m, tok, type == ST_F16, &b) ? moe_errf(err, "out of memory") : write_in(dir, "config.json", &b, err);
-    if (!rc) rc = ix_tokenizer_files(dir, tok, &v, regex, m->cfg.max_seq_len, err);
+    if (!rc) rc = config_json(m, tok, type == MOE_ST_F16, &b) ? moe_errf(err, "out of memory") : write_in(dir, "config.json", &b, err);
+    if (!rc) rc = moe_ix_tokenizer_files(dir, tok, &v, regex, m->cfg.max_seq_len, err);
     moe_buf_free(&b);
-    ix_vocab_free(&v);
+    moe_ix_vocab_free(&v);
     return rc ? -1 : 0;
 }

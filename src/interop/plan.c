@@ -38,8 +38,8 @@ static const char *refusal(const moe_config *c, const moe_ffn_kind *fk, const mo
     return NULL;
 }
 
-int ix_plan_make(const moe_config *c, ix_format format, ix_plan *p, moe_err *err) {
-    const char *fmt = format == IX_GGUF ? "GGUF (llama.cpp)" : "the Hugging Face layout (transformers)";
+int moe_ix_plan_make(const moe_config *c, moe_ix_format format, moe_ix_plan *p, moe_err *err) {
+    const char *fmt = format == MOE_IX_GGUF ? "GGUF (llama.cpp)" : "the Hugging Face layout (transformers)";
     memset(p, 0, sizeof *p);
     p->format = format;
     p->moe_every = c->moe_every;
@@ -48,7 +48,7 @@ int ix_plan_make(const moe_config *c, ix_format format, ix_plan *p, moe_err *err
     if (!fk || !rk)
         return moe_errf(err, "cannot export to %s: unknown ffn \"%s\" or router \"%s\"", fmt, c->ffn, c->router);
     if (!fk->routed) {
-        p->arch = format == IX_GGUF ? "llama" : "LlamaForCausalLM";
+        p->arch = format == MOE_IX_GGUF ? "llama" : "LlamaForCausalLM";
         return 0;
     }
     const char *why = refusal(c, fk, rk);
@@ -62,7 +62,7 @@ int ix_plan_make(const moe_config *c, ix_format format, ix_plan *p, moe_err *err
     p->expert_ff = c->ffn_dim / c->granularity;
     p->n_shared = c->n_shared_experts;
     p->renorm = c->norm_topk_prob == 1;
-    if (format == IX_GGUF) {
+    if (format == MOE_IX_GGUF) {
         if (c->moe_every != 1)
             return moe_errf(err, "cannot export to %s: moe_every %d alternates dense and MoE layers, "
                             "which no llama.cpp architecture with this attention expresses "
@@ -96,11 +96,11 @@ int ix_plan_make(const moe_config *c, ix_format format, ix_plan *p, moe_err *err
     return 0;
 }
 
-void ix_config_fit(moe_config *c) {
+void moe_ix_config_fit(moe_config *c) {
     if (c->seq_len > c->max_seq_len) c->seq_len = c->max_seq_len;
 }
 
-int ix_check_held(const moe_config *c, double held, const char *what, const char *where, moe_err *err) {
+int moe_ix_check_held(const moe_config *c, double held, const char *what, const char *where, moe_err *err) {
     /* counting builds the model's shell, which keeps a few words per expert
      * and layer: first those must be within what the file holds */
     double experts = (double)c->n_layers * ((double)c->n_experts * c->granularity + c->n_shared_experts);
@@ -117,24 +117,24 @@ int ix_check_held(const moe_config *c, double held, const char *what, const char
 /* ---- the maps ------------------------------------------------------------ */
 
 typedef struct {
-    ix_map *v;
+    moe_ix_map *v;
     size_t n, cap;
     int failed;
 } maplist;
 
-static ix_map *add(maplist *L, const moe_tensor *src, ix_op op, int arg, int ndim,
+static moe_ix_map *add(maplist *L, const moe_tensor *src, moe_ix_op op, int arg, int ndim,
                    const int64_t *shape, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
-static ix_map *add(maplist *L, const moe_tensor *src, ix_op op, int arg, int ndim,
+static moe_ix_map *add(maplist *L, const moe_tensor *src, moe_ix_op op, int arg, int ndim,
                    const int64_t *shape, const char *fmt, ...) {
     if (L->failed) return NULL;
     if (L->n == L->cap) {
         size_t cap = L->cap ? 2 * L->cap : 64;
-        ix_map *v = realloc(L->v, cap * sizeof *v);
+        moe_ix_map *v = realloc(L->v, cap * sizeof *v);
         if (!v) { L->failed = 1; return NULL; }
         L->v = v;
         L->cap = cap;
     }
-    ix_map *x = &L->v[L->n++];
+    moe_ix_map *x = &L->v[L->n++];
     memset(x, 0, sizeof *x);
     va_list ap;
     va_start(ap, fmt);
@@ -165,61 +165,61 @@ static const moe_tensor *find(const moe_model *m, maplist *L, const char *fmt, .
 
 #define SH(...) ((const int64_t[]){__VA_ARGS__})
 
-static void gguf_layer(const moe_model *m, const ix_plan *p, maplist *L, int l) {
+static void gguf_layer(const moe_model *m, const moe_ix_plan *p, maplist *L, int l) {
     const moe_config *c = &m->cfg;
     int64_t D = c->hidden, hd = c->hidden / c->n_heads, F = c->ffn_dim;
     int64_t q = c->n_heads * hd, kv = c->n_kv_heads * hd, E = p->n_expert, Fe = p->expert_ff;
     const char *pre = "model.layers";
-    add(L, find(m, L, "%s.%d.input_layernorm.weight", pre, l), IX_COPY, 0, 1, SH(D), "blk.%d.attn_norm.weight", l);
-    add(L, find(m, L, "%s.%d.self_attn.q_proj.weight", pre, l), IX_ROPE, c->n_heads, 2, SH(q, D), "blk.%d.attn_q.weight", l);
-    add(L, find(m, L, "%s.%d.self_attn.k_proj.weight", pre, l), IX_ROPE, c->n_kv_heads, 2, SH(kv, D), "blk.%d.attn_k.weight", l);
-    add(L, find(m, L, "%s.%d.self_attn.v_proj.weight", pre, l), IX_COPY, 0, 2, SH(kv, D), "blk.%d.attn_v.weight", l);
-    add(L, find(m, L, "%s.%d.self_attn.o_proj.weight", pre, l), IX_COPY, 0, 2, SH(D, q), "blk.%d.attn_output.weight", l);
-    add(L, find(m, L, "%s.%d.post_attention_layernorm.weight", pre, l), IX_COPY, 0, 1, SH(D), "blk.%d.ffn_norm.weight", l);
+    add(L, find(m, L, "%s.%d.input_layernorm.weight", pre, l), MOE_IX_COPY, 0, 1, SH(D), "blk.%d.attn_norm.weight", l);
+    add(L, find(m, L, "%s.%d.self_attn.q_proj.weight", pre, l), MOE_IX_ROPE, c->n_heads, 2, SH(q, D), "blk.%d.attn_q.weight", l);
+    add(L, find(m, L, "%s.%d.self_attn.k_proj.weight", pre, l), MOE_IX_ROPE, c->n_kv_heads, 2, SH(kv, D), "blk.%d.attn_k.weight", l);
+    add(L, find(m, L, "%s.%d.self_attn.v_proj.weight", pre, l), MOE_IX_COPY, 0, 2, SH(kv, D), "blk.%d.attn_v.weight", l);
+    add(L, find(m, L, "%s.%d.self_attn.o_proj.weight", pre, l), MOE_IX_COPY, 0, 2, SH(D, q), "blk.%d.attn_output.weight", l);
+    add(L, find(m, L, "%s.%d.post_attention_layernorm.weight", pre, l), MOE_IX_COPY, 0, 1, SH(D), "blk.%d.ffn_norm.weight", l);
     if (!p->moe) {
-        add(L, find(m, L, "%s.%d.mlp.gate_proj.weight", pre, l), IX_COPY, 0, 2, SH(F, D), "blk.%d.ffn_gate.weight", l);
-        add(L, find(m, L, "%s.%d.mlp.up_proj.weight", pre, l), IX_COPY, 0, 2, SH(F, D), "blk.%d.ffn_up.weight", l);
-        add(L, find(m, L, "%s.%d.mlp.down_proj.weight", pre, l), IX_COPY, 0, 2, SH(D, F), "blk.%d.ffn_down.weight", l);
+        add(L, find(m, L, "%s.%d.mlp.gate_proj.weight", pre, l), MOE_IX_COPY, 0, 2, SH(F, D), "blk.%d.ffn_gate.weight", l);
+        add(L, find(m, L, "%s.%d.mlp.up_proj.weight", pre, l), MOE_IX_COPY, 0, 2, SH(F, D), "blk.%d.ffn_up.weight", l);
+        add(L, find(m, L, "%s.%d.mlp.down_proj.weight", pre, l), MOE_IX_COPY, 0, 2, SH(D, F), "blk.%d.ffn_down.weight", l);
         return;
     }
-    add(L, find(m, L, "%s.%d.mlp.router.weight", pre, l), IX_COPY, 0, 2, SH(E, D), "blk.%d.ffn_gate_inp.weight", l);
-    add(L, find(m, L, "%s.%d.mlp.experts.gate_proj.weight", pre, l), IX_COPY, 0, 3, SH(E, Fe, D), "blk.%d.ffn_gate_exps.weight", l);
-    add(L, find(m, L, "%s.%d.mlp.experts.up_proj.weight", pre, l), IX_COPY, 0, 3, SH(E, Fe, D), "blk.%d.ffn_up_exps.weight", l);
-    add(L, find(m, L, "%s.%d.mlp.experts.down_proj.weight", pre, l), IX_COPY, 0, 3, SH(E, D, Fe), "blk.%d.ffn_down_exps.weight", l);
+    add(L, find(m, L, "%s.%d.mlp.router.weight", pre, l), MOE_IX_COPY, 0, 2, SH(E, D), "blk.%d.ffn_gate_inp.weight", l);
+    add(L, find(m, L, "%s.%d.mlp.experts.gate_proj.weight", pre, l), MOE_IX_COPY, 0, 3, SH(E, Fe, D), "blk.%d.ffn_gate_exps.weight", l);
+    add(L, find(m, L, "%s.%d.mlp.experts.up_proj.weight", pre, l), MOE_IX_COPY, 0, 3, SH(E, Fe, D), "blk.%d.ffn_up_exps.weight", l);
+    add(L, find(m, L, "%s.%d.mlp.experts.down_proj.weight", pre, l), MOE_IX_COPY, 0, 3, SH(E, D, Fe), "blk.%d.ffn_down_exps.weight", l);
     if (!p->n_shared) return;
     int64_t SF = p->n_shared * Fe;
     if (p->zero_shared) {
-        add(L, NULL, IX_ZERO, 0, 2, SH(SF, D), "blk.%d.ffn_gate_shexp.weight", l);
-        add(L, NULL, IX_ZERO, 0, 2, SH(SF, D), "blk.%d.ffn_up_shexp.weight", l);
-        add(L, NULL, IX_ZERO, 0, 2, SH(D, SF), "blk.%d.ffn_down_shexp.weight", l);
+        add(L, NULL, MOE_IX_ZERO, 0, 2, SH(SF, D), "blk.%d.ffn_gate_shexp.weight", l);
+        add(L, NULL, MOE_IX_ZERO, 0, 2, SH(SF, D), "blk.%d.ffn_up_shexp.weight", l);
+        add(L, NULL, MOE_IX_ZERO, 0, 2, SH(D, SF), "blk.%d.ffn_down_shexp.weight", l);
         return;
     }
-    add(L, find(m, L, "%s.%d.mlp.shared_experts.gate_proj.weight", pre, l), IX_COPY, 0, 2, SH(SF, D), "blk.%d.ffn_gate_shexp.weight", l);
-    add(L, find(m, L, "%s.%d.mlp.shared_experts.up_proj.weight", pre, l), IX_COPY, 0, 2, SH(SF, D), "blk.%d.ffn_up_shexp.weight", l);
-    add(L, find(m, L, "%s.%d.mlp.shared_experts.down_proj.weight", pre, l), IX_SHARED_DOWN, p->n_shared, 2, SH(D, SF), "blk.%d.ffn_down_shexp.weight", l);
+    add(L, find(m, L, "%s.%d.mlp.shared_experts.gate_proj.weight", pre, l), MOE_IX_COPY, 0, 2, SH(SF, D), "blk.%d.ffn_gate_shexp.weight", l);
+    add(L, find(m, L, "%s.%d.mlp.shared_experts.up_proj.weight", pre, l), MOE_IX_COPY, 0, 2, SH(SF, D), "blk.%d.ffn_up_shexp.weight", l);
+    add(L, find(m, L, "%s.%d.mlp.shared_experts.down_proj.weight", pre, l), MOE_IX_SHARED_DOWN, p->n_shared, 2, SH(D, SF), "blk.%d.ffn_down_shexp.weight", l);
 }
 
-static void hf_layer(const moe_model *m, const ix_plan *p, maplist *L, int l) {
+static void hf_layer(const moe_model *m, const moe_ix_plan *p, maplist *L, int l) {
     const moe_config *c = &m->cfg;
     int64_t D = c->hidden, hd = c->hidden / c->n_heads, F = c->ffn_dim;
     int64_t q = c->n_heads * hd, kv = c->n_kv_heads * hd, Fe = p->expert_ff;
     const char *pre = "model.layers";
-    add(L, find(m, L, "%s.%d.input_layernorm.weight", pre, l), IX_COPY, 0, 1, SH(D), "%s.%d.input_layernorm.weight", pre, l);
+    add(L, find(m, L, "%s.%d.input_layernorm.weight", pre, l), MOE_IX_COPY, 0, 1, SH(D), "%s.%d.input_layernorm.weight", pre, l);
     static const char *const qkv[] = {"q_proj", "k_proj", "v_proj"};
     for (int i = 0; i < 3; i++) {
         int64_t rows = i ? kv : q;
-        add(L, find(m, L, "%s.%d.self_attn.%s.weight", pre, l, qkv[i]), IX_COPY, 0, 2, SH(rows, D),
+        add(L, find(m, L, "%s.%d.self_attn.%s.weight", pre, l, qkv[i]), MOE_IX_COPY, 0, 2, SH(rows, D),
             "%s.%d.self_attn.%s.weight", pre, l, qkv[i]);
-        if (p->qkv_bias) add(L, NULL, IX_ZERO, 0, 1, SH(rows), "%s.%d.self_attn.%s.bias", pre, l, qkv[i]);
+        if (p->qkv_bias) add(L, NULL, MOE_IX_ZERO, 0, 1, SH(rows), "%s.%d.self_attn.%s.bias", pre, l, qkv[i]);
     }
-    add(L, find(m, L, "%s.%d.self_attn.o_proj.weight", pre, l), IX_COPY, 0, 2, SH(D, q), "%s.%d.self_attn.o_proj.weight", pre, l);
-    add(L, find(m, L, "%s.%d.post_attention_layernorm.weight", pre, l), IX_COPY, 0, 1, SH(D),
+    add(L, find(m, L, "%s.%d.self_attn.o_proj.weight", pre, l), MOE_IX_COPY, 0, 2, SH(D, q), "%s.%d.self_attn.o_proj.weight", pre, l);
+    add(L, find(m, L, "%s.%d.post_attention_layernorm.weight", pre, l), MOE_IX_COPY, 0, 1, SH(D),
         "%s.%d.post_attention_layernorm.weight", pre, l);
     int sparse = p->moe && (l + 1) % p->moe_every == 0;
     if (!sparse) {
         static const char *const w[] = {"gate_proj", "up_proj", "down_proj"};
         for (int i = 0; i < 3; i++)
-            add(L, find(m, L, "%s.%d.mlp.%s.weight", pre, l, w[i]), IX_COPY, 0, 2, i == 2 ? SH(D, F) : SH(F, D),
+            add(L, find(m, L, "%s.%d.mlp.%s.weight", pre, l, w[i]), MOE_IX_COPY, 0, 2, i == 2 ? SH(D, F) : SH(F, D),
                 "%s.%d.mlp.%s.weight", pre, l, w[i]);
         return;
     }
@@ -228,36 +228,36 @@ static void hf_layer(const moe_model *m, const ix_plan *p, maplist *L, int l) {
     const moe_tensor *u = find(m, L, "%s.%d.mlp.experts.up_proj.weight", pre, l);
     const moe_tensor *d = find(m, L, "%s.%d.mlp.experts.down_proj.weight", pre, l);
     int mixtral = !strcmp(p->arch, "MixtralForCausalLM");
-    add(L, r, IX_COPY, 0, 2, SH(p->n_expert, D), mixtral ? "%s.%d.block_sparse_moe.gate.weight" : "%s.%d.mlp.gate.weight", pre, l);
+    add(L, r, MOE_IX_COPY, 0, 2, SH(p->n_expert, D), mixtral ? "%s.%d.block_sparse_moe.gate.weight" : "%s.%d.mlp.gate.weight", pre, l);
     for (int e = 0; e < p->n_expert; e++) {
         if (mixtral) {  /* w1 gate, w3 up, w2 down */
-            add(L, g, IX_SLICE, e, 2, SH(Fe, D), "%s.%d.block_sparse_moe.experts.%d.w1.weight", pre, l, e);
-            add(L, d, IX_SLICE, e, 2, SH(D, Fe), "%s.%d.block_sparse_moe.experts.%d.w2.weight", pre, l, e);
-            add(L, u, IX_SLICE, e, 2, SH(Fe, D), "%s.%d.block_sparse_moe.experts.%d.w3.weight", pre, l, e);
+            add(L, g, MOE_IX_SLICE, e, 2, SH(Fe, D), "%s.%d.block_sparse_moe.experts.%d.w1.weight", pre, l, e);
+            add(L, d, MOE_IX_SLICE, e, 2, SH(D, Fe), "%s.%d.block_sparse_moe.experts.%d.w2.weight", pre, l, e);
+            add(L, u, MOE_IX_SLICE, e, 2, SH(Fe, D), "%s.%d.block_sparse_moe.experts.%d.w3.weight", pre, l, e);
         } else {
-            add(L, g, IX_SLICE, e, 2, SH(Fe, D), "%s.%d.mlp.experts.%d.gate_proj.weight", pre, l, e);
-            add(L, u, IX_SLICE, e, 2, SH(Fe, D), "%s.%d.mlp.experts.%d.up_proj.weight", pre, l, e);
-            add(L, d, IX_SLICE, e, 2, SH(D, Fe), "%s.%d.mlp.experts.%d.down_proj.weight", pre, l, e);
+            add(L, g, MOE_IX_SLICE, e, 2, SH(Fe, D), "%s.%d.mlp.experts.%d.gate_proj.weight", pre, l, e);
+            add(L, u, MOE_IX_SLICE, e, 2, SH(Fe, D), "%s.%d.mlp.experts.%d.up_proj.weight", pre, l, e);
+            add(L, d, MOE_IX_SLICE, e, 2, SH(D, Fe), "%s.%d.mlp.experts.%d.down_proj.weight", pre, l, e);
         }
     }
     if (p->zero_shared) {  /* Qwen2-MoE's shared expert and its sigmoid gate, all zero: adds 0 */
-        add(L, NULL, IX_ZERO, 0, 2, SH(Fe, D), "%s.%d.mlp.shared_expert.gate_proj.weight", pre, l);
-        add(L, NULL, IX_ZERO, 0, 2, SH(Fe, D), "%s.%d.mlp.shared_expert.up_proj.weight", pre, l);
-        add(L, NULL, IX_ZERO, 0, 2, SH(D, Fe), "%s.%d.mlp.shared_expert.down_proj.weight", pre, l);
-        add(L, NULL, IX_ZERO, 0, 2, SH(1, D), "%s.%d.mlp.shared_expert_gate.weight", pre, l);
+        add(L, NULL, MOE_IX_ZERO, 0, 2, SH(Fe, D), "%s.%d.mlp.shared_expert.gate_proj.weight", pre, l);
+        add(L, NULL, MOE_IX_ZERO, 0, 2, SH(Fe, D), "%s.%d.mlp.shared_expert.up_proj.weight", pre, l);
+        add(L, NULL, MOE_IX_ZERO, 0, 2, SH(D, Fe), "%s.%d.mlp.shared_expert.down_proj.weight", pre, l);
+        add(L, NULL, MOE_IX_ZERO, 0, 2, SH(1, D), "%s.%d.mlp.shared_expert_gate.weight", pre, l);
     }
 }
 
-int ix_maps_make(const moe_model *m, const ix_plan *p, ix_map **maps, size_t *n, moe_err *err) {
+int moe_ix_maps_make(const moe_model *m, const moe_ix_plan *p, moe_ix_map **maps, size_t *n, moe_err *err) {
     const moe_config *c = &m->cfg;
     maplist L = {0};
     int64_t V = c->vocab_size, D = c->hidden;
-    int gguf = p->format == IX_GGUF;
-    add(&L, find(m, &L, "model.embed_tokens.weight"), IX_COPY, 0, 2, SH(V, D),
+    int gguf = p->format == MOE_IX_GGUF;
+    add(&L, find(m, &L, "model.embed_tokens.weight"), MOE_IX_COPY, 0, 2, SH(V, D),
         gguf ? "token_embd.weight" : "model.embed_tokens.weight");
     for (int l = 0; l < c->n_layers; l++) (gguf ? gguf_layer : hf_layer)(m, p, &L, l);
-    add(&L, find(m, &L, "model.norm.weight"), IX_COPY, 0, 1, SH(D), gguf ? "output_norm.weight" : "model.norm.weight");
-    add(&L, find(m, &L, "lm_head.weight"), IX_COPY, 0, 2, SH(V, D), gguf ? "output.weight" : "lm_head.weight");
+    add(&L, find(m, &L, "model.norm.weight"), MOE_IX_COPY, 0, 1, SH(D), gguf ? "output_norm.weight" : "model.norm.weight");
+    add(&L, find(m, &L, "lm_head.weight"), MOE_IX_COPY, 0, 2, SH(V, D), gguf ? "output.weight" : "lm_head.weight");
     if (L.failed) {
         free(L.v);
         return L.failed == 1 ? moe_errf(err, "out of memory building the tensor map")
@@ -268,7 +268,7 @@ int ix_maps_make(const moe_model *m, const ix_plan *p, ix_map **maps, size_t *n,
     return 0;
 }
 
-size_t ix_map_size(const ix_map *x) {
+size_t moe_ix_map_size(const moe_ix_map *x) {
     size_t n = 1;
     for (int i = 0; i < x->ndim; i++) n *= (size_t)x->shape[i];
     return n;
@@ -281,49 +281,49 @@ static size_t rope_src(size_t r, size_t hd) {
     return h * hd + j * (hd / 2) + i;
 }
 
-void ix_map_export(const ix_map *x, const float *params, float *out) {
-    size_t n = ix_map_size(x);
-    if (x->op == IX_ZERO) { memset(out, 0, n * sizeof *out); return; }
+void moe_ix_map_export(const moe_ix_map *x, const float *params, float *out) {
+    size_t n = moe_ix_map_size(x);
+    if (x->op == MOE_IX_ZERO) { memset(out, 0, n * sizeof *out); return; }
     const float *src = params + x->src->offset;
     switch (x->op) {
-    case IX_COPY: memcpy(out, src, n * sizeof *out); break;
-    case IX_SLICE: memcpy(out, src + (size_t)x->arg * n, n * sizeof *out); break;
-    case IX_ROPE: {
+    case MOE_IX_COPY: memcpy(out, src, n * sizeof *out); break;
+    case MOE_IX_SLICE: memcpy(out, src + (size_t)x->arg * n, n * sizeof *out); break;
+    case MOE_IX_ROPE: {
         size_t rows = (size_t)x->shape[0], cols = (size_t)x->shape[1], hd = rows / (size_t)x->arg;
         for (size_t r = 0; r < rows; r++) memcpy(out + r * cols, src + rope_src(r, hd) * cols, cols * sizeof *out);
         break;
     }
-    case IX_SHARED_DOWN: {  /* src [S, D, Fe] -> out [D, S*Fe] */
+    case MOE_IX_SHARED_DOWN: {  /* src [S, D, Fe] -> out [D, S*Fe] */
         size_t S = (size_t)x->arg, D = (size_t)x->shape[0], Fe = (size_t)x->shape[1] / S;
         for (size_t s = 0; s < S; s++)
             for (size_t d = 0; d < D; d++)
                 memcpy(out + d * S * Fe + s * Fe, src + (s * D + d) * Fe, Fe * sizeof *out);
         break;
     }
-    case IX_ZERO: break;
+    case MOE_IX_ZERO: break;
     }
 }
 
-void ix_map_import(const ix_map *x, const float *in, float *params) {
-    size_t n = ix_map_size(x);
-    if (x->op == IX_ZERO) return;
+void moe_ix_map_import(const moe_ix_map *x, const float *in, float *params) {
+    size_t n = moe_ix_map_size(x);
+    if (x->op == MOE_IX_ZERO) return;
     float *dst = params + x->src->offset;
     switch (x->op) {
-    case IX_COPY: memcpy(dst, in, n * sizeof *in); break;
-    case IX_SLICE: memcpy(dst + (size_t)x->arg * n, in, n * sizeof *in); break;
-    case IX_ROPE: {
+    case MOE_IX_COPY: memcpy(dst, in, n * sizeof *in); break;
+    case MOE_IX_SLICE: memcpy(dst + (size_t)x->arg * n, in, n * sizeof *in); break;
+    case MOE_IX_ROPE: {
         size_t rows = (size_t)x->shape[0], cols = (size_t)x->shape[1], hd = rows / (size_t)x->arg;
         for (size_t r = 0; r < rows; r++) memcpy(dst + rope_src(r, hd) * cols, in + r * cols, cols * sizeof *in);
         break;
     }
-    case IX_SHARED_DOWN: {
+    case MOE_IX_SHARED_DOWN: {
         size_t S = (size_t)x->arg, D = (size_t)x->shape[0], Fe = (size_t)x->shape[1] / S;
         for (size_t s = 0; s < S; s++)
             for (size_t d = 0; d < D; d++)
                 memcpy(dst + (s * D + d) * Fe, in + d * S * Fe + s * Fe, Fe * sizeof *in);
         break;
     }
-    case IX_ZERO: break;
+    case MOE_IX_ZERO: break;
     }
 }
 
@@ -340,7 +340,7 @@ static uint32_t byte_char(uint8_t b) {
     return 256 + n;
 }
 
-int ix_token_text(const uint8_t *p, size_t n, moe_buf *out) {
+int moe_ix_token_text(const uint8_t *p, size_t n, moe_buf *out) {
     for (size_t i = 0; i < n; i++) {
         uint32_t c = byte_char(p[i]);
         char u[2] = {(char)(c < 0x80 ? c : 0xC0 | (c >> 6)), (char)(0x80 | (c & 0x3F))};
@@ -358,7 +358,7 @@ static int char_byte(uint32_t c) {
     return -1;
 }
 
-int ix_token_bytes(const char *s, size_t len, moe_buf *out) {
+int moe_ix_token_bytes(const char *s, size_t len, moe_buf *out) {
     const uint8_t *p = (const uint8_t *)s;
     for (size_t i = 0; i < len;) {
         uint32_t c;
@@ -377,14 +377,14 @@ int ix_token_bytes(const char *s, size_t len, moe_buf *out) {
  * tokenizer and the ids a rank table leaves unused get a placeholder, a
  * special token (eot among them) its own text, any other token its bytes in
  * GPT-2's byte-to-character code. */
-int ix_vocab_text(const moe_tokenizer *tok, uint32_t id, moe_buf *out) {
+int moe_ix_vocab_text(const moe_tokenizer *tok, uint32_t id, moe_buf *out) {
     uint32_t vt = moe_tokenizer_vocab_size(tok);
     if (id >= vt) return moe_buf_printf(out, "<|moe_pad_%u|>", id - vt);
     size_t n;
     const uint8_t *p = moe_tokenizer_token(tok, id, &n);
     if (!p) return moe_buf_printf(out, "<|moe_unused_%u|>", id);
     if (moe_tokenizer_special_index(tok, id) >= 0) return moe_buf_append(out, p, n);
-    return ix_token_text(p, n, out);
+    return moe_ix_token_text(p, n, out);
 }
 
 /* The tokenizer's split pattern, by its name in llama.cpp
@@ -395,7 +395,7 @@ static const struct { moe_tok_pattern pattern; const char *gguf_pre; } PRETOK[] 
     {MOE_PAT_GPT2, "gpt-2"}, {MOE_PAT_CL100K, "llama-bpe"}, {MOE_PAT_LLAMA3, "llama-bpe"},
 };
 
-int ix_pretok_names(const moe_tokenizer *tok, const char **gguf_pre, const char **regex, moe_err *err) {
+int moe_ix_pretok_names(const moe_tokenizer *tok, const char **gguf_pre, const char **regex, moe_err *err) {
     moe_tok_pattern pat = moe_tokenizer_pattern(tok);
     if (pat == MOE_PAT_NONE) pat = MOE_PAT_GPT2;  /* bytes: any split gives the same ids */
     *regex = moe_tok_pattern_regex(pat);
@@ -412,7 +412,7 @@ int ix_pretok_names(const moe_tokenizer *tok, const char **gguf_pre, const char 
 
 /* ---- 16-bit floats -------------------------------------------------------- */
 
-uint16_t ix_f32_to_bf16(float f) {
+uint16_t moe_ix_f32_to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     if ((u & 0x7FFFFFFF) > 0x7F800000) return (uint16_t)((u >> 16) | 0x40);  /* quiet NaN */
@@ -420,14 +420,14 @@ uint16_t ix_f32_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
-float ix_bf16_to_f32(uint16_t h) {
+float moe_ix_bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
     memcpy(&f, &u, 4);
     return f;
 }
 
-uint16_t ix_f32_to_f16(float f) {
+uint16_t moe_ix_f32_to_f16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     uint32_t sign = (u >> 16) & 0x8000, a = u & 0x7FFFFFFF;
@@ -442,7 +442,7 @@ uint16_t ix_f32_to_f16(float f) {
     return (uint16_t)(sign | ((r - 0x38000000) >> 13));
 }
 
-float ix_f16_to_f32(uint16_t h) {
+float moe_ix_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1F, m = h & 0x3FF, u;
     if (e == 0) {
         float v = ldexpf((float)m, -24);
@@ -469,7 +469,7 @@ static int cmp_text(const void *a, const void *b) {
     return c ? c : (x->n > y->n) - (x->n < y->n);
 }
 
-int ix_vocab_make(const moe_tokenizer *tok, uint32_t V, ix_vocab *v, moe_err *err) {
+int moe_ix_vocab_make(const moe_tokenizer *tok, uint32_t V, moe_ix_vocab *v, moe_err *err) {
     memset(v, 0, sizeof *v);
     uint32_t vt = moe_tokenizer_vocab_size(tok), eot = moe_tokenizer_eot(tok);
     if (vt > V)
@@ -482,7 +482,7 @@ int ix_vocab_make(const moe_tokenizer *tok, uint32_t V, ix_vocab *v, moe_err *er
     if (!v->off || !v->type || !v->moff || !refs) goto oom;
     for (uint32_t id = 0; id < V; id++) {
         v->off[id] = v->text.len;
-        if (ix_vocab_text(tok, id, &v->text)) goto oom;
+        if (moe_ix_vocab_text(tok, id, &v->text)) goto oom;
         size_t n;
         int unused = id >= vt || !moe_tokenizer_token(tok, id, &n);
         int special = id == eot || (!unused && moe_tokenizer_special_index(tok, id) >= 0);
@@ -491,8 +491,8 @@ int ix_vocab_make(const moe_tokenizer *tok, uint32_t V, ix_vocab *v, moe_err *er
         int r = v->type[id] == 1 ? moe_tokenizer_merge_of(tok, id, &a, &b) : 1;
         if (r < 0) goto oom;
         if (r == 0) {
-            if (ix_vocab_text(tok, a, &v->merges) || moe_buf_append(&v->merges, " ", 1) ||
-                ix_vocab_text(tok, b, &v->merges))
+            if (moe_ix_vocab_text(tok, a, &v->merges) || moe_buf_append(&v->merges, " ", 1) ||
+                moe_ix_vocab_text(tok, b, &v->merges))
                 goto oom;
             v->moff[++v->n_merges] = v->merges.len;
         }
@@ -505,7 +505,7 @@ int ix_vocab_make(const moe_tokenizer *tok, uint32_t V, ix_vocab *v, moe_err *er
         if (!cmp_text(&refs[i - 1], &refs[i])) {
             uint32_t a = refs[i - 1].id, b = refs[i].id;
             free(refs);
-            ix_vocab_free(v);
+            moe_ix_vocab_free(v);
             return moe_errf(err, "cannot export the tokenizer: ids %u and %u are the same bytes, which "
                             "llama.cpp and tokenizer.json cannot tell apart", a < b ? a : b, a < b ? b : a);
         }
@@ -513,11 +513,11 @@ int ix_vocab_make(const moe_tokenizer *tok, uint32_t V, ix_vocab *v, moe_err *er
     return 0;
 oom:
     free(refs);
-    ix_vocab_free(v);
+    moe_ix_vocab_free(v);
     return moe_errf(err, "out of memory writing the vocabulary");
 }
 
-void ix_vocab_free(ix_vocab *v) {
+void moe_ix_vocab_free(moe_ix_vocab *v) {
     moe_buf_free(&v->text);
     moe_buf_free(&v->merges);
     free(v->off);
@@ -543,7 +543,7 @@ static int64_t text_get(const text_map *m, const char *s, size_t n) {
     }
 }
 
-int ix_tokenizer_from_vocab(const char *const *texts, const size_t *lens, size_t n,
+int moe_ix_tokenizer_from_vocab(const char *const *texts, const size_t *lens, size_t n,
                             const char *const *merges, const size_t *mlens, size_t nm,
                             moe_tokenizer **out, char *why, size_t why_cap, moe_err *err) {
     *out = NULL;
@@ -555,7 +555,7 @@ int ix_tokenizer_from_vocab(const char *const *texts, const size_t *lens, size_t
     if (eot < 256 || eot == n || eot - 256 > nm) bad = "no <|endoftext|> after the 256 bytes and their merges";
     for (size_t i = 0; i < 256 && !bad; i++) {
         b.len = 0;
-        if (ix_token_bytes(texts[i], lens[i], &b) || b.len != 1 || (uint8_t)b.data[0] != i)
+        if (moe_ix_token_bytes(texts[i], lens[i], &b) || b.len != 1 || (uint8_t)b.data[0] != i)
             bad = "ids 0..255 are not the bytes 0..255 in order";
     }
     moe_buf_free(&b);

@@ -8,7 +8,7 @@
  * (the heads of a group add into the same dk, dv), static schedules, sums
  * in a fixed order: the same bits at any thread count.
  *
- * The block products go through k_sgemm (oneDNN's sgemm): products written
+ * The block products go through moe_k_sgemm (oneDNN's sgemm): products written
  * here as FMA loops over 32 x 32 blocks ran the whole pass 1.7-2.3x slower
  * at head size 32 (Zen 3, AVX2), so key blocks are wide (ATT_BC) and each
  * is a few library calls. The backward recomputes the scores (one product
@@ -25,7 +25,7 @@
  * This runs on fp32 units on every CPU.
  *
  * Decoding's attention of a few new rows against a KV cache
- * (k_attention_cached) keeps each row's probabilities whole instead: one
+ * (moe_k_attention_cached) keeps each row's probabilities whole instead: one
  * library product for the scores and one for the output, per head. */
 #include "moe/kernels/kernels.h"
 
@@ -46,7 +46,7 @@ static size_t task_floats(size_t T, size_t hd) {
          + (size_t)(2 * ATT_BR) + T;           /* m, l; D */
 }
 
-size_t k_attention_scratch(size_t B, size_t T, size_t H, size_t hd) {
+size_t moe_k_attention_scratch(size_t B, size_t T, size_t H, size_t hd) {
     return B * H * task_floats(T, hd);
 }
 
@@ -55,7 +55,7 @@ static void copy_head(float *d, const float *s, size_t lds, size_t rows, size_t 
     for (size_t r = 0; r < rows; r++) {
         const float *sr = s + r * lds;
         float *dr = d + r * n;
-        if (bf) for (size_t c = 0; c < n; c++) dr[c] = k_round_bf16(sr[c]);
+        if (bf) for (size_t c = 0; c < n; c++) dr[c] = moe_k_round_bf16(sr[c]);
         else memcpy(dr, sr, n * sizeof(float));
     }
 }
@@ -82,7 +82,7 @@ static void forward_head(float *ob, float *lse, const float *qb, const float *kb
         for (size_t j0 = 0; j0 < i1; j0 += ATT_BC) {  /* keys [j0, j0 + nc) seen by some row < i1 */
             size_t nc = i1 - j0 < ATT_BC ? i1 - j0 : ATT_BC;
             /* S[nb, nc] = scale Q K^T */
-            k_sgemm(0, 1, nb, nc, hd, scale, Qc + i0 * hd, hd, Kc + j0 * hd, hd, 0.0f, S, ATT_BC);
+            moe_k_sgemm(0, 1, nb, nc, hd, scale, Qc + i0 * hd, hd, Kc + j0 * hd, hd, 0.0f, S, ATT_BC);
             for (size_t r = 0; r < nb; r++) {  /* the online softmax of row i0 + r */
                 float *s = S + r * ATT_BC, m = mx[r], add = 0.0f;
                 size_t valid = seen(i0 + r, j0, nc);
@@ -103,7 +103,7 @@ static void forward_head(float *ob, float *lse, const float *qb, const float *kb
                 mx[r] = m;
             }
             /* O[nb, hd] += P[nb, nc] V[j0:j0+nc] */
-            k_sgemm(0, 0, nb, hd, nc, 1.0f, S, ATT_BC, Vc + j0 * hd, hd, 1.0f, Oacc, hd);
+            moe_k_sgemm(0, 0, nb, hd, nc, 1.0f, S, ATT_BC, Vc + j0 * hd, hd, 1.0f, Oacc, hd);
         }
         for (size_t r = 0; r < nb; r++) {
             float inv = 1.0f / sum[r], *o = ob + (i0 + r) * qw;
@@ -113,12 +113,12 @@ static void forward_head(float *ob, float *lse, const float *qb, const float *kb
     }
 }
 
-void k_attention_forward(k_precision prec, float *out, float *lse, float *scratch, const float *q,
+void moe_k_attention_forward(moe_k_precision prec, float *out, float *lse, float *scratch, const float *q,
                          const float *k, const float *v, size_t B, size_t T, size_t H, size_t KV,
                          size_t hd) {
     size_t qw = H * hd, kw = KV * hd, group = H / KV, per = task_floats(T, hd);
     float scale = 1.0f / sqrtf((float)hd);
-    int bf = prec == K_BF16;
+    int bf = prec == MOE_K_BF16;
     #pragma omp parallel for schedule(static) collapse(2)
     for (size_t b = 0; b < B; b++)
         for (size_t h = 0; h < H; h++) {
@@ -157,8 +157,8 @@ static void backward_head(float *dqb, float *dkb, float *dvb, const float *dob, 
             size_t nb = T - i0 < ATT_BR ? T - i0 : ATT_BR;
             size_t nv = seen(i0 + nb - 1, j0, nc);  /* the keys of the block that these rows see */
             const float *dOi = dob + i0 * qw, *Qi = Qc + i0 * hd;
-            k_sgemm(0, 1, nb, nv, hd, scale, Qi, hd, Kj, hd, 0.0f, P, ATT_BC);   /* scaled scores */
-            k_sgemm(0, 1, nb, nv, hd, 1.0f, dOi, qw, Vj, hd, 0.0f, dP, ATT_BC);  /* dP = dO V^T */
+            moe_k_sgemm(0, 1, nb, nv, hd, scale, Qi, hd, Kj, hd, 0.0f, P, ATT_BC);   /* scaled scores */
+            moe_k_sgemm(0, 1, nb, nv, hd, 1.0f, dOi, qw, Vj, hd, 0.0f, dP, ATT_BC);  /* dP = dO V^T */
             for (size_t r = 0; r < nb; r++) {  /* P = exp(s - lse), dS = P (dP - D) scale */
                 float *p = P + r * ATT_BC, *dp = dP + r * ATT_BC, m = lse[i0 + r], Di = D[i0 + r];
                 size_t valid = seen(i0 + r, j0, nv);
@@ -168,9 +168,9 @@ static void backward_head(float *dqb, float *dkb, float *dvb, const float *dob, 
                 #pragma omp simd
                 for (size_t c = 0; c < nv; c++) dp[c] = p[c] * (dp[c] - Di) * scale;
             }
-            k_sgemm(1, 0, nv, hd, nb, 1.0f, P, ATT_BC, dOi, qw, 1.0f, dVacc, hd);              /* dV += P^T dO */
-            k_sgemm(0, 0, nb, hd, nv, 1.0f, dP, ATT_BC, Kj, hd, 1.0f, dqb + i0 * qw, qw);      /* dQ += dS K */
-            k_sgemm(1, 0, nv, hd, nb, 1.0f, dP, ATT_BC, Qi, hd, 1.0f, dKacc, hd);              /* dK += dS^T Q */
+            moe_k_sgemm(1, 0, nv, hd, nb, 1.0f, P, ATT_BC, dOi, qw, 1.0f, dVacc, hd);              /* dV += P^T dO */
+            moe_k_sgemm(0, 0, nb, hd, nv, 1.0f, dP, ATT_BC, Kj, hd, 1.0f, dqb + i0 * qw, qw);      /* dQ += dS K */
+            moe_k_sgemm(1, 0, nv, hd, nb, 1.0f, dP, ATT_BC, Qi, hd, 1.0f, dKacc, hd);              /* dK += dS^T Q */
         }
         for (size_t c = 0; c < nc; c++) {
             float *dk_r = dkb + (j0 + c) * kw, *dv_r = dvb + (j0 + c) * kw;
@@ -179,13 +179,13 @@ static void backward_head(float *dqb, float *dkb, float *dvb, const float *dob, 
     }
 }
 
-void k_attention_backward(k_precision prec, float *dq, float *dk, float *dv, float *scratch,
+void moe_k_attention_backward(moe_k_precision prec, float *dq, float *dk, float *dv, float *scratch,
                           const float *dout, const float *out, const float *lse, const float *q,
                           const float *k, const float *v, size_t B, size_t T, size_t H, size_t KV,
                           size_t hd) {
     size_t qw = H * hd, kw = KV * hd, group = H / KV, per = task_floats(T, hd);
     float scale = 1.0f / sqrtf((float)hd);
-    int bf = prec == K_BF16;
+    int bf = prec == MOE_K_BF16;
     #pragma omp parallel for schedule(static) collapse(2)
     for (size_t b = 0; b < B; b++)
         for (size_t g = 0; g < KV; g++) {
@@ -207,7 +207,7 @@ void k_attention_backward(k_precision prec, float *dq, float *dk, float *dv, flo
 
 /* ---- against a KV cache (decoding) ----------------------------------------- */
 
-void k_attention_cached(float *out, float *scores, const float *q, const float *K, const float *V,
+void moe_k_attention_cached(float *out, float *scores, const float *q, const float *K, const float *V,
                         size_t n, size_t p0, size_t H, size_t KV, size_t hd) {
     size_t qw = H * hd, kw = KV * hd, group = H / KV, S = p0 + n;
     float scale = 1.0f / sqrtf((float)hd);
@@ -215,7 +215,7 @@ void k_attention_cached(float *out, float *scores, const float *q, const float *
     for (size_t h = 0; h < H; h++) {
         float *P = scores + h * n * S;  /* [n, S] */
         const float *Kh = K + (h / group) * hd, *Vh = V + (h / group) * hd;
-        k_sgemm(0, 1, n, S, hd, scale, q + h * hd, qw, Kh, kw, 0.0f, P, S);
+        moe_k_sgemm(0, 1, n, S, hd, scale, q + h * hd, qw, Kh, kw, 0.0f, P, S);
         for (size_t i = 0; i < n; i++) {
             float *row = P + i * S;
             size_t last = p0 + i;  /* causal: keys 0..last */
@@ -227,6 +227,6 @@ void k_attention_cached(float *out, float *scores, const float *q, const float *
             for (size_t j = 0; j <= last; j++) row[j] *= inv;
             for (size_t j = last + 1; j < S; j++) row[j] = 0.0f;
         }
-        k_sgemm(0, 0, n, hd, S, 1.0f, P, S, Vh, kw, 0.0f, out + h * hd, qw);
+        moe_k_sgemm(0, 0, n, hd, S, 1.0f, P, S, Vh, kw, 0.0f, out + h * hd, qw);
     }
 }

@@ -10,7 +10,7 @@
 #include <math.h>
 #include <string.h>
 
-void k_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
+void moe_k_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
                        size_t N, size_t D, float eps) {
     assert(D > 0);  /* the mean over a row */
     #pragma omp parallel for schedule(static)
@@ -25,7 +25,7 @@ void k_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
     }
 }
 
-void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
+void moe_k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
                         const float *w, const float *rstd, size_t N, size_t D,
                         int accumulate) {
     /* dx = r*g - x * r^3 * mean(g*x), g = dy*w;   dw += sum_i dy*x*r */
@@ -60,7 +60,7 @@ void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
     }
 }
 
-void k_rope_tables(float *cos_t, float *sin_t, size_t T, size_t hd, double theta) {
+void moe_k_rope_tables(float *cos_t, float *sin_t, size_t T, size_t hd, double theta) {
     assert(hd % 2 == 0);  /* rotate-half pairs column i with i + hd/2 */
     size_t half = hd / 2;
     for (size_t t = 0; t < T; t++)
@@ -72,7 +72,7 @@ void k_rope_tables(float *cos_t, float *sin_t, size_t T, size_t hd, double theta
         }
 }
 
-void k_rope(float *x, const float *cos_t, const float *sin_t, size_t B, size_t T,
+void moe_k_rope(float *x, const float *cos_t, const float *sin_t, size_t B, size_t T,
             size_t nh, size_t hd, int inverse) {
     assert(hd % 2 == 0);
     size_t half = hd / 2, width = nh * hd;
@@ -92,12 +92,12 @@ void k_rope(float *x, const float *cos_t, const float *sin_t, size_t B, size_t T
     }
 }
 
-void k_swiglu_forward(float *a, const float *h1, const float *h3, size_t n) {
+void moe_k_swiglu_forward(float *a, const float *h1, const float *h3, size_t n) {
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) a[i] = moe_swiglu(h1[i], h3[i]);
 }
 
-void k_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,
+void moe_k_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,
                        const float *h3, size_t n) {
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
@@ -108,7 +108,7 @@ void k_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,
     }
 }
 
-void k_add(float *y, const float *x, size_t n) {
+void moe_k_add(float *y, const float *x, size_t n) {
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }

@@ -1,8 +1,8 @@
 /* gemm.c — the matrix-product backend of kernels.h. fp32 products go
- * through k_sgemm, which picks the library by shape as bench/gemm_rate.c
+ * through moe_k_sgemm, which picks the library by shape as bench/gemm_rate.c
  * measures it (oneDNN's dnnl_sgemm, which dispatches on the CPU's own
  * features, except for matrix-vector shapes where OpenBLAS is faster).
- * bf16 products (k_ctx with K_BF16) round both inputs to bf16 and run
+ * bf16 products (moe_k_ctx with MOE_K_BF16) round both inputs to bf16 and run
  * oneDNN's matmul primitive with fp32 accumulation and an fp32 result; the
  * primitives are cached per shape in the context. Nothing outside
  * src/kernels/ names a BLAS. */
@@ -27,7 +27,7 @@
  * OpenBLAS on every shape of the models (docs/PERFORMANCE.md). */
 #define K_SGEMM_SMALL_M 4
 
-void k_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+void moe_k_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
              size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
     if (M == 0 || N == 0) return;
     /* each row-major operand's rows are at least as long as its columns:
@@ -87,8 +87,8 @@ typedef struct {
     uint16_t *bf;           /* [rows, cols] rounded */
 } kc_frozen;
 
-struct k_ctx {
-    k_precision prec;       /* in effect (after fallback) */
+struct moe_k_ctx {
+    moe_k_precision prec;       /* in effect (after fallback) */
     dnnl_engine_t engine;
     omp_lock_t lock;        /* guards prims and frozen */
     kc_prim *prims;
@@ -104,7 +104,7 @@ struct k_ctx {
 
 static int has_avx512bf16(void);
 
-int k_bf16_available(void) {
+int moe_k_bf16_available(void) {
     const char *off = getenv("MOE_NO_BF16");
     if (off && *off && strcmp(off, "0") != 0) return 0;
     /* what oneDNN may use (honours ONEDNN_MAX_CPU_ISA as well); the ISA
@@ -113,40 +113,40 @@ int k_bf16_available(void) {
     return (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
 }
 
-int k_bf16_amx(void) {
+int moe_k_bf16_amx(void) {
     unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
-    return k_bf16_available() && (isa & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx;
+    return moe_k_bf16_available() && (isa & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx;
 }
 
-int k_ctx_create(k_precision want, k_ctx **out, moe_err *err) {
+int moe_k_ctx_create(moe_k_precision want, moe_k_ctx **out, moe_err *err) {
     *out = NULL;
-    k_ctx *kc = moe_calloc(1, sizeof *kc, err);
+    moe_k_ctx *kc = moe_calloc(1, sizeof *kc, err);
     if (!kc) return -1;
-    kc->prec = K_FP32;
+    kc->prec = MOE_K_FP32;
     omp_init_lock(&kc->lock);
-    if (want == K_BF16 && k_bf16_available()) {
+    if (want == MOE_K_BF16 && moe_k_bf16_available()) {
         kc->n_slots = MAX_SLOTS;
         kc->slots = moe_calloc((size_t)kc->n_slots, sizeof *kc->slots, err);
-        if (!kc->slots) { k_ctx_free(kc); return -1; }
+        if (!kc->slots) { moe_k_ctx_free(kc); return -1; }
         if (dnnl_engine_create(&kc->engine, dnnl_cpu, 0) != dnnl_success) {
-            k_ctx_free(kc);
+            moe_k_ctx_free(kc);
             return moe_errf(err, "bf16: cannot create the oneDNN CPU engine");
         }
-        kc->prec = K_BF16;
+        kc->prec = MOE_K_BF16;
         kc->gemv = has_avx512bf16();
     }
     *out = kc;
     return 0;
 }
 
-static void frozen_clear(k_ctx *kc) {
+static void frozen_clear(moe_k_ctx *kc) {
     for (size_t i = 0; i < kc->n_fz; i++) free(kc->fz[i].bf);
     free(kc->fz);
     kc->fz = NULL;
     kc->n_fz = 0;
 }
 
-void k_ctx_free(k_ctx *kc) {
+void moe_k_ctx_free(moe_k_ctx *kc) {
     if (!kc) return;
     for (size_t i = 0; i < kc->n_prims; i++) dnnl_primitive_destroy(kc->prims[i].prim);
     free(kc->prims);
@@ -164,9 +164,9 @@ void k_ctx_free(k_ctx *kc) {
     free(kc);
 }
 
-k_precision k_ctx_precision(const k_ctx *kc) { return kc ? kc->prec : K_FP32; }
+moe_k_precision moe_k_ctx_precision(const moe_k_ctx *kc) { return kc ? kc->prec : MOE_K_FP32; }
 
-void k_ctx_freeze_weights(k_ctx *kc, const float *params, size_t n) {
+void moe_k_ctx_freeze_weights(moe_k_ctx *kc, const float *params, size_t n) {
     if (!kc) return;
     omp_set_lock(&kc->lock);
     frozen_clear(kc);
@@ -185,7 +185,7 @@ static inline uint16_t to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
-float k_round_bf16(float x) {
+float moe_k_round_bf16(float x) {
     uint32_t u = (uint32_t)to_bf16(x) << 16;
     float f;
     memcpy(&f, &u, 4);
@@ -261,7 +261,7 @@ static int grow(void **p, size_t *cap, size_t bytes) {
  * Its scratchpad is the caller's (user mode): with the library's own,
  * threads running primitives at once (the experts, one per thread) share
  * one scratchpad and corrupt each other's results. 0: found or made. */
-static int get_prim(k_ctx *kc, int ta, int tb, int acc, size_t M, size_t N, size_t K,
+static int get_prim(moe_k_ctx *kc, int ta, int tb, int acc, size_t M, size_t N, size_t K,
                     kc_prim *out) {
     int found = 0;
     omp_set_lock(&kc->lock);
@@ -346,7 +346,7 @@ static int run_prim(const kc_prim *e, kc_slot *s, dnnl_engine_t eng, const uint1
 }
 
 /* The bf16 copy of a frozen weight W[rows, cols] (NULL: not kept). */
-static const uint16_t *frozen_weight(k_ctx *kc, const float *W, size_t rows, size_t cols) {
+static const uint16_t *frozen_weight(moe_k_ctx *kc, const float *W, size_t rows, size_t cols) {
     const uint16_t *bf = NULL;
     omp_set_lock(&kc->lock);
     if (kc->frozen && W >= kc->frozen && W + rows * cols <= kc->frozen + kc->n_frozen) {
@@ -411,13 +411,13 @@ static int has_avx512bf16(void) { return 0; }
 /* C[M,N] (beta 0: =, 1: +=) bf16(A) bf16(B), fp32 accumulation, with the
  * storage conventions of get_prim and dense A, B, C. A and B are fp32
  * (rounded here), or bf16 already when A16 / B16 is given instead (an
- * activation kept in bf16: see k_act_size; only A untransposed and B
+ * activation kept in bf16: see moe_k_act_size; only A untransposed and B
  * untransposed are taken that way, as the model's products need). A_ready:
  * this thread's bf16 copy of A from the previous call is the one needed.
  * B_frozen: B is a weight whose bf16 copy may be kept (frozen mode). Returns
  * -1 (C untouched) when oneDNN or memory fails; the caller then computes in
  * fp32. */
-static int gemm_bf16(k_ctx *kc, int ta, int tb, size_t M, size_t N, size_t K, const float *A,
+static int gemm_bf16(moe_k_ctx *kc, int ta, int tb, size_t M, size_t N, size_t K, const float *A,
                      const uint16_t *A16, int A_ready, const float *B, const uint16_t *B16, int B_frozen,
                      float beta, float *C) {
     int t = omp_get_thread_num();
@@ -443,7 +443,7 @@ static int gemm_bf16(k_ctx *kc, int ta, int tb, size_t M, size_t N, size_t K, co
         copy_padded(s->a, A16, M, K, K, Mp, Kp);
         a = s->a;
         a_tail = s->a + Mm * Kp;
-    } else if (!A_ready) {  /* else s->a holds it already (k_matmul_backward) */
+    } else if (!A_ready) {  /* else s->a holds it already (moe_k_matmul_backward) */
         if (grow((void **)&s->a, &s->cap_a, (ta ? Kp * M : Mp * Kp) * sizeof(uint16_t))) return -1;
         if (ta) convert(s->a, A, K, M, M, Kp, M, kc->gemv);
         else convert(s->a, A, M, K, K, Mp, Kp, kc->gemv);
@@ -484,13 +484,13 @@ static int gemm_bf16(k_ctx *kc, int ta, int tb, size_t M, size_t N, size_t K, co
     return 0;
 }
 
-static int use_bf16(const k_ctx *kc) { return kc && kc->prec == K_BF16; }
+static int use_bf16(const moe_k_ctx *kc) { return kc && kc->prec == MOE_K_BF16; }
 
-void k_matmul_forward(k_ctx *kc, float *out, const float *in, const float *W,
+void moe_k_matmul_forward(moe_k_ctx *kc, float *out, const float *in, const float *W,
                       size_t N, size_t C, size_t O, float beta) {
     if (N == 0) return;
     if (use_bf16(kc) && gemm_bf16(kc, 0, 1, N, O, C, in, NULL, 0, W, NULL, 1, beta, out) == 0) return;
-    k_sgemm(0, 1, N, O, C, 1.0f, in, C, W, C, beta, out, O);
+    moe_k_sgemm(0, 1, N, O, C, 1.0f, in, C, W, C, beta, out, O);
 }
 
 /* x[n] as fp32 (the fallback when a bf16 product fails). */
@@ -505,13 +505,13 @@ static float *widen(const uint16_t *x, size_t n) {
 
 /* The bf16 backward of rows [0, N) of one call: din rows, then dW with
  * din's copy of dout when it is the one dW needs. in (fp32) or in16 (bf16). */
-static void backward_bf16(k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
+static void backward_bf16(moe_k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
                           const uint16_t *in16, const float *W, size_t N, size_t C, size_t O,
                           int accumulate) {
     int din_bf = 0;
     if (din) {
         din_bf = gemm_bf16(kc, 0, 0, N, C, O, dout, NULL, 0, W, NULL, 1, accumulate ? 1.0f : 0.0f, din) == 0;
-        if (!din_bf) k_sgemm(0, 0, N, C, O, 1.0f, dout, O, W, C, accumulate ? 1.0f : 0.0f, din, C);
+        if (!din_bf) moe_k_sgemm(0, 0, N, C, O, 1.0f, dout, O, W, C, accumulate ? 1.0f : 0.0f, din, C);
     }
     /* dW: dout stored [N, O] is A transposed; din's copy ([N up to 32, O],
      * zero rows below) is the same bytes when O needs no padding */
@@ -519,7 +519,7 @@ static void backward_bf16(k_ctx *kc, float *din, float *dW, const float *dout, c
     if (!dW || gemm_bf16(kc, 1, 0, O, C, N, dout, NULL, ready, in, in16, 0, 1.0f, dW) == 0) return;
     float *f = in16 ? widen(in16, N * C) : NULL;  /* exact: bf16 values are fp32 values */
     if (in16 && !f) abort();                       /* no memory for the fallback of a failed product */
-    k_sgemm(1, 0, O, C, N, 1.0f, dout, O, f ? f : in, C, 1.0f, dW, C);
+    moe_k_sgemm(1, 0, O, C, N, 1.0f, dout, O, f ? f : in, C, 1.0f, dW, C);
     free(f);
 }
 
@@ -529,12 +529,12 @@ static void backward_bf16(k_ctx *kc, float *din, float *dW, const float *dout, c
 #define BWD_ROWS 256
 
 /* Both backward products, in row blocks under bf16. */
-static void backward(k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
+static void backward(moe_k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
                      const uint16_t *in16, const float *W, size_t N, size_t C, size_t O, int accumulate) {
     if (N == 0) return;
     if (!use_bf16(kc)) {
-        if (din) k_sgemm(0, 0, N, C, O, 1.0f, dout, O, W, C, accumulate ? 1.0f : 0.0f, din, C);
-        if (dW) k_sgemm(1, 0, O, C, N, 1.0f, dout, O, in, C, 1.0f, dW, C);
+        if (din) moe_k_sgemm(0, 0, N, C, O, 1.0f, dout, O, W, C, accumulate ? 1.0f : 0.0f, din, C);
+        if (dW) moe_k_sgemm(1, 0, O, C, N, 1.0f, dout, O, in, C, 1.0f, dW, C);
         return;
     }
     for (size_t r0 = 0; r0 < N; r0 += BWD_ROWS) {
@@ -544,18 +544,18 @@ static void backward(k_ctx *kc, float *din, float *dW, const float *dout, const 
     }
 }
 
-void k_matmul_backward(k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
+void moe_k_matmul_backward(moe_k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
                        const float *W, size_t N, size_t C, size_t O, int accumulate) {
     backward(kc, din, dW, dout, in, NULL, W, N, C, O, accumulate);
 }
 
 /* ---- activations kept in the context's precision ----------------------- */
 
-size_t k_act_size(const k_ctx *kc) { return use_bf16(kc) ? sizeof(uint16_t) : sizeof(float); }
+size_t moe_k_act_size(const moe_k_ctx *kc) { return use_bf16(kc) ? sizeof(uint16_t) : sizeof(float); }
 
-void k_swiglu_forward_act(const k_ctx *kc, void *a, const float *h1, const float *h3, size_t n) {
-    if (!use_bf16(kc)) { k_swiglu_forward(a, h1, h3, n); return; }
-    enum { CHUNK = 1024 };  /* k_swiglu_forward's values, rounded as convert() rounds */
+void moe_k_swiglu_forward_act(const moe_k_ctx *kc, void *a, const float *h1, const float *h3, size_t n) {
+    if (!use_bf16(kc)) { moe_k_swiglu_forward(a, h1, h3, n); return; }
+    enum { CHUNK = 1024 };  /* moe_k_swiglu_forward's values, rounded as convert() rounds */
     uint16_t *d = a;
     #pragma omp parallel for schedule(static)
     for (size_t c = 0; c < (n + CHUNK - 1) / CHUNK; c++) {
@@ -566,17 +566,17 @@ void k_swiglu_forward_act(const k_ctx *kc, void *a, const float *h1, const float
     }
 }
 
-void k_matmul_forward_act(k_ctx *kc, float *out, const void *in, const float *W, size_t N, size_t C,
+void moe_k_matmul_forward_act(moe_k_ctx *kc, float *out, const void *in, const float *W, size_t N, size_t C,
                           size_t O, float beta) {
-    if (!use_bf16(kc)) { k_matmul_forward(kc, out, in, W, N, C, O, beta); return; }
+    if (!use_bf16(kc)) { moe_k_matmul_forward(kc, out, in, W, N, C, O, beta); return; }
     if (N == 0 || gemm_bf16(kc, 0, 1, N, O, C, NULL, in, 0, W, NULL, 1, beta, out) == 0) return;
     float *f = widen(in, N * C);  /* exact: bf16 values are fp32 values */
     if (!f) abort();              /* no memory for the fallback of a failed product */
-    k_sgemm(0, 1, N, O, C, 1.0f, f, C, W, C, beta, out, O);
+    moe_k_sgemm(0, 1, N, O, C, 1.0f, f, C, W, C, beta, out, O);
     free(f);
 }
 
-void k_matmul_backward_act(k_ctx *kc, float *din, float *dW, const float *dout, const void *in,
+void moe_k_matmul_backward_act(moe_k_ctx *kc, float *din, float *dW, const float *dout, const void *in,
                            const float *W, size_t N, size_t C, size_t O, int accumulate) {
     if (use_bf16(kc)) backward(kc, din, dW, dout, NULL, in, W, N, C, O, accumulate);
     else backward(kc, din, dW, dout, in, NULL, W, N, C, O, accumulate);

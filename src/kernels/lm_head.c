@@ -1,5 +1,5 @@
 /* lm_head.c — the LM head and its cross-entropy fused over row blocks
- * (kernels.h: k_lm_head). A block's logits [rows, V] are formed by one
+ * (kernels.h: moe_k_lm_head). A block's logits [rows, V] are formed by one
  * product, turned into the loss and, when training, into
  * dlogits = (softmax - onehot) * dscale in place, and consumed at once by
  * the two backward products, while they are still in cache: the batch's
@@ -23,7 +23,7 @@
 #define HEAD_MIN_ROWS 32
 #define HEAD_MAX_ROWS 256
 
-size_t k_head_rows(size_t V) {
+size_t moe_k_head_rows(size_t V) {
     size_t r = V ? HEAD_BLOCK_FLOATS / V / 32 * 32 : HEAD_MAX_ROWS;
     return r < HEAD_MIN_ROWS ? HEAD_MIN_ROWS : r > HEAD_MAX_ROWS ? HEAD_MAX_ROWS : r;
 }
@@ -63,7 +63,7 @@ static void head_row(float *restrict l, size_t V, int t, float dscale, int grad,
     if (t >= 0) l[t] -= dscale;
 }
 
-size_t k_head_scratch(size_t D, size_t V) { return k_head_rows(V) * V + D * V; }
+size_t moe_k_head_scratch(size_t D, size_t V) { return moe_k_head_rows(V) * V + D * V; }
 
 /* dW[V,D] += dWt[D,V]^T, in 64 x 64 tiles (a tile of each stays in L1). */
 static void add_transposed(float *restrict dW, const float *restrict dWt, size_t D, size_t V) {
@@ -80,8 +80,8 @@ static void add_transposed(float *restrict dW, const float *restrict dWt, size_t
     }
 }
 
-double k_lm_head(k_ctx *kc, const k_head *h) {
-    size_t N = h->N, D = h->D, V = h->V, R = k_head_rows(V);
+double moe_k_lm_head(moe_k_ctx *kc, const moe_k_head *h) {
+    size_t N = h->N, D = h->D, V = h->V, R = moe_k_head_rows(V);
     int grad = h->dx != NULL;
     assert(N == 0 || (h->x && h->W && h->scratch && h->losses && h->lse));
     assert(!grad || h->dW);  /* dx and dW come together */
@@ -91,7 +91,7 @@ double k_lm_head(k_ctx *kc, const k_head *h) {
         size_t n = N - r0 < R ? N - r0 : R;
         const float *x = h->x + r0 * D;
         /* blk[n, V] = x[n, D] @ W[V, D]^T */
-        k_matmul_forward(kc, blk, x, h->W, n, D, V, 0.0f);
+        moe_k_matmul_forward(kc, blk, x, h->W, n, D, V, 0.0f);
         if (h->logits) memcpy(h->logits + r0 * V, blk, n * V * sizeof(float));
         #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < n; i++) {
@@ -106,9 +106,9 @@ double k_lm_head(k_ctx *kc, const k_head *h) {
          * the product dW += dlogits^T @ x, [V, D] from a transposed
          * [n, V], ran at 40% of this one's rate in dnnl_sgemm (Zen 3, AVX2;
          * docs/PERFORMANCE.md) */
-        k_matmul_backward(kc, h->dx + r0 * D, NULL, blk, x, h->W, n, D, V, 0);
+        moe_k_matmul_backward(kc, h->dx + r0 * D, NULL, blk, x, h->W, n, D, V, 0);
         if (r0 == 0) memset(dWt, 0, D * V * sizeof(float));
-        k_matmul_backward(kc, NULL, dWt, x, blk, NULL, n, V, D, 0);
+        moe_k_matmul_backward(kc, NULL, dWt, x, blk, NULL, n, V, D, 0);
     }
     if (grad && N) add_transposed(h->dW, dWt, D, V);
     return total;

@@ -119,8 +119,8 @@ static const char *nearest_key(const char *name) {
 static void range_text(const key_spec *k, char *out, size_t cap) {
     const char *br = k->kind == K_FLOAT && k->choices ? k->choices : "[]";
     char lo[32], hi[32];
-    json_format_double(lo, sizeof lo, k->lo);
-    json_format_double(hi, sizeof hi, k->hi);
+    moe_json_format_double(lo, sizeof lo, k->lo);
+    moe_json_format_double(hi, sizeof hi, k->hi);
     snprintf(out, cap, "%c%s, %s%c", br[0], lo, hi, br[1]);
 }
 
@@ -187,7 +187,7 @@ static int check_number(const key_spec *k, double v, const char *what, moe_err *
     if ((k->kind == K_INT && v != floor(v)) || !in_range(k, v)) {
         char range[80], found[32];
         range_text(k, range, sizeof range);
-        json_format_double(found, sizeof found, v);
+        moe_json_format_double(found, sizeof found, v);
         return moe_errf(err, "%s%skey '%s': expected %s in %s, found %s", what ? what : "", what ? ": " : "",
                         k->name, k->kind == K_INT ? "a whole number" : "a number", range, found);
     }
@@ -210,12 +210,12 @@ int moe_config_set(moe_config *c, const char *key, double value, moe_err *err) {
     return set_number(c, k, value, NULL, err);
 }
 
-int moe_config_apply_json(moe_config *c, const json_value *obj, const char *what, moe_err *err) {
-    if (!obj || obj->type != JSON_OBJECT)
+int moe_config_apply_json(moe_config *c, const moe_json_value *obj, const char *what, moe_err *err) {
+    if (!obj || obj->type != MOE_JSON_OBJECT)
         return moe_errf(err, "%s: expected a JSON object of config keys", what);
     for (size_t i = 0; i < obj->count; i++) {
         const char *name = obj->keys[i];
-        const json_value *v = &obj->items[i];
+        const moe_json_value *v = &obj->items[i];
         const key_spec *k = find_key(name);
         if (!k) {
             const char *near = nearest_key(name);
@@ -225,12 +225,12 @@ int moe_config_apply_json(moe_config *c, const json_value *obj, const char *what
         char *field = (char *)c + k->offset;
         switch (k->kind) {
         case K_INT: case K_FLOAT:
-            if (v->type != JSON_NUMBER)
+            if (v->type != MOE_JSON_NUMBER)
                 return moe_errf(err, "%s: key '%s': expected a number", what, name);
             if (set_number(c, k, v->number, what, err)) return -1;
             break;
         case K_BOOL:
-            if (v->type != JSON_BOOL)
+            if (v->type != MOE_JSON_BOOL)
                 return moe_errf(err, "%s: key '%s': expected true or false", what, name);
             *(int *)field = v->boolean;
             break;
@@ -238,10 +238,10 @@ int moe_config_apply_json(moe_config *c, const json_value *obj, const char *what
             char choice[16], buf[CHOICES_MAX];
             const char *choices = enum_choices(k, buf, sizeof buf);
             int ok = 0;
-            if (v->type == JSON_STRING && strlen(v->string) != v->len)
+            if (v->type == MOE_JSON_STRING && strlen(v->string) != v->len)
                 return moe_errf(err, "%s: key '%s': expected one of \"%s\", found a string holding "
                                 "\\u0000 (a NUL character)", what, name, choices);
-            if (v->type == JSON_STRING)
+            if (v->type == MOE_JSON_STRING)
                 for (int n = 0; !enum_choice(choices, n, choice, sizeof choice); n++)
                     if (!strcmp(choice, v->string)) { ok = 1; break; }
             if (!ok)
@@ -376,10 +376,10 @@ int moe_config_load(const char *path, moe_config *c, moe_err *err) {
 }
 
 int moe_config_load_over(const char *path, moe_config *c, moe_err *err) {
-    json_value *j = json_parse_file(path, err);
+    moe_json_value *j = moe_json_parse_file(path, err);
     if (!j) return -1;
     int rc = moe_config_apply_json(c, j, path, err);
-    json_free(j);
+    moe_json_free(j);
     if (rc) return -1;
     if (moe_config_finalize(c, err)) return moe_err_prefix(err, "%s", path);
     return 0;
@@ -394,8 +394,8 @@ int moe_config_to_json(const moe_config *c, moe_buf *out) {
         switch (k->kind) {
         case K_INT: rc |= moe_buf_printf(out, "%d", *(const int *)field); break;
         case K_BOOL: rc |= moe_buf_printf(out, "%s", *(const int *)field ? "true" : "false"); break;
-        case K_FLOAT: rc |= json_write_double(out, *(const double *)field); break;
-        case K_ENUM: rc |= json_write_string(out, field, strlen(field)); break;
+        case K_FLOAT: rc |= moe_json_write_double(out, *(const double *)field); break;
+        case K_ENUM: rc |= moe_json_write_string(out, field, strlen(field)); break;
         }
         rc |= moe_buf_printf(out, "%s\n", i + 1 < N_KEYS ? "," : "");
     }
@@ -410,7 +410,7 @@ int moe_config_doc(moe_buf *out) {
         switch (k->kind) {
         case K_INT: case K_FLOAT: {
             char def[32], range[80];
-            json_format_double(def, sizeof def, k->def);
+            moe_json_format_double(def, sizeof def, k->def);
             range_text(k, range, sizeof range);
             rc |= moe_buf_printf(out, "| `%s` | %s | %s | %s | %s |\n", k->name,
                                  k->kind == K_INT ? "integer" : "number", def, range, k->doc);

@@ -50,7 +50,7 @@ int moe_kv_cache_create(const moe_model *m, moe_kv_cache **out, moe_err *err) {
         return moe_err_prefix(err, "KV cache of %zu layers x %zu positions x %zu",
                               c->n_layers, c->max_len, c->kvd);
     }
-    k_rope_tables(c->rope_cos, c->rope_sin, c->max_len, c->hd, cfg->rope_theta);
+    moe_k_rope_tables(c->rope_cos, c->rope_sin, c->max_len, c->hd, cfg->rope_theta);
     *out = c;
     return 0;
 }
@@ -154,8 +154,8 @@ static int decode_pass(moe_model *m, moe_kv_cache *c, const int *ids, size_t n,
     c->len = p0 + n;
     if (!logits_out) return 0;
     size_t first = all_rows ? 0 : n - 1, rows = n - first;
-    k_rmsnorm_forward(c->ln, c->rstd, x + first * D, m->final_norm, rows, D, eps);
-    k_matmul_forward(m->kc, logits_out, c->ln, m->lm_head, rows, D, V, 0.0f);
+    moe_k_rmsnorm_forward(c->ln, c->rstd, x + first * D, m->final_norm, rows, D, eps);
+    moe_k_matmul_forward(m->kc, logits_out, c->ln, m->lm_head, rows, D, V, 0.0f);
     return 0;
 }
 

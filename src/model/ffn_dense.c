@@ -14,7 +14,7 @@ typedef struct dense {
     float *w1, *w3, *w2;          /* params */
     float *dw1, *dw3, *dw2;       /* grads */
     float *h1, *h3;               /* [N, F] saved activations */
-    void *a;                      /* [N, F] saved, in the products' precision (k_act_size) */
+    void *a;                      /* [N, F] saved, in the products' precision (moe_k_act_size) */
     float *dh1, *dh3;             /* [N, F] scratch */
     size_t cap_rows, cap_a;       /* rows the float buffers hold; bytes of a */
 } dense;
@@ -52,11 +52,11 @@ static int dense_reserve(dense *d, size_t N, size_t act, moe_err *err) {
 static int dense_forward(moe_ffn *f, float *y, const float *x, size_t N,
                          const moe_ffn_ctx *ctx, moe_err *err) {
     dense *d = f->impl;
-    if (dense_reserve(d, N, k_act_size(ctx->kc), err)) return -1;
-    k_matmul_forward(ctx->kc, d->h1, x, d->w1, N, d->D, d->F, 0.0f);
-    k_matmul_forward(ctx->kc, d->h3, x, d->w3, N, d->D, d->F, 0.0f);
-    k_swiglu_forward_act(ctx->kc, d->a, d->h1, d->h3, N * d->F);
-    k_matmul_forward_act(ctx->kc, y, d->a, d->w2, N, d->F, d->D, 0.0f);
+    if (dense_reserve(d, N, moe_k_act_size(ctx->kc), err)) return -1;
+    moe_k_matmul_forward(ctx->kc, d->h1, x, d->w1, N, d->D, d->F, 0.0f);
+    moe_k_matmul_forward(ctx->kc, d->h3, x, d->w3, N, d->D, d->F, 0.0f);
+    moe_k_swiglu_forward_act(ctx->kc, d->a, d->h1, d->h3, N * d->F);
+    moe_k_matmul_forward_act(ctx->kc, y, d->a, d->w2, N, d->F, d->D, 0.0f);
     f->aux_loss = 0.0;
     return 0;
 }
@@ -67,11 +67,11 @@ static int dense_backward(moe_ffn *f, float *dx, const float *dy, const float *x
     dense *d = f->impl;
     float *da = d->dh1;  /* da is consumed before dh1 is written: reuse */
     /* da[N,F] = dy[N,D] @ W2[D,F];  dW2 += dy^T a */
-    k_matmul_backward_act(ctx->kc, da, d->dw2, dy, d->a, d->w2, N, d->F, d->D, 0);
-    /* k_swiglu_backward reads da[i] before it writes dh1[i] */
-    k_swiglu_backward(d->dh1, d->dh3, da, d->h1, d->h3, N * d->F);
-    k_matmul_backward(ctx->kc, dx, d->dw1, d->dh1, x, d->w1, N, d->D, d->F, 0);
-    k_matmul_backward(ctx->kc, dx, d->dw3, d->dh3, x, d->w3, N, d->D, d->F, 1);
+    moe_k_matmul_backward_act(ctx->kc, da, d->dw2, dy, d->a, d->w2, N, d->F, d->D, 0);
+    /* moe_k_swiglu_backward reads da[i] before it writes dh1[i] */
+    moe_k_swiglu_backward(d->dh1, d->dh3, da, d->h1, d->h3, N * d->F);
+    moe_k_matmul_backward(ctx->kc, dx, d->dw1, d->dh1, x, d->w1, N, d->D, d->F, 0);
+    moe_k_matmul_backward(ctx->kc, dx, d->dw3, d->dh3, x, d->w3, N, d->D, d->F, 1);
     return 0;
 }
 

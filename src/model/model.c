@@ -164,12 +164,12 @@ void moe_model_free(moe_model *m) {
     moe_layout_free(&m->layout);
     free_acts(m);
     free(m->logits);
-    k_ctx_free(m->kc);
+    moe_k_ctx_free(m->kc);
     free(m);
 }
 
 const char *moe_model_precision(const moe_model *m) {
-    return k_ctx_precision(m->kc) == K_BF16 ? "bf16" : "fp32";
+    return moe_k_ctx_precision(m->kc) == MOE_K_BF16 ? "bf16" : "fp32";
 }
 
 const char *moe_precision_resolve(const char *precision, const char **why) {
@@ -178,8 +178,8 @@ const char *moe_precision_resolve(const char *precision, const char **why) {
     /* bf16 only where it is faster: on AMX tiles. With AVX512_BF16 alone
      * (AMD Zen 4/5) rounding the inputs costs more than the products save
      * at these widths (docs/PERFORMANCE.md, "bf16 without AMX") */
-    int native = k_bf16_available(), amx = native && k_bf16_amx();
-    const char *off = getenv("MOE_NO_BF16");  /* what k_bf16_available honours first */
+    int native = moe_k_bf16_available(), amx = native && moe_k_bf16_amx();
+    const char *off = getenv("MOE_NO_BF16");  /* what moe_k_bf16_available honours first */
     if (why)
         *why = amx ? "auto: this CPU runs bf16 products on AMX tiles"
              : native ? "auto: this CPU has AVX512_BF16 but no AMX, where bf16 trains slower than fp32"
@@ -189,20 +189,20 @@ const char *moe_precision_resolve(const char *precision, const char **why) {
 }
 
 int moe_model_set_precision(moe_model *m, const char *precision, moe_err *err) {
-    k_precision want;
+    moe_k_precision want;
     precision = moe_precision_resolve(precision, NULL);
-    if (!precision[0] || strcmp(precision, "fp32") == 0) want = K_FP32;
-    else if (strcmp(precision, "bf16") == 0) want = K_BF16;
+    if (!precision[0] || strcmp(precision, "fp32") == 0) want = MOE_K_FP32;
+    else if (strcmp(precision, "bf16") == 0) want = MOE_K_BF16;
     else return moe_errf(err, "precision: expected auto, fp32 or bf16, found \"%s\"", precision);
-    k_ctx *kc;
-    if (k_ctx_create(want, &kc, err)) return -1;
-    k_ctx_free(m->kc);
+    moe_k_ctx *kc;
+    if (moe_k_ctx_create(want, &kc, err)) return -1;
+    moe_k_ctx_free(m->kc);
     m->kc = kc;
     /* auto is recorded as what it resolved to, so that a resume, eval or
      * score of the checkpoint runs the same products; an explicit bf16 is
      * recorded as asked (not the fallback): the checkpoint asks for bf16
      * again on a CPU that has it */
-    snprintf(m->cfg.precision, sizeof m->cfg.precision, "%s", want == K_BF16 ? "bf16" : "fp32");
+    snprintf(m->cfg.precision, sizeof m->cfg.precision, "%s", want == MOE_K_BF16 ? "bf16" : "fp32");
     return 0;
 }
 
@@ -273,8 +273,8 @@ static size_t acts_floats(const moe_config *c, size_t B, size_t T) {
     size_t per_block = N * D * 4 + N * 2 + N * kvd * 2 + B * H * T;
     return per_block * L + (L + 1) * N * D + L * N * D    /* res, res_mid */
          + N * D + N + 2 * N + T * hd                     /* lnf, rstdf, losses, lse, rope */
-         + k_head_scratch(D, V)                           /* the LM head's blocks */
-         + N * D * 4 + N * kvd * 2 + k_attention_scratch(B, T, H, hd);  /* backward scratch */
+         + moe_k_head_scratch(D, V)                           /* the LM head's blocks */
+         + N * D * 4 + N * kvd * 2 + moe_k_attention_scratch(B, T, H, hd);  /* backward scratch */
 }
 
 size_t moe_model_memory_estimate(const moe_config *c, size_t n_params, size_t B, size_t T) {
@@ -301,7 +301,7 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
     m->B = B;
     m->T = T;
     if (m->acts_mem && N <= m->cap_rows && B <= m->cap_B && T <= m->cap_T) {
-        if (T != old_T) k_rope_tables(m->rope_cos, m->rope_sin, T, hd, c->rope_theta);
+        if (T != old_T) moe_k_rope_tables(m->rope_cos, m->rope_sin, T, hd, c->rope_theta);
         return 0;
     }
     free_acts(m);
@@ -331,15 +331,15 @@ static int ensure_acts(moe_model *m, size_t B, size_t T, moe_err *err) {
     for (size_t l = 0; l <= L; l++) TAKE(m->res[l], N * D);
     for (size_t l = 0; l < L; l++) TAKE(m->res_mid[l], N * D);
     TAKE(m->lnf, N * D); TAKE(m->rstdf, N); TAKE(m->losses, N); TAKE(m->lse, N);
-    TAKE(m->head_scratch, k_head_scratch(D, V));
+    TAKE(m->head_scratch, moe_k_head_scratch(D, V));
     TAKE(m->rope_cos, T * hd / 2); TAKE(m->rope_sin, T * hd / 2);
     TAKE(m->dres, N * D); TAKE(m->dln, N * D); TAKE(m->dq, N * D); TAKE(m->dattn, N * D);
-    TAKE(m->dk, N * kvd); TAKE(m->dv, N * kvd); TAKE(m->dscratch, k_attention_scratch(B, T, H, hd));
+    TAKE(m->dk, N * kvd); TAKE(m->dv, N * kvd); TAKE(m->dscratch, moe_k_attention_scratch(B, T, H, hd));
 #undef TAKE
     m->cap_rows = N;
     m->cap_B = B;
     m->cap_T = T;
-    k_rope_tables(m->rope_cos, m->rope_sin, T, hd, c->rope_theta);
+    moe_k_rope_tables(m->rope_cos, m->rope_sin, T, hd, c->rope_theta);
     return 0;
 }
 
@@ -355,7 +355,7 @@ static moe_ffn_ctx ffn_ctx(moe_model *m, float loss_scale) {
     return ctx;
 }
 
-/* The LM head on the final norm's output, fused with its loss (k_lm_head):
+/* The LM head on the final norm's output, fused with its loss (moe_k_lm_head):
  * the per-token losses, argmax and (keep_logits) every logit; with
  * loss_scale >= 0 also its gradients, dln = d lnf and d_lm_head +=, for the
  * backward that follows. *sum: the losses' sum. */
@@ -367,7 +367,7 @@ static int head(moe_model *m, const int *targets, float loss_scale, double *sum,
         if (!(m->logits = moe_malloc(N * V * sizeof(float), err))) return -1;
         m->cap_logits = N * V;
     }
-    k_head h = {.x = m->lnf, .W = m->lm_head, .targets = targets, .N = N, .D = D, .V = V,
+    moe_k_head h = {.x = m->lnf, .W = m->lm_head, .targets = targets, .N = N, .D = D, .V = V,
                 .scratch = m->head_scratch, .losses = m->losses, .lse = m->lse,
                 .argmax = loss_scale < 0 ? m->argmax : NULL,
                 .logits = m->keep_logits ? m->logits : NULL};
@@ -376,7 +376,7 @@ static int head(moe_model *m, const int *targets, float loss_scale, double *sum,
         h.dW = m->d_lm_head;
         h.dscale = m->loss_count > 0 ? loss_scale / (float)m->loss_count : 0.0f;
     }
-    *sum = k_lm_head(m->kc, &h);
+    *sum = moe_k_lm_head(m->kc, &h);
     return 0;
 }
 
@@ -415,7 +415,7 @@ static int forward(moe_model *m, const int *inputs, const int *targets, size_t B
             return -1;
         aux += m->blocks[l].ffn->aux_loss;
     }
-    k_rmsnorm_forward(m->lnf, m->rstdf, m->res[c->n_layers], m->final_norm, N, D, (float)c->norm_eps);
+    moe_k_rmsnorm_forward(m->lnf, m->rstdf, m->res[c->n_layers], m->final_norm, N, D, (float)c->norm_eps);
     moe_prof_mark(m->prof, PROF_NORMS);
     if (targets) {
         /* the mean is over the global batch's targets: across ranks each
@@ -452,7 +452,7 @@ static int backward(moe_model *m, float loss_scale, moe_err *err) {
 
     /* the final norm (the LM head's gradients came with the forward) */
     moe_prof_mark(m->prof, PROF_OTHER);
-    k_rmsnorm_backward(m->dres, m->d_final_norm, m->dln, m->res[c->n_layers], m->final_norm,
+    moe_k_rmsnorm_backward(m->dres, m->d_final_norm, m->dln, m->res[c->n_layers], m->final_norm,
                        m->rstdf, N, D, 0);
     moe_prof_mark(m->prof, PROF_NORMS);
 

@@ -32,18 +32,18 @@ typedef struct layout_source {
 
 /* `n` floats of tensor t (from element `first`) to the sink, if all finite. */
 static int put_finite(const layout_source *s, const moe_tensor *t, const float *x, size_t n, size_t first,
-                      st_sink *sink, moe_err *err) {
+                      moe_st_sink *sink, moe_err *err) {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i]))
             return moe_errf(err, "%s not written: tensor '%s' holds a non-finite value (%g at element %zu)",
                             s->path, t->name, (double)x[i], first + i);
-    st_sink_write(sink, x, n * sizeof(float));
+    moe_st_sink_write(sink, x, n * sizeof(float));
     return 0;
 }
 
 /* Entry i: tensor i / n_arrays of array i % n_arrays; a split tensor's parts
  * in order, this process's from memory, the others fetched. */
-static int fill_layout(void *arg, size_t i, st_sink *sink, moe_err *err) {
+static int fill_layout(void *arg, size_t i, moe_st_sink *sink, moe_err *err) {
     const layout_source *s = arg;
     const moe_tensor *t = &s->L->tensors[i / (size_t)s->n_arrays];
     int k = (int)(i % (size_t)s->n_arrays), rc = 0;
@@ -67,21 +67,21 @@ int moe_layout_write(const char *path, const moe_layout *L, int n_arrays, const 
                      const char *const *meta_keys, const char *const *meta_values, size_t meta_count,
                      moe_err *err) {
     size_t n = L->count * (size_t)n_arrays, biggest = 0;
-    st_entry *e = moe_calloc(n ? n : 1, sizeof *e, err);
+    moe_st_entry *e = moe_calloc(n ? n : 1, sizeof *e, err);
     char (*names)[MOE_NAME_MAX + 16] = e ? moe_calloc(n ? n : 1, sizeof *names, err) : NULL;
     if (!names) { free(e); return -1; }
     for (size_t i = 0; i < n; i++) {
         const moe_tensor *t = &L->tensors[i / (size_t)n_arrays];
         snprintf(names[i], sizeof names[0], "%s%s", prefixes[i % (size_t)n_arrays], t->name);
         e[i].name = names[i];
-        e[i].dtype = ST_F32;
+        e[i].dtype = MOE_ST_F32;
         e[i].ndim = t->ndim;
         for (int d = 0; d < t->ndim; d++) e[i].shape[d] = t->shape[d];
         if (t->split && t->size > biggest) biggest = t->size;
     }
     layout_source s = {path, L, n_arrays, arrays, fetch, arg, NULL};
     int rc = biggest && !(s.scratch = moe_floats_alloc(biggest, err)) ? -1 : 0;
-    if (!rc) rc = st_write_from(path, e, n, meta_keys, meta_values, meta_count, fill_layout, &s, err);
+    if (!rc) rc = moe_st_write_from(path, e, n, meta_keys, meta_values, meta_count, fill_layout, &s, err);
     moe_floats_free(s.scratch);
     free(names);
     free(e);
@@ -125,13 +125,13 @@ static int save_router_state(const moe_model *m, const char *dir, moe_err *err) 
     size_t n;
     if (router_states(m, &st, &names, &n, err)) return -1;
     if (!n) return 0;
-    st_entry *e = moe_calloc(n, sizeof *e, err);
+    moe_st_entry *e = moe_calloc(n, sizeof *e, err);
     char path[4096];
     int rc = e ? moe_path(path, sizeof path, err, "%s/router_state.safetensors", dir) : -1;
     for (size_t i = 0; !rc && i < n; i++)
-        e[i] = (st_entry){names[i], ST_F32, 1, {(int64_t)st[i].n}, st[i].data};
+        e[i] = (moe_st_entry){names[i], MOE_ST_F32, 1, {(int64_t)st[i].n}, st[i].data};
     const char *mk[] = {"format"}, *mv[] = {"pt"};
-    if (!rc) rc = st_write(path, e, n, mk, mv, 1, err);
+    if (!rc) rc = moe_st_write(path, e, n, mk, mv, 1, err);
     free(e);
     free(st);
     free(names);
@@ -147,15 +147,15 @@ static int load_router_state(moe_model *m, const char *ckpt, moe_err *err) {
     char path[4096];
     if (router_states(m, &st, &names, &n, err)) return -1;
     if (!n) return 0;
-    st_file f;
+    moe_st_file f;
     int rc = moe_path(path, sizeof path, err, "%s/router_state.safetensors", ckpt);
     if (!rc && access(path, F_OK))
         rc = moe_errf(err, "%s: missing: config.json asks for router state (relu_lambda_per_layer, "
                       "aux_free_bias) that this file holds", path);
-    if (!rc) rc = moe_checksums_verify(ckpt, "router_state.safetensors", err) || st_read(path, &f, err) ? -1 : 0;
+    if (!rc) rc = moe_checksums_verify(ckpt, "router_state.safetensors", err) || moe_st_read(path, &f, err) ? -1 : 0;
     if (!rc) {
         for (size_t i = 0; i < n && !rc; i++)
-            rc = st_load_f32(&f, names[i], (int64_t[]){(int64_t)st[i].n}, 1, st[i].data, err);
+            rc = moe_st_load_f32(&f, names[i], (int64_t[]){(int64_t)st[i].n}, 1, st[i].data, err);
         for (size_t i = 0; i < f.count && !rc; i++) {
             size_t j = 0;
             while (j < n && strcmp(names[j], f.tensors[i].name)) j++;
@@ -163,7 +163,7 @@ static int load_router_state(moe_model *m, const char *ckpt, moe_err *err) {
                 rc = moe_errf(err, "%s: unexpected tensor '%s' (config.json does not describe it)", path,
                               f.tensors[i].name);
         }
-        st_free(&f);
+        moe_st_free(&f);
     }
     free(st);
     free(names);
@@ -209,20 +209,20 @@ int moe_checkpoint_config(const char *dir, moe_config *cfg, moe_err *err) {
 
 int moe_model_load_weights(moe_model *m, const char *ckpt, moe_err *err) {
     char path[4096];
-    st_file f;
+    moe_st_file f;
     if (moe_path(path, sizeof path, err, "%s/model.safetensors", ckpt) ||
-        moe_checksums_verify(ckpt, "model.safetensors", err) || st_read(path, &f, err))
+        moe_checksums_verify(ckpt, "model.safetensors", err) || moe_st_read(path, &f, err))
         return -1;
     int rc = 0;
     for (size_t i = 0; i < m->layout.count && !rc; i++) {
         const moe_tensor *t = &m->layout.tensors[i];
-        rc = st_load_f32_range(&f, t->name, t->shape, t->ndim, t->first, t->size, m->params + t->offset, err);
+        rc = moe_st_load_f32_range(&f, t->name, t->shape, t->ndim, t->first, t->size, m->params + t->offset, err);
     }
     for (size_t i = 0; i < f.count && !rc; i++)
         if (!moe_layout_find(&m->layout, f.tensors[i].name))
             rc = moe_errf(err, "%s: unexpected tensor '%s' (config.json does not describe it)",
                           path, f.tensors[i].name);
-    st_free(&f);
+    moe_st_free(&f);
     return rc ? rc : load_router_state(m, ckpt, err);
 }
 

@@ -62,7 +62,7 @@ typedef struct moe_layer {
                            * expert outputs, input grads */
     float *h1, *h3;       /* [pairs, Fe] */
     void *a;              /* [pairs, Fe] silu(h1) h3, in the products' precision */
-    size_t act;           /* bytes an element of a and ap (k_act_size) */
+    size_t act;           /* bytes an element of a and ap (moe_k_act_size) */
     float *dh1, *dh3;     /* [pairs, Fe] */
     float *mix;           /* [N, 2] shared-gate probabilities c (1, 1 without the gate) */
     /* with zero-computation experts (Et > E): the router's logits and gates
@@ -71,7 +71,7 @@ typedef struct moe_layer {
     float *alpha;         /* [N, K, 2] the constant experts' a1, a2 */
     float *rsum, *ssum;   /* [N, D] routed and shared sums (shared gate only) */
     double aux;           /* router auxiliary loss of the last forward */
-    k_ctx *kc;            /* matrix products of the current call (ctx->kc) */
+    moe_k_ctx *kc;            /* matrix products of the current call (ctx->kc) */
 
     /* expert parallel (ctx->ep of P > 1 ranks): this rank runs the routed
      * experts of its El slots (place.at[rank El + el]) for the tokens of
@@ -176,7 +176,7 @@ static void *act_row(const moe_layer *m, void *base, size_t row) {
 }
 
 static int reserve_pairs(moe_layer *m, size_t pairs, moe_err *err) {
-    size_t act = k_act_size(m->kc);
+    size_t act = moe_k_act_size(m->kc);
     if (act != m->act) m->cap_pairs = m->ep_cap = 0;  /* the precision changed: a, ap again */
     m->act = act;
     if (pairs <= m->cap_pairs) return 0;
@@ -230,26 +230,26 @@ static inline float row_gate(const moe_layer *m, size_t j, size_t r) {
 
 /* One expert on n rows: ye[n,D] = W2(silu(W1 xe) * W3 xe), keeping h1, h3,
  * a [n,Fe] for the backward (a in the products' precision). */
-static void chain_forward(k_ctx *kc, expert_w w, size_t n, size_t D, size_t F, const float *xe, float *h1,
+static void chain_forward(moe_k_ctx *kc, expert_w w, size_t n, size_t D, size_t F, const float *xe, float *h1,
                           float *h3, void *a, float *ye) {
-    k_matmul_forward(kc, h1, xe, w.w1, n, D, F, 0.0f);
-    k_matmul_forward(kc, h3, xe, w.w3, n, D, F, 0.0f);
-    k_swiglu_forward_act(kc, a, h1, h3, n * F);
-    k_matmul_forward_act(kc, ye, a, w.w2, n, F, D, 0.0f);
+    moe_k_matmul_forward(kc, h1, xe, w.w1, n, D, F, 0.0f);
+    moe_k_matmul_forward(kc, h3, xe, w.w3, n, D, F, 0.0f);
+    moe_k_swiglu_forward_act(kc, a, h1, h3, n * F);
+    moe_k_matmul_forward_act(kc, ye, a, w.w2, n, F, D, 0.0f);
 }
 
 /* Its backward: d[n,D] holds dye on entry and dxe on return; adds the
  * weight gradients; dh1, dh3 [n,Fe] scratch. */
-static void chain_backward(k_ctx *kc, expert_w w, size_t n, size_t D, size_t F, float *d, const float *xe,
+static void chain_backward(moe_k_ctx *kc, expert_w w, size_t n, size_t D, size_t F, float *d, const float *xe,
                            const float *h1, const float *h3, const void *a, float *dh1, float *dh3) {
     float *da = dh1;  /* read by swiglu backward before dh1 is written */
-    k_matmul_backward_act(kc, da, w.dw2, d, a, w.w2, n, F, D, 0);
-    k_swiglu_backward(dh1, dh3, da, h1, h3, n * F);
-    k_matmul_backward(kc, NULL, w.dw1, dh1, xe, w.w1, n, D, F, 0);
-    k_matmul_backward(kc, NULL, w.dw3, dh3, xe, w.w3, n, D, F, 0);
+    moe_k_matmul_backward_act(kc, da, w.dw2, d, a, w.w2, n, F, D, 0);
+    moe_k_swiglu_backward(dh1, dh3, da, h1, h3, n * F);
+    moe_k_matmul_backward(kc, NULL, w.dw1, dh1, xe, w.w1, n, D, F, 0);
+    moe_k_matmul_backward(kc, NULL, w.dw3, dh3, xe, w.w3, n, D, F, 0);
     /* dxe = dh1 W1 + dh3 W3 (overwrites dye, no longer needed) */
-    k_matmul_backward(kc, d, NULL, dh1, NULL, w.w1, n, D, F, 0);
-    k_matmul_backward(kc, d, NULL, dh3, NULL, w.w3, n, D, F, 1);
+    moe_k_matmul_backward(kc, d, NULL, dh1, NULL, w.w1, n, D, F, 0);
+    moe_k_matmul_backward(kc, d, NULL, dh3, NULL, w.w3, n, D, F, 1);
 }
 
 /* Slot j forward: gather its tokens' rows of x[N,D], then its chain. */
@@ -539,7 +539,7 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
     m->kc = ctx->kc;
     int zc = m->Et > E;  /* the router sees [N, Et], the FFN experts the first E columns */
     float *lg = zc ? m->la : m->logits, *gt = zc ? m->ga : m->gates;
-    if (m->wr) k_matmul_forward(NULL, lg, x, m->wr, N, D, m->Et, 0.0f);
+    if (m->wr) moe_k_matmul_forward(NULL, lg, x, m->wr, N, D, m->Et, 0.0f);
     if (m->wt) {  /* learned_hash: the logits of a token are its row of the table */
         if (!ctx->tokens) return moe_errf(err, "learned_hash router: the batch's token ids are needed");
         for (size_t t = 0; t < N; t++) {
@@ -569,7 +569,7 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
     /* the shared gate c[N,2] = softmax(x Wc^T + bc), else c = (1, 1) */
     for (size_t t = 0; t < N; t++) m->mix[2 * t] = m->mix[2 * t + 1] = 1.0f;
     if (m->gated) {
-        k_matmul_forward(NULL, m->mix, x, m->wc, N, D, 2, 0.0f);
+        moe_k_matmul_forward(NULL, m->mix, x, m->wc, N, D, 2, 0.0f);
         for (size_t t = 0; t < N; t++) {
             float z[2] = {m->mix[2 * t] + m->bc[0], m->mix[2 * t + 1] + m->bc[1]};
             moe_router_softmax(m->mix + 2 * t, z, 2);
@@ -653,7 +653,7 @@ static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x
             m->dbc[0] += dz[2 * t];
             m->dbc[1] += dz[2 * t + 1];
         }
-        k_matmul_backward(NULL, dx, m->dwc, dz, x, m->wc, N, D, 2, 1);
+        moe_k_matmul_backward(NULL, dx, m->dwc, dz, x, m->wc, N, D, 2, 1);
     }
     int zc = m->Et > E;
     if (zc) {  /* the zero-computation experts; the router's gradients [N, Et] */
@@ -665,7 +665,7 @@ static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x
     moe_prof_mark(ctx->prof, PROF_EXPERTS);
     if (zc) {
         if (m->router->ops->backward(m->router, m->dla, m->dga, m->la, m->ga, N, ctx, err)) return -1;
-        k_matmul_backward(NULL, dx, m->dwr, m->dla, x, m->wr, N, D, m->Et, 1);
+        moe_k_matmul_backward(NULL, dx, m->dwr, m->dla, x, m->wr, N, D, m->Et, 1);
         moe_prof_mark(ctx->prof, PROF_ROUTER);
         return 0;
     }
@@ -677,7 +677,7 @@ static int layer_backward(moe_ffn *f, float *dx, const float *dy, const float *x
             for (size_t e = 0; e < E; e++) m->dwt[(size_t)ctx->tokens[t] * E + e] += m->dlogits[t * E + e];
         }
     else
-        k_matmul_backward(NULL, dx, m->dwr, m->dlogits, x, m->wr, N, D, E, 1);
+        moe_k_matmul_backward(NULL, dx, m->dwr, m->dlogits, x, m->wr, N, D, E, 1);
     moe_prof_mark(ctx->prof, PROF_ROUTER);
     return 0;
 }

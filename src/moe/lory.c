@@ -104,7 +104,7 @@ static int lory_forward(moe_ffn *f, float *y, const float *x, size_t N,
                 for (size_t r = r0; r < r0 + n; r++) acc += x[r * D + d];
                 mu[d] = (float)(acc / (double)n);
             }
-            k_matmul_forward(NULL, logits, mu, m->wr, 1, D, E, 0.0f);
+            moe_k_matmul_forward(NULL, logits, mu, m->wr, 1, D, E, 0.0f);
             moe_router_softmax(m->wts + q * E, logits, E);
         }
     /* one merged SwiGLU FFN per segment */
@@ -115,10 +115,10 @@ static int lory_forward(moe_ffn *f, float *y, const float *x, size_t N,
         merge(m->m1, m->w1, w, E, F * D);
         merge(m->m3, m->w3, w, E, F * D);
         merge(m->m2, m->w2, w, E, D * F);
-        k_matmul_forward(ctx->kc, m->h1 + r0 * F, x + r0 * D, m->m1, n, D, F, 0.0f);
-        k_matmul_forward(ctx->kc, m->h3 + r0 * F, x + r0 * D, m->m3, n, D, F, 0.0f);
-        k_swiglu_forward(m->a + r0 * F, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
-        k_matmul_forward(ctx->kc, y + r0 * D, m->a + r0 * F, m->m2, n, F, D, 0.0f);
+        moe_k_matmul_forward(ctx->kc, m->h1 + r0 * F, x + r0 * D, m->m1, n, D, F, 0.0f);
+        moe_k_matmul_forward(ctx->kc, m->h3 + r0 * F, x + r0 * D, m->m3, n, D, F, 0.0f);
+        moe_k_swiglu_forward(m->a + r0 * F, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
+        moe_k_matmul_forward(ctx->kc, y + r0 * D, m->a + r0 * F, m->m2, n, F, D, 0.0f);
         for (size_t r = r0; r < r0 + n; r++) memcpy(m->gates + r * E, w, E * sizeof(float));
     }
     if (ctx->training && ctx->rs && !ctx->prepass) {  /* dense merge: every pair is active */
@@ -151,10 +151,10 @@ static int lory_backward(moe_ffn *f, float *dx, const float *dy, const float *x,
         memset(m->g3, 0, FD * sizeof(float));
         memset(m->g2, 0, FD * sizeof(float));
         float *da = m->dh1 + r0 * F;  /* consumed by swiglu backward before dh1 is written */
-        k_matmul_backward(ctx->kc, da, m->g2, dy + r0 * D, m->a + r0 * F, m->m2, n, F, D, 0);
-        k_swiglu_backward(m->dh1 + r0 * F, m->dh3 + r0 * F, da, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
-        k_matmul_backward(ctx->kc, dx + r0 * D, m->g1, m->dh1 + r0 * F, x + r0 * D, m->m1, n, D, F, 0);
-        k_matmul_backward(ctx->kc, dx + r0 * D, m->g3, m->dh3 + r0 * F, x + r0 * D, m->m3, n, D, F, 1);
+        moe_k_matmul_backward(ctx->kc, da, m->g2, dy + r0 * D, m->a + r0 * F, m->m2, n, F, D, 0);
+        moe_k_swiglu_backward(m->dh1 + r0 * F, m->dh3 + r0 * F, da, m->h1 + r0 * F, m->h3 + r0 * F, n * F);
+        moe_k_matmul_backward(ctx->kc, dx + r0 * D, m->g1, m->dh1 + r0 * F, x + r0 * D, m->m1, n, D, F, 0);
+        moe_k_matmul_backward(ctx->kc, dx + r0 * D, m->g3, m->dh3 + r0 * F, x + r0 * D, m->m3, n, D, F, 1);
         /* to the experts and the merge weights */
         double dw[E], wdw = 0.0;
         for (size_t e = 0; e < E; e++) {
@@ -172,7 +172,7 @@ static int lory_backward(moe_ffn *f, float *dx, const float *dy, const float *x,
         if (s == 0) continue;  /* the first segment's routing is a constant */
         float dl[E];
         for (size_t e = 0; e < E; e++) dl[e] = (float)(w[e] * (dw[e] - wdw));
-        k_matmul_backward(NULL, dmu, m->dwr, dl, m->mean + q * D, m->wr, 1, D, E, 0);
+        moe_k_matmul_backward(NULL, dmu, m->dwr, dl, m->mean + q * D, m->wr, 1, D, E, 0);
     }
     /* the means: segment s-1's rows get dmean(s) / |s-1| */
     for (size_t q = 0; q < m->B * m->nseg; q++) {

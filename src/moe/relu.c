@@ -91,9 +91,9 @@ static int relu_stats(const moe_router *r, moe_buf *out) {
     int rc = moe_buf_printf(out, ", \"reg_loss\": %.9g", s->reg);
     if (r->cfg->relu_lambda_per_layer) {  /* the step just ended: its sparsity and the lambda it used */
         rc |= moe_buf_printf(out, ", \"step_sparsity\": ");
-        rc |= json_write_double(out, s->last_sparsity);
+        rc |= moe_json_write_double(out, s->last_sparsity);
         rc |= moe_buf_printf(out, ", \"lambda\": ");
-        rc |= json_write_float(out, s->last_lambda);
+        rc |= moe_json_write_float(out, s->last_lambda);
     }
     return rc ? -1 : 0;
 }

@@ -219,7 +219,7 @@ static int topk_stats(const moe_router *r, moe_buf *out) {
     int rc = moe_buf_printf(out, ", \"lb_loss\": %.9g, \"z_loss\": %.9g, \"k\": %zu", s->aux, s->z, s->k_eff);
     for (size_t e = 0; s->bias && e < r->E; e++) {  /* after the step's update */
         rc |= moe_buf_printf(out, e ? ", " : ", \"expert_bias\": [");
-        rc |= json_write_float(out, s->bias[e]);
+        rc |= moe_json_write_float(out, s->bias[e]);
     }
     if (s->bias) rc |= moe_buf_printf(out, "]");
     return rc ? -1 : 0;

@@ -42,12 +42,12 @@ int moe_rundir_is_run(const char *dir) { return moe_rundir_has(dir, MOE_RUN_METR
 
 /* ---- JSON-lines logs ----------------------------------------------------- */
 
-void moe_rundir_lines_free(json_value **lines, size_t n) {
-    for (size_t i = 0; i < n; i++) json_free(lines[i]);
+void moe_rundir_lines_free(moe_json_value **lines, size_t n) {
+    for (size_t i = 0; i < n; i++) moe_json_free(lines[i]);
     free(lines);
 }
 
-int moe_rundir_read_lines(const char *dir, moe_run_file f, json_value ***lines, size_t *n, moe_err *err) {
+int moe_rundir_read_lines(const char *dir, moe_run_file f, moe_json_value ***lines, size_t *n, moe_err *err) {
     char path[4200];
     *lines = NULL;
     *n = 0;
@@ -55,7 +55,7 @@ int moe_rundir_read_lines(const char *dir, moe_run_file f, json_value ***lines, 
     if (access(path, R_OK)) return (*lines = moe_calloc(1, sizeof **lines, err)) ? 0 : -1;
     size_t len, cap = 64;
     char *text = moe_read_file(path, &len, err);
-    json_value **v = text ? moe_calloc(cap, sizeof *v, err) : NULL;
+    moe_json_value **v = text ? moe_calloc(cap, sizeof *v, err) : NULL;
     if (!v) { free(text); return -1; }
     size_t line = 0, k = 0;
     for (char *p = text; *p;) {
@@ -65,11 +65,11 @@ int moe_rundir_read_lines(const char *dir, moe_run_file f, json_value ***lines, 
         if (l > 0) {
             char what[4300];
             snprintf(what, sizeof what, "%s line %zu", path, line);
-            json_value *j = json_parse(p, l, what, err);
+            moe_json_value *j = moe_json_parse(p, l, what, err);
             if (!j) { moe_rundir_lines_free(v, k); free(text); return -1; }
             if (k == cap) {
-                json_value **g = realloc(v, 2 * cap * sizeof *v);
-                if (!g) { json_free(j); break; }
+                moe_json_value **g = realloc(v, 2 * cap * sizeof *v);
+                if (!g) { moe_json_free(j); break; }
                 v = g;
                 cap *= 2;
             }
@@ -99,12 +99,12 @@ int moe_rundir_keep_steps(const char *dir, moe_run_file f, long step, moe_err *e
     return moe_jsonl_keep_steps(path, step, err);
 }
 
-int moe_rundir_read_json(const char *dir, moe_run_file f, json_value **out, moe_err *err) {
+int moe_rundir_read_json(const char *dir, moe_run_file f, moe_json_value **out, moe_err *err) {
     char path[4200];
     *out = NULL;
     if (moe_rundir_path(path, sizeof path, dir, f, err)) return -1;
     if (access(path, R_OK)) return 0;
-    return (*out = json_parse_file(path, err)) ? 0 : -1;
+    return (*out = moe_json_parse_file(path, err)) ? 0 : -1;
 }
 
 /* ---- eval.json ----------------------------------------------------------- */
@@ -123,66 +123,66 @@ static double ppl(double nll, double n) { return n > 0 ? exp(nll / n) : NAN; }
 
 static void write_sums(moe_buf *b, const moe_loss_sums *s, char *const *names, size_t n_names) {
     moe_buf_printf(b, "\"tokens\": %.0f, \"loss\": ", s->total_count);
-    json_write_double(b, s->total_count > 0 ? s->total_nll / s->total_count : NAN);
+    moe_json_write_double(b, s->total_count > 0 ? s->total_nll / s->total_count : NAN);
     moe_buf_printf(b, ", \"ppl\": ");
-    json_write_double(b, ppl(s->total_nll, s->total_count));
+    moe_json_write_double(b, ppl(s->total_nll, s->total_count));
     moe_buf_printf(b, ", \"domains\": [");
     for (size_t d = 0; d < s->n_domains; d++) {
         /* a token file without a document table has one domain and no names */
         const char *name = names && d < n_names && names[d] ? names[d] : "all";
         moe_buf_printf(b, "%s{\"name\": ", d ? ", " : "");
-        json_write_string(b, name, strlen(name));
+        moe_json_write_string(b, name, strlen(name));
         moe_buf_printf(b, ", \"tokens\": %.0f, \"loss\": ", s->count[d]);
-        json_write_double(b, s->count[d] > 0 ? s->nll[d] / s->count[d] : NAN);
+        moe_json_write_double(b, s->count[d] > 0 ? s->nll[d] / s->count[d] : NAN);
         moe_buf_printf(b, ", \"ppl\": ");
-        json_write_double(b, ppl(s->nll[d], s->count[d]));
+        moe_json_write_double(b, ppl(s->nll[d], s->count[d]));
         moe_buf_printf(b, "}");
     }
     moe_buf_printf(b, "]");
 }
 
 /* v as JSON text (the results kept from an earlier eval.json). */
-static void write_value(moe_buf *b, const json_value *v) {
+static void write_value(moe_buf *b, const moe_json_value *v) {
     switch (v->type) {
-    case JSON_NULL: moe_buf_printf(b, "null"); break;
-    case JSON_BOOL: moe_buf_printf(b, v->boolean ? "true" : "false"); break;
-    case JSON_NUMBER: json_write_double(b, v->number); break;
-    case JSON_STRING: json_write_string(b, v->string, v->len); break;
-    case JSON_ARRAY:
-    case JSON_OBJECT:
-        moe_buf_printf(b, v->type == JSON_ARRAY ? "[" : "{");
+    case MOE_JSON_NULL: moe_buf_printf(b, "null"); break;
+    case MOE_JSON_BOOL: moe_buf_printf(b, v->boolean ? "true" : "false"); break;
+    case MOE_JSON_NUMBER: moe_json_write_double(b, v->number); break;
+    case MOE_JSON_STRING: moe_json_write_string(b, v->string, v->len); break;
+    case MOE_JSON_ARRAY:
+    case MOE_JSON_OBJECT:
+        moe_buf_printf(b, v->type == MOE_JSON_ARRAY ? "[" : "{");
         for (size_t i = 0; i < v->count; i++) {
             if (i) moe_buf_printf(b, ", ");
-            if (v->type == JSON_OBJECT) {
-                json_write_string(b, v->keys[i], strlen(v->keys[i]));
+            if (v->type == MOE_JSON_OBJECT) {
+                moe_json_write_string(b, v->keys[i], strlen(v->keys[i]));
                 moe_buf_printf(b, ": ");
             }
             write_value(b, &v->items[i]);
         }
-        moe_buf_printf(b, v->type == JSON_ARRAY ? "]" : "}");
+        moe_buf_printf(b, v->type == MOE_JSON_ARRAY ? "]" : "}");
         break;
     }
 }
 
-json_value *moe_eval_earlier(const char *path, const char *ckpt, size_t seq, char *note, size_t cap) {
+moe_json_value *moe_eval_earlier(const char *path, const char *ckpt, size_t seq, char *note, size_t cap) {
     struct stat st;
     if (cap) note[0] = 0;
     if (stat(path, &st) || !S_ISREG(st.st_mode)) return NULL;
     moe_err err;
-    json_value *old = json_parse_file(path, &err);
+    moe_json_value *old = moe_json_parse_file(path, &err);
     if (!old) {
         snprintf(note, cap, "warning: the earlier results in %s cannot be read (%s): replacing them", path,
                  err.msg);
         return NULL;
     }
-    const json_value *c = json_get(old, "checkpoint"), *s = json_get(old, "seq");
-    const char *why = !c || c->type != JSON_STRING ? "no checkpoint recorded"
+    const moe_json_value *c = moe_json_get(old, "checkpoint"), *s = moe_json_get(old, "seq");
+    const char *why = !c || c->type != MOE_JSON_STRING ? "no checkpoint recorded"
                     : strcmp(c->string, ckpt) ? "another checkpoint"
-                    : !s || s->type != JSON_NUMBER || s->number != (double)seq ? "another --seq" : NULL;
+                    : !s || s->type != MOE_JSON_NUMBER || s->number != (double)seq ? "another --seq" : NULL;
     if (why) {
         snprintf(note, cap, "the earlier results in %s are of %s (%s): replaced, not merged", path, why,
-                 c && c->type == JSON_STRING ? c->string : "?");
-        json_free(old);
+                 c && c->type == MOE_JSON_STRING ? c->string : "?");
+        moe_json_free(old);
         return NULL;
     }
     return old;
@@ -190,12 +190,12 @@ json_value *moe_eval_earlier(const char *path, const char *ckpt, size_t seq, cha
 
 /* Appends the entries of array `key` of old whose "name" is none of
  * names[0..n) (this evaluation's own replace them); first: no entry yet. */
-static void keep_entries(moe_buf *b, const json_value *old, const char *key, const char *const *names,
+static void keep_entries(moe_buf *b, const moe_json_value *old, const char *key, const char *const *names,
                          size_t n, int first) {
-    const json_value *a = old ? json_get(old, key) : NULL;
-    for (size_t i = 0; a && a->type == JSON_ARRAY && i < a->count; i++) {
-        const json_value *nm = json_get(&a->items[i], "name");
-        int replaced = !nm || nm->type != JSON_STRING;
+    const moe_json_value *a = old ? moe_json_get(old, key) : NULL;
+    for (size_t i = 0; a && a->type == MOE_JSON_ARRAY && i < a->count; i++) {
+        const moe_json_value *nm = moe_json_get(&a->items[i], "name");
+        int replaced = !nm || nm->type != MOE_JSON_STRING;
         for (size_t k = 0; k < n && !replaced; k++) replaced = !strcmp(names[k], nm->string);
         if (replaced) continue;
         moe_buf_printf(b, "%s\n ", first ? "" : ",");
@@ -206,9 +206,9 @@ static void keep_entries(moe_buf *b, const json_value *old, const char *key, con
 
 static void write_data_entry(moe_buf *b, const moe_eval_file *f) {
     moe_buf_printf(b, "{\"name\": ");
-    json_write_string(b, f->name, strlen(f->name));
+    moe_json_write_string(b, f->name, strlen(f->name));
     moe_buf_printf(b, ", \"path\": ");
-    json_write_string(b, f->path, strlen(f->path));
+    moe_json_write_string(b, f->path, strlen(f->path));
     moe_buf_printf(b, ", ");
     moe_read_info_json(&f->base->read, b);
     moe_buf_printf(b, ", ");
@@ -223,17 +223,17 @@ static void write_data_entry(moe_buf *b, const moe_eval_file *f) {
 
 static void write_task_entry(moe_buf *b, const moe_eval_task *t) {
     moe_buf_printf(b, "{\"name\": ");
-    json_write_string(b, t->name, strlen(t->name));
+    moe_json_write_string(b, t->name, strlen(t->name));
     moe_buf_printf(b, ", \"path\": ");
-    json_write_string(b, t->path, strlen(t->path));
+    moe_json_write_string(b, t->path, strlen(t->path));
     moe_buf_printf(b, ", \"items\": %zu, \"acc\": ", t->r->n);
-    json_write_double(b, t->r->acc);
+    moe_json_write_double(b, t->r->acc);
     moe_buf_printf(b, ", \"acc_stderr\": ");
-    json_write_double(b, t->r->acc_stderr);
+    moe_json_write_double(b, t->r->acc_stderr);
     moe_buf_printf(b, ", \"acc_norm\": ");
-    json_write_double(b, t->r->acc_norm);
+    moe_json_write_double(b, t->r->acc_norm);
     moe_buf_printf(b, ", \"acc_norm_stderr\": ");
-    json_write_double(b, t->r->acc_norm_stderr);
+    moe_json_write_double(b, t->r->acc_norm_stderr);
     moe_buf_printf(b, "}");
 }
 
@@ -241,12 +241,12 @@ static void write_task_entry(moe_buf *b, const moe_eval_task *t) {
  * directory and its checkpoint. */
 static void write_header(moe_buf *b, const char *format, const char *model, const char *checkpoint) {
     moe_buf_printf(b, "{\n\"format\": \"%s\", \"version\": 1,\n\"model\": ", format);
-    json_write_string(b, model, strlen(model));
+    moe_json_write_string(b, model, strlen(model));
     moe_buf_printf(b, ", \"checkpoint\": ");
-    json_write_string(b, checkpoint, strlen(checkpoint));
+    moe_json_write_string(b, checkpoint, strlen(checkpoint));
 }
 
-int moe_eval_json(const moe_eval_results *r, const json_value *earlier, moe_buf *out, moe_err *err) {
+int moe_eval_json(const moe_eval_results *r, const moe_json_value *earlier, moe_buf *out, moe_err *err) {
     moe_buf b = {0};
     const moe_config *c = r->cfg;
     write_header(&b, "moe-eval", r->model, r->checkpoint);
@@ -278,10 +278,10 @@ int moe_eval_json(const moe_eval_results *r, const json_value *earlier, moe_buf 
 int moe_eval_write(const char *path, const moe_eval_results *r, int merge, char *note, size_t cap,
                    moe_err *err) {
     if (cap) note[0] = 0;
-    json_value *earlier = merge ? moe_eval_earlier(path, r->checkpoint, r->seq, note, cap) : NULL;
+    moe_json_value *earlier = merge ? moe_eval_earlier(path, r->checkpoint, r->seq, note, cap) : NULL;
     moe_buf b = {0};
     int rc = moe_eval_json(r, earlier, &b, err) || moe_write_file_atomic(path, b.data, b.len, err) ? -1 : 0;
-    json_free(earlier);
+    moe_json_free(earlier);
     moe_buf_free(&b);
     return rc;
 }
@@ -293,7 +293,7 @@ int moe_analysis_json(const moe_analysis_info *a, const moe_route_stats *st, moe
     const moe_config *c = a->cfg;
     write_header(&b, "moe-analysis", a->model, a->checkpoint);
     moe_buf_printf(&b, ", \"data\": ");
-    json_write_string(&b, a->data, strlen(a->data));
+    moe_json_write_string(&b, a->data, strlen(a->data));
     moe_buf_printf(&b, ",\n\"ffn\": \"%s\", \"router\": \"%s\", \"n_experts\": %d, \"top_k\": %d, "
                    "\"min_count\": %zu,\n", c->ffn, c->router, c->n_experts, c->top_k, a->min_count);
     moe_read_info_json(&st->read, &b);
@@ -335,8 +335,8 @@ static int report_load(moe_report_run *r, const char *dir, moe_err *err) {
 static void report_free(moe_report_run *r) {
     moe_rundir_lines_free(r->metrics, r->n_metrics);
     moe_rundir_lines_free(r->calibration, r->n_calibration);
-    json_free(r->eval);
-    json_free(r->analysis);
+    moe_json_free(r->eval);
+    moe_json_free(r->analysis);
 }
 
 int moe_rundir_report(const char *const *dirs, size_t n, moe_buf *out, moe_err *err) {
@@ -349,12 +349,12 @@ int moe_rundir_report(const char *const *dirs, size_t n, moe_buf *out, moe_err *
     /* the sweep's summary, when the first run is one of a sweep's (a summary
      * that cannot be read is left out of the page) */
     char path[4200] = "";
-    json_value *summary = NULL;
+    moe_json_value *summary = NULL;
     moe_err ignored;
     if (!rc && !moe_sweep_summary_of(path, sizeof path, dirs[0], NULL) && !access(path, F_OK))
-        summary = json_parse_file(path, &ignored);
+        summary = moe_json_parse_file(path, &ignored);
     if (!rc) rc = moe_report_html(runs, n, summary, path, out, err);
-    json_free(summary);
+    moe_json_free(summary);
     for (size_t i = 0; i < n; i++) report_free(&runs[i]);
     free(runs);
     return rc;
@@ -389,14 +389,14 @@ static int collect_training(const char *dir, moe_run_metrics *ms, moe_err *err) 
     char p[4200];
     if (moe_rundir_path(p, sizeof p, dir, MOE_RUN_METRICS, err)) return -1;
     if (access(p, R_OK)) return moe_errf(err, "%s: %s", p, strerror(errno));
-    json_value **lines;
+    moe_json_value **lines;
     size_t n;
     if (moe_rundir_read_lines(dir, MOE_RUN_METRICS, &lines, &n, err)) return -1;
     size_t tail = n / 10 ? n / 10 : n, nl = 0, ns = 0;
     double sl = 0, ss = 0;
     for (size_t i = n - tail; i < n; i++) {
-        double loss = json_get_number(lines[i], "lm_loss", NAN);
-        double sp = json_get_number(lines[i], "sparsity", NAN);
+        double loss = moe_json_get_number(lines[i], "lm_loss", NAN);
+        double sp = moe_json_get_number(lines[i], "sparsity", NAN);
         if (isfinite(loss)) { sl += loss; nl++; }
         if (isfinite(sp)) { ss += sp; ns++; }
     }
@@ -408,25 +408,25 @@ static int collect_training(const char *dir, moe_run_metrics *ms, moe_err *err) 
 
 /* eval.json's losses and perplexities per data file, accuracies per task. */
 static int collect_eval(const char *dir, moe_run_metrics *ms, moe_err *err) {
-    json_value *ev;
+    moe_json_value *ev;
     if (moe_rundir_read_json(dir, MOE_RUN_EVAL, &ev, err)) return -1;
-    const json_value *data = ev ? json_get(ev, "data") : NULL, *tasks = ev ? json_get(ev, "tasks") : NULL;
+    const moe_json_value *data = ev ? moe_json_get(ev, "data") : NULL, *tasks = ev ? moe_json_get(ev, "tasks") : NULL;
     char key[96];
-    for (size_t i = 0; data && data->type == JSON_ARRAY && i < data->count; i++) {
-        const json_value *d = &data->items[i];
-        const char *name = json_get_string(d, "name", "data");
-        snprintf(key, sizeof key, "%s.loss", name); put(ms, key, json_get_number(d, "loss", NAN));
-        snprintf(key, sizeof key, "%s.ppl", name); put(ms, key, json_get_number(d, "ppl", NAN));
-        const json_value *rb = json_get(d, "robustness");
-        snprintf(key, sizeof key, "%s.ppl_drop_top", name); put(ms, key, json_get_number(rb, "ppl", NAN));
+    for (size_t i = 0; data && data->type == MOE_JSON_ARRAY && i < data->count; i++) {
+        const moe_json_value *d = &data->items[i];
+        const char *name = moe_json_get_string(d, "name", "data");
+        snprintf(key, sizeof key, "%s.loss", name); put(ms, key, moe_json_get_number(d, "loss", NAN));
+        snprintf(key, sizeof key, "%s.ppl", name); put(ms, key, moe_json_get_number(d, "ppl", NAN));
+        const moe_json_value *rb = moe_json_get(d, "robustness");
+        snprintf(key, sizeof key, "%s.ppl_drop_top", name); put(ms, key, moe_json_get_number(rb, "ppl", NAN));
     }
-    for (size_t i = 0; tasks && tasks->type == JSON_ARRAY && i < tasks->count; i++) {
-        const json_value *t = &tasks->items[i];
-        const char *name = json_get_string(t, "name", "task");
-        snprintf(key, sizeof key, "%s.acc", name); put(ms, key, json_get_number(t, "acc", NAN));
-        snprintf(key, sizeof key, "%s.acc_norm", name); put(ms, key, json_get_number(t, "acc_norm", NAN));
+    for (size_t i = 0; tasks && tasks->type == MOE_JSON_ARRAY && i < tasks->count; i++) {
+        const moe_json_value *t = &tasks->items[i];
+        const char *name = moe_json_get_string(t, "name", "task");
+        snprintf(key, sizeof key, "%s.acc", name); put(ms, key, moe_json_get_number(t, "acc", NAN));
+        snprintf(key, sizeof key, "%s.acc_norm", name); put(ms, key, moe_json_get_number(t, "acc_norm", NAN));
     }
-    json_free(ev);
+    moe_json_free(ev);
     return 0;
 }
 
@@ -447,13 +447,13 @@ moe_run_state moe_run_state_of(const char *dir) {
 int moe_run_mark_done(const char *dir, const char *name, long seed, const moe_run_metrics *ms, moe_err *err) {
     moe_buf b = {0};
     moe_buf_printf(&b, "{\"name\": ");
-    json_write_string(&b, name, strlen(name));
+    moe_json_write_string(&b, name, strlen(name));
     moe_buf_printf(&b, ", \"seed\": %ld, \"metrics\": {", seed);
     for (size_t i = 0; i < ms->n; i++) {
         moe_buf_printf(&b, "%s", i ? ", " : "");
-        json_write_string(&b, ms->m[i].key, strlen(ms->m[i].key));
+        moe_json_write_string(&b, ms->m[i].key, strlen(ms->m[i].key));
         moe_buf_printf(&b, ": ");
-        json_write_double(&b, ms->m[i].value);
+        moe_json_write_double(&b, ms->m[i].value);
     }
     moe_buf_printf(&b, "}}\n");
     char p[4200];
@@ -468,12 +468,12 @@ int moe_run_read_done(const char *dir, moe_run_metrics *ms, moe_err *err) {
     memset(ms, 0, sizeof *ms);
     if (moe_rundir_path(p, sizeof p, dir, MOE_RUN_SWEEP_DONE, err)) return -1;
     if (access(p, F_OK)) return 0;
-    json_value *j = json_parse_file(p, err);
+    moe_json_value *j = moe_json_parse_file(p, err);
     if (!j) return -1;
-    const json_value *m = json_get(j, "metrics");
-    for (size_t i = 0; m && m->type == JSON_OBJECT && i < m->count; i++)
-        if (m->items[i].type == JSON_NUMBER) put(ms, m->keys[i], m->items[i].number);
-    json_free(j);
+    const moe_json_value *m = moe_json_get(j, "metrics");
+    for (size_t i = 0; m && m->type == MOE_JSON_OBJECT && i < m->count; i++)
+        if (m->items[i].type == MOE_JSON_NUMBER) put(ms, m->keys[i], m->items[i].number);
+    moe_json_free(j);
     return 1;
 }
 

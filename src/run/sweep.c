@@ -21,15 +21,15 @@
 
 /* ---- the grid file ------------------------------------------------------ */
 
-static int str_list(const json_value *v, const char *key, const char **out, size_t cap, size_t *n,
+static int str_list(const moe_json_value *v, const char *key, const char **out, size_t cap, size_t *n,
                     const char *path, moe_err *err) {
     *n = 0;
     if (!v) return 0;
-    if (v->type == JSON_STRING) { out[(*n)++] = v->string; return 0; }
-    if (v->type != JSON_ARRAY || v->count > cap)
+    if (v->type == MOE_JSON_STRING) { out[(*n)++] = v->string; return 0; }
+    if (v->type != MOE_JSON_ARRAY || v->count > cap)
         return moe_errf(err, "%s: key '%s': expected a string or an array of at most %zu strings", path, key, cap);
     for (size_t i = 0; i < v->count; i++) {
-        if (v->items[i].type != JSON_STRING)
+        if (v->items[i].type != MOE_JSON_STRING)
             return moe_errf(err, "%s: key '%s': element %zu is not a string", path, key, i);
         out[(*n)++] = v->items[i].string;
     }
@@ -38,9 +38,9 @@ static int str_list(const json_value *v, const char *key, const char **out, size
 
 /* A path of the grid file is relative to the current directory (as on the
  * command line); copied with a length check. */
-static int copy_str(char *out, size_t cap, const json_value *v, const char *key, const char *path,
+static int copy_str(char *out, size_t cap, const moe_json_value *v, const char *key, const char *path,
                     moe_err *err) {
-    if (!v || v->type != JSON_STRING || !v->string[0])
+    if (!v || v->type != MOE_JSON_STRING || !v->string[0])
         return moe_errf(err, "%s: key '%s': expected a non-empty string", path, key);
     if (strlen(v->string) >= cap) return moe_errf(err, "%s: key '%s': too long", path, key);
     strcpy(out, v->string);
@@ -56,13 +56,13 @@ static int name_ok(const char *s) {
     return 1;
 }
 
-static int load_seeds(moe_sweep *s, const json_value *seeds, moe_err *err) {
+static int load_seeds(moe_sweep *s, const moe_json_value *seeds, moe_err *err) {
     const char *path = s->path;
-    if (!seeds || seeds->type != JSON_ARRAY || seeds->count == 0 || seeds->count > MOE_SWEEP_MAX_SEEDS)
+    if (!seeds || seeds->type != MOE_JSON_ARRAY || seeds->count == 0 || seeds->count > MOE_SWEEP_MAX_SEEDS)
         return moe_errf(err, "%s: key 'seeds': expected an array of 1 to %d integers", path, MOE_SWEEP_MAX_SEEDS);
     for (size_t i = 0; i < seeds->count; i++) {
-        const json_value *v = &seeds->items[i];
-        if (v->type != JSON_NUMBER || v->number != floor(v->number) || v->number < 0 || v->number > 2147483647)
+        const moe_json_value *v = &seeds->items[i];
+        if (v->type != MOE_JSON_NUMBER || v->number != floor(v->number) || v->number < 0 || v->number > 2147483647)
             return moe_errf(err, "%s: key 'seeds': element %zu: expected an integer in [0, 2147483647]", path, i);
         s->seeds[i] = (long)v->number;
         for (size_t j = 0; j < i; j++)
@@ -72,17 +72,17 @@ static int load_seeds(moe_sweep *s, const json_value *seeds, moe_err *err) {
     return 0;
 }
 
-static int load_run(moe_sweep *s, size_t i, const json_value *o, moe_err *err) {
+static int load_run(moe_sweep *s, size_t i, const moe_json_value *o, moe_err *err) {
     const char *path = s->path;
     moe_sweep_run *gr = &s->runs[i];
-    if (o->type != JSON_OBJECT) return moe_errf(err, "%s: runs[%zu]: expected an object", path, i);
+    if (o->type != MOE_JSON_OBJECT) return moe_errf(err, "%s: runs[%zu]: expected an object", path, i);
     for (size_t k = 0; k < o->count; k++)
         if (strcmp(o->keys[k], "name") && strcmp(o->keys[k], "config") && strcmp(o->keys[k], "set"))
             return moe_errf(err, "%s: runs[%zu]: unknown key '%s' (expected name, config, set)", path, i,
                             o->keys[k]);
     char key[80];
     snprintf(key, sizeof key, "runs[%zu].name", i);
-    if (copy_str(gr->name, sizeof gr->name, json_get(o, "name"), key, path, err)) return -1;
+    if (copy_str(gr->name, sizeof gr->name, moe_json_get(o, "name"), key, path, err)) return -1;
     if (!name_ok(gr->name))
         return moe_errf(err, "%s: runs[%zu].name '%s': use letters, digits, '-', '_' and '.' only", path, i,
                         gr->name);
@@ -90,22 +90,22 @@ static int load_run(moe_sweep *s, size_t i, const json_value *o, moe_err *err) {
         if (!strcmp(s->runs[j].name, gr->name))
             return moe_errf(err, "%s: runs[%zu].name '%s' is used twice", path, i, gr->name);
     snprintf(key, sizeof key, "runs[%zu].config", i);
-    if (copy_str(gr->config, sizeof gr->config, json_get(o, "config"), key, path, err)) return -1;
-    gr->set = json_get(o, "set");
-    if (gr->set && gr->set->type != JSON_OBJECT)
+    if (copy_str(gr->config, sizeof gr->config, moe_json_get(o, "config"), key, path, err)) return -1;
+    gr->set = moe_json_get(o, "set");
+    if (gr->set && gr->set->type != MOE_JSON_OBJECT)
         return moe_errf(err, "%s: runs[%zu].set: expected an object of config keys", path, i);
     return 0;
 }
 
-static int load_runs(moe_sweep *s, const json_value *runs, const json_value *b, moe_err *err) {
+static int load_runs(moe_sweep *s, const moe_json_value *runs, const moe_json_value *b, moe_err *err) {
     const char *path = s->path;
-    if (!runs || runs->type != JSON_ARRAY || runs->count == 0 || runs->count > MOE_SWEEP_MAX_RUNS)
+    if (!runs || runs->type != MOE_JSON_ARRAY || runs->count == 0 || runs->count > MOE_SWEEP_MAX_RUNS)
         return moe_errf(err, "%s: key 'runs': expected an array of 1 to %d objects", path, MOE_SWEEP_MAX_RUNS);
     for (size_t i = 0; i < runs->count; i++)
         if (load_run(s, i, &runs->items[i], err)) return -1;
     s->n_runs = runs->count;
     if (!b) return 0;
-    if (b->type != JSON_STRING) return moe_errf(err, "%s: key 'baseline': expected a run name", path);
+    if (b->type != MOE_JSON_STRING) return moe_errf(err, "%s: key 'baseline': expected a run name", path);
     size_t i = 0;
     while (i < s->n_runs && strcmp(s->runs[i].name, b->string)) i++;
     if (i == s->n_runs) return moe_errf(err, "%s: key 'baseline': no run is named '%s'", path, b->string);
@@ -116,10 +116,10 @@ static int load_runs(moe_sweep *s, const json_value *runs, const json_value *b, 
 int moe_sweep_load(moe_sweep *s, const char *path, moe_err *err) {
     memset(s, 0, sizeof *s);
     snprintf(s->path, sizeof s->path, "%s", path);
-    s->root = json_parse_file(path, err);
+    s->root = moe_json_parse_file(path, err);
     if (!s->root) return -1;
-    const json_value *r = s->root;
-    if (r->type != JSON_OBJECT) return moe_errf(err, "%s: expected a JSON object (docs/SWEEP.md)", path);
+    const moe_json_value *r = s->root;
+    if (r->type != MOE_JSON_OBJECT) return moe_errf(err, "%s: expected a JSON object (docs/SWEEP.md)", path);
     static const char *KNOWN[] = {"out", "data", "eval_data", "eval_args", "train_args", "seeds", "set",
                                   "baseline", "runs", "comment"};
     for (size_t i = 0; i < r->count; i++) {
@@ -129,23 +129,23 @@ int moe_sweep_load(moe_sweep *s, const char *path, moe_err *err) {
             return moe_errf(err, "%s: unknown key '%s' (expected out, data, eval_data, eval_args, train_args, "
                             "seeds, set, baseline, runs, comment)", path, r->keys[i]);
     }
-    if (copy_str(s->out, sizeof s->out, json_get(r, "out"), "out", path, err) ||
-        copy_str(s->data, sizeof s->data, json_get(r, "data"), "data", path, err) ||
-        str_list(json_get(r, "eval_data"), "eval_data", s->eval_data, MOE_SWEEP_MAX_EVAL, &s->n_eval, path, err) ||
-        str_list(json_get(r, "train_args"), "train_args", s->train_args, MOE_SWEEP_MAX_ARGS, &s->n_train_args,
+    if (copy_str(s->out, sizeof s->out, moe_json_get(r, "out"), "out", path, err) ||
+        copy_str(s->data, sizeof s->data, moe_json_get(r, "data"), "data", path, err) ||
+        str_list(moe_json_get(r, "eval_data"), "eval_data", s->eval_data, MOE_SWEEP_MAX_EVAL, &s->n_eval, path, err) ||
+        str_list(moe_json_get(r, "train_args"), "train_args", s->train_args, MOE_SWEEP_MAX_ARGS, &s->n_train_args,
                  path, err) ||
-        str_list(json_get(r, "eval_args"), "eval_args", s->eval_args, MOE_SWEEP_MAX_ARGS, &s->n_eval_args, path,
+        str_list(moe_json_get(r, "eval_args"), "eval_args", s->eval_args, MOE_SWEEP_MAX_ARGS, &s->n_eval_args, path,
                  err) ||
-        load_seeds(s, json_get(r, "seeds"), err))
+        load_seeds(s, moe_json_get(r, "seeds"), err))
         return -1;
-    s->set = json_get(r, "set");
-    if (s->set && s->set->type != JSON_OBJECT)
+    s->set = moe_json_get(r, "set");
+    if (s->set && s->set->type != MOE_JSON_OBJECT)
         return moe_errf(err, "%s: key 'set': expected an object of config keys", path);
-    return load_runs(s, json_get(r, "runs"), json_get(r, "baseline"), err);
+    return load_runs(s, moe_json_get(r, "runs"), moe_json_get(r, "baseline"), err);
 }
 
 void moe_sweep_free(moe_sweep *s) {
-    json_free(s->root);
+    moe_json_free(s->root);
     s->root = NULL;
 }
 
@@ -160,10 +160,10 @@ int moe_sweep_dir(const moe_sweep *s, size_t r, size_t k, char *out, size_t cap,
 static int config_text(const moe_sweep *s, const moe_sweep_run *gr, long seed, moe_buf *b, moe_err *err) {
     moe_config c;
     moe_config_defaults(&c);
-    json_value *j = json_parse_file(gr->config, err);
+    moe_json_value *j = moe_json_parse_file(gr->config, err);
     if (!j) return moe_err_prefix(err, "%s: run '%s'", s->path, gr->name);
     int rc = moe_config_apply_json(&c, j, gr->config, err);
-    json_free(j);
+    moe_json_free(j);
     if (rc || (s->set && moe_config_apply_json(&c, s->set, "grid 'set'", err)) ||
         (gr->set && moe_config_apply_json(&c, gr->set, "run 'set'", err)))
         return moe_err_prefix(err, "%s: run '%s'", s->path, gr->name);
@@ -187,11 +187,11 @@ static int write_config(const moe_sweep *s, const moe_sweep_run *gr, long seed, 
 }
 
 /* A config value as text for a message. */
-static void value_text(const json_value *v, char *out, size_t cap) {
-    if (v->type == JSON_STRING) snprintf(out, cap, "\"%.60s\"", v->string);
-    else if (v->type == JSON_NUMBER) snprintf(out, cap, "%.10g", v->number);
-    else if (v->type == JSON_BOOL) snprintf(out, cap, "%s", v->boolean ? "true" : "false");
-    else snprintf(out, cap, "%s", v->type == JSON_NULL ? "null" : "...");
+static void value_text(const moe_json_value *v, char *out, size_t cap) {
+    if (v->type == MOE_JSON_STRING) snprintf(out, cap, "\"%.60s\"", v->string);
+    else if (v->type == MOE_JSON_NUMBER) snprintf(out, cap, "%.10g", v->number);
+    else if (v->type == MOE_JSON_BOOL) snprintf(out, cap, "%s", v->boolean ? "true" : "false");
+    else snprintf(out, cap, "%s", v->type == MOE_JSON_NULL ? "null" : "...");
 }
 
 /* A run that has trained with another config than the grid now gives it is
@@ -205,13 +205,13 @@ static int check_unchanged(const moe_sweep *s, const moe_sweep_run *gr, long see
     if (access(path, F_OK)) return 0;
     moe_buf b = {0};
     if (config_text(s, gr, seed, &b, err)) return -1;
-    json_value *now = json_parse(b.data, b.len, "the grid's config", err), *was = now ? json_parse_file(path, err) : NULL;
+    moe_json_value *now = moe_json_parse(b.data, b.len, "the grid's config", err), *was = now ? moe_json_parse_file(path, err) : NULL;
     moe_buf_free(&b);
-    if (!was) { json_free(now); return -1; }
+    if (!was) { moe_json_free(now); return -1; }
     char diff[600] = "", x[80], y[80];
     size_t used = 0, n = 0;
-    for (size_t i = 0; was->type == JSON_OBJECT && i < was->count; i++) {
-        const json_value *a = &was->items[i], *c = json_get(now, was->keys[i]);
+    for (size_t i = 0; was->type == MOE_JSON_OBJECT && i < was->count; i++) {
+        const moe_json_value *a = &was->items[i], *c = moe_json_get(now, was->keys[i]);
         if (!c || a->type != c->type) continue;
         value_text(a, x, sizeof x);
         value_text(c, y, sizeof y);
@@ -220,8 +220,8 @@ static int check_unchanged(const moe_sweep *s, const moe_sweep_run *gr, long see
             used += (size_t)snprintf(diff + used, sizeof diff - used, "%s%s: %s, now %s", used ? "; " : "",
                                      was->keys[i], x, y);
     }
-    json_free(now);
-    json_free(was);
+    moe_json_free(now);
+    moe_json_free(was);
     if (!n) return 0;
     return moe_errf(err, "%s ran with another config than %s now gives it (%s%s): its results would be reported "
                     "as the new grid's; remove %s to run it again, or give the grid another \"out\"", dir,
@@ -352,11 +352,11 @@ static void stat_json(moe_buf *b, const double *v, size_t n) {
     double m, s;
     mean_std(v, n, &m, &s);
     moe_buf_printf(b, "{\"mean\": ");
-    json_write_double(b, m);
+    moe_json_write_double(b, m);
     moe_buf_printf(b, ", \"std\": ");
-    json_write_double(b, s);
+    moe_json_write_double(b, s);
     moe_buf_printf(b, ", \"n\": %zu, \"values\": [", n);
-    for (size_t i = 0; i < n; i++) { moe_buf_printf(b, "%s", i ? ", " : ""); json_write_double(b, v[i]); }
+    for (size_t i = 0; i < n; i++) { moe_buf_printf(b, "%s", i ? ", " : ""); moe_json_write_double(b, v[i]); }
     moe_buf_printf(b, "]}");
 }
 
@@ -453,9 +453,9 @@ static void cell_json(moe_buf *b, const moe_sweep *s, const results *x, size_t r
     size_t done = 0;
     for (size_t k = 0; k < x->S; k++) done += x->have[r * x->S + k] > 0;
     moe_buf_printf(b, "%s\n {\"name\": ", r ? "," : "");
-    json_write_string(b, s->runs[r].name, strlen(s->runs[r].name));
+    moe_json_write_string(b, s->runs[r].name, strlen(s->runs[r].name));
     moe_buf_printf(b, ", \"config\": ");
-    json_write_string(b, s->runs[r].config, strlen(s->runs[r].config));
+    moe_json_write_string(b, s->runs[r].config, strlen(s->runs[r].config));
     moe_buf_printf(b, ", \"seeds_done\": %zu, \"metrics\": ", done);
     metrics_json(b, x, r, 0);
     if (x->base >= 0 && (size_t)x->base != r) {
@@ -491,11 +491,11 @@ static void cell_md(moe_buf *md, const moe_sweep *s, const results *x, size_t r,
 static void summary_texts(const moe_sweep *s, const results *x, moe_buf *b, moe_buf *md) {
     const char *head = headline(x);
     moe_buf_printf(b, "{\"format\": \"moe-sweep-summary\", \"version\": 1, \"grid\": ");
-    json_write_string(b, s->path, strlen(s->path));
+    moe_json_write_string(b, s->path, strlen(s->path));
     moe_buf_printf(b, ", \"seeds\": [");
     for (size_t k = 0; k < x->S; k++) moe_buf_printf(b, "%s%ld", k ? ", " : "", s->seeds[k]);
     moe_buf_printf(b, "], \"headline\": ");
-    json_write_string(b, head, strlen(head));
+    moe_json_write_string(b, head, strlen(head));
     moe_buf_printf(b, ",\n\"cells\": [");
     moe_buf_printf(md, "| run | seeds done | %s (mean ± std) |%s", head,
                    x->base >= 0 ? " − baseline (paired mean ± std) |" : "");
@@ -511,7 +511,7 @@ static void summary_texts(const moe_sweep *s, const results *x, moe_buf *b, moe_
     moe_buf_printf(b, "]");
     if (x->base >= 0) {
         moe_buf_printf(b, ",\n\"baseline\": ");
-        json_write_string(b, s->baseline, strlen(s->baseline));
+        moe_json_write_string(b, s->baseline, strlen(s->baseline));
     }
     moe_buf_printf(b, "}\n");
 }

@@ -126,13 +126,13 @@ static int write_token(const moe_serve *s, int id, moe_buf *out) {
     if (!b) {
         char t[32];
         snprintf(t, sizeof t, "<id %d>", id);
-        return json_write_string(out, t, strlen(t));
+        return moe_json_write_string(out, t, strlen(t));
     }
-    if (moe_serve_utf8_valid((const char *)b, len) && !memchr(b, 0, len)) return json_write_string(out, (const char *)b, len);
+    if (moe_serve_utf8_valid((const char *)b, len) && !memchr(b, 0, len)) return moe_json_write_string(out, (const char *)b, len);
     moe_buf t = {0};
     int rc = moe_buf_printf(&t, "bytes:");
     for (size_t i = 0; i < len; i++) rc |= moe_buf_printf(&t, "\\x%02x", b[i]);
-    rc |= json_write_string(out, t.data, t.len);
+    rc |= moe_json_write_string(out, t.data, t.len);
     moe_buf_free(&t);
     return rc;
 }
@@ -146,7 +146,7 @@ static int add_logprob(moe_serve *s, moe_serve_job *j, int id, const double *val
     int rc = moe_buf_printf(&j->lp_tokens, "%s", sep);
     rc |= write_token(s, id, &j->lp_tokens);
     rc |= moe_buf_printf(&j->lp_values, "%s", sep);
-    rc |= value ? json_write_double(&j->lp_values, *value) : moe_buf_printf(&j->lp_values, "null");
+    rc |= value ? moe_json_write_double(&j->lp_values, *value) : moe_buf_printf(&j->lp_values, "null");
     rc |= moe_buf_printf(&j->lp_offsets, "%s%zu", sep, offset);
     rc |= moe_buf_printf(&j->lp_top, "%s", sep);
     if (!row || !value) {
@@ -165,7 +165,7 @@ static int add_logprob(moe_serve *s, moe_serve_job *j, int id, const double *val
             rc |= moe_buf_printf(&j->lp_top, "%s", k ? ", " : "");
             rc |= write_token(s, best[k], &j->lp_top);
             rc |= moe_buf_printf(&j->lp_top, ": ");
-            rc |= json_write_double(&j->lp_top, best[k] == id ? *value : (double)(row[best[k]] - lse));
+            rc |= moe_json_write_double(&j->lp_top, best[k] == id ? *value : (double)(row[best[k]] - lse));
         }
         rc |= moe_buf_printf(&j->lp_top, "}");
     }

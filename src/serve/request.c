@@ -24,9 +24,9 @@ static int refuse(moe_serve_error *e, const char *param, const char *fmt, ...) {
 }
 
 /* A number field in [lo, hi] (whole: an integer). */
-static int number(const json_value *v, const char *name, double lo, double hi, int whole, double *out,
+static int number(const moe_json_value *v, const char *name, double lo, double hi, int whole, double *out,
                   moe_serve_error *e) {
-    if (v->type != JSON_NUMBER)
+    if (v->type != MOE_JSON_NUMBER)
         return refuse(e, name, "'%s' must be a number", name);
     if (!isfinite(v->number) || v->number < lo || v->number > hi || (whole && v->number != floor(v->number)))
         return refuse(e, name, "'%s' must be %s in [%g, %g], found %g", name,
@@ -35,8 +35,8 @@ static int number(const json_value *v, const char *name, double lo, double hi, i
     return 0;
 }
 
-static int boolean(const json_value *v, const char *name, int *out, moe_serve_error *e) {
-    if (v->type != JSON_BOOL) return refuse(e, name, "'%s' must be true or false", name);
+static int boolean(const moe_json_value *v, const char *name, int *out, moe_serve_error *e) {
+    if (v->type != MOE_JSON_BOOL) return refuse(e, name, "'%s' must be true or false", name);
     *out = v->boolean;
     return 0;
 }
@@ -56,7 +56,7 @@ static int oom(moe_serve_error *e) {
 }
 
 /* A token-id array as one prompt. */
-static int ids_prompt(const json_value *a, const moe_serve_limits *lim, moe_serve_prompt *p,
+static int ids_prompt(const moe_json_value *a, const moe_serve_limits *lim, moe_serve_prompt *p,
                       moe_serve_error *e) {
     if (a->count == 0) return refuse(e, "prompt", "'prompt' has an empty token array");
     if (a->count > lim->context)
@@ -64,8 +64,8 @@ static int ids_prompt(const json_value *a, const moe_serve_limits *lim, moe_serv
                       a->count, lim->context);
     if (!(p->ids = malloc(a->count * sizeof(int)))) return oom(e);
     for (size_t i = 0; i < a->count; i++) {
-        const json_value *x = &a->items[i];
-        if (x->type != JSON_NUMBER || x->number != floor(x->number) || x->number < 0 ||
+        const moe_json_value *x = &a->items[i];
+        if (x->type != MOE_JSON_NUMBER || x->number != floor(x->number) || x->number < 0 ||
             x->number >= (double)lim->vocab)
             return refuse(e, "prompt", "'prompt' token %zu must be a token id in [0, %zu)", i, lim->vocab);
         p->ids[i] = (int)x->number;
@@ -75,14 +75,14 @@ static int ids_prompt(const json_value *a, const moe_serve_limits *lim, moe_serv
 }
 
 /* prompt: a string, an array of strings, an array of ids, or an array of id arrays. */
-static int parse_prompt(const json_value *v, const moe_serve_limits *lim, moe_serve_req *r,
+static int parse_prompt(const moe_json_value *v, const moe_serve_limits *lim, moe_serve_req *r,
                         moe_serve_error *e) {
-    size_t n = v->type == JSON_STRING ? 1 : v->type == JSON_ARRAY ? v->count : 0;
-    if (v->type != JSON_STRING && v->type != JSON_ARRAY)
+    size_t n = v->type == MOE_JSON_STRING ? 1 : v->type == MOE_JSON_ARRAY ? v->count : 0;
+    if (v->type != MOE_JSON_STRING && v->type != MOE_JSON_ARRAY)
         return refuse(e, "prompt", "'prompt' must be a string, an array of strings, an array of token "
                                    "ids or an array of token-id arrays");
     if (n == 0) return refuse(e, "prompt", "'prompt' is an empty array");
-    int flat_ids = v->type == JSON_ARRAY && v->items[0].type == JSON_NUMBER;
+    int flat_ids = v->type == MOE_JSON_ARRAY && v->items[0].type == MOE_JSON_NUMBER;
     if (flat_ids) n = 1;
     if (n > MOE_SERVE_MAX_PROMPTS)
         return refuse(e, "prompt", "'prompt' has %zu prompts; at most %d per request", n, MOE_SERVE_MAX_PROMPTS);
@@ -90,12 +90,12 @@ static int parse_prompt(const json_value *v, const moe_serve_limits *lim, moe_se
     r->n_prompts = n;
     if (flat_ids) return ids_prompt(v, lim, &r->prompts[0], e);
     for (size_t i = 0; i < n; i++) {
-        const json_value *x = v->type == JSON_STRING ? v : &v->items[i];
+        const moe_json_value *x = v->type == MOE_JSON_STRING ? v : &v->items[i];
         moe_serve_prompt *p = &r->prompts[i];
-        if (x->type == JSON_STRING) {
+        if (x->type == MOE_JSON_STRING) {
             if (!(p->text = dup_bytes(x->string, x->len))) return oom(e);
             p->len = x->len;
-        } else if (x->type == JSON_ARRAY) {
+        } else if (x->type == MOE_JSON_ARRAY) {
             if (ids_prompt(x, lim, p, e)) return -1;
         } else {
             return refuse(e, "prompt", "'prompt' item %zu must be a string or an array of token ids", i);
@@ -105,37 +105,37 @@ static int parse_prompt(const json_value *v, const moe_serve_limits *lim, moe_se
 }
 
 /* messages: [{"role", "content"}...] joined as content + "\n" each. */
-static int parse_messages(const json_value *v, moe_serve_req *r, moe_serve_error *e) {
-    if (v->type != JSON_ARRAY || v->count == 0)
+static int parse_messages(const moe_json_value *v, moe_serve_req *r, moe_serve_error *e) {
+    if (v->type != MOE_JSON_ARRAY || v->count == 0)
         return refuse(e, "messages", "'messages' must be a non-empty array of {\"role\", \"content\"} objects");
     if (v->count > MOE_SERVE_MAX_MESSAGES)
         return refuse(e, "messages", "'messages' has %zu messages; at most %d", v->count, MOE_SERVE_MAX_MESSAGES);
     moe_buf text = {0};
     for (size_t i = 0; i < v->count; i++) {
-        const json_value *msg = &v->items[i], *role = json_get(msg, "role"), *content = json_get(msg, "content");
-        if (msg->type != JSON_OBJECT) { moe_buf_free(&text); return refuse(e, "messages", "message %zu must be an object", i); }
+        const moe_json_value *msg = &v->items[i], *role = moe_json_get(msg, "role"), *content = moe_json_get(msg, "content");
+        if (msg->type != MOE_JSON_OBJECT) { moe_buf_free(&text); return refuse(e, "messages", "message %zu must be an object", i); }
         for (size_t k = 0; k < msg->count; k++)
             if (strcmp(msg->keys[k], "role") && strcmp(msg->keys[k], "content") && strcmp(msg->keys[k], "name")) {
                 moe_buf_free(&text);
                 return refuse(e, "messages", "message %zu: unknown field '%.64s' (supported: role, content, name)",
                               i, msg->keys[k]);
             }
-        if (!role || role->type != JSON_STRING ||
+        if (!role || role->type != MOE_JSON_STRING ||
             (strcmp(role->string, "system") && strcmp(role->string, "developer") &&
              strcmp(role->string, "user") && strcmp(role->string, "assistant"))) {
             moe_buf_free(&text);
             return refuse(e, "messages", "message %zu: 'role' must be system, developer, user or assistant", i);
         }
         int bad = !content;
-        if (content && content->type == JSON_STRING) {
+        if (content && content->type == MOE_JSON_STRING) {
             bad = moe_buf_append(&text, content->string, content->len);
-        } else if (content && content->type == JSON_ARRAY) {  /* [{"type": "text", "text": ...}] */
+        } else if (content && content->type == MOE_JSON_ARRAY) {  /* [{"type": "text", "text": ...}] */
             for (size_t k = 0; k < content->count && !bad; k++) {
-                const json_value *part = &content->items[k], *t = json_get(part, "type"), *s = json_get(part, "text");
-                bad = !t || t->type != JSON_STRING || strcmp(t->string, "text") || !s || s->type != JSON_STRING ||
+                const moe_json_value *part = &content->items[k], *t = moe_json_get(part, "type"), *s = moe_json_get(part, "text");
+                bad = !t || t->type != MOE_JSON_STRING || strcmp(t->string, "text") || !s || s->type != MOE_JSON_STRING ||
                       part->count != 2 || moe_buf_append(&text, s->string, s->len);
             }
-        } else if (!content || content->type != JSON_NULL) {
+        } else if (!content || content->type != MOE_JSON_NULL) {
             bad = 1;
         }
         if (bad || moe_buf_append(&text, "\n", 1)) {
@@ -151,13 +151,13 @@ static int parse_messages(const json_value *v, moe_serve_req *r, moe_serve_error
     return 0;
 }
 
-static int parse_stop(const json_value *v, moe_serve_req *r, moe_serve_error *e) {
-    size_t n = v->type == JSON_STRING ? 1 : v->type == JSON_ARRAY ? v->count : 0;
-    if ((v->type != JSON_STRING && v->type != JSON_ARRAY) || n > MOE_SERVE_MAX_STOP)
+static int parse_stop(const moe_json_value *v, moe_serve_req *r, moe_serve_error *e) {
+    size_t n = v->type == MOE_JSON_STRING ? 1 : v->type == MOE_JSON_ARRAY ? v->count : 0;
+    if ((v->type != MOE_JSON_STRING && v->type != MOE_JSON_ARRAY) || n > MOE_SERVE_MAX_STOP)
         return refuse(e, "stop", "'stop' must be a string or an array of at most %d strings", MOE_SERVE_MAX_STOP);
     for (size_t i = 0; i < n; i++) {
-        const json_value *s = v->type == JSON_STRING ? v : &v->items[i];
-        if (s->type != JSON_STRING || s->len == 0 || s->len > 256)
+        const moe_json_value *s = v->type == MOE_JSON_STRING ? v : &v->items[i];
+        if (s->type != MOE_JSON_STRING || s->len == 0 || s->len > 256)
             return refuse(e, "stop", "'stop' strings must be 1 to 256 bytes long");
         if (!(r->stop[i] = dup_bytes(s->string, s->len))) return oom(e);
         r->stop_len[i] = s->len;
@@ -166,8 +166,8 @@ static int parse_stop(const json_value *v, moe_serve_req *r, moe_serve_error *e)
     return 0;
 }
 
-static int parse_stream_options(const json_value *v, moe_serve_req *r, moe_serve_error *e) {
-    if (v->type != JSON_OBJECT) return refuse(e, "stream_options", "'stream_options' must be an object");
+static int parse_stream_options(const moe_json_value *v, moe_serve_req *r, moe_serve_error *e) {
+    if (v->type != MOE_JSON_OBJECT) return refuse(e, "stream_options", "'stream_options' must be an object");
     for (size_t k = 0; k < v->count; k++) {
         if (strcmp(v->keys[k], "include_usage"))
             return refuse(e, "stream_options", "'stream_options': unknown field '%.64s' (supported: include_usage)",
@@ -178,12 +178,12 @@ static int parse_stream_options(const json_value *v, moe_serve_req *r, moe_serve
 }
 
 /* One member of the request object. */
-static int parse_field(const char *key, const json_value *v, int chat, const moe_serve_limits *lim,
+static int parse_field(const char *key, const moe_json_value *v, int chat, const moe_serve_limits *lim,
                        moe_serve_req *r, int *has_stream_options, moe_serve_error *e) {
     double x = 0;
-    if (v->type == JSON_NULL && strcmp(key, "prompt") && strcmp(key, "messages")) return 0;  /* null: the default */
+    if (v->type == MOE_JSON_NULL && strcmp(key, "prompt") && strcmp(key, "messages")) return 0;  /* null: the default */
     if (!strcmp(key, "model") || !strcmp(key, "user")) {
-        if (v->type != JSON_STRING) return refuse(e, key, "'%s' must be a string", key);
+        if (v->type != MOE_JSON_STRING) return refuse(e, key, "'%s' must be a string", key);
         return 0;  /* one model is served: any name answers */
     }
     if (!chat && !strcmp(key, "prompt")) return parse_prompt(v, lim, r, e);
@@ -244,13 +244,13 @@ int moe_serve_parse(const char *body, size_t len, int chat, const moe_serve_limi
     r->seed = 1;
     r->logprobs = -1;
     moe_err err;
-    json_value *root = json_parse(body, len, "request body", &err);
+    moe_json_value *root = moe_json_parse(body, len, "request body", &err);
     if (!root) return refuse(e, "", "malformed JSON: %s", err.msg);
     int rc = 0, has_stream_options = 0;
-    if (root->type != JSON_OBJECT) rc = refuse(e, "", "the request body must be a JSON object");
+    if (root->type != MOE_JSON_OBJECT) rc = refuse(e, "", "the request body must be a JSON object");
     for (size_t k = 0; !rc && k < root->count; k++)
         rc = parse_field(root->keys[k], &root->items[k], chat, lim, r, &has_stream_options, e);
-    json_free(root);
+    moe_json_free(root);
     if (!rc && !r->n_prompts)
         rc = refuse(e, chat ? "messages" : "prompt", "'%s' is required", chat ? "messages" : "prompt");
     if (!rc && has_stream_options && !r->stream)
@@ -306,9 +306,9 @@ int moe_serve_write_text(moe_buf *out, const char *s, size_t len) {
         run = 0;
         i += bad;
     }
-    if (t.len == 0 && !rc) return json_write_string(out, s, len);  /* valid as it is */
+    if (t.len == 0 && !rc) return moe_json_write_string(out, s, len);  /* valid as it is */
     rc |= moe_buf_append(&t, s + len - run, run);
-    rc |= json_write_string(out, t.data, t.len);
+    rc |= moe_json_write_string(out, t.data, t.len);
     moe_buf_free(&t);
     return rc ? -1 : 0;
 }

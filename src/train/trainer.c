@@ -364,15 +364,15 @@ int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err) {
 void moe_trainer_log_begin(const moe_trainer *tr, const moe_step_stats *st, moe_buf *line) {
     moe_buf b = {0};
     moe_buf_printf(&b, "{\"step\": %ld, \"loss\": ", st->step);
-    json_write_double(&b, st->loss);
+    moe_json_write_double(&b, st->loss);
     moe_buf_printf(&b, ", \"lm_loss\": ");
-    json_write_double(&b, st->lm_loss);
+    moe_json_write_double(&b, st->lm_loss);
     moe_buf_printf(&b, ", \"aux_loss\": ");
-    json_write_double(&b, st->aux_loss);
+    moe_json_write_double(&b, st->aux_loss);
     moe_buf_printf(&b, ", \"lr\": ");
-    json_write_double(&b, st->lr);
+    moe_json_write_double(&b, st->lr);
     moe_buf_printf(&b, ", \"grad_norm\": ");
-    json_write_double(&b, st->grad_norm);
+    moe_json_write_double(&b, st->grad_norm);
     moe_buf_printf(&b, ", \"tokens\": %zu, \"seconds\": %.6f", st->tokens, st->seconds);
     if (st->skipped) moe_buf_printf(&b, ", \"skipped\": true");
     if (st->poisoned) moe_buf_printf(&b, ", \"nonfinite_params\": %zu", st->poisoned);
@@ -384,9 +384,9 @@ void moe_trainer_log_begin(const moe_trainer *tr, const moe_step_stats *st, moe_
         if (!f->ops->stats_json) continue;
         if (moe_layers++ == 0) {
             moe_buf_printf(&b, ", \"sparsity\": ");
-            json_write_double(&b, st->sparsity);
+            moe_json_write_double(&b, st->sparsity);
             moe_buf_printf(&b, ", \"lambda\": ");
-            json_write_float(&b, st->lambda);
+            moe_json_write_float(&b, st->lambda);
             moe_buf_printf(&b, ", \"layers\": [");
         } else {
             moe_buf_printf(&b, ", ");
@@ -472,12 +472,12 @@ static int write_state(const moe_trainer *tr, const char *dir, moe_err *err) {
     moe_buf_printf(&b, "{\n  \"format\": \"moe-trainer-state\",\n  \"version\": 1,\n"
                    "  \"step\": %ld,\n  \"loader_position\": %llu,\n  \"data_tokens\": %zu,\n"
                    "  \"lambda\": ", tr->step, (unsigned long long)tr->loader.position, tr->data->n);
-    json_write_float(&b, tr->model->rs.lambda);
+    moe_json_write_float(&b, tr->model->rs.lambda);
     if (tr->data->path) {  /* the data, so that --resume finds it and knows it again */
         char abs[PATH_MAX];
         const char *p = realpath(tr->data->path, abs) ? abs : tr->data->path;
         moe_buf_printf(&b, ",\n  \"data_path\": ");
-        json_write_string(&b, p, strlen(p));
+        moe_json_write_string(&b, p, strlen(p));
         moe_buf_printf(&b, ",\n  \"data_bytes\": %llu,\n  \"data_crc32\": \"%08x\"",
                        (unsigned long long)tr->data->file_bytes, tr->data->file_crc);
     }
@@ -674,30 +674,30 @@ int moe_checkpoint_lambda(const char *ckpt, float *lambda, moe_err *err) {
     if (moe_path(path, sizeof path, err, "%s/trainer_state.json", ckpt)) return -1;
     if (access(path, F_OK) != 0) return 1;
     if (moe_checksums_verify(ckpt, "trainer_state.json", err)) return -1;
-    json_value *j = json_parse_file(path, err);
+    moe_json_value *j = moe_json_parse_file(path, err);
     if (!j) return -1;
-    const json_value *l = json_get(j, "lambda");
+    const moe_json_value *l = moe_json_get(j, "lambda");
     int rc = 0;
-    if (!l || l->type != JSON_NUMBER || !(l->number >= 0))
+    if (!l || l->type != MOE_JSON_NUMBER || !(l->number >= 0))
         rc = moe_errf(err, "%s: expected a non-negative number \"lambda\"", path);
     else
         *lambda = (float)l->number;
-    json_free(j);
+    moe_json_free(j);
     return rc;
 }
 
 /* The data a checkpoint's state records (data_path, data_bytes, data_crc32):
  * 0 and the fields set, 1 when it records none (a checkpoint from before
  * they were written), -1 when they are malformed. */
-static int state_data(const json_value *j, const char *state, const char **path, uint64_t *bytes,
+static int state_data(const moe_json_value *j, const char *state, const char **path, uint64_t *bytes,
                       uint32_t *crc, moe_err *err) {
-    const json_value *p = json_get(j, "data_path"), *b = json_get(j, "data_bytes"),
-                     *c = json_get(j, "data_crc32");
+    const moe_json_value *p = moe_json_get(j, "data_path"), *b = moe_json_get(j, "data_bytes"),
+                     *c = moe_json_get(j, "data_crc32");
     if (!p && !b && !c) return 1;
     char *end;
-    unsigned long v = c && c->type == JSON_STRING ? strtoul(c->string, &end, 16) : 0;
-    if (!p || p->type != JSON_STRING || !b || b->type != JSON_NUMBER || !(b->number >= 0) || !c ||
-        c->type != JSON_STRING || strlen(c->string) != 8 || *end || v > 0xFFFFFFFFul)
+    unsigned long v = c && c->type == MOE_JSON_STRING ? strtoul(c->string, &end, 16) : 0;
+    if (!p || p->type != MOE_JSON_STRING || !b || b->type != MOE_JSON_NUMBER || !(b->number >= 0) || !c ||
+        c->type != MOE_JSON_STRING || strlen(c->string) != 8 || *end || v > 0xFFFFFFFFul)
         return moe_errf(err, "%s: expected a string \"data_path\", a number \"data_bytes\" and an "
                         "8-digit hex string \"data_crc32\"", state);
     *path = p->string;
@@ -707,7 +707,7 @@ static int state_data(const json_value *j, const char *state, const char **path,
 }
 
 /* The token file being used is the one the run recorded: same size and CRC. */
-static int check_data(const json_value *j, const char *state, const moe_tokens *t, moe_err *err) {
+static int check_data(const moe_json_value *j, const char *state, const moe_tokens *t, moe_err *err) {
     const char *path = NULL;
     uint64_t bytes = 0;
     uint32_t crc = 0;
@@ -728,24 +728,24 @@ int moe_checkpoint_data(const char *ckpt, char *path_out, size_t cap, moe_err *e
     if (moe_path(path, sizeof path, err, "%s/trainer_state.json", ckpt)) return -1;
     if (access(path, F_OK) != 0) return 1;
     if (moe_checksums_verify(ckpt, "trainer_state.json", err)) return -1;
-    json_value *j = json_parse_file(path, err);
+    moe_json_value *j = moe_json_parse_file(path, err);
     if (!j) return -1;
     const char *p = NULL;
     uint64_t bytes = 0;
     uint32_t crc = 0;
     int rc = state_data(j, path, &p, &bytes, &crc, err);
     if (rc == 0 && moe_path(path_out, cap, err, "%s", p)) rc = -1;
-    json_free(j);
+    moe_json_free(j);
     return rc;
 }
 
 int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
     char path[4096];
     const moe_layout *L = &tr->model->layout;
-    st_file f;
+    moe_st_file f;
     if (moe_path(path, sizeof path, err, "%s/optimizer.safetensors", ckpt) ||
         moe_checksums_verify(ckpt, "optimizer.safetensors", err) ||
-        moe_checksums_verify(ckpt, "trainer_state.json", err) || st_read(path, &f, err))
+        moe_checksums_verify(ckpt, "trainer_state.json", err) || moe_st_read(path, &f, err))
         return -1;
     int rc = 0;
     /* this rank's moments: its slice [lo, hi) (everything without ZeRO) of
@@ -759,23 +759,23 @@ int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
         for (int k = 0; k < 2 && !rc; k++) {
             char name[MOE_NAME_MAX + 16];
             snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", t->name);
-            rc = st_load_f32_range(&f, name, t->shape, t->ndim, first, b - a, (k ? tr->adam_v : tr->adam_m) + (a - lo),
+            rc = moe_st_load_f32_range(&f, name, t->shape, t->ndim, first, b - a, (k ? tr->adam_v : tr->adam_m) + (a - lo),
                                    err);
         }
     }
-    st_free(&f);
+    moe_st_free(&f);
     if (rc) return -1;
     if (moe_path(path, sizeof path, err, "%s/trainer_state.json", ckpt)) return -1;
-    json_value *j = json_parse_file(path, err);
+    moe_json_value *j = moe_json_parse_file(path, err);
     if (!j) return -1;
-    const json_value *step = json_get(j, "step"), *pos = json_get(j, "loader_position"),
-                     *ntok = json_get(j, "data_tokens"), *fmt = json_get(j, "format"),
-                     *lambda = json_get(j, "lambda");
-    if (!fmt || fmt->type != JSON_STRING || strcmp(fmt->string, "moe-trainer-state"))
+    const moe_json_value *step = moe_json_get(j, "step"), *pos = moe_json_get(j, "loader_position"),
+                     *ntok = moe_json_get(j, "data_tokens"), *fmt = moe_json_get(j, "format"),
+                     *lambda = moe_json_get(j, "lambda");
+    if (!fmt || fmt->type != MOE_JSON_STRING || strcmp(fmt->string, "moe-trainer-state"))
         rc = moe_errf(err, "%s: expected \"format\": \"moe-trainer-state\"", path);
-    else if (!step || step->type != JSON_NUMBER || step->number < 0 ||
-             !pos || pos->type != JSON_NUMBER || pos->number < 0 ||
-             !ntok || ntok->type != JSON_NUMBER || !lambda || lambda->type != JSON_NUMBER ||
+    else if (!step || step->type != MOE_JSON_NUMBER || step->number < 0 ||
+             !pos || pos->type != MOE_JSON_NUMBER || pos->number < 0 ||
+             !ntok || ntok->type != MOE_JSON_NUMBER || !lambda || lambda->type != MOE_JSON_NUMBER ||
              !(lambda->number >= 0))
         rc = moe_errf(err, "%s: expected non-negative numbers \"step\", \"loader_position\", "
                       "\"data_tokens\" and \"lambda\"", path);
@@ -789,7 +789,7 @@ int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
         tr->loader.position = (uint64_t)pos->number;
         tr->model->rs.lambda = (float)lambda->number;
     }
-    json_free(j);
+    moe_json_free(j);
     return rc ? rc : moe_trainer_truncate_metrics(tr, err);
 }
 

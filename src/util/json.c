@@ -1,4 +1,4 @@
-/* json.c — the strict RFC 8259 JSON parser (text -> json_value tree, with
+/* json.c — the strict RFC 8259 JSON parser (text -> moe_json_value tree, with
  * "WHAT:LINE:COL: expected X, found Y" errors), the typed member lookups and
  * the JSON text writers. */
 #include "moe/util/json.h"
@@ -60,10 +60,10 @@ static void skip_ws(parser *p) {
     }
 }
 
-static void free_contents(json_value *v) {
+static void free_contents(moe_json_value *v) {
     if (!v) return;
-    if (v->type == JSON_STRING) free(v->string);
-    if (v->type == JSON_ARRAY || v->type == JSON_OBJECT) {
+    if (v->type == MOE_JSON_STRING) free(v->string);
+    if (v->type == MOE_JSON_ARRAY || v->type == MOE_JSON_OBJECT) {
         for (size_t i = 0; i < v->count; i++) {
             free_contents(&v->items[i]);
             if (v->keys) free(v->keys[i]);
@@ -74,12 +74,12 @@ static void free_contents(json_value *v) {
     memset(v, 0, sizeof *v);
 }
 
-void json_free(json_value *v) {
+void moe_json_free(moe_json_value *v) {
     free_contents(v);
     free(v);
 }
 
-static int parse_value(parser *p, json_value *out);
+static int parse_value(parser *p, moe_json_value *out);
 
 static int hexval(char c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -217,7 +217,7 @@ static int is_digit(const parser *p, size_t i) {
 }
 
 /* Validates the RFC 8259 number grammar, then converts with strtod. */
-static int parse_number(parser *p, json_value *out) {
+static int parse_number(parser *p, moe_json_value *out) {
     size_t start = p->pos, i = p->pos;
     if (i < p->len && p->s[i] == '-') i++;
     if (!is_digit(p, i)) return fail_at(p, i, "a digit in number");
@@ -256,13 +256,13 @@ static int parse_number(parser *p, json_value *out) {
         return fail_found(p, start, "a number within the range of a double", found);
     }
     if (buf != small) free(buf);
-    out->type = JSON_NUMBER;
+    out->type = MOE_JSON_NUMBER;
     out->number = x;
     p->pos = i;
     return 0;
 }
 
-static int parse_literal(parser *p, const char *word, json_value *out, json_type t, int b) {
+static int parse_literal(parser *p, const char *word, moe_json_value *out, moe_json_type t, int b) {
     size_t n = strlen(word);
     for (size_t i = 0; i < n; i++) {
         if (p->pos + i >= p->len || p->s[p->pos + i] != word[i]) {
@@ -278,10 +278,10 @@ static int parse_literal(parser *p, const char *word, json_value *out, json_type
 }
 
 /* Grows items (and keys, for objects) to hold at least need entries. */
-static int grow(parser *p, json_value *v, size_t *cap, size_t need, int with_keys) {
+static int grow(parser *p, moe_json_value *v, size_t *cap, size_t need, int with_keys) {
     if (need <= *cap) return 0;
     size_t nc = *cap ? *cap * 2 : 4;
-    json_value *items = realloc(v->items, nc * sizeof *items);
+    moe_json_value *items = realloc(v->items, nc * sizeof *items);
     if (!items) return moe_errf(p->err, "%s: out of memory parsing", p->what);
     v->items = items;
     if (with_keys) {
@@ -293,18 +293,18 @@ static int grow(parser *p, json_value *v, size_t *cap, size_t need, int with_key
     return 0;
 }
 
-static int parse_array(parser *p, json_value *out) {
+static int parse_array(parser *p, moe_json_value *out) {
     size_t cap = 0;
-    out->type = JSON_ARRAY;
+    out->type = MOE_JSON_ARRAY;
     p->pos++;
     skip_ws(p);
     if (p->pos < p->len && p->s[p->pos] == ']') { p->pos++; return 0; }
     for (;;) {
         if (grow(p, out, &cap, out->count + 1, 0)) return -1;
-        json_value *item = &out->items[out->count];
+        moe_json_value *item = &out->items[out->count];
         memset(item, 0, sizeof *item);
         int rc = parse_value(p, item);
-        out->count++;   /* counted even on failure so json_free releases it */
+        out->count++;   /* counted even on failure so moe_json_free releases it */
         if (rc) return -1;
         skip_ws(p);
         if (p->pos < p->len && p->s[p->pos] == ',') { p->pos++; skip_ws(p); continue; }
@@ -348,11 +348,11 @@ static int keyset_add(keyset *ks, char **keys, size_t idx) {
     return 0;
 }
 
-static int parse_object(parser *p, json_value *out) {
+static int parse_object(parser *p, moe_json_value *out) {
     size_t cap = 0;
     keyset ks = {0};
     int rc = -1;
-    out->type = JSON_OBJECT;
+    out->type = MOE_JSON_OBJECT;
     p->pos++;
     skip_ws(p);
     if (p->pos < p->len && p->s[p->pos] == '}') { p->pos++; return 0; }
@@ -372,7 +372,7 @@ static int parse_object(parser *p, json_value *out) {
         }
         if (grow(p, out, &cap, out->count + 1, 1)) { free(key); goto done; }
         out->keys[out->count] = key;
-        json_value *item = &out->items[out->count];
+        moe_json_value *item = &out->items[out->count];
         memset(item, 0, sizeof *item);
         out->count++;
         int dup = keyset_add(&ks, out->keys, out->count - 1);
@@ -401,7 +401,7 @@ done:
     return rc;
 }
 
-static int parse_value(parser *p, json_value *out) {
+static int parse_value(parser *p, moe_json_value *out) {
     skip_ws(p);
     out->line = p->line;
     out->col = col_of(p, p->pos);
@@ -421,80 +421,80 @@ static int parse_value(parser *p, json_value *out) {
         return rc;
     }
     case '"':
-        out->type = JSON_STRING;
+        out->type = MOE_JSON_STRING;
         return parse_string(p, &out->string, &out->len);
-    case 't': return parse_literal(p, "true", out, JSON_BOOL, 1);
-    case 'f': return parse_literal(p, "false", out, JSON_BOOL, 0);
-    case 'n': return parse_literal(p, "null", out, JSON_NULL, 0);
+    case 't': return parse_literal(p, "true", out, MOE_JSON_BOOL, 1);
+    case 'f': return parse_literal(p, "false", out, MOE_JSON_BOOL, 0);
+    case 'n': return parse_literal(p, "null", out, MOE_JSON_NULL, 0);
     default:
         if (c == '-' || (c >= '0' && c <= '9')) return parse_number(p, out);
         return fail_at(p, p->pos, "a JSON value");
     }
 }
 
-json_value *json_parse(const char *text, size_t len, const char *what, moe_err *err) {
+moe_json_value *moe_json_parse(const char *text, size_t len, const char *what, moe_err *err) {
     parser p = {.s = text, .len = text ? len : 0, .line = 1, .what = what ? what : "<json>", .err = err};
-    json_value *v = moe_calloc(1, sizeof *v, err);
+    moe_json_value *v = moe_calloc(1, sizeof *v, err);
     if (!v) return NULL;
-    if (parse_value(&p, v)) { json_free(v); return NULL; }
+    if (parse_value(&p, v)) { moe_json_free(v); return NULL; }
     skip_ws(&p);
     if (p.pos < p.len) {
         fail_at(&p, p.pos, "end of input after the JSON value");
-        json_free(v);
+        moe_json_free(v);
         return NULL;
     }
     return v;
 }
 
-json_value *json_parse_file(const char *path, moe_err *err) {
+moe_json_value *moe_json_parse_file(const char *path, moe_err *err) {
     size_t len;
     char *text = moe_read_file(path, &len, err);
     if (!text) return NULL;
-    json_value *v = json_parse(text, len, path, err);
+    moe_json_value *v = moe_json_parse(text, len, path, err);
     free(text);
     return v;
 }
 
-const json_value *json_get(const json_value *obj, const char *key) {
-    if (!obj || obj->type != JSON_OBJECT || !key) return NULL;
+const moe_json_value *moe_json_get(const moe_json_value *obj, const char *key) {
+    if (!obj || obj->type != MOE_JSON_OBJECT || !key) return NULL;
     for (size_t i = 0; i < obj->count; i++)
         if (strcmp(obj->keys[i], key) == 0) return &obj->items[i];
     return NULL;
 }
 
-const json_value *json_get_typed(const json_value *obj, const char *key, json_type type) {
-    const json_value *v = json_get(obj, key);
+const moe_json_value *moe_json_get_typed(const moe_json_value *obj, const char *key, moe_json_type type) {
+    const moe_json_value *v = moe_json_get(obj, key);
     return v && v->type == type ? v : NULL;
 }
 
-double json_get_number(const json_value *obj, const char *key, double dflt) {
-    const json_value *v = json_get_typed(obj, key, JSON_NUMBER);
+double moe_json_get_number(const moe_json_value *obj, const char *key, double dflt) {
+    const moe_json_value *v = moe_json_get_typed(obj, key, MOE_JSON_NUMBER);
     return v ? v->number : dflt;
 }
 
-const char *json_get_string(const json_value *obj, const char *key, const char *dflt) {
-    const json_value *v = json_get_typed(obj, key, JSON_STRING);
+const char *moe_json_get_string(const moe_json_value *obj, const char *key, const char *dflt) {
+    const moe_json_value *v = moe_json_get_typed(obj, key, MOE_JSON_STRING);
     return v ? v->string : dflt;
 }
 
-int json_get_bool(const json_value *obj, const char *key, int dflt) {
-    const json_value *v = json_get_typed(obj, key, JSON_BOOL);
+int moe_json_get_bool(const moe_json_value *obj, const char *key, int dflt) {
+    const moe_json_value *v = moe_json_get_typed(obj, key, MOE_JSON_BOOL);
     return v ? v->boolean : dflt;
 }
 
-const char *json_type_name(json_type t) {
+const char *moe_json_type_name(moe_json_type t) {
     switch (t) {
-    case JSON_NULL: return "null";
-    case JSON_BOOL: return "a boolean";
-    case JSON_NUMBER: return "a number";
-    case JSON_STRING: return "a string";
-    case JSON_ARRAY: return "an array";
-    case JSON_OBJECT: return "an object";
+    case MOE_JSON_NULL: return "null";
+    case MOE_JSON_BOOL: return "a boolean";
+    case MOE_JSON_NUMBER: return "a number";
+    case MOE_JSON_STRING: return "a string";
+    case MOE_JSON_ARRAY: return "an array";
+    case MOE_JSON_OBJECT: return "an object";
     }
     return "?";
 }
 
-int json_write_string(moe_buf *b, const char *s, size_t len) {
+int moe_json_write_string(moe_buf *b, const char *s, size_t len) {
     if (moe_buf_append(b, "\"", 1)) return -1;
     size_t run = 0;  /* bytes copied verbatim, flushed before each escape */
     for (size_t i = 0; i < len; i++) {
@@ -522,14 +522,14 @@ int json_write_string(moe_buf *b, const char *s, size_t len) {
     return moe_buf_append(b, "\"", 1);
 }
 
-void json_format_double(char *buf, size_t cap, double x) {
+void moe_json_format_double(char *buf, size_t cap, double x) {
     for (int digits = 15; digits <= 17; digits++) {
         snprintf(buf, cap, "%.*g", digits, x);
         if (digits == 17 || strtod(buf, NULL) == x) return;
     }
 }
 
-void json_format_float(char *buf, size_t cap, float x) {
+void moe_json_format_float(char *buf, size_t cap, float x) {
     for (int digits = 6; digits <= 9; digits++) {
         snprintf(buf, cap, "%.*g", digits, (double)x);
         /* read back as a float, and as a double then rounded (Python, numpy) */
@@ -537,16 +537,16 @@ void json_format_float(char *buf, size_t cap, float x) {
     }
 }
 
-int json_write_double(moe_buf *b, double x) {
+int moe_json_write_double(moe_buf *b, double x) {
     if (!isfinite(x)) return moe_buf_append(b, "null", 4);
     char s[32];
-    json_format_double(s, sizeof s, x);
+    moe_json_format_double(s, sizeof s, x);
     return moe_buf_append(b, s, strlen(s));
 }
 
-int json_write_float(moe_buf *b, float x) {
+int moe_json_write_float(moe_buf *b, float x) {
     if (!isfinite(x)) return moe_buf_append(b, "null", 4);
     char s[32];
-    json_format_float(s, sizeof s, x);
+    moe_json_format_float(s, sizeof s, x);
     return moe_buf_append(b, s, strlen(s));
 }

@@ -7,14 +7,14 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     moe_err err;
-    json_value *j = json_parse((const char *)data, size, "fuzz.json", &err);
+    moe_json_value *j = moe_json_parse((const char *)data, size, "fuzz.json", &err);
     if (!j) return 0;
     moe_config c;
     moe_config_defaults(&c);
     if (moe_config_apply_json(&c, j, "fuzz.json", &err) == 0) moe_config_finalize(&c, &err);
     moe_buf b = {0};
-    json_write_string(&b, (const char *)data, size);
+    moe_json_write_string(&b, (const char *)data, size);
     moe_buf_free(&b);
-    json_free(j);
+    moe_json_free(j);
     return 0;
 }

@@ -34,12 +34,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int cmp = low_unicode(data, size);
     const char *text = (const char *)data;
     for (int k = 0; k < 3; k++) {
-        tok_iter it, piece;
-        tok_iter_init(&it, pats[k].pat);
-        tok_iter_init(&piece, pats[k].pat);
-        tok_iter_reset(&it, text, size);
+        moe_tok_iter it, piece;
+        moe_tok_iter_init(&it, pats[k].pat);
+        moe_tok_iter_init(&piece, pats[k].pat);
+        moe_tok_iter_reset(&it, text, size);
         size_t a, e, pos = 0, cut = moe_pretok_safe_cut(text, size, 1 + size / 3), pa = 0, pe = 0;
-        while (tok_iter_next(&it, &a, &e)) {
+        while (moe_tok_iter_next(&it, &a, &e)) {
             if (a != pos || e <= a || e > size) abort();  /* chunks tile the text */
             if (cmp) {  /* PCRE2: the next match, or invalid bytes (chunks of one) before it */
                 int rc = pcre2_match(re[k], data, size, pos, 0, md[k], NULL);
@@ -48,9 +48,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (ms > pos ? e != pos + 1 : e != me) abort();
             }
             /* the same chunks from the two pieces either side of a safe cut */
-            if (a == 0) tok_iter_reset(&piece, text, cut);
-            if (a == cut && cut < size) tok_iter_reset(&piece, text + cut, size - cut);
-            if (!tok_iter_next(&piece, &pa, &pe)) abort();
+            if (a == 0) moe_tok_iter_reset(&piece, text, cut);
+            if (a == cut && cut < size) moe_tok_iter_reset(&piece, text + cut, size - cut);
+            if (!moe_tok_iter_next(&piece, &pa, &pe)) abort();
             size_t base = a >= cut ? cut : 0;
             if (pa + base != a || pe + base != e) abort();
             pos = e;

@@ -6,16 +6,16 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_write(data, size, ".safetensors");
-    st_file f;
+    moe_st_file f;
     moe_err err;
-    if (path && st_read(path, &f, &err) == 0) {
+    if (path && moe_st_read(path, &f, &err) == 0) {
         float out[16];
         for (size_t i = 0; i < f.count; i++) {
-            const st_tensor *t = &f.tensors[i];
-            if (t->dtype == ST_F32 && t->end - t->begin <= sizeof out)
-                st_load_f32(&f, t->name, t->shape, t->ndim, out, &err);
+            const moe_st_tensor *t = &f.tensors[i];
+            if (t->dtype == MOE_ST_F32 && t->end - t->begin <= sizeof out)
+                moe_st_load_f32(&f, t->name, t->shape, t->ndim, out, &err);
         }
-        st_free(&f);
+        moe_st_free(&f);
     }
     return 0;
 }

@@ -22,7 +22,7 @@ static moe_serve *server(void) {
     moe_err err;
     moe_config c;
     moe_config_defaults(&c);
-    json_value *j = json_parse(cfg_text, strlen(cfg_text), "cfg", &err);
+    moe_json_value *j = moe_json_parse(cfg_text, strlen(cfg_text), "cfg", &err);
     moe_model *m = NULL;
     moe_tokenizer *tok = NULL;
     if (!j || moe_config_apply_json(&c, j, "cfg", &err) || moe_config_finalize(&c, &err) ||
@@ -31,19 +31,19 @@ static moe_serve *server(void) {
         fprintf(stderr, "fuzz_serve: %s\n", err.msg);
         abort();
     }
-    json_free(j);
+    moe_json_free(j);
     ready = 1;
     return &s;
 }
 
 static void must_be_json(const char *text, size_t len, const char *what) {
     moe_err err;
-    json_value *v = json_parse(text, len, what, &err);
+    moe_json_value *v = moe_json_parse(text, len, what, &err);
     if (!v) {
         fprintf(stderr, "fuzz_serve: invalid JSON %s: %s\n%.*s\n", what, err.msg, (int)len, text);
         abort();
     }
-    json_free(v);
+    moe_json_free(v);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -41,21 +41,21 @@ int main(int argc, char **argv) {
     size_t V = (size_t)m->cfg.vocab_size, n = m->layout.count;
     float *logits = malloc(B * T * V * sizeof(float));
     memcpy(logits, m->logits, B * T * V * sizeof(float));
-    st_entry *e = calloc(n + 2, sizeof *e);
+    moe_st_entry *e = calloc(n + 2, sizeof *e);
     char (*names)[MOE_NAME_MAX + 8] = calloc(n, sizeof *names);
     double losses[2] = {lm, aux};
-    e[0] = (st_entry){.name = "logits", .dtype = ST_F32, .ndim = 2, .shape = {(int64_t)(B * T), (int64_t)V}, .data = logits};
-    e[1] = (st_entry){.name = "losses", .dtype = ST_F64, .ndim = 1, .shape = {2}, .data = losses};
+    e[0] = (moe_st_entry){.name = "logits", .dtype = MOE_ST_F32, .ndim = 2, .shape = {(int64_t)(B * T), (int64_t)V}, .data = logits};
+    e[1] = (moe_st_entry){.name = "losses", .dtype = MOE_ST_F64, .ndim = 1, .shape = {2}, .data = losses};
     for (size_t i = 0; i < n; i++) {
         const moe_tensor *t = &m->layout.tensors[i];
         snprintf(names[i], sizeof names[i], "grad.%s", t->name);
         e[i + 2].name = names[i];
-        e[i + 2].dtype = ST_F32;
+        e[i + 2].dtype = MOE_ST_F32;
         e[i + 2].ndim = t->ndim;
         memcpy(e[i + 2].shape, t->shape, sizeof t->shape);
         e[i + 2].data = m->grads + t->offset;
     }
-    int rc = st_write(argv[5], e, n + 2, NULL, NULL, 0, &err);
+    int rc = moe_st_write(argv[5], e, n + 2, NULL, NULL, 0, &err);
     if (rc) fprintf(stderr, "%s\n", err.msg);
     free(e); free(names); free(logits); free(x); free(y);
     moe_loader_free(&ld);

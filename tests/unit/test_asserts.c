@@ -37,13 +37,13 @@ static int aborts(void (*fn)(void)) {
 /* op(A)[4,4] stored with rows of 2: lda < K */
 static void sgemm_short_lda(void) {
     float A[16] = {0}, B[16] = {0}, C[16] = {0};
-    k_sgemm(0, 0, 4, 4, 4, 1.0f, A, 2, B, 4, 0.0f, C, 4);
+    moe_k_sgemm(0, 0, 4, 4, 4, 1.0f, A, 2, B, 4, 0.0f, C, 4);
 }
 
 /* rotate-half needs an even head size */
 static void rope_odd_head(void) {
     float x[3] = {0}, c[1] = {1}, s[1] = {0};
-    k_rope(x, c, s, 1, 1, 1, 3, 0);
+    moe_k_rope(x, c, s, 1, 1, 1, 3, 0);
 }
 
 /* the assigning pass hands out more floats than the counting pass sized */
@@ -68,12 +68,12 @@ static int compiled_in(void) {
 
 static void test_sgemm_leading_dimension(void) {
     if (!compiled_in()) return;
-    CHECK(aborts(sgemm_short_lda), "k_sgemm with lda < K did not abort");
+    CHECK(aborts(sgemm_short_lda), "moe_k_sgemm with lda < K did not abort");
 }
 
 static void test_rope_even_head(void) {
     if (!compiled_in()) return;
-    CHECK(aborts(rope_odd_head), "k_rope with an odd head size did not abort");
+    CHECK(aborts(rope_odd_head), "moe_k_rope with an odd head size did not abort");
 }
 
 static void test_layout_range(void) {

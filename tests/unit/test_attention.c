@@ -157,14 +157,14 @@ typedef struct {      /* the kernel's results */
     float *out, *lse, *dq, *dk, *dv;
 } run_result;
 
-static run_result run_kernel(shape s, k_precision prec, const float *q, const float *k, const float *v,
+static run_result run_kernel(shape s, moe_k_precision prec, const float *q, const float *k, const float *v,
                              const float *R) {
     size_t nq = nq_of(s), nk = nk_of(s);
     run_result r = {malloc(nq * 4), malloc((size_t)s.B * s.H * s.T * 4), malloc(nq * 4), malloc(nk * 4),
                     malloc(nk * 4)};
-    float *scratch = malloc(k_attention_scratch(s.B, s.T, s.H, s.hd) * sizeof(float));
-    k_attention_forward(prec, r.out, r.lse, scratch, q, k, v, s.B, s.T, s.H, s.KV, s.hd);
-    k_attention_backward(prec, r.dq, r.dk, r.dv, scratch, R, r.out, r.lse, q, k, v, s.B, s.T, s.H, s.KV,
+    float *scratch = malloc(moe_k_attention_scratch(s.B, s.T, s.H, s.hd) * sizeof(float));
+    moe_k_attention_forward(prec, r.out, r.lse, scratch, q, k, v, s.B, s.T, s.H, s.KV, s.hd);
+    moe_k_attention_backward(prec, r.dq, r.dk, r.dv, scratch, R, r.out, r.lse, q, k, v, s.B, s.T, s.H, s.KV,
                          s.hd);
     free(scratch);
     return r;
@@ -172,13 +172,13 @@ static run_result run_kernel(shape s, k_precision prec, const float *q, const fl
 static void run_free(run_result *r) { free(r->out); free(r->lse); free(r->dq); free(r->dk); free(r->dv); }
 
 /* The kernel in `prec` against the reference on x (bf16: x rounded first). */
-static void check_against_ref(shape s, k_precision prec, const double *x, const double *R, const char *what) {
+static void check_against_ref(shape s, moe_k_precision prec, const double *x, const double *R, const char *what) {
     size_t nq = nq_of(s), nk = nk_of(s), n = nq + 2 * nk, nl = (size_t)s.B * s.H * s.T;
     double *xr = malloc(n * sizeof *xr);
     float *xf = malloc(n * sizeof *xf), *Rf = malloc(nq * sizeof *Rf);
     for (size_t i = 0; i < n; i++) {
         xf[i] = (float)x[i];
-        if (prec == K_BF16) xf[i] = k_round_bf16(xf[i]);
+        if (prec == MOE_K_BF16) xf[i] = moe_k_round_bf16(xf[i]);
         xr[i] = xf[i];  /* the reference sees exactly the kernel's inputs (rounded under bf16) */
     }
     for (size_t i = 0; i < nq; i++) Rf[i] = (float)R[i];
@@ -204,7 +204,7 @@ static void check_against_ref(shape s, k_precision prec, const double *x, const 
           s.hd, s.T, r_out, r_lse);
     CHECK(r_dq <= 1 && r_dk <= 1 && r_dv <= 1, "%s hd %d T %d: backward beyond its bound (%.3g %.3g %.3g)",
           what, s.hd, s.T, r_dq, r_dk, r_dv);
-    if (prec == K_BF16) {  /* the rounding is in effect: against the unrounded inputs it shows */
+    if (prec == MOE_K_BF16) {  /* the rounding is in effect: against the unrounded inputs it shows */
         ref_result raw = ref_alloc(s);
         double *xd = malloc(n * sizeof *xd);
         for (size_t i = 0; i < n; i++) xd[i] = (float)x[i];
@@ -284,7 +284,7 @@ static void test_fp32_against_reference(void) {
     for (size_t i = 0; i < N_SHAPES; i++) {
         double *x, *R;
         inputs(SHAPES[i], 10 + i, &x, &R);
-        check_against_ref(SHAPES[i], K_FP32, x, R, "fp32");
+        check_against_ref(SHAPES[i], MOE_K_FP32, x, R, "fp32");
         free(x); free(R);
     }
 }
@@ -311,7 +311,7 @@ static void test_bf16_against_reference(void) {
     for (size_t i = 0; i < N_SHAPES; i++) {
         double *x, *R;
         inputs(SHAPES[i], 30 + i, &x, &R);
-        check_against_ref(SHAPES[i], K_BF16, x, R, "bf16");
+        check_against_ref(SHAPES[i], MOE_K_BF16, x, R, "bf16");
         free(x); free(R);
     }
 }
@@ -327,9 +327,9 @@ static void test_threads_bit_identical(void) {
     for (size_t i = 0; i < nq; i++) Rf[i] = (float)R[i];
     int keep = omp_get_max_threads();
     omp_set_num_threads(1);
-    run_result a = run_kernel(s, K_FP32, xf, xf + nq, xf + nq + nk, Rf);
+    run_result a = run_kernel(s, MOE_K_FP32, xf, xf + nq, xf + nq + nk, Rf);
     omp_set_num_threads(2);
-    run_result b = run_kernel(s, K_FP32, xf, xf + nq, xf + nq + nk, Rf);
+    run_result b = run_kernel(s, MOE_K_FP32, xf, xf + nq, xf + nq + nk, Rf);
     omp_set_num_threads(keep);
     CHECK(!memcmp(a.out, b.out, nq * 4) && !memcmp(a.dq, b.dq, nq * 4) && !memcmp(a.dk, b.dk, nk * 4) &&
           !memcmp(a.dv, b.dv, nk * 4), "1 and 2 threads differ");

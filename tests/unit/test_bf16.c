@@ -1,5 +1,5 @@
 /* test_bf16.c — the bf16 matrix products of kernels.h (precision "bf16"):
- * rounding to bf16, the three products of k_matmul_forward / _backward
+ * rounding to bf16, the three products of moe_k_matmul_forward / _backward
  * against double-precision references within derived bounds (shapes that
  * take every path: row tails, padded inner dimensions, accumulation), the
  * weight copies of inference (frozen weights), products run by several
@@ -41,13 +41,13 @@ static float bits_to_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
 static void test_rounding(void) {
     /* bf16 keeps 8 significant bits: the spacing above 1 is 2^-7 */
-    CHECK(k_round_bf16(1.0f + 0x1p-8f) == 1.0f, "tie rounds to even (down)");
-    CHECK(k_round_bf16(1.0f + 3 * 0x1p-8f) == 1.0f + 0x1p-6f, "tie rounds to even (up)");
-    CHECK(k_round_bf16(1.0f + 0x1p-8f + 0x1p-20f) == 1.0f + 0x1p-7f, "above the tie rounds up");
-    CHECK(k_round_bf16(-3.0f) == -3.0f, "exact values stay");
-    CHECK(isinf(k_round_bf16(bits_to_float(0x7f7fffffu))), "the largest float rounds to infinity");
-    CHECK(isnan(k_round_bf16(bits_to_float(0x7f800001u))), "a NaN stays NaN");
-    CHECK(isinf(k_round_bf16(INFINITY)) && k_round_bf16(INFINITY) > 0, "infinity stays");
+    CHECK(moe_k_round_bf16(1.0f + 0x1p-8f) == 1.0f, "tie rounds to even (down)");
+    CHECK(moe_k_round_bf16(1.0f + 3 * 0x1p-8f) == 1.0f + 0x1p-6f, "tie rounds to even (up)");
+    CHECK(moe_k_round_bf16(1.0f + 0x1p-8f + 0x1p-20f) == 1.0f + 0x1p-7f, "above the tie rounds up");
+    CHECK(moe_k_round_bf16(-3.0f) == -3.0f, "exact values stay");
+    CHECK(isinf(moe_k_round_bf16(bits_to_float(0x7f7fffffu))), "the largest float rounds to infinity");
+    CHECK(isnan(moe_k_round_bf16(bits_to_float(0x7f800001u))), "a NaN stays NaN");
+    CHECK(isinf(moe_k_round_bf16(INFINITY)) && moe_k_round_bf16(INFINITY) > 0, "infinity stays");
 }
 
 static void fill(moe_rng *r, float *x, size_t n) {
@@ -73,7 +73,7 @@ static double check_product(const float *C, const float *C0, const float *A, siz
             double ref = C0 ? C0[i * N + j] : 0.0, mag = 0.0;
             for (size_t k = 0; k < K; k++) {
                 double a = A[i * sai + k * sak], b = B[k * sbk + j * sbj];
-                if (rounded) { a = k_round_bf16((float)a); b = k_round_bf16((float)b); }
+                if (rounded) { a = moe_k_round_bf16((float)a); b = moe_k_round_bf16((float)b); }
                 ref += a * b;
                 mag += fabs(a * b);
             }
@@ -89,10 +89,10 @@ static double check_product(const float *C, const float *C0, const float *A, siz
 
 static void test_products(void) {
     if (!have_bf16) { SKIP_TEST("this CPU has no bf16 dot products (AVX512_BF16 or AMX, as oneDNN reports)"); return; }
-    k_ctx *kc;
+    moe_k_ctx *kc;
     moe_err err;
-    CHECK(k_ctx_create(K_BF16, &kc, &err) == 0, "%s", err.msg);
-    CHECK(k_ctx_precision(kc) == K_BF16, "bf16 in effect");
+    CHECK(moe_k_ctx_create(MOE_K_BF16, &kc, &err) == 0, "%s", err.msg);
+    CHECK(moe_k_ctx_precision(kc) == MOE_K_BF16, "bf16 in effect");
     /* N rows: 1 and 5 (tail only), 37 and 100 (main + tail), 64 (main only);
      * C = 517 is not a multiple of the padding block; O = 24, 33, and 64, 32 */
     const size_t shapes[][3] = {{1, 16, 24}, {5, 517, 33}, {37, 517, 24}, {64, 128, 33}, {100, 40, 24},
@@ -109,18 +109,18 @@ static void test_products(void) {
         fill(&r, out0, N * O); fill(&r, din0, N * C); fill(&r, dW0, O * C);
         for (int rounded = 0; rounded < 2; rounded++) {
             /* out = in W^T, then out = out0 + in W^T */
-            k_matmul_forward(kc, out, in, W, N, C, O, 0.0f);
+            moe_k_matmul_forward(kc, out, in, W, N, C, O, 0.0f);
             double w = check_product(out, NULL, in, C, 1, W, 1, C, N, O, C, rounded, "forward");
             memcpy(out, out0, N * O * 4);
-            k_matmul_forward(kc, out, in, W, N, C, O, 1.0f);
+            moe_k_matmul_forward(kc, out, in, W, N, C, O, 1.0f);
             check_product(out, out0, in, C, 1, W, 1, C, N, O, C, rounded, "forward beta=1");
             /* din = dout W (and += ), dW = dW0 + dout^T in */
             memcpy(din, din0, N * C * 4);
             memcpy(dW, dW0, O * C * 4);
-            k_matmul_backward(kc, din, dW, dout, in, W, N, C, O, 1);
+            moe_k_matmul_backward(kc, din, dW, dout, in, W, N, C, O, 1);
             check_product(din, din0, dout, O, 1, W, C, 1, N, C, O, rounded, "din +=");
             check_product(dW, dW0, dout, 1, O, in, C, 1, O, C, N, rounded, "dW +=");
-            k_matmul_backward(kc, din, NULL, dout, in, W, N, C, O, 0);
+            moe_k_matmul_backward(kc, din, NULL, dout, in, W, N, C, O, 0);
             check_product(din, NULL, dout, O, 1, W, C, 1, N, C, O, rounded, "din");
             if (!rounded && w > worst_plain) worst_plain = w;
         }
@@ -128,7 +128,7 @@ static void test_products(void) {
     }
     /* the rounding must show: fp32 products would stay below K 2^-24 */
     CHECK(worst_plain > 1e-4, "largest error %.3g: are the inputs rounded to bf16 at all?", worst_plain);
-    k_ctx_free(kc);
+    moe_k_ctx_free(kc);
 }
 
 /* Inference keeps bf16 copies of frozen weights: the results must not
@@ -140,31 +140,31 @@ static void test_frozen_weights(void) {
     moe_rng r;
     moe_rng_seed(&r, 5);
     fill(&r, in, N * C); fill(&r, W, 2 * O * C);
-    k_ctx *kc;
+    moe_k_ctx *kc;
     moe_err err;
-    CHECK(k_ctx_create(K_BF16, &kc, &err) == 0, "%s", err.msg);
-    k_matmul_forward(kc, a, in, W, N, C, O, 0.0f);
-    k_ctx_freeze_weights(kc, W, O * C);  /* only the first weight */
+    CHECK(moe_k_ctx_create(MOE_K_BF16, &kc, &err) == 0, "%s", err.msg);
+    moe_k_matmul_forward(kc, a, in, W, N, C, O, 0.0f);
+    moe_k_ctx_freeze_weights(kc, W, O * C);  /* only the first weight */
     for (int rep = 0; rep < 2; rep++) {
-        k_matmul_forward(kc, b, in, W, N, C, O, 0.0f);
+        moe_k_matmul_forward(kc, b, in, W, N, C, O, 0.0f);
         CHECK(memcmp(a, b, sizeof a) == 0, "frozen weight: same bits (call %d)", rep);
     }
     /* one row (decode) with a frozen weight takes the vdpbf16ps product:
      * within fp32 accumulation error of the rounded inputs' product */
     static float y[O], y0[O];
     fill(&r, y0, O);
-    k_matmul_forward(kc, y, in, W, 1, C, O, 0.0f);
+    moe_k_matmul_forward(kc, y, in, W, 1, C, O, 0.0f);
     check_product(y, NULL, in, C, 1, W, 1, C, 1, O, C, 1, "one-row forward, frozen");
     memcpy(y, y0, sizeof y);
-    k_matmul_forward(kc, y, in, W, 1, C, O, 1.0f);
+    moe_k_matmul_forward(kc, y, in, W, 1, C, O, 1.0f);
     check_product(y, y0, in, C, 1, W, 1, C, 1, O, C, 1, "one-row forward += , frozen");
     float *W2 = W + O * C;  /* outside the frozen range: must follow changes */
-    k_matmul_forward(kc, a, in, W2, N, C, O, 0.0f);
+    moe_k_matmul_forward(kc, a, in, W2, N, C, O, 0.0f);
     for (size_t i = 0; i < O * C; i++) W2[i] *= 2.0f;
-    k_matmul_forward(kc, b, in, W2, N, C, O, 0.0f);
+    moe_k_matmul_forward(kc, b, in, W2, N, C, O, 0.0f);
     for (size_t i = 0; i < N * O; i++)
         if (b[i] != 2.0f * a[i]) { CHECK(0, "unfrozen weight changed: %g vs 2 x %g", b[i], a[i]); break; }
-    k_ctx_free(kc);
+    moe_k_ctx_free(kc);
 }
 
 /* Experts run one per thread: the same cached primitives executed by
@@ -177,40 +177,40 @@ static void test_concurrent(void) {
     moe_rng r;
     moe_rng_seed(&r, 21);
     for (int e = 0; e < E; e++) { fill(&r, x[e], N * C); fill(&r, g[e], N * O); fill(&r, W[e], O * C); }
-    k_ctx *kc;
+    moe_k_ctx *kc;
     moe_err err;
-    CHECK(k_ctx_create(K_BF16, &kc, &err) == 0, "%s", err.msg);
+    CHECK(moe_k_ctx_create(MOE_K_BF16, &kc, &err) == 0, "%s", err.msg);
     memset(ref, 0, sizeof ref);
-    for (int e = 0; e < E; e++) k_matmul_backward(kc, NULL, ref[e], g[e], x[e], W[e], N, C, O, 0);
+    for (int e = 0; e < E; e++) moe_k_matmul_backward(kc, NULL, ref[e], g[e], x[e], W[e], N, C, O, 0);
     int bad = 0;
     for (int rep = 0; rep < 20 && !bad; rep++) {
         memset(dW, 0, sizeof dW);
         #pragma omp parallel for schedule(static, 1) num_threads(4)
-        for (int e = 0; e < E; e++) k_matmul_backward(kc, NULL, dW[e], g[e], x[e], W[e], N, C, O, 0);
+        for (int e = 0; e < E; e++) moe_k_matmul_backward(kc, NULL, dW[e], g[e], x[e], W[e], N, C, O, 0);
         for (int e = 0; e < E; e++) bad += memcmp(dW[e], ref[e], sizeof dW[e]) != 0;
     }
     CHECK(!bad, "%d concurrent weight gradients differ from the serial ones", bad);
-    k_ctx_free(kc);
+    moe_k_ctx_free(kc);
 }
 
 /* MOE_NO_BF16=1 forces the fallback: a bf16 request gives fp32 products,
- * bit for bit those of k_sgemm, and a model says which precision it runs. */
+ * bit for bit those of moe_k_sgemm, and a model says which precision it runs. */
 static void test_fallback(void) {
     setenv("MOE_NO_BF16", "1", 1);
-    CHECK(!k_bf16_available(), "MOE_NO_BF16 turns bf16 off");
-    k_ctx *kc;
+    CHECK(!moe_k_bf16_available(), "MOE_NO_BF16 turns bf16 off");
+    moe_k_ctx *kc;
     moe_err err;
-    CHECK(k_ctx_create(K_BF16, &kc, &err) == 0, "%s", err.msg);
-    CHECK(k_ctx_precision(kc) == K_FP32, "fell back to fp32");
+    CHECK(moe_k_ctx_create(MOE_K_BF16, &kc, &err) == 0, "%s", err.msg);
+    CHECK(moe_k_ctx_precision(kc) == MOE_K_FP32, "fell back to fp32");
     enum { N = 37, C = 48, O = 20 };
     static float in[N * C], W[O * C], a[N * O], b[N * O];
     moe_rng r;
     moe_rng_seed(&r, 9);
     fill(&r, in, N * C); fill(&r, W, O * C);
-    k_matmul_forward(kc, a, in, W, N, C, O, 0.0f);
-    k_sgemm(0, 1, N, O, C, 1.0f, in, C, W, C, 0.0f, b, O);
-    CHECK(memcmp(a, b, sizeof a) == 0, "fallback products are k_sgemm's");
-    k_ctx_free(kc);
+    moe_k_matmul_forward(kc, a, in, W, N, C, O, 0.0f);
+    moe_k_sgemm(0, 1, N, O, C, 1.0f, in, C, W, C, 0.0f, b, O);
+    CHECK(memcmp(a, b, sizeof a) == 0, "fallback products are moe_k_sgemm's");
+    moe_k_ctx_free(kc);
 
     moe_config cfg;
     moe_config_defaults(&cfg);
@@ -259,7 +259,7 @@ static const char *saved_precision(const char *dir, moe_config *cfg) {
 }
 
 /* The default precision "auto" is bf16 exactly where the CPU computes bf16
- * dot products (as oneDNN reports: k_bf16_available), resolved when the
+ * dot products (as oneDNN reports: moe_k_bf16_available), resolved when the
  * model is created; the model runs it and its checkpoint records the
  * resolved value, so resume, eval and score run the same products.
  * MOE_NO_BF16=1 makes auto fp32; an explicit fp32 stays fp32 on any CPU; a
@@ -355,16 +355,16 @@ static void test_decode_rounds_like_forward(void) {
     moe_model_free(m);
 }
 
-/* Activations kept in bf16 (k_act_size 2): the SwiGLU output written in
+/* Activations kept in bf16 (moe_k_act_size 2): the SwiGLU output written in
  * bf16 and read by the products gives the very bits of the fp32-kept path
  * (the products round it the same way), for row counts and widths that
  * take the in-place, tail-padded and fully padded paths; under fp32 the
  * _act functions are the float ones. */
 static void test_kept_activations(void) {
-    k_ctx *kc;
+    moe_k_ctx *kc;
     moe_err err;
-    CHECK(k_ctx_create(K_BF16, &kc, &err) == 0, "%s", err.msg);
-    CHECK(k_act_size(kc) == (have_bf16 ? 2u : 4u), "bytes an element: %zu", k_act_size(kc));
+    CHECK(moe_k_ctx_create(MOE_K_BF16, &kc, &err) == 0, "%s", err.msg);
+    CHECK(moe_k_act_size(kc) == (have_bf16 ? 2u : 4u), "bytes an element: %zu", moe_k_act_size(kc));
     size_t shapes[][3] = {{64, 96, 32}, {77, 96, 48}, {5, 40, 24}, {33, 256, 64}};  /* N, F, D */
     moe_rng r;
     moe_rng_seed(&r, 17);
@@ -373,26 +373,26 @@ static void test_kept_activations(void) {
         float *h1 = malloc(N * F * 4), *h3 = malloc(N * F * 4), *a = malloc(N * F * 4), *W = malloc(D * F * 4);
         float *dy = malloc(N * D * 4), *y0 = malloc(N * D * 4), *y1 = malloc(N * D * 4);
         float *da0 = malloc(N * F * 4), *da1 = malloc(N * F * 4), *dW0 = calloc(D * F, 4), *dW1 = calloc(D * F, 4);
-        void *ak = malloc(N * F * k_act_size(kc));
+        void *ak = malloc(N * F * moe_k_act_size(kc));
         fill(&r, h1, N * F); fill(&r, h3, N * F); fill(&r, W, D * F); fill(&r, dy, N * D);
-        k_swiglu_forward(a, h1, h3, N * F);
-        k_matmul_forward(kc, y0, a, W, N, F, D, 0.0f);
-        k_matmul_backward(kc, da0, dW0, dy, a, W, N, F, D, 0);
-        k_swiglu_forward_act(kc, ak, h1, h3, N * F);
-        k_matmul_forward_act(kc, y1, ak, W, N, F, D, 0.0f);
-        k_matmul_backward_act(kc, da1, dW1, dy, ak, W, N, F, D, 0);
+        moe_k_swiglu_forward(a, h1, h3, N * F);
+        moe_k_matmul_forward(kc, y0, a, W, N, F, D, 0.0f);
+        moe_k_matmul_backward(kc, da0, dW0, dy, a, W, N, F, D, 0);
+        moe_k_swiglu_forward_act(kc, ak, h1, h3, N * F);
+        moe_k_matmul_forward_act(kc, y1, ak, W, N, F, D, 0.0f);
+        moe_k_matmul_backward_act(kc, da1, dW1, dy, ak, W, N, F, D, 0);
         CHECK(!memcmp(y0, y1, N * D * 4) && !memcmp(da0, da1, N * F * 4) && !memcmp(dW0, dW1, D * F * 4),
               "N %zu F %zu D %zu: kept in %zu bytes, the products differ from the fp32-kept ones", N, F, D,
-              k_act_size(kc));
+              moe_k_act_size(kc));
         free(h1); free(h3); free(a); free(W); free(dy); free(y0); free(y1); free(da0); free(da1);
         free(dW0); free(dW1); free(ak);
     }
-    k_ctx_free(kc);
+    moe_k_ctx_free(kc);
 }
 
 int main(void) {
     unsetenv("MOE_NO_BF16");
-    have_bf16 = k_bf16_available();
+    have_bf16 = moe_k_bf16_available();
     if (!have_bf16) printf("note: no bf16 dot products here; only the fallback is tested\n");
     RUN(test_rounding);
     RUN(test_products);

@@ -26,11 +26,11 @@ static moe_model *make_model(const char *extra) {
     moe_err err = {{0}};
     moe_config_defaults(&c);
     strcpy(c.precision, "fp32");  /* exact fp32 products, whatever "auto" picks on this CPU */
-    json_value *j = json_parse(text, strlen(text), "cfg", &err);
+    moe_json_value *j = moe_json_parse(text, strlen(text), "cfg", &err);
     CHECK(j != NULL, "%s", err.msg);
     if (!j) return NULL;
     int rc = moe_config_apply_json(&c, j, "cfg", &err);
-    json_free(j);
+    moe_json_free(j);
     if (!rc) rc = moe_config_finalize(&c, &err);
     moe_model *m = NULL;
     if (!rc) rc = moe_model_create(&c, &m, &err);

@@ -373,16 +373,16 @@ static void test_route_stats_on_hand_gates(void) {
     char *names[] = {"d0", "d1"};
     CHECK(!moe_route_stats_json(&st, NULL, names, 3, 1, &out, &err), "%s", err.msg);
     moe_buf_printf(&out, "}");
-    json_value *j = json_parse(out.data, out.len, "analysis", &err);
+    moe_json_value *j = moe_json_parse(out.data, out.len, "analysis", &err);
     CHECK(j != NULL, "%s", err.msg);
     if (j) {
-        const json_value *site0 = &json_get(j, "sites")->items[0];
-        const json_value *top0 = &json_get(site0, "top_tokens")->items[0];
-        CHECK(top0->count == 1 && json_get(&top0->items[0], "id")->number == 5,
+        const moe_json_value *site0 = &moe_json_get(j, "sites")->items[0];
+        const moe_json_value *top0 = &moe_json_get(site0, "top_tokens")->items[0];
+        CHECK(top0->count == 1 && moe_json_get(&top0->items[0], "id")->number == 5,
               "expert 0's top token is id 5");
-        CHECK_CLOSE(json_get(site0, "sparsity")->number, 1.0 - 4.0 / 8.0, 0, 1e-12);
-        CHECK_CLOSE(json_get(site0, "no_expert")->number, 0.25, 0, 1e-12);
-        json_free(j);
+        CHECK_CLOSE(moe_json_get(site0, "sparsity")->number, 1.0 - 4.0 / 8.0, 0, 1e-12);
+        CHECK_CLOSE(moe_json_get(site0, "no_expert")->number, 0.25, 0, 1e-12);
+        moe_json_free(j);
     }
     moe_buf_free(&out);
     moe_route_stats_free(&st);
@@ -450,28 +450,28 @@ static void test_probe_lines_and_state(void) {
             for (size_t j = 0; j < m->layout.tensors[i].size; j++) m->params[m->layout.tensors[i].offset + j] *= -1.0f;
     CHECK(!moe_probe_measure(&p, m, 20, &err), "%s", err.msg);
     size_t n;
-    json_value *lines[3] = {0};
+    moe_json_value *lines[3] = {0};
     char *text = moe_read_file(path, &n, &err);
     CHECK(text != NULL, "%s", err.msg);
     size_t k = 0;
     for (char *line = text; text && *line && k < 3; k++) {
         char *nl = strchr(line, '\n');
-        lines[k] = json_parse(line, (size_t)(nl - line), "calibration", &err);
+        lines[k] = moe_json_parse(line, (size_t)(nl - line), "calibration", &err);
         line = nl + 1;
     }
     CHECK(k == 3 && lines[0] && lines[1] && lines[2], "three lines");
     if (lines[2]) {
-        CHECK(json_get(lines[0], "flip_rate")->type == JSON_NULL, "first measurement: no flip rate");
-        CHECK(json_get(lines[1], "flip_rate")->number == 0.0, "same model: nothing flips");
-        double r = json_get(lines[2], "flip_rate")->number;
+        CHECK(moe_json_get(lines[0], "flip_rate")->type == MOE_JSON_NULL, "first measurement: no flip rate");
+        CHECK(moe_json_get(lines[1], "flip_rate")->number == 0.0, "same model: nothing flips");
+        double r = moe_json_get(lines[2], "flip_rate")->number;
         CHECK(r > 0.1, "negated router flips many entries: %g", r);
-        CHECK_CLOSE(json_get(lines[2], "flip_count")->number, 4 * r, 1e-12, 0);
-        CHECK(json_get(lines[2], "layers")->count == 2, "two MoE layers");
-        double s = json_get(lines[2], "sparsity")->number;
+        CHECK_CLOSE(moe_json_get(lines[2], "flip_count")->number, 4 * r, 1e-12, 0);
+        CHECK(moe_json_get(lines[2], "layers")->count == 2, "two MoE layers");
+        double s = moe_json_get(lines[2], "sparsity")->number;
         CHECK(s >= 0 && s <= 1, "sparsity %g", s);
-        CHECK(json_get(lines[1], "step")->number == 10, "step recorded");
+        CHECK(moe_json_get(lines[1], "step")->number == 10, "step recorded");
     }
-    for (size_t i = 0; i < 3; i++) json_free(lines[i]);
+    for (size_t i = 0; i < 3; i++) moe_json_free(lines[i]);
     free(text);
     /* resume: keep steps <= 10 */
     CHECK(!moe_jsonl_keep_steps(path, 10, &err), "%s", err.msg);

@@ -24,7 +24,7 @@
 #include "kernels/fastmath.h"
 
 /* The unfused cross-entropy, as the library computed it before the LM head
- * was fused with it (k_lm_head): the reference the fused head is compared
+ * was fused with it (moe_k_lm_head): the reference the fused head is compared
  * with below, itself checked by finite differences. losses[N] (0 for an
  * ignored target < 0), lse[N]; returns the sum of the losses in row order.
  * The backward: dlogits = (softmax - onehot) * dscale, may alias logits. */
@@ -116,7 +116,7 @@ static void test_matmul_backward(void) {
     float xf[MN * MC + MO * MC], Rf[MN * MO], g[MN * MC + MO * MC] = {0};
     to_float(xf, x, sizeof x / sizeof x[0]);
     to_float(Rf, R_mm, MN * MO);
-    k_matmul_backward(NULL, g, g + MN * MC, Rf, xf, xf + MN * MC, MN, MC, MO, 0);
+    moe_k_matmul_backward(NULL, g, g + MN * MC, Rf, xf, xf + MN * MC, MN, MC, MO, 0);
     double e = fd_error(f_matmul, NULL, x, g, sizeof x / sizeof x[0]);
     CHECK(e < 8e-7, "matmul relative error %.3g", e);
 }
@@ -145,8 +145,8 @@ static void test_rmsnorm_backward(void) {
     float xf[RN * RD + RD], Rf[RN * RD], y[RN * RD], rstd[RN], g[RN * RD + RD] = {0};
     to_float(xf, x, RN * RD + RD);
     to_float(Rf, R_rms, RN * RD);
-    k_rmsnorm_forward(y, rstd, xf, xf + RN * RD, RN, RD, 1e-5f);
-    k_rmsnorm_backward(g, g + RN * RD, Rf, xf, xf + RN * RD, rstd, RN, RD, 0);
+    moe_k_rmsnorm_forward(y, rstd, xf, xf + RN * RD, RN, RD, 1e-5f);
+    moe_k_rmsnorm_backward(g, g + RN * RD, Rf, xf, xf + RN * RD, rstd, RN, RD, 0);
     double e = fd_error(f_rmsnorm, NULL, x, g, RN * RD + RD);
     CHECK(e < 6e-7, "rmsnorm relative error %.3g", e);
 }
@@ -178,9 +178,9 @@ static void test_rope_backward(void) {
     fill(&r, x, n, 1.0);
     fill(&r, R_rope, n, 1.0);
     float c[PT * PD / 2], s[PT * PD / 2], g[n];
-    k_rope_tables(c, s, PT, PD, 10000.0);
+    moe_k_rope_tables(c, s, PT, PD, 10000.0);
     to_float(g, R_rope, n);
-    k_rope(g, c, s, PB, PT, PH, PD, 1);  /* backward: rotate dy by minus the angle */
+    moe_k_rope(g, c, s, PB, PT, PH, PD, 1);  /* backward: rotate dy by minus the angle */
     double e = fd_error(f_rope, NULL, x, g, n);
     CHECK(e < 1e-6, "rope relative error %.3g", e);
 }
@@ -224,14 +224,14 @@ static void check_attention(att_shape a, uint64_t seed) {
     double *x = malloc(n * sizeof *x), *R = malloc(nq * sizeof *R);
     float *xf = malloc(n * sizeof *xf), *Rf = malloc(nq * sizeof *Rf), *g = malloc(n * sizeof *g);
     float *out = malloc(nq * sizeof *out), *lse = malloc(nlse * sizeof *lse);
-    float *scratch = malloc(k_attention_scratch(a.B, a.T, a.H, a.hd) * sizeof *scratch);
+    float *scratch = malloc(moe_k_attention_scratch(a.B, a.T, a.H, a.hd) * sizeof *scratch);
     fill(&r, x, n, 1.0);
     fill(&r, R, nq, 1.0);
     a.R = R;
     to_float(xf, x, n);
     to_float(Rf, R, nq);
-    k_attention_forward(K_FP32, out, lse, scratch, xf, xf + nq, xf + nq + nk, a.B, a.T, a.H, a.KV, a.hd);
-    k_attention_backward(K_FP32, g, g + nq, g + nq + nk, scratch, Rf, out, lse, xf, xf + nq, xf + nq + nk,
+    moe_k_attention_forward(MOE_K_FP32, out, lse, scratch, xf, xf + nq, xf + nq + nk, a.B, a.T, a.H, a.KV, a.hd);
+    moe_k_attention_backward(MOE_K_FP32, g, g + nq, g + nq + nk, scratch, Rf, out, lse, xf, xf + nq, xf + nq + nk,
                          a.B, a.T, a.H, a.KV, a.hd);
     double e = fd_error(f_attention, &a, x, g, n);
     CHECK(e < 5e-6, "attention T=%d relative error %.3g", a.T, e);
@@ -259,7 +259,7 @@ static void test_swiglu_backward(void) {
     float xf[2 * SN], Rf[SN], g[2 * SN];
     to_float(xf, x, 2 * SN);
     to_float(Rf, R_sw, SN);
-    k_swiglu_backward(g, g + SN, Rf, xf, xf + SN, SN);
+    moe_k_swiglu_backward(g, g + SN, Rf, xf, xf + SN, SN);
     double e = fd_error(f_swiglu, NULL, x, g, 2 * SN);
     CHECK(e < 5e-7, "swiglu relative error %.3g", e);
 }
@@ -295,7 +295,7 @@ static void test_cross_entropy_backward(void) {
 
 /* ---- the LM head fused with its loss, behind the final norm --------------
  * f = dscale * sum_i CE(RMSNorm(res_i) * w  @ W^T, t_i): res[HN,HD], w[HD],
- * W[HV,HD]. HN = 300 rows are more than one block of k_lm_head (256 rows at
+ * W[HV,HD]. HN = 300 rows are more than one block of moe_k_lm_head (256 rows at
  * this vocabulary), so a full block and a partial one are both checked.
  * Tolerance: each gradient element is a float sum of at most HN (dW, dw),
  * HV (dx through the softmax) and HD (the logits) products, each rounded to
@@ -325,7 +325,7 @@ static double f_head(const double *x, void *ctx) {
 }
 static void test_lm_head_fused(void) {
     enum { NX = HN * HD, NP = HD + HV * HD };
-    CHECK(k_head_rows(HV) < HN, "one block holds all %d rows: the test needs two", HN);
+    CHECK(moe_k_head_rows(HV) < HN, "one block holds all %d rows: the test needs two", HN);
     moe_rng r; moe_rng_seed(&r, 8);
     for (int i = 0; i < HN; i++) H_T[i] = i % 13 == 5 ? -1 : (int)(moe_rng_next(&r) % HV);
     static double x[NX + NP];
@@ -336,15 +336,15 @@ static void test_lm_head_fused(void) {
     to_float(res, x, NX);
     to_float(w, x + NX, HD);
     to_float(W, x + NX + HD, HV * HD);
-    k_rmsnorm_forward(y, rstd, res, w, HN, HD, 1e-5f);
+    moe_k_rmsnorm_forward(y, rstd, res, w, HN, HD, 1e-5f);
     memset(g, 0, sizeof g);
-    k_head h = {.x = y, .W = W, .targets = H_T, .N = HN, .D = HD, .V = HV, .scratch = scratch,
+    moe_k_head h = {.x = y, .W = W, .targets = H_T, .N = HN, .D = HD, .V = HV, .scratch = scratch,
                 .losses = losses, .lse = lse, .logits = logits, .dx = dy, .dW = g + NX + HD,
                 .dscale = 1.0f / 7.0f};
-    CHECK(k_head_scratch(HD, HV) <= sizeof scratch / sizeof *scratch, "scratch");
+    CHECK(moe_k_head_scratch(HD, HV) <= sizeof scratch / sizeof *scratch, "scratch");
     for (size_t i = 0; i < sizeof scratch / sizeof *scratch; i++) scratch[i] = 1e30f;  /* no reliance on zeros */
-    double total = k_lm_head(NULL, &h);
-    k_rmsnorm_backward(g, g + NX, dy, res, w, rstd, HN, HD, 0);
+    double total = moe_k_lm_head(NULL, &h);
+    moe_k_rmsnorm_backward(g, g + NX, dy, res, w, rstd, HN, HD, 0);
     CHECK_CLOSE(total / 7.0, f_head(x, NULL), 1e-6, 0);
     CHECK(losses[5] == 0.0f, "ignored target has loss %g", losses[5]);
     double e = fd_error(f_head, NULL, x, g, NX + NP);
@@ -353,14 +353,14 @@ static void test_lm_head_fused(void) {
     /* the same numbers as the unfused path: all logits, then the
      * cross-entropy kernels, then the two products */
     static float full[HN * HV], dx2[NX], dW2[HV * HD], losses2[HN], lse2[HN];
-    k_matmul_forward(NULL, full, y, W, HN, HD, HV, 0.0f);
+    moe_k_matmul_forward(NULL, full, y, W, HN, HD, HV, 0.0f);
     double e_logit = 0.0;
     for (int i = 0; i < HN * HV; i++) e_logit = fmax(e_logit, fabs(full[i] - logits[i]));
     CHECK(e_logit < 1e-5, "kept logits differ from the product by %.3g", e_logit);
     double total2 = k_cross_entropy_forward(losses2, lse2, full, H_T, HN, HV);
     k_cross_entropy_backward(full, full, lse2, H_T, HN, HV, 1.0f / 7.0f);
     memset(dW2, 0, sizeof dW2);
-    k_matmul_backward(NULL, dx2, dW2, full, y, W, HN, HD, HV, 0);
+    moe_k_matmul_backward(NULL, dx2, dW2, full, y, W, HN, HD, HV, 0);
     CHECK_CLOSE(total, total2, 1e-6, 0);
     double e_dx = 0.0, m_dx = 0.0, e_dW = 0.0, m_dW = 0.0;
     for (int i = 0; i < NX; i++) { e_dx = fmax(e_dx, fabs(dx2[i] - dy[i])); m_dx = fmax(m_dx, fabs(dx2[i])); }
@@ -374,9 +374,9 @@ static void test_lm_head_fused(void) {
     /* without gradients: the same losses, and each row's first maximal logit */
     static float losses3[HN], lse3[HN];
     static int amax[HN];
-    k_head f = {.x = y, .W = W, .targets = H_T, .N = HN, .D = HD, .V = HV, .scratch = scratch,
+    moe_k_head f = {.x = y, .W = W, .targets = H_T, .N = HN, .D = HD, .V = HV, .scratch = scratch,
                 .losses = losses3, .lse = lse3, .argmax = amax};
-    double total3 = k_lm_head(NULL, &f);
+    double total3 = moe_k_lm_head(NULL, &f);
     CHECK(total3 == total, "loss with gradients %.17g, without %.17g", total, total3);
     int amax_ok = 1;
     for (int i = 0; i < HN; i++) {

@@ -9,71 +9,71 @@
 #include <string.h>
 #include <unistd.h>
 
-static json_value *parse(const char *s, moe_err *err) {
-    return json_parse(s, strlen(s), "t.json", err);
+static moe_json_value *parse(const char *s, moe_err *err) {
+    return moe_json_parse(s, strlen(s), "t.json", err);
 }
 
 /* Parsing must fail and the message must contain `want`. */
 static void expect_error(const char *text, const char *want) {
     moe_err err = {{0}};
-    json_value *v = parse(text, &err);
+    moe_json_value *v = parse(text, &err);
     CHECK(v == NULL, "parsed invalid JSON: %s", text);
     CHECK(strstr(err.msg, want) != NULL, "input %s: message '%s' lacks '%s'", text, err.msg, want);
     CHECK(strncmp(err.msg, "t.json:", 7) == 0, "message '%s' does not start with the source", err.msg);
     CHECK(strchr(err.msg, '\n') == NULL, "message '%s' is not one line", err.msg);
-    json_free(v);
+    moe_json_free(v);
 }
 
 static void test_document(void) {
     moe_err err = {{0}};
     const char *text = "{\n  \"b\": [1, -2.5e3, true, false, null],\n  \"a\": {\"x\": \"y\"},\n  \"\": 0\n}\n";
-    json_value *v = parse(text, &err);
+    moe_json_value *v = parse(text, &err);
     CHECK(v != NULL, "%s", err.msg);
     if (!v) return;
-    CHECK(v->type == JSON_OBJECT && v->count == 3, "type %d count %zu", v->type, v->count);
+    CHECK(v->type == MOE_JSON_OBJECT && v->count == 3, "type %d count %zu", v->type, v->count);
     CHECK(strcmp(v->keys[0], "b") == 0 && strcmp(v->keys[1], "a") == 0 && strcmp(v->keys[2], "") == 0,
           "key order lost");
-    const json_value *b = json_get(v, "b");
-    CHECK(b && b->type == JSON_ARRAY && b->count == 5, "b");
+    const moe_json_value *b = moe_json_get(v, "b");
+    CHECK(b && b->type == MOE_JSON_ARRAY && b->count == 5, "b");
     if (b && b->count == 5) {
         CHECK(b->items[0].number == 1 && b->items[1].number == -2500, "numbers");
-        CHECK(b->items[2].type == JSON_BOOL && b->items[2].boolean == 1, "true");
-        CHECK(b->items[3].type == JSON_BOOL && b->items[3].boolean == 0, "false");
-        CHECK(b->items[4].type == JSON_NULL, "null");
+        CHECK(b->items[2].type == MOE_JSON_BOOL && b->items[2].boolean == 1, "true");
+        CHECK(b->items[3].type == MOE_JSON_BOOL && b->items[3].boolean == 0, "false");
+        CHECK(b->items[4].type == MOE_JSON_NULL, "null");
         CHECK(b->line == 2 && b->col == 8, "b at %d:%d", b->line, b->col);
         CHECK(b->items[1].line == 2 && b->items[1].col == 12, "b[1] at %d:%d", b->items[1].line, b->items[1].col);
     }
-    const json_value *x = json_get(json_get(v, "a"), "x");
-    CHECK(x && x->type == JSON_STRING && strcmp(x->string, "y") == 0 && x->len == 1, "a.x");
-    CHECK(json_get(v, "missing") == NULL, "missing key");
-    CHECK(json_get(b, "b") == NULL, "json_get on an array");
+    const moe_json_value *x = moe_json_get(moe_json_get(v, "a"), "x");
+    CHECK(x && x->type == MOE_JSON_STRING && strcmp(x->string, "y") == 0 && x->len == 1, "a.x");
+    CHECK(moe_json_get(v, "missing") == NULL, "missing key");
+    CHECK(moe_json_get(b, "b") == NULL, "moe_json_get on an array");
     CHECK(v->line == 1 && v->col == 1, "root at %d:%d", v->line, v->col);
-    json_free(v);
+    moe_json_free(v);
 
     v = parse("  42  ", &err);
-    CHECK(v && v->type == JSON_NUMBER && v->number == 42, "scalar root");
-    json_free(v);
+    CHECK(v && v->type == MOE_JSON_NUMBER && v->number == 42, "scalar root");
+    moe_json_free(v);
     v = parse("[]", &err);
-    CHECK(v && v->type == JSON_ARRAY && v->count == 0, "empty array");
-    json_free(v);
+    CHECK(v && v->type == MOE_JSON_ARRAY && v->count == 0, "empty array");
+    moe_json_free(v);
     v = parse("{}", &err);
-    CHECK(v && v->type == JSON_OBJECT && v->count == 0, "empty object");
-    json_free(v);
+    CHECK(v && v->type == MOE_JSON_OBJECT && v->count == 0, "empty object");
+    moe_json_free(v);
 }
 
 static void test_strings(void) {
     moe_err err = {{0}};
-    json_value *v = parse("\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\\u00e9\\u20ac\\ud83d\\ude00\\u0000z\"", &err);
-    CHECK(v && v->type == JSON_STRING, "%s", err.msg);
+    moe_json_value *v = parse("\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\\u00e9\\u20ac\\ud83d\\ude00\\u0000z\"", &err);
+    CHECK(v && v->type == MOE_JSON_STRING, "%s", err.msg);
     if (v) {
         const char want[] = "a\"b\\c/d\b\f\n\r\t\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\0z";
         CHECK(v->len == sizeof want - 1, "len %zu", v->len);
         CHECK(memcmp(v->string, want, sizeof want) == 0, "decoded bytes differ");
     }
-    json_free(v);
+    moe_json_free(v);
     v = parse("\"h\xc3\xa9llo \xf0\x9f\x98\x80\"", &err);   /* raw UTF-8 passes through */
     CHECK(v && strcmp(v->string, "h\xc3\xa9llo \xf0\x9f\x98\x80") == 0, "raw UTF-8");
-    json_free(v);
+    moe_json_free(v);
 }
 
 static void test_rejections(void) {
@@ -129,14 +129,14 @@ static void test_numbers(void) {
                      2.2250738585072014e-308, 4.9e-324, 0, 1.7976931348623157e308};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         moe_err err = {{0}};
-        json_value *v = parse(ok[i], &err);
-        CHECK(v && v->type == JSON_NUMBER && v->number == want[i], "%s: %s", ok[i], err.msg);
-        json_free(v);
+        moe_json_value *v = parse(ok[i], &err);
+        CHECK(v && v->type == MOE_JSON_NUMBER && v->number == want[i], "%s: %s", ok[i], err.msg);
+        moe_json_free(v);
     }
     moe_err err = {{0}};
-    json_value *v = parse("-0", &err);
+    moe_json_value *v = parse("-0", &err);
     CHECK(v && signbit(v->number), "-0 keeps its sign");
-    json_free(v);
+    moe_json_free(v);
 }
 
 static void test_depth(void) {
@@ -146,11 +146,11 @@ static void test_depth(void) {
         memset(buf + depth, ']', (size_t)depth);
         buf[2 * depth] = '\0';
         moe_err err = {{0}};
-        json_value *v = parse(buf, &err);
+        moe_json_value *v = parse(buf, &err);
         if (depth <= 256) CHECK(v != NULL, "depth %d rejected: %s", depth, err.msg);
         else CHECK(v == NULL && strstr(err.msg, "t.json:1:257: expected nesting at most 256 levels deep"),
                    "depth %d: %s", depth, err.msg);
-        json_free(v);
+        moe_json_free(v);
     }
     /* deep nesting of objects counts the same way */
     moe_buf b = {0};
@@ -158,25 +158,25 @@ static void test_depth(void) {
     moe_buf_printf(&b, "1");
     for (int i = 0; i < 257; i++) moe_buf_printf(&b, "}");
     moe_err err = {{0}};
-    json_value *v = parse(b.data, &err);
+    moe_json_value *v = parse(b.data, &err);
     CHECK(v == NULL && strstr(err.msg, "nesting at most 256"), "%s", err.msg);
-    json_free(v);
+    moe_json_free(v);
     moe_buf_free(&b);
 }
 
 static void test_write_string(void) {
     const char raw[] = "q\"b\\s/\b\f\n\r\t\x01\x1f\x7f \xc3\xa9\0end";
     moe_buf b = {0};
-    CHECK(json_write_string(&b, raw, sizeof raw - 1) == 0, "write");
+    CHECK(moe_json_write_string(&b, raw, sizeof raw - 1) == 0, "write");
     CHECK(strcmp(b.data, "\"q\\\"b\\\\s/\\b\\f\\n\\r\\t\\u0001\\u001f\x7f \xc3\xa9\\u0000end\"") == 0,
           "escaped as %s", b.data);
     moe_err err = {{0}};
-    json_value *v = json_parse(b.data, b.len, "w", &err);
-    CHECK(v && v->type == JSON_STRING && v->len == sizeof raw - 1 && memcmp(v->string, raw, v->len) == 0,
+    moe_json_value *v = moe_json_parse(b.data, b.len, "w", &err);
+    CHECK(v && v->type == MOE_JSON_STRING && v->len == sizeof raw - 1 && memcmp(v->string, raw, v->len) == 0,
           "round trip: %s", err.msg);
-    json_free(v);
+    moe_json_free(v);
     moe_buf_free(&b);
-    CHECK(json_write_string(&b, "", 0) == 0 && strcmp(b.data, "\"\"") == 0, "empty string");
+    CHECK(moe_json_write_string(&b, "", 0) == 0 && strcmp(b.data, "\"\"") == 0, "empty string");
     moe_buf_free(&b);
 }
 
@@ -184,33 +184,33 @@ static void test_write_numbers(void) {
     double ds[] = {0.1, 1.0 / 3.0, -0.0, 1e-300, 4.9e-324, 1.7976931348623157e308, 123456789.0, -2.5};
     for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++) {
         moe_buf b = {0};
-        CHECK(json_write_double(&b, ds[i]) == 0, "write");
+        CHECK(moe_json_write_double(&b, ds[i]) == 0, "write");
         moe_err err = {{0}};
-        json_value *v = json_parse(b.data, b.len, "d", &err);
-        CHECK(v && v->type == JSON_NUMBER && memcmp(&v->number, &ds[i], sizeof(double)) == 0,
+        moe_json_value *v = moe_json_parse(b.data, b.len, "d", &err);
+        CHECK(v && v->type == MOE_JSON_NUMBER && memcmp(&v->number, &ds[i], sizeof(double)) == 0,
               "%.17g written as %s: %s", ds[i], b.data, err.msg);
-        json_free(v);
+        moe_json_free(v);
         moe_buf_free(&b);
     }
     float fs[] = {0.1f, 1.0f / 3.0f, -0.0f, 1e-45f, 3.4028235e38f, 16777217.0f, -7.25f};
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++) {
         moe_buf b = {0};
-        CHECK(json_write_float(&b, fs[i]) == 0, "write");
+        CHECK(moe_json_write_float(&b, fs[i]) == 0, "write");
         moe_err err = {{0}};
-        json_value *v = json_parse(b.data, b.len, "f", &err);
+        moe_json_value *v = moe_json_parse(b.data, b.len, "f", &err);
         float back = v ? (float)v->number : 1.0f;
         CHECK(v && memcmp(&back, &fs[i], sizeof(float)) == 0, "%.9g written as %s", (double)fs[i], b.data);
-        json_free(v);
+        moe_json_free(v);
         moe_buf_free(&b);
     }
     moe_buf b = {0};
-    json_write_double(&b, NAN);
+    moe_json_write_double(&b, NAN);
     moe_buf_append(&b, ",", 1);
-    json_write_double(&b, -INFINITY);
+    moe_json_write_double(&b, -INFINITY);
     moe_buf_append(&b, ",", 1);
-    json_write_float(&b, INFINITY);
+    moe_json_write_float(&b, INFINITY);
     moe_buf_append(&b, ",", 1);
-    json_write_float(&b, NAN);
+    moe_json_write_float(&b, NAN);
     CHECK(strcmp(b.data, "null,null,null,null") == 0, "non-finite written as %s", b.data);
     moe_buf_free(&b);
 }
@@ -225,14 +225,14 @@ static void test_write_shortest(void) {
         {10000, "10000"}, {-2.5, "-2.5"}};
     for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) {
         moe_buf b = {0};
-        json_write_double(&b, d[i].x);
+        moe_json_write_double(&b, d[i].x);
         CHECK(b.data && strcmp(b.data, d[i].want) == 0, "%.17g written as %s, want %s", d[i].x, b.data, d[i].want);
         moe_buf_free(&b);
     }
     const struct { float x; const char *want; } f[] = {{0.9f, "0.9"}, {1e-8f, "1e-08"}, {0.1f, "0.1"}, {16777216.0f, "16777216"}};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         moe_buf b = {0};
-        json_write_float(&b, f[i].x);
+        moe_json_write_float(&b, f[i].x);
         CHECK(b.data && strcmp(b.data, f[i].want) == 0, "%.9g written as %s, want %s", (double)f[i].x, b.data, f[i].want);
         moe_buf_free(&b);
     }
@@ -247,7 +247,7 @@ static void test_write_shortest(void) {
         memcpy(&y, &w, sizeof y);
         char got[32], want[32];
         if (isfinite(x)) {
-            json_format_double(got, sizeof got, x);
+            moe_json_format_double(got, sizeof got, x);
             for (int p = 15; p <= 17; p++) {
                 snprintf(want, sizeof want, "%.*g", p, x);
                 if (p == 17 || strtod(want, NULL) == x) break;
@@ -255,7 +255,7 @@ static void test_write_shortest(void) {
             bad += strtod(got, NULL) != x || strcmp(got, want) != 0;
         }
         if (isfinite(y)) {
-            json_format_float(got, sizeof got, y);
+            moe_json_format_float(got, sizeof got, y);
             bad += strtof(got, NULL) != y || (float)strtod(got, NULL) != y || strlen(got) > 15;
         }
     }
@@ -264,7 +264,7 @@ static void test_write_shortest(void) {
 
 static void test_file(void) {
     moe_err err = {{0}};
-    json_value *v = json_parse_file("/nonexistent/dir/x.json", &err);
+    moe_json_value *v = moe_json_parse_file("/nonexistent/dir/x.json", &err);
     CHECK(v == NULL && strstr(err.msg, "cannot open /nonexistent/dir/x.json: No such file or directory"),
           "%s", err.msg);
     char path[64];
@@ -274,16 +274,16 @@ static void test_file(void) {
     if (!fp) return;
     fputs("{\"a\": [1,\n 2 3]}", fp);
     fclose(fp);
-    v = json_parse_file(path, &err);
+    v = moe_json_parse_file(path, &err);
     char want[128];
     snprintf(want, sizeof want, "%s:2:4: expected ',' or ']' after array element, found '3'", path);
     CHECK(v == NULL && strcmp(err.msg, want) == 0, "%s", err.msg);
     fp = fopen(path, "w");
     fputs("{\"a\": [1, 2]}\n", fp);
     fclose(fp);
-    v = json_parse_file(path, &err);
-    CHECK(v && json_get(v, "a") && json_get(v, "a")->count == 2, "%s", err.msg);
-    json_free(v);
+    v = moe_json_parse_file(path, &err);
+    CHECK(v && moe_json_get(v, "a") && moe_json_get(v, "a")->count == 2, "%s", err.msg);
+    moe_json_free(v);
     remove(path);
 }
 
@@ -294,17 +294,17 @@ static void test_many_keys(void) {
     for (int i = 0; i < 5000; i++) moe_buf_printf(&b, "%s\"k%d\":%d", i ? "," : "", i, i);
     moe_buf_append(&b, "}", 1);
     moe_err err = {{0}};
-    json_value *v = json_parse(b.data, b.len, "big", &err);
+    moe_json_value *v = moe_json_parse(b.data, b.len, "big", &err);
     CHECK(v && v->count == 5000, "%s", err.msg);
     if (v) {
-        const json_value *x = json_get(v, "k4321");
+        const moe_json_value *x = moe_json_get(v, "k4321");
         CHECK(x && x->number == 4321, "k4321");
         CHECK(strcmp(v->keys[4999], "k4999") == 0, "order");
     }
-    json_free(v);
+    moe_json_free(v);
     b.len--;
     moe_buf_printf(&b, ",\"k1234\":0}");
-    v = json_parse(b.data, b.len, "big", &err);
+    v = moe_json_parse(b.data, b.len, "big", &err);
     CHECK(v == NULL && strstr(err.msg, "found duplicate key \"k1234\""), "%s", err.msg);
     moe_buf_free(&b);
 }

@@ -108,17 +108,17 @@ static void test_config_names(void) {
         kind_names(names, sizeof names, ffn);
         snprintf(want, sizeof want, "c.json: key '%s': expected one of \"%s\"", ffn ? "ffn" : "router", names);
         moe_err err;
-        json_value *j = json_parse(json[ffn], strlen(json[ffn]), "c.json", &err);
+        moe_json_value *j = moe_json_parse(json[ffn], strlen(json[ffn]), "c.json", &err);
         CHECK(j && moe_config_apply_json(&c, j, "c.json", &err) == -1 && !strcmp(err.msg, want),
               "%s: %s", json[ffn], err.msg);
-        json_free(j);
+        moe_json_free(j);
         for (size_t i = 0; ffn ? moe_ffn_kind_at(i) != NULL : moe_router_kind_at(i) != NULL; i++) {
             char one[64];
             snprintf(one, sizeof one, "{\"%s\": \"%s\"}", ffn ? "ffn" : "router",
                      ffn ? moe_ffn_kind_at(i)->name : moe_router_kind_at(i)->name);
-            j = json_parse(one, strlen(one), "c.json", &err);
+            j = moe_json_parse(one, strlen(one), "c.json", &err);
             CHECK(j && moe_config_apply_json(&c, j, "c.json", &err) == 0, "%s: %s", one, err.msg);
-            json_free(j);
+            moe_json_free(j);
         }
     }
     moe_buf doc = {0};

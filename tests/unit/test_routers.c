@@ -1020,9 +1020,9 @@ static void test_stats_every_router(void) {
         for (int k = 0; k < 4; k++)
             CHECK(s.data && strstr(s.data, keys[k]), "%s/%s stats lack %s: %s", kinds[i][0], kinds[i][1],
                   keys[k], s.data ? s.data : "");
-        json_value *j = s.data ? json_parse(s.data, s.len, "stats", &err) : NULL;
+        moe_json_value *j = s.data ? moe_json_parse(s.data, s.len, "stats", &err) : NULL;
         CHECK(j != NULL, "%s/%s stats are not JSON: %s", kinds[i][0], kinds[i][1], s.data ? s.data : "");
-        json_free(j);
+        moe_json_free(j);
         moe_buf_free(&s);
         CHECK(rs.total_pairs > 0 && rs.active_pairs > 0 && rs.active_pairs <= rs.total_pairs,
               "%s/%s: pairs %g of %g", kinds[i][0], kinds[i][1], rs.active_pairs, rs.total_pairs);

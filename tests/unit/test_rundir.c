@@ -45,19 +45,19 @@ static void test_metrics_round_trip(void) {
         int n = snprintf(line, sizeof line, "{\"step\": %d, \"lm_loss\": %.2f, \"sparsity\": 0.5}\n", s, 4.0 - 0.5 * s);
         CHECK(!moe_rundir_append_line(dir, MOE_RUN_METRICS, line, (size_t)n, &err), "%s", err.msg);
     }
-    json_value **L;
+    moe_json_value **L;
     size_t n;
     CHECK(!moe_rundir_read_lines(dir, MOE_RUN_METRICS, &L, &n, &err), "%s", err.msg);
     CHECK(n == 5, "%zu lines", n);
     for (size_t i = 0; i < n; i++) {
-        CHECK(json_get_number(L[i], "step", -1) == (double)(i + 1), "line %zu: step", i);
-        CHECK_CLOSE(json_get_number(L[i], "lm_loss", NAN), 4.0 - 0.5 * (double)(i + 1), 0, 1e-12);
+        CHECK(moe_json_get_number(L[i], "step", -1) == (double)(i + 1), "line %zu: step", i);
+        CHECK_CLOSE(moe_json_get_number(L[i], "lm_loss", NAN), 4.0 - 0.5 * (double)(i + 1), 0, 1e-12);
     }
     moe_rundir_lines_free(L, n);
     /* a resumed run cuts its log back to its checkpoint */
     CHECK(!moe_rundir_keep_steps(dir, MOE_RUN_METRICS, 3, &err), "%s", err.msg);
     CHECK(!moe_rundir_read_lines(dir, MOE_RUN_METRICS, &L, &n, &err), "%s", err.msg);
-    CHECK(n == 3 && json_get_number(L[2], "step", -1) == 3, "%zu lines after keep_steps(3)", n);
+    CHECK(n == 3 && moe_json_get_number(L[2], "step", -1) == 3, "%zu lines after keep_steps(3)", n);
     moe_rundir_lines_free(L, n);
     /* a missing log has no lines; a line that is not JSON is named */
     CHECK(!moe_rundir_read_lines(dir, MOE_RUN_CALIBRATION, &L, &n, &err) && n == 0, "missing calibration.jsonl");
@@ -81,21 +81,21 @@ static void sums(moe_loss_sums *s, double nll0, double nll1) {
 /* The entry named name of array key of eval.json at path, its "loss" or "acc". */
 static double entry(const char *path, const char *key, const char *name, const char *field) {
     moe_err err;
-    json_value *j = json_parse_file(path, &err);
+    moe_json_value *j = moe_json_parse_file(path, &err);
     double v = NAN;
-    const json_value *a = j ? json_get(j, key) : NULL;
+    const moe_json_value *a = j ? moe_json_get(j, key) : NULL;
     for (size_t i = 0; a && i < a->count; i++)
-        if (!strcmp(json_get_string(&a->items[i], "name", ""), name)) v = json_get_number(&a->items[i], field, NAN);
-    json_free(j);
+        if (!strcmp(moe_json_get_string(&a->items[i], "name", ""), name)) v = moe_json_get_number(&a->items[i], field, NAN);
+    moe_json_free(j);
     return v;
 }
 
 static size_t entries(const char *path, const char *key) {
     moe_err err;
-    json_value *j = json_parse_file(path, &err);
-    const json_value *a = j ? json_get(j, key) : NULL;
+    moe_json_value *j = moe_json_parse_file(path, &err);
+    const moe_json_value *a = j ? moe_json_get(j, key) : NULL;
     size_t n = a ? a->count : 0;
-    json_free(j);
+    moe_json_free(j);
     return n;
 }
 
@@ -138,13 +138,13 @@ static void test_eval_merge(void) {
     CHECK(entries(path, "tasks") == 2, "%zu tasks kept", entries(path, "tasks"));
     /* b's robustness part: perplexity with the top expert dropped */
     moe_err e2;
-    json_value *j = json_parse_file(path, &e2);
-    const json_value *d = j ? json_get(j, "data") : NULL;
-    const json_value *rb = NULL;
+    moe_json_value *j = moe_json_parse_file(path, &e2);
+    const moe_json_value *d = j ? moe_json_get(j, "data") : NULL;
+    const moe_json_value *rb = NULL;
     for (size_t i = 0; d && i < d->count; i++)
-        if (!strcmp(json_get_string(&d->items[i], "name", ""), "b")) rb = json_get(&d->items[i], "robustness");
-    CHECK(rb && fabs(json_get_number(rb, "ppl", NAN) - exp(4.0)) < 1e-9, "robustness ppl");
-    json_free(j);
+        if (!strcmp(moe_json_get_string(&d->items[i], "name", ""), "b")) rb = moe_json_get(&d->items[i], "robustness");
+    CHECK(rb && fabs(moe_json_get_number(rb, "ppl", NAN) - exp(4.0)) < 1e-9, "robustness ppl");
+    moe_json_free(j);
     /* another checkpoint: nothing merged, and a note says why */
     r = (moe_eval_results){"RUN", "RUN/checkpoints/step-00000020", &cfg, 16, &fb, 1, NULL, 0};
     CHECK(!moe_eval_write(path, &r, 1, note, sizeof note, &err), "%s", err.msg);

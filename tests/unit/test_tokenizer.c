@@ -527,8 +527,8 @@ static void test_pretok_vs_pcre2(void) {
         CHECK(re, "pattern %zu does not compile at %zu", k, (size_t)eo);
         if (!re) continue;
         pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
-        tok_iter it;
-        tok_iter_init(&it, pats[k].pat);
+        moe_tok_iter it;
+        moe_tok_iter_init(&it, pats[k].pat);
         size_t chunks = 0;
         for (int r = 0; r < 400; r++) {
             moe_buf b = {0};
@@ -538,23 +538,23 @@ static void test_pretok_vs_pcre2(void) {
             }
             const uint8_t *s = (const uint8_t *)b.data;
             size_t len = b.len, pos = 0, a, e;
-            tok_iter_reset(&it, b.data, len);
+            moe_tok_iter_reset(&it, b.data, len);
             int same = 1;
             while (same && pos < len) {
                 int rc = pcre2_match(re, s, len, pos, 0, md, NULL);
                 size_t ms = len, me = len;
                 if (rc >= 0) { ms = pcre2_get_ovector_pointer(md)[0]; me = pcre2_get_ovector_pointer(md)[1]; }
                 for (; pos < ms && same; pos++)   /* invalid bytes before the match */
-                    same = tok_iter_next(&it, &a, &e) && a == pos && e == pos + 1;
+                    same = moe_tok_iter_next(&it, &a, &e) && a == pos && e == pos + 1;
                 if (same && ms < len) {
-                    same = tok_iter_next(&it, &a, &e) && a == ms && e == me;
+                    same = moe_tok_iter_next(&it, &a, &e) && a == ms && e == me;
                     pos = me;
                     chunks++;
                 }
                 if (!same) CHECK(0, "pattern %zu text %d: chunk at %zu: ours [%zu, %zu), PCRE2 [%zu, %zu)", k, r,
                                  ms, a, e, ms, me);
             }
-            CHECK(!same || !tok_iter_next(&it, &a, &e), "pattern %zu text %d: extra chunk", k, r);
+            CHECK(!same || !moe_tok_iter_next(&it, &a, &e), "pattern %zu text %d: extra chunk", k, r);
             moe_buf_free(&b);
         }
         CHECK(chunks > 10000, "only %zu chunks", chunks);
@@ -567,12 +567,12 @@ static void test_pretok_vs_pcre2(void) {
             }
             moe_ids whole = {0}, parts = {0};
             size_t a, e;
-            tok_iter_reset(&it, b.data, b.len);
-            while (tok_iter_next(&it, &a, &e)) moe_ids_push(&whole, (uint32_t)e);
+            moe_tok_iter_reset(&it, b.data, b.len);
+            while (moe_tok_iter_next(&it, &a, &e)) moe_ids_push(&whole, (uint32_t)e);
             for (size_t p = 0; p < b.len;) {
                 size_t q = moe_pretok_safe_cut(b.data, b.len, p + 1 + rnd(20));
-                tok_iter_reset(&it, b.data + p, q - p);
-                while (tok_iter_next(&it, &a, &e)) moe_ids_push(&parts, (uint32_t)(p + e));
+                moe_tok_iter_reset(&it, b.data + p, q - p);
+                while (moe_tok_iter_next(&it, &a, &e)) moe_ids_push(&parts, (uint32_t)(p + e));
                 p = q;
             }
             CHECK(whole.n == parts.n && (!whole.n || !memcmp(whole.ids, parts.ids, whole.n * 4)),

@@ -18,10 +18,10 @@
 static int parse_cfg(const char *text, moe_config *c, moe_err *err) {
     moe_config_defaults(c);
     strcpy(c->precision, "fp32");  /* exact fp32 products, whatever "auto" picks on this CPU */
-    json_value *j = json_parse(text, strlen(text), "cfg.json", err);
+    moe_json_value *j = moe_json_parse(text, strlen(text), "cfg.json", err);
     if (!j) return -1;
     int rc = moe_config_apply_json(c, j, "cfg.json", err);
-    json_free(j);
+    moe_json_free(j);
     return rc ? rc : moe_config_finalize(c, err);
 }
 

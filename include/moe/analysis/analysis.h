@@ -162,18 +162,18 @@ void moe_probe_free(moe_probe *p);
  * calibration.jsonl, and eval.json and analysis.json (NULL when absent). */
 typedef struct moe_report_run {
     const char *dir;
-    json_value **metrics;          /* [n_metrics] */
+    moe_json_value **metrics;          /* [n_metrics] */
     size_t n_metrics;
-    json_value **calibration;      /* [n_calibration] */
+    moe_json_value **calibration;      /* [n_calibration] */
     size_t n_calibration;
-    json_value *eval, *analysis;
+    moe_json_value *eval, *analysis;
 } moe_report_run;
 
 /* One self-contained HTML page (inline SVG and CSS, no scripts, no external
  * assets) comparing runs[n] (1 to 64; docs/EVAL.md); summary, when not
  * NULL, is the summary.json (read from summary_path) of the sweep the first
  * run belongs to. */
-int moe_report_html(const moe_report_run *runs, size_t n, const json_value *summary, const char *summary_path,
+int moe_report_html(const moe_report_run *runs, size_t n, const moe_json_value *summary, const char *summary_path,
                     moe_buf *out, moe_err *err);
 
 #endif

@@ -86,7 +86,7 @@ void moe_task_free(moe_task *t);
  * label}, RACE {article, question, options, answer}, LAMBADA {text}.
  * Returns 1 when converted, 0 when v is none of these forms, -1 on a
  * malformed record (the message names `where` and the form). */
-int moe_harness_item(const json_value *v, moe_mc_item *it, const char *where, moe_err *err);
+int moe_harness_item(const moe_json_value *v, moe_mc_item *it, const char *where, moe_err *err);
 
 /* The choices picked by acc (largest summed log-probability ll[i]) and by
  * acc_norm (largest ll[i] / bytes[i]); the first index wins ties. */

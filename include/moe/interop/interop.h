@@ -15,24 +15,24 @@
  * experts with renormalised gates), `deepseek` (softmax gates not
  * renormalised, shared experts) or `bailingmoe` (renormalised gates with
  * shared experts); the tokenizer as tokenizer.ggml.* (model gpt2). type is
- * ST_F32, ST_F16 or ST_BF16 for the matrices (norms stay F32). */
+ * MOE_ST_F32, MOE_ST_F16 or MOE_ST_BF16 for the matrices (norms stay F32). */
 int moe_export_gguf(const moe_model *m, const moe_tokenizer *tok, const char *path,
-                    st_dtype type, moe_err *err);
+                    moe_st_dtype type, moe_err *err);
 
 /* Writes DIR/config.json, model.safetensors, tokenizer.json,
  * tokenizer_config.json, generation_config.json: LlamaForCausalLM,
  * MixtralForCausalLM (renormalised gates) or Qwen2MoeForCausalLM. */
 int moe_export_hf(const moe_model *m, const moe_tokenizer *tok, const char *dir,
-                  st_dtype type, moe_err *err);
+                  moe_st_dtype type, moe_err *err);
 
 /* Writes DIR/model.onnx (a decoder graph, opset 17: input_ids,
  * attention_mask, position_ids and past_key_values.N.key/value in; logits
  * and present.N.key/value out; every expert computed and weighted by
- * moe's gates), config.json and tokenizer.json. type is ST_F32 or ST_F16
+ * moe's gates), config.json and tokenizer.json. type is MOE_ST_F32 or MOE_ST_F16
  * (float16 initializers, each Cast to float). Refuses what the graph
  * cannot compute, naming it (docs/INTEROP.md). */
 int moe_export_onnx(const moe_model *m, const moe_tokenizer *tok, const char *dir,
-                    st_dtype type, moe_err *err);
+                    moe_st_dtype type, moe_err *err);
 
 /* Reads a GGUF file / a Hugging Face directory of the Llama or Mixtral
  * families (and what moe exports) into a new model; *tok is the tokenizer

@@ -15,80 +15,80 @@
  * dimensions lda, ldb, ldc; ta / tb non-zero: the operand is stored
  * transposed. The one entry to the fp32 matrix-product libraries (gemm.c);
  * bit-identical from run to run at a fixed thread count. */
-void k_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+void moe_k_sgemm(int ta, int tb, size_t M, size_t N, size_t K, float alpha, const float *A,
              size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
 
 /* Precision of the weight matrix products (config key "precision"). */
-typedef enum { K_FP32 = 0, K_BF16 = 1 } k_precision;
+typedef enum { MOE_K_FP32 = 0, MOE_K_BF16 = 1 } moe_k_precision;
 
 /* The matrix-product context of one model: the precision in effect and,
  * for bf16, oneDNN's engine, one stream and input buffers per thread, and
  * the matmul primitives cached per shape. Safe to use from the threads of
  * one OpenMP team at once. */
-typedef struct k_ctx k_ctx;
+typedef struct moe_k_ctx moe_k_ctx;
 
 /* 1 when bf16 products can run fast here: oneDNN may use AVX512_BF16 (or
  * AMX) on this CPU. The environment variable MOE_NO_BF16=1 (or oneDNN's
  * ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16) makes it 0. */
-int k_bf16_available(void);
-/* 1 when k_bf16_available() and oneDNN runs the bf16 products on AMX tiles
+int moe_k_bf16_available(void);
+/* 1 when moe_k_bf16_available() and oneDNN runs the bf16 products on AMX tiles
  * (AMX-BF16: several times the fp32 FMA rate); 0 on CPUs whose bf16 is
  * AVX512_BF16 alone (at most about 2x the fp32 FMAs, less than the cost of
  * rounding the inputs at the widths moe trains on: docs/PERFORMANCE.md). */
-int k_bf16_amx(void);
-/* want = K_BF16 falls back to K_FP32 when k_bf16_available() is 0;
- * k_ctx_precision tells which is in effect (K_FP32 for kc == NULL). */
-int k_ctx_create(k_precision want, k_ctx **out, moe_err *err);
-void k_ctx_free(k_ctx *kc);
-k_precision k_ctx_precision(const k_ctx *kc);
+int moe_k_bf16_amx(void);
+/* want = MOE_K_BF16 falls back to MOE_K_FP32 when moe_k_bf16_available() is 0;
+ * moe_k_ctx_precision tells which is in effect (MOE_K_FP32 for kc == NULL). */
+int moe_k_ctx_create(moe_k_precision want, moe_k_ctx **out, moe_err *err);
+void moe_k_ctx_free(moe_k_ctx *kc);
+moe_k_precision moe_k_ctx_precision(const moe_k_ctx *kc);
 /* The n floats at params (a model's parameters) do not change from now on
  * (inference): the bf16 copies of weights inside them are made once and
  * kept. params NULL: they may change again (the copies are dropped). */
-void k_ctx_freeze_weights(k_ctx *kc, const float *params, size_t n);
+void moe_k_ctx_freeze_weights(moe_k_ctx *kc, const float *params, size_t n);
 /* x rounded to the nearest bf16 (ties to even), as the bf16 products round
  * their inputs. */
-float k_round_bf16(float x);
+float moe_k_round_bf16(float x);
 
-/* The weight products of the layers. kc NULL or fp32: k_sgemm. bf16: in /
+/* The weight products of the layers. kc NULL or fp32: moe_k_sgemm. bf16: in /
  * dout and W are rounded to bf16, products accumulate in fp32, results
  * (out, din, dW) are fp32.
  * out[N,O] = in[N,C] @ W[O,C]^T   (beta = 0: overwrite, 1: accumulate) */
-void k_matmul_forward(k_ctx *kc, float *out, const float *in, const float *W,
+void moe_k_matmul_forward(moe_k_ctx *kc, float *out, const float *in, const float *W,
                       size_t N, size_t C, size_t O, float beta);
 /* din[N,C] (=, or += if accumulate) dout[N,O] @ W[O,C];  dW[O,C] += dout^T @ in.
  * din or dW may be NULL to skip it. */
-void k_matmul_backward(k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
+void moe_k_matmul_backward(moe_k_ctx *kc, float *din, float *dW, const float *dout, const float *in,
                        const float *W, size_t N, size_t C, size_t O, int accumulate);
 
 /* Activations that only products read later (the SwiGLU output a: the
  * down projection's input, and its weight gradient's) are kept in the
- * context's precision: k_act_size bytes an element, 2 under bf16, where the
+ * context's precision: moe_k_act_size bytes an element, 2 under bf16, where the
  * products would round them to bf16 anyway (same rounding, so the results
  * are the bits of the fp32-kept path at half the memory), 4 under fp32
  * (plain floats: the _act functions are the ones above). */
-size_t k_act_size(const k_ctx *kc);
-/* a[n] = silu(h1) * h3 (k_swiglu_forward), stored in the context's precision. */
-void k_swiglu_forward_act(const k_ctx *kc, void *a, const float *h1, const float *h3, size_t n);
-/* k_matmul_forward and _backward with `in` kept by k_swiglu_forward_act. */
-void k_matmul_forward_act(k_ctx *kc, float *out, const void *in, const float *W, size_t N, size_t C,
+size_t moe_k_act_size(const moe_k_ctx *kc);
+/* a[n] = silu(h1) * h3 (moe_k_swiglu_forward), stored in the context's precision. */
+void moe_k_swiglu_forward_act(const moe_k_ctx *kc, void *a, const float *h1, const float *h3, size_t n);
+/* moe_k_matmul_forward and _backward with `in` kept by moe_k_swiglu_forward_act. */
+void moe_k_matmul_forward_act(moe_k_ctx *kc, float *out, const void *in, const float *W, size_t N, size_t C,
                           size_t O, float beta);
-void k_matmul_backward_act(k_ctx *kc, float *din, float *dW, const float *dout, const void *in,
+void moe_k_matmul_backward_act(moe_k_ctx *kc, float *din, float *dW, const float *dout, const void *in,
                            const float *W, size_t N, size_t C, size_t O, int accumulate);
 
 /* y[N,D] = x * rstd * w, rstd[N] = 1/sqrt(mean(x^2) + eps) */
-void k_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
+void moe_k_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w,
                        size_t N, size_t D, float eps);
 /* dx[N,D] (+= if accumulate, else =); dw[D] += */
-void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
+void moe_k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
                         const float *w, const float *rstd, size_t N, size_t D,
                         int accumulate);
 
 /* Rotary tables for positions 0..T-1: cos, sin [T, hd/2], freq_i = theta^(-2i/hd). */
-void k_rope_tables(float *cos_t, float *sin_t, size_t T, size_t hd, double theta);
+void moe_k_rope_tables(float *cos_t, float *sin_t, size_t T, size_t hd, double theta);
 /* In-place rotation of x[B*T, nh*hd] (head h at columns h*hd..), rotate-half
  * convention (pairs i, i+hd/2) as in Hugging Face LLaMA. inverse = 1 rotates
  * by minus the angle (the backward pass). */
-void k_rope(float *x, const float *cos_t, const float *sin_t, size_t B, size_t T,
+void moe_k_rope(float *x, const float *cos_t, const float *sin_t, size_t B, size_t T,
             size_t nh, size_t hd, int inverse);
 
 /* Causal grouped-query attention in blocks (attention.c, flash-style: an
@@ -96,16 +96,16 @@ void k_rope(float *x, const float *cos_t, const float *sin_t, size_t B, size_t T
  * q[B*T, H*hd], k,v[B*T, KV*hd] -> out[B*T, H*hd]; lse[B, H, T] gets the
  * logsumexp of each query row's scaled scores, from which the backward
  * recomputes the probabilities. Head h reads KV head h / (H/KV); scale =
- * 1/sqrt(hd). prec K_BF16: q, k and v are rounded to bf16 where the
+ * 1/sqrt(hd). prec MOE_K_BF16: q, k and v are rounded to bf16 where the
  * products read them (sums in fp32); the probabilities, dout, the softmax,
  * its statistics and the results stay fp32. scratch holds
- * k_attention_scratch(B, T, H, hd) floats (either pass). */
-size_t k_attention_scratch(size_t B, size_t T, size_t H, size_t hd);
-void k_attention_forward(k_precision prec, float *out, float *lse, float *scratch, const float *q,
+ * moe_k_attention_scratch(B, T, H, hd) floats (either pass). */
+size_t moe_k_attention_scratch(size_t B, size_t T, size_t H, size_t hd);
+void moe_k_attention_forward(moe_k_precision prec, float *out, float *lse, float *scratch, const float *q,
                          const float *k, const float *v, size_t B, size_t T, size_t H, size_t KV,
                          size_t hd);
 /* dq, dk, dv overwritten, from dout and the forward's out and lse. */
-void k_attention_backward(k_precision prec, float *dq, float *dk, float *dv, float *scratch,
+void moe_k_attention_backward(moe_k_precision prec, float *dq, float *dk, float *dv, float *scratch,
                           const float *dout, const float *out, const float *lse, const float *q,
                           const float *k, const float *v, size_t B, size_t T, size_t H, size_t KV,
                           size_t hd);
@@ -116,25 +116,25 @@ void k_attention_backward(k_precision prec, float *dq, float *dk, float *dv, flo
  * included); query i sees keys 0..p0+i. out[n, H*hd]; scores holds
  * H*n*(p0+n) floats (the probabilities, kept whole: n is small). Products
  * of the given values in fp32 (for bf16 the caller rounds q, K and V). */
-void k_attention_cached(float *out, float *scores, const float *q, const float *K, const float *V,
+void moe_k_attention_cached(float *out, float *scores, const float *q, const float *K, const float *V,
                         size_t n, size_t p0, size_t H, size_t KV, size_t hd);
 
 /* a[N,F] = silu(h1) * h3 */
-void k_swiglu_forward(float *a, const float *h1, const float *h3, size_t n);
+void moe_k_swiglu_forward(float *a, const float *h1, const float *h3, size_t n);
 /* dh1, dh3 [N,F] from da */
-void k_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,
+void moe_k_swiglu_backward(float *dh1, float *dh3, const float *da, const float *h1,
                        const float *h3, size_t n);
 
 /* The LM head and its cross-entropy, fused (lm_head.c): logits = x @ W^T are
- * formed k_head_rows(V) rows at a time into scratch and never for the whole
+ * formed moe_k_head_rows(V) rows at a time into scratch and never for the whole
  * batch; each block's loss and gradient are done before the next block.
  * Products in kc's precision. Returns the sum of the losses, in row order. */
-typedef struct k_head {
+typedef struct moe_k_head {
     const float *x;         /* [N,D] the final norm's output */
     const float *W;         /* [V,D] the head's weight */
     const int *targets;     /* [N], < 0 ignored (loss 0, no gradient); NULL: none */
     size_t N, D, V;
-    float *scratch;         /* [k_head_scratch(D, V)] */
+    float *scratch;         /* [moe_k_head_scratch(D, V)] */
     float *losses, *lse;    /* [N] out: each row's loss (0 for an ignored target < 0) and logsumexp */
     int *argmax;            /* [N] out, the first maximal logit (NULL: skipped) */
     float *logits;          /* [N,V] out, every logit (NULL: not kept) */
@@ -142,14 +142,14 @@ typedef struct k_head {
      * dW[V,D] += (dlogits = (softmax - onehot) * dscale) */
     float *dx, *dW;
     float dscale;
-} k_head;
-double k_lm_head(k_ctx *kc, const k_head *h);
-/* Rows of k_lm_head's blocks for a vocabulary of V, and the floats of its
+} moe_k_head;
+double moe_k_lm_head(moe_k_ctx *kc, const moe_k_head *h);
+/* Rows of moe_k_lm_head's blocks for a vocabulary of V, and the floats of its
  * scratch: one block's logits [rows, V] and the weight gradient [D, V]. */
-size_t k_head_rows(size_t V);
-size_t k_head_scratch(size_t D, size_t V);
+size_t moe_k_head_rows(size_t V);
+size_t moe_k_head_scratch(size_t D, size_t V);
 
 /* y[n] += x[n] */
-void k_add(float *y, const float *x, size_t n);
+void moe_k_add(float *y, const float *x, size_t n);
 
 #endif

@@ -83,7 +83,7 @@ typedef struct moe_config {
 
 void moe_config_defaults(moe_config *c);
 /* Applies the keys of a JSON object on top of *c. `what` names the source. */
-int moe_config_apply_json(moe_config *c, const json_value *obj, const char *what, moe_err *err);
+int moe_config_apply_json(moe_config *c, const moe_json_value *obj, const char *what, moe_err *err);
 /* defaults + file + validation */
 int moe_config_load(const char *path, moe_config *c, moe_err *err);
 /* The same over c as the caller has filled it (defaults with some changed):

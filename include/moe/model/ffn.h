@@ -45,7 +45,7 @@ typedef struct moe_ffn_ctx {
     int prepass;
     moe_profile *prof;     /* time accounting (NULL: off); a layer may mark
                             * PROF_ROUTER after routing, its caller marks the rest */
-    k_ctx *kc;             /* the weight products' precision and cache (NULL: fp32) */
+    moe_k_ctx *kc;             /* the weight products' precision and cache (NULL: fp32) */
     /* Training across processes (docs/DISTRIBUTED.md); NULL or one rank:
      * everything is local. dp: the ranks whose rows together make the global
      * batch (routers sum their batch statistics over it in training); ep:

@@ -43,7 +43,7 @@ typedef struct moe_model {
     float **res_mid;        /* [L] after attention, [N,D] */
     block_acts *acts;       /* [L] */
     float *lnf, *rstdf;     /* [N,D], [N] */
-    float *head_scratch;    /* the LM head's blocks (k_lm_head): no [N,V] logits in training */
+    float *head_scratch;    /* the LM head's blocks (moe_k_lm_head): no [N,V] logits in training */
     float *losses;          /* [N] per-token loss of the last forward with targets */
     float *lse;             /* [N] logsumexp of each row of logits */
     int *argmax;            /* [N] each row's first maximal logit (moe_model_forward with targets) */
@@ -61,7 +61,7 @@ typedef struct moe_model {
     int drop_top_expert;    /* evaluation of routing robustness (METHOD §2.3) */
     int prepass;            /* forwards are the step's routing-only pass (moe_ffn_ctx.prepass) */
     moe_profile *prof;      /* time accounting of forward/backward (NULL: off) */
-    k_ctx *kc;              /* matrix products: precision in effect, bf16 cache */
+    moe_k_ctx *kc;              /* matrix products: precision in effect, bf16 cache */
     /* Training across processes (set by the trainer; NULL: one process).
      * With dp of more than one rank this rank holds rows [row0, row0 + B)
      * of the global batch, and the losses forward returns are its shares of
@@ -112,7 +112,7 @@ void moe_model_free(moe_model *m);
 /* "fp32" or "bf16": the precision the model's products run in. */
 const char *moe_model_precision(const moe_model *m);
 /* "auto" resolved to what this CPU runs best: "bf16" where oneDNN runs bf16
- * products on AMX tiles (k_bf16_amx), else "fp32" (also with AVX512_BF16
+ * products on AMX tiles (moe_k_bf16_amx), else "fp32" (also with AVX512_BF16
  * alone, where bf16 measured slower than fp32); any other value
  * is returned as it is. *why (may be NULL) gets the reason for auto's
  * choice, NULL for an explicit value. */
@@ -133,7 +133,7 @@ int moe_model_forward(moe_model *m, const int *inputs, const int *targets,
 /* One training micro-batch: moe_model_forward with targets, then the
  * backward of (lm_loss + aux_loss) * loss_scale (>= 0), ADDED into m->grads.
  * The LM head's loss and gradients are one fused pass over row blocks
- * (k_lm_head): the [B*T, V] logits are never formed. */
+ * (moe_k_lm_head): the [B*T, V] logits are never formed. */
 int moe_model_forward_backward(moe_model *m, const int *inputs, const int *targets, size_t B,
                                size_t T, float loss_scale, double *lm_loss, double *aux_loss,
                                moe_err *err);
@@ -189,7 +189,7 @@ static inline const float *moe_model_logits(const moe_model *m) { return m->logi
 
 /* Checkpoint I/O: DIR/config.json and DIR/model.safetensors. Saving
  * refuses weights holding a NaN or an infinity (naming the tensor), and
- * loading refuses them too (st_load_f32), so poison never travels. */
+ * loading refuses them too (moe_st_load_f32), so poison never travels. */
 int moe_model_save(const moe_model *m, const char *dir, moe_err *err);
 
 /* Part `part` of split tensor t of array `array` (the index among those
@@ -200,7 +200,7 @@ typedef int (*moe_fetch_part)(void *arg, int array, const moe_tensor *t, int par
 /* Writes n_arrays arrays laid out as L into one safetensors file, tensor by
  * tensor: array k under the name prefixes[k] + the tensor's name, each
  * tensor whole (a split tensor's other parts come from fetch, called for
- * every part in order even after a failure: see st_write_from). Refuses a
+ * every part in order even after a failure: see moe_st_write_from). Refuses a
  * NaN or an infinity, naming the tensor. */
 int moe_layout_write(const char *path, const moe_layout *L, int n_arrays, const float *const *arrays,
                      const char *const *prefixes, moe_fetch_part fetch, void *arg,

@@ -61,8 +61,8 @@ int moe_rundir_is_run(const char *dir);
 /* The lines of dir/NAME, each parsed: *lines [*n] (free with
  * moe_rundir_lines_free). A missing file gives 0 lines; a line that is not
  * JSON is an error naming the file and the line. */
-int moe_rundir_read_lines(const char *dir, moe_run_file f, json_value ***lines, size_t *n, moe_err *err);
-void moe_rundir_lines_free(json_value **lines, size_t n);
+int moe_rundir_read_lines(const char *dir, moe_run_file f, moe_json_value ***lines, size_t *n, moe_err *err);
+void moe_rundir_lines_free(moe_json_value **lines, size_t n);
 /* Appends line[len] (one JSON object and its newline) to dir/NAME. */
 int moe_rundir_append_line(const char *dir, moe_run_file f, const char *line, size_t len, moe_err *err);
 /* Keeps the lines of dir/NAME whose "step" is <= step (moe_jsonl_keep_steps):
@@ -105,10 +105,10 @@ void moe_rundir_base_name(char *out, size_t cap, const char *path, const char *e
  * windows of seq keeps beside its own: those of the same checkpoint and seq
  * (NULL: none). When there were results it does not keep, note (cap bytes)
  * says which and why, as a line for the user; else note is "". */
-json_value *moe_eval_earlier(const char *path, const char *ckpt, size_t seq, char *note, size_t cap);
+moe_json_value *moe_eval_earlier(const char *path, const char *ckpt, size_t seq, char *note, size_t cap);
 /* eval.json's text: r's results, then the entries of earlier (may be NULL)
  * under "data" and "tasks" whose names r does not have. */
-int moe_eval_json(const moe_eval_results *r, const json_value *earlier, moe_buf *out, moe_err *err);
+int moe_eval_json(const moe_eval_results *r, const moe_json_value *earlier, moe_buf *out, moe_err *err);
 /* Writes r to path (atomically), merged with the earlier results there
  * when merge is set (moe_eval_earlier; note as there). */
 int moe_eval_write(const char *path, const moe_eval_results *r, int merge, char *note, size_t cap,
@@ -135,7 +135,7 @@ int moe_analysis_write(const char *path, const moe_analysis_info *a, const moe_r
 /* dir/NAME parsed (eval.json, analysis.json, summary.json): 0 with *out set,
  * or with *out NULL when the file is absent or unreadable; -1 (err) when
  * it is not JSON. */
-int moe_rundir_read_json(const char *dir, moe_run_file f, json_value **out, moe_err *err);
+int moe_rundir_read_json(const char *dir, moe_run_file f, moe_json_value **out, moe_err *err);
 
 /* moe report's page (moe_report_html) of the runs dirs[n] (1 to 64): each
  * run's metrics.jsonl (required), calibration.jsonl, eval.json and

@@ -23,17 +23,17 @@
 typedef struct moe_sweep_run {
     char name[128];
     char config[4096];
-    const json_value *set;   /* the run's own overrides (NULL: none) */
+    const moe_json_value *set;   /* the run's own overrides (NULL: none) */
 } moe_sweep_run;
 
 typedef struct moe_sweep {
-    json_value *root;                 /* the grid file, parsed (the strings below point into it) */
+    moe_json_value *root;                 /* the grid file, parsed (the strings below point into it) */
     char path[4096], out[4096], data[4096];
     const char *eval_data[MOE_SWEEP_MAX_EVAL];
     size_t n_eval;
     const char *train_args[MOE_SWEEP_MAX_ARGS], *eval_args[MOE_SWEEP_MAX_ARGS];
     size_t n_train_args, n_eval_args;
-    const json_value *set;            /* the grid's overrides for every run (NULL: none) */
+    const moe_json_value *set;            /* the grid's overrides for every run (NULL: none) */
     long seeds[MOE_SWEEP_MAX_SEEDS];
     size_t n_seeds;
     moe_sweep_run runs[MOE_SWEEP_MAX_RUNS];

@@ -7,22 +7,22 @@
 
 #include "moe/util/common.h"
 
-typedef enum { ST_F32, ST_F64, ST_I32, ST_I64, ST_U8, ST_F16, ST_BF16 } st_dtype;
+typedef enum { MOE_ST_F32, MOE_ST_F64, MOE_ST_I32, MOE_ST_I64, MOE_ST_U8, MOE_ST_F16, MOE_ST_BF16 } moe_st_dtype;
 
-#define ST_MAX_DIMS 8
+#define MOE_ST_MAX_DIMS 8
 
-typedef struct st_tensor {
+typedef struct moe_st_tensor {
     char *name;
-    st_dtype dtype;
+    moe_st_dtype dtype;
     int ndim;
-    int64_t shape[ST_MAX_DIMS];
+    int64_t shape[MOE_ST_MAX_DIMS];
     size_t begin, end;      /* byte offsets into the data section */
-    const void *data;       /* points into st_file.data (read side) */
-} st_tensor;
+    const void *data;       /* points into moe_st_file.data (read side) */
+} moe_st_tensor;
 
-typedef struct st_file {
+typedef struct moe_st_file {
     char *path;
-    st_tensor *tensors;
+    moe_st_tensor *tensors;
     size_t count;
     unsigned char *blob;    /* the whole file */
     size_t blob_len;
@@ -31,57 +31,57 @@ typedef struct st_file {
     /* "__metadata__": string -> string pairs (may be empty) */
     char **meta_keys, **meta_values;
     size_t meta_count;
-} st_file;
+} moe_st_file;
 
 /* Reads and validates a file. Errors name the path and the tensor. */
-int st_read(const char *path, st_file *out, moe_err *err);
-void st_free(st_file *f);
-const st_tensor *st_find(const st_file *f, const char *name);
-const char *st_meta(const st_file *f, const char *key);
+int moe_st_read(const char *path, moe_st_file *out, moe_err *err);
+void moe_st_free(moe_st_file *f);
+const moe_st_tensor *moe_st_find(const moe_st_file *f, const char *name);
+const char *moe_st_meta(const moe_st_file *f, const char *key);
 
 /* Looks up `name`, checks it is F32 with exactly the given shape, and copies
  * its values into dst. Errors: missing tensor, wrong dtype, wrong shape, a
  * non-finite value (NaN or infinity: a poisoned model or optimiser state). */
-int st_load_f32(const st_file *f, const char *name, const int64_t *shape, int ndim,
+int moe_st_load_f32(const moe_st_file *f, const char *name, const int64_t *shape, int ndim,
                 float *dst, moe_err *err);
 
 /* One tensor to write. */
-typedef struct st_entry {
+typedef struct moe_st_entry {
     const char *name;
-    st_dtype dtype;
+    moe_st_dtype dtype;
     int ndim;
-    int64_t shape[ST_MAX_DIMS];
+    int64_t shape[MOE_ST_MAX_DIMS];
     const void *data;       /* product(shape) * dtype size bytes */
-} st_entry;
+} moe_st_entry;
 
 /* Writes entries (in the given order, data 8-byte aligned by padding the
  * header with spaces) atomically via moe_afile. meta may be NULL. */
-int st_write(const char *path, const st_entry *entries, size_t n,
+int moe_st_write(const char *path, const moe_st_entry *entries, size_t n,
              const char *const *meta_keys, const char *const *meta_values,
              size_t meta_count, moe_err *err);
 
 /* Writing tensors that are not all in one memory (a model whose experts are
  * divided among processes): entries give names, dtypes and shapes (their
  * data is not used), and fill(arg, i, sink, err) supplies tensor i's bytes
- * in order, by any number of st_sink_write calls. fill is called for every
+ * in order, by any number of moe_st_sink_write calls. fill is called for every
  * tensor even after a failure (of a write, or of an earlier fill), with the
  * sink then swallowing the bytes, so that a source that receives them from
  * other processes stays in step with the senders; the first error is
  * returned at the end and nothing is renamed into place. */
-typedef struct st_sink st_sink;
-typedef int (*st_fill)(void *arg, size_t i, st_sink *sink, moe_err *err);
-void st_sink_write(st_sink *sink, const void *data, size_t bytes);
-int st_write_from(const char *path, const st_entry *entries, size_t n,
+typedef struct moe_st_sink moe_st_sink;
+typedef int (*st_fill)(void *arg, size_t i, moe_st_sink *sink, moe_err *err);
+void moe_st_sink_write(moe_st_sink *sink, const void *data, size_t bytes);
+int moe_st_write_from(const char *path, const moe_st_entry *entries, size_t n,
                   const char *const *meta_keys, const char *const *meta_values,
                   size_t meta_count, st_fill fill, void *arg, moe_err *err);
 
 /* Elements [first, first + count) of F32 tensor `name` (of the given
  * shape) into dst: one process's rows of a tensor divided along dimension
- * 0. The checks of st_load_f32. */
-int st_load_f32_range(const st_file *f, const char *name, const int64_t *shape, int ndim,
+ * 0. The checks of moe_st_load_f32. */
+int moe_st_load_f32_range(const moe_st_file *f, const char *name, const int64_t *shape, int ndim,
                       size_t first, size_t count, float *dst, moe_err *err);
 
-size_t st_dtype_size(st_dtype d);
-const char *st_dtype_name(st_dtype d);
+size_t moe_st_dtype_size(moe_st_dtype d);
+const char *moe_st_dtype_name(moe_st_dtype d);
 
 #endif
