@@ -5,8 +5,8 @@
 # (folders, layers, the public headers each owns) and the known exceptions
 # are read from docs/ARCHITECTURE.md. The checker first runs on small trees
 # built here, where it must find the planted crossings, then on the
-# repository.
-# once: reads text files only, runs no moe code
+# repository. Last, every global symbol libmoe.a defines starts with moe_.
+# once: reads text files and the library's symbol table, runs no moe code
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -175,6 +175,19 @@ else bad "repository_layers_hold:"; cat "$tmp/out"; fi
 n=$(grep -o '^[0-9]*' "$tmp/err")
 if [ "${n:-0}" -ge 200 ]; then ok "repository_includes_scanned ($n)"
 else bad "repository_includes_scanned: only ${n:-0} includes (expected several hundred)"; fi
+
+# --- the library's exported names -------------------------------------------
+# unprefixed LIB: the global symbols LIB defines that do not start with moe_
+unprefixed() { nm -g --defined-only "$1" | awk 'NF == 3 && $3 !~ /^moe_/ { print $3 }'; }
+printf 'int moe_fine(void) { return 1; }\nint loose_name(void) { return 2; }\nstatic int hidden(void) { return 3; }\nint moe_uses(void) { return hidden(); }\n' >"$tmp/planted.c"
+if cc -c "$tmp/planted.c" -o "$tmp/planted.o" && ar rcs "$tmp/planted.a" "$tmp/planted.o" &&
+   [ "$(unprefixed "$tmp/planted.a")" = loose_name ]; then ok planted_unprefixed_export_found
+else bad "planted_unprefixed_export_found: $(unprefixed "$tmp/planted.a" | head -3)"; fi
+lib=${1:-build}/libmoe.a
+if [ ! -f "$lib" ]; then bad "library_exports_prefixed: $lib is missing (build it first)"
+elif [ -z "$(unprefixed "$lib")" ] && [ "$(nm -g --defined-only "$lib" | grep -c ' T moe_')" -ge 300 ]; then
+  ok library_exports_prefixed
+else bad "library_exports_prefixed: $(unprefixed "$lib" | head -5 | tr '\n' ' ')"; fi
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
