@@ -1,16 +1,24 @@
 #!/usr/bin/python3
 """scale-results.py — the scale pilot of docs/RESULTS.md ("Where MoE pays at
-CPU scale") from its runs (runs/scale/pilot-*/NAME/seed-1/metrics.jsonl, as
-far as they have got): the validation loss every ~2M tokens per model, the
+CPU scale") from its runs: the validation loss every ~2M tokens per model, the
 crossover (the first measured token count from which TopK stays below
 dense), ReMoE's per-layer share of tokens on no expert at its last step and
 over training (SVG), and an SVG plot of validation loss against tokens for
-each width. Runs still in progress are
-shown up to their last measurement and marked.
+each width. Runs still in progress are shown up to their last measurement
+and marked.
+
+A run is read from its folder (RUNS_DIR/pilot-*/NAME/seed-1/metrics.jsonl)
+or from an archive: the sessions that train the pilot get a new machine
+each time, so before a session ends `--archive` condenses every run as far
+as it got (the validation curve, the per-layer activity in 100-step means,
+the last step, the machine) into one small JSON file that is committed
+under bench/results/scale/. Of the sources that hold one model, the one that
+got furthest is shown, with the machine that trained it.
 
     scripts/scale-results.py [RUNS_DIR [FIG_DIR]]   (default runs/scale docs/figures) -> Markdown on stdout
     scripts/scale-results.py --update docs/RESULTS.md   the same, written between the page's
                                                         scale-pilot markers
+    scripts/scale-results.py --archive OUT.json [RUNS_DIR]   condense the runs into OUT.json
 """
 import contextlib
 import io
@@ -19,31 +27,92 @@ import os
 import sys
 
 UPDATE = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "--update" else None
-ARGS = [] if UPDATE else sys.argv[1:]
+ARCHIVE = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "--archive" else None
+ARGS = sys.argv[3:] if UPDATE or ARCHIVE else sys.argv[1:]
 RUNS = ARGS[0] if len(ARGS) > 0 else "runs/scale"
 FIGS = ARGS[1] if len(ARGS) > 1 else "docs/figures"
+ARCHIVES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "results", "scale")
+GRIDS = ("pilot-h128", "pilot-h256")
 MODELS = ("dense", "topk", "remoe")
 COLORS = {"dense": "#444444", "topk": "#1f77b4", "remoe": "#d62728"}
 
 
-def load(grid, name):
-    """(curve [(tokens, val_loss)], last metrics line, finished) of one run, or None."""
+def read_run(grid, name):
+    """One run folder condensed: {curve [(tokens, val_loss)], layers {i:
+    [(tokens, mean no_expert over 100 steps)]}, last (metrics line),
+    finished}, or None."""
     path = os.path.join(RUNS, grid, name, "seed-1", "metrics.jsonl")
     if not os.path.exists(path):
         return None
-    curve, last, tokens = [], None, 0
+    curve, last, sums, tokens = [], None, {}, {}
     with open(path) as f:
         for line in f:
             try:
                 m = json.loads(line)
             except ValueError:
                 continue  # a line being written
-            tokens = m.get("tokens", 0) * m["step"]
             last = m
             if "val_loss" in m:
-                curve.append((tokens, m["val_loss"]))
+                curve.append((m.get("tokens", 0) * m["step"], m["val_loss"]))
+            b = (m["step"] - 1) // 100
+            tokens[b] = m.get("tokens", 0) * (b + 1) * 100
+            for i, l in enumerate(m.get("layers", [])):
+                if l.get("no_expert") is not None:
+                    sums.setdefault(i, {}).setdefault(b, []).append(l["no_expert"])
+    layers = {i: [(tokens[b], sum(v) / len(v)) for b, v in sorted(per.items())] for i, per in sorted(sums.items())}
     done = os.path.exists(os.path.join(RUNS, grid, name, "seed-1", "sweep.json"))
-    return curve, last, done
+    return {"curve": curve, "layers": layers, "last": last, "finished": done, "machine": machine()}
+
+
+def machine():
+    """This CPU in words: its model name and its widest vector units."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown CPU"
+    name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "unknown CPU")
+    flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
+    isa = "AMX" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name}, {isa}, {os.cpu_count()} cores"
+
+
+def from_archives(grid, name):
+    """Every archived copy of one run, each {curve, layers, last, finished,
+    machine, archive}."""
+    found = []
+    if not os.path.isdir(ARCHIVES):
+        return found
+    for f in sorted(os.listdir(ARCHIVES)):
+        if not f.endswith(".json"):
+            continue
+        with open(os.path.join(ARCHIVES, f)) as fh:
+            a = json.load(fh)
+        r = a.get("runs", {}).get(grid, {}).get(name)
+        if r:
+            r = dict(r, curve=[tuple(p) for p in r["curve"]],
+                     layers={int(i): [tuple(p) for p in ps] for i, ps in r["layers"].items()},
+                     machine=a.get("machine", "?"), archive=f"bench/results/scale/{f}")
+            found.append(r)
+    return found
+
+
+def load(grid, name):
+    """The copy of one run that got furthest: its folder here or an archive."""
+    copies = [r for r in [read_run(grid, name)] + from_archives(grid, name) if r]
+    return max(copies, key=lambda r: (r["finished"], r["last"]["step"] if r["last"] else 0), default=None)
+
+
+def archive(out):
+    """Write every run folder here, condensed, into OUT."""
+    runs = {g: {m: r for m in MODELS if (r := read_run(g, m))} for g in GRIDS}
+    for g in runs:
+        for r in runs[g].values():
+            del r["machine"]
+    with open(out, "w") as f:
+        json.dump({"machine": machine(), "runs": runs}, f, separators=(",", ":"))
+        f.write("\n")
+    print(f"{out}: " + "; ".join(f"{g}/{m} step {r['last']['step'] if r['last'] else 0}"
+                                 for g in runs for m, r in runs[g].items()))
 
 
 def crossover(dense, topk):
@@ -88,7 +157,8 @@ def line_chart(path, lines, ylabel, lo, hi):
 
 def svg(runs, path):
     """Validation loss against tokens, one line per model."""
-    lines = [(name + ("" if r[2] else " (running)"), COLORS[name], r[0]) for name, r in runs.items() if r and r[0]]
+    lines = [(name + ("" if r["finished"] else " (running)"), COLORS[name], r["curve"])
+             for name, r in runs.items() if r and r["curve"]]
     vals = [v for _, _, ps in lines for _, v in ps]
     if not vals:
         return False
@@ -96,27 +166,13 @@ def svg(runs, path):
     return line_chart(path, lines, "validation loss", min(vals) - pad, max(vals) + pad)
 
 
-def layer_activity(grid, path):
+def layer_activity(run, path):
     """ReMoE's share of tokens on no expert, per layer, against tokens (the
     mean over each 100 steps of metrics.jsonl's per-layer no_expert)."""
-    f = os.path.join(RUNS, grid, "remoe", "seed-1", "metrics.jsonl")
-    if not os.path.exists(f):
+    if not run or not run["layers"]:
         return False
-    sums, tokens = {}, {}
-    with open(f) as fh:
-        for line in fh:
-            try:
-                m = json.loads(line)
-            except ValueError:
-                continue
-            b = (m["step"] - 1) // 100
-            tokens[b] = m.get("tokens", 0) * (b + 1) * 100
-            for i, l in enumerate(m.get("layers", [])):
-                if l.get("no_expert") is not None:
-                    sums.setdefault(i, {}).setdefault(b, []).append(l["no_expert"])
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-    lines = [(f"layer {i}", palette[i % len(palette)],
-              [(tokens[b], sum(v) / len(v)) for b, v in sorted(per.items())]) for i, per in sorted(sums.items())]
+    lines = [(f"layer {i}", palette[i % len(palette)], ps) for i, ps in sorted(run["layers"].items())]
     return line_chart(path, lines, "tokens on no expert", 0.0, 1.0)
 
 
@@ -126,34 +182,35 @@ def table(grid, title):
     if not any(runs.values()):
         print("Not started yet.\n")
         return
-    steps = sorted({t for r in runs.values() if r for t, _ in r[0]})
+    steps = sorted({t for r in runs.values() if r for t, _ in r["curve"]})
     print("| tokens (M) | " + " | ".join(MODELS) + " | TopK − dense | ReMoE − dense |")
     print("|---:|" + "---:|" * (len(MODELS) + 2))
     for t in steps:
-        vals = {m: dict(runs[m][0]).get(t) if runs[m] else None for m in MODELS}
+        vals = {m: dict(runs[m]["curve"]).get(t) if runs[m] else None for m in MODELS}
         cell = lambda v: f"{v:.4f}" if v is not None else "—"
         diff = lambda a, b: f"{a - b:+.4f}" if a is not None and b is not None else "—"
         print(f"| {t / 1e6:.1f} | " + " | ".join(cell(vals[m]) for m in MODELS) +
               f" | {diff(vals['topk'], vals['dense'])} | {diff(vals['remoe'], vals['dense'])} |")
-    state = ", ".join(f"{m}: {'finished' if r[2] else 'step %d' % (r[1]['step'] if r[1] else 0)}"
+    state = "; ".join(f"{m}: {'finished' if r['finished'] else 'step %d' % (r['last']['step'] if r['last'] else 0)}"
+                      f" ({r['machine']}{', ' + r['archive'] if r.get('archive') else ''})"
                       for m, r in runs.items() if r)
     print(f"\nRuns: {state}.")
     if runs["dense"] and runs["topk"]:
-        c = crossover(runs["dense"][0], runs["topk"][0])
+        c = crossover(runs["dense"]["curve"], runs["topk"]["curve"])
         print("Crossover (TopK below dense from then on): " +
               (f"{c / 1e6:.1f}M tokens." if c is not None else "none within the tokens measured so far."))
     r = runs["remoe"]
-    if r and r[1] and "layers" in r[1]:
-        share = [l.get("no_expert") for l in r[1]["layers"]]
-        act = [l.get("active_per_token") for l in r[1]["layers"]]
+    if r and r["last"] and "layers" in r["last"]:
+        share = [l.get("no_expert") for l in r["last"]["layers"]]
+        act = [l.get("active_per_token") for l in r["last"]["layers"]]
         print("ReMoE at its last step (%d), per layer: tokens on no expert %s; active experts per token %s." %
-              (r[1]["step"], ", ".join("%.2f" % s if s is not None else "—" for s in share),
+              (r["last"]["step"], ", ".join("%.2f" % s if s is not None else "—" for s in share),
                ", ".join("%.2f" % a if a is not None else "—" for a in act)))
     fig = os.path.join(FIGS, f"scale-{grid}.svg")
     if svg(runs, fig):
         print(f"\n![validation loss against tokens, {title}](figures/scale-{grid}.svg)")
     fig = os.path.join(FIGS, f"scale-{grid}-remoe-layers.svg")
-    if layer_activity(grid, fig):
+    if layer_activity(runs["remoe"], fig):
         print(f"\n![ReMoE: share of tokens on no expert per layer, {title}](figures/scale-{grid}-remoe-layers.svg)")
     print()
 
@@ -164,6 +221,9 @@ def report():
 
 
 if __name__ == "__main__":
+    if ARCHIVE:
+        archive(ARCHIVE)
+        sys.exit(0)
     if not UPDATE:
         report()
         sys.exit(0)
