@@ -4,7 +4,11 @@
 # each a resumable `moe sweep`, with N sweep processes working through the
 # grids at once (each takes the runs the others do not hold). Stop it with
 # SIGTERM (each run checkpoints) and start it again at any time: it continues
-# where it stopped. Builds data/paper/ first if it is missing.
+# where it stopped. Builds data/paper/ first if it is missing. Before a
+# session's machine goes, `scripts/scale-results.py --archive
+# bench/results/scale/DATE-CPU.json` keeps what the runs reached (curves and
+# finished runs' results) in the repository; the next start restores the
+# finished runs from there.
 # Usage: [MOE_SCALE_RUNS=DIR] scripts/scale-pilot.sh [BUILD_DIR [N_PROCESSES]]   (default: build 3)
 set -euo pipefail
 build=${1:-build}
@@ -24,6 +28,9 @@ worker() {
     "$moe" sweep --grid "configs/scale/grids/$g.json" || return $?
   done
 }
+# runs an earlier session finished on another machine (bench/results/scale/)
+# count as done: their sweep marks come back, and the sweeps skip them
+/usr/bin/python3 scripts/scale-results.py --restore runs/scale
 pids=()
 # SIGTERM/SIGINT reach each worker's `moe sweep`, which passes it to its run
 # (a checkpoint, then exit), then the workers themselves

@@ -12,13 +12,17 @@ or from an archive: the sessions that train the pilot get a new machine
 each time, so before a session ends `--archive` condenses every run as far
 as it got (the validation curve, the per-layer activity in 100-step means,
 the last step, the machine) into one small JSON file that is committed
-under bench/results/scale/. Of the sources that hold one model, the one that
-got furthest is shown, with the machine that trained it.
+under bench/results/scale/ (or $MOE_SCALE_ARCHIVES). Of the sources that hold one model, the one that
+got furthest is shown, with the machine that trained it. A run an archive
+holds as finished keeps its sweep mark there, and `--restore` puts the mark
+back, so that the next session's sweep goes on with the runs not yet done.
 
     scripts/scale-results.py [RUNS_DIR [FIG_DIR]]   (default runs/scale docs/figures) -> Markdown on stdout
     scripts/scale-results.py --update docs/RESULTS.md   the same, written between the page's
                                                         scale-pilot markers
     scripts/scale-results.py --archive OUT.json [RUNS_DIR]   condense the runs into OUT.json
+    scripts/scale-results.py --restore [RUNS_DIR]   mark the runs the archives hold as finished
+                                                    done in RUNS_DIR (scale-pilot.sh does this first)
 """
 import contextlib
 import io
@@ -28,10 +32,11 @@ import sys
 
 UPDATE = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "--update" else None
 ARCHIVE = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "--archive" else None
-ARGS = sys.argv[3:] if UPDATE or ARCHIVE else sys.argv[1:]
+RESTORE = len(sys.argv) > 1 and sys.argv[1] == "--restore"
+ARGS = sys.argv[3:] if UPDATE or ARCHIVE else sys.argv[2:] if RESTORE else sys.argv[1:]
 RUNS = ARGS[0] if len(ARGS) > 0 else "runs/scale"
 FIGS = ARGS[1] if len(ARGS) > 1 else "docs/figures"
-ARCHIVES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "results", "scale")
+ARCHIVES = os.environ.get("MOE_SCALE_ARCHIVES") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "results", "scale")
 GRIDS = ("pilot-h128", "pilot-h256")
 MODELS = ("dense", "topk", "remoe")
 COLORS = {"dense": "#444444", "topk": "#1f77b4", "remoe": "#d62728"}
@@ -60,8 +65,12 @@ def read_run(grid, name):
                 if l.get("no_expert") is not None:
                     sums.setdefault(i, {}).setdefault(b, []).append(l["no_expert"])
     layers = {i: [(tokens[b], sum(v) / len(v)) for b, v in sorted(per.items())] for i, per in sorted(sums.items())}
-    done = os.path.exists(os.path.join(RUNS, grid, name, "seed-1", "sweep.json"))
-    return {"curve": curve, "layers": layers, "last": last, "finished": done, "machine": machine()}
+    mark = os.path.join(RUNS, grid, name, "seed-1", "sweep.json")
+    r = {"curve": curve, "layers": layers, "last": last, "finished": os.path.exists(mark), "machine": machine()}
+    if r["finished"]:
+        with open(mark) as f:
+            r["sweep"] = json.load(f)  # the sweep's mark, with the run's results
+    return r
 
 
 def machine():
@@ -76,22 +85,34 @@ def machine():
     return f"{name}, {isa}, {os.cpu_count()} cores"
 
 
+def archives():
+    """Every archive of bench/results/scale/, each with its file name added."""
+    found = []
+    for f in sorted(os.listdir(ARCHIVES)) if os.path.isdir(ARCHIVES) else []:
+        if f.endswith(".json"):
+            with open(os.path.join(ARCHIVES, f)) as fh:
+                found.append(dict(json.load(fh), file=f))
+    return found
+
+
+def shown(path):
+    """PATH relative to the repository when it lies inside, else absolute."""
+    root = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    path = os.path.normpath(os.path.abspath(path))
+    return os.path.relpath(path, root) if path.startswith(root + os.sep) else path
+
+
 def from_archives(grid, name):
     """Every archived copy of one run, each {curve, layers, last, finished,
     machine, archive}."""
     found = []
-    if not os.path.isdir(ARCHIVES):
-        return found
-    for f in sorted(os.listdir(ARCHIVES)):
-        if not f.endswith(".json"):
-            continue
-        with open(os.path.join(ARCHIVES, f)) as fh:
-            a = json.load(fh)
+    for a in archives():
+        f = a["file"]
         r = a.get("runs", {}).get(grid, {}).get(name)
         if r:
             r = dict(r, curve=[tuple(p) for p in r["curve"]],
                      layers={int(i): [tuple(p) for p in ps] for i, ps in r["layers"].items()},
-                     machine=a.get("machine", "?"), archive=f"bench/results/scale/{f}")
+                     machine=a.get("machine", "?"), archive=shown(os.path.join(ARCHIVES, f)))
             found.append(r)
     return found
 
@@ -102,9 +123,26 @@ def load(grid, name):
     return max(copies, key=lambda r: (r["finished"], r["last"]["step"] if r["last"] else 0), default=None)
 
 
+def restore():
+    """Give every run an archive holds as finished its sweep mark here
+    (RUNS/GRID/NAME/seed-1/sweep.json), so that `moe sweep` counts it done
+    and aggregates it instead of training it again."""
+    for grid, name in sorted({(g, n) for a in archives() for g, ns in a["runs"].items() for n in ns}):
+        r = next((a for a in from_archives(grid, name) if a["finished"] and a.get("sweep")), None)
+        d = os.path.join(RUNS, grid, name, "seed-1")
+        if not r or os.path.exists(os.path.join(d, "sweep.json")):
+            continue
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "sweep.json"), "w") as f:
+            json.dump(r["sweep"], f)
+            f.write("\n")
+        print(f"{d}: finished in {r['archive']} ({r['machine']}), marked done")
+
+
 def archive(out):
     """Write every run folder here, condensed, into OUT."""
-    runs = {g: {m: r for m in MODELS if (r := read_run(g, m))} for g in GRIDS}
+    grids = sorted(g for g in os.listdir(RUNS) if g.startswith("pilot-")) if os.path.isdir(RUNS) else []
+    runs = {g: {m: r for m in sorted(os.listdir(os.path.join(RUNS, g))) if (r := read_run(g, m))} for g in grids}
     for g in runs:
         for r in runs[g].values():
             del r["machine"]
@@ -223,6 +261,9 @@ def report():
 if __name__ == "__main__":
     if ARCHIVE:
         archive(ARCHIVE)
+        sys.exit(0)
+    if RESTORE:
+        restore()
         sys.exit(0)
     if not UPDATE:
         report()
