@@ -1,14 +1,13 @@
 /* tok_file.c — tokenizers as files: our tokenizer file (docs/FORMAT.md,
  * "Tokenizer file"), read strictly with every error naming its line, and
- * written; tiktoken rank files (read); and, by way of src/interop/hf.c, a
- * Hugging Face tokenizer.json (read). */
+ * written; tiktoken rank files (read); and, by way of tok_hf.c, a Hugging
+ * Face tokenizer.json (read). */
 #include "tok_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "moe/util/fileio.h"
-#include "moe/interop/interop.h"
 
 /* ------------------------------------------------------------------ base64 */
 

@@ -529,7 +529,7 @@ static int gguf_tokenizer(const gfile *g, moe_tokenizer **tok, char *why, size_t
             p += 8 + n;
         }
     }
-    if (!rc) rc = moe_ix_tokenizer_from_vocab(s[0], len[0], tk->n, s[1], len[1], mg->n, tok, why, cap, err);
+    if (!rc) rc = moe_tokenizer_from_vocab_texts(s[0], len[0], tk->n, s[1], len[1], mg->n, tok, why, cap, err);
     for (int i = 0; i < 2; i++) { free(s[i]); free(len[i]); }
     return rc;
 }

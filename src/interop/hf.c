@@ -359,57 +359,6 @@ static int hf_tokenizer(const char *dir, moe_tokenizer **tok, char *why, size_t 
     return moe_tokenizer_from_hf_json(path, tok, why, cap, err);
 }
 
-int moe_tokenizer_from_hf_json(const char *path, moe_tokenizer **tok, char *why, size_t cap, moe_err *err) {
-    *tok = NULL;
-    moe_json_value *j = moe_json_parse_file(path, err);
-    if (!j) return -1;
-    const moe_json_value *m = moe_json_get(j, "model"), *ty = m ? moe_json_get(m, "type") : NULL;
-    const moe_json_value *vocab = m ? moe_json_get(m, "vocab") : NULL, *merges = m ? moe_json_get(m, "merges") : NULL;
-    int rc = 0;
-    if (!ty || ty->type != MOE_JSON_STRING || strcmp(ty->string, "BPE") || !vocab || vocab->type != MOE_JSON_OBJECT ||
-        !merges || merges->type != MOE_JSON_ARRAY) {
-        snprintf(why, cap, "%s is not a BPE tokenizer", path);
-        moe_json_free(j);
-        return 0;
-    }
-    size_t n = vocab->count, nm = merges->count;
-    const char **texts = calloc(n ? n : 1, sizeof *texts), **ms = calloc(nm ? nm : 1, sizeof *ms);
-    size_t *lens = calloc(n ? n : 1, sizeof *lens), *mlens = calloc(nm ? nm : 1, sizeof *mlens);
-    char **joined = calloc(nm ? nm : 1, sizeof *joined);
-    if (!texts || !ms || !lens || !mlens || !joined) rc = moe_errf(err, "out of memory");
-    for (size_t i = 0; i < n && !rc; i++) {
-        const moe_json_value *id = &vocab->items[i];
-        if (id->type != MOE_JSON_NUMBER || id->number < 0 || id->number >= (double)n || texts[(size_t)id->number]) {
-            snprintf(why, cap, "%s: the vocabulary ids are not 0..%zu, once each", path, n - 1);
-            break;
-        }
-        texts[(size_t)id->number] = vocab->keys[i];
-        lens[(size_t)id->number] = strlen(vocab->keys[i]);
-    }
-    for (size_t i = 0; i < nm && !rc && !why[0]; i++) {
-        const moe_json_value *x = &merges->items[i];
-        if (x->type == MOE_JSON_STRING) {
-            ms[i] = x->string;
-            mlens[i] = x->len;
-        } else if (x->type == MOE_JSON_ARRAY && x->count == 2 && x->items[0].type == MOE_JSON_STRING && x->items[1].type == MOE_JSON_STRING) {
-            size_t a = x->items[0].len, b = x->items[1].len;
-            if (!(joined[i] = malloc(a + b + 2))) { rc = moe_errf(err, "out of memory"); break; }
-            memcpy(joined[i], x->items[0].string, a);
-            joined[i][a] = ' ';
-            memcpy(joined[i] + a + 1, x->items[1].string, b + 1);
-            ms[i] = joined[i];
-            mlens[i] = a + b + 1;
-        } else {
-            snprintf(why, cap, "%s: merge %zu is neither \"a b\" nor [a, b]", path, i);
-        }
-    }
-    if (!rc && !why[0]) rc = moe_ix_tokenizer_from_vocab(texts, lens, n, ms, mlens, nm, tok, why, cap, err);
-    for (size_t i = 0; joined && i < nm; i++) free(joined[i]);
-    free(joined); free(texts); free(ms); free(lens); free(mlens);
-    moe_json_free(j);
-    return rc;
-}
-
 int moe_import_hf(const char *dir, moe_model **out, moe_tokenizer **tok, char *why, size_t why_cap, moe_err *err) {
     *out = NULL;
     *tok = NULL;

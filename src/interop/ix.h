@@ -1,7 +1,7 @@
 /* ix.h — what the GGUF and Hugging Face exporters share (src/interop/):
  * the choice of foreign architecture (the plan), the table that maps each
  * foreign tensor to the moe tensor it comes from and how (the maps), the
- * byte-level token strings, and the 16-bit float conversions. */
+ * vocabulary as foreign text, and the 16-bit float conversions. */
 #ifndef MOE_IX_H
 #define MOE_IX_H
 
@@ -64,12 +64,8 @@ void moe_ix_map_export(const moe_ix_map *x, const float *params, float *out);
 /* The inverse: writes the model's parameters from the foreign tensor. */
 void moe_ix_map_import(const moe_ix_map *x, const float *in, float *params);
 
-/* Tokenizer */
-/* GPT-2's byte-level alphabet: the UTF-8 text of token bytes p[n], every
- * byte shown as a printable character (appended to out). */
-int moe_ix_token_text(const uint8_t *p, size_t n, moe_buf *out);
-/* The inverse: bytes of a token text; -1 if a character is not of the alphabet. */
-int moe_ix_token_bytes(const char *s, size_t len, moe_buf *out);
+/* Tokenizer (the byte-level alphabet, and reading a vocabulary back from
+ * texts, are in include/moe/data/tokenizer.h) */
 /* The pre-tokenizer names of the tokenizer's split pattern: llama.cpp's
  * tokenizer.ggml.pre and the regex for tokenizer.json; -1 with a message
  * for a pattern that has no name in llama.cpp (gguf_pre NULL: only the
@@ -102,13 +98,6 @@ int moe_ix_tokenizer_json(const moe_tokenizer *tok, const moe_ix_vocab *v, const
  * nothing added) and generation_config.json (eot, max_len). */
 int moe_ix_tokenizer_files(const char *dir, const moe_tokenizer *tok, const moe_ix_vocab *v, const char *regex,
                        int max_len, moe_err *err);
-/* A moe BPE tokenizer from token texts and merges when they are moe's
- * layout (bytes 0..255 in order, merge i makes id 256+i, then
- * <|endoftext|>); else *out = NULL and why says what differs. */
-int moe_ix_tokenizer_from_vocab(const char *const *texts, const size_t *lens, size_t n,
-                            const char *const *merges, const size_t *mlens, size_t nm,
-                            moe_tokenizer **out, char *why, size_t why_cap, moe_err *err);
-
 /* 16-bit floats (round to nearest even) */
 uint16_t moe_ix_f32_to_f16(float f);
 uint16_t moe_ix_f32_to_bf16(float f);

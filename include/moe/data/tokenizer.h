@@ -1,8 +1,8 @@
 /* tokenizer.h — byte-level BPE tokenizers: the "bytes" tokenizer, BPE trained
  * here (moe_bpe_train), and tiktoken rank tables (r50k_base, cl100k_base,
  * o200k_base, Llama 3, any other) with their split patterns and special
- * tokens; encoding, decoding, and the tokenizer file format (docs/FORMAT.md,
- * "Tokenizer file"). */
+ * tokens; encoding, decoding, the tokenizer file format (docs/FORMAT.md,
+ * "Tokenizer file"), and reading a Hugging Face tokenizer.json. */
 #ifndef MOE_TOKENIZER_H
 #define MOE_TOKENIZER_H
 
@@ -166,5 +166,25 @@ int moe_tokenizer_from_merges(const uint32_t *a, const uint32_t *b, size_t n_mer
  * *a, *b; 1 when id is a byte, eot, or a rank-table token that tiktoken's
  * algorithm never produces whole; -1 when out of memory. */
 int moe_tokenizer_merge_of(const moe_tokenizer *t, uint32_t id, uint32_t *a, uint32_t *b);
+
+/* Other programs' byte-level text of a tokenizer (src/data/tok_hf.c):
+ * GPT-2's alphabet, where every byte is shown as a printable character.
+ * moe_tok_bytes_to_text appends the UTF-8 text of token bytes p[n] to out;
+ * moe_tok_text_to_bytes appends the bytes of a token text, -1 if a
+ * character is not of the alphabet (both -1 when out of memory). */
+int moe_tok_bytes_to_text(const uint8_t *p, size_t n, moe_buf *out);
+int moe_tok_text_to_bytes(const char *s, size_t len, moe_buf *out);
+/* A moe BPE tokenizer from token texts[n] (in that alphabet) and merges[nm]
+ * ("A B") when they are moe's layout (bytes 0..255 in order, merge i makes
+ * id 256+i, then <|endoftext|>), as llama.cpp's GGUF and tokenizer.json list
+ * them; else 0 with *out NULL and why saying what differs. */
+int moe_tokenizer_from_vocab_texts(const char *const *texts, const size_t *lens, size_t n,
+                                   const char *const *merges, const size_t *mlens, size_t nm,
+                                   moe_tokenizer **out, char *why, size_t why_cap, moe_err *err);
+/* A Hugging Face tokenizer.json (what moe export writes, or another
+ * byte-level BPE in moe's layout) as a tokenizer; 0 with *tok NULL and *why
+ * set when it is not one moe can hold. moe_tokenizer_load reads one too. */
+int moe_tokenizer_from_hf_json(const char *path, moe_tokenizer **tok, char *why, size_t why_cap,
+                               moe_err *err);
 
 #endif

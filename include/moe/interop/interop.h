@@ -41,11 +41,6 @@ int moe_import_gguf(const char *path, moe_model **m, moe_tokenizer **tok,
                     char *why, size_t why_cap, moe_err *err);
 int moe_import_hf(const char *dir, moe_model **m, moe_tokenizer **tok,
                   char *why, size_t why_cap, moe_err *err);
-/* A Hugging Face tokenizer.json (what moe export writes, or another
- * byte-level BPE in moe's layout) as a tokenizer; *tok NULL and *why set
- * when it is not one moe can hold. */
-int moe_tokenizer_from_hf_json(const char *path, moe_tokenizer **tok, char *why, size_t why_cap,
-                               moe_err *err);
 
 /* Sparse upcycling: dst (a TopK MoE model, freshly initialised) takes every
  * tensor of the dense model and the dense FFN of each MoE layer in every
