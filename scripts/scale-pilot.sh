@@ -9,10 +9,16 @@
 # bench/results/scale/DATE-CPU.json` keeps what the runs reached (curves and
 # finished runs' results) in the repository; the next start restores the
 # finished runs from there.
-# Usage: [MOE_SCALE_RUNS=DIR] scripts/scale-pilot.sh [BUILD_DIR [N_PROCESSES]]   (default: build 3)
+# configs/scale/grids/routers-h128.json (issue 29's comparison) comes last.
+# Usage: [MOE_SCALE_RUNS=DIR] scripts/scale-pilot.sh [BUILD_DIR [N_PROCESSES [GRID...]]]
+#   (default: build 3 pilot-h128 pilot-h256 pilot-lr routers-h128); name grids
+#   to run only those, e.g. on a session too short to finish a 50M-token run
 set -euo pipefail
 build=${1:-build}
 n=${2:-3}
+shift $(( $# < 2 ? $# : 2 ))
+grids=("$@")
+[ ${#grids[@]} -gt 0 ] || grids=(pilot-h128 pilot-h256 pilot-lr routers-h128)
 cd "$(dirname "$0")/.."
 moe="$build/moe"
 scripts/paper-data.sh "$build"
@@ -24,7 +30,8 @@ if [ -n "${MOE_SCALE_RUNS:-}" ]; then
 fi
 worker() {
   local g
-  for g in pilot-h128 pilot-h256 pilot-lr; do
+  for g in "${grids[@]}"; do
+    [ -f "configs/scale/grids/$g.json" ] || { echo "scale-pilot.sh: no grid configs/scale/grids/$g.json" >&2; return 2; }
     "$moe" sweep --grid "configs/scale/grids/$g.json" || return $?
   done
 }

@@ -141,7 +141,7 @@ def restore():
 
 def archive(out):
     """Write every run folder here, condensed, into OUT."""
-    grids = sorted(g for g in os.listdir(RUNS) if g.startswith("pilot-")) if os.path.isdir(RUNS) else []
+    grids = sorted(g for g in os.listdir(RUNS) if os.path.isdir(os.path.join(RUNS, g))) if os.path.isdir(RUNS) else []
     runs = {g: {m: r for m in sorted(os.listdir(os.path.join(RUNS, g))) if (r := read_run(g, m))} for g in grids}
     for g in runs:
         for r in runs[g].values():
