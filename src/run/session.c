@@ -38,9 +38,17 @@ static int stop_asked(const moe_session *s) { return s->opts.stop ? (int)*s->opt
 
 /* ---- the run folder (its files' names: src/run/rundir.c) ---------------- */
 
+/* metrics.jsonl keeps the lines of steps <= the trainer's step: a fresh
+ * run (step 0) empties it, and after a resume or a rollback the steps that
+ * follow are written again. Rank 0 writes the run's files. */
+static int cut_metrics(const moe_session *s, moe_err *err) {
+    return s->rank0 ? moe_rundir_keep_steps(s->tr.out_dir, MOE_RUN_METRICS, s->tr.step, err) : 0;
+}
+
 /* A fresh run never mixes with an earlier one in the same folder: refused
  * when out_dir holds a run or a model; else its metrics.jsonl is emptied. */
-static int fresh_run_folder(moe_trainer *tr, moe_err *err) {
+static int fresh_run_folder(const moe_session *s, moe_err *err) {
+    const moe_trainer *tr = &s->tr;
     char existing[4096];
     moe_err ignored;
     if (!moe_resolve_checkpoint(tr->out_dir, existing, sizeof existing, &ignored)) {
@@ -52,7 +60,7 @@ static int fresh_run_folder(moe_trainer *tr, moe_err *err) {
         return moe_errf(err, "%s already holds a run (%s): continue it with --resume %s, or "
                         "choose another --out", tr->out_dir, existing, tr->out_dir);
     }
-    return moe_trainer_truncate_metrics(tr, err);
+    return cut_metrics(s, err);
 }
 
 /* ---- opening: the config and the model ----------------------------------- */
@@ -285,7 +293,7 @@ static int open_probe(moe_session *s, moe_err *err) {
 static int open_run(moe_session *s, moe_err *err) {
     const moe_session_opts *o = &s->opts;
     moe_trainer *tr = &s->tr;
-    if (o->resume && (moe_trainer_restore(tr, s->ckpt, err) ||
+    if (o->resume && (moe_trainer_restore(tr, s->ckpt, err) || cut_metrics(s, err) ||
                       moe_resume_changes(&s->run_cfg, tr->cfg, tr->step, tr->loader.position, NULL, NULL, err)))
         return -1;
     if (s->data == s->run_data)
@@ -296,7 +304,7 @@ static int open_run(moe_session *s, moe_err *err) {
         if (found < 0) return -1;
         if (found == 0) s->model->rs.lambda = lambda;
     }
-    if (!o->resume && s->rank0 && fresh_run_folder(tr, err)) return -1;
+    if (!o->resume && s->rank0 && fresh_run_folder(s, err)) return -1;
     if (open_tokenizer(s, err)) return -1;
     return o->analysis_every ? open_probe(s, err) : 0;
 }
@@ -354,7 +362,7 @@ static int log_step(moe_session *s, const moe_step_stats *st, moe_err *err) {
     moe_trainer *tr = &s->tr;
     long every = s->opts.eval_every;
     moe_buf line;
-    moe_trainer_log_begin(tr, st, &line);
+    moe_trainer_metrics_line(tr, st, &line);
     if (every && !st->skipped && !st->poisoned && (st->step % every == 0 || st->step == tr->cfg->steps)) {
         double loss;
         if (moe_eval_loss_members(tr->model, &s->eval_tokens, (size_t)tr->cfg->batch_size,
@@ -364,7 +372,14 @@ static int log_step(moe_session *s, const moe_step_stats *st, moe_err *err) {
         }
         if (s->rank0) say(s, "step %ld validation loss %.4f (%s)", st->step, loss, s->eval_tokens.path);
     }
-    return moe_trainer_log_end(tr, &line, err);
+    moe_buf_printf(&line, "}\n");
+    int rc = 0;
+    if (!line.data)
+        rc = moe_errf(err, "out of memory writing %s/%s", tr->out_dir, moe_rundir_name(MOE_RUN_METRICS));
+    else if (s->rank0)  /* each line flushed as it is written: a killed run keeps its steps */
+        rc = moe_rundir_append_line(tr->out_dir, MOE_RUN_METRICS, line.data, line.len, err);
+    moe_buf_free(&line);
+    return rc;
 }
 
 /* A stop asked for on any rank stops every rank after the same step, and a
@@ -390,7 +405,7 @@ static int guard_non_finite(moe_session *s, const moe_step_stats *st, moe_err *e
         isfinite(st->loss) ? "the gradient norm" : "the loss", st->loss, st->grad_norm);
     if (++s->bad_in_row < tr->cfg->max_bad_steps) return 0;
     long back;
-    if (moe_trainer_rollback(tr, &back, err))
+    if (moe_trainer_rollback(tr, &back, err) || cut_metrics(s, err))
         return moe_err_prefix(err, "%d non-finite steps in a row", s->bad_in_row);
     if (back == s->rolled_back_to)
         return moe_errf(err, "training diverged: %d non-finite steps in a row again after returning "
@@ -412,7 +427,7 @@ static int guard_poisoned(moe_session *s, const moe_step_stats *st, moe_err *err
     say(s, "step %ld: the update left %zu values non-finite (first in tensor '%s', its weights or AdamW "
         "moments)", st->step, st->poisoned, st->poisoned_tensor);
     long back;
-    if (moe_trainer_rollback(tr, &back, err))
+    if (moe_trainer_rollback(tr, &back, err) || cut_metrics(s, err))
         return moe_err_prefix(err, "step %ld poisoned the weights (tensor '%s'), nothing was saved, "
                               "and there is no checkpoint to return to: lower --lr, check adam_eps "
                               "and the data", st->step, st->poisoned_tensor);

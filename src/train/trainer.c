@@ -1,5 +1,5 @@
 /* trainer.c — one optimiser step (grad_accum micro-batches, clipping,
- * AdamW), the metrics log, and checkpoints that resume exactly; across
+ * AdamW), each step's metrics line, and checkpoints that resume exactly; across
  * processes, the data-parallel split, the gradient sums and ZeRO-1's
  * sharded moments (docs/DISTRIBUTED.md). */
 #include <dirent.h>
@@ -142,7 +142,6 @@ void moe_trainer_free(moe_trainer *tr) {
     free(tr->targets);
     free(tr->norm_parts);
     moe_loader_free(&tr->loader);
-    if (tr->metrics) fclose(tr->metrics);
     moe_buf_free(&tr->tokenizer);
     moe_model_free(tr->model);
     moe_dir_unlock(tr->lock_fd);
@@ -355,13 +354,7 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err) {
     return 0;
 }
 
-int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err) {
-    moe_buf line = {0};
-    moe_trainer_log_begin(tr, st, &line);
-    return moe_trainer_log_end(tr, &line, err);
-}
-
-void moe_trainer_log_begin(const moe_trainer *tr, const moe_step_stats *st, moe_buf *line) {
+void moe_trainer_metrics_line(const moe_trainer *tr, const moe_step_stats *st, moe_buf *line) {
     moe_buf b = {0};
     moe_buf_printf(&b, "{\"step\": %ld, \"loss\": ", st->step);
     moe_json_write_double(&b, st->loss);
@@ -395,23 +388,6 @@ void moe_trainer_log_begin(const moe_trainer *tr, const moe_step_stats *st, moe_
     }
     if (moe_layers) moe_buf_printf(&b, "]");
     *line = b;
-}
-
-int moe_trainer_log_end(moe_trainer *tr, moe_buf *line, moe_err *err) {
-    char path[4096];
-    int rc = 0;
-    if (tr->comm && tr->comm->rank != 0) goto done;
-    if (!tr->metrics) {
-        if (moe_path(path, sizeof path, err, "%s/metrics.jsonl", tr->out_dir)) { rc = -1; goto done; }
-        tr->metrics = fopen(path, "a");
-        if (!tr->metrics) { rc = moe_errf(err, "cannot open %s: %s", path, strerror(errno)); goto done; }
-    }
-    moe_buf_printf(line, "}\n");
-    if (!line->data || fwrite(line->data, 1, line->len, tr->metrics) != line->len || fflush(tr->metrics))
-        rc = moe_errf(err, "cannot write %s/metrics.jsonl: %s", tr->out_dir, strerror(errno));
-done:
-    moe_buf_free(line);
-    return rc;
 }
 
 /* ---- checkpoints ------------------------------------------------------ */
@@ -662,13 +638,6 @@ int moe_trainer_save(moe_trainer *tr, moe_err *err) {
     return rc;
 }
 
-int moe_trainer_truncate_metrics(const moe_trainer *tr, moe_err *err) {
-    char path[4096];
-    if (tr->comm && tr->comm->rank != 0) return 0;
-    if (moe_path(path, sizeof path, err, "%s/metrics.jsonl", tr->out_dir)) return -1;
-    return moe_jsonl_keep_steps(path, tr->step, err);
-}
-
 int moe_checkpoint_lambda(const char *ckpt, float *lambda, moe_err *err) {
     char path[4096];
     if (moe_path(path, sizeof path, err, "%s/trainer_state.json", ckpt)) return -1;
@@ -790,7 +759,7 @@ int moe_trainer_restore(moe_trainer *tr, const char *ckpt, moe_err *err) {
         tr->model->rs.lambda = (float)lambda->number;
     }
     moe_json_free(j);
-    return rc ? rc : moe_trainer_truncate_metrics(tr, err);
+    return rc;
 }
 
 int moe_trainer_rollback(moe_trainer *tr, long *step_out, moe_err *err) {

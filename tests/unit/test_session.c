@@ -2,7 +2,7 @@
  * (src/run/session.c), without the moe program: a run stopped and resumed
  * ends bit-identical to an uninterrupted one; non-finite steps are skipped
  * and, max_bad_steps in a row, rolled back to the last checkpoint (then the
- * run ends as if they had not happened); the same failure again after that
+ * run ends as if they had not happened, metrics.jsonl included); the same failure again after that
  * return, or a poisoned update with no checkpoint, is an error; the
  * options' overrides land in the model's one config; what open refuses. */
 #include <math.h>
@@ -15,6 +15,7 @@
 #include "harness.h"
 #include "moe/comm/comm.h"
 #include "moe/util/fileio.h"
+#include "moe/run/rundir.h"
 #include "moe/run/session.h"
 
 /* The lines a session said, one after another. */
@@ -194,6 +195,21 @@ static void nan_before(moe_session *s, void *ctx) {
     }
 }
 
+/* Whether dir/metrics.jsonl holds the lines of steps 1..n, in order, once each. */
+static int metrics_steps_are(const char *dir, long n) {
+    moe_json_value **lines;
+    size_t k;
+    moe_err err;
+    if (moe_rundir_read_lines(dir, MOE_RUN_METRICS, &lines, &k, &err)) return 0;
+    int ok = k == (size_t)n;
+    for (size_t i = 0; ok && i < k; i++) {
+        const moe_json_value *step = moe_json_get(lines[i], "step");
+        ok = step && step->type == MOE_JSON_NUMBER && step->number == (double)(i + 1);
+    }
+    moe_rundir_lines_free(lines, k);
+    return ok;
+}
+
 /* Steps 5 and 6 are not finite: skipped, then (max_bad_steps 2) the run
  * returns to the checkpoint of step 4 and ends as the uninterrupted run
  * does. The same again after that return: training diverged. */
@@ -216,6 +232,8 @@ static void test_non_finite_rollback_and_divergence(void) {
     if (ref) CHECK(memcmp(ref, s.model->params, s.model->n_params * sizeof(float)) == 0,
                    "after the return the weights are the uninterrupted run's, bit for bit");
     for (int k = 5; k <= 8; k++) CHECK(got[k] == want[k], "step %d loss %.9g, uninterrupted %.9g", k, got[k], want[k]);
+    CHECK(metrics_steps_are(out, 8), "metrics.jsonl holds steps 1..8 once each: the steps after the return "
+          "are written again, and kept");
     moe_session_free(&s);
 
     /* again after the return to the same checkpoint: steps 5, 6, and 5, 6 once more */

@@ -1,6 +1,6 @@
 /* train.h — the optimiser (AdamW, METHOD §1), the learning-rate schedule, and
- * the trainer: one optimiser step over grad_accum micro-batches, metrics,
- * and checkpoints that hold everything needed to resume exactly. */
+ * the trainer: one optimiser step over grad_accum micro-batches, its metrics
+ * line, and checkpoints that hold everything needed to resume exactly. */
 #ifndef MOE_TRAIN_H
 #define MOE_TRAIN_H
 
@@ -81,7 +81,6 @@ typedef struct moe_trainer {
     const moe_tokens *data;
     int *inputs, *targets;    /* [B*T] current micro-batch */
     char out_dir[4096];
-    FILE *metrics;            /* out_dir/metrics.jsonl, appended */
     moe_buf tokenizer;        /* tokenizer file copied into every checkpoint (may be empty) */
     moe_profile prof;         /* --profile: where the steps' time went */
     int lock_fd;              /* out_dir/.lock, held while the trainer lives (-1: none) */
@@ -145,18 +144,12 @@ int moe_trainer_step(moe_trainer *tr, moe_step_stats *st, moe_err *err);
 /* Returns to the newest checkpoint of out_dir: weights, optimiser, step, data
  * position and lambda; *step_out is its step. */
 int moe_trainer_rollback(moe_trainer *tr, long *step_out, moe_err *err);
-/* Keeps only the metrics.jsonl lines of steps <= tr->step: a resumed run
- * (and a fresh one) rewrites what came after its starting point. */
-int moe_trainer_truncate_metrics(const moe_trainer *tr, moe_err *err);
-/* Appends one JSON line to metrics.jsonl (rank 0 only across processes). */
-int moe_trainer_log(moe_trainer *tr, const moe_step_stats *st, moe_err *err);
-/* The same line in two halves, for members measured after the step but
- * before its layers' statistics are overwritten (a validation pass):
- * _begin formats the step's members into *line (left open), the caller may
- * append `, "key": value` members, _end closes it and appends it to
- * metrics.jsonl (rank 0 only) and frees *line either way. */
-void moe_trainer_log_begin(const moe_trainer *tr, const moe_step_stats *st, moe_buf *line);
-int moe_trainer_log_end(moe_trainer *tr, moe_buf *line, moe_err *err);
+/* The step's line of metrics.jsonl (docs/FORMAT.md), formatted into a new
+ * *line and left open: the caller may append `, "key": value` members
+ * measured after the step (a validation pass), then closes it with "}\n".
+ * The trainer writes no run file but its checkpoints: the session appends
+ * the line (src/run/rundir.c owns metrics.jsonl). */
+void moe_trainer_metrics_line(const moe_trainer *tr, const moe_step_stats *st, moe_buf *line);
 /* Writes out_dir/checkpoints/step-NNNNNNNN (model, optimiser, state)
  * through a temporary directory renamed into place, then keeps only the
  * newest cfg.keep_checkpoints. Across processes every rank calls it: the
