@@ -80,12 +80,11 @@ int cli_precision(const char *cmd, const char *val);
  * (bf16 asked, fp32 in effect on a CPU without bf16 dot products). */
 struct moe_model;
 void cli_note_precision(const char *cmd, const struct moe_model *model);
-/* For score, eval and generate: runs `model` in `precision` when it is not
- * NULL (else in the model's own), notes a fallback, and marks its weights
- * as fixed so that bf16 copies are made once. Returns 0 or -1 (err). */
+/* For score, eval, generate and serve, after the model is loaded in the
+ * --precision asked for (moe_model_load_precision): notes a fallback, and
+ * marks its weights as fixed so that bf16 copies are made once. */
+void cli_inference_ready(const char *cmd, struct moe_model *model);
 struct moe_err;
-int cli_inference_precision(const char *cmd, struct moe_model *model, const char *precision,
-                            struct moe_err *err);
 
 /* Before `cmd` writes a model into the directory out: a training
  * checkpoint or run there is refused always, a model without force (one

@@ -156,11 +156,11 @@ static void state_free(eval_state *s, const eval_opts *o) {
 static int load_inputs(eval_state *s, const eval_opts *o, moe_err *err) {
     char path[4096];
     if (state_alloc(s, o, err) || moe_resolve_checkpoint(o->model_dir, s->ckpt, sizeof s->ckpt, err) ||
-        moe_model_load(s->ckpt, &s->m, err))
+        moe_model_load_precision(s->ckpt, o->precision, &s->m, err))
         return -1;
     if (o->json_path && !o->json_stdout && cli_check_writable(o->json_path, "--json", err))
         return -1;
-    if (cli_inference_precision("eval", s->m, o->precision, err)) return -1;
+    cli_inference_ready("eval", s->m);
     s->m->training = 0;
     s->T = o->seq ? (size_t)o->seq : (size_t)s->m->cfg.seq_len;
     if (s->T > (size_t)s->m->cfg.max_seq_len) s->T = (size_t)s->m->cfg.max_seq_len;

@@ -300,10 +300,10 @@ static int gen_open(gen *g, moe_tokenizer **tok, const gen_opts *o, moe_err *err
     char ckpt[4096], path[4200];
     if (moe_resolve_checkpoint(o->model_dir, ckpt, sizeof ckpt, err) ||
         moe_path(path, sizeof path, err, "%s/config.json", ckpt) || moe_config_load(path, &cfg, err) ||
-        moe_decode_check(&cfg, err) || moe_model_load(ckpt, &g->m, err) ||
-        cli_inference_precision("generate", g->m, o->precision, err) ||
-        moe_checkpoint_tokenizer(ckpt, o->tok_path, tok, err))
+        moe_decode_check(&cfg, err) || moe_model_load_precision(ckpt, o->precision, &g->m, err))
         return -1;
+    cli_inference_ready("generate", g->m);
+    if (moe_checkpoint_tokenizer(ckpt, o->tok_path, tok, err)) return -1;
     if (!*tok && g->m->cfg.vocab_size != 257)  /* bytes would print garbage */
         return moe_errf(err, "%s has no tokenizer file and its vocab_size is %d, not the 257 of the bytes "
                         "tokenizer: give --tokenizer FILE (the one its data was prepared with), or "

@@ -199,12 +199,9 @@ void cli_note_precision(const char *cmd, const moe_model *model) {
                 model->cfg.precision, moe_model_precision(model));
 }
 
-int cli_inference_precision(const char *cmd, moe_model *model, const char *precision,
-                            moe_err *err) {
-    if (precision && moe_model_set_precision(model, precision, err)) return -1;
+void cli_inference_ready(const char *cmd, moe_model *model) {
     cli_note_precision(cmd, model);
     moe_k_ctx_freeze_weights(model->kc, model->params, model->n_params);
-    return 0;
 }
 
 const char *cli_stdout_output(const char *path, char *buf, size_t cap) {

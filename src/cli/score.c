@@ -90,8 +90,8 @@ int cmd_score(int argc, char **argv) {
     int rc = 1;
     if (parse_ids(text, len, strcmp(tokens, "-") ? tokens : "<stdin>", &ids, &n, &err)) goto out;
     if (n < 2) { moe_errf(&err, "%s: need at least 2 tokens to score, found %zu", tokens, n); goto out; }
-    if (moe_model_load(model_dir, &m, &err)) goto out;
-    if (cli_inference_precision("score", m, precision, &err)) goto out;
+    if (moe_model_load_precision(model_dir, precision, &m, &err)) goto out;
+    cli_inference_ready("score", m);
     size_t V = (size_t)m->cfg.vocab_size, W = (size_t)m->cfg.max_seq_len;
     for (size_t i = 0; i < n; i++)
         if (ids[i] >= (int)V) {

@@ -232,9 +232,10 @@ static void request_done(void *cls, struct MHD_Connection *c, void **con_cls, en
 static int load(const char *model_dir, const char *tok_path, const char *precision, moe_model **m,
                 moe_tokenizer **tok, moe_err *err) {
     char ckpt[4096];
-    if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, err) || moe_model_load(ckpt, m, err) ||
-        cli_inference_precision("serve", *m, precision, err) || moe_checkpoint_tokenizer(ckpt, tok_path, tok, err))
+    if (moe_resolve_checkpoint(model_dir, ckpt, sizeof ckpt, err) || moe_model_load_precision(ckpt, precision, m, err))
         return -1;
+    cli_inference_ready("serve", *m);
+    if (moe_checkpoint_tokenizer(ckpt, tok_path, tok, err)) return -1;
     if (!*tok && (*m)->cfg.vocab_size != 257)
         return moe_errf(err, "%s has no tokenizer file and its vocab_size is %d, not the 257 of the bytes "
                         "tokenizer: give --tokenizer FILE", ckpt, (*m)->cfg.vocab_size);

@@ -90,17 +90,36 @@ int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err) {
     return moe_model_create_part(cfg, 0, 1, out, err);
 }
 
+/* The kernels' precision that a config's precision asks for: "auto"
+ * resolved (moe_precision_resolve), "" read as fp32; -1 naming any other. */
+static int asked_precision(const char *precision, moe_k_precision *want, moe_err *err) {
+    precision = moe_precision_resolve(precision, NULL);
+    if (!precision[0] || strcmp(precision, "fp32") == 0) *want = MOE_K_FP32;
+    else if (strcmp(precision, "bf16") == 0) *want = MOE_K_BF16;
+    else return moe_errf(err, "precision: expected auto, fp32 or bf16, found \"%s\"", precision);
+    return 0;
+}
+
 int moe_model_create_part(const moe_config *cfg, int part, int parts, moe_model **out, moe_err *err) {
     if (parts < 1 || part < 0 || part >= parts)
         return moe_errf(err, "part %d of %d: expected 0 <= part < parts", part, parts);
-    moe_model *m = model_shell(cfg, part, parts, err);
+    /* The model's config is the one it is built with, and stays so. auto is
+     * recorded as what it resolved to, so that a resume, eval or score of
+     * the checkpoint runs the same products; an explicit bf16 is recorded
+     * as asked (not the fallback): the checkpoint asks for bf16 again on a
+     * CPU that has it. */
+    moe_k_precision want = MOE_K_FP32;
+    if (asked_precision(cfg->precision, &want, err)) return -1;
+    moe_config built = *cfg;
+    snprintf(built.precision, sizeof built.precision, "%s", want == MOE_K_BF16 ? "bf16" : "fp32");
+    moe_model *m = model_shell(&built, part, parts, err);
     if (!m) return -1;
     m->params = moe_floats_alloc(m->n_params, err);
     m->grads = m->params ? moe_floats_alloc(m->n_params, err) : NULL;
     if (!m->grads) goto fail;
     moe_layout_rewind(&m->layout, m->params, m->grads);
     model_layout(m);                       /* pass 2: assign pointers */
-    if (moe_model_set_precision(m, cfg->precision, err)) goto fail;
+    if (moe_k_ctx_create(want, &m->kc, err)) goto fail;  /* bf16 falls back to fp32 where the CPU lacks it */
     *out = m;
     return 0;
 fail:
@@ -186,24 +205,6 @@ const char *moe_precision_resolve(const char *precision, const char **why) {
              : off && *off && strcmp(off, "0") ? "auto: MOE_NO_BF16 is set"
              : "auto: no native bf16 on this CPU";
     return amx ? "bf16" : "fp32";
-}
-
-int moe_model_set_precision(moe_model *m, const char *precision, moe_err *err) {
-    moe_k_precision want;
-    precision = moe_precision_resolve(precision, NULL);
-    if (!precision[0] || strcmp(precision, "fp32") == 0) want = MOE_K_FP32;
-    else if (strcmp(precision, "bf16") == 0) want = MOE_K_BF16;
-    else return moe_errf(err, "precision: expected auto, fp32 or bf16, found \"%s\"", precision);
-    moe_k_ctx *kc;
-    if (moe_k_ctx_create(want, &kc, err)) return -1;
-    moe_k_ctx_free(m->kc);
-    m->kc = kc;
-    /* auto is recorded as what it resolved to, so that a resume, eval or
-     * score of the checkpoint runs the same products; an explicit bf16 is
-     * recorded as asked (not the fallback): the checkpoint asks for bf16
-     * again on a CPU that has it */
-    snprintf(m->cfg.precision, sizeof m->cfg.precision, "%s", want == MOE_K_BF16 ? "bf16" : "fp32");
-    return 0;
 }
 
 void moe_model_init(moe_model *m, uint64_t seed) {

@@ -227,10 +227,15 @@ int moe_model_load_weights(moe_model *m, const char *ckpt, moe_err *err) {
 }
 
 int moe_model_load(const char *dir, moe_model **out, moe_err *err) {
+    return moe_model_load_precision(dir, NULL, out, err);
+}
+
+int moe_model_load_precision(const char *dir, const char *precision, moe_model **out, moe_err *err) {
     char ckpt[4096];
     if (moe_resolve_checkpoint(dir, ckpt, sizeof ckpt, err)) return -1;
     moe_config cfg;
     if (moe_checkpoint_config(ckpt, &cfg, err)) return -1;
+    if (precision) snprintf(cfg.precision, sizeof cfg.precision, "%s", precision);  /* create checks it */
     moe_model *m;
     if (moe_model_create(&cfg, &m, err)) return -1;
     if (moe_model_load_weights(m, ckpt, err)) { moe_model_free(m); return -1; }

@@ -230,12 +230,9 @@ static void test_fallback(void) {
         moe_model_free(m);
     }
     moe_model *bad = NULL;
-    CHECK(moe_model_create(&cfg, &bad, &err) == 0, "%s", err.msg);
-    if (bad) {
-        CHECK(moe_model_set_precision(bad, "fp16", &err) != 0 && strstr(err.msg, "fp16"),
-              "an unknown precision is refused by name: %s", err.msg);
-        moe_model_free(bad);
-    }
+    snprintf(cfg.precision, sizeof cfg.precision, "fp16");  /* past the config's validation */
+    CHECK(moe_model_create(&cfg, &bad, &err) != 0 && !bad && strstr(err.msg, "fp16"),
+          "an unknown precision is refused by name: %s", err.msg);
 }
 
 /* A small model of precision `precision` saved in dir (NULL on failure). */
@@ -313,6 +310,23 @@ static void test_auto_precision(void) {
                  "fp32 asked: records %s, runs %s", m->cfg.precision, moe_model_precision(m));
     moe_model_free(m);
     CHECK(!strcmp(saved_precision(dir, &cfg), "fp32"), "fp32 asked: the checkpoint records %s", cfg.precision);
+    /* --precision of score, eval, generate: the model is built in it, and
+     * its config says so; the checkpoint is not touched */
+    m = NULL;
+    CHECK(moe_model_load_precision(dir, "auto", &m, &err) == 0, "%s", err.msg);
+    if (m) CHECK(!strcmp(m->cfg.precision, expect) && !strcmp(moe_model_precision(m), expect),
+                 "loaded with auto: records %s, runs %s; expected %s", m->cfg.precision,
+                 moe_model_precision(m), expect);
+    moe_model_free(m);
+    m = NULL;
+    CHECK(moe_model_load_precision(dir, NULL, &m, &err) == 0, "%s", err.msg);
+    if (m) CHECK(!strcmp(m->cfg.precision, "fp32"), "loaded without: the checkpoint's fp32, found %s",
+                 m->cfg.precision);
+    moe_model_free(m);
+    m = NULL;
+    CHECK(moe_model_load_precision(dir, "fp16", &m, &err) != 0 && !m && strstr(err.msg, "fp16"),
+          "loaded with fp16: refused by name: %s", err.msg);
+    CHECK(!strcmp(saved_precision(dir, &cfg), "fp32"), "the checkpoint still records %s", cfg.precision);
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0, "%s", cmd);

@@ -98,9 +98,11 @@ typedef struct moe_param_count {
 int moe_model_count_params(const moe_config *cfg, int parts, moe_param_count *out, moe_err *err);
 
 /* Builds a model from a finalized config; parameters zero (call init or load).
- * Its matrix products run in cfg->precision ("auto" resolved here, once;
- * bf16 falls back to fp32 where the CPU lacks it: moe_model_precision says
- * which is in effect). */
+ * Its matrix products run in cfg->precision ("auto" resolved here, once,
+ * and m->cfg.precision records what it resolved to; bf16 falls back to
+ * fp32 where the CPU lacks it: moe_model_precision says which is in
+ * effect). m->cfg is read-only from here on: the routers and FFNs hold
+ * pointers into it, and a checkpoint saves it. */
 int moe_model_create(const moe_config *cfg, moe_model **out, moe_err *err);
 /* The same, holding only part `part` of `parts` of every MoE layer's routed
  * experts (expert parallel, docs/DISTRIBUTED.md: experts [part E/parts,
@@ -117,10 +119,6 @@ const char *moe_model_precision(const moe_model *m);
  * is returned as it is. *why (may be NULL) gets the reason for auto's
  * choice, NULL for an explicit value. */
 const char *moe_precision_resolve(const char *precision, const char **why);
-/* Switches the products to `precision` ("auto", "fp32" or "bf16", with the
- * same fallback); m->cfg.precision records the request, auto as what it
- * resolved to. */
-int moe_model_set_precision(moe_model *m, const char *precision, moe_err *err);
 /* METHOD §1 init: normal(0, init_std), output projections init_std/sqrt(2L), norms 1. */
 void moe_model_init(moe_model *m, uint64_t seed);
 
@@ -210,6 +208,11 @@ int moe_layout_write(const char *path, const moe_layout *L, int n_arrays, const 
 int moe_model_save_divided(const moe_model *m, const char *dir, moe_fetch_part fetch, void *arg,
                            moe_err *err);
 int moe_model_load(const char *dir, moe_model **out, moe_err *err);
+/* moe_model_load with the products in `precision` ("auto", "fp32" or
+ * "bf16"; NULL: the checkpoint's own): the --precision of score, eval,
+ * generate and serve, set on the config before the model is built (as
+ * train's options are), so m->cfg.precision says what was asked for. */
+int moe_model_load_precision(const char *dir, const char *precision, moe_model **out, moe_err *err);
 /* CKPT/config.json (checksum-verified) as a finalized config: what a model
  * load would build, known before anything is allocated. */
 int moe_checkpoint_config(const char *ckpt, moe_config *cfg, moe_err *err);
