@@ -45,6 +45,17 @@ static int cut_metrics(const moe_session *s, moe_err *err) {
     return s->rank0 ? moe_rundir_keep_steps(s->tr.out_dir, MOE_RUN_METRICS, s->tr.step, err) : 0;
 }
 
+/* After a return to a checkpoint the run's step logs go back with it:
+ * metrics.jsonl and calibration.jsonl keep the steps up to the checkpoint's,
+ * and the probe takes that step's routing, so that its next flip rate is
+ * measured from there (as after a resume). */
+static int rewind_logs(moe_session *s, moe_err *err) {
+    if (cut_metrics(s, err)) return -1;
+    if (!s->opts.analysis_every) return 0;
+    if (s->rank0 && moe_rundir_keep_steps(s->tr.out_dir, MOE_RUN_CALIBRATION, s->tr.step, err)) return -1;
+    return moe_probe_prime(&s->probe, s->model, err);
+}
+
 /* A fresh run never mixes with an earlier one in the same folder: refused
  * when out_dir holds a run or a model; else its metrics.jsonl is emptied. */
 static int fresh_run_folder(const moe_session *s, moe_err *err) {
@@ -405,7 +416,7 @@ static int guard_non_finite(moe_session *s, const moe_step_stats *st, moe_err *e
         isfinite(st->loss) ? "the gradient norm" : "the loss", st->loss, st->grad_norm);
     if (++s->bad_in_row < tr->cfg->max_bad_steps) return 0;
     long back;
-    if (moe_trainer_rollback(tr, &back, err) || cut_metrics(s, err))
+    if (moe_trainer_rollback(tr, &back, err) || rewind_logs(s, err))
         return moe_err_prefix(err, "%d non-finite steps in a row", s->bad_in_row);
     if (back == s->rolled_back_to)
         return moe_errf(err, "training diverged: %d non-finite steps in a row again after returning "
@@ -427,7 +438,7 @@ static int guard_poisoned(moe_session *s, const moe_step_stats *st, moe_err *err
     say(s, "step %ld: the update left %zu values non-finite (first in tensor '%s', its weights or AdamW "
         "moments)", st->step, st->poisoned, st->poisoned_tensor);
     long back;
-    if (moe_trainer_rollback(tr, &back, err) || cut_metrics(s, err))
+    if (moe_trainer_rollback(tr, &back, err) || rewind_logs(s, err))
         return moe_err_prefix(err, "step %ld poisoned the weights (tensor '%s'), nothing was saved, "
                               "and there is no checkpoint to return to: lower --lr, check adam_eps "
                               "and the data", st->step, st->poisoned_tensor);

@@ -195,24 +195,26 @@ static void nan_before(moe_session *s, void *ctx) {
     }
 }
 
-/* Whether dir/metrics.jsonl holds the lines of steps 1..n, in order, once each. */
-static int metrics_steps_are(const char *dir, long n) {
+/* Whether the run file f of dir holds the lines of steps first..n, in
+ * order, once each. */
+static int log_steps_are(const char *dir, moe_run_file f, long first, long n) {
     moe_json_value **lines;
     size_t k;
     moe_err err;
-    if (moe_rundir_read_lines(dir, MOE_RUN_METRICS, &lines, &k, &err)) return 0;
-    int ok = k == (size_t)n;
+    if (moe_rundir_read_lines(dir, f, &lines, &k, &err)) return 0;
+    int ok = k == (size_t)(n - first + 1);
     for (size_t i = 0; ok && i < k; i++) {
         const moe_json_value *step = moe_json_get(lines[i], "step");
-        ok = step && step->type == MOE_JSON_NUMBER && step->number == (double)(i + 1);
+        ok = step && step->type == MOE_JSON_NUMBER && step->number == (double)(first + (long)i);
     }
     moe_rundir_lines_free(lines, k);
     return ok;
 }
 
-/* Steps 5 and 6 are not finite: skipped, then (max_bad_steps 2) the run
+/* Steps 6 and 7 are not finite: skipped, then (max_bad_steps 2) the run
  * returns to the checkpoint of step 4 and ends as the uninterrupted run
- * does. The same again after that return: training diverged. */
+ * does; step 5's lines, written before the return, are not doubled. The
+ * same again after that return: training diverged. */
 static void test_non_finite_rollback_and_divergence(void) {
     env e;
     double want[16] = {0}, got[16] = {0};
@@ -223,17 +225,20 @@ static void test_non_finite_rollback_and_divergence(void) {
     moe_session s;
     moe_err err;
     moe_session_opts o = new_run(&e, out, sizeof out, "rollback", &h, NULL);
-    long once[] = {5, 0};
+    o.analysis_every = 1;  /* the calibration probe after every step */
+    long once[] = {6, 0};
     CHECK(moe_session_open(&s, &o, &err) == 0, "%s", err.msg);
     CHECK(run_out(&s, nan_before, once, got, &err) == 0, "%s", err.msg);
-    CHECK(strstr(h.text, "step 5: the loss is not finite") && strstr(h.text, "step 6: the loss is not finite") &&
+    CHECK(strstr(h.text, "step 6: the loss is not finite") && strstr(h.text, "step 7: the loss is not finite") &&
           strstr(h.text, "2 non-finite steps in a row: returned to the checkpoint of step 4"), "said: %s", h.text);
     CHECK(s.tr.step == 8 && s.rolled_back_to == 4, "ended at %ld, returned to %ld", s.tr.step, s.rolled_back_to);
     if (ref) CHECK(memcmp(ref, s.model->params, s.model->n_params * sizeof(float)) == 0,
                    "after the return the weights are the uninterrupted run's, bit for bit");
     for (int k = 5; k <= 8; k++) CHECK(got[k] == want[k], "step %d loss %.9g, uninterrupted %.9g", k, got[k], want[k]);
-    CHECK(metrics_steps_are(out, 8), "metrics.jsonl holds steps 1..8 once each: the steps after the return "
-          "are written again, and kept");
+    CHECK(log_steps_are(out, MOE_RUN_METRICS, 1, 8), "metrics.jsonl holds steps 1..8 once each: the steps "
+          "after the return are written again, and kept");
+    CHECK(log_steps_are(out, MOE_RUN_CALIBRATION, 0, 8), "calibration.jsonl holds steps 0..8 once each: step 5's probe, "
+          "written before the return, is not doubled");
     moe_session_free(&s);
 
     /* again after the return to the same checkpoint: steps 5, 6, and 5, 6 once more */
