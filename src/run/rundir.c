@@ -383,8 +383,79 @@ double moe_run_headline(const moe_run_metrics *ms, const char **key) {
     return moe_run_metric(ms, "train_loss");
 }
 
+/* Per MoE site (a layer, or a CartesianMoE sub-layer) of metrics.jsonl's
+ * "layers": sums over the steps of the last tenth. */
+#define MAX_SITES 256
+typedef struct {
+    size_t n;                                   /* sites seen */
+    double imbalance[MAX_SITES];                /* max_e n_e / mean_e n_e */
+    double active[MAX_SITES], no_expert[MAX_SITES];
+    size_t steps[MAX_SITES];
+} site_sums;
+
+/* Adds one step's "layers" array to the sums. */
+static void add_sites(site_sums *ss, const moe_json_value *layers) {
+    for (size_t i = 0; layers && layers->type == MOE_JSON_ARRAY && i < layers->count && i < MAX_SITES; i++) {
+        const moe_json_value *l = &layers->items[i], *tpe = moe_json_get(l, "tokens_per_expert");
+        double most = 0, sum = 0;
+        size_t E = tpe && tpe->type == MOE_JSON_ARRAY ? tpe->count : 0;
+        for (size_t e = 0; e < E; e++) {
+            double v = tpe->items[e].type == MOE_JSON_NUMBER ? tpe->items[e].number : 0;
+            sum += v;
+            if (v > most) most = v;
+        }
+        if (sum <= 0) continue;
+        ss->imbalance[i] += most / (sum / (double)E);
+        ss->active[i] += moe_json_get_number(l, "active_per_token", 0);
+        ss->no_expert[i] += moe_json_get_number(l, "no_expert", 0);
+        ss->steps[i]++;
+        if (i + 1 > ss->n) ss->n = i + 1;
+    }
+}
+
+/* The routing metrics of a MoE run from the sums (docs/SWEEP.md): the load
+ * imbalance averaged over sites and at the worst site, the least active
+ * site's experts per token and the most starved site's share of tokens on
+ * no expert. */
+static void put_sites(moe_run_metrics *ms, const site_sums *ss) {
+    double imb = 0, worst = 0, act_min = INFINITY, none_max = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < ss->n; i++) {
+        if (!ss->steps[i]) continue;
+        double c = (double)ss->steps[i], im = ss->imbalance[i] / c;
+        imb += im;
+        k++;
+        if (im > worst) worst = im;
+        if (ss->active[i] / c < act_min) act_min = ss->active[i] / c;
+        if (ss->no_expert[i] / c > none_max) none_max = ss->no_expert[i] / c;
+    }
+    if (!k) return;
+    put(ms, "imbalance", imb / (double)k);
+    put(ms, "imbalance_worst", worst);
+    put(ms, "active_min_layer", act_min);
+    put(ms, "no_expert_max_layer", none_max);
+}
+
+/* The mean flip rate over the last tenth of calibration.jsonl's probes
+ * (none without --analysis-every). */
+static int collect_flips(const char *dir, moe_run_metrics *ms, moe_err *err) {
+    if (!moe_rundir_has(dir, MOE_RUN_CALIBRATION)) return 0;
+    moe_json_value **lines;
+    size_t n, k = 0;
+    if (moe_rundir_read_lines(dir, MOE_RUN_CALIBRATION, &lines, &n, err)) return -1;
+    size_t tail = n / 10 ? n / 10 : n;
+    double sum = 0;
+    for (size_t i = n - tail; i < n; i++) {
+        double f = moe_json_get_number(lines[i], "flip_rate", NAN);
+        if (isfinite(f)) { sum += f; k++; }
+    }
+    moe_rundir_lines_free(lines, n);
+    if (k) put(ms, "flip_rate", sum / (double)k);
+    return 0;
+}
+
 /* The mean lm_loss and sparsity over the last tenth of metrics.jsonl's
- * steps (at least one). */
+ * steps (at least one), and the routing metrics over the same steps. */
 static int collect_training(const char *dir, moe_run_metrics *ms, moe_err *err) {
     char p[4200];
     if (moe_rundir_path(p, sizeof p, dir, MOE_RUN_METRICS, err)) return -1;
@@ -394,16 +465,21 @@ static int collect_training(const char *dir, moe_run_metrics *ms, moe_err *err) 
     if (moe_rundir_read_lines(dir, MOE_RUN_METRICS, &lines, &n, err)) return -1;
     size_t tail = n / 10 ? n / 10 : n, nl = 0, ns = 0;
     double sl = 0, ss = 0;
+    site_sums *sites = calloc(1, sizeof *sites);
+    if (!sites) { moe_rundir_lines_free(lines, n); return moe_errf(err, "out of memory"); }
     for (size_t i = n - tail; i < n; i++) {
         double loss = moe_json_get_number(lines[i], "lm_loss", NAN);
         double sp = moe_json_get_number(lines[i], "sparsity", NAN);
         if (isfinite(loss)) { sl += loss; nl++; }
         if (isfinite(sp)) { ss += sp; ns++; }
+        add_sites(sites, moe_json_get(lines[i], "layers"));
     }
     moe_rundir_lines_free(lines, n);
     if (nl) put(ms, "train_loss", sl / (double)nl);
     if (ns) put(ms, "sparsity", ss / (double)ns);
-    return 0;
+    put_sites(ms, sites);
+    free(sites);
+    return collect_flips(dir, ms, err);
 }
 
 /* eval.json's losses and perplexities per data file, accuracies per task. */

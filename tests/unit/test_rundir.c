@@ -189,6 +189,8 @@ static void test_collect_and_done(void) {
     CHECK_CLOSE(moe_run_metric(&ms, "valid.ppl_drop_top"), 14, 0, 0);
     CHECK_CLOSE(moe_run_metric(&ms, "cloze.acc_norm"), 0.75, 0, 0);
     CHECK(isnan(moe_run_metric(&ms, "nothing")), "an absent key is NAN");
+    CHECK(isnan(moe_run_metric(&ms, "imbalance")) && isnan(moe_run_metric(&ms, "flip_rate")),
+          "no layers, no probe: no routing metrics");
     const char *hk;
     CHECK(moe_run_headline(&ms, &hk) == 2.5 && !strcmp(hk, "valid.loss"), "headline %s", hk);
     /* sweep.json: written, read back, and the run is done */
@@ -206,6 +208,38 @@ static void test_collect_and_done(void) {
     CHECK(!moe_sweep_run_dir(p, sizeof p, "OUT", "topk", 3, &err) && !strcmp(p, "OUT/topk/seed-3"), "%s", p);
     CHECK(!moe_sweep_summary_of(p, sizeof p, "OUT/topk/seed-3", &err) &&
           !strcmp(p, "OUT/topk/seed-3/../../summary.json"), "%s", p);
+}
+
+/* The routing metrics of a MoE run, from hand-computed per-layer loads:
+ * over the last tenth (steps 19, 20) layer 0 has tokens [6, 2, 0, 0]
+ * (max/mean 3) and [2, 2, 2, 2] (1), layer 1 [4, 4, 0, 0] (2) twice; flip
+ * rates of the last tenth of 10 probes: only probe 10's. */
+static void test_collect_routing(void) {
+    char dir[512], line[512];
+    moe_err err;
+    fresh(dir, sizeof dir, "sweep/remoe/seed-1");
+    for (int s = 1; s <= 20; s++) {
+        const char *l0 = s == 19 ? "[6, 2, 0, 0]" : s == 20 ? "[2, 2, 2, 2]" : "[9, 0, 0, 0]";
+        int n = snprintf(line, sizeof line, "{\"step\": %d, \"lm_loss\": 1, \"layers\": ["
+                         "{\"tokens_per_expert\": %s, \"active_per_token\": %g, \"no_expert\": %g}, "
+                         "{\"tokens_per_expert\": [4, 4, 0, 0], \"active_per_token\": 0.5, \"no_expert\": %g}]}\n",
+                         s, l0, s == 19 ? 1.0 : 2.0, 0.0, s == 20 ? 0.6 : 0.4);
+        CHECK(!moe_rundir_append_line(dir, MOE_RUN_METRICS, line, (size_t)n, &err), "%s", err.msg);
+    }
+    moe_run_metrics ms;
+    CHECK(!moe_run_collect(dir, 1.0, &ms, &err), "%s", err.msg);
+    CHECK(isnan(moe_run_metric(&ms, "flip_rate")), "no calibration.jsonl, no flip rate");
+    CHECK_CLOSE(moe_run_metric(&ms, "imbalance"), (2.0 + 2.0) / 2, 0, 1e-12);  /* layer 0: (3 + 1) / 2 */
+    CHECK_CLOSE(moe_run_metric(&ms, "imbalance_worst"), 2.0, 0, 1e-12);
+    CHECK_CLOSE(moe_run_metric(&ms, "active_min_layer"), 0.5, 0, 1e-12);
+    CHECK_CLOSE(moe_run_metric(&ms, "no_expert_max_layer"), 0.5, 0, 1e-12);
+    for (int s = 0; s <= 9; s++) {
+        int n = s ? snprintf(line, sizeof line, "{\"step\": %d, \"flip_rate\": %g}\n", s * 10, 0.01 * s)
+                  : snprintf(line, sizeof line, "{\"step\": 0, \"flip_rate\": null}\n");
+        CHECK(!moe_rundir_append_line(dir, MOE_RUN_CALIBRATION, line, (size_t)n, &err), "%s", err.msg);
+    }
+    CHECK(!moe_run_collect(dir, 1.0, &ms, &err), "%s", err.msg);
+    CHECK_CLOSE(moe_run_metric(&ms, "flip_rate"), 0.09, 0, 1e-12);
 }
 
 static void test_lock(void) {
@@ -232,6 +266,7 @@ int main(void) {
     RUN(test_metrics_round_trip);
     RUN(test_eval_merge);
     RUN(test_collect_and_done);
+    RUN(test_collect_routing);
     RUN(test_lock);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);

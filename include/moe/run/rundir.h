@@ -148,8 +148,10 @@ int moe_rundir_report(const char *const *dirs, size_t n, moe_buf *out, moe_err *
 #define MOE_RUN_MAX_METRICS 64
 
 /* A finished run's results as flat metrics: "train_loss", "sparsity",
- * "seconds", and per eval.json entry "NAME.loss", "NAME.ppl",
- * "NAME.ppl_drop_top", "TASK.acc", "TASK.acc_norm" (docs/SWEEP.md). */
+ * "seconds", a MoE run's "imbalance", "imbalance_worst",
+ * "active_min_layer", "no_expert_max_layer" and "flip_rate", and per
+ * eval.json entry "NAME.loss", "NAME.ppl", "NAME.ppl_drop_top",
+ * "TASK.acc", "TASK.acc_norm" (docs/SWEEP.md). */
 typedef struct moe_run_metrics {
     struct { char key[96]; double value; } m[MOE_RUN_MAX_METRICS];
     size_t n;
