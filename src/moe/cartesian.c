@@ -69,6 +69,7 @@ static int cart_forward(moe_ffn *f, float *y, const float *x, size_t N,
     if (c->A->ops->forward(c->A, y, x, N, &sub, err)) return moe_err_prefix(err, "sub-layer A");
     for (size_t i = 0; i < N * D; i++) c->h1[i] = ctx->residual[i] + y[i];
     moe_k_rmsnorm_forward(c->x2, c->rstd, c->h1, c->wn, N, D, (float)f->cfg->norm_eps);
+    moe_prof_mark(ctx->prof, PROF_NORMS);
     if (c->B->ops->forward(c->B, c->b, c->x2, N, &sub, err)) return moe_err_prefix(err, "sub-layer B");
     moe_k_add(y, c->b, N * D);  /* y = a + b */
     f->aux_loss = c->A->aux_loss + c->B->aux_loss;
@@ -87,6 +88,7 @@ static int cart_backward(moe_ffn *f, float *dx, const float *dy, const float *x,
     /* out = h1 + b: db = dy; through B and its norm to dh1 (norm path) */
     if (c->B->ops->backward(c->B, c->dx2, dy, c->x2, N, &sub, err)) return moe_err_prefix(err, "sub-layer B");
     moe_k_rmsnorm_backward(c->da, c->dwn, c->dx2, c->h1, c->wn, c->rstd, N, D, 0);
+    moe_prof_mark(ctx->prof, PROF_NORMS);
     /* a feeds out directly and through h1: da = dy + dh1_norm. Then h gets
      * dh1_norm (its direct dy is the block's residual add); dresidual may
      * alias dy, so it is written only after dy's last read (da). */

@@ -607,6 +607,8 @@ static int layer_forward(moe_ffn *f, float *y, const float *x, size_t N,
     }
     if (zc) zc_forward(m, y, x, N);
     f->aux_loss = m->aux;
+    moe_prof_mark(ctx->prof, PROF_EXPERTS);  /* the experts and the combine: here, so that a
+                                               * CartesianMoE's second router is not charged them */
     return 0;
 }
 
