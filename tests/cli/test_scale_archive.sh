@@ -16,13 +16,7 @@ pass=0; fail=0
 cd "$tmp"
 sr() { MOE_SCALE_ARCHIVES="$tmp/archives" /usr/bin/python3 "$root/scripts/scale-results.py" "$@"; }
 
-/usr/bin/python3 - "$root" <<'PY'
-import sys
-sys.path.insert(0, sys.argv[1] + "/tools")
-import moe_files, numpy as np
-moe_files.write_tokens("train.tok", np.random.default_rng(1).integers(0, 64, 20000), 64)
-moe_files.write_tokens("valid.tok", np.random.default_rng(2).integers(0, 64, 3000), 64)
-PY
+tiny_tokens "$root"
 cat > topk.json <<'J'
 {"vocab_size": 64, "hidden": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "max_seq_len": 16,
  "ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 1, "steps": 60, "batch_size": 2,

@@ -20,13 +20,7 @@ cd "$tmp"
 
 check help_sweep bash -c "'$moe' sweep --help | grep -q usage"
 
-/usr/bin/python3 - "$root" <<'PY'
-import sys
-sys.path.insert(0, sys.argv[1] + "/tools")
-import moe_files, numpy as np
-moe_files.write_tokens("train.tok", np.random.default_rng(1).integers(0, 64, 20000), 64)
-moe_files.write_tokens("valid.tok", np.random.default_rng(2).integers(0, 64, 3000), 64)
-PY
+tiny_tokens "$root"
 cat > topk.json <<'EOF'
 {"vocab_size": 64, "hidden": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "max_seq_len": 16,
  "ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 1, "steps": 600, "batch_size": 2,
