@@ -79,14 +79,34 @@ static double time_ffn(const variant *v, const shape *s, int repeats, double *sp
     return med;
 }
 
+/* The CPU in words, for the JSON: /proc/cpuinfo's model name and the widest
+ * vector unit the kernels use. */
+static void cpu_name(char *out, size_t cap) {
+    char line[512], name[256] = "unknown CPU";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+            snprintf(name, sizeof name, "%s", strchr(line, ':') + 2);
+            name[strcspn(name, "\n")] = 0;
+            break;
+        }
+    if (f) fclose(f);
+    __builtin_cpu_init();
+    const char *isa = __builtin_cpu_supports("avx512f") ? "AVX-512" : __builtin_cpu_supports("avx2") ? "AVX2" : "no AVX2";
+    snprintf(out, cap, "%s, %s", name, isa);
+}
+
 int main(int argc, char **argv) {
     const char *out = argc > 1 ? argv[1] : "bench/results/ffn_speed.json";
+    char cpu[300];
+    cpu_name(cpu, sizeof cpu);
     int repeats = argc > 2 ? atoi(argv[2]) : 9;
     const variant variants[] = {{"dense", "dense", "topk"}, {"topk", "moe", "topk"}, {"relu", "moe", "relu"}};
     const shape shapes[] = {{128, 512, 8, 2048}, {512, 2048, 8, 2048}};
     FILE *j = fopen(out, "w");
     if (!j) { perror(out); return 1; }
-    fprintf(j, "{\"benchmark\": \"ffn_speed\", \"threads\": %d, \"repeats\": %d, \"results\": [", omp_get_max_threads(), repeats);
+    fprintf(j, "{\"benchmark\": \"ffn_speed\", \"cpu\": \"%s\", \"threads\": %d, \"repeats\": %d, \"results\": [", cpu,
+            omp_get_max_threads(), repeats);
     printf("%-22s %-6s %10s %9s %8s\n", "shape (D,F,E,N)", "ffn", "ms", "sparsity", "x dense");
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const shape *s = &shapes[si];
