@@ -4,11 +4,11 @@
 # each a resumable `moe sweep`, with N sweep processes working through the
 # grids at once (each takes the runs the others do not hold). Stop it with
 # SIGTERM (each run checkpoints) and start it again at any time: it continues
-# where it stopped. Builds data/paper/ first if it is missing. Before a
-# session's machine goes, `scripts/scale-results.py --archive
-# bench/results/scale/DATE-CPU.json` keeps what the runs reached (curves and
-# finished runs' results) in the repository; the next start restores the
-# finished runs from there.
+# where it stopped. Builds data/paper/ first if it is missing. When it
+# stops (SIGTERM, or all done) it archives what the runs reached (curves and
+# finished runs' results) into bench/results/scale/TIME-ISA.json
+# (scripts/scale-results.py --archive): commit that file before the machine
+# goes, and the next start, on any machine, restores the finished runs.
 # configs/scale/grids/routers-h128.json (issue 29's comparison) comes last.
 # Usage: [MOE_SCALE_RUNS=DIR] scripts/scale-pilot.sh [BUILD_DIR [N_PROCESSES [GRID...]]]
 #   (default: build 3 pilot-h128 pilot-h256 pilot-lr routers-h128); name grids
@@ -41,10 +41,19 @@ worker() {
 pids=()
 # SIGTERM/SIGINT reach each worker's `moe sweep`, which passes it to its run
 # (a checkpoint, then exit), then the workers themselves
+# archive: what the runs reached, into bench/results/scale/ (one file per
+# stop, named for the time and the CPU's vector unit), to be committed
+archive() {
+  local isa=avx2
+  grep -qw amx_bf16 /proc/cpuinfo && isa=amx || { grep -qw avx512f /proc/cpuinfo && isa=avx512; }
+  /usr/bin/python3 scripts/scale-results.py --archive \
+    "bench/results/scale/$(date -u +%Y-%m-%dT%H%M)-$isa.json" runs/scale || true
+}
 stop() {
   local p
   for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null; done
   wait
+  archive
   exit 143
 }
 trap stop TERM INT
@@ -55,4 +64,5 @@ for i in $(seq "$n"); do
 done
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done
+archive
 exit $status
