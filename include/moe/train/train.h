@@ -4,8 +4,6 @@
 #ifndef MOE_TRAIN_H
 #define MOE_TRAIN_H
 
-#include <stdio.h>
-
 #include "moe/util/common.h"
 #include "moe/model/config.h"
 #include "moe/data/data.h"
