@@ -113,6 +113,11 @@ def flops_per_token(cfg, sparsity):
     F = cfg.get("ffn_dim") or 4 * D
     if cfg.get("ffn", "dense") == "dense":
         ffn = 3 * D * F
+    elif cfg["ffn"] == "cartesian":
+        # two sub-layers, each a router [E, D], a shared gate [2, D], k routed
+        # half experts (size F/2; k = E (1 - sparsity)) and one shared one
+        E = cfg["n_experts"]
+        ffn = 2 * (D * E + 2 * D + (E * (1.0 - sparsity) + 1) * 3 * D * (F // 2))
     else:
         G = cfg.get("granularity", 1)
         E = cfg["n_experts"] * G
