@@ -7,7 +7,7 @@ over training (SVG), and an SVG plot of validation loss against tokens for
 each width. Runs still in progress are shown up to their last measurement
 and marked.
 
-A run is read from its folder (RUNS_DIR/pilot-*/NAME/seed-1/metrics.jsonl)
+A run (GRID, NAME/seed-S) is read from its folder (RUNS_DIR/GRID/NAME/seed-S)
 or from an archive: the sessions that train the pilot get a new machine
 each time, so before a session ends `--archive` condenses every run as far
 as it got (the validation curve, the per-layer activity in 100-step means,
@@ -25,6 +25,8 @@ back, so that the next session's sweep goes on with the runs not yet done.
                                                     done in RUNS_DIR (scale-pilot.sh does this first)
 """
 import contextlib
+import functools
+import glob
 import io
 import json
 import os
@@ -42,11 +44,12 @@ MODELS = ("dense", "topk", "remoe")
 COLORS = {"dense": "#444444", "topk": "#1f77b4", "remoe": "#d62728"}
 
 
-def read_run(grid, name):
-    """One run folder condensed: {curve [(tokens, val_loss)], layers {i:
-    [(tokens, mean no_expert over 100 steps)]}, last (metrics line),
-    finished}, or None."""
-    path = os.path.join(RUNS, grid, name, "seed-1", "metrics.jsonl")
+def read_run(grid, run):
+    """One run folder (RUNS/GRID/RUN, RUN = NAME/seed-S) condensed: {curve
+    [(tokens, val_loss)], layers {i: [(tokens, mean no_expert over 100
+    steps)]}, last (metrics line), finished, and a finished run's sweep
+    mark}, or None without metrics.jsonl."""
+    path = os.path.join(RUNS, grid, run, "metrics.jsonl")
     if not os.path.exists(path):
         return None
     curve, last, sums, tokens = [], None, {}, {}
@@ -65,8 +68,8 @@ def read_run(grid, name):
                 if l.get("no_expert") is not None:
                     sums.setdefault(i, {}).setdefault(b, []).append(l["no_expert"])
     layers = {i: [(tokens[b], sum(v) / len(v)) for b, v in sorted(per.items())] for i, per in sorted(sums.items())}
-    mark = os.path.join(RUNS, grid, name, "seed-1", "sweep.json")
-    r = {"curve": curve, "layers": layers, "last": last, "finished": os.path.exists(mark), "machine": machine()}
+    mark = os.path.join(RUNS, grid, run, "sweep.json")
+    r = {"curve": curve, "layers": layers, "last": last, "finished": os.path.exists(mark)}
     if r["finished"]:
         with open(mark) as f:
             r["sweep"] = json.load(f)  # the sweep's mark, with the run's results
@@ -85,14 +88,16 @@ def machine():
     return f"{name}, {isa}, {os.cpu_count()} cores"
 
 
+@functools.lru_cache(maxsize=None)
 def archives():
-    """Every archive of bench/results/scale/, each with its file name added."""
+    """Every archive of bench/results/scale/ (read once), each with its file
+    name added."""
     found = []
     for f in sorted(os.listdir(ARCHIVES)) if os.path.isdir(ARCHIVES) else []:
         if f.endswith(".json"):
             with open(os.path.join(ARCHIVES, f)) as fh:
                 found.append(dict(json.load(fh), file=f))
-    return found
+    return tuple(found)
 
 
 def shown(path):
@@ -102,13 +107,13 @@ def shown(path):
     return os.path.relpath(path, root) if path.startswith(root + os.sep) else path
 
 
-def from_archives(grid, name):
+def from_archives(grid, run):
     """Every archived copy of one run, each {curve, layers, last, finished,
     machine, archive}."""
     found = []
     for a in archives():
         f = a["file"]
-        r = a.get("runs", {}).get(grid, {}).get(name)
+        r = a.get("runs", {}).get(grid, {}).get(run)
         if r:
             r = dict(r, curve=[tuple(p) for p in r["curve"]],
                      layers={int(i): [tuple(p) for p in ps] for i, ps in r["layers"].items()},
@@ -117,19 +122,21 @@ def from_archives(grid, name):
     return found
 
 
-def load(grid, name):
-    """The copy of one run that got furthest: its folder here or an archive."""
-    copies = [r for r in [read_run(grid, name)] + from_archives(grid, name) if r]
+def load(grid, run):
+    """The copy of one run that got furthest: its folder here (on this
+    machine) or an archive."""
+    here = read_run(grid, run)
+    copies = ([dict(here, machine=machine())] if here else []) + from_archives(grid, run)
     return max(copies, key=lambda r: (r["finished"], r["last"]["step"] if r["last"] else 0), default=None)
 
 
 def restore():
     """Give every run an archive holds as finished its sweep mark here
-    (RUNS/GRID/NAME/seed-1/sweep.json), so that `moe sweep` counts it done
+    (RUNS/GRID/NAME/seed-S/sweep.json), so that `moe sweep` counts it done
     and aggregates it instead of training it again."""
-    for grid, name in sorted({(g, n) for a in archives() for g, ns in a["runs"].items() for n in ns}):
-        r = next((a for a in from_archives(grid, name) if a["finished"] and a.get("sweep")), None)
-        d = os.path.join(RUNS, grid, name, "seed-1")
+    for grid, run in sorted({(g, n) for a in archives() for g, ns in a["runs"].items() for n in ns}):
+        r = next((a for a in from_archives(grid, run) if a["finished"] and a.get("sweep")), None)
+        d = os.path.join(RUNS, grid, run)
         if not r or os.path.exists(os.path.join(d, "sweep.json")):
             continue
         os.makedirs(d, exist_ok=True)
@@ -140,12 +147,12 @@ def restore():
 
 
 def archive(out):
-    """Write every run folder here, condensed, into OUT."""
-    grids = sorted(g for g in os.listdir(RUNS) if os.path.isdir(os.path.join(RUNS, g))) if os.path.isdir(RUNS) else []
-    runs = {g: {m: r for m in sorted(os.listdir(os.path.join(RUNS, g))) if (r := read_run(g, m))} for g in grids}
-    for g in runs:
-        for r in runs[g].values():
-            del r["machine"]
+    """Write every run folder here (RUNS/GRID/NAME/seed-S, every seed),
+    condensed, into OUT."""
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(RUNS, "*", "*", "seed-*", "metrics.jsonl"))):
+        grid, name, seed = os.path.relpath(os.path.dirname(path), RUNS).split(os.sep)
+        runs.setdefault(grid, {})[f"{name}/{seed}"] = read_run(grid, f"{name}/{seed}")
     with open(out, "w") as f:
         json.dump({"machine": machine(), "runs": runs}, f, separators=(",", ":"))
         f.write("\n")
@@ -215,7 +222,7 @@ def layer_activity(run, path):
 
 
 def table(grid, title):
-    runs = {m: load(grid, m) for m in MODELS}
+    runs = {m: load(grid, f"{m}/seed-1") for m in MODELS}
     print(f"#### {title}\n")
     if not any(runs.values()):
         print("Not started yet.\n")
