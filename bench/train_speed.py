@@ -18,8 +18,9 @@ batches (the sparsity controller works per step, whatever the batch), and
 both sides then start from that checkpoint (weights and lambda); the
 "-stage1" rows start from init instead.
 Peak memory is the maximum resident set size of the training process.
-MFU: model FLOPs per token (6 x the active matrix parameters, plus the
-attention matrix products: 12 T D per layer) x tokens/s, over the cores'
+MFU: model FLOPs per token (6 x the active parameters at the run's measured
+sparsity, from `moe config --params --sparsity`, input embedding aside; plus
+the attention matrix products: 12 T D per layer) x tokens/s, over the cores'
 fp32 FMA peak (512-bit FMAs, build/bench/gemm_rate, same threads, same
 run); bf16 rows also over the best rate oneDNN's bf16 matmul reached there
 (AMX where the CPU has it) and the vdpbf16ps peak (in the JSON)."""
@@ -105,25 +106,15 @@ def data_file(build, tmp):
     return out
 
 
-def flops_per_token(cfg, sparsity):
-    """6 x active matrix parameters + the attention products (12 T D per layer)."""
+def flops_per_token(build, path, cfg, sparsity):
+    """6 x the active matrix parameters + the attention products (12 T D per
+    layer). The active parameters are `moe config --params` at the run's
+    measured sparsity (the project's one counter), less the input embedding
+    (a lookup, not a product): `embedding` is embedding + head, V x D each."""
+    counts = json.loads(subprocess.run([f"{build}/moe", "config", "--params", path, "--sparsity", f"{sparsity:.6f}"],
+                                       check=True, capture_output=True, text=True).stdout)
     D, L, V, T = cfg["hidden"], cfg["n_layers"], cfg["vocab_size"], cfg["seq_len"]
-    hd = D // cfg["n_heads"]
-    attn = D * cfg["n_heads"] * hd * 2 + 2 * D * cfg["n_kv_heads"] * hd
-    F = cfg.get("ffn_dim") or 4 * D
-    if cfg.get("ffn", "dense") == "dense":
-        ffn = 3 * D * F
-    elif cfg["ffn"] == "cartesian":
-        # two sub-layers, each a router [E, D], a shared gate [2, D], k routed
-        # half experts (size F/2; k = E (1 - sparsity)) and one shared one
-        E = cfg["n_experts"]
-        ffn = 2 * (D * E + 2 * D + (E * (1.0 - sparsity) + 1) * 3 * D * (F // 2))
-    else:
-        G = cfg.get("granularity", 1)
-        E = cfg["n_experts"] * G
-        active = E * (1.0 - sparsity)
-        ffn = D * E + active * 3 * D * (F // G) + cfg.get("n_shared_experts", 0) * 3 * D * (F // G)
-    return 6 * (L * (attn + ffn) + V * D) + 12 * T * D * L
+    return 6 * (counts["active"] - counts["embedding"] + V * D) + 12 * T * D * L
 
 
 def gemm_rate(build, threads):
@@ -205,7 +196,7 @@ def bench_model(build, name, cfg, data, steps, repeats, threads, warm_steps, tmp
                     # machine does not move
                     "moe_cpu_s": row["moe_cpu"], "torch_cpu_s": row["torch_cpu"],
                     "cpu_ratio": statistics.median(row["torch_cpu"]) / statistics.median(row["moe_cpu"]),
-                    "flops_per_token": flops_per_token(cfg, sp)})
+                    "flops_per_token": flops_per_token(build, path, cfg, sp)})
     return out
 
 

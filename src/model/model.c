@@ -128,13 +128,18 @@ fail:
 }
 
 int moe_model_count_params(const moe_config *cfg, int parts, moe_param_count *out, moe_err *err) {
+    return moe_model_count_params_at(cfg, parts, moe_ffn_active_share(cfg), out, err);
+}
+
+int moe_model_count_params_at(const moe_config *cfg, int parts, double share, moe_param_count *out, moe_err *err) {
     if (parts < 1) return moe_errf(err, "parameter count: %d parts, expected at least 1", parts);
+    if (!(share >= 0.0 && share <= 1.0))
+        return moe_errf(err, "parameter count: active share %g of the routed experts, expected 0 to 1", share);
     moe_model *m = model_shell(cfg, 0, parts, err);  /* pass 1 only: counts, no memory */
     if (!m) return -1;
     memset(out, 0, sizeof *out);
     out->held = m->n_params;
-    /* the active share of a routed expert tensor: k of E, or what the kinds say */
-    double share = moe_ffn_active_share(cfg), active = 0.0, experts_active = 0.0;
+    double active = 0.0, experts_active = 0.0;
     for (size_t i = 0; i < m->layout.count; i++) {
         const moe_tensor *t = &m->layout.tensors[i];
         size_t n = t->full;  /* the whole tensor, whichever part one process holds */

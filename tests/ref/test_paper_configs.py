@@ -84,6 +84,27 @@ def main(build):
             unequal.append(f"{group}: not 17 and 3 FFNs per MoE layer")
     check("cartesian_rows_equal_parameters", not unequal, "; ".join(unequal[:5]))
 
+    # --sparsity S counts the routed experts at 1 - S (a run's measured
+    # sparsity, as bench/train_speed.py's MFU needs): ReMoE E8 has no shared
+    # expert, so experts_active is (1 - S) x experts, and S = 1 - k/E is the
+    # nominal count; other parameters do not move
+    remoe = os.path.join(ROOT, "configs", "paper", "remoe", "cpu", "182m", "remoe-e8.json")
+    at = {}
+    for s in ("0.5", "0.875", "0.96"):
+        r = subprocess.run([moe, "config", "--params", remoe, "--sparsity", s], capture_output=True, text=True)
+        at[s] = json.loads(r.stdout) if r.returncode == 0 else {}
+    nominal = counts.get("remoe/cpu/182m/remoe-e8.json", {})
+    wrong = [f"S={s}: {c}" for s, c in at.items()
+             if not c or abs(c["experts_active"] - (1 - float(s)) * c["experts"]) > 0.5
+             or c["active"] - c["experts_active"] != nominal.get("active", 0) - nominal.get("experts_active", 0)]
+    if at["0.875"] != nominal:
+        wrong.append(f"S=0.875 {at['0.875']} != nominal {nominal}")
+    check("params_at_measured_sparsity", not wrong, "; ".join(wrong))
+    for name, args, want in (("sparsity_out_of_range", ["--params", remoe, "--sparsity", "1.5"], "--sparsity"),
+                             ("sparsity_needs_params", ["--check", remoe, "--sparsity", "0.5"], "with --params")):
+        r = subprocess.run([moe, "config"] + args, capture_output=True, text=True)
+        check(name, r.returncode == 2 and want in r.stderr, r.stderr)
+
     print(f"# {passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -96,6 +96,11 @@ typedef struct moe_param_count {
                               its n_params); total when parts is 1 */
 } moe_param_count;
 int moe_model_count_params(const moe_config *cfg, int parts, moe_param_count *out, moe_err *err);
+/* The same with the routed experts' active share given (0..1: 1 - the
+ * sparsity a run measured, e.g. ReMoE's) instead of the nominal one that
+ * moe_model_count_params takes from the kinds (k of E). */
+int moe_model_count_params_at(const moe_config *cfg, int parts, double share, moe_param_count *out,
+                              moe_err *err);
 
 /* Builds a model from a finalized config; parameters zero (call init or load).
  * Its matrix products run in cfg->precision ("auto" resolved here, once,
