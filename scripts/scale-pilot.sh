@@ -25,8 +25,9 @@ moe="$build/moe"
 scripts/paper-data.sh "$build"
 # MOE_SCALE_RUNS=DIR keeps the runs outside the checkout, so that a fresh
 # checkout continues them: runs/scale becomes a link to DIR
+mkdir -p runs   # the workers' logs, and runs/scale
 if [ -n "${MOE_SCALE_RUNS:-}" ]; then
-  mkdir -p "$MOE_SCALE_RUNS" runs
+  mkdir -p "$MOE_SCALE_RUNS"
   [ -e runs/scale ] || ln -s "$MOE_SCALE_RUNS" runs/scale
 fi
 worker() {
@@ -52,8 +53,11 @@ archive() {
 }
 stop() {
   local p
-  for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null; done
-  wait
+  # (a worker that has finished its grids has no children left: pkill's
+  # "none found" must not end the script, under set -e, before the others
+  # are stopped and the archive is written)
+  for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null || true; done
+  wait || true
   archive
   exit 143
 }
