@@ -455,7 +455,10 @@ static int collect_flips(const char *dir, moe_run_metrics *ms, moe_err *err) {
 }
 
 /* The mean lm_loss and sparsity over the last tenth of metrics.jsonl's
- * steps (at least one), and the routing metrics over the same steps. */
+ * steps (at least one), the routing metrics over the same steps, and
+ * train_seconds: every step's seconds summed (the run's training time over
+ * all the sessions that trained it: a resume cuts the lines back to its
+ * checkpoint, so no step counts twice). */
 static int collect_training(const char *dir, moe_run_metrics *ms, moe_err *err) {
     char p[4200];
     if (moe_rundir_path(p, sizeof p, dir, MOE_RUN_METRICS, err)) return -1;
@@ -463,10 +466,14 @@ static int collect_training(const char *dir, moe_run_metrics *ms, moe_err *err) 
     moe_json_value **lines;
     size_t n;
     if (moe_rundir_read_lines(dir, MOE_RUN_METRICS, &lines, &n, err)) return -1;
-    size_t tail = n / 10 ? n / 10 : n, nl = 0, ns = 0;
-    double sl = 0, ss = 0;
+    size_t tail = n / 10 ? n / 10 : n, nl = 0, ns = 0, nt = 0;
+    double sl = 0, ss = 0, st = 0;
     site_sums *sites = calloc(1, sizeof *sites);
     if (!sites) { moe_rundir_lines_free(lines, n); return moe_errf(err, "out of memory"); }
+    for (size_t i = 0; i < n; i++) {
+        double t = moe_json_get_number(lines[i], "seconds", NAN);
+        if (isfinite(t)) { st += t; nt++; }
+    }
     for (size_t i = n - tail; i < n; i++) {
         double loss = moe_json_get_number(lines[i], "lm_loss", NAN);
         double sp = moe_json_get_number(lines[i], "sparsity", NAN);
@@ -477,6 +484,7 @@ static int collect_training(const char *dir, moe_run_metrics *ms, moe_err *err) 
     moe_rundir_lines_free(lines, n);
     if (nl) put(ms, "train_loss", sl / (double)nl);
     if (ns) put(ms, "sparsity", ss / (double)ns);
+    if (nt) put(ms, "train_seconds", st);
     put_sites(ms, sites);
     free(sites);
     return collect_flips(dir, ms, err);

@@ -488,6 +488,18 @@ static void cell_md(moe_buf *md, const moe_sweep *s, const results *x, size_t r,
     moe_buf_printf(md, "\n");
 }
 
+/* The finished runs' train_seconds summed, in hours: what the grid cost
+ * (times the threads per run for core-hours); *timed of the *done runs
+ * have it. */
+static void train_hours(const results *x, double *hours, size_t *timed, size_t *done) {
+    for (size_t i = 0; i < x->R * x->S; i++) {
+        if (x->have[i] <= 0) continue;
+        (*done)++;
+        double t = moe_run_metric(&x->all[i], "train_seconds");
+        if (isfinite(t)) { *hours += t / 3600.0; (*timed)++; }
+    }
+}
+
 static void summary_texts(const moe_sweep *s, const results *x, moe_buf *b, moe_buf *md) {
     const char *head = headline(x);
     moe_buf_printf(b, "{\"format\": \"moe-sweep-summary\", \"version\": 1, \"grid\": ");
@@ -509,6 +521,14 @@ static void summary_texts(const moe_sweep *s, const results *x, moe_buf *b, moe_
         cell_md(md, s, x, r, head);
     }
     moe_buf_printf(b, "]");
+    double hours = 0;
+    size_t timed = 0, done = 0;
+    train_hours(x, &hours, &timed, &done);
+    moe_buf_printf(b, ",\n\"train_hours\": ");
+    moe_json_write_double(b, hours);
+    moe_buf_printf(b, ", \"runs_timed\": %zu, \"runs_done\": %zu", timed, done);
+    moe_buf_printf(md, "\nTraining time: %.2f hours over %zu finished run%s (train_seconds summed%s).\n", hours,
+                   timed, timed == 1 ? "" : "s", timed < done ? "; runs finished by an older moe are not timed" : "");
     if (x->base >= 0) {
         moe_buf_printf(b, ",\n\"baseline\": ");
         moe_json_write_string(b, s->baseline, strlen(s->baseline));

@@ -85,6 +85,18 @@ d = [ev(f"b/relu/seed-{s}") - ev(f"b/topk/seed-{s}") for s in (1, 2)]
 p = cells["relu"]["minus_baseline"]["valid.loss"]
 assert abs(p["mean"] - st.mean(d)) < 1e-12 and abs(p["std"] - st.stdev(d)) < 1e-12, (p, d)
 assert "minus_baseline" not in cells["topk"]
+# the grid's training time: every run's steps' seconds, the resumed run's
+# steps once each (600 of them)
+secs = {}
+for run in ("topk", "relu"):
+    for s in (1, 2):
+        lines = [json.loads(l) for l in open(f"b/{run}/seed-{s}/metrics.jsonl")]
+        assert sorted(l["step"] for l in lines) == list(range(1, len(lines) + 1)), (run, s)
+        secs[run, s] = sum(l["seconds"] for l in lines)
+assert len([json.loads(l) for l in open("b/relu/seed-1/metrics.jsonl")]) == 600
+assert S["runs_timed"] == S["runs_done"] == 4, S
+assert abs(S["train_hours"] - sum(secs.values()) / 3600) < 1e-9, (S["train_hours"], secs)
+assert abs(cells["relu"]["metrics"]["train_seconds"]["values"][0] - secs["relu", 1]) < 1e-6
 print("ok")
 PY
 check resumed_equals_uninterrupted_and_summary_recomputes grep -qx ok py.out || cat py.out

@@ -173,7 +173,8 @@ static void test_collect_and_done(void) {
     CHECK(moe_run_collect(dir, 1.0, &ms, &err) == -1, "a run without metrics.jsonl cannot be collected");
     /* 20 steps: the last tenth is steps 19 and 20 */
     for (int s = 1; s <= 20; s++) {
-        int n = snprintf(line, sizeof line, "{\"step\": %d, \"lm_loss\": %d, \"sparsity\": %g}\n", s, s, 0.01 * s);
+        int n = snprintf(line, sizeof line, "{\"step\": %d, \"lm_loss\": %d, \"sparsity\": %g, \"seconds\": %g}\n",
+                         s, s, 0.01 * s, 0.25 * s);
         CHECK(!moe_rundir_append_line(dir, MOE_RUN_METRICS, line, (size_t)n, &err), "%s", err.msg);
     }
     const char *ev = "{\"checkpoint\": \"x\", \"seq\": 16, \"data\": [{\"name\": \"valid\", \"loss\": 2.5, "
@@ -185,6 +186,7 @@ static void test_collect_and_done(void) {
     CHECK_CLOSE(moe_run_metric(&ms, "train_loss"), 19.5, 0, 1e-12);
     CHECK_CLOSE(moe_run_metric(&ms, "sparsity"), 0.195, 0, 1e-12);
     CHECK_CLOSE(moe_run_metric(&ms, "seconds"), 42.0, 0, 0);
+    CHECK_CLOSE(moe_run_metric(&ms, "train_seconds"), 0.25 * 20 * 21 / 2, 0, 1e-12);  /* every step's, summed */
     CHECK_CLOSE(moe_run_metric(&ms, "valid.loss"), 2.5, 0, 0);
     CHECK_CLOSE(moe_run_metric(&ms, "valid.ppl_drop_top"), 14, 0, 0);
     CHECK_CLOSE(moe_run_metric(&ms, "cloze.acc_norm"), 0.75, 0, 0);

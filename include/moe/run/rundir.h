@@ -164,7 +164,8 @@ double moe_run_metric(const moe_run_metrics *ms, const char *key);
 double moe_run_headline(const moe_run_metrics *ms, const char **key);
 /* From dir/metrics.jsonl the mean lm_loss and sparsity over the last tenth
  * of the steps (at least one), from dir/eval.json (when present) its
- * losses, perplexities and accuracies; "seconds" = seconds. */
+ * losses, perplexities and accuracies; "seconds" = seconds;
+ * "train_seconds" = every step's seconds in metrics.jsonl, summed. */
 int moe_run_collect(const char *dir, double seconds, moe_run_metrics *ms, moe_err *err);
 
 typedef enum { MOE_RUN_NEW, MOE_RUN_INTERRUPTED, MOE_RUN_DONE } moe_run_state;
