@@ -52,7 +52,7 @@ def read_run(grid, run):
     path = os.path.join(RUNS, grid, run, "metrics.jsonl")
     if not os.path.exists(path):
         return None
-    curve, last, sums, tokens = [], None, {}, {}
+    curve, last, sums, tokens, secs = [], None, {}, {}, 0.0
     with open(path) as f:
         for line in f:
             try:
@@ -60,6 +60,7 @@ def read_run(grid, run):
             except ValueError:
                 continue  # a line being written
             last = m
+            secs += m.get("seconds", 0.0)
             if "val_loss" in m:
                 curve.append((m.get("tokens", 0) * m["step"], m["val_loss"]))
             b = (m["step"] - 1) // 100
@@ -69,7 +70,7 @@ def read_run(grid, run):
                     sums.setdefault(i, {}).setdefault(b, []).append(l["no_expert"])
     layers = {i: [(tokens[b], sum(v) / len(v)) for b, v in sorted(per.items())] for i, per in sorted(sums.items())}
     mark = os.path.join(RUNS, grid, run, "sweep.json")
-    r = {"curve": curve, "layers": layers, "last": last, "finished": os.path.exists(mark)}
+    r = {"curve": curve, "layers": layers, "last": last, "finished": os.path.exists(mark), "train_seconds": secs}
     if r["finished"]:
         with open(mark) as f:
             r["sweep"] = json.load(f)  # the sweep's mark, with the run's results
@@ -236,10 +237,11 @@ def table(grid, title):
         diff = lambda a, b: f"{a - b:+.4f}" if a is not None and b is not None else "—"
         print(f"| {t / 1e6:.1f} | " + " | ".join(cell(vals[m]) for m in MODELS) +
               f" | {diff(vals['topk'], vals['dense'])} | {diff(vals['remoe'], vals['dense'])} |")
+    hours = lambda r: f", {r['train_seconds'] / 3600:.1f} h" if r.get("train_seconds") else ""
     state = "; ".join(f"{m}: {'finished' if r['finished'] else 'step %d' % (r['last']['step'] if r['last'] else 0)}"
-                      f" ({r['machine']}{', ' + r['archive'] if r.get('archive') else ''})"
+                      f"{hours(r)} ({r['machine']}{', ' + r['archive'] if r.get('archive') else ''})"
                       for m, r in runs.items() if r)
-    print(f"\nRuns: {state}.")
+    print(f"\nRuns (training hours, one thread each, where known): {state}.")
     if runs["dense"] and runs["topk"]:
         c = crossover(runs["dense"]["curve"], runs["topk"]["curve"])
         print("Crossover (TopK below dense from then on): " +
