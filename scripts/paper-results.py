@@ -8,10 +8,12 @@ left out and counted; rerun after `scripts/paper-grids.sh` has done more.
 """
 import glob
 import json
-import math
 import os
 import statistics as st
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from seed_stats import col, ms, paired, verdict  # noqa: E402
 
 RUNS = sys.argv[1] if len(sys.argv) > 1 else "runs/paper"
 
@@ -23,40 +25,6 @@ def load(grid, name):
         d = json.load(open(p))
         out[d["seed"]] = d["metrics"]
     return out
-
-
-def ms(vals):
-    if not vals:
-        return "—"
-    if len(vals) == 1:
-        return f"{vals[0]:.4f} (n=1)"
-    return f"{st.mean(vals):.4f} ± {st.stdev(vals):.4f} (n={len(vals)})"
-
-
-def col(runs, key):
-    return [m[key] for m in runs.values() if key in m]
-
-
-def paired(a, b, key):
-    """a - b over the seeds both have."""
-    d = [a[s][key] - b[s][key] for s in sorted(a) if s in b and key in a[s] and key in b[s]]
-    if not d:
-        return "—", None
-    if len(d) == 1:
-        return f"{d[0]:+.4f} (n=1)", d
-    return f"{st.mean(d):+.4f} ± {st.stdev(d):.4f} (n={len(d)})", d
-
-
-def verdict(d):
-    """Whether a paired difference is resolved: its mean beyond 2 standard
-    errors, with at least 3 seeds (2 are too few to estimate the noise)."""
-    if not d or len(d) < 3:
-        return "too few seeds"
-    se = st.stdev(d) / math.sqrt(len(d))
-    m = st.mean(d)
-    if abs(m) <= 2 * se:
-        return "within noise"
-    return "lower" if m < 0 else "higher"
 
 
 def main():

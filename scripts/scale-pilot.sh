@@ -10,16 +10,18 @@
 # (scripts/scale-results.py --archive): commit that file before the machine
 # goes, and the next start, on any machine, restores the finished runs.
 # Then configs/scale/grids/table-a-h128.json (table a at the pilot's width, 3
-# seeds) and routers-h128.json (issue 29's comparison).
+# seeds), routers-h128.json (issue 29's comparison), table-b-h128.json and
+# table-e-h128.json (tables b and e at the pilot's width).
 # Usage: [MOE_SCALE_RUNS=DIR] scripts/scale-pilot.sh [BUILD_DIR [N_PROCESSES [GRID...]]]
-#   (default: build 3 pilot-h128 pilot-h256 pilot-lr table-a-h128 routers-h128); name grids
+#   (default: build 3 pilot-h128 pilot-h256 pilot-lr table-a-h128 routers-h128 table-b-h128
+#   table-e-h128); name grids
 #   to run only those, e.g. on a session too short to finish a 50M-token run
 set -euo pipefail
 build=${1:-build}
 n=${2:-3}
 shift $(( $# < 2 ? $# : 2 ))
 grids=("$@")
-[ ${#grids[@]} -gt 0 ] || grids=(pilot-h128 pilot-h256 pilot-lr table-a-h128 routers-h128)
+[ ${#grids[@]} -gt 0 ] || grids=(pilot-h128 pilot-h256 pilot-lr table-a-h128 routers-h128 table-b-h128 table-e-h128)
 cd "$(dirname "$0")/.."
 moe="$build/moe"
 scripts/paper-data.sh "$build"

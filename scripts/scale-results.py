@@ -18,8 +18,8 @@ holds as finished keeps its sweep mark there, and `--restore` puts the mark
 back, so that the next session's sweep goes on with the runs not yet done.
 
     scripts/scale-results.py [RUNS_DIR [FIG_DIR]]   (default runs/scale docs/figures) -> Markdown on stdout
-    scripts/scale-results.py --update docs/RESULTS.md   the same, written between the page's
-                                                        scale-pilot markers
+    scripts/scale-results.py --update docs/RESULTS.md   the same, each block written between its
+                                                        markers (BLOCKS)
     scripts/scale-results.py --archive OUT.json [RUNS_DIR]   condense the runs into OUT.json
     scripts/scale-results.py --restore [RUNS_DIR]   mark the runs the archives hold as finished
                                                     done in RUNS_DIR (scale-pilot.sh does this first)
@@ -30,7 +30,11 @@ import glob
 import io
 import json
 import os
+import statistics as st
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from seed_stats import col, ms, paired, verdict  # noqa: E402
 
 UPDATE = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "--update" else None
 ARCHIVE = sys.argv[2] if len(sys.argv) > 2 and sys.argv[1] == "--archive" else None
@@ -196,6 +200,7 @@ def line_chart(path, lines, ylabel, lo, hi):
         out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.7" points="{d}"/>'
                    f'<text x="{W - 150}" y="{24 + 14 * i}" fill="{colour}">{label}</text>')
     out.append("</svg>")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
     return True
@@ -262,29 +267,194 @@ def table(grid, title):
     print()
 
 
-def report():
+def pilot():
     table("pilot-h128", "Hidden 128, 6 layers (2.5M active parameters, 42% embedding and head), 50.2M tokens")
     table("pilot-h256", "Hidden 256, 4 layers (6.0M active parameters, 35% embedding and head), 20.1M tokens")
+
+
+# ---- the tables redone at the pilot's width, 3 seeds each -------------------
+
+SEEDS = (1, 2, 3)
+
+
+def copies(grid, name):
+    """{seed: the furthest copy of GRID/NAME/seed-S} over the seeds that exist."""
+    out = {}
+    for s in SEEDS:
+        r = load(grid, f"{name}/seed-{s}")
+        if r:
+            out[s] = r
+    return out
+
+
+def done(runs):
+    """{seed: sweep metrics} of the finished copies."""
+    return {s: r["sweep"]["metrics"] for s, r in runs.items() if r["finished"] and r.get("sweep")}
+
+
+def hours(r):
+    """A copy's training hours: its sweep mark's train_seconds, else its
+    steps' seconds summed (a run not finished, or marked by an older moe)."""
+    t = (r.get("sweep") or {}).get("metrics", {}).get("train_seconds") or r.get("train_seconds") or 0.0
+    return t / 3600.0
+
+
+def no_expert_per_layer(runs):
+    """The share of tokens on no expert per layer at the end of training
+    (the last 100-step mean), averaged over the finished seeds: 'a, b, ...'."""
+    ends = [[ps[-1][1] for _, ps in sorted(r["layers"].items()) if ps]
+            for r in runs.values() if r["finished"] and r["layers"]]
+    if not ends:
+        return "—"
+    return ", ".join(f"{100 * st.mean(v):.0f}%" for v in zip(*ends))
+
+
+def cost(grids_names):
+    """'N of M runs finished, X hours of training (one thread each) so far;
+    running: ...' over [(grid, name)]."""
+    total, fin, spent, running = 0, 0, 0.0, []
+    for grid, name in grids_names:
+        runs = copies(grid, name)
+        total += len(SEEDS)
+        for s, r in runs.items():
+            spent += hours(r)
+            if r["finished"]:
+                fin += 1
+            else:
+                running.append(f"{name}/seed-{s} at step {r['last']['step'] if r['last'] else 0}")
+    line = f"{fin} of {total} runs finished, {spent:.1f} hours of training (one thread each) so far"
+    return line + (f"; under way: {', '.join(running)}" if running else "") + "."
+
+
+def ordering(label, a, b, key, paper_sign):
+    """One line: a − b paired by seed, its verdict, and whether the paper's
+    ordering (paper_sign < 0: a below b) holds."""
+    diff, d = paired(a, b, key)
+    v = verdict(d)
+    print(f"- {label}: {diff}; the paper's ordering: {judged(v, paper_sign)}.")
+
+
+def judged(v, paper_sign):
+    """Whether a verdict (seed_stats.verdict) agrees with the paper's sign."""
+    if v in ("lower", "higher"):
+        return "holds" if (v == "lower") == (paper_sign < 0) else "does not hold"
+    return "not resolved (within seed noise)" if v == "within noise" else "not testable yet (fewer than 3 seeds)"
+
+
+def table_a():
+    rows = [("dense", "Dense", None, 38.20), ("topk", "dMoE (TopK)", 1.936, 39.67),
+            ("remoe", "ReMoE", 1.921, 40.03), ("remoe-per-layer", "ReMoE, λ per layer", None, None),
+            ("topk-warmup", "MoE + warm-up", 1.928, None), ("hash", "Hash", None, 38.79)]
+    grid = "table-a-h128"
+    runs = {name: copies(grid, name) for name, *_ in rows}
+    res = {name: done(r) for name, r in runs.items()}
+    print("| method | paper valid loss | paper downstream avg | our valid loss | − Dense (paired) | | − TopK (paired) | "
+          "| final sparsity | tokens on no expert per layer, end |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, label, pl, pd in rows:
+        r = res[name]
+        dd, d1 = paired(r, res["dense"], "valid.loss") if name != "dense" else ("(baseline)", None)
+        dt, d2 = paired(r, res["topk"], "valid.loss") if name not in ("dense", "topk") else ("", None)
+        sp = col(r, "sparsity")
+        per = no_expert_per_layer(runs[name]) if name.startswith("remoe") else ""
+        print(f"| {label} | {pl or '—'} | {pd or '—'} | {ms(col(r, 'valid.loss'))} | {dd} | {verdict(d1) if d1 else ''} | "
+              f"{dt} | {verdict(d2) if d2 else ''} | {ms(sp) if sp and name != 'dense' else '—'} | {per} |")
+    print("\nThe papers' orderings, paired by seed (resolved: the mean beyond two standard errors, 3 seeds):\n")
+    ordering("MoE pays (TopK − Dense)", res["topk"], res["dense"], "valid.loss", -1)
+    ordering("ReMoE − TopK", res["remoe"], res["topk"], "valid.loss", -1)
+    ordering("MoE + warm-up − TopK", res["topk-warmup"], res["topk"], "valid.loss", -1)
+    ordering("ReMoE − MoE + warm-up", res["remoe"], res["topk-warmup"], "valid.loss", -1)
+    print(f"\nStatus: {cost([(grid, n) for n, *_ in rows])}\n")
+
+
+def table_b():
+    print("| E | TopK valid loss | ReMoE valid loss | ReMoE − TopK (paired) | | the paper's ordering (ReMoE lower) |")
+    print("|---|---|---|---|---|---|")
+    cells = []
+    for E in (8, 16, 32):
+        grid, t_name, r_name = ("table-a-h128", "topk", "remoe") if E == 8 else \
+            ("table-b-h128", f"topk-e{E}", f"remoe-e{E}")
+        cells += [(grid, t_name), (grid, r_name)] if E != 8 else []
+        t, r = done(copies(grid, t_name)), done(copies(grid, r_name))
+        diff, d = paired(r, t, "valid.loss")
+        v = verdict(d)
+        print(f"| {E} | {ms(col(t, 'valid.loss'))} | {ms(col(r, 'valid.loss'))} | {diff} | {v} | {judged(v, -1)} |")
+    print(f"\nStatus (E = 16 and 32; E = 8 is table (a)'s): {cost(cells)}\n")
+
+
+def table_e():
+    paper = {"smoe-share": ("7.37", "6.13", "—"), "cartesian": ("7.19", "6.08", "6.08 → 27.72"),
+             "smoe-top3": ("7.40", "6.18", "6.18 → 847"), "fine-grained": ("7.33", "6.16", "6.16 → 3095")}
+    grid = "table-e-h128"
+    res = {name: done(copies(grid, name)) for name in paper}
+    print("| method | paper PPL base / large | paper robustness (large) | our valid PPL | − SMoE-Share (paired) | "
+          "| our PPL, top expert dropped | drop × |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, (pb, plg, rob) in paper.items():
+        r = res[name]
+        diff, d = paired(r, res["smoe-share"], "valid.ppl") if name != "smoe-share" else ("(baseline)", None)
+        ratio = [m["valid.ppl_drop_top"] / m["valid.ppl"] for m in r.values()
+                 if "valid.ppl_drop_top" in m and m.get("valid.ppl")]
+        print(f"| {name} | {pb} / {plg} | {rob} | {ms(col(r, 'valid.ppl'))} | {diff} | {verdict(d) if d else ''} | "
+              f"{ms(col(r, 'valid.ppl_drop_top'))} | {ms(ratio)} |")
+    print("\nThe paper's orderings, paired by seed:\n")
+    for other in ("smoe-share", "smoe-top3", "fine-grained"):
+        ordering(f"CartesianMoE − {other} (PPL)", res["cartesian"], res[other], "valid.ppl", -1)
+    print(f"\nStatus: {cost([(grid, n) for n in paper])}\n")
+
+
+def routers():
+    rows = [("topk-aux", "TopK + balance loss"), ("topk-auxfree", "TopK, bias without a loss"),
+            ("topk-global", "TopK, global-batch balance loss"), ("sigmoid-bias", "sigmoid gates + bias"),
+            ("remoe", "ReMoE"), ("remoe-per-layer", "ReMoE, λ per layer")]
+    grid = "routers-h128"
+    runs = {name: copies(grid, name) for name, _ in rows}
+    res = {name: done(r) for name, r in runs.items()}
+    print("| router | valid loss | − TopK + balance loss (paired) | | imbalance (max/mean) | worst layer's | "
+          "least active layer (experts/token) | most starved layer (no expert) | flip rate |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, label in rows:
+        r = res[name]
+        diff, d = paired(r, res["topk-aux"], "valid.loss") if name != "topk-aux" else ("(baseline)", None)
+        cells = " | ".join(ms(col(r, k)) for k in ("imbalance", "imbalance_worst", "active_min_layer",
+                                                    "no_expert_max_layer", "flip_rate"))
+        print(f"| {label} | {ms(col(r, 'valid.loss'))} | {diff} | {verdict(d) if d else ''} | {cells} |")
+    print(f"\nStatus: {cost([(grid, n) for n, _ in rows])}\n")
+
+
+# the generated blocks of docs/RESULTS.md: <!-- NAME: generated by
+# scripts/scale-results.py --> ... <!-- /NAME -->
+BLOCKS = {"scale-pilot": pilot, "scale-table-a": table_a, "scale-table-b": table_b, "scale-table-e": table_e,
+          "scale-routers": routers}
+
+
+def report():
+    for f in BLOCKS.values():
+        f()
+
+
+def update(path):
+    """Rewrite every generated block of the page at path."""
+    page = open(path).read()
+    for name, f in BLOCKS.items():
+        begin, end = f"<!-- {name}: generated by scripts/scale-results.py -->", f"<!-- /{name} -->"
+        if begin not in page or end not in page:
+            sys.exit(f"{path}: no {name} markers ({begin} ... {end})")
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            f()
+        head, rest = page.split(begin, 1)
+        page = head + begin + "\n" + buf.getvalue() + rest[rest.index(end):]
+    with open(path, "w") as fh:
+        fh.write(page)
 
 
 if __name__ == "__main__":
     if ARCHIVE:
         archive(ARCHIVE)
-        sys.exit(0)
-    if RESTORE:
+    elif RESTORE:
         restore()
-        sys.exit(0)
-    if not UPDATE:
+    elif UPDATE:
+        update(UPDATE)
+    else:
         report()
-        sys.exit(0)
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        report()
-    page = open(UPDATE).read()
-    begin, end = "<!-- scale-pilot: generated by scripts/scale-results.py -->", "<!-- /scale-pilot -->"
-    if begin not in page or end not in page:
-        sys.exit(f"{UPDATE}: no scale-pilot markers ({begin} ... {end})")
-    head, rest = page.split(begin, 1)
-    page = head + begin + "\n" + buf.getvalue() + rest[rest.index(end):]
-    with open(UPDATE, "w") as f:
-        f.write(page)
