@@ -41,7 +41,7 @@ sr runs figs-live >live.md 2>/dev/null
 mv runs runs-gone
 sr runs figs-archived >archived.md 2>/dev/null
 # the same table rows (tokens and losses) from the archive as from the runs
-check archive_same_curve bash -c "diff <(grep '^| [0-9]' live.md) <(grep '^| [0-9]' archived.md) && [ \$(grep -c '^| [0-9]' live.md) -eq 3 ]"
+check archive_same_curve bash -c "diff <(grep '^| [0-9]*\.[0-9] |' live.md) <(grep '^| [0-9]*\.[0-9] |' archived.md) && [ \$(grep -c '^| [0-9]*\.[0-9] |' live.md) -eq 3 ]"
 check archive_names_source grep -q "$tmp/archives/a.json" archived.md
 
 sr --restore runs >restore.out 2>&1
