@@ -1,6 +1,6 @@
 # once: counts parameters of 215 configs; config loading runs under the sanitizers in unit/test_train and fuzz/fuzz_json_config
 """test_paper_configs.py — every config under configs/ loads and validates
-(`moe config --params`, and `--check` on the demo and dense ones); configs/paper/ is what scripts/gen-paper-configs.py writes; each
+(`moe config --params`, and `--check` on the demo and dense ones), and so does every run of every grid (its config with the grid's and the run's "set" applied); configs/paper/ is what scripts/gen-paper-configs.py writes; each
 ReMoE config (and CPU twin) has the paper's size: its active parameters,
 routers aside, within 0.5% of configs/paper/sizes.json (182M, 469M, 978M: the
 dense model's parameters, untied embeddings and GQA included; a twin's dense
@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -51,6 +52,26 @@ def main(build):
             if r.returncode != 0 or "parameters" not in r.stderr or not json.loads(r.stdout):
                 bad.append(f"{rel}: --check: {r.stderr.strip()}")
     check("every_config_checks", not bad, "; ".join(bad[:5]))
+
+    # every run of every grid: its config file, then the grid's "set", then
+    # the run's (as moe sweep merges them), valid and countable, so that a
+    # grid of many machine-hours cannot stop at its tenth run on a bad key
+    bad_runs, n_runs = [], 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for grid in sorted(glob.glob(os.path.join(ROOT, "configs", "**", "grids", "*.json"), recursive=True)):
+            g = json.load(open(grid))
+            for run in g["runs"]:
+                n_runs += 1
+                cfg = json.load(open(os.path.join(ROOT, run["config"])))
+                cfg.update(g.get("set", {}))
+                cfg.update(run.get("set", {}))
+                path = os.path.join(tmp, "run.json")
+                with open(path, "w") as f:
+                    json.dump(cfg, f)
+                p = subprocess.run([moe, "config", "--params", path], capture_output=True, text=True)
+                if p.returncode != 0:
+                    bad_runs.append(f"{os.path.relpath(grid, ROOT)} run {run['name']}: {p.stderr.strip()}")
+    check("every_grid_run_configures", not bad_runs and n_runs > 50, f"{n_runs} runs; " + "; ".join(bad_runs[:5]))
 
     sizes = json.load(open(os.path.join(ROOT, "configs", "paper", "sizes.json")))
     tol = sizes["tolerance"]
