@@ -13,12 +13,12 @@
 # seeds), routers-h128.json (issue 29's comparison), table-b-h128.json and
 # table-e-h128.json (tables b and e at the pilot's width).
 # Usage: [MOE_SCALE_RUNS=DIR] scripts/scale-pilot.sh [BUILD_DIR [N_PROCESSES [GRID...]]]
-#   (default: build 3 pilot-h128 pilot-h256 pilot-lr table-a-h128 routers-h128 table-b-h128
+#   (default: build $(nproc) pilot-h128 pilot-h256 pilot-lr table-a-h128 routers-h128 table-b-h128
 #   table-e-h128); name grids
 #   to run only those, e.g. on a session too short to finish a 50M-token run
 set -euo pipefail
 build=${1:-build}
-n=${2:-3}
+n=${2:-$(nproc)}   # one run per core (each runs one thread)
 shift $(( $# < 2 ? $# : 2 ))
 grids=("$@")
 [ ${#grids[@]} -gt 0 ] || grids=(pilot-h128 pilot-h256 pilot-lr table-a-h128 routers-h128 table-b-h128 table-e-h128)
