@@ -21,7 +21,8 @@ pass=0; fail=0
 
 repo=$tmp/repo
 mkdir -p "$repo/scripts" "$repo/configs/scale/grids" "$repo/data/paper" "$repo/bench/results/scale"
-cp "$root/scripts/scale-pilot.sh" "$root/scripts/paper-data.sh" "$root/scripts/scale-results.py" "$repo/scripts/"
+cp "$root/scripts/scale-pilot.sh" "$root/scripts/paper-data.sh" "$root/scripts/scale-results.py" \
+  "$root/scripts/seed_stats.py" "$repo/scripts/"
 cp -r "$root/tools" "$repo/tools"
 cd "$repo/data/paper" && tiny_tokens "$root" && cd "$repo"
 # slow enough (2,000 steps of 256 tokens, some 10 s; checkpoint every 100) that
