@@ -32,12 +32,25 @@ if [ -n "${MOE_SCALE_RUNS:-}" ]; then
   mkdir -p "$MOE_SCALE_RUNS"
   [ -e runs/scale ] || ln -s "$MOE_SCALE_RUNS" runs/scale
 fi
+for g in "${grids[@]}"; do  # every name first: a typo must not wait for days of earlier grids
+  [ -f "configs/scale/grids/$g.json" ] || {
+    echo "scale-pilot.sh: no grid configs/scale/grids/$g.json (there are: $(cd configs/scale/grids && ls *.json | sed 's/\.json$//' | tr '\n' ' '))" >&2
+    exit 2
+  }
+done
+# worker: the grids in order. A grid that fails (a run that fails stops its
+# sweep, which names the run and its log) does not stop the grids after it:
+# the queue is days long and unattended. A signal stops the worker.
 worker() {
-  local g
+  local g rc failed=0
   for g in "${grids[@]}"; do
-    [ -f "configs/scale/grids/$g.json" ] || { echo "scale-pilot.sh: no grid configs/scale/grids/$g.json" >&2; return 2; }
-    "$moe" sweep --grid "configs/scale/grids/$g.json" || return $?
+    "$moe" sweep --grid "configs/scale/grids/$g.json" && continue
+    rc=$?
+    [ $rc -ge 128 ] && return $rc
+    echo "scale-pilot.sh: grid $g failed (exit $rc); going on with the next grid" >&2
+    failed=1
   done
+  return $failed
 }
 # runs an earlier session finished on another machine (bench/results/scale/)
 # count as done: their sweep marks come back, and the sweeps skip them
@@ -72,4 +85,5 @@ done
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 archive
+[ $status -eq 0 ] || echo "scale-pilot.sh: a grid failed: see runs/scale-worker-*.log" >&2
 exit $status

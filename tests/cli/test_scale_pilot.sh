@@ -8,7 +8,8 @@
 # Started again, the runs resume from their checkpoints (not from step 0)
 # and finish, and the archive written at the end marks them done. On a fresh
 # machine (the runs gone, the archives kept) a start restores the marks and
-# trains nothing.
+# trains nothing. A grid that fails does not stop the grids after it (exit
+# 1, named); an unknown grid name stops the script before anything runs.
 set -u
 build=${1:-build}
 moe_dir="$(cd "$(dirname "$build")" && pwd)/$(basename "$build")"
@@ -91,5 +92,21 @@ mv runs "$tmp/runs-gone"
 scripts/scale-pilot.sh "$moe_dir" 2 tiny > pilot3.log 2>&1
 check fresh_machine_ok [ $? -eq 0 ]
 check fresh_machine_trains_nothing bash -c "! ls $runs/*/seed-1/metrics.jsonl >/dev/null 2>&1 && [ \$(cat runs/scale-worker-*.log | grep -c 'skipped') -ge 2 ]"
+# 4. a grid that fails (a run whose config is missing) does not stop the
+# grids after it; a grid name that does not exist stops the script at once
+cat > configs/scale/grids/broken.json <<'J'
+{"out": "runs/scale/broken", "data": "data/paper/train.tok", "seeds": [1],
+ "runs": [{"name": "gone", "config": "configs/no-such-config.json"}]}
+J
+scripts/scale-pilot.sh "$moe_dir" 1 broken tiny > pilot4.log 2>&1
+rc=$?
+check failed_grid_exit_1 [ $rc -eq 1 ]
+check failed_grid_named bash -c "grep -q 'grid broken failed' runs/scale-worker-1.log && grep -q 'a grid failed' pilot4.log"
+check next_grid_still_runs bash -c "grep -A3 'grid broken failed' runs/scale-worker-1.log | grep -q 'topk seed 1: done earlier'"
+rm -f runs/scale-worker-*.log
+scripts/scale-pilot.sh "$moe_dir" 1 tiny tinny > pilot5.log 2>&1
+rc=$?
+check unknown_grid_refused_first bash -c "[ $rc -eq 2 ] && grep -q 'no grid configs/scale/grids/tinny.json (there are: broken tiny )' pilot5.log && ! ls runs/scale-worker-*.log >/dev/null 2>&1"
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
