@@ -26,17 +26,17 @@ cp "$root/scripts/scale-pilot.sh" "$root/scripts/paper-data.sh" "$root/scripts/s
   "$root/scripts/seed_stats.py" "$repo/scripts/"
 cp -r "$root/tools" "$repo/tools"
 cd "$repo/data/paper" && tiny_tokens "$root" && cd "$repo"
-# slow enough (2,000 steps of 256 tokens, some 10 s; checkpoint every 100) that
+# slow enough (1,000 steps of 256 tokens, some 5 s; checkpoint every 100) that
 # SIGTERM finds both running
 cat > configs/tiny-topk.json <<'J'
 {"vocab_size": 64, "hidden": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "max_seq_len": 16,
- "ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 1, "steps": 2000, "batch_size": 16,
+ "ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 1, "steps": 1000, "batch_size": 16,
  "seq_len": 16, "lr": 3e-3, "checkpoint_every": 100, "threads": 1}
 J
 # dense is short (200 steps): its worker has finished, and has no run left to
 # stop, when the SIGTERM comes (the script must still stop the other and
 # archive both)
-sed -e 's/"ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 1/"ffn": "dense"/' -e 's/"steps": 2000/"steps": 200/' \
+sed -e 's/"ffn": "moe", "router": "topk", "n_experts": 4, "top_k": 1/"ffn": "dense"/' -e 's/"steps": 1000/"steps": 200/' \
   configs/tiny-topk.json > configs/tiny-dense.json
 cat > configs/scale/grids/tiny.json <<'J'
 {"out": "runs/scale/pilot-tiny", "data": "data/paper/train.tok", "eval_data": "data/paper/valid.tok",
@@ -75,21 +75,21 @@ stopped_at=$(steps_of topk)
 # 2. started again: the runs resume where they stopped and finish; the
 # closing archive marks them done
 mv "$a1" "$tmp/first-archive.json"
-scripts/scale-pilot.sh "$moe_dir" 2 tiny > pilot2.log 2>&1
+scripts/scale-pilot.sh "$moe_dir" 1 tiny > pilot2.log 2>&1   # one worker: nothing here needs two
 check restart_finishes [ $? -eq 0 ]
 check restart_resumes bash -c "grep -A3 'stopped by signal 15' '$runs/topk/seed-1/train.log' | grep -q \"(the checkpoint's)\""
-# metrics.jsonl: steps 1..2000 once each (the lines past the checkpoint cut
+# metrics.jsonl: steps 1..1000 once each (the lines past the checkpoint cut
 # back, none lost before it)
 check restart_every_step_once /usr/bin/python3 -c '
 import json, sys
 steps = [json.loads(l)["step"] for l in open(sys.argv[1]) if "\"loss\"" in l]
-sys.exit(0 if sorted(steps) == list(range(1, 2001)) and int(sys.argv[2]) < 2000 else 1)' "$runs/topk/seed-1/metrics.jsonl" "$stopped_at"
+sys.exit(0 if sorted(steps) == list(range(1, 1001)) and int(sys.argv[2]) < 1000 else 1)' "$runs/topk/seed-1/metrics.jsonl" "$stopped_at"
 a2=$(ls bench/results/scale/*.json 2>/dev/null | head -1)
-check finish_archive_marks_done [ "$(archived "$a2" topk) $(archived "$a2" dense)" = "2000 done 200 done" ]
+check finish_archive_marks_done [ "$(archived "$a2" topk) $(archived "$a2" dense)" = "1000 done 200 done" ]
 
 # 3. a fresh machine: the runs are gone, the archive is in git; nothing retrains
 mv runs "$tmp/runs-gone"
-scripts/scale-pilot.sh "$moe_dir" 2 tiny > pilot3.log 2>&1
+scripts/scale-pilot.sh "$moe_dir" 1 tiny > pilot3.log 2>&1
 check fresh_machine_ok [ $? -eq 0 ]
 check fresh_machine_trains_nothing bash -c "! ls $runs/*/seed-1/metrics.jsonl >/dev/null 2>&1 && [ \$(cat runs/scale-worker-*.log | grep -c 'skipped') -ge 2 ]"
 # 4. a grid that fails (a run whose config is missing) does not stop the
