@@ -41,11 +41,18 @@ done
 # worker: the grids in order. A grid that fails (a run that fails stops its
 # sweep, which names the run and its log) does not stop the grids after it:
 # the queue is days long and unattended. A signal stops the worker.
-worker() {
+# Each worker writes its current sweep's pid to runs/scale-worker-I.pid, so
+# that a stop reaches the sweep even when the worker itself is gone (a
+# `pkill -f scale-pilot.sh` signals the workers too: bash lines of the same
+# script; a worker killed so leaves its sweep running, no longer its child).
+worker() {  # worker I
   local g rc failed=0
   for g in "${grids[@]}"; do
-    "$moe" sweep --grid "configs/scale/grids/$g.json" && continue
-    rc=$?
+    "$moe" sweep --grid "configs/scale/grids/$g.json" &
+    echo $! > "runs/scale-worker-$1.pid"
+    rc=0
+    wait $! || rc=$?
+    [ $rc -eq 0 ] && continue
     [ $rc -ge 128 ] && return $rc
     echo "scale-pilot.sh: grid $g failed (exit $rc); going on with the next grid" >&2
     failed=1
@@ -56,8 +63,9 @@ worker() {
 # count as done: their sweep marks come back, and the sweeps skip them
 /usr/bin/python3 scripts/scale-results.py --restore runs/scale
 pids=()
+rm -f runs/scale-worker-*.pid
 # SIGTERM/SIGINT reach each worker's `moe sweep`, which passes it to its run
-# (a checkpoint, then exit), then the workers themselves
+# (a checkpoint, then exit); the script waits for every sweep to end
 # archive: what the runs reached, into bench/results/scale/ (one file per
 # stop, named for the time and the CPU's vector unit), to be committed
 archive() {
@@ -66,24 +74,29 @@ archive() {
   /usr/bin/python3 scripts/scale-results.py --archive \
     "bench/results/scale/$(date -u +%Y-%m-%dT%H%M)-$isa.json" runs/scale || true
 }
+# sweeps: the pids of the workers' sweeps (finished ones too: kill fails on them)
+sweeps() { cat runs/scale-worker-*.pid 2>/dev/null || true; }
 stop() {
   local p
-  # (a worker that has finished its grids has no children left: pkill's
-  # "none found" must not end the script, under set -e, before the others
-  # are stopped and the archive is written)
-  for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null || true; done
+  trap '' TERM INT   # one stop: a second signal (pkill -f reaches us twice) must not cut it short
+  # (nothing here may fail under set -e before the archive is written:
+  # a worker that has finished its grids has no sweep left to signal)
+  for p in $(sweeps); do kill -TERM "$p" 2>/dev/null || true; done
+  for p in $(sweeps); do while kill -0 "$p" 2>/dev/null; do sleep 1; done; done
   wait || true
+  rm -f runs/scale-worker-*.pid
   archive
   exit 143
 }
 trap stop TERM INT
 for i in $(seq "$n"); do
-  worker > "runs/scale-worker-$i.log" 2>&1 &
+  worker "$i" > "runs/scale-worker-$i.log" 2>&1 &
   pids+=($!)
-  sleep 2   # let each take its lock before the next looks
+  sleep 2 & wait $!   # let each take its lock before the next looks (a wait, so a signal is not held back)
 done
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done
+rm -f runs/scale-worker-*.pid
 archive
 [ $status -eq 0 ] || echo "scale-pilot.sh: a grid failed: see runs/scale-worker-*.log" >&2
 exit $status

@@ -3,8 +3,10 @@
 # test_scale_pilot.sh — scripts/scale-pilot.sh loses nothing when it is
 # stopped: a copy of the scripts in a scratch repository (data/paper/ stood
 # in by tiny token files, one tiny grid of two runs) is started with two
-# workers and sent SIGTERM mid-run. It must exit 143, leave a checkpoint in
-# each run and an archive in bench/results/scale/ holding both runs' curves.
+# workers and stopped mid-run as a user stops it (pkill -f scale-pilot.sh:
+# the script and its workers get SIGTERM). It must exit 143 with no run
+# left going, a checkpoint in each run, and an archive in
+# bench/results/scale/ holding both runs' curves.
 # Started again, the runs resume from their checkpoints (not from step 0)
 # and finish, and the archive written at the end marks them done. On a fresh
 # machine (the runs gone, the archives kept) a start restores the marks and
@@ -62,8 +64,16 @@ for _ in $(seq 600); do  # up to 60 s for dense to finish and topk to pass its f
   [ -f "$runs/dense/seed-1/sweep.json" ] && [ -n "$(steps_of topk)" ] && break
   sleep 0.1
 done
-kill -TERM "$pilot_pid"; wait "$pilot_pid"; rc=$?; pilot_pid=
+# as a user stops it (pkill -f scale-pilot.sh): the script and its workers,
+# bash lines of the same script, all get SIGTERM
+pkill -TERM -f "scale-pilot.sh $moe_dir 2 tiny"; wait "$pilot_pid"; rc=$?; pilot_pid=
+left_running() {  # moe processes still working in the scratch repository
+  local p
+  for p in $(pgrep -f 'moe (sweep|train)'); do [ "$(readlink "/proc/$p/cwd")" = "$repo" ] && echo "$p"; done
+}
 check stop_exits_143 [ "$rc" -eq 143 ]
+check stop_ends_every_run [ -z "$(left_running)" ]
+check stop_checkpoints_the_run grep -q 'stopped by signal 15 at step' "$runs/topk/seed-1/train.log"
 check stop_leaves_checkpoints bash -c "[ -n '$(steps_of dense)' ] && [ -n '$(steps_of topk)' ]"
 a1=$(ls bench/results/scale/*.json 2>/dev/null | head -1)
 check stop_writes_archive [ -n "$a1" ]
