@@ -411,14 +411,16 @@ def routers():
     runs = {name: copies(grid, name) for name, _ in rows}
     res = {name: done(r) for name, r in runs.items()}
     print("| router | valid loss | − TopK + balance loss (paired) | | imbalance (max/mean) | worst layer's | "
-          "least active layer (experts/token) | most starved layer (no expert) | flip rate |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "least active layer (experts/token) | most starved layer (no expert) | flip rate | "
+          "tokens on no expert per layer, end |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, label in rows:
         r = res[name]
         diff, d = paired(r, res["topk-aux"], "valid.loss") if name != "topk-aux" else ("(baseline)", None)
         cells = " | ".join(ms(col(r, k)) for k in ("imbalance", "imbalance_worst", "active_min_layer",
                                                     "no_expert_max_layer", "flip_rate"))
-        print(f"| {label} | {ms(col(r, 'valid.loss'))} | {diff} | {verdict(d) if d else ''} | {cells} |")
+        per = no_expert_per_layer(runs[name]) if name.startswith("remoe") else ""
+        print(f"| {label} | {ms(col(r, 'valid.loss'))} | {diff} | {verdict(d) if d else ''} | {cells} | {per} |")
     print(f"\nStatus: {cost([(grid, n) for n, _ in rows])}\n")
 
 

@@ -60,6 +60,11 @@ def main():
             make_run(runs, "table-a-h128", name, s, {"valid.loss": v, "sparsity": 0.875},
                      no_expert=(0.1, 0.9) if name == "remoe" else ())
     make_run(runs, "table-a-h128", "hash", 1, None, step=5)
+    # the router comparison: ReMoE per layer, the routing metrics, ReMoE rows per layer
+    for s in (1, 2, 3):
+        make_run(runs, "routers-h128", "topk-aux", s, {"valid.loss": 3.0 + 0.01 * s, "imbalance": 1.2 + 0.1 * s})
+        make_run(runs, "routers-h128", "remoe-per-layer", s, {"valid.loss": 3.0, "imbalance": 1.5},
+                 no_expert=(0.7, 0.75))
     # table (e): PPL and the PPL with the top expert dropped
     ppl = {"smoe-share": [100, 110, 105], "cartesian": [90, 99, 96]}
     for name, vals in ppl.items():
@@ -71,8 +76,8 @@ def main():
     out = p.stdout
     check("report_runs", p.returncode == 0, p.stderr[-2000:])
 
-    def row(label):
-        m = re.search(r"^\| " + re.escape(label) + r" \|(.*)$", out, re.M)
+    def row(label, table=""):  # the row of label in the first table after the header `table`
+        m = re.search(r"^\| " + re.escape(label) + r" \|(.*)$", out[out.index(table):], re.M)
         return [c.strip() for c in m.group(1).split("|")] if m else []
 
     def fmt(v):
@@ -98,6 +103,10 @@ def main():
     # 5 models x 3 seeds - 1 (per layer has 2) = 14 finished, 100 s each; hash 5 s
     check("a_status", f"14 of 18 runs finished, {(14 * 100 + 5) / 3600:.1f} hours" in out
           and "under way: hash/seed-1 at step 5" in out, out[-1500:])
+    t = row("TopK + balance loss", "| router |")
+    check("routers_imbalance", len(t) > 4 and t[3] == fmt([1.3, 1.4, 1.5]), t)
+    rp = row("ReMoE, λ per layer", "| router |")
+    check("routers_remoe_layers", len(rp) > 8 and rp[8] == "70%, 75%" and t[8] == "", rp)
     e = row("cartesian")
     d = [a - b for a, b in zip(ppl["cartesian"], ppl["smoe-share"])]
     check("e_paired_ppl", len(e) > 6 and e[2] == fmt(ppl["cartesian"]) and e[3] == fmtd(d) and e[4] == "lower", e)
