@@ -60,6 +60,12 @@ def main():
             make_run(runs, "table-a-h128", name, s, {"valid.loss": v, "sparsity": 0.875},
                      no_expert=(0.1, 0.9) if name == "remoe" else ())
     make_run(runs, "table-a-h128", "hash", 1, None, step=5)
+    # table (b): ReMoE's gain over TopK at E = 16 and 32 (E = 8 is table a's:
+    # -0.05), growing with E: -0.07, -0.10
+    for E, gain in ((16, -0.07), (32, -0.10)):
+        for s, base in enumerate((3.2, 3.25, 3.22), 1):
+            make_run(runs, "table-b-h128", f"topk-e{E}", s, {"valid.loss": base})
+            make_run(runs, "table-b-h128", f"remoe-e{E}", s, {"valid.loss": base + gain + 0.001 * s})
     # the router comparison: ReMoE per layer, the routing metrics, ReMoE rows per layer
     for s in (1, 2, 3):
         make_run(runs, "routers-h128", "topk-aux", s, {"valid.loss": 3.0 + 0.01 * s, "imbalance": 1.2 + 0.1 * s})
@@ -103,6 +109,11 @@ def main():
     # 5 models x 3 seeds - 1 (per layer has 2) = 14 finished, 100 s each; hash 5 s
     check("a_status", f"14 of 18 runs finished, {(14 * 100 + 5) / 3600:.1f} hours" in out
           and "under way: hash/seed-1 at step 5" in out, out[-1500:])
+    b32 = row("32", "| E |")
+    check("b_paired", len(b32) > 4 and b32[2] == fmtd([-0.10 + 0.001 * s for s in (1, 2, 3)]) and b32[3] == "lower"
+          and b32[4] == "holds", b32)
+    check("b_trend", "growing with E: holds at the means (-0.0500, -0.0680, -0.0980;" in out,
+          out[out.index("| E |"):][:900])
     t = row("TopK + balance loss", "| router |")
     check("routers_imbalance", len(t) > 4 and t[3] == fmt([1.3, 1.4, 1.5]), t)
     rp = row("ReMoE, λ per layer", "| router |")
