@@ -227,6 +227,12 @@ def layer_activity(run, path):
     return line_chart(path, lines, "tokens on no expert", 0.0, 1.0)
 
 
+def hours(r):
+    """A copy's training hours: its steps' seconds summed (read_run; 0 in an
+    archive written before they were kept)."""
+    return r.get("train_seconds", 0.0) / 3600.0
+
+
 def table(grid, title):
     runs = {m: load(grid, f"{m}/seed-1") for m in MODELS}
     print(f"#### {title}\n")
@@ -242,9 +248,8 @@ def table(grid, title):
         diff = lambda a, b: f"{a - b:+.4f}" if a is not None and b is not None else "—"
         print(f"| {t / 1e6:.1f} | " + " | ".join(cell(vals[m]) for m in MODELS) +
               f" | {diff(vals['topk'], vals['dense'])} | {diff(vals['remoe'], vals['dense'])} |")
-    hours = lambda r: f", {r['train_seconds'] / 3600:.1f} h" if r.get("train_seconds") else ""
     state = "; ".join(f"{m}: {'finished' if r['finished'] else 'step %d' % (r['last']['step'] if r['last'] else 0)}"
-                      f"{hours(r)} ({r['machine']}{', ' + r['archive'] if r.get('archive') else ''})"
+                      f"{f', {hours(r):.1f} h' if hours(r) else ''} ({r['machine']}{', ' + r['archive'] if r.get('archive') else ''})"
                       for m, r in runs.items() if r)
     print(f"\nRuns (training hours, one thread each, where known): {state}.")
     if runs["dense"] and runs["topk"]:
@@ -279,12 +284,8 @@ SEEDS = (1, 2, 3)
 
 def copies(grid, name):
     """{seed: the furthest copy of GRID/NAME/seed-S} over the seeds that exist."""
-    out = {}
-    for s in SEEDS:
-        r = load(grid, f"{name}/seed-{s}")
-        if r:
-            out[s] = r
-    return out
+    runs = {s: load(grid, f"{name}/seed-{s}") for s in SEEDS}
+    return {s: r for s, r in runs.items() if r}
 
 
 def done(runs):
@@ -292,11 +293,6 @@ def done(runs):
     return {s: r["sweep"]["metrics"] for s, r in runs.items() if r["finished"] and r.get("sweep")}
 
 
-def hours(r):
-    """A copy's training hours: its sweep mark's train_seconds, else its
-    steps' seconds summed (a run not finished, or marked by an older moe)."""
-    t = (r.get("sweep") or {}).get("metrics", {}).get("train_seconds") or r.get("train_seconds") or 0.0
-    return t / 3600.0
 
 
 def no_expert_per_layer(runs):
